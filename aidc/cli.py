@@ -1,0 +1,50 @@
+"""The ``aidc`` command line: one dispatcher, each sub-command registered by the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from aidc.errors import AidcError
+
+# Each module exposes ``register(subparsers)``, adding its sub-commands with ``set_defaults(func=...)``;
+# ``func(args) -> int`` is the exit status.
+COMMAND_MODULES: tuple[str, ...] = (
+    "aidc.commands.site",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser with every registered sub-command."""
+    parser = argparse.ArgumentParser(prog="aidc", description="Energy and telemetry manager for AI data centres")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aidc`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except AidcError as exc:
+        # Configuration and input errors are the operator's to fix: one clear line, no traceback.
+        print(f"aidc {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the aidc CLI that belong to the core."""
