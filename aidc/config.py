@@ -362,7 +362,9 @@ def _resolve_devices(cfg: SiteConfig, source: str, path: Path | None) -> list[De
         for ci, cdu in enumerate(hall.cdus):
             for rname in cdu.racks:
                 if rname not in rack_names:
-                    raise ConfigError(f"{source}: halls[{hi}].cdus[{ci}].racks: {rname!r} is not a rack of hall {hall.name}")
+                    raise ConfigError(
+                        f"{source}: halls[{hi}].cdus[{ci}].racks: {rname!r} is not a rack of hall {hall.name}"
+                    )
                 if rname in served:
                     raise ConfigError(
                         f"{source}: halls[{hi}].cdus[{ci}].racks: rack {rname!r} is already served by {served[rname]}"

@@ -1,0 +1,1 @@
+"""aidc test suites."""
