@@ -29,7 +29,9 @@ def test_writable_points_carry_limits_and_safe_defaults() -> None:
     for prof in builtin_profiles().values():
         for p in prof.points:
             if p.writable:
-                assert p.min is not None and p.max is not None and p.safe_default is not None
+                assert p.min is not None
+                assert p.max is not None
+                assert p.safe_default is not None
                 assert p.min <= p.safe_default <= p.max, (prof.name, p.name)
 
 
@@ -38,7 +40,8 @@ def test_profile_quirks_look_like_real_devices() -> None:
     profs = builtin_profiles()
     assert profs["vertiv-xdu-cdu"].workarounds.max_registers_per_read == 16
     energy = profs["raritan-px3-pdu"].point("active_energy_wh")
-    assert energy.type is DataType.UINT64 and energy.counter
+    assert energy.type is DataType.UINT64
+    assert energy.counter
     assert profs["meter-wordswap"].point("active_power_w").byte_order == "CDAB"
     assert profs["ups-generic"].point("output_energy_kwh").modulus == pytest.approx(2**32 * 0.01)
 
