@@ -48,7 +48,7 @@ class RemoteConfig(BaseModel):
     url: str
     org: str = ""
     bucket: str = "aidc"
-    token_env: str = "AIDC_INFLUX_TOKEN"
+    token_env: str = "AIDC_INFLUX_TOKEN"  # noqa: S105 - the name of a variable, not a secret
     gzip: bool = True
     batch_points: int = Field(default=20_000, ge=1, le=1_000_000)
     timeout_s: float = Field(default=10.0, gt=0, le=600)
