@@ -144,6 +144,11 @@ def make_result(series: object, ts_ns: object, values: object, quality: object =
     return df.sort_values(["series", "ts"], kind="stable").reset_index(drop=True)
 
 
+def ts_ns_of(column: pd.Series) -> np.ndarray:
+    """Int64 ns since the epoch from a UTC datetime column."""
+    return np.asarray(pd.DatetimeIndex(column).asi8, dtype=np.int64)
+
+
 def counter_deltas_from_raw(raw: pd.DataFrame, start_ns: int, interval_ns: int, wrap: float | None) -> pd.DataFrame:
     """Per-interval increase of counters from raw samples, wrap-aware.
 
@@ -167,7 +172,7 @@ def counter_deltas_from_raw(raw: pd.DataFrame, start_ns: int, interval_ns: int, 
     if wrap is not None:
         d = np.where(is_wrap, d + wrap, d)
     d = np.where(is_reset, v, d)
-    ts_ns = raw["ts"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    ts_ns = ts_ns_of(raw["ts"])
     bucket = start_ns + (ts_ns - start_ns) // interval_ns * interval_ns
     frame = pd.DataFrame(
         {"series": raw["series"].to_numpy(), "b": bucket, "delta": d, "wraps": is_wrap, "resets": is_reset}
