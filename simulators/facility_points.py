@@ -1,0 +1,313 @@
+"""Device points of the simulated facility: setpoints, heartbeats and the values each profile's points read.
+
+A :class:`DevicePoints` maps the facility's state onto every device of the site by point name (``Point.sim``
+when set), validates at start-up that the physics provides every point each profile declares, applies writes
+clamped to the profile's min/max, and runs the heartbeat watchdog: once armed by a first heartbeat write, a
+device whose heartbeat value has not changed for longer than ``heartbeat.timeout_s`` of simulated time reverts
+its writable setpoints to ``safe_default`` and sets ``fallback_active``. While in fallback the device ignores
+remote setpoint writes, as real CDUs in local mode do; a changed heartbeat ends the fallback and later writes
+apply again (the safe setpoints stay until rewritten).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from aidc.config import DeviceRef, MeterConfig, Site
+from aidc.errors import ConfigError
+from aidc.roles import Role
+from simulators.interface import PointValue
+
+if TYPE_CHECKING:
+    from simulators.facility import Facility
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TCS_SP_C = 30.0
+DEFAULT_DP_SP_KPA = 120.0
+DEFAULT_FWS_SP_C = 24.0
+
+QUANTITIES: dict[str, frozenset[str]] = {
+    "pdu": frozenset(
+        [f"inlet{i}_{q}" for i in (1, 2) for q in ("voltage_v", "current_a", "active_power_w", "power_factor")]
+        + ["active_power_w", "active_energy_wh"]
+    ),
+    "rack": frozenset(
+        "rack_power_w it_energy_wh coolant_inlet_temp_c coolant_outlet_temp_c coolant_flow_lpm leak_detected "
+        "gpus_throttled gpu_power_w gpu_temp_c gpu_util_pct".split()
+    ),
+    "cdu": frozenset(
+        "tcs_supply_temp_c tcs_return_temp_c fws_supply_temp_c fws_return_temp_c flow_lpm dp_kpa pump_speed_pct "
+        "valve_pct pump_power_w heat_load_kw alarm_word alarm_high_temp alarm_leak alarm_pump_fault fallback_active "
+        "tcs_supply_temp_setpoint_c dp_setpoint_kpa heartbeat".split()
+    ),
+    "plant": frozenset(
+        "fws_supply_temp_c fws_return_temp_c fws_flow_lpm heat_load_w chiller_power_w chiller_cop "
+        "heat_rejection_fan_power_w pump_power_w crah_fan_power_w cooling_power_w free_cooling_state "
+        "outdoor_drybulb_c outdoor_wetbulb_c fws_supply_temp_setpoint_c heartbeat".split()
+    ),
+    "ups": frozenset(
+        "input_power_w output_power_w input_energy_kwh output_energy_kwh load_pct efficiency_pct on_battery".split()
+    ),
+    "meter": frozenset("voltage_v current_a active_power_w power_factor energy_kwh".split()),
+}
+SETPOINT_ROLES = {
+    Role.TCS_SUPPLY_TEMP_SETPOINT: "tcs_sp",
+    Role.TCS_DP_SETPOINT: "dp_sp",
+    Role.FWS_SUPPLY_TEMP_SETPOINT: "fws_sp",
+}
+
+
+@dataclass
+class HeartbeatWatch:
+    """Heartbeat watchdog state of one device."""
+
+    point: str
+    timeout_ns: int
+    value: float = math.nan
+    last_change_ns: int | None = None  # None until the first write arms the watchdog
+    fallback: bool = False
+
+
+class DevicePoints:
+    """Setpoints, heartbeats and per-device point values of a :class:`Facility`."""
+
+    def __init__(self, site: Site, fac: Facility) -> None:
+        self.fac = fac
+        self.devices = {d.name: d for d in site.devices}
+        self.keys = {d.name: [p.sim or p.name for p in d.profile.points] for d in site.devices}
+        self.watch: dict[str, HeartbeatWatch] = {}
+        self.extra: dict[tuple[str, str], float] = {}
+        self.leaks: set[str] = set()
+        for dev in site.devices:
+            missing = [
+                k
+                for k, p in zip(self.keys[dev.name], dev.profile.points, strict=True)
+                if k not in QUANTITIES[dev.kind] and not p.writable
+            ]
+            if missing:
+                raise ConfigError(
+                    f"{dev.path}: profile {dev.profile.name!r} has points the simulator cannot produce for a "
+                    f"{dev.kind}: {missing} (set 'sim' to one of {sorted(QUANTITIES[dev.kind])})"
+                )
+            hb = dev.profile.heartbeat
+            if hb is not None:
+                self.watch[dev.name] = HeartbeatWatch(hb.point, int(hb.timeout_s * 1e9))
+        n = len(fac.cdu_names)
+        fac.tcs_sp = np.full(n, DEFAULT_TCS_SP_C)
+        fac.dp_sp = np.full(n, DEFAULT_DP_SP_KPA)
+        fac.fws_sp = DEFAULT_FWS_SP_C
+        for dev in site.devices:
+            self.revert_to_safe(dev)
+        rng = np.random.default_rng(site.config.simulation.seed + 104729)
+        self.pdu_share = rng.uniform(0.48, 0.52, fac.n_racks)
+        self.phase = rng.uniform(0.0, 2 * math.pi, len(site.devices))
+
+    # --- writes and heartbeats --------------------------------------------------------------------------
+
+    def revert_to_safe(self, dev: DeviceRef) -> None:
+        """Set every writable setpoint of ``dev`` to its profile's safe default."""
+        for p in dev.profile.points:
+            if p.writable and p.safe_default is not None and not self._is_heartbeat(dev, p.name):
+                self._apply(dev, p.name, p.safe_default)
+
+    def _is_heartbeat(self, dev: DeviceRef, point: str) -> bool:
+        return dev.profile.heartbeat is not None and dev.profile.heartbeat.point == point
+
+    def _apply(self, dev: DeviceRef, point: str, value: float) -> None:
+        role = dev.role_of(point)
+        attr = SETPOINT_ROLES.get(role) if role is not None else None
+        if attr == "fws_sp" and dev.kind == "plant":
+            self.fac.fws_sp = value
+        elif attr in ("tcs_sp", "dp_sp") and dev.kind == "cdu":
+            getattr(self.fac, attr)[self.fac.cdu_index[dev.name]] = value
+        else:
+            self.extra[(dev.name, point)] = value
+
+    def write(self, device: str, point: str, value: float) -> None:
+        """Apply a client write: clamp to the point's min/max; heartbeats feed the watchdog."""
+        dev = self.devices.get(device)
+        if dev is None:
+            raise KeyError(f"no device {device!r} in this facility")
+        p = dev.profile.point(point)
+        if not p.writable or p.min is None or p.max is None:
+            raise ValueError(f"{device}.{point} is not writable")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{device}.{point}: {value!r} is not a finite number")
+        v = min(max(v, p.min), p.max)
+        watch = self.watch.get(device)
+        if watch is not None and watch.point == point:
+            if watch.last_change_ns is None or v != watch.value:
+                watch.last_change_ns = self.fac.t_ns
+                if watch.fallback:
+                    log.info("%s: heartbeat resumed, leaving local fallback", device)
+                watch.fallback = False
+            watch.value = v
+            return
+        if watch is not None and watch.fallback:
+            log.debug("%s: in local fallback, ignoring remote write %s=%s", device, point, v)
+            return
+        self._apply(dev, point, v)
+
+    def check_heartbeats(self) -> None:
+        """Revert devices whose armed heartbeat has not changed for longer than their timeout."""
+        now = self.fac.t_ns
+        for name, w in self.watch.items():
+            if w.fallback or w.last_change_ns is None:
+                continue
+            if now - w.last_change_ns > w.timeout_ns:
+                log.warning(
+                    "%s: heartbeat %s unchanged for %.0f s, reverting to safe setpoints",
+                    name,
+                    w.point,
+                    (now - w.last_change_ns) / 1e9,
+                )
+                w.fallback = True
+                self.revert_to_safe(self.devices[name])
+
+    def fallback_active(self, device: str) -> bool:
+        """Whether ``device`` is in local fallback after a heartbeat loss."""
+        w = self.watch.get(device)
+        return bool(w and w.fallback)
+
+    # --- values -----------------------------------------------------------------------------------------
+
+    def values(self, device: str) -> dict[str, PointValue]:
+        """Every point of ``device`` keyed by ``Point.sim`` or the point name."""
+        dev = self.devices.get(device)
+        if dev is None:
+            raise KeyError(f"no device {device!r} in this facility")
+        q = getattr(self, f"_{dev.kind}")(dev)
+        out: dict[str, PointValue] = {}
+        for key, p in zip(self.keys[device], dev.profile.points, strict=True):
+            if key in q:
+                out[key] = q[key]
+            elif p.writable:
+                out[key] = self.extra.get((device, p.name), p.safe_default if p.safe_default is not None else 0.0)
+        return out
+
+    def _ripple(self, dev: DeviceRef, amplitude: float) -> float:
+        """Small deterministic wobble so 'must_move' readings move, as real voltages do."""
+        i = list(self.devices).index(dev.name)
+        return 1.0 + amplitude * math.sin(2 * math.pi * self.fac.t_ns / 9e11 + float(self.phase[i]))
+
+    def _pdu(self, dev: DeviceRef) -> dict[str, PointValue]:
+        f = self.fac
+        r = f.rack_index[dev.tags["rack"]]
+        total = float(f.rack_power_w[r])
+        load = total / float(f.rack_rated_w[r])
+        out: dict[str, PointValue] = {"active_power_w": total, "active_energy_wh": float(f.rack_energy_wh[r])}
+        for i, share in ((1, float(self.pdu_share[r])), (2, 1.0 - float(self.pdu_share[r]))):
+            v = f.params.lv_voltage_v * (1.0 - 0.01 * load) * self._ripple(dev, 0.002 * i)
+            pf = min(0.95 + 0.045 * load, 0.995)
+            out |= {
+                f"inlet{i}_voltage_v": v,
+                f"inlet{i}_current_a": total * share / (3.0 * v * pf),  # per phase of a three-phase inlet
+                f"inlet{i}_active_power_w": total * share,
+                f"inlet{i}_power_factor": pf,
+            }
+        return out
+
+    def _rack(self, dev: DeviceRef) -> dict[str, PointValue]:
+        f = self.fac
+        r = f.rack_index[dev.tags["rack"]]
+        a, b = int(f.rack_offsets[r]), int(f.rack_offsets[r] + f.rack_gpus[r])
+        return {
+            "rack_power_w": float(f.rack_power_w[r]),
+            "it_energy_wh": float(f.rack_energy_wh[r]),
+            "coolant_inlet_temp_c": float(f.rack_inlet_c[r]),
+            "coolant_outlet_temp_c": float(f.rack_outlet_c[r]),
+            "coolant_flow_lpm": float(f.rack_flow_lpm[r]),
+            "leak_detected": dev.name in self.leaks,
+            "gpus_throttled": int(f.rack_throttled[r]),
+            "gpu_power_w": f.gpu_power_w[a:b].tolist(),
+            "gpu_temp_c": f.gpu_temp_c[a:b].tolist(),
+            "gpu_util_pct": (100.0 * f.gpu_util[a:b]).tolist(),
+        }
+
+    def _cdu(self, dev: DeviceRef) -> dict[str, PointValue]:
+        f = self.fac
+        c = f.cdu_index[dev.name]
+        high = bool(f.tcs_supply_c[c] > f.tcs_sp[c] + f.params.cdu_high_temp_alarm_k)
+        leak = dev.name in self.leaks or any(
+            f"rack-{n}" in self.leaks for n, cc in zip(f.rack_names, f.rack_cdu, strict=True) if cc == c
+        )
+        fault = bool(f.cdu_pump_fault[c])
+        fallback = self.fallback_active(dev.name)
+        watch = self.watch.get(dev.name)
+        return {
+            "tcs_supply_temp_c": float(f.tcs_supply_c[c]),
+            "tcs_return_temp_c": float(f.tcs_return_c[c]),
+            "fws_supply_temp_c": f.fws_supply_c,
+            "fws_return_temp_c": float(f.cdu_fws_return_c[c]),
+            "flow_lpm": float(f.cdu_flow_lpm[c]),
+            "dp_kpa": float(f.cdu_dp_kpa[c]),
+            "pump_speed_pct": 0.0 if fault else 100.0 * float(f.cdu_speed[c]),
+            "valve_pct": float(f.cdu_valve_pct[c]),
+            "pump_power_w": float(f.cdu_pump_w[c]),
+            "heat_load_kw": float(f.cdu_heat_w[c]) / 1000.0,
+            "alarm_word": int(high) | int(leak) << 1 | int(fault) << 2 | int(fallback) << 3,
+            "alarm_high_temp": high,
+            "alarm_leak": leak,
+            "alarm_pump_fault": fault,
+            "fallback_active": fallback,
+            "tcs_supply_temp_setpoint_c": float(f.tcs_sp[c]),
+            "dp_setpoint_kpa": float(f.dp_sp[c]),
+            "heartbeat": 0.0 if watch is None or math.isnan(watch.value) else watch.value,
+        }
+
+    def _plant(self, dev: DeviceRef) -> dict[str, PointValue]:
+        f = self.fac
+        watch = self.watch.get(dev.name)
+        return {
+            "fws_supply_temp_c": f.fws_supply_c,
+            "fws_return_temp_c": f.fws_return_c,
+            "fws_flow_lpm": f.fws_flow_lpm,
+            "heat_load_w": f.fws_heat_w + f.air_heat_w,
+            "chiller_power_w": f.chiller_w,
+            "chiller_cop": f.chiller_cop,
+            "heat_rejection_fan_power_w": f.hr_fan_w,
+            "pump_power_w": f.fws_pump_w,
+            "crah_fan_power_w": f.crah_fan_w,
+            "cooling_power_w": f.plant_cooling_w,
+            "free_cooling_state": f.free_cooling_state,
+            "outdoor_drybulb_c": f.drybulb_c,
+            "outdoor_wetbulb_c": f.wetbulb_c,
+            "fws_supply_temp_setpoint_c": f.fws_sp,
+            "heartbeat": 0.0 if watch is None or math.isnan(watch.value) else watch.value,
+        }
+
+    def _ups(self, dev: DeviceRef) -> dict[str, PointValue]:
+        f = self.fac
+        return {
+            "input_power_w": f.ups_input_w,
+            "output_power_w": f.ups_output_w,
+            "input_energy_kwh": f.energy_wh["ups_in"] / 1000.0,
+            "output_energy_kwh": f.energy_wh["ups_out"] / 1000.0,
+            "load_pct": 100.0 * f.ups_output_w / f.ups_rated_w,
+            "efficiency_pct": 100.0 * f.ups_output_w / f.ups_input_w if f.ups_input_w > 0 else 0.0,
+            "on_battery": False,
+        }
+
+    def _meter(self, dev: DeviceRef) -> dict[str, PointValue]:
+        f = self.fac
+        purpose = dev.config.purpose if isinstance(dev.config, MeterConfig) else "utility"
+        power, energy, volts, pf = {
+            "utility": (f.facility_power_w, f.energy_wh["facility"], f.params.grid_voltage_v, 0.98),
+            "cooling": (f.cooling_power_w, f.energy_wh["cooling"], 400.0, 0.95),
+            "other": (f.other_power_w, f.energy_wh["other"], 400.0, 0.9),
+        }[purpose]
+        v = volts * self._ripple(dev, 0.003)
+        return {
+            "voltage_v": v,
+            "current_a": power / (math.sqrt(3.0) * v * pf),
+            "active_power_w": power,
+            "power_factor": pf,
+            "energy_kwh": energy / 1000.0,
+        }

@@ -1,0 +1,268 @@
+"""Facility physics: parameters and the per-component equations, vectorised with numpy.
+
+Every equation here is documented with units in ``docs/physics.md``. The :class:`Facility` in
+``simulators/facility.py`` wires them together and holds the state; this module is pure functions and the
+:class:`PhysicsParams` dataclass, whose fields can each be overridden from ``[simulation.physics]`` in the site
+file (:func:`params_from_overrides`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aidc.errors import ConfigError
+
+Arr = npt.NDArray[np.float64]
+
+
+def _p(default: float, lo: float, hi: float, unit: str) -> Any:
+    """A parameter field with its allowed range and unit (checked on override)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "unit": unit})
+
+
+@dataclass(frozen=True, slots=True)
+class PhysicsParams:
+    """Physical parameters of the simulated facility; defaults are typical values (sources in docs/physics.md)."""
+
+    # GPU electrical and thermal model.
+    leak_ref_frac: float = _p(0.10, 0.0, 0.5, "1")  # leakage share of TDP at the reference temperature
+    leak_beta_per_k: float = _p(0.025, 0.0, 0.1, "1/K")  # leakage grows as exp(beta (T - T_ref))
+    leak_ref_temp_c: float = _p(65.0, 20.0, 100.0, "°C")
+    r_tim_k_per_w: float = _p(0.012, 0.0, 0.2, "K/W")  # die + thermal interface
+    r_cp_ref_k_per_w: float = _p(0.018, 0.001, 0.2, "K/W")  # cold-plate convection at the reference flow
+    cp_ref_flow_lpm: float = _p(2.0, 0.1, 20.0, "L/min")  # per-GPU cold-plate flow at which r_cp_ref holds
+    cp_flow_exponent: float = _p(0.8, 0.3, 1.0, "1")  # Dittus-Boelter-like h ∝ flow^0.8
+    gpu_flow_share: float = _p(0.7, 0.1, 1.0, "1")  # share of rack coolant flow through GPU cold plates
+    gpu_coolant_rise_frac: float = _p(0.5, 0.0, 1.0, "1")  # GPUs see inlet + this share of the rack ΔT
+    gpu_spread: float = _p(0.05, 0.0, 0.3, "1")  # relative spread of per-GPU thermal resistance
+    other_idle_frac: float = _p(0.45, 0.0, 1.0, "1")  # non-GPU rack power at idle, share of its full load
+    # Coolants.
+    tcs_density_kg_m3: float = _p(1020.0, 800.0, 1200.0, "kg/m³")  # PG25
+    tcs_cp_j_kgk: float = _p(3900.0, 2000.0, 4300.0, "J/(kg K)")
+    fws_density_kg_m3: float = _p(997.0, 800.0, 1200.0, "kg/m³")  # water
+    fws_cp_j_kgk: float = _p(4180.0, 2000.0, 4300.0, "J/(kg K)")
+    air_density_kg_m3: float = _p(1.18, 0.8, 1.4, "kg/m³")
+    air_cp_j_kgk: float = _p(1006.0, 900.0, 1100.0, "J/(kg K)")
+    # CDU.
+    cdu_flow_lpm_per_kw: float = _p(1.5, 0.5, 5.0, "L/(min kW)")  # design flow per rated rack kW
+    cdu_dp_design_kpa: float = _p(120.0, 10.0, 400.0, "kPa")  # dp at design flow (system curve)
+    cdu_design_speed_frac: float = _p(0.8, 0.2, 1.0, "1")  # pump speed at the design point
+    cdu_pump_eff: float = _p(0.55, 0.1, 0.95, "1")  # wire-to-water efficiency at the design point
+    cdu_approach_k: float = _p(3.0, 0.5, 10.0, "K")  # TCS supply − FWS supply at design heat load
+    cdu_approach_min_k: float = _p(1.0, 0.0, 10.0, "K")
+    cdu_tau_s: float = _p(60.0, 1.0, 3600.0, "s")  # TCS loop thermal time constant
+    cdu_high_temp_alarm_k: float = _p(5.0, 0.5, 30.0, "K")  # TCS supply above setpoint that raises bit 0
+    # Plant: facility water.
+    fws_design_dt_k: float = _p(10.0, 2.0, 25.0, "K")  # FWS return − supply the pumps aim for
+    fws_min_flow_frac: float = _p(0.3, 0.05, 1.0, "1")
+    fws_dp_design_kpa: float = _p(200.0, 10.0, 600.0, "kPa")
+    fws_pump_eff: float = _p(0.65, 0.1, 0.95, "1")
+    fws_tau_s: float = _p(180.0, 1.0, 3600.0, "s")  # FWS loop / plant response time constant
+    # Plant: heat rejection and chiller.
+    drycooler_approach_k: float = _p(5.0, 0.5, 20.0, "K")  # coldest FWS a dry cooler makes above dry bulb
+    tower_approach_k: float = _p(4.0, 0.5, 20.0, "K")  # coldest FWS a tower makes above wet bulb
+    hr_fan_w_per_kw: float = _p(12.0, 0.0, 100.0, "W/kW")  # heat-rejection fan power at design, per kW rejected
+    hr_design_dt_k: float = _p(12.0, 2.0, 40.0, "K")  # FWS return − outdoor at design rejection
+    hr_min_speed: float = _p(0.15, 0.0, 1.0, "1")
+    chiller_eta_carnot: float = _p(0.5, 0.1, 0.9, "1")  # second-law efficiency
+    chiller_cop_min: float = _p(2.0, 0.5, 10.0, "1")
+    chiller_cop_max: float = _p(12.0, 2.0, 30.0, "1")
+    chiller_evap_approach_k: float = _p(1.5, 0.0, 10.0, "K")  # evaporating temperature below leaving water
+    chiller_cond_approach_k: float = _p(10.0, 0.0, 30.0, "K")  # condensing temperature above the heat sink
+    chiller_idle_frac: float = _p(0.1, 0.0, 0.5, "1")  # part-load penalty: P = Q/COP (idle/PLR + 1 − idle)
+    chiller_capacity_frac: float = _p(1.1, 0.2, 3.0, "1")  # chiller capacity / design heat load
+    # Air side (CRAH).
+    crah_air_dt_k: float = _p(12.0, 3.0, 25.0, "K")  # air ΔT across the CRAH coil
+    crah_fan_pa: float = _p(500.0, 50.0, 3000.0, "Pa")  # fan total pressure
+    crah_fan_eff: float = _p(0.6, 0.1, 0.95, "1")
+    crah_chw_c: float = _p(14.0, 4.0, 25.0, "°C")  # chilled water supply to the CRAH coils
+    crah_chw_dt_k: float = _p(6.0, 2.0, 15.0, "K")
+    crah_tau_s: float = _p(120.0, 1.0, 3600.0, "s")
+    # Electrical.
+    dist_loss_frac: float = _p(0.005, 0.0, 0.05, "1")  # busway and cabling between UPS and PDUs
+    ups_loss_a0: float = _p(0.008, 0.0, 0.1, "1")  # UPS loss / rating = a0 + a1 L + a2 L²
+    ups_loss_a1: float = _p(0.015, 0.0, 0.2, "1")
+    ups_loss_a2: float = _p(0.012, 0.0, 0.2, "1")
+    tx_core_frac: float = _p(0.002, 0.0, 0.05, "1")  # transformer no-load loss / rating
+    tx_copper_frac: float = _p(0.008, 0.0, 0.05, "1")  # load loss at rating, ∝ load²
+    tx_rating_frac: float = _p(1.6, 0.5, 5.0, "1")  # transformer rating / rated IT power
+    lighting_w_per_kw: float = _p(4.0, 0.0, 50.0, "W/kW")  # lighting and offices at day, per rated IT kW
+    lighting_night_frac: float = _p(0.35, 0.0, 1.0, "1")
+    day_start_h: float = _p(7.0, 0.0, 24.0, "h")
+    day_end_h: float = _p(19.0, 0.0, 24.0, "h")
+    grid_voltage_v: float = _p(13800.0, 200.0, 36000.0, "V")  # utility meter, line to line
+    lv_voltage_v: float = _p(230.0, 180.0, 264.0, "V")  # PDU inlets, line to neutral
+    # Solver.
+    gpu_iterations: float = _p(4.0, 1.0, 20.0, "1")
+
+
+def param_info() -> list[tuple[str, float, str, float, float]]:
+    """Name, default, unit and allowed range of every parameter (for docs and messages)."""
+    defaults = PhysicsParams()
+    return [
+        (f.name, float(getattr(defaults, f.name)), f.metadata["unit"], f.metadata["lo"], f.metadata["hi"])
+        for f in fields(PhysicsParams)
+    ]
+
+
+def params_from_overrides(overrides: dict[str, Any], base: PhysicsParams | None = None) -> PhysicsParams:
+    """Apply ``[simulation.physics]`` overrides; an unknown key or bad value raises a one-line ConfigError."""
+    known = {f.name: f for f in fields(PhysicsParams)}
+    changes: dict[str, float] = {}
+    for key, raw in overrides.items():
+        where = f"simulation.physics.{key}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown parameter (see docs/physics.md for the list)")
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ConfigError(f"{where}: {raw!r} is not a number")
+        value = float(raw)
+        meta = known[key].metadata
+        if not math.isfinite(value) or not meta["lo"] <= value <= meta["hi"]:
+            raise ConfigError(f"{where}: {raw!r} is outside [{meta['lo']}, {meta['hi']}] {meta['unit']}".rstrip())
+        changes[key] = value
+    out = replace(base or PhysicsParams(), **changes)
+    if out.day_end_h <= out.day_start_h:
+        raise ConfigError(f"simulation.physics.day_end_h: {out.day_end_h} must be after day_start_h {out.day_start_h}")
+    return out
+
+
+# --- generic -----------------------------------------------------------------------------------------------
+
+
+def lag_factor(dt_s: float, tau_s: float) -> float:
+    """Exact first-order lag weight: x ← target + (x − target)·exp(−dt/τ); stable for any dt."""
+    return math.exp(-dt_s / tau_s)
+
+
+def lpm_to_m3s(flow_lpm: Any) -> Any:
+    """Litres per minute to m³/s."""
+    return flow_lpm / 60000.0
+
+
+# --- GPUs and racks ----------------------------------------------------------------------------------------
+
+
+def cold_plate_resistance(flow_per_gpu_lpm: Arr, p: PhysicsParams) -> Arr:
+    """Junction-to-coolant thermal resistance (K/W): R = R_tim + R_cp,ref·(q_ref / q)^n."""
+    q = np.maximum(flow_per_gpu_lpm, 1e-3)
+    return p.r_tim_k_per_w + p.r_cp_ref_k_per_w * (p.cp_ref_flow_lpm / q) ** p.cp_flow_exponent
+
+
+def gpu_power_and_temp(
+    util: Arr,
+    coolant_c: Arr,
+    r_th: Arr,
+    *,
+    idle_w: Arr | float,
+    tdp_w: Arr | float,
+    min_w: Arr | float,
+    limit_c: Arr | float,
+    p: PhysicsParams,
+) -> tuple[Arr, Arr, npt.NDArray[np.bool_]]:
+    """GPU power (W), junction temperature (°C) and throttled flags, solved together by fixed point.
+
+    P = P_idle + (P_tdp − P_idle)·u + L·(exp(β(T − T_ref)) − 1) with L = leak_ref_frac·P_tdp, and
+    T = T_coolant + P·R_th. Where T would exceed the throttle limit the power is capped at
+    (T_limit − T_coolant)/R_th (not below the clock floor), which is what the GPU's power controller does.
+    """
+    leak = p.leak_ref_frac * tdp_w
+    base = idle_w + (tdp_w - idle_w) * util
+    temp = coolant_c + base * r_th
+    power = base
+    for _ in range(int(p.gpu_iterations)):
+        power = base + leak * (np.exp(p.leak_beta_per_k * (temp - p.leak_ref_temp_c)) - 1.0)
+        temp = coolant_c + power * r_th
+    throttled = temp > limit_c
+    if throttled.any():
+        cap = np.maximum((limit_c - coolant_c) / r_th, min_w)
+        power = np.where(throttled, np.minimum(power, cap), power)
+        temp = coolant_c + power * r_th
+    return power, temp, throttled
+
+
+def coolant_rise(heat_w: Any, flow_lpm: Any, density: float, cp: float) -> Any:
+    """Temperature rise (K) of a liquid stream: ΔT = Q / (ρ·c_p·V̇)."""
+    return heat_w / (density * cp * np.maximum(lpm_to_m3s(flow_lpm), 1e-9))
+
+
+# --- CDU -----------------------------------------------------------------------------------------------------
+
+
+def cdu_flow(dp_setpoint_kpa: Arr, design_flow_lpm: Arr, p: PhysicsParams) -> tuple[Arr, Arr, Arr]:
+    """Flow (L/min), achieved dp (kPa) and pump speed (0-1) of a pump holding dp on a quadratic system curve.
+
+    System curve dp = dp_d·(V̇/V̇_d)²; the pump runs at speed s_d at the design point and, by the affinity laws,
+    delivers the same curve point scaled by s, so V̇ = V̇_d·s/s_d, capped at full speed.
+    """
+    flow = design_flow_lpm * np.sqrt(dp_setpoint_kpa / p.cdu_dp_design_kpa)
+    speed = p.cdu_design_speed_frac * flow / design_flow_lpm
+    capped = np.minimum(speed, 1.0)
+    flow = flow * capped / speed
+    dp = p.cdu_dp_design_kpa * (flow / design_flow_lpm) ** 2
+    return flow, dp, capped
+
+
+def pump_power(dp_kpa: Any, flow_lpm: Any, eff: float) -> Any:
+    """Shaft power (W) = dp·V̇/η; on a quadratic system curve this is the affinity law P ∝ V̇³."""
+    return dp_kpa * 1000.0 * lpm_to_m3s(flow_lpm) / eff
+
+
+def cdu_approach(load_frac: Arr, p: PhysicsParams) -> Arr:
+    """Heat-exchanger approach (K) at a load fraction: proportional to load at fixed UA, with a floor."""
+    return np.maximum(p.cdu_approach_k * load_frac, p.cdu_approach_min_k)
+
+
+# --- plant ---------------------------------------------------------------------------------------------------
+
+
+def chiller_cop(evap_c: float, cond_c: float, p: PhysicsParams) -> float:
+    """Full-load COP: η·T_evap/(T_cond − T_evap) in kelvin, bounded to [cop_min, cop_max]."""
+    lift = max(cond_c - evap_c, 1.0)
+    return min(max(p.chiller_eta_carnot * (evap_c + 273.15) / lift, p.chiller_cop_min), p.chiller_cop_max)
+
+
+def chiller_power(load_w: float, cop: float, capacity_w: float, p: PhysicsParams) -> float:
+    """Compressor power (W) with a part-load penalty: P = Q/COP·(idle/PLR + 1 − idle), PLR = Q/capacity."""
+    if load_w <= 0.0:
+        return 0.0
+    plr = min(max(load_w / capacity_w, 0.05), 1.0)
+    return load_w / cop * (p.chiller_idle_frac / plr + 1.0 - p.chiller_idle_frac)
+
+
+def free_cooling_share(return_c: float, supply_c: float, sink_c: float) -> float:
+    """Share of the load the free cooler removes: 1 full, 0 none, between when it precools the return water."""
+    if sink_c <= supply_c:
+        return 1.0
+    if sink_c >= return_c:
+        return 0.0
+    return (return_c - sink_c) / (return_c - supply_c)
+
+
+def fan_speed(load_w: float, design_w: float, available_dt_k: float, design_dt_k: float, min_speed: float) -> float:
+    """Fan speed (0-1) needed to reject a load: airflow ∝ Q/ΔT_available, relative to the design point."""
+    if available_dt_k <= 0.0:
+        return 1.0
+    return min(max(load_w / design_w * design_dt_k / available_dt_k, min_speed), 1.0)
+
+
+def ups_loss(out_w: float, rated_w: float, p: PhysicsParams) -> float:
+    """UPS losses (W) from its efficiency curve: rated·(a0 + a1·L + a2·L²) with L = output/rated."""
+    load = out_w / rated_w
+    return rated_w * (p.ups_loss_a0 + p.ups_loss_a1 * load + p.ups_loss_a2 * load * load)
+
+
+def transformer_loss(load_w: float, rated_w: float, p: PhysicsParams) -> float:
+    """Transformer losses (W): core (no-load) plus copper ∝ (load/rating)²."""
+    frac = load_w / rated_w
+    return rated_w * (p.tx_core_frac + p.tx_copper_frac * frac * frac)
+
+
+def lighting_power(local_hour: float, design_it_w: float, p: PhysicsParams) -> float:
+    """Lighting and office power (W): full during the working day, a fraction at night."""
+    day = p.day_start_h <= local_hour < p.day_end_h
+    return design_it_w / 1000.0 * p.lighting_w_per_kw * (1.0 if day else p.lighting_night_frac)
