@@ -1,4 +1,5 @@
-"""A real VictoriaMetrics (Debian's ``victoria-metrics``) on a free loopback port, for historian tests.
+"""Historian test support: a real VictoriaMetrics (Debian's ``victoria-metrics``) on a free loopback port,
+and deterministic telemetry batches.
 
 It accepts InfluxDB line protocol at ``/api/v2/write``, so the influxdb-client write path is exercised
 against a real server. Deduplication at 1 ms makes re-sent points overwrite themselves, as InfluxDB does.
@@ -15,7 +16,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from aidc.model import Batch, SeriesKey
+
+NS = 1_000_000_000
+HOUR = 3600 * NS
 
 VM_BINARY = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 
@@ -111,3 +118,32 @@ def vm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VMServer]:
 
 
 vm = pytest.fixture(scope="module")(vm_server)
+
+
+# ----------------------------------------------------------------- test data
+
+
+def series_ids(devices: int = 4) -> np.ndarray:
+    """Series ids for a few CDUs and PDUs."""
+    ids = [SeriesKey.of("cdu", "flow_lpm", {"site": "dc1", "device": f"cdu-{i}"}).id for i in range(devices)]
+    ids += [SeriesKey.of("pdu", "active_power_w", {"site": "dc1", "device": f"pdu-{i}"}).id for i in range(devices)]
+    return np.array(ids, dtype=object)
+
+
+def polls(
+    t0_ns: int, hours: float, period_s: int = 5, devices: int = 4, seed: int = 1, per_batch: int = 60
+) -> list[Batch]:
+    """Batches of polls every ``period_s`` from ``t0_ns``; ~5 % bad samples, half of them without a value."""
+    ids = series_ids(devices)
+    rng = np.random.default_rng(seed)
+    n = int(hours * 3600 / period_s)
+    out = []
+    for k in range(0, n, per_batch):
+        steps = np.arange(k, min(k + per_batch, n))
+        ts = t0_ns + np.repeat(steps * period_s * NS + 7_000_000, len(ids))
+        m = len(ts)
+        vals = rng.integers(0, 4000, m) / 4
+        q = (rng.random(m) < 0.05).astype(np.uint8) * 2
+        vals[(q == 2) & (rng.random(m) < 0.5)] = np.nan
+        out.append(Batch(np.tile(ids, len(steps)), ts.astype(np.int64), vals, q))
+    return out
