@@ -1,0 +1,244 @@
+"""The connection supervisor shared by Modbus and OPC-UA links, and per-device health.
+
+One :class:`Link` per connection (a Modbus TCP server, possibly a gateway with several unit ids, or an OPC-UA
+endpoint serving several devices) runs one supervisor task with an explicit state: connecting, connected,
+backing off. Transport failures back off exponentially with full jitter, capped at the shortest poll interval
+of the link's devices so that a restarted server is back within two poll intervals. While connected each device
+has its own poll loop with a stable phase, so thousands of devices spread over the interval instead of firing
+in the same millisecond; a poll runs to completion before the next starts.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+import logging
+import math
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aidc.clock import Clock
+from aidc.config import DeviceRef
+from aidc.model import Batch, SeriesKey
+
+log = logging.getLogger(__name__)
+
+HEALTH_MEASUREMENT = "collector"
+HEALTH_FIELDS = ("up", "state", "latency_ms", "errors_total", "last_success_s")
+
+
+class LinkState(enum.IntEnum):
+    """Supervisor state of a connection (published as the ``state`` health field)."""
+
+    CONNECTING = 0
+    CONNECTED = 1
+    BACKING_OFF = 2
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Timing knobs shared by every link."""
+
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 30.0
+    min_interval_s: float = 0.02  # floor on the wall-clock poll interval when the clock runs fast
+    stuck_polls: int = 5
+    stale_intervals: int = 3
+    timeouts_before_reconnect: int = 3
+
+
+@dataclass
+class DeviceHealth:
+    """What the collector knows about one device; logged once per outage, published as series."""
+
+    device: DeviceRef
+    interval_s: float  # wall-clock poll interval
+    state: LinkState = LinkState.CONNECTING
+    up: bool = False
+    last_success_ns: int | None = None
+    last_fresh_mono: float = field(default_factory=time.monotonic)
+    latency_s: float = math.nan
+    errors: int = 0
+    polls: int = 0
+    failing: bool = False
+    reason: str = ""
+    stale: bool = False
+    consecutive_timeouts: int = 0
+    _series: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tags = {k: v for k, v in self.device.tags.items() if k in ("site", "hall", "device")}
+        self._series = np.array([SeriesKey.of(HEALTH_MEASUREMENT, f, tags).id for f in HEALTH_FIELDS], dtype=object)
+
+    def success(self, ts_ns: int, latency_s: float, partial_reason: str = "") -> None:
+        """A poll returned data (``partial_reason``: some points failed with a device exception reply)."""
+        self.up, self.stale = True, False
+        self.last_success_ns, self.latency_s = ts_ns, latency_s
+        self.last_fresh_mono = time.monotonic()
+        self.consecutive_timeouts = 0
+        self.polls += 1
+        if partial_reason:
+            self.failure(partial_reason, up=True)
+        elif self.failing:
+            self.failing, self.reason = False, ""
+            log.info("device %s (%s) recovered", self.device.name, self.device.config.address)
+
+    def failure(self, reason: str, *, up: bool = False) -> None:
+        """A poll or the connection failed; ERROR the first time, DEBUG until it recovers."""
+        self.errors += 1
+        self.up = up
+        if not self.failing:
+            self.failing = True
+            log.error("device %s (%s): %s", self.device.name, self.device.config.address, reason)
+        elif reason != self.reason:
+            log.debug("device %s (%s): %s", self.device.name, self.device.config.address, reason)
+        self.reason = reason
+
+    def batch(self, ts_ns: int) -> Batch:
+        """The health fields as one small batch (measurement ``collector``)."""
+        last = np.nan if self.last_success_ns is None else self.last_success_ns / 1e9
+        vals = np.array(
+            [float(self.up), float(self.state), self.latency_s * 1e3, float(self.errors), last], dtype=np.float64
+        )
+        return Batch(self._series, np.full(len(vals), ts_ns, dtype=np.int64), vals, np.zeros(len(vals), np.uint8))
+
+
+Emit = Callable[[Batch], None]
+
+
+class Link(abc.ABC):
+    """A connection supervisor; subclasses implement connect, per-device poll and close."""
+
+    protocol: str = ""
+
+    def __init__(
+        self, key: str, devices: Sequence[DeviceRef], *, clock: Clock, emit: Emit, options: LinkOptions
+    ) -> None:
+        self.key = key
+        self.devices = list(devices)
+        self.clock = clock
+        self.emit = emit
+        self.options = options
+        self.state = LinkState.CONNECTING
+        self.health = {d.name: DeviceHealth(d, self._wall_interval(d)) for d in self.devices}
+        self.connected = asyncio.Event()
+        self.attempts = 0
+        self.last_error = ""
+
+    def _wall_interval(self, dev: DeviceRef) -> float:
+        return max(self.options.min_interval_s, dev.config.poll_interval_s / max(self.clock.speed, 1e-9))
+
+    def _set_state(self, state: LinkState) -> None:
+        self.state = state
+        for h in self.health.values():
+            h.state = state
+        if state is LinkState.CONNECTED:
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection (and session); raise a transport error on failure."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the connection; never raises."""
+
+    @abc.abstractmethod
+    async def poll(self, dev: DeviceRef) -> Batch:
+        """Poll one device once; raise a transport error if the connection is lost."""
+
+    @abc.abstractmethod
+    def series_of(self, dev: DeviceRef) -> np.ndarray:
+        """Series ids the device currently publishes (for stale marking)."""
+
+    async def watch(self) -> None:
+        """Return (or raise) when the connection is lost; by default never returns."""
+        await asyncio.Event().wait()
+
+    @abc.abstractmethod
+    def transport_errors(self) -> tuple[type[BaseException], ...]:
+        """Exceptions that mean the connection is lost."""
+
+    def _backoff_s(self) -> float:
+        cap = min(self.options.backoff_max_s, min(h.interval_s for h in self.health.values()))
+        base = min(cap, self.options.backoff_initial_s * 2 ** min(self.attempts, 20))
+        return random.uniform(base / 2, base)  # jitter: thousands of devices do not reconnect in step
+
+    def _connection_failed(self, reason: str) -> None:
+        self.last_error = reason
+        for h in self.health.values():
+            h.failure(reason)
+
+    async def run(self) -> None:
+        """Supervise the connection forever (until cancelled)."""
+        errors = self.transport_errors()
+        while True:
+            self._set_state(LinkState.CONNECTING)
+            try:
+                await self.connect()
+            except errors as exc:
+                self._connection_failed(f"unreachable: {exc}")
+                await self._back_off()
+                continue
+            self._set_state(LinkState.CONNECTED)
+            self.attempts = 0
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._watch_then_raise())
+                    for dev in self.devices:
+                        tg.create_task(self._poll_loop(dev))
+            except* errors as eg:
+                self._connection_failed(f"connection lost: {eg.exceptions[0]}")
+            finally:
+                await self.close()
+            await self._back_off()
+
+    async def _back_off(self) -> None:
+        self._set_state(LinkState.BACKING_OFF)
+        delay = self._backoff_s()
+        self.attempts += 1
+        await asyncio.sleep(delay)
+
+    async def _watch_then_raise(self) -> None:
+        await self.watch()
+        raise self.transport_errors()[0]("connection closed by peer")
+
+    async def _poll_loop(self, dev: DeviceRef) -> None:
+        health = self.health[dev.name]
+        interval = health.interval_s
+        loop = asyncio.get_running_loop()
+        # Stable phase from the name: the same device polls at the same offset in every process and restart.
+        phase = (zlib.crc32(dev.name.encode()) / 2**32) * interval
+        nxt = loop.time()  # first poll right after (re)connecting
+        while True:
+            delay = nxt - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.emit(await self.poll(dev))
+            now = loop.time()
+            nxt = phase + (math.floor((now - phase) / interval) + 1) * interval
+
+    async def poll_once(self) -> dict[str, Batch | str]:
+        """Connect, poll every device once, close: per device a batch, or the reason it could not be read."""
+        out: dict[str, Batch | str] = {}
+        try:
+            await self.connect()
+        except self.transport_errors() as exc:
+            return {d.name: f"unreachable: {exc}" for d in self.devices}
+        try:
+            for dev in self.devices:
+                try:
+                    out[dev.name] = await self.poll(dev)
+                except self.transport_errors() as exc:
+                    out[dev.name] = f"unreachable: {exc}"
+        finally:
+            await self.close()
+        return out

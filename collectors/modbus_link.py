@@ -1,0 +1,180 @@
+"""A supervised Modbus TCP connection polling every device (unit id) behind one host:port."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from aidc.clock import Clock
+from aidc.config import DeviceRef
+from aidc.errors import AidcError
+from aidc.model import Batch
+from aidc.profiles import Point
+from collectors.decode import RegisterDecoder, encode, unpack_bits
+from collectors.link import DeviceHealth, Emit, Link, LinkOptions
+from collectors.modbus import ExceptionReply, ModbusTcpClient, RequestTimeout, TransportError
+from collectors.plan import READ_FUNCTION, ModbusPlan, ReadRequest, plan_modbus, series_ids
+from collectors.quality import QualityTracker
+
+
+class DeviceWriteError(AidcError):
+    """A write or read-back was refused by the device or could not be sent."""
+
+
+@dataclass
+class _DeviceRuntime:
+    plan: ModbusPlan
+    decoder: RegisterDecoder
+    tracker: QualityTracker
+    registers: npt.NDArray[np.uint8]  # raw register bytes as received, reused every poll
+    bits: npt.NDArray[np.bool_]
+
+
+class ModbusLink(Link):
+    """One TCP connection, one supervisor, one poll loop per unit id."""
+
+    protocol = "modbus"
+
+    def __init__(self, key: str, devices: list[DeviceRef], *, clock: Clock, emit: Emit, options: LinkOptions) -> None:
+        super().__init__(key, devices, clock=clock, emit=emit, options=options)
+        first = devices[0].config
+        assert first.port is not None
+        self.client = ModbusTcpClient(first.host, first.port)
+        self.rt: dict[str, _DeviceRuntime] = {}
+        for dev in devices:
+            plan = plan_modbus(dev)
+            self.rt[dev.name] = _DeviceRuntime(
+                plan,
+                RegisterDecoder(plan),
+                QualityTracker(
+                    plan.points, sentinels=dev.profile.workarounds.sentinels, stuck_polls=self.options.stuck_polls
+                ),
+                np.zeros(2 * plan.n_registers, dtype=np.uint8),
+                np.zeros(plan.n_bits, dtype=bool),
+            )
+
+    def transport_errors(self) -> tuple[type[BaseException], ...]:
+        """Connection-level failures."""
+        return (TransportError,)
+
+    def plan(self, device: str) -> ModbusPlan:
+        """The request plan of a device on this link."""
+        return self.rt[device].plan
+
+    def series_of(self, dev: DeviceRef) -> np.ndarray:
+        """Series ids of the device's points."""
+        return self.rt[dev.name].plan.series
+
+    async def connect(self) -> None:
+        """Open the TCP connection."""
+        self.client.close()
+        await self.client.connect(max(d.config.timeout_s for d in self.devices))
+
+    async def close(self) -> None:
+        """Close the TCP connection."""
+        self.client.close()
+
+    async def watch(self) -> None:
+        """Return when the server closes the connection."""
+        await self.client.wait_closed()
+
+    async def poll(self, dev: DeviceRef) -> Batch:
+        """Execute the device's planned reads, decode and quality-check every point."""
+        rt = self.rt[dev.name]
+        health = self.health[dev.name]
+        timeout = dev.config.timeout_s
+        ts = self.clock.now_ns()
+        t0 = time.perf_counter()
+        failures: list[tuple[tuple[int, ...], str]] = []
+        timed_out = False
+        for req in rt.plan.requests:
+            if timed_out:  # the device is not answering: do not wait out every request of the poll
+                failures.append((req.points, "timeout"))
+                continue
+            try:
+                reply = await self.client.read(req, timeout)
+            except RequestTimeout as exc:
+                timed_out = True
+                failures.append((req.points, str(exc)))
+                continue
+            if isinstance(reply, ExceptionReply):
+                failures.append((req.points, f"{reply.reason} reading {req.table} {req.address} x{req.count}"))
+            elif req.is_bits:
+                rt.bits[req.first : req.first + req.count] = unpack_bits(reply, req.count)
+            else:
+                rt.registers[2 * req.first : 2 * (req.first + req.count)] = np.frombuffer(reply, dtype=np.uint8)
+        latency = time.perf_counter() - t0
+        raw, eng = rt.decoder.decode(rt.registers, rt.bits)
+        values, quality, reasons = rt.tracker.assess(raw, eng, failures)
+        if timed_out and len(failures) == len(rt.plan.requests):
+            health.consecutive_timeouts += 1
+            health.failure(f"no reply (timeout after {timeout:g}s)")
+            if health.consecutive_timeouts >= self.options.timeouts_before_reconnect and all(
+                self.health[d.name].consecutive_timeouts >= self.options.timeouts_before_reconnect for d in self.devices
+            ):
+                self.emit(self._batch(rt, ts, values, quality, reasons, health))
+                raise TransportError(f"{self.client.address}: no reply for {health.consecutive_timeouts} polls")
+        else:
+            health.success(ts, latency, failures[0][1] if failures else "")
+        return self._batch(rt, ts, values, quality, reasons, health)
+
+    @staticmethod
+    def _batch(
+        rt: _DeviceRuntime,
+        ts: int,
+        values: npt.NDArray[np.float64],
+        quality: npt.NDArray[np.uint8],
+        reasons: list[str],
+        health: DeviceHealth,
+    ) -> Batch:
+        data = Batch(rt.plan.series, np.full(len(values), ts, dtype=np.int64), values, quality, reasons)
+        return Batch.concat([data, health.batch(ts)]) if reasons else _fast_concat(data, health.batch(ts))
+
+    # --- writer support -----------------------------------------------------------------------------
+
+    def _single(self, dev: DeviceRef, point: Point) -> tuple[ReadRequest, RegisterDecoder]:
+        assert point.table is not None
+        assert point.address is not None
+        bits = point.table in ("coil", "discrete")
+        count = 1 if bits else point.registers
+        req = ReadRequest(point.table, READ_FUNCTION[point.table], dev.config.unit_id, point.address, count, 0, (0,))
+        plan = ModbusPlan(
+            dev, (point,), series_ids(dev, (point,)), (req,), (0,), 0 if bits else count, count if bits else 0
+        )
+        return req, RegisterDecoder(plan)
+
+    async def read_point(self, dev: DeviceRef, point: Point) -> float:
+        """Read one point now (engineering units); DeviceWriteError on an exception reply."""
+        req, decoder = self._single(dev, point)
+        reply = await self.client.read(req, dev.config.timeout_s)
+        if isinstance(reply, ExceptionReply):
+            raise DeviceWriteError(f"{dev.name}.{point.name}: read refused: {reply.reason}")
+        if req.is_bits:
+            regs, bits = np.zeros(0, np.uint8), unpack_bits(reply, 1)
+        else:
+            regs, bits = np.frombuffer(reply, dtype=np.uint8), np.zeros(0, bool)
+        return float(decoder.decode(regs, bits)[1][0])
+
+    async def write_point(self, dev: DeviceRef, point: Point, value: float) -> None:
+        """Write one point (function 5, 6 or 16); DeviceWriteError on an exception reply."""
+        assert point.address is not None
+        unit, timeout = dev.config.unit_id, dev.config.timeout_s
+        if point.table == "coil":
+            err = await self.client.write_coil(unit, point.address, bool(value), timeout)
+        else:
+            err = await self.client.write_registers(unit, point.address, encode(point, value), timeout)
+        if err is not None:
+            raise DeviceWriteError(f"{dev.name}.{point.name}: write refused: {err.reason}")
+
+
+def _fast_concat(a: Batch, b: Batch) -> Batch:
+    """Concatenate two all-good batches (no reasons) without the generic path's checks."""
+    return Batch(
+        np.concatenate((a.series, b.series)),
+        np.concatenate((a.ts_ns, b.ts_ns)),
+        np.concatenate((a.values, b.values)),
+        np.concatenate((a.quality, b.quality)),
+    )

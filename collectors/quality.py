@@ -1,0 +1,131 @@
+"""Sample quality: every value is good, uncertain or bad with a reason (DESIGN.md §3).
+
+Checks, in order of precedence (the first that applies gives the reason):
+read failed (exception reply, timeout, bad OPC-UA status) → bad; NaN → bad; device sentinel → bad;
+stuck (a ``must_move`` point unchanged for N polls) → uncertain; outside the profile's range → uncertain;
+counter reset → uncertain. A counter wrap is handled, not flagged: the raw counter is published as the device shows
+it (the historian's ``counter_deltas`` adds the modulus back), the wrapping sample says so in its reason, and
+:attr:`QualityTracker.counter_delta` holds the wrap-corrected increase of the last poll.
+All checks run on whole arrays; the reason list is only built when something is flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from aidc.model import Quality
+from aidc.profiles import Point
+
+F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
+STUCK_POLLS = 5
+STALE_INTERVALS = 3
+
+GOOD, UNCERTAIN, BAD = int(Quality.GOOD), int(Quality.UNCERTAIN), int(Quality.BAD)
+
+
+class QualityTracker:
+    """Per-device quality state over a fixed layout of samples (points, arrays expanded)."""
+
+    def __init__(
+        self,
+        points: Sequence[Point],
+        *,
+        sentinels: Sequence[float] = (),
+        stuck_polls: int = STUCK_POLLS,
+    ) -> None:
+        self.n = len(points)
+        rng = [p.range or (np.nan, np.nan) for p in points]
+        self.lo = np.array([r[0] for r in rng], dtype=np.float64)
+        self.hi = np.array([r[1] for r in rng], dtype=np.float64)
+        self.must_move = np.array([p.must_move for p in points], dtype=bool)
+        self.counter = np.array([p.counter for p in points], dtype=bool)
+        self.modulus = np.array([p.modulus or np.nan for p in points], dtype=np.float64)
+        self.sentinels = np.array(sentinels, dtype=np.float64)
+        self.stuck_polls = stuck_polls
+        self.names = [p.name for p in points]
+        self._last = np.full(self.n, np.nan)
+        self._unchanged = np.zeros(self.n, dtype=np.int64)
+        self._counter_prev = np.full(self.n, np.nan)
+        self.counter_delta = np.full(self.n, np.nan)
+        self._has_counters = bool(self.counter.any())
+
+    def assess(
+        self,
+        raw: F64,
+        values: F64,
+        failures: Sequence[tuple[Sequence[int], str]] = (),
+    ) -> tuple[F64, U8, list[str]]:
+        """Quality-check one poll: returns published values, qualities and reasons ([] when all good)."""
+        q = np.zeros(self.n, dtype=np.uint8)
+        reasons: list[str] | None = None
+        failed = np.zeros(self.n, dtype=bool)
+        if failures:
+            reasons = [""] * self.n
+            for idx, why in failures:
+                for i in idx:
+                    failed[i] = True
+                    reasons[i] = why
+            values = values.copy()
+            values[failed] = np.nan
+            q[failed] = BAD
+        fresh = ~failed
+        nan = np.isnan(values) & fresh
+        sentinel = np.isin(raw, self.sentinels) & fresh if len(self.sentinels) else np.zeros(self.n, dtype=bool)
+        ok = fresh & ~nan & ~sentinel
+
+        # Stuck: count consecutive polls with an unchanged value, only for points that must move.
+        changed = values != self._last
+        self._unchanged = np.where(ok, np.where(changed, 0, self._unchanged + 1), self._unchanged)
+        self._last = np.where(ok, values, self._last)
+        stuck = self.must_move & ok & (self._unchanged >= self.stuck_polls)
+        with np.errstate(invalid="ignore"):
+            out_of_range = ok & ((values < self.lo) | (values > self.hi))
+
+        wrapped = reset = np.zeros(self.n, dtype=bool)
+        if self._has_counters:
+            values, wrapped, reset = self._counters(values, ok & self.counter)
+
+        flagged = nan | sentinel | stuck | out_of_range | wrapped | reset
+        if not flagged.any():
+            return values, q, reasons or []
+        if sentinel.any():
+            values = values.copy()
+            values[sentinel] = np.nan
+        if reasons is None:
+            reasons = [""] * self.n
+        for i in np.flatnonzero(flagged).tolist():
+            if nan[i]:
+                q[i], reasons[i] = BAD, "NaN"
+            elif sentinel[i]:
+                q[i], reasons[i] = BAD, f"sentinel {raw[i]:g}"
+            elif stuck[i]:
+                q[i], reasons[i] = UNCERTAIN, f"stuck: unchanged for {self._unchanged[i]} polls"
+            elif out_of_range[i]:
+                q[i], reasons[i] = UNCERTAIN, f"out of range [{self.lo[i]:g}, {self.hi[i]:g}]"
+            elif reset[i]:
+                q[i], reasons[i] = UNCERTAIN, "counter reset"
+            elif wrapped[i]:
+                reasons[i] = f"counter wrapped at {self.modulus[i]:g}"
+        return values, q, reasons
+
+    def _counters(
+        self, values: F64, ok: npt.NDArray[np.bool_]
+    ) -> tuple[F64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Classify counter drops: more than half the modulus is a wrap, any other drop a reset (counted from 0)."""
+        prev = self._counter_prev
+        with np.errstate(invalid="ignore"):
+            dropped = ok & (values < prev)
+            wrapped = dropped & ((prev - values) > self.modulus / 2)
+        reset = dropped & ~wrapped
+        delta = np.where(wrapped, values - prev + self.modulus, np.where(reset, values, values - prev))
+        self.counter_delta = np.where(ok & self.counter, delta, np.nan)
+        self._counter_prev = np.where(ok, values, prev)
+        return values, wrapped, reset
+
+    def failed(self, reason: str) -> tuple[F64, U8, list[str]]:
+        """Every sample bad with one reason (device unreachable, stale)."""
+        return np.full(self.n, np.nan), np.full(self.n, BAD, dtype=np.uint8), [reason] * self.n
