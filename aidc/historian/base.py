@@ -117,6 +117,34 @@ class SeriesSelector:
         return f"{self.measurement}{tags} {self.field or '*'}"
 
 
+def is_glob(pattern: str) -> bool:
+    """True when the pattern has glob characters (``*``, ``?``, ``[...]``)."""
+    return any(c in pattern for c in "*?[")
+
+
+def glob_to_regex(pattern: str) -> str:
+    """The body of an anchored RE2/Go regex equivalent to an fnmatch glob (``*``, ``?``, ``[...]``, ``[!...]``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        close = pattern.find("]", i + 2) if c == "[" else -1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[" and close != -1:
+            body = pattern[i + 1 : close]
+            neg = body.startswith("!")
+            body = body[1:] if neg else body
+            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+            i = close
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
 def empty_result() -> pd.DataFrame:
     """A query result with no rows and the right dtypes."""
     return pd.DataFrame(

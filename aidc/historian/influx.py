@@ -27,6 +27,8 @@ from aidc.historian.base import (
     TimeLike,
     check_agg,
     empty_result,
+    glob_to_regex,
+    is_glob,
     make_result,
     parse_window,
     to_ns,
@@ -100,10 +102,9 @@ def _flux_str(text: str) -> str:
 
 def _flux_match(column: str, pattern: str) -> str:
     """An exact comparison, or an anchored regex for a glob."""
-    if "*" not in pattern and "?" not in pattern:
+    if not is_glob(pattern):
         return f"r[{_flux_str(column)}] == {_flux_str(pattern)}"
-    rx = "".join(".*" if c == "*" else "." if c == "?" else ("\\" + c if not c.isalnum() else c) for c in pattern)
-    rx = rx.replace("/", "\\/")
+    rx = glob_to_regex(pattern).replace("/", "\\/")
     return f"r[{_flux_str(column)}] =~ /^{rx}$/"
 
 

@@ -12,7 +12,6 @@ aligns the range to the step nor hides the last 30 s.
 from __future__ import annotations
 
 import json
-import re
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any
@@ -22,7 +21,18 @@ import pandas as pd
 import urllib3
 
 from aidc.errors import AidcError
-from aidc.historian.base import Agg, SeriesSelector, TimeLike, check_agg, empty_result, make_result, parse_window, to_ns
+from aidc.historian.base import (
+    Agg,
+    SeriesSelector,
+    TimeLike,
+    check_agg,
+    empty_result,
+    glob_to_regex,
+    is_glob,
+    make_result,
+    parse_window,
+    to_ns,
+)
 from aidc.model import SeriesKey
 
 _FN = {
@@ -41,10 +51,6 @@ class RemoteReadError(AidcError):
     """The remote answered a read with an error or not at all."""
 
 
-def _glob_rx(pattern: str) -> str:
-    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-
-
 def _prom_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -52,14 +58,14 @@ def _prom_str(text: str) -> str:
 def selector_matcher(selector: SeriesSelector) -> str:
     """A PromQL series selector for the VictoriaMetrics names of the selected series."""
     meas, fld = selector.measurement, selector.field
-    if fld is not None and not any(c in meas + fld for c in "*?"):
+    if fld is not None and not is_glob(meas + fld):
         parts = [f"__name__={_prom_str(meas + '_' + fld)}"]
     else:
-        fld_rx = _glob_rx(fld) if fld is not None else ".+"
-        parts = [f"__name__=~{_prom_str(_glob_rx(meas) + '_' + fld_rx)}"]
+        fld_rx = glob_to_regex(fld) if fld is not None else ".+"
+        parts = [f"__name__=~{_prom_str(glob_to_regex(meas) + '_' + fld_rx)}"]
     for k, v in sorted(selector.tags.items()):
-        op = "=~" if any(c in v for c in "*?") else "="
-        parts.append(f"{k}{op}{_prom_str(_glob_rx(v) if op == '=~' else v)}")
+        op = "=~" if is_glob(v) else "="
+        parts.append(f"{k}{op}{_prom_str(glob_to_regex(v) if op == '=~' else v)}")
     return "{" + ", ".join(parts) + "}"
 
 
@@ -68,9 +74,9 @@ def series_id_of(metric: dict[str, str], selector: SeriesSelector) -> str | None
     name = metric.get("__name__", "")
     tags = {k: v for k, v in metric.items() if k != "__name__"}
     meas, fld = selector.measurement, selector.field
-    if not any(c in meas for c in "*?"):
+    if not is_glob(meas):
         split = [(meas, name[len(meas) + 1 :])] if name.startswith(meas + "_") else []
-    elif fld is not None and not any(c in fld for c in "*?"):
+    elif fld is not None and not is_glob(fld):
         split = [(name[: -len(fld) - 1], fld)] if name.endswith("_" + fld) else []
     else:
         split = [(name[:i], name[i + 1 :]) for i, c in enumerate(name) if c == "_"]
