@@ -15,6 +15,7 @@ from aidc.errors import AidcError
 COMMAND_MODULES: tuple[str, ...] = (
     "aidc.commands.site",
     "simulators.cli",
+    "aidc.historian.cli",
 )
 
 
