@@ -26,6 +26,7 @@ from simulators.physics import Arr, PhysicsParams, params_from_overrides
 from simulators.weather import Weather, load_weather
 from simulators.workload import UtilisationSource, workload_for_site
 
+_NS_PER_HOUR = 3_600_000_000_000
 AIR_SUPPLY_C = 24.0  # CRAH supply air, inside the ASHRAE recommended 18-27 °C
 
 
@@ -59,8 +60,8 @@ class Facility:
         self.workload = workload or workload_for_site(
             self.rack_kinds, self.t_ns, sim.seed, cfg.site.timezone, sim.trace, site_dir
         )
-        self._build_cdus(site)
         self.ups_rated_w = cfg.ups.rated_kw * 1000.0
+        self._build_cdus(site)
         self.points = DevicePoints(site, self)
         self._init_state()
 
@@ -120,7 +121,9 @@ class Facility:
             self.cdu_design_heat_w / (p.fws_density_kg_m3 * p.fws_cp_j_kgk * p.fws_design_dt_k) * 6e4
         )
         self.fws_design_flow = float(self.cdu_fws_design_lpm.sum())
-        self.air_design_w = self.design_it_w * (self.crah_share + p.dist_loss_frac)
+        design_ups_loss = ph.ups_loss(self.design_it_w * (1.0 + p.dist_loss_frac), self.ups_rated_w, p)
+        lighting = self.design_it_w / 1000.0 * p.lighting_w_per_kw
+        self.air_design_w = self.design_it_w * (self.crah_share + p.dist_loss_frac) + design_ups_loss + lighting
         self.air_design_m3s = max(self.air_design_w, 1.0) / (p.air_density_kg_m3 * p.air_cp_j_kgk * p.crah_air_dt_k)
         self.hr_design_w = self.design_it_w * 1.15
         self.chiller_cap_liq_w = p.chiller_capacity_frac * float(self.cdu_design_heat_w.sum())
@@ -135,6 +138,9 @@ class Facility:
         self.air_return_c = AIR_SUPPLY_C + self.params.crah_air_dt_k
         self.rack_rise_c = np.full(self.n_racks, 8.0)
         self.cdu_pump_fault = np.zeros(nc, dtype=bool)
+        self._hyd_key: tuple[bytes, bytes] | None = None
+        self._no_throttle = np.zeros(self.n_racks, dtype=np.int64)
+        self._local_hour_key, self._local_hour = -1, 0.0
         self.rack_energy_wh = np.zeros(self.n_racks)
         self.energy_wh: dict[str, float] = dict.fromkeys(
             ("it", "ups_in", "ups_out", "facility", "cooling", "other", "chiller", "cdu_pumps"), 0.0
@@ -159,31 +165,53 @@ class Facility:
         self.drybulb_c, self.wetbulb_c = self.weather.at(self.t_ns)
         self.rack_util = self.workload.rack_util(self.t_ns)
         self._update_cdus_and_racks(dt)
+        self._update_it_supply()
         self._update_plant(dt)
-        self._update_electrical()
+        self._update_totals()
         if accumulate:
             self._accumulate(dt)
 
-    def _update_cdus_and_racks(self, dt: float) -> None:
+    def _update_hydraulics(self) -> None:
+        """Pump speeds, flows, pump power and cold-plate resistances; recomputed only when dp or faults change."""
+        key = (self.dp_sp.tobytes(), self.cdu_pump_fault.tobytes())
+        if key == self._hyd_key:
+            return
+        self._hyd_key = key
         p = self.params
         flow, dp, speed = ph.cdu_flow(self.dp_sp, self.cdu_design_flow, p)
-        flow = np.where(self.cdu_pump_fault, 0.05 * flow, flow)
-        self.cdu_flow_lpm, self.cdu_speed = flow, speed
-        self.cdu_dp_kpa = np.where(self.cdu_pump_fault, 0.0025 * dp, dp)
-        self.cdu_pump_w = np.where(self.cdu_pump_fault, 0.0, ph.pump_power(dp, flow, p.cdu_pump_eff))
-        rack_flow = flow[self.rack_cdu] * self.rack_flow_share
-        self.rack_flow_lpm = rack_flow
-        g = self._gpu_rack
-        per_gpu = rack_flow * p.gpu_flow_share / self.rack_gpus
-        r_th = ph.cold_plate_resistance(per_gpu, p)[g] * self._g_rfactor
+        fault = self.cdu_pump_fault
+        self.cdu_pump_w = np.where(fault, 0.0, ph.pump_power(dp, flow, p.cdu_pump_eff))
+        flow = np.where(fault, 0.05 * flow, flow)  # a failed pump leaves thermosiphon / standby trickle
+        self.cdu_flow_lpm, self.cdu_speed = flow, np.where(fault, 0.0, speed)
+        self.cdu_dp_kpa = np.where(fault, 0.0025 * dp, dp)
+        self.rack_flow_lpm = flow[self.rack_cdu] * self.rack_flow_share
+        per_gpu = self.rack_flow_lpm * p.gpu_flow_share / self.rack_gpus
+        self._g_rth = ph.cold_plate_resistance(per_gpu, p)[self._gpu_rack] * self._g_rfactor
+
+    def _update_cdus_and_racks(self, dt: float) -> None:
+        p = self.params
+        self._update_hydraulics()
+        flow, rack_flow, r_th, g = self.cdu_flow_lpm, self.rack_flow_lpm, self._g_rth, self._gpu_rack
         inlet = self.tcs_supply_c[self.rack_cdu]
         coolant = (inlet + p.gpu_coolant_rise_frac * self.rack_rise_c)[g]
-        util = np.clip(self.rack_util[g] * self._g_ufactor, 0.0, 1.0)
+        util = self.rack_util[g] * self._g_ufactor
+        np.minimum(util, 1.0, out=util)
         power, temp, throttled = ph.gpu_power_and_temp(
-            util, coolant, r_th, idle_w=self._g_idle, tdp_w=self._g_tdp, min_w=self._g_min, limit_c=self._g_limit, p=p
+            util,
+            coolant,
+            r_th,
+            idle_w=self._g_idle,
+            tdp_w=self._g_tdp,
+            min_w=self._g_min,
+            limit_c=self._g_limit,
+            p=p,
+            guess_c=getattr(self, "gpu_temp_c", None),
         )
         self.gpu_util, self.gpu_power_w, self.gpu_temp_c = util, power, temp
-        self.rack_throttled = np.add.reduceat(throttled.astype(np.int64), self.rack_offsets)
+        if throttled.any():
+            self.rack_throttled = np.add.reduceat(throttled.astype(np.int64), self.rack_offsets)
+        else:
+            self.rack_throttled = self._no_throttle
         other = self.rack_other_full_w * (p.other_idle_frac + (1.0 - p.other_idle_frac) * self.rack_util)
         self.rack_power_w = np.add.reduceat(power, self.rack_offsets) + other
         liquid = self.rack_power_w * (1.0 - self.crah_share)
@@ -203,12 +231,14 @@ class Facility:
         # Heat the CDU passes to the FWS, from its own flow and temperatures.
         rho_cp_tcs = p.tcs_density_kg_m3 * p.tcs_cp_j_kgk
         self.cdu_heat_w = np.maximum(rho_cp_tcs * ph.lpm_to_m3s(flow) * (self.tcs_return_c - self.tcs_supply_c), 0.0)
+        # FWS side: the valve throttles facility water until its return comes within the approach of the TCS
+        # return (counterflow exchanger), between a minimum flow and the fully open valve.
         rho_cp_fws = p.fws_density_kg_m3 * p.fws_cp_j_kgk
-        demand = self.cdu_heat_w / (rho_cp_fws * p.fws_design_dt_k) * 6e4
-        self.cdu_fws_flow_lpm = np.clip(
-            demand, p.fws_min_flow_frac * self.cdu_fws_design_lpm, 1.2 * self.cdu_fws_design_lpm
-        )
-        self.cdu_valve_pct = 100.0 * self.cdu_fws_flow_lpm / (1.2 * self.cdu_fws_design_lpm)
+        f_max = 1.2 * self.cdu_fws_design_lpm
+        dt_fws = np.maximum(self.tcs_return_c - approach - self.fws_supply_c, 0.5)
+        demand = self.cdu_heat_w / (rho_cp_fws * dt_fws) * 6e4
+        self.cdu_fws_flow_lpm = np.minimum(np.maximum(demand, p.fws_min_flow_frac * self.cdu_fws_design_lpm), f_max)
+        self.cdu_valve_pct = 100.0 * self.cdu_fws_flow_lpm / f_max
         self.cdu_fws_return_c = self.fws_supply_c + ph.coolant_rise(
             self.cdu_heat_w, self.cdu_fws_flow_lpm, p.fws_density_kg_m3, p.fws_cp_j_kgk
         )
@@ -225,8 +255,9 @@ class Facility:
         self.fws_heat_w = max(rho_cp_fws * self.fws_flow_lpm / 6e4 * (self.fws_return_c - self.fws_supply_c), 0.0)
         ratio = self.fws_flow_lpm / self.fws_design_flow
         self.fws_pump_w = ph.pump_power(p.fws_dp_design_kpa * ratio * ratio, self.fws_flow_lpm, p.fws_pump_eff)
-        # Air side: CRAH fans move the air-side share of rack heat, distribution losses and their own heat.
-        q_air0 = float(self.rack_power_w.sum()) * (self.crah_share + p.dist_loss_frac)
+        # Air side: CRAH units remove the air-side share of rack heat, distribution and UPS losses, lighting and
+        # office heat, and their own fan heat.
+        q_air0 = self.it_power_w * (self.crah_share + p.dist_loss_frac) + self.ups_loss_w + self.other_power_w
         air_m3s = q_air0 / (p.air_density_kg_m3 * p.air_cp_j_kgk * p.crah_air_dt_k)
         fan_design_w = self.air_design_m3s * p.crah_fan_pa / p.crah_fan_eff
         self.crah_fan_w = fan_design_w * (air_m3s / self.air_design_m3s) ** 3
@@ -268,15 +299,23 @@ class Facility:
         self.hr_fan_w = p.hr_fan_w_per_kw * self.hr_design_w / 1000.0 * speed**3
         self.plant_cooling_w = self.chiller_w + self.hr_fan_w + self.fws_pump_w + self.crah_fan_w
 
-    def _update_electrical(self) -> None:
+    def _update_it_supply(self) -> None:
+        """IT power through distribution and UPS, and the lighting / office load."""
         p = self.params
         self.it_power_w = float(self.rack_power_w.sum())
         self.ups_output_w = self.it_power_w * (1.0 + p.dist_loss_frac)
         self.ups_loss_w = ph.ups_loss(self.ups_output_w, self.ups_rated_w, p)
         self.ups_input_w = self.ups_output_w + self.ups_loss_w
+        hour = self.t_ns // _NS_PER_HOUR
+        if hour != self._local_hour_key:  # the local hour changes at most once an hour (DST included)
+            local = datetime.fromtimestamp(hour * 3600, tz=self.tz)
+            self._local_hour_key, self._local_hour = hour, float(local.hour)
+        self.other_power_w = ph.lighting_power(self._local_hour, self.design_it_w, p)
+
+    def _update_totals(self) -> None:
+        """Cooling total, transformer losses and the whole-facility draw."""
+        p = self.params
         self.cooling_power_w = self.plant_cooling_w + float(self.cdu_pump_w.sum())
-        local = datetime.fromtimestamp(self.t_ns / 1e9, tz=self.tz)
-        self.other_power_w = ph.lighting_power(local.hour + local.minute / 60.0, self.design_it_w, p)
         before_tx = self.ups_input_w + self.cooling_power_w + self.other_power_w
         self.tx_loss_w = ph.transformer_loss(before_tx, self.design_it_w * p.tx_rating_frac, p)
         self.facility_power_w = before_tx + self.tx_loss_w
@@ -323,19 +362,10 @@ class Facility:
         """Heat leaving the site, from loop flows and temperatures plus the losses that go straight to air.
 
         FWS and CRAH-coil heat come from ρ·c_p·V̇·ΔT of the lagged loop temperatures; compressor, FWS pump and
-        heat-rejection fan power leave through the condenser and fans; UPS, transformer, lighting and office
-        losses leave through building ventilation.
+        heat-rejection fan power leave through the condenser and fans; the (outdoor) transformers lose their heat
+        straight to outdoor air.
         """
-        return (
-            self.fws_heat_w
-            + self.air_heat_w
-            + self.chiller_w
-            + self.fws_pump_w
-            + self.hr_fan_w
-            + self.ups_loss_w
-            + self.tx_loss_w
-            + self.other_power_w
-        )
+        return self.fws_heat_w + self.air_heat_w + self.chiller_w + self.fws_pump_w + self.hr_fan_w + self.tx_loss_w
 
     def snapshot(self) -> dict[str, float]:
         """Scalar totals and extremes of the current state, for tests, benches and logs."""

@@ -98,7 +98,7 @@ class PhysicsParams:
     grid_voltage_v: float = _p(13800.0, 200.0, 36000.0, "V")  # utility meter, line to line
     lv_voltage_v: float = _p(230.0, 180.0, 264.0, "V")  # PDU inlets, line to neutral
     # Solver.
-    gpu_iterations: float = _p(4.0, 1.0, 20.0, "1")
+    gpu_iterations: float = _p(3.0, 1.0, 20.0, "1")  # fixed-point passes (contraction ≈ 0.1 each)
 
 
 def param_info() -> list[tuple[str, float, str, float, float]]:
@@ -163,20 +163,34 @@ def gpu_power_and_temp(
     min_w: Arr | float,
     limit_c: Arr | float,
     p: PhysicsParams,
+    guess_c: Arr | None = None,
 ) -> tuple[Arr, Arr, npt.NDArray[np.bool_]]:
     """GPU power (W), junction temperature (°C) and throttled flags, solved together by fixed point.
 
     P = P_idle + (P_tdp − P_idle)·u + L·(exp(β(T − T_ref)) − 1) with L = leak_ref_frac·P_tdp, and
     T = T_coolant + P·R_th. Where T would exceed the throttle limit the power is capped at
     (T_limit − T_coolant)/R_th (not below the clock floor), which is what the GPU's power controller does.
+    The iteration contracts by β·R_th·∂P_leak/∂T ≈ 0.1 per pass; starting from ``guess_c`` (the previous
+    step's temperatures) two or three passes leave well under 0.1 % error in power.
     """
     leak = p.leak_ref_frac * tdp_w
+    # P = (base − L) + L·e^(−β·T_ref)·e^(β·T): in-place ufuncs keep this loop cheap over thousands of GPUs.
     base = idle_w + (tdp_w - idle_w) * util
-    temp = coolant_c + base * r_th
-    power = base
+    offset = base - leak
+    scale = leak * math.exp(-p.leak_beta_per_k * p.leak_ref_temp_c)
+    if guess_c is None:
+        temp = base * r_th
+        temp += coolant_c
+    else:
+        temp = guess_c.copy()
+    power = np.empty_like(temp)
     for _ in range(int(p.gpu_iterations)):
-        power = base + leak * (np.exp(p.leak_beta_per_k * (temp - p.leak_ref_temp_c)) - 1.0)
-        temp = coolant_c + power * r_th
+        np.multiply(temp, p.leak_beta_per_k, out=power)
+        np.exp(power, out=power)
+        power *= scale
+        power += offset
+        np.multiply(power, r_th, out=temp)
+        temp += coolant_c
     throttled = temp > limit_c
     if throttled.any():
         cap = np.maximum((limit_c - coolant_c) / r_th, min_w)

@@ -89,6 +89,12 @@ class Weather:
         return cached
 
 
+def constant_weather(drybulb_c: float, rh_pct: float, pressure_pa: float = 101325.0) -> Weather:
+    """Unchanging outdoor conditions (steady-state tests and what-if runs)."""
+    db, rh, pa = np.full(24, drybulb_c), np.full(24, rh_pct), np.full(24, pressure_pa)
+    return Weather(f"constant {drybulb_c} °C {rh_pct} %", db, rh, pa, wet_bulb(db, rh, pa, "constant weather"))
+
+
 def wet_bulb(drybulb_c: Arr, rh_pct: Arr, pressure_pa: Arr, source: str) -> Arr:
     """Thermodynamic wet bulb (°C) with psychrolib (SI), computed once per distinct rounded condition."""
     psychrolib.SetUnitSystem(psychrolib.SI)

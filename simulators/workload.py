@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -77,29 +77,33 @@ class RackWorkload:
     ckpt_offset_s: Arr
     trace_offset_s: Arr
     gain: Arr
+    masks: dict[str, npt.NDArray[np.bool_]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if "trace" in self.kinds and self.trace is None:
             raise ConfigError("simulation.trace: racks use the 'trace' workload but no trace file is configured")
+        kinds = np.array(self.kinds)
+        object.__setattr__(self, "masks", {k: kinds == k for k in KINDS})
 
     def rack_util(self, t_ns: int) -> Arr:
         """Utilisation (0-1) of every rack at a UTC time."""
         t = (t_ns - self.start_ns) / 1e9
+        kinds = self.masks
+        out = np.full(len(self.kinds), IDLE)
+        train = kinds["training"]
+        if train.any():
+            in_ckpt = (t + self.ckpt_offset_s) % self.ckpt_period_s < self.ckpt_len_s
+            out[train] = np.where(in_ckpt, TRAIN_DIP, TRAIN_HIGH)[train]
+        infer = kinds["inference"]
+        if infer.any():
+            out[infer] = inference_level(t_ns, self.tz)
+        replay = kinds["trace"]
+        if replay.any() and self.trace is not None:
+            out[replay] = [self.trace.at(t + float(dt)) for dt in self.trace_offset_s[replay]]
         jitter = 0.02 * np.sin(TWO_PI * t / 97.0 + self.phase) + 0.015 * np.sin(TWO_PI * t / 661.0 + 2 * self.phase)
-        out = np.empty(len(self.kinds))
-        for i, kind in enumerate(self.kinds):
-            out[i] = self._one(kind, i, t, t_ns)
-        return np.clip(out * self.gain + jitter, 0.0, 1.0)
-
-    def _one(self, kind: str, i: int, t: float, t_ns: int) -> float:
-        if kind == "training":
-            in_ckpt = (t + self.ckpt_offset_s[i]) % self.ckpt_period_s[i] < self.ckpt_len_s[i]
-            return TRAIN_DIP if in_ckpt else TRAIN_HIGH
-        if kind == "inference":
-            return inference_level(t_ns, self.tz)
-        if kind == "trace" and self.trace is not None:
-            return self.trace.at(t + self.trace_offset_s[i])
-        return IDLE
+        out *= self.gain
+        out += jitter
+        return np.clip(out, 0.0, 1.0, out=out)
 
 
 def inference_level(t_ns: int, tz: ZoneInfo) -> float:
