@@ -6,6 +6,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -85,7 +86,7 @@ async def cdu_port(tmp_path: Path) -> AsyncIterator[ModbusPort]:
     await port.stop()
 
 
-async def _read(port: ModbusPort, reply_s: float = 2.0) -> object:
+async def _read(port: ModbusPort, reply_s: float = 2.0) -> Any:
     client = AsyncModbusTcpClient("127.0.0.1", port=port.port, timeout=reply_s, retries=0)
     try:
         if not await client.connect():
@@ -103,7 +104,7 @@ async def test_exception_fault_answers_the_code(cdu_port: ModbusPort) -> None:
     healthy = await _read(cdu_port)
     assert busy.isError()
     assert busy.exception_code == 6
-    assert not healthy.isError()  # type: ignore[attr-defined]
+    assert not healthy.isError()
 
 
 async def test_delay_fault_outlasts_client_timeout(cdu_port: ModbusPort) -> None:
@@ -129,7 +130,7 @@ async def test_stuck_fault_over_the_wire(cdu_port: ModbusPort) -> None:
     physics.values[CDU]["tcs_supply_temp_c"] = 44.4
     cdu_port.refresh()
     after = await _read(cdu_port)
-    assert after.registers == before.registers  # type: ignore[attr-defined]
+    assert after.registers == before.registers
 
 
 async def test_restart_fault_takes_the_port_down_and_back(cdu_port: ModbusPort) -> None:
@@ -143,4 +144,4 @@ async def test_restart_fault_takes_the_port_down_and_back(cdu_port: ModbusPort) 
             await asyncio.sleep(0.05)
     up = await _read(cdu_port)
     assert down == "refused"
-    assert not up.isError()  # type: ignore[attr-defined]
+    assert not up.isError()
