@@ -199,7 +199,7 @@ class Engine:
                     h.stale, h.up = True, False
                     series = link.series_of(dev)
                     ts = self.clock.now_ns()
-                    why = f"stale: no fresh value for {age * self.clock.speed:.0f}s" + (
+                    why = f"stale: no fresh value for {age * self.clock.speed:.3g}s" + (
                         f" ({h.reason})" if h.reason else ""
                     )
                     n = len(series)
