@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "aidc.commands.site",
     "simulators.cli",
     "aidc.historian.cli",
+    "collectors.cli",
 )
 
 
