@@ -1,0 +1,117 @@
+"""OPC-UA collection and the commissioning CLI against the bundled simulators over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import ua
+
+from aidc.cli import main
+from aidc.model import Quality
+from collectors.engine import EngineOptions
+from collectors.link import LinkOptions, LinkState
+from collectors.opcua import OpcUaLink, SubscriptionOptions
+from collectors.writer import Actor, SetpointWriter
+from tests.fake_physics import GPUS
+from tests.test_collect_modbus import Rig, make_site, polls, rig_for, until
+
+LIMIT = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+
+
+def all_good(rig: Rig, device: str) -> bool:
+    """Whether every point (arrays per GPU) of an OPC-UA device is good."""
+    dev = rig.site.device(device)
+    for p in dev.profile.points:
+        tags = [{p.array_tag: str(i)} for i in range(GPUS)] if p.array else [{}]
+        for t in tags:
+            if rig.value(device, p.name, **t)[1] is not Quality.GOOD:
+                return False
+    return True
+
+
+async def test_opcua_polling_arrays_limits_restart_and_writer(tmp_path: Path) -> None:
+    """Polled reads: arrays unpack per GPU; reads split to MaxNodesPerRead re-read after a restart; writes clamp."""
+    site = make_site(tmp_path)
+    async with rig_for(site, protocol="opcua") as rig:
+        await until(lambda: all_good(rig, "rack-h1-r01-01") and all_good(rig, "plant-1"))
+        assert rig.value("rack-h1-r01-01", "gpu_temp_c", gpu="3")[0] == pytest.approx(
+            rig.physics.values["rack-h1-r01-01"]["gpu_temp_c"][3])  # type: ignore[index]
+        link = rig.engine.link("plant-1")
+        assert isinstance(link, OpcUaLink)
+        assert len(link.rt["plant-1"].reads) == 1
+        ep = rig.facility.listener_of("plant-1")
+        await ep.server.get_node(LIMIT).write_value(ua.Variant(4, ua.VariantType.UInt32))  # type: ignore[union-attr]
+        rig.facility.faults.inject("plant-1", "restart", 0.3)
+        await until(lambda: link.state is not LinkState.CONNECTED)
+        await until(lambda: link.state is LinkState.CONNECTED)
+        await polls(rig, "plant-1", 1)
+        assert len(link.rt["plant-1"].reads) == 4  # 16 nodes in reads of at most 4
+        assert all_good(rig, "plant-1")
+        writer = SetpointWriter(rig.engine, tmp_path / "audit")
+        r = await writer.write(Actor("ctl", "operator"), "plant-1", "fws_supply_temp_setpoint_c", 55.0, "test")
+        assert r.ok, r.error
+        assert (r.new, r.readback) == (40.0, pytest.approx(40.0))
+        assert rig.physics.values["plant-1"]["fws_supply_temp_setpoint_c"] == pytest.approx(40.0)
+
+
+async def test_opcua_subscriptions_come_back_after_server_restart(tmp_path: Path) -> None:
+    """Subscriptions (sampling interval, queue, absolute deadband) deliver changes again after a server restart."""
+    opts = EngineOptions(link=LinkOptions(stuck_polls=10_000), subscription=SubscriptionOptions(
+        enabled=True, sampling_ms=20, queue_size=1, deadband="absolute", deadband_value=0.01))
+    async with rig_for(make_site(tmp_path), options=opts, protocol="opcua") as rig:
+        await until(lambda: all_good(rig, "rack-h1-r01-02"))
+        link = rig.engine.link("rack-h1-r01-02")
+        rig.facility.faults.inject("rack-h1-r01-02", "restart", 0.3)
+        await until(lambda: link.state is not LinkState.CONNECTED)
+        await until(lambda: link.state is LinkState.CONNECTED)
+        rig.physics.values["rack-h1-r01-02"]["rack_power_w"] = 123456.0
+        await until(lambda: rig.value("rack-h1-r01-02", "rack_power_w")[0] == 123456.0)
+        assert rig.value("rack-h1-r01-02", "rack_power_w")[1] is Quality.GOOD
+
+
+async def test_opcua_sign_and_encrypt_with_username(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Basic256Sha256 SignAndEncrypt session with username/password and a pinned server certificate reads good."""
+    monkeypatch.setenv("AIDC_TEST_OPCUA_PW", "s3cret")
+
+    def edit(doc: dict[str, Any]) -> None:
+        port = doc["plant"]["endpoint"].split(":")[2].split("/")[0]
+        doc["plant"]["security"] = {
+            "policy": "Basic256Sha256", "mode": "SignAndEncrypt", "username": "operator",
+            "password_env": "AIDC_TEST_OPCUA_PW",
+            "trusted_server_certs": [str(tmp_path / "var" / "pki" / f"127.0.0.1_{port}.cert.der")],
+        }
+
+    async with rig_for(make_site(tmp_path, edit=edit), protocol="opcua") as rig:
+        await until(lambda: all_good(rig, "plant-1"))
+        assert (tmp_path / "var" / "pki" / "aidc-collector-cert.der").is_file()  # generated and kept
+
+
+async def test_collect_once_prints_every_point_and_unreachable_devices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``aidc collect --once`` prints every point good; a device that is down is listed unreachable, the rest print."""
+    site = make_site(tmp_path)
+    cfg = tmp_path / "site.toml"
+    assert site.path is not None
+    import tomli_w
+
+    cfg.write_bytes(tomli_w.dumps(site.config.model_dump(mode="json", exclude_none=True)).encode())
+    async with rig_for(site, protocol=None) as rig:
+        rc = await asyncio.to_thread(main, ["collect", "--config", str(cfg), "--once", "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert rc == 0
+        assert all(d["status"] == "ok" for d in report["devices"])
+        assert {p["quality"] for d in report["devices"] for p in d["points"]} == {"good"}
+        assert len(report["devices"]) == len(site.devices)
+        await rig.facility.listener_of("ups-1").stop()  # type: ignore[union-attr]
+        rc = await asyncio.to_thread(main, ["collect", "--config", str(cfg), "--once"])
+        out = capsys.readouterr().out
+        assert rc == 1
+        assert "ups-1 (modbus://" in out
+        assert "UNREACHABLE" in out
+        assert "pdu-h1-r01-01 (" in out
+        assert "gpu_temp_c[3]" in out
