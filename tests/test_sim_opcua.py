@@ -120,7 +120,7 @@ async def test_fws_setpoint_write_moves_the_real_plant(tmp_path: Path) -> None:
             await client.get_node(SP_NODE).write_value(ua.Variant(target, ua.VariantType.Double))
             async with asyncio.timeout(60):
                 current = start
-                while abs(current - target) > 0.5 * abs(start - target):  # noqa: ASYNC110 - waits on physics state
+                while abs(current - target) > 0.5 * abs(start - target):
                     await asyncio.sleep(0.2)
                     current = float(await supply.read_value())
             setpoint = float(await client.get_node(SP_NODE).read_value())
