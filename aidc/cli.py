@@ -14,6 +14,7 @@ from aidc.errors import AidcError
 # ``func(args) -> int`` is the exit status.
 COMMAND_MODULES: tuple[str, ...] = (
     "aidc.commands.site",
+    "aidc.commands.run",
     "simulators.cli",
     "aidc.historian.cli",
     "collectors.cli",
