@@ -80,6 +80,7 @@ class DevicePoints:
     def __init__(self, site: Site, fac: Facility) -> None:
         self.fac = fac
         self.devices = {d.name: d for d in site.devices}
+        self.device_no = {d.name: i for i, d in enumerate(site.devices)}
         self.keys = {d.name: [p.sim or p.name for p in d.profile.points] for d in site.devices}
         self.watch: dict[str, HeartbeatWatch] = {}
         self.extra: dict[tuple[str, str], float] = {}
@@ -194,7 +195,7 @@ class DevicePoints:
 
     def _ripple(self, dev: DeviceRef, amplitude: float) -> float:
         """Small deterministic wobble so 'must_move' readings move, as real voltages do."""
-        i = list(self.devices).index(dev.name)
+        i = self.device_no[dev.name]
         return 1.0 + amplitude * math.sin(2 * math.pi * self.fac.t_ns / 9e11 + float(self.phase[i]))
 
     def _pdu(self, dev: DeviceRef) -> dict[str, PointValue]:

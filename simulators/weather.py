@@ -8,7 +8,8 @@ Formats read:
 * **Open-Meteo CSV**: ``time,temperature_2m,relative_humidity_2m[,surface_pressure|pressure_msl (hPa)]``, UTC
   timestamps. Pressure, when absent, is the standard atmosphere at the site elevation. A file spanning several
   years replays by timestamp modulo its span.
-* **Bundled typical-year CSV**: ``hour,drybulb_c,rh_pct,pressure_pa`` with ``hour`` the UTC hour of year.
+* **Bundled typical-year CSV**: ``hour,drybulb_c,rh_pct,pressure_pa``, hourly rows, ``hour`` the (fractional) UTC
+  hour of year at which each row applies.
 
 Values between hours are interpolated linearly. Missing values (EPW sentinels, empty cells) are filled by linear
 interpolation between neighbours; a file with more than a quarter of one column missing is rejected.
@@ -49,6 +50,8 @@ class Weather:
     wetbulb_c: Arr
     # Typical year: hour 0 is 1 January 00:00 UTC of whatever year is simulated. Otherwise the UTC start.
     start_ns: int | None = None
+    # Hours after that origin at which record 0 applies (EPW: 0.5 − time zone, the hour-ending mid-point in UTC).
+    offset_h: float = 0.0
 
     @property
     def hours(self) -> int:
@@ -60,8 +63,8 @@ class Weather:
         if self.start_ns is None:
             year = datetime.fromtimestamp(t_ns / 1e9, tz=UTC).year
             jan1 = int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
-            return ((t_ns - jan1) / _NS_PER_H) % self.hours
-        return ((t_ns - self.start_ns) / _NS_PER_H) % self.hours
+            return ((t_ns - jan1) / _NS_PER_H - self.offset_h) % self.hours
+        return ((t_ns - self.start_ns) / _NS_PER_H - self.offset_h) % self.hours
 
     def at(self, t_ns: int) -> tuple[float, float]:
         """Dry bulb and wet bulb (°C) at a UTC time, interpolated between hours."""
@@ -96,9 +99,13 @@ def constant_weather(drybulb_c: float, rh_pct: float, pressure_pa: float = 10132
 
 
 def wet_bulb(drybulb_c: Arr, rh_pct: Arr, pressure_pa: Arr, source: str) -> Arr:
-    """Thermodynamic wet bulb (°C) with psychrolib (SI), computed once per distinct rounded condition."""
+    """Thermodynamic wet bulb (°C) with psychrolib (SI), computed once per distinct rounded condition.
+
+    psychrolib is scalar and iterative, so conditions are rounded (0.1 K, 1 % RH, 1 kPa; the wet bulb moves by
+    about 0.02 K per kPa) and each distinct one is solved once.
+    """
     psychrolib.SetUnitSystem(psychrolib.SI)
-    key = np.stack([np.round(drybulb_c, 1), np.round(np.clip(rh_pct, 1.0, 100.0), 0), np.round(pressure_pa, -2)], 1)
+    key = np.stack([np.round(drybulb_c, 1), np.round(np.clip(rh_pct, 1.0, 100.0), 0), np.round(pressure_pa, -3)], 1)
     uniq, inverse = np.unique(key, axis=0, return_inverse=True)
     out = np.empty(len(uniq))
     for k, (t, rh, pa) in enumerate(uniq):
@@ -138,13 +145,14 @@ def _num(text: str, source: str, row: int, column: str, missing: float | None = 
 def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-        return raw.decode("utf-8-sig", errors="replace")
     except OSError as exc:
         raise DataError(f"{path}: cannot read weather file: {exc.strerror or exc}") from None
-    except (EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: corrupt gzip file: {exc}") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError) as exc:  # gzip.BadGzipFile is an OSError
+            raise DataError(f"{path}: corrupt gzip file: {exc}") from None
+    return raw.decode("utf-8-sig", errors="replace")
 
 
 def parse_epw(text: str, source: str) -> Weather:
@@ -168,9 +176,7 @@ def parse_epw(text: str, source: str) -> Weather:
             cols[c].append(_num(row[c], source, n, names[c], _EPW_MISSING[c]))
     db, rh, pa = (_fill(cols[c], source, names[c]) for c in (6, 8, 9))
     # Hour-ending local standard time: record i is centred on local i + 0.5 h, i.e. UTC i + 0.5 − tz.
-    shift = round(0.5 - tz_h)
-    db, rh, pa = (np.roll(a, shift) for a in (db, rh, pa))
-    return Weather(source, db, rh, pa, wet_bulb(db, rh, pa, source))
+    return Weather(source, db, rh, pa, wet_bulb(db, rh, pa, source), offset_h=0.5 - tz_h)
 
 
 def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
@@ -212,6 +218,9 @@ def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
         psychrolib.SetUnitSystem(psychrolib.SI)
         pa = np.full(len(db), psychrolib.GetStandardAtmPressure(elevation_m))
     start_ns: int | None = None
+    offset_h = 0.0
+    if clock == "hour":
+        offset_h = _num(times[0], source, 2, "hour") or 0.0
     if clock == "time":
         try:
             first = datetime.fromisoformat(times[0].replace("Z", "+00:00"))
@@ -219,7 +228,7 @@ def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
             raise DataError(f"{source}: row 2: time {times[0]!r} is not an ISO-8601 time") from None
         first = first if first.tzinfo else first.replace(tzinfo=UTC)
         start_ns = int(first.timestamp()) * 1_000_000_000
-    return Weather(source, db, rh, pa, wet_bulb(db, rh, pa, source), start_ns=start_ns)
+    return Weather(source, db, rh, pa, wet_bulb(db, rh, pa, source), start_ns=start_ns, offset_h=offset_h)
 
 
 @lru_cache(maxsize=16)

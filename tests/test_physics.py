@@ -1,0 +1,310 @@
+"""Facility physics: energy balance, setpoint responses, throttling, heartbeats, overrides and device points."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aidc.config import Site, site_from_dict
+from aidc.errors import ConfigError
+from aidc.sitegen import SiteTemplate, render_site
+from simulators import physics as ph
+from simulators.facility import Facility
+from simulators.weather import Weather, constant_weather, load_weather
+from simulators.workload import ConstantWorkload
+
+WEATHER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weather"
+HOT = (30.0, 40.0)  # dry bulb °C, RH %: the chiller runs, free cooling at most partial
+COLD = (2.0, 70.0)
+
+
+def make_site(racks: int = 4, plant: str = "chiller_drycooler", physics: dict[str, Any] | None = None) -> Site:
+    """A generated site, optionally with another plant type and physics overrides."""
+    data = tomllib.loads(render_site(SiteTemplate(racks=racks)))
+    data["plant"]["type"] = plant
+    if physics is not None:
+        data["simulation"]["physics"] = physics
+    return site_from_dict(data)
+
+
+def make_facility(
+    weather: tuple[float, float] = HOT, util: float = 0.9, plant: str = "chiller_drycooler", racks: int = 4
+) -> Facility:
+    """A facility under constant weather and constant utilisation."""
+    site = make_site(racks, plant)
+    return Facility(site, weather=constant_weather(*weather), workload=ConstantWorkload(util, racks))
+
+
+def settle(fac: Facility, seconds: float = 7200.0, dt: float = 60.0) -> None:
+    """Step until the loop lags have died out."""
+    for _ in range(int(seconds / dt)):
+        fac.step(dt)
+
+
+@pytest.mark.parametrize("plant", ["chiller_drycooler", "chiller_tower", "chiller_only"])
+@pytest.mark.parametrize("weather", [HOT, COLD, (18.0, 60.0)])
+@pytest.mark.parametrize("util", [0.1, 0.95])
+def test_energy_balance_closes(plant: str, weather: tuple[float, float], util: float) -> None:
+    """Heat rejected (from loop flows and temperatures plus losses) matches electrical input within 1 %."""
+    fac = make_facility(weather, util, plant)
+    fac.write_point("plant-1", "fws_supply_temp_setpoint_c", 20.0)  # a change the lags must absorb
+    settle(fac)
+    electrical = fac.facility_power_w
+    rho_cp = fac.params.fws_density_kg_m3 * fac.params.fws_cp_j_kgk
+    fws = rho_cp * fac.fws_flow_lpm / 60000.0 * (fac.fws_return_c - fac.fws_supply_c)
+    heat = fws + fac.air_heat_w + fac.chiller_w + fac.fws_pump_w + fac.hr_fan_w + fac.tx_loss_w
+    assert heat == pytest.approx(electrical, rel=0.01)
+    assert fac.heat_rejected_w() == pytest.approx(electrical, rel=0.01)
+
+
+def test_energy_balance_over_two_days_of_weather_and_training() -> None:
+    """Integrated over two days of real weather and a training workload, heat out matches energy in within 1 %."""
+    site = make_site(4)
+    fac = Facility(site)
+    heat_wh = 0.0
+    for _ in range(2 * 1440):
+        fac.step(60.0)
+        heat_wh += fac.heat_rejected_w() / 60.0
+    assert heat_wh == pytest.approx(fac.energy_wh["facility"], rel=0.01)
+
+
+@pytest.mark.parametrize(("low", "high"), [(28.0, 34.0), (30.0, 38.0)])
+def test_warmer_tcs_supply_heats_gpus_and_saves_chiller_power(low: float, high: float) -> None:
+    """Raising the TCS supply setpoint raises GPU temperatures and lowers chiller power on a hot day."""
+    results = []
+    for sp in (low, high):
+        fac = make_facility(HOT)
+        for cdu in fac.cdu_names:
+            fac.write_point(cdu, "tcs_supply_temp_setpoint_c", sp)
+        settle(fac)
+        assert fac.chiller_w > 0
+        results.append((float(fac.gpu_temp_c.mean()), fac.chiller_w, fac.it_power_w))
+    (t_low, ch_low, it_low), (t_high, ch_high, it_high) = results
+    assert t_high > t_low + 3.0
+    assert ch_high < ch_low
+    assert it_high > it_low  # leakage grows with temperature
+
+
+@pytest.mark.parametrize(("low", "high"), [(80.0, 120.0), (120.0, 200.0)])
+def test_more_flow_cools_gpus_and_costs_pump_power(low: float, high: float) -> None:
+    """A higher dp setpoint gives more flow, cooler GPUs and more CDU pump power (cube law)."""
+    results = []
+    for dp in (low, high):
+        fac = make_facility(HOT)
+        fac.write_point("cdu-h1-01", "dp_setpoint_kpa", dp)
+        settle(fac)
+        results.append((fac.cdu_flow_lpm[0], float(fac.gpu_temp_c.mean()), float(fac.cdu_pump_w[0])))
+    (f_low, t_low, p_low), (f_high, t_high, p_high) = results
+    assert f_high > f_low
+    assert t_high < t_low
+    assert p_high / p_low == pytest.approx((f_high / f_low) ** 3, rel=1e-6)
+
+
+def test_gpus_throttle_when_coolant_is_too_hot() -> None:
+    """With very warm coolant and low flow GPUs cap their power to stay at the throttle limit."""
+    fac = make_facility(HOT, util=1.0)
+    settle(fac, 600)
+    assert fac.rack_throttled.sum() == 0
+    fac.write_point("plant-1", "fws_supply_temp_setpoint_c", 40.0)
+    fac.write_point("cdu-h1-01", "tcs_supply_temp_setpoint_c", 45.0)
+    fac.write_point("cdu-h1-01", "dp_setpoint_kpa", 40.0)
+    settle(fac)
+    assert fac.rack_throttled.sum() > 0
+    assert fac.gpu_temp_c.max() <= 87.0 + 1e-6
+    assert fac.device_values("rack-h1-r01-01")["gpus_throttled"] == fac.rack_throttled[0]
+
+
+def test_gpu_power_model_spans_idle_to_tdp_plus_leakage() -> None:
+    """At the reference temperature power runs from idle to TDP with utilisation; hotter chips leak more."""
+    p = ph.PhysicsParams()
+    util = np.array([0.0, 1.0])
+    r_zero = np.zeros(2)
+    power, temp, _ = ph.gpu_power_and_temp(
+        util, np.full(2, p.leak_ref_temp_c), r_zero, idle_w=160.0, tdp_w=1200.0, min_w=300.0, limit_c=87.0, p=p
+    )
+    assert power == pytest.approx([160.0, 1200.0])
+    hot, _, _ = ph.gpu_power_and_temp(
+        util, np.full(2, 80.0), r_zero, idle_w=160.0, tdp_w=1200.0, min_w=300.0, limit_c=87.0, p=p
+    )
+    assert (hot > power).all()
+
+
+@pytest.mark.parametrize("dt", [1.0, 10.0, 300.0, 3600.0])
+def test_steps_are_stable_at_any_size(dt: float) -> None:
+    """Exact exponential lags: 1 s ticks and hour-long steps settle to the same steady state."""
+    fac = make_facility(HOT)
+    fac.write_point("plant-1", "fws_supply_temp_setpoint_c", 20.0)
+    steps = max(int(3600 / dt), 4)
+    for _ in range(steps):
+        fac.step(dt)
+    ref = make_facility(HOT)
+    ref.write_point("plant-1", "fws_supply_temp_setpoint_c", 20.0)
+    settle(ref, 3600)
+    assert fac.fws_supply_c == pytest.approx(ref.fws_supply_c, abs=0.01)
+    assert fac.facility_power_w == pytest.approx(ref.facility_power_w, rel=1e-3)
+
+
+def test_fws_supply_moves_towards_new_setpoint_over_following_steps() -> None:
+    """A written FWS setpoint moves the FWS supply temperature gradually over the following ticks."""
+    fac = make_facility(COLD)
+    assert fac.fws_supply_c == pytest.approx(24.0)
+    fac.write_point("plant-1", "fws_supply_temp_setpoint_c", 28.0)
+    seen = []
+    for _ in range(30):
+        fac.step(10.0)
+        seen.append(fac.device_values("plant-1")["fws_supply_temp_c"])
+    assert 24.0 < seen[0] < 25.0
+    assert all(b > a for a, b in zip(seen, seen[1:], strict=False))
+    settle(fac, 3600)
+    assert fac.fws_supply_c == pytest.approx(28.0, abs=0.01)
+
+
+def test_cdu_supply_cannot_go_below_fws_supply_plus_approach() -> None:
+    """A TCS setpoint below the FWS supply is not reached: supply stays FWS supply + approach."""
+    fac = make_facility(COLD)
+    fac.write_point("cdu-h1-01", "tcs_supply_temp_setpoint_c", 18.0)
+    settle(fac)
+    vals = fac.device_values("cdu-h1-01")
+    assert vals["tcs_supply_temp_c"] == pytest.approx(24.0 + fac.cdu_approach_c[0], abs=0.01)
+    assert 2.0 <= float(vals["tcs_supply_temp_c"]) - 24.0 <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("device", "point", "written", "safe"),
+    [("cdu-h1-01", "tcs_supply_temp_setpoint_c", 35.0, 30.0), ("plant-1", "fws_supply_temp_setpoint_c", 27.0, 24.0)],
+)
+def test_stopped_heartbeat_reverts_to_safe_setpoint(device: str, point: str, written: float, safe: float) -> None:
+    """When the heartbeat stops for longer than its timeout the device reverts and flags fallback."""
+    fac = make_facility(COLD)
+    timeout = fac.points.watch[device].timeout_ns / 1e9
+    for beat in range(1, 6):
+        fac.write_point(device, "heartbeat", beat)
+        fac.write_point(device, point, written)
+        fac.step(timeout / 2)
+    assert fac.device_values(device)[point] == written
+    assert not fac.points.fallback_active(device)
+    fac.step(timeout / 2)
+    fac.step(timeout / 2 + 1)
+    vals = fac.device_values(device)
+    assert vals[point] == safe
+    assert fac.points.fallback_active(device)
+    if device.startswith("cdu"):
+        assert vals["fallback_active"] is True
+        assert int(vals["alarm_word"]) & 0b1000
+    fac.write_point(device, point, written)  # ignored while in local fallback
+    assert fac.device_values(device)[point] == safe
+    fac.write_point(device, "heartbeat", 99)
+    fac.write_point(device, point, written)
+    assert not fac.points.fallback_active(device)
+    assert fac.device_values(device)[point] == written
+
+
+def test_heartbeat_not_armed_until_first_write() -> None:
+    """A device nobody has sent a heartbeat to keeps its setpoints (the watchdog arms on the first beat)."""
+    fac = make_facility(COLD)
+    fac.write_point("cdu-h1-01", "tcs_supply_temp_setpoint_c", 33.0)
+    fac.step(3600.0)
+    assert fac.device_values("cdu-h1-01")["tcs_supply_temp_setpoint_c"] == 33.0
+
+
+@pytest.mark.parametrize(("value", "stored"), [(99.0, 45.0), (-5.0, 18.0), (31.5, 31.5)])
+def test_writes_are_clamped_to_profile_limits(value: float, stored: float) -> None:
+    """Setpoint writes are clamped to the profile's min and max."""
+    fac = make_facility(COLD)
+    fac.write_point("cdu-h1-01", "tcs_supply_temp_setpoint_c", value)
+    assert fac.device_values("cdu-h1-01")["tcs_supply_temp_setpoint_c"] == stored
+
+
+def test_write_to_read_only_point_is_refused() -> None:
+    """Writing a measured value raises ValueError naming the point."""
+    fac = make_facility(COLD)
+    with pytest.raises(ValueError, match="tcs_supply_temp_c"):
+        fac.write_point("cdu-h1-01", "tcs_supply_temp_c", 20.0)
+
+
+def test_every_profile_point_of_every_device_has_a_value() -> None:
+    """device_values returns every point of every device's profile, keyed by sim name or point name."""
+    site = make_site(8)
+    fac = Facility(site)
+    fac.step(300.0)
+    for dev in site.devices:
+        vals = fac.device_values(dev.name)
+        assert set(vals) == {p.sim or p.name for p in dev.profile.points}, dev.name
+        for p in dev.profile.points:
+            v = vals[p.sim or p.name]
+            if p.array:
+                assert isinstance(v, list)
+                assert len(v) == 72
+            else:
+                assert isinstance(v, bool | int | float), (dev.name, p.name)
+
+
+def test_meters_pdus_and_ups_agree_with_facility_totals() -> None:
+    """Meters by purpose, PDU inlets and UPS energies add up to the facility's totals."""
+    site = make_site(4)
+    fac = Facility(site)
+    for _ in range(12):
+        fac.step(300.0)
+    util = fac.device_values("meter-utility")
+    assert util["active_power_w"] == pytest.approx(fac.facility_power_w)
+    assert util["energy_kwh"] == pytest.approx(fac.energy_wh["facility"] / 1000.0)
+    assert fac.device_values("meter-cooling")["active_power_w"] == pytest.approx(fac.cooling_power_w)
+    assert fac.device_values("meter-other")["active_power_w"] == pytest.approx(fac.other_power_w)
+    pdu = fac.device_values("pdu-h1-r01-01")
+    assert float(pdu["inlet1_active_power_w"]) + float(pdu["inlet2_active_power_w"]) == pytest.approx(
+        float(pdu["active_power_w"])
+    )
+    assert sum(float(fac.device_values(f"pdu-{r}")["active_energy_wh"]) for r in fac.rack_names) == pytest.approx(
+        fac.energy_wh["it"]
+    )
+    ups = fac.device_values("ups-1")
+    assert float(ups["input_energy_kwh"]) > float(ups["output_energy_kwh"]) > fac.energy_wh["it"] / 1000.0
+    assert 90.0 < float(ups["efficiency_pct"]) < 99.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"no_such_knob": 1.0}, "simulation.physics.no_such_knob: unknown parameter"),
+        ({"cdu_pump_eff": 2.0}, "simulation.physics.cdu_pump_eff: 2.0 is outside"),
+        ({"leak_beta_per_k": float("nan")}, "simulation.physics.leak_beta_per_k: nan is outside"),
+        ({"day_start_h": 20.0}, "simulation.physics.day_end_h"),
+    ],
+)
+def test_bad_physics_override_is_one_clear_line(overrides: dict[str, Any], message: str) -> None:
+    """An unknown or out-of-range [simulation.physics] key raises a one-line ConfigError naming it."""
+    site = make_site(4, physics=overrides)
+    with pytest.raises(ConfigError) as err:
+        Facility(site, weather=constant_weather(*COLD))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_physics_override_changes_the_physics() -> None:
+    """A valid override reaches the equations: a worse pump efficiency draws more pump power."""
+    base = Facility(make_site(4), weather=constant_weather(*COLD))
+    worse = Facility(make_site(4, physics={"cdu_pump_eff": 0.3}), weather=constant_weather(*COLD))
+    assert worse.params.cdu_pump_eff == 0.3
+    assert worse.cdu_pump_w[0] == pytest.approx(base.cdu_pump_w[0] * 0.55 / 0.3)
+
+
+def free_cooling_hours(weather: Weather) -> float:
+    """Full free-cooling hours in a year at one-hour steps for a one-rack dry-cooler site."""
+    site = make_site(1)
+    fac = Facility(site, weather=weather, start_ns=1_767_225_600_000_000_000)  # 2026-01-01T00:00Z
+    for _ in range(8760):
+        fac.step(3600.0)
+    return fac.free_cooling_s["full"] / 3600.0
+
+
+@pytest.mark.skipif(not WEATHER_DIR.is_dir(), reason="shared weather data not present")
+def test_chicago_has_more_free_cooling_hours_than_phoenix() -> None:
+    """Over a year the cooler Chicago climate gives more free-cooling hours than Phoenix."""
+    chicago = free_cooling_hours(load_weather(str(WEATHER_DIR / "USA_IL_Chicago.OHare.epw")))
+    phoenix = free_cooling_hours(load_weather(str(WEATHER_DIR / "USA_AZ_Phoenix-Sky.Harbor.epw")))
+    assert chicago > phoenix + 1000
+    assert 0 < phoenix < 8760

@@ -1,0 +1,146 @@
+"""Weather replay: EPW and CSV loaders, wet bulb, time mapping, interpolation and clear errors."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aidc.clock import parse_time
+from aidc.errors import ConfigError, DataError
+from simulators.weather import constant_weather, load_weather, parse_csv, parse_epw, wet_bulb
+
+WEATHER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weather"
+needs_shared = pytest.mark.skipif(not WEATHER_DIR.is_dir(), reason="shared weather data not present")
+EPWS = ["USA_VA_Leesburg.Exec.epw", "USA_AZ_Phoenix-Sky.Harbor.epw", "USA_IL_Chicago.OHare.epw"]
+EPW_HEAD = "LOCATION,Test,ST,USA,SRC,1,40.0,-75.0,-5.0,10.0\n" + "X\n" * 7
+
+
+@needs_shared
+@pytest.mark.parametrize("name", [*EPWS, "openmeteo_DE-LU_2020-2024_hourly.csv"])
+def test_shared_weather_files_load_with_plausible_values(name: str) -> None:
+    """Every shared weather file loads; wet bulb never exceeds dry bulb and values are physical."""
+    w = load_weather(str(WEATHER_DIR / name))
+    assert w.hours == (8760 if name.endswith(".epw") else 43848)
+    assert (w.wetbulb_c <= w.drybulb_c + 1e-9).all()
+    assert -40.0 < w.drybulb_c.min() < w.drybulb_c.max() < 50.0
+    assert 60000.0 < w.pressure_pa.min() <= w.pressure_pa.max() < 110000.0
+    assert np.isfinite(w.wetbulb_c).all()
+
+
+@needs_shared
+def test_phoenix_is_hotter_and_drier_than_chicago() -> None:
+    """Phoenix has a higher mean dry bulb and a larger wet-bulb depression than Chicago."""
+    phx = load_weather(str(WEATHER_DIR / EPWS[1]))
+    chi = load_weather(str(WEATHER_DIR / EPWS[2]))
+    assert phx.drybulb_c.mean() > chi.drybulb_c.mean() + 8.0
+    assert (phx.drybulb_c - phx.wetbulb_c).mean() > (chi.drybulb_c - chi.wetbulb_c).mean()
+
+
+@needs_shared
+def test_bundled_leesburg_matches_the_epw() -> None:
+    """The bundled compact Leesburg file replays the same hours as the EPW it was reduced from."""
+    bundled = load_weather("builtin:leesburg")
+    epw = load_weather(str(WEATHER_DIR / EPWS[0]))
+    assert np.allclose(bundled.drybulb_c, epw.drybulb_c, atol=0.051)
+    assert np.allclose(bundled.wetbulb_c, epw.wetbulb_c, atol=0.1)
+
+
+def test_bundled_default_loads_without_shared_data() -> None:
+    """The bundled default needs nothing outside the package and has a summer afternoon peak in UTC evening."""
+    w = load_weather("builtin:leesburg")
+    assert w.hours == 8760
+    july = [w.at(parse_time(f"2026-07-{d:02d}T{h:02d}:00:00Z"))[0] for d in range(1, 29) for h in range(24)]
+    by_hour = np.array(july).reshape(28, 24).mean(axis=0)
+    assert 17 <= int(by_hour.argmax()) <= 23  # mid-afternoon at UTC-5 is evening UTC
+
+
+@pytest.mark.parametrize(("db", "rh", "expected"), [(30.0, 40.0, 20.0), (20.0, 100.0, 20.0), (35.0, 10.0, 15.9)])
+def test_wet_bulb_from_psychrolib(db: float, rh: float, expected: float) -> None:
+    """Wet bulb matches psychrometric-chart values at sea level."""
+    wb = wet_bulb(np.array([db]), np.array([rh]), np.array([101325.0]), "test")
+    assert wb[0] == pytest.approx(expected, abs=0.3)
+
+
+def test_interpolates_between_hours_and_wraps_the_year() -> None:
+    """Values between hourly records are interpolated linearly; a typical year wraps by hour of year."""
+    text = "hour,drybulb_c,rh_pct,pressure_pa\n" + "".join(f"{h},{h % 24},50,101325\n" for h in range(8760))
+    w = parse_csv(text, "test.csv")
+    assert w.at(parse_time("2026-01-01T05:30:00Z"))[0] == pytest.approx(5.5)
+    assert w.at(parse_time("2031-01-01T05:00:00Z"))[0] == pytest.approx(5.0)
+
+
+def test_multi_year_file_replays_modulo_its_span() -> None:
+    """A timestamped file maps by its own timestamps and loops modulo its span beyond them."""
+    rows = "".join(f"2020-01-01T{h:02d}:00,{h},50\n" for h in range(24))
+    w = parse_csv("time,temperature_2m,relative_humidity_2m\n" + rows, "om.csv", elevation_m=119.0)
+    assert w.at(parse_time("2020-01-01T07:00:00Z"))[0] == pytest.approx(7.0)
+    assert w.at(parse_time("2020-01-02T07:00:00Z"))[0] == pytest.approx(7.0)
+    assert w.pressure_pa[0] == pytest.approx(99898.0, abs=50.0)  # standard atmosphere at 119 m
+
+
+def test_epw_rows_shift_from_local_standard_time_to_utc() -> None:
+    """EPW hour-ending local standard time rows land at the right UTC hour (UTC-5 here)."""
+    rows = "".join(f"2010,1,1,{h % 24 + 1},0,x,{float(h % 24)},0.0,50,101325\n" for h in range(8760))
+    w = parse_epw(EPW_HEAD + rows, "t.epw")
+    # Record 0 is 00:00-01:00 local, centred 00:30 local = 05:30 UTC.
+    assert w.at(parse_time("2026-01-01T05:30:00Z"))[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_epw_missing_values_are_interpolated() -> None:
+    """EPW missing-value sentinels (99.9 °C) are filled from the neighbouring hours."""
+    vals = [10.0, 99.9, 14.0] + [12.0] * 21
+    rows = "".join(f"2010,1,1,{h + 1},0,x,{v},0.0,50,101325\n" for h, v in enumerate(vals))
+    w = parse_epw(EPW_HEAD + rows, "t.epw")
+    assert 12.0 in np.round(w.drybulb_c, 6).tolist()
+    assert w.drybulb_c.max() < 15.0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.epw", "NOT AN EPW\n", "not an EPW file"),
+        ("bad.epw", EPW_HEAD + "2010,1,1,1,0,x,warm,0,50,101325\n", "row 9: dry bulb: 'warm' is not a number"),
+        ("short.epw", EPW_HEAD + "2010,1,1\n", "row 9: 3 fields"),
+        ("bad.csv", "when,temp\n1,2\n", "needs a time or hour column"),
+        ("bad.csv", "time,temperature_2m,relative_humidity_2m\n2020-01-01T00:00,x,50\n", "row 2: temperature_2m"),
+        ("bad.csv", "time,temperature_2m,relative_humidity_2m\nyesterday,1,50\n", "is not an ISO-8601 time"),
+        ("bad.txt", "hello\n", "unknown weather format"),
+        ("bad.csv.gz", "not gzip", "corrupt gzip file"),
+    ],
+)
+def test_malformed_weather_file_is_one_clear_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    """Malformed weather files raise a one-line DataError naming the file and the row or field."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_weather(str(path))
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_and_unknown_builtin(tmp_path: Path) -> None:
+    """A missing file is a DataError naming it; an unknown builtin is a ConfigError listing the bundled ones."""
+    with pytest.raises(DataError, match="nope.epw: cannot read weather file"):
+        load_weather("nope.epw", site_dir=tmp_path)
+    with pytest.raises(ConfigError, match="builtin:leesburg"):
+        load_weather("builtin:atlantis")
+
+
+def test_gzipped_csv_and_relative_paths_resolve_against_site_dir(tmp_path: Path) -> None:
+    """A gzipped CSV next to the site file loads through a relative path."""
+    text = "hour,drybulb_c,rh_pct,pressure_pa\n" + "".join(f"{h},15,60,101000\n" for h in range(24))
+    (tmp_path / "w.csv.gz").write_bytes(gzip.compress(text.encode()))
+    w = load_weather("w.csv.gz", site_dir=tmp_path)
+    assert w.at(parse_time("2026-03-01T12:00:00Z"))[0] == pytest.approx(15.0)
+
+
+def test_constant_weather_is_constant() -> None:
+    """constant_weather gives the same dry and wet bulb at every instant."""
+    w = constant_weather(25.0, 50.0)
+    a, b = w.at(0), w.at(parse_time("2026-07-01T15:17:00Z"))
+    assert a == pytest.approx(b)
+    assert a[1] < a[0]
