@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def test_gpu_power_model_spans_idle_to_tdp_plus_leakage() -> None:
     p = ph.PhysicsParams()
     util = np.array([0.0, 1.0])
     r_zero = np.zeros(2)
-    power, temp, _ = ph.gpu_power_and_temp(
+    power, _, _ = ph.gpu_power_and_temp(
         util, np.full(2, p.leak_ref_temp_c), r_zero, idle_w=160.0, tdp_w=1200.0, min_w=300.0, limit_c=87.0, p=p
     )
     assert power == pytest.approx([160.0, 1200.0])
@@ -158,7 +159,7 @@ def test_fws_supply_moves_towards_new_setpoint_over_following_steps() -> None:
         fac.step(10.0)
         seen.append(fac.device_values("plant-1")["fws_supply_temp_c"])
     assert 24.0 < seen[0] < 25.0
-    assert all(b > a for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(seen))
     settle(fac, 3600)
     assert fac.fws_supply_c == pytest.approx(28.0, abs=0.01)
 

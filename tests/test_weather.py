@@ -124,7 +124,7 @@ def test_malformed_weather_file_is_one_clear_line(tmp_path: Path, name: str, con
 
 def test_missing_file_and_unknown_builtin(tmp_path: Path) -> None:
     """A missing file is a DataError naming it; an unknown builtin is a ConfigError listing the bundled ones."""
-    with pytest.raises(DataError, match="nope.epw: cannot read weather file"):
+    with pytest.raises(DataError, match=r"nope\.epw: cannot read weather file"):
         load_weather("nope.epw", site_dir=tmp_path)
     with pytest.raises(ConfigError, match="builtin:leesburg"):
         load_weather("builtin:atlantis")

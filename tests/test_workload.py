@@ -76,7 +76,7 @@ def test_unknown_kind_and_missing_trace_are_config_errors() -> None:
     """An unknown workload kind, or 'trace' with no trace file, is a ConfigError naming the key."""
     with pytest.raises(ConfigError, match="'gaming' is not one of"):
         build_workload(["gaming"], start_ns=START, seed=1)
-    with pytest.raises(ConfigError, match="simulation.trace"):
+    with pytest.raises(ConfigError, match=r"simulation\.trace"):
         workload_for_site(["trace"], START, 1, "UTC", None, None)
 
 
