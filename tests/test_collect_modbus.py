@@ -106,12 +106,12 @@ async def polls(rig: Rig, device: str, n: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rig_for(site: Site, options: EngineOptions | None = None, protocol: str | None = "modbus",
-                  physics: FakePhysics | None = None) -> AsyncIterator[Rig]:
-    """Start the simulators and an engine over the devices of ``protocol`` (all when None)."""
+async def facility_for(site: Site, protocol: str | None = "modbus",
+                       physics: FakePhysics | None = None) -> AsyncIterator[SimulatedFacility]:
+    """Run the simulators of a site: Modbus servers only (instant) or everything (OPC-UA servers take seconds)."""
     physics = physics or FakePhysics(site)
     fac = SimulatedFacility(site, physics, speed=1.0)
-    if protocol == "modbus":  # Modbus servers only: they start instantly, OPC-UA servers take seconds
+    if protocol == "modbus":
         for mp in fac.ports.values():
             mp.refresh()
             await mp.start()
@@ -120,13 +120,8 @@ async def rig_for(site: Site, options: EngineOptions | None = None, protocol: st
     else:
         task = asyncio.create_task(fac.run())
         await fac.ready.wait()
-    live, batches = LiveState(), list[Batch]()
-    devices = [d for d in site.devices if protocol is None or d.config.protocol == protocol]
-    engine = Engine(devices, sinks=[live.update, batches.append], clock=fac.clock,
-                    options=options or EngineOptions(link=LinkOptions(stuck_polls=10_000)), data_dir=site.data_dir)
     try:
-        async with engine:
-            yield Rig(site, fac, physics, engine, live, batches)
+        yield fac
     finally:
         fac.request_stop()
         if protocol == "modbus":
@@ -137,6 +132,27 @@ async def rig_for(site: Site, options: EngineOptions | None = None, protocol: st
                 await mp.stop()
         else:
             await task
+
+
+@contextlib.asynccontextmanager
+async def engine_on(fac: SimulatedFacility, options: EngineOptions | None = None,
+                    protocol: str | None = "modbus") -> AsyncIterator[Rig]:
+    """An engine (feeding a live state) over the facility's devices of ``protocol`` (all when None)."""
+    site = fac.site
+    live, batches = LiveState(), list[Batch]()
+    devices = [d for d in site.devices if protocol is None or d.config.protocol == protocol]
+    engine = Engine(devices, sinks=[live.update, batches.append], clock=fac.clock,
+                    options=options or EngineOptions(link=LinkOptions(stuck_polls=10_000)), data_dir=site.data_dir)
+    async with engine:
+        yield Rig(site, fac, fac.physics, engine, live, batches)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def rig_for(site: Site, options: EngineOptions | None = None, protocol: str | None = "modbus",
+                  physics: FakePhysics | None = None) -> AsyncIterator[Rig]:
+    """Simulators plus an engine, for one test."""
+    async with facility_for(site, protocol, physics) as fac, engine_on(fac, options, protocol) as rig:
+        yield rig
 
 
 async def _tick_modbus(fac: SimulatedFacility) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
+import tomli_w
 from asyncua import ua
 
 from aidc.cli import main
@@ -16,8 +19,11 @@ from collectors.engine import EngineOptions
 from collectors.link import LinkOptions, LinkState
 from collectors.opcua import OpcUaLink, SubscriptionOptions
 from collectors.writer import Actor, SetpointWriter
+from simulators.runner import SimulatedFacility
 from tests.fake_physics import GPUS
-from tests.test_collect_modbus import Rig, make_site, polls, rig_for, until
+from tests.test_collect_modbus import Rig, engine_on, facility_for, make_site, polls, rig_for, until
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LIMIT = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
 
@@ -33,10 +39,17 @@ def all_good(rig: Rig, device: str) -> bool:
     return True
 
 
-async def test_opcua_polling_arrays_limits_restart_and_writer(tmp_path: Path) -> None:
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimulatedFacility]:
+    """One simulated facility (all servers) shared by this module's tests: OPC-UA servers take seconds to start."""
+    site = make_site(tmp_path_factory.mktemp("shared"))
+    async with facility_for(site, protocol=None) as fac:
+        yield fac
+
+
+async def test_opcua_polling_arrays_limits_restart_and_writer(shared: SimulatedFacility, tmp_path: Path) -> None:
     """Polled reads: arrays unpack per GPU; reads split to MaxNodesPerRead re-read after a restart; writes clamp."""
-    site = make_site(tmp_path)
-    async with rig_for(site, protocol="opcua") as rig:
+    async with engine_on(shared, protocol="opcua") as rig:
         await until(lambda: all_good(rig, "rack-h1-r01-01") and all_good(rig, "plant-1"))
         assert rig.value("rack-h1-r01-01", "gpu_temp_c", gpu="3")[0] == pytest.approx(
             rig.physics.values["rack-h1-r01-01"]["gpu_temp_c"][3])  # type: ignore[index]
@@ -58,11 +71,11 @@ async def test_opcua_polling_arrays_limits_restart_and_writer(tmp_path: Path) ->
         assert rig.physics.values["plant-1"]["fws_supply_temp_setpoint_c"] == pytest.approx(40.0)
 
 
-async def test_opcua_subscriptions_come_back_after_server_restart(tmp_path: Path) -> None:
+async def test_opcua_subscriptions_come_back_after_server_restart(shared: SimulatedFacility) -> None:
     """Subscriptions (sampling interval, queue, absolute deadband) deliver changes again after a server restart."""
     opts = EngineOptions(link=LinkOptions(stuck_polls=10_000), subscription=SubscriptionOptions(
         enabled=True, sampling_ms=20, queue_size=1, deadband="absolute", deadband_value=0.01))
-    async with rig_for(make_site(tmp_path), options=opts, protocol="opcua") as rig:
+    async with engine_on(shared, options=opts, protocol="opcua") as rig:
         await until(lambda: all_good(rig, "rack-h1-r01-02"))
         link = rig.engine.link("rack-h1-r01-02")
         rig.facility.faults.inject("rack-h1-r01-02", "restart", 0.3)
@@ -91,27 +104,25 @@ async def test_opcua_sign_and_encrypt_with_username(tmp_path: Path, monkeypatch:
 
 
 async def test_collect_once_prints_every_point_and_unreachable_devices(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    shared: SimulatedFacility, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``aidc collect --once`` prints every point good; a device that is down is listed unreachable, the rest print."""
-    site = make_site(tmp_path)
+    site = shared.site
     cfg = tmp_path / "site.toml"
-    assert site.path is not None
-    import tomli_w
-
     cfg.write_bytes(tomli_w.dumps(site.config.model_dump(mode="json", exclude_none=True)).encode())
-    async with rig_for(site, protocol=None) as rig:
-        rc = await asyncio.to_thread(main, ["collect", "--config", str(cfg), "--once", "--json"])
-        report = json.loads(capsys.readouterr().out)
-        assert rc == 0
-        assert all(d["status"] == "ok" for d in report["devices"])
-        assert {p["quality"] for d in report["devices"] for p in d["points"]} == {"good"}
-        assert len(report["devices"]) == len(site.devices)
-        await rig.facility.listener_of("ups-1").stop()  # type: ignore[union-attr]
-        rc = await asyncio.to_thread(main, ["collect", "--config", str(cfg), "--once"])
-        out = capsys.readouterr().out
-        assert rc == 1
-        assert "ups-1 (modbus://" in out
-        assert "UNREACHABLE" in out
-        assert "pdu-h1-r01-01 (" in out
-        assert "gpu_temp_c[3]" in out
+    shared.faults.clear_all()
+    await until(lambda: all(ep.running for ep in shared.endpoints.values()))
+    rc = await asyncio.to_thread(main, ["collect", "--config", str(cfg), "--once", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert all(d["status"] == "ok" for d in report["devices"])
+    assert {p["quality"] for d in report["devices"] for p in d["points"]} == {"good"}
+    assert len(report["devices"]) == len(site.devices)
+    await shared.listener_of("ups-1").stop()  # type: ignore[union-attr]  # last test of the module
+    rc = await asyncio.to_thread(main, ["collect", "--config", str(cfg), "--once"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "ups-1 (modbus://" in out
+    assert "UNREACHABLE" in out
+    assert "pdu-h1-r01-01 (" in out
+    assert "gpu_temp_c[3]" in out
