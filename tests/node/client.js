@@ -1,0 +1,36 @@
+// Independent OPC-UA peer for bench/collect.py: node-opcua reads the same nodes the same way (one session,
+// reads split to MaxNodesPerRead, ROUNDS rounds) and prints CPU microseconds per value (array elements count).
+// usage: node client.js ENDPOINT ROUNDS MAX_NODES NODEID...
+const { OPCUAClient, AttributeIds } = require("node-opcua");
+
+async function main() {
+  const [endpoint, roundsText, maxText, ...ids] = process.argv.slice(2);
+  const rounds = Number(roundsText), maxNodes = Number(maxText);
+  const client = OPCUAClient.create({ endpointMustExist: false, connectionStrategy: { maxRetry: 1 } });
+  await client.connect(endpoint);
+  const session = await client.createSession();
+  const chunks = [];
+  for (let i = 0; i < ids.length; i += maxNodes) {
+    chunks.push(ids.slice(i, i + maxNodes).map((nodeId) => ({ nodeId, attributeId: AttributeIds.Value })));
+  }
+  let values = 0;
+  const start = process.cpuUsage();
+  for (let r = 0; r < rounds; r++) {
+    for (const c of chunks) {
+      const dvs = await session.read(c);
+      for (const dv of dvs) {
+        const v = dv.value.value;
+        values += v !== null && typeof v === "object" && "length" in v ? v.length : 1;
+      }
+    }
+  }
+  const used = process.cpuUsage(start);
+  console.log(((used.user + used.system) / values).toFixed(3));
+  await session.close();
+  await client.disconnect();
+}
+
+main().catch((err) => {
+  console.error(String(err));
+  process.exit(1);
+});
