@@ -123,7 +123,8 @@ def params_from_overrides(overrides: dict[str, Any], base: PhysicsParams | None 
         value = float(raw)
         meta = known[key].metadata
         if not math.isfinite(value) or not meta["lo"] <= value <= meta["hi"]:
-            raise ConfigError(f"{where}: {raw!r} is outside [{meta['lo']}, {meta['hi']}] {meta['unit']}".rstrip())
+            unit = "" if meta["unit"] == "1" else f" {meta['unit']}"
+            raise ConfigError(f"{where}: {raw!r} is outside [{meta['lo']}, {meta['hi']}]{unit}")
         changes[key] = value
     out = replace(base or PhysicsParams(), **changes)
     if out.day_end_h <= out.day_start_h:

@@ -40,6 +40,13 @@ def make_facility(
     return Facility(site, weather=constant_weather(*weather), workload=ConstantWorkload(util, racks))
 
 
+def num(fac: Facility, device: str, point: str) -> float:
+    """A scalar point value of a device as a float."""
+    v = fac.device_values(device)[point]
+    assert isinstance(v, int | float)
+    return float(v)
+
+
 def settle(fac: Facility, seconds: float = 7200.0, dt: float = 60.0) -> None:
     """Step until the loop lags have died out."""
     for _ in range(int(seconds / dt)):
@@ -157,7 +164,7 @@ def test_fws_supply_moves_towards_new_setpoint_over_following_steps() -> None:
     seen = []
     for _ in range(30):
         fac.step(10.0)
-        seen.append(fac.device_values("plant-1")["fws_supply_temp_c"])
+        seen.append(num(fac, "plant-1", "fws_supply_temp_c"))
     assert 24.0 < seen[0] < 25.0
     assert all(b > a for a, b in itertools.pairwise(seen))
     settle(fac, 3600)
@@ -169,9 +176,9 @@ def test_cdu_supply_cannot_go_below_fws_supply_plus_approach() -> None:
     fac = make_facility(COLD)
     fac.write_point("cdu-h1-01", "tcs_supply_temp_setpoint_c", 18.0)
     settle(fac)
-    vals = fac.device_values("cdu-h1-01")
-    assert vals["tcs_supply_temp_c"] == pytest.approx(24.0 + fac.cdu_approach_c[0], abs=0.01)
-    assert 2.0 <= float(vals["tcs_supply_temp_c"]) - 24.0 <= 5.0
+    supply = num(fac, "cdu-h1-01", "tcs_supply_temp_c")
+    assert supply == pytest.approx(24.0 + fac.cdu_approach_c[0], abs=0.01)
+    assert 2.0 <= supply - 24.0 <= 5.0
 
 
 @pytest.mark.parametrize(
@@ -195,7 +202,7 @@ def test_stopped_heartbeat_reverts_to_safe_setpoint(device: str, point: str, wri
     assert fac.points.fallback_active(device)
     if device.startswith("cdu"):
         assert vals["fallback_active"] is True
-        assert int(vals["alarm_word"]) & 0b1000
+        assert int(num(fac, device, "alarm_word")) & 0b1000
     fac.write_point(device, point, written)  # ignored while in local fallback
     assert fac.device_values(device)[point] == safe
     fac.write_point(device, "heartbeat", 99)
@@ -255,16 +262,14 @@ def test_meters_pdus_and_ups_agree_with_facility_totals() -> None:
     assert util["energy_kwh"] == pytest.approx(fac.energy_wh["facility"] / 1000.0)
     assert fac.device_values("meter-cooling")["active_power_w"] == pytest.approx(fac.cooling_power_w)
     assert fac.device_values("meter-other")["active_power_w"] == pytest.approx(fac.other_power_w)
-    pdu = fac.device_values("pdu-h1-r01-01")
-    assert float(pdu["inlet1_active_power_w"]) + float(pdu["inlet2_active_power_w"]) == pytest.approx(
-        float(pdu["active_power_w"])
-    )
-    assert sum(float(fac.device_values(f"pdu-{r}")["active_energy_wh"]) for r in fac.rack_names) == pytest.approx(
-        fac.energy_wh["it"]
-    )
-    ups = fac.device_values("ups-1")
-    assert float(ups["input_energy_kwh"]) > float(ups["output_energy_kwh"]) > fac.energy_wh["it"] / 1000.0
-    assert 90.0 < float(ups["efficiency_pct"]) < 99.0
+    pdu = "pdu-h1-r01-01"
+    inlets = num(fac, pdu, "inlet1_active_power_w") + num(fac, pdu, "inlet2_active_power_w")
+    assert inlets == pytest.approx(num(fac, pdu, "active_power_w"))
+    pdu_wh = sum(num(fac, f"pdu-{r}", "active_energy_wh") for r in fac.rack_names)
+    assert pdu_wh == pytest.approx(fac.energy_wh["it"])
+    ups_in, ups_out = num(fac, "ups-1", "input_energy_kwh"), num(fac, "ups-1", "output_energy_kwh")
+    assert ups_in > ups_out > fac.energy_wh["it"] / 1000.0
+    assert 90.0 < num(fac, "ups-1", "efficiency_pct") < 99.0
 
 
 @pytest.mark.parametrize(
