@@ -91,11 +91,14 @@ class SimulatedFacility:
         self.speed = speed or sim.speed
         self.bind = sim.bind
         self.faults = FaultBook({d.name: d.profile for d in site.devices}, on_restart=self._restart_device)
-        port_plan, endpoint_plan = plan_listeners(site)
-        self.ports = {p: ModbusPort(self.bind, p, devs, physics, self.faults) for p, devs in port_plan.items()}
-        pki = site.data_dir / "pki"
-        self.endpoints = {url: OpcUaEndpoint(url, devs, physics, self.faults, pki)
-                          for url, devs in endpoint_plan.items()}
+        try:
+            port_plan, endpoint_plan = plan_listeners(site)
+            self.ports = {p: ModbusPort(self.bind, p, devs, physics, self.faults) for p, devs in port_plan.items()}
+            pki = site.data_dir / "pki"
+            self.endpoints = {url: OpcUaEndpoint(url, devs, physics, self.faults, pki)
+                              for url, devs in endpoint_plan.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"{site.path or '<site>'}: {exc}") from None
         self._device_port: dict[str, ModbusPort | OpcUaEndpoint] = {}
         for mp in self.ports.values():
             self._device_port.update({d.name: mp for d in mp.devices.values()})
