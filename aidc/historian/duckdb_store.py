@@ -121,6 +121,7 @@ class DuckDBHistorian(Historian):
         self._watermark = {table: int(meta.get(f"wm_{table}", 0)) for table, _ in ROLLUPS}
         self._dirty_min: int | None = None
         self._last_rollup = clock()
+        self._sel_cache: dict[str, tuple[int, dict[int, str]]] = {}
         self._lt_ts = np.full(len(self._ids) + 1, _NEVER, dtype=np.int64)
         self._lt_val = np.full(len(self._ids) + 1, np.nan)
         self._lt_q = np.zeros(len(self._ids) + 1, dtype=np.uint8)
@@ -286,8 +287,18 @@ class DuckDBHistorian(Historian):
         return cur
 
     def _select(self, cur: duckdb.DuckDBPyConnection, selector: SeriesSelector) -> dict[int, str]:
+        """Series ids matching the selector; cached until a new series is registered."""
+        n = cur.execute("SELECT count(*) FROM series").fetchall()[0][0]
+        cache_key = str(selector)
+        hit = self._sel_cache.get(cache_key)
+        if hit is not None and hit[0] == n:
+            return hit[1]
         rows = cur.execute("SELECT id, key FROM series WHERE key LIKE ? ESCAPE '!'", [_like_prefix(selector)])
-        return {sid: key for sid, key in rows.fetchall() if selector.matches_key(_parse_key(key))}
+        found = {sid: key for sid, key in rows.fetchall() if selector.matches_key(_parse_key(key))}
+        if len(self._sel_cache) > 1000:
+            self._sel_cache.clear()
+        self._sel_cache[cache_key] = (n, found)
+        return found
 
     def query(
         self,
@@ -303,8 +314,12 @@ class DuckDBHistorian(Historian):
         keys = self._select(cur, selector)
         if not keys or hi <= lo:
             return empty_result()
+        # Ids are our integers; a literal list lets DuckDB prune with zonemaps, a join table scales to many.
+        if len(keys) <= 2000:
+            sel = f"AND series_id IN ({', '.join(str(int(i)) for i in keys)})"
+        else:
+            sel = "AND series_id IN (SELECT id FROM _sel)"
         cur.register("_sel", pa.table({"id": pa.array(list(keys), type=pa.int32())}))
-        sel = "AND series_id IN (SELECT id FROM _sel)"
         try:
             if window is None and agg is None:
                 tbl = cur.sql(
