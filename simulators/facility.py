@@ -180,7 +180,9 @@ class Facility:
         p = self.params
         flow, dp, speed = ph.cdu_flow(self.dp_sp, self.cdu_design_flow, p)
         fault = self.cdu_pump_fault
-        self.cdu_pump_w = np.where(fault, 0.0, ph.pump_power(dp, flow, p.cdu_pump_eff))
+        # The pump also overcomes the CDU's own exchanger and strainer, on the same quadratic curve.
+        head = dp + p.cdu_internal_dp_kpa * (flow / self.cdu_design_flow) ** 2
+        self.cdu_pump_w = np.where(fault, 0.0, ph.pump_power(head, flow, p.cdu_pump_eff))
         flow = np.where(fault, 0.05 * flow, flow)  # a failed pump leaves thermosiphon / standby trickle
         self.cdu_flow_lpm, self.cdu_speed = flow, np.where(fault, 0.0, speed)
         self.cdu_dp_kpa = np.where(fault, 0.0025 * dp, dp)
@@ -279,7 +281,10 @@ class Facility:
             share_air = ph.free_cooling_share(p.crah_chw_c + p.crah_chw_dt_k, p.crah_chw_c, free_at)
         self.free_share = share
         self.free_cooling_state = 2 if share >= 1.0 else (1 if share > 0.0 else 0)
-        cond = sink + p.chiller_cond_approach_k
+        if self.plant_type == "chiller_tower":
+            cond = self.wetbulb_c + p.tower_approach_k + p.chiller_cond_approach_tower_k
+        else:
+            cond = self.drybulb_c + p.chiller_cond_approach_k
         cop_liq = ph.chiller_cop(self.fws_supply_c - p.chiller_evap_approach_k, cond, p)
         cop_air = ph.chiller_cop(p.crah_chw_c - p.chiller_evap_approach_k, cond, p)
         q_ch_liq, q_ch_air = (1.0 - share) * self.fws_heat_w, (1.0 - share_air) * self.air_heat_w
@@ -347,14 +352,16 @@ class Facility:
 
     def set_fault(self, device: str, fault: str, active: bool = True) -> None:
         """Physical faults: ``leak`` on a rack or CDU, ``pump_fault`` on a CDU (flow collapses to 5 %)."""
-        if device not in self.points.devices:
+        dev = self.points.devices.get(device)
+        if dev is None:
             raise KeyError(f"no device {device!r} in this facility")
-        if fault == "leak":
-            (self.points.leaks.add if active else self.points.leaks.discard)(device)
+        if fault == "leak" and dev.kind in ("rack", "pdu", "cdu"):
+            key = f"rack:{dev.tags['rack']}" if dev.kind != "cdu" else device
+            (self.points.leaks.add if active else self.points.leaks.discard)(key)
         elif fault == "pump_fault" and device in self.cdu_index:
             self.cdu_pump_fault[self.cdu_index[device]] = active
         else:
-            raise ValueError(f"{device}: unknown physical fault {fault!r} (leak, or pump_fault on a CDU)")
+            raise ValueError(f"{device}: unknown physical fault {fault!r} (leak on a rack or CDU, pump_fault on a CDU)")
 
     # --- reporting ---------------------------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ class DevicePoints:
         self.keys = {d.name: [p.sim or p.name for p in d.profile.points] for d in site.devices}
         self.watch: dict[str, HeartbeatWatch] = {}
         self.extra: dict[tuple[str, str], float] = {}
-        self.leaks: set[str] = set()
+        self.leaks: set[str] = set()  # CDU device names and "rack:<rack name>" keys with an active leak
         for dev in site.devices:
             missing = [
                 k
@@ -225,7 +225,7 @@ class DevicePoints:
             "coolant_inlet_temp_c": float(f.rack_inlet_c[r]),
             "coolant_outlet_temp_c": float(f.rack_outlet_c[r]),
             "coolant_flow_lpm": float(f.rack_flow_lpm[r]),
-            "leak_detected": dev.name in self.leaks,
+            "leak_detected": f"rack:{dev.tags['rack']}" in self.leaks,
             "gpus_throttled": int(f.rack_throttled[r]),
             "gpu_power_w": f.gpu_power_w[a:b].tolist(),
             "gpu_temp_c": f.gpu_temp_c[a:b].tolist(),
@@ -237,7 +237,7 @@ class DevicePoints:
         c = f.cdu_index[dev.name]
         high = bool(f.tcs_supply_c[c] > f.tcs_sp[c] + f.params.cdu_high_temp_alarm_k)
         leak = dev.name in self.leaks or any(
-            f"rack-{n}" in self.leaks for n, cc in zip(f.rack_names, f.rack_cdu, strict=True) if cc == c
+            f"rack:{n}" in self.leaks for n, cc in zip(f.rack_names, f.rack_cdu, strict=True) if cc == c
         )
         fault = bool(f.cdu_pump_fault[c])
         fallback = self.fallback_active(dev.name)

@@ -15,6 +15,7 @@ from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
 from simulators import physics as ph
 from simulators.facility import Facility
+from simulators.interface import FacilityPhysics
 from simulators.weather import Weather, constant_weather, load_weather
 from simulators.workload import ConstantWorkload
 
@@ -314,3 +315,25 @@ def test_chicago_has_more_free_cooling_hours_than_phoenix() -> None:
     phoenix = free_cooling_hours(load_weather(str(WEATHER_DIR / "USA_AZ_Phoenix-Sky.Harbor.epw")))
     assert chicago > phoenix + 1000
     assert 0 < phoenix < 8760
+
+
+def test_facility_satisfies_the_server_protocol() -> None:
+    """Facility is a FacilityPhysics: the servers can drive it through step, device_values and write_point."""
+    phys: FacilityPhysics = make_facility(COLD)
+    t0 = phys.t_ns
+    phys.step(1.0)
+    assert phys.t_ns == t0 + 1_000_000_000
+
+
+def test_pump_fault_starves_racks_and_raises_alarms() -> None:
+    """A CDU pump fault collapses flow, heats the GPUs it serves and sets the pump-fault and leak bits."""
+    fac = make_facility(HOT)
+    before = float(fac.gpu_temp_c.max())
+    fac.set_fault("cdu-h1-01", "pump_fault")
+    fac.set_fault("rack-h1-r01-02", "leak")
+    settle(fac, 600)
+    assert float(fac.gpu_temp_c.max()) > before
+    assert num(fac, "cdu-h1-01", "flow_lpm") < 0.1 * fac.cdu_design_flow[0]
+    assert int(num(fac, "cdu-h1-01", "alarm_word")) & 0b110 == 0b110
+    assert fac.device_values("rack-h1-r01-02")["leak_detected"] is True
+    assert fac.device_values("rack-h1-r01-01")["leak_detected"] is False
