@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aidc.clock import Clock, ScaledClock
 from aidc.config import Site
-from aidc.historian import Historian, HistorianConfig, open_historian
+from aidc.historian import Historian, open_historian
 from aidc.live import LiveState
 from aidc.model import Batch
 from collectors.engine import Engine, Summary
@@ -83,8 +83,7 @@ class MainJob:
         if clock is None:
             path = site.data_dir / "clock.json"
             clock = ScaledClock.load(path) if path.is_file() else ScaledClock.starting_now()
-        hist_cfg = HistorianConfig.model_validate(site.config.historian)
-        historian = open_historian(hist_cfg, site.data_dir)
+        historian = open_historian(site.config.historian, site.data_dir)
         live = LiveState()
         writer = HistorianWriter(historian, clock)
         engine = Engine.from_site(site, sinks=[live.update, writer], clock=clock)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aidc.errors import ConfigError
+from aidc.historian.config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
 
@@ -217,8 +218,8 @@ class SiteConfig(_Strict):
     plant: PlantConfig
     ups: UpsConfig
     meters: tuple[MeterConfig, ...] = ()
-    # Tables other packages own (historian, control, dashboard) are validated by their own models.
-    historian: dict[str, Any] = {}
+    historian: HistorianConfig = HistorianConfig()
+    # Tables later packages own (control, dashboard) are validated by their own models.
     control: dict[str, Any] = {}
     dashboard: dict[str, Any] = {}
 

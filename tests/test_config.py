@@ -87,6 +87,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("endpoint twice", _same_endpoint, "halls[0].racks[1].pdu: 127.0.0.1:15000 unit 1 is already used by pdu-h1-r01-01"),
     ("rack without cdu", _unserved_rack, "halls[0].cdus: racks ['h1-r01-01'] are served by no CDU"),
     ("protocol mismatch", _set(["ups", "profile"], "plant-opcua"), "ups.protocol: 'modbus' but profile 'plant-opcua' is opcua"),
+    ("unknown historian backend", _set(["historian"], {"backend": "mongo"}), "historian.backend: 'mongo'"),
     ("bad endpoint", _set(["plant", "endpoint"], "http://x"), "plant.endpoint: 'http://x' is not an OPC-UA endpoint URL"),
 ]
 
