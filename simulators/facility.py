@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -402,9 +401,3 @@ class Facility:
             "wetbulb_c": self.wetbulb_c,
         }
 
-
-def facility_for(path: Path | str) -> Facility:
-    """A facility for the site file at ``path``."""
-    from aidc.config import load_site
-
-    return Facility(load_site(path))
