@@ -400,4 +400,3 @@ class Facility:
             "drybulb_c": self.drybulb_c,
             "wetbulb_c": self.wetbulb_c,
         }
-
