@@ -19,8 +19,8 @@ from aidc.clock import parse_time
 from aidc.config import Site
 from simulators import physics as ph
 from simulators.facility_points import DevicePoints
-from simulators.gpus import gpu_model, other_rack_power_w
 from simulators.interface import PointValue
+from simulators.layout import Layout
 from simulators.physics import Arr, PhysicsParams, params_from_overrides
 from simulators.weather import Weather, load_weather
 from simulators.workload import UtilisationSource, workload_for_site
@@ -29,7 +29,7 @@ _NS_PER_HOUR = 3_600_000_000_000
 AIR_SUPPLY_C = 24.0  # CRAH supply air, inside the ASHRAE recommended 18-27 °C
 
 
-class Facility:
+class Facility(Layout):
     """A whole facility's physics for a :class:`Site`, stepped in simulated time."""
 
     # Current setpoints (set from the profiles' safe defaults and by writes through :class:`DevicePoints`).
@@ -49,84 +49,15 @@ class Facility:
         cfg = site.config
         sim = cfg.simulation
         site_dir = site.path.parent if site.path is not None else None
-        self.params = params if params is not None else params_from_overrides(dict(sim.physics))
+        super().__init__(site, params if params is not None else params_from_overrides(dict(sim.physics)))
         self.t_ns = start_ns if start_ns is not None else parse_time(sim.start, what="simulation.start")
         self.weather = weather or load_weather(cfg.site.weather, site_dir, cfg.site.elevation_m)
         self.tz = ZoneInfo(cfg.site.timezone)
-        self.plant_type = cfg.plant.type
-        self.crah_share = cfg.plant.crah_share
-        self._build_racks(site)
         self.workload = workload or workload_for_site(
             self.rack_kinds, self.t_ns, sim.seed, cfg.site.timezone, sim.trace, site_dir
         )
-        self.ups_rated_w = cfg.ups.rated_kw * 1000.0
-        self._build_cdus(site)
         self.points = DevicePoints(site, self)
         self._init_state()
-
-    # --- construction ------------------------------------------------------------------------------------
-
-    def _build_racks(self, site: Site) -> None:
-        p = self.params
-        cfg = site.config
-        self.rack_names: list[str] = []
-        self.rack_kinds: list[str] = []
-        idle, tdp, floor, limit, counts, other = [], [], [], [], [], []
-        for hall, rack in site.racks():
-            model = gpu_model(rack.gpu_model)
-            self.rack_names.append(rack.name)
-            self.rack_kinds.append(rack.workload or hall.workload or cfg.simulation.workload)
-            counts.append(rack.gpus)
-            idle.append(model.idle_w)
-            tdp.append(model.tdp_w)
-            floor.append(model.min_w)
-            limit.append(model.throttle_c)
-            other.append(other_rack_power_w(model, rack.gpus, rack.rated_kw))
-        self.rack_index = {n: i for i, n in enumerate(self.rack_names)}
-        self.n_racks = len(self.rack_names)
-        self.rack_gpus = np.array(counts, dtype=np.int64)
-        self.rack_offsets = np.concatenate([[0], np.cumsum(self.rack_gpus)[:-1]]).astype(np.int64)
-        self.rack_rated_w = np.array([r.rated_kw * 1000.0 for _, r in site.racks()])
-        self.rack_other_full_w = np.array(other)
-        g = self._gpu_rack = np.repeat(np.arange(self.n_racks), self.rack_gpus)
-        self._g_idle, self._g_tdp = np.array(idle)[g], np.array(tdp)[g]
-        self._g_min, self._g_limit = np.array(floor)[g], np.array(limit)[g]
-        rng = np.random.default_rng(cfg.simulation.seed + 7919)
-        n = len(g)
-        self._g_rfactor = np.clip(1.0 + p.gpu_spread * rng.standard_normal(n), 0.7, 1.5)
-        self._g_ufactor = np.clip(1.0 + 0.02 * rng.standard_normal(n), 0.9, 1.1)
-        self.design_it_w = float(self.rack_rated_w.sum())
-
-    def _build_cdus(self, site: Site) -> None:
-        p = self.params
-        cdus = [d for d in site.devices if d.kind == "cdu"]
-        self.cdu_names = [d.name for d in cdus]
-        self.cdu_index = {n: i for i, n in enumerate(self.cdu_names)}
-        self.rack_cdu = np.zeros(self.n_racks, dtype=np.int64)
-        for c, dev in enumerate(cdus):
-            for rname in dev.config.racks:  # type: ignore[attr-defined]
-                self.rack_cdu[self.rack_index[rname]] = c
-        nc = len(cdus)
-        rated = np.bincount(self.rack_cdu, self.rack_rated_w, nc)
-        self.cdu_rated_w = rated
-        design = [d.config.design_flow_lpm for d in cdus]  # type: ignore[attr-defined]
-        self.cdu_design_flow = np.array(
-            [f if f is not None else p.cdu_flow_lpm_per_kw * r / 1000.0 for f, r in zip(design, rated, strict=True)]
-        )
-        # Balancing valves share each CDU's flow in proportion to rated rack power.
-        self.rack_flow_share = self.rack_rated_w / rated[self.rack_cdu]
-        self.cdu_design_heat_w = rated * (1.0 - self.crah_share)
-        self.cdu_fws_design_lpm = (
-            self.cdu_design_heat_w / (p.fws_density_kg_m3 * p.fws_cp_j_kgk * p.fws_design_dt_k) * 6e4
-        )
-        self.fws_design_flow = float(self.cdu_fws_design_lpm.sum())
-        design_ups_loss = ph.ups_loss(self.design_it_w * (1.0 + p.dist_loss_frac), self.ups_rated_w, p)
-        lighting = self.design_it_w / 1000.0 * p.lighting_w_per_kw
-        self.air_design_w = self.design_it_w * (self.crah_share + p.dist_loss_frac) + design_ups_loss + lighting
-        self.air_design_m3s = max(self.air_design_w, 1.0) / (p.air_density_kg_m3 * p.air_cp_j_kgk * p.crah_air_dt_k)
-        self.hr_design_w = self.design_it_w * 1.15
-        self.chiller_cap_liq_w = p.chiller_capacity_frac * float(self.cdu_design_heat_w.sum())
-        self.chiller_cap_air_w = p.chiller_capacity_frac * max(self.air_design_w, 1.0)
 
     def _init_state(self) -> None:
         nc = len(self.cdu_names)
