@@ -53,6 +53,12 @@ class Weather:
     # Hours after that origin at which record 0 applies (EPW: 0.5 − time zone, the hour-ending mid-point in UTC).
     offset_h: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Plain lists index faster than numpy scalars in the per-step path; the year window is cached.
+        object.__setattr__(self, "_db", self.drybulb_c.tolist())
+        object.__setattr__(self, "_wb", self.wetbulb_c.tolist())
+        object.__setattr__(self, "_year", [0, -1])  # [start, end) of the cached calendar year, UTC ns
+
     @property
     def hours(self) -> int:
         """Number of hourly records."""
@@ -60,11 +66,15 @@ class Weather:
 
     def position(self, t_ns: int) -> float:
         """Fractional record index for a UTC time."""
-        if self.start_ns is None:
-            year = datetime.fromtimestamp(t_ns / 1e9, tz=UTC).year
-            jan1 = int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
-            return ((t_ns - jan1) / _NS_PER_H - self.offset_h) % self.hours
-        return ((t_ns - self.start_ns) / _NS_PER_H - self.offset_h) % self.hours
+        origin = self.start_ns
+        if origin is None:
+            year: list[int] = self.__dict__["_year"]
+            if not year[0] <= t_ns < year[1]:
+                y = datetime.fromtimestamp(t_ns / 1e9, tz=UTC).year
+                year[0] = int(datetime(y, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+                year[1] = int(datetime(y + 1, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+            origin = year[0]
+        return ((t_ns - origin) / _NS_PER_H - self.offset_h) % self.hours
 
     def at(self, t_ns: int) -> tuple[float, float]:
         """Dry bulb and wet bulb (°C) at a UTC time, interpolated between hours."""
@@ -72,24 +82,9 @@ class Weather:
         i = int(x)
         f = x - i
         j = (i + 1) % self.hours
-        db, wb = self._db, self._wb
+        db: list[float] = self.__dict__["_db"]
+        wb: list[float] = self.__dict__["_wb"]
         return db[i] + (db[j] - db[i]) * f, wb[i] + (wb[j] - wb[i]) * f
-
-    @property
-    def _db(self) -> list[float]:
-        return self._lists()[0]
-
-    @property
-    def _wb(self) -> list[float]:
-        return self._lists()[1]
-
-    def _lists(self) -> tuple[list[float], list[float]]:
-        # Plain lists index faster than numpy scalars in the per-step path.
-        cached: tuple[list[float], list[float]] | None = self.__dict__.get("_cache")
-        if cached is None:
-            cached = (self.drybulb_c.tolist(), self.wetbulb_c.tolist())
-            object.__setattr__(self, "_cache", cached)
-        return cached
 
 
 def constant_weather(drybulb_c: float, rh_pct: float, pressure_pa: float = 101325.0) -> Weather:
