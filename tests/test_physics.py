@@ -337,3 +337,33 @@ def test_pump_fault_starves_racks_and_raises_alarms() -> None:
     assert int(num(fac, "cdu-h1-01", "alarm_word")) & 0b110 == 0b110
     assert fac.device_values("rack-h1-r01-02")["leak_detected"] is True
     assert fac.device_values("rack-h1-r01-01")["leak_detected"] is False
+
+
+def _site_with_custom_meter(tmp_path: Path, extra_point: str) -> Site:
+    """A site whose utility meter uses a profile with one extra point."""
+    profile = (Path(__file__).resolve().parents[1] / "collectors" / "profiles" / "meter-generic.toml").read_text()
+    profile = profile.replace('name = "meter-generic"', 'name = "meter-custom"', 1) + extra_point
+    (tmp_path / "meter-custom.toml").write_text(profile, encoding="utf-8")
+    data = tomllib.loads(render_site(SiteTemplate(racks=4)))
+    data["site"]["profile_dirs"] = [str(tmp_path)]
+    data["meters"][0]["profile"] = "meter-custom"
+    return site_from_dict(data)
+
+
+def test_sim_name_maps_a_point_to_a_simulated_quantity(tmp_path: Path) -> None:
+    """A profile point with ``sim`` set reads that quantity and is keyed by the sim name."""
+    extra = '\n[[points]]\nname = "supply_voltage_v"\ntable = "input"\naddress = 20\nsim = "voltage_v"\n'
+    fac = Facility(_site_with_custom_meter(tmp_path, extra), weather=constant_weather(*COLD))
+    vals = fac.device_values("meter-utility")
+    assert "supply_voltage_v" not in vals
+    assert 13000.0 < num(fac, "meter-utility", "voltage_v") < 14500.0
+
+
+def test_point_the_physics_cannot_produce_is_a_config_error(tmp_path: Path) -> None:
+    """A profile point with no simulated quantity stops start-up with one line naming device and point."""
+    extra = '\n[[points]]\nname = "frequency_hz"\ntable = "input"\naddress = 20\n'
+    with pytest.raises(ConfigError) as err:
+        Facility(_site_with_custom_meter(tmp_path, extra), weather=constant_weather(*COLD))
+    assert "meters[0]" in str(err.value)
+    assert "frequency_hz" in str(err.value)
+    assert "\n" not in str(err.value)
