@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "simulators.cli",
     "aidc.historian.cli",
     "collectors.cli",
+    "analytics.cli",
 )
 
 

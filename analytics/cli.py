@@ -1,0 +1,96 @@
+"""``aidc pue`` and ``aidc backtest``: the standards-exact PUE report and forecast backtests on any time series."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aidc.errors import ConfigError, DataError
+from analytics.backtest import backtest, format_results
+from analytics.datasets import infer_step, load_series
+from analytics.pue import PERIOD_FREQ, format_report
+
+
+def register(sub: Any) -> None:
+    """Add the ``pue`` and ``backtest`` sub-commands."""
+    p = sub.add_parser("pue", help="PUE (ISO/IEC 30134-2) and companion KPIs from the historian's energy counters")
+    p.add_argument("--config", type=Path, required=True, help="site file")
+    p.add_argument("--from", dest="start", required=True, help="period start, ISO 8601 with zone (2026-07-01T00:00Z)")
+    p.add_argument("--to", dest="end", required=True, help="period end (exclusive)")
+    p.add_argument("--period", choices=sorted(PERIOD_FREQ), help="one row per calendar hour/day/month/year")
+    p.add_argument("--category", type=int, choices=(1, 2, 3), help="force the IT metering point (default: best)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_pue)
+
+    b = sub.add_parser("backtest", help="rolling-origin backtest of the load forecaster on a CSV time series")
+    b.add_argument("--data", type=Path, required=True, help="CSV or TSV file")
+    b.add_argument("--horizon", default="1h,24h", help="comma-separated horizons (default 1h,24h)")
+    b.add_argument("--column", help="value column (default: auto-detect)")
+    b.add_argument("--time-column", help="timestamp column (default: auto-detect)")
+    b.add_argument("--step", help="sample step for files without timestamps, e.g. 5min")
+    b.add_argument("--start", help="time of the first row for files without timestamps")
+    b.add_argument("--folds", type=int, default=3, help="rolling-origin folds (default 3)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=run_backtest)
+
+
+def _time(text: str, what: str) -> pd.Timestamp:
+    try:
+        t = pd.Timestamp(text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        raise ConfigError(f"{what} {text!r}: give a time zone (e.g. 2026-07-01T00:00Z); aidc stores UTC")
+    return t.tz_convert("UTC")
+
+
+def run_pue(args: argparse.Namespace) -> int:
+    """Compute and print PUE for the period (or each calendar period in it)."""
+    from aidc.config import load_site
+    from aidc.historian import open_historian
+    from analytics.historian_adapter import pue_from_historian
+    from analytics.pue import period_edges
+
+    start, end = _time(args.start, "--from"), _time(args.end, "--to")
+    if end <= start:
+        raise ConfigError(f"--to {args.end} is not after --from {args.start}")
+    site = load_site(args.config)
+    cfg = site.config.historian
+    edges = period_edges(start, end, args.period, site.config.site.timezone) if args.period else [start, end]
+    with open_historian(cfg, site.data_dir) as hist:
+        reports = [pue_from_historian(hist, site, a, b, category=args.category) for a, b in itertools.pairwise(edges)]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2))
+    else:
+        print(format_report(reports))
+    return 0
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    """Load the series, backtest each horizon and print the table."""
+    try:
+        step = pd.Timedelta(args.step) if args.step else None
+    except ValueError:
+        raise ConfigError(f"--step {args.step!r}: not a duration (e.g. 5min, 1h)") from None
+    y = load_series(args.data, column=args.column, time_column=args.time_column, step=step, start=args.start)
+    step = infer_step(y)
+    horizons = [h.strip() for h in args.horizon.split(",") if h.strip()]
+    for h in horizons:
+        try:
+            if pd.Timedelta(h) < step:
+                raise ConfigError(f"--horizon {h}: shorter than the series step {step}")
+        except ValueError:
+            raise ConfigError(f"--horizon {h!r}: not a duration (e.g. 1h, 24h)") from None
+    if y.notna().sum() < 100:
+        raise DataError(f"{args.data}: only {int(y.notna().sum())} values; need at least 100 to backtest")
+    results = [backtest(y, h, step, folds=args.folds)[0] for h in horizons]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        print(format_results(f"{args.data} ({y.name}, step {step}, {len(y)} steps)", results))
+    return 0

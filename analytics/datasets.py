@@ -1,0 +1,121 @@
+"""Readers of time-series files for forecasting: generic CSV/TSV and the real traces in ../shared/data.
+
+Formats handled (auto-detected, overridable): comma or tab separated; UTF-8 with or without BOM; a timestamp
+column (any order, newest-first files are sorted) or none (row i is ``start + i x step``); SQL-client trailer lines
+such as ``(15493 rows affected)`` or ``Completion time: ...``. Naive timestamps are read as UTC (so calendar
+features follow the clock the file was written in). The result is a float series on a regular grid, NaN where a step
+is missing. Every problem is one :class:`DataError` line naming the file and the column or row.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aidc.errors import DataError
+
+TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date", "time_stamp")
+# The value a known trace is about, in order of preference, when --column is not given.
+PREFERRED_COLUMNS = ("powerave", "cpu_util_percent", "cpu_usage", "value", "it_power_kw", "power_w")
+DEFAULT_START = pd.Timestamp("2000-01-03T00:00Z")  # a Monday, for files without timestamps
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"{path}: file is empty")
+    sep = "\t" if lines[0].count("\t") > lines[0].count(",") else ","
+    width = lines[0].count(sep)
+    # Keep rows with the header's field count; trailer lines from SQL clients have a single field.
+    body = [ln for ln in lines[1:] if ln.count(sep) == width]
+    if not body:
+        raise DataError(f"{path}: no data rows after the header")
+    try:
+        return pd.read_csv(io.StringIO("\n".join([lines[0], *body])), sep=sep)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse as a table: {str(exc).splitlines()[0]}") from None
+
+
+def _pick_time_column(df: pd.DataFrame, requested: str | None, path: Path) -> str | None:
+    if requested is not None:
+        if requested not in df.columns:
+            raise DataError(f"{path}: no time column {requested!r} (columns: {', '.join(map(str, df.columns))})")
+        return requested
+    for c in df.columns:
+        if str(c).strip().lower() in TIME_NAMES:
+            return str(c)
+    return None
+
+
+def _pick_value_column(df: pd.DataFrame, requested: str | None, time_col: str | None, path: Path) -> str:
+    if requested is not None:
+        if requested not in df.columns:
+            raise DataError(f"{path}: no column {requested!r} (columns: {', '.join(map(str, df.columns))})")
+        return requested
+    for name in PREFERRED_COLUMNS:
+        if name in df.columns:
+            return name
+    numeric = [str(c) for c in df.columns if c != time_col and pd.api.types.is_numeric_dtype(df[c])]
+    if not numeric:
+        raise DataError(f"{path}: no numeric column to forecast; name one with --column")
+    return numeric[0]
+
+
+def load_series(
+    path: Path | str,
+    *,
+    column: str | None = None,
+    time_column: str | None = None,
+    step: pd.Timedelta | str | None = None,
+    start: pd.Timestamp | str | None = None,
+) -> pd.Series:
+    """A regular float series (UTC index, NaN for missing steps) from a CSV/TSV file."""
+    p = Path(path)
+    df = _read_table(p)
+    tcol = _pick_time_column(df, time_column, p)
+    vcol = _pick_value_column(df, column, tcol, p)
+    values = pd.to_numeric(df[vcol], errors="coerce")
+    bad = values.isna() & df[vcol].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{p}: row {row + 2}, column {vcol!r}: {df[vcol].iloc[row]!r} is not a number")
+    if tcol is None:
+        if step is None:
+            raise DataError(f"{p}: no timestamp column (looked for {', '.join(TIME_NAMES)}); give --step, e.g. 5min")
+        freq = pd.Timedelta(step)
+        t0 = pd.Timestamp(start) if start is not None else DEFAULT_START
+        idx = pd.date_range(t0, periods=len(df), freq=freq)
+        return pd.Series(values.to_numpy(dtype=float), index=idx, name=vcol)
+    times = pd.to_datetime(df[tcol], errors="coerce", utc=True, format="mixed")
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna().to_numpy())[0])
+        raise DataError(f"{p}: row {row + 2}, column {tcol!r}: {df[tcol].iloc[row]!r} is not a timestamp")
+    idx = pd.DatetimeIndex(times)
+    order = np.argsort(idx.asi8, kind="stable")
+    idx, vals = idx[order], values.to_numpy(dtype=float)[order]
+    if len(idx.unique()) < 2:
+        raise DataError(f"{p}: fewer than two distinct timestamps")
+    freq = pd.Timedelta(step) if step is not None else pd.Timedelta(np.median(np.diff(idx.unique().asi8)), unit="ns")
+    if freq <= pd.Timedelta(0):
+        raise DataError(f"{p}: cannot infer the time step from column {tcol!r}; give --step")
+    floored = idx.floor(freq)
+    s = pd.Series(vals, index=floored, name=vcol).groupby(level=0).mean()
+    grid = pd.date_range(floored[0], floored[-1], freq=freq)
+    return s.reindex(grid).rename(vcol)
+
+
+def infer_step(series: pd.Series) -> pd.Timedelta:
+    """The regular step of a series produced by :func:`load_series`."""
+    idx = pd.DatetimeIndex(series.index)
+    if len(idx) < 2:
+        raise DataError("a series needs at least two samples to have a step")
+    return pd.Timedelta(int(np.median(np.diff(idx.asi8))), unit="ns")

@@ -1,0 +1,119 @@
+"""Thin glue between the historian and the analytics engines: find series by role, pull frames, nothing else.
+
+The engines take plain pandas frames so they are testable without a database; this module is the only place that
+knows how to get those frames from a :class:`aidc.historian.Historian` for a :class:`aidc.config.Site`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from aidc.config import Site
+from aidc.historian import Historian, SeriesSelector
+from aidc.model import SeriesKey
+from aidc.roles import Role
+from analytics import kpi
+from analytics.pue import ENERGY_ROLES, MeterInfo, PueReport, compute_pue
+
+POWER_ROLES = (Role.FACILITY_POWER, *kpi.IT_POWER_ROLES.values())
+
+
+def site_meters(site: Site, roles: Iterable[Role]) -> dict[str, MeterInfo]:
+    """Series id -> :class:`MeterInfo` for every scalar point of the site whose role is in ``roles``."""
+    wanted = set(roles)
+    out: dict[str, MeterInfo] = {}
+    for dev in site.devices:
+        for p in dev.profile.points:
+            role = dev.role_of(p.name)
+            if role is None or role not in wanted or p.array:
+                continue
+            sid = SeriesKey.of(dev.profile.measurement, p.name, dev.tags).id
+            if role is Role.CARBON_INTENSITY:
+                scale = kpi.carbon_scale(p.name, p.unit)
+            elif role in POWER_ROLES:
+                scale = kpi.power_scale(p.name, p.unit)
+            else:
+                scale = kpi.energy_scale(p.name, p.unit)
+            out[sid] = MeterInfo(role, scale, p.modulus)
+    return out
+
+
+def read_series(historian: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Raw samples of the given series ids in ``[start, end)`` (one query per measurement and field)."""
+    keys = [SeriesKey.parse(s) for s in series]
+    wanted = {k.id for k in keys}
+    frames = []
+    for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
+        df = historian.query(SeriesSelector(meas, {}, fld), start, end)
+        frames.append(df[df["series"].isin(wanted)])
+    if not frames:
+        return pd.DataFrame({"ts": [], "series": [], "value": [], "quality": []})
+    return pd.concat(frames, ignore_index=True)
+
+
+def pue_from_historian(
+    historian: Historian,
+    site: Site,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    category: int | None = None,
+    margin: pd.Timedelta = pd.Timedelta("2h"),  # noqa: B008 - immutable
+) -> PueReport:
+    """ISO/IEC 30134-2 PUE of ``[start, end)`` from the site's counters; ``margin`` brackets the period edges."""
+    meters = site_meters(site, (*ENERGY_ROLES, Role.CARBON_INTENSITY))
+    readings = read_series(historian, meters, start - margin, end + margin)
+    return compute_pue(readings, meters, start, end, category=category)
+
+
+def wide_frame(
+    historian: Historian, site: Site, roles: Iterable[Role], start: pd.Timestamp, end: pd.Timestamp, window: str
+) -> tuple[pd.DataFrame, dict[str, Role]]:
+    """Window means of every series (array points included) with a role in ``roles``, one column per series."""
+    wanted = set(roles)
+    selectors: dict[tuple[str, str], Role] = {}
+    role_of: dict[str, Role] = {}
+    for dev in site.devices:
+        for p in dev.profile.points:
+            role = dev.role_of(p.name)
+            if role in wanted and role is not None:
+                selectors[(dev.profile.measurement, p.name)] = role
+    frames = []
+    for (meas, fld), role in sorted(selectors.items()):
+        df = historian.query(SeriesSelector(meas, {"site": site.name}, fld), start, end, window=window, agg="mean")
+        frames.append(df)
+        for sid in df["series"].unique():
+            role_of[str(sid)] = role
+    if not frames:
+        return pd.DataFrame(), role_of
+    long = pd.concat(frames, ignore_index=True)
+    wide = long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")
+    # Roles of array series (tag gpu=<i>) are those of their point; device overrides apply per device.
+    return wide.sort_index(), {s: role_of[s] for s in wide.columns if s in role_of}
+
+
+def it_load_series(
+    historian: Historian, site: Site, start: pd.Timestamp, end: pd.Timestamp, window: str = "5m", by: str | None = None
+) -> dict[str, pd.Series]:
+    """IT power (kW) per ``window`` for the facility (``by=None``) or per value of tag ``by`` (e.g. ``hall``)."""
+    meters = site_meters(site, kpi.IT_POWER_ROLES.values())
+    best = next(
+        (r for c, r in sorted(kpi.IT_POWER_ROLES.items(), reverse=True) if any(m.role is r for m in meters.values())),
+        None,
+    )
+    if best is None:
+        return {}
+    chosen = {s: m for s, m in meters.items() if m.role is best}
+    wide, _ = wide_frame(historian, site, [best], start, end, window)
+    out: dict[str, pd.Series] = {}
+    groups: dict[str, list[str]] = {}
+    for sid in wide.columns:
+        if sid not in chosen:
+            continue
+        key = "facility" if by is None else SeriesKey.parse(sid).tag_dict.get(by, "?")
+        groups.setdefault(key, []).append(sid)
+    for key, cols in groups.items():
+        out[key] = sum((wide[c] * chosen[c].scale for c in cols), start=pd.Series(0.0, index=wide.index))
+    return out

@@ -1,0 +1,187 @@
+"""The learned plant model the controller queries: powers, PUE and temperatures as functions of load, weather and
+cooling setpoints, with P10/P50/P90 quantiles.
+
+It learns from historian telemetry only, found by role (never by device name): :func:`plant_frame` reduces a wide
+frame of collector series to one row per sample time with the facility-level features and targets below.
+
+The load feature is the mean GPU utilisation, the workload the setpoints cannot change. IT power is a *target*:
+warmer coolant raises chip leakage, so IT power depends on the setpoints, and a model fed measured IT power as an
+input would hide exactly the effect that makes PUE a poor objective (DESIGN.md §1). PUE is predicted directly
+(its own model); the benchmark also reports PUE as the ratio of the two predicted powers for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from aidc.errors import DataError
+from aidc.roles import Role
+from analytics.kpi import IT_POWER_ROLES, power_scale
+
+FEATURES: tuple[str, ...] = (
+    "gpu_util_pct",  # mean GPU utilisation, %
+    "drybulb_c",
+    "wetbulb_c",
+    "tcs_supply_sp_c",  # mean TCS supply temperature setpoint over CDUs
+    "tcs_dp_sp_kpa",  # mean TCS differential-pressure setpoint over CDUs
+    "fws_supply_sp_c",  # plant FWS supply temperature setpoint
+)
+TARGETS: tuple[str, ...] = (
+    "facility_power_kw",
+    "cooling_power_kw",
+    "it_power_kw",
+    "pue",
+    "gpu_temp_max_c",
+    "rack_outlet_max_c",
+)
+QUANTILES = (0.1, 0.5, 0.9)
+CALIBRATION_SHARE = 0.2
+
+_MEAN_ROLES = {
+    "gpu_util_pct": Role.GPU_UTIL,
+    "drybulb_c": Role.OUTDOOR_DRYBULB,
+    "wetbulb_c": Role.OUTDOOR_WETBULB,
+    "tcs_supply_sp_c": Role.TCS_SUPPLY_TEMP_SETPOINT,
+    "tcs_dp_sp_kpa": Role.TCS_DP_SETPOINT,
+    "fws_supply_sp_c": Role.FWS_SUPPLY_TEMP_SETPOINT,
+}
+_MAX_ROLES = {"gpu_temp_max_c": Role.GPU_TEMP, "rack_outlet_max_c": Role.RACK_COOLANT_OUTLET_TEMP}
+_SUM_ROLES = {"facility_power_kw": Role.FACILITY_POWER, "cooling_power_kw": Role.COOLING_POWER}
+
+
+def _cols(roles: Mapping[str, Role], role: Role, frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if roles.get(c) is role]
+
+
+def _kw(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
+    scale = np.array([power_scale(c.rsplit(" ", 1)[-1]) for c in cols])
+    return pd.Series(frame[cols].to_numpy(dtype=np.float64) @ scale, index=frame.index)
+
+
+def plant_frame(frame: pd.DataFrame, roles: Mapping[str, Role]) -> pd.DataFrame:
+    """Facility-level features and targets, one row per sample time, from wide series found by role."""
+    out: dict[str, pd.Series] = {}
+    for name, role in _MEAN_ROLES.items():
+        cols = _cols(roles, role, frame)
+        if not cols:
+            raise DataError(f"plant model: no series with role {role.value} (needed for {name})")
+        out[name] = frame[cols].mean(axis=1)
+    for name, role in _MAX_ROLES.items():
+        cols = _cols(roles, role, frame)
+        if not cols:
+            raise DataError(f"plant model: no series with role {role.value} (needed for {name})")
+        out[name] = frame[cols].max(axis=1)
+    for name, role in _SUM_ROLES.items():
+        cols = _cols(roles, role, frame)
+        if not cols:
+            raise DataError(f"plant model: no series with role {role.value} (needed for {name})")
+        out[name] = _kw(frame, cols)
+    # IT power from the most advanced metering point available (ISO/IEC 30134-2 categories).
+    for cat in (3, 2, 1):
+        cols = _cols(roles, IT_POWER_ROLES[cat], frame)
+        if cols:
+            out["it_power_kw"] = _kw(frame, cols)
+            break
+    else:
+        raise DataError("plant model: no IT power series (roles it_power_ups_output/pdu_output/equipment_input)")
+    df = pd.DataFrame(out)
+    df["pue"] = df["facility_power_kw"] / df["it_power_kw"].where(df["it_power_kw"] > 0)
+    return df[list(FEATURES) + list(TARGETS)].dropna()
+
+
+def _model(max_iter: int) -> HistGradientBoostingRegressor:
+    return HistGradientBoostingRegressor(
+        max_iter=max_iter,
+        learning_rate=0.1,
+        max_leaf_nodes=31,
+        min_samples_leaf=10,
+        early_stopping=False,
+        random_state=0,
+    )
+
+
+@dataclass
+class PlantModel:
+    """A P50 model per target plus its residual quantiles; :meth:`predict` scores many candidates in one call.
+
+    Uncertainty: the P10/P90 offsets are the 10th and 90th percentiles of the residuals on the last
+    ``CALIBRATION_SHARE`` of the training window (later in time than what the calibration model was fitted on, so
+    they include the drift a real forecast sees); the final P50 model is then refitted on the whole window.
+    """
+
+    models: dict[str, HistGradientBoostingRegressor] = field(default_factory=dict)
+    offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    train_start: pd.Timestamp | None = None
+    train_end: pd.Timestamp | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, data: pd.DataFrame, *, max_iter: int = 300) -> PlantModel:
+        """Fit every target on a :func:`plant_frame` (time-ordered rows)."""
+        missing = [c for c in (*FEATURES, *TARGETS) if c not in data.columns]
+        if missing:
+            raise DataError(f"plant model: training data lacks columns {missing}")
+        if len(data) < 100:
+            raise DataError(f"plant model: only {len(data)} training rows; need at least 100")
+        x = data[list(FEATURES)].to_numpy(dtype=np.float64)
+        cut = int(len(data) * (1 - CALIBRATION_SHARE))
+        pm = cls(train_start=pd.Timestamp(data.index[0]), train_end=pd.Timestamp(data.index[-1]))
+        for t in TARGETS:
+            y = data[t].to_numpy(dtype=np.float64)
+            resid = y[cut:] - _model(max_iter).fit(x[:cut], y[:cut]).predict(x[cut:])
+            pm.offsets[t] = (float(np.quantile(resid, QUANTILES[0])), float(np.quantile(resid, QUANTILES[2])))
+            pm.models[t] = _model(max_iter).fit(x, y)
+        pm.ranges = {c: (float(data[c].min()), float(data[c].max())) for c in FEATURES}
+        return pm
+
+    def predict(self, candidates: pd.DataFrame) -> pd.DataFrame:
+        """For each candidate row (columns :data:`FEATURES`): ``<target>_p10/_p50/_p90`` and ``extrapolating``."""
+        missing = [c for c in FEATURES if c not in candidates.columns]
+        if missing:
+            raise DataError(f"plant model: candidates lack columns {missing}")
+        x = candidates[list(FEATURES)].to_numpy(dtype=np.float64)
+        out: dict[str, np.ndarray] = {}
+        for t, model in self.models.items():
+            p50 = model.predict(x)
+            lo, hi = self.offsets[t]
+            out[f"{t}_p10"], out[f"{t}_p50"], out[f"{t}_p90"] = p50 + min(lo, 0.0), p50, p50 + max(hi, 0.0)
+        # Trees cannot extrapolate: flag candidates outside the training range so the guard can refuse them.
+        outside = np.zeros(len(candidates), dtype=bool)
+        for k, c in enumerate(FEATURES):
+            lo, hi = self.ranges[c]
+            outside |= (x[:, k] < lo) | (x[:, k] > hi)
+        out["extrapolating"] = outside
+        return pd.DataFrame(out, index=candidates.index)
+
+    def evaluate(self, data: pd.DataFrame) -> dict[str, float]:
+        """MAE of the P50 per target and P10-P90 coverage on held-out data; stored as the model's scores."""
+        pred = self.predict(data)
+        scores: dict[str, float] = {}
+        for t in TARGETS:
+            y = data[t].to_numpy()
+            scores[f"{t}_mae"] = float(np.mean(np.abs(pred[f"{t}_p50"].to_numpy() - y)))
+            inside = (y >= pred[f"{t}_p10"].to_numpy()) & (y <= pred[f"{t}_p90"].to_numpy())
+            scores[f"{t}_cov80"] = float(np.mean(inside))
+        # PUE as the ratio of the two predicted powers, for comparison with the direct PUE model.
+        ratio = pred["facility_power_kw_p50"].to_numpy() / np.maximum(pred["it_power_kw_p50"].to_numpy(), 1e-9)
+        scores["pue_ratio_mae"] = float(np.mean(np.abs(ratio - data["pue"].to_numpy())))
+        self.scores = scores
+        return scores
+
+    def metadata(self) -> dict[str, object]:
+        """Training window, features, targets, ranges and scores for the JSON sidecar."""
+        return {
+            "train_start": None if self.train_start is None else self.train_start.isoformat(),
+            "train_end": None if self.train_end is None else self.train_end.isoformat(),
+            "features": list(FEATURES),
+            "targets": list(TARGETS),
+            "quantiles": list(QUANTILES),
+            "ranges": self.ranges,
+            "scores": self.scores,
+        }
