@@ -64,7 +64,10 @@ def _pick_value_column(df: pd.DataFrame, requested: str | None, time_col: str | 
     for name in PREFERRED_COLUMNS:
         if name in df.columns:
             return name
-    numeric = [str(c) for c in df.columns if c != time_col and pd.api.types.is_numeric_dtype(df[c])]
+    # Columns mostly numeric (a stray bad cell is reported by row later, not hidden by picking another column).
+    numeric = [
+        str(c) for c in df.columns if c != time_col and pd.to_numeric(df[c], errors="coerce").notna().mean() >= 0.5
+    ]
     if not numeric:
         raise DataError(f"{path}: no numeric column to forecast; name one with --column")
     return numeric[0]
@@ -99,12 +102,12 @@ def load_series(
     if times.isna().any():
         row = int(np.flatnonzero(times.isna().to_numpy())[0])
         raise DataError(f"{p}: row {row + 2}, column {tcol!r}: {df[tcol].iloc[row]!r} is not a timestamp")
-    idx = pd.DatetimeIndex(times)
+    idx = pd.DatetimeIndex(times).as_unit("ns")
     order = np.argsort(idx.asi8, kind="stable")
     idx, vals = idx[order], values.to_numpy(dtype=float)[order]
     if len(idx.unique()) < 2:
         raise DataError(f"{p}: fewer than two distinct timestamps")
-    freq = pd.Timedelta(step) if step is not None else pd.Timedelta(np.median(np.diff(idx.unique().asi8)), unit="ns")
+    freq = pd.Timedelta(step) if step is not None else _common_step(idx.unique().asi8)
     if freq <= pd.Timedelta(0):
         raise DataError(f"{p}: cannot infer the time step from column {tcol!r}; give --step")
     floored = idx.floor(freq)
@@ -113,9 +116,15 @@ def load_series(
     return s.reindex(grid).rename(vcol)
 
 
+def _common_step(ns: np.ndarray) -> pd.Timedelta:
+    """The most common spacing (ties: the smallest), robust to missing rows."""
+    diffs, counts = np.unique(np.diff(ns), return_counts=True)
+    return pd.Timedelta(int(diffs[np.argmax(counts)]), unit="ns")
+
+
 def infer_step(series: pd.Series) -> pd.Timedelta:
     """The regular step of a series produced by :func:`load_series`."""
-    idx = pd.DatetimeIndex(series.index)
+    idx = pd.DatetimeIndex(series.index).as_unit("ns")
     if len(idx) < 2:
         raise DataError("a series needs at least two samples to have a step")
-    return pd.Timedelta(int(np.median(np.diff(idx.asi8))), unit="ns")
+    return _common_step(idx.asi8)

@@ -75,7 +75,7 @@ def build_features(y: pd.Series, h: int, step: pd.Timedelta) -> tuple[pd.DataFra
         f[f"s{name}_mean"] = y.shift(base).rolling(3, min_periods=1, center=False).mean() - anchor
     target_time = pd.DatetimeIndex(y.index) + h * step
     f["hour"] = pd.Series(target_time.hour + target_time.minute / 60.0, index=y.index)
-    f["dow"] = pd.Series(target_time.dayofweek, index=y.index, dtype=float)
+    f["dow"] = pd.Series(target_time.day_of_week, index=y.index, dtype=float)
     return pd.DataFrame(f, index=y.index), anchor
 
 

@@ -1,0 +1,115 @@
+"""Forecasting: baselines, metrics, leakage-free features, quantile forecaster and its persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics.backtest import backtest, coverage, mae, mape, pinball
+from analytics.forecast import LoadForecaster, build_features, persistence, seasonal_lag, seasonal_naive
+from analytics.store import load_metadata, load_model, save_model
+
+H = pd.Timedelta("1h")
+
+
+def series(values: list[float], step: pd.Timedelta = H) -> pd.Series:
+    """A regular series starting 2026-01-05 (a Monday)."""
+    return pd.Series(values, index=pd.date_range("2026-01-05T00:00Z", periods=len(values), freq=step), dtype=float)
+
+
+@pytest.mark.parametrize(
+    ("h", "season", "expected"),
+    [(1, 24, 23), (24, 24, 0), (25, 24, 23), (48, 24, 0), (12, 288, 276), (288, 2016, 1728)],
+)
+def test_seasonal_lag(h: int, season: int, expected: int) -> None:
+    """The seasonal-naive value is the smallest whole number of seasons back from the target, seen from the origin."""
+    assert seasonal_lag(h, season) == expected
+
+
+def test_baselines_align_to_target_time() -> None:
+    """Persistence repeats the value h steps back; seasonal naive the value one season before the target."""
+    y = series([float(i) for i in range(10)])
+    assert persistence(y, 2).iloc[5] == 3.0
+    assert seasonal_naive(y, 1, 4).iloc[9] == 5.0  # target 9, season 4 -> value at 5
+    assert seasonal_naive(y, 5, 4).iloc[9] == 1.0  # horizon longer than a season -> two seasons back
+
+
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [
+        (lambda y, f: mae(y, f), 2.0),  # |10-8| + |20-22| + |40-38| over 3
+        (lambda y, f: mape(y, f), 100 * (0.2 + 0.1 + 0.05) / 3),
+        (lambda y, f: pinball(y, f, 0.9), (0.9 * 2 + 0.1 * 2 + 0.9 * 2) / 3),
+        (lambda y, f: coverage(y, f - 1.5, f + 1.5), 0.0),
+        (lambda y, f: coverage(y, f - 2.0, f + 2.0), 1.0),
+    ],
+)
+def test_metrics_hand_computed(fn: object, expected: float) -> None:
+    """MAE, MAPE, pinball loss and interval coverage match hand-computed values."""
+    y = np.array([10.0, 20.0, 40.0])
+    f = np.array([8.0, 22.0, 38.0])
+    assert fn(y, f) == pytest.approx(expected)  # type: ignore[operator]
+
+
+def test_mape_skips_zero_truths() -> None:
+    """Points whose truth is zero are left out of MAPE instead of dividing by zero."""
+    assert mape(np.array([0.0, 10.0]), np.array([5.0, 12.0])) == pytest.approx(20.0)
+
+
+def test_features_use_no_future_data() -> None:
+    """Changing values after the origin leaves every feature at the origin unchanged (no leakage)."""
+    rng = np.random.default_rng(0)
+    y = series(list(rng.normal(100, 10, 24 * 10)))
+    origin = 24 * 8
+    for h in (1, 24):
+        before, _ = build_features(y, h, H)
+        y2 = y.copy()
+        y2.iloc[origin + 1 :] += 1000.0
+        after, _ = build_features(y2, h, H)
+        pd.testing.assert_series_equal(before.iloc[origin], after.iloc[origin])
+
+
+def _daily(days: int, seed: int = 1) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    t = np.arange(24 * days)
+    return series(
+        list(500 + 200 * np.sin(2 * np.pi * t / 24) + 50 * np.sin(2 * np.pi * t / 168) + rng.normal(0, 10, len(t)))
+    )
+
+
+def test_forecaster_beats_seasonal_naive_on_synthetic_load() -> None:
+    """On a daily+weekly cycle with noise, the 1 h forecast beats seasonal naive and its P10-P90 holds 65-95 %."""
+    y = _daily(35)
+    result, fc = backtest(y, "1h", H, folds=2, max_iter=80)
+    assert result.mase < 1.0
+    assert 0.65 <= result.coverage_80 <= 0.95
+    assert (fc["p10"] <= fc["p50"]).all()
+    assert (fc["p50"] <= fc["p90"]).all()
+
+
+def test_forecaster_persists_with_training_window(tmp_path: Path) -> None:
+    """A fitted forecaster saves and loads with its training window, horizons and features; predictions match."""
+    y = _daily(21)
+    fc = LoadForecaster.fit(y, ["1h", "24h"], H, max_iter=40)
+    path = save_model(fc, tmp_path / "load.joblib", fc.metadata())
+    meta = load_metadata(path)
+    assert meta["train_start"] == "2026-01-05T00:00:00+00:00"
+    assert meta["train_end"] == y.index[-1].isoformat()
+    assert set(meta["horizons"]) == {"1h", "24h"}
+    assert "sd0_level" in meta["features"]
+    again = load_model(path)
+    pred = fc.predict(y)
+    pd.testing.assert_frame_equal(pred, again.predict(y))
+    assert list(pred["ts"]) == [y.index[-1] + H, y.index[-1] + 24 * H]
+    assert (pred["p10"] <= pred["p50"]).all()
+    assert (pred["p50"] <= pred["p90"]).all()
+
+
+@pytest.mark.parametrize(("age", "due"), [(pd.Timedelta("23h"), False), (pd.Timedelta("24h"), True)])
+def test_retrain_schedule(age: pd.Timedelta, due: bool) -> None:
+    """A forecaster is due for retraining once it is a full retraining interval old."""
+    fc = LoadForecaster(H, train_end=pd.Timestamp("2026-01-01T00:00Z"))
+    assert fc.due(pd.Timestamp("2026-01-01T00:00Z") + age, every=pd.Timedelta("24h")) is due
