@@ -85,7 +85,7 @@ def test_bad_files_give_one_line_naming_file_and_field(
     f = tmp_path / "bad.csv"
     f.write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=message) as info:
-        load_series(f, **kwargs)  # type: ignore[arg-type]
+        load_series(f, **kwargs)
     assert str(info.value).startswith(str(f))
 
 
