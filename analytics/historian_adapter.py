@@ -41,12 +41,19 @@ def site_meters(site: Site, roles: Iterable[Role]) -> dict[str, MeterInfo]:
 
 
 def read_series(historian: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Raw samples of the given series ids in ``[start, end)`` (one query per measurement and field)."""
+    """Samples of the given series ids in ``[start, end)`` (one query per measurement and field).
+
+    Where raw samples have aged out of the historian's retention, the 1-minute rollup's ``last`` value stands in:
+    for a counter that is still a true reading, timestamped at most a minute early.
+    """
     keys = [SeriesKey.parse(s) for s in series]
     wanted = {k.id for k in keys}
     frames = []
     for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
-        df = historian.query(SeriesSelector(meas, {}, fld), start, end)
+        sel = SeriesSelector(meas, {}, fld)
+        df = historian.query(sel, start, end)
+        if df.empty:
+            df = historian.query(sel, start, end, window="1m", agg="last")
         frames.append(df[df["series"].isin(wanted)])
     if not frames:
         return pd.DataFrame({"ts": [], "series": [], "value": [], "quality": []})
