@@ -25,7 +25,7 @@ from tests.test_collect_modbus import Rig, engine_on, facility_for, make_site, p
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-LIMIT = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+LIMIT = ua.NodeId(ua.Int32(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
 
 
 def all_good(rig: Rig, device: str) -> bool:
@@ -118,7 +118,7 @@ async def test_collect_once_prints_every_point_and_unreachable_devices(
     assert all(d["status"] == "ok" for d in report["devices"])
     assert {p["quality"] for d in report["devices"] for p in d["points"]} == {"good"}
     assert len(report["devices"]) == len(site.devices)
-    await shared.listener_of("ups-1").stop()  # type: ignore[union-attr]  # last test of the module
+    await shared.listener_of("ups-1").stop()  # last test of the module
     rc = await asyncio.to_thread(main, ["collect", "--config", str(cfg), "--once"])
     out = capsys.readouterr().out
     assert rc == 1

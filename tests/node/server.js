@@ -22,7 +22,7 @@ async function main() {
   }
   setInterval(() => { t += 1; }, 100);
   await server.start();
-  console.log("ready");
+  console.log(`ready ns=${ns.index}`);
 }
 
 main().catch((err) => {
