@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ VALUES: dict[DataType, list[float]] = {
 def _device(points: list[Point], **workarounds: object) -> DeviceRef:
     prof = Profile(
         name="t", protocol="modbus", measurement="t", workarounds=Workarounds(**workarounds), points=tuple(points)
-    )  # type: ignore[arg-type]
+    )
     cfg = DeviceConfig(name="dev", protocol="modbus", profile="t", port=1502, unit_id=3)
     return DeviceRef("meter", "t", cfg, prof, {"site": "s", "device": "dev"})
 
@@ -58,7 +59,7 @@ def test_decode_matches_pymodbus(dtype: DataType, order: ByteOrder) -> None:
         chunk = regs[k * pts[k].registers : (k + 1) * pts[k].registers]
         if order in (ByteOrder.BADC, ByteOrder.DCBA):
             chunk = _swap(chunk)
-        word = "little" if order in (ByteOrder.CDAB, ByteOrder.DCBA) else "big"
+        word: Literal["big", "little"] = "little" if order in (ByteOrder.CDAB, ByteOrder.DCBA) else "big"
         expected = ModbusClientMixin.convert_from_registers(chunk, pymodbus_type(dtype), word_order=word)
         assert isinstance(expected, int | float)
         assert raw[k] == pytest.approx(float(expected), rel=1e-6)
