@@ -184,6 +184,9 @@ class OpcUaLink(Link):
             self.endpoint, timeout=timeout, watchdog_intervall=min(h.interval_s for h in self.health.values())
         )
         client.application_uri = APP_URI
+        # Ten minutes: what common servers grant anyway (asyncua asks for an hour and logs a warning when it is
+        # cut down); the session is renewed on every reconnect.
+        client.session_timeout = 600_000
         client.name = client.description = "aidc collector"
 
         async def lost(exc: Exception) -> None:
