@@ -2,7 +2,8 @@
 
 Each port is a pymodbus :class:`ModbusTcpServer` over :class:`SimDevice` register layouts built from the
 device profiles (holding registers of writable points are writable, the rest read-only; a device with the
-``no_gap_reads`` quirk rejects reads across undefined registers with exception 2). A ``SimDevice`` action
+``no_gap_reads`` quirk rejects reads across undefined registers with exception 2, and one with a
+``max_registers_per_read`` below 125 rejects longer reads with exception 3). A ``SimDevice`` action
 answers every request from the device's :class:`RegisterImage`, refreshed from the physics each tick, and is
 where faults act (delay, exception code). Client writes are decoded, range-checked (exception 3 outside
 min/max) and passed to ``physics.write_point``. Requests for a unit id the port does not serve get exception
@@ -208,6 +209,9 @@ class ModbusPort:
         image = self.images[unit]
         if set_values is not None:
             return self._write(dev, image, table, address, set_values)
+        if table not in BIT_TABLES and count > dev.profile.workarounds.max_registers_per_read:
+            # Embedded controllers with small buffers refuse longer reads, as the profile's quirk says.
+            return ExcCodes.ILLEGAL_VALUE
         if table in BIT_TABLES:
             packed = SimUtils.bitsToRegisters(image.bits[table] + [False] * (-len(image.bits[table]) % 16))
             registers[: len(packed)] = packed

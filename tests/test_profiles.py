@@ -36,9 +36,9 @@ def test_writable_points_carry_limits_and_safe_defaults() -> None:
 
 
 def test_profile_quirks_look_like_real_devices() -> None:
-    """The CDU caps reads at 16 registers, the PDU counts Wh in UINT64, one meter swaps words."""
+    """The CDU caps reads at 8 registers, the PDU counts Wh in UINT64, one meter swaps words."""
     profs = builtin_profiles()
-    assert profs["vertiv-xdu-cdu"].workarounds.max_registers_per_read == 16
+    assert profs["vertiv-xdu-cdu"].workarounds.max_registers_per_read == 8
     energy = profs["raritan-px3-pdu"].point("active_energy_wh")
     assert energy.type is DataType.UINT64
     assert energy.counter

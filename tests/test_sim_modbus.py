@@ -129,6 +129,17 @@ async def test_reads_outside_the_map_are_illegal_address(rig: Rig) -> None:
     assert no_table.exception_code == 2
 
 
+async def test_cdu_refuses_reads_longer_than_its_limit(rig: Rig) -> None:
+    """The CDU (8-register quirk) answers an 8-register read and refuses a 9-register one with exception 3."""
+    client = await _client(rig.ports["cdu"])
+    ok = await client.read_input_registers(0, count=8, device_id=1)
+    too_long = await client.read_input_registers(0, count=9, device_id=1)
+    client.close()
+    assert not ok.isError()
+    assert too_long.isError()
+    assert too_long.exception_code == 3
+
+
 async def test_counter_registers_wrap(rig: Rig) -> None:
     """A UINT32 counter in hundredths of a kWh wraps past 2^32 hundredths (42,949,672.96 kWh) on the wire."""
     ups = rig.site.device("ups-1")
