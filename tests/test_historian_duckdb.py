@@ -135,6 +135,18 @@ def test_retention_deletes_old_raw_rows_but_keeps_rollups(tmp_path: Path) -> Non
     h.close()
 
 
+def test_retention_counts_back_from_newest_data_on_a_simulated_clock(tmp_path: Path) -> None:
+    """Data stamped by a simulated clock far behind the wall clock is not deleted by raw retention."""
+    wall_s = (T0 + 400 * 24 * HOUR) / NS
+    h = DuckDBHistorian(tmp_path / "sim.duckdb", raw_retention_days=1, clock=lambda: wall_s)
+    for b in polls(T0, 3):
+        h.write(b)
+    h.flush()
+    raw = h.query(PDU, T0, T0 + 3 * HOUR)
+    assert raw["ts"].min() == pd.Timestamp(T0, unit="ns", tz="UTC")
+    h.close()
+
+
 def test_latest_survives_reopen(tmp_path: Path) -> None:
     """latest() gives the newest sample per series, also after the file is closed and opened again."""
     path = tmp_path / "l.duckdb"

@@ -237,7 +237,9 @@ class DuckDBHistorian(Historian):
             try:
                 lo_1m = self._roll("rollup_1m", MINUTE_NS, "points")
                 self._roll("rollup_1h", HOUR_NS, "rollup_1m", lo_1m)
-                cutoff = int(self._clock() * NS) - self._retention_ns
+                # Retention counts back from the newest data as well as from now, whichever keeps more: data on a
+                # simulated clock (or replayed history) is not deleted just because the wall clock is ahead of it.
+                cutoff = min(int(self._clock() * NS), self._max_ts) - self._retention_ns
                 con.execute("DELETE FROM points WHERE ts < ?", [cutoff])
                 self._save_latest()
                 con.execute("COMMIT")
