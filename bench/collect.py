@@ -1,0 +1,295 @@
+"""Collector benchmark: client CPU per Modbus poll and per OPC-UA value against independent peers, and the hall.
+
+    python bench/collect.py
+
+Starts ``aidc simulate`` in its own process (devices are separate from the manager) on free loopback ports,
+with the tests' deterministic stand-in physics sized to GB200 racks (72 values per GPU array node). Then, one
+after the other against the same devices and the same number of polls:
+
+* Modbus: our collector (``ModbusLink.poll``: request, framing, vectorised decode, quality checks, the batch with
+  its health fields, handed to the app's ``HistorianWriter`` queue) against a libmodbus C client reading the same
+  100 registers (``tests/peers/modbus_peer.c``). The bench profile is one contiguous block of 100 holding registers
+  of mixed types (FLOAT32 ABCD and CDAB, INT16 scaled, UINT32 and UINT64 counters, UINT16): 61 points.
+* OPC-UA: our collector (``OpcUaLink.poll``: batched reads split to MaxNodesPerRead, arrays unpacked, quality,
+  the batch handed to the historian queue) against node-opcua (``tests/node/client.js``) reading the same nodes in
+  the same groups; a value is one scalar delivered, so a 72-GPU array node counts 72.
+
+CPU is process user+system time around the measured loop only (getrusage here, clock_gettime /
+process.cpuUsage in the peers); server CPU is in the simulator process and counted for nobody. After the loops
+the queued batches are written to a DuckDB historian (not timed) to show they arrive. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import tempfile
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # _peers, also for the simulator's physics spec
+
+import _peers  # noqa: E402 - after the path set-up above
+
+from aidc.app import HistorianWriter  # noqa: E402
+from aidc.clock import ScaledClock  # noqa: E402
+from aidc.config import DeviceRef, Site, load_site  # noqa: E402
+from aidc.historian import HistorianConfig, open_historian  # noqa: E402
+from aidc.sitegen import SiteTemplate, render_site  # noqa: E402
+from collectors.engine import Engine, EngineOptions  # noqa: E402
+from collectors.link import HEALTH_FIELDS, LinkOptions  # noqa: E402
+from collectors.opcua import OpcUaLink  # noqa: E402
+from simulators.process import SimulatorProcess  # noqa: E402
+from tests.sim_helpers import free_port_block, write_site  # noqa: E402
+
+RACKS = 8  # one hall endpoint with 8 GPU rack controllers, 8 PDUs, 2 CDUs
+BENCH_DEVICES = 8  # bench Modbus devices, one port each
+HALL_RACKS, HALL_INTERVAL_S, HALL_POINTS = 1000, 10.0, 300_000
+MIN_MODBUS, MIN_OPCUA, GOAL_RATIO, GOAL_CORES = 4.0, 3.0, 2.0, 0.5
+NOT_STUCK = 10**9  # polls here come milliseconds apart, far faster than the values change: no stuck flags
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+@dataclass
+class Result:
+    """CPU of one measured loop."""
+
+    us_per_poll: float
+    us_per_value: float
+    polls: int
+    values: int
+
+
+def build_site(tmp: Path) -> Path:
+    """A generated 8-rack site on free ports plus the bench Modbus devices (meters with the bench profile)."""
+    profiles = tmp / "profiles"
+    profiles.mkdir()
+    (profiles / f"{_peers.BENCH_PROFILE}.toml").write_text(_peers.bench_profile_toml(), encoding="utf-8")
+    base, opcua = free_port_block(RACKS * 2 + 8), free_port_block(4)
+    text = render_site(SiteTemplate(racks=RACKS, base_port=base, opcua_port=opcua, data_dir=str(tmp / "var")))
+    doc = tomllib.loads(text)
+    doc["site"]["profile_dirs"] = [str(profiles)]
+    bench_base = free_port_block(BENCH_DEVICES)
+    doc.setdefault("meters", []).extend(
+        {
+            "name": f"bench-{i + 1:02d}",
+            "protocol": "modbus",
+            "profile": _peers.BENCH_PROFILE,
+            "host": "127.0.0.1",
+            "port": bench_base + i,
+            "unit_id": 1,
+            "poll_interval_s": 10.0,
+            "purpose": "other",
+        }
+        for i in range(BENCH_DEVICES)
+    )
+    return write_site(tmp, doc)
+
+
+class Harness:
+    """An engine over some devices whose batches go to the app's historian writer."""
+
+    def __init__(self, devices: Sequence[DeviceRef], data_dir: Path) -> None:
+        self.clock = ScaledClock.starting_now()
+        self.historian = open_historian(HistorianConfig(), data_dir)
+        self.writer = HistorianWriter(self.historian, self.clock)
+        opts = EngineOptions(link=LinkOptions(stuck_polls=NOT_STUCK))
+        self.engine = Engine(devices, sinks=[self.writer], clock=self.clock, options=opts, data_dir=data_dir)
+
+    async def measure(self, rounds: int) -> Result:
+        """Connect, one untimed warm-up round, then ``rounds`` rounds over every device, sequentially."""
+        pairs = [(link, dev) for link in self.engine.links for dev in link.devices]
+        publish = self.engine.output.publish
+        for link in self.engine.links:
+            await link.connect()
+        for link, dev in pairs:
+            publish(await link.poll(dev))
+        self.writer._pending.clear()
+        health = len(HEALTH_FIELDS)
+        values = 0
+        t0 = cpu_s()
+        for _ in range(rounds):
+            for link, dev in pairs:
+                batch = await link.poll(dev)
+                values += len(batch) - health
+                publish(batch)
+        used = cpu_s() - t0
+        for link in self.engine.links:
+            await link.close()
+        polls = rounds * len(pairs)
+        return Result(1e6 * used / polls, 1e6 * used / max(values, 1), polls, values)
+
+    async def store(self) -> int:
+        """Write the queued batches to the historian (untimed); points stored."""
+        await self.writer.drain()
+        await asyncio.to_thread(self.historian.close)
+        return self.writer.points_written
+
+
+def _devices(site: Site, kind: str, profile: str | None = None) -> list[DeviceRef]:
+    return [d for d in site.devices if d.kind == kind and (profile is None or d.profile.name == profile)]
+
+
+async def run_ours(site: Site, tmp: Path, rounds: dict[str, int]) -> tuple[dict[str, Result], dict[str, int]]:
+    """Our collector over the bench devices, the PDUs, the CDUs and the rack controllers."""
+    groups = {
+        "bench": _devices(site, "meter", _peers.BENCH_PROFILE),
+        "pdu": _devices(site, "pdu"),
+        "cdu": _devices(site, "cdu"),
+        "rack": _devices(site, "rack"),
+    }
+    out: dict[str, Result] = {}
+    stored: dict[str, int] = {}
+    for name, devs in groups.items():
+        h = Harness(devs, tmp / f"hist-{name}")
+        out[name] = await h.measure(rounds[name])
+        stored[name] = await h.store()
+    return out, stored
+
+
+def opcua_groups(site: Site) -> tuple[str, int, list[list[str]]]:
+    """Endpoint, read split and per-device node ids of the rack controllers, as our link plans them."""
+    racks = _devices(site, "rack")
+    link = OpcUaLink("peer", racks, clock=ScaledClock.starting_now(), emit=lambda b: None, options=LinkOptions())
+    groups = [list(link.rt[d.name].plan.node_ids) for d in racks]
+    own = min((d.profile.workarounds.max_nodes_per_read or 0) for d in racks) or max(map(len, groups))
+    endpoint = racks[0].config.endpoint
+    assert endpoint is not None
+    return endpoint, min(own, max(map(len, groups))), groups
+
+
+def ratio(ours: float, peer: float | None) -> float | None:
+    """ours / peer, or None without a peer figure."""
+    return None if peer is None or peer <= 0 else ours / peer
+
+
+def verdict(r: float | None, minimum: float, goal: float) -> str:
+    """Pass/fail text against the minimum and the goal."""
+    if r is None:
+        return "n/a (no peer)"
+    return f"{r:.2f}x: minimum {minimum:g}x {'PASS' if r <= minimum else 'FAIL'}, goal {goal:g}x " + (
+        "PASS" if r <= goal else "FAIL"
+    )
+
+
+def hall(ours: dict[str, Result], rack_values: float) -> tuple[float, float, list[str]]:
+    """Cores for a 1,000-rack hall at 10 s: from the measured device mix, and scaled to 300k points."""
+    pdus, racks, cdus = HALL_RACKS, HALL_RACKS, -(-HALL_RACKS // 4)
+    pdu_pts = ours["pdu"].values / ours["pdu"].polls
+    cdu_pts = ours["cdu"].values / ours["cdu"].polls
+    cpu_us = pdus * ours["pdu"].us_per_poll + cdus * ours["cdu"].us_per_poll + racks * ours["rack"].us_per_poll
+    points = pdus * pdu_pts + cdus * cdu_pts + racks * rack_values
+    mix_cores = cpu_us / 1e6 / HALL_INTERVAL_S
+    us_per_point = cpu_us / points
+    cores = us_per_point * HALL_POINTS / HALL_INTERVAL_S / 1e6
+    notes = [
+        f"hall mix per 10 s cycle: {racks} GPU rack controllers (OPC-UA, {rack_values:.0f} values each: scalars + "
+        f"3 arrays x {_peers.GPUS_PER_RACK} GPUs), {pdus} PDUs (Modbus, {pdu_pts:.0f} points), {cdus} CDUs "
+        f"(Modbus, {cdu_pts:.0f} points); plant, UPS and meters (< 50 points) left out",
+        f"measured per poll: rack {ours['rack'].us_per_poll:.0f} us, PDU {ours['pdu'].us_per_poll:.1f} us, "
+        f"CDU {ours['cdu'].us_per_poll:.1f} us (each includes its 5 health fields, not counted as points)",
+        f"mix: {points:,.0f} points, {cpu_us / 1e6:.3f} CPU s per cycle = {mix_cores:.3f} cores, "
+        f"{us_per_point:.2f} us/point",
+        f"scaled to the issue's {HALL_POINTS:,} points at {HALL_INTERVAL_S:g} s ({HALL_POINTS / HALL_INTERVAL_S:,.0f} "
+        f"points/s) at that us/point: {cores:.3f} cores",
+    ]
+    return cores, mix_cores, notes
+
+
+async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
+    """Run everything against one simulator process and print the report."""
+    paths = [str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    with tempfile.TemporaryDirectory(prefix="aidc-bench-collect-") as tmp_name:
+        tmp = Path(tmp_name)
+        path = build_site(tmp)
+        site = load_site(path)
+        peer_bin, peer_why = _peers.build_modbus_peer(tmp)
+        node_why = _peers.node_opcua_missing()
+        rounds = {"bench": args.modbus_rounds, "pdu": args.modbus_rounds // 2, "cdu": args.modbus_rounds,
+                  "rack": args.opcua_rounds}  # fmt: skip
+        with SimulatorProcess(path, physics="_peers:BenchPhysics"):
+            ours, stored = await run_ours(site, tmp, rounds)
+            bench_devs = _devices(site, "meter", _peers.BENCH_PROFILE)
+            modbus_peer: float | None = None
+            if peer_bin is not None:
+                ports = [d.config.port for d in bench_devs if d.config.port is not None]
+                modbus_peer = _peers.run_modbus_peer(peer_bin, args.modbus_rounds, 1, 0, _peers.BENCH_REGISTERS, ports)
+            opcua_peer: float | None = None
+            peer_values = 0
+            if not node_why:
+                endpoint, max_nodes, groups = opcua_groups(site)
+                opcua_peer, peer_values = _peers.run_node_opcua(endpoint, args.opcua_rounds, max_nodes, groups)
+    b, r = ours["bench"], ours["rack"]
+    rack_values = r.values / r.polls
+    cores, mix_cores, notes = hall(ours, rack_values)
+    print(f"Collector CPU per poll, client side only (process user+sys around the measured loop); {os.cpu_count()} "
+          "cores, simulator in another process, one client at a time")  # fmt: skip
+    print(f"{'measurement':<52} {'polls':>7} {'values':>9} {'us/poll':>9} {'us/value':>9}")
+    rows = [
+        ("Modbus 100 regs, ours (decode+quality+historian q)", b, b.values),
+        ("Modbus PDU (raritan-px3, 24 regs), ours", ours["pdu"], ours["pdu"].values),
+        ("Modbus CDU (vertiv-xdu), ours", ours["cdu"], ours["cdu"].values),
+        ("OPC-UA rack read (10 nodes, 3x72 arrays), ours", r, r.values),
+    ]
+    for label, res, vals in rows:
+        print(f"{label:<52} {res.polls:>7} {vals:>9} {res.us_per_poll:>9.1f} {res.us_per_value:>9.3f}")
+    mp = "n/a" if modbus_peer is None else f"{modbus_peer:.1f}"
+    print(f"{'Modbus 100 regs, libmodbus C peer (raw read only)':<52} {b.polls:>7} {'':>9} {mp:>9}")
+    op = "n/a" if opcua_peer is None else f"{opcua_peer:.3f}"
+    print(f"{'OPC-UA rack read, node-opcua peer (same reads)':<52} {'':>7} {peer_values:>9} {'':>9} {op:>9}")
+    if modbus_peer is None:
+        print(f"libmodbus peer not run: {peer_why}")
+    if opcua_peer is None:
+        print(f"node-opcua peer not run: {node_why}")
+    print(f"stored in DuckDB after the timed loops (incl. warm-up and health fields): {stored}")
+    print("OPC-UA figures are batched polling reads (subscriptions not compared: the stand-in physics changes "
+          "values once per second, so a subscription delivers almost nothing to measure)")  # fmt: skip
+    print()
+    rm, ro = ratio(b.us_per_poll, modbus_peer), ratio(r.us_per_value, opcua_peer)
+    print(f"Modbus  ours/libmodbus: {verdict(rm, MIN_MODBUS, GOAL_RATIO)}")
+    print(f"OPC-UA  ours/node-opcua: {verdict(ro, MIN_OPCUA, GOAL_RATIO)}")
+    for n in notes:
+        print(f"hall: {n}")
+    print(
+        f"hall 1,000 racks: {cores:.3f} cores: goal <= {GOAL_CORES:g} core {'PASS' if cores <= GOAL_CORES else 'FAIL'}"
+    )
+    return {
+        "modbus_us_per_poll": round(b.us_per_poll, 2),
+        "modbus_peer_us_per_poll": None if modbus_peer is None else round(modbus_peer, 2),
+        "modbus_ratio": None if rm is None else round(rm, 3),
+        "opcua_us_per_value": round(r.us_per_value, 4),
+        "opcua_peer_us_per_value": None if opcua_peer is None else round(opcua_peer, 4),
+        "opcua_ratio": None if ro is None else round(ro, 3),
+        "opcua_mode": "poll",
+        "pdu_us_per_poll": round(ours["pdu"].us_per_poll, 2),
+        "cdu_us_per_poll": round(ours["cdu"].us_per_poll, 2),
+        "hall_1000_mix_cores": round(mix_cores, 4),
+        "hall_1000_cores": round(cores, 4),
+    }
+
+
+def main() -> None:
+    """Parse arguments, run the bench, print the JSON line last."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--modbus-rounds", type=int, default=400, help="rounds over the 8 bench devices (default 400)")
+    p.add_argument("--opcua-rounds", type=int, default=100, help="rounds over the 8 rack controllers (default 100)")
+    result = asyncio.run(bench(p.parse_args()))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
