@@ -95,11 +95,14 @@ def build_modbus_peer(out_dir: Path) -> tuple[Path | None, str]:
     return binary, ""
 
 
-def _run(cmd: list[str]) -> str:
+def _run(cmd: list[str], prefix: str = "") -> str:
+    """Run a peer; its last stdout line starting with ``prefix``, without the prefix."""
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"{Path(cmd[0]).name} {Path(cmd[1]).name} failed ({done.returncode}): {done.stderr[-1000:]}")
-    return done.stdout.strip().splitlines()[-1]
+    lines = [ln[len(prefix) :].strip() for ln in done.stdout.splitlines() if ln.startswith(prefix) and ln.strip()]
+    if done.returncode != 0 or not lines:
+        why = done.stderr.strip()[-1000:] or done.stdout.strip()[-1000:]
+        raise RuntimeError(f"{Path(cmd[0]).name} {Path(cmd[1]).name} failed ({done.returncode}): {why}")
+    return lines[-1]
 
 
 def run_modbus_peer(binary: Path, rounds: int, unit: int, address: int, count: int, ports: Sequence[int]) -> float:
@@ -125,5 +128,5 @@ def run_node_opcua(endpoint: str, rounds: int, max_nodes: int, groups: Sequence[
         if args:
             args.append("|")  # group separator: reads never span two devices, as in our collector
         args.extend(g)
-    us, values = _run([node, str(NODE_CLIENT), endpoint, str(rounds), str(max_nodes), *args]).split()[:2]
+    us, values = _run([node, str(NODE_CLIENT), endpoint, str(rounds), str(max_nodes), *args], "result ").split()[:2]
     return float(us), int(values)

@@ -1,7 +1,8 @@
 // Independent OPC-UA peer for bench/collect.py: node-opcua reads the same nodes the same way (one session,
 // reads split to MaxNodesPerRead, ROUNDS rounds) and prints CPU microseconds per value (array elements count)
-// and the number of values read. A "|" argument separates node groups (one per device): a read never spans two
-// groups, as in the collector. One untimed warm-up round runs first (JIT, session caches), as on the Python side.
+// and the number of values read on a line starting "result" (node-opcua may log after it). A "|" argument
+// separates node groups (one per device): a read never spans two groups, as in the collector. One untimed
+// warm-up round runs first (JIT, session caches), as on the Python side.
 // usage: node client.js ENDPOINT ROUNDS MAX_NODES NODEID... [| NODEID...]...
 const { OPCUAClient, AttributeIds } = require("node-opcua");
 
@@ -38,7 +39,7 @@ async function main() {
   const start = process.cpuUsage();
   for (let r = 0; r < rounds; r++) values += await round();
   const used = process.cpuUsage(start);
-  console.log(((used.user + used.system) / values).toFixed(3), values);
+  console.log("result", ((used.user + used.system) / values).toFixed(3), values);
   await session.close();
   await client.disconnect();
 }
