@@ -8,6 +8,7 @@ which the CLI prints as one line.
 from __future__ import annotations
 
 import ipaddress
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aidc.clock import NS, parse_time
 from aidc.errors import ConfigError
 from aidc.historian.config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
@@ -191,13 +193,29 @@ class SimulationConfig(_Strict):
 
     bind: str = "127.0.0.1"
     speed: float = Field(1.0, gt=0, le=100000)
-    start: str = "2026-07-01T00:00:00Z"
+    start: str = "now"  # ISO-8601 time, or "now" (rounded down to the minute)
     tick_s: float = Field(1.0, gt=0, le=600)
     workload: Literal["training", "inference", "trace", "idle"] = "training"
     trace: Path | None = None
     seed: int = 1
     control_port: int = 8049
     physics: dict[str, float] = {}
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        if v != "now":
+            try:
+                parse_time(v)
+            except ConfigError:
+                raise ValueError(f"{v!r} is not an ISO-8601 time or 'now'") from None
+        return v
+
+    def start_ns(self) -> int:
+        """Simulated start time, UTC ns."""
+        if self.start == "now":
+            return time.time_ns() // (60 * NS) * (60 * NS)
+        return parse_time(self.start)
 
     @field_validator("bind")
     @classmethod

@@ -32,6 +32,7 @@ class SiteTemplate:
     poll_interval_s: float = 10.0
     data_dir: str = "var/dc1"
     speed: float = 1.0
+    start: str = "now"
 
 
 def _v(value: object) -> str:
@@ -101,7 +102,7 @@ def render_site(t: SiteTemplate) -> str:
         {
             "bind": t.bind,
             "speed": t.speed,
-            "start": "2026-07-01T00:00:00Z",
+            "start": t.start,
             "tick_s": 1.0,
             "workload": "training",
             "seed": 1,

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--test-days", type=float, default=7.0)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    site = site_from_dict(tomllib.loads(render_site(SiteTemplate(racks=args.racks))))
+    site = site_from_dict(tomllib.loads(render_site(SiteTemplate(racks=args.racks, start="2026-07-01T00:00:00Z"))))
     t0 = time.perf_counter()
     tel = generate(
         site, duration_s=(args.train_days + args.test_days) * DAY_S, schedule=ExplorationSchedule(seed=args.seed)

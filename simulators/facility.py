@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from aidc.clock import parse_time
 from aidc.config import Site
 from simulators import physics as ph
 from simulators.facility_points import DevicePoints
@@ -50,7 +49,7 @@ class Facility(Layout):
         sim = cfg.simulation
         site_dir = site.path.parent if site.path is not None else None
         super().__init__(site, params if params is not None else params_from_overrides(dict(sim.physics)))
-        self.t_ns = start_ns if start_ns is not None else parse_time(sim.start, what="simulation.start")
+        self.t_ns = start_ns if start_ns is not None else sim.start_ns()
         self.weather = weather or load_weather(cfg.site.weather, site_dir, cfg.site.elevation_m)
         self.tz = ZoneInfo(cfg.site.timezone)
         self.workload = workload or workload_for_site(

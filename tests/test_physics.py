@@ -24,9 +24,13 @@ HOT = (30.0, 40.0)  # dry bulb °C, RH %: the chiller runs, free cooling at most
 COLD = (2.0, 70.0)
 
 
+# A fixed simulated start keeps the workload phase (checkpoint dips) the same in every run.
+START = "2026-07-01T00:00:00Z"
+
+
 def make_site(racks: int = 4, plant: str = "chiller_drycooler", physics: dict[str, Any] | None = None) -> Site:
     """A generated site, optionally with another plant type and physics overrides."""
-    data = tomllib.loads(render_site(SiteTemplate(racks=racks)))
+    data = tomllib.loads(render_site(SiteTemplate(racks=racks, start=START)))
     data["plant"]["type"] = plant
     if physics is not None:
         data["simulation"]["physics"] = physics
@@ -344,7 +348,7 @@ def _site_with_custom_meter(tmp_path: Path, extra_point: str) -> Site:
     profile = (Path(__file__).resolve().parents[1] / "collectors" / "profiles" / "meter-generic.toml").read_text()
     profile = profile.replace('name = "meter-generic"', 'name = "meter-custom"', 1) + extra_point
     (tmp_path / "meter-custom.toml").write_text(profile, encoding="utf-8")
-    data = tomllib.loads(render_site(SiteTemplate(racks=4)))
+    data = tomllib.loads(render_site(SiteTemplate(racks=4, start=START)))
     data["site"]["profile_dirs"] = [str(tmp_path)]
     data["meters"][0]["profile"] = "meter-custom"
     return site_from_dict(data)

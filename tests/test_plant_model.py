@@ -23,7 +23,7 @@ DAYS = 3
 @pytest.fixture(scope="module")
 def site() -> Site:
     """A 4-rack simulated site."""
-    return site_from_dict(site_dict(4), source="plant.toml")
+    return site_from_dict(site_dict(4, start="2026-07-01T00:00:00Z"), source="plant.toml")
 
 
 @pytest.fixture(scope="module")
