@@ -31,6 +31,7 @@ class _DeviceRuntime:
     tracker: QualityTracker
     registers: npt.NDArray[np.uint8]  # raw register bytes as received, reused every poll
     bits: npt.NDArray[np.bool_]
+    series: np.ndarray  # the points' series then the health fields' series: the same every all-good poll
 
 
 class ModbusLink(Link):
@@ -46,6 +47,8 @@ class ModbusLink(Link):
         self.rt: dict[str, _DeviceRuntime] = {}
         for dev in devices:
             plan = plan_modbus(dev)
+            series = np.concatenate((plan.series, self.health[dev.name].batch(0).series))
+            series.flags.writeable = False  # shared by every batch of the device
             self.rt[dev.name] = _DeviceRuntime(
                 plan,
                 RegisterDecoder(plan),
@@ -54,6 +57,7 @@ class ModbusLink(Link):
                 ),
                 np.zeros(2 * plan.n_registers, dtype=np.uint8),
                 np.zeros(plan.n_bits, dtype=bool),
+                series,
             )
 
     def transport_errors(self) -> tuple[type[BaseException], ...]:
@@ -105,7 +109,7 @@ class ModbusLink(Link):
             elif req.is_bits:
                 rt.bits[req.first : req.first + req.count] = unpack_bits(reply, req.count)
             else:
-                rt.registers[2 * req.first : 2 * (req.first + req.count)] = np.frombuffer(reply, dtype=np.uint8)
+                rt.registers[2 * req.first : 2 * (req.first + req.count)] = memoryview(reply)
         latency = time.perf_counter() - t0
         raw, eng = rt.decoder.decode(rt.registers, rt.bits)
         values, quality, reasons = rt.tracker.assess(raw, eng, failures)
@@ -130,8 +134,17 @@ class ModbusLink(Link):
         reasons: list[str],
         health: DeviceHealth,
     ) -> Batch:
-        data = Batch(rt.plan.series, np.full(len(values), ts, dtype=np.int64), values, quality, reasons)
-        return Batch.concat([data, health.batch(ts)]) if reasons else _fast_concat(data, health.batch(ts))
+        hb = health.batch(ts)
+        if reasons:
+            data = Batch(rt.plan.series, np.full(len(values), ts, dtype=np.int64), values, quality, reasons)
+            return Batch.concat([data, hb])
+        # All good (the usual poll): the series column is the device's constant one, two concatenations remain.
+        return Batch(
+            rt.series,
+            np.full(len(rt.series), ts, dtype=np.int64),
+            np.concatenate((values, hb.values)),
+            np.concatenate((quality, hb.quality)),
+        )
 
     # --- writer support -----------------------------------------------------------------------------
 
