@@ -1,7 +1,7 @@
 """``aidc query``: latest values and series over a range, from the configured historian.
 
 aidc query --config site.toml latest 'pdu,*,active_power_w'
-aidc query --config site.toml range 'cdu,device=cdu-1,flow_lpm' --from -1h --to now --window 1m --agg mean
+aidc query --config site.toml range 'cdu,device=cdu-1,flow_lpm' --from=-1h --to now --window 1m --agg mean
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ def register(subparsers: Any) -> None:
     lat.add_argument("selector", help="e.g. 'pdu,*,active_power_w' or 'pdu,rack=r03-* active_power_w'")
     rng = sub.add_parser("range", help="samples or windowed aggregates over a time range")
     rng.add_argument("selector")
-    rng.add_argument("--from", dest="start", required=True, help="ISO time with zone, 'now' or '-1h'")
-    rng.add_argument("--to", dest="end", default="now", help="ISO time with zone, 'now' or '-15m'")
+    rng.add_argument("--from", dest="start", required=True, help="ISO time with zone, 'now' or relative: --from=-1h")
+    rng.add_argument("--to", dest="end", default="now", help="ISO time with zone, 'now' or relative: --to=-15m")
     rng.add_argument("--window", help="aggregation window, e.g. 1m, 15m, 1h")
     rng.add_argument("--agg", choices=AGGS, help="aggregation (default mean when --window is given)")
+    for what in (lat, rng):
+        # --json is accepted after the sub-command too; SUPPRESS keeps the sub-parser from resetting it to False.
+        what.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON records")
     p.set_defaults(func=run)
 
 
