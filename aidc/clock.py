@@ -44,6 +44,32 @@ def parse_time(text: str, *, what: str = "time") -> int:
     return int(dt.timestamp() * NS)
 
 
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_cli_time(text: str, what: str, now_ns: int | None = None) -> int:
+    """A time given on the command line to UTC ns: ISO-8601 with a zone, ``now``, or relative (``-1h``, ``-30d``).
+
+    Naive ISO times are refused rather than guessed: aidc stores UTC and a site's local time is ambiguous.
+    """
+    now = time.time_ns() if now_ns is None else now_ns
+    if text == "now":
+        return now
+    if text.startswith("-") and text[-1:] in _UNITS_S:
+        try:
+            amount = float(text[1:-1])
+        except ValueError:
+            raise ConfigError(f"{what} {text!r}: expected e.g. -15m, -1h, -30d") from None
+        return now - int(amount * _UNITS_S[text[-1]] * NS)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: expected ISO 8601 with a zone, 'now' or e.g. -1h") from None
+    if dt.tzinfo is None:
+        raise ConfigError(f"{what} {text!r}: give a time zone (e.g. 2026-07-01T00:00Z); aidc stores UTC")
+    return int(dt.timestamp() * NS)
+
+
 def format_ns(ts_ns: int) -> str:
     """UTC ns to ISO-8601 with ``Z``."""
     return datetime.fromtimestamp(ts_ns / NS, tz=UTC).isoformat().replace("+00:00", "Z")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from aidc.clock import parse_cli_time
 from aidc.errors import ConfigError, DataError
 from analytics.backtest import backtest, format_results
 from analytics.datasets import infer_step, load_series
@@ -20,8 +21,8 @@ def register(sub: Any) -> None:
     """Add the ``pue`` and ``backtest`` sub-commands."""
     p = sub.add_parser("pue", help="PUE (ISO/IEC 30134-2) and companion KPIs from the historian's energy counters")
     p.add_argument("--config", type=Path, required=True, help="site file")
-    p.add_argument("--from", dest="start", required=True, help="period start, ISO 8601 with zone (2026-07-01T00:00Z)")
-    p.add_argument("--to", dest="end", required=True, help="period end (exclusive)")
+    p.add_argument("--from", dest="start", required=True, help="period start: 2026-07-01T00:00Z or --from=-30d")
+    p.add_argument("--to", dest="end", required=True, help="period end (exclusive): ISO time, now or --to=-1d")
     p.add_argument("--period", choices=sorted(PERIOD_FREQ), help="one row per calendar hour/day/month/year")
     p.add_argument("--category", type=int, choices=(1, 2, 3), help="force the IT metering point (default: best)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -40,13 +41,7 @@ def register(sub: Any) -> None:
 
 
 def _time(text: str, what: str) -> pd.Timestamp:
-    try:
-        t = pd.Timestamp(text)
-    except ValueError:
-        raise ConfigError(f"{what} {text!r}: not an ISO 8601 time") from None
-    if t.tzinfo is None:
-        raise ConfigError(f"{what} {text!r}: give a time zone (e.g. 2026-07-01T00:00Z); aidc stores UTC")
-    return t.tz_convert("UTC")
+    return pd.Timestamp(parse_cli_time(text, what), unit="ns", tz="UTC")
 
 
 def run_pue(args: argparse.Namespace) -> int:

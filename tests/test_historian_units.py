@@ -18,6 +18,7 @@ from aidc.historian.lineproto import to_line_protocol
 from aidc.historian.spool import Spool
 from aidc.historian.victoria import selector_matcher, series_id_of
 from aidc.model import Batch, Quality, Sample
+from aidc.sitegen import SiteTemplate, render_site
 from tests.vm_server import NS, polls
 
 T0 = 1_767_225_600 * NS
@@ -126,7 +127,7 @@ def test_spool_full_refuses_new_data(tmp_path: Path) -> None:
 def site_file(tmp_path: Path) -> Path:
     """A site file with a [historian] table and a data_dir, holding an hour of polls."""
     path = tmp_path / "site.toml"
-    path.write_text('[site]\nname = "dc1"\ndata_dir = "var"\n\n[historian]\nbackend = "duckdb"\n')
+    path.write_text(render_site(SiteTemplate(racks=1, data_dir="var")) + '\n[historian]\nbackend = "duckdb"\n')
     h = open_historian(HistorianConfig(), tmp_path / "var")
     for b in polls(T0, 1):
         h.write(b)
@@ -156,11 +157,11 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     args = ["query", "--config", str(path), "range", "pdu", "--from", "2026-01-01T00:00"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert "give a zone" in err
+    assert "give a time zone" in err
     assert len(err.splitlines()) == 1
-    path.write_text('[historian]\nbackend = "mongodb"\n')
+    path.write_text(path.read_text().replace('backend = "duckdb"', 'backend = "mongodb"'))
     assert main(["query", "--config", str(path), "latest", "pdu"]) == 2
-    assert "historian.backend = 'mongodb'" in capsys.readouterr().err
+    assert "historian.backend: 'mongodb'" in capsys.readouterr().err
 
 
 def test_token_is_never_logged(

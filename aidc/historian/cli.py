@@ -9,16 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from aidc.errors import AidcError, ConfigError
-from aidc.historian.base import AGGS, SeriesSelector, parse_window
-from aidc.historian.config import HistorianConfig, historian_config_from_mapping
+from aidc.clock import parse_cli_time
+from aidc.config import load_site
+from aidc.errors import AidcError
+from aidc.historian.base import AGGS, SeriesSelector
 
 
 def register(subparsers: Any) -> None:
@@ -43,39 +43,15 @@ def register(subparsers: Any) -> None:
 
 def parse_time(text: str, now: pd.Timestamp) -> pd.Timestamp:
     """``now``, ``-<window>`` (relative to now) or an ISO time with a zone."""
-    if text == "now":
-        return now
-    if text.startswith("-"):
-        return now - pd.Timedelta(parse_window(text[1:]), unit="ns")
-    try:
-        ts = pd.Timestamp(text)
-    except ValueError:
-        raise ConfigError(f"time {text!r}: expected ISO 8601 with a zone, 'now' or e.g. '-1h'") from None
-    if ts.tzinfo is None:
-        raise ConfigError(f"time {text!r}: give a zone (e.g. 2025-01-01T00:00Z); aidc stores UTC")
-    return ts.tz_convert("UTC")
-
-
-def load_historian_config(path: Path) -> tuple[HistorianConfig, Path]:
-    """The ``[historian]`` table and the data directory of a site file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read site file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    cfg = historian_config_from_mapping(data.get("historian", {}), source=str(path))
-    data_dir = Path(data.get("site", {}).get("data_dir", "var"))
-    if not data_dir.is_absolute():
-        data_dir = path.parent / data_dir
-    return cfg, data_dir
+    return pd.Timestamp(parse_cli_time(text, "time", int(now.value)), unit="ns", tz="UTC")
 
 
 def run(args: argparse.Namespace) -> int:
     """Answer the query and print it."""
     from aidc.historian import open_historian
 
-    cfg, data_dir = load_historian_config(args.config)
+    site = load_site(args.config)
+    cfg, data_dir = site.config.historian, site.data_dir
     selector = SeriesSelector.parse(args.selector)
     try:
         h = open_historian(cfg, data_dir)
