@@ -3,9 +3,12 @@
 Direct strategy: one set of quantile models per horizon. Features are built at the forecast origin ``t`` from
 values at or before ``t`` only (no leakage) and are expressed relative to the last observed value (the *anchor*), and
 the target is ``y[t+h] - anchor``, so the trees learn changes rather than levels and keep working on trending series.
-Features: recent lags, rolling means and spread, the value one day and one week before the target time (the
-seasonal-naive forecasts) and how the series moved over the same horizon one day / one week earlier, and the
-target time's hour of day and day of week. Intervals are calibrated by split-conformal quantile regression (CQR):
+Features: recent lags, rolling means and spread, regime features for bursty loads (rolling median/P10/P90 and the
+share of time spent busy over 1 day / 3 days / 1 week), the value one day and one week before the target time (the
+seasonal-naive forecasts), the median of the target's hour of the week over four weeks, how the series moved over
+the same horizon one day / one week earlier, and the target time's hour of day and day of week. Trees are small and
+regularised (15 leaves of at least 1 % of the fitting pairs), which generalises better on regime-switching loads.
+Intervals are calibrated by split-conformal quantile regression (CQR):
 the models are fitted on the first 80 % of the training origins and the P10/P90 band is widened (or narrowed) by
 the amount that makes it hold 80 % of the last 20 %.
 """
@@ -64,6 +67,16 @@ def build_features(y: pd.Series, h: int, step: pd.Timedelta) -> tuple[pd.DataFra
     busy = (anchor > (lo_w + hi_w) / 2).astype(int)
     run = busy.groupby((busy != busy.shift()).cumsum()).cumcount()
     f["run_length"] = run.clip(upper=week).astype(float)
+    # Regime features for bursty loads (idle vs busy jobs): robust levels and spreads over 1 day / 3 days / 1 week,
+    # and the share of each window spent busy (above the middle of the week's P10-P90 range).
+    q10_w, q90_w = y.rolling(week, min_periods=1).quantile(0.1), y.rolling(week, min_periods=1).quantile(0.9)
+    busy_now = (y > (q10_w + q90_w) / 2).astype(float).where(y.notna())
+    for w, nm in ((day, "day"), (3 * day, "3day"), (week, "week")):
+        roll = y.rolling(w, min_periods=max(1, w // 4))
+        f[f"median_{nm}"] = roll.median() - anchor
+        f[f"q10_{nm}"] = roll.quantile(0.1) - anchor
+        f[f"q90_{nm}"] = roll.quantile(0.9) - anchor
+        f[f"busy_{nm}"] = busy_now.rolling(w, min_periods=1).mean()
     f["std_day"] = y.rolling(day, min_periods=2).std()
     f["range_day"] = y.rolling(day, min_periods=1).max() - y.rolling(day, min_periods=1).min()
     for name, season, multiples in (("d", day, 2), ("w", week, 1)):
@@ -73,20 +86,24 @@ def build_features(y: pd.Series, h: int, step: pd.Timedelta) -> tuple[pd.DataFra
             f[f"s{name}{m}_level"] = y.shift(lag) - anchor
             f[f"s{name}{m}_delta"] = y.shift(lag) - y.shift(lag + h)
         f[f"s{name}_mean"] = y.shift(base).rolling(3, min_periods=1, center=False).mean() - anchor
+    # Median of the target's hour of the week over the last four weeks (robust weekly profile).
+    wl = seasonal_lag(h, week)
+    f["sw_median4"] = pd.concat([y.shift(wl + m * week) for m in range(4)], axis=1).median(axis=1) - anchor
     target_time = pd.DatetimeIndex(y.index) + h * step
     f["hour"] = pd.Series(target_time.hour + target_time.minute / 60.0, index=y.index)
     f["dow"] = pd.Series(target_time.day_of_week, index=y.index, dtype=float)
     return pd.DataFrame(f, index=y.index), anchor
 
 
-def _model(q: float, max_iter: int, seed: int) -> HistGradientBoostingRegressor:
+def _model(q: float, max_iter: int, seed: int, n: int) -> HistGradientBoostingRegressor:
+    """Quantile boosting with small trees whose leaves hold at least 1 % of the ``n`` fitting pairs (and 40)."""
     return HistGradientBoostingRegressor(
         loss="quantile",
         quantile=q,
         max_iter=max_iter,
         learning_rate=0.05,
-        max_leaf_nodes=31,
-        min_samples_leaf=40,
+        max_leaf_nodes=15,
+        min_samples_leaf=max(40, n // 100),
         l2_regularization=1.0,
         early_stopping=False,
         random_state=seed,
@@ -152,7 +169,7 @@ def fit_horizon(
     # Features with fewer than two distinct values in the training window (a weekly lag on 8 days) carry nothing.
     features = [c for c in x.columns if x[c].iloc[fit_idx].nunique(dropna=True) >= 2]
     xv, tv = x[features].iloc[fit_idx], target.iloc[fit_idx].to_numpy()
-    models = {q: _model(q, max_iter, seed).fit(xv, tv) for q in QUANTILES}
+    models = {q: _model(q, max_iter, seed, len(fit_idx)).fit(xv, tv) for q in QUANTILES}
     hm = HorizonModel(h, models, 0.0, features)
     xc, tc = x.iloc[cal_idx], target.iloc[cal_idx].to_numpy()
     # Forecast combination with persistence: the P50 weight that minimises MAE on the calibration pairs.

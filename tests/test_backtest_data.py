@@ -15,27 +15,26 @@ from analytics.datasets import load_series
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRACES = [
-    # (file, extra CLI arguments, the largest MASE accepted at 1 h and at 24 h)
-    ("cluster_util/alibaba2018_300s.csv", ["--step", "5min"], (1.0, 1.0)),
-    ("cluster_util/azure2019_300s.csv", ["--step", "5min"], (1.0, 1.0)),
-    ("gpu_power/cbsugpu07_usage_stats.txt", [], (1.0, 1.0)),  # Cornell A100
-    # Cornell 2x A40: at 24 h seasonal naive is persistence and the model only matches it (about 1.03, see docs).
-    ("gpu_power/cbsugpu05_usage_stats.txt", [], (1.0, 1.05)),
+    # (file, extra CLI arguments); every trace must beat daily seasonal naive (MASE < 1) at 1 h and at 24 h
+    ("cluster_util/alibaba2018_300s.csv", ["--step", "5min"]),
+    ("cluster_util/azure2019_300s.csv", ["--step", "5min"]),
+    ("gpu_power/cbsugpu07_usage_stats.txt", []),  # Cornell A100
+    ("gpu_power/cbsugpu05_usage_stats.txt", []),  # Cornell 2x A40, about 18 % of hours missing
 ]
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"real traces not found at {DATA}")
-@pytest.mark.parametrize(("name", "extra", "limits"), TRACES, ids=[t[0].split("/")[1] for t in TRACES])
+@pytest.mark.parametrize(("name", "extra"), TRACES, ids=[t[0].split("/")[1] for t in TRACES])
 def test_backtest_beats_seasonal_naive_on_real_trace(
-    name: str, extra: list[str], limits: tuple[float, float], capsys: pytest.CaptureFixture[str]
+    name: str, extra: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`aidc backtest` on a real trace scores MASE below the limit at 1 h and 24 h with P10-P90 near 80 %."""
+    """`aidc backtest` on a real trace scores MASE < 1 at 1 h and 24 h with P10-P90 coverage near 80 %."""
     with threadpool_limits(1):  # the machine is shared; one thread avoids OpenMP spinning under contention
         assert main(["backtest", "--data", str(DATA / name), "--horizon", "1h,24h", "--json", *extra]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["horizon"] for r in rows] == ["1h", "24h"]
-    for row, limit in zip(rows, limits, strict=True):
-        assert row["mase"] < limit, row
+    for row in rows:
+        assert row["mase"] < 1.0, row
         assert 0.65 <= row["coverage_80"] <= 0.95, row
 
 
