@@ -1,9 +1,9 @@
 """Vectorised register decoding and encoding, driven by pymodbus's own ``DATATYPE`` table.
 
 The poll buffer holds the raw register bytes exactly as they came off the wire (big-endian per register), so a
-poll copies response payloads into it and decodes every point of the device in one numpy gather per data type:
-the gather applies the word and byte order, ``view`` reinterprets the bytes as the big-endian type named by
-pymodbus's struct code, then ``scale * raw + offset`` for all points at once. No per-point struct code.
+poll copies response payloads into it and decodes every point of the device at once: one numpy byte gather
+applies every point's word and byte order, one precompiled ``struct`` unpack (pymodbus's struct code per point)
+turns the gathered bytes into numbers, then ``scale * raw + offset`` for all points at once.
 
 Byte orders name bytes A (most significant) to D: ABCD big-endian; CDAB word-swapped (pymodbus
 ``word_order="little"``); BADC bytes swapped within each register; DCBA both.
@@ -11,7 +11,7 @@ Byte orders name bytes A (most significant) to D: ABCD big-endian; CDAB word-swa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
 from typing import Literal
 
 import numpy as np
@@ -51,21 +51,13 @@ def byte_index(register_offset: int, registers: int, order: ByteOrder) -> list[i
     return out
 
 
-@dataclass(frozen=True)
-class _Group:
-    start: int  # the group's points in dtype-sorted order
-    stop: int
-    byte_start: int  # and their bytes in the gathered buffer
-    byte_stop: int
-    dtype: np.dtype[np.generic]
-
-
 class RegisterDecoder:
     """Decodes one device's poll buffers into raw and engineering values for every point of its plan.
 
-    Register points are sorted by numpy type once; a poll then costs one byte gather (applying every word and
-    byte order) into a buffer where each type's points lie side by side, one cast per type from a slice view,
-    and one reorder back to plan order, skipped when the plan already groups its types (the usual case).
+    Built once per plan: the byte positions of every register point, in plan order and already in big-endian
+    order (the word and byte order applied by the gather), and one ``struct`` format with pymodbus's code for
+    each point. A poll then costs one numpy byte gather, one ``unpack`` of every register point and one scale
+    (measured: about half the CPU of a per-type numpy cast for the bench's 61 points of six types).
     """
 
     def __init__(self, plan: ModbusPlan) -> None:
@@ -74,7 +66,9 @@ class RegisterDecoder:
         self.offset = np.array([p.offset for p in plan.points], dtype=np.float64)
         self._unit = bool(np.all(self.scale == 1.0) and np.all(self.offset == 0.0))
         self._no_offset = bool(np.all(self.offset == 0.0))
-        groups: dict[np.dtype[np.generic], tuple[list[int], list[list[int]]]] = {}
+        reg_points: list[int] = []
+        gather: list[int] = []  # byte positions in the poll buffer, register points in plan order
+        codes: list[str] = []
         reg_bits: tuple[list[int], list[int], list[int]] = ([], [], [])  # point, register byte, bit
         coil: tuple[list[int], list[int]] = ([], [])
         for i, (p, off) in enumerate(zip(plan.points, plan.offsets, strict=True)):
@@ -87,24 +81,14 @@ class RegisterDecoder:
                 reg_bits[1].append(off)
                 reg_bits[2].append(-1 if p.bit is None else p.bit)
             else:
-                dt = numpy_type(p.type)
-                pts, idx = groups.setdefault(dt, ([], []))
-                pts.append(i)
-                idx.append(byte_index(off, p.registers, p.byte_order))
-        order: list[int] = []  # register points in dtype-sorted order
-        gather: list[int] = []  # byte positions in the poll buffer, same order
-        self._groups: list[_Group] = []
-        for dt, (pts, idx) in groups.items():
-            start, byte_start = len(order), len(gather)
-            order.extend(pts)
-            for ix in idx:
-                gather.extend(ix)
-            self._groups.append(_Group(start, len(order), byte_start, len(gather), dt))
+                reg_points.append(i)
+                gather.extend(byte_index(off, p.registers, p.byte_order))
+                codes.append(pymodbus_type(p.type).value[0])
         self._gather = np.array(gather, dtype=np.intp)
-        self._sorted = np.empty(len(order), dtype=np.float64)
-        # Where the dtype-sorted values go in plan order: nothing to do when they already are in plan order.
-        self._order = np.array(order, dtype=np.intp)
-        self._in_order = order == list(range(self.n))
+        self._struct = struct.Struct(">" + "".join(codes))
+        self._reg_points = np.array(reg_points, dtype=np.intp)
+        self._all_registers = reg_points == list(range(self.n))  # the usual plan: no bit points to place
+        self._raw = np.zeros(self.n, dtype=np.float64)  # scratch for :meth:`decode_into`, reused every poll
         self._flag_points = np.array(reg_bits[0], dtype=np.intp)
         self._flag_regs = np.array(reg_bits[1], dtype=np.intp)
         bits = np.array(reg_bits[2], dtype=np.int64)
@@ -112,30 +96,45 @@ class RegisterDecoder:
         self._coil_points = np.array(coil[0], dtype=np.intp)
         self._coil_offsets = np.array(coil[1], dtype=np.intp)
 
-    def raw(self, registers: U8, bits: npt.NDArray[np.bool_]) -> F64:
-        """Raw (unscaled) values of every point from the register byte buffer and the bit buffer."""
-        out = np.empty(self.n, dtype=np.float64)
-        dst = out if self._in_order else self._sorted
-        buf = registers[self._gather]
-        for g in self._groups:
-            dst[g.start : g.stop] = buf[g.byte_start : g.byte_stop].view(g.dtype)
-        if not self._in_order:
-            out[self._order] = dst
+    def _raw_into(self, registers: U8, bits: npt.NDArray[np.bool_], out: F64) -> None:
+        values = self._struct.unpack(registers[self._gather].tobytes())
+        if self._all_registers:
+            out[:] = values
+            return
+        if len(self._reg_points):
+            out[self._reg_points] = values
         if len(self._flag_points):
             regs = registers.view(">u2")[self._flag_regs]
             out[self._flag_points] = (regs & self._flag_mask) != 0
         if len(self._coil_points):
             out[self._coil_points] = bits[self._coil_offsets]
+
+    def raw(self, registers: U8, bits: npt.NDArray[np.bool_]) -> F64:
+        """Raw (unscaled) values of every point from the register byte buffer and the bit buffer."""
+        out = np.empty(self.n, dtype=np.float64)
+        self._raw_into(registers, bits, out)
         return out
 
     def decode(self, registers: U8, bits: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
-        """Raw values and engineering values (``scale * raw + offset``)."""
+        """Raw values and engineering values (``scale * raw + offset``), both new arrays."""
         raw = self.raw(registers, bits)
         if self._unit:
             return raw, raw.copy()
         if self._no_offset:
             return raw, raw * self.scale
         return raw, raw * self.scale + self.offset
+
+    def decode_into(self, registers: U8, bits: npt.NDArray[np.bool_], out: F64) -> F64:
+        """Engineering values into ``out`` (the poll's batch column); the raw values, in a buffer reused per poll."""
+        raw = self._raw
+        self._raw_into(registers, bits, raw)
+        if self._unit:
+            out[:] = raw
+        else:
+            np.multiply(raw, self.scale, out=out)
+            if not self._no_offset:
+                out += self.offset
+        return raw
 
 
 def unpack_bits(payload: bytes, count: int) -> npt.NDArray[np.bool_]:

@@ -75,6 +75,7 @@ class DeviceHealth:
     def __post_init__(self) -> None:
         tags = {k: v for k, v in self.device.tags.items() if k in ("site", "hall", "device")}
         self._series = np.array([SeriesKey.of(HEALTH_MEASUREMENT, f, tags).id for f in HEALTH_FIELDS], dtype=object)
+        self._series.flags.writeable = False
 
     def success(self, ts_ns: int, latency_s: float, partial_reason: str = "") -> None:
         """A poll returned data (``partial_reason``: some points failed with a device exception reply)."""
@@ -100,12 +101,19 @@ class DeviceHealth:
             log.debug("device %s (%s): %s", self.device.name, self.device.config.address, reason)
         self.reason = reason
 
+    def values(self) -> list[float]:
+        """The health fields' values, in :data:`HEALTH_FIELDS` order."""
+        last = math.nan if self.last_success_ns is None else self.last_success_ns / 1e9
+        return [float(self.up), float(self.state), self.latency_s * 1e3, float(self.errors), last]
+
+    @property
+    def series(self) -> np.ndarray:
+        """Series ids of the health fields (read-only, shared by every batch of the device)."""
+        return self._series
+
     def batch(self, ts_ns: int) -> Batch:
         """The health fields as one small batch (measurement ``collector``)."""
-        last = np.nan if self.last_success_ns is None else self.last_success_ns / 1e9
-        vals = np.array(
-            [float(self.up), float(self.state), self.latency_s * 1e3, float(self.errors), last], dtype=np.float64
-        )
+        vals = np.array(self.values(), dtype=np.float64)
         return Batch(self._series, np.full(len(vals), ts_ns, dtype=np.int64), vals, np.zeros(len(vals), np.uint8))
 
 

@@ -14,7 +14,7 @@ from aidc.errors import AidcError
 from aidc.model import Batch
 from aidc.profiles import Point
 from collectors.decode import RegisterDecoder, encode, unpack_bits
-from collectors.link import DeviceHealth, Emit, Link, LinkOptions
+from collectors.link import HEALTH_FIELDS, DeviceHealth, Emit, Link, LinkOptions
 from collectors.modbus import ExceptionReply, ModbusTcpClient, RequestTimeout, TransportError
 from collectors.plan import READ_FUNCTION, ModbusPlan, ReadRequest, plan_modbus, series_ids
 from collectors.quality import QualityTracker
@@ -31,7 +31,15 @@ class _DeviceRuntime:
     tracker: QualityTracker
     registers: npt.NDArray[np.uint8]  # raw register bytes as received, reused every poll
     bits: npt.NDArray[np.bool_]
-    series: np.ndarray  # the points' series then the health fields' series: the same every all-good poll
+    # The constant columns of an all-good poll's batch (the points then the health fields), read-only and
+    # shared by every such batch of the device: only the values and timestamps are new arrays per poll.
+    series: np.ndarray
+    good: npt.NDArray[np.uint8]
+
+
+def _shared(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 class ModbusLink(Link):
@@ -47,8 +55,7 @@ class ModbusLink(Link):
         self.rt: dict[str, _DeviceRuntime] = {}
         for dev in devices:
             plan = plan_modbus(dev)
-            series = np.concatenate((plan.series, self.health[dev.name].batch(0).series))
-            series.flags.writeable = False  # shared by every batch of the device
+            series = np.concatenate((plan.series, self.health[dev.name].series))
             self.rt[dev.name] = _DeviceRuntime(
                 plan,
                 RegisterDecoder(plan),
@@ -57,7 +64,8 @@ class ModbusLink(Link):
                 ),
                 np.zeros(2 * plan.n_registers, dtype=np.uint8),
                 np.zeros(plan.n_bits, dtype=bool),
-                series,
+                _shared(series),
+                _shared(np.zeros(len(series), dtype=np.uint8)),
             )
 
     def transport_errors(self) -> tuple[type[BaseException], ...]:
@@ -111,7 +119,10 @@ class ModbusLink(Link):
             else:
                 rt.registers[2 * req.first : 2 * (req.first + req.count)] = memoryview(reply)
         latency = time.perf_counter() - t0
-        raw, eng = rt.decoder.decode(rt.registers, rt.bits)
+        n = len(rt.plan.points)
+        column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
+        eng = column[:n]
+        raw = rt.decoder.decode_into(rt.registers, rt.bits, eng)
         values, quality, reasons = rt.tracker.assess(raw, eng, failures)
         if timed_out and len(failures) == len(rt.plan.requests):
             health.consecutive_timeouts += 1
@@ -123,7 +134,13 @@ class ModbusLink(Link):
                 raise TransportError(f"{self.client.address}: no reply for {health.consecutive_timeouts} polls")
         else:
             health.success(ts, latency, failures[0][1] if failures else "")
-        return self._batch(rt, ts, values, quality, reasons, health)
+        if reasons or values is not eng:
+            return self._batch(rt, ts, values, quality, reasons, health)
+        # All good (the usual poll): the values were decoded straight into the batch's column.
+        column[n:] = health.values()
+        ts_col = np.empty(len(column), dtype=np.int64)
+        ts_col.fill(ts)
+        return Batch(rt.series, ts_col, column, rt.good)
 
     @staticmethod
     def _batch(
@@ -134,17 +151,8 @@ class ModbusLink(Link):
         reasons: list[str],
         health: DeviceHealth,
     ) -> Batch:
-        hb = health.batch(ts)
-        if reasons:
-            data = Batch(rt.plan.series, np.full(len(values), ts, dtype=np.int64), values, quality, reasons)
-            return Batch.concat([data, hb])
-        # All good (the usual poll): the series column is the device's constant one, two concatenations remain.
-        return Batch(
-            rt.series,
-            np.full(len(rt.series), ts, dtype=np.int64),
-            np.concatenate((values, hb.values)),
-            np.concatenate((quality, hb.quality)),
-        )
+        data = Batch(rt.plan.series, np.full(len(values), ts, dtype=np.int64), values, quality, reasons)
+        return Batch.concat([data, health.batch(ts)])
 
     # --- writer support -----------------------------------------------------------------------------
 

@@ -52,6 +52,14 @@ class QualityTracker:
         self._counter_prev = np.full(self.n, np.nan)
         self.counter_delta = np.full(self.n, np.nan)
         self._has_counters = bool(self.counter.any())
+        # For the all-good fast path: a missing range is (-inf, inf), so one comparison also rejects NaN; a
+        # counter's floor is also its previous value, so the same comparison catches a reset or a wrap.
+        self._lo = np.where(np.isnan(self.lo), -np.inf, self.lo)
+        self._hi = np.where(np.isnan(self.hi), np.inf, self.hi)
+        self._floor = self._lo.copy()
+        self._moving = np.flatnonzero(self.must_move)
+        self._good = np.zeros(self.n, dtype=np.uint8)
+        self._good.flags.writeable = False  # shared by every all-good poll: callers copy it into their batch
 
     def assess(
         self,
@@ -60,6 +68,42 @@ class QualityTracker:
         failures: Sequence[tuple[Sequence[int], str]] = (),
     ) -> tuple[F64, U8, list[str]]:
         """Quality-check one poll: returns published values, qualities and reasons ([] when all good)."""
+        if not failures:
+            clean = self._assess_clean(raw, values)
+            if clean is not None:
+                return clean
+        return self._assess(raw, values, failures)
+
+    def _assess_clean(self, raw: F64, values: F64) -> tuple[F64, U8, list[str]] | None:
+        """The usual poll, every sample good, in a few array operations; None if any check needs a closer look.
+
+        State changes only when the poll is clean, so :meth:`_assess` then starts from the same state.
+        Only the stuck counts of ``must_move`` points are kept up to date here: no other point uses them.
+        The qualities returned are a shared read-only array of zeros.
+        """
+        if not (np.greater_equal(values, self._floor).all() and np.less_equal(values, self._hi).all()):
+            return None
+        if len(self.sentinels) and np.isin(raw, self.sentinels).any():
+            return None
+        moving = self._moving
+        if len(moving):
+            moved = values[moving]
+            unchanged = np.where(moved != self._last[moving], 0, self._unchanged[moving] + 1)
+            if (unchanged >= self.stuck_polls).any():
+                return None
+            self._unchanged[moving] = unchanged
+            self._last[moving] = moved
+        if self._has_counters:
+            # NaN where there is no previous value and for every non-counter point (their previous stays NaN).
+            self.counter_delta = values - self._counter_prev
+            np.copyto(self._counter_prev, values, where=self.counter)
+            np.copyto(self._floor, values, where=self.counter)  # values >= lo was checked: max(lo, value)
+        return values, self._good, []
+
+    def _assess(
+        self, raw: F64, values: F64, failures: Sequence[tuple[Sequence[int], str]]
+    ) -> tuple[F64, U8, list[str]]:
+        """Every check, with reasons."""
         q = np.zeros(self.n, dtype=np.uint8)
         reasons: list[str] | None = None
         failed = np.zeros(self.n, dtype=bool)
@@ -124,6 +168,7 @@ class QualityTracker:
         delta = np.where(wrapped, values - prev + self.modulus, np.where(reset, values, values - prev))
         self.counter_delta = np.where(ok & self.counter, delta, np.nan)
         self._counter_prev = np.where(ok, values, prev)
+        self._floor = np.where(np.isnan(self._counter_prev), self._lo, np.fmax(self._lo, self._counter_prev))
         return values, wrapped, reset
 
     def failed(self, reason: str) -> tuple[F64, U8, list[str]]:
