@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := mbpoll victoria-metrics collectd-core chromium chromium-driver nodejs npm
+DEB_PACKAGES := mbpoll victoria-metrics collectd-core libmodbus-dev chromium chromium-driver
 DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck venv debs node clean bench
@@ -29,9 +29,16 @@ debs:
 	  else echo "not root: tests needing$$missing will be skipped"; fi; \
 	fi
 
-# node-opcua is the independent OPC-UA peer used by the collector tests.
+# node-opcua is the independent OPC-UA peer used by the collector tests. Node.js may come from Debian or be
+# preinstalled with its own npm; Debian's npm is only installed when there is no npm at all.
 node: debs
-	@if command -v npm >/dev/null 2>&1 && [ ! -d tests/node/node_modules/node-opcua ] && [ -f tests/node/package.json ]; then \
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian packages: nodejs npm"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	  else echo "not root: tests needing nodejs npm will be skipped"; fi; \
+	fi
+	@if command -v npm >/dev/null 2>&1 && [ ! -d tests/node/node_modules/node-opcua ]; then \
 	  cd tests/node && npm install --silent --no-audit --no-fund >/dev/null; fi
 
 demo: venv
