@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,3 +23,11 @@ def small_site(tmp_path: Path) -> Site:
     """A valid 4-rack simulated site whose data directory is under tmp_path."""
     doc = site_dict(4, data_dir=str(tmp_path / "var"))
     return site_from_dict(doc, source="small.toml", path=tmp_path / "small.toml")
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data_missing() -> bool:
+    """True when ../shared/data is absent and the test may skip; under CI=true a missing folder is a failure."""
+    return not SHARED_DATA.is_dir() and os.environ.get("CI", "").lower() != "true"

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 from aidc.cli import main
 from aidc.errors import DataError
 from analytics.datasets import load_series
+from tests.conftest import shared_data_missing
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRACES = [
@@ -23,7 +24,7 @@ TRACES = [
 ]
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"real traces not found at {DATA}")
+@pytest.mark.skipif(shared_data_missing(), reason=f"real traces not found at {DATA}")
 @pytest.mark.parametrize(("name", "extra"), TRACES, ids=[t[0].split("/")[1] for t in TRACES])
 def test_backtest_beats_seasonal_naive_on_real_trace(
     name: str, extra: list[str], capsys: pytest.CaptureFixture[str]

@@ -11,9 +11,10 @@ import pytest
 from aidc.clock import parse_time
 from aidc.errors import ConfigError, DataError
 from simulators.weather import constant_weather, load_weather, parse_csv, parse_epw, wet_bulb
+from tests.conftest import shared_data_missing
 
 WEATHER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weather"
-needs_shared = pytest.mark.skipif(not WEATHER_DIR.is_dir(), reason="shared weather data not present")
+needs_shared = pytest.mark.skipif(shared_data_missing(), reason="shared weather data not present")
 EPWS = ["USA_VA_Leesburg.Exec.epw", "USA_AZ_Phoenix-Sky.Harbor.epw", "USA_IL_Chicago.OHare.epw"]
 EPW_HEAD = "LOCATION,Test,ST,USA,SRC,1,40.0,-75.0,-5.0,10.0\n" + "X\n" * 7
 

@@ -17,9 +17,10 @@ from simulators.workload import (
     utc_day,
     workload_for_site,
 )
+from tests.conftest import shared_data_missing
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not present")
+needs_shared = pytest.mark.skipif(shared_data_missing(), reason="shared data not present")
 START = utc_day(2026, 7, 6)  # a Monday
 NS_MIN = 60_000_000_000
 
