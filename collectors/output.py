@@ -63,7 +63,7 @@ class Output:
         except Exception as exc:  # a sink's failure must not stop collection; its data is kept
             self._failed(st, batch, exc)
             return False
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):  # most sinks return None: skip the ABC checks
             task = asyncio.ensure_future(self._await(st, batch, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -81,7 +81,11 @@ class QualityTracker:
         Only the stuck counts of ``must_move`` points are kept up to date here: no other point uses them.
         The qualities returned are a shared read-only array of zeros.
         """
-        if not (np.greater_equal(values, self._floor).all() and np.less_equal(values, self._hi).all()):
+        # count_nonzero is a direct C call (``ndarray.all`` goes through a Python wrapper); NaN fails both tests.
+        n = self.n
+        if np.count_nonzero(np.greater_equal(values, self._floor)) != n:
+            return None
+        if np.count_nonzero(np.less_equal(values, self._hi)) != n:
             return None
         if len(self.sentinels) and np.isin(raw, self.sentinels).any():
             return None
