@@ -33,6 +33,13 @@ _MIX: tuple[tuple[int, str, str, int, float, bool], ...] = (
     (4, "UINT16", "ABCD", 1, 1.0, False),
 )
 BENCH_REGISTERS = sum(n * regs for n, _, _, regs, _, _ in _MIX)
+# The same layout for the C peer's decode (``-d``): f float32, F float32 word-swapped, h int16, I uint32, ...
+_PEER_TYPE = {("FLOAT32", "ABCD"): "f", ("FLOAT32", "CDAB"): "F", ("INT16", "ABCD"): "h", ("UINT16", "ABCD"): "H",
+              ("UINT32", "ABCD"): "I", ("UINT64", "ABCD"): "Q"}  # fmt: skip
+BENCH_DECODE_SPEC = ",".join(
+    f"{n}{_PEER_TYPE[(dtype, order)]}" + (f"*{scale:g}" if scale != 1.0 else "")
+    for n, dtype, order, _, scale, _ in _MIX
+)
 BENCH_POINTS = sum(n for n, *_ in _MIX)
 
 
@@ -105,9 +112,28 @@ def _run(cmd: list[str], prefix: str = "") -> str:
     return lines[-1]
 
 
-def run_modbus_peer(binary: Path, rounds: int, unit: int, address: int, count: int, ports: Sequence[int]) -> float:
-    """CPU µs per poll of the libmodbus client (its own clock_gettime(CLOCK_PROCESS_CPUTIME_ID) around the loop)."""
-    return float(_run([str(binary), "-u", str(unit), str(rounds), str(address), str(count), *map(str, ports)]))
+def run_modbus_peer(
+    binary: Path,
+    rounds: int,
+    unit: int,
+    address: int,
+    count: int,
+    ports: Sequence[int],
+    *,
+    decode_spec: str = "",
+    interval_s: float = 0.0,
+) -> float:
+    """CPU µs per poll of the libmodbus client (its own clock_gettime(CLOCK_PROCESS_CPUTIME_ID) around the loop).
+
+    ``decode_spec``: also decode every poll into doubles; ``interval_s``: pace each port's polls at this interval,
+    spread over it, sleeping in between (0: back to back).
+    """
+    cmd = [str(binary), "-u", str(unit)]
+    if decode_spec:
+        cmd += ["-d", decode_spec]
+    if interval_s > 0:
+        cmd += ["-i", f"{interval_s * 1e6:.0f}"]
+    return float(_run([*cmd, str(rounds), str(address), str(count), *map(str, ports)]))
 
 
 def node_opcua_missing() -> str:
