@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # _peers, also for the simulator's phys
 
 import _peers  # noqa: E402 - after the path set-up above
 
+from aidc import loop as aidc_loop  # noqa: E402
 from aidc.app import HistorianWriter  # noqa: E402
 from aidc.clock import ScaledClock  # noqa: E402
 from aidc.config import DeviceRef, Site, load_site  # noqa: E402
@@ -389,7 +390,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--modbus-rounds", type=int, default=400, help="rounds over the 8 bench devices (default 400)")
     p.add_argument("--opcua-rounds", type=int, default=100, help="rounds over the 8 rack controllers (default 100)")
-    result = asyncio.run(bench(p.parse_args()))
+    p.add_argument("--loop", choices=("auto", "asyncio"), default="auto",
+                   help="event loop: auto = what the app runs on (uvloop when installed), or plain asyncio")
+    args = p.parse_args()
+    loop = aidc_loop.loop_name() if args.loop == "auto" else "asyncio"
+    print(f"event loop: {loop} (the app's collectors run on the same)")
+    result = aidc_loop.run(bench(args)) if args.loop == "auto" else asyncio.run(bench(args))
+    result["event_loop"] = loop
     print(json.dumps(result))
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aidc import loop as aidc_loop
 from aidc.clock import Clock, ScaledClock
 from aidc.config import Site, load_site
 from aidc.live import LiveState
@@ -40,8 +41,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     site = load_site(args.config)
     shard = parse_shard(args.shard) if args.shard else None
     if args.once:
-        return asyncio.run(_once(site, shard, as_json=args.json))
-    asyncio.run(_run(site, shard, args.duration, args.summary_every))
+        return aidc_loop.run(_once(site, shard, as_json=args.json))
+    aidc_loop.run(_run(site, shard, args.duration, args.summary_every))
     return 0
 
 

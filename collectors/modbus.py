@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass
+from typing import cast
 
 from pymodbus.constants import ExcCodes
 
@@ -90,8 +91,8 @@ class _MbapProtocol(asyncio.Protocol):
             self._arm(self._deadline)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # No isinstance check: uvloop's transports implement the interface without subclassing asyncio's.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if not self.buf and len(data) >= 8:  # the usual case: exactly one whole frame, no copy into the buffer

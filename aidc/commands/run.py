@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import sys
@@ -11,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from aidc import loop as aidc_loop
 from aidc.app import MainJob
 from aidc.config import Site, load_site
 from aidc.errors import ConfigError
@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     site = load_site(args.config)
     job = MainJob.build(site)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+        aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
     return 0
 
 
@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         job = MainJob.build(site)
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}; collecting (Ctrl-C stops) ...")
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+            aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
     finally:
         code = sim.stop()
         print(f"simulated facility stopped (exit {code})", file=sys.stderr)
