@@ -120,6 +120,15 @@ class DeviceHealth:
 Emit = Callable[[Batch], None]
 
 
+def poll_phase(device: str, interval_s: float) -> float:
+    """Stable offset of a device's polls within its interval, from a hash of its name.
+
+    The same device polls at the same offset in every process and after every restart, and thousands of devices
+    spread evenly over the interval instead of firing in the same millisecond.
+    """
+    return (zlib.crc32(device.encode()) / 2**32) * interval_s
+
+
 class Link(abc.ABC):
     """A connection supervisor; subclasses implement connect, per-device poll and close."""
 
@@ -223,8 +232,7 @@ class Link(abc.ABC):
         health = self.health[dev.name]
         interval = health.interval_s
         loop = asyncio.get_running_loop()
-        # Stable phase from the name: the same device polls at the same offset in every process and restart.
-        phase = (zlib.crc32(dev.name.encode()) / 2**32) * interval
+        phase = poll_phase(dev.name, interval)
         nxt = loop.time()  # first poll right after (re)connecting
         while True:
             delay = nxt - loop.time()
