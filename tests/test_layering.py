@@ -1,0 +1,52 @@
+"""Layering rules of DESIGN.md §2: which packages may touch the protocol libraries and the simulators."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("aidc", "collectors", "simulators", "analytics", "control", "dashboards")
+PROTOCOL_LIBS = {"pymodbus", "asyncua"}
+
+
+def _imported_roots(path: Path) -> set[str]:
+    """Top-level names a source file imports (absolute imports, anywhere in the file)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+SOURCES = sorted(p for pkg in PACKAGES if (ROOT / pkg).is_dir() for p in (ROOT / pkg).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(ROOT)) for p in SOURCES])
+def test_only_collectors_and_simulators_touch_protocol_libraries(path: Path) -> None:
+    """pymodbus and asyncua are imported only by collectors/ (clients) and simulators/ (servers)."""
+    package = path.relative_to(ROOT).parts[0]
+    if package in ("collectors", "simulators"):
+        return
+    assert not (_imported_roots(path) & PROTOCOL_LIBS), f"{path.relative_to(ROOT)} imports a protocol library"
+
+
+def test_collectors_never_import_simulators() -> None:
+    """The collectors talk to devices over sockets only; they never reach into the simulators."""
+    offenders = [p for p in (ROOT / "collectors").rglob("*.py") if "simulators" in _imported_roots(p)]
+    assert offenders == []
+
+
+def test_core_imports_simulators_only_for_the_demo() -> None:
+    """aidc/ starts the simulated facility only in the demo command; nothing else in the core imports simulators."""
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "aidc").rglob("*.py")
+        if "simulators" in _imported_roots(p) and p.name != "run.py"
+    ]
+    assert offenders == []
