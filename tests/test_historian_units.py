@@ -14,7 +14,7 @@ from aidc.errors import ConfigError
 from aidc.historian import HistorianConfig, SeriesSelector, open_historian
 from aidc.historian.config import historian_config_from_mapping
 from aidc.historian.influx import flux_query
-from aidc.historian.lineproto import to_line_protocol
+from aidc.historian.lineproto import LineEncoder, to_line_protocol
 from aidc.historian.spool import Spool
 from aidc.historian.victoria import selector_matcher, series_id_of
 from aidc.model import Batch, Quality, Sample
@@ -75,6 +75,37 @@ def test_line_protocol_values_quality_and_missing() -> None:
     ]
     assert [n for _, n in payload.chunks(3)] == [3, 1]
     assert b"".join(c for c, _ in payload.chunks(3)) == payload.data
+
+
+def test_line_encoder_cache_matches_a_fresh_encode() -> None:
+    """The per-series key cache gives the same bytes as a fresh encode: same layout, reordered, new series,
+    mixed timestamps, then bad quality and missing values after the cache is warm."""
+    ids = np.array([rf"pdu,rack=r{i} p\ w" for i in range(6)], dtype=object)
+    good = np.zeros(6, np.uint8)
+    enc = LineEncoder()
+    batches = [
+        Batch(ids, np.full(6, 10, np.int64), np.arange(6) / 4, good),
+        Batch(ids.copy(), np.full(6, 20, np.int64), np.arange(6) / 8, good),
+        Batch(ids[::-1].copy(), np.arange(6, dtype=np.int64), np.arange(6) * 1.5, good),
+        Batch(np.array(["new m", *ids[:2]], dtype=object), np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0]), good[:3]),
+        Batch(ids, np.full(6, 30, np.int64), np.array([1, np.nan, 3, np.inf, 5, 6.0]),
+              np.array([0, 2, 1, 0, 0, 0], np.uint8)),
+    ]  # fmt: skip
+    for b in batches:
+        assert enc.encode(b).data == to_line_protocol(b).data
+    assert enc.encode(batches[4]).data.decode().splitlines() == [
+        r"pdu,rack=r0 p\ w=1 30",
+        r"pdu,rack=r1 p\ w_quality=2i 30",
+        r"pdu,rack=r2 p\ w=3,p\ w_quality=1i 30",
+        r"pdu,rack=r4 p\ w=5 30",
+        r"pdu,rack=r5 p\ w=6 30",
+    ]
+    assert enc.encode(batches[3]).data.decode().splitlines() == [
+        "new m=1 1",
+        r"pdu,rack=r0 p\ w=2 2",
+        r"pdu,rack=r1 p\ w=3 3",
+    ]
+    assert LineEncoder(write_quality=False).encode(batches[4]).lines == 4
 
 
 def test_flux_and_promql_selectors() -> None:

@@ -28,7 +28,7 @@ from aidc.historian.base import (
     ts_ns_of,
 )
 from aidc.historian.influx import InfluxSender, RejectedWriteError, TransientWriteError
-from aidc.historian.lineproto import to_line_protocol
+from aidc.historian.lineproto import LineEncoder
 from aidc.historian.spool import Spool
 from aidc.model import Batch, SeriesKey
 
@@ -68,6 +68,7 @@ class RemoteHistorian(Historian):
         self.spool = spool
         self.batch_points = batch_points
         self.write_quality = write_quality
+        self._encoder = LineEncoder(write_quality)  # caches each series' line-protocol key
         self.sent_points = 0
         self.rejected_points = 0
         self._backoff = (backoff_initial_s, backoff_max_s)
@@ -82,7 +83,7 @@ class RemoteHistorian(Historian):
 
     def write(self, batch: Batch) -> None:
         """Deliver or durably spool every point of the batch, in order."""
-        payload = to_line_protocol(batch, self.write_quality)
+        payload = self._encoder.encode(batch)
         for data, lines in payload.chunks(self.batch_points):
             if self.spool.depth_points == 0 and self._send(data, lines):
                 continue
