@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.test_import_graph import _imports as _imported_roots
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("aidc", "collectors", "simulators", "analytics", "control", "dashboards")
 PROTOCOL_LIBS = {"pymodbus", "asyncua"}
-
-
-def _imported_roots(path: Path) -> set[str]:
-    """Top-level names a source file imports (absolute imports, anywhere in the file)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module.split(".")[0])
-    return out
 
 
 SOURCES = sorted(p for pkg in PACKAGES if (ROOT / pkg).is_dir() for p in (ROOT / pkg).rglob("*.py"))
