@@ -17,6 +17,7 @@ import pandas as pd
 from aidc.model import Batch, Quality, SeriesKey
 
 _GROW = 1024
+_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +68,11 @@ class LiveState:
             self._ts = np.concatenate([self._ts, np.zeros(grow, dtype=np.int64)])
             self._val = np.concatenate([self._val, np.full(grow, np.nan)])
             self._q = np.concatenate([self._q, np.zeros(grow, dtype=np.uint8)])
-        if len(self._cache) < 100_000:
-            self._cache[id(series)] = (series, idx)
+        # Collectors reuse one series array per device, so a few thousand entries cover a hall; arrays built per
+        # batch (concatenations, stale marks) would otherwise pile up for the life of the job.
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[id(series)] = (series, idx)
         return idx
 
     def update(self, batch: Batch) -> None:
