@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -178,39 +179,19 @@ class ModbusTcpClient:
             self._proto._fail(TransportError("closed"))
             self._proto = None
 
-    async def _request(self, unit: int, pdu: bytes, timeout_s: float) -> bytes:
+    async def _exchange(self, unit: int, frame: Callable[[int], bytes], timeout_s: float) -> bytes:
+        """Send ``frame(transaction id)`` and wait for its reply (unit id + PDU); one transaction at a time."""
         proto = self._proto
         if proto is None or proto.transport is None or proto.closed.done():
             raise TransportError(f"{self.address}: not connected")
-        async with self._lock:
-            self._tid = tid = (self._tid + 1) & 0xFFFF
-            fut: asyncio.Future[bytes] = proto.loop.create_future()
-            proto.pending[tid] = fut
-            proto.transport.write(_MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu)
-            proto.wait_for(fut, timeout_s)
-            try:
-                reply = await fut
-            except RequestTimeout:
-                proto.pending.pop(tid, None)
-                raise RequestTimeout(f"timeout after {timeout_s:g}s") from None
-        if reply[0] != unit and unit != 0:
-            raise TransportError(f"{self.address}: reply from unit {reply[0]} to a request for unit {unit}")
-        return reply[1:]
-
-    async def read(self, req: ReadRequest, timeout_s: float) -> bytes | ExceptionReply:
-        """Execute a planned read: register bytes (or packed bits), or the device's exception reply."""
-        proto = self._proto
-        if proto is None or proto.transport is None or proto.closed.done():
-            raise TransportError(f"{self.address}: not connected")
-        unit = req.unit_id
-        # The poll's hot path: the whole frame in one pack, the lock taken without ``async with``'s two extra
-        # coroutines (an uncontended acquire does not suspend).
+        # The poll's hot path: the lock taken without ``async with``'s two extra coroutines (an uncontended acquire
+        # does not suspend).
         await self._lock.acquire()
         try:
             self._tid = tid = (self._tid + 1) & 0xFFFF
             fut: asyncio.Future[bytes] = proto.loop.create_future()
             proto.pending[tid] = fut
-            proto.transport.write(_READ.pack(tid, 0, 6, unit, req.function_code, req.address, req.count))
+            proto.transport.write(frame(tid))
             proto.wait_for(fut, timeout_s)
             try:
                 reply = await fut
@@ -221,6 +202,18 @@ class ModbusTcpClient:
             self._lock.release()
         if reply[0] != unit and unit != 0:
             raise TransportError(f"{self.address}: reply from unit {reply[0]} to a request for unit {unit}")
+        return reply
+
+    async def _request(self, unit: int, pdu: bytes, timeout_s: float) -> bytes:
+        """Send a PDU to ``unit``; the reply PDU."""
+        reply = await self._exchange(unit, lambda tid: _MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu, timeout_s)
+        return reply[1:]
+
+    async def read(self, req: ReadRequest, timeout_s: float) -> bytes | ExceptionReply:
+        """Execute a planned read: register bytes (or packed bits), or the device's exception reply."""
+        unit, fc0, addr, count = req.unit_id, req.function_code, req.address, req.count
+        # The whole read frame in one pack.
+        reply = await self._exchange(unit, lambda tid: _READ.pack(tid, 0, 6, unit, fc0, addr, count), timeout_s)
         fc = reply[1]
         if fc == req.function_code | 0x80:
             return ExceptionReply(req.function_code, reply[2] if len(reply) > 2 else 0)
