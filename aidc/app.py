@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from aidc.clock import Clock, ScaledClock
 from aidc.config import Site
-from aidc.historian import Historian, open_historian
 from aidc.live import LiveState
 from aidc.model import Batch
 from collectors.engine import Engine, Summary
+from historian import Historian, open_historian
 
 log = logging.getLogger(__name__)
 

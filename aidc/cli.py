@@ -16,7 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "aidc.commands.site",
     "aidc.commands.run",
     "simulators.cli",
-    "aidc.historian.cli",
+    "aidc.commands.query",
     "collectors.cli",
     "analytics.cli",
 )

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aidc.clock import NS, parse_time
 from aidc.errors import ConfigError
-from aidc.historian.config import HistorianConfig
+from aidc.historian_config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
 

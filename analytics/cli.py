@@ -50,9 +50,9 @@ def _time(text: str, what: str) -> pd.Timestamp:
 def run_pue(args: argparse.Namespace) -> int:
     """Compute and print PUE for the period (or each calendar period in it)."""
     from aidc.config import load_site
-    from aidc.historian import open_historian
     from analytics.historian_adapter import pue_from_historian
     from analytics.pue import period_edges
+    from historian import open_historian
 
     start, end = _time(args.start, "--from"), _time(args.end, "--to")
     if end <= start:

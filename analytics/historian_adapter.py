@@ -1,7 +1,7 @@
 """Thin glue between the historian and the analytics engines: find series by role, pull frames, nothing else.
 
 The engines take plain pandas frames so they are testable without a database; this module is the only place that
-knows how to get those frames from a :class:`aidc.historian.Historian` for a :class:`aidc.config.Site`.
+knows how to get those frames from a :class:`historian.Historian` for a :class:`aidc.config.Site`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Iterable
 import pandas as pd
 
 from aidc.config import Site
-from aidc.historian import Historian, SeriesSelector
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics import kpi
 from analytics.pue import ENERGY_ROLES, MeterInfo, PueReport, compute_pue
+from historian import Historian, SeriesSelector
 
 POWER_ROLES = (Role.FACILITY_POWER, *kpi.IT_POWER_ROLES.values())
 

@@ -45,11 +45,11 @@ from aidc import loop as aidc_loop  # noqa: E402
 from aidc.app import HistorianWriter  # noqa: E402
 from aidc.clock import ScaledClock  # noqa: E402
 from aidc.config import DeviceRef, Site, load_site  # noqa: E402
-from aidc.historian import HistorianConfig, open_historian  # noqa: E402
 from aidc.sitegen import SiteTemplate, render_site  # noqa: E402
 from collectors.engine import Engine, EngineOptions  # noqa: E402
 from collectors.link import HEALTH_FIELDS, LinkOptions  # noqa: E402
 from collectors.opcua import OpcUaLink  # noqa: E402
+from historian import HistorianConfig, open_historian  # noqa: E402
 from simulators.process import SimulatorProcess  # noqa: E402
 from tests.sim_helpers import free_port_block, write_site  # noqa: E402
 

@@ -46,7 +46,7 @@ def test_outage_and_sigkill_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     start = time.time() + 2.0
     t0_ns = int(start * 1e9) // 1_000_000 * 1_000_000
     cmd = [
-        sys.executable, "-m", "aidc.historian.chaos_writer", "--url", server.url, "--dir", str(tmp_path / "w"),
+        sys.executable, "-m", "historian.chaos_writer", "--url", server.url, "--dir", str(tmp_path / "w"),
         "--series", str(SERIES), "--rate", str(RATE), "--duration", str(DURATION),
         "--t0-ns", str(t0_ns), "--start-wall", str(start),
     ]  # fmt: skip

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from aidc.errors import ConfigError
-from aidc.historian import HistorianConfig, SeriesSelector, open_historian
-from aidc.historian.base import parse_window
-from aidc.historian.duckdb_store import DuckDBHistorian
 from aidc.model import Batch, Quality, Sample, SeriesKey
+from historian import HistorianConfig, SeriesSelector, open_historian
+from historian.base import parse_window
+from historian.duckdb_store import DuckDBHistorian
 from tests.vm_server import HOUR, NS, polls
 
 T0 = 1_767_225_600 * NS  # 2026-01-01T00:00Z, on an hour boundary

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aidc.historian import HistorianConfig, SeriesSelector, open_historian
-from aidc.historian.base import Historian
-from aidc.historian.duckdb_store import DuckDBHistorian
-from aidc.historian.fanout import FanoutHistorian
-from aidc.historian.forward import RemoteHistorian
 from aidc.model import Batch
+from historian import HistorianConfig, SeriesSelector, open_historian
+from historian.base import Historian
+from historian.duckdb_store import DuckDBHistorian
+from historian.fanout import FanoutHistorian
+from historian.forward import RemoteHistorian
 from tests.vm_server import HOUR, NS, VMServer, free_port, polls, require_vm
 from tests.vm_server import vm as vm  # fixture
 

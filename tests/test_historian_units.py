@@ -11,14 +11,14 @@ import pytest
 
 from aidc.cli import main
 from aidc.errors import ConfigError
-from aidc.historian import HistorianConfig, SeriesSelector, open_historian
-from aidc.historian.config import historian_config_from_mapping
-from aidc.historian.influx import flux_query
-from aidc.historian.lineproto import LineEncoder, to_line_protocol
-from aidc.historian.spool import Spool
-from aidc.historian.victoria import selector_matcher, series_id_of
+from aidc.historian_config import historian_config_from_mapping
 from aidc.model import Batch, Quality, Sample
 from aidc.sitegen import SiteTemplate, render_site
+from historian import HistorianConfig, SeriesSelector, open_historian
+from historian.influx import flux_query
+from historian.lineproto import LineEncoder, to_line_protocol
+from historian.spool import Spool
+from historian.victoria import selector_matcher, series_id_of
 from tests.vm_server import NS, polls
 
 T0 = 1_767_225_600 * NS

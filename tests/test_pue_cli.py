@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aidc.config import load_site
-from aidc.historian import open_historian
 from aidc.sitegen import SiteTemplate, render_site
+from historian import open_historian
 from simulators.facility import Facility
 from simulators.telemetry import generate
 

@@ -1,4 +1,4 @@
-"""A deterministic writer for the historian chaos test: ``python -m aidc.historian.chaos_writer ...``.
+"""A deterministic writer for the historian chaos test: ``python -m historian.chaos_writer ...``.
 
 Batch ``k`` holds one point per series at ``t0 + k * period`` with a value derived from ``k`` and the
 series, and is due at ``start_wall + k * period``. After ``write()`` returns for batch ``k`` (delivered or
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from aidc.historian import open_historian
-from aidc.historian.config import HistorianConfig
-from aidc.historian.forward import RemoteHistorian
+from aidc.historian_config import HistorianConfig
 from aidc.model import Batch, SeriesKey
+from historian import open_historian
+from historian.forward import RemoteHistorian
 
 
 def batch_for(k: int, ids: np.ndarray, t0_ns: int, period_ns: int) -> Batch:

@@ -18,7 +18,7 @@ import pandas as pd
 from aidc.clock import parse_cli_time
 from aidc.config import load_site
 from aidc.errors import AidcError
-from aidc.historian.base import AGGS, SeriesSelector
+from historian.base import AGGS, SeriesSelector
 
 
 def register(subparsers: Any) -> None:
@@ -48,7 +48,7 @@ def parse_time(text: str, now: pd.Timestamp) -> pd.Timestamp:
 
 def run(args: argparse.Namespace) -> int:
     """Answer the query and print it."""
-    from aidc.historian import open_historian
+    from historian import open_historian
 
     site = load_site(args.config)
     cfg, data_dir = site.config.historian, site.data_dir

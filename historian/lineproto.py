@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aidc.historian.base import QUALITY_SUFFIX
 from aidc.model import Batch, SeriesKey
+from historian.base import QUALITY_SUFFIX
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ import pandas as pd
 import urllib3
 
 from aidc.errors import AidcError
-from aidc.historian.base import (
+from aidc.model import SeriesKey
+from historian.base import (
     Agg,
     SeriesSelector,
     TimeLike,
@@ -33,7 +34,6 @@ from aidc.historian.base import (
     parse_window,
     to_ns,
 )
-from aidc.model import SeriesKey
 
 _FN = {
     "mean": "avg_over_time",

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from aidc.historian.base import AGGS, Historian, SeriesSelector, counter_deltas_from_raw, parse_window, to_ns
-from aidc.historian.config import HistorianConfig, RemoteConfig, SpoolConfig
+from aidc.historian_config import HistorianConfig, RemoteConfig, SpoolConfig
+from historian.base import AGGS, Historian, SeriesSelector, counter_deltas_from_raw, parse_window, to_ns
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _under(data_dir: Path, path: Path) -> Path:
 
 def open_historian(cfg: HistorianConfig, data_dir: Path) -> Historian:
     """Build the configured historian; a remote that is unreachable at start is logged once and spooled to."""
-    from aidc.historian.duckdb_store import DuckDBHistorian
+    from historian.duckdb_store import DuckDBHistorian
 
     def local() -> DuckDBHistorian:
         return DuckDBHistorian(
@@ -48,17 +48,17 @@ def open_historian(cfg: HistorianConfig, data_dir: Path) -> Historian:
     remote = open_remote(cfg, data_dir)
     if not cfg.keep_local:
         return remote
-    from aidc.historian.fanout import FanoutHistorian
+    from historian.fanout import FanoutHistorian
 
     return FanoutHistorian(local(), remote)
 
 
 def open_remote(cfg: HistorianConfig, data_dir: Path) -> Historian:
     """The remote backend behind its spool (InfluxDB 2.x with Flux reads, or VictoriaMetrics)."""
-    from aidc.historian.forward import RemoteHistorian, RemoteReader
-    from aidc.historian.influx import FluxReader, InfluxSender
-    from aidc.historian.spool import Spool
-    from aidc.historian.victoria import VictoriaReader
+    from historian.forward import RemoteHistorian, RemoteReader
+    from historian.influx import FluxReader, InfluxSender
+    from historian.spool import Spool
+    from historian.victoria import VictoriaReader
 
     rc = cfg.remote
     if rc is None:  # the config validator already refuses this; kept for type narrowing

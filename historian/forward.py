@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from aidc.historian.base import (
+from aidc.model import Batch, SeriesKey
+from historian.base import (
     QUALITY_SUFFIX,
     Agg,
     Historian,
@@ -27,10 +28,9 @@ from aidc.historian.base import (
     make_result,
     ts_ns_of,
 )
-from aidc.historian.influx import InfluxSender, RejectedWriteError, TransientWriteError
-from aidc.historian.lineproto import LineEncoder
-from aidc.historian.spool import Spool
-from aidc.model import Batch, SeriesKey
+from historian.influx import InfluxSender, RejectedWriteError, TransientWriteError
+from historian.lineproto import LineEncoder
+from historian.spool import Spool
 
 log = logging.getLogger(__name__)
 

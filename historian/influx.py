@@ -20,7 +20,8 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from aidc.historian.base import (
+from aidc.model import SeriesKey
+from historian.base import (
     QUALITY_SUFFIX,
     Agg,
     SeriesSelector,
@@ -33,7 +34,6 @@ from aidc.historian.base import (
     parse_window,
     to_ns,
 )
-from aidc.model import SeriesKey
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from aidc.historian.base import (
+from aidc.model import Batch, SeriesKey
+from historian.base import (
     NS,
     Agg,
     Historian,
@@ -41,7 +42,6 @@ from aidc.historian.base import (
     parse_window,
     to_ns,
 )
-from aidc.model import Batch, SeriesKey
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pandas as pd
 
-from aidc.historian.base import Agg, Historian, SeriesSelector, TimeLike
 from aidc.model import Batch
+from historian.base import Agg, Historian, SeriesSelector, TimeLike
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Historian benchmark: DuckDB ingest, the InfluxDB write path into VictoriaMetrics against a plain POST,
 and the latency of an hourly-rollup query over a month of 1-minute data for 1,000 series.
 
-    python bench/historian.py
+    python bench/storage.py
 
 Starts its own victoria-metrics on a free loopback port. The last line is one JSON object.
 """
@@ -23,11 +23,11 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aidc.historian import HistorianConfig, SeriesSelector, open_historian
-from aidc.historian.duckdb_store import DuckDBHistorian
-from aidc.historian.forward import RemoteHistorian
-from aidc.historian.lineproto import LineEncoder, to_line_protocol
 from aidc.model import Batch, SeriesKey
+from historian import HistorianConfig, SeriesSelector, open_historian
+from historian.duckdb_store import DuckDBHistorian
+from historian.forward import RemoteHistorian
+from historian.lineproto import LineEncoder, to_line_protocol
 from tests.vm_server import VMServer
 
 NS = 1_000_000_000
