@@ -23,6 +23,7 @@ from aidc.errors import ConfigError
 from aidc.historian_config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
+from aidc.tenant_config import CarbonConfig, TenantLease, check_tenants
 
 
 class _Strict(BaseModel):
@@ -237,6 +238,8 @@ class SiteConfig(_Strict):
     ups: UpsConfig
     meters: tuple[MeterConfig, ...] = ()
     historian: HistorianConfig = HistorianConfig()
+    tenants: tuple[TenantLease, ...] = ()  # leases of racks to tenants (aidc/tenant_config.py)
+    carbon: CarbonConfig = CarbonConfig()
     # Tables later packages own (control, dashboard) are validated by their own models.
     control: dict[str, Any] = {}
     dashboard: dict[str, Any] = {}
@@ -361,6 +364,7 @@ def site_from_dict(data: dict[str, Any], *, source: str = "<site>", path: Path |
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
     devices = _resolve_devices(cfg, source, path)
+    check_tenants(cfg.tenants, (r.name for h in cfg.halls for r in h.racks), cfg.site.timezone, source)
     return Site(path=path, config=cfg, devices=tuple(devices))
 
 

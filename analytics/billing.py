@@ -1,0 +1,103 @@
+"""Glue from a site and its historian to :func:`analytics.tenants.tenant_report`: series by role, carbon by config.
+
+Rack IT energy is the rack PDUs' energy counters (role ``it_energy_pdu_output``, tag ``rack``), where tenants are
+metered; a site without PDU counters falls back to rack input counters (``it_energy_equipment_input``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from aidc.config import Site
+from aidc.errors import ConfigError
+from aidc.model import SeriesKey
+from aidc.roles import Role
+from analytics.carbon import Contract, Intensity, MarketFactor, load_intensity, market_factor
+from analytics.historian_adapter import site_meters
+from analytics.tenants import TenantReport, lease_spans, tenant_report
+from historian import Historian, SeriesSelector
+
+RACK_ROLES = (Role.IT_ENERGY_PDU_OUTPUT, Role.IT_ENERGY_EQUIPMENT_INPUT)
+
+
+def read_counters(historian: Historian, series: list[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Counter readings of ``series`` in ``[start, end)``: raw rows, and the 1-minute rollups' last values where raw
+    rows have aged out of retention (a billing month is longer than the default 30 days of raw data)."""
+    keys = [SeriesKey.parse(s) for s in series]
+    frames = []
+    for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
+        sel = SeriesSelector(meas, {}, fld)
+        ids = {k.id for k in keys if (k.measurement, k.field) == (meas, fld)}
+        raw = historian.query(sel, start, end)
+        raw = raw[raw["series"].isin(ids)]
+        first = raw.groupby("series")["ts"].min()
+        lacking = {s: first.get(s, end) for s in ids if s not in first.index or first[s] > start}
+        if lacking:
+            rolled = historian.query(sel, start, max(lacking.values()), window="1m", agg="last")
+            rolled = rolled[rolled["series"].isin(lacking) & rolled["value"].notna()]
+            frames.append(rolled[rolled["ts"] < rolled["series"].map(lacking)])
+        frames.append(raw)
+    if not frames:
+        return pd.DataFrame({"ts": [], "series": [], "value": [], "quality": []})
+    return pd.concat(frames, ignore_index=True).sort_values(["series", "ts"], ignore_index=True)
+
+
+def month_bounds(month: str, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``YYYY-MM`` as the site's local calendar month, in UTC."""
+    try:
+        first = pd.Timestamp(f"{month}-01").tz_localize(tz)
+    except ValueError:
+        raise ConfigError(f"--month {month!r}: expected YYYY-MM, e.g. 2026-10") from None
+    if len(month) != 7 or month[4] != "-":
+        raise ConfigError(f"--month {month!r}: expected YYYY-MM, e.g. 2026-10")
+    return first.tz_convert("UTC"), (first + pd.DateOffset(months=1)).tz_convert("UTC")
+
+
+def site_intensity(site: Site) -> Intensity | None:
+    """The site's configured hourly intensity series, or None (path relative to the site file)."""
+    name = site.config.carbon.intensity
+    if name is None:
+        return None
+    p = Path(name)
+    if not p.is_absolute() and site.path is not None:
+        p = site.path.parent / p
+    return load_intensity(p)
+
+
+def site_market(site: Site, grid_average: float | None) -> MarketFactor | None:
+    """The market-based factor from the site's contracts and residual mix."""
+    c = site.config.carbon
+    contracts = [Contract(k.name, k.share, k.g_per_kwh) for k in c.contracts]
+    return market_factor(contracts, c.residual_mix_g_per_kwh, grid_average)
+
+
+def report_from_historian(
+    historian: Historian, site: Site, start: pd.Timestamp, end: pd.Timestamp, *, margin: pd.Timedelta | None = None
+) -> TenantReport:
+    """The tenant report of ``[start, end)`` from the historian's counters and the site's tenants and carbon."""
+    meters = site_meters(site, (*RACK_ROLES, Role.FACILITY_ENERGY, Role.COOLING_ENERGY))
+    role = next((r for r in RACK_ROLES if any(m.role is r for m in meters.values())), RACK_ROLES[0])
+    rack_series: dict[str, list[str]] = {}
+    for sid, m in meters.items():
+        rack = SeriesKey.parse(sid).tag_dict.get("rack")
+        if m.role is role and rack is not None:
+            rack_series.setdefault(rack, []).append(sid)
+    facility = [s for s, m in meters.items() if m.role is Role.FACILITY_ENERGY]
+    cooling = [s for s, m in meters.items() if m.role is Role.COOLING_ENERGY]
+    pad = margin if margin is not None else pd.Timedelta("2h")
+    wanted = [*(s for v in rack_series.values() for s in v), *facility, *cooling]
+    readings = read_counters(historian, wanted, start - pad, end + pad)
+    spans = lease_spans(site.config.tenants, site.config.site.timezone, start, end)
+    intensity = site_intensity(site)
+    hourly, note = intensity.hourly(start, end) if intensity is not None else (None, None)
+    flat = site.config.carbon.flat_g_per_kwh
+    if hourly is None and flat is not None:
+        hours = pd.date_range(start.floor("h"), end, freq="h", inclusive="left")
+        hourly, note = pd.Series(flat, index=hours), f"flat factor {flat:g} gCO2/kWh (no hourly series configured)"
+    grid_avg = None if hourly is None else float(hourly.mean())
+    return tenant_report(
+        readings, meters, rack_series=rack_series, facility_series=facility, cooling_series=cooling, spans=spans,
+        start=start, end=end, intensity=hourly, intensity_note=note, market=site_market(site, grid_avg),
+    )  # fmt: skip

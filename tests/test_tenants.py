@@ -1,0 +1,107 @@
+"""Tenant billing: the fixture month's hand-computed energy, overhead, peak and carbon, through the CLI and the engine."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aidc.config import load_site
+from aidc.errors import ConfigError
+from analytics.billing import month_bounds, report_from_historian
+from analytics.tenants import UNALLOCATED, TenantReport
+from historian import open_historian
+from tests import tenant_fixture as fx
+
+
+@pytest.fixture(scope="module")
+def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture month written once into a DuckDB historian."""
+    return fx.build(tmp_path_factory.mktemp("tenants"))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aidc.cli", *args], capture_output=True, text=True, check=False)
+
+
+def check_fixture_figures(tenants: dict[str, dict[str, object]], site: dict[str, object]) -> None:
+    """The hand-computed figures of the fixture month (shared with the API test)."""
+    acme, bolt = tenants["acme"], tenants["bolt"]
+    assert acme["it_kwh"] == pytest.approx(fx.ACME_IT, rel=1e-9)
+    assert bolt["it_kwh"] == pytest.approx(fx.BOLT_IT, rel=1e-9), "the wrapped 32-bit counter is counted once"
+    assert acme["overhead_kwh"] == pytest.approx(fx.ACME_IT * (fx.PUE - 1), rel=1e-9)
+    assert bolt["overhead_kwh"] == pytest.approx(fx.BOLT_IT * (fx.PUE - 1), rel=1e-9)
+    assert acme["cooling_overhead_kwh"] == pytest.approx(fx.ACME_IT * fx.SITE_COOLING / fx.SITE_IT, rel=1e-9)
+    assert acme["total_kwh"] == pytest.approx(fx.ACME_IT * fx.PUE, rel=1e-9)
+    assert acme["location_kgco2"] == pytest.approx(fx.ACME_LOC_KG, rel=1e-9)
+    assert bolt["location_kgco2"] == pytest.approx(fx.BOLT_LOC_KG, rel=1e-9)
+    assert acme["market_kgco2"] == pytest.approx(fx.ACME_IT * fx.PUE * fx.MARKET_G / 1000, rel=1e-9)
+    assert acme["cue_location"] == pytest.approx(fx.ACME_LOC_KG / fx.ACME_IT, rel=1e-9)
+    assert acme["peak_kw"] == pytest.approx(100.0, rel=1e-9)
+    assert bolt["peak_kw"] == pytest.approx(60.0, rel=1e-9)
+    assert bolt["wraps"] == 1
+    assert bolt["resets"] == 0
+    assert acme["coverage"] == pytest.approx(1.0)
+    assert bolt["coverage"] == pytest.approx(1.0)
+    assert sorted(acme["racks"]) == ["h1-r01-01", "h1-r01-02"]  # type: ignore[call-overload]
+    assert site["pue"] == pytest.approx(fx.PUE, rel=1e-9)
+    assert site["e_dc_kwh"] == pytest.approx(fx.SITE_DC, rel=1e-9)
+    assert site["location_kgco2"] == pytest.approx(fx.SITE_LOC_KG, rel=1e-9)
+    assert site["cue_location"] == pytest.approx(fx.SITE_LOC_KG / fx.SITE_IT, rel=1e-9)
+
+
+def test_fixture_month_engine(fixture_site: Path) -> None:
+    """The engine gives the hand-computed figures, and tenants plus unallocated racks add up to the site."""
+    site = load_site(fixture_site)
+    start, end = month_bounds("2026-10", "UTC")
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        report: TenantReport = report_from_historian(hist, site, start, end)
+    d = report.to_dict()
+    lines = {t["tenant"]: t for t in d["tenants"]}  # type: ignore[attr-defined]
+    check_fixture_figures(lines, d)
+    assert sum(ln.total_kwh or 0.0 for ln in report.lines) == pytest.approx(fx.SITE_DC, rel=1e-9)
+    assert sum(ln.location_kgco2 or 0.0 for ln in report.lines) == pytest.approx(fx.SITE_LOC_KG, rel=1e-9)
+    assert report.line(UNALLOCATED).it_kwh == pytest.approx(fx.SITE_IT - fx.ACME_IT - fx.BOLT_IT, rel=1e-9)
+    assert "pro rata" in report.method
+
+
+def test_fixture_month_cli_json_and_csv(fixture_site: Path) -> None:
+    """`aidc tenants --month 2026-10` prints the same figures as JSON and as a CSV billing export."""
+    proc = _cli("tenants", "--config", str(fixture_site), "--month", "2026-10", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    check_fixture_figures({t["tenant"]: t for t in d["tenants"]}, d)
+    proc = _cli("tenants", "--config", str(fixture_site), "--month", "2026-10", "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["tenant"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
+    assert set(rows) == {"acme", "bolt", UNALLOCATED}
+    assert float(rows["acme"]["it_kwh"]) == pytest.approx(fx.ACME_IT, abs=1e-3)
+    assert float(rows["bolt"]["location_kgco2"]) == pytest.approx(fx.BOLT_LOC_KG, abs=1e-3)
+    assert rows["acme"]["account"] == "ACME-001"
+    assert rows["bolt"]["counter_wraps"] == "1"
+
+
+def test_month_in_site_time_zone() -> None:
+    """A month is the site's local calendar month: October in New York starts at 04:00 UTC."""
+    start, end = month_bounds("2026-10", "America/New_York")
+    assert start.isoformat() == "2026-10-01T04:00:00+00:00"
+    assert end.isoformat() == "2026-11-01T04:00:00+00:00"
+
+
+@pytest.mark.parametrize("month", ["2026-13", "Oct 2026", "2026-1"])
+def test_bad_month_is_one_line(month: str) -> None:
+    """A malformed --month is refused naming the option and value."""
+    with pytest.raises(ConfigError, match="--month"):
+        month_bounds(month, "UTC")
+
+
+def test_cli_bad_month_no_traceback(fixture_site: Path) -> None:
+    """The CLI prints one error line for a bad month, exit 2."""
+    proc = _cli("tenants", "--config", str(fixture_site), "--month", "2026-13")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["aidc tenants: --month '2026-13': expected YYYY-MM, e.g. 2026-10"]
