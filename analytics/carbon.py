@@ -103,7 +103,8 @@ def load_intensity(path: Path | str) -> Intensity:
     missing = int(hourly.isna().sum())
     hourly = hourly.interpolate(method="time", limit=MAX_FILL_H, limit_area="inside")
     if hourly.isna().any():
-        raise DataError(f"{p}: {VALUE_COLUMN} missing from {hourly.index[hourly.isna()][0]} for more than {MAX_FILL_H} h")
+        hole = hourly.index[hourly.isna()][0]
+        raise DataError(f"{p}: {VALUE_COLUMN} missing from {hole} for more than {MAX_FILL_H} h")
     note = f"{p} ({missing} missing hours interpolated)" if missing else str(p)
     return Intensity(hourly, note, missing)
 
