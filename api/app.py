@@ -1,0 +1,214 @@
+"""The REST API: PUE/KPIs, live state, forecasts, headroom and placement, tenants, alarms, controller and audit.
+
+Every endpoint under ``/api/v1`` needs a bearer token (:mod:`api.auth`); ``/health`` and ``/metrics`` (Prometheus
+text) do not, like most exporters, and the server binds 127.0.0.1 unless told otherwise. The OpenAPI document is
+at ``/openapi.json`` and browsable at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from aidc.clock import parse_cli_time
+from aidc.errors import AidcError
+from api import errors, metrics, views
+from api.auth import Identity
+from api.context import ApiContext, tail_jsonl
+from api.errors import ApiError
+
+PREFIX = "/api/v1"
+_bearer = HTTPBearer(auto_error=False, description="an API token (see `aidc api-token`)")
+
+
+class PlacementQuery(BaseModel):
+    """Can ``kw`` more kilowatts (spread evenly over ``racks``) run for ``hours``?"""
+
+    racks: list[str] = Field(min_length=1)
+    kw: float = Field(ge=0, le=100_000)
+    hours: float = Field(gt=0, le=168)
+    gpu_limit_c: float = Field(87.0, gt=20, lt=130)
+
+
+class ModeChange(BaseModel):
+    """A new controller mode."""
+
+    mode: Literal["off", "advisory", "auto"]
+
+
+class Override(BaseModel):
+    """Hold one setpoint (``value``) or release it (``value`` null)."""
+
+    point: str = Field(min_length=1, max_length=200)
+    value: float | None
+
+
+def _time(text: str, field: str, now: pd.Timestamp) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(parse_cli_time(text, field, int(now.value)), unit="ns", tz="UTC")
+    except AidcError as exc:
+        raise ApiError(422, str(exc), field) from None
+
+
+def _identity(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Identity:
+    if creds is None:
+        raise ApiError(401, "no bearer token: send Authorization: Bearer <token>", "Authorization")
+    ctx: ApiContext = request.app.state.ctx
+    ident = ctx.tokens.identify(creds.credentials)
+    if ident is None:
+        raise ApiError(401, "unknown or revoked token", "Authorization")
+    return ident
+
+
+def _operator(ident: Annotated[Identity, Depends(_identity)]) -> Identity:
+    if not ident.can_write:
+        raise ApiError(403, f"token {ident.name!r} is read-only: changing the controller needs an operator token")
+    return ident
+
+
+Reader = Annotated[Identity, Depends(_identity)]
+Operator = Annotated[Identity, Depends(_operator)]
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    """The FastAPI application over ``ctx``."""
+    app = FastAPI(
+        title="aidc API",
+        version="1",
+        description="Energy, carbon, capacity and control state of a liquid-cooled AI data centre.",
+        responses=errors.RESPONSES,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    registry, api_metrics = metrics.build(ctx)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        t0 = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        api_metrics.observe(request.method, path, response.status_code, time.perf_counter() - t0)
+        return response
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        """Liveness: the API answers and sees its historian."""
+        return {"status": "ok", "site": ctx.site.name, "controller": ctx.controller is not None}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus() -> Response:
+        """aidc's own health in Prometheus text format."""
+        body, content_type = metrics.render(registry)
+        return Response(body, media_type=content_type)
+
+    @app.get(f"{PREFIX}/pue", tags=["kpis"])
+    def pue(
+        _: Reader,
+        start: Annotated[str, Query(alias="from", description="ISO time with zone, now, or -30d")],
+        end: Annotated[str, Query(alias="to", description="ISO time with zone, now, or -1d")] = "now",
+        period: Literal["hour", "day", "month", "year"] | None = None,
+        category: Annotated[int | None, Query(ge=1, le=3)] = None,
+    ) -> list[dict[str, Any]]:
+        """ISO/IEC 30134-2 PUE and companion KPIs (pPUE, CLF, PLF, WUE, ERF, REF, CUE) from energy counters."""
+        now = ctx.clock()
+        a, b = _time(start, "from", now), _time(end, "to", now)
+        if b <= a:
+            raise ApiError(422, f"to {end!r} is not after from {start!r}", "to")
+        return views.pue(ctx, a, b, period, category)
+
+    @app.get(f"{PREFIX}/live", tags=["state"])
+    def live(_: Reader, selector: str = "pdu,*,active_power_w") -> list[dict[str, Any]]:
+        """Latest value of every series matching the selector (e.g. ``cdu,*,tcs_supply_temp_c``)."""
+        return views.live(ctx, selector)
+
+    @app.get(f"{PREFIX}/forecast", tags=["forecasts"])
+    def forecast(
+        _: Reader,
+        horizon: Annotated[str, Query(pattern=r"^\d+(min|h)$", description="e.g. 1h, 30min, 24h")] = "1h",
+    ) -> dict[str, Any]:
+        """IT-load forecast of the site with P10/P50/P90 at the horizon, from the historian's PDU power."""
+        return views.forecast(ctx, horizon)
+
+    @app.get(f"{PREFIX}/headroom", tags=["capacity"])
+    def headroom(
+        _: Reader,
+        hours: Annotated[float, Query(gt=0, le=168)] = 4.0,
+        gpu_limit_c: Annotated[float, Query(gt=20, lt=130)] = 87.0,
+    ) -> dict[str, Any]:
+        """Power and cooling headroom per rack, row, CDU and hall."""
+        return views.headroom(ctx, hours, gpu_limit_c)
+
+    @app.post(f"{PREFIX}/placement", tags=["capacity"])
+    def placement(_: Reader, q: PlacementQuery) -> dict[str, Any]:
+        """Can N kW more run on these racks for H hours? Yes/no, the binding constraint and every slack."""
+        return views.placement(ctx, q.racks, q.kw, q.hours, q.gpu_limit_c)
+
+    @app.get(f"{PREFIX}/tenants", tags=["tenants"])
+    def tenants(
+        _: Reader, month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
+    ) -> dict[str, Any]:
+        """Per-tenant IT energy, allocated overhead, peak, location- and market-based carbon and CUE for a month."""
+        return views.tenants(ctx, month)
+
+    @app.get(f"{PREFIX}/alarms", tags=["alarms"])
+    def alarms(_: Reader) -> dict[str, Any]:
+        """Active device alarms (alarm words, leaks) and predictive fault alarms."""
+        return views.alarms(ctx)
+
+    @app.get(f"{PREFIX}/controller", tags=["controller"])
+    def controller(_: Reader) -> dict[str, Any]:
+        """The supervisory controller's mode and status, or that none is running."""
+        if ctx.controller is None:
+            return {"available": False, "reason": "no controller: the supervisor is not running in this process"}
+        return {"available": True, "mode": ctx.controller.mode, "status": dict(ctx.controller.status())}
+
+    def _need_controller() -> Any:
+        if ctx.controller is None:
+            raise ApiError(503, "no controller: the supervisor is not running in this process")
+        return ctx.controller
+
+    def _audit(who: Identity, action: str, detail: dict[str, Any]) -> None:
+        ctx.audit_dir.mkdir(parents=True, exist_ok=True)
+        rec = {"ts": ctx.clock().isoformat(), "token": who.name, "action": action, **detail}
+        with (ctx.audit_dir / "api.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    @app.put(f"{PREFIX}/controller/mode", tags=["controller"])
+    def set_mode(who: Operator, body: ModeChange) -> dict[str, Any]:
+        """Switch the controller to off, advisory or auto (operator tokens only; audited)."""
+        c = _need_controller()
+        before = c.mode
+        try:
+            c.set_mode(body.mode)
+        except ValueError as exc:
+            raise ApiError(422, str(exc), "mode") from None
+        _audit(who, "set_mode", {"from": before, "to": body.mode})
+        return {"mode": c.mode}
+
+    @app.put(f"{PREFIX}/controller/override", tags=["controller"])
+    def set_override(who: Operator, body: Override) -> dict[str, Any]:
+        """Hold a setpoint at a value or release it (operator tokens only; audited)."""
+        c = _need_controller()
+        try:
+            c.set_override(body.point, body.value)
+        except (KeyError, ValueError) as exc:
+            raise ApiError(422, str(exc).strip("'\""), "point") from None
+        _audit(who, "set_override", {"point": body.point, "value": body.value})
+        return {"point": body.point, "value": body.value}
+
+    @app.get(f"{PREFIX}/audit", tags=["controller"])
+    def audit(_: Reader, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
+        """The latest setpoint writes (the writer's audit) and API control actions."""
+        return {
+            "writes": tail_jsonl(ctx.audit_dir / "writes.jsonl", limit),
+            "api": tail_jsonl(ctx.audit_dir / "api.jsonl", limit),
+        }
+
+    return app
