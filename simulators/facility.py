@@ -17,6 +17,7 @@ import numpy as np
 
 from aidc.config import Site
 from simulators import physics as ph
+from simulators.degradation import Degradation
 from simulators.facility_points import DevicePoints
 from simulators.interface import PointValue
 from simulators.layout import Layout
@@ -56,6 +57,7 @@ class Facility(Layout):
             self.rack_kinds, self.t_ns, sim.seed, cfg.site.timezone, sim.trace, site_dir
         )
         self.points = DevicePoints(site, self)
+        self.degradation: Degradation | None = None  # slow physical faults (simulators/degradation.py)
         self._init_state()
 
     def _init_state(self) -> None:
@@ -67,7 +69,7 @@ class Facility(Layout):
         self.air_return_c = AIR_SUPPLY_C + self.params.crah_air_dt_k
         self.rack_rise_c = np.full(self.n_racks, 8.0)
         self.cdu_pump_fault = np.zeros(nc, dtype=bool)
-        self._hyd_key: tuple[bytes, bytes] | None = None
+        self._hyd_key: tuple[bytes, ...] | None = None
         self._no_throttle = np.zeros(self.n_racks, dtype=np.int64)
         self._local_hour_key, self._local_hour = -1, 0.0
         self.rack_energy_wh = np.zeros(self.n_racks)
@@ -102,7 +104,9 @@ class Facility(Layout):
 
     def _update_hydraulics(self) -> None:
         """Pump speeds, flows, pump power and cold-plate resistances; recomputed only when dp or faults change."""
-        key = (self.dp_sp.tobytes(), self.cdu_pump_fault.tobytes())
+        key: tuple[bytes, ...] = (self.dp_sp.tobytes(), self.cdu_pump_fault.tobytes())
+        if self.degradation is not None:
+            key += (self.degradation.hydraulic_key(self.t_ns),)
         if key == self._hyd_key:
             return
         self._hyd_key = key
@@ -111,7 +115,11 @@ class Facility(Layout):
         fault = self.cdu_pump_fault
         # The pump also overcomes the CDU's own exchanger and strainer, on the same quadratic curve.
         head = dp + p.cdu_internal_dp_kpa * (flow / self.cdu_design_flow) ** 2
-        self.cdu_pump_w = np.where(fault, 0.0, ph.pump_power(head, flow, p.cdu_pump_eff))
+        wear: Arr | float = 1.0
+        if self.degradation is not None:  # pump wear and strainer clogging
+            flow, speed, head, wear = self.degradation.hydraulics(self.t_ns, flow, speed, head - dp, dp)
+            dp = p.cdu_dp_design_kpa * (flow / self.cdu_design_flow) ** 2
+        self.cdu_pump_w = np.where(fault, 0.0, ph.pump_power(head, flow, p.cdu_pump_eff) / wear)
         flow = np.where(fault, 0.05 * flow, flow)  # a failed pump leaves thermosiphon / standby trickle
         self.cdu_flow_lpm, self.cdu_speed = flow, np.where(fault, 0.0, speed)
         self.cdu_dp_kpa = np.where(fault, 0.0025 * dp, dp)
@@ -123,6 +131,8 @@ class Facility(Layout):
         p = self.params
         self._update_hydraulics()
         flow, rack_flow, r_th, g = self.cdu_flow_lpm, self.rack_flow_lpm, self._g_rth, self._gpu_rack
+        if self.degradation is not None:  # cold-plate fouling
+            r_th = r_th * self.degradation.rack_rth_factor(self.t_ns)[g]
         inlet = self.tcs_supply_c[self.rack_cdu]
         coolant = (inlet + p.gpu_coolant_rise_frac * self.rack_rise_c)[g]
         util = self.rack_util[g] * self._g_ufactor
@@ -273,7 +283,8 @@ class Facility(Layout):
 
     def device_values(self, device: str) -> dict[str, PointValue]:
         """Current values of every point of ``device`` keyed by point name (or its ``sim`` name)."""
-        return self.points.values(device)
+        values = self.points.values(device)
+        return values if self.degradation is None else self.degradation.readings(device, values, self.t_ns)
 
     def write_point(self, device: str, point: str, value: float) -> None:
         """A client wrote a writable point (setpoint or heartbeat): clamped to the profile's min/max."""
