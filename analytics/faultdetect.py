@@ -120,10 +120,12 @@ class FaultDetector:
         self.models, self.k, self.h = models, k, h
 
     @classmethod
-    def fit(cls, signals: pd.DataFrame, rack_cdu: Mapping[str, str], *, k: float = 0.5, h: float = 12.0) -> FaultDetector:
+    def fit(
+        cls, signals: pd.DataFrame, rack_cdu: Mapping[str, str], *, k: float = 0.5, h: float = 12.0
+    ) -> FaultDetector:
         """Learn every relation from a healthy window of :func:`device_frame` signals."""
         specs: list[_Model] = []
-        for rack, cdu in rack_cdu.items():
+        for rack in rack_cdu:
             xs = (f"{rack}:gpu_power", f"{rack}:cdu_supply", f"{rack}:p_q08", f"{rack}:p_q")
             specs.append(_Model("thermal", rack, f"{rack}:gpu_temp", xs))
             specs.append(_Model("inlet", rack, f"{rack}:inlet_offset", ()))

@@ -90,7 +90,7 @@ def _threshold_time(site: Site, tel: Telemetry, f: SlowFault) -> pd.Timestamp | 
         thr = [c for c in frame.columns if c.endswith(" gpus_throttled") and f"rack={f.device}," in c]
         hit = (frame[temps].max(axis=1) >= GPU_ALARM_C) | (frame[thr].max(axis=1) > 0)
     hit = hit[hit.index >= pd.Timestamp(f.start_ns, unit="ns", tz="UTC")]
-    return hit.index[np.argmax(hit.to_numpy())] if hit.any() else None
+    return pd.Timestamp(hit.index[int(np.argmax(hit.to_numpy()))]) if hit.any() else None
 
 
 def main() -> None:

@@ -1,0 +1,111 @@
+"""Slow physical faults in the simulator and their prediction from telemetry (device and cause named)."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aidc.config import Site, site_from_dict
+from aidc.sitegen import SiteTemplate, render_site
+from analytics.faultdetect import FaultDetector, device_frame
+from simulators.degradation import DAY_NS, Degradation, SlowFault
+from simulators.facility import Facility
+from simulators.telemetry import ExplorationSchedule, generate
+
+START = pd.Timestamp("2026-07-01T00:00Z")
+
+
+@pytest.fixture(scope="module")
+def site() -> Site:
+    """Eight racks on two CDUs."""
+    return site_from_dict(tomllib.loads(render_site(SiteTemplate(racks=8, start=START.isoformat()))))
+
+
+def _facility(site: Site, faults: list[SlowFault]) -> Facility:
+    fac = Facility(site, start_ns=START.value)
+    if faults:
+        fac.degradation = Degradation.for_facility(fac, site, faults)
+    return fac
+
+
+def test_fault_level_grows_linearly() -> None:
+    """A slow fault is zero before its start, reaches its severity at the end of the ramp and keeps growing."""
+    f = SlowFault("fouling", "r1", 0, 10.0, 0.5)
+    assert f.level(0) == 0.0
+    assert f.level(5 * DAY_NS) == pytest.approx(0.25)
+    assert f.level(20 * DAY_NS) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="expected one of"):
+        SlowFault("rust", "r1", 0, 1.0, 1.0)  # type: ignore[arg-type]
+
+
+def test_unknown_device_is_refused(site: Site) -> None:
+    """A fault on a device the facility does not have is refused naming it."""
+    fac = Facility(site, start_ns=START.value)
+    with pytest.raises(ValueError, match="'cdu-h1-01' is not a rack"):
+        Degradation.for_facility(fac, site, [SlowFault("fouling", "cdu-h1-01", 0, 1.0, 1.0)])
+
+
+def test_physical_effects(site: Site) -> None:
+    """Fouling heats the rack's GPUs, pump wear costs pump power, a clogged strainer speeds the pump, drift skews a reading."""
+    t0 = START.value
+    faults = [
+        SlowFault("fouling", "h1-r01-01", t0, 1.0, 0.5),
+        SlowFault("pump_wear", "cdu-h1-01", t0, 1.0, 0.3),
+        SlowFault("strainer", "cdu-h1-02", t0, 1.0, 1.0),
+        SlowFault("sensor_drift", "h1-r01-05", t0, 1.0, 2.0),
+    ]
+    healthy, faulty = _facility(site, []), _facility(site, faults)
+    for fac in (healthy, faulty):
+        fac.step(86400.0)
+    g = faulty._gpu_rack == 0
+    assert faulty.gpu_temp_c[g].mean() > healthy.gpu_temp_c[g].mean() + 5.0
+    assert faulty.gpu_temp_c[~g & (faulty._gpu_rack < 4)].mean() == pytest.approx(
+        healthy.gpu_temp_c[~g & (healthy._gpu_rack < 4)].mean(), abs=0.5)  # fmt: skip
+    assert faulty.cdu_pump_w[0] == pytest.approx(healthy.cdu_pump_w[0] / 0.7, rel=1e-6)
+    assert faulty.cdu_flow_lpm[0] == pytest.approx(healthy.cdu_flow_lpm[0])
+    assert faulty.cdu_speed[1] > healthy.cdu_speed[1] * 1.1
+    truth = float(faulty.rack_inlet_c[4])
+    reading = float(faulty.device_values("rack-h1-r01-05")["coolant_inlet_temp_c"])  # type: ignore[arg-type]
+    assert reading == pytest.approx(truth + 2.0)
+
+
+def _signals(site: Site, days: float, faults: list[SlowFault]) -> pd.DataFrame:
+    fac = _facility(site, faults)
+    tel = generate(site, duration_s=days * 86400, sample_s=300, schedule=ExplorationSchedule(seed=3), facility=fac)
+    rack_cdu = {r: c.name for h in site.config.halls for c in h.cdus for r in c.racks}
+    return device_frame(tel.frame, tel.roles, rack_cdu)
+
+
+def test_detector_names_device_and_cause(site: Site) -> None:
+    """Each of four slow faults raises one predictive alarm naming its device and cause; a clean run raises none."""
+    rack_cdu = {r: c.name for h in site.config.halls for c in h.cdus for r in c.racks}
+    t1 = START.value + 4 * DAY_NS
+    faults = [
+        SlowFault("fouling", "h1-r01-02", t1, 10.0, 0.6),
+        SlowFault("pump_wear", "cdu-h1-01", t1, 10.0, 0.4),
+        SlowFault("strainer", "cdu-h1-02", t1, 10.0, 4.0),
+        SlowFault("sensor_drift", "h1-r01-07", t1, 10.0, 5.0),
+    ]
+    split = START + pd.Timedelta("4D")
+    signals = _signals(site, 10.0, faults)
+    det = FaultDetector.fit(signals[signals.index < split], rack_cdu)
+    alarms = det.scan(signals[signals.index >= split])
+    assert sorted((a.device, a.kind) for a in alarms) == sorted((f.device, f.kind) for f in faults)
+    assert all("pump" in a.cause or "strainer" in a.cause or "fouling" in a.cause or "sensor" in a.cause for a in alarms)
+    clean = _signals(site, 10.0, [])
+    det = FaultDetector.fit(clean[clean.index < split], rack_cdu)
+    assert det.scan(clean[clean.index >= split]) == []
+
+
+def test_detector_needs_healthy_history(site: Site) -> None:
+    """Too short a healthy window is refused with a message naming the device and model."""
+    from aidc.errors import DataError
+
+    rack_cdu = {r: c.name for h in site.config.halls for c in h.cdus for r in c.racks}
+    signals = _signals(site, 0.1, [])
+    with pytest.raises(DataError, match="healthy samples for h1-r01-01 thermal"):
+        FaultDetector.fit(signals, rack_cdu)
+    assert np.isfinite(signals.to_numpy()).any()
