@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from aidc.config import Site
-from aidc.errors import ConfigError
+from aidc.errors import ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.carbon import Contract, Intensity, MarketFactor, load_intensity, market_factor
@@ -89,6 +89,8 @@ def report_from_historian(
     pad = margin if margin is not None else pd.Timedelta("2h")
     wanted = [*(s for v in rack_series.values() for s in v), *facility, *cooling]
     readings = read_counters(historian, wanted, start - pad, end + pad)
+    if readings[readings["series"].isin(facility)].empty:
+        raise DataError(f"tenants: no facility meter readings between {start.isoformat()} and {end.isoformat()}")
     spans = lease_spans(site.config.tenants, site.config.site.timezone, start, end)
     intensity = site_intensity(site)
     hourly, note = intensity.hourly(start, end) if intensity is not None else (None, None)

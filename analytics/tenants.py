@@ -197,6 +197,8 @@ def tenant_report(
     it_i = np.sum(list(rack_e.values()), axis=0) if rack_e else np.zeros(len(edges) - 1)
     dc = _energy(readings, meters, facility_series, start, end, max_gap)
     assert dc is not None
+    if dc.coverage == 0.0 and dc.energy == 0.0:
+        raise DataError(f"tenants: no facility meter readings between {start.isoformat()} and {end.isoformat()}")
     e_it = float(it_i.sum())
     e_cool_energy = _energy(readings, meters, cooling_series, start, end, max_gap) if cooling_series else None
     e_cool = None if e_cool_energy is None else e_cool_energy.energy

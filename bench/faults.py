@@ -8,10 +8,10 @@ changes from faults). Each run starts with a healthy commissioning week the dete
   resistance +60 % over 20 days), pump wear (CDU pump efficiency −40 % over 20 days), strainer clogging (CDU
   internal pressure drop ×5 over 20 days) and a drifting rack-inlet sensor (+5 K over 20 days).
 
-For each fault, the *threshold time* is when a conventional alarm or a throttle would have happened:
-fouling, the rack's hottest GPU at 85 °C (2 K under throttling) or a throttled GPU; pump wear, the pump drawing
-30 % more than new for the same duty (the specific-power alarm); strainer, the pump at full speed (it can no longer
-hold dp, flow starts to fall); sensor drift, the reading 3 K off (a high-inlet alarm at setpoint + 3 K misfires).
+For each fault, the *threshold time* is the earlier of a throttling GPU on an affected rack and the conventional
+alarm: fouling, the rack's hottest GPU at 85 °C (2 K under throttling); pump wear, the pump drawing 30 % more than
+new for the same duty (the specific-power alarm); strainer, the CDU's internal pressure drop at twice its clean
+value (the strainer's dp switch); sensor drift, the reading 3 K off (a high-inlet alarm at setpoint + 3 K misfires).
 Lead time = threshold time − alarm time; a fault whose right device-and-cause alarm comes later, or never, is
 missed. Alarms naming a healthy device or the wrong cause in the fault run are listed as wrong.
 
@@ -48,6 +48,7 @@ ROLES = {
 GPU_ALARM_C = 85.0
 PUMP_POWER_ALARM = 1.3
 DRIFT_ALARM_K = 3.0
+STRAINER_DP_ALARM = 2.0  # the strainer's dp switch: internal pressure drop at twice its clean value
 
 
 def _keep(dev: DeviceRef, p: Point) -> bool:
@@ -74,23 +75,35 @@ def _detect(site: Site, tel: Telemetry) -> list[PredictiveAlarm]:
     return det.scan(signals[signals.index >= split])
 
 
-def _threshold_time(site: Site, tel: Telemetry, f: SlowFault) -> pd.Timestamp | None:
-    """When the conventional alarm (or throttling) would have fired for this fault."""
-    frame = tel.frame
-    if f.kind == "pump_wear":
-        level = 1.0 - 1.0 / PUMP_POWER_ALARM
-        return pd.Timestamp(f.start_ns + int(level / f.severity * f.ramp_days * DAY_NS), unit="ns", tz="UTC")
-    if f.kind == "sensor_drift":
-        return pd.Timestamp(f.start_ns + int(DRIFT_ALARM_K / f.severity * f.ramp_days * DAY_NS), unit="ns", tz="UTC")
-    if f.kind == "strainer":
-        cols = [c for c in frame.columns if tel.roles.get(c) is Role.CDU_PUMP_SPEED and f"device={f.device}," in c]
-        hit = frame[cols[0]] >= 99.5
-    else:
-        temps = [c for c in frame.columns if tel.roles.get(c) is Role.GPU_TEMP and f"rack={f.device}," in c]
-        thr = [c for c in frame.columns if c.endswith(" gpus_throttled") and f"rack={f.device}," in c]
-        hit = (frame[temps].max(axis=1) >= GPU_ALARM_C) | (frame[thr].max(axis=1) > 0)
+def _ground_truth(f: SlowFault, level: float) -> pd.Timestamp:
+    """When the fault's own level reaches ``level`` (linear growth)."""
+    return pd.Timestamp(f.start_ns + int(level / f.severity * f.ramp_days * DAY_NS), unit="ns", tz="UTC")
+
+
+def _first(hit: pd.Series, f: SlowFault) -> pd.Timestamp | None:
     hit = hit[hit.index >= pd.Timestamp(f.start_ns, unit="ns", tz="UTC")]
     return pd.Timestamp(hit.index[int(np.argmax(hit.to_numpy()))]) if hit.any() else None
+
+
+def _threshold_time(site: Site, tel: Telemetry, f: SlowFault) -> pd.Timestamp | None:
+    """When the conventional alarm (or a throttling GPU on the affected racks) would have fired for this fault."""
+    frame = tel.frame
+    racks = [f.device]
+    if f.kind in ("pump_wear", "strainer"):
+        racks = [r for h in site.config.halls for c in h.cdus if c.name == f.device for r in c.racks]
+    temps = [c for c in frame.columns if tel.roles.get(c) is Role.GPU_TEMP and any(f"rack={r}," in c for r in racks)]
+    thr = [c for c in frame.columns if c.endswith(" gpus_throttled") and any(f"rack={r}," in c for r in racks)]
+    throttle = _first(frame[thr].max(axis=1) > 0, f)
+    if f.kind == "fouling":
+        alarm = _first(frame[temps].max(axis=1) >= GPU_ALARM_C, f)
+    elif f.kind == "pump_wear":
+        alarm = _ground_truth(f, 1.0 - 1.0 / PUMP_POWER_ALARM)
+    elif f.kind == "strainer":
+        alarm = _ground_truth(f, STRAINER_DP_ALARM - 1.0)
+    else:
+        alarm = _ground_truth(f, DRIFT_ALARM_K)
+    times = [t for t in (alarm, throttle) if t is not None]
+    return min(times) if times else None
 
 
 def main() -> None:

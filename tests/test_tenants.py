@@ -105,3 +105,25 @@ def test_cli_bad_month_no_traceback(fixture_site: Path) -> None:
     proc = _cli("tenants", "--config", str(fixture_site), "--month", "2026-13")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["aidc tenants: --month '2026-13': expected YYYY-MM, e.g. 2026-10"]
+
+
+def test_cli_table_and_file_output(fixture_site: Path, tmp_path: Path) -> None:
+    """The default table names the method and the grid source; -o writes the CSV to a file."""
+    proc = _cli("tenants", "--config", str(fixture_site), "--month", "2026-10")
+    assert proc.returncode == 0, proc.stderr
+    assert "acme" in proc.stdout
+    assert "method: IT energy from rack PDU energy counters" in proc.stdout
+    assert "grid intensity: " in proc.stdout
+    out = tmp_path / "bill.csv"
+    proc = _cli("tenants", "--config", str(fixture_site), "--month", "2026-10", "--format", "csv", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text(encoding="utf-8").startswith("period_start,period_end,tenant,")
+
+
+def test_month_without_data_is_one_line(fixture_site: Path) -> None:
+    """A month the historian holds nothing for is refused in one line rather than billed as zero."""
+    proc = _cli("tenants", "--config", str(fixture_site), "--month", "2025-01")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "aidc tenants: tenants: no facility meter readings between 2025-01-01T00:00:00+00:00 and 2025-02-01T00:00:00+00:00"
+    ]
