@@ -135,13 +135,14 @@ def _ts(ns: int) -> pd.Timestamp:
 def _energy(
     readings: pd.DataFrame, meters: Mapping[str, MeterInfo], sids: Sequence[str], a: pd.Timestamp, b: pd.Timestamp,
     max_gap: pd.Timedelta,
-) -> CounterEnergy | None:  # fmt: skip
+) -> CounterEnergy:  # fmt: skip
+    """Sum of the counters' energies over ``[a, b)``; no counters at all is no energy and no coverage."""
     total: CounterEnergy | None = None
     for sid in sids:
         rows = readings[readings["series"] == sid]
         e = counter_energy(rows, a, b, modulus=meters[sid].modulus, max_gap=max_gap, scale=meters[sid].scale)
         total = e if total is None else total + e
-    return total
+    return total if total is not None else CounterEnergy(0.0, 0.0, 0.0)
 
 
 def _intervals(
@@ -196,12 +197,10 @@ def tenant_report(
     dc_i = _intervals(readings, meters, facility_series, edges)
     it_i = np.sum(list(rack_e.values()), axis=0) if rack_e else np.zeros(len(edges) - 1)
     dc = _energy(readings, meters, facility_series, start, end, max_gap)
-    assert dc is not None
     if dc.coverage == 0.0 and dc.energy == 0.0:
         raise DataError(f"tenants: no facility meter readings between {start.isoformat()} and {end.isoformat()}")
     e_it = float(it_i.sum())
-    e_cool_energy = _energy(readings, meters, cooling_series, start, end, max_gap) if cooling_series else None
-    e_cool = None if e_cool_energy is None else e_cool_energy.energy
+    e_cool = _energy(readings, meters, cooling_series, start, end, max_gap).energy if cooling_series else None
     pue = kpi.pue(dc.energy, e_it)
     # Hourly facility/IT ratio: how much facility energy each IT kWh of that hour carries (carbon allocation).
     hour_of = edges[:-1].floor("h")
@@ -249,7 +248,6 @@ def tenant_report(
             mask = ((edges[:-1] >= span.start) & (edges[:-1] < span.end)).astype(np.float64)
             leased[span.rack] += mask
             e = _energy(readings, meters, rack_series[span.rack], span.start, span.end, max_gap)
-            assert e is not None
             parts.append((span.rack, mask, e, (span.end - span.start).total_seconds()))
         lines.append(make_line(tenant, account, parts))
     rest = []
@@ -260,7 +258,6 @@ def tenant_report(
         # The unallocated share of the rack's counter: its interval energies where no lease runs.
         e_free = float(np.sum(rack_e[rack] * free))
         whole = _energy(readings, meters, sids, start, end, max_gap)
-        assert whole is not None
         seconds = float(np.sum(np.diff(edges.asi8) * free)) / 1e9
         rest.append((rack, free, CounterEnergy(e_free, 0.0, whole.coverage), seconds))
     if rest:
