@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "collectors.cli",
     "analytics.cli",
     "analytics.tenants_cli",
+    "analytics.faults_cli",
     "api.cli",
 )
 

@@ -34,6 +34,11 @@ from aidc.errors import DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
 
+# Every role a residual model reads.
+ROLES: tuple[Role, ...] = (
+    Role.GPU_TEMP, Role.GPU_POWER, Role.RACK_COOLANT_INLET_TEMP, Role.RACK_COOLANT_FLOW, Role.TCS_SUPPLY_TEMP,
+    Role.PUMP_POWER, Role.TCS_FLOW, Role.TCS_DP, Role.CDU_PUMP_SPEED,
+)  # fmt: skip
 CAUSES = {
     "thermal": ("fouling", "cold-plate fouling: GPUs run hotter than learned for their power and coolant"),
     "inlet": ("sensor_drift", "drifting temperature sensor: rack inlet reading departs from the CDU supply"),

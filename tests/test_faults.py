@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,3 +110,36 @@ def test_detector_needs_healthy_history(site: Site) -> None:
     with pytest.raises(DataError, match="healthy samples for h1-r01-01 thermal"):
         FaultDetector.fit(signals, rack_cdu)
     assert np.isfinite(signals.to_numpy()).any()
+
+
+def test_faults_cli_records_alarm_for_the_api(tmp_path: Path) -> None:
+    """`aidc faults --write` finds a fouling rack in the historian and records the alarm where the API reads it."""
+    import json
+    import subprocess
+    import sys
+
+    from aidc.config import load_site
+    from api.context import tail_jsonl
+    from historian import open_historian
+
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=8, start=START.isoformat(), data_dir="var")), encoding="utf-8")
+    site = load_site(path)
+    fac = _facility(site, [SlowFault("fouling", "h1-r01-06", START.value + 4 * DAY_NS, 10.0, 0.6)])
+    tel = generate(site, duration_s=8 * 86400, sample_s=300, schedule=ExplorationSchedule(seed=5), facility=fac)
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        for batch in tel.batches():
+            hist.write(batch)
+        hist.flush()
+    proc = subprocess.run(
+        [sys.executable, "-m", "aidc.cli", "faults", "--config", str(path), "--healthy-from", "2026-07-01T00:00Z",
+         "--healthy-to", "2026-07-05T00:00Z", "--from", "2026-07-05T00:00Z", "--to", "2026-07-09T00:00Z",
+         "--write", "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    alarms = json.loads(proc.stdout)
+    assert [(a["device"], a["kind"]) for a in alarms] == [("h1-r01-06", "fouling")]
+    logged = tail_jsonl(site.data_dir / "alarms" / "predictive.jsonl", 10)
+    assert logged[0]["device"] == "h1-r01-06"
+    assert logged[0]["severity"] == "predictive"
