@@ -1,6 +1,6 @@
 """``aidc faults``: learn healthy behaviour from a window of the historian, scan a later window, raise alarms.
 
-aidc faults --config site.toml --healthy-from 2026-07-01T00:00Z --healthy-to 2026-07-08T00:00Z --from -7d --write
+aidc faults --config site.toml --healthy-from 2026-07-01T00:00Z --healthy-to 2026-07-08T00:00Z --from=-7d --write
 
 Alarms are printed (or JSON with ``--json``); ``--write`` appends them to ``<data_dir>/alarms/predictive.jsonl``,
 which the REST API serves at ``/api/v1/alarms``.
@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--config", type=Path, required=True, help="site file")
     p.add_argument("--healthy-from", required=True, help="start of a window known healthy (ISO time with zone)")
     p.add_argument("--healthy-to", required=True, help="end of that window (at least two days after its start)")
-    p.add_argument("--from", dest="start", required=True, help="start of the window to scan (ISO, now, -7d)")
+    p.add_argument("--from", dest="start", required=True, help="start of the window to scan (ISO, now, --from=-7d)")
     p.add_argument("--to", dest="end", default="now", help="end of the window to scan (default now)")
     p.add_argument("--write", action="store_true", help="append alarms to <data_dir>/alarms/predictive.jsonl")
     p.add_argument("--json", action="store_true", help="print JSON instead of lines")
