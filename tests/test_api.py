@@ -136,6 +136,24 @@ def test_pue_live_forecast(api: tuple[str, ApiContext]) -> None:
     assert fc["unit"] == "kW"
 
 
+def test_live_state_preferred_in_the_main_job(api: tuple[str, ApiContext]) -> None:
+    """With a live state (the API inside the main job) /live serves its latest samples, glob selectors included."""
+    from aidc.live import LiveState
+
+    url, ctx = api
+    live = LiveState()
+    sid = SeriesKey.of("cdu", "flow_lpm", {"site": "dc1", "device": "cdu-h1-01"}).id
+    live.update(Batch(np.array([sid], dtype=object), np.array([SIM_START.value], dtype=np.int64),
+                      np.array([812.5]), np.zeros(1, dtype=np.uint8)))  # fmt: skip
+    ctx.live = live
+    try:
+        status, rows = call(url, "GET", "/api/v1/live?selector=cdu,device=cdu-*,flow_lpm")
+    finally:
+        ctx.live = None
+    assert status == 200
+    assert rows == [{"series": sid, "ts": SIM_START.isoformat(), "value": 812.5, "quality": "good"}]
+
+
 def test_headroom_and_placement(api: tuple[str, ApiContext]) -> None:
     """Headroom lists racks, rows, CDUs and halls; placement says yes for 1 kW and no for 1 MW with the constraint."""
     url = api[0]

@@ -127,3 +127,28 @@ def test_month_without_data_is_one_line(fixture_site: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         "aidc tenants: tenants: no facility meter readings between 2025-01-01T00:00:00+00:00 and 2025-02-01T00:00:00+00:00"
     ]
+
+
+def test_flat_factor_and_market_fallback(fixture_site: Path, tmp_path: Path) -> None:
+    """Without an hourly series the flat factor is used; without a residual mix the grid average covers the rest."""
+    import tomllib
+
+    import tomli_w
+
+    path = fx.copy_site(fixture_site.parent, tmp_path / "copy")
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    doc["carbon"] = {"flat_g_per_kwh": 300.0, "contracts": [{"name": "ppa", "share": 0.25}]}
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    site = load_site(path)
+    start, end = month_bounds("2026-10", "UTC")
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        report = report_from_historian(hist, site, start, end)
+    acme = report.line("acme")
+    # acme's share of each hour's facility energy (7920 kWh a day) at 300 g/kWh.
+    day_kwh = 12 * 320.0 + 12 * 340.0
+    assert acme.location_kgco2 == pytest.approx((15 * day_kwh * 100 / 280 + 16 * day_kwh * 80 / 280) * 0.3, rel=1e-9)
+    assert acme.market_kgco2 == pytest.approx(fx.ACME_IT * fx.PUE * 0.75 * 300.0 / 1000, rel=1e-9)
+    assert report.market_note is not None
+    assert "grid average" in report.market_note
+    assert report.intensity_note is not None
+    assert "flat factor" in report.intensity_note
