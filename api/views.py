@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.billing import month_bounds, report_from_historian
 from analytics.forecast import LoadForecaster
-from analytics.headroom import can_place, summary
+from analytics.headroom import CduState, RackState, can_place, summary
 from analytics.headroom_data import states
 from analytics.historian_adapter import it_load_series, pue_from_historian
 from analytics.pue import period_edges
@@ -27,6 +28,7 @@ FORECAST_HISTORY = pd.Timedelta("14D")
 FORECAST_MIN_HISTORY = pd.Timedelta("2D")
 FORECAST_STEP = pd.Timedelta("5min")
 ALARM_ROLES = (Role.ALARM, Role.LEAK)
+STATES_TTL_S = 60.0  # headroom inputs are refreshed at most once a minute
 
 
 def clean(x: Any) -> Any:
@@ -104,10 +106,21 @@ def forecast(ctx: ApiContext, horizon: str) -> dict[str, Any]:
     })  # fmt: skip
 
 
+def _states(ctx: ApiContext, hours: float) -> tuple[dict[str, RackState], dict[str, CduState], float | None]:
+    """Rack and CDU states, reused for ``STATES_TTL_S`` (a week of telemetry per request is costly on a big hall)."""
+    key = f"states:{hours:g}"
+    hit = ctx.cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < STATES_TTL_S:
+        return hit[1]
+    with ctx.lock:
+        value = states(ctx.historian, ctx.site, ctx.clock(), hours)
+    ctx.cache[key] = (time.monotonic(), value)
+    return value
+
+
 def headroom(ctx: ApiContext, hours: float, gpu_limit_c: float) -> dict[str, Any]:
     """Headroom per rack, row, CDU and hall."""
-    with ctx.lock:
-        racks, cdus, ups = states(ctx.historian, ctx.site, ctx.clock(), hours)
+    racks, cdus, ups = _states(ctx, hours)
     out = summary(list(racks.values()), list(cdus.values()), ups, gpu_limit_c)
     return clean({"hours": hours, **out})
 
@@ -117,8 +130,7 @@ def placement(ctx: ApiContext, names: list[str], kw: float, hours: float, gpu_li
     unknown = [n for n in names if n not in {r.name for _, r in ctx.site.racks()}]
     if unknown:
         raise ApiError(422, f"racks: {unknown[0]!r} is not a rack of site {ctx.site.name}", "racks")
-    with ctx.lock:
-        racks, cdus, ups = states(ctx.historian, ctx.site, ctx.clock(), hours)
+    racks, cdus, ups = _states(ctx, hours)
     try:
         p = can_place(racks, cdus, names, kw, hours, ups_rated_kw=ups, gpu_limit_c=gpu_limit_c)
     except DataError as exc:
