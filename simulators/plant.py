@@ -218,6 +218,8 @@ def _chiller(
 ) -> tuple[Arr, Arr]:
     """Compressor power and condenser fan speed of a chiller making ``leaving_c`` water for ``load``."""
     p = lay.params
+    if not load.any():  # free cooling carries it all: compressor and condenser fans off
+        return np.zeros_like(load), np.zeros_like(load)
     evap = leaving_c - p.chiller_evap_approach_k
     per_air = np.ones_like(load)
     power = np.zeros_like(load)
