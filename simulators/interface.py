@@ -84,6 +84,15 @@ class Setpoints:
         """Number of candidates."""
         return len(self.fws_supply_c)
 
+    def take(self, start: int, stop: int) -> Setpoints:
+        """Candidates ``start`` to ``stop`` (exclusive)."""
+        return Setpoints(
+            self.tcs_supply_c[start:stop],
+            self.dp_kpa[start:stop],
+            self.fws_supply_c[start:stop],
+            self.chw_supply_c[start:stop],
+        )
+
     @classmethod
     def grid(
         cls,
@@ -140,6 +149,13 @@ class WhatIf:
     dp_not_reached: npt.NDArray[np.bool_]  # (N, n_cdu) pump at full speed short of the dp setpoint
     above_class: npt.NDArray[np.bool_]  # (N,) FWS supply above the site's ASHRAE W-class limit
     free_cooling_state: npt.NDArray[np.int64]  # (N,) 0 chiller only, 1 partial, 2 full
+
+    @classmethod
+    def concat(cls, parts: Sequence[WhatIf]) -> WhatIf:
+        """Candidates of several results, in order (``gpu_limit_c`` is per rack and shared)."""
+        names = [f for f in cls.__dataclass_fields__ if f != "gpu_limit_c"]
+        joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in names}
+        return cls(gpu_limit_c=parts[0].gpu_limit_c, **joined)
 
     def feasible(self, gpu_margin_k: float = 3.0) -> npt.NDArray[np.bool_]:
         """(N,) candidates that keep every GPU ``gpu_margin_k`` below its limit, none throttled, no
