@@ -14,17 +14,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aidc.config import DeviceRef, MeterConfig, Site
 from aidc.errors import ConfigError
 from aidc.roles import Role
+from simulators.facility_state import FacilityState
 from simulators.interface import PointValue
-
-if TYPE_CHECKING:
-    from simulators.facility import Facility
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +76,9 @@ class HeartbeatWatch:
 
 
 class DevicePoints:
-    """Setpoints, heartbeats and per-device point values of a :class:`Facility`."""
+    """Setpoints, heartbeats and per-device point values of a facility (:class:`FacilityState`)."""
 
-    def __init__(self, site: Site, fac: Facility) -> None:
+    def __init__(self, site: Site, fac: FacilityState) -> None:
         self.fac = fac
         self.devices = {d.name: d for d in site.devices}
         self.device_no = {d.name: i for i, d in enumerate(site.devices)}
