@@ -46,9 +46,9 @@ from simulators.state import BoolArr
 WEATHER = Path(__file__).resolve().parent.parent / "data" / "weather"
 SITES = {"leesburg": WEATHER / "USA_VA_Leesburg.Exec.epw.gz", "phoenix": WEATHER / "USA_AZ_Phoenix-Sky.Harbor.epw.gz"}
 GPU_MARGIN_K = 3.0
-FWS_GRID = np.arange(12.0, 33.0, 1.0)  # the plant profile allows 12-40 °C; W32 caps it at 32
-TCS_OFFSET_GRID = np.array([2.0, 3.0, 4.0, 6.0, 9.0])  # TCS supply setpoint − FWS supply setpoint (K)
-DP_GRID = np.array([70.0, 95.0, 120.0, 150.0, 185.0])
+FWS_GRID = np.arange(12.0, 33.0, 2.0)  # the plant profile allows 12-40 °C; W32 caps it at 32
+TCS_OFFSET_GRID = np.array([2.5, 4.5, 7.5])  # TCS supply setpoint − FWS supply setpoint (K)
+DP_GRID = np.array([80.0, 125.0, 180.0])
 CHW_GRID = np.arange(7.0, 20.5, 1.0)
 BIN_K = 2.0
 
@@ -157,6 +157,8 @@ def evaluate_site(name: str, racks: int, day_step: int, hour_step: int) -> dict[
     fixed = with_chw(fixed_c, fixed_h)
     out = {
         "samples": float(n),
+        "day_step": float(day_step),
+        "hour_step": float(hour_step),
         "search_s": search_s,
         "default_facility_mwh": base_e["facility"],
         "default_cooling_mwh": base_e["cooling"],
@@ -180,15 +182,15 @@ def evaluate_site(name: str, racks: int, day_step: int, hour_step: int) -> dict[
 
 
 def refine(fac: Facility, t_ns: int, liquid: Setpoints, chw_c: float) -> Setpoints:
-    """A finer search around a grid choice: FWS ±0.5 K, TCS ±0.5/1 K, dp ±12 kPa, CHW ±0.5 K."""
+    """A finer search around a grid choice: FWS ±1 K, TCS ±1 K, dp ±20 kPa, CHW ±0.5 K (81 candidates)."""
     fac.settle_at(t_ns)
     f0, t0, d0 = float(liquid.fws_supply_c[0]), float(liquid.tcs_supply_c[0, 0]), float(liquid.dp_kpa[0, 0])
     f, t, d, c = (
         a.ravel()
         for a in np.meshgrid(
-            np.clip(f0 + np.array([-0.5, 0.0, 0.5]), 12.0, 40.0),
-            np.clip(t0 + np.array([-1.0, -0.5, 0.0, 0.5]), 18.0, 45.0),
-            np.clip(d0 + np.array([-12.0, 0.0, 12.0]), 40.0, 250.0),
+            np.clip(f0 + np.array([-1.0, 0.0, 1.0]), 12.0, 40.0),
+            np.clip(t0 + np.array([-1.0, 0.0, 1.0]), 18.0, 45.0),
+            np.clip(d0 + np.array([-20.0, 0.0, 20.0]), 40.0, 250.0),
             np.clip(chw_c + np.array([-0.5, 0.0, 0.5]), 7.0, 20.0),
             indexing="ij",
         )
@@ -219,7 +221,10 @@ def print_site(
     name: str, r: dict[str, float], samples: list[Sample], sps: list[Setpoints], ws: list[WhatIf], fac: Facility
 ) -> None:
     """The site's figures and the per-band summary of the oracle's choices."""
-    print(f"\n== {name}: {int(r['samples'])} samples (every 3rd day, every 2nd hour), search {r['search_s']:.0f} s")
+    print(
+        f"\n== {name}: {int(r['samples'])} samples (every {int(r['day_step'])}. day, every "
+        f"{int(r['hour_step'])}. hour), search {r['search_s']:.0f} s"
+    )
     print(
         f"fixed defaults: facility {r['default_facility_mwh']:.0f} MWh, cooling {r['default_cooling_mwh']:.0f} MWh, "
         f"IT {r['default_it_mwh']:.0f} MWh a year (PUE {r['default_pue']:.3f}); "

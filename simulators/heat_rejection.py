@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -92,27 +93,38 @@ class FreeCooler:
         The speed comes from the leaving temperature on a grid of speeds (one vectorised evaluation),
         interpolated linearly between the two grid speeds that bracket the target.
         """
-        grid = np.linspace(self.min_speed, 1.0, _GRID)
+        target = np.asarray(t_target)
+        no_load = t_in <= target
+        full_leave = self.leaving(t_in, sink, c_water, np.ones(np.shape(t_in)), ua_design)
+        if not (full_leave <= target).any():  # the common hot case: flat out, the chiller trims
+            speed = np.where(no_load, self.min_speed, 1.0)
+            return speed, np.where(no_load, t_in, full_leave)
+        grid, c_air, ua = _speed_table(self.min_speed, self.air_ratio * self.c_water_design, ua_design)
         t_in2, c2 = np.asarray(t_in)[..., None], np.asarray(c_water)[..., None]
         sink2 = np.asarray(sink)[..., None] if np.ndim(sink) else sink
-        leave = self.leaving(t_in2, sink2, c2, grid, ua_design)  # (N, grid), falling with speed
-        target = np.asarray(t_target)
+        c_min, c_max = np.minimum(c2, c_air), np.maximum(c2, c_air)
+        eps = crossflow_effectiveness(ua / np.maximum(c_min, 1e-9), c_min / np.maximum(c_max, 1e-9))
+        leave = t_in2 - eps * c_min * np.maximum(t_in2 - sink2, 0.0) / np.maximum(c2, 1e-9)  # (N, grid), falling
         below = leave <= target[..., None]
         j = np.minimum(np.argmax(below, axis=-1), _GRID - 1)  # first grid speed that reaches the target
         i = np.maximum(j - 1, 0)
-        li, lj = (
-            np.take_along_axis(leave, i[..., None], -1)[..., 0],
-            np.take_along_axis(leave, j[..., None], -1)[..., 0],
-        )
+        li = np.take_along_axis(leave, i[..., None], -1)[..., 0]
+        lj = np.take_along_axis(leave, j[..., None], -1)[..., 0]
         frac = np.where(li > lj, (li - target) / np.maximum(li - lj, 1e-12), 1.0)
         speed = grid[i] + (grid[j] - grid[i]) * np.clip(frac, 0.0, 1.0)
-        reaches = below.any(axis=-1)
-        full_leave = leave[..., -1]
+        reaches = below[..., -1]
         speed = np.where(reaches, np.where(below[..., 0], self.min_speed, speed), 1.0)
-        no_load = t_in <= t_target
         speed = np.where(no_load, self.min_speed, speed)
         leaving = np.where(reaches | no_load, np.minimum(t_in, target), full_leave)
         return speed, leaving
+
+
+@lru_cache(maxsize=16)
+def _speed_table(min_speed: float, c_air_full: float, ua_design: float) -> tuple[Arr, Arr, Arr]:
+    """Grid speeds with their air capacity rates and conductances (fixed per free cooler, computed once)."""
+    grid = np.linspace(min_speed, 1.0, _GRID)
+    g = np.maximum(grid, 1e-3)
+    return grid, g * c_air_full, ua_design * g**AIR_UA_EXPONENT
 
 
 def fan_power(fan_w: float, speed: Arr) -> Arr:
@@ -160,6 +172,9 @@ class CrahCoil:
         speed up, lowering the ΔT the coil must make, until it can: warmer chilled water costs fan power.
         """
         c_design = self.design_w / self.air_dt_k
+        x_dt = np.asarray(q_w) / self.design_w
+        if self._sufficient(q_w, chw_c, x_dt, ua_design).all():  # return-air control alone holds the supply air
+            return np.where(np.asarray(q_w) > 0.0, x_dt, 0.0)
         lift = np.maximum(self.supply_air_c - chw_c, 0.5)[..., None]
         q = np.maximum(np.asarray(q_w), 1.0)[..., None]
         x = _AIR_GRID
@@ -174,5 +189,12 @@ class CrahCoil:
         sj = np.take_along_axis(slack, j[..., None], -1)[..., 0]
         frac = np.where(sj > si, -si / np.maximum(sj - si, 1e-12), 1.0)
         x_coil = np.where(short.any(axis=-1), x[last] + (x[j] - x[last]) * np.clip(frac, 0.0, 1.0), 0.0)
-        x_dt = np.asarray(q_w) / self.design_w
         return np.where(np.asarray(q_w) > 0.0, np.maximum(x_dt, x_coil), 0.0)
+
+    def _sufficient(self, q_w: Arr, chw_c: Arr, x: Arr, ua_design: float) -> Arr:
+        """Whether the coil can remove ``q_w`` at airflow fraction ``x`` (the slack of :meth:`airflow` ≥ 0)."""
+        q = np.maximum(np.asarray(q_w), 1.0)
+        xs = np.maximum(x, 1e-3)
+        c_air = xs * self.design_w / self.air_dt_k
+        eps = counterflow_effectiveness(ua_design * xs**AIR_UA_EXPONENT / c_air, self.water_dt_k * c_air / q)
+        return np.asarray(eps * (c_air * np.maximum(self.supply_air_c - chw_c, 0.5) + q) >= q - 1e-6 * q)
