@@ -266,4 +266,9 @@ class Facility(FacilityState):
             "free_cooling_state": float(self.free_cooling_state),
             "drybulb_c": self.drybulb_c,
             "wetbulb_c": self.wetbulb_c,
+            "hall_dewpoint_c": self.hall_dewpoint_c,
+            "chw_supply_c": self.chw_supply_c,
+            "free_cooler_speed": self.free_cooler_speed,
+            "condenser_speed": self.condenser_speed,
+            "fws_above_class_minutes": self.fws_above_class_s / 60.0,
         }

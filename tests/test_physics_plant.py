@@ -10,11 +10,13 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from aidc.config import load_site
+from aidc.errors import ConfigError
 from simulators.facility import Facility
 from simulators.faults import FaultBook
 from simulators.heat_rejection import CrahCoil, FreeCooler
 from simulators.interface import Setpoints
 from simulators.modbus_server import ModbusPort
+from simulators.physics import params_from_overrides
 from simulators.weather import constant_weather
 from simulators.workload import ConstantWorkload
 from tests.sim_helpers import site_doc, write_site
@@ -193,3 +195,9 @@ async def test_condensation_alarm_over_modbus(tmp_path: Path) -> None:
         assert after.registers[0] & 0b10000
     finally:
         await port.stop()
+
+
+def test_inverted_hall_dewpoint_limits_are_one_clear_error() -> None:
+    """A hall dew-point maximum below the minimum stops start-up with one line naming both keys."""
+    with pytest.raises(ConfigError, match=r"hall_dewpoint_max_c: 10.0 is below hall_dewpoint_min_c 20.0"):
+        params_from_overrides({"hall_dewpoint_min_c": 20.0, "hall_dewpoint_max_c": 10.0})
