@@ -106,15 +106,14 @@ class FreeCooler:
         eps = crossflow_effectiveness(ua / np.maximum(c_min, 1e-9), c_min / np.maximum(c_max, 1e-9))
         leave = t_in2 - eps * c_min * np.maximum(t_in2 - sink2, 0.0) / np.maximum(c2, 1e-9)  # (N, grid), falling
         below = leave <= target[..., None]
-        j = np.minimum(np.argmax(below, axis=-1), _GRID - 1)  # first grid speed that reaches the target
+        j = np.argmax(below, axis=-1)  # first grid speed that reaches the target (0 when none does)
         i = np.maximum(j - 1, 0)
-        li = np.take_along_axis(leave, i[..., None], -1)[..., 0]
-        lj = np.take_along_axis(leave, j[..., None], -1)[..., 0]
-        frac = np.where(li > lj, (li - target) / np.maximum(li - lj, 1e-12), 1.0)
-        speed = grid[i] + (grid[j] - grid[i]) * np.clip(frac, 0.0, 1.0)
-        reaches = below[..., -1]
-        speed = np.where(reaches, np.where(below[..., 0], self.min_speed, speed), 1.0)
-        speed = np.where(no_load, self.min_speed, speed)
+        rows = np.arange(len(j))
+        li, lj = leave[rows, i], leave[rows, j]
+        frac = np.minimum(np.maximum((li - target) / np.maximum(li - lj, 1e-12), 0.0), 1.0)
+        speed = grid[i] + (grid[j] - grid[i]) * frac  # j = 0: the minimum speed already overshoots
+        reaches = below[:, -1]
+        speed = np.where(reaches & ~no_load, speed, np.where(no_load, self.min_speed, 1.0))
         leaving = np.where(reaches | no_load, np.minimum(t_in, target), full_leave)
         return speed, leaving
 

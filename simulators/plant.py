@@ -221,10 +221,10 @@ def _chiller(
     if not load.any():  # free cooling carries it all: compressor and condenser fans off
         return np.zeros_like(load), np.zeros_like(load)
     evap = leaving_c - p.chiller_evap_approach_k
-    per_air = np.ones_like(load)
-    power = np.zeros_like(load)
-    speed = np.zeros_like(load)
-    for _ in range(2):
+    cop = ph.chiller_cop(evap, sink_c + approach_k, p)
+    power = ph.chiller_power(load, cop, capacity_w, p)
+    speed, per_air = condenser_fans(load + power, cond_w, p.hr_min_speed)
+    if np.any((per_air != 1.0) & (load > 0.0)):  # fans at a limit: the condensing approach moved, settle once more
         cop = ph.chiller_cop(evap, sink_c + approach_k * per_air, p)
         power = ph.chiller_power(load, cop, capacity_w, p)
         speed, per_air = condenser_fans(load + power, cond_w, p.hr_min_speed)
