@@ -17,7 +17,11 @@ What-if (public, stable names; for the oracle, ``control/evaluate.py`` and ``ben
   and ``gpus_throttled`` (N, n_racks) with ``gpu_limit_c`` (n_racks,); ``fws_supply_c`` (N,); achieved
   ``tcs_supply_c`` and ``dp_kpa``, ``dewpoint_margin_k`` (TCS supply − hall dew point), ``condensation_risk``
   and ``dp_not_reached`` (N, n_cdu); ``above_class`` (FWS above the site's W-class) and
-  ``free_cooling_state`` (N,); ``feasible(gpu_margin_k=3.0)`` combines the constraints.
+  ``free_cooling_state`` (N,); ``feasible(gpu_margin_k=3.0)`` combines the constraints (hottest GPU ≤ limit −
+  margin, none throttled, no condensation risk, every dp reached, FWS within the W-class).
+* Helpers: ``Setpoints.take(start, stop)`` and ``WhatIf.concat(parts)``. ``simulators.facility.Facility``
+  implements :class:`WhatIfPlant` (candidates go through in chunks of 48) and adds ``settle_at(t_ns)``: jump to
+  another instant and settle there at the current setpoints, counting no energy (for sampled-year studies).
 """
 
 from __future__ import annotations
