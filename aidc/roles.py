@@ -37,6 +37,9 @@ class Role(enum.StrEnum):
     FWS_SUPPLY_TEMP = "fws_supply_temp"
     FWS_RETURN_TEMP = "fws_return_temp"
     FWS_SUPPLY_TEMP_SETPOINT = "fws_supply_temp_setpoint"
+    CHW_SUPPLY_TEMP = "chw_supply_temp"  # chilled water to the CRAH coils
+    CHW_SUPPLY_TEMP_SETPOINT = "chw_supply_temp_setpoint"
+    HALL_DEWPOINT = "hall_dewpoint"
     # CDU / technology cooling system.
     TCS_SUPPLY_TEMP = "tcs_supply_temp"
     TCS_RETURN_TEMP = "tcs_return_temp"

@@ -111,8 +111,8 @@ class Degradation:
         A clogged strainer multiplies the internal drop; holding the loop's dp on the same quadratic curves the pump
         needs speed × sqrt(total head / clean head) (affinity laws); beyond full speed the flow scales down.
         """
-        eff_arr = np.ones(len(flow))
-        clog = np.ones(len(flow))
+        eff_arr = np.ones(flow.shape[-1])  # per CDU; broadcasts over what-if candidates (N x CDUs)
+        clog = np.ones(flow.shape[-1])
         for i, f in self._cdu:
             if f.kind == "pump_wear":
                 eff_arr[i] *= max(1.0 - f.level(t_ns), 0.05)

@@ -14,17 +14,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aidc.config import DeviceRef, MeterConfig, Site
 from aidc.errors import ConfigError
 from aidc.roles import Role
+from simulators.facility_state import FacilityState
 from simulators.interface import PointValue
-
-if TYPE_CHECKING:
-    from simulators.facility import Facility
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +36,20 @@ QUANTITIES: dict[str, frozenset[str]] = {
     ),
     "rack": frozenset(
         "rack_power_w it_energy_wh coolant_inlet_temp_c coolant_outlet_temp_c coolant_flow_lpm leak_detected "
-        "gpus_throttled gpu_power_w gpu_temp_c gpu_util_pct".split()
+        "gpus_throttled gpu_power_w gpu_temp_c gpu_util_pct condensation_risk".split()
     ),
     "cdu": frozenset(
         "tcs_supply_temp_c tcs_return_temp_c fws_supply_temp_c fws_return_temp_c flow_lpm dp_kpa pump_speed_pct "
         "valve_pct pump_power_w heat_load_kw alarm_word alarm_high_temp alarm_leak alarm_pump_fault fallback_active "
+        "alarm_condensation dp_setpoint_not_reached room_dewpoint_temp_c "
         "tcs_supply_temp_setpoint_c dp_setpoint_kpa heartbeat".split()
     ),
     "plant": frozenset(
         "fws_supply_temp_c fws_return_temp_c fws_flow_lpm heat_load_w chiller_power_w chiller_cop "
         "heat_rejection_fan_power_w pump_power_w crah_fan_power_w cooling_power_w free_cooling_state "
-        "outdoor_drybulb_c outdoor_wetbulb_c fws_supply_temp_setpoint_c heartbeat".split()
+        "outdoor_drybulb_c outdoor_wetbulb_c fws_supply_temp_setpoint_c heartbeat chw_supply_temp_c "
+        "chw_supply_temp_setpoint_c hall_dewpoint_c free_cooler_fan_speed_pct condenser_fan_speed_pct "
+        "fws_class_limit_c fws_above_class fws_above_class_minutes".split()
     ),
     "ups": frozenset(
         "input_power_w output_power_w input_energy_kwh output_energy_kwh load_pct efficiency_pct on_battery".split()
@@ -60,6 +60,7 @@ SETPOINT_ROLES = {
     Role.TCS_SUPPLY_TEMP_SETPOINT: "tcs_sp",
     Role.TCS_DP_SETPOINT: "dp_sp",
     Role.FWS_SUPPLY_TEMP_SETPOINT: "fws_sp",
+    Role.CHW_SUPPLY_TEMP_SETPOINT: "chw_sp",
 }
 
 
@@ -75,9 +76,9 @@ class HeartbeatWatch:
 
 
 class DevicePoints:
-    """Setpoints, heartbeats and per-device point values of a :class:`Facility`."""
+    """Setpoints, heartbeats and per-device point values of a facility (:class:`FacilityState`)."""
 
-    def __init__(self, site: Site, fac: Facility) -> None:
+    def __init__(self, site: Site, fac: FacilityState) -> None:
         self.fac = fac
         self.devices = {d.name: d for d in site.devices}
         self.device_no = {d.name: i for i, d in enumerate(site.devices)}
@@ -125,6 +126,8 @@ class DevicePoints:
         attr = SETPOINT_ROLES.get(role) if role is not None else None
         if attr == "fws_sp" and dev.kind == "plant":
             self.fac.fws_sp = value
+        elif attr == "chw_sp" and dev.kind == "plant":
+            self.fac.chw_sp = value
         elif attr in ("tcs_sp", "dp_sp") and dev.kind == "cdu":
             getattr(self.fac, attr)[self.fac.cdu_index[dev.name]] = value
         else:
@@ -226,6 +229,7 @@ class DevicePoints:
             "coolant_outlet_temp_c": float(f.rack_outlet_c[r]),
             "coolant_flow_lpm": float(f.rack_flow_lpm[r]),
             "leak_detected": f"rack:{dev.tags['rack']}" in self.leaks,
+            "condensation_risk": bool(f.condensation_risk[f.rack_cdu[r]]),
             "gpus_throttled": int(f.rack_throttled[r]),
             "gpu_power_w": f.gpu_power_w[a:b].tolist(),
             "gpu_temp_c": f.gpu_temp_c[a:b].tolist(),
@@ -241,6 +245,8 @@ class DevicePoints:
         )
         fault = bool(f.cdu_pump_fault[c])
         fallback = self.fallback_active(dev.name)
+        condensation = bool(f.condensation_risk[c])
+        not_reached = bool(f.dp_not_reached[c])
         watch = self.watch.get(dev.name)
         return {
             "tcs_supply_temp_c": float(f.tcs_supply_c[c]),
@@ -253,11 +259,19 @@ class DevicePoints:
             "valve_pct": float(f.cdu_valve_pct[c]),
             "pump_power_w": float(f.cdu_pump_w[c]),
             "heat_load_kw": float(f.cdu_heat_w[c]) / 1000.0,
-            "alarm_word": int(high) | int(leak) << 1 | int(fault) << 2 | int(fallback) << 3,
+            "alarm_word": int(high)
+            | int(leak) << 1
+            | int(fault) << 2
+            | int(fallback) << 3
+            | int(condensation) << 4
+            | int(not_reached) << 5,
             "alarm_high_temp": high,
             "alarm_leak": leak,
             "alarm_pump_fault": fault,
             "fallback_active": fallback,
+            "alarm_condensation": condensation,
+            "dp_setpoint_not_reached": not_reached,
+            "room_dewpoint_temp_c": f.hall_dewpoint_c,
             "tcs_supply_temp_setpoint_c": float(f.tcs_sp[c]),
             "dp_setpoint_kpa": float(f.dp_sp[c]),
             "heartbeat": 0.0 if watch is None or math.isnan(watch.value) else watch.value,
@@ -281,6 +295,14 @@ class DevicePoints:
             "outdoor_drybulb_c": f.drybulb_c,
             "outdoor_wetbulb_c": f.wetbulb_c,
             "fws_supply_temp_setpoint_c": f.fws_sp,
+            "chw_supply_temp_c": f.chw_supply_c,
+            "chw_supply_temp_setpoint_c": f.chw_sp,
+            "hall_dewpoint_c": f.hall_dewpoint_c,
+            "free_cooler_fan_speed_pct": 100.0 * f.free_cooler_speed,
+            "condenser_fan_speed_pct": 100.0 * f.condenser_speed,
+            "fws_class_limit_c": f.fws_class_limit_c if math.isfinite(f.fws_class_limit_c) else 0.0,
+            "fws_above_class": f.fws_above_class,
+            "fws_above_class_minutes": f.fws_above_class_s / 60.0,
             "heartbeat": 0.0 if watch is None or math.isnan(watch.value) else watch.value,
         }
 

@@ -7,12 +7,17 @@ where each rack's GPUs start) so every per-GPU equation is one vectorised numpy 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from aidc.config import CduConfig, Site
 from simulators import physics as ph
 from simulators.gpus import gpu_model, other_rack_power_w
+from simulators.heat_rejection import CrahCoil, FreeCooler
 from simulators.physics import PhysicsParams
+
+AIR_SUPPLY_C = 24.0  # CRAH supply air, inside the ASHRAE recommended 18-27 °C
 
 
 class Layout:
@@ -85,6 +90,31 @@ class Layout:
         lighting = self.design_it_w / 1000.0 * p.lighting_w_per_kw
         self.air_design_w = self.design_it_w * (self.crah_share + p.dist_loss_frac) + design_ups_loss + lighting
         self.air_design_m3s = max(self.air_design_w, 1.0) / (p.air_density_kg_m3 * p.air_cp_j_kgk * p.crah_air_dt_k)
-        self.hr_design_w = self.design_it_w * 1.15
+        self.rack_to_cdu = np.zeros((self.n_racks, nc))  # one-hot: (N, racks) @ this sums racks per CDU
+        self.rack_to_cdu[np.arange(self.n_racks), self.rack_cdu] = 1.0
         self.chiller_cap_liq_w = p.chiller_capacity_frac * float(self.cdu_design_heat_w.sum())
         self.chiller_cap_air_w = p.chiller_capacity_frac * max(self.air_design_w, 1.0)
+        self._build_heat_rejection(site)
+
+    def _build_heat_rejection(self, site: Site) -> None:
+        """Free coolers, condensers and CRAH coils, each sized from its design point (docs/physics.md)."""
+        p = self.params
+        limit = site.config.site.max_fws_supply_c
+        self.fws_class_limit_c = math.inf if limit is None else limit
+        tower = self.plant_type == "chiller_tower"
+        approach = p.tower_approach_k if tower else p.drycooler_approach_k
+
+        def cooler(design_w: float, water_dt_k: float) -> FreeCooler:
+            q = p.hr_design_margin * max(design_w, 1.0)
+            return FreeCooler(q, water_dt_k, approach, p.hr_fan_w_per_kw * q / 1000.0, p.hr_air_ratio, p.hr_min_speed)
+
+        self.fws_cooler = cooler(float(self.cdu_design_heat_w.sum()), p.fws_design_dt_k)
+        self.chw_cooler = cooler(self.air_design_w, p.crah_chw_dt_k)
+        self.fws_cooler_ua = self.fws_cooler.ua_design
+        self.chw_cooler_ua = self.chw_cooler.ua_design
+        self.fws_condenser_w = p.hr_design_margin * p.condenser_heat_frac * self.chiller_cap_liq_w
+        self.chw_condenser_w = p.hr_design_margin * p.condenser_heat_frac * self.chiller_cap_air_w
+        air_w = max(self.air_design_w, 1.0)
+        margin = p.hr_design_margin
+        self.crah_coil = CrahCoil(air_w, p.crah_air_dt_k, p.crah_chw_dt_k, p.crah_chw_c, AIR_SUPPLY_C, margin)
+        self.crah_coil_ua = self.crah_coil.ua_design

@@ -66,10 +66,11 @@ class PhysicsParams:
     fws_pump_eff: float = _p(0.65, 0.1, 0.95, "1")
     fws_tau_s: float = _p(180.0, 1.0, 3600.0, "s")  # FWS loop / plant response time constant
     # Plant: heat rejection and chiller.
-    drycooler_approach_k: float = _p(5.0, 0.5, 20.0, "K")  # coldest FWS a dry cooler makes above dry bulb
-    tower_approach_k: float = _p(4.0, 0.5, 20.0, "K")  # coldest FWS a tower makes above wet bulb
-    hr_fan_w_per_kw: float = _p(20.0, 0.0, 100.0, "W/kW")  # heat-rejection fan power at design, per kW rejected
-    hr_design_dt_k: float = _p(12.0, 2.0, 40.0, "K")  # FWS return − outdoor at design rejection
+    drycooler_approach_k: float = _p(5.0, 0.5, 20.0, "K")  # dry cooler leaving water − dry bulb, design, full fans
+    tower_approach_k: float = _p(4.0, 0.5, 20.0, "K")  # tower + plate exchanger leaving water − wet bulb, same
+    hr_fan_w_per_kw: float = _p(20.0, 0.0, 100.0, "W/kW")  # heat-rejection fan power at full speed, per design kW
+    hr_air_ratio: float = _p(1.3, 1.0, 5.0, "1")  # free-cooler air / water capacity rate at design
+    hr_design_margin: float = _p(1.1, 1.0, 3.0, "1")  # free-cooler and condenser size / design heat load
     hr_min_speed: float = _p(0.15, 0.0, 1.0, "1")
     chiller_eta_carnot: float = _p(0.5, 0.1, 0.9, "1")  # second-law efficiency
     chiller_cop_min: float = _p(2.0, 0.5, 10.0, "1")
@@ -79,13 +80,18 @@ class PhysicsParams:
     chiller_cond_approach_tower_k: float = _p(5.0, 0.0, 30.0, "K")  # water-cooled: above the tower water
     chiller_idle_frac: float = _p(0.1, 0.0, 0.5, "1")  # part-load penalty: P = Q/COP (idle/PLR + 1 − idle)
     chiller_capacity_frac: float = _p(1.1, 0.2, 3.0, "1")  # chiller capacity / design heat load
+    condenser_heat_frac: float = _p(1.25, 1.0, 2.0, "1")  # condenser design heat / chiller capacity (Q + W)
     # Air side (CRAH).
     crah_air_dt_k: float = _p(12.0, 3.0, 25.0, "K")  # air ΔT across the CRAH coil
     crah_fan_pa: float = _p(500.0, 50.0, 3000.0, "Pa")  # fan total pressure
     crah_fan_eff: float = _p(0.6, 0.1, 0.95, "1")
-    crah_chw_c: float = _p(14.0, 4.0, 25.0, "°C")  # chilled water supply to the CRAH coils
+    crah_chw_c: float = _p(14.0, 4.0, 25.0, "°C")  # chilled water of the CRAH coils' design point
     crah_chw_dt_k: float = _p(6.0, 2.0, 15.0, "K")
     crah_tau_s: float = _p(120.0, 1.0, 3600.0, "s")
+    # Hall humidity and condensation.
+    hall_dewpoint_min_c: float = _p(-9.0, -20.0, 25.0, "°C")  # humidifiers keep the hall dew point above this
+    hall_dewpoint_max_c: float = _p(15.0, -20.0, 25.0, "°C")  # dehumidification keeps it below this
+    dewpoint_margin_k: float = _p(2.0, 0.0, 10.0, "K")  # TCS supply must stay this far above the hall dew point
     # Electrical.
     dist_loss_frac: float = _p(0.005, 0.0, 0.05, "1")  # busway and cabling between UPS and PDUs
     ups_loss_a0: float = _p(0.008, 0.0, 0.1, "1")  # UPS loss / rating = a0 + a1 L + a2 L²
@@ -132,6 +138,11 @@ def params_from_overrides(overrides: dict[str, Any], base: PhysicsParams | None 
     out = replace(base or PhysicsParams(), **changes)
     if out.day_end_h <= out.day_start_h:
         raise ConfigError(f"simulation.physics.day_end_h: {out.day_end_h} must be after day_start_h {out.day_start_h}")
+    if out.hall_dewpoint_max_c < out.hall_dewpoint_min_c:
+        raise ConfigError(
+            f"simulation.physics.hall_dewpoint_max_c: {out.hall_dewpoint_max_c} is below hall_dewpoint_min_c "
+            f"{out.hall_dewpoint_min_c}"
+        )
     return out
 
 
@@ -237,43 +248,33 @@ def cdu_approach(load_frac: Arr, p: PhysicsParams) -> Arr:
 # --- plant ---------------------------------------------------------------------------------------------------
 
 
-def chiller_cop(evap_c: float, cond_c: float, p: PhysicsParams) -> float:
-    """Full-load COP: η·T_evap/(T_cond − T_evap) in kelvin, bounded to [cop_min, cop_max]."""
-    lift = max(cond_c - evap_c, 1.0)
-    return min(max(p.chiller_eta_carnot * (evap_c + 273.15) / lift, p.chiller_cop_min), p.chiller_cop_max)
+def chiller_cop(evap_c: Any, cond_c: Any, p: PhysicsParams) -> Any:
+    """Full-load COP: η·T_evap/(T_cond − T_evap) in kelvin, bounded to [cop_min, cop_max] (arrays or floats)."""
+    lift = np.maximum(cond_c - evap_c, 1.0)
+    return np.minimum(np.maximum(p.chiller_eta_carnot * (evap_c + 273.15) / lift, p.chiller_cop_min), p.chiller_cop_max)
 
 
-def chiller_power(load_w: float, cop: float, capacity_w: float, p: PhysicsParams) -> float:
+def chiller_power(load_w: Any, cop: Any, capacity_w: float, p: PhysicsParams) -> Any:
     """Compressor power (W) with a part-load penalty: P = Q/COP·(idle/PLR + 1 − idle), PLR = Q/capacity."""
-    if load_w <= 0.0:
-        return 0.0
-    plr = min(max(load_w / capacity_w, 0.05), 1.0)
-    return load_w / cop * (p.chiller_idle_frac / plr + 1.0 - p.chiller_idle_frac)
+    plr = np.minimum(np.maximum(load_w / capacity_w, 0.05), 1.0)
+    power = load_w / cop * (p.chiller_idle_frac / plr + 1.0 - p.chiller_idle_frac)
+    return np.where(load_w > 0.0, power, 0.0)
 
 
-def free_cooling_share(return_c: float, supply_c: float, sink_c: float) -> float:
-    """Share of the load the free cooler removes: 1 full, 0 none, between when it precools the return water."""
-    if sink_c <= supply_c:
-        return 1.0
-    if sink_c >= return_c:
-        return 0.0
-    return (return_c - sink_c) / (return_c - supply_c)
+def dew_point(drybulb_c: Any, rh_pct: Any) -> Any:
+    """Dew point (°C) from dry bulb and relative humidity: Magnus form with Sonntag's constants (±0.1 K, −45-60 °C)."""
+    b, c = 17.62, 243.12
+    gamma = np.log(np.clip(rh_pct, 1.0, 100.0) / 100.0) + b * drybulb_c / (c + drybulb_c)
+    return c * gamma / (b - gamma)
 
 
-def fan_speed(load_w: float, design_w: float, available_dt_k: float, design_dt_k: float, min_speed: float) -> float:
-    """Fan speed (0-1) needed to reject a load: airflow ∝ Q/ΔT_available, relative to the design point."""
-    if available_dt_k <= 0.0:
-        return 1.0
-    return min(max(load_w / design_w * design_dt_k / available_dt_k, min_speed), 1.0)
-
-
-def ups_loss(out_w: float, rated_w: float, p: PhysicsParams) -> float:
+def ups_loss(out_w: Any, rated_w: float, p: PhysicsParams) -> Any:
     """UPS losses (W) from its efficiency curve: rated·(a0 + a1·L + a2·L²) with L = output/rated."""
     load = out_w / rated_w
     return rated_w * (p.ups_loss_a0 + p.ups_loss_a1 * load + p.ups_loss_a2 * load * load)
 
 
-def transformer_loss(load_w: float, rated_w: float, p: PhysicsParams) -> float:
+def transformer_loss(load_w: Any, rated_w: float, p: PhysicsParams) -> Any:
     """Transformer losses (W): core (no-load) plus copper ∝ (load/rating)²."""
     frac = load_w / rated_w
     return rated_w * (p.tx_core_frac + p.tx_copper_frac * frac * frac)

@@ -31,6 +31,7 @@ import numpy.typing as npt
 import psychrolib
 
 from aidc.errors import ConfigError, DataError
+from simulators.physics import dew_point
 
 Arr = npt.NDArray[np.float64]
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -57,6 +58,7 @@ class Weather:
         # Plain lists index faster than numpy scalars in the per-step path; the year window is cached.
         object.__setattr__(self, "_db", self.drybulb_c.tolist())
         object.__setattr__(self, "_wb", self.wetbulb_c.tolist())
+        object.__setattr__(self, "_dp", dew_point(self.drybulb_c, self.rh_pct).tolist())
         object.__setattr__(self, "_year", [0, -1])  # [start, end) of the cached calendar year, UTC ns
 
     @property
@@ -85,6 +87,15 @@ class Weather:
         db: list[float] = self.__dict__["_db"]
         wb: list[float] = self.__dict__["_wb"]
         return db[i] + (db[j] - db[i]) * f, wb[i] + (wb[j] - wb[i]) * f
+
+
+    def dewpoint_at(self, t_ns: int) -> float:
+        """Outdoor dew point (°C) at a UTC time, interpolated between hours."""
+        x = self.position(t_ns)
+        i = int(x)
+        j = (i + 1) % self.hours
+        dp: list[float] = self.__dict__["_dp"]
+        return dp[i] + (dp[j] - dp[i]) * (x - i)
 
 
 def constant_weather(drybulb_c: float, rh_pct: float, pressure_pa: float = 101325.0) -> Weather:

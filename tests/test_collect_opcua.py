@@ -62,7 +62,7 @@ async def test_opcua_polling_arrays_limits_restart_and_writer(shared: SimulatedF
         await until(lambda: link.state is not LinkState.CONNECTED)
         await until(lambda: link.state is LinkState.CONNECTED)
         await polls(rig, "plant-1", 1)
-        assert len(link.rt["plant-1"].reads) == 4  # 16 nodes in reads of at most 4
+        assert len(link.rt["plant-1"].reads) == 6  # 24 nodes (issue 9 added 8 plant points) in reads of at most 4
         assert all_good(rig, "plant-1")
         writer = SetpointWriter(rig.engine, tmp_path / "audit")
         r = await writer.write(Actor("ctl", "operator"), "plant-1", "fws_supply_temp_setpoint_c", 55.0, "test")
