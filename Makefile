@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := mbpoll victoria-metrics collectd-core libmodbus-dev chromium chromium-driver
+DEB_PACKAGES := mbpoll victoria-metrics collectd-core libmodbus-dev chromium chromium-driver poppler-utils libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
 DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck venv debs node clean bench
