@@ -82,10 +82,16 @@ def _series(site: Site) -> dict[str, tuple[Role, str, float]]:
     return out
 
 
-def fixture_batch(site: Site) -> Batch:
-    """Every reading of the fixture month (with 2 h either side) as one batch."""
-    ts = pd.date_range(START - pd.Timedelta("2h"), END + pd.Timedelta("2h"), freq=STEP)
-    t_h = ((ts - START) / pd.Timedelta("1h")).to_numpy()
+def fixture_batch(
+    site: Site,
+    start: pd.Timestamp = START,
+    end: pd.Timestamp = END,
+    step: pd.Timedelta = STEP,
+    gap: tuple[pd.Timestamp, pd.Timestamp] | None = GAP,
+) -> Batch:
+    """Every reading of the fixture period (with 2 h either side) as one batch."""
+    ts = pd.date_range(start - pd.Timedelta("2h"), end + pd.Timedelta("2h"), freq=step)
+    t_h = ((ts - start) / pd.Timedelta("1h")).to_numpy()
     ns = ts.as_unit("ns").asi8
     series: list[np.ndarray] = []
     times: list[np.ndarray] = []
@@ -106,13 +112,14 @@ def fixture_batch(site: Site) -> Batch:
             v = (base + KW[role] * (t_h + 2.0)) / scale  # in the counter's own unit (Wh or kWh)
             if role is Role.FACILITY_ENERGY:
                 v = (UTILITY_START + KW[role] * (t_h + 2.0)) % UTILITY_MODULUS
-                add(sid, v, ~((ts > GAP[0]) & (ts < GAP[1])))
+                add(sid, v, None if gap is None else ~((ts > gap[0]) & (ts < gap[1])))
             elif role is Role.COOLING_ENERGY:
                 q = np.zeros(len(ns), dtype=np.uint8)
                 bad = int(np.searchsorted(ns, pd.Timestamp("2026-10-20T03:00Z").value))
-                q[bad] = 2
                 v = v.copy()
-                v[bad] = np.nan
+                if bad < len(ns):
+                    q[bad] = 2
+                    v[bad] = np.nan
                 add(sid, v, q=q)
             else:
                 add(sid, v)
@@ -127,8 +134,8 @@ def fixture_batch(site: Site) -> Batch:
     return Batch(np.concatenate(series), np.concatenate(times), np.concatenate(values), np.concatenate(quality))
 
 
-def write_fixture(site: Site) -> None:
-    """Store the fixture month in the site's historian."""
+def write_fixture(site: Site, batch: Batch | None = None) -> None:
+    """Store the fixture month (or another batch) in the site's historian."""
     with open_historian(site.config.historian, site.data_dir) as hist:
-        hist.write(fixture_batch(site))
+        hist.write(fixture_batch(site) if batch is None else batch)
         hist.flush()
