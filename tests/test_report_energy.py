@@ -1,0 +1,79 @@
+"""The report's energy bookkeeping agrees with the PUE engine, and its calendar months follow the site's zone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from aidc.errors import ConfigError
+from analytics.historian_adapter import site_meters
+from analytics.pue import ENERGY_ROLES, compute_pue
+from analytics.report.energy import hourly_energy, meter_stats, pue_report, role_totals, split_readings
+from analytics.report.period import Month, check_complete, parse_month
+from tests.report_fixture import END, START, fixture_batch, fixture_site
+
+
+def _readings(tmp_path: Path) -> tuple[pd.DataFrame, dict]:  # type: ignore[type-arg]
+    site = fixture_site(tmp_path)
+    b = fixture_batch(site)
+    frame = pd.DataFrame({"ts": pd.to_datetime(b.ts_ns, unit="ns", utc=True), "series": b.series,
+                          "value": b.values, "quality": b.quality})  # fmt: skip
+    return frame, site_meters(site, ENERGY_ROLES)
+
+
+def test_report_figures_equal_compute_pue(tmp_path: Path) -> None:
+    """Per-series bookkeeping gives exactly compute_pue's PUE, energies, coverage and companion KPIs."""
+    frame, meters = _readings(tmp_path)
+    engine = compute_pue(frame, meters, START, END)
+    energies = role_totals(meter_stats(split_readings(frame), meters, START, END, ENERGY_ROLES))
+    ours = pue_report(energies, START, END)
+    a, b = engine.to_dict(), ours.to_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert b[k] == (pytest.approx(a[k], rel=1e-12) if isinstance(a[k], float) else a[k]), k
+
+
+def test_hours_add_up_to_the_month(tmp_path: Path) -> None:
+    """The hourly split (wrap and gap included) sums to the month's energy for every role."""
+    frame, meters = _readings(tmp_path)
+    groups = split_readings(frame)
+    energies = role_totals(meter_stats(groups, meters, START, END, ENERGY_ROLES))
+    hourly = hourly_energy(groups, meters, Month(2026, 10).hour_edges(), ENERGY_ROLES)
+    for role, e in energies.items():
+        assert hourly[role].sum() == pytest.approx(e.energy, rel=1e-9), role
+    assert len(hourly[next(iter(hourly))]) == 744
+
+
+@pytest.mark.parametrize(("label", "hours"), [("2026-03", 743.0), ("2026-11", 721.0), ("2026-10", 744.0)])
+def test_months_are_local_calendar_months(label: str, hours: float) -> None:
+    """Months in America/New_York lose or gain the daylight-saving hour and start at local midnight."""
+    m = parse_month(label, "America/New_York")
+    assert m.hours == hours
+    assert len(m.hour_edges()) == hours + 1
+    assert m.start.tz_convert("America/New_York").hour == 0
+
+
+def test_month_arithmetic_crosses_years() -> None:
+    """Shifting by months crosses year ends both ways."""
+    assert Month(2026, 1).shift(-1) == Month(2025, 12)
+    assert Month(2026, 12).shift(1).label == "2027-01"
+    assert Month(2026, 10).shift(-12).label == "2025-10"
+
+
+@pytest.mark.parametrize("text", ["2026-13", "2026-1", "26-10", "October", ""])
+def test_bad_month_text_is_refused(text: str) -> None:
+    """Anything but YYYY-MM with a month 01-12 is refused naming the option."""
+    with pytest.raises(ConfigError, match=r"--month .*expected a month as YYYY-MM"):
+        parse_month(text)
+
+
+def test_incomplete_and_future_months_are_refused() -> None:
+    """The month in progress and later months are refused; the month just ended is accepted."""
+    now = pd.Timestamp("2026-12-01T09:00Z")
+    check_complete(Month(2026, 11), now)
+    with pytest.raises(ConfigError, match="incomplete until 2027-01-01 00:00"):
+        check_complete(Month(2026, 12), now)
+    with pytest.raises(ConfigError, match="in the future"):
+        check_complete(Month(2027, 1), now)
