@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from aidc.errors import ConfigError
 from analytics.historian_adapter import site_meters
+from analytics.counters import counter_energy, interval_energy
 from analytics.pue import ENERGY_ROLES, compute_pue
-from analytics.report.energy import hourly_energy, meter_stats, pue_report, role_totals, split_readings
+from analytics.report.energy import (
+    hourly_energy,
+    meter_stats,
+    pue_report,
+    role_totals,
+    series_energy,
+    series_intervals,
+    split_readings,
+)
 from analytics.report.period import Month, check_complete, parse_month
 from tests.report_fixture import END, START, fixture_batch, fixture_site
 
@@ -77,3 +87,36 @@ def test_incomplete_and_future_months_are_refused() -> None:
         check_complete(Month(2026, 12), now)
     with pytest.raises(ConfigError, match="in the future"):
         check_complete(Month(2027, 1), now)
+
+
+def _counter_frame(seed: int) -> pd.DataFrame:
+    """A counter with jittered polls, a wrap, a reset, a 3-hour gap, bad readings and readings outside the period."""
+    rng = np.random.default_rng(seed)
+    ts = pd.Timestamp("2026-10-01T22:00Z") + pd.to_timedelta(np.cumsum(rng.uniform(200, 400, 900)), unit="s")
+    keep = ~((ts > pd.Timestamp("2026-10-02T10:00Z")) & (ts < pd.Timestamp("2026-10-02T13:00Z")))
+    ts = ts[keep]
+    v = (9_900.0 + np.cumsum(rng.uniform(0.5, 1.5, len(ts)))) % 10_000.0  # wraps at 10,000
+    v[len(v) // 2 :] -= v[len(v) // 2] - 3.0  # reset to 3 half way
+    v[len(v) // 2 :] = np.abs(v[len(v) // 2 :])
+    q = np.zeros(len(ts), dtype=np.uint8)
+    q[::97] = 2
+    v[5] = np.nan
+    return pd.DataFrame({"ts": ts, "series": "m", "value": v, "quality": q})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_array_versions_equal_the_counter_functions(seed: int) -> None:
+    """series_energy and series_intervals give counter_energy's and interval_energy's results exactly."""
+    frame = _counter_frame(seed)
+    ts, v = split_readings(frame).series["m"]
+    for a, b in [("2026-10-02T00:00Z", "2026-10-03T00:00Z"), ("2026-10-01T00:00Z", "2026-10-05T00:00Z"),
+                 ("2026-10-02T11:00Z", "2026-10-02T12:00Z")]:  # fmt: skip
+        s, e = pd.Timestamp(a), pd.Timestamp(b)
+        want = counter_energy(frame, s, e, modulus=10_000.0, scale=0.5)
+        got = series_energy(ts, v, s, e, modulus=10_000.0, scale=0.5)
+        assert got == want
+        edges = pd.date_range(s, e, freq="h")
+        np.testing.assert_array_equal(series_intervals(ts, v, edges, modulus=10_000.0, scale=0.5),
+                                      interval_energy(frame, edges, modulus=10_000.0, scale=0.5))  # fmt: skip
+    assert counter_energy(frame, pd.Timestamp("2026-10-01T00:00Z"), pd.Timestamp("2026-10-05T00:00Z"),
+                          modulus=10_000.0).resets >= 1  # fmt: skip

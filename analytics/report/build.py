@@ -23,6 +23,7 @@ from analytics.historian_adapter import read_series, site_meters, wide_frame
 from analytics.pue import ENERGY_ROLES, MeterInfo, PueReport
 from analytics.report.config import ReportConfig
 from analytics.report.energy import (
+    Readings,
     hourly_energy,
     meter_stats,
     pue_report,
@@ -61,12 +62,12 @@ def category_text(cat: int, frequency: str) -> str:
     )
 
 
-def _frequency(groups: dict[str, pd.DataFrame], meters: dict[str, MeterInfo]) -> str:
+def _frequency(readings: Readings, meters: dict[str, MeterInfo]) -> str:
     """Green Grid measurement-frequency letter from the utility meter's median reading interval."""
     steps = [
-        np.median(np.diff(g["ts"].sort_values().to_numpy()).astype("timedelta64[s]").astype(float))
-        for sid, g in groups.items()
-        if meters[sid].role is Role.FACILITY_ENERGY and len(g) > 1
+        float(np.median(np.diff(ts))) / 1e9
+        for sid, (ts, _) in readings.series.items()
+        if sid in meters and meters[sid].role is Role.FACILITY_ENERGY and len(ts) > 1
     ]
     if not steps:
         return "C"
@@ -104,6 +105,10 @@ def _period_figure(
 ) -> PeriodFigure:
     """PUE over [start, end) from the utility meter and the IT meters of ``category`` (or the best available)."""
     meters = {s: m for s, m in _meters(site).items() if m.role in (Role.FACILITY_ENERGY, *kpi.IT_ENERGY_ROLES.values())}
+    utility = [s for s, m in meters.items() if m.role is Role.FACILITY_ENERGY]
+    probe = read_counters(hist, utility, start, end)
+    if not probe["value"].notna().any():
+        return PeriodFigure(label, start, end, None, None, None, None, "no data")
     groups = split_readings(read_counters(hist, meters, start - MARGIN, end + MARGIN))
     stats = meter_stats(groups, meters, start, end, tuple({m.role for m in meters.values()}))
     energies = role_totals(stats)
