@@ -1,8 +1,8 @@
 """Entry points for writing reports: one month on demand, and last month's report when a new month has begun.
 
-The main job calls :func:`write_due_report` periodically (say hourly); it writes the previous month's report once,
-on the first day of the month (local time) or at the first call after it, and never twice: a report already on disk
-is left alone. Reports go to ``<data_dir>/reports/``, where the dashboard lists them.
+The main job calls :meth:`MonthlyReports.tick` periodically (hourly); it writes the previous month's report once, on
+the first day of the month (local time) or at the first call after it, and never twice: a report already on disk is
+left alone. Reports go to ``<data_dir>/reports/``, where the dashboard lists them.
 """
 
 from __future__ import annotations
@@ -45,19 +45,30 @@ def last_month(site: Site, now: pd.Timestamp) -> Month:
     return Month(local.year, local.month, tz).shift(-1)
 
 
-def write_due_report(hist: Historian, site: Site, now: pd.Timestamp) -> ReportFiles | None:
-    """Write last month's report if it is not on disk yet; returns the files written, or None.
+class MonthlyReports:
+    """Writes last month's report once a new month has begun; the main job calls :meth:`tick` periodically.
 
-    Errors are logged once as a warning and not raised: a month without data must not stop the main job.
+    A month whose report is already on disk is skipped. A month that cannot be reported yet (no data, a bad
+    ``[report]`` table) is logged once as a warning and retried quietly at later ticks (late data may arrive);
+    nothing here ever stops the main job.
     """
-    month = last_month(site, now)
-    out = reports_dir(site)
-    if (out / f"pue-report-{site.name}-{month.label}.html").exists():
-        return None
-    try:
-        files = write_month_report(hist, site, month, now=now, out_dir=out)
-    except AidcError as exc:
-        log.warning("monthly PUE report %s for site %s not written: %s", month.label, site.name, exc)
-        return None
-    log.info("monthly PUE report %s for site %s written to %s", month.label, site.name, files.html)
-    return files
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._warned: set[str] = set()
+
+    def tick(self, hist: Historian, now: pd.Timestamp) -> ReportFiles | None:
+        """Write last month's report if it is due and missing; returns the files written, or None."""
+        month = last_month(self.site, now)
+        out = reports_dir(self.site)
+        if (out / f"pue-report-{self.site.name}-{month.label}.html").exists():
+            return None
+        try:
+            files = write_month_report(hist, self.site, month, now=now, out_dir=out)
+        except AidcError as exc:
+            level = logging.DEBUG if month.label in self._warned else logging.WARNING
+            self._warned.add(month.label)
+            log.log(level, "monthly PUE report %s for site %s not written: %s", month.label, self.site.name, exc)
+            return None
+        log.info("monthly PUE report %s for site %s written to %s", month.label, self.site.name, files.html)
+        return files
