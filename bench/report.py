@@ -86,7 +86,8 @@ def main() -> None:
         print(f"site: {args.racks} racks, {n_series} series kept, {points:,} points at {args.sample_s:g} s samples")
         print(f"setup: simulate {t1 - t0:.1f} s, store {t2 - t1:.1f} s (not part of the report time)")
         print(f"report {month.label} ({month.tz}): PUE {rep.pue.pue:.4f}, {rep.category_text}")
-        print(f"  E_DC {rep.pue.e_dc_kwh:,.0f} kWh, E_IT {rep.pue.e_it_kwh:,.0f} kWh, coverage {100 * rep.pue.coverage:.2f} %")
+        print(f"  E_DC {rep.pue.e_dc_kwh:,.0f} kWh, E_IT {rep.pue.e_it_kwh:,.0f} kWh, "
+              f"coverage {100 * rep.pue.coverage:.2f} %")  # fmt: skip
         print(f"  build (historian reads + figures) {r1 - r0:.2f} s, render (charts, HTML, PDF) {r2 - r1:.2f} s")
         print(f"  HTML {files.html.stat().st_size / 1024:.0f} KiB, PDF {files.pdf.stat().st_size / 1024:.0f} KiB, "
               f"{pages} pages")  # fmt: skip

@@ -40,7 +40,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written]:
     write_fixture(site)
     with open_historian(site.config.historian, site.data_dir) as hist:
         files = write_month_report(hist, site, parse_month(MONTH, "UTC"), now=NOW)
-    yield Written(files, tmp)
+    return Written(files, tmp)
 
 
 class _Tables(HTMLParser):
@@ -110,7 +110,8 @@ def test_html_states_the_hand_computed_pue_energies_and_coverage(written: Writte
     assert _num(t.texts["e-dc"]) == pytest.approx(EXPECTED["e_dc"], abs=0.05)
     assert _num(t.texts["e-it"]) == pytest.approx(EXPECTED["e_it"], abs=0.05)
     assert _num(t.texts["coverage"]) == pytest.approx(100 * EXPECTED["coverage"], abs=5e-4)
-    assert "category 3" in t.texts["category"] and "monthly interim PUE" in t.texts["category"]
+    assert "category 3" in t.texts["category"]
+    assert "monthly interim PUE" in t.texts["category"]
 
 
 def test_html_breakdown_is_the_hand_computed_one_and_adds_up(written: Written) -> None:
@@ -129,7 +130,9 @@ def test_html_quality_section_shows_the_gap_the_wrap_and_the_bad_sample(written:
     assert _num(cover["facility_energy"][2]) == pytest.approx(100 * EXPECTED["coverage"], abs=5e-4)
     assert cover["facility_energy"][4] == "1", "the utility counter wraps once"
     (gap,) = t.tables["gaps"][1:]
-    assert "meter-utility" in gap[0] and gap[1].startswith("2026-10-10 06:00") and _num(gap[3]) == 6.0
+    assert "meter-utility" in gap[0]
+    assert gap[1].startswith("2026-10-10 06:00")
+    assert _num(gap[3]) == 6.0
     problems = {r[0]: r[2] for r in t.tables["problems"][1:]}
     assert any("meter-cooling" in k and "1 bad sample" in v for k, v in problems.items())
     fc = {r[0]: _num(r[1]) for r in t.tables["free-cooling-table"]}
@@ -172,5 +175,6 @@ def test_same_data_gives_byte_identical_files(written: Written, tmp_path: Path) 
         again = write_month_report(hist, site, parse_month(MONTH, "UTC"), now=NOW, out_dir=tmp_path)
     assert again.html.read_bytes() == written.files.html.read_bytes()
     assert again.json.read_bytes() == written.files.json.read_bytes()
-    assert again.pdf is not None and written.files.pdf is not None
+    assert again.pdf is not None
+    assert written.files.pdf is not None
     assert again.pdf.read_bytes() == written.files.pdf.read_bytes()

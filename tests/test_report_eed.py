@@ -49,7 +49,8 @@ def test_metered_items_and_indicators_are_the_hand_computed_ones(year_dir: Path)
     assert items["e_it_kwh"].value == pytest.approx(102.0 * HOURS, abs=0.05)
     assert items["e_it_kwh"].source == "UPS output counters"
     assert items["pue"].value == pytest.approx(round(124.0 / 102.0, 4))
-    assert items["e_dc_kwh"].unit == "kWh" and items["water_input_m3"].unit == "m³"
+    assert items["e_dc_kwh"].unit == "kWh"
+    assert items["water_input_m3"].unit == "m³"
 
 
 def test_fields_the_site_cannot_supply_are_missing_not_invented(year_dir: Path) -> None:
@@ -58,24 +59,29 @@ def test_fields_the_site_cannot_supply_are_missing_not_invented(year_dir: Path) 
     items = {i.key: i for i in exp.items}
     for key in ("water_input_m3", "wue", "waste_heat_reused_kwh", "erf", "renewable_energy_kwh", "ref", "owner",
                 "total_floor_area_m2", "incoming_traffic_eb", "server_capacity_w"):  # fmt: skip
-        assert items[key].status == "missing" and items[key].value is None, key
+        assert items[key].status == "missing", key
+        assert items[key].value is None, key
     assert json.loads(exp.to_json())["missing"] == [i.key for i in exp.items if i.status == "missing"]
 
 
 def test_below_500_kw_the_site_is_not_obliged(year_dir: Path) -> None:
     """One 132 kW rack: installed IT power demand (sum of rated_kw) is below 500 kW, so not obliged."""
     exp = _export(year_dir)
-    assert exp.installed_it_kw == 132.0 and exp.obliged is False
-    assert "not obliged" in exp.obligation and "below 500 kW" in exp.obligation
+    assert exp.installed_it_kw == 132.0
+    assert exp.obliged is False
+    assert "not obliged" in exp.obligation
+    assert "below 500 kW" in exp.obligation
 
 
 def test_site_facts_and_the_threshold_come_from_the_report_table(year_dir: Path, tmp_path: Path) -> None:
     """[report.eed] facts are reported as site-file items; 800 kW makes the site obliged; JSON and CSV agree."""
     exp = _export(year_dir, EED_TABLE)
     items = {i.key: i for i in exp.items}
-    assert items["data_centre_name"].value == "Fixture DC" and items["data_centre_name"].status == "site file"
+    assert items["data_centre_name"].value == "Fixture DC"
+    assert items["data_centre_name"].status == "site file"
     assert items["country"].value == "DE"
-    assert exp.obliged is True and "by 15 May 2026" in exp.obligation
+    assert exp.obliged is True
+    assert "by 15 May 2026" in exp.obligation
     js, cs = write_eed(exp, tmp_path)
     rows = list(csv.DictReader(io.StringIO(cs.read_text())))
     doc = json.loads(js.read_text())

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from aidc.errors import ConfigError
-from analytics.historian_adapter import site_meters
 from analytics.counters import counter_energy, interval_energy
+from analytics.historian_adapter import site_meters
 from analytics.pue import ENERGY_ROLES, compute_pue
 from analytics.report.energy import (
     hourly_energy,

@@ -31,8 +31,10 @@ def test_tick_writes_last_months_report_once(tmp_path: Path) -> None:
     reports = MonthlyReports(site)
     with open_historian(site.config.historian, site.data_dir) as hist:
         files = reports.tick(hist, pd.Timestamp("2026-11-01T00:30Z"))
-        assert files is not None and files.html.parent == site.data_dir / "reports"
-        assert files.pdf is not None and files.pdf.stat().st_size > 0
+        assert files is not None
+        assert files.html.parent == site.data_dir / "reports"
+        assert files.pdf is not None
+        assert files.pdf.stat().st_size > 0
         stamp = files.html.stat().st_mtime_ns
         assert reports.tick(hist, pd.Timestamp("2026-11-01T01:30Z")) is None
     assert files.html.stat().st_mtime_ns == stamp
@@ -47,5 +49,6 @@ def test_month_without_data_is_logged_once(tmp_path: Path, caplog: pytest.LogCap
         assert reports.tick(hist, pd.Timestamp("2026-09-01T08:00Z")) is None
         assert reports.tick(hist, pd.Timestamp("2026-09-01T09:00Z")) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "2026-08" in warnings[0].getMessage()
+    assert len(warnings) == 1
+    assert "2026-08" in warnings[0].getMessage()
     assert not (site.data_dir / "reports").exists() or not any((site.data_dir / "reports").iterdir())

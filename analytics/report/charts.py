@@ -7,6 +7,7 @@ chart's title with ``pdftotext``; the hash salt and a missing date make the outp
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -19,7 +20,7 @@ TITLES = {
     "wetbulb": "Hourly PUE against outdoor wet bulb",
     "breakdown": "Energy breakdown",
 }
-_RC = {
+_RC: dict[Any, Any] = {
     "svg.hashsalt": "aidc-report",
     "svg.fonttype": "none",
     "font.family": "DejaVu Sans",

@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
     p.add_argument("--config", type=Path, default=Path("site.toml"), help="site file (default ./site.toml)")
     p.add_argument("--month", help="calendar month YYYY-MM in the site's time zone (monthly report)")
     p.add_argument("--year", help="calendar year YYYY (with --format eed)")
-    p.add_argument("--format", choices=("html", "eed"), default="html", help="html: HTML + PDF (default); eed: JSON + CSV")
+    p.add_argument(
+        "--format", choices=("html", "eed"), default="html", help="html: HTML + PDF (default); eed: JSON + CSV"
+    )
     p.add_argument("--site", help="site name; must be the one the site file describes")
     p.add_argument("--out", type=Path, help="output folder (default <data_dir>/reports)")
     p.add_argument("--no-pdf", action="store_true", help="write the HTML only")

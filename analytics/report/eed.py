@@ -133,7 +133,9 @@ def check_year(year: int, now: pd.Timestamp, tz: str) -> None:
     if pd.Timestamp(year=year, month=1, day=1, tz=tz) > now:
         raise ConfigError(f"--year {year}: that year is in the future")
     if end > now:
-        raise ConfigError(f"--year {year}: the year is incomplete until {end:%Y-%m-%d} {tz}; the export covers a calendar year")
+        raise ConfigError(
+            f"--year {year}: the year is incomplete until {end:%Y-%m-%d} {tz}; the export covers a calendar year"
+        )
 
 
 def build_eed(hist: Historian, site: Site, year: int, cfg: ReportConfig) -> EedExport:
@@ -204,9 +206,9 @@ def build_eed(hist: Historian, site: Site, year: int, cfg: ReportConfig) -> EedE
     fact(r3, "incoming_traffic_eb", "incoming data traffic", "EB")
     fact(r3, "outgoing_traffic_eb", "outgoing data traffic", "EB")
     r4 = "Annex III (sustainability indicators)"
+    contracts = [getattr(info, k) for k in ("renewable_goo_kwh", "renewable_ppa_kwh", "renewable_onsite_kwh")]
     ren_total = ren if ren is not None else (
-        None if all(getattr(info, k) is None for k in ("renewable_goo_kwh", "renewable_ppa_kwh", "renewable_onsite_kwh"))
-        else sum(getattr(info, k) or 0.0 for k in ("renewable_goo_kwh", "renewable_ppa_kwh", "renewable_onsite_kwh")))
+        None if all(c is None for c in contracts) else sum(c or 0.0 for c in contracts))
     pue = kpi.pue(e_dc, e_it)
     wue = kpi.wue(water, e_it)
     erf = kpi.erf(reused, e_dc)
@@ -225,8 +227,9 @@ def build_eed(hist: Historian, site: Site, year: int, cfg: ReportConfig) -> EedE
                    f"report these items for {year} by 15 May {year + 1} (Delegated Regulation (EU) 2024/1364 "
                    "Article 3; Directive (EU) 2023/1791 Article 12)")  # fmt: skip
     else:
-        verdict = (f"installed IT power demand {p_dit:,.0f} kW is below {THRESHOLD_KW:.0f} kW: the site is not obliged "
-                   "to report under Delegated Regulation (EU) 2024/1364 (Article 1); the export is for information")  # fmt: skip
+        verdict = (f"installed IT power demand {p_dit:,.0f} kW is below {THRESHOLD_KW:.0f} kW: the site is not "
+                   "obliged to report under Delegated Regulation (EU) 2024/1364 (Article 1); the export is for "
+                   "information")  # fmt: skip
     return EedExport(site.name, year, p_dit, obliged, verdict, items)
 
 

@@ -28,7 +28,6 @@ from analytics import kpi
 from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, increments
 from analytics.pue import MeterInfo, PueReport
 
-
 Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 
@@ -56,7 +55,8 @@ def split_readings(readings: pd.DataFrame) -> Readings:
         return Readings({}, {}, {})
     ts_all = pd.DatetimeIndex(pd.to_datetime(readings["ts"], utc=True)).as_unit("ns").asi8.astype(np.int64)
     codes, names = pd.factorize(readings["series"], sort=True)
-    qual = readings["quality"].to_numpy(dtype=np.int64) if "quality" in readings.columns else np.zeros(len(ts_all), dtype=np.int64)
+    has_q = "quality" in readings.columns
+    qual = readings["quality"].to_numpy(dtype=np.int64) if has_q else np.zeros(len(ts_all), dtype=np.int64)
     vals = readings["value"].to_numpy(dtype=np.float64)
     order = np.lexsort((ts_all, codes))  # stable: equal times keep their order, like a stable sort by ts
     codes, ts_all, qual, vals = codes[order], ts_all[order], qual[order], vals[order]

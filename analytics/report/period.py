@@ -63,7 +63,8 @@ def check_complete(month: Month, now: pd.Timestamp, *, what: str = "--month") ->
     """Refuse a month that has not started, or has not ended, at ``now``."""
     local_end = month.end.tz_convert(month.tz)
     if month.start > now:
-        raise ConfigError(f"{what} {month.label}: that month is in the future (today is {now.tz_convert(month.tz):%Y-%m-%d})")
+        today = now.tz_convert(month.tz)
+        raise ConfigError(f"{what} {month.label}: that month is in the future (today is {today:%Y-%m-%d})")
     if month.end > now:
         raise ConfigError(
             f"{what} {month.label}: the month is incomplete until {local_end:%Y-%m-%d %H:%M} {month.tz}; "

@@ -98,7 +98,7 @@ def summary_dict(rep: MonthReport) -> dict[str, object]:
         "category_text": rep.category_text,
         "pue": rep.pue.to_dict(),
         "comparisons": [{"label": c.label, "pue": c.pue, "e_dc_kwh": c.e_dc_kwh, "e_it_kwh": c.e_it_kwh,
-                         "note": c.note} for c in rep.comparisons],  # fmt: skip
+                         "note": c.note} for c in rep.comparisons],
         "breakdown": [{"name": b.name, "kwh": b.kwh, "basis": b.basis} for b in rep.breakdown],
         "free_cooling_h": {
             "full": rep.free_cooling.full_h,
@@ -106,7 +106,11 @@ def summary_dict(rep: MonthReport) -> dict[str, object]:
             "none": rep.free_cooling.none_h,
             "no_reading": rep.free_cooling.unknown_h,
         },
-        "savings": {"active": rep.savings.active, "statement": rep.savings.statement, "saved_kwh": rep.savings.saved_kwh},
+        "savings": {
+            "active": rep.savings.active,
+            "statement": rep.savings.statement,
+            "saved_kwh": rep.savings.saved_kwh,
+        },
     }
 
 

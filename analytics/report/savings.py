@@ -82,8 +82,9 @@ def estimate_savings(hist: Historian, site: Site, month: Month, cfg: ReportConfi
     except DataError as exc:
         return Savings(True, f"controller active, but no savings estimate: {exc}", method=METHOD)
     if len(data) < MIN_HOURS:
-        return Savings(True, f"controller active, but only {len(data)} hours of complete plant telemetry "
-                             f"(at least {MIN_HOURS} needed for the plant model): no savings estimate", method=METHOD)  # fmt: skip
+        text = (f"controller active, but only {len(data)} hours of complete plant telemetry "
+                f"(at least {MIN_HOURS} needed for the plant model): no savings estimate")  # fmt: skip
+        return Savings(True, text, method=METHOD)
     baseline = baseline_setpoints(site, cfg)
     if len(baseline) < len(SETPOINT_FEATURES):
         missing = sorted(set(SETPOINT_FEATURES) - set(baseline))
