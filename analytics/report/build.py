@@ -33,7 +33,7 @@ from analytics.report.energy import (
 )
 from analytics.report.model import BreakdownItem, FreeCooling, Kpi, MonthReport, PeriodFigure
 from analytics.report.period import Month
-from analytics.report.savings import estimate_savings
+from analytics.report.savings import device_roles, estimate_savings
 from historian import Historian, SeriesSelector
 
 MARGIN = pd.Timedelta("2h")  # readings this far outside the period bracket its edges
@@ -166,8 +166,8 @@ def _comparisons(hist: Historian, site: Site, month: Month, rep: PueReport, targ
 
 def _gauges(hist: Historian, site: Site, month: Month) -> tuple[pd.DataFrame, dict[str, Role]]:
     roles = (*GAUGE_ROLES, Role.OUTDOOR_WETBULB, Role.CARBON_INTENSITY)
-    wide, role_of = wide_frame(hist, site, roles, month.start, month.end, "1h")
-    return wide, role_of
+    wide, _ = wide_frame(hist, site, roles, month.start, month.end, "1h")
+    return wide, device_roles(site, wide.columns)
 
 
 def _gauge_kwh(wide: pd.DataFrame, role_of: dict[str, Role], role: Role) -> tuple[float | None, int]:

@@ -8,12 +8,15 @@ cancels: savings = Σ (P_baseline − P_actual) × 1 h over the hours with compl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from aidc.config import Site
 from aidc.errors import DataError
+from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.historian_adapter import wide_frame
 from analytics.kpi import IT_POWER_ROLES
@@ -54,6 +57,27 @@ def controller_active(hist: Historian, site: Site, month: Month) -> bool:
     return bool(len(df)) and bool((df["value"].fillna(0) > 0).any())
 
 
+def device_roles(site: Site, columns: Iterable[object]) -> dict[str, Role]:
+    """Role of each series id by its device and point.
+
+    ``wide_frame``'s map is keyed by measurement and field, so the three meters (one profile, roles set per device
+    by their purpose) would all get the last meter's role; the device tag tells them apart.
+    """
+    by_device: dict[tuple[str, str, str], Role] = {}
+    for d in site.devices:
+        for p in d.profile.points:
+            role = d.role_of(p.name)
+            if role is not None:
+                by_device[(d.profile.measurement, p.name, d.name)] = role
+    out: dict[str, Role] = {}
+    for col in columns:
+        key = SeriesKey.parse(str(col))
+        role = by_device.get((key.measurement, key.field, key.tag_dict.get("device", "")))
+        if role is not None:
+            out[str(col)] = role
+    return out
+
+
 def baseline_setpoints(site: Site, cfg: ReportConfig) -> dict[str, float]:
     """Fixed setpoints of the counterfactual per plant-model feature: configured, else the profiles' safe defaults."""
     out: dict[str, float] = {}
@@ -76,9 +100,9 @@ def estimate_savings(hist: Historian, site: Site, month: Month, cfg: ReportConfi
     """Savings of the month against fixed setpoints, or a statement of why there is no estimate."""
     if not controller_active(hist, site, month):
         return Savings(False, "no controller active this month")
-    wide, role_of = wide_frame(hist, site, PLANT_ROLES, month.start, month.end, "1h")
+    wide, _ = wide_frame(hist, site, PLANT_ROLES, month.start, month.end, "1h")
     try:
-        data = plant_frame(wide, role_of)
+        data = plant_frame(wide, device_roles(site, wide.columns))
     except DataError as exc:
         return Savings(True, f"controller active, but no savings estimate: {exc}", method=METHOD)
     if len(data) < MIN_HOURS:
