@@ -70,3 +70,27 @@ def test_missing_site_file_is_one_line(tmp_path: Path) -> None:
     proc = _aidc("--config", str(tmp_path / "nope.toml"), "--month", MONTH)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"aidc report: {tmp_path / 'nope.toml'}: cannot read site file: No such file or directory"]
+
+
+def test_historian_held_by_another_process_is_one_line(site_path: Path) -> None:
+    """While another process holds the DuckDB file the command says so in one line instead of a traceback."""
+    from aidc.config import load_site
+    from historian import open_historian
+
+    site = load_site(site_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from aidc.config import load_site; "
+                               "from historian import open_historian; s = load_site(sys.argv[1]); "
+                               "h = open_historian(s.config.historian, s.data_dir); print('held', flush=True); "
+                               "time.sleep(120)", str(site_path)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        proc = _aidc("--config", str(site_path), "--month", MONTH)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"aidc report: historian of site {site.name} cannot be opened")
+    with open_historian(site.config.historian, site.data_dir):
+        pass  # released again

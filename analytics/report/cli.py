@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from aidc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aidc.config import Site
+    from historian import Historian
 
 
 def register(sub: Any) -> None:
@@ -33,6 +37,21 @@ def _year(text: str) -> int:
     return int(text)
 
 
+def _open(site: Site) -> Historian:
+    """The site's historian; a DuckDB file held by the running main job is one clear line, not a traceback."""
+    import duckdb
+
+    from historian import open_historian
+
+    try:
+        return open_historian(site.config.historian, site.data_dir)
+    except duckdb.IOException as exc:
+        raise ConfigError(
+            f"historian of site {site.name} cannot be opened ({str(exc).splitlines()[0]}); the running main job "
+            "writes last month's report itself, or stop it to report by hand"
+        ) from None
+
+
 def run_report(args: argparse.Namespace) -> int:
     """Write the requested report and print where its files are."""
     from aidc.config import load_site
@@ -40,7 +59,6 @@ def run_report(args: argparse.Namespace) -> int:
     from analytics.report.eed import build_eed, check_year, write_eed
     from analytics.report.period import check_complete, parse_month
     from analytics.report.schedule import reports_dir, write_month_report
-    from historian import open_historian
 
     if args.format == "eed":
         if args.month:
@@ -61,7 +79,7 @@ def run_report(args: argparse.Namespace) -> int:
     if args.format == "eed":
         year = _year(args.year)
         check_year(year, now, tz)
-        with open_historian(site.config.historian, site.data_dir) as hist:
+        with _open(site) as hist:
             exp = build_eed(hist, site, year, cfg)
         paths = write_eed(exp, out)
         print(exp.obligation)
@@ -73,7 +91,7 @@ def run_report(args: argparse.Namespace) -> int:
         return 0
     month = parse_month(args.month, tz)
     check_complete(month, now)  # before opening the historian: a bad month is refused at once
-    with open_historian(site.config.historian, site.data_dir) as hist:
+    with _open(site) as hist:
         files = write_month_report(hist, site, month, now=now, out_dir=out, pdf=not args.no_pdf)
     for f in (files.html, files.pdf, files.json):
         if f is not None:
