@@ -178,3 +178,15 @@ def test_same_data_gives_byte_identical_files(written: Written, tmp_path: Path) 
     assert again.pdf is not None
     assert written.files.pdf is not None
     assert again.pdf.read_bytes() == written.files.pdf.read_bytes()
+
+
+def test_html_companion_kpis_are_hand_computed_or_not_available(written: Written) -> None:
+    """pPUE, CLF and PLF from the meters (cooling 15 kW, losses 7 kW on 100 kW IT); WUE/ERF/REF/CUE not available."""
+    rows = {r[0]: r for r in _html(written).tables["kpi-table"][1:]}
+    assert _num(rows["pPUE cooling"][1]) == pytest.approx(1.15, abs=5e-5)
+    assert _num(rows["pPUE power"][1]) == pytest.approx(1.07, abs=5e-5)
+    assert _num(rows["CLF"][1]) == pytest.approx(0.15, abs=5e-5)
+    assert _num(rows["PLF"][1]) == pytest.approx(0.07, abs=5e-5)
+    for name in ("WUE", "ERF", "REF", "CUE"):
+        assert rows[name][1] == "n/a"
+        assert rows[name][3].startswith("not available: no "), rows[name]
