@@ -190,3 +190,10 @@ def test_html_companion_kpis_are_hand_computed_or_not_available(written: Written
     for name in ("WUE", "ERF", "REF", "CUE"):
         assert rows[name][1] == "n/a"
         assert rows[name][3].startswith("not available: no "), rows[name]
+
+
+def test_html_element_ids_are_unique(written: Written) -> None:
+    """The three inline SVG charts do not repeat matplotlib's element ids (figure_1, patch_1, ...)."""
+    ids = re.findall(r'\bid="([^"]+)"', written.files.html.read_text(encoding="utf-8"))
+    assert len(ids) > 100
+    assert len(ids) == len(set(ids))

@@ -7,6 +7,7 @@ chart's title with ``pdftotext``; the hash salt and a missing date make the outp
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import matplotlib as mpl
@@ -31,12 +32,16 @@ _RC: dict[Any, Any] = {
 BLUE, GREY, ORANGE = "#1f5fa8", "#9aa5b1", "#d9822b"
 
 
-def _svg(fig: Figure) -> str:
+_ID = re.compile(r'(\bid="|href="#|url\(#)')
+
+
+def _svg(fig: Figure, key: str) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "aidc"}, bbox_inches="tight")
     text = buf.getvalue()
-    # Drop the XML prolog and DOCTYPE: the SVG is inlined in HTML.
-    return text[text.index("<svg") :]
+    # Drop the XML prolog and DOCTYPE (the SVG is inlined in HTML), and prefix matplotlib's element ids
+    # (figure_1, patch_1, ...) with the chart's key: three charts in one document must not share ids.
+    return _ID.sub(lambda m: f"{m.group(1)}{key}-", text[text.index("<svg") :])
 
 
 def daily_chart(rep: MonthReport) -> str:
@@ -64,7 +69,7 @@ def daily_chart(rep: MonthReport) -> str:
         ax.set_ylabel("PUE")
         ax.set_title(TITLES["daily"], loc="left", fontweight="bold")
         ax.legend(loc="upper right", frameon=False, fontsize=7)
-        return _svg(fig)
+        return _svg(fig, "daily")
 
 
 def wetbulb_chart(rep: MonthReport) -> str:
@@ -85,7 +90,7 @@ def wetbulb_chart(rep: MonthReport) -> str:
         ax.set_ylabel("hourly PUE")
         ax.set_title(TITLES["wetbulb"], loc="left", fontweight="bold")
         ax.legend(loc="upper left", frameon=False, fontsize=7)
-        return _svg(fig)
+        return _svg(fig, "wetbulb")
 
 
 def breakdown_chart(rep: MonthReport) -> str:
@@ -103,7 +108,7 @@ def breakdown_chart(rep: MonthReport) -> str:
         ax.set_yticks(y, [i.name for i in items])
         ax.set_xlabel("MWh this month")
         ax.set_title(TITLES["breakdown"], loc="left", fontweight="bold")
-        return _svg(fig)
+        return _svg(fig, "breakdown")
 
 
 def all_charts(rep: MonthReport) -> dict[str, str]:

@@ -9,6 +9,7 @@ meant a second layout of every section in Python.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -85,7 +86,15 @@ def render_pdf(html: str) -> bytes:
     """The PDF of the HTML (WeasyPrint)."""
     from weasyprint import HTML  # imported here: pango is loaded only when a PDF is wanted
 
-    return bytes(HTML(string=html).write_pdf())
+    # WeasyPrint's CSS parser warns about every SVG presentation property (fill, stroke, text-anchor) in the inline
+    # charts' style attributes, which its SVG renderer then applies: hundreds of lines that mean nothing.
+    wp_log = logging.getLogger("weasyprint")
+    level = wp_log.level
+    wp_log.setLevel(logging.ERROR)
+    try:
+        return bytes(HTML(string=html).write_pdf())
+    finally:
+        wp_log.setLevel(level)
 
 
 def summary_dict(rep: MonthReport) -> dict[str, object]:
