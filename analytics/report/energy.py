@@ -13,7 +13,6 @@ costs 2.5 ms of pandas per series), and the hourly split is the cumulative-energ
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,24 +49,37 @@ class Readings:
 
 
 def split_readings(readings: pd.DataFrame) -> Readings:
-    """Clean (quality not bad, value present, as ``clean_readings``), sort and split by series in one pass."""
+    """Clean (quality not bad, value present, as ``clean_readings``), sort and split by series in one pass.
+
+    Historian results come sorted by series, then time: then the series boundaries are found by comparing
+    neighbours, which for 20 million rows is several times cheaper than factorising the series column.
+    """
     if readings.empty:
         return Readings({}, {}, {})
     ts_all = pd.DatetimeIndex(pd.to_datetime(readings["ts"], utc=True)).as_unit("ns").asi8.astype(np.int64)
-    codes, names = pd.factorize(readings["series"], sort=True)
+    names = readings["series"].to_numpy(dtype=object)
     has_q = "quality" in readings.columns
     qual = readings["quality"].to_numpy(dtype=np.int64) if has_q else np.zeros(len(ts_all), dtype=np.int64)
     vals = readings["value"].to_numpy(dtype=np.float64)
-    order = np.lexsort((ts_all, codes))  # stable: equal times keep their order, like a stable sort by ts
-    codes, ts_all, qual, vals = codes[order], ts_all[order], qual[order], vals[order]
-    bounds = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.flatnonzero(np.concatenate([[True], names[1:] != names[:-1]]))
+    ends = np.append(starts[1:], len(names))
+    first = names[starts]
+    if len(set(first.tolist())) != len(first):  # not grouped by series: sort (stable, so equal times keep order)
+        codes = pd.factorize(names, sort=True)[0]
+        order = np.lexsort((ts_all, codes))
+        names, ts_all, qual, vals = names[order], ts_all[order], qual[order], vals[order]
+        starts = np.flatnonzero(np.concatenate([[True], names[1:] != names[:-1]]))
+        ends = np.append(starts[1:], len(names))
     series: dict[str, Arrays] = {}
     raw_ts: dict[str, npt.NDArray[np.int64]] = {}
     raw_q: dict[str, npt.NDArray[np.int64]] = {}
-    for a, b in itertools.pairwise([0, *bounds.tolist(), len(codes)]):
-        sid = str(names[codes[a]])
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         t, v, q = ts_all[a:b], vals[a:b], qual[a:b]
+        if len(t) > 1 and bool((np.diff(t) < 0).any()):
+            o = np.argsort(t, kind="stable")
+            t, v, q = t[o], v[o], q[o]
         ok = ~np.isnan(v) & (q < int(Quality.BAD))
+        sid = str(names[a])
         series[sid] = (t[ok], v[ok])
         raw_ts[sid], raw_q[sid] = t, q
     return Readings(series, raw_ts, raw_q)
