@@ -92,3 +92,22 @@ def test_html_opens_in_headless_chromium_without_console_errors(files: ReportFil
         assert resources == 0
     finally:
         driver.quit()
+
+
+def test_missing_pdf_renderer_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pango WeasyPrint cannot load: the error names the Debian packages and --no-pdf, no traceback."""
+    import builtins
+
+    from aidc.errors import ConfigError
+    from analytics.report.render import render_pdf
+
+    real_import = builtins.__import__
+
+    def no_weasyprint(name: str, *args: object, **kwargs: object) -> object:
+        if name == "weasyprint":
+            raise OSError("cannot load library 'libpango-1.0-0': error 0x7e")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_weasyprint)
+    with pytest.raises(ConfigError, match=r"libpango-1\.0-0 and libpangoft2-1\.0-0.*--no-pdf"):
+        render_pdf("<html></html>")

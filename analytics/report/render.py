@@ -84,7 +84,13 @@ def render_html(rep: MonthReport) -> str:
 
 def render_pdf(html: str) -> bytes:
     """The PDF of the HTML (WeasyPrint)."""
-    from weasyprint import HTML  # imported here: pango is loaded only when a PDF is wanted
+    try:
+        from weasyprint import HTML  # imported here: pango is loaded only when a PDF is wanted
+    except (ImportError, OSError) as exc:  # WeasyPrint loads pango through cffi and raises OSError without it
+        raise ConfigError(
+            f"PDF renderer WeasyPrint cannot start ({str(exc).splitlines()[0]}): install the Debian packages "
+            "libpango-1.0-0 and libpangoft2-1.0-0 (make test does), or write the HTML only with --no-pdf"
+        ) from None
 
     # WeasyPrint's CSS parser warns about every SVG presentation property (fill, stroke, text-anchor) in the inline
     # charts' style attributes, which its SVG renderer then applies: hundreds of lines that mean nothing.
