@@ -120,3 +120,24 @@ def test_array_versions_equal_the_counter_functions(seed: int) -> None:
                                       interval_energy(frame, edges, modulus=10_000.0, scale=0.5))  # fmt: skip
     assert counter_energy(frame, pd.Timestamp("2026-10-01T00:00Z"), pd.Timestamp("2026-10-05T00:00Z"),
                           modulus=10_000.0).resets >= 1  # fmt: skip
+
+
+def test_duckdb_result_frames_equal_make_result() -> None:
+    """The DuckDB store's fast result frame is exactly make_result's (order by series then time, ties, dtypes)."""
+    import pyarrow as pa
+
+    from historian.base import make_result
+    from historian.duckdb_store import DuckDBHistorian
+
+    rng = np.random.default_rng(1)
+    n = 50_000
+    keys = {int(i): f"pdu,device=p{i:03d},site=s energy_wh" for i in range(60)}
+    keys[5], keys[17] = "Zeta energy_wh", "alpha,é=1 energy_wh"  # case and non-ASCII order
+    ids = rng.integers(0, 60, n).astype(np.int32)
+    ts = rng.integers(0, 500, n).astype(np.int64) * 1_000_000_000  # many equal (series, ts) pairs
+    values = rng.normal(size=n)
+    quality = rng.integers(0, 3, n).astype(np.uint8)
+    tbl = pa.table({"series_id": ids, "ts": ts, "value": values, "quality": quality})
+    got = DuckDBHistorian._frame(tbl, keys, "value")
+    want = make_result(np.array([keys[int(i)] for i in ids], dtype=object), ts, values, quality)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
