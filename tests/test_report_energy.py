@@ -141,3 +141,14 @@ def test_duckdb_result_frames_equal_make_result() -> None:
     got = DuckDBHistorian._frame(tbl, keys, "value")
     want = make_result(np.array([keys[int(i)] for i in ids], dtype=object), ts, values, quality)
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_split_readings_does_not_depend_on_row_order(tmp_path: Path) -> None:
+    """Shuffled readings (not grouped by series) split into the same per-series arrays as grouped ones."""
+    frame, _ = _readings(tmp_path)
+    grouped = split_readings(frame)
+    shuffled = split_readings(frame.sample(frac=1.0, random_state=0).reset_index(drop=True))
+    assert sorted(grouped.series) == sorted(shuffled.series)
+    for sid, (ts, v) in grouped.series.items():
+        np.testing.assert_array_equal(shuffled.series[sid][0], ts)
+        np.testing.assert_array_equal(shuffled.series[sid][1], v)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from aidc.errors import DataError
 from aidc.model import Quality
@@ -57,32 +59,43 @@ def split_readings(readings: pd.DataFrame) -> Readings:
     if readings.empty:
         return Readings({}, {}, {})
     ts_all = pd.DatetimeIndex(pd.to_datetime(readings["ts"], utc=True)).as_unit("ns").asi8.astype(np.int64)
-    names = readings["series"].to_numpy(dtype=object)
     has_q = "quality" in readings.columns
     qual = readings["quality"].to_numpy(dtype=np.int64) if has_q else np.zeros(len(ts_all), dtype=np.int64)
     vals = readings["value"].to_numpy(dtype=np.float64)
-    starts = np.flatnonzero(np.concatenate([[True], names[1:] != names[:-1]]))
-    ends = np.append(starts[1:], len(names))
-    first = names[starts]
-    if len(set(first.tolist())) != len(first):  # not grouped by series: sort (stable, so equal times keep order)
+    first, starts = _runs(readings["series"])
+    if len(set(first)) != len(first):  # not grouped by series: sort (stable, so equal times keep order)
+        names = readings["series"].to_numpy(dtype=object)
         codes = pd.factorize(names, sort=True)[0]
         order = np.lexsort((ts_all, codes))
-        names, ts_all, qual, vals = names[order], ts_all[order], qual[order], vals[order]
-        starts = np.flatnonzero(np.concatenate([[True], names[1:] != names[:-1]]))
-        ends = np.append(starts[1:], len(names))
+        ts_all, qual, vals = ts_all[order], qual[order], vals[order]
+        first, starts = _runs(pd.Series(names[order], dtype=object))
+    ends = np.append(starts[1:], len(ts_all))
     series: dict[str, Arrays] = {}
     raw_ts: dict[str, npt.NDArray[np.int64]] = {}
     raw_q: dict[str, npt.NDArray[np.int64]] = {}
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+    for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         t, v, q = ts_all[a:b], vals[a:b], qual[a:b]
         if len(t) > 1 and bool((np.diff(t) < 0).any()):
             o = np.argsort(t, kind="stable")
             t, v, q = t[o], v[o], q[o]
         ok = ~np.isnan(v) & (q < int(Quality.BAD))
-        sid = str(names[a])
+        sid = first[k]
         series[sid] = (t[ok], v[ok])
         raw_ts[sid], raw_q[sid] = t, q
     return Readings(series, raw_ts, raw_q)
+
+
+def _runs(column: pd.Series) -> tuple[list[str], npt.NDArray[np.intp]]:
+    """Names and start rows of the runs of equal values in a series-id column, compared in Arrow (no per-row
+    Python strings: pandas' default string dtype is Arrow-backed)."""
+    values = column.array
+    arr = pa.array(values) if hasattr(values, "__arrow_array__") else pa.array(column.to_numpy(dtype=object))
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    change = pc.not_equal(arr.slice(1), arr.slice(0, n - 1)).to_numpy(zero_copy_only=False) if n > 1 else np.zeros(0)
+    starts = np.flatnonzero(np.concatenate([[True], change.astype(bool)]))
+    return [str(x) for x in arr.take(pa.array(starts)).to_pylist()], starts
 
 
 def series_energy(
