@@ -101,10 +101,11 @@ def read_counters(hist: Historian, series: Iterable[str], start: pd.Timestamp, e
 
 
 def _period_figure(
-    hist: Historian, site: Site, label: str, start: pd.Timestamp, end: pd.Timestamp, category: int
+    hist: Historian, all_meters: dict[str, MeterInfo], label: str, start: pd.Timestamp, end: pd.Timestamp, category: int
 ) -> PeriodFigure:
     """PUE over [start, end) from the utility meter and the IT meters of ``category`` (or the best available)."""
-    meters = {s: m for s, m in _meters(site).items() if m.role in (Role.FACILITY_ENERGY, *kpi.IT_ENERGY_ROLES.values())}
+    pue_roles = (Role.FACILITY_ENERGY, *kpi.IT_ENERGY_ROLES.values())
+    meters = {s: m for s, m in all_meters.items() if m.role in pue_roles}
     utility = [s for s, m in meters.items() if m.role is Role.FACILITY_ENERGY]
     probe = read_counters(hist, utility, start, end)
     if not probe["value"].notna().any():
@@ -141,10 +142,12 @@ def _sum_figure(label: str, months: list[PeriodFigure], expected: int) -> Period
     return PeriodFigure(label, start, end, kpi.pue(e_dc, e_it), e_dc, e_it, cats[-1] if cats else None, note)
 
 
-def _comparisons(hist: Historian, site: Site, month: Month, rep: PueReport, target: float | None) -> list[PeriodFigure]:
+def _comparisons(
+    hist: Historian, meters: dict[str, MeterInfo], month: Month, rep: PueReport, target: float | None
+) -> list[PeriodFigure]:
     cat = rep.category
     this = PeriodFigure(f"{month.label} (this month)", rep.start, rep.end, rep.pue, rep.e_dc_kwh, rep.e_it_kwh, cat)
-    prior = {k: _period_figure(hist, site, month.shift(-k).label, month.shift(-k).start, month.shift(-k).end, cat)
+    prior = {k: _period_figure(hist, meters, month.shift(-k).label, month.shift(-k).start, month.shift(-k).end, cat)
              for k in range(1, 13)}  # fmt: skip
     prev = prior[1]
     last_year = prior[12]
@@ -316,7 +319,7 @@ def build_month_report(hist: Historian, site: Site, month: Month, cfg: ReportCon
         pue=rep,
         category_text=category_text(rep.category, _frequency(groups, meters)),
         meters_used=used,
-        comparisons=_comparisons(hist, site, month, rep, cfg.pue_target),
+        comparisons=_comparisons(hist, meters, month, rep, cfg.pue_target),
         target=cfg.pue_target,
         daily=daily,
         hourly=hourly_df,

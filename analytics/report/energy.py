@@ -20,7 +20,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from aidc.errors import DataError
 from aidc.model import Quality
@@ -86,16 +85,21 @@ def split_readings(readings: pd.DataFrame) -> Readings:
 
 
 def _runs(column: pd.Series) -> tuple[list[str], npt.NDArray[np.intp]]:
-    """Names and start rows of the runs of equal values in a series-id column, compared in Arrow (no per-row
-    Python strings: pandas' default string dtype is Arrow-backed)."""
+    """Names and start rows of the runs of equal values in a series-id column.
+
+    Dictionary-encoded in Arrow: no per-row Python string and no copy of the column (pandas' default string dtype
+    is Arrow-backed, and a concatenated result has many chunks).
+    """
     values = column.array
     arr = pa.array(values) if hasattr(values, "__arrow_array__") else pa.array(column.to_numpy(dtype=object))
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    n = len(arr)
-    change = pc.not_equal(arr.slice(1), arr.slice(0, n - 1)).to_numpy(zero_copy_only=False) if n > 1 else np.zeros(0)
-    starts = np.flatnonzero(np.concatenate([[True], change.astype(bool)]))
-    return [str(x) for x in arr.take(pa.array(starts)).to_pylist()], starts
+    chunked = arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+    enc = chunked.dictionary_encode().unify_dictionaries()
+    if not enc.num_chunks or not len(enc):
+        return [], np.zeros(0, dtype=np.intp)
+    names = enc.chunk(0).dictionary.to_pylist()
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc.chunks])
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    return [str(names[c]) for c in codes[starts].tolist()], starts
 
 
 def series_energy(
