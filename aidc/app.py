@@ -101,6 +101,7 @@ class MainJob:
         loop = asyncio.get_running_loop()
         end = None if duration_s is None else loop.time() + duration_s
         writer_task = asyncio.create_task(self.writer.run(), name="historian writer")
+        report_task = asyncio.create_task(self.monthly_reports(), name="monthly PUE report")
         try:
             async with self.engine:
                 while end is None or loop.time() < end:
@@ -108,8 +109,26 @@ class MainJob:
                     await asyncio.sleep(max(0.0, min(summary_every_s, left)))
                     printer(f"{summary.line()} | stored {self.writer.points_written} points")
         finally:
+            report_task.cancel()
             writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await report_task
             with contextlib.suppress(asyncio.CancelledError):
                 await writer_task
             await self.writer.drain()
             await asyncio.to_thread(self.historian.close)
+
+    async def monthly_reports(self, every_s: float = 3600.0) -> None:
+        """Write last month's PUE report on the first day of each month (site time, the job's clock)."""
+        import pandas as pd
+
+        from analytics.report.schedule import MonthlyReports
+
+        reports = MonthlyReports(self.site)
+        while True:
+            now = pd.Timestamp(self.clock.now_ns(), unit="ns", tz="UTC")
+            try:
+                await asyncio.to_thread(reports.tick, self.historian, now)
+            except Exception:  # a report must never stop collection; log it and try again at the next tick
+                log.exception("monthly PUE report for site %s failed", self.site.name)
+            await asyncio.sleep(every_s)

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "analytics.tenants_cli",
     "analytics.faults_cli",
     "api.cli",
+    "analytics.report.cli",
 )
 
 

@@ -243,6 +243,7 @@ class SiteConfig(_Strict):
     # Tables later packages own (control, dashboard) are validated by their own models.
     control: dict[str, Any] = {}
     dashboard: dict[str, Any] = {}
+    report: dict[str, Any] = {}  # analytics.report.config.ReportConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,8 @@ MINUTE_NS = 60 * NS
 HOUR_NS = 3600 * NS
 # (table, resolution), coarsest first: the query planner takes the first that divides the window.
 _NEVER = np.iinfo(np.int64).min
+# The dtype make_result gives the series column (pandas' default string dtype), so both ways of building a result agree.
+_STR = make_result(["x"], [0], [0.0])["series"].dtype
 ROLLUPS: tuple[tuple[str, int], ...] = (("rollup_1h", HOUR_NS), ("rollup_1m", MINUTE_NS))
 
 _SCHEMA = """
@@ -375,10 +377,24 @@ class DuckDBHistorian(Historian):
             return empty_result()
         ids = tbl.column("series_id").to_numpy()
         uniq, inv = np.unique(ids, return_inverse=True)
-        names = np.array([keys[int(i)] for i in uniq], dtype=object)[inv]
+        names = np.array([keys[int(i)] for i in uniq], dtype=object)
         vals = tbl.column(value_col).to_numpy(zero_copy_only=False).astype(np.float64)
-        qual = tbl.column("quality").fill_null(0).to_numpy(zero_copy_only=False)
-        return make_result(names, tbl.column("ts").to_numpy(zero_copy_only=False), vals, qual)
+        qual = np.asarray(tbl.column("quality").fill_null(0).to_numpy(zero_copy_only=False), dtype=np.uint8)
+        ts = np.asarray(tbl.column("ts").to_numpy(zero_copy_only=False), dtype=np.int64)
+        # make_result's frame (sorted by series, then time, stably), built without a per-row Python string:
+        # for a month of 2,000 meters (20M rows) the string column and the multi-key sort were most of a query.
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[np.argsort(names.astype(str), kind="stable")] = np.arange(len(names))
+        order = np.lexsort((ts, rank[inv]))
+        series = pa.array(names.tolist(), type=pa.large_string()).take(pa.array(inv[order]))
+        return pd.DataFrame(
+            {
+                "ts": pd.to_datetime(ts[order], unit="ns", utc=True),
+                "series": pd.Series(pd.array(series, dtype=_STR)),
+                "value": vals[order],
+                "quality": qual[order],
+            }
+        )
 
     def row_count(self) -> int:
         """Raw rows stored (for tests and the bench)."""

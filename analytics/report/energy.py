@@ -1,0 +1,321 @@
+"""Energies per role over a period and per hour, from counter readings, for sites with thousands of meters.
+
+The rules are those of :mod:`analytics.counters` (its :func:`~analytics.counters.increments` does the wrap and reset
+arithmetic) and the PUE figures are those of :func:`analytics.pue.compute_pue`; what differs is the bookkeeping, for
+a site with thousands of rack meters: readings are cleaned, sorted and split by series once, in arrays
+(``compute_pue`` filters the whole frame per series, quadratic in the number of meters, and ``clean_readings``
+costs 2.5 ms of pandas per series), and the hourly split is the cumulative-energy interpolation of
+:func:`~analytics.counters.interval_energy`, so the hours of a month add up exactly to the month.
+``tests/test_report_energy.py`` checks :func:`series_energy` and :func:`series_intervals` against
+``counter_energy`` and ``interval_energy`` (wraps, resets, gaps, edges) and the month's figures against
+``compute_pue``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+
+from aidc.errors import DataError
+from aidc.model import Quality
+from aidc.roles import Role
+from analytics import kpi
+from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, increments
+from analytics.pue import MeterInfo, PueReport
+
+Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """Usable readings per series as sorted (ts ns, value) arrays, and every raw sample's time and quality."""
+
+    series: dict[str, Arrays]
+    raw_ts: dict[str, npt.NDArray[np.int64]]
+    raw_quality: dict[str, npt.NDArray[np.int64]]
+
+    def counts(self, sid: str, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int, int]:
+        """Samples, bad samples and uncertain samples of ``sid`` in [start, end)."""
+        ts = self.raw_ts.get(sid)
+        if ts is None:
+            return 0, 0, 0
+        inside = (ts >= start.value) & (ts < end.value)
+        q = self.raw_quality[sid][inside]
+        return int(inside.sum()), int((q >= int(Quality.BAD)).sum()), int((q == int(Quality.UNCERTAIN)).sum())
+
+
+def split_readings(readings: pd.DataFrame) -> Readings:
+    """Clean (quality not bad, value present, as ``clean_readings``), sort and split by series in one pass.
+
+    Historian results come sorted by series, then time: then the series boundaries are found by comparing
+    neighbours, which for 20 million rows is several times cheaper than factorising the series column.
+    """
+    if readings.empty:
+        return Readings({}, {}, {})
+    ts_all = pd.DatetimeIndex(pd.to_datetime(readings["ts"], utc=True)).as_unit("ns").asi8.astype(np.int64)
+    has_q = "quality" in readings.columns
+    qual = readings["quality"].to_numpy(dtype=np.int64) if has_q else np.zeros(len(ts_all), dtype=np.int64)
+    vals = readings["value"].to_numpy(dtype=np.float64)
+    first, starts = _runs(readings["series"])
+    if len(set(first)) != len(first):  # not grouped by series: sort (stable, so equal times keep order)
+        names = readings["series"].to_numpy(dtype=object)
+        codes = pd.factorize(names, sort=True)[0]
+        order = np.lexsort((ts_all, codes))
+        ts_all, qual, vals = ts_all[order], qual[order], vals[order]
+        first, starts = _runs(pd.Series(names[order], dtype=object))
+    ends = np.append(starts[1:], len(ts_all))
+    series: dict[str, Arrays] = {}
+    raw_ts: dict[str, npt.NDArray[np.int64]] = {}
+    raw_q: dict[str, npt.NDArray[np.int64]] = {}
+    for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        t, v, q = ts_all[a:b], vals[a:b], qual[a:b]
+        if len(t) > 1 and bool((np.diff(t) < 0).any()):
+            o = np.argsort(t, kind="stable")
+            t, v, q = t[o], v[o], q[o]
+        ok = ~np.isnan(v) & (q < int(Quality.BAD))
+        sid = first[k]
+        series[sid] = (t[ok], v[ok])
+        raw_ts[sid], raw_q[sid] = t, q
+    return Readings(series, raw_ts, raw_q)
+
+
+def _runs(column: pd.Series) -> tuple[list[str], npt.NDArray[np.intp]]:
+    """Names and start rows of the runs of equal values in a series-id column.
+
+    Dictionary-encoded in Arrow: no per-row Python string and no copy of the column (pandas' default string dtype
+    is Arrow-backed, and a concatenated result has many chunks).
+    """
+    values = column.array
+    arr = pa.array(values) if hasattr(values, "__arrow_array__") else pa.array(column.to_numpy(dtype=object))
+    chunked = arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+    enc = chunked.dictionary_encode().unify_dictionaries()
+    if not enc.num_chunks or not len(enc):
+        return [], np.zeros(0, dtype=np.intp)
+    names = enc.chunk(0).dictionary.to_pylist()
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc.chunks])
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    return [str(names[c]) for c in codes[starts].tolist()], starts
+
+
+def series_energy(
+    ts: npt.NDArray[np.int64],
+    v: npt.NDArray[np.float64],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    modulus: float | None = None,
+    max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
+    scale: float = 1.0,
+) -> CounterEnergy:
+    """:func:`analytics.counters.counter_energy` on already cleaned, sorted arrays (same rules, same result)."""
+    s_ns, e_ns = int(start.value), int(end.value)
+    period_ns = e_ns - s_ns
+    if period_ns <= 0:
+        raise ValueError(f"empty period {start} .. {end}")
+    if len(ts) < 2:
+        return CounterEnergy(0.0, 0.0, 0.0, gaps=((pd.Timestamp(start), pd.Timestamp(end)),))
+    dt = np.diff(ts)
+    inc, wrapped, reset = increments(v, dt, modulus)
+    is_gap = dt > int(pd.Timedelta(max_gap).value)
+    lo = np.maximum(ts[:-1], s_ns)
+    hi = np.minimum(ts[1:], e_ns)
+    overlap = np.clip(hi - lo, 0, None).astype(np.float64)
+    frac = np.divide(overlap, dt, out=np.zeros_like(overlap), where=dt > 0)
+    share = inc * frac
+    est_mask = reset | (is_gap & (frac < 1.0))
+    energy = float(share.sum())
+    estimated = float(share[est_mask].sum())
+    covered = float(overlap[~is_gap].sum())
+    gaps = [(_ts(lo[i]), _ts(hi[i])) for i in np.flatnonzero(is_gap & (overlap > 0))]
+    span = ts[-1] - ts[0]
+    rate = float(inc.sum()) / span if span > 0 else 0.0
+    for a, b in ((s_ns, min(ts[0], e_ns)), (max(ts[-1], s_ns), e_ns)):
+        if b > a:
+            extra = rate * (b - a)
+            energy += extra
+            estimated += extra
+            gaps.append((_ts(a), _ts(b)))
+    return CounterEnergy(
+        energy * scale,
+        estimated * scale,
+        covered / period_ns,
+        int((wrapped & (overlap > 0)).sum()),
+        int((reset & (overlap > 0)).sum()),
+        tuple(sorted(gaps)),
+    )
+
+
+def series_intervals(
+    ts: npt.NDArray[np.int64],
+    v: npt.NDArray[np.float64],
+    edges: pd.DatetimeIndex,
+    *,
+    modulus: float | None = None,
+    scale: float = 1.0,
+) -> npt.NDArray[np.float64]:
+    """:func:`analytics.counters.interval_energy` on already cleaned, sorted arrays (same rules, same result)."""
+    out = np.zeros(max(len(edges) - 1, 0))
+    if len(ts) < 2 or len(edges) < 2:
+        return out
+    inc, _, _ = increments(v, np.diff(ts), modulus)
+    cum = np.concatenate([[0.0], np.cumsum(inc)])
+    e_ns = edges.as_unit("ns").asi8.astype(np.float64)
+    rate = cum[-1] / (ts[-1] - ts[0])
+    c = np.interp(e_ns, ts.astype(np.float64), cum)
+    c = np.where(e_ns < ts[0], (e_ns - ts[0]) * rate, c)
+    c = np.where(e_ns > ts[-1], cum[-1] + (e_ns - ts[-1]) * rate, c)
+    return np.diff(c) * scale
+
+
+def _ts(ns: int | np.integer) -> pd.Timestamp:
+    return pd.Timestamp(int(ns), unit="ns", tz="UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class MeterStats:
+    """One meter's record over the period: energy, coverage, gaps, wraps, resets and sample qualities."""
+
+    series: str
+    role: Role
+    energy: CounterEnergy
+    samples: int
+    bad_samples: int
+    uncertain_samples: int
+
+    @property
+    def problems(self) -> list[str]:
+        """Short phrases for the data-quality table (empty when the meter is clean)."""
+        out = []
+        if self.energy.coverage < 0.9999:
+            out.append(f"coverage {100 * self.energy.coverage:.2f} %")
+        if self.energy.resets:
+            out.append(f"{self.energy.resets} reset(s)")
+        if self.bad_samples:
+            out.append(f"{self.bad_samples} bad sample(s)")
+        if self.uncertain_samples:
+            out.append(f"{self.uncertain_samples} uncertain sample(s)")
+        return out
+
+
+def meter_stats(
+    readings: Readings,
+    meters: Mapping[str, MeterInfo],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    roles: tuple[Role, ...],
+    max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
+) -> list[MeterStats]:
+    """Per-meter energy and quality over ``[start, end)`` for every series whose role is in ``roles``."""
+    out = []
+    none: Arrays = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    for sid in sorted(meters):
+        info = meters[sid]
+        if info.role not in roles:
+            continue
+        ts, v = readings.series.get(sid, none)
+        e = series_energy(ts, v, start, end, modulus=info.modulus, max_gap=max_gap, scale=info.scale)
+        out.append(MeterStats(sid, info.role, e, *readings.counts(sid, start, end)))
+    return out
+
+
+def role_totals(stats: list[MeterStats]) -> dict[Role, CounterEnergy]:
+    """Sum of the meters of each role (coverage is the worst meter's); a role none of whose meters has a reading
+    in the period is left out (the site does not meter it), while one silent meter among many counts, at zero
+    coverage, as ``compute_pue`` counts it."""
+    reporting = {s.role for s in stats if s.samples > 0 or s.energy.energy != 0.0}
+    out: dict[Role, CounterEnergy] = {}
+    for s in stats:
+        if s.role in reporting:
+            out[s.role] = s.energy if s.role not in out else out[s.role] + s.energy
+    return out
+
+
+def choose_category(energies: Mapping[Role, CounterEnergy], category: int | None = None) -> int:
+    """The most advanced ISO/IEC 30134-2 category metered (or the one asked for, if it is metered)."""
+    available = [c for c, role in kpi.IT_ENERGY_ROLES.items() if role in energies]
+    if category is None:
+        if not available:
+            raise DataError("no IT energy counter (roles it_energy_ups_output/pdu_output/equipment_input)")
+        return max(available)
+    if category not in available:
+        raise DataError(f"category {category}: no series with role {kpi.IT_ENERGY_ROLES.get(category, '?')}")
+    return category
+
+
+def pue_report(
+    energies: Mapping[Role, CounterEnergy],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    category: int | None = None,
+    co2_kg: float | None = None,
+) -> PueReport:
+    """The :class:`PueReport` ``compute_pue`` would give for these role energies (same KPI functions)."""
+    dc = energies.get(Role.FACILITY_ENERGY)
+    if dc is None:
+        raise DataError("no series with role facility_energy: PUE needs the utility meter's energy counter")
+    cat = choose_category(energies, category)
+    it = energies[kpi.IT_ENERGY_ROLES[cat]]
+
+    def kwh(role: Role) -> float | None:
+        en = energies.get(role)
+        return None if en is None else en.energy
+
+    e_cool, e_other = kwh(Role.COOLING_ENERGY), kwh(Role.OTHER_ENERGY)
+    losses = kpi.power_losses(dc.energy, it.energy, e_cool, e_other)
+    ups_in, ups_out = kwh(Role.UPS_INPUT_ENERGY), kwh(Role.IT_ENERGY_UPS_OUTPUT)
+    return PueReport(
+        start=start,
+        end=end,
+        category=cat,
+        e_dc_kwh=dc.energy,
+        e_it_kwh=it.energy,
+        pue=kpi.pue(dc.energy, it.energy),
+        coverage=min(dc.coverage, it.coverage),
+        estimated_kwh=dc.estimated + it.estimated,
+        energies=dict(energies),
+        e_cooling_kwh=e_cool,
+        e_other_kwh=e_other,
+        e_power_losses_kwh=losses,
+        ups_losses_kwh=None if ups_in is None or ups_out is None else ups_in - ups_out,
+        clf=kpi.clf(e_cool, it.energy),
+        plf=kpi.plf(losses, it.energy),
+        ppue_cooling=kpi.partial_pue(e_cool, it.energy),
+        ppue_power=kpi.partial_pue(losses, it.energy),
+        wue=kpi.wue(kwh(Role.WATER_VOLUME), it.energy),
+        erf=kpi.erf(kwh(Role.REUSED_ENERGY), dc.energy),
+        ref=kpi.ref(kwh(Role.RENEWABLE_ENERGY), dc.energy),
+        cue=kpi.cue(co2_kg, it.energy),
+    )
+
+
+def hourly_energy(
+    readings: Readings,
+    meters: Mapping[str, MeterInfo],
+    edges: pd.DatetimeIndex,
+    roles: tuple[Role, ...],
+) -> dict[Role, npt.NDArray[np.float64]]:
+    """Energy per interval between ``edges`` summed per role (the hours of a month add up to the month)."""
+    out: dict[Role, npt.NDArray[np.float64]] = {}
+    for sid, info in sorted(meters.items()):
+        if info.role not in roles or sid not in readings.series:
+            continue
+        ts, v = readings.series[sid]
+        e = series_intervals(ts, v, edges, modulus=info.modulus, scale=info.scale)
+        out[info.role] = e if info.role not in out else out[info.role] + e
+    return out
+
+
+def uncovered_mask(edges: pd.DatetimeIndex, gaps: list[tuple[pd.Timestamp, pd.Timestamp]]) -> npt.NDArray[np.bool_]:
+    """True for each interval between ``edges`` that a gap overlaps (its energy is interpolated, not metered)."""
+    lo = edges[:-1].as_unit("ns").asi8
+    hi = edges[1:].as_unit("ns").asi8
+    mask = np.zeros(len(lo), dtype=bool)
+    for a, b in gaps:
+        mask |= (lo < pd.Timestamp(b).value) & (hi > pd.Timestamp(a).value)
+    return mask
