@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import signal
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,14 @@ from aidc.app import MainJob
 from aidc.config import Site, load_site
 from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
+from analytics.alarms import AlarmEngine
+from dashboards.app import DashboardConfig, DashboardService
+from dashboards.auth import Role, UserStore, random_password
+from dashboards.data import DashboardData
 
 DEMO_DIR = Path("var/demo")
+DEMO_POLL_S = 2.0  # the demo polls every 2 s so the dashboard's live values move (real sites choose their own)
+DEMO_OPERATOR = "operator"
 
 
 def register(sub: Any) -> None:
@@ -37,6 +46,52 @@ def register(sub: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds")
     p.add_argument("--summary-every", type=float, default=5.0, help="seconds between summary lines (default 5)")
+    p.add_argument("--port", type=int, default=None, help="dashboard port (default: the site's, else 8050)")
+    p.add_argument("--no-dashboard", action="store_true", help="run without the operator dashboard")
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM stops the job the way Ctrl-C does (the same clean shutdown path)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
+    """Writer and collector figures for the Data quality page and the pipeline alarms."""
+    last = [time.monotonic(), float(job.engine.output.samples)]
+
+    def stats() -> dict[str, float]:
+        now, samples = time.monotonic(), float(job.engine.output.samples)
+        rate = (samples - last[1]) / max(now - last[0], 1e-9)
+        if now - last[0] > 5.0:
+            last[:] = [now, samples]
+        return {"points_written": float(job.writer.points_written), "write_errors": float(job.writer.write_errors),
+                "pending_batches": float(len(job.writer._pending)), "points_per_s": rate}
+
+    return stats
+
+
+def start_dashboard(job: MainJob, args: argparse.Namespace, *, demo: bool) -> DashboardService | None:
+    """Alarms and the dashboard on the job's live state and historian; the demo gets an operator account."""
+    if args.no_dashboard:
+        return None
+    config = DashboardConfig.from_site(job.site, port=args.port)
+    users = UserStore(config.users_path(job.site))
+    alarms = AlarmEngine.from_site(job.site)
+    data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=None,
+                         job_stats=job_stats(job))
+    service = DashboardService(data, users, config).start()
+    _say(f"dashboard: {service.url} ({len(data.racks)} racks, {len(alarms.rules)} alarm rules)")
+    if demo:
+        password = random_password()
+        users.add(DEMO_OPERATOR, password, Role.OPERATOR)
+        _say(f"  sign in as {DEMO_OPERATOR!r} with password {password}  (new each demo start; shown only now)")
+    elif not users.names():
+        _say(f"  no dashboard users yet: add one with `aidc user add --config {job.site.path} NAME --role operator`")
+    return service
 
 
 def _say(text: str) -> None:
@@ -46,9 +101,15 @@ def _say(text: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the main job until Ctrl-C or ``--duration``."""
     site = load_site(args.config)
+    _sigterm_as_interrupt()
     job = MainJob.build(site)
-    with contextlib.suppress(KeyboardInterrupt):
-        aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+    dashboard = start_dashboard(job, args, demo=False)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
     return 0
 
 
@@ -62,7 +123,7 @@ def demo_site(config: Path | None, racks: int) -> Path:
         if sum(1 for _ in existing.racks()) == racks:
             return path
     # The site's data directory is the demo folder itself (relative paths resolve against the site file).
-    text = render_site(dataclasses.replace(SiteTemplate(racks=racks), data_dir="."))
+    text = render_site(dataclasses.replace(SiteTemplate(racks=racks, poll_interval_s=DEMO_POLL_S), data_dir="."))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
@@ -94,19 +155,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     path = demo_site(args.config, args.racks)
     site = load_site(path)
     _say(f"aidc demo: site {site.name} from {path} ({sum(1 for _ in site.racks())} racks, {len(site.devices)} devices)")
-    _say("starting the simulated facility (its own process) ...")
+    _sigterm_as_interrupt()
+    _say("[1/4] starting the simulated facility (its own process) ...")
     sim = SimulatorProcess(path, speed=args.speed)
-    sim.start()
+    dashboard = None
     try:
+        sim.start()
         _say(f"simulated facility ready; every device answers on {site.config.simulation.bind}:")
         for line in listening_lines(site):
             _say(line)
         _say(f"fault-injection API: http://{site.config.simulation.bind}:{site.config.simulation.control_port}/faults")
+        _say("[2/4] opening the historian and planning the collectors ...")
         job = MainJob.build(site)
-        _say(f"historian: {type(job.historian).__name__} under {site.data_dir}; collecting (Ctrl-C stops) ...")
+        _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
+        _say("[3/4] starting alarms and the operator dashboard ...")
+        dashboard = start_dashboard(job, args, demo=True)
+        _say("[4/4] collecting (Ctrl-C stops everything) ...")
         with contextlib.suppress(KeyboardInterrupt):
             aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+    except KeyboardInterrupt:
+        _say("interrupted during start-up")
     finally:
+        if dashboard is not None:
+            dashboard.stop()
+            print("dashboard stopped", file=sys.stderr)
         code = sim.stop()
         print(f"simulated facility stopped (exit {code})", file=sys.stderr)
     return 0

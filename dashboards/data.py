@@ -1,0 +1,493 @@
+"""What the pages show, computed from the live state and the historian only (never from devices).
+
+Series ids are worked out once from the site and its profiles (per rack, per CDU, per role), so a refresh reads
+arrays of latest values instead of scanning every series: a 1,000-rack hall has some 250,000 series.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from aidc.clock import Clock
+from aidc.config import DeviceRef, Site
+from aidc.live import LiveState
+from aidc.model import SeriesKey
+from aidc.roles import Role
+from analytics import kpi
+from analytics.alarms import AlarmEngine
+from analytics.historian_adapter import POWER_ROLES, pue_from_historian, site_meters
+from analytics.pue import instantaneous_pue
+from dashboards.supervisor import SupervisorLike, audit_entries, read_jsonl_tail
+from historian import Historian, SeriesSelector
+from historian.base import Agg
+
+log = logging.getLogger(__name__)
+
+FloorMetric = str
+FLOOR_METRICS: dict[str, tuple[str, str]] = {
+    # key: (label, unit)
+    "power": ("rack power", "kW"),
+    "hottest_gpu": ("hottest GPU", "°C"),
+    "coolant_dt": ("coolant ΔT", "K"),
+    "thermal_margin": ("thermal margin to the GPU alarm limit", "K"),
+    "power_headroom": ("power headroom to rated", "kW"),
+    "data_quality": ("good data", "%"),
+}
+RANGES = {"15m": "15 min", "1h": "1 h", "6h": "6 h", "24h": "24 h", "7d": "7 days"}
+WINDOW_FOR = {"15m": "10s", "1h": "1m", "6h": "5m", "24h": "15m", "7d": "1h"}
+
+
+@dataclass(frozen=True, slots=True)
+class RackInfo:
+    """A rack's place on the floor and its series."""
+
+    name: str
+    hall: str
+    row: str
+    position: int
+    rated_kw: float
+    gpus: int
+    cdu: str | None
+    power: str | None
+    inlet: str | None
+    outlet: str | None
+    gpu_temp: tuple[str, ...]
+    gpu_power: tuple[str, ...]
+    gpu_util: tuple[str, ...]
+    scalars: tuple[str, ...]  # every scalar series of the rack controller and the PDU (for data quality)
+    devices: tuple[str, ...]
+
+
+def _sid(dev: DeviceRef, point: str, **extra: str) -> str:
+    return SeriesKey.of(dev.profile.measurement, point, {**dev.tags, **extra}).id
+
+
+def _point(dev: DeviceRef | None, role: Role) -> str | None:
+    if dev is None:
+        return None
+    return next((p.name for p in dev.profile.points if dev.role_of(p.name) == role), None)
+
+
+@dataclass
+class DashboardData:
+    """The dashboard's read side: site layout, live values, historian queries, alarms, controller."""
+
+    site: Site
+    live: LiveState
+    historian: Historian
+    clock: Clock
+    alarms: AlarmEngine
+    supervisor: SupervisorLike | None = None
+    job_stats: Callable[[], Mapping[str, float]] | None = None
+    gpu_limit_c: float = 85.0
+    racks: dict[str, RackInfo] = field(init=False)
+    _cache: dict[str, tuple[float, Any]] = field(init=False, default_factory=dict)
+    _cache_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.racks = self._layout()
+        self.power_meters = site_meters(self.site, POWER_ROLES)
+        self.power_ids = list(self.power_meters)
+        self.cooling_meters = site_meters(self.site, [Role.COOLING_POWER])
+        self.cooling_ids = list(self.cooling_meters)
+        rule = self.alarms.rules.get("gpu_hot")
+        if rule is not None:
+            self.gpu_limit_c = rule.threshold
+
+    @property
+    def data_dir(self) -> Path:
+        """Where audits, alarms and reports live."""
+        return self.site.data_dir
+
+    def _layout(self) -> dict[str, RackInfo]:
+        by_rack: dict[str, dict[str, DeviceRef]] = {}
+        for dev in self.site.devices:
+            rack_name = dev.tags.get("rack")
+            if rack_name and dev.kind in ("pdu", "rack"):
+                by_rack.setdefault(rack_name, {})[dev.kind] = dev
+        cdu_of = {r: c.name for h in self.site.config.halls for c in h.cdus for r in c.racks}
+        out: dict[str, RackInfo] = {}
+        positions: dict[tuple[str, str], int] = {}
+        for hall, rack in self.site.racks():
+            devs = by_rack.get(rack.name, {})
+            ctl, pdu = devs.get("rack"), devs.get("pdu")
+            pos = positions.get((hall.name, rack.row), 0)
+            positions[(hall.name, rack.row)] = pos + 1
+
+            def arr(role: Role, ctl: DeviceRef | None = ctl, n: int = rack.gpus) -> tuple[str, ...]:
+                p = _point(ctl, role)
+                return () if ctl is None or p is None else tuple(_sid(ctl, p, gpu=str(i)) for i in range(n))
+
+            def one(role: Role, dev: DeviceRef | None) -> str | None:
+                p = _point(dev, role)
+                return None if dev is None or p is None else _sid(dev, p)
+
+            scalars = tuple(_sid(d, p.name) for d in devs.values() for p in d.profile.points if not p.array)
+            out[rack.name] = RackInfo(
+                rack.name,
+                hall.name,
+                rack.row,
+                pos,
+                rack.rated_kw,
+                rack.gpus,
+                cdu_of.get(rack.name),
+                one(Role.RACK_POWER, ctl) or one(Role.IT_POWER_PDU_OUTPUT, pdu),
+                one(Role.RACK_COOLANT_INLET_TEMP, ctl),
+                one(Role.RACK_COOLANT_OUTLET_TEMP, ctl),
+                arr(Role.GPU_TEMP),
+                arr(Role.GPU_POWER),
+                arr(Role.GPU_UTIL),
+                scalars,
+                tuple(d.name for d in devs.values()),
+            )
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def cached(self, key: str, ttl_s: float, compute: Callable[[], Any]) -> Any:
+        """``compute()`` at most once per ``ttl_s`` per key (historian queries are shared by every browser)."""
+        now = time.monotonic()
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < ttl_s:
+                return hit[1]
+        value = compute()
+        with self._cache_lock:
+            self._cache[key] = (now, value)
+        return value
+
+    def now(self) -> pd.Timestamp:
+        """The facility's clock (simulated time in the demo) as a UTC timestamp."""
+        return pd.Timestamp(self.clock.now_ns(), unit="ns", tz="UTC")
+
+    def value(self, series: str | None) -> float | None:
+        """Latest good value of one series."""
+        if series is None:
+            return None
+        v = self.live.get(series)
+        return None if v is None or v.value is None or v.quality != 0 else v.value
+
+    def sum_of(self, ids: list[str]) -> float | None:
+        """Sum of the latest good values (None if none is known)."""
+        vals = self.live.values(ids)
+        return None if not len(vals) or np.isnan(vals).all() else float(np.nansum(vals))
+
+    # ------------------------------------------------------------------ overview
+
+    def overview(self) -> dict[str, Any]:
+        """Live headline figures: power-based PUE, IT, cooling and facility power, outdoor conditions."""
+        vals = self.live.values(self.power_ids)
+        latest = pd.DataFrame({"series": self.power_ids, "value": vals})
+        inst = instantaneous_pue(latest, self.power_meters)
+        plant = next((d for d in self.site.devices if d.kind == "plant"), None)
+        out: dict[str, Any] = {
+            "pue": None if inst is None else inst.value,
+            "pue_label": None if inst is None else inst.label,
+            "pue_category": None if inst is None else inst.category,
+            "it_kw": None if inst is None else inst.it_kw,
+            "facility_kw": None if inst is None else inst.facility_kw,
+            "cooling_kw": None,
+            "drybulb_c": None,
+            "wetbulb_c": None,
+        }
+        cool = self.live.values(self.cooling_ids)
+        if len(cool) and not np.isnan(cool).all():
+            scales = np.array([self.cooling_meters[s].scale for s in self.cooling_ids])
+            out["cooling_kw"] = float(np.nansum(cool * scales))
+        if plant is not None:
+            out["drybulb_c"] = self.value(_plant_sid(plant, Role.OUTDOOR_DRYBULB))
+            out["wetbulb_c"] = self.value(_plant_sid(plant, Role.OUTDOOR_WETBULB))
+        return out
+
+    def energy_pue(self) -> dict[str, Any]:
+        """Interim ISO/IEC 30134-2 PUE from energy counters for today and this month so far (cached 60 s)."""
+
+        def compute() -> dict[str, Any]:
+            now = self.now()
+            tz = self.site.config.site.timezone
+            local = now.tz_convert(tz)
+            day = local.normalize().tz_convert("UTC")
+            month = local.normalize().replace(day=1).tz_convert("UTC")
+            out: dict[str, Any] = {}
+            for key, start in (("today", day), ("month", month)):
+                try:
+                    rep = pue_from_historian(self.historian, self.site, start, now)
+                    out[key] = {
+                        "pue": rep.pue,
+                        "coverage": rep.coverage,
+                        "category": rep.category_name,
+                        "it_kwh": rep.e_it_kwh,
+                        "facility_kwh": rep.e_dc_kwh,
+                    }
+                except Exception as exc:  # not enough counter readings yet is normal right after start
+                    out[key] = {"pue": None, "error": str(exc)[:200]}
+            return out
+
+        result: dict[str, Any] = self.cached("energy_pue", 60.0, compute)
+        return result
+
+    def power_trend(self, rng: str) -> pd.DataFrame:
+        """Facility, IT and cooling power (kW) per window over the range: columns ts, facility, it, cooling."""
+
+        def compute() -> pd.DataFrame:
+            end = self.now()
+            start = end - pd.Timedelta(rng)
+            window = WINDOW_FOR.get(rng, "1m")
+            frames = {}
+            roles = {
+                "facility": [Role.FACILITY_POWER],
+                "it": list(kpi.IT_POWER_ROLES.values()),
+                "cooling": [Role.COOLING_POWER],
+            }
+            meters = site_meters(self.site, [r for rs in roles.values() for r in rs])
+            for name, rs in roles.items():
+                ids = [s for s, m in meters.items() if m.role in rs]
+                if name == "it":  # the best-measured category only, as the PUE uses
+                    for cat in (3, 2, 1):
+                        best = [s for s in ids if meters[s].role is kpi.IT_POWER_ROLES[cat]]
+                        if best:
+                            ids = best
+                            break
+                series = self._window_sum(ids, meters, start, end, window)
+                if series is not None:
+                    frames[name] = series
+            return pd.DataFrame(frames)
+
+        frame: pd.DataFrame = self.cached(f"power_trend:{rng}", 5.0, compute)
+        return frame
+
+    def _window_sum(
+        self, ids: list[str], meters: Mapping[str, Any], start: pd.Timestamp, end: pd.Timestamp, window: str
+    ) -> pd.Series | None:
+        if not ids:
+            return None
+        parts = []
+        for meas, fld in sorted({(SeriesKey.parse(s).measurement, SeriesKey.parse(s).field) for s in ids}):
+            df = self.historian.query(SeriesSelector(meas, {}, fld), start, end, window=window, agg="mean")
+            df = df[df["series"].isin(ids)]
+            if not df.empty:
+                parts.append(df.assign(value=df["value"] * df["series"].map(lambda s: meters[s].scale)))
+        if not parts:
+            return None
+        long = pd.concat(parts)
+        return long.groupby("ts")["value"].sum(min_count=1)
+
+    def series_trend(self, ids: list[str], rng: str, agg: Agg = "mean") -> pd.DataFrame:
+        """Window aggregates of a few series: columns ts, series, value."""
+        end = self.now()
+        start = end - pd.Timedelta(rng)
+        window = WINDOW_FOR.get(rng, "1m")
+        parts = []
+        for meas, fld in sorted({(SeriesKey.parse(s).measurement, SeriesKey.parse(s).field) for s in ids}):
+            df = self.historian.query(SeriesSelector(meas, {}, fld), start, end, window=window, agg=agg)
+            parts.append(df[df["series"].isin(ids)])
+        return pd.concat(parts) if parts else pd.DataFrame({"ts": [], "series": [], "value": []})
+
+    def controller(self) -> dict[str, Any] | None:
+        """The supervisor's status, or None when no controller runs."""
+        if self.supervisor is None:
+            return None
+        try:
+            return dict(self.supervisor.status())
+        except Exception as exc:  # a failing supervisor is shown, not raised into the page
+            log.exception("supervisor status failed")
+            return {"mode": "unknown", "state": f"status failed: {exc}"}
+
+    # ------------------------------------------------------------------ floor map
+
+    def floor(self, metric: FloorMetric) -> pd.DataFrame:
+        """One row per rack: name, hall, row, position and the metric's value (NaN where unknown)."""
+        racks = list(self.racks.values())
+        value = self._metric(metric, racks)
+        return pd.DataFrame(
+            {
+                "rack": [r.name for r in racks],
+                "hall": [r.hall for r in racks],
+                "row": [r.row for r in racks],
+                "position": [r.position for r in racks],
+                "value": value,
+            }
+        )
+
+    def _metric(self, metric: FloorMetric, racks: list[RackInfo]) -> npt.NDArray[np.float64]:
+        n = len(racks)
+        if metric in ("power", "power_headroom"):
+            ids = [r.power or "" for r in racks]
+            kw = self.live.values(ids) / 1000.0
+            return kw if metric == "power" else np.array([r.rated_kw for r in racks]) - kw
+        if metric in ("hottest_gpu", "thermal_margin"):
+            out = np.full(n, np.nan)
+            ids = [s for r in racks for s in r.gpu_temp]
+            vals = self.live.values(ids)
+            i = 0
+            for k, r in enumerate(racks):
+                chunk = vals[i : i + len(r.gpu_temp)]
+                i += len(r.gpu_temp)
+                if len(chunk) and not np.isnan(chunk).all():
+                    out[k] = np.nanmax(chunk)
+            return out if metric == "hottest_gpu" else self.gpu_limit_c - out
+        if metric == "coolant_dt":
+            return self.live.values([r.outlet or "" for r in racks]) - self.live.values([r.inlet or "" for r in racks])
+        if metric == "data_quality":
+            out = np.full(n, np.nan)
+            ids = [s for r in racks for s in r.scalars]
+            ok = ~np.isnan(self.live.values(ids))
+            i = 0
+            for k, r in enumerate(racks):
+                chunk = ok[i : i + len(r.scalars)]
+                i += len(r.scalars)
+                if len(chunk):
+                    out[k] = 100.0 * chunk.mean()
+            return out
+        raise ValueError(f"unknown floor metric {metric!r}")
+
+    # ------------------------------------------------------------------ rack detail
+
+    def rack_gpus(self, rack: str) -> pd.DataFrame:
+        """Per-GPU power (W), temperature (°C) and utilisation (%) of one rack."""
+        r = self.racks[rack]
+        return pd.DataFrame(
+            {
+                "gpu": list(range(r.gpus)),
+                "power_w": self.live.values(list(r.gpu_power)) if r.gpu_power else np.full(r.gpus, np.nan),
+                "temp_c": self.live.values(list(r.gpu_temp)) if r.gpu_temp else np.full(r.gpus, np.nan),
+                "util_pct": self.live.values(list(r.gpu_util)) if r.gpu_util else np.full(r.gpus, np.nan),
+            }
+        )
+
+    def device_points(self, device: str) -> pd.DataFrame:
+        """Latest value, unit and quality of every scalar point of one device."""
+        dev = self.site.device(device)
+        rows = []
+        for p in dev.profile.points:
+            if p.array:
+                continue
+            v = self.live.get(_sid(dev, p.name))
+            rows.append(
+                {
+                    "point": p.name,
+                    "value": None if v is None else v.value,
+                    "unit": p.unit,
+                    "quality": "no data" if v is None else v.quality.label,
+                    "reason": "" if v is None else v.reason,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ cooling
+
+    def cdus(self) -> list[DeviceRef]:
+        """The site's CDUs."""
+        return [d for d in self.site.devices if d.kind == "cdu"]
+
+    def plant(self) -> DeviceRef | None:
+        """The cooling plant."""
+        return next((d for d in self.site.devices if d.kind == "plant"), None)
+
+    def cooling_table(self) -> list[dict[str, Any]]:
+        """One row per CDU and the plant: the temperatures, flows, pressures, valve, pump and setpoints."""
+        rows = []
+        plant = self.plant()
+        for dev in [*self.cdus(), *([plant] if plant is not None else [])]:
+            row: dict[str, Any] = {"device": dev.name}
+            for p in dev.profile.points:
+                if not p.array and (p.unit or p.name in ("free_cooling_state",)) and p.name != "heartbeat":
+                    row[p.name] = self.value(_sid(dev, p.name))
+            rows.append(row)
+        return rows
+
+    def setpoint_writes(self, since: pd.Timestamp) -> list[dict[str, Any]]:
+        """Setpoint writes from the writer's audit since a time (for annotations on the setpoint panels)."""
+        out = []
+        for e in read_jsonl_tail(self.data_dir / "audit" / "writes.jsonl", 500):
+            ts = e.get("ts_ns")
+            if isinstance(ts, int | float) and ts >= since.value:
+                out.append(e)
+        return out
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Audit rows (supervisor, writer, alarm acknowledgements), newest first."""
+        acks = [e for e in read_jsonl_tail(self.data_dir / "alarms" / "alarms.jsonl", 500) if e.get("event") == "ack"]
+        return audit_entries(self.data_dir, acks)
+
+    # ------------------------------------------------------------------ data quality
+
+    def device_health(self) -> pd.DataFrame:
+        """Per device: up, latency, errors, seconds since the last good poll, stale or bad points."""
+        health = self.live.select(measurement="collector")
+        now_s = self.clock.now_ns() / 1e9
+        rows = []
+        for dev in self.site.devices:
+            h = health[health["device"] == dev.name] if not health.empty and "device" in health else health.iloc[0:0]
+            f = dict(zip(h["field"], h["value"], strict=False))
+            bad = 0
+            total = 0
+            for p in dev.profile.points:
+                if p.array:
+                    continue
+                total += 1
+                v = self.live.get(_sid(dev, p.name))
+                if v is None or v.quality == 2:
+                    bad += 1
+            last = f.get("last_success_s")
+            rows.append(
+                {
+                    "device": dev.name,
+                    "kind": dev.kind,
+                    "endpoint": _endpoint(dev),
+                    "up": "up" if f.get("up") == 1 else "down",
+                    "latency_ms": f.get("latency_ms"),
+                    "errors_total": f.get("errors_total"),
+                    "last_good_s_ago": None if last is None or last != last else max(0.0, now_s - last),
+                    "bad_points": f"{bad}/{total}",
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def pipeline_stats(self) -> dict[str, float]:
+        """Collector, writer and spool figures (points written, write errors, spool depth, dropped)."""
+        out: dict[str, float] = {}
+        if self.job_stats is not None:
+            out.update(self.job_stats())
+        batch = self.historian.stats_batch(self.clock.now_ns())
+        for sid, v in zip(batch.series, batch.values, strict=True):
+            out[SeriesKey.parse(str(sid)).field] = float(v)
+        return out
+
+    # ------------------------------------------------------------------ reports
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Files under ``<data_dir>/reports`` (newest first): name, size, modified."""
+        folder = self.data_dir / "reports"
+        if not folder.is_dir():
+            return []
+        files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        return [
+            {
+                "name": str(p.relative_to(folder)),
+                "size_kb": round(p.stat().st_size / 1024, 1),
+                "modified": pd.Timestamp(p.stat().st_mtime, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
+            }
+            for p in files
+        ]
+
+
+def _plant_sid(plant: DeviceRef, role: Role) -> str | None:
+    p = _point(plant, role)
+    return None if p is None else _sid(plant, p)
+
+
+def _endpoint(dev: DeviceRef) -> str:
+    c = dev.config
+    return f"modbus://{c.host}:{c.port} unit {c.unit_id}" if c.protocol == "modbus" else str(c.endpoint)
