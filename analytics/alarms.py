@@ -52,7 +52,8 @@ class AlarmPolicy(BaseModel):
     tcs_supply_high_c: float | None = Field(None, gt=0, le=90)
     # None: the site's ASHRAE W-class limit on facility water supply.
     fws_supply_high_c: float | None = Field(None, gt=0, le=90)
-    cdu_approach_high_k: float = Field(5.0, gt=0, le=30)  # TCS supply above FWS supply; 2-5 K is normal
+    # TCS supply above FWS supply: 2-5 K is typical at design load, so 8 K means a fouled or starved exchanger.
+    cdu_approach_high_k: float = Field(8.0, gt=0, le=30)
     spool_points_high: int = Field(100_000, ge=1)
     hysteresis_k: float = Field(1.0, ge=0, le=20)
     raise_delay_s: float = Field(60.0, ge=0, le=3600)

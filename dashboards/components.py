@@ -53,7 +53,7 @@ def table(
             return fmt(v, digits)
         return "—" if v is None else str(v)
 
-    head = html.Tr([html.Th(c) for c in cols])
+    head = html.Tr([html.Th(pretty(c)) for c in cols])
     body = [html.Tr([html.Td(cell(r.get(c))) for c in cols]) for r in rows]
     attrs: dict[str, Any] = {"id": ident} if ident else {}
     return html.Table([html.Thead(head), html.Tbody(body)], className="simple", **attrs)
@@ -72,7 +72,24 @@ def style(fig: go.Figure, *, height: int = 320, y_title: str = "", x_title: str 
     )
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
+    lines = [t for t in fig.data if t.type == "scatter" and t.x is not None and t.fill is None]
+    if lines and max(len(t.x) for t in lines) < 30:  # a fresh start has a few windows: show them as points too
+        for t in lines:
+            if t.mode == "lines":
+                t.mode = "lines+markers"
     return fig
+
+
+UNITS = {"_c": "°C", "_k": "K", "_lpm": "L/min", "_kpa": "kPa", "_pct": "%", "_w": "W", "_kw": "kW", "_ms": "ms",
+         "_s": "s", "_v": "V", "_a": "A", "_wh": "Wh", "_kwh": "kWh"}
+
+
+def pretty(name: str) -> str:
+    """Column header from a field name: ``tcs_supply_temp_c`` -> ``tcs supply temp (°C)``."""
+    for suffix, unit in UNITS.items():
+        if name.endswith(suffix):
+            return f"{name[: -len(suffix)].replace('_', ' ')} ({unit})"
+    return name.replace("_", " ")
 
 
 def empty_figure(message: str, *, height: int = 320) -> go.Figure:

@@ -6,6 +6,7 @@ arrays of latest values instead of scanning every series: a 1,000-rack hall has 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -26,8 +27,8 @@ from aidc.roles import Role
 from analytics import kpi
 from analytics.alarms import AlarmEngine
 from analytics.historian_adapter import POWER_ROLES, pue_from_historian, site_meters
-from analytics.pue import instantaneous_pue
-from dashboards.supervisor import SupervisorLike, audit_entries, read_jsonl_tail
+from analytics.pue import MeterInfo, instantaneous_pue
+from dashboards.supervisor import SupervisorLike, audit_entries, entry_time, read_jsonl_tail
 from historian import Historian, SeriesSelector
 from historian.base import Agg
 
@@ -44,6 +45,7 @@ FLOOR_METRICS: dict[str, tuple[str, str]] = {
     "data_quality": ("good data", "%"),
 }
 RANGES = {"15m": "15 min", "1h": "1 h", "6h": "6 h", "24h": "24 h", "7d": "7 days"}
+MIN_PUE_SPAN = pd.Timedelta("15min")  # below this the counters' resolution (0.1 kWh) dominates the ratio
 WINDOW_FOR = {"15m": "10s", "1h": "1m", "6h": "5m", "24h": "15m", "7d": "1h"}
 
 
@@ -98,7 +100,7 @@ class DashboardData:
         self.racks = self._layout()
         self.power_meters = site_meters(self.site, POWER_ROLES)
         self.power_ids = list(self.power_meters)
-        self.cooling_meters = site_meters(self.site, [Role.COOLING_POWER])
+        self.cooling_meters = power_meters(self.site, [Role.COOLING_POWER])
         self.cooling_ids = list(self.cooling_meters)
         rule = self.alarms.rules.get("gpu_hot")
         if rule is not None:
@@ -171,11 +173,11 @@ class DashboardData:
         return pd.Timestamp(self.clock.now_ns(), unit="ns", tz="UTC")
 
     def value(self, series: str | None) -> float | None:
-        """Latest good value of one series."""
+        """Latest value of one series unless it is bad (uncertain values are shown; Data quality lists them)."""
         if series is None:
             return None
         v = self.live.get(series)
-        return None if v is None or v.value is None or v.quality != 0 else v.value
+        return None if v is None or v.value is None or v.quality == 2 else v.value
 
     def sum_of(self, ids: list[str]) -> float | None:
         """Sum of the latest good values (None if none is known)."""
@@ -219,22 +221,44 @@ class DashboardData:
             day = local.normalize().tz_convert("UTC")
             month = local.normalize().replace(day=1).tz_convert("UTC")
             out: dict[str, Any] = {}
+            first = self._first_energy_ts(month, now)
             for key, start in (("today", day), ("month", month)):
+                if first is None or now - max(first, start) < MIN_PUE_SPAN:
+                    have = 0.0 if first is None else max(0.0, (now - max(first, start)).total_seconds() / 60)
+                    out[key] = {"pue": None, "note": f"collecting counters: {have:.0f} of "
+                                f"{MIN_PUE_SPAN.total_seconds() / 60:.0f} min"}
+                    continue
+                begin = max(first, start)
                 try:
-                    rep = pue_from_historian(self.historian, self.site, start, now)
-                    out[key] = {
-                        "pue": rep.pue,
-                        "coverage": rep.coverage,
-                        "category": rep.category_name,
-                        "it_kwh": rep.e_it_kwh,
-                        "facility_kwh": rep.e_dc_kwh,
-                    }
-                except Exception as exc:  # not enough counter readings yet is normal right after start
-                    out[key] = {"pue": None, "error": str(exc)[:200]}
+                    rep = pue_from_historian(self.historian, self.site, begin, now)
+                except Exception as exc:  # unreadable counters are shown as such, never raised into the page
+                    log.warning("interim PUE for %s failed: %s", key, exc)
+                    out[key] = {"pue": None, "note": f"not computable: {str(exc)[:120]}"}
+                    continue
+                since = "" if begin == start else f" since {begin.tz_convert(tz):%d %b %H:%M}"
+                out[key] = {"pue": rep.pue, "coverage": rep.coverage, "category": rep.category_name,
+                            "note": f"energy-based, interim{since}; {rep.category_name}; "
+                                    f"coverage {100 * rep.coverage:.0f} %"}
             return out
 
         result: dict[str, Any] = self.cached("energy_pue", 60.0, compute)
         return result
+
+    def _first_energy_ts(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp | None:
+        """When the facility energy counters were first stored since ``start`` (to the minute), if at all."""
+        meters = site_meters(self.site, [Role.FACILITY_ENERGY])
+        if not meters:
+            return None
+        key = SeriesKey.parse(next(iter(meters)))
+        sel = SeriesSelector(key.measurement, dict(key.tags), key.field)
+        hourly = self.historian.query(sel, start, end, window="1h", agg="count")
+        hourly = hourly[hourly["value"] > 0]
+        if hourly.empty:
+            return None
+        hour = pd.Timestamp(hourly["ts"].min())
+        minutes = self.historian.query(sel, hour, min(end, hour + pd.Timedelta("1h")), window="1m", agg="count")
+        minutes = minutes[minutes["value"] > 0]
+        return pd.Timestamp(minutes["ts"].min()) if not minutes.empty else hour
 
     def power_trend(self, rng: str) -> pd.DataFrame:
         """Facility, IT and cooling power (kW) per window over the range: columns ts, facility, it, cooling."""
@@ -249,7 +273,7 @@ class DashboardData:
                 "it": list(kpi.IT_POWER_ROLES.values()),
                 "cooling": [Role.COOLING_POWER],
             }
-            meters = site_meters(self.site, [r for rs in roles.values() for r in rs])
+            meters = power_meters(self.site, [r for rs in roles.values() for r in rs])
             for name, rs in roles.items():
                 ids = [s for s, m in meters.items() if m.role in rs]
                 if name == "it":  # the best-measured category only, as the PUE uses
@@ -410,9 +434,9 @@ class DashboardData:
         """Setpoint writes from the writer's audit since a time (for annotations on the setpoint panels)."""
         out = []
         for e in read_jsonl_tail(self.data_dir / "audit" / "writes.jsonl", 500):
-            ts = e.get("ts_ns")
-            if isinstance(ts, int | float) and ts >= since.value:
-                out.append(e)
+            t = entry_time(e)
+            if t >= since.value / 1e9 and e.get("ok", True):
+                out.append({**e, "ts_ns": int(t * 1e9), "value": e.get("new", e.get("value"))})
         return out
 
     def audit(self) -> list[dict[str, Any]]:
@@ -481,6 +505,17 @@ class DashboardData:
             }
             for p in files
         ]
+
+
+def power_meters(site: Site, roles: list[Role]) -> dict[str, MeterInfo]:
+    """:func:`site_meters` for power roles, every one scaled to kW (site_meters scales only facility and IT power)."""
+    out = {}
+    for sid, m in site_meters(site, roles).items():
+        key = SeriesKey.parse(sid)
+        dev = next((d for d in site.devices if d.name == key.tag_dict.get("device")), None)
+        unit = next((p.unit for p in dev.profile.points if p.name == key.field), "") if dev else ""
+        out[sid] = dataclasses.replace(m, scale=kpi.power_scale(key.field, unit))
+    return out
 
 
 def _plant_sid(plant: DeviceRef, role: Role) -> str | None:

@@ -69,7 +69,8 @@ def read_jsonl_tail(path: Path, limit: int = 200, max_bytes: int = 2_000_000) ->
     return out
 
 
-def _ts_of(entry: dict[str, Any]) -> float:
+def entry_time(entry: dict[str, Any]) -> float:
+    """Seconds since the epoch of an audit entry (``ts_ns``, or ``ts`` as ISO-8601 text or seconds)."""
     for key in ("ts_ns", "ts"):
         v = entry.get(key)
         if isinstance(v, int | float):
@@ -92,12 +93,14 @@ def audit_entries(
     for source, name in AUDIT_FILES.items():
         for e in read_jsonl_tail(data_dir / "audit" / name, limit):
             what = e.get("action") or e.get("event") or e.get("kind") or ""
-            detail = {k: v for k, v in e.items() if k not in ("ts", "ts_ns", "user", "action", "event", "kind")}
+            detail = {k: v for k, v in e.items() if k not in ("ts", "ts_ns", "user", "who", "action", "event", "kind")}
+            if source == "writes" and not what:
+                what = "write" if e.get("ok") else "write failed"
             rows.append(
                 {
-                    "t": _ts_of(e),
+                    "t": entry_time(e),
                     "source": source,
-                    "user": str(e.get("user", "")),
+                    "user": str(e.get("user") or e.get("who") or ""),
                     "action": str(what),
                     "detail": json.dumps(detail, default=str)[:300],
                 }
@@ -105,7 +108,7 @@ def audit_entries(
     for e in alarm_events:
         rows.append(
             {
-                "t": _ts_of(e),
+                "t": entry_time(e),
                 "source": "alarms",
                 "user": str(e.get("acked_by", "")),
                 "action": "acknowledge",

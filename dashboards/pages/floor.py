@@ -65,13 +65,14 @@ def floor_figure(data: DashboardData, metric: str) -> go.Figure:
     z[yi, xi] = df["value"].to_numpy()
     names[yi, xi] = df["rack"].to_numpy()
     scale = "RdYlGn" if metric in REVERSED else "RdYlGn_r"
+    zmin, zmax = _scale_range(data, metric)
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=cols,
             y=[f"{p + 1:02d}" for p in range(depth)],
             customdata=names,
-            colorscale=scale,
+            colorscale=scale, zmin=zmin, zmax=zmax,
             colorbar={"title": {"text": unit}},
             xgap=2,
             ygap=2,
@@ -87,6 +88,16 @@ def floor_figure(data: DashboardData, metric: str) -> go.Figure:
     fig.update_xaxes(type="category", tickangle=-45 if len(cols) > 20 else 0)
     fig.update_layout(title={"text": f"{label} ({unit})", "font": {"size": 13}})
     return fig
+
+
+def _scale_range(data: DashboardData, metric: str) -> tuple[float, float]:
+    """Fixed colour ranges, so a colour means the same on every refresh (not just 'highest of the moment')."""
+    rated = max((r.rated_kw for r in data.racks.values()), default=100.0)
+    limit = data.gpu_limit_c
+    return {
+        "power": (0.0, rated), "power_headroom": (0.0, rated), "hottest_gpu": (limit - 40.0, limit + 5.0),
+        "thermal_margin": (0.0, 30.0), "coolant_dt": (0.0, 15.0), "data_quality": (50.0, 100.0),
+    }.get(metric, (0.0, 100.0))
 
 
 def rack_layout(data: DashboardData, rack: str) -> html.Div:

@@ -62,9 +62,7 @@ def _cards(data: DashboardData) -> list[html.Div]:
     today, month = e.get("today", {}), e.get("month", {})
 
     def pue_note(d: dict[str, Any]) -> str:
-        if d.get("pue") is None:
-            return "not enough counter readings yet"
-        return f"energy-based, interim; coverage {100 * (d.get('coverage') or 0):.0f} %"
+        return str(d.get("note", ""))
 
     return [
         card(
@@ -161,7 +159,7 @@ def register(app: dash.Dash, data: DashboardData, forecast: ForecastService) -> 
         fig = go.Figure()
         for col, name in (("facility", "facility"), ("it", "IT"), ("cooling", "cooling")):
             if col in df:
-                fig.add_scatter(x=df.index, y=df[col], name=name, mode="lines")
+                fig.add_scatter(x=df.index, y=df[col], name=name, mode="lines" if len(df) > 30 else "lines+markers")
         return style(fig, y_title="power (kW)")
 
     @app.callback(Output("ov-forecast", "figure"), Input("ov-slow", "n_intervals"))
