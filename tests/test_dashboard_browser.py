@@ -152,7 +152,8 @@ def test_viewer_cannot_change_the_mode(stack: DashboardStack, driver: Any) -> No
     button = wait_for(lambda: driver.find_element(By.ID, "ct-apply"), 30, "apply button")
     assert not button.is_enabled()
     radios = driver.find_elements(By.CSS_SELECTOR, "#ct-mode input")
-    assert radios and all(not r.is_enabled() for r in radios)
+    assert radios
+    assert all(not r.is_enabled() for r in radios)
     # Forge the callback request the button would send, from the viewer's own session (cookie and CSRF token):
     # the server checks the role itself, so the disabled button is not the only protection.
     reply = driver.execute_async_script("""
@@ -187,7 +188,8 @@ def test_operator_switches_auto_to_advisory_and_an_audit_entry_appears(stack: Da
     wait_for(lambda: "set_mode" in _text(driver, "#audit-table") and "operator" in _text(driver, "#audit-table"),
              15, "audit entry on the page")
     entries = [json.loads(line) for line in sup.audit.read_text(encoding="utf-8").splitlines()]
-    assert entries[-1]["user"] == "operator" and entries[-1]["new"] == "advisory"
+    assert entries[-1]["user"] == "operator"
+    assert entries[-1]["new"] == "advisory"
     _shot(driver, "control-after-advisory", tmp_path)
     assert console_errors(driver) == []
 
@@ -241,7 +243,9 @@ def test_an_injected_fault_raises_an_alarm_that_shows_and_clears(stack: Dashboar
     wait_for(lambda: f"device down: {PDU}" not in _text(driver, "#ov-alarms"), 90, "alarm cleared on the page")
     events = [json.loads(line) for line in (stack.site.data_dir / "alarms" / "alarms.jsonl").read_text().splitlines()]
     kinds = [(e["event"], e["acked_by"]) for e in events if e["id"] == f"device_down:{PDU}"]
-    assert ("raise", None) in kinds and ("ack", "operator") in kinds and kinds[-1][0] == "clear"
+    assert ("raise", None) in kinds
+    assert ("ack", "operator") in kinds
+    assert kinds[-1][0] == "clear"
     driver.get(stack.url + "/control")
     wait_for(lambda: "acknowledge" in _text(driver, "#audit-table"), 15, "acknowledgement in the audit log")
     assert console_errors(driver) == []
