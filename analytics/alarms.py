@@ -157,11 +157,12 @@ def _device_down(frame: pd.DataFrame, _: Mapping[str, float]) -> dict[str, float
     return {d: 1.0 - v for d, v in up.items()}
 
 
-def _stale(frame: pd.DataFrame, _: Mapping[str, float]) -> dict[str, float]:
-    """Count of stale or bad points per device (the collector's own health series excluded)."""
+def _stale(frame: pd.DataFrame, extra: Mapping[str, float]) -> dict[str, float]:
+    """Count of stale or bad points per device that is up (a device that is down has its own alarm)."""
     if frame.empty or "device" not in frame.columns:
         return {}
-    data = frame[frame["measurement"] != "collector"]
+    down = {d for d, v in _device_down(frame, extra).items() if v > 0.5}
+    data = frame[(frame["measurement"] != "collector") & ~frame["device"].isin(down)]
     bad = data["quality"] == "bad"
     return {str(k): float(v) for k, v in bad.groupby(data["device"]).sum().items()}
 
