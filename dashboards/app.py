@@ -197,7 +197,7 @@ class DashboardService:
             st = self.data.controller()
             if st is not None:
                 extra["controller_fallback"] = float("fallback" in str(st.get("state", "")).lower())
-            self.data.alarms.evaluate(self.data.live.select(), self.data.clock.now_ns(), extra)
+            self.data.alarms.evaluate(self.data.alarm_frame(), self.data.clock.now_ns(), extra)
         except Exception:  # alarm evaluation must keep running whatever one pass hits
             log.exception("alarm evaluation failed")
 

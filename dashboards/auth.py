@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -134,33 +135,32 @@ def random_password() -> str:
 
 
 class RateLimiter:
-    """At most ``limit`` attempts per key in a sliding window of ``window_s`` seconds."""
+    """At most ``limit`` failures per key in a sliding window of ``window_s`` seconds (then attempts are refused)."""
 
-    def __init__(self, limit: int = 5, window_s: float = 60.0, clock: object = time.monotonic) -> None:
+    def __init__(self, limit: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.window_s = limit, window_s
         self._clock = clock
         self._hits: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def _now(self) -> float:
-        return float(self._clock())  # type: ignore[operator]
+    def allowed(self, key: str, limit: int | None = None) -> bool:
+        """Whether ``key`` is under its limit of failures (``limit`` overrides the default for this key)."""
+        now = self._clock()
+        with self._lock:
+            q = self._hits[key]
+            while q and now - q[0] > self.window_s:
+                q.popleft()
+            return len(q) < (self.limit if limit is None else limit)
 
-    def allow(self, *keys: str) -> bool:
-        """Record an attempt for every key; False (and nothing recorded) when any key is over its limit."""
-        now = self._now()
+    def failed(self, *keys: str) -> None:
+        """Record a failed attempt for every key."""
+        now = self._clock()
         with self._lock:
             for key in keys:
-                q = self._hits[key]
-                while q and now - q[0] > self.window_s:
-                    q.popleft()
-                if len(q) >= self.limit:
-                    return False
-            for key in keys:
                 self._hits[key].append(now)
-            return True
 
     def reset(self, key: str) -> None:
-        """Forget a key's attempts (after a successful login)."""
+        """Forget a key's failures (after a successful login)."""
         with self._lock:
             self._hits.pop(key, None)
 

@@ -80,8 +80,21 @@ def style(fig: go.Figure, *, height: int = 320, y_title: str = "", x_title: str 
     return fig
 
 
-UNITS = {"_c": "°C", "_k": "K", "_lpm": "L/min", "_kpa": "kPa", "_pct": "%", "_w": "W", "_kw": "kW", "_ms": "ms",
-         "_s": "s", "_v": "V", "_a": "A", "_wh": "Wh", "_kwh": "kWh"}
+UNITS = {
+    "_c": "°C",
+    "_k": "K",
+    "_lpm": "L/min",
+    "_kpa": "kPa",
+    "_pct": "%",
+    "_w": "W",
+    "_kw": "kW",
+    "_ms": "ms",
+    "_s": "s",
+    "_v": "V",
+    "_a": "A",
+    "_wh": "Wh",
+    "_kwh": "kWh",
+}
 
 
 def pretty(name: str) -> str:

@@ -80,6 +80,61 @@ def _point(dev: DeviceRef | None, role: Role) -> str | None:
     return next((p.name for p in dev.profile.points if dev.role_of(p.name) == role), None)
 
 
+class SeriesSet:
+    """A fixed list of series read from the live state in one vectorised call."""
+
+    def __init__(self, live: LiveState, ids: list[str]) -> None:
+        self.live, self.ids = live, ids
+        self._known = len(live)
+        self._idx = live.indices(ids)
+
+    def read(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint8]]:
+        """Timestamps, values and qualities (NaN and bad where never seen)."""
+        # Series not seen yet (a device still connecting) are looked up again once new series have arrived.
+        if len(self.live) != self._known and len(self._idx) and (self._idx < 0).any():
+            self._known = len(self.live)
+            self._idx = self.live.indices(self.ids)
+        return self.live.read(self._idx)
+
+    def good(self) -> npt.NDArray[np.float64]:
+        """Values where good, NaN elsewhere (for figures that must not show estimates)."""
+        _, v, q = self.read()
+        return np.where(q == 0, v, np.nan)
+
+
+QUALITY_LABELS = np.array(["good", "uncertain", "bad"], dtype=object)
+HEALTH_FIELDS = ("up", "state", "latency_ms", "errors_total", "last_success_s")  # collectors' health series
+
+
+def catalog(site: Site) -> pd.DataFrame:
+    """Every series the site's devices produce: series, measurement, field, device, rack (categoricals)."""
+    rows: dict[str, list[str]] = {"series": [], "measurement": [], "field": [], "device": [], "rack": []}
+    gpus = {r.name: r.gpus for _, r in site.racks()}
+
+    def add(sid: str, meas: str, fld: str, dev: DeviceRef) -> None:
+        rows["series"].append(sid)
+        rows["measurement"].append(meas)
+        rows["field"].append(fld)
+        rows["device"].append(dev.name)
+        rows["rack"].append(dev.tags.get("rack", ""))
+
+    for dev in site.devices:
+        meas = dev.profile.measurement
+        for p in dev.profile.points:
+            if p.array:
+                for i in range(gpus.get(dev.tags.get("rack", ""), 0)):
+                    add(_sid(dev, p.name, **{p.array_tag: str(i)}), meas, p.name, dev)
+            else:
+                add(_sid(dev, p.name), meas, p.name, dev)
+        htags = {k: v for k, v in dev.tags.items() if k in ("site", "hall", "device")}
+        for f in HEALTH_FIELDS:
+            add(SeriesKey.of("collector", f, htags).id, "collector", f, dev)
+    frame = pd.DataFrame(rows)
+    for col in ("measurement", "field", "device", "rack"):
+        frame[col] = frame[col].astype("category")
+    return frame
+
+
 @dataclass
 class DashboardData:
     """The dashboard's read side: site layout, live values, historian queries, alarms, controller."""
@@ -98,6 +153,16 @@ class DashboardData:
 
     def __post_init__(self) -> None:
         self.racks = self._layout()
+        self.catalog = catalog(self.site)
+        self.all_series = SeriesSet(self.live, list(self.catalog["series"]))
+        racks = list(self.racks.values())
+        self._rack_power = SeriesSet(self.live, [r.power or "" for r in racks])
+        self._rack_inlet = SeriesSet(self.live, [r.inlet or "" for r in racks])
+        self._rack_outlet = SeriesSet(self.live, [r.outlet or "" for r in racks])
+        self._gpu_temp = SeriesSet(self.live, [x for r in racks for x in r.gpu_temp])
+        self._gpu_owner = np.repeat(np.arange(len(racks)), [len(r.gpu_temp) for r in racks])
+        self._scalars = SeriesSet(self.live, [x for r in racks for x in r.scalars])
+        self._scalar_owner = np.repeat(np.arange(len(racks)), [len(r.scalars) for r in racks])
         self.power_meters = site_meters(self.site, POWER_ROLES)
         self.power_ids = list(self.power_meters)
         self.cooling_meters = power_meters(self.site, [Role.COOLING_POWER])
@@ -225,8 +290,10 @@ class DashboardData:
             for key, start in (("today", day), ("month", month)):
                 if first is None or now - max(first, start) < MIN_PUE_SPAN:
                     have = 0.0 if first is None else max(0.0, (now - max(first, start)).total_seconds() / 60)
-                    out[key] = {"pue": None, "note": f"collecting counters: {have:.0f} of "
-                                f"{MIN_PUE_SPAN.total_seconds() / 60:.0f} min"}
+                    out[key] = {
+                        "pue": None,
+                        "note": f"collecting counters: {have:.0f} of {MIN_PUE_SPAN.total_seconds() / 60:.0f} min",
+                    }
                     continue
                 begin = max(first, start)
                 try:
@@ -236,9 +303,12 @@ class DashboardData:
                     out[key] = {"pue": None, "note": f"not computable: {str(exc)[:120]}"}
                     continue
                 since = "" if begin == start else f" since {begin.tz_convert(tz):%d %b %H:%M}"
-                out[key] = {"pue": rep.pue, "coverage": rep.coverage, "category": rep.category_name,
-                            "note": f"energy-based, interim{since}; {rep.category_name}; "
-                                    f"coverage {100 * rep.coverage:.0f} %"}
+                out[key] = {
+                    "pue": rep.pue,
+                    "coverage": rep.coverage,
+                    "category": rep.category_name,
+                    "note": f"energy-based, interim{since}; {rep.category_name}; coverage {100 * rep.coverage:.0f} %",
+                }
             return out
 
         result: dict[str, Any] = self.cached("energy_pue", 60.0, compute)
@@ -346,34 +416,51 @@ class DashboardData:
     def _metric(self, metric: FloorMetric, racks: list[RackInfo]) -> npt.NDArray[np.float64]:
         n = len(racks)
         if metric in ("power", "power_headroom"):
-            ids = [r.power or "" for r in racks]
-            kw = self.live.values(ids) / 1000.0
+            kw = self._rack_power.good() / 1000.0
             return kw if metric == "power" else np.array([r.rated_kw for r in racks]) - kw
         if metric in ("hottest_gpu", "thermal_margin"):
-            out = np.full(n, np.nan)
-            ids = [s for r in racks for s in r.gpu_temp]
-            vals = self.live.values(ids)
-            i = 0
-            for k, r in enumerate(racks):
-                chunk = vals[i : i + len(r.gpu_temp)]
-                i += len(r.gpu_temp)
-                if len(chunk) and not np.isnan(chunk).all():
-                    out[k] = np.nanmax(chunk)
+            temps = self._gpu_temp.good()
+            out = np.full(n, -np.inf)
+            ok = ~np.isnan(temps)
+            np.maximum.at(out, self._gpu_owner[ok], temps[ok])
+            out[np.isinf(out)] = np.nan
             return out if metric == "hottest_gpu" else self.gpu_limit_c - out
         if metric == "coolant_dt":
-            return self.live.values([r.outlet or "" for r in racks]) - self.live.values([r.inlet or "" for r in racks])
+            return self._rack_outlet.good() - self._rack_inlet.good()
         if metric == "data_quality":
-            out = np.full(n, np.nan)
-            ids = [s for r in racks for s in r.scalars]
-            ok = ~np.isnan(self.live.values(ids))
-            i = 0
-            for k, r in enumerate(racks):
-                chunk = ok[i : i + len(r.scalars)]
-                i += len(r.scalars)
-                if len(chunk):
-                    out[k] = 100.0 * chunk.mean()
-            return out
+            _, _, q = self._scalars.read()
+            good = np.bincount(self._scalar_owner, weights=(q == 0).astype(float), minlength=n)
+            total = np.bincount(self._scalar_owner, minlength=n).astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(total > 0, 100.0 * good / total, np.nan)
         raise ValueError(f"unknown floor metric {metric!r}")
+
+    def alarm_frame(self) -> pd.DataFrame:
+        """The alarm engine's input: every series seen so far with measurement, field, device, rack, value, quality.
+
+        Series never received are left out: "no data yet" is not a bad reading (device down speaks for a device
+        that never answers)."""
+        ts, v, q = self.all_series.read()
+        seen = ts != 0
+        return self.catalog[seen].assign(value=v[seen], quality=QUALITY_LABELS[np.minimum(q[seen], 2)])
+
+    def bad_points(self, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """How many points are not good, and the first ``limit`` with quality, reason and since when."""
+        ts, _, q = self.all_series.read()
+        not_good = np.flatnonzero((q != 0) & (self.catalog["measurement"] != "collector").to_numpy())
+        rows = []
+        for i in not_good[:limit]:
+            sid = self.all_series.ids[i]
+            v = self.live.get(sid)
+            rows.append(
+                {
+                    "series": sid,
+                    "quality": QUALITY_LABELS[min(int(q[i]), 2)],
+                    "reason": "never received" if v is None else v.reason,
+                    "since": "—" if v is None else pd.Timestamp(int(ts[i]), unit="ns", tz="UTC").strftime("%H:%M:%S"),
+                }
+            )
+        return len(not_good), rows
 
     # ------------------------------------------------------------------ rack detail
 
@@ -447,33 +534,40 @@ class DashboardData:
     # ------------------------------------------------------------------ data quality
 
     def device_health(self) -> pd.DataFrame:
-        """Per device: up, latency, errors, seconds since the last good poll, stale or bad points."""
-        health = self.live.select(measurement="collector")
+        """Per device: up, latency, errors, seconds since the last good poll, bad points of all its points."""
+        _, v, q = self.all_series.read()
+        cat = self.catalog
+        is_health = (cat["measurement"] == "collector").to_numpy()
+        codes = cat["device"].cat.codes.to_numpy()
+        ndev = len(cat["device"].cat.categories)
+        bad = np.bincount(codes[~is_health], weights=(q[~is_health] == 2).astype(float), minlength=ndev)
+        total = np.bincount(codes[~is_health], minlength=ndev)
+        health: dict[tuple[str, str], float] = {}
+        fields = cat["field"].to_numpy()
+        devices = cat["device"].to_numpy()
+        for i in np.flatnonzero(is_health):
+            health[(str(devices[i]), str(fields[i]))] = float(v[i])
+        pos = {str(d): k for k, d in enumerate(cat["device"].cat.categories)}
         now_s = self.clock.now_ns() / 1e9
         rows = []
         for dev in self.site.devices:
-            h = health[health["device"] == dev.name] if not health.empty and "device" in health else health.iloc[0:0]
-            f = dict(zip(h["field"], h["value"], strict=False))
-            bad = 0
-            total = 0
-            for p in dev.profile.points:
-                if p.array:
-                    continue
-                total += 1
-                v = self.live.get(_sid(dev, p.name))
-                if v is None or v.quality == 2:
-                    bad += 1
-            last = f.get("last_success_s")
+
+            def f(name: str, dev: DeviceRef = dev) -> float | None:
+                x = health.get((dev.name, name))
+                return None if x is None or np.isnan(x) else x
+
+            last = f("last_success_s")
+            k = pos[dev.name]
             rows.append(
                 {
                     "device": dev.name,
                     "kind": dev.kind,
                     "endpoint": _endpoint(dev),
-                    "up": "up" if f.get("up") == 1 else "down",
-                    "latency_ms": f.get("latency_ms"),
-                    "errors_total": f.get("errors_total"),
-                    "last_good_s_ago": None if last is None or last != last else max(0.0, now_s - last),
-                    "bad_points": f"{bad}/{total}",
+                    "up": "up" if f("up") == 1 else "down",
+                    "latency_ms": f("latency_ms"),
+                    "errors_total": f("errors_total"),
+                    "last_good_s_ago": None if last is None else max(0.0, now_s - last),
+                    "bad_points": f"{int(bad[k])}/{int(total[k])}",
                 }
             )
         return pd.DataFrame(rows)

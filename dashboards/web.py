@@ -120,12 +120,14 @@ def secure(
         name = flask.request.form.get("username", "")[:64]
         password = flask.request.form.get("password", "")[:256]
         client = flask.request.remote_addr or "?"
-        if not limiter.allow(f"ip:{client}", f"user:{name}"):
+        # Failures count per user name and, four times as many, per client address (a control room shares one).
+        if not (limiter.allowed(f"user:{name}") and limiter.allowed(f"ip:{client}", 4 * limiter.limit)):
             log.warning("login rate limit hit for user %r from %s", name, client)
             page = _LOGIN_PAGE.format(error="Too many attempts; wait a minute and try again.", csrf=csrf())
             return flask.Response(page, status=429)
         user = users.verify(name, password)
         if user is None:
+            limiter.failed(f"user:{name}", f"ip:{client}")
             log.warning("failed login for user %r from %s", name, client)
             return flask.Response(_LOGIN_PAGE.format(error="Wrong user or password.", csrf=csrf()), status=401)
         limiter.reset(f"user:{name}")

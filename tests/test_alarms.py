@@ -124,7 +124,7 @@ def test_thresholds_come_from_the_profile_and_the_w_class_when_the_policy_is_sil
     """TCS supply high = the CDU profile's setpoint max (45 °C); FWS supply high = the site's W-class limit."""
     doc = site_doc(tmp_path, racks=1)
     doc["site"]["ashrae_class"] = "W32"
-    s = Site_from(tmp_path, doc)
+    s = load_doc(tmp_path, doc)
     rules = {r.name: r for r in default_rules(s, AlarmPolicy())}
     assert (rules["tcs_supply_high"].threshold, rules["tcs_supply_high"].source) == (45.0, "profile setpoint max")
     assert (rules["fws_supply_high"].threshold, rules["fws_supply_high"].source) == (32.0, "ASHRAE W32")
@@ -133,7 +133,7 @@ def test_thresholds_come_from_the_profile_and_the_w_class_when_the_policy_is_sil
     assert rules["fws_supply_high"].source == "policy"
 
 
-def Site_from(tmp_path: Path, doc: dict[str, Any]) -> Site:  # noqa: N802 - reads like a constructor
+def load_doc(tmp_path: Path, doc: dict[str, Any]) -> Site:
     """Load a site document written to tmp_path."""
     from aidc.config import load_site
 
@@ -145,10 +145,10 @@ def test_policy_errors_name_the_key_and_the_value(tmp_path: Path) -> None:
     doc = site_doc(tmp_path, racks=1)
     doc["dashboard"] = {"alarms": {"gpu_temp_high_c": -3}}
     with pytest.raises(ConfigError, match=r"dashboard\.alarms\.gpu_temp_high_c: .* \(got -3\)"):
-        AlarmPolicy.from_site(Site_from(tmp_path, doc))
+        AlarmPolicy.from_site(load_doc(tmp_path, doc))
     doc["dashboard"] = {"alarms": {"webhook_url_env": "AIDC_TEST_NO_SUCH_HOOK"}}
     with pytest.raises(ConfigError, match="AIDC_TEST_NO_SUCH_HOOK is not set"):
-        AlarmEngine.from_site(Site_from(tmp_path, doc))
+        AlarmEngine.from_site(load_doc(tmp_path, doc))
 
 
 @pytest.mark.parametrize(("rows", "rule"), [
@@ -178,7 +178,7 @@ def test_pipeline_figures_raise_their_rules(site: Site, extra: dict[str, float],
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []  # noqa: RUF012 - one list per test server, reset in the fixture
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append(json.loads(body))
         self.send_response(204)

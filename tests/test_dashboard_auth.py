@@ -131,15 +131,23 @@ def test_login_attempts_are_rate_limited(app: flask.Flask) -> None:
     assert "Too many attempts" in resp.get_data(as_text=True)
 
 
+def test_successful_sign_ins_are_not_limited(app: flask.Flask) -> None:
+    """Only failures count: a shift change with many sign-ins from one address is never locked out."""
+    for _ in range(6):
+        assert _login(app.test_client(), "vera").status_code == 302
+
+
 def test_rate_limit_window_slides() -> None:
-    """Attempts older than the window no longer count."""
+    """Failures older than the window no longer count."""
     now = [0.0]
     lim = RateLimiter(limit=2, window_s=60, clock=lambda: now[0])
-    assert lim.allow("ip:1")
-    assert lim.allow("ip:1")
-    assert not lim.allow("ip:1")
+    assert lim.allowed("ip:1")
+    lim.failed("ip:1")
+    lim.failed("ip:1")
+    assert not lim.allowed("ip:1")
+    assert lim.allowed("ip:1", limit=8)
     now[0] = 61.0
-    assert lim.allow("ip:1")
+    assert lim.allowed("ip:1")
 
 
 def test_reports_download_only_inside_the_reports_folder(app: flask.Flask) -> None:

@@ -24,7 +24,7 @@ from dashboards.auth import Role, UserStore, random_password
 from dashboards.data import DashboardData
 
 DEMO_DIR = Path("var/demo")
-DEMO_POLL_S = 2.0  # the demo polls every 2 s so the dashboard's live values move (real sites choose their own)
+DEMO_POLL_S = 1.0  # the demo polls every second so the dashboard's live values move (real sites choose their own)
 DEMO_OPERATOR = "operator"
 
 

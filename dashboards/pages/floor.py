@@ -72,7 +72,9 @@ def floor_figure(data: DashboardData, metric: str) -> go.Figure:
             x=cols,
             y=[f"{p + 1:02d}" for p in range(depth)],
             customdata=names,
-            colorscale=scale, zmin=zmin, zmax=zmax,
+            colorscale=scale,
+            zmin=zmin,
+            zmax=zmax,
             colorbar={"title": {"text": unit}},
             xgap=2,
             ygap=2,
@@ -95,8 +97,12 @@ def _scale_range(data: DashboardData, metric: str) -> tuple[float, float]:
     rated = max((r.rated_kw for r in data.racks.values()), default=100.0)
     limit = data.gpu_limit_c
     return {
-        "power": (0.0, rated), "power_headroom": (0.0, rated), "hottest_gpu": (limit - 40.0, limit + 5.0),
-        "thermal_margin": (0.0, 30.0), "coolant_dt": (0.0, 15.0), "data_quality": (50.0, 100.0),
+        "power": (0.0, rated),
+        "power_headroom": (0.0, rated),
+        "hottest_gpu": (limit - 40.0, limit + 5.0),
+        "thermal_margin": (0.0, 30.0),
+        "coolant_dt": (0.0, 15.0),
+        "data_quality": (50.0, 100.0),
     }.get(metric, (0.0, 100.0))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-import pandas as pd
 from dash import Input, Output, dcc, html
 
 from dashboards.components import LIVE_MS, card, table
@@ -53,22 +52,10 @@ def _cards(data: DashboardData) -> list[html.Div]:
 
 
 def _bad(data: DashboardData) -> html.Div:
-    frame = data.live.select()
-    if frame.empty:
-        return html.Div("No data yet.", className="muted")
-    bad = frame[(frame["quality"] != "good") & (frame["measurement"] != "collector")]
-    if bad.empty:
+    count, rows = data.bad_points(100)
+    if not count:
         return html.Div("Every point is good.", className="muted", id="dq-all-good")
-    rows = [
-        {
-            "series": r.series,
-            "quality": r.quality,
-            "reason": r.reason,
-            "since": pd.Timestamp(str(r.ts)).strftime("%H:%M:%S"),
-        }
-        for r in bad.head(100).itertuples()
-    ]
-    note = html.Div(f"{len(bad)} points not good (first 100 shown)", className="muted")
+    note = html.Div(f"{count} points not good" + (" (first 100 shown)" if count > 100 else ""), className="muted")
     return html.Div([note, table(rows, ["series", "quality", "reason", "since"], ident="bad-table")])
 
 
