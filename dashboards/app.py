@@ -170,6 +170,8 @@ class DashboardService:
 
     def start(self) -> DashboardService:
         """Bind the port (AidcError names it when taken) and start the threads."""
+        # werkzeug logs every request at INFO to stderr by default: one line per second per browser.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         try:
             self._server = make_server(self.config.bind, self.config.port, self.app.server, threaded=True)
         except OSError as exc:

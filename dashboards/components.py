@@ -130,9 +130,9 @@ def range_picker(ident: str, value: str = "1h") -> dcc.RadioItems:
 def mark_times(fig: go.Figure, times: Iterable[tuple[pd.Timestamp, str]], color: str = "#ff9f43") -> None:
     """Vertical markers with a short label (alarms, setpoint changes) on the panel they concern."""
     for ts, label in times:
-        fig.add_vline(x=ts.to_pydatetime(), line_width=1, line_dash="dot", line_color=color)
+        fig.add_vline(x=ts.floor("us").to_pydatetime(), line_width=1, line_dash="dot", line_color=color)
         fig.add_annotation(
-            x=ts.to_pydatetime(),
+            x=ts.floor("us").to_pydatetime(),
             y=1.0,
             yref="paper",
             text=label,

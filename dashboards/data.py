@@ -74,6 +74,12 @@ def _sid(dev: DeviceRef, point: str, **extra: str) -> str:
     return SeriesKey.of(dev.profile.measurement, point, {**dev.tags, **extra}).id
 
 
+def _array_ids(dev: DeviceRef, point: str, tag: str, n: int) -> list[str]:
+    """Series ids of an array point's ``n`` elements (one id built properly, the rest by substitution: fast)."""
+    template = _sid(dev, point, **{tag: "\x00"})
+    return [template.replace("\x00", str(i)) for i in range(n)]
+
+
 def _point(dev: DeviceRef | None, role: Role) -> str | None:
     if dev is None:
         return None
@@ -122,8 +128,8 @@ def catalog(site: Site) -> pd.DataFrame:
         meas = dev.profile.measurement
         for p in dev.profile.points:
             if p.array:
-                for i in range(gpus.get(dev.tags.get("rack", ""), 0)):
-                    add(_sid(dev, p.name, **{p.array_tag: str(i)}), meas, p.name, dev)
+                for sid in _array_ids(dev, p.name, p.array_tag, gpus.get(dev.tags.get("rack", ""), 0)):
+                    add(sid, meas, p.name, dev)
             else:
                 add(_sid(dev, p.name), meas, p.name, dev)
         htags = {k: v for k, v in dev.tags.items() if k in ("site", "hall", "device")}
@@ -150,6 +156,7 @@ class DashboardData:
     racks: dict[str, RackInfo] = field(init=False)
     _cache: dict[str, tuple[float, Any]] = field(init=False, default_factory=dict)
     _cache_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _running: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.racks = self._layout()
@@ -193,7 +200,7 @@ class DashboardData:
 
             def arr(role: Role, ctl: DeviceRef | None = ctl, n: int = rack.gpus) -> tuple[str, ...]:
                 p = _point(ctl, role)
-                return () if ctl is None or p is None else tuple(_sid(ctl, p, gpu=str(i)) for i in range(n))
+                return () if ctl is None or p is None else tuple(_array_ids(ctl, p, "gpu", n))
 
             def one(role: Role, dev: DeviceRef | None) -> str | None:
                 p = _point(dev, role)
@@ -221,17 +228,39 @@ class DashboardData:
 
     # ------------------------------------------------------------------ helpers
 
-    def cached(self, key: str, ttl_s: float, compute: Callable[[], Any]) -> Any:
-        """``compute()`` at most once per ``ttl_s`` per key (historian queries are shared by every browser)."""
+    def cached(
+        self, key: str, ttl_s: float, compute: Callable[[], Any], default: Any = None, *, block_first: bool = False
+    ) -> Any:
+        """The last value of ``compute()`` for ``key``, recomputed in a background thread once older than ``ttl_s``.
+
+        Historian queries are shared by every browser and never run inside a page's live refresh: until the first
+        computation finishes the page gets ``default`` (or, with ``block_first``, waits for it).
+        """
+        if block_first:
+            with self._cache_lock:
+                first = key not in self._cache
+            if first:
+                self._refresh(key, compute)
         now = time.monotonic()
         with self._cache_lock:
             hit = self._cache.get(key)
-            if hit is not None and now - hit[0] < ttl_s:
-                return hit[1]
-        value = compute()
+            stale = hit is None or now - hit[0] >= ttl_s
+            if stale and key not in self._running:
+                self._running.add(key)
+                threading.Thread(
+                    target=self._refresh, args=(key, compute), name=f"dashboard {key}", daemon=True
+                ).start()
+        return default if hit is None else hit[1]
+
+    def _refresh(self, key: str, compute: Callable[[], Any]) -> None:
+        try:
+            value = compute()
+        except Exception:  # shown as missing on the page; the next refresh tries again
+            log.exception("dashboard query %s failed", key)
+            value = None
         with self._cache_lock:
-            self._cache[key] = (now, value)
-        return value
+            self._cache[key] = (time.monotonic(), value)
+            self._running.discard(key)
 
     def now(self) -> pd.Timestamp:
         """The facility's clock (simulated time in the demo) as a UTC timestamp."""
@@ -311,7 +340,7 @@ class DashboardData:
                 }
             return out
 
-        result: dict[str, Any] = self.cached("energy_pue", 60.0, compute)
+        result: dict[str, Any] = self.cached("energy_pue", 60.0, compute, default={}) or {}
         return result
 
     def _first_energy_ts(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp | None:
@@ -357,8 +386,8 @@ class DashboardData:
                     frames[name] = series
             return pd.DataFrame(frames)
 
-        frame: pd.DataFrame = self.cached(f"power_trend:{rng}", 5.0, compute)
-        return frame
+        frame: pd.DataFrame | None = self.cached(f"power_trend:{rng}", 5.0, compute, block_first=True)
+        return pd.DataFrame() if frame is None else frame
 
     def _window_sum(
         self, ids: list[str], meters: Mapping[str, Any], start: pd.Timestamp, end: pd.Timestamp, window: str

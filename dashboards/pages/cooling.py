@@ -55,11 +55,11 @@ def layout(data: DashboardData) -> html.Div:
             html.Div(
                 [
                     html.H3("CDUs (live; temperatures °C, flow L/min, pressure kPa, pump and valve %, power W)"),
-                    html.Div(id="co-cdus"),
+                    html.Div(_live(data)[0], id="co-cdus"),
                 ],
                 className="panel",
             ),
-            html.Div([html.H3("Plant (live)"), html.Div(id="co-plant")], className="panel"),
+            html.Div([html.H3("Plant (live)"), html.Div(_live(data)[1], id="co-plant")], className="panel"),
             html.Div(
                 [
                     html.H3("Supply temperatures against setpoints (setpoint changes marked)"),
@@ -88,6 +88,11 @@ def _cdu_rows(data: DashboardData) -> tuple[list[dict[str, Any]], list[dict[str,
         state = r.get("free_cooling_state")
         r["free_cooling"] = "—" if state is None else FREE_COOLING.get(int(state), f"state {state:g}")
     return cdus, plants
+
+
+def _live(data: DashboardData) -> tuple[Any, Any]:
+    cdus, plants = _cdu_rows(data)
+    return table(cdus, CDU_COLS, ident="cdu-table"), table(plants, PLANT_COLS, ident="plant-table")
 
 
 def _trend(data: DashboardData, rng: str) -> go.Figure:
@@ -167,10 +172,14 @@ def _decisions(data: DashboardData) -> go.Figure:
 def register(app: dash.Dash, data: DashboardData) -> None:
     """The page's callbacks."""
 
-    @app.callback(Output("co-cdus", "children"), Output("co-plant", "children"), Input("co-tick", "n_intervals"))
+    @app.callback(
+        Output("co-cdus", "children"),
+        Output("co-plant", "children"),
+        Input("co-tick", "n_intervals"),
+        prevent_initial_call=True,
+    )
     def live(_: int | None) -> tuple[Any, Any]:
-        cdus, plants = _cdu_rows(data)
-        return table(cdus, CDU_COLS, ident="cdu-table"), table(plants, PLANT_COLS, ident="plant-table")
+        return _live(data)
 
     @app.callback(
         Output("co-trend", "figure"),

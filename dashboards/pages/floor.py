@@ -40,7 +40,7 @@ def layout(data: DashboardData) -> html.Div:
             html.Div(
                 [
                     html.H3(f"Hall floor: {len(data.racks)} racks (click a rack for its detail)"),
-                    dcc.Graph(id="fl-map", config={"displaylogo": False}),
+                    dcc.Graph(id="fl-map", figure=floor_figure(data, "power"), config={"displaylogo": False}),
                 ],
                 className="panel",
             ),
@@ -129,12 +129,22 @@ def rack_layout(data: DashboardData, rack: str) -> html.Div:
                 className="panel",
             ),
             html.Div(
-                [html.H3("GPUs (live)"), dcc.Graph(id="rk-gpus", config={"displaylogo": False})], className="panel"
+                [
+                    html.H3("GPUs (live)"),
+                    dcc.Graph(id="rk-gpus", figure=_gpu_figure(data, rack), config={"displaylogo": False}),
+                ],
+                className="panel",
             ),
             html.Div(
                 [
-                    html.Div([html.H3("Rack controller and PDU"), html.Div(id="rk-points")], className="panel"),
-                    html.Div([html.H3(f"CDU {r.cdu or ''}"), html.Div(id="rk-cdu")], className="panel"),
+                    html.Div(
+                        [html.H3("Rack controller and PDU"), html.Div(_points(data, r.devices), id="rk-points")],
+                        className="panel",
+                    ),
+                    html.Div(
+                        [html.H3(f"CDU {r.cdu or ''}"), html.Div(_points(data, [r.cdu] if r.cdu else []), id="rk-cdu")],
+                        className="panel",
+                    ),
                 ],
                 className="grid2",
             ),
@@ -224,7 +234,12 @@ def _trend(data: DashboardData, rack: str, rng: str) -> go.Figure:
 def register(app: dash.Dash, data: DashboardData) -> None:
     """Callbacks of the floor map and the rack page."""
 
-    @app.callback(Output("fl-map", "figure"), Input("fl-tick", "n_intervals"), Input("fl-metric", "value"))
+    @app.callback(
+        Output("fl-map", "figure"),
+        Input("fl-tick", "n_intervals"),
+        Input("fl-metric", "value"),
+        prevent_initial_call=True,
+    )  # the layout carries the first figure
     def live_map(_: int | None, metric: str) -> go.Figure:
         return floor_figure(data, metric or "power")
 
@@ -244,6 +259,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         Output("rk-cdu", "children"),
         Input("rk-tick", "n_intervals"),
         State("rk-name", "data"),
+        prevent_initial_call=True,
     )
     def live_rack(_: int | None, rack: str) -> tuple[Any, Any, Any]:
         r = data.racks[rack]

@@ -21,18 +21,20 @@ def layout(data: DashboardData) -> html.Div:
         [
             dcc.Interval(id="ov-tick", interval=LIVE_MS),
             dcc.Interval(id="ov-slow", interval=TREND_MS),
-            html.Div(id="ov-cards", className="cards"),
+            html.Div(_cards(data), id="ov-cards", className="cards"),
             html.Div(
                 [
                     html.Div(
                         [
                             html.H3("Active alarms"),
                             html.Div(id="ov-ack-msg", className="msg"),
-                            html.Div(id="ov-alarms"),
+                            html.Div(alarm_rows(data, ack=can_act()), id="ov-alarms"),
                         ],
                         className="panel",
                     ),
-                    html.Div([html.H3("Controller"), html.Div(id="ov-controller")], className="panel"),
+                    html.Div(
+                        [html.H3("Controller"), html.Div(_controller(data), id="ov-controller")], className="panel"
+                    ),
                 ],
                 className="grid2",
             ),
@@ -62,7 +64,7 @@ def _cards(data: DashboardData) -> list[html.Div]:
     today, month = e.get("today", {}), e.get("month", {})
 
     def pue_note(d: dict[str, Any]) -> str:
-        return str(d.get("note", ""))
+        return str(d.get("note", "computing from the energy counters ..."))
 
     return [
         card(
@@ -147,6 +149,7 @@ def register(app: dash.Dash, data: DashboardData, forecast: ForecastService) -> 
         Output("ov-alarms", "children"),
         Output("ov-controller", "children"),
         Input("ov-tick", "n_intervals"),
+        prevent_initial_call=True,  # the layout carries the first values
     )
     def live(_: int | None) -> tuple[Any, Any, Any]:
         return _cards(data), alarm_rows(data, ack=can_act()), _controller(data)

@@ -19,12 +19,15 @@ def layout(data: DashboardData) -> html.Div:
     return html.Div(
         [
             dcc.Interval(id="dq-tick", interval=LIVE_MS * 2),
-            html.Div(id="dq-cards", className="cards"),
+            html.Div(_cards(data), id="dq-cards", className="cards"),
             html.Div(
-                [html.H3("Devices (latency ms, seconds since the last good poll)"), html.Div(id="dq-devices")],
+                [
+                    html.H3("Devices (latency ms, seconds since the last good poll)"),
+                    html.Div(_devices(data), id="dq-devices"),
+                ],
                 className="panel",
             ),
-            html.Div([html.H3("Stale or bad points"), html.Div(id="dq-bad")], className="panel"),
+            html.Div([html.H3("Stale or bad points"), html.Div(_bad(data), id="dq-bad")], className="panel"),
         ]
     )
 
@@ -57,6 +60,10 @@ def _bad(data: DashboardData) -> html.Div:
         return html.Div("Every point is good.", className="muted", id="dq-all-good")
     note = html.Div(f"{count} points not good" + (" (first 100 shown)" if count > 100 else ""), className="muted")
     return html.Div([note, table(rows, ["series", "quality", "reason", "since"], ident="bad-table")])
+
+
+def _devices(data: DashboardData) -> Any:
+    return table(_records(data.device_health()), HEALTH_COLS, ident="health-table")
 
 
 def reports_layout(data: DashboardData) -> html.Div:
@@ -99,7 +106,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         Output("dq-devices", "children"),
         Output("dq-bad", "children"),
         Input("dq-tick", "n_intervals"),
+        prevent_initial_call=True,
     )
     def live(_: int | None) -> tuple[Any, Any, Any]:
-        health = data.device_health()
-        return _cards(data), table(_records(health), HEALTH_COLS, ident="health-table"), _bad(data)
+        return _cards(data), _devices(data), _bad(data)
