@@ -124,6 +124,7 @@ def range_picker(ident: str, value: str = "1h") -> dcc.RadioItems:
         value=value,
         inline=True,
         inputStyle={"marginRight": "0.3em", "marginLeft": "0.8em"},
+        labelStyle={"color": "#c9d3df"},
     )
 
 

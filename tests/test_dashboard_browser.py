@@ -221,6 +221,13 @@ def test_a_value_changed_in_the_simulator_shows_without_reloading(stack: Dashboa
     (SHOTS / "latency.txt").parent.mkdir(parents=True, exist_ok=True)
     (SHOTS / "latency.txt").write_text(f"setpoint write to page: {latency:.2f} s\n", encoding="utf-8")
     print(f"setpoint written to the simulator shown on the page after {latency:.2f} s")
+    # The change is marked on the setpoint panel it concerns, and only there.
+    driver.get(stack.url + "/cooling")
+    wait_for(lambda: "tcs_supply_temp_setpoint_c →" in _text(driver, "#co-trend"), 30, "setpoint-change marker")
+    driver.get(stack.url + "/")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#ov-power .scatterlayer .trace"), 30, "power trend")
+    assert "→" not in _text(driver, "#ov-power")
+    assert console_errors(driver) == []
 
 
 def test_an_injected_fault_raises_an_alarm_that_shows_and_clears(stack: DashboardStack, driver: Any,

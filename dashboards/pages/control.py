@@ -64,6 +64,7 @@ def layout(data: DashboardData) -> html.Div:
                         value=None if sup is None else sup.mode,
                         inline=True,
                         inputStyle={"marginRight": "0.3em", "marginLeft": "0.8em"},
+                        labelStyle={"color": "#c9d3df"},
                     ),
                     html.Button("Apply mode", id="ct-apply", disabled=locked, title=why),
                     html.Div(why, className="muted", id="ct-why"),

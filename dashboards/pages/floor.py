@@ -17,6 +17,7 @@ from dashboards.data import FLOOR_METRICS, DashboardData
 
 # Colour scales read the same way on every metric: red is bad.
 REVERSED = {"thermal_margin", "power_headroom", "data_quality"}
+NEUTRAL = {"power", "coolant_dt"}
 
 
 def layout(data: DashboardData) -> html.Div:
@@ -33,6 +34,7 @@ def layout(data: DashboardData) -> html.Div:
                         inline=True,
                         options=[{"label": f"{lbl} ({u})", "value": k} for k, (lbl, u) in FLOOR_METRICS.items()],
                         inputStyle={"marginRight": "0.3em", "marginLeft": "0.8em"},
+                        labelStyle={"color": "#c9d3df"},
                     ),
                 ],
                 className="panel",
@@ -64,7 +66,8 @@ def floor_figure(data: DashboardData, metric: str) -> go.Figure:
     yi = df["position"].to_numpy()
     z[yi, xi] = df["value"].to_numpy()
     names[yi, xi] = df["rack"].to_numpy()
-    scale = "RdYlGn" if metric in REVERSED else "RdYlGn_r"
+    # Health metrics read red-is-bad; load metrics (power, ΔT) use a neutral sequential scale: high is not wrong.
+    scale = "Viridis" if metric in NEUTRAL else "RdYlGn" if metric in REVERSED else "RdYlGn_r"
     zmin, zmax = _scale_range(data, metric)
     fig = go.Figure(
         go.Heatmap(
