@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.browser import free_port
 from tests.sim_helpers import site_doc, write_site
@@ -19,9 +20,11 @@ from tests.sim_helpers import site_doc, write_site
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_demo_serves_the_dashboard_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, how: str) -> None:
     """The demo prints numbered progress and a one-time operator password, serves the sign-in page, and on SIGTERM
-    stops the dashboard, the collectors, the historian and the simulator process with exit status 0."""
+    (to the demo) or Ctrl-C (SIGINT to the terminal's whole process group, simulator included) stops the dashboard,
+    the collectors, the historian and the simulator process with exit status 0 and no traceback."""
     doc = site_doc(tmp_path, racks=2)
     port = free_port()
     doc["dashboard"] = {"port": port}
@@ -29,7 +32,7 @@ def test_demo_serves_the_dashboard_and_stops_cleanly_on_sigterm(tmp_path: Path) 
     log = (tmp_path / "demo.log").open("w+")
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "aidc.cli", "demo", "--config", str(path), "--summary-every", "2"],
-                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while "[4/4]" not in (out := (tmp_path / "demo.log").read_text()):
@@ -44,7 +47,10 @@ def test_demo_serves_the_dashboard_and_stops_cleanly_on_sigterm(tmp_path: Path) 
             assert time.monotonic() < deadline, out
             time.sleep(0.2)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=60)
     out = (tmp_path / "demo.log").read_text()
     assert code == 0, out
@@ -55,7 +61,9 @@ def test_demo_serves_the_dashboard_and_stops_cleanly_on_sigterm(tmp_path: Path) 
     assert len(passwords) == 1
     assert len(passwords[0]) >= 16
     assert "dashboard stopped" in out
-    assert "simulated facility stopped (exit 0)" in out
+    assert "stopping (dashboard, collectors, historian, then the simulator)" in out
+    assert "simulated facility stopped" in out
+    assert "Traceback" not in out
     users = (tmp_path / "var" / "dashboard-users.json").read_text()
     assert passwords[0] not in users  # only its hash is stored
     # The historian was closed: another process can open its file.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
+import logging
 import signal
 import sys
 import time
@@ -26,6 +28,9 @@ from dashboards.data import DashboardData
 DEMO_DIR = Path("var/demo")
 DEMO_POLL_S = 1.0  # the demo polls every second so the dashboard's live values move (real sites choose their own)
 DEMO_OPERATOR = "operator"
+STOP_GRACE_S = 10.0  # after Ctrl-C / SIGTERM, how long the collectors get to close before being cancelled again
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
@@ -51,12 +56,53 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _sigterm_as_interrupt() -> None:
-    """SIGTERM stops the job the way Ctrl-C does (the same clean shutdown path)."""
+    """Outside the event loop (start-up, shutdown), SIGTERM stops the command the way Ctrl-C does."""
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+async def _run_until_signalled(job: MainJob, args: argparse.Namespace) -> None:
+    """Run the main job until its duration ends or Ctrl-C / SIGTERM, which cancel it so its teardown runs in order.
+
+    With ``aidc run`` against real devices, or a simulator started elsewhere, device connections may close under
+    the collectors while they shut down: from the signal on, those expected teardown errors are not logged.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopping: list[str] = []
+
+    def stop(name: str) -> None:
+        if stopping or task is None:
+            return
+        stopping.append(name)
+        _say(f"{name}: stopping (dashboard, collectors, historian, then the simulator) ...")
+        for logger in ("asyncua", "collectors", "pymodbus"):
+            logging.getLogger(logger).setLevel(logging.CRITICAL)
+        task.cancel()
+        loop.call_later(STOP_GRACE_S, force)
+
+    def force() -> None:
+        # A collector link can swallow the first cancellation (a transport error while its poll tasks are cancelled
+        # turns into an ExceptionGroup it handles as a lost connection); cancel again so the shutdown completes.
+        if task is not None and not task.done():
+            log.warning("shutdown still waiting after %g s; cancelling the collectors again", STOP_GRACE_S)
+            task.cancel()
+            loop.call_later(STOP_GRACE_S, force)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        _sigterm_as_interrupt()
 
 
 def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
@@ -106,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     dashboard = start_dashboard(job, args, demo=False)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+            aidc_loop.run(_run_until_signalled(job, args))
     finally:
         if dashboard is not None:
             dashboard.stop()
@@ -157,7 +203,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"aidc demo: site {site.name} from {path} ({sum(1 for _ in site.racks())} racks, {len(site.devices)} devices)")
     _sigterm_as_interrupt()
     _say("[1/4] starting the simulated facility (its own process) ...")
-    sim = SimulatorProcess(path, speed=args.speed)
+    # The simulated devices must outlive the manager while it shuts down (collectors close their sessions, the
+    # supervisor reverts setpoints), so the simulator runs in its own session, out of reach of the terminal's
+    # Ctrl-C, and is stopped with SIGTERM last.
+    sim = SimulatorProcess(path, speed=args.speed, new_session=True)
     dashboard = None
     try:
         sim.start()
@@ -171,8 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say("[3/4] starting alarms and the operator dashboard ...")
         dashboard = start_dashboard(job, args, demo=True)
         _say("[4/4] collecting (Ctrl-C stops everything) ...")
-        with contextlib.suppress(KeyboardInterrupt):
-            aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+        aidc_loop.run(_run_until_signalled(job, args))
     except KeyboardInterrupt:
         _say("interrupted during start-up")
     finally:
