@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -103,7 +104,7 @@ def demo_figures(repeats: int, racks: int) -> tuple[list[float], list[float]]:
 
                 _until(shown, 30)
                 updates.append(time.perf_counter() - t0)
-                time.sleep(0.5)
+                time.sleep(random.uniform(0.2, 1.2))  # writes land at every phase of the 1 s poll and refresh
             stack.run_on_loop(writer.revert_all(Actor("bench", "operator")))
     return paints, updates
 
