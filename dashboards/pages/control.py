@@ -27,9 +27,16 @@ def _writable(data: DashboardData) -> list[dict[str, str]]:
         for p in dev.profile.points:
             if p.writable and dev.role_of(p.name) is not None and "heartbeat" not in p.name:
                 out.append(
-                    {"label": f"{dev.name} · {p.name} ({p.min:g}-{p.max:g} {p.unit})", "value": f"{dev.name}|{p.name}"}
+                    {
+                        "label": f"{dev.name} · {p.name} ({_limits(p.min, p.max)} {p.unit})",
+                        "value": f"{dev.name}|{p.name}",
+                    }
                 )
     return out
+
+
+def _limits(lo: float | None, hi: float | None) -> str:
+    return f"{'-inf' if lo is None else f'{lo:g}'}-{'inf' if hi is None else f'{hi:g}'}"
 
 
 def layout(data: DashboardData) -> html.Div:
@@ -198,7 +205,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         dev = data.site.device(device)
         p = next(p for p in dev.profile.points if p.name == point)
         if (p.min is not None and value < p.min) or (p.max is not None and value > p.max):
-            return f"{device} {point}: {value:g} is outside {p.min:g}-{p.max:g} {p.unit}."
+            return f"{device} {point}: {value:g} is outside {_limits(p.min, p.max)} {p.unit}."
         until = data.clock.now_ns() + int(minutes * 60e9)
         try:
             data.supervisor.set_override(device, point, float(value), until, who[0])
