@@ -256,3 +256,39 @@ def test_an_injected_fault_raises_an_alarm_that_shows_and_clears(stack: Dashboar
     driver.get(stack.url + "/control")
     wait_for(lambda: "acknowledge" in _text(driver, "#audit-table"), 15, "acknowledgement in the audit log")
     assert console_errors(driver) == []
+
+
+def test_operator_override_reaches_the_supervisor_and_is_listed(stack: DashboardStack, driver: Any) -> None:
+    """An override sent by the Control page's callback (as the Set button sends it) is passed to the supervisor
+    with the operator's name and expiry, listed on the page, and refused outside the point's limits."""
+    sup = stack.service.data.supervisor if stack.service else None
+    assert isinstance(sup, FakeSupervisor)
+    sign_in(driver, stack.url, "operator")
+    driver.get(stack.url + "/control")
+    wait_for(lambda: "Audit log" in driver.page_source, 30, "control page")
+
+    def send(value: float) -> str:
+        return str(driver.execute_async_script("""
+            const [value, done] = [arguments[0], arguments[arguments.length - 1]];
+            const csrf = document.cookie.split('; ').find(c => c.startsWith('_csrf_token=')).split('=')[1];
+            fetch('/_dash-dependencies').then(r => r.json()).then(deps => {
+              const dep = deps.find(d => d.inputs.some(i => i.id === 'ct-override'));
+              return fetch('/_dash-update-component', {method: 'POST', headers: {'Content-Type': 'application/json',
+                'X-CSRFToken': csrf}, body: JSON.stringify({output: dep.output,
+                outputs: {id: 'ct-msg', property: dep.output.split('.')[1]}, changedPropIds: ['ct-override.n_clicks'],
+                inputs: [{id: 'ct-override', property: 'n_clicks', value: 1}],
+                state: [{id: 'ct-point', property: 'value', value: 'cdu-h1-01|tcs_supply_temp_setpoint_c'},
+                        {id: 'ct-value', property: 'value', value: value},
+                        {id: 'ct-minutes', property: 'value', value: 30}]})});
+            }).then(r => r.text()).then(done, e => done(String(e)));""", value))
+
+    assert "is outside 18-45" in send(60.0)
+    assert sup.overrides() == []
+    reply = send(32.5)
+    assert "Override cdu-h1-01 tcs_supply_temp_setpoint_c = 32.5" in reply
+    (o,) = sup.overrides()
+    assert (o["device"], o["value"], o["user"]) == ("cdu-h1-01", 32.5, "operator")
+    assert stack.job is not None
+    assert o["until_ns"] > stack.job.clock.now_ns() + 29 * 60 * 10**9
+    wait_for(lambda: "until" in _text(driver, "#ct-overrides"), 15, "override listed with its expiry")
+    assert console_errors(driver) == []
