@@ -14,6 +14,7 @@ import pytest
 
 from collectors.writer import Actor, SetpointWriter
 from tests.browser import DashboardStack, browser, console_errors, sign_in, wait_for
+from tests.debtools import require_tool
 
 pytestmark = pytest.mark.needs_deb
 
@@ -69,6 +70,8 @@ class FakeSupervisor:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardStack]:
     """Simulator, collectors, historian and dashboard (with a stand-in supervisor) for the module's tests."""
+    require_tool("chromium")  # skip (or fail under CI=true) before starting anything
+    require_tool("chromedriver", "chromium-driver")
     tmp = tmp_path_factory.mktemp("dash")
     with DashboardStack(tmp, racks=4, poll_s=0.5, supervisor_factory=FakeSupervisor) as s:
         reports = s.site.data_dir / "reports"
