@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "analytics.faults_cli",
     "api.cli",
     "analytics.report.cli",
+    "dashboards.cli",
 )
 
 

@@ -30,8 +30,11 @@ class SimulatorProcess:
     """An ``aidc simulate`` child process with helpers for its control API."""
 
     def __init__(self, config: Path, *, speed: float | None = None, physics: str | None = None,
-                 extra_args: tuple[str, ...] = (), startup_timeout_s: float = 60.0) -> None:
+                 extra_args: tuple[str, ...] = (), startup_timeout_s: float = 60.0,
+                 new_session: bool = False) -> None:
         self.config = config
+        # In its own session the terminal's Ctrl-C does not reach the simulator: the demo stops it last.
+        self.new_session = new_session
         self.site = load_site(config)
         sim = self.site.config.simulation
         self.host, self.control_port = sim.bind, sim.control_port
@@ -57,7 +60,8 @@ class SimulatorProcess:
         """Launch and wait until the control API is ready and every device port accepts connections."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env)
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env,
+                                     start_new_session=self.new_session)
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             if self.proc.poll() is not None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
+import logging
+import signal
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +20,17 @@ from aidc.app import MainJob
 from aidc.config import Site, load_site
 from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
+from analytics.alarms import AlarmEngine
+from dashboards.app import DashboardConfig, DashboardService
+from dashboards.auth import Role, UserStore, random_password
+from dashboards.data import DashboardData
 
 DEMO_DIR = Path("var/demo")
+DEMO_POLL_S = 1.0  # the demo polls every second so the dashboard's live values move (real sites choose their own)
+DEMO_OPERATOR = "operator"
+STOP_GRACE_S = 10.0  # after Ctrl-C / SIGTERM, how long the collectors get to close before being cancelled again
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
@@ -37,6 +51,93 @@ def register(sub: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds")
     p.add_argument("--summary-every", type=float, default=5.0, help="seconds between summary lines (default 5)")
+    p.add_argument("--port", type=int, default=None, help="dashboard port (default: the site's, else 8050)")
+    p.add_argument("--no-dashboard", action="store_true", help="run without the operator dashboard")
+
+
+def _sigterm_as_interrupt() -> None:
+    """Outside the event loop (start-up, shutdown), SIGTERM stops the command the way Ctrl-C does."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+async def _run_until_signalled(job: MainJob, args: argparse.Namespace) -> None:
+    """Run the main job until its duration ends or Ctrl-C / SIGTERM, which cancel it so its teardown runs in order.
+
+    With ``aidc run`` against real devices, or a simulator started elsewhere, device connections may close under
+    the collectors while they shut down: from the signal on, those expected teardown errors are not logged.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopping: list[str] = []
+
+    def stop(name: str) -> None:
+        if stopping or task is None:
+            return
+        stopping.append(name)
+        _say(f"{name}: stopping (dashboard, collectors, historian, then the simulator) ...")
+        for logger in ("asyncua", "collectors", "pymodbus"):
+            logging.getLogger(logger).setLevel(logging.CRITICAL)
+        task.cancel()
+        loop.call_later(STOP_GRACE_S, force)
+
+    def force() -> None:
+        # A collector link can swallow the first cancellation (a transport error while its poll tasks are cancelled
+        # turns into an ExceptionGroup it handles as a lost connection); cancel again so the shutdown completes.
+        if task is not None and not task.done():
+            log.warning("shutdown still waiting after %g s; cancelling the collectors again", STOP_GRACE_S)
+            task.cancel()
+            loop.call_later(STOP_GRACE_S, force)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        _sigterm_as_interrupt()
+
+
+def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
+    """Writer and collector figures for the Data quality page and the pipeline alarms."""
+    last = [time.monotonic(), float(job.engine.output.samples)]
+
+    def stats() -> dict[str, float]:
+        now, samples = time.monotonic(), float(job.engine.output.samples)
+        rate = (samples - last[1]) / max(now - last[0], 1e-9)
+        if now - last[0] > 5.0:
+            last[:] = [now, samples]
+        return {"points_written": float(job.writer.points_written), "write_errors": float(job.writer.write_errors),
+                "pending_batches": float(len(job.writer._pending)), "points_per_s": rate}
+
+    return stats
+
+
+def start_dashboard(job: MainJob, args: argparse.Namespace, *, demo: bool) -> DashboardService | None:
+    """Alarms and the dashboard on the job's live state and historian; the demo gets an operator account."""
+    if args.no_dashboard:
+        return None
+    config = DashboardConfig.from_site(job.site, port=args.port)
+    users = UserStore(config.users_path(job.site))
+    alarms = AlarmEngine.from_site(job.site)
+    data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=None,
+                         job_stats=job_stats(job))
+    service = DashboardService(data, users, config).start()
+    _say(f"dashboard: {service.url} ({len(data.racks)} racks, {len(alarms.rules)} alarm rules)")
+    if demo:
+        password = random_password()
+        users.add(DEMO_OPERATOR, password, Role.OPERATOR)
+        _say(f"  sign in as {DEMO_OPERATOR!r} with password {password}  (new each demo start; shown only now)")
+    elif not users.names():
+        _say(f"  no dashboard users yet: add one with `aidc user add --config {job.site.path} NAME --role operator`")
+    return service
 
 
 def _say(text: str) -> None:
@@ -46,9 +147,15 @@ def _say(text: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the main job until Ctrl-C or ``--duration``."""
     site = load_site(args.config)
+    _sigterm_as_interrupt()
     job = MainJob.build(site)
-    with contextlib.suppress(KeyboardInterrupt):
-        aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+    dashboard = start_dashboard(job, args, demo=False)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            aidc_loop.run(_run_until_signalled(job, args))
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
     return 0
 
 
@@ -62,7 +169,7 @@ def demo_site(config: Path | None, racks: int) -> Path:
         if sum(1 for _ in existing.racks()) == racks:
             return path
     # The site's data directory is the demo folder itself (relative paths resolve against the site file).
-    text = render_site(dataclasses.replace(SiteTemplate(racks=racks), data_dir="."))
+    text = render_site(dataclasses.replace(SiteTemplate(racks=racks, poll_interval_s=DEMO_POLL_S), data_dir="."))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
@@ -94,19 +201,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     path = demo_site(args.config, args.racks)
     site = load_site(path)
     _say(f"aidc demo: site {site.name} from {path} ({sum(1 for _ in site.racks())} racks, {len(site.devices)} devices)")
-    _say("starting the simulated facility (its own process) ...")
-    sim = SimulatorProcess(path, speed=args.speed)
-    sim.start()
+    _sigterm_as_interrupt()
+    _say("[1/4] starting the simulated facility (its own process) ...")
+    # The simulated devices must outlive the manager while it shuts down (collectors close their sessions, the
+    # supervisor reverts setpoints), so the simulator runs in its own session, out of reach of the terminal's
+    # Ctrl-C, and is stopped with SIGTERM last.
+    sim = SimulatorProcess(path, speed=args.speed, new_session=True)
+    dashboard = None
     try:
+        sim.start()
         _say(f"simulated facility ready; every device answers on {site.config.simulation.bind}:")
         for line in listening_lines(site):
             _say(line)
         _say(f"fault-injection API: http://{site.config.simulation.bind}:{site.config.simulation.control_port}/faults")
+        _say("[2/4] opening the historian and planning the collectors ...")
         job = MainJob.build(site)
-        _say(f"historian: {type(job.historian).__name__} under {site.data_dir}; collecting (Ctrl-C stops) ...")
-        with contextlib.suppress(KeyboardInterrupt):
-            aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+        _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
+        _say("[3/4] starting alarms and the operator dashboard ...")
+        dashboard = start_dashboard(job, args, demo=True)
+        _say("[4/4] collecting (Ctrl-C stops everything) ...")
+        aidc_loop.run(_run_until_signalled(job, args))
+    except KeyboardInterrupt:
+        _say("interrupted during start-up")
     finally:
+        if dashboard is not None:
+            dashboard.stop()
+            print("dashboard stopped", file=sys.stderr)
         code = sim.stop()
         print(f"simulated facility stopped (exit {code})", file=sys.stderr)
     return 0

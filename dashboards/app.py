@@ -1,0 +1,215 @@
+"""The operator dashboard: a multi-page Dash app behind a sign-in, served from a thread of the main job.
+
+``DashboardService(data, users, config).start()`` serves it on ``http://127.0.0.1:8050`` (by default), evaluates
+the alarms every ``alarm_every_s`` and keeps the IT-load forecast fresh; ``stop()`` ends all three. Pages read
+only :class:`dashboards.data.DashboardData` (the live state and the historian).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import dash
+from dash import Input, Output, dcc, html
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from aidc.config import Site
+from aidc.errors import AidcError, ConfigError
+from dashboards.auth import UserStore
+from dashboards.data import DashboardData
+from dashboards.forecast import ForecastService
+from dashboards.pages import control, cooling, floor, overview, quality
+from dashboards.web import current_user, secure
+
+log = logging.getLogger(__name__)
+
+PAGES = [
+    ("/", "Overview"),
+    ("/floor", "Hall floor"),
+    ("/cooling", "Cooling"),
+    ("/control", "Control"),
+    ("/quality", "Data quality"),
+    ("/reports", "Reports"),
+]
+
+
+class DashboardConfig(BaseModel):
+    """``[dashboard]`` in the site file (``alarms`` is :class:`analytics.alarms.AlarmPolicy`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bind: str = "127.0.0.1"
+    port: int = Field(8050, ge=1, le=65535)
+    users_file: str = "dashboard-users.json"  # relative to the site's data directory
+    secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")  # session signing key; random if unset
+    secure_cookies: bool = False  # set when served behind HTTPS
+    alarm_every_s: float = Field(1.0, gt=0, le=60)
+    alarms: dict[str, Any] = {}
+
+    @classmethod
+    def from_site(cls, site: Site, **overrides: Any) -> DashboardConfig:
+        """The site's ``[dashboard]`` table with command-line overrides; ConfigError names the key."""
+        raw = {**site.config.dashboard, **{k: v for k, v in overrides.items() if v is not None}}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(
+                f"{site.path or '<site>'}: dashboard.{loc}: {err['msg']} (got {err.get('input')!r})"
+            ) from None
+
+    def users_path(self, site: Site) -> Path:
+        """Where the users file lives."""
+        p = Path(self.users_file)
+        return p if p.is_absolute() else site.data_dir / p
+
+
+def _nav(path: str) -> html.Div:
+    who = current_user()
+    links = [
+        dcc.Link(
+            label,
+            href=href,
+            className="active" if (href == path or (href == "/floor" and path.startswith("/rack/"))) else "",
+        )
+        for href, label in PAGES
+    ]
+    user = f"{who[0]} ({who[1].label})" if who else ""
+    return html.Div(
+        [
+            html.Strong("aidc"),
+            *links,
+            html.Span([user, " · ", html.A("sign out", href="/logout")], className="who", id="who"),
+        ],
+        className="nav",
+    )
+
+
+def create_app(
+    data: DashboardData, users: UserStore, config: DashboardConfig, forecast: ForecastService | None = None
+) -> dash.Dash:
+    """The Dash app with every page and callback, secured."""
+    app = dash.Dash(
+        __name__,
+        title=f"aidc · {data.site.name}",
+        suppress_callback_exceptions=True,
+        assets_folder=str(Path(__file__).with_name("assets")),
+        update_title="",
+    )
+    secure(
+        app.server,
+        users,
+        secret_env=config.secret_env,
+        secure_cookies=config.secure_cookies,
+        reports_dir=data.data_dir / "reports",
+    )
+    forecast = forecast or ForecastService(data)
+    app.layout = html.Div([dcc.Location(id="url"), html.Div(id="nav"), html.Div(id="page", className="page")])
+
+    @app.callback(Output("nav", "children"), Output("page", "children"), Input("url", "pathname"))
+    def route(path: str | None) -> tuple[Any, Any]:
+        path = path or "/"
+        return _nav(path), page_for(data, path)
+
+    overview.register(app, data, forecast)
+    floor.register(app, data)
+    cooling.register(app, data)
+    control.register(app, data)
+    quality.register(app, data)
+    return app
+
+
+def page_for(data: DashboardData, path: str) -> Any:
+    """The layout of the page at ``path``."""
+    if path.startswith("/rack/"):
+        return floor.rack_layout(data, unquote(path[len("/rack/") :]))
+    pages: dict[str, Callable[[DashboardData], Any]] = {
+        "/": overview.layout,
+        "/floor": floor.layout,
+        "/cooling": cooling.layout,
+        "/control": control.layout,
+        "/quality": quality.layout,
+        "/reports": quality.reports_layout,
+    }
+    make = pages.get(path)
+    if make is None:
+        return html.Div(f"No page at {path}.", className="msg")
+    return make(data)
+
+
+class DashboardService:
+    """The dashboard's web server, alarm evaluation and forecast threads."""
+
+    def __init__(
+        self,
+        data: DashboardData,
+        users: UserStore,
+        config: DashboardConfig,
+        extra: Callable[[], Mapping[str, float]] | None = None,
+    ) -> None:
+        self.data, self.users, self.config = data, users, config
+        self.extra = extra
+        self.forecast = ForecastService(data)
+        self.app = create_app(data, users, config, self.forecast)
+        self._server: BaseWSGIServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """Where the dashboard answers."""
+        port = self._server.server_port if self._server is not None else self.config.port
+        return f"http://{self.config.bind}:{port}"
+
+    def start(self) -> DashboardService:
+        """Bind the port (AidcError names it when taken) and start the threads."""
+        # werkzeug logs every request at INFO to stderr by default: one line per second per browser.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        try:
+            self._server = make_server(self.config.bind, self.config.port, self.app.server, threaded=True)
+        except OSError as exc:
+            raise AidcError(
+                f"dashboard.port: cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror}"
+            ) from None
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, name="dashboard http", daemon=True),
+            threading.Thread(target=self._alarm_loop, name="alarms", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self.forecast.start()
+        return self
+
+    def _alarm_loop(self) -> None:
+        while not self._stop.wait(self.config.alarm_every_s):
+            self.evaluate_alarms()
+
+    def evaluate_alarms(self) -> None:
+        """One evaluation of every alarm rule on the latest values."""
+        try:
+            extra = dict(self.extra()) if self.extra is not None else {}
+            extra.update(self.data.pipeline_stats())
+            st = self.data.controller()
+            if st is not None:
+                extra["controller_fallback"] = float("fallback" in str(st.get("state", "")).lower())
+            self.data.alarms.evaluate(self.data.alarm_frame(), self.data.clock.now_ns(), extra)
+        except Exception:  # alarm evaluation must keep running whatever one pass hits
+            log.exception("alarm evaluation failed")
+
+    def stop(self) -> None:
+        """Stop serving and end the threads."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for t in self._threads:
+            t.join(timeout=10)
+        self.forecast.stop()
+        self.data.alarms.close()

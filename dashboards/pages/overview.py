@@ -1,0 +1,219 @@
+"""Overview: is anything hot or failing, what is PUE doing, what is the controller doing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import pandas as pd
+import plotly.graph_objects as go
+from dash import ALL, Input, Output, State, dcc, html
+
+from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, range_picker, style
+from dashboards.data import DashboardData
+from dashboards.forecast import ForecastService
+from dashboards.web import can_act, current_user
+
+
+def layout(data: DashboardData) -> html.Div:
+    """The page's skeleton; the callbacks fill it."""
+    return html.Div(
+        [
+            dcc.Interval(id="ov-tick", interval=LIVE_MS),
+            dcc.Interval(id="ov-slow", interval=TREND_MS),
+            html.Div(_cards(data), id="ov-cards", className="cards"),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.H3("Active alarms"),
+                            html.Div(id="ov-ack-msg", className="msg"),
+                            html.Div(alarm_rows(data, ack=can_act()), id="ov-alarms"),
+                        ],
+                        className="panel",
+                    ),
+                    html.Div(
+                        [html.H3("Controller"), html.Div(_controller(data), id="ov-controller")], className="panel"
+                    ),
+                ],
+                className="grid2",
+            ),
+            html.Div(
+                [
+                    html.H3("Facility, IT and cooling power"),
+                    range_picker("ov-range"),
+                    dcc.Graph(id="ov-power", config={"displaylogo": False}),
+                ],
+                className="panel",
+            ),
+            html.Div(
+                [
+                    html.H3("IT-load forecast (P10-P90 band)"),
+                    dcc.Graph(id="ov-forecast", config={"displaylogo": False}),
+                ],
+                className="panel",
+            ),
+        ]
+    )
+
+
+def _cards(data: DashboardData) -> list[html.Div]:
+    o = data.overview()
+    e = data.energy_pue()
+    cat = o.get("pue_category")
+    today, month = e.get("today", {}), e.get("month", {})
+
+    def pue_note(d: dict[str, Any]) -> str:
+        return str(d.get("note", "computing from the energy counters ..."))
+
+    return [
+        card(
+            "PUE (instantaneous, power-based)",
+            o["pue"],
+            digits=3,
+            ident="ov-pue",
+            note=f"facility ÷ IT power, IT at category {cat}" if cat else "waiting for power readings",
+        ),
+        card("IT power", o["it_kw"], "kW", digits=0, ident="ov-it"),
+        card("Cooling power", o["cooling_kw"], "kW", digits=0, ident="ov-cooling"),
+        card("Facility power", o["facility_kw"], "kW", digits=0, ident="ov-facility"),
+        card("Outdoor dry bulb", o["drybulb_c"], "°C", ident="ov-drybulb"),
+        card("Outdoor wet bulb", o["wetbulb_c"], "°C", ident="ov-wetbulb"),
+        card("PUE today", today.get("pue"), digits=3, note=pue_note(today)),
+        card("PUE this month", month.get("pue"), digits=3, note=pue_note(month)),
+    ]
+
+
+def alarm_rows(data: DashboardData, *, ack: bool) -> html.Div:
+    """Active alarms as a table with acknowledge buttons for operators."""
+    alarms = data.alarms.active()
+    if not alarms:
+        return html.Div("No active alarms.", className="muted", id="no-alarms")
+    rows = []
+    for a in alarms[:50]:
+        raised = pd.Timestamp(a.raised_ns, unit="ns", tz="UTC").strftime("%H:%M:%S")
+        acked = (
+            f"acknowledged by {a.acked_by}"
+            if a.acked_by
+            else html.Button(
+                "Acknowledge",
+                id={"type": "ack", "alarm": a.id},
+                disabled=not ack,
+                title="" if ack else "operator sign-in needed",
+            )
+        )
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(a.severity, className=f"sev-{a.severity}"),
+                    html.Td(raised),
+                    html.Td(a.message, className="alarm-msg"),
+                    html.Td(acked),
+                ]
+            )
+        )
+    more = html.Div(f"... and {len(alarms) - 50} more", className="muted") if len(alarms) > 50 else None
+    return html.Div([html.Table([html.Tbody(rows)], className="simple", id="alarm-table"), more])
+
+
+def _controller(data: DashboardData) -> html.Div:
+    st = data.controller()
+    if st is None:
+        return html.Div(
+            [
+                html.Div("No controller is running.", id="ov-no-controller"),
+                html.Div("Energy saved by the controller: not estimated (no controller).", className="muted"),
+            ]
+        )
+    saved = st.get("saved_kwh")
+    how = st.get("saving_method", "predicted against the baseline setpoints by the plant model")
+    last = st.get("last_decision") or {}
+    return html.Div(
+        [
+            html.Div(f"mode {st.get('mode', '?')} · {st.get('state', '')}"),
+            html.Div(f"energy saved so far: {fmt(saved, 0)} kWh ({how})"),
+            html.Div(
+                f"last decision: predicted saving {fmt(last.get('predicted_saving_kw'))} kW; "
+                f"binding: {', '.join(last.get('binding_constraints', []) or ['none'])}",
+                className="muted",
+            ),
+        ]
+    )
+
+
+def register(app: dash.Dash, data: DashboardData, forecast: ForecastService) -> None:
+    """The page's callbacks."""
+
+    @app.callback(
+        Output("ov-cards", "children"),
+        Output("ov-alarms", "children"),
+        Output("ov-controller", "children"),
+        Input("ov-tick", "n_intervals"),
+        prevent_initial_call=True,  # the layout carries the first values
+    )
+    def live(_: int | None) -> tuple[Any, Any, Any]:
+        return _cards(data), alarm_rows(data, ack=can_act()), _controller(data)
+
+    @app.callback(Output("ov-power", "figure"), Input("ov-range", "value"), Input("ov-slow", "n_intervals"))
+    def power(rng: str, _: int | None) -> go.Figure:
+        df = data.power_trend(rng or "1h")
+        if df.empty:
+            return empty_figure("no stored power readings in this range yet")
+        fig = go.Figure()
+        for col, name in (("facility", "facility"), ("it", "IT"), ("cooling", "cooling")):
+            if col in df:
+                fig.add_scatter(x=df.index, y=df[col], name=name, mode="lines" if len(df) > 30 else "lines+markers")
+        return style(fig, y_title="power (kW)")
+
+    @app.callback(Output("ov-forecast", "figure"), Input("ov-slow", "n_intervals"))
+    def forecast_fig(_: int | None) -> go.Figure:
+        fc = forecast.latest()
+        if fc.frame is None:
+            return empty_figure(fc.message)
+        f = fc.frame
+        fig = go.Figure()
+        fig.add_scatter(x=f["ts"], y=f["p90"], name="P90", mode="lines", line={"width": 0}, showlegend=False)
+        fig.add_scatter(
+            x=f["ts"],
+            y=f["p10"],
+            name="P10-P90",
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor="rgba(127,184,255,0.25)",
+        )
+        fig.add_scatter(x=f["ts"], y=f["p50"], name="P50", mode="lines+markers")
+        if fc.history is not None:
+            fig.add_scatter(
+                x=fc.history.index, y=fc.history.values, name="measured", mode="lines", line={"color": "#c9d3df"}
+            )
+        fig.add_annotation(
+            text=fc.message,
+            showarrow=False,
+            x=0,
+            y=-0.25,
+            xref="paper",
+            yref="paper",
+            xanchor="left",
+            font={"size": 10, "color": "#8c99a8"},
+        )
+        return style(fig, y_title="IT load (kW)")
+
+    @app.callback(
+        Output("ov-ack-msg", "children"),
+        Input({"type": "ack", "alarm": ALL}, "n_clicks"),
+        State({"type": "ack", "alarm": ALL}, "id"),
+        prevent_initial_call=True,
+    )
+    def acknowledge(clicks: list[int | None], _ids: list[dict[str, str]]) -> Any:
+        trig = dash.ctx.triggered_id
+        if not isinstance(trig, dict) or not any(clicks):
+            return dash.no_update
+        who = current_user()
+        if who is None or not can_act():
+            return "Acknowledging needs an operator sign-in."
+        try:
+            alarm = data.alarms.acknowledge(str(trig["alarm"]), who[0], data.clock.now_ns())
+        except Exception as exc:  # an alarm that cleared meanwhile is reported, not raised
+            return str(exc)
+        return f"{alarm.id} acknowledged by {who[0]}"

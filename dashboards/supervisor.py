@@ -1,0 +1,119 @@
+"""What the dashboard needs of the cooling supervisor (control/supervisor.py), as a Protocol.
+
+The dashboard never imports control/: the composition root hands it an object with this shape, or None when no
+controller runs (the Control page then says so). Audit entries are read from the JSON-lines files the supervisor
+and the setpoint writer append to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+MODES = ("off", "advisory", "auto")
+
+
+@runtime_checkable
+class SupervisorLike(Protocol):
+    """The supervisor interface the Control and Cooling pages use."""
+
+    @property
+    def mode(self) -> str:
+        """off, advisory or auto."""
+        ...
+
+    def set_mode(self, mode: str, user: str) -> None:
+        """Change the mode (audited by the supervisor)."""
+        ...
+
+    def set_override(self, device: str, point: str, value: float, until_ns: int, user: str) -> None:
+        """Hold a setpoint at ``value`` until ``until_ns``."""
+        ...
+
+    def clear_override(self, device: str, point: str, user: str) -> None:
+        """Release an override."""
+        ...
+
+    def overrides(self) -> list[dict[str, Any]]:
+        """Active overrides: device, point, value, until_ns, user."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Mode, state, last decision (setpoints, predicted saving kW, binding constraints, hold reason),
+        model provenance and counts."""
+        ...
+
+
+AUDIT_FILES = {"control": "control.jsonl", "writes": "writes.jsonl"}
+
+
+def read_jsonl_tail(path: Path, limit: int = 200, max_bytes: int = 2_000_000) -> list[dict[str, Any]]:
+    """The last ``limit`` readable JSON objects of a JSON-lines file (a torn last line is skipped)."""
+    if not path.is_file():
+        return []
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - max_bytes))
+        chunk = fh.read().decode("utf-8", errors="replace")
+    out: list[dict[str, Any]] = []
+    for line in chunk.splitlines()[-limit:]:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def entry_time(entry: dict[str, Any]) -> float:
+    """Seconds since the epoch of an audit entry (``ts_ns``, or ``ts`` as ISO-8601 text or seconds)."""
+    for key in ("ts_ns", "ts"):
+        v = entry.get(key)
+        if isinstance(v, int | float):
+            return float(v) / (1e9 if key == "ts_ns" or v > 1e12 else 1.0)
+        if isinstance(v, str):
+            try:
+                from datetime import datetime
+
+                return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
+
+
+def audit_entries(
+    data_dir: Path, alarm_events: Iterable[dict[str, Any]] = (), limit: int = 200
+) -> list[dict[str, Any]]:
+    """Newest first: the supervisor's and the writer's audit lines plus alarm acknowledgements, as table rows."""
+    rows: list[dict[str, Any]] = []
+    for source, name in AUDIT_FILES.items():
+        for e in read_jsonl_tail(data_dir / "audit" / name, limit):
+            what = e.get("action") or e.get("event") or e.get("kind") or ""
+            detail = {k: v for k, v in e.items() if k not in ("ts", "ts_ns", "user", "who", "action", "event", "kind")}
+            if source == "writes" and not what:
+                what = "write" if e.get("ok") else "write failed"
+            rows.append(
+                {
+                    "t": entry_time(e),
+                    "source": source,
+                    "user": str(e.get("user") or e.get("who") or ""),
+                    "action": str(what),
+                    "detail": json.dumps(detail, default=str)[:300],
+                }
+            )
+    for e in alarm_events:
+        rows.append(
+            {
+                "t": entry_time(e),
+                "source": "alarms",
+                "user": str(e.get("acked_by", "")),
+                "action": "acknowledge",
+                "detail": str(e.get("message", "")),
+            }
+        )
+    rows.sort(key=lambda r: r["t"], reverse=True)
+    return rows[:limit]
