@@ -280,6 +280,8 @@ class OpcUaLink(Link):
         dvs = await self._read(rt)
         latency = time.perf_counter() - t0
         points = rt.plan.points
+        if len(dvs) != len(points):  # a broken server: the session cannot be trusted, rebuild it
+            raise OpcUaError(f"{self.endpoint}: {len(dvs)} values returned for {len(points)} nodes of {dev.name}")
         parts: list[Any] = []
         lengths: list[int] = []
         failures: list[tuple[list[int], str]] = []
@@ -289,7 +291,8 @@ class OpcUaLink(Link):
             why = "no value yet" if dv is None else _dv_status(dv)
             val = None if dv is None or dv.Value is None else dv.Value.Value
             if p.array:
-                arr = np.asarray(val if isinstance(val, list | tuple) else [], dtype=np.float64)
+                arr, bad_type = _float_array(val)
+                why = why or bad_type
                 if why or not len(arr):
                     arr = np.full(old.get(i, 0), np.nan)
                     why = why or "empty array"
@@ -298,8 +301,10 @@ class OpcUaLink(Link):
             else:
                 n = 1
                 try:
+                    if isinstance(val, str | bytes):  # a String node where a number belongs, even if "12.5"
+                        raise TypeError(val)
                     parts.append(np.nan if val is None else float(val))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     parts.append(np.nan)
                     why = why or f"not a number: {type(val).__name__}"
             if why:
@@ -357,6 +362,20 @@ class OpcUaLink(Link):
             await self._node(dev, point).write_value(ua.DataValue(ua.Variant(raw, vt)))
         except ua.UaStatusCodeError as exc:
             raise DeviceWriteError(f"{dev.name}.{point.name}: write refused: {exc}") from None
+
+
+def _float_array(val: Any) -> tuple[np.ndarray, str]:
+    """An array node's value as floats, or an empty array and why not (a String[], nested lists, a scalar)."""
+    if not isinstance(val, list | tuple):
+        return np.empty(0), "" if val is None else f"not an array: {type(val).__name__}"
+    try:
+        arr = np.asarray(val, dtype=np.float64)
+    except (TypeError, ValueError):
+        kinds = sorted({type(v).__name__ for v in val})
+        return np.empty(0), f"not a numeric array: {'/'.join(kinds)}"
+    if arr.ndim != 1:
+        return np.empty(0), f"not a flat array: shape {arr.shape}"
+    return arr, ""
 
 
 def _split(layout: tuple[int, ...], n: int) -> list[int]:
