@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aidc.model import Batch
+from historian import SeriesSelector
 from historian.fanout import FanoutHistorian
 from historian.spool import Spool
 
@@ -119,3 +120,32 @@ def test_both_sides_failing_raises_and_holds_nothing_twice() -> None:
     fan.write(_b(1))
     assert local.got == [1]
     assert remote.got == [1]
+
+
+def test_late_sample_older_than_raw_retention_never_shrinks_rollups(tmp_path: Path) -> None:
+    """10 days of per-minute data for 10 series, 1-day raw retention, then one late sample 5 days old: the hourly
+    rollup keeps every closed hour (2,390 rows) and its counts, and the late sample is merged into its buckets."""
+    from historian.duckdb_store import DuckDBHistorian
+
+    t0 = 1_700_000_000 // 86400 * 86400 * 1_000_000_000
+    minute = 60 * 1_000_000_000
+    n_series, minutes = 10, 10 * 1440
+    end_s = (t0 + minutes * minute) / 1e9
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1, rollup_every_s=1e9, clock=lambda: end_s)
+    ids = np.array([f"m,s={i} v" for i in range(n_series)], dtype=object)
+    for day in range(10):
+        ts = t0 + (day * 1440 + np.arange(1440)) * minute
+        h.write(Batch(np.repeat(ids, 1440), np.tile(ts, n_series), np.ones(1440 * n_series),
+                      np.zeros(1440 * n_series, np.uint8)))  # fmt: skip
+        h.flush()
+    hourly = tuple(h._con.execute("SELECT count(*), sum(n) FROM rollup_1h").fetchall()[0])
+    assert hourly == ((10 * 24 - 1) * n_series, (minutes - 60) * n_series)  # the newest hour is still open
+    late_ts = t0 + 5 * 1440 * minute + 30 * 1_000_000_000  # inside an existing minute, five days back
+    h.write(Batch(ids[:1], np.array([late_ts], np.int64), np.array([7.0]), np.zeros(1, np.uint8)))
+    h.flush()
+    after = tuple(h._con.execute("SELECT count(*), sum(n) FROM rollup_1h").fetchall()[0])
+    assert after == (hourly[0], hourly[1] + 1), "history must never shrink"
+    day5 = h.query(SeriesSelector.parse("m,s=0 v"), t0 + 5 * 1440 * minute, t0 + 5 * 1440 * minute + 3600 * 10**9, "1h", "max")
+    assert day5["value"].tolist() == [7.0]
+    assert h.late_merged_points == 1
+    h.close()
