@@ -10,6 +10,7 @@ Reads are split to the smaller of the server's MaxNodesPerRead and the profile's
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -35,8 +36,12 @@ from collectors.plan import OpcUaPlan, array_series_ids, chunks, plan_opcua
 from collectors.quality import QualityTracker
 
 log = logging.getLogger(__name__)
+# asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: nothing
+# secret may reach a log, so asyncua is capped at INFO whatever the root level (aidc -vv included).
+logging.getLogger("asyncua").setLevel(max(logging.INFO, logging.getLogger("asyncua").level))
 
 APP_URI = "urn:aidc:collector"
+KNOWN_SERVERS = "known_servers.json"  # endpoint -> SHA-256 of the server certificate, pinned on first use
 MAX_NODES_PER_READ = ua.NodeId(ua.Int32(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
 VARIANT: dict[DataType, ua.VariantType] = {
     DataType.INT16: ua.VariantType.Int16,
@@ -160,20 +165,54 @@ class OpcUaLink(Link):
                 [ExtendedKeyUsageOID.CLIENT_AUTH],
                 {"countryName": "US", "organizationName": "aidc", "commonName": "aidc collector"},
             )
+            key.chmod(0o600)  # the private key is readable by its owner only
         mode = getattr(ua.MessageSecurityMode, sec.mode)
         policy = security_policies.SecurityPolicyBasic256Sha256
-        server_cert: bytes | None = None
-        if sec.trusted_server_certs:
-            endpoints = await client.connect_and_get_server_endpoints()
+        endpoints = await client.connect_and_get_server_endpoints()
+        try:
             ep = Client.find_endpoint(endpoints, mode, policy.URI)
-            server_cert = ep.ServerCertificate
-            got = uacrypto.x509_from_der(server_cert).fingerprint(hashes.SHA256())
+        except ValueError:
+            raise OpcUaError(f"{self.endpoint}: server offers no {sec.policy} {sec.mode} endpoint") from None
+        server_cert: bytes = ep.ServerCertificate
+        got = uacrypto.x509_from_der(server_cert).fingerprint(hashes.SHA256()).hex()
+        if sec.trusted_server_certs:
             trusted = [
-                (await uacrypto.load_certificate(p)).fingerprint(hashes.SHA256()) for p in sec.trusted_server_certs
+                (await uacrypto.load_certificate(p)).fingerprint(hashes.SHA256()).hex()
+                for p in sec.trusted_server_certs
             ]
             if got not in trusted:
-                raise OpcUaError(f"{self.endpoint}: server certificate is not in trusted_server_certs")
+                raise OpcUaError(
+                    f"{self.endpoint}: server certificate SHA-256 {got} is not in trusted_server_certs; refused"
+                )
+        else:
+            await asyncio.to_thread(self._trust_on_first_use, got)
         await client.set_security(policy, cert, key, server_certificate=server_cert, mode=mode)
+
+    def _trust_on_first_use(self, fingerprint: str) -> None:
+        """Pin the server's certificate on first connect (as SSH does); refuse a different one later."""
+        path = self.pki_dir / KNOWN_SERVERS
+        known: dict[str, str] = {}
+        if path.is_file():
+            try:
+                known = dict(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError) as exc:
+                raise OpcUaError(f"{path}: unreadable list of pinned server certificates ({exc})") from None
+        pinned = known.get(self.endpoint)
+        if pinned == fingerprint:
+            return
+        if pinned is not None:
+            raise OpcUaError(
+                f"{self.endpoint}: server certificate changed (SHA-256 {fingerprint}, pinned {pinned}); refused. "
+                f"If the server was re-keyed on purpose, remove its line from {path} or list its certificate in "
+                "security.trusted_server_certs"
+            )
+        known[self.endpoint] = fingerprint
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+        log.warning("%s: trusting server certificate SHA-256 %s on first use (pinned in %s)",
+                    self.endpoint, fingerprint, path)  # fmt: skip
 
     async def connect(self) -> None:
         """Open a session, resolve nodes, read the server's read limit, subscribe if configured."""

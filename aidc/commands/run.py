@@ -101,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"simulated facility ready; every device answers on {site.config.simulation.bind}:")
         for line in listening_lines(site):
             _say(line)
-        _say(f"fault-injection API: http://{site.config.simulation.bind}:{site.config.simulation.control_port}/faults")
+        _say(f"fault-injection API (loopback only): http://127.0.0.1:{site.config.simulation.control_port}/faults")
         job = MainJob.build(site)
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}; collecting (Ctrl-C stops) ...")
         with contextlib.suppress(KeyboardInterrupt):
