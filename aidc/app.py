@@ -11,8 +11,10 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -67,8 +69,9 @@ class HistorianWriter:
         self._pending: list[Batch] = []
         self._backlog: collections.deque[Batch] = collections.deque()  # failed writes, oldest first
         self._backlog_points = 0
-        self._retry_at = 0.0
+        self._retry_at = 0.0  # time.monotonic() before which a failing store is not retried
         self._delay = WRITER_RETRY_S[0]
+        self._lock = threading.Lock()
         self._failing = False
         self._refusing = False
         self.points_written = 0
@@ -103,25 +106,31 @@ class HistorianWriter:
 
     async def drain(self, *, final: bool = False) -> None:
         """Write everything queued so far (spooled and backlogged batches first); ``final``: spool what fails."""
+        batch: Batch | None = None
         if self._pending:
             pending, self._pending = self._pending, []
             now = self.clock.now_ns()
             batch = Batch.concat([*pending, self.historian.stats_batch(now), self.stats_batch(now)])
-            self._backlog.append(batch)
-            self._backlog_points += len(batch)
-        if not self._backlog and not (self.spool and self.spool.depth_points):
+        if batch is None and not self._backlog and not (self.spool and self.spool.depth_points):
             return
-        loop = asyncio.get_running_loop()
-        if not final and loop.time() < self._retry_at:
-            await self._spill()
-            return
-        ok = await asyncio.to_thread(self._write_all)
-        if ok:
-            self._delay = WRITER_RETRY_S[0]
-        else:
-            self._retry_at = loop.time() + self._delay
-            self._delay = min(self._delay * 2, WRITER_RETRY_S[1])
-        await self._spill(everything=final and not ok)
+        await asyncio.to_thread(self._drain_sync, batch, final)
+
+    def _drain_sync(self, batch: Batch | None, final: bool) -> None:
+        """In a worker thread, one drain at a time (a drain cancelled on the loop may still be finishing here)."""
+        with self._lock:
+            if batch is not None:
+                self._backlog.append(batch)
+                self._backlog_points += len(batch)
+            if not final and time.monotonic() < self._retry_at:
+                self._spill()
+                return
+            ok = self._write_all()
+            if ok:
+                self._delay = WRITER_RETRY_S[0]
+            else:
+                self._retry_at = time.monotonic() + self._delay
+                self._delay = min(self._delay * 2, WRITER_RETRY_S[1])
+            self._spill(everything=final and not ok)
 
     def _write_all(self) -> bool:
         """In the worker thread: replay the disk spool, then the backlog, in order; False at the first failure."""
@@ -157,17 +166,16 @@ class HistorianWriter:
         self.points_written += len(batch)
         return True
 
-    async def _spill(self, *, everything: bool = False) -> None:
+    def _spill(self, *, everything: bool = False) -> None:
         """Move the oldest backlog to the disk spool while memory holds more than its bound (or all of it)."""
         limit = 0 if everything else self.max_memory_points
-        if self._backlog_points <= limit:
-            return
         batches: list[Batch] = []
         while self._backlog and self._backlog_points > limit:
             b = self._backlog.popleft()
             self._backlog_points -= len(b)
             batches.append(b)
-        await asyncio.to_thread(self._to_disk, batches)
+        if batches:
+            self._to_disk(batches)
 
     def _to_disk(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -235,6 +243,10 @@ class MainJob:
     historian: Historian
     engine: Engine
     writer: HistorianWriter
+    # Run at stop while the devices are still connected, e.g. ``SetpointWriter.revert_all`` of a controller, so
+    # setpoints go back to their safe defaults on Ctrl-C and SIGTERM alike.
+    on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, site: Site, clock: Clock | None = None) -> MainJob:
@@ -276,31 +288,56 @@ class MainJob:
         end = None if duration_s is None else loop.time() + duration_s
         deaths: dict[str, list[float]] = {"collector engine": [], "historian writer": []}
         writer_task = asyncio.create_task(self.writer.run(), name="historian writer")
-        next_line = loop.time() + summary_every_s
+        self._writer_task = writer_task
         try:
             async with self.engine:
-                while end is None or loop.time() < end:
-                    engine_task = self.engine.start()
-                    limit = next_line if end is None else min(next_line, end)
-                    await asyncio.wait(
-                        [engine_task, writer_task], timeout=max(0.0, limit - loop.time()),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )  # fmt: skip
-                    for name, task in (("collector engine", engine_task), ("historian writer", writer_task)):
-                        if task.done():
-                            self._died(name, task, deaths[name], loop.time())
-                            if name == "historian writer":
-                                writer_task = asyncio.create_task(self.writer.run(), name=name)
-                    if loop.time() >= next_line:
-                        next_line += summary_every_s
-                        printer(f"{summary.line()} | stored {self.writer.points_written} points" + self._extra())
+                try:
+                    await self._loop(summary, end, summary_every_s, printer, deaths, writer_task)
+                finally:
+                    await self._stop_hooks()
         finally:
-            writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer_task
+            task = self._writer_task
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self.writer.drain(final=True)
             self.writer.close()
             await asyncio.to_thread(self.historian.close)
+
+    async def _stop_hooks(self) -> None:
+        for hook in self.on_stop:
+            try:
+                await hook()
+            except Exception:  # one failing hook must not skip the others or the flush
+                log.exception("stop hook %s failed", getattr(hook, "__qualname__", hook))
+
+    async def _loop(
+        self,
+        summary: Summary,
+        end: float | None,
+        summary_every_s: float,
+        printer: Callable[[str], None],
+        deaths: dict[str, list[float]],
+        writer_task: asyncio.Task[None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        next_line = loop.time() + summary_every_s
+        while end is None or loop.time() < end:
+            engine_task = self.engine.start()
+            limit = next_line if end is None else min(next_line, end)
+            await asyncio.wait(
+                [engine_task, writer_task], timeout=max(0.0, limit - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            for name, task in (("collector engine", engine_task), ("historian writer", writer_task)):
+                if task.done():
+                    self._died(name, task, deaths[name], loop.time())
+                    if name == "historian writer":
+                        writer_task = self._writer_task = asyncio.create_task(self.writer.run(), name=name)
+            if loop.time() >= next_line:
+                next_line += summary_every_s
+                printer(f"{summary.line()} | stored {self.writer.points_written} points" + self._extra())
 
     def _extra(self) -> str:
         """Summary additions that only appear when something is being held back or lost."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import signal
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -45,6 +46,7 @@ def _say(text: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the main job until Ctrl-C or ``--duration``."""
+    aidc_loop.stop_on_sigterm()
     site = load_site(args.config)
     job = MainJob.build(site)
     with contextlib.suppress(KeyboardInterrupt):
@@ -89,6 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Start the simulator process, then the main job against it; Ctrl-C stops both."""
     from simulators.process import SimulatorProcess  # the demo is the one place the app starts simulators
 
+    aidc_loop.stop_on_sigterm()  # SIGTERM as Ctrl-C: the simulator child is stopped in the finally below
     if args.racks < 1:
         raise ConfigError(f"--racks {args.racks}: need at least one rack")
     path = demo_site(args.config, args.racks)
@@ -96,8 +99,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"aidc demo: site {site.name} from {path} ({sum(1 for _ in site.racks())} racks, {len(site.devices)} devices)")
     _say("starting the simulated facility (its own process) ...")
     sim = SimulatorProcess(path, speed=args.speed)
-    sim.start()
     try:
+        sim.start()
         _say(f"simulated facility ready; every device answers on {site.config.simulation.bind}:")
         for line in listening_lines(site):
             _say(line)
@@ -106,7 +109,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}; collecting (Ctrl-C stops) ...")
         with contextlib.suppress(KeyboardInterrupt):
             aidc_loop.run(job.run(duration_s=args.duration, summary_every_s=args.summary_every, printer=_say))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)
+        pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the child's shutdown short
         code = sim.stop()
         print(f"simulated facility stopped (exit {code})", file=sys.stderr)
     return 0
