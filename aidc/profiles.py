@@ -10,6 +10,7 @@ expected range, and for writable points min, max and the safe default to revert 
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import tomllib
 from functools import cache
@@ -254,7 +255,12 @@ def load_profile_file(path: Path) -> Profile:
 
 @cache
 def builtin_profiles() -> dict[str, Profile]:
-    """Every profile bundled under ``collectors/profiles``, by name."""
+    """Every profile bundled under ``collectors/profiles``, by name (read once per process)."""
+    return dict(_builtin_profiles())
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_profiles() -> dict[str, Profile]:
     out: dict[str, Profile] = {}
     for path in sorted(PROFILE_DIR.glob("*.toml")):
         prof = load_profile_file(path)
