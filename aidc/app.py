@@ -342,8 +342,6 @@ class MainJob:
     def _extra(self) -> str:
         """Summary additions that only appear when something is being held back or lost."""
         parts = []
-        if self.engine.output.dropped:
-            parts.append(f"dropped {self.engine.output.dropped} points")
         held = self.writer._backlog_points + (self.writer.spool.depth_points if self.writer.spool else 0)
         if held:
             parts.append(f"{held} points waiting for the historian")

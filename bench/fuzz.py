@@ -58,7 +58,7 @@ from aidc.profiles import PROFILE_DIR, Profile, builtin_profiles, load_profile_f
 from aidc.sitegen import SiteTemplate, render_site
 from collectors.engine import Engine, EngineOptions
 from collectors.link import LinkOptions
-from collectors.plan import plan_modbus
+from collectors.plan import plan_modbus, plan_opcua
 
 MUTATIONS = (
     "valid", "valid", "valid", "valid", "split", "mbap_protocol", "mbap_length", "byte_count", "truncated",
@@ -110,7 +110,7 @@ class HostileModbus(asyncio.Protocol):
         elif kind == "split":
             cut = rng.randrange(1, len(ok))
             t.write(ok[:cut])
-            loop.call_later(0.002, lambda: t.is_closing() or t.write(ok[cut:]))
+            loop.call_later(0.002, _write_later, t, ok[cut:])
         elif kind == "mbap_protocol":
             t.write(ok[:2] + struct.pack(">H", rng.randrange(1, 65536)) + ok[4:])
         elif kind == "mbap_length":
@@ -137,12 +137,17 @@ class HostileModbus(asyncio.Protocol):
         elif kind == "extra_frame":
             t.write(ok + struct.pack(">H", (tid + 7) & 0xFFFF) + ok[2:])
         elif kind == "slow":
-            loop.call_later(TIMEOUT_S * 3, lambda: t.is_closing() or t.write(ok))
+            loop.call_later(TIMEOUT_S * 3, _write_later, t, ok)
         elif kind == "silent":
             pass  # half-open: the request is swallowed and the connection stays up
         elif kind == "close_mid":
             t.write(ok[: rng.randrange(1, len(ok))])
             t.close()
+
+
+def _write_later(t: asyncio.Transport, data: bytes) -> None:
+    if not t.is_closing():
+        t.write(data)
 
 
 @dataclass
@@ -179,12 +184,12 @@ def _device(name: str, profile: Profile, **cfg: Any) -> DeviceRef:
 
 def _hostile_value(rng: random.Random, array: bool) -> ua.DataValue:
     """One hostile (or, sometimes, valid) DataValue for a node of a numeric scalar or Double[] point."""
-    good = ua.StatusCode(ua.StatusCodes.Good)
+    good = ua.StatusCode(ua.UInt32(ua.StatusCodes.Good))
     pick = rng.randrange(16)
     if pick < 4:  # valid
         v = ua.Variant([rng.uniform(0, 100) for _ in range(4)], ua.VariantType.Double) if array else \
             ua.Variant(rng.uniform(0, 100), ua.VariantType.Double)  # fmt: skip
-        return ua.DataValue(v, StatusCode_=good)
+        return ua.DataValue(v, StatusCode=good)
     choices: list[ua.Variant] = [
         ua.Variant("12.5", ua.VariantType.String),
         ua.Variant(b"\x00\xff", ua.VariantType.ByteString),
@@ -204,7 +209,7 @@ def _hostile_value(rng: random.Random, array: bool) -> ua.DataValue:
     v = rng.choice(choices)
     status = rng.choice((ua.StatusCodes.Good, ua.StatusCodes.BadSensorFailure, ua.StatusCodes.BadCommunicationError,
                          ua.StatusCodes.UncertainLastUsableValue, ua.StatusCodes.BadNodeIdUnknown))  # fmt: skip
-    return ua.DataValue(v, StatusCode_=ua.StatusCode(status))
+    return ua.DataValue(v, StatusCode=ua.StatusCode(ua.UInt32(status)))
 
 
 class HostileOpcUa:
@@ -321,6 +326,10 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
                                                            timeouts_before_reconnect=3),
                                           pki_dir=workdir / "client-pki"))  # fmt: skip
     expected = {d.name: set(map(str, plan_modbus(d).series)) for d in devices if d.config.protocol == "modbus"}
+    for d in devices:  # OPC-UA: every scalar point in every poll (arrays may change length, a new layout)
+        if d.config.protocol == "opcua":
+            plan = plan_opcua(d)
+            expected[d.name] = {str(s) for s, pt in zip(plan.series, plan.points, strict=True) if not pt.array}
     profile_of = {d.name: d.profile.name for d in devices}
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []

@@ -275,7 +275,9 @@ class Summary:
         up = sum(h.up for h in health.values())
         it = float(np.nansum(self.live.values(self._it))) if self._it else float("nan")
         fac = float(np.nansum(self.live.values(self._fac))) if self._fac else float("nan")
-        return f"devices {up}/{len(health)} up | {rate:.0f} points/s | IT {_mw(it)} | facility {_mw(fac)}"
+        line = f"devices {up}/{len(health)} up | {rate:.0f} points/s | IT {_mw(it)} | facility {_mw(fac)}"
+        dropped = self.engine.output.dropped
+        return line + (f" | dropped {dropped} points (sink backlog full)" if dropped else "")
 
 
 def _mw(w: float) -> str:

@@ -133,6 +133,12 @@ async def test_output_evictions_are_counted_logged_and_published(caplog: pytest.
     assert out.dropped == 70  # 10 batches of 10 points, 3 kept
     assert out.stats()["dropped_points_total"] == 70
     assert len([r for r in caplog.records if "dropping the oldest" in r.getMessage()]) == 1
+    from aidc.live import LiveState
+    from collectors.engine import Engine, Summary
+
+    engine = Engine([])
+    engine.output = out
+    assert "dropped 70 points" in Summary(engine, LiveState()).line()
     w = HistorianWriter(FlakyStore(), SteppedClock(0), dropped=lambda: out.dropped)  # type: ignore[arg-type]
     stats = w.stats_batch(0)
     assert dict(zip(stats.series, stats.values, strict=True))["aidc_writer collector_dropped_points_total"] == 70
