@@ -289,10 +289,15 @@ class OpcUaLink(Link):
         client, self.client = self.client, None
         if client is None:
             return
-        try:
-            async with asyncio.timeout(1.0):
-                await client.disconnect()
-        except (TimeoutError, OSError, ConnectionError, ua.UaError):
+        # A separate task bounded by asyncio.wait, not asyncio.timeout: asyncua's request path (wait_for2) can
+        # swallow the cancellation a timeout relies on, and a broken server must never hang the engine's stop.
+        task = asyncio.ensure_future(client.disconnect())
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if not done:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            client.disconnect_socket()
+        elif task.exception() is not None:
             client.disconnect_socket()
 
     async def watch(self) -> None:
@@ -401,6 +406,12 @@ class OpcUaLink(Link):
             await self._node(dev, point).write_value(ua.DataValue(ua.Variant(raw, vt)))
         except ua.UaStatusCodeError as exc:
             raise DeviceWriteError(f"{dev.name}.{point.name}: write refused: {exc}") from None
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned task's outcome as seen (no "exception was never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _float_array(val: Any) -> tuple[np.ndarray, str]:
