@@ -42,17 +42,23 @@ def _engine_with(links: list[ScriptedLink]) -> Engine:
     return engine
 
 
-async def test_unexpected_exception_restarts_only_its_link(caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_exception_restarts_only_its_link(caplog: pytest.LogCaptureFixture) -> None:
     """A link whose polls raise RuntimeError: its points are bad with the reason, it is logged once at ERROR, the
     link reconnects with growing backoff, and another link keeps polling while the engine task stays alive."""
-    bad = GarbageLink([_device("pdu-bad", interval_s=0.05)])
-    good = ScriptedLink([_device("pdu-good", interval_s=0.05)])
-    engine = _engine_with([bad, good])
-    with caplog.at_level(logging.DEBUG, logger="collectors"):
+
+    async def scenario() -> tuple[GarbageLink, ScriptedLink]:
+        # Its own loop (asyncio.run): independent of any module-scoped loop a previous test module left behind.
+        bad = GarbageLink([_device("pdu-bad", interval_s=0.05)])
+        good = ScriptedLink([_device("pdu-good", interval_s=0.05)])
+        engine = _engine_with([bad, good])
         task = engine.start()
-        await until(lambda: bad.connects >= 4 and good.polls >= 20)
+        await asyncio.wait_for(until(lambda: bad.connects >= 4 and good.polls >= 20), 60)
         assert not task.done(), "the engine must survive one link's exception"
         await engine.stop()
+        return bad, good
+
+    with caplog.at_level(logging.DEBUG, logger="collectors"):
+        bad, _good = asyncio.run(scenario())
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "pdu-bad" in r.getMessage()]
     assert len(errors) == 1
     assert "RuntimeError" in errors[0].getMessage()
