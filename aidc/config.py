@@ -41,6 +41,9 @@ class OpcUaSecurity(_Strict):
     certificate: Path | None = None
     private_key: Path | None = None
     trusted_server_certs: tuple[Path, ...] = ()
+    # Policy None on a device with writable points lets anyone on the network path change setpoints: refused
+    # unless this is set explicitly (the generated demo sets it, and says so).
+    allow_insecure: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaSecurity:
@@ -48,6 +51,11 @@ class OpcUaSecurity(_Strict):
             raise ValueError(f"policy {self.policy!r} and mode {self.mode!r} must both be None or neither")
         if self.username and not self.password_env:
             raise ValueError(f"username {self.username!r} needs password_env (the password is never in the file)")
+        if self.username and self.policy == "None":
+            raise ValueError(
+                f"username {self.username!r} with policy 'None' would send the password in clear: "
+                "use policy 'Basic256Sha256' with mode 'Sign' or 'SignAndEncrypt'"
+            )
         return self
 
 
@@ -428,5 +436,11 @@ def _resolve_devices(cfg: SiteConfig, source: str, path: Path | None) -> list[De
         for point in dev.roles:
             if point not in {p.name for p in profile.points}:
                 raise ConfigError(f"{source}: {key}.roles: {point!r} is not a point of profile {profile.name!r}")
+        writable = [p.name for p in profile.points if p.writable]
+        if dev.protocol == "opcua" and dev.security.policy == "None" and writable and not dev.security.allow_insecure:
+            raise ConfigError(
+                f"{source}: {key}.security.policy: 'None' on a device with writable points ({', '.join(writable)}) "
+                "lets anyone on the network change setpoints; use 'Basic256Sha256' or set allow_insecure = true"
+            )
         out.append(DeviceRef(kind, key, dev, profile, {**tags, "device": dev.name}))  # type: ignore[arg-type]
     return out

@@ -10,6 +10,8 @@ expected range, and for writable points min, max and the safe default to revert 
 from __future__ import annotations
 
 import enum
+import functools
+import math
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -131,6 +133,24 @@ class Point(_Strict):
             raise ValueError(f"point {self.name}: range {list(self.range)} is empty")
         if self.bit is not None and self.type is not DataType.BOOL:
             raise ValueError(f"point {self.name}: bit is only valid with type BOOL")
+        # Values that make decoding or writing meaningless: every reading would decode to the offset (scale 0),
+        # to NaN (non-finite), or a write could not be inverted back into a register value.
+        if self.scale == 0 or not math.isfinite(self.scale):
+            raise ValueError(f"point {self.name}: scale {self.scale} must be a finite, non-zero number")
+        if not math.isfinite(self.offset):
+            raise ValueError(f"point {self.name}: offset {self.offset} must be finite")
+        for what, v in (("min", self.min), ("max", self.max), ("safe_default", self.safe_default)):
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"point {self.name}: {what} {v} must be finite")
+        if self.range is not None and not all(math.isfinite(x) for x in self.range):
+            raise ValueError(f"point {self.name}: range {list(self.range)} must be finite")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"point {self.name}: min {self.min} must be below max {self.max}")
+        if self.writable and self.table in ("input", "discrete"):
+            raise ValueError(f"point {self.name}: writable, but Modbus {self.table} points are read-only")
+        in_registers = self.address is not None and self.table in ("input", "holding")
+        if in_registers and (self.address or 0) + REGISTER_COUNT[self.type] > 65536:
+            raise ValueError(f"point {self.name}: address {self.address} + {self.registers} registers runs past 65535")
         return self
 
     @property
@@ -235,7 +255,12 @@ def load_profile_file(path: Path) -> Profile:
 
 @cache
 def builtin_profiles() -> dict[str, Profile]:
-    """Every profile bundled under ``collectors/profiles``, by name."""
+    """Every profile bundled under ``collectors/profiles``, by name (read once per process)."""
+    return dict(_builtin_profiles())
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_profiles() -> dict[str, Profile]:
     out: dict[str, Profile] = {}
     for path in sorted(PROFILE_DIR.glob("*.toml")):
         prof = load_profile_file(path)

@@ -185,6 +185,11 @@ def render_site(t: SiteTemplate) -> str:
             "crah_share": 0.12,
         },
     )
+    lines += [
+        "# Demo only: the simulated plant speaks plain OPC-UA (policy None) and has writable setpoints, which aidc",
+        "# refuses unless allow_insecure = true. On a real site use policy Basic256Sha256 (server certificate pinned).",
+        "security = { allow_insecure = true }",
+    ]
     _table(
         lines,
         "[ups]",

@@ -44,20 +44,36 @@ def read_series(historian: Historian, series: Iterable[str], start: pd.Timestamp
     """Samples of the given series ids in ``[start, end)`` (one query per measurement and field).
 
     Where raw samples have aged out of the historian's retention, the 1-minute rollup's ``last`` value stands in:
-    for a counter that is still a true reading, timestamped at most a minute early.
+    for a counter that is still a true reading, timestamped at most a minute early. A period that straddles the
+    retention boundary reads the rollup for each series' older part (before its first raw sample) and raw rows
+    for the rest, so the older part is neither missing nor counted twice.
     """
     keys = [SeriesKey.parse(s) for s in series]
     wanted = {k.id for k in keys}
     frames = []
     for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
         sel = SeriesSelector(meas, {}, fld)
-        df = historian.query(sel, start, end)
-        if df.empty:
-            df = historian.query(sel, start, end, window="1m", agg="last")
-        frames.append(df[df["series"].isin(wanted)])
+        raw = historian.query(sel, start, end)
+        raw = raw[raw["series"].isin(wanted)]
+        first = raw.groupby("series")["ts"].min() if len(raw) else pd.Series(dtype="datetime64[ns, UTC]")
+        if len(raw) and (first <= start + pd.Timedelta("1min")).all() and set(first.index) == _ids_of(wanted, sel):
+            frames.append(raw)  # raw rows cover the whole period: no rollup needed
+            continue
+        roll = historian.query(sel, start, end, window="1m", agg="last")
+        roll = roll[roll["series"].isin(wanted)]
+        if len(first):
+            # Rollup buckets start up to a minute before their last reading: keep buckets wholly before raw data.
+            limit = roll["series"].map(first) - pd.Timedelta("1min")
+            roll = roll[limit.isna() | (roll["ts"] < limit)]
+        frames.append(pd.concat([roll, raw], ignore_index=True) if len(roll) else raw)
     if not frames:
         return pd.DataFrame({"ts": [], "series": [], "value": [], "quality": []})
     return pd.concat(frames, ignore_index=True)
+
+
+def _ids_of(wanted: set[str], sel: SeriesSelector) -> set[str]:
+    """The wanted series ids of one measurement and field."""
+    return {s for s in wanted if (k := SeriesKey.parse(s)).measurement == sel.measurement and k.field == sel.field}
 
 
 def pue_from_historian(

@@ -30,6 +30,13 @@ ENERGY_ROLES: tuple[Role, ...] = (
     Role.WATER_VOLUME,
 )
 PERIOD_FREQ = {"hour": "h", "day": "D", "month": "MS", "year": "YS"}
+# A meter counts towards a PUE only when readings cover at least this share of the period (gaps no longer than
+# max_gap). A silent meter is not 0 kWh: summing it as 0 understates E_IT and inflates PUE (one silent rack meter
+# of two gives 2.5 where the truth is 1.25). Below the threshold the category is not used; the next complete one
+# is, or the report says "insufficient data" and names the meters.
+MIN_COVERAGE = 0.95
+# ISO/IEC 30134-2 reserves plain "PUE" for a full year of measurement; anything shorter is an interim PUE.
+FULL_YEAR = pd.Timedelta(days=365)
 INSTANT_LABEL = "instantaneous PUE (power-based, for live display; not ISO/IEC 30134-2 PUE)"
 
 
@@ -67,11 +74,22 @@ class PueReport:
     erf: float | None = None
     ref: float | None = None
     cue: float | None = None
+    missing: tuple[str, ...] = ()  # meters below the coverage threshold (of the facility or a skipped category)
+    note: str = ""  # why a category was skipped, or why there is no PUE
 
     @property
     def category_name(self) -> str:
-        """``category 2 intermediate (PDU output)`` style label."""
+        """``category 2 intermediate (PDU output)`` style label (``insufficient data`` without a category)."""
+        if self.category not in kpi.CATEGORY_NAMES:
+            return "insufficient data"
         return f"category {self.category} {kpi.CATEGORY_NAMES[self.category]}"
+
+    @property
+    def label(self) -> str:
+        """``PUE`` for a year or more; otherwise ``interim PUE (start .. end)`` as ISO/IEC 30134-2 requires."""
+        if self.end - self.start >= FULL_YEAR:
+            return "PUE"
+        return f"interim PUE ({self.start.isoformat()} .. {self.end.isoformat()})"
 
     def to_dict(self) -> dict[str, object]:
         """Plain figures for JSON output."""
@@ -98,27 +116,45 @@ class PueReport:
         ):
             out[name] = getattr(self, name)
         out["category_name"] = self.category_name
+        out["label"] = self.label
+        out["missing"] = list(self.missing)
+        out["note"] = self.note
         out["wraps"] = sum(e.wraps for e in self.energies.values())
         out["resets"] = sum(e.resets for e in self.energies.values())
         return out
 
 
-def _role_energy(
+def _meter_energies(
     readings: pd.DataFrame,
     meters: Mapping[str, MeterInfo],
-    role: Role,
     start: pd.Timestamp,
     end: pd.Timestamp,
     max_gap: pd.Timedelta,
+) -> dict[str, CounterEnergy]:
+    """Energy and coverage of every meter over the period (a meter without readings has coverage 0)."""
+    out: dict[str, CounterEnergy] = {}
+    by_series = dict(tuple(readings.groupby("series", sort=False))) if len(readings) else {}
+    empty = readings.iloc[0:0]
+    for sid, info in meters.items():
+        if info.role not in ENERGY_ROLES:
+            continue
+        rows = by_series.get(sid, empty)
+        out[sid] = counter_energy(rows, start, end, modulus=info.modulus, max_gap=max_gap, scale=info.scale)
+    return out
+
+
+def _role_energy(
+    per_meter: Mapping[str, CounterEnergy], meters: Mapping[str, MeterInfo], role: Role
 ) -> CounterEnergy | None:
     total: CounterEnergy | None = None
-    for sid, info in meters.items():
-        if info.role is not role:
-            continue
-        rows = readings[readings["series"] == sid]
-        e = counter_energy(rows, start, end, modulus=info.modulus, max_gap=max_gap, scale=info.scale)
-        total = e if total is None else total + e
+    for sid, e in per_meter.items():
+        if meters[sid].role is role:
+            total = e if total is None else total + e
     return total
+
+
+def _short(sid: str, coverage: float) -> str:
+    return f"{sid} ({100 * coverage:.0f}% covered)"
 
 
 def _co2_kg(
@@ -154,22 +190,61 @@ def compute_pue(
     *,
     category: int | None = None,
     max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
+    min_coverage: float = MIN_COVERAGE,
 ) -> PueReport:
-    """PUE and companions over ``[start, end)`` from counter readings; the category is the best metered one."""
+    """PUE and companions over ``[start, end)`` from counter readings.
+
+    The category is the best one whose every IT meter (and the facility meter) has readings over at least
+    ``min_coverage`` of the period; a category with a silent or patchy meter is skipped and named in ``note``,
+    and with no complete category the report has ``pue = None`` and says "insufficient data".
+    """
     s, e = pd.Timestamp(start), pd.Timestamp(end)
     if s.tzinfo is None or e.tzinfo is None:
         raise DataError(f"period {start} .. {end}: give time zones (aidc stores UTC)")
-    energies = {r: en for r in ENERGY_ROLES if (en := _role_energy(readings, meters, r, s, e, max_gap)) is not None}
+    per_meter = _meter_energies(readings, meters, s, e, max_gap)
+    energies = {r: en for r in ENERGY_ROLES if (en := _role_energy(per_meter, meters, r)) is not None}
     dc = energies.get(Role.FACILITY_ENERGY)
     if dc is None:
         raise DataError("no series with role facility_energy: PUE needs the utility meter's energy counter")
-    available = [c for c, role in kpi.IT_ENERGY_ROLES.items() if role in energies]
+    available = sorted((c for c, role in kpi.IT_ENERGY_ROLES.items() if role in energies), reverse=True)
     if category is None:
         if not available:
             raise DataError("no IT energy counter (roles it_energy_ups_output/pdu_output/equipment_input)")
-        category = max(available)
+        candidates = available
     elif category not in available:
         raise DataError(f"category {category}: no series with role {kpi.IT_ENERGY_ROLES.get(category, '?')}")
+    else:
+        candidates = [category]
+
+    def short_of(role: Role) -> list[str]:
+        return [
+            _short(sid, en.coverage)
+            for sid, en in per_meter.items()
+            if meters[sid].role is role and en.coverage < min_coverage
+        ]
+
+    missing: list[str] = short_of(Role.FACILITY_ENERGY)
+    notes: list[str] = []
+    chosen: int | None = None
+    for cat in candidates:
+        gaps = short_of(kpi.IT_ENERGY_ROLES[cat])
+        if not gaps:
+            chosen = cat
+            break
+        missing += gaps
+        notes.append(f"category {cat} not used: {', '.join(gaps)} below {100 * min_coverage:.0f}% coverage")
+    if missing and (chosen is None or short_of(Role.FACILITY_ENERGY)):
+        why = "; ".join(notes) or f"facility meter {', '.join(short_of(Role.FACILITY_ENERGY))} below threshold"
+        if short_of(Role.FACILITY_ENERGY) and notes:
+            why = f"facility meter {', '.join(short_of(Role.FACILITY_ENERGY))} below threshold; {why}"
+        return PueReport(
+            start=s, end=e, category=0, e_dc_kwh=dc.energy, e_it_kwh=float("nan"), pue=None,
+            coverage=min([dc.coverage, *(en.coverage for en in per_meter.values())]),
+            estimated_kwh=dc.estimated, energies=energies, missing=tuple(missing),
+            note=f"insufficient data: {why}",
+        )  # fmt: skip
+    assert chosen is not None
+    category = chosen
     it = energies[kpi.IT_ENERGY_ROLES[category]]
 
     def kwh(role: Role) -> float | None:
@@ -201,6 +276,8 @@ def compute_pue(
         erf=kpi.erf(kwh(Role.REUSED_ENERGY), dc.energy),
         ref=kpi.ref(kwh(Role.RENEWABLE_ENERGY), dc.energy),
         cue=kpi.cue(_co2_kg(readings, meters, s, e), it.energy),
+        missing=tuple(missing),
+        note="; ".join(notes),
     )
 
 
@@ -295,7 +372,13 @@ def format_report(reports: Sequence[PueReport]) -> str:
         f"{'period start':<26} {'E_DC kWh':>12} {'E_IT kWh':>12} {'PUE':>7} {'pPUE_c':>7} {'pPUE_p':>7} "
         f"{'CLF':>6} {'PLF':>6} {'cover%':>7} {'est kWh':>9}  category"
     )
-    lines = ["PUE = E_DC / E_IT from energy counters (ISO/IEC 30134-2, EN 50600-4-2)", head]
+    lines = ["PUE = E_DC / E_IT from energy counters (ISO/IEC 30134-2, EN 50600-4-2)"]
+    if any(r.label != "PUE" for r in reports):
+        lines.append(
+            "periods shorter than a year give interim PUE (ISO/IEC 30134-2 reserves PUE for 12 months of data); "
+            f"a category is used only when every meter it needs covers {100 * MIN_COVERAGE:.0f}% of the period"
+        )
+    lines.append(head)
 
     def f(x: float | None, w: int, p: int) -> str:
         return f"{'-':>{w}}" if x is None else f"{x:>{w}.{p}f}"
@@ -313,4 +396,7 @@ def format_report(reports: Sequence[PueReport]) -> str:
         ]
         if extras:
             lines.append(" " * 27 + ", ".join(extras))
+        lines.append(" " * 27 + r.label)
+        if r.note:
+            lines.append(" " * 27 + r.note)
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import logging
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -111,6 +111,7 @@ class Engine:
                 )
         self._by_device = {d.name: link for link in self.links for d in link.devices}
         self._task: asyncio.Task[None] | None = None
+        self.restarts = 0  # link or watchdog tasks restarted after an exception escaped them
 
     @classmethod
     def from_site(
@@ -148,8 +149,24 @@ class Engine:
         """Run every link supervisor and the stale watchdog until cancelled."""
         async with asyncio.TaskGroup() as tg:
             for link in self.links:
-                tg.create_task(link.run(), name=f"link {link.key}")
-            tg.create_task(self._stale_watchdog(), name="stale watchdog")
+                tg.create_task(self._supervised(link.run, f"link {link.key}"), name=f"link {link.key}")
+            tg.create_task(self._supervised(self._stale_watchdog, "stale watchdog"), name="stale watchdog")
+
+    async def _supervised(self, run: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run a long-lived task, restarting it after any exception so that one link never stops the others.
+
+        Links isolate their own failures (``Link.run``); this is the last line of defence against a bug there.
+        """
+        delay = self.options.link.backoff_initial_s
+        while True:
+            try:
+                await run()
+                return
+            except Exception:  # top of a long-lived task (STYLE.md 8)
+                self.restarts += 1
+                log.exception("%s stopped unexpectedly; restarting it in %.1f s", what, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.options.link.backoff_max_s)
 
     def start(self) -> asyncio.Task[None]:
         """Start :meth:`run` as a task in the running loop."""
@@ -258,7 +275,9 @@ class Summary:
         up = sum(h.up for h in health.values())
         it = float(np.nansum(self.live.values(self._it))) if self._it else float("nan")
         fac = float(np.nansum(self.live.values(self._fac))) if self._fac else float("nan")
-        return f"devices {up}/{len(health)} up | {rate:.0f} points/s | IT {_mw(it)} | facility {_mw(fac)}"
+        line = f"devices {up}/{len(health)} up | {rate:.0f} points/s | IT {_mw(it)} | facility {_mw(fac)}"
+        dropped = self.engine.output.dropped
+        return line + (f" | dropped {dropped} points (sink backlog full)" if dropped else "")
 
 
 def _mw(w: float) -> str:

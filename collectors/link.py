@@ -26,6 +26,7 @@ import numpy as np
 from aidc.clock import Clock
 from aidc.config import DeviceRef
 from aidc.model import Batch, SeriesKey
+from collectors.quality import BAD
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,10 @@ class DeviceHealth:
 Emit = Callable[[Batch], None]
 
 
+class _DeviceFailed(Exception):
+    """A device's poll raised an unforeseen exception; already reported, the link restarts."""
+
+
 def poll_phase(device: str, interval_s: float) -> float:
     """Stable offset of a device's polls within its interval, from a hash of its name.
 
@@ -147,6 +152,8 @@ class Link(abc.ABC):
         self.connected = asyncio.Event()
         self.attempts = 0
         self.last_error = ""
+        self.unexpected_errors = 0  # exceptions outside the protocol's error channels (each restarted the link)
+        self._unexpected_streak = 0
 
     def _wall_interval(self, dev: DeviceRef) -> float:
         return max(self.options.min_interval_s, dev.config.poll_interval_s / max(self.clock.speed, 1e-9))
@@ -195,7 +202,12 @@ class Link(abc.ABC):
             h.failure(reason)
 
     async def run(self) -> None:
-        """Supervise the connection forever (until cancelled)."""
+        """Supervise the connection forever (until cancelled).
+
+        Any exception of this link, not only a transport error (a reply of the wrong type, a decoder error, a bug
+        met by one device's data), stays in this link: the devices' points are marked bad with the reason, it is
+        logged once, and the link reconnects with backoff while every other link keeps polling.
+        """
         errors = self.transport_errors()
         while True:
             self._set_state(LinkState.CONNECTING)
@@ -205,8 +217,14 @@ class Link(abc.ABC):
                 self._connection_failed(f"unreachable: {exc}")
                 await self._back_off()
                 continue
+            except Exception as exc:  # top of a long-lived task (STYLE.md 8): isolate, never stop the engine
+                self._unexpected(None, exc)
+                await self.close()
+                await self._back_off()
+                continue
             self._set_state(LinkState.CONNECTED)
-            self.attempts = 0
+            # A link that keeps failing on bad data backs off further each time, like one that cannot connect.
+            self.attempts = self._unexpected_streak
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._watch_then_raise())
@@ -214,9 +232,36 @@ class Link(abc.ABC):
                         tg.create_task(self._poll_loop(dev))
             except* errors as eg:
                 self._connection_failed(f"connection lost: {eg.exceptions[0]}")
+            except* Exception as eg:  # as above; the poll loop already marked its device's points bad
+                if not all(isinstance(e, _DeviceFailed) for e in eg.exceptions):
+                    self._unexpected(None, eg.exceptions[0])
             finally:
                 await self.close()
             await self._back_off()
+
+    def _unexpected(self, dev: DeviceRef | None, exc: BaseException) -> None:
+        """An exception no protocol rule foresaw: the device's (or every device's) points bad, logged once."""
+        reason = f"unexpected {type(exc).__name__}: {exc}"[:300]
+        devices = self.devices if dev is None else [dev]
+        self.unexpected_errors += 1
+        self._unexpected_streak += 1
+        # ERROR once per outage comes from DeviceHealth.failure; the traceback is for a bug report, at DEBUG.
+        log.debug("link %s: %s", self.key, reason, exc_info=(type(exc), exc, exc.__traceback__))
+        self.last_error = reason
+        ts = self.clock.now_ns()
+        for d in devices:
+            h = self.health[d.name]
+            h.failure(reason)
+            series = self.series_of(d)
+            n = len(series)
+            bad = Batch(
+                series,
+                np.full(n, ts, dtype=np.int64),
+                np.full(n, np.nan),
+                np.full(n, BAD, dtype=np.uint8),
+                [reason] * n,
+            )
+            self.emit(Batch.concat([bad, h.batch(ts)]))
 
     async def _back_off(self) -> None:
         self._set_state(LinkState.BACKING_OFF)
@@ -238,7 +283,15 @@ class Link(abc.ABC):
             delay = nxt - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.emit(await self.poll(dev))
+            try:
+                batch = await self.poll(dev)
+            except self.transport_errors():
+                raise
+            except Exception as exc:  # one device's unforeseen reply: its points bad, then the link restarts
+                self._unexpected(dev, exc)
+                raise _DeviceFailed(dev.name) from exc
+            self.emit(batch)
+            self._unexpected_streak = 0
             now = loop.time()
             nxt = phase + (math.floor((now - phase) / interval) + 1) * interval
 

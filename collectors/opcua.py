@@ -10,6 +10,7 @@ Reads are split to the smaller of the server's MaxNodesPerRead and the profile's
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -35,8 +36,12 @@ from collectors.plan import OpcUaPlan, array_series_ids, chunks, plan_opcua
 from collectors.quality import QualityTracker
 
 log = logging.getLogger(__name__)
+# asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: nothing
+# secret may reach a log, so asyncua is capped at INFO whatever the root level (aidc -vv included).
+logging.getLogger("asyncua").setLevel(max(logging.INFO, logging.getLogger("asyncua").level))
 
 APP_URI = "urn:aidc:collector"
+KNOWN_SERVERS = "known_servers.json"  # endpoint -> SHA-256 of the server certificate, pinned on first use
 MAX_NODES_PER_READ = ua.NodeId(ua.Int32(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
 VARIANT: dict[DataType, ua.VariantType] = {
     DataType.INT16: ua.VariantType.Int16,
@@ -160,20 +165,54 @@ class OpcUaLink(Link):
                 [ExtendedKeyUsageOID.CLIENT_AUTH],
                 {"countryName": "US", "organizationName": "aidc", "commonName": "aidc collector"},
             )
+            key.chmod(0o600)  # the private key is readable by its owner only
         mode = getattr(ua.MessageSecurityMode, sec.mode)
         policy = security_policies.SecurityPolicyBasic256Sha256
-        server_cert: bytes | None = None
-        if sec.trusted_server_certs:
-            endpoints = await client.connect_and_get_server_endpoints()
+        endpoints = await client.connect_and_get_server_endpoints()
+        try:
             ep = Client.find_endpoint(endpoints, mode, policy.URI)
-            server_cert = ep.ServerCertificate
-            got = uacrypto.x509_from_der(server_cert).fingerprint(hashes.SHA256())
+        except ValueError:
+            raise OpcUaError(f"{self.endpoint}: server offers no {sec.policy} {sec.mode} endpoint") from None
+        server_cert: bytes = ep.ServerCertificate
+        got = uacrypto.x509_from_der(server_cert).fingerprint(hashes.SHA256()).hex()
+        if sec.trusted_server_certs:
             trusted = [
-                (await uacrypto.load_certificate(p)).fingerprint(hashes.SHA256()) for p in sec.trusted_server_certs
+                (await uacrypto.load_certificate(p)).fingerprint(hashes.SHA256()).hex()
+                for p in sec.trusted_server_certs
             ]
             if got not in trusted:
-                raise OpcUaError(f"{self.endpoint}: server certificate is not in trusted_server_certs")
+                raise OpcUaError(
+                    f"{self.endpoint}: server certificate SHA-256 {got} is not in trusted_server_certs; refused"
+                )
+        else:
+            await asyncio.to_thread(self._trust_on_first_use, got)
         await client.set_security(policy, cert, key, server_certificate=server_cert, mode=mode)
+
+    def _trust_on_first_use(self, fingerprint: str) -> None:
+        """Pin the server's certificate on first connect (as SSH does); refuse a different one later."""
+        path = self.pki_dir / KNOWN_SERVERS
+        known: dict[str, str] = {}
+        if path.is_file():
+            try:
+                known = dict(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError) as exc:
+                raise OpcUaError(f"{path}: unreadable list of pinned server certificates ({exc})") from None
+        pinned = known.get(self.endpoint)
+        if pinned == fingerprint:
+            return
+        if pinned is not None:
+            raise OpcUaError(
+                f"{self.endpoint}: server certificate changed (SHA-256 {fingerprint}, pinned {pinned}); refused. "
+                f"If the server was re-keyed on purpose, remove its line from {path} or list its certificate in "
+                "security.trusted_server_certs"
+            )
+        known[self.endpoint] = fingerprint
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+        log.warning("%s: trusting server certificate SHA-256 %s on first use (pinned in %s)",
+                    self.endpoint, fingerprint, path)  # fmt: skip
 
     async def connect(self) -> None:
         """Open a session, resolve nodes, read the server's read limit, subscribe if configured."""
@@ -250,10 +289,15 @@ class OpcUaLink(Link):
         client, self.client = self.client, None
         if client is None:
             return
-        try:
-            async with asyncio.timeout(1.0):
-                await client.disconnect()
-        except (TimeoutError, OSError, ConnectionError, ua.UaError):
+        # A separate task bounded by asyncio.wait, not asyncio.timeout: asyncua's request path (wait_for2) can
+        # swallow the cancellation a timeout relies on, and a broken server must never hang the engine's stop.
+        task = asyncio.ensure_future(client.disconnect())
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if not done:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            client.disconnect_socket()
+        elif task.exception() is not None:
             client.disconnect_socket()
 
     async def watch(self) -> None:
@@ -280,6 +324,8 @@ class OpcUaLink(Link):
         dvs = await self._read(rt)
         latency = time.perf_counter() - t0
         points = rt.plan.points
+        if len(dvs) != len(points):  # a broken server: the session cannot be trusted, rebuild it
+            raise OpcUaError(f"{self.endpoint}: {len(dvs)} values returned for {len(points)} nodes of {dev.name}")
         parts: list[Any] = []
         lengths: list[int] = []
         failures: list[tuple[list[int], str]] = []
@@ -289,7 +335,8 @@ class OpcUaLink(Link):
             why = "no value yet" if dv is None else _dv_status(dv)
             val = None if dv is None or dv.Value is None else dv.Value.Value
             if p.array:
-                arr = np.asarray(val if isinstance(val, list | tuple) else [], dtype=np.float64)
+                arr, bad_type = _float_array(val)
+                why = why or bad_type
                 if why or not len(arr):
                     arr = np.full(old.get(i, 0), np.nan)
                     why = why or "empty array"
@@ -298,8 +345,10 @@ class OpcUaLink(Link):
             else:
                 n = 1
                 try:
+                    if isinstance(val, str | bytes):  # a String node where a number belongs, even if "12.5"
+                        raise TypeError(val)
                     parts.append(np.nan if val is None else float(val))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     parts.append(np.nan)
                     why = why or f"not a number: {type(val).__name__}"
             if why:
@@ -357,6 +406,26 @@ class OpcUaLink(Link):
             await self._node(dev, point).write_value(ua.DataValue(ua.Variant(raw, vt)))
         except ua.UaStatusCodeError as exc:
             raise DeviceWriteError(f"{dev.name}.{point.name}: write refused: {exc}") from None
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned task's outcome as seen (no "exception was never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _float_array(val: Any) -> tuple[np.ndarray, str]:
+    """An array node's value as floats, or an empty array and why not (a String[], nested lists, a scalar)."""
+    if not isinstance(val, list | tuple):
+        return np.empty(0), "" if val is None else f"not an array: {type(val).__name__}"
+    try:
+        arr = np.asarray(val, dtype=np.float64)
+    except (TypeError, ValueError):
+        kinds = sorted({type(v).__name__ for v in val})
+        return np.empty(0), f"not a numeric array: {'/'.join(kinds)}"
+    if arr.ndim != 1:
+        return np.empty(0), f"not a flat array: shape {arr.shape}"
+    return arr, ""
 
 
 def _split(layout: tuple[int, ...], n: int) -> list[int]:

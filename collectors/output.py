@@ -3,7 +3,8 @@
 A sink is any callable taking a :class:`~aidc.model.Batch`; it may return an awaitable. A sink that fails keeps
 its batches in a bounded in-memory backlog, replayed in order before new batches once it accepts again, so a
 brief historian hiccup loses nothing (the historian's own disk spool covers long outages). The failure is
-logged once at ERROR and once at INFO when the sink recovers.
+logged once at ERROR and once at INFO when the sink recovers. When the backlog is full the oldest batches are
+evicted: every evicted point is counted (``dropped``, ``stats()``), logged, and shown by the summary line.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class _SinkState:
         self.name = getattr(sink, "__qualname__", None) or type(sink).__name__
         self.backlog: collections.deque[Batch] = collections.deque()
         self.failing = False
-        self.dropped = 0
+        self.dropped = 0  # points evicted from the backlog (lost for this sink)
+        self.dropped_batches = 0
+        self.drop_logged = False
 
 
 class Output:
@@ -68,7 +71,7 @@ class Output:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif st.failing:
-            st.failing = False
+            st.failing = st.drop_logged = False
             log.info("sink %s accepts batches again", st.name)
         return True
 
@@ -83,15 +86,45 @@ class Output:
             st.failing = True
             log.error("sink %s failed (%s); keeping batches until it recovers", st.name, exc)
         st.backlog.appendleft(batch)  # the failed batch goes first: it is older than anything backlogged after it
+        evicted = 0
         while len(st.backlog) > self._max_backlog:
-            st.backlog.popleft()
-            st.dropped += 1
+            evicted += len(st.backlog.popleft())
+        if evicted:
+            # Never silent: counted per sink (``dropped``, the summary, ``stats()``, the writer's stats series) and
+            # logged once per outage at ERROR, then DEBUG with the running total.
+            st.dropped += evicted
+            st.dropped_batches += 1
+            if not st.drop_logged:
+                st.drop_logged = True
+                log.error(
+                    "sink %s: backlog full (%d batches); dropping the oldest points (%d so far)",
+                    st.name, self._max_backlog, st.dropped,
+                )  # fmt: skip
+            else:
+                log.debug("sink %s: %d points dropped so far", st.name, st.dropped)
 
     def _drain(self, st: _SinkState) -> None:
         while st.backlog:
             batch = st.backlog.popleft()
             if not self._deliver(st, batch):
                 return
+
+    @property
+    def dropped(self) -> int:
+        """Points evicted from any sink's backlog since start (each was lost for that sink)."""
+        return sum(st.dropped for st in self._sinks)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``/metrics``-style export: samples, batches, backlog and dropped points (also per sink)."""
+        out = {
+            "samples_total": self.samples,
+            "batches_total": self.batches,
+            "backlog_batches": self.backlog(),
+            "dropped_points_total": self.dropped,
+        }
+        for st in self._sinks:
+            out[f"dropped_points_total{{sink={st.name}}}"] = st.dropped
+        return out
 
     def backlog(self) -> int:
         """Batches waiting for a failing sink."""

@@ -77,6 +77,7 @@ SELECT series_id, {origin} + (b - {origin}) // {w} * {w} AS b, sum(n)::BIGINT AS
     min(mn) AS mn, max(mx) AS mx, max(lts) AS lts, arg_max(lst, lts) AS lst, max(q) AS q
 FROM ({parts}) GROUP BY ALL
 """
+_DELETE_KEYS = "DELETE FROM {table} USING {keys} k WHERE {table}.series_id = k.series_id AND {table}.b = k.b"
 _VALUE_EXPR = {
     "mean": "CASE WHEN n > 0 THEN s / n END",
     "min": "mn",
@@ -122,6 +123,8 @@ class DuckDBHistorian(Historian):
         meta = dict(self._con.execute("SELECT name, value FROM meta").fetchall())
         self._watermark = {table: int(meta.get(f"wm_{table}", 0)) for table, _ in ROLLUPS}
         self._dirty_min: int | None = None
+        self._raw_floor = int(meta.get("raw_floor", 0))  # raw rows before this were deleted by retention
+        self.late_merged_points = 0
         self._last_rollup = clock()
         self._sel_cache: dict[str, tuple[int, dict[int, str]]] = {}
         self._lt_ts = np.full(len(self._ids) + 1, _NEVER, dtype=np.int64)
@@ -147,16 +150,65 @@ class DuckDBHistorian(Historian):
                     "quality": pa.array(batch.quality, type=pa.uint8()),
                 }
             )
+            if self._raw_floor and int(batch.ts_ns.min()) < self._raw_floor:
+                # Older than the raw rows still kept: rebuilding those buckets from raw would shrink them, so
+                # these samples are merged into the rollups instead (and never stored raw, retention says no).
+                old = pa.compute.less(table.column("ts"), pa.scalar(self._raw_floor, pa.int64()))
+                self._merge_old(table.filter(old))
+                table = table.filter(pa.compute.invert(old))
+                if not table.num_rows:
+                    self._update_latest(id_of[codes], batch)
+                    return
             # One statement, so one autocommitted transaction: durable in the WAL when write() returns.
             self._con.from_arrow(table).insert_into("points")
             self._update_latest(id_of[codes], batch)
-            lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
+            tcol = table.column("ts")
+            lo, hi = int(pa.compute.min(tcol).as_py()), int(pa.compute.max(tcol).as_py())
             self._max_ts = hi if self._max_ts is None else max(self._max_ts, hi)
             late = lo < self._watermark["rollup_1m"]
             if late:
                 self._dirty_min = lo if self._dirty_min is None else min(self._dirty_min, lo)
             if late or self._clock() - self._last_rollup >= self._rollup_every_s:
                 self.maintain()
+
+    def _merge_old(self, rows: pa.Table) -> None:
+        """Fold samples older than the raw floor into ``rollup_1m`` (and re-combine their closed hours)."""
+        con = self._con
+        partials = _RAW_PARTIALS.replace("FROM points", "FROM late_rows").format(
+            origin=0, w=MINUTE_NS, lo=-(2**62), hi=self._raw_floor, sel=""
+        )
+        con.register("late_rows", rows)
+        con.execute("BEGIN")
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE late_1m AS {partials}")
+            both = (
+                "SELECT r.* FROM rollup_1m r JOIN late_1m k ON r.series_id = k.series_id AND r.b = k.b "
+                "UNION ALL SELECT * FROM late_1m"
+            )
+            merged = _COMBINE.format(origin=0, w=MINUTE_NS, parts=both)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE merged_1m AS {merged}")
+            con.execute(_DELETE_KEYS.format(table="rollup_1m", keys="late_1m"))
+            con.execute("INSERT INTO rollup_1m SELECT * FROM merged_1m")
+            wm_1h = self._watermark["rollup_1h"]
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE late_1h AS SELECT DISTINCT series_id, b // ? * ? AS b FROM late_1m "
+                "WHERE b // ? * ? < ?", [HOUR_NS, HOUR_NS, HOUR_NS, HOUR_NS, wm_1h],
+            )  # fmt: skip
+            hours = (
+                "SELECT r.* FROM rollup_1m r JOIN late_1h k ON r.series_id = k.series_id AND r.b // "
+                f"{HOUR_NS} * {HOUR_NS} = k.b"
+            )
+            con.execute(_DELETE_KEYS.format(table="rollup_1h", keys="late_1h"))
+            con.execute(f"INSERT INTO rollup_1h {_COMBINE.format(origin=0, w=HOUR_NS, parts=hours)}")
+            con.execute("DROP TABLE late_1m; DROP TABLE merged_1m; DROP TABLE late_1h")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("late_rows")
+        self.late_merged_points += rows.num_rows
+        log.info("historian: %d samples older than raw retention merged into the rollups", rows.num_rows)
 
     def _series_ids(self, uniques: np.ndarray) -> np.ndarray:
         """Integer ids for the batch's distinct series ids, registering new ones in one insert."""
@@ -243,6 +295,11 @@ class DuckDBHistorian(Historian):
                 # simulated clock (or replayed history) is not deleted just because the wall clock is ahead of it.
                 cutoff = min(int(self._clock() * NS), self._max_ts) - self._retention_ns
                 con.execute("DELETE FROM points WHERE ts < ?", [cutoff])
+                # Buckets from here on are wholly covered by raw rows; older ones live only in the rollups.
+                floor = -(-cutoff // MINUTE_NS) * MINUTE_NS
+                if floor > self._raw_floor:
+                    self._raw_floor = floor
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('raw_floor', ?)", [floor])
                 self._save_latest()
                 con.execute("COMMIT")
             except BaseException:
@@ -267,6 +324,8 @@ class DuckDBHistorian(Historian):
         elif not old:
             starts.append(0)
         lo = min(starts) // res * res
+        if source == "points":
+            lo = max(lo, self._raw_floor)  # never rebuild a bucket whose raw rows retention already deleted
         if lo >= new:
             return None
         self._con.execute(f"DELETE FROM {table} WHERE b >= ? AND b < ?", [lo, new])

@@ -165,6 +165,7 @@ class RemoteHistorian(Historian):
             "spool_depth_bytes": self.spool.depth_bytes,
             "replay_lag_s": self.spool.oldest_age_s(now_ns),
             "dropped_points_total": self.spool.dropped_points,
+            "corrupt_records_total": self.spool.corrupt_records,
             "rejected_points_total": self.rejected_points,
             "sent_points_total": self.sent_points,
         }

@@ -8,7 +8,9 @@ points at a record boundary that was really delivered. Records after it are repl
 Durability (``fsync = "always"``, the default): an append returns only after the segment file is fsynced,
 so a point handed to the historian survives ``kill -9`` and power loss. With ``"never"`` the OS decides
 (survives ``kill -9``, not power loss). At open, a torn record at the tail (a crash mid-append) is cut off;
-the caller never saw that append succeed, so nothing it was promised is lost.
+the caller never saw that append succeed, so nothing it was promised is lost. A corrupt record elsewhere (a bad
+sector, a stray write) is skipped and counted in ``corrupt_records``; the scan resynchronises on the next
+record whose checksum verifies, so every valid record after it is still replayed.
 
 Replay is at-least-once: a crash after a chunk is delivered but before the ack is replaced sends that chunk
 again. InfluxDB overwrites a point with the same series and timestamp, and VictoriaMetrics does the same
@@ -64,6 +66,7 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.dropped_points = 0
+        self.corrupt_records = 0  # records skipped at open because their checksum did not verify
         self._lock = threading.Lock()
         self._pending: collections.deque[Record] = collections.deque()
         self._bytes = 0
@@ -101,21 +104,55 @@ class Spool:
             log.warning("spool %s: %d points in %d chunks to replay", self.dir, self._points, len(self._pending))
 
     def _scan(self, seg: int, start: int) -> None:
+        """Index the valid records of a segment from ``start``; skip corrupt ones, cut a torn tail.
+
+        A record whose checksum (or header) does not verify is skipped and counted, and the scan resynchronises on
+        the next header that verifies, so one bad record in the middle never hides the valid records after it.
+        Bytes after the last valid record are a torn append (a crash mid-write) and are cut off.
+        """
         path = self._path(seg)
         data = path.read_bytes()
         pos = start
+        end_valid = start
         while pos + _HEADER.size <= len(data):
-            magic, length, crc, points, appended = _HEADER.unpack_from(data, pos)
-            body = data[pos + _HEADER.size : pos + _HEADER.size + length]
-            if magic != _MAGIC or len(body) != length or zlib.crc32(body) != crc:
+            if self._valid_at(data, pos):
+                length = _HEADER.unpack_from(data, pos)[1]
+                _, _, _, points, appended = _HEADER.unpack_from(data, pos)
+                self._index(Record(seg, pos, length, points, appended))
+                pos += _HEADER.size + length
+                end_valid = pos
+                continue
+            nxt = self._resync(data, pos + 1)
+            if nxt is None:
                 break
-            self._index(Record(seg, pos, length, points, appended))
-            pos += _HEADER.size + length
-        if pos < len(data):
-            log.warning("spool %s: cutting a torn record at byte %d (a crash during an append)", path, pos)
+            self.corrupt_records += 1
+            log.error(
+                "spool %s: corrupt record at byte %d skipped (%d bytes); the records after it are replayed",
+                path, pos, nxt - pos,
+            )  # fmt: skip
+            pos = nxt
+        if end_valid < len(data):
+            log.warning("spool %s: cutting a torn record at byte %d (a crash during an append)", path, end_valid)
             with open(path, "r+b") as f:
-                f.truncate(pos)
+                f.truncate(end_valid)
                 os.fsync(f.fileno())
+
+    @staticmethod
+    def _valid_at(data: bytes, pos: int) -> bool:
+        """Whether a whole record with a matching magic and checksum starts at ``pos``."""
+        if pos + _HEADER.size > len(data):
+            return False
+        magic, length, crc, _, _ = _HEADER.unpack_from(data, pos)
+        body_end = pos + _HEADER.size + length
+        return magic == _MAGIC and body_end <= len(data) and zlib.crc32(data[pos + _HEADER.size : body_end]) == crc
+
+    def _resync(self, data: bytes, pos: int) -> int | None:
+        """Offset of the next verifiable record at or after ``pos``, or None."""
+        while (pos := data.find(_MAGIC, pos)) != -1:
+            if self._valid_at(data, pos):
+                return pos
+            pos += 1
+        return None
 
     def _index(self, rec: Record) -> None:
         self._pending.append(rec)

@@ -13,7 +13,7 @@ from typing import Any
 from aidc.config import Site, load_site, site_from_dict
 from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
-from simulators.control_api import control_request
+from simulators.control_api import control_host, control_request
 from simulators.faults import Fault
 from simulators.runner import SimulatedFacility, default_physics, listen_address, load_physics_factory, serve
 
@@ -63,7 +63,8 @@ def _announce(fac: SimulatedFacility) -> None:
     sim = fac.site.config.simulation
     print(f"simulating {fac.site.name}: {len(fac.site.devices)} devices on {len(fac.ports)} Modbus ports and "
           f"{len(fac.endpoints)} OPC-UA servers; speed {fac.speed:g}x, tick {fac.tick_s:g} s; "
-          f"control API http://{fac.bind}:{sim.control_port}; clock {fac.clock_path}; Ctrl-C stops", flush=True)
+          f"control API http://{control_host(fac.bind)}:{sim.control_port}; clock {fac.clock_path}; Ctrl-C stops",
+          flush=True)
     sys.stdout.flush()
 
 
@@ -75,13 +76,13 @@ def cmd_fault(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"device": args.device}
         if args.fault:
             body["fault"] = args.fault
-        reply = control_request(sim.bind, sim.control_port, "POST", "/faults/clear", body)
+        reply = control_request(control_host(sim.bind), sim.control_port, "POST", "/faults/clear", body)
     else:
         if not args.fault:
             raise ConfigError("fault: name a fault to inject (or use --clear)")
         body = {"device": args.device, "fault": args.fault}
         if args.value is not None:
             body["value"] = args.value
-        reply = control_request(sim.bind, sim.control_port, "POST", "/faults", body)
+        reply = control_request(control_host(sim.bind), sim.control_port, "POST", "/faults", body)
     print(json.dumps(reply))
     return 0

@@ -28,6 +28,19 @@ class ControlError(AidcError):
     """The control API refused a request or could not be reached."""
 
 
+LOOPBACK = "127.0.0.1"
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def control_host(bind: str) -> str:
+    """Where the control API listens (and clients reach it): loopback, whatever ``simulation.bind`` says.
+
+    The API pauses the physics and injects faults without authentication, so it is never exposed on a network
+    interface; ``simulation.bind`` only moves the device servers.
+    """
+    return bind if bind in _LOOPBACK_NAMES else LOOPBACK
+
+
 class ControlledFacility(Protocol):
     """What the control API needs of the running simulated facility (``simulators.runner.SimulatedFacility``)."""
 
@@ -46,10 +59,13 @@ class ControlledFacility(Protocol):
 
 
 class ControlApi:
-    """HTTP/JSON endpoint through which faults are injected and state is read."""
+    """HTTP/JSON endpoint through which faults are injected and state is read (loopback only)."""
 
     def __init__(self, facility: ControlledFacility, host: str, port: int) -> None:
-        self.facility, self.host, self.port = facility, host, port
+        self.facility, self.host, self.port = facility, control_host(host), port
+        if self.host != host:
+            log.warning("control API listens on %s:%d only (simulation.bind %s applies to the device servers)",
+                        self.host, port, host)  # fmt: skip
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:

@@ -39,6 +39,9 @@ from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics, PointValue
 
 log = logging.getLogger(__name__)
+# asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: nothing
+# secret may reach a log, so asyncua is capped at INFO whatever the root level (aidc -vv included).
+logging.getLogger("asyncua").setLevel(max(logging.INFO, logging.getLogger("asyncua").level))
 
 NAMESPACE_URI = "urn:aidc:simulator"
 VARIANT: dict[DataType, ua.VariantType] = {
@@ -172,6 +175,7 @@ class OpcUaEndpoint:
             key, cert, srv.get_application_uri(), socket.gethostname(),
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "aidc simulator"},
         )
+        key.chmod(0o600)  # private keys are readable by their owner only
         await srv.load_certificate(str(cert))
         await srv.load_private_key(str(key))
 

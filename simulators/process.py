@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from aidc.config import load_site
 from aidc.errors import AidcError
-from simulators.control_api import ControlError, control_request
+from simulators.control_api import ControlError, control_host, control_request
 
 
 class SimulatorProcess:
@@ -37,7 +37,7 @@ class SimulatorProcess:
         self.new_session = new_session
         self.site = load_site(config)
         sim = self.site.config.simulation
-        self.host, self.control_port = sim.bind, sim.control_port
+        self.host, self.control_port = control_host(sim.bind), sim.control_port
         self.args = [sys.executable, "-m", "aidc.cli", "simulate", "--config", str(config)]
         if speed is not None:
             self.args += ["--speed", str(speed)]

@@ -46,8 +46,9 @@ def require_vm() -> None:
 class VMServer:
     """One victoria-metrics process that can be stopped and started again on the same port and data."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, dedup: bool = True) -> None:
         self.data_dir = data_dir
+        self.dedup = dedup  # False: keep every sample, so a test can count duplicates
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,7 +62,7 @@ class VMServer:
                 f"-storageDataPath={self.data_dir}",
                 f"-httpListenAddr=127.0.0.1:{self.port}",
                 "-retentionPeriod=100y",
-                "-dedup.minScrapeInterval=1ms",
+                *(["-dedup.minScrapeInterval=1ms"] if self.dedup else []),
                 "-search.latencyOffset=0s",
                 "-loggerLevel=ERROR",
             ],

@@ -57,11 +57,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _sigterm_as_interrupt() -> None:
     """Outside the event loop (start-up, shutdown), SIGTERM stops the command the way Ctrl-C does."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+    aidc_loop.stop_on_sigterm()
 
 
 async def _run_until_signalled(job: MainJob, args: argparse.Namespace) -> None:
@@ -201,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     path = demo_site(args.config, args.racks)
     site = load_site(path)
     _say(f"aidc demo: site {site.name} from {path} ({sum(1 for _ in site.racks())} racks, {len(site.devices)} devices)")
-    _sigterm_as_interrupt()
+    _sigterm_as_interrupt()  # SIGTERM as Ctrl-C: the simulator child is stopped in the finally below
     _say("[1/4] starting the simulated facility (its own process) ...")
     # The simulated devices must outlive the manager while it shuts down (collectors close their sessions, the
     # supervisor reverts setpoints), so the simulator runs in its own session, out of reach of the terminal's
@@ -213,7 +209,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"simulated facility ready; every device answers on {site.config.simulation.bind}:")
         for line in listening_lines(site):
             _say(line)
-        _say(f"fault-injection API: http://{site.config.simulation.bind}:{site.config.simulation.control_port}/faults")
+        _say(f"fault-injection API (loopback only): http://127.0.0.1:{site.config.simulation.control_port}/faults")
         _say("[2/4] opening the historian and planning the collectors ...")
         job = MainJob.build(site)
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
@@ -221,9 +217,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         dashboard = start_dashboard(job, args, demo=True)
         _say("[4/4] collecting (Ctrl-C stops everything) ...")
         aidc_loop.run(_run_until_signalled(job, args))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)
         _say("interrupted during start-up")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the child's shutdown short
         if dashboard is not None:
             dashboard.stop()
             print("dashboard stopped", file=sys.stderr)
