@@ -247,6 +247,7 @@ class MainJob:
     # setpoints go back to their safe defaults on Ctrl-C and SIGTERM alike.
     on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _report_call: asyncio.Future[object] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, site: Site, clock: Clock | None = None) -> MainJob:
@@ -300,6 +301,8 @@ class MainJob:
             report_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await report_task
+            if self._report_call is not None:  # a report still reading in its thread: the store closes after it
+                await asyncio.wait([self._report_call])
             task = self._writer_task
             if task is not None:
                 task.cancel()
@@ -323,12 +326,18 @@ class MainJob:
         from analytics.report.schedule import MonthlyReports
 
         reports = MonthlyReports(self.site)
+        loop = asyncio.get_running_loop()
         while True:
             now = pd.Timestamp(self.clock.now_ns(), unit="ns", tz="UTC")
+            # A cancelled await does not stop the thread: run() waits for this future before closing the store.
+            self._report_call = loop.run_in_executor(None, reports.tick, self.historian, now)
             try:
-                await asyncio.to_thread(reports.tick, self.historian, now)
+                await asyncio.shield(self._report_call)
+            except asyncio.CancelledError:
+                raise
             except Exception:  # a report must never stop collection; log it and try again at the next tick
                 log.exception("monthly PUE report for site %s failed", self.site.name)
+            self._report_call = None
             await asyncio.sleep(every_s)
 
     async def _loop(
