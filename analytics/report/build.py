@@ -18,6 +18,7 @@ from aidc.errors import DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics import kpi
+from analytics.billing import report_from_historian
 from analytics.counters import DEFAULT_MAX_GAP
 from analytics.historian_adapter import read_series, site_meters, wide_frame
 from analytics.pue import ENERGY_ROLES, MeterInfo, PueReport
@@ -34,6 +35,7 @@ from analytics.report.energy import (
 from analytics.report.model import BreakdownItem, FreeCooling, Kpi, MonthReport, PeriodFigure
 from analytics.report.period import Month
 from analytics.report.savings import device_roles, estimate_savings
+from analytics.tenants import TenantReport
 from historian import Historian, SeriesSelector
 
 MARGIN = pd.Timedelta("2h")  # readings this far outside the period bracket its edges
@@ -267,6 +269,13 @@ def _kpis(rep: PueReport) -> list[Kpi]:
     ]
 
 
+def _tenants(hist: Historian, site: Site, month: Month) -> TenantReport | None:
+    """The month's tenant billing (the same engine as ``aidc tenants``), for a site that leases racks."""
+    if not site.config.tenants:
+        return None
+    return report_from_historian(hist, site, month.start, month.end)
+
+
 def build_month_report(hist: Historian, site: Site, month: Month, cfg: ReportConfig) -> MonthReport:
     """Read the month (and the comparison periods) from the historian and compute every section."""
     meters = _meters(site)
@@ -330,4 +339,5 @@ def build_month_report(hist: Historian, site: Site, month: Month, cfg: ReportCon
         meter_stats=stats,
         gaps=sorted(gaps, key=lambda g: (g[1], g[0])),
         notes=notes,
+        tenants=_tenants(hist, site, month),
     )
