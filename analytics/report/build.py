@@ -7,6 +7,7 @@ available. Same historian contents in, same report out: no wall-clock time, rand
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable
 
@@ -26,9 +27,11 @@ from analytics.report.config import ReportConfig
 from analytics.report.energy import (
     Readings,
     hourly_energy,
+    merge_readings,
     meter_stats,
     pue_report,
     role_totals,
+    split_arrays,
     split_readings,
     uncovered_mask,
 )
@@ -102,6 +105,34 @@ def read_counters(hist: Historian, series: Iterable[str], start: pd.Timestamp, e
     return out.sort_values(["series", "ts"], kind="stable").drop_duplicates(["series", "ts"], keep="first")
 
 
+@functools.lru_cache(maxsize=100_000)
+def _measurement_field(series: str) -> tuple[str, str]:
+    key = SeriesKey.parse(series)
+    return key.measurement, key.field
+
+
+def counter_readings(hist: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> Readings:
+    """``split_readings(read_counters(...))``, read as arrays: a month of 2,000 meters is 20 million rows, and
+    building a frame of them (a series string and a datetime per row) was most of the report's time.
+
+    The same rows give the same readings; where raw rows do not reach back to ``start`` (retention) or a
+    measurement has none at all, the rollup fallback of :func:`read_counters` is used as it is.
+    """
+    ids = sorted(set(series))
+    wanted = set(ids)
+    parts = []
+    for meas, fld in sorted({_measurement_field(s) for s in ids}):
+        raw = hist.query_arrays(SeriesSelector(meas, {}, fld), start, end)
+        if not len(raw.codes):
+            return split_readings(read_counters(hist, ids, start, end))
+        parts.append(split_arrays(raw, wanted))
+    readings = merge_readings(parts)
+    first = min((int(t[0]) for t in readings.raw_ts.values() if len(t)), default=end.value)
+    if first > (start + DEFAULT_MAX_GAP).value:
+        return split_readings(read_counters(hist, ids, start, end))
+    return readings
+
+
 def _period_figure(
     hist: Historian, all_meters: dict[str, MeterInfo], label: str, start: pd.Timestamp, end: pd.Timestamp, category: int
 ) -> PeriodFigure:
@@ -112,7 +143,7 @@ def _period_figure(
     probe = read_counters(hist, utility, start, end)
     if not probe["value"].notna().any():
         return PeriodFigure(label, start, end, None, None, None, None, "no data")
-    groups = split_readings(read_counters(hist, meters, start - MARGIN, end + MARGIN))
+    groups = counter_readings(hist, meters, start - MARGIN, end + MARGIN)
     stats = meter_stats(groups, meters, start, end, tuple({m.role for m in meters.values()}))
     energies = role_totals(stats)
     if Role.FACILITY_ENERGY not in energies or not any(r in energies for r in kpi.IT_ENERGY_ROLES.values()):
@@ -279,7 +310,7 @@ def _tenants(hist: Historian, site: Site, month: Month) -> TenantReport | None:
 def build_month_report(hist: Historian, site: Site, month: Month, cfg: ReportConfig) -> MonthReport:
     """Read the month (and the comparison periods) from the historian and compute every section."""
     meters = _meters(site)
-    groups = split_readings(read_counters(hist, meters, month.start - MARGIN, month.end + MARGIN))
+    groups = counter_readings(hist, meters, month.start - MARGIN, month.end + MARGIN)
     stats = meter_stats(groups, meters, month.start, month.end, ENERGY_ROLES)
     energies = role_totals(stats)
     if Role.FACILITY_ENERGY not in energies:
