@@ -235,7 +235,7 @@ class RawArrays:
         return cls(
             [str(u) for u in uniques],
             codes.astype(np.intp),
-            ts_ns_of(df["ts"]),
+            np.asarray(pd.DatetimeIndex(df["ts"]).as_unit("ns").asi8, dtype=np.int64),
             df["value"].to_numpy(dtype=np.float64),
             df["quality"].to_numpy(dtype=np.uint8),
         )

@@ -133,6 +133,17 @@ def counter_readings(hist: Historian, series: Iterable[str], start: pd.Timestamp
     return readings
 
 
+def _has_values(hist: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> bool:
+    """Whether any of ``series`` has a value in [start, end): one count over the period per measurement, which the
+    historian answers from its rollups (a year of comparison months is probed for the utility meter)."""
+    ids = set(series)
+    for meas, fld in sorted({_measurement_field(s) for s in ids}):
+        df = hist.query(SeriesSelector(meas, {}, fld), start, end, agg="count")
+        if bool((df["value"][df["series"].isin(ids)] > 0).any()):
+            return True
+    return False
+
+
 def _period_figure(
     hist: Historian, all_meters: dict[str, MeterInfo], label: str, start: pd.Timestamp, end: pd.Timestamp, category: int
 ) -> PeriodFigure:
@@ -140,8 +151,7 @@ def _period_figure(
     pue_roles = (Role.FACILITY_ENERGY, *kpi.IT_ENERGY_ROLES.values())
     meters = {s: m for s, m in all_meters.items() if m.role in pue_roles}
     utility = [s for s, m in meters.items() if m.role is Role.FACILITY_ENERGY]
-    probe = read_counters(hist, utility, start, end)
-    if not probe["value"].notna().any():
+    if not _has_values(hist, utility, start, end):
         return PeriodFigure(label, start, end, None, None, None, None, "no data")
     groups = counter_readings(hist, meters, start - MARGIN, end + MARGIN)
     stats = meter_stats(groups, meters, start, end, tuple({m.role for m in meters.values()}))
