@@ -364,17 +364,14 @@ class DuckDBHistorian(Historian):
         ids = tbl.column("series_id").to_numpy(zero_copy_only=False)
         present = np.unique(ids) if len(ids) < 4 * len(keys) else np.flatnonzero(np.bincount(ids))
         names = sorted(keys[int(i)] for i in present)
-        # Codes as narrow integers: NumPy's stable sort of 16-bit integers is a radix sort, linear in the rows.
+        # Codes as narrow integers, so the sort below is cheap.
         lut = np.zeros(max(keys) + 1, dtype=np.int16 if len(names) < 2**15 else np.int32)
         lut[[self._ids[n] for n in names]] = np.arange(len(names))
         codes = lut[ids]
         ts = np.asarray(tbl.column("ts").to_numpy(zero_copy_only=False), dtype=np.int64)
-        order = np.argsort(codes, kind="stable")  # rows are written in time order, so runs stay in time order
+        # By series, then time, ties in stored order: query()'s order (on narrow codes this is a fraction of a second).
+        order = np.lexsort((ts, codes))
         codes, ts = codes[order], ts[order]
-        same = codes[1:] == codes[:-1]
-        if bool((same & (ts[1:] < ts[:-1])).any()):
-            sub = np.lexsort((ts, codes))
-            order, codes, ts = order[sub], codes[sub], ts[sub]
         vals = tbl.column("value").to_numpy(zero_copy_only=False).astype(np.float64)[order]
         qual = np.asarray(tbl.column("quality").fill_null(0).to_numpy(zero_copy_only=False), dtype=np.uint8)[order]
         return RawArrays(names, codes.astype(np.intp), ts, vals, qual)
