@@ -213,6 +213,34 @@ def counter_deltas_from_raw(raw: pd.DataFrame, start_ns: int, interval_ns: int, 
     return out[cols]
 
 
+@dataclass(frozen=True, slots=True)
+class RawArrays:
+    """Raw samples as arrays, for readers of millions of rows: ``names`` sorted, and per row the index of its
+    series in ``names`` (``codes``), ts ns, value and quality; rows ordered by series, then time (stably), as
+    :meth:`Historian.query` orders them."""
+
+    names: list[str]
+    codes: np.ndarray
+    ts_ns: np.ndarray
+    values: np.ndarray
+    quality: np.ndarray
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> RawArrays:
+        """The arrays of a query result frame (sorted by series, then time)."""
+        if df.empty:
+            return cls([], np.zeros(0, np.intp), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint8))
+        df = df.sort_values(["series", "ts"], kind="stable")
+        codes, uniques = pd.factorize(df["series"].to_numpy(dtype=object), sort=True)
+        return cls(
+            [str(u) for u in uniques],
+            codes.astype(np.intp),
+            np.asarray(pd.DatetimeIndex(df["ts"]).as_unit("ns").asi8, dtype=np.int64),
+            df["value"].to_numpy(dtype=np.float64),
+            df["quality"].to_numpy(dtype=np.uint8),
+        )
+
+
 class Historian(abc.ABC):
     """Store and read telemetry. Writes come from one writer task; reads may come from other threads."""
 
@@ -232,6 +260,11 @@ class Historian(abc.ABC):
         agg: Agg | None = None,
     ) -> pd.DataFrame:
         """Samples in ``[start, end)``, raw or aggregated per epoch-aligned window (agg defaults to mean)."""
+
+    def query_arrays(self, selector: SeriesSelector, start: TimeLike, end: TimeLike) -> RawArrays:
+        """Raw samples in ``[start, end)`` as arrays: the rows of ``query`` without building a frame (a backend
+        may override it to skip the per-row series strings and datetimes)."""
+        return RawArrays.from_frame(self.query(selector, start, end))
 
     @abc.abstractmethod
     def latest(self, selector: SeriesSelector) -> pd.DataFrame:

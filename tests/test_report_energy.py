@@ -12,7 +12,9 @@ from aidc.errors import ConfigError
 from analytics.counters import counter_energy, interval_energy
 from analytics.historian_adapter import site_meters
 from analytics.pue import ENERGY_ROLES, compute_pue
+from analytics.report.build import counter_readings, read_counters
 from analytics.report.energy import (
+    Readings,
     hourly_energy,
     meter_stats,
     pue_report,
@@ -22,6 +24,7 @@ from analytics.report.energy import (
     split_readings,
 )
 from analytics.report.period import Month, check_complete, parse_month
+from historian.duckdb_store import DuckDBHistorian
 from tests.report_fixture import END, START, fixture_batch, fixture_site
 
 
@@ -152,3 +155,34 @@ def test_split_readings_does_not_depend_on_row_order(tmp_path: Path) -> None:
     for sid, (ts, v) in grouped.series.items():
         np.testing.assert_array_equal(shuffled.series[sid][0], ts)
         np.testing.assert_array_equal(shuffled.series[sid][1], v)
+
+
+def _same_readings(a: Readings, b: Readings) -> None:
+    assert sorted(a.series) == sorted(b.series)
+    for sid in a.series:
+        for x, y in ((a.series[sid][0], b.series[sid][0]), (a.series[sid][1], b.series[sid][1]),
+                     (a.raw_ts[sid], b.raw_ts[sid]), (a.raw_quality[sid], b.raw_quality[sid])):  # fmt: skip
+            assert x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    ("start", "retention_days"),
+    [
+        (START - pd.Timedelta("2h"), 1e4),  # the fast path: raw rows reach back to the start
+        (START - pd.Timedelta(hours=24), 1e4),  # no rows near the start: the rollup fallback, as read_counters
+        (START - pd.Timedelta("2h"), 20.0),  # the month's first days aged out of raw retention
+    ],
+)
+def test_counter_readings_are_read_counters_split(tmp_path: Path, start: pd.Timestamp, retention_days: float) -> None:
+    """The report's array read gives exactly the readings of split_readings(read_counters(...))."""
+    site = fixture_site(tmp_path)
+    meters = site_meters(site, ENERGY_ROLES)
+    clock = (END + pd.Timedelta("2h")).value / 1e9
+    with DuckDBHistorian(site.data_dir / "h.duckdb", raw_retention_days=retention_days, clock=lambda: clock) as hist:
+        hist.write(fixture_batch(site))
+        hist.flush()
+        end = END + pd.Timedelta("2h")
+        _same_readings(
+            counter_readings(hist, meters, start, end), split_readings(read_counters(hist, meters, start, end))
+        )

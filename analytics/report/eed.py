@@ -26,9 +26,9 @@ from analytics import kpi
 from analytics.counters import CounterEnergy
 from analytics.historian_adapter import site_meters
 from analytics.pue import ENERGY_ROLES
-from analytics.report.build import MARGIN, read_counters
+from analytics.report.build import MARGIN, counter_readings
 from analytics.report.config import ReportConfig
-from analytics.report.energy import meter_stats, role_totals, split_readings
+from analytics.report.energy import meter_stats, role_totals
 from analytics.report.period import Month
 from historian import Historian
 
@@ -109,7 +109,7 @@ def _year_energies(hist: Historian, site: Site, year: int) -> tuple[dict[Role, C
     hours = 0.0
     for m in range(1, 13):
         month = Month(year, m, site.config.site.timezone)
-        groups = split_readings(read_counters(hist, meters, month.start - MARGIN, month.end + MARGIN))
+        groups = counter_readings(hist, meters, month.start - MARGIN, month.end + MARGIN)
         energies = role_totals(meter_stats(groups, meters, month.start, month.end, ROLES))
         for role, e in energies.items():
             total[role] = e if role not in total else total[role] + e

@@ -13,7 +13,7 @@ costs 2.5 ms of pandas per series), and the hourly split is the cumulative-energ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ from aidc.roles import Role
 from analytics import kpi
 from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, increments
 from analytics.pue import MeterInfo, PueReport
+from historian.base import RawArrays
 
 Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
@@ -68,11 +69,38 @@ def split_readings(readings: pd.DataFrame) -> Readings:
         order = np.lexsort((ts_all, codes))
         ts_all, qual, vals = ts_all[order], qual[order], vals[order]
         first, starts = _runs(pd.Series(names[order], dtype=object))
+    return _split(first, starts, ts_all, vals, qual)
+
+
+def split_arrays(raw: RawArrays, wanted: Collection[str] | None = None) -> Readings:
+    """:func:`split_readings` of a historian's :class:`~historian.base.RawArrays` (rows grouped by series, then
+    time), keeping the series in ``wanted``; no per-row string or datetime is ever built."""
+    if not len(raw.codes):
+        return Readings({}, {}, {})
+    codes = raw.codes
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    first = [raw.names[c] for c in codes[starts].tolist()]
+    out = _split(first, starts, raw.ts_ns.astype(np.int64), raw.values.astype(np.float64),
+                 raw.quality.astype(np.int64), wanted)  # fmt: skip
+    return out
+
+
+def _split(
+    first: list[str],
+    starts: npt.NDArray[np.intp],
+    ts_all: npt.NDArray[np.int64],
+    vals: npt.NDArray[np.float64],
+    qual: npt.NDArray[np.int64],
+    wanted: Collection[str] | None = None,
+) -> Readings:
+    """Per-series arrays from rows grouped in runs (names ``first`` starting at rows ``starts``)."""
     ends = np.append(starts[1:], len(ts_all))
     series: dict[str, Arrays] = {}
     raw_ts: dict[str, npt.NDArray[np.int64]] = {}
     raw_q: dict[str, npt.NDArray[np.int64]] = {}
     for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        if wanted is not None and first[k] not in wanted:
+            continue
         t, v, q = ts_all[a:b], vals[a:b], qual[a:b]
         if len(t) > 1 and bool((np.diff(t) < 0).any()):
             o = np.argsort(t, kind="stable")
@@ -319,3 +347,13 @@ def uncovered_mask(edges: pd.DatetimeIndex, gaps: list[tuple[pd.Timestamp, pd.Ti
     for a, b in gaps:
         mask |= (lo < pd.Timestamp(b).value) & (hi > pd.Timestamp(a).value)
     return mask
+
+
+def merge_readings(parts: list[Readings]) -> Readings:
+    """One :class:`Readings` of several with distinct series (e.g. one per measurement and field)."""
+    out = Readings({}, {}, {})
+    for r in parts:
+        out.series.update(r.series)
+        out.raw_ts.update(r.raw_ts)
+        out.raw_quality.update(r.raw_quality)
+    return out

@@ -104,8 +104,8 @@ def render_pdf(html: str) -> bytes:
 
 
 def summary_dict(rep: MonthReport) -> dict[str, object]:
-    """Headline figures for machines (dashboard listing, tests): PUE, energies, coverage, breakdown."""
-    return {
+    """Headline figures for machines (dashboard listing, tests): PUE, energies, coverage, breakdown, tenants."""
+    out: dict[str, object] = {
         "site": rep.site,
         "month": rep.month.label,
         "timezone": rep.timezone,
@@ -127,6 +127,9 @@ def summary_dict(rep: MonthReport) -> dict[str, object]:
             "saved_kwh": rep.savings.saved_kwh,
         },
     }
+    if rep.tenants is not None:
+        out["tenants"] = rep.tenants.to_dict()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
