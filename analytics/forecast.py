@@ -143,12 +143,14 @@ def fit_horizon(
     max_iter: int = 150,
     window: pd.Timedelta | None = None,
     seed: int = 0,
+    prebuilt: tuple[pd.DataFrame, pd.Series] | None = None,
 ) -> HorizonModel:
     """Fit the quantile models for horizon ``h`` on pairs whose target time is before ``train_end``.
 
-    ``window`` limits training to the most recent pairs (a sliding instead of an expanding window).
+    ``window`` limits training to the most recent pairs (a sliding instead of an expanding window); ``prebuilt`` is
+    :func:`build_features` of ``y`` for ``h`` when the caller already has it (a backtest reuses it per fold).
     """
-    x, anchor = build_features(y, h, step)
+    x, anchor = prebuilt if prebuilt is not None else build_features(y, h, step)
     target = y.shift(-h) - anchor
     target_time = pd.DatetimeIndex(y.index) + h * step
     ok = target.notna().to_numpy() & anchor.notna().to_numpy()
