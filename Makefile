@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := mbpoll victoria-metrics collectd-core libmodbus-dev chromium chromium-driver
+# Debian packages the tests use as independent peers and real servers (and only those: tests/debtools.py names them).
+DEB_PACKAGES := mbpoll victoria-metrics
+# Debian packages only the benchmarks use (the libmodbus C peer of bench/collect.py).
+BENCH_DEB_PACKAGES := libmodbus-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck venv debs node clean bench
+.PHONY: demo test lint typecheck venv debs bench-debs node clean bench
 
 venv: $(STAMP)
 
@@ -17,17 +20,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Debian packages the tests use as independent peers and real servers. Installed only when
-# running as root; without root the tests that need them are skipped with the package's name
-# (and fail under CI=true).
-debs:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the missing packages of $(1) when running as root; without root the tests or benchmarks that need them
+# are skipped with the package's name (and tests fail under CI=true).
+define install_debs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else echo "not root: tests needing$$missing will be skipped"; fi; \
+	  else echo "not root: what needs$$missing will be skipped"; fi; \
 	fi
+endef
+
+debs:
+	$(call install_debs,$(DEB_PACKAGES))
+
+bench-debs:
+	$(call install_debs,$(BENCH_DEB_PACKAGES))
 
 # node-opcua is the independent OPC-UA peer used by the collector tests. Node.js may come from Debian or be
 # preinstalled with its own npm; Debian's npm is only installed when there is no npm at all.
@@ -56,7 +65,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-bench: venv
+bench: venv bench-debs node
 	$(PY) bench/sim_year.py
 
 clean:

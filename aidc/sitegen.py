@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +57,14 @@ def _table(lines: list[str], header: str, items: dict[str, object]) -> None:
 
 def climate_location(path: Path) -> tuple[float, float, float, str] | None:
     """Latitude, longitude, elevation and a fixed-offset time zone from an EPW ``LOCATION`` line."""
-    if path.suffix.lower() != ".epw":
+    if not path.name.lower().removesuffix(".gz").endswith(".epw"):
         return None
     try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             head = fh.readline().split(",")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read climate file: {exc.strerror}") from None
+    except (OSError, EOFError) as exc:
+        raise ConfigError(f"{path}: cannot read climate file: {getattr(exc, 'strerror', None) or exc}") from None
     if len(head) < 10 or head[0] != "LOCATION":
         raise ConfigError(f"{path}: not an EPW file (first line should start with LOCATION)")
     try:

@@ -13,9 +13,9 @@ from pandas.tseries.frequencies import to_offset
 from threadpoolctl import threadpool_limits
 
 from aidc.clock import parse_cli_time
+from aidc.datasets import infer_step, load_series
 from aidc.errors import ConfigError, DataError
 from analytics.backtest import DEFAULT_HORIZONS, backtest, format_results
-from analytics.datasets import infer_step, load_series
 from analytics.pue import PERIOD_FREQ, format_report
 
 

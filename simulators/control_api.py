@@ -13,12 +13,11 @@ import contextlib
 import http.client
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from aidc.config import Site
 from aidc.errors import AidcError
-
-if TYPE_CHECKING:
-    from simulators.runner import SimulatedFacility
+from simulators.faults import FaultBook
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +28,27 @@ class ControlError(AidcError):
     """The control API refused a request or could not be reached."""
 
 
+class ControlledFacility(Protocol):
+    """What the control API needs of the running simulated facility (``simulators.runner.SimulatedFacility``)."""
+
+    site: Site
+    ready: asyncio.Event
+    paused: bool
+    faults: FaultBook
+
+    def state(self) -> dict[str, Any]:
+        """Physics state for ``GET /state``."""
+        ...
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Device list for ``GET /devices``."""
+        ...
+
+
 class ControlApi:
     """HTTP/JSON endpoint through which faults are injected and state is read."""
 
-    def __init__(self, facility: SimulatedFacility, host: str, port: int) -> None:
+    def __init__(self, facility: ControlledFacility, host: str, port: int) -> None:
         self.facility, self.host, self.port = facility, host, port
         self._server: asyncio.Server | None = None
 

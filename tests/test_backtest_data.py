@@ -1,4 +1,4 @@
-"""Backtests on real traces nobody here wrote (../shared/data), the trace readers and `aidc backtest` errors."""
+"""Backtests on real traces nobody here wrote (bundled under data/), the trace readers and `aidc backtest` errors."""
 
 from __future__ import annotations
 
@@ -10,21 +10,19 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from aidc.cli import main
+from aidc.datasets import load_series
 from aidc.errors import DataError
-from analytics.datasets import load_series
-from tests.conftest import shared_data_missing
+from tests.conftest import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRACES = [
     # (file, extra CLI arguments); every trace must beat daily seasonal naive (MASE < 1) at 1 h and at 24 h
-    ("cluster_util/alibaba2018_300s.csv", ["--step", "5min"]),
-    ("cluster_util/azure2019_300s.csv", ["--step", "5min"]),
-    ("gpu_power/cbsugpu07_usage_stats.txt", []),  # Cornell A100
-    ("gpu_power/cbsugpu05_usage_stats.txt", []),  # Cornell 2x A40, about 18 % of hours missing
+    ("cluster_util/alibaba2018_300s.csv.gz", ["--step", "5min"]),
+    ("cluster_util/azure2019_300s.csv.gz", ["--step", "5min"]),
+    ("gpu_power/cbsugpu07_usage_stats.txt.gz", []),  # Cornell A100
+    ("gpu_power/cbsugpu05_usage_stats.txt.gz", []),  # Cornell 2x A40, about 18 % of hours missing
 ]
 
 
-@pytest.mark.skipif(shared_data_missing(), reason=f"real traces not found at {DATA}")
 @pytest.mark.parametrize(("name", "extra"), TRACES, ids=[t[0].split("/")[1] for t in TRACES])
 def test_backtest_beats_seasonal_naive_on_real_trace(
     name: str, extra: list[str], capsys: pytest.CaptureFixture[str]

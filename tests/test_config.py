@@ -16,7 +16,7 @@ from aidc.config import load_site, site_from_dict
 from aidc.errors import ConfigError
 from aidc.roles import Role
 from aidc.sitegen import SiteTemplate, render_site
-from tests.conftest import shared_data_missing, site_dict
+from tests.conftest import DATA, site_dict
 
 
 def test_generated_32_rack_site_loads_with_every_device() -> None:
@@ -139,9 +139,7 @@ def test_cli_check_prints_one_line_and_exits_nonzero(tmp_path: Path) -> None:
 
 def test_init_writes_a_loadable_file_with_climate(tmp_path: Path) -> None:
     """`aidc init --climate EPW -o FILE` writes a site whose location and time zone come from the EPW header."""
-    epw = Path(__file__).resolve().parents[2] / "shared" / "data" / "weather" / "USA_AZ_Phoenix-Sky.Harbor.epw"
-    if shared_data_missing():
-        pytest.skip("needs ../shared/data/weather")
+    epw = DATA / "weather" / "USA_AZ_Phoenix-Sky.Harbor.epw.gz"
     out = tmp_path / "site.toml"
     proc = subprocess.run(
         [sys.executable, "-m", "aidc.cli", "init", "--racks", "6", "--climate", str(epw), "-o", str(out)],

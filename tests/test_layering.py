@@ -9,7 +9,7 @@ import pytest
 from tests.test_import_graph import _imports as _imported_roots
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("aidc", "collectors", "simulators", "analytics", "control", "dashboards")
+PACKAGES = ("aidc", "historian", "collectors", "simulators", "analytics", "control", "dashboards", "api")
 PROTOCOL_LIBS = {"pymodbus", "asyncua"}
 
 

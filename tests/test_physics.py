@@ -18,9 +18,9 @@ from simulators.facility import Facility
 from simulators.interface import FacilityPhysics
 from simulators.weather import Weather, constant_weather, load_weather
 from simulators.workload import ConstantWorkload
-from tests.conftest import shared_data_missing
+from tests.conftest import DATA
 
-WEATHER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weather"
+WEATHER_DIR = DATA / "weather"
 HOT = (30.0, 40.0)  # dry bulb °C, RH %: the chiller runs, free cooling at most partial
 COLD = (2.0, 70.0)
 
@@ -313,11 +313,10 @@ def free_cooling_hours(weather: Weather) -> float:
     return fac.free_cooling_s["full"] / 3600.0
 
 
-@pytest.mark.skipif(shared_data_missing(), reason="shared weather data not present")
 def test_chicago_has_more_free_cooling_hours_than_phoenix() -> None:
     """Over a year the cooler Chicago climate gives more free-cooling hours than Phoenix."""
-    chicago = free_cooling_hours(load_weather(str(WEATHER_DIR / "USA_IL_Chicago.OHare.epw")))
-    phoenix = free_cooling_hours(load_weather(str(WEATHER_DIR / "USA_AZ_Phoenix-Sky.Harbor.epw")))
+    chicago = free_cooling_hours(load_weather(str(WEATHER_DIR / "USA_IL_Chicago.OHare.epw.gz")))
+    phoenix = free_cooling_hours(load_weather(str(WEATHER_DIR / "USA_AZ_Phoenix-Sky.Harbor.epw.gz")))
     assert chicago > phoenix + 1000
     assert 0 < phoenix < 8760
 

@@ -11,27 +11,24 @@ import pytest
 from aidc.clock import parse_time
 from aidc.errors import ConfigError, DataError
 from simulators.weather import constant_weather, load_weather, parse_csv, parse_epw, wet_bulb
-from tests.conftest import shared_data_missing
+from tests.conftest import DATA
 
-WEATHER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weather"
-needs_shared = pytest.mark.skipif(shared_data_missing(), reason="shared weather data not present")
-EPWS = ["USA_VA_Leesburg.Exec.epw", "USA_AZ_Phoenix-Sky.Harbor.epw", "USA_IL_Chicago.OHare.epw"]
+WEATHER_DIR = DATA / "weather"
+EPWS = ["USA_VA_Leesburg.Exec.epw.gz", "USA_AZ_Phoenix-Sky.Harbor.epw.gz", "USA_IL_Chicago.OHare.epw.gz"]
 EPW_HEAD = "LOCATION,Test,ST,USA,SRC,1,40.0,-75.0,-5.0,10.0\n" + "X\n" * 7
 
 
-@needs_shared
-@pytest.mark.parametrize("name", [*EPWS, "openmeteo_DE-LU_2020-2024_hourly.csv"])
-def test_shared_weather_files_load_with_plausible_values(name: str) -> None:
-    """Every shared weather file loads; wet bulb never exceeds dry bulb and values are physical."""
+@pytest.mark.parametrize("name", EPWS)
+def test_bundled_weather_files_load_with_plausible_values(name: str) -> None:
+    """Every bundled weather file loads; wet bulb never exceeds dry bulb and values are physical."""
     w = load_weather(str(WEATHER_DIR / name))
-    assert w.hours == (8760 if name.endswith(".epw") else 43848)
+    assert w.hours == 8760
     assert (w.wetbulb_c <= w.drybulb_c + 1e-9).all()
     assert -40.0 < w.drybulb_c.min() < w.drybulb_c.max() < 50.0
     assert 60000.0 < w.pressure_pa.min() <= w.pressure_pa.max() < 110000.0
     assert np.isfinite(w.wetbulb_c).all()
 
 
-@needs_shared
 def test_phoenix_is_hotter_and_drier_than_chicago() -> None:
     """Phoenix has a higher mean dry bulb and a larger wet-bulb depression than Chicago."""
     phx = load_weather(str(WEATHER_DIR / EPWS[1]))
@@ -40,7 +37,6 @@ def test_phoenix_is_hotter_and_drier_than_chicago() -> None:
     assert (phx.drybulb_c - phx.wetbulb_c).mean() > (chi.drybulb_c - chi.wetbulb_c).mean()
 
 
-@needs_shared
 def test_bundled_leesburg_matches_the_epw() -> None:
     """The bundled compact Leesburg file replays the same hours as the EPW it was reduced from."""
     bundled = load_weather("builtin:leesburg")

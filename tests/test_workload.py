@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aidc.errors import ConfigError, DataError
-from simulators.trace import load_trace, parse_gpu_stats
+from simulators.trace import load_trace
 from simulators.workload import (
     TRAIN_DIP,
     ConstantWorkload,
@@ -17,10 +17,8 @@ from simulators.workload import (
     utc_day,
     workload_for_site,
 )
-from tests.conftest import shared_data_missing
+from tests.conftest import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(shared_data_missing(), reason="shared data not present")
 START = utc_day(2026, 7, 6)  # a Monday
 NS_MIN = 60_000_000_000
 
@@ -81,13 +79,11 @@ def test_unknown_kind_and_missing_trace_are_config_errors() -> None:
         workload_for_site(["trace"], START, 1, "UTC", None, None)
 
 
-@needs_shared
 @pytest.mark.parametrize(
     ("name", "step_s", "rows"),
     [
-        ("cluster_util/alibaba2018_30s.csv", 30.0, 22415),
-        ("cluster_util/alibaba2018_300s.csv", 300.0, 2243),
-        ("cluster_util/azure2019_300s.csv", 300.0, 8640),
+        ("cluster_util/alibaba2018_300s.csv.gz", 300.0, 2243),
+        ("cluster_util/azure2019_300s.csv.gz", 300.0, 8640),
     ],
 )
 def test_cluster_traces_load(name: str, step_s: float, rows: int) -> None:
@@ -100,8 +96,7 @@ def test_cluster_traces_load(name: str, step_s: float, rows: int) -> None:
         assert tr.util.max() == pytest.approx(1.0)
 
 
-@needs_shared
-@pytest.mark.parametrize("name", ["cbsugpu05_usage_stats.txt", "cbsugpu07_usage_stats.txt"])
+@pytest.mark.parametrize("name", ["cbsugpu05_usage_stats.txt.gz", "cbsugpu07_usage_stats.txt.gz"])
 @pytest.mark.parametrize("column", ["utilave", "powerave"])
 def test_gpu_usage_stats_load(name: str, column: str) -> None:
     """The GPU telemetry exports load (BOM, newest first, trailer) as hourly utilisation in [0, 1]."""
@@ -111,10 +106,9 @@ def test_gpu_usage_stats_load(name: str, column: str) -> None:
     assert 0.0 <= tr.util.min() < tr.util.max() <= 1.0
 
 
-@needs_shared
 def test_trace_workload_replays_the_trace() -> None:
     """Racks on the trace workload follow the trace (within jitter and per-rack gain)."""
-    path = DATA / "cluster_util" / "alibaba2018_300s.csv"
+    path = DATA / "cluster_util" / "alibaba2018_300s.csv.gz"
     wl = workload_for_site(["trace"] * 4, START, 1, "UTC", path, None)
     assert wl.trace is not None
     for k in (0, 500, 1500):
@@ -123,7 +117,7 @@ def test_trace_workload_replays_the_trace() -> None:
         assert np.allclose(wl.rack_util(t_ns), expected, atol=0.1)
 
 
-def test_gpu_stats_gap_rule_fills_short_gaps_and_splices_long_ones() -> None:
+def test_gpu_stats_gap_rule_fills_short_gaps_and_splices_long_ones(tmp_path: Path) -> None:
     """Gaps up to six hours are interpolated; longer gaps are cut out and the series spliced."""
     header = "\ufeffname\ttimestamp\tpowerave\tutilave\n"
     hours = [0, 1, 4, 5, 20, 21]  # a 2-hour gap (filled) and a 14-hour gap (spliced)
@@ -133,17 +127,19 @@ def test_gpu_stats_gap_rule_fills_short_gaps_and_splices_long_ones() -> None:
         for h, u in reversed(list(zip(hours, utils, strict=True)))
     )
     text = header + rows + "(6 rows affected)\n\nCompletion time: 2025-10-31T10:35:47\n"
-    tr = parse_gpu_stats(text, "t.txt")
+    path = tmp_path / "t_usage_stats.txt"
+    path.write_text(text, encoding="utf-8")
+    tr = load_trace(path)
     assert tr.util.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9])
 
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("x_300s.csv", "cpu_util_percent\n10\nabc\n", "row 3: cpu_util_percent: 'abc' is not a number"),
+        ("x_300s.csv", "cpu_util_percent\n10\nabc\n", "row 3, column 'cpu_util_percent': 'abc' is not a number"),
         ("x_300s.csv", "foo,bar\n1,2\n", "has neither cpu_util_percent nor cpu_usage"),
-        ("x_usage_stats.txt", "name\ttimestamp\tutilave\ng\tnot-a-date\t5\n", "row 2: timestamp"),
-        ("x_usage_stats.txt", "name\ttimestamp\n", "needs timestamp and utilave"),
+        ("x_usage_stats.txt", "name\ttimestamp\tutilave\ng\tnot-a-date\t5\n", "row 2, column 'timestamp': 'not-a-date' is not a timestamp"),
+        ("x_usage_stats.txt", "name\ttimestamp\ng\t2025-01-01 00:00\n", "no column 'utilave' (columns: name, timestamp)"),
         ("x.parquet", "PAR1", "unknown trace format"),
     ],
 )

@@ -1,15 +1,21 @@
-"""Readers of time-series files for forecasting: generic CSV/TSV and the real traces in ../shared/data.
+"""The one reader of time-series data files: generic CSV/TSV and the real traces bundled under ``data/``.
 
-Formats handled (auto-detected, overridable): comma or tab separated; UTF-8 with or without BOM; a timestamp
-column (any order, newest-first files are sorted) or none (row i is ``start + i x step``); SQL-client trailer lines
-such as ``(15493 rows affected)`` or ``Completion time: ...``. Naive timestamps are read as UTC (so calendar
-features follow the clock the file was written in). The result is a float series on a regular grid, NaN where a step
-is missing. Every problem is one :class:`DataError` line naming the file and the column or row.
+Both the backtests (``analytics/``) and workload replay (``simulators/trace.py``) read files through
+:func:`load_series`, so a format is parsed in one place with one set of error messages.
+
+Formats handled (auto-detected, overridable): comma or tab separated; UTF-8 with or without BOM; gzip-compressed
+(``.gz``); a timestamp column (any order, newest-first files are sorted) or none (row i is ``start + i x step``, the
+step given or stated by the file name, ``alibaba2018_300s.csv``: 300 s); SQL-client trailer lines such as
+``(15493 rows affected)`` or ``Completion time: ...``. Naive timestamps are read as UTC (so calendar features follow
+the clock the file was written in). The result is a float series on a regular grid, NaN where a step is missing.
+Every problem is one :class:`DataError` line naming the file and the column or row.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +29,34 @@ PREFERRED_COLUMNS = ("powerave", "cpu_util_percent", "cpu_usage", "value", "it_p
 DEFAULT_START = pd.Timestamp("2000-01-03T00:00Z")  # a Monday, for files without timestamps
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"  # the bundled real data of a source checkout
+
+
+def read_text(path: Path, what: str = "data file") -> str:
+    """The UTF-8 text of a file (BOM stripped, ``.gz`` decompressed); problems are one DataError line naming it."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+        raise DataError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    if path.suffix.lower() == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError) as exc:  # gzip.BadGzipFile is an OSError
+            raise DataError(f"{path}: corrupt gzip file: {exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def step_from_name(path: Path) -> pd.Timedelta | None:
+    """The sample step a file name states (``..._300s.csv``), or None."""
+    m = re.search(r"_(\d+)s(?:\.|$)", path.name)
+    return pd.Timedelta(int(m.group(1)), unit="s") if m else None
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    text = read_text(path)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise DataError(f"{path}: file is empty")
@@ -92,6 +119,7 @@ def load_series(
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"{p}: row {row + 2}, column {vcol!r}: {df[vcol].iloc[row]!r} is not a number")
     if tcol is None:
+        step = step if step is not None else step_from_name(p)
         if step is None:
             raise DataError(f"{p}: no timestamp column (looked for {', '.join(TIME_NAMES)}); give --step, e.g. 5min")
         freq = pd.Timedelta(step)
