@@ -121,3 +121,13 @@ def test_short_series_is_a_data_error() -> None:
     y = _load(2, step=pd.Timedelta("1h"))
     with pytest.raises(bt.DataError, match="too short to backtest horizon 24h"):
         bt.backtest(y, "24h", pd.Timedelta("1h"))
+
+
+def test_baselines_read_the_last_observed_value() -> None:
+    """A missing sample one day before the target does not drop the point: the daily naive takes the value before."""
+    y = _load(12, step=pd.Timedelta("1h"))
+    target = y.index[-5]
+    y[target - pd.Timedelta("1D")] = np.nan
+    fc = bt.backtest_frame(y, "1h", pd.Timedelta("1h"), folds=2, max_iter=10)
+    expected = y[target - pd.Timedelta("1D") - pd.Timedelta("1h")]
+    assert fc.loc[target, "snaive_day"] == expected
