@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from aidc.clock import parse_cli_time
+from aidc.config import Site
 from aidc.errors import ConfigError, DataError
+from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.kpi import IT_POWER_ROLES
 
@@ -29,6 +32,20 @@ PLANT_ROLES = (
     Role.COOLING_POWER,
     *IT_POWER_ROLES.values(),
 )
+
+
+def device_roles(site: Site, columns: Iterable[str]) -> dict[str, Role]:
+    """The role of each series id from its own device (two devices may share a measurement and field but not a role:
+    the utility meter's ``meter active_power_w`` is facility power, a UPS meter's the same field is IT power)."""
+    devices = {d.name: d for d in site.devices}
+    out: dict[str, Role] = {}
+    for sid in columns:
+        key = SeriesKey.parse(str(sid))
+        dev = devices.get(key.tag_dict.get("device", ""))
+        role = dev.role_of(key.field) if dev is not None else None
+        if role is not None:
+            out[str(sid)] = role
+    return out
 
 
 def register(sub: Any) -> None:
@@ -71,7 +88,7 @@ def run_forecast(args: argparse.Namespace) -> int:
     if wide.empty:
         raise DataError(f"{args.config}: no telemetry in the historian between {start} and {end}")
     wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index, utc=True))
-    data = plant_frame(wide, roles)
+    data = plant_frame(wide, {**roles, **device_roles(site, wide.columns)})
     if data.empty:
         raise DataError(f"{args.config}: telemetry between {start} and {end} has no complete plant rows")
     weather = read_open_meteo(args.weather, origin=pd.Timestamp(data.index[-1]).floor("1h")) if args.weather else None
