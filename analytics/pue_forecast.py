@@ -13,7 +13,10 @@ Three forecasts are chained, each with its own uncertainty, and combined by Mont
    setpoints with load and weather, which follow the day).
 
 Each sample draws a utilisation and a weather error from their quantiles and a plant-model residual from its
-calibrated P10/P90; the P10/P50/P90 of the samples per hour are the forecast.
+calibrated P10/P90; the P10/P50/P90 of the samples per hour are the forecast. Then, with choices made on a
+validation window at the end of the training data only (48 h forecasts from origins in its last 4 days, by models
+fitted before them): persistence anchoring (the plant model's error over the last hour, carried forward with an
+hourly decay), a median-error correction, and the split-conformal widening that makes P10-P90 hold 80 % there.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ VALIDATION = pd.Timedelta(
     "4D"
 )  # calibration window at the end of the training data (48 h forecasts from its first half)
 VALIDATION_EVERY = "6h"
+ANCHOR_RHOS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0)  # candidate hourly decays of the anchoring residual
 F64 = npt.NDArray[np.float64]
 
 
@@ -196,6 +200,9 @@ class FacilityForecaster:
     # split-conformal widening of the P10-P90 band, per target.
     bias: dict[str, float] = field(default_factory=dict)
     widen: dict[str, float] = field(default_factory=dict)
+    # Persistence anchoring: the plant model's error over the last hour carries into the forecast, decaying by this
+    # factor per hour of lead (0: none), chosen on the same validation window.
+    anchor_rho: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, history: pd.DataFrame, *, max_iter: int = 100, calibrate: bool = True) -> FacilityForecaster:
@@ -204,7 +211,7 @@ class FacilityForecaster:
             raise DataError("forecast: need at least 7 days of telemetry to fit the workload and plant models")
         fc = cls._fit_models(history, max_iter)
         if calibrate and history.index[-1] - history.index[0] >= VALIDATION + pd.Timedelta("7D"):
-            fc.bias, fc.widen = _calibrate(history, max_iter)
+            fc.bias, fc.widen, fc.anchor_rho = _calibrate(history, max_iter)
         return fc
 
     @classmethod
@@ -245,11 +252,14 @@ class FacilityForecaster:
         for c in ("p10", "p50", "p90"):
             out[f"gpu_util_pct_{c}"] = util_q[c].to_numpy()
         z_r = rng.standard_normal((s, n))  # one plant residual score per sample, shared by the targets
+        r0 = origin_residual(self.plant, history)
+        lead = np.arange(1, n + 1, dtype=np.float64)
         for t in TARGETS:
             lo, hi = self.plant.offsets[t]
             p50 = pred[f"{t}_p50"].to_numpy().reshape(s, n)
             v = p50 + np.where(z_r > 0, max(hi, 0.0), -min(lo, 0.0)) * z_r / Z90
-            q = np.quantile(v, [0.1, 0.5, 0.9], axis=0) + self.bias.get(t, 0.0)
+            anchor = r0[t] * self.anchor_rho.get(t, 0.0) ** lead
+            q = np.quantile(v, [0.1, 0.5, 0.9], axis=0) + anchor + self.bias.get(t, 0.0)
             wd = self.widen.get(t, 0.0)
             out[f"{t}_p10"], out[f"{t}_p50"], out[f"{t}_p90"] = (
                 np.minimum(q[0] - wd, q[1]),
@@ -280,7 +290,14 @@ def hourly_truth(data: pd.DataFrame) -> pd.DataFrame:
     return h
 
 
-def _calibrate(history: pd.DataFrame, max_iter: int) -> tuple[dict[str, float], dict[str, float]]:
+def origin_residual(plant: PlantModel, history: pd.DataFrame) -> dict[str, float]:
+    """Mean error of the plant model's P50 over the last hour of telemetry, per target (what it is missing now)."""
+    last = history[history.index > history.index[-1] - HOUR]
+    pred = plant.predict(last[list(FEATURES)])
+    return {t: float(np.mean(last[t].to_numpy() - pred[f"{t}_p50"].to_numpy())) for t in TARGETS}
+
+
+def _calibrate(history: pd.DataFrame, max_iter: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Forecast from origins in the last :data:`VALIDATION` of ``history`` with models fitted before them.
 
     Returns per target the median error (bias) and the widening that makes the P10-P90 band hold 80 % of those
@@ -293,23 +310,29 @@ def _calibrate(history: pd.DataFrame, max_iter: int) -> tuple[dict[str, float], 
     truth = hourly_truth(history)
     got: dict[str, list[F64]] = {t: [] for t in TARGETS}
     for j, origin in enumerate(pd.date_range(first, end - pd.Timedelta("48h"), freq=VALIDATION_EVERY)):
-        fc = pre.predict(history[history.index <= origin], weather_with_error(truth, origin, 48, seed=j), seed=j)
+        hist = history[history.index <= origin]
+        fc = pre.predict(hist, weather_with_error(truth, origin, 48, seed=j), seed=j)
         y = truth.reindex(fc.index)
+        r0 = origin_residual(pre.plant, hist)
+        lead = np.arange(1, len(fc) + 1, dtype=np.float64)
         for t in TARGETS:
             cols = [y[t].to_numpy(dtype=np.float64), *(fc[f"{t}_{q}"].to_numpy() for q in ("p10", "p50", "p90"))]
-            got[t].append(np.column_stack(cols))
-    bias, widen = {}, {}
+            got[t].append(np.column_stack([*cols, np.full(len(fc), r0[t]), lead]))
+    bias, widen, rho = {}, {}, {}
     for t in TARGETS:
         a = np.concatenate(got[t])
         a = a[np.isfinite(a).all(axis=1)]
         if len(a) < 20:
             continue
-        yv, p10, p50, p90 = a.T
+        yv, p10, p50, p90, r, lead = a.T
+        rho[t] = min(ANCHOR_RHOS, key=lambda k: float(np.mean(np.abs(yv - p50 - r * k**lead))))
+        shift = r * rho[t] ** lead
+        p10, p50, p90 = p10 + shift, p50 + shift, p90 + shift
         b = float(np.median(yv - p50))
         scores = np.maximum(p10 + b - yv, yv - p90 - b)
         bias[t] = b
         widen[t] = float(np.quantile(scores, min(1.0, 0.8 * (1 + 1 / len(scores)))))
-    return bias, widen
+    return bias, widen, rho
 
 
 def format_forecast(fc: pd.DataFrame, every_h: int = 3) -> str:

@@ -169,6 +169,7 @@ def main() -> None:
                 rows.append(row)
                 timing = ", ".join(f"{k} {v:.1f} s" for k, v in secs.items())
                 print(f"{name} {hz}: {row.points} points; {timing}", flush=True)
+                print(format_table([row]).splitlines()[-1], flush=True)
                 for n in notes:
                     print(f"  note: {n}", flush=True)
     print(format_table(rows))
