@@ -12,7 +12,7 @@ DEB_PACKAGES := mbpoll victoria-metrics chromium chromium-driver poppler-utils l
 BENCH_DEB_PACKAGES := libmodbus-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck venv debs bench-debs node clean bench
+.PHONY: demo test lint typecheck venv debs bench-debs node clean bench bench-forecast
 
 venv: $(STAMP)
 
@@ -69,6 +69,12 @@ typecheck: venv
 
 bench: venv bench-debs node
 	$(PY) bench/sim_year.py
+
+# Forecast benchmark against statsforecast (benchmark-only extra).
+bench-forecast: venv
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/forecast.py
+	$(PY) bench/pue_forecast.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.cli",
     "analytics.report.cli",
     "dashboards.cli",
+    "analytics.forecast_cli",
 )
 
 

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 from aidc.clock import parse_cli_time
 from aidc.datasets import infer_step, load_series
 from aidc.errors import ConfigError, DataError
-from analytics.backtest import backtest, format_results
+from analytics.backtest import DEFAULT_HORIZONS, backtest, format_results
 from analytics.pue import PERIOD_FREQ, format_report
 
 
@@ -32,7 +32,10 @@ def register(sub: Any) -> None:
 
     b = sub.add_parser("backtest", help="rolling-origin backtest of the load forecaster on a CSV time series")
     b.add_argument("--data", type=Path, required=True, help="CSV or TSV file")
-    b.add_argument("--horizon", default="1h,24h", help="comma-separated horizons (default 1h,24h)")
+    b.add_argument(
+        "--horizon",
+        help=f"comma-separated horizons (default {','.join(DEFAULT_HORIZONS)}, less those shorter than the step)",
+    )
     b.add_argument("--column", help="value column (default: auto-detect)")
     b.add_argument("--time-column", help="timestamp column (default: auto-detect)")
     b.add_argument("--step", help="sample step for files without timestamps, e.g. 5min")
@@ -77,7 +80,10 @@ def run_backtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"--step {args.step!r}: not a duration (e.g. 5min, 1h)") from None
     y = load_series(args.data, column=args.column, time_column=args.time_column, step=step, start=args.start)
     step = infer_step(y)
-    horizons = [h.strip() for h in args.horizon.split(",") if h.strip()]
+    if args.horizon is None:
+        horizons = [h for h in DEFAULT_HORIZONS if pd.Timedelta(h) >= step]
+    else:
+        horizons = [h.strip() for h in args.horizon.split(",") if h.strip()]
     for h in horizons:
         try:
             if pd.Timedelta(h) < step:

@@ -113,3 +113,33 @@ def test_retrain_schedule(age: pd.Timedelta, due: bool) -> None:
     """A forecaster is due for retraining once it is a full retraining interval old."""
     fc = LoadForecaster(H, train_end=pd.Timestamp("2026-01-01T00:00Z"))
     assert fc.due(pd.Timestamp("2026-01-01T00:00Z") + age, every=pd.Timedelta("24h")) is due
+
+
+def test_smoothed_profiles_use_no_future_data() -> None:
+    """On 5-min data the centred smoothing of the daily/weekly profiles never reaches past the origin."""
+    step = pd.Timedelta("5min")
+    rng = np.random.default_rng(1)
+    y = series(list(rng.normal(100, 10, 288 * 16)), step=step)
+    origin = 288 * 15
+    for h in (1, 12, 288):
+        before, _ = build_features(y, h, step)
+        y2 = y.copy()
+        y2.iloc[origin + 1 :] += 1000.0
+        after, _ = build_features(y2, h, step)
+        cols = [c for c in before.columns if c.startswith("prof")]
+        assert len(cols) == 6
+        pd.testing.assert_series_equal(before[cols].iloc[origin], after[cols].iloc[origin])
+
+
+def test_training_window_is_chosen_on_calibration_pairs() -> None:
+    """A long history gets a recent training window when its old part behaves differently (chosen on calibration)."""
+    from analytics.forecast import fit_horizon
+
+    rng = np.random.default_rng(4)
+    old, new = 24 * 7 * 40, 24 * 7 * 20
+    # 40 weeks of white noise (the best forecast is the mean), then 20 weeks of a random walk (persistence is best):
+    # a model fitted on the whole history expects the walk to revert to the old mean.
+    walk = 100 + np.cumsum(rng.normal(0, 3, new))
+    y = series(list(np.concatenate([rng.normal(100, 30, old), walk])))
+    hm = fit_horizon(y, 6, H, max_iter=30)
+    assert hm.window is not None

@@ -1,0 +1,352 @@
+"""Facility-power and PUE forecasts for the next hours (48 h by default) with P10/P50/P90.
+
+Three forecasts are chained, each with its own uncertainty, and combined by Monte Carlo sampling:
+
+1. the workload: an hourly :class:`analytics.forecast.LoadForecaster` of the mean GPU utilisation (the plant model's
+   load input, which the setpoints cannot change) at anchor horizons 1-48 h, quantiles interpolated in between;
+2. the weather: a forecast file in Open-Meteo's hourly JSON or CSV format (:func:`read_open_meteo`), or, where a site
+   has none, the last day repeated; either way with the error of a numerical weather forecast growing with lead time
+   (:func:`weather_error_sd`). The simulated facility's backtest uses its own weather plus that error
+   (:func:`weather_with_error`);
+3. the learned plant model (:class:`analytics.plant_model.PlantModel`) at the setpoints the controller is expected to
+   hold: for each setpoint, its median at the same hour of day over the last week of telemetry (a supervisor resets
+   setpoints with load and weather, which follow the day).
+
+Each sample draws a utilisation and a weather error from their quantiles and a plant-model residual from its
+calibrated P10/P90; the P10/P50/P90 of the samples per hour are the forecast. Then, with choices made on a
+validation window at the end of the training data only (48 h forecasts from origins in its last 4 days, by models
+fitted before them): persistence anchoring (the plant model's error over the last hour, carried forward with an
+hourly decay), a median-error correction, and the split-conformal widening that makes P10-P90 hold 80 % there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import psychrolib
+
+from aidc.datasets import read_text
+from aidc.errors import DataError
+from analytics.forecast import LoadForecaster
+from analytics.plant_model import FEATURES, PlantModel
+
+HOUR = pd.Timedelta("1h")
+LOAD_HORIZONS_H = (1, 3, 6, 12, 24, 36, 48)
+SETPOINTS = ("tcs_supply_sp_c", "tcs_dp_sp_kpa", "fws_supply_sp_c")
+TARGETS = ("facility_power_kw", "it_power_kw", "pue")
+Z90 = 1.2815515655446004  # standard normal P90
+VALIDATION = pd.Timedelta(
+    "4D"
+)  # calibration window at the end of the training data (48 h forecasts from its first half)
+VALIDATION_EVERY = "6h"
+ANCHOR_RHOS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0)  # candidate hourly decays of the anchoring residual
+F64 = npt.NDArray[np.float64]
+
+
+def weather_error_sd(lead_h: F64 | float) -> tuple[F64, F64]:
+    """Standard deviation (K) of a weather forecast's dry-bulb and wet-bulb error at ``lead_h`` hours.
+
+    Typical of global NWP 2 m temperature: about 1 K in the first hours, 2 K at day 2 (MAE 0.8 / 1.6 K);
+    wet bulb, damped by humidity, errs about 0.7 times as much.
+    """
+    lead = np.asarray(lead_h, dtype=np.float64)
+    dry = 0.9 + 0.023 * lead
+    return dry, 0.7 * dry
+
+
+@dataclass
+class WeatherForecast:
+    """Hourly dry and wet bulb (°C) from an origin, with their error standard deviations."""
+
+    frame: pd.DataFrame  # index: UTC hours; columns drybulb_c, wetbulb_c, drybulb_sd, wetbulb_sd
+    source: str = ""
+
+
+def _wet_bulb(dry: F64, rh: F64, pressure_pa: F64) -> F64:
+    psychrolib.SetUnitSystem(psychrolib.SI)
+    rows = zip(dry, rh, pressure_pa, strict=True)
+    return np.array(
+        [psychrolib.GetTWetBulbFromRelHum(float(t), min(max(r, 0.0), 100.0) / 100, float(p)) for t, r, p in rows]
+    )
+
+
+def read_open_meteo(path: Path, origin: pd.Timestamp | None = None) -> WeatherForecast:
+    """An Open-Meteo hourly forecast file (JSON from the API, or its CSV download); errors name the file and field.
+
+    Needs ``temperature_2m`` and either ``wet_bulb_temperature_2m`` or ``relative_humidity_2m`` (then the wet bulb is
+    computed at ``surface_pressure`` where given, else at standard pressure). Times are read as UTC (request the
+    forecast with ``timezone=GMT``, the API's default). Error spread grows with the lead from ``origin`` (default: the
+    first hour in the file).
+    """
+    text = read_text(path, "weather forecast")
+    if text.lstrip().startswith("{"):
+        try:
+            hourly = json.loads(text)["hourly"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not an Open-Meteo JSON forecast with an 'hourly' block ({exc})") from None
+        cols = {k: v for k, v in hourly.items() if isinstance(v, list)}
+    else:
+        lines = text.splitlines()
+        # The CSV download starts with a location block; the hourly table's header begins with "time".
+        head = next((i for i, ln in enumerate(lines) if ln.startswith("time,")), None)
+        if head is None:
+            raise DataError(f"{path}: no hourly table (a header line starting 'time,') in the Open-Meteo CSV")
+        rows = [ln.split(",") for ln in lines[head:] if ln.strip()]
+        names = [c.split(" (")[0].strip() for c in rows[0]]
+        cols = {n: [r[i] if i < len(r) else "" for r in rows[1:]] for i, n in enumerate(names)}
+    if "time" not in cols or "temperature_2m" not in cols:
+        raise DataError(f"{path}: Open-Meteo forecast needs 'time' and 'temperature_2m' (has {', '.join(cols)})")
+    times = pd.to_datetime(pd.Series(cols["time"]), utc=True, errors="coerce")
+    if times.isna().any():
+        bad = cols["time"][int(np.flatnonzero(times.isna().to_numpy())[0])]
+        raise DataError(f"{path}: field 'time': {bad!r} is not a time")
+
+    def num(name: str) -> F64:
+        v = pd.to_numeric(pd.Series(cols[name]), errors="coerce")
+        bad = v.isna() & pd.Series(cols[name]).notna() & (pd.Series(cols[name]).astype(str) != "")
+        if bad.any():
+            raise DataError(f"{path}: field {name!r}: {cols[name][int(np.flatnonzero(bad)[0])]!r} is not a number")
+        return v.to_numpy(dtype=np.float64)
+
+    dry = num("temperature_2m")
+    if "wet_bulb_temperature_2m" in cols:
+        wet = num("wet_bulb_temperature_2m")
+    elif "relative_humidity_2m" in cols:
+        p = num("surface_pressure") * 100.0 if "surface_pressure" in cols else np.full(len(dry), 101325.0)
+        wet = _wet_bulb(dry, num("relative_humidity_2m"), p)
+    else:
+        raise DataError(f"{path}: Open-Meteo forecast needs 'wet_bulb_temperature_2m' or 'relative_humidity_2m'")
+    idx = pd.DatetimeIndex(times)
+    frame = pd.DataFrame({"drybulb_c": dry, "wetbulb_c": wet}, index=idx).dropna()
+    if frame.empty:
+        raise DataError(f"{path}: no hourly values")
+    start = origin if origin is not None else idx[0]
+    return _with_sd(frame, pd.Timestamp(start), str(path))
+
+
+def _with_sd(frame: pd.DataFrame, origin: pd.Timestamp, source: str) -> WeatherForecast:
+    lead = np.maximum((pd.DatetimeIndex(frame.index) - origin) / HOUR, 0.0)
+    dry_sd, wet_sd = weather_error_sd(lead)
+    out = frame[["drybulb_c", "wetbulb_c"]].copy()
+    out["drybulb_sd"], out["wetbulb_sd"] = dry_sd, wet_sd
+    return WeatherForecast(out, source)
+
+
+def weather_with_error(truth: pd.DataFrame, origin: pd.Timestamp, hours: int, seed: int) -> WeatherForecast:
+    """A stand-in forecast for the simulated facility: the true weather plus lead-growing, autocorrelated error."""
+    idx = pd.date_range(origin + HOUR, periods=hours, freq=HOUR)
+    t = truth[["drybulb_c", "wetbulb_c"]].reindex(idx, method="nearest")
+    lead = np.arange(1, hours + 1, dtype=np.float64)
+    dry_sd, wet_sd = weather_error_sd(lead)
+    rng = np.random.default_rng(seed)
+    # AR(1) along the lead with a 12 h memory: forecast errors persist for hours (a front arrives early or late).
+    phi = math.exp(-1 / 12)
+    e = np.empty(hours)
+    e[0] = rng.normal()
+    for k in range(1, hours):
+        e[k] = phi * e[k - 1] + math.sqrt(1 - phi**2) * rng.normal()
+    frame = pd.DataFrame(
+        {"drybulb_c": t["drybulb_c"].to_numpy() + e * dry_sd, "wetbulb_c": t["wetbulb_c"].to_numpy() + e * wet_sd},
+        index=idx,
+    )
+    return _with_sd(frame, origin, "weather file + simulated forecast error")
+
+
+def repeat_last_day(history: pd.DataFrame, origin: pd.Timestamp, hours: int) -> WeatherForecast:
+    """Without a forecast file: yesterday's hourly weather repeated, with a day-ahead forecast's error or more."""
+    hourly = history[["drybulb_c", "wetbulb_c"]].resample(HOUR).mean().dropna()
+    last = hourly[hourly.index > origin - pd.Timedelta("1D")]
+    if len(last) < 12:
+        raise DataError("forecast: less than half a day of outdoor temperature telemetry to repeat")
+    idx = pd.date_range(origin + HOUR, periods=hours, freq=HOUR)
+    by_hour = last.groupby(pd.DatetimeIndex(last.index).hour).mean()
+    frame = by_hour.reindex(idx.hour).set_axis(idx).interpolate(limit_direction="both")
+    wf = _with_sd(frame, origin, "last day repeated (no forecast file)")
+    # Diurnal persistence errs like a forecast two days out at least.
+    floor = weather_error_sd(48.0)
+    wf.frame["drybulb_sd"] = np.maximum(wf.frame["drybulb_sd"], float(floor[0]))
+    wf.frame["wetbulb_sd"] = np.maximum(wf.frame["wetbulb_sd"], float(floor[1]))
+    return wf
+
+
+def expected_setpoints(history: pd.DataFrame, idx: pd.DatetimeIndex) -> pd.DataFrame:
+    """Each setpoint's median at the same hour of day over the last week of ``history``, for the times ``idx``."""
+    week = history[history.index > history.index[-1] - pd.Timedelta("7D")]
+    by_hour = week[list(SETPOINTS)].groupby(pd.DatetimeIndex(week.index).hour).median()
+    out = by_hour.reindex(idx.hour).set_axis(idx)
+    return out.fillna(week[list(SETPOINTS)].median())
+
+
+def _draw(p10: F64, p50: F64, p90: F64, z: F64) -> F64:
+    """Values at standard-normal scores ``z`` of a two-piece normal through the P10, P50 and P90."""
+    return p50 + np.where(z > 0, (p90 - p50), (p50 - p10)) * z / Z90
+
+
+@dataclass
+class FacilityForecaster:
+    """Workload forecaster and plant model fitted on one plant frame (:func:`analytics.plant_model.plant_frame`)."""
+
+    load: LoadForecaster
+    plant: PlantModel
+    samples: int = 400
+    fitted_on: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    # Calibration on a validation window inside the training data: median error (added to the P50) and the
+    # split-conformal widening of the P10-P90 band, per target.
+    bias: dict[str, float] = field(default_factory=dict)
+    widen: dict[str, float] = field(default_factory=dict)
+    # Persistence anchoring: the plant model's error over the last hour carries into the forecast, decaying by this
+    # factor per hour of lead (0: none), chosen on the same validation window.
+    anchor_rho: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, history: pd.DataFrame, *, max_iter: int = 100, calibrate: bool = True) -> FacilityForecaster:
+        """Fit on telemetry up to its last row (5-min plant frame); needs a week or more (two to calibrate)."""
+        if history.index[-1] - history.index[0] < pd.Timedelta("7D"):
+            raise DataError("forecast: need at least 7 days of telemetry to fit the workload and plant models")
+        fc = cls._fit_models(history, max_iter)
+        if calibrate and history.index[-1] - history.index[0] >= VALIDATION + pd.Timedelta("7D"):
+            fc.bias, fc.widen, fc.anchor_rho = _calibrate(history, max_iter)
+        return fc
+
+    @classmethod
+    def _fit_models(cls, history: pd.DataFrame, max_iter: int) -> FacilityForecaster:
+        util = history["gpu_util_pct"].resample(HOUR).mean()
+        horizons = [f"{h}h" for h in LOAD_HORIZONS_H]
+        load = LoadForecaster.fit(util, horizons, HOUR, name="gpu_util_pct", max_iter=max_iter)
+        plant = PlantModel.fit(history, max_iter=max_iter * 2)
+        return cls(load, plant, fitted_on=(pd.Timestamp(history.index[0]), pd.Timestamp(history.index[-1])))
+
+    def predict(
+        self, history: pd.DataFrame, weather: WeatherForecast | None = None, *, hours: int = 48, seed: int = 0
+    ) -> pd.DataFrame:
+        """Hourly P10/P50/P90 of GPU utilisation, facility power, IT power and PUE for ``hours`` after the history."""
+        origin = pd.Timestamp(history.index[-1]).floor(HOUR)
+        idx = pd.date_range(origin + HOUR, periods=hours, freq=HOUR)
+        wf = weather if weather is not None else repeat_last_day(history, origin, hours)
+        w = wf.frame.reindex(idx)
+        if w.isna().any().any():
+            raise DataError(f"forecast: weather forecast ({wf.source}) does not cover {idx[0]} .. {idx[-1]}")
+        util_q = self._util_quantiles(history, idx, origin)
+        sp = expected_setpoints(history, idx)
+        rng = np.random.default_rng(seed)
+        n, s = hours, self.samples
+        z_u, z_w = rng.standard_normal((s, n)), rng.standard_normal((s, n))
+        uq = [util_q[c].to_numpy(dtype=np.float64) for c in ("p10", "p50", "p90")]
+        cand = pd.DataFrame(
+            {
+                "gpu_util_pct": np.clip(_draw(uq[0], uq[1], uq[2], z_u), 0, 100).reshape(-1),
+                "drybulb_c": (w["drybulb_c"].to_numpy() + z_w * w["drybulb_sd"].to_numpy()).reshape(-1),
+                "wetbulb_c": (w["wetbulb_c"].to_numpy() + z_w * w["wetbulb_sd"].to_numpy()).reshape(-1),
+                **{c: np.tile(sp[c].to_numpy(), s) for c in SETPOINTS},
+            }
+        )[list(FEATURES)]
+        pred = self.plant.predict(cand)
+        out = pd.DataFrame(index=idx)
+        out.index.name = "ts"
+        for c in ("p10", "p50", "p90"):
+            out[f"gpu_util_pct_{c}"] = util_q[c].to_numpy()
+        z_r = rng.standard_normal((s, n))  # one plant residual score per sample, shared by the targets
+        r0 = origin_residual(self.plant, history)
+        lead = np.arange(1, n + 1, dtype=np.float64)
+        for t in TARGETS:
+            lo, hi = self.plant.offsets[t]
+            p50 = pred[f"{t}_p50"].to_numpy().reshape(s, n)
+            v = p50 + np.where(z_r > 0, max(hi, 0.0), -min(lo, 0.0)) * z_r / Z90
+            anchor = r0[t] * self.anchor_rho.get(t, 0.0) ** lead
+            q = np.quantile(v, [0.1, 0.5, 0.9], axis=0) + anchor + self.bias.get(t, 0.0)
+            wd = self.widen.get(t, 0.0)
+            out[f"{t}_p10"], out[f"{t}_p50"], out[f"{t}_p90"] = (
+                np.minimum(q[0] - wd, q[1]),
+                q[1],
+                np.maximum(q[2] + wd, q[1]),
+            )
+        for c in ("drybulb_c", "wetbulb_c"):
+            out[c] = w[c].to_numpy()
+        for c in SETPOINTS:
+            out[c] = sp[c].to_numpy()
+        return out
+
+    def _util_quantiles(self, history: pd.DataFrame, idx: pd.DatetimeIndex, origin: pd.Timestamp) -> pd.DataFrame:
+        util = history["gpu_util_pct"].resample(HOUR).mean()
+        util = util[util.index <= origin]
+        anchors = self.load.predict(util)
+        lead = np.asarray((idx - origin) / HOUR, dtype=np.float64)
+        at = np.array([float(pd.Timedelta(h) / HOUR) for h in anchors["horizon"]])
+        return pd.DataFrame(
+            {c: np.interp(lead, at, anchors[c].to_numpy(dtype=np.float64)) for c in ("p10", "p50", "p90")}, index=idx
+        )
+
+
+def hourly_truth(data: pd.DataFrame) -> pd.DataFrame:
+    """Hourly means labelled by the hour's end (what a forecast for that time means); PUE as the energy ratio."""
+    h = data[["facility_power_kw", "it_power_kw", "drybulb_c", "wetbulb_c"]].resample(HOUR, label="right").mean()
+    h["pue"] = h["facility_power_kw"] / h["it_power_kw"]
+    return h
+
+
+def origin_residual(plant: PlantModel, history: pd.DataFrame) -> dict[str, float]:
+    """Mean error of the plant model's P50 over the last hour of telemetry, per target (what it is missing now)."""
+    last = history[history.index > history.index[-1] - HOUR]
+    pred = plant.predict(last[list(FEATURES)])
+    return {t: float(np.mean(last[t].to_numpy() - pred[f"{t}_p50"].to_numpy())) for t in TARGETS}
+
+
+def _calibrate(history: pd.DataFrame, max_iter: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Forecast from origins in the last :data:`VALIDATION` of ``history`` with models fitted before them.
+
+    Returns per target the median error (bias) and the widening that makes the P10-P90 band hold 80 % of those
+    errors (split-conformal, CQR). The weather there is the observed weather plus the forecast-error model.
+    """
+    end = pd.Timestamp(history.index[-1]).floor(HOUR)
+    first = end - VALIDATION
+    early = history[history.index <= first]
+    pre = FacilityForecaster._fit_models(early, max_iter)
+    truth = hourly_truth(history)
+    got: dict[str, list[F64]] = {t: [] for t in TARGETS}
+    for j, origin in enumerate(pd.date_range(first, end - pd.Timedelta("48h"), freq=VALIDATION_EVERY)):
+        hist = history[history.index <= origin]
+        fc = pre.predict(hist, weather_with_error(truth, origin, 48, seed=j), seed=j)
+        y = truth.reindex(fc.index)
+        r0 = origin_residual(pre.plant, hist)
+        lead = np.arange(1, len(fc) + 1, dtype=np.float64)
+        for t in TARGETS:
+            cols = [y[t].to_numpy(dtype=np.float64), *(fc[f"{t}_{q}"].to_numpy() for q in ("p10", "p50", "p90"))]
+            got[t].append(np.column_stack([*cols, np.full(len(fc), r0[t]), lead]))
+    bias, widen, rho = {}, {}, {}
+    for t in TARGETS:
+        a = np.concatenate(got[t])
+        a = a[np.isfinite(a).all(axis=1)]
+        if len(a) < 20:
+            continue
+        yv, p10, p50, p90, r, lead = a.T
+        rho[t] = min(ANCHOR_RHOS, key=lambda k: float(np.mean(np.abs(yv - p50 - r * k**lead))))
+        shift = r * rho[t] ** lead
+        p10, p50, p90 = p10 + shift, p50 + shift, p90 + shift
+        b = float(np.median(yv - p50))
+        scores = np.maximum(p10 + b - yv, yv - p90 - b)
+        bias[t] = b
+        widen[t] = float(np.quantile(scores, min(1.0, 0.8 * (1 + 1 / len(scores)))))
+    return bias, widen, rho
+
+
+def format_forecast(fc: pd.DataFrame, every_h: int = 3) -> str:
+    """Fixed-width table of the forecast, one row per ``every_h`` hours."""
+    lines = [
+        f"{'time (UTC)':<17} {'GPU util %':>16} {'facility kW P10/P50/P90':>26} {'IT kW P50':>10} "
+        f"{'PUE P10/P50/P90':>20} {'drybulb':>8}"
+    ]
+    for ts, (_, r) in zip(fc.index[every_h - 1 :: every_h], fc.iloc[every_h - 1 :: every_h].iterrows(), strict=True):
+        lines.append(
+            f"{ts.strftime('%Y-%m-%d %H:%M'):<17} "
+            f"{r['gpu_util_pct_p10']:>5.1f}/{r['gpu_util_pct_p50']:>4.1f}/{r['gpu_util_pct_p90']:>5.1f} "
+            f"{r['facility_power_kw_p10']:>8.0f}/{r['facility_power_kw_p50']:>7.0f}/{r['facility_power_kw_p90']:>8.0f} "
+            f"{r['it_power_kw_p50']:>10.0f} "
+            f"{r['pue_p10']:>6.3f}/{r['pue_p50']:>6.3f}/{r['pue_p90']:>6.3f} {r['drybulb_c']:>8.1f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""PUE / facility-power forecast: Open-Meteo files, weather error model, expected setpoints, the end-to-end chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aidc.cli import main
+from aidc.errors import DataError
+from analytics.pue_forecast import (
+    expected_setpoints,
+    read_open_meteo,
+    weather_error_sd,
+    weather_with_error,
+)
+
+T0 = pd.Timestamp("2026-07-01T00:00Z")
+
+
+def _json_file(tmp_path: Path, hourly: dict[str, object]) -> Path:
+    """An Open-Meteo API reply with the given hourly block."""
+    f = tmp_path / "om.json"
+    f.write_text(json.dumps({"latitude": 39.0, "longitude": -77.5, "hourly": hourly}), encoding="utf-8")
+    return f
+
+
+def test_open_meteo_json_with_humidity_gives_wet_bulb(tmp_path: Path) -> None:
+    """The API's JSON reply (time, temperature_2m, relative_humidity_2m) gives hourly dry and wet bulb in UTC."""
+    f = _json_file(
+        tmp_path,
+        {"time": ["2026-07-01T00:00", "2026-07-01T01:00"], "temperature_2m": [30.0, 20.0],
+         "relative_humidity_2m": [100.0, 50.0]},
+    )  # fmt: skip
+    wf = read_open_meteo(f)
+    assert list(wf.frame.index) == [T0, T0 + pd.Timedelta("1h")]
+    assert wf.frame["wetbulb_c"].iloc[0] == pytest.approx(30.0, abs=0.05)  # saturated: wet bulb = dry bulb
+    assert 13.0 < wf.frame["wetbulb_c"].iloc[1] < 15.0  # 20 °C at 50 % RH: about 13.7 °C
+    assert wf.frame["drybulb_sd"].iloc[1] > wf.frame["drybulb_sd"].iloc[0]
+
+
+def test_open_meteo_csv_download(tmp_path: Path) -> None:
+    """The CSV download (location block, then a 'time,...' table with units in the header) is read too."""
+    f = tmp_path / "om.csv"
+    f.write_text(
+        "latitude,longitude,elevation,utc_offset_seconds,timezone,timezone_abbreviation\n"
+        "39.0,-77.5,100.0,0,GMT,GMT\n\n"
+        "time,temperature_2m (°C),wet_bulb_temperature_2m (°C)\n"
+        "2026-07-01T00:00,25.5,20.1\n2026-07-01T01:00,24.0,19.5\n",
+        encoding="utf-8",
+    )
+    wf = read_open_meteo(f)
+    assert wf.frame["drybulb_c"].tolist() == [25.5, 24.0]
+    assert wf.frame["wetbulb_c"].tolist() == [20.1, 19.5]
+
+
+@pytest.mark.parametrize(
+    ("hourly", "message"),
+    [
+        ({"time": ["2026-07-01T00:00"], "relative_humidity_2m": [50]}, "needs 'time' and 'temperature_2m'"),
+        ({"time": ["2026-07-01T00:00"], "temperature_2m": [20]}, "needs 'wet_bulb_temperature_2m' or"),
+        ({"time": ["soon"], "temperature_2m": [20], "wet_bulb_temperature_2m": [15]}, "field 'time': 'soon'"),
+        ({"time": ["2026-07-01T00:00"], "temperature_2m": ["hot"], "wet_bulb_temperature_2m": [15]},
+         "field 'temperature_2m': 'hot'"),
+    ],
+)  # fmt: skip
+def test_bad_open_meteo_file_names_file_and_field(tmp_path: Path, hourly: dict[str, object], message: str) -> None:
+    """A malformed forecast file is one DataError naming the file and the field at fault."""
+    f = _json_file(tmp_path, hourly)
+    with pytest.raises(DataError, match=message) as info:
+        read_open_meteo(f)
+    assert str(info.value).startswith(str(f))
+
+
+def test_weather_error_grows_with_lead() -> None:
+    """Forecast error spread grows with lead time, about 1 K at first and 2 K at two days; wet bulb errs less."""
+    dry, wet = weather_error_sd(np.array([0.0, 48.0]))
+    assert 0.8 < dry[0] < 1.2
+    assert 1.8 < dry[1] < 2.3
+    assert (wet < dry).all()
+
+
+def test_simulated_forecast_error_matches_its_spread() -> None:
+    """The stand-in forecast's errors have the stated spread (checked over many origins), and no bias."""
+    idx = pd.date_range(T0, periods=24 * 400, freq="1h")
+    truth = pd.DataFrame({"drybulb_c": 20.0, "wetbulb_c": 15.0}, index=idx)
+    errs = np.array(
+        [weather_with_error(truth, idx[24 * k], 48, seed=k).frame["drybulb_c"].to_numpy() - 20.0 for k in range(300)]
+    )
+    sd = weather_error_sd(np.arange(1, 49, dtype=float))[0]
+    assert abs(errs.mean()) < 0.15
+    assert np.std(errs[:, 47]) == pytest.approx(sd[47], rel=0.2)
+
+
+def test_expected_setpoints_follow_the_hour_of_day() -> None:
+    """The expected setpoint is the last week's median at the same hour of day."""
+    idx = pd.date_range(T0, periods=12 * 24 * 10, freq="5min")
+    hist = pd.DataFrame(
+        {"tcs_supply_sp_c": np.where(idx.hour < 12, 30.0, 34.0), "tcs_dp_sp_kpa": 150.0, "fws_supply_sp_c": 24.0},
+        index=idx,
+    )
+    future = pd.date_range(idx[-1] + pd.Timedelta("1h"), periods=24, freq="1h")
+    sp = expected_setpoints(hist, future)
+    assert (sp.loc[future.hour < 12, "tcs_supply_sp_c"] == 30.0).all()
+    assert (sp.loc[future.hour >= 12, "tcs_supply_sp_c"] == 34.0).all()
+
+
+def test_forecast_cli_bad_horizon_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aidc forecast --horizon 72h` exits 2 with one line naming the option and the value."""
+    assert main(["forecast", "--config", str(tmp_path / "site.toml"), "--horizon", "72h"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--horizon 72h" in err
+
+
+def test_forecast_cli_end_to_end_from_the_historian(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aidc forecast` on 8 days of simulated telemetry prints 24 hourly rows with ordered, plausible quantiles."""
+    from aidc.config import load_site
+    from aidc.sitegen import SiteTemplate, render_site
+    from historian import open_historian
+    from simulators.telemetry import ExplorationSchedule, generate
+
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=2, start="2026-07-01T00:00:00Z", data_dir="var")))
+    site = load_site(path)
+    telemetry = generate(site, duration_s=8 * 86400, schedule=ExplorationSchedule(seed=3))
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        for batch in telemetry.batches():
+            hist.write(batch)
+        hist.flush()
+    argv = ["forecast", "--config", str(path), "--to", "2026-07-09T00:00Z", "--days", "8", "--horizon", "24h", "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 24
+    for r in rows:
+        for t in ("pue", "facility_power_kw", "it_power_kw"):
+            assert r[f"{t}_p10"] <= r[f"{t}_p50"] <= r[f"{t}_p90"], (t, r)
+        assert 1.03 < r["pue_p50"] < 1.6
+        assert 0.0 <= r["gpu_util_pct_p50"] <= 100.0
