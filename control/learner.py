@@ -1,0 +1,174 @@
+"""The aidc controller core: learns the plant from its own telemetry and picks the cheapest safe setpoints.
+
+States: **commissioning** (no model yet: safe exploration, bounded random steps around the current setpoints,
+backing off when GPUs run warm), **deciding** (score a grid of rate-limited candidates with the online plant model in
+one vectorised call and take the lowest predicted total facility power whose pessimistic hottest GPU keeps the
+margin), **learning** (the model is not trusted where the plant now operates, e.g. a summer-trained model in
+winter: explore within bounds as in commissioning until retraining covers it). Every snapshot becomes a training
+row (the setpoints in force during the last interval and what they produced); the model is refitted every
+``retrain_h`` hours on the last ``train_window_days`` of rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from aidc.errors import DataError
+from analytics.plant_model import OnlinePlantModel
+from control.policy import Limits, dew_point_c
+from control.types import Decision, Setpoints, Snapshot
+
+NS_H = 3_600_000_000_000
+_OFFS_T = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+_OFFS_F = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+_OFFS_D = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
+
+
+class LearningController:
+    """Supervisory core of aidc; see the module docstring."""
+
+    name = "aidc"
+
+    def __init__(self, limits: Limits, *, seed: int = 0) -> None:
+        self.lim = limits
+        self.cfg = limits.cfg
+        self.rng = np.random.default_rng(seed)
+        maxlen = int(self.cfg.train_window_days * 86400 / self.cfg.interval_s) + 1
+        self.rows: deque[tuple[int, np.ndarray, float, float]] = deque(maxlen=maxlen)
+        self.model: OnlinePlantModel | None = None
+        self.first_ns: int | None = None
+        self.last_fit_ns: int | None = None
+        self.explore_target: np.ndarray | None = None
+        self.explore_until_ns = 0
+        self.state = "commissioning"
+        self.fit_error = ""
+        self.last: Decision | None = None
+
+    # --- data --------------------------------------------------------------------------------------------
+
+    def _features(self, snap: Snapshot, sp: Setpoints) -> np.ndarray:
+        return np.array([
+            float(np.nanmean(snap.gpu_util_pct)), snap.drybulb_c, snap.wetbulb_c,
+            float(sp.tcs_c.mean()), float(sp.dp_kpa.mean()), float(sp.fws_c),
+        ])
+
+    def observe(self, snap: Snapshot) -> None:
+        """Keep the snapshot as a training row: the setpoints in force and what they produced."""
+        if not snap.finite or not math.isfinite(snap.facility_kw):
+            return
+        margin = float(np.max(snap.gpu_max_c - self.lim.gpu_limit_c))
+        self.rows.append((snap.t_ns, self._features(snap, snap.current), snap.facility_kw, margin))
+
+    def retrain(self, now_ns: int) -> None:
+        """Refit the online model on the rows kept."""
+        if len(self.rows) < 200:
+            return
+        x = np.stack([r[1] for r in self.rows])
+        y = {"facility_power_kw": np.array([r[2] for r in self.rows]),
+             "gpu_margin_c": np.array([r[3] for r in self.rows])}
+        from aidc.clock import format_ns
+
+        try:
+            self.model = OnlinePlantModel.fit(
+                x, y, window=(format_ns(self.rows[0][0]), format_ns(self.rows[-1][0])), seed=len(self.rows)
+            )
+            self.fit_error = ""
+        except (DataError, np.linalg.LinAlgError) as exc:
+            self.fit_error = str(exc)
+        self.last_fit_ns = now_ns
+
+    # --- deciding ----------------------------------------------------------------------------------------
+
+    def _dew(self, snap: Snapshot) -> float:
+        return dew_point_c(snap.drybulb_c, snap.wetbulb_c) + 0.3
+
+    def _explore(self, snap: Snapshot) -> Decision:
+        """Bounded random walk around the current setpoints; colder and more flow when GPUs run warm."""
+        lim, cfg, cur = self.lim, self.cfg, snap.current
+        n = len(snap.cdu_names)
+        headroom = float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c))
+        t, d, f = float(cur.tcs_c.mean()), float(cur.dp_kpa.mean()), float(cur.fws_c)
+        if headroom < 2.0:
+            t, d, f = t - cfg.max_step_tcs_k, d + cfg.max_step_dp_kpa, f - cfg.max_step_fws_k
+            self.explore_target = None
+        else:
+            if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
+                lo = np.array([lim.tcs_lo, lim.dp_lo, lim.fws_lo])
+                hi = np.array([lim.tcs_hi, lim.dp_hi, lim.fws_hi])
+                self.explore_target = self.rng.uniform(lo, hi)
+                self.explore_until_ns = snap.t_ns + int(self.rng.uniform(1.0, 3.0) * NS_H)
+            tt, dd, ff = self.explore_target
+            # Warmer only while there is room: the step toward the target shrinks with the headroom.
+            scale = min(1.0, (headroom - 2.0) / 4.0)
+            t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))
+            d += float(np.clip(dd - d, -cfg.max_step_dp_kpa * scale, cfg.max_step_dp_kpa))
+            f += float(np.clip(ff - f, -cfg.max_step_fws_k, cfg.max_step_fws_k * scale))
+        sp = lim.clip(Setpoints(np.full(n, t), np.full(n, d), f), self._dew(snap))
+        sp = lim.rate_limit(sp, cur)
+        return Decision(sp, state=self.state, hold_reason="exploring: " + ("warm GPUs" if headroom < 2 else "random step"))
+
+    def _candidates(self, snap: Snapshot) -> tuple[np.ndarray, list[Setpoints]]:
+        lim, cfg, cur = self.lim, self.cfg, snap.current
+        t0, d0, f0 = float(cur.tcs_c.mean()), float(cur.dp_kpa.mean()), float(cur.fws_c)
+        tt, ff, dd = np.meshgrid(_OFFS_T * cfg.max_step_tcs_k / 2, _OFFS_F * cfg.max_step_fws_k / 2,
+                                 _OFFS_D * cfg.max_step_dp_kpa, indexing="ij")
+        f = np.clip(f0 + ff.ravel(), lim.fws_lo, lim.fws_hi)
+        lo_t = np.maximum(np.maximum(lim.tcs_lo, f + cfg.cdu_approach_k), self._dew(snap) + cfg.dew_margin_k)
+        t = np.clip(t0 + tt.ravel(), np.minimum(lo_t, lim.tcs_hi), lim.tcs_hi)
+        d = np.clip(d0 + dd.ravel(), lim.dp_lo, lim.dp_hi)
+        util = float(np.nanmean(snap.gpu_util_pct))
+        x = np.stack([np.full_like(t, util), np.full_like(t, snap.drybulb_c), np.full_like(t, snap.wetbulb_c),
+                      t, d, f], axis=1)
+        return x, []
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """One decision; see the module docstring."""
+        self.observe(snap)
+        if self.first_ns is None:
+            self.first_ns = snap.t_ns
+        commissioning_done = (snap.t_ns - self.first_ns) >= self.cfg.commissioning_days * 86400e9
+        due = self.last_fit_ns is None or (snap.t_ns - self.last_fit_ns) >= self.cfg.retrain_h * NS_H
+        if commissioning_done and (self.model is None or due or (self.state == "learning" and
+                                                                   snap.t_ns - (self.last_fit_ns or 0) >= 6 * NS_H)):
+            self.retrain(snap.t_ns)
+        if self.model is None or not commissioning_done:
+            self.state = "commissioning"
+            self.last = self._explore(snap)
+            return self.last
+        x, _ = self._candidates(snap)
+        pred = self.model.predict(x)
+        dist = self.model.distance(x)
+        p_mu, p_sd = pred["facility_power_kw"]
+        g_mu, g_sd = pred["gpu_margin_c"]
+        g_hi = g_mu + 2.0 * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K
+        cfg = self.cfg
+        trusted = (dist <= cfg.max_distance) & (p_sd <= cfg.max_spread_kw) & (g_sd <= cfg.max_spread_k)
+        safe = g_hi <= -cfg.gpu_margin_k
+        ok = trusted & safe
+        n = len(snap.cdu_names)
+        if not ok.any():
+            self.state = "learning"
+            self.last = self._explore(snap)
+            return self.last
+        score = np.where(ok, p_mu, np.inf)
+        j = int(np.argmin(score))
+        chosen = Setpoints(np.full(n, x[j, 3]), np.full(n, x[j, 4]), float(x[j, 5]))
+        chosen = self.lim.rate_limit(self.lim.clip(chosen, self._dew(snap)), snap.current)
+        binding = []
+        if x[j, 5] >= self.lim.fws_hi - 1e-6:
+            binding.append("fws at W-class/profile max")
+        if g_hi[j] > -cfg.gpu_margin_k - 0.5:
+            binding.append("gpu margin")
+        if x[j, 3] <= self._dew(snap) + cfg.dew_margin_k + 1e-6:
+            binding.append("dew point")
+        cur_idx = int(np.argmin(np.abs(x[:, 3:] - self._features(snap, snap.current)[3:]).sum(axis=1)))
+        self.state = "deciding"
+        self.last = Decision(
+            chosen, state="deciding", predicted_facility_kw=float(p_mu[j]),
+            predicted_saving_kw=float(p_mu[cur_idx] - p_mu[j]), binding=tuple(binding), candidates=len(x),
+        )
+        return self.last
