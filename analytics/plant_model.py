@@ -211,6 +211,27 @@ def _poly3(z: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+_KNOTS_K = (-4.0, 0.0, 4.0, 8.0, 12.0, 16.0)
+
+
+def _basis(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Cubic basis plus hinges in the lift (FWS supply − outdoor dry / wet bulb) and their products with load.
+
+    Free cooling and chiller power change slope where the facility water crosses the outdoor temperature plus the
+    heat-rejection approach; a hinge per knot lets a least-squares fit follow those kinks without knowing where the
+    plant's approach is.
+    """
+    z = (x - mean) / std
+    cols = [_poly3(z)]
+    u = z[:, 0]
+    for sink in (1, 2):
+        lift = x[:, 5] - x[:, sink]
+        for k in _KNOTS_K:
+            h = np.maximum(lift - k, 0.0) / 5.0
+            cols.append(np.stack([h, h * u, h * h], axis=1))
+    return np.concatenate(cols, axis=1)
+
+
 @dataclass
 class OnlinePlantModel:
     """A bootstrap ensemble of ridge regressions on a cubic basis, for scoring many candidate setpoints at once.
@@ -238,7 +259,7 @@ class OnlinePlantModel:
         if not np.isfinite(x).all():
             raise DataError("online plant model: training features contain NaN")
         mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-        basis = _poly3((x - mean) / std)
+        basis = _basis(x, mean, std)
         rng = np.random.default_rng(seed)
         n, m = basis.shape
         reg = alpha * n * np.eye(m)
@@ -278,7 +299,7 @@ class OnlinePlantModel:
 
     def predict(self, x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per target: (ensemble mean, ensemble spread) for each candidate row."""
-        basis = _poly3((x - self.mean) / self.std)
+        basis = _basis(x, self.mean, self.std)
         out = {}
         for t, c in self.coefs.items():
             p = basis @ c.T  # (n, members)

@@ -25,7 +25,7 @@ NS_H = 3_600_000_000_000
 _OFFS_T = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_F = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_D = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
-GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
+GUARD_BAND_K = 1.0  # extra GPU headroom on top of the model's pessimistic quantile
 
 
 class LearningController:
@@ -47,6 +47,7 @@ class LearningController:
         self.state = "commissioning"
         self.fit_error = ""
         self.last: Decision | None = None
+        self.approach_k = self.cfg.cdu_approach_k
 
     # --- data --------------------------------------------------------------------------------------------
 
@@ -61,7 +62,18 @@ class LearningController:
         if not snap.finite or not math.isfinite(snap.facility_kw):
             return
         margin = float(np.max(snap.gpu_max_c - self.lim.gpu_limit_c))
-        self.rows.append((snap.t_ns, self._features(snap, snap.current), snap.facility_kw, margin))
+        # Train on what the plant achieved (measured supply temperatures), not on what was asked: the loops lag
+        # their setpoints by minutes, and candidates are scored as steady states where achieved = setpoint.
+        achieved = Setpoints(snap.tcs_supply_c, snap.current.dp_kpa, snap.fws_supply_c)
+        x = self._features(snap, achieved)
+        if not np.isfinite(x).all():
+            return
+        self.rows.append((snap.t_ns, x, snap.facility_kw, margin))
+        # The CDU exchanger's approach where the TCS could not reach its setpoint: candidates keep clear of it.
+        sat = snap.tcs_supply_c > snap.current.tcs_c + 0.3
+        if sat.any():
+            seen = float(np.max(snap.tcs_supply_c[sat] - snap.fws_supply_c)) + 0.3
+            self.approach_k = max(self.approach_k * 0.999, seen)
 
     def retrain(self, now_ns: int) -> None:
         """Refit the online model on the rows kept."""
@@ -117,7 +129,7 @@ class LearningController:
         tt, ff, dd = np.meshgrid(_OFFS_T * cfg.max_step_tcs_k / 2, _OFFS_F * cfg.max_step_fws_k / 2,
                                  _OFFS_D * cfg.max_step_dp_kpa, indexing="ij")
         f = np.clip(f0 + ff.ravel(), lim.fws_lo, lim.fws_hi)
-        lo_t = np.maximum(np.maximum(lim.tcs_lo, f + cfg.cdu_approach_k), self._dew(snap) + cfg.dew_margin_k)
+        lo_t = np.maximum(np.maximum(lim.tcs_lo, f + max(cfg.cdu_approach_k, self.approach_k)), self._dew(snap) + cfg.dew_margin_k)
         t = np.clip(t0 + tt.ravel(), np.minimum(lo_t, lim.tcs_hi), lim.tcs_hi)
         d = np.clip(d0 + dd.ravel(), lim.dp_lo, lim.dp_hi)
         util = float(np.nanmean(snap.gpu_util_pct))
