@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "aidc.commands.query",
     "collectors.cli",
     "analytics.cli",
+    "control.cli",
 )
 
 
