@@ -60,15 +60,14 @@ def _default_carbon(weather: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the table or JSON."""
-    from control.evaluate import evaluate_all, load_carbon  # imports the simulators: only for this command
-    from simulators.weather import load_weather
+    from control.evaluate import evaluate_all, load_carbon, site_weather  # the simulators: only for this command
 
     site = load_site(args.config)
     if args.days < 1 or args.stride < 1:
         raise ConfigError(f"--days {args.days} / --stride {args.stride}: both must be at least 1")
     limits = site_limits(site)
     spec = str(Path(args.weather).resolve()) if args.weather else site.config.site.weather
-    weather = load_weather(spec, site.path.parent if site.path else None, site.config.site.elevation_m)
+    weather = site_weather(site, spec)
     carbon = load_carbon(args.carbon or _default_carbon(spec))
     names = [n.strip() for n in args.controllers.split(",") if n.strip()]
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ from control.policy import Limits, dew_point_c
 from control.snapshot import Readings, SnapshotBuilder
 from control.types import Controller, Decision, Setpoints, Snapshot
 from simulators.facility import Facility
-from simulators.weather import Weather
+from simulators.weather import Weather, load_weather
 
 DAY_NS = 86_400_000_000_000
 
@@ -69,6 +69,11 @@ def load_carbon(spec: str) -> Carbon:
         raise DataError(f"{path}: avg_CI has no usable hourly values")
     ci = pd.Series(ci).interpolate(limit_direction="both").to_numpy()
     return Carbon(float(np.nanmean(ci)), ci, f"{path.name} hourly avg_CI")
+
+
+def site_weather(site: Site, spec: str) -> Weather:
+    """The weather ``spec`` names (``builtin:<name>`` or a path; relative paths against the site file's folder)."""
+    return load_weather(spec, site.path.parent if site.path else None, site.config.site.elevation_m)
 
 
 @dataclass

@@ -9,11 +9,13 @@ constraint layer and the independent hard-limit check before every write.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import psychrolib as psy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aidc.config import CduConfig, DeviceRef, Site
@@ -22,6 +24,8 @@ from aidc.roles import Role
 from control.types import Arr, Setpoints
 
 # Junction temperature at which each accelerator caps its power (vendor data sheets); a site can override per model.
+psy.SetUnitSystem(psy.SI)
+
 THROTTLE_LIMITS_C: dict[str, float] = {
     "GB200": 87.0,
     "GB300": 87.0,
@@ -101,16 +105,19 @@ def control_config(site: Site) -> ControlConfig:
 
 
 def dew_point_c(drybulb_c: float, wetbulb_c: float, pressure_pa: float = 101325.0) -> float:
-    """Dew point from dry and wet bulb (psychrometer equation, Magnus saturation pressure over water)."""
+    """Dew point from outdoor dry and wet bulb (ASHRAE psychrometrics via psychrolib); −40 °C for very dry air."""
+    if not (math.isfinite(drybulb_c) and math.isfinite(wetbulb_c)):
+        return math.nan
+    # psychrolib iterates; weather moves slowly, so a cache on 0.01 K steps serves the per-minute checks.
+    return _dew_point(round(drybulb_c, 2), round(min(wetbulb_c, drybulb_c), 2), round(pressure_pa, -1))
 
-    def es(t: float) -> float:
-        return 610.94 * math.exp(17.625 * t / (t + 243.04))
 
-    e = es(wetbulb_c) - 6.6e-4 * (1 + 0.00115 * wetbulb_c) * pressure_pa * (drybulb_c - wetbulb_c)
-    if not e > 0:
+@functools.lru_cache(maxsize=65536)
+def _dew_point(drybulb_c: float, wetbulb_c: float, pressure_pa: float) -> float:
+    try:
+        return float(psy.GetTDewPointFromTWetBulb(drybulb_c, wetbulb_c, pressure_pa))
+    except ValueError:
         return -40.0
-    g = math.log(e / 610.94)
-    return 243.04 * g / (17.625 - g)
 
 
 @dataclass(frozen=True)
