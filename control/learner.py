@@ -25,6 +25,7 @@ NS_H = 3_600_000_000_000
 _OFFS_T = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_F = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_D = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+EXPLORE_BACKOFF_K = 3.0  # exploration turns back toward colder water within this of limit − margin
 GUARD_BAND_K = 1.0  # extra GPU headroom on top of the model's pessimistic quantile
 
 
@@ -104,7 +105,7 @@ class LearningController:
         n = len(snap.cdu_names)
         headroom = float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c))
         t, d, f = float(cur.tcs_c.mean()), float(cur.dp_kpa.mean()), float(cur.fws_c)
-        if headroom < 2.0:
+        if headroom < EXPLORE_BACKOFF_K:
             t, d, f = t - cfg.max_step_tcs_k, d + cfg.max_step_dp_kpa, f - cfg.max_step_fws_k
             self.explore_target = None
         else:
@@ -115,13 +116,13 @@ class LearningController:
                 self.explore_until_ns = snap.t_ns + int(self.rng.uniform(1.0, 3.0) * NS_H)
             tt, dd, ff = self.explore_target
             # Warmer only while there is room: the step toward the target shrinks with the headroom.
-            scale = min(1.0, (headroom - 2.0) / 4.0)
+            scale = min(1.0, (headroom - EXPLORE_BACKOFF_K) / 4.0)
             t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))
             d += float(np.clip(dd - d, -cfg.max_step_dp_kpa * scale, cfg.max_step_dp_kpa))
             f += float(np.clip(ff - f, -cfg.max_step_fws_k, cfg.max_step_fws_k * scale))
         sp = lim.clip(Setpoints(np.full(n, t), np.full(n, d), f), self._dew(snap))
         sp = lim.rate_limit(sp, cur)
-        return Decision(sp, state=self.state, hold_reason="exploring: " + ("warm GPUs" if headroom < 2 else "random step"))
+        return Decision(sp, state=self.state, hold_reason="exploring: " + ("warm GPUs" if headroom < EXPLORE_BACKOFF_K else "random step"))
 
     def _candidates(self, snap: Snapshot) -> tuple[np.ndarray, list[Setpoints]]:
         lim, cfg, cur = self.lim, self.cfg, snap.current
