@@ -193,7 +193,7 @@ ONLINE_FEATURES: tuple[str, ...] = ("gpu_util_pct", "drybulb_c", "wetbulb_c", "t
                                     "fws_supply_sp_c")
 ONLINE_TARGETS: tuple[str, ...] = ("facility_power_kw", "gpu_margin_c")
 # Feature scales for the distance to the training data: one unit is what the controller treats as "near".
-DISTANCE_SCALE = np.array([8.0, 3.0, 3.0, 2.0, 25.0, 2.0])
+DISTANCE_SCALE = np.array([10.0, 4.0, 4.0, 2.0, 25.0, 2.0])
 
 
 def _poly3(z: np.ndarray) -> np.ndarray:

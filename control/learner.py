@@ -26,7 +26,8 @@ _OFFS_T = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_F = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_D = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
 EXPLORE_BACKOFF_K = 3.0  # exploration turns back toward colder water within this of limit − margin
-GUARD_BAND_K = 1.0  # extra GPU headroom on top of the model's pessimistic quantile
+SPREAD_SIGMAS = 1.0  # ensemble standard deviations added to the predicted hottest GPU
+GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
 
 
 class LearningController:
@@ -99,8 +100,12 @@ class LearningController:
     def _dew(self, snap: Snapshot) -> float:
         return dew_point_c(snap.drybulb_c, snap.wetbulb_c) + 0.3
 
-    def _explore(self, snap: Snapshot) -> Decision:
-        """Bounded random walk around the current setpoints; colder and more flow when GPUs run warm."""
+    def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
+        """Bounded random walk around the current setpoints; colder and more flow when GPUs run warm.
+
+        ``local``: the model is not trusted where the plant now operates, so stay near the current setpoints (which
+        were chosen while it was) and dither by half a rate step, enough for the next retraining to learn from.
+        """
         lim, cfg, cur = self.lim, self.cfg, snap.current
         n = len(snap.cdu_names)
         headroom = float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c))
@@ -112,8 +117,12 @@ class LearningController:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
                 lo = np.array([lim.tcs_lo, lim.dp_lo, lim.fws_lo])
                 hi = np.array([lim.tcs_hi, lim.dp_hi, lim.fws_hi])
-                self.explore_target = self.rng.uniform(lo, hi)
-                self.explore_until_ns = snap.t_ns + int(self.rng.uniform(1.0, 3.0) * NS_H)
+                if local:
+                    step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
+                    lo = np.maximum(lo, np.array([t, d, f]) - step)
+                    hi = np.minimum(hi, np.array([t, d, f]) + step)
+                self.explore_target = self.rng.uniform(lo, np.maximum(lo, hi))
+                self.explore_until_ns = snap.t_ns + int(self.rng.uniform(0.5, 1.5 if local else 3.0) * NS_H)
             tt, dd, ff = self.explore_target
             # Warmer only while there is room: the step toward the target shrinks with the headroom.
             scale = min(1.0, (headroom - EXPLORE_BACKOFF_K) / 4.0)
@@ -146,7 +155,7 @@ class LearningController:
         commissioning_done = (snap.t_ns - self.first_ns) >= self.cfg.commissioning_days * 86400e9
         due = self.last_fit_ns is None or (snap.t_ns - self.last_fit_ns) >= self.cfg.retrain_h * NS_H
         if commissioning_done and (self.model is None or due or (self.state == "learning" and
-                                                                   snap.t_ns - (self.last_fit_ns or 0) >= 6 * NS_H)):
+                                                                   snap.t_ns - (self.last_fit_ns or 0) >= 3 * NS_H)):
             self.retrain(snap.t_ns)
         if self.model is None or not commissioning_done:
             self.state = "commissioning"
@@ -157,7 +166,7 @@ class LearningController:
         dist = self.model.distance(x)
         p_mu, p_sd = pred["facility_power_kw"]
         g_mu, g_sd = pred["gpu_margin_c"]
-        g_hi = g_mu + 2.0 * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K
+        g_hi = g_mu + SPREAD_SIGMAS * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K
         cfg = self.cfg
         trusted = (dist <= cfg.max_distance) & (p_sd <= cfg.max_spread_kw) & (g_sd <= cfg.max_spread_k)
         safe = g_hi <= -cfg.gpu_margin_k
@@ -165,7 +174,9 @@ class LearningController:
         n = len(snap.cdu_names)
         if not ok.any():
             self.state = "learning"
-            self.last = self._explore(snap)
+            if self.explore_target is not None and self.last is not None and self.last.state == "deciding":
+                self.explore_target = None  # start a fresh local dither from where deciding left off
+            self.last = self._explore(snap, local=True)
             return self.last
         score = np.where(ok, p_mu, np.inf)
         j = int(np.argmin(score))

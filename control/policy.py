@@ -88,7 +88,7 @@ class ControlConfig(_Strict):
     train_window_days: float = Field(60.0, gt=0)
     max_spread_kw: float = Field(60.0, gt=0)  # model spread (facility kW) above which a candidate is not trusted
     max_spread_k: float = Field(1.5, gt=0)  # model spread (GPU °C) above which a candidate is not trusted
-    max_distance: float = Field(1.0, gt=0)  # distance from training data (scaled units) beyond which: not trusted
+    max_distance: float = Field(1.5, gt=0)  # distance from training data (scaled units) beyond which: not trusted
     user: str = "aidc-supervisor"
     trim_respond: TrimRespondConfig = TrimRespondConfig()
 

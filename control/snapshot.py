@@ -103,10 +103,21 @@ class SnapshotBuilder:
 
     def devices(self) -> list[str]:
         """Every device whose points a snapshot reads."""
-        names = {s.device for lst in self.cdu_racks + self.cdu_util for s in lst}
-        names |= set(self.limits.cdu_names) | {self.limits.plant_device}
-        names |= {s.device for s in self.facility + self.cooling + self.it}
-        return sorted(names)
+        return sorted(self.needed())
+
+    def needed(self) -> dict[str, set[str]]:
+        """Device name -> the points a snapshot reads from it."""
+        out: dict[str, set[str]] = {}
+        for s in [x for lst in self.cdu_racks + self.cdu_util for x in lst] + self.facility + self.cooling + self.it:
+            out.setdefault(s.device, set()).add(s.point)
+        lim = self.limits
+        for i, name in enumerate(lim.cdu_names):
+            pts = {p for p in self.cdu_points[i].values() if p is not None}
+            out.setdefault(name, set()).update(pts | {lim.tcs_point, lim.dp_point})
+        out.setdefault(lim.plant_device, set()).update(
+            {p for p in self.plant.values() if p is not None} | {lim.fws_point}
+        )
+        return out
 
     def _sum_kw(self, r: Readings, srcs: list[_Src]) -> float:
         if not srcs:

@@ -152,6 +152,11 @@ class Supervisor:
         return [dict(device=o.device, point=o.point, value=o.value, until_ns=o.until_ns, user=o.user)
                 for o in self._overrides.values()]
 
+    @property
+    def sink(self) -> LiveReader:
+        """The supervisor's input sink: add it to the collectors' output beside the live state for fast reads."""
+        return self.reader
+
     def status(self) -> dict[str, object]:
         """Mode, state, the last decision, model provenance and counters (JSON-able)."""
         model = self.core.model

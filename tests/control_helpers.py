@@ -11,8 +11,9 @@ import numpy as np
 from aidc.clock import SteppedClock, format_ns
 from aidc.config import Site, site_from_dict
 from aidc.live import LiveState
-from aidc.model import Batch, Quality, SeriesKey
+from aidc.model import Batch, Quality
 from collectors.writer import WriteResult
+from control.evaluate import feed_live as feed
 from simulators.facility import Facility
 from tests.sim_helpers import site_doc
 
@@ -23,28 +24,6 @@ def control_site(tmp_path: Path, racks: int = 8, **control: Any) -> Site:
     doc["control"] = {"commissioning_days": 1.0, **control}
     doc["simulation"]["start"] = "2026-07-01T00:00:00Z"
     return site_from_dict(doc, path=tmp_path / "site.toml")
-
-
-def feed(live: LiveState, site: Site, fac: Facility, *, skip: set[str] | None = None) -> None:
-    """Publish every point of every device as a collector would (arrays per GPU), at the facility's time."""
-    ids: list[str] = []
-    vals: list[float] = []
-    for dev in site.devices:
-        values = fac.device_values(dev.name)
-        for p in dev.profile.points:
-            v = values.get(p.sim or p.name)
-            if v is None or (skip and f"{dev.name}.{p.name}" in skip):
-                continue
-            if p.array:
-                for i, x in enumerate(np.asarray(v, dtype=np.float64)):
-                    ids.append(SeriesKey.of(dev.profile.measurement, p.name, {**dev.tags, p.array_tag: str(i)}).id)
-                    vals.append(float(x))
-            else:
-                ids.append(SeriesKey.of(dev.profile.measurement, p.name, dev.tags).id)
-                vals.append(float(v))  # type: ignore[arg-type]
-    n = len(ids)
-    live.update(Batch(np.array(ids, dtype=object), np.full(n, fac.t_ns, dtype=np.int64), np.array(vals),
-                      np.zeros(n, dtype=np.uint8)))
 
 
 def publish_value(live: LiveState, series_id: str, t_ns: int, value: float, quality: Quality = Quality.GOOD) -> None:

@@ -218,3 +218,23 @@ async def test_sigterm_reverts_every_controlled_setpoint(tmp_path: Path) -> None
         assert rig.fac.device_values(cdu)[lim.tcs_point] == pytest.approx(lim.safe.tcs_c[i])
         assert rig.fac.device_values(cdu)[lim.dp_point] == pytest.approx(lim.safe.dp_kpa[i])
     assert rig.fac.device_values(lim.plant_device)[lim.fws_point] == pytest.approx(lim.safe.fws_c)
+
+
+async def test_input_sink_and_live_state_give_the_same_snapshot(tmp_path: Path) -> None:
+    """The supervisor's own input sink reads the same values and ages as the live state it stands beside."""
+    rig = Rig(tmp_path)
+    slow = rig.sup.snapshot()
+    feed(rig.live, rig.site, rig.fac)
+    rig.sup.sink(next(iter([_batch_of(rig)])))
+    fast = rig.sup.snapshot()
+    assert rig.sup.reader.seen
+    np.testing.assert_allclose(fast.gpu_max_c, slow.gpu_max_c)
+    np.testing.assert_allclose(fast.current.tcs_c, slow.current.tcs_c)
+    assert fast.facility_kw == pytest.approx(slow.facility_kw)
+    assert fast.max_age_s == pytest.approx(slow.max_age_s)
+
+
+def _batch_of(rig: Rig) -> Batch:
+    got: list[Batch] = []
+    feed(got.append, rig.site, rig.fac)  # type: ignore[arg-type]
+    return got[0]
