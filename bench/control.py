@@ -99,7 +99,8 @@ def main() -> None:
         assert isinstance(ctl, dict)
         base = ctl["fixed"]["facility_kwh"]
         for name, k in ctl.items():
-            print(f"  {name:<13} facility {k['facility_kwh']:>12,.0f} kWh  saving {100 * (base - k['facility_kwh']) / base:+.2f} %"
+            saving = 100 * (base - k["facility_kwh"]) / base
+            print(f"  {name:<13} facility {k['facility_kwh']:>12,.0f} kWh  saving {saving:+.2f} %"
                   f"  violation {k['violation_minutes']:.0f} min  throttle {k['throttle_minutes']:.0f} min")
         print(f"evaluate-control --days {args.days} --stride {args.stride}, six controllers: "
               f"{out['evaluate_s']:.0f} s wall (goal ≤ 1200 s)")

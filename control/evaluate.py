@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -336,7 +337,8 @@ class OracleController:
 
     def _score(self, cands: Sequence[Setpoints]) -> np.ndarray:
         """Facility kW after one interval at each candidate, +inf where a constraint breaks."""
-        assert self.fac is not None and self.rack_lim is not None
+        assert self.fac is not None
+        assert self.rack_lim is not None
         lim, cfg = self.lim, self.lim.cfg
         out = np.empty(len(cands))
         dt = cfg.interval_s
@@ -349,7 +351,7 @@ class OracleController:
             plant.current = Setpoints(np.full_like(sp.tcs_c, np.nan), np.full_like(sp.dp_kpa, np.nan), math.nan)
             plant.apply(sp)
             # Settle: the FWS loop lags by minutes, so a warm candidate only shows its GPU temperatures later.
-            hottest, throttled = 0.0, 0
+            hottest, throttled = -math.inf, 0
             for _ in range(SETTLE_STEPS):
                 twin.step(dt)
                 over = np.maximum.reduceat(twin.gpu_temp_c, twin.rack_offsets) - self.rack_lim
@@ -439,14 +441,14 @@ def best_fixed(setup: EvalSetup) -> tuple[tuple[float, float, float], Kpis]:
 
 
 def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[str], *, days: int, stride: int,
-                 warmup_h: float, carbon: Carbon, year: int, progress: object = None) -> dict[str, object]:
+                 warmup_h: float, carbon: Carbon, year: int, progress: object = None) -> dict[str, Any]:
     """KPIs of every named controller on the same days, as the ``--json`` document."""
     from control.baselines import ExpertController, FixedController, TrimRespondController
     from control.learner import LearningController
 
     setup = EvalSetup(site, limits, weather, year, days, stride, 0, warmup_h, 60.0, carbon)
-    out: dict[str, dict[str, object]] = {}
-    extra: dict[str, object] = {}
+    out: dict[str, dict[str, Any]] = {}
+    extra: dict[str, Any] = {}
 
     def say(msg: str) -> None:
         if progress is not None:
@@ -486,7 +488,7 @@ def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[s
         else:
             raise DataError(f"--controllers: unknown controller {name!r} "
                             "(fixed, best_fixed, trim_respond, expert, aidc, oracle)")
-        out[name] = k.as_dict()  # type: ignore[assignment]
+        out[name] = k.as_dict()
         say(f"{name}: {time.perf_counter() - t0:.0f} s")
     minutes = Kpis()
     for d in setup.day_starts():

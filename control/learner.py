@@ -131,7 +131,8 @@ class LearningController:
             f += float(np.clip(ff - f, -cfg.max_step_fws_k, cfg.max_step_fws_k * scale))
         sp = lim.clip(Setpoints(np.full(n, t), np.full(n, d), f), self._dew(snap))
         sp = lim.rate_limit(sp, cur)
-        return Decision(sp, state=self.state, hold_reason="exploring: " + ("warm GPUs" if headroom < EXPLORE_BACKOFF_K else "random step"))
+        why = "warm GPUs" if headroom < EXPLORE_BACKOFF_K else "random step"
+        return Decision(sp, state=self.state, hold_reason=f"exploring: {why}")
 
     def _candidates(self, snap: Snapshot) -> tuple[np.ndarray, list[Setpoints]]:
         lim, cfg, cur = self.lim, self.cfg, snap.current
@@ -139,7 +140,8 @@ class LearningController:
         tt, ff, dd = np.meshgrid(_OFFS_T * cfg.max_step_tcs_k / 2, _OFFS_F * cfg.max_step_fws_k / 2,
                                  _OFFS_D * cfg.max_step_dp_kpa, indexing="ij")
         f = np.clip(f0 + ff.ravel(), lim.fws_lo, lim.fws_hi)
-        lo_t = np.maximum(np.maximum(lim.tcs_lo, f + max(cfg.cdu_approach_k, self.approach_k)), self._dew(snap) + cfg.dew_margin_k)
+        approach = max(cfg.cdu_approach_k, self.approach_k)
+        lo_t = np.maximum(np.maximum(lim.tcs_lo, f + approach), self._dew(snap) + cfg.dew_margin_k)
         t = np.clip(t0 + tt.ravel(), np.minimum(lo_t, lim.tcs_hi), lim.tcs_hi)
         d = np.clip(d0 + dd.ravel(), lim.dp_lo, lim.dp_hi)
         util = float(np.nanmean(snap.gpu_util_pct))

@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from aidc.config import CduConfig, DeviceRef, Site
 from aidc.roles import Role
 from control.policy import Limits
 from control.types import Setpoints, Snapshot
 
-PointValue = float | int | bool | Sequence[float] | None
+PointValue = float | int | bool | Sequence[float] | npt.NDArray[np.float64] | None
 # device name -> point name -> latest value (None where missing or not good)
 Readings = Mapping[str, Mapping[str, PointValue]]
 
@@ -32,7 +33,7 @@ def _point(dev: DeviceRef, role: Role) -> str | None:
 
 
 def _scalar(v: PointValue) -> float:
-    if v is None or isinstance(v, Sequence):
+    if v is None or isinstance(v, Sequence | np.ndarray):
         return math.nan
     return float(v)
 

@@ -104,6 +104,8 @@ class Supervisor:
         self.written: Setpoints | None = None  # what the supervisor last wrote
         self.heartbeat_value = 0
         self.controlled = [*self.lim.cdu_names, self.lim.plant_device]
+        self.decided = asyncio.Event()  # set after every decision (for watchers and tests)
+        self.cooled = asyncio.Event()  # set after every thermal-guard action
         self._hb_points = {d.name: d.profile.heartbeat.point for d in site.devices
                            if d.name in self.controlled and d.profile.heartbeat is not None}
 
@@ -118,7 +120,7 @@ class Supervisor:
         """Switch mode (audited); leaving auto reverts the controlled setpoints at the next tick."""
         if mode not in MODES:
             raise ConfigError(f"control mode {mode!r}: choose off, advisory or auto")
-        old, self._mode = self._mode, mode  # type: ignore[assignment]
+        old, self._mode = self._mode, mode
         self._audit({"kind": "mode", "user": user, "from": old, "to": mode})
         log.info("control mode %s -> %s by %s", old, mode, user)
         if old == "auto" and mode != "auto":
@@ -246,6 +248,7 @@ class Supervisor:
             rec["written"] = await self._write(sp, prev, "supervisor decision")
         self.counts["decisions"] += 1
         self._finish(rec, now)
+        self.decided.set()
         return rec
 
     def _finish(self, rec: dict[str, object], now: int) -> None:
@@ -297,6 +300,7 @@ class Supervisor:
         if self._mode == "auto":
             rec["written"] = await self._write(sp, self.written or snap.current, "thermal guard: " + alarms[0])
             self.counts["thermal_actions"] += 1
+            self.cooled.set()
         self._audit(rec)
         log.warning("thermal guard: %s", "; ".join(alarms))
         return list(alarms)

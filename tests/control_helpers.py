@@ -17,6 +17,8 @@ from control.evaluate import feed_live as feed
 from simulators.facility import Facility
 from tests.sim_helpers import site_doc
 
+__all__ = ["FacilityWriter", "control_site", "feed", "publish_value"]
+
 
 def control_site(tmp_path: Path, racks: int = 8, **control: Any) -> Site:
     """A small generated site (4 racks per CDU) with a ``[control]`` table."""
@@ -43,7 +45,8 @@ class FacilityWriter:
     async def write(self, actor: Any, device: str, point: str, value: float, why: str) -> WriteResult:
         """Write, read back and log one point."""
         p = self.devs[device].profile.point(point)
-        assert p.min is not None and p.max is not None
+        assert p.min is not None
+        assert p.max is not None
         new = min(p.max, max(p.min, value)) if math.isfinite(value) else value
         self.fac.write_point(device, point, new)
         rb = self.fac.device_values(device).get(p.sim or p.name)

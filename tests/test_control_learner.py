@@ -65,7 +65,9 @@ def test_commissioning_explores_and_keeps_the_margin(tmp_path: Path) -> None:
     ctl.decide = spy  # type: ignore[method-assign]
     run_day(setup, ctl, setup.year_start_ns + 181 * DAY_NS, None, warmup_h=0.0)
     a = np.array(seen)
-    assert np.ptp(a[:, 0]) > 4 and np.ptp(a[:, 1]) > 40 and np.ptp(a[:, 2]) > 4
+    assert np.ptp(a[:, 0]) > 4
+    assert np.ptp(a[:, 1]) > 40
+    assert np.ptp(a[:, 2]) > 4
     assert a[:, 3].max() <= 0.0
 
 
@@ -81,7 +83,8 @@ def test_online_model_spread_and_distance_grow_away_from_the_data() -> None:
     near = x[:5] + 0.01
     far = near.copy()
     far[:, 1] = -5.0  # winter
-    assert (m.distance(near) < 0.2).all() and (m.distance(far) > 1.0).all()
+    assert (m.distance(near) < 0.2).all()
+    assert (m.distance(far) > 1.0).all()
     mu, sd = m.predict(near)["facility_power_kw"]
     assert mu == pytest.approx(y["facility_power_kw"][:5], rel=0.01)
     assert (m.predict(far)["facility_power_kw"][1] > sd).all()
