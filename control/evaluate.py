@@ -369,7 +369,8 @@ class OracleController:
         n = len(snap.cdu_names)
         if self.sp is not None and self.last_ns is not None and (snap.t_ns - self.last_ns) / 1e9 < self.reopt_s - 1:
             hot = bool((snap.gpu_max_c > lim.gpu_ceiling_c - ORACLE_HEADROOM_K).any())
-            if not hot:
+            # Between re-optimisations, keep the choice only while the physics says it stays feasible.
+            if not hot and math.isfinite(self._score([self.sp])[0]):
                 return Decision(self.sp.copy(), state="holding")
         self.last_ns = snap.t_ns
         dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) + 0.3
@@ -446,6 +447,10 @@ def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[s
     from control.baselines import ExpertController, FixedController, TrimRespondController
     from control.learner import LearningController
 
+    known = ("fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle")
+    for name in names:
+        if name not in known:
+            raise DataError(f"--controllers: unknown controller {name!r} ({', '.join(known)})")
     setup = EvalSetup(site, limits, weather, year, days, stride, 0, warmup_h, 60.0, carbon)
     out: dict[str, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
@@ -485,9 +490,8 @@ def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[s
             osetup = EvalSetup(site, limits, weather, year, days, stride, 0, min(warmup_h, 3.0), 60.0, carbon)
             o.setup = osetup
             k = evaluate(osetup, o, o.bind)
-        else:
-            raise DataError(f"--controllers: unknown controller {name!r} "
-                            "(fixed, best_fixed, trim_respond, expert, aidc, oracle)")
+        else:  # pragma: no cover - names are checked above
+            raise AssertionError(name)
         out[name] = k.as_dict()
         say(f"{name}: {time.perf_counter() - t0:.0f} s")
     minutes = Kpis()

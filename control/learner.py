@@ -27,6 +27,8 @@ _OFFS_F = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_D = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
 EXPLORE_BACKOFF_K = 3.0  # exploration turns back toward colder water within this of limit − margin
 SPREAD_SIGMAS = 1.0  # ensemble standard deviations added to the predicted hottest GPU
+STEP_OUT_HEADROOM_K = 4.0  # measured GPU headroom that lets a candidate step past the training data
+OPTIMISM_SIGMAS = 1.0  # ensemble standard deviations subtracted from predicted facility power
 GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
 
 
@@ -171,6 +173,11 @@ class LearningController:
         g_hi = g_mu + SPREAD_SIGMAS * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K
         cfg = self.cfg
         trusted = (dist <= cfg.max_distance) & (p_sd <= cfg.max_spread_kw) & (g_sd <= cfg.max_spread_k)
+        # Measured headroom is evidence too: with the hottest GPU well below its ceiling, one rate-limited step past
+        # the data is safe by measurement (the thermal guard backs it), and it is how the model learns new ground.
+        measured = float(np.min(self.lim.gpu_ceiling_c - snap.gpu_max_c))
+        if measured >= STEP_OUT_HEADROOM_K:
+            trusted |= (dist <= 2.0 * cfg.max_distance) & (g_sd <= cfg.max_spread_k)
         safe = g_hi <= -cfg.gpu_margin_k
         ok = trusted & safe
         n = len(snap.cdu_names)
@@ -180,7 +187,10 @@ class LearningController:
                 self.explore_target = None  # start a fresh local dither from where deciding left off
             self.last = self._explore(snap, local=True)
             return self.last
-        score = np.where(ok, p_mu, np.inf)
+        # Optimistic on energy, pessimistic on temperature (safe exploration, as in SafeOpt): a lower confidence
+        # bound on facility power draws the plant toward setpoints the data has not yet ruled out, while the GPU
+        # constraint above uses the upper bound.
+        score = np.where(ok, p_mu - OPTIMISM_SIGMAS * p_sd, np.inf)
         j = int(np.argmin(score))
         chosen = Setpoints(np.full(n, x[j, 3]), np.full(n, x[j, 4]), float(x[j, 5]))
         chosen = self.lim.rate_limit(self.lim.clip(chosen, self._dew(snap)), snap.current)
