@@ -352,8 +352,9 @@ class OracleController:
             plant.apply(sp)
             # Settle: the FWS loop lags by minutes, so a warm candidate only shows its GPU temperatures later.
             hottest, throttled = -math.inf, 0
-            for _ in range(SETTLE_STEPS):
-                twin.step(dt)
+            sub = max(1, round(dt / self.setup.step_s))
+            for _ in range(SETTLE_STEPS * sub):
+                twin.step(dt / sub)  # the evaluation's own step, so transients are judged as they are counted
                 over = np.maximum.reduceat(twin.gpu_temp_c, twin.rack_offsets) - self.rack_lim
                 hottest = max(hottest, float(over.max()))
                 throttled += int(twin.rack_throttled.sum())
@@ -417,12 +418,12 @@ def best_fixed(setup: EvalSetup) -> tuple[tuple[float, float, float], Kpis]:
     from control.baselines import ConstantController
 
     lim = setup.limits
-    quick = EvalSetup(setup.site, lim, setup.weather, setup.year, setup.days, max(setup.stride, 1) * 2,
+    quick = EvalSetup(setup.site, lim, setup.weather, setup.year, setup.days, max(setup.stride, 1) * 3,
                       setup.first_day, 2.0, lim.cfg.interval_s, setup.carbon)
     tried: list[tuple[float, tuple[float, float, float]]] = []
     for fws in np.arange(max(lim.fws_lo, 14.0), lim.fws_hi + 0.01, 3.0):
-        for dtcs in (3.0, 6.0, 9.0):
-            for dp in (80.0, 120.0, 170.0, 220.0):
+        for dtcs in (3.0, 7.0):
+            for dp in (90.0, 150.0, 210.0):
                 tcs = min(fws + dtcs, lim.tcs_hi)
                 k = evaluate(quick, ConstantController(lim, tcs, dp, fws))
                 bad = k.violation_minutes + k.throttle_minutes + k.below_dew_minutes + k.above_class_minutes

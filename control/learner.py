@@ -28,7 +28,6 @@ _OFFS_D = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
 EXPLORE_BACKOFF_K = 3.0  # exploration turns back toward colder water within this of limit − margin
 SPREAD_SIGMAS = 1.0  # ensemble standard deviations added to the predicted hottest GPU
 STEP_OUT_HEADROOM_K = 4.0  # measured GPU headroom that lets a candidate step past the training data
-OPTIMISM_SIGMAS = 1.0  # ensemble standard deviations subtracted from predicted facility power
 GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
 
 
@@ -187,10 +186,7 @@ class LearningController:
                 self.explore_target = None  # start a fresh local dither from where deciding left off
             self.last = self._explore(snap, local=True)
             return self.last
-        # Optimistic on energy, pessimistic on temperature (safe exploration, as in SafeOpt): a lower confidence
-        # bound on facility power draws the plant toward setpoints the data has not yet ruled out, while the GPU
-        # constraint above uses the upper bound.
-        score = np.where(ok, p_mu - OPTIMISM_SIGMAS * p_sd, np.inf)
+        score = np.where(ok, p_mu, np.inf)
         j = int(np.argmin(score))
         chosen = Setpoints(np.full(n, x[j, 3]), np.full(n, x[j, 4]), float(x[j, 5]))
         chosen = self.lim.rate_limit(self.lim.clip(chosen, self._dew(snap)), snap.current)
