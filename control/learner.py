@@ -165,7 +165,11 @@ class LearningController:
             self.last = self._explore(snap)
             return self.last
         x, _ = self._candidates(snap)
-        pred = self.model.predict(x)
+        # One vectorised call scores every candidate plus the fixed baseline (the safe defaults), for the saving.
+        base = self._features(snap, self.lim.safe)[None, :]
+        pred = self.model.predict(np.vstack([x, base]))
+        base_kw = float(pred["facility_power_kw"][0][-1])
+        pred = {k: (mu[:-1], sd[:-1]) for k, (mu, sd) in pred.items()}
         dist = self.model.distance(x)
         p_mu, p_sd = pred["facility_power_kw"]
         g_mu, g_sd = pred["gpu_margin_c"]
@@ -197,10 +201,9 @@ class LearningController:
             binding.append("gpu margin")
         if x[j, 3] <= self._dew(snap) + cfg.dew_margin_k + 1e-6:
             binding.append("dew point")
-        cur_idx = int(np.argmin(np.abs(x[:, 3:] - self._features(snap, snap.current)[3:]).sum(axis=1)))
         self.state = "deciding"
         self.last = Decision(
             chosen, state="deciding", predicted_facility_kw=float(p_mu[j]),
-            predicted_saving_kw=float(p_mu[cur_idx] - p_mu[j]), binding=tuple(binding), candidates=len(x),
+            predicted_saving_kw=base_kw - float(p_mu[j]), binding=tuple(binding), candidates=len(x),
         )
         return self.last

@@ -234,7 +234,7 @@ class Supervisor:
         # Second layer: the hard-limit check (overridden points skip only the rate limit).
         checked = verify(sp, prev if not notes else sp, snap, self.lim, rate=not notes)
         rec.update(
-            state=dec.state, candidates=dec.candidates, chosen=sp.as_dict(self.lim.cdu_names),
+            state=dec.state, candidates=dec.candidates, chosen=self._by_point(sp),
             predicted_facility_kw=dec.predicted_facility_kw, predicted_saving_kw=dec.predicted_saving_kw,
             binding=binding, hold_reason=dec.hold_reason, decision_ms=round(1000 * (time.perf_counter() - t0), 3),
         )
@@ -250,6 +250,10 @@ class Supervisor:
         self._finish(rec, now)
         self.decided.set()
         return rec
+
+    def _by_point(self, sp: Setpoints) -> dict[str, dict[str, float]]:
+        lim = self.lim
+        return sp.by_point(lim.cdu_names, lim.tcs_point, lim.dp_point, lim.plant_device, lim.fws_point)
 
     def _finish(self, rec: dict[str, object], now: int) -> None:
         self.last = rec
@@ -296,7 +300,7 @@ class Supervisor:
             return []
         sp = cooling_response(snap, self.lim)
         rec: dict[str, object] = {"kind": "thermal_guard", "ts": format_ns(snap.t_ns), "alarms": list(alarms),
-                                  "chosen": sp.as_dict(self.lim.cdu_names), "mode": self._mode}
+                                  "chosen": self._by_point(sp), "mode": self._mode}
         if self._mode == "auto":
             rec["written"] = await self._write(sp, self.written or snap.current, "thermal guard: " + alarms[0])
             self.counts["thermal_actions"] += 1
@@ -355,11 +359,16 @@ class Supervisor:
             "holding": 1.0 if rec.get("state") == "holding" else 0.0,
             "auto": 1.0 if self._mode == "auto" else 0.0,
         }
+        keys = [SeriesKey.of(MEASUREMENT, f, tags).id for f in fields]
+        vals_l = list(fields.values())
         chosen = rec.get("chosen")
-        if isinstance(chosen, dict):
-            fields.update({f"sp_{k.replace('.', '_').replace('-', '_')}": float(v) for k, v in chosen.items()})
-        ids = np.array([SeriesKey.of(MEASUREMENT, f, tags).id for f in fields], dtype=object)
-        vals = np.array(list(fields.values()), dtype=np.float64)
+        if isinstance(chosen, dict):  # one series per controlled setpoint: controller,site=..,device=.. <point>
+            for dev, points in chosen.items():
+                for point, v in points.items():
+                    keys.append(SeriesKey.of(MEASUREMENT, point, {**tags, "device": dev}).id)
+                    vals_l.append(float(v))
+        ids = np.array(keys, dtype=object)
+        vals = np.array(vals_l, dtype=np.float64)
         q = np.where(np.isfinite(vals), int(Quality.GOOD), int(Quality.BAD)).astype(np.uint8)
         self.publish(Batch(ids, np.full(len(ids), now, dtype=np.int64), vals, q))
 

@@ -37,6 +37,14 @@ class Setpoints:
             + (abs(self.fws_c - other.fws_c) > tol)
         )
 
+    def by_point(self, cdu_names: tuple[str, ...], tcs_point: str, dp_point: str, plant: str, fws_point: str
+                 ) -> dict[str, dict[str, float]]:
+        """``{device: {point: value}}`` with the profiles' point names, for the audit and the status page."""
+        out = {n: {tcs_point: round(float(self.tcs_c[i]), 3), dp_point: round(float(self.dp_kpa[i]), 3)}
+               for i, n in enumerate(cdu_names)}
+        out[plant] = {fws_point: round(float(self.fws_c), 3)}
+        return out
+
     def as_dict(self, cdu_names: tuple[str, ...]) -> dict[str, float]:
         """``{"<cdu>.tcs_c": ..., "<cdu>.dp_kpa": ..., "plant.fws_c": ...}`` for logs and audit lines."""
         out: dict[str, float] = {}

@@ -248,3 +248,23 @@ def _batch_of(rig: Rig) -> Batch:
     got: list[Batch] = []
     feed(got.append, rig.site, rig.fac)  # type: ignore[arg-type]
     return got[0]
+
+
+async def test_status_is_json_and_decisions_reach_the_historian_series(tmp_path: Path) -> None:
+    """status() serialises to JSON with mode, state, last decision and counts; every decision is published as
+    controller series, one per controlled setpoint (tagged with its device)."""
+    rig = Rig(tmp_path)
+    await rig.sup.decide_once()
+    st = json.loads(json.dumps(rig.sup.status()))
+    assert st["mode"] == "auto"
+    assert st["state"] == "commissioning"
+    assert st["counts"]["decisions"] == 1
+    last = st["last_decision"]
+    cdu = rig.sup.lim.cdu_names[0]
+    assert set(last["chosen"][cdu]) == {rig.sup.lim.tcs_point, rig.sup.lim.dp_point}
+    assert "written" in last
+    assert all(w["ok"] for w in last["written"])
+    series = set(rig.published[-1].series)
+    site = rig.site.name
+    assert SeriesKey.of("controller", rig.sup.lim.tcs_point, {"site": site, "device": cdu}).id in series
+    assert SeriesKey.of("controller", "predicted_facility_kw", {"site": site}).id in series
