@@ -194,6 +194,8 @@ ONLINE_FEATURES: tuple[str, ...] = ("gpu_util_pct", "drybulb_c", "wetbulb_c", "t
 ONLINE_TARGETS: tuple[str, ...] = ("facility_power_kw", "gpu_margin_c")
 # Feature scales for the distance to the training data: one unit is what the controller treats as "near".
 DISTANCE_SCALE = np.array([10.0, 4.0, 4.0, 2.0, 25.0, 2.0])
+CONTEXT_DIMS = 3  # load and weather: what the controller cannot choose
+EVIDENCE_ROWS = 12  # rows (an hour at 5-minute decisions) that must lie within the distance to count as evidence
 
 
 def _poly3(z: np.ndarray) -> np.ndarray:
@@ -249,6 +251,7 @@ class OnlinePlantModel:
     train_x: np.ndarray  # scaled training features for the distance query
     provenance: dict[str, object]
     _tree: object = None
+    _context_tree: object = None
 
     @classmethod
     def fit(cls, x: np.ndarray, y: dict[str, np.ndarray], *, members: int = 5, alpha: float = 1e-3,
@@ -295,7 +298,7 @@ class OnlinePlantModel:
             "ranges": {f: [float(x[:, i].min()), float(x[:, i].max())] for i, f in enumerate(ONLINE_FEATURES)},
             "scores": scores,
         }
-        return cls(mean, std, coefs, resid_q, scaled, prov, KDTree(scaled))
+        return cls(mean, std, coefs, resid_q, scaled, prov, KDTree(scaled), KDTree(scaled[:, :CONTEXT_DIMS]))
 
     def predict(self, x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per target: (ensemble mean, ensemble spread) for each candidate row."""
@@ -306,7 +309,15 @@ class OnlinePlantModel:
             out[t] = (p.mean(axis=1), p.std(axis=1))
         return out
 
+    def context_distance(self, x: np.ndarray) -> np.ndarray:
+        """Distance of each row's load and weather (the first :data:`CONTEXT_DIMS` features) to the training data."""
+        k = min(EVIDENCE_ROWS, len(self.train_x))
+        d, _ = self._context_tree.query(x[:, :CONTEXT_DIMS] / DISTANCE_SCALE[:CONTEXT_DIMS], k=k)  # type: ignore[attr-defined]
+        return np.asarray(d[:, -1], dtype=np.float64)
+
     def distance(self, x: np.ndarray) -> np.ndarray:
-        """Distance of each candidate to its nearest training row, in :data:`DISTANCE_SCALE` units."""
-        d, _ = self._tree.query(x / DISTANCE_SCALE, k=1)  # type: ignore[attr-defined]
-        return np.asarray(d[:, 0], dtype=np.float64)
+        """Distance of each candidate to its :data:`EVIDENCE_ROWS`-th nearest training row, in
+        :data:`DISTANCE_SCALE` units: one stray sample is not evidence."""
+        k = min(EVIDENCE_ROWS, len(self.train_x))
+        d, _ = self._tree.query(x / DISTANCE_SCALE, k=k)  # type: ignore[attr-defined]
+        return np.asarray(d[:, -1], dtype=np.float64)

@@ -180,7 +180,10 @@ class LearningController:
         # the data is safe by measurement (the thermal guard backs it), and it is how the model learns new ground.
         measured = float(np.min(self.lim.gpu_ceiling_c - snap.gpu_max_c))
         if measured >= STEP_OUT_HEADROOM_K:
-            trusted |= (dist <= 2.0 * cfg.max_distance) & (g_sd <= cfg.max_spread_k)
+            # Only the setpoints may step out: load and weather must be like the data (a July model in January is
+            # not trusted however cool the GPUs run).
+            known = self.model.context_distance(x[:1]) <= cfg.max_distance
+            trusted |= known & (dist <= 2.0 * cfg.max_distance) & (g_sd <= cfg.max_spread_k)
         safe = g_hi <= -cfg.gpu_margin_k
         ok = trusted & safe
         n = len(snap.cdu_names)
