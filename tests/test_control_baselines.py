@@ -53,9 +53,11 @@ def test_trim_and_respond_reset_maps_dp_first_then_temperatures(tmp_path: Path) 
     ctl = TrimRespondController(lim)
     n = len(lim.cdu_names)
     warm, mid, cold = ctl.setpoints(0.0, n), ctl.setpoints(0.5, n), ctl.setpoints(1.0, n)
-    assert warm.dp_kpa[0] == lim.dp_lo and mid.dp_kpa[0] == lim.dp_hi
+    assert warm.dp_kpa[0] == lim.dp_lo
+    assert mid.dp_kpa[0] == lim.dp_hi
     assert warm.tcs_c[0] == mid.tcs_c[0] == lim.tcs_hi
-    assert cold.tcs_c[0] == lim.tcs_lo and cold.fws_c == lim.fws_lo
+    assert cold.tcs_c[0] == lim.tcs_lo
+    assert cold.fws_c == lim.fws_lo
 
 
 def test_expert_tracks_the_free_cooling_limit_and_the_approach(tmp_path: Path) -> None:
