@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "analytics.report.cli",
     "dashboards.cli",
     "analytics.forecast_cli",
+    "control.cli",
 )
 
 

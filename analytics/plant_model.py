@@ -185,3 +185,139 @@ class PlantModel:
             "ranges": self.ranges,
             "scores": self.scores,
         }
+
+
+# --- the supervisor's online model: smooth, vectorised, with spread and distance -------------------------------
+
+ONLINE_FEATURES: tuple[str, ...] = ("gpu_util_pct", "drybulb_c", "wetbulb_c", "tcs_supply_sp_c", "tcs_dp_sp_kpa",
+                                    "fws_supply_sp_c")
+ONLINE_TARGETS: tuple[str, ...] = ("facility_power_kw", "gpu_margin_c")
+# Feature scales for the distance to the training data: one unit is what the controller treats as "near".
+DISTANCE_SCALE = np.array([10.0, 4.0, 4.0, 2.0, 25.0, 2.0])
+CONTEXT_DIMS = 3  # load and weather: what the controller cannot choose
+EVIDENCE_ROWS = 12  # rows (an hour at 5-minute decisions) that must lie within the distance to count as evidence
+
+
+def _poly3(z: np.ndarray) -> np.ndarray:
+    """Degree-3 polynomial basis (with intercept) of standardised features, one row per sample."""
+    n, d = z.shape
+    cols = [np.ones(n)]
+    cols += [z[:, i] for i in range(d)]
+    for i in range(d):
+        for j in range(i, d):
+            cols.append(z[:, i] * z[:, j])
+    for i in range(d):
+        for j in range(i, d):
+            for k in range(j, d):
+                cols.append(z[:, i] * z[:, j] * z[:, k])
+    return np.stack(cols, axis=1)
+
+
+_KNOTS_K = (-4.0, 0.0, 4.0, 8.0, 12.0, 16.0)
+
+
+def _basis(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Cubic basis plus hinges in the lift (FWS supply − outdoor dry / wet bulb) and their products with load.
+
+    Free cooling and chiller power change slope where the facility water crosses the outdoor temperature plus the
+    heat-rejection approach; a hinge per knot lets a least-squares fit follow those kinks without knowing where the
+    plant's approach is.
+    """
+    z = (x - mean) / std
+    cols = [_poly3(z)]
+    u = z[:, 0]
+    for sink in (1, 2):
+        lift = x[:, 5] - x[:, sink]
+        for k in _KNOTS_K:
+            h = np.maximum(lift - k, 0.0) / 5.0
+            cols.append(np.stack([h, h * u, h * h], axis=1))
+    return np.concatenate(cols, axis=1)
+
+
+@dataclass
+class OnlinePlantModel:
+    """A bootstrap ensemble of ridge regressions on a cubic basis, for scoring many candidate setpoints at once.
+
+    Smooth in the setpoints (so the arg-min over candidates follows the physics, not tree steps), cheap to refit
+    (a least-squares solve), and honest about what it does not know: the ensemble spread grows away from the data,
+    and :meth:`distance` measures how far each candidate is from the nearest training row in
+    :data:`DISTANCE_SCALE` units, so a model trained in July is not trusted in January.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    coefs: dict[str, np.ndarray]  # target -> (members, n_basis)
+    resid_q: dict[str, tuple[float, float]]  # target -> (P05, P95) of out-of-bag residuals
+    train_x: np.ndarray  # scaled training features for the distance query
+    provenance: dict[str, object]
+    _tree: object = None
+    _context_tree: object = None
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: dict[str, np.ndarray], *, members: int = 5, alpha: float = 1e-3,
+            seed: int = 0, window: tuple[str, str] | None = None) -> OnlinePlantModel:
+        """Fit on rows ``x`` (columns :data:`ONLINE_FEATURES`) and targets ``y``; DataError if too few rows."""
+        if len(x) < 200:
+            raise DataError(f"online plant model: only {len(x)} training rows; need at least 200")
+        if not np.isfinite(x).all():
+            raise DataError("online plant model: training features contain NaN")
+        mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
+        basis = _basis(x, mean, std)
+        rng = np.random.default_rng(seed)
+        n, m = basis.shape
+        reg = alpha * n * np.eye(m)
+        reg[0, 0] = 0.0
+        coefs: dict[str, np.ndarray] = {}
+        resid_q: dict[str, tuple[float, float]] = {}
+        scores: dict[str, float] = {}
+        for t, yt in y.items():
+            cs, oob_res = [], []
+            for _ in range(members):
+                idx = rng.integers(0, n, n)
+                b, v = basis[idx], yt[idx]
+                c = np.linalg.solve(b.T @ b + reg, b.T @ v)
+                cs.append(c)
+                mask = np.ones(n, dtype=bool)
+                mask[idx] = False
+                if mask.any():
+                    oob_res.append(yt[mask] - basis[mask] @ c)
+            coefs[t] = np.stack(cs)
+            res = np.concatenate(oob_res) if oob_res else np.zeros(1)
+            resid_q[t] = (float(np.quantile(res, 0.05)), float(np.quantile(res, 0.95)))
+            scores[f"{t}_oob_mae"] = float(np.mean(np.abs(res)))
+        from sklearn.neighbors import KDTree
+
+        scaled = x / DISTANCE_SCALE
+        prov: dict[str, object] = {
+            "kind": "bootstrap ridge ensemble, cubic basis",
+            "members": members,
+            "rows": int(n),
+            "window": list(window) if window else None,
+            "features": list(ONLINE_FEATURES),
+            "targets": list(y),
+            "ranges": {f: [float(x[:, i].min()), float(x[:, i].max())] for i, f in enumerate(ONLINE_FEATURES)},
+            "scores": scores,
+        }
+        return cls(mean, std, coefs, resid_q, scaled, prov, KDTree(scaled), KDTree(scaled[:, :CONTEXT_DIMS]))
+
+    def predict(self, x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per target: (ensemble mean, ensemble spread) for each candidate row."""
+        basis = _basis(x, self.mean, self.std)
+        out = {}
+        for t, c in self.coefs.items():
+            p = basis @ c.T  # (n, members)
+            out[t] = (p.mean(axis=1), p.std(axis=1))
+        return out
+
+    def context_distance(self, x: np.ndarray) -> np.ndarray:
+        """Distance of each row's load and weather (the first :data:`CONTEXT_DIMS` features) to the training data."""
+        k = min(EVIDENCE_ROWS, len(self.train_x))
+        d, _ = self._context_tree.query(x[:, :CONTEXT_DIMS] / DISTANCE_SCALE[:CONTEXT_DIMS], k=k)  # type: ignore[attr-defined]
+        return np.asarray(d[:, -1], dtype=np.float64)
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        """Distance of each candidate to its :data:`EVIDENCE_ROWS`-th nearest training row, in
+        :data:`DISTANCE_SCALE` units: one stray sample is not evidence."""
+        k = min(EVIDENCE_ROWS, len(self.train_x))
+        d, _ = self._tree.query(x / DISTANCE_SCALE, k=k)  # type: ignore[attr-defined]
+        return np.asarray(d[:, -1], dtype=np.float64)

@@ -25,7 +25,12 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-SOURCES = sorted(p for pkg in GUARDED if (ROOT / pkg).is_dir() for p in (ROOT / pkg).rglob("*.py"))
+# control/evaluate.py runs the simulated facility through its stepping interface (DESIGN.md §2); it is the one
+# exception, checked by tests/test_control_layering.py.
+EXEMPT = {ROOT / "control" / "evaluate.py"}
+SOURCES = sorted(
+    p for pkg in GUARDED if (ROOT / pkg).is_dir() for p in (ROOT / pkg).rglob("*.py") if p not in EXEMPT
+)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(ROOT)) for p in SOURCES])

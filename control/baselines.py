@@ -1,0 +1,143 @@
+"""Baseline controllers with the same interface as the aidc supervisor (``decide(snapshot) -> Decision``).
+
+* :class:`FixedController`: the profiles' commissioning defaults (safe setpoints), never changed.
+* :class:`ConstantController`: any constant setpoints; the evaluation's hindsight search picks the best one.
+* :class:`TrimRespondController`: ASHRAE Guideline 36 §5.1.14 trim & respond on one 0-1 plant reset variable,
+  requests from CDUs whose hottest GPU is within a margin of its limit or whose FWS valve is nearly open.
+* :class:`ExpertController`: what a good commissioning engineer sets up: FWS at the outdoor dry bulb (wet bulb with
+  a tower) plus the heat-rejection approach, TCS at FWS plus the CDU approach, both capped by a trim & respond on the
+  hottest GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from control.policy import Limits, TrimRespondConfig, dew_point_c
+from control.types import Decision, Setpoints, Snapshot
+
+# Coldest facility water a free cooler makes above its sink, when the site does not say (typical design values).
+DEFAULT_HR_APPROACH_K = {"chiller_drycooler": 5.0, "chiller_tower": 4.0, "chiller_only": 0.0}
+
+
+class FixedController:
+    """The commissioning defaults, held for ever."""
+
+    name = "fixed"
+
+    def __init__(self, limits: Limits) -> None:
+        self.sp = limits.safe.copy()
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """Always the safe defaults."""
+        return Decision(self.sp.copy(), state="fixed")
+
+
+class ConstantController:
+    """Constant setpoints (uniform over CDUs), clipped to the site's limits."""
+
+    def __init__(self, limits: Limits, tcs_c: float, dp_kpa: float, fws_c: float, name: str = "constant") -> None:
+        n = len(limits.cdu_names)
+        self.name = name
+        self.sp = limits.clip(Setpoints(np.full(n, tcs_c), np.full(n, dp_kpa), fws_c))
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """The same setpoints every time."""
+        return Decision(self.sp.copy(), state="fixed")
+
+
+class TrimRespond:
+    """The G36 trim & respond state machine on a reset variable in [sp_min, sp_max]."""
+
+    def __init__(self, cfg: TrimRespondConfig) -> None:
+        self.cfg = cfg
+        self.x = cfg.sp0
+        self.start_ns: int | None = None
+        self.last_ns: int | None = None
+
+    def update(self, t_ns: int, requests: int) -> float:
+        """Advance to ``t_ns`` with ``requests`` requests; returns the reset variable."""
+        c = self.cfg
+        if self.start_ns is None:
+            self.start_ns = t_ns
+        if (t_ns - self.start_ns) / 1e9 < c.td_s:
+            return self.x
+        if self.last_ns is not None and (t_ns - self.last_ns) / 1e9 < c.t_s - 1e-6:
+            return self.x
+        self.last_ns = t_ns
+        counted = requests if c.r is None else min(requests, c.r)
+        if counted <= c.i:
+            self.x += c.sp_trim
+        else:
+            self.x += min(c.sp_res * (counted - c.i), c.sp_res_max)
+        self.x = float(np.clip(self.x, c.sp_min, c.sp_max))
+        return self.x
+
+
+def _requests(snap: Snapshot, limits: Limits, cfg: TrimRespondConfig) -> int:
+    hot = snap.gpu_max_c > limits.gpu_limit_c - cfg.request_margin_k
+    valve = np.nan_to_num(snap.valve_pct, nan=0.0) >= cfg.request_valve_pct
+    # A missing GPU reading is a request: the safe direction is more cooling.
+    return int(np.count_nonzero(hot | valve | ~np.isfinite(snap.gpu_max_c)))
+
+
+class TrimRespondController:
+    """G36 trim & respond mapped onto dp (first half of the reset range) and supply temperatures (second half)."""
+
+    name = "trim_respond"
+
+    def __init__(self, limits: Limits, cfg: TrimRespondConfig | None = None) -> None:
+        self.limits = limits
+        self.cfg = cfg or limits.cfg.trim_respond
+        self.tr = TrimRespond(self.cfg)
+        c = self.cfg
+        self.tcs = c.tcs_range_c or (limits.tcs_lo, limits.tcs_hi)
+        self.dp = c.dp_range_kpa or (limits.dp_lo, limits.dp_hi)
+        self.fws = c.fws_range_c or (limits.fws_lo, limits.fws_hi)
+
+    def setpoints(self, x: float, n: int) -> Setpoints:
+        """Setpoints for reset ``x`` (0: warm, low dp; 1: cold, high dp)."""
+        a = min(max(2.0 * x, 0.0), 1.0)  # dp part
+        b = min(max(2.0 * x - 1.0, 0.0), 1.0)  # temperature part
+        dp = self.dp[0] + a * (self.dp[1] - self.dp[0])
+        tcs = self.tcs[1] - b * (self.tcs[1] - self.tcs[0])
+        fws = self.fws[1] - b * (self.fws[1] - self.fws[0])
+        return Setpoints(np.full(n, tcs), np.full(n, dp), fws)
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """One trim & respond step from the requests in ``snap``."""
+        x = self.tr.update(snap.t_ns, _requests(snap, self.limits, self.cfg))
+        dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) if np.isfinite(snap.wetbulb_c) else None
+        sp = self.limits.clip(self.setpoints(x, len(snap.cdu_names)), dew)
+        return Decision(sp, state="deciding", binding=(f"reset={x:.2f}",))
+
+
+class ExpertController:
+    """FWS at the free-cooling limit, TCS at FWS + approach, capped by a trim & respond on the hottest GPU."""
+
+    name = "expert"
+
+    def __init__(self, limits: Limits, plant_type: str, hr_approach_k: float | None = None) -> None:
+        self.limits = limits
+        self.plant_type = plant_type
+        self.hr_approach_k = DEFAULT_HR_APPROACH_K.get(plant_type, 5.0) if hr_approach_k is None else hr_approach_k
+        cfg = limits.cfg.trim_respond.model_copy(update={"request_valve_pct": 101.0})
+        self.tr = TrimRespond(cfg)
+        self.cfg = cfg
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """Free-cooling-limit FWS and approach-tracking TCS under the trim & respond cap."""
+        lim = self.limits
+        if self.plant_type == "chiller_only":
+            fws = lim.fws_hi  # no free cooling: the warmest water gives the best chiller COP
+        else:
+            sink = snap.wetbulb_c if self.plant_type == "chiller_tower" else snap.drybulb_c
+            fws = float(np.clip(sink + self.hr_approach_k, lim.fws_lo, lim.fws_hi))
+        x = self.tr.update(snap.t_ns, _requests(snap, lim, self.cfg))
+        cap = lim.tcs_hi - x * (lim.tcs_hi - lim.tcs_lo)  # x = 1: coldest
+        tcs = min(fws + lim.cfg.cdu_approach_k, cap)
+        fws = min(fws, tcs - lim.cfg.cdu_approach_k)
+        n = len(snap.cdu_names)
+        dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) if np.isfinite(snap.wetbulb_c) else None
+        sp = lim.clip(Setpoints(np.full(n, tcs), lim.safe.dp_kpa.copy(), fws), dew)
+        return Decision(sp, state="deciding", binding=(f"cap={cap:.1f}",))

@@ -1,0 +1,217 @@
+"""Site control policy (the ``[control]`` table of the site file) and the hard limits derived from it.
+
+The limits an operator signs off: GPU temperature margin below each model's throttle limit, the ASHRAE W-class cap
+on facility water, TCS supply at least a margin above the dew point, the CDU approach (TCS supply cannot be colder
+than the facility water feeding it plus the exchanger's approach), the profiles' writable min/max, and the largest
+change per decision interval. :class:`Limits` is computed once from the site and shared by the supervisor's
+constraint layer and the independent hard-limit check before every write.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import psychrolib as psy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aidc.config import CduConfig, DeviceRef, Site
+from aidc.errors import ConfigError
+from aidc.roles import Role
+from control.types import Arr, Setpoints
+
+# Junction temperature at which each accelerator caps its power (vendor data sheets); a site can override per model.
+psy.SetUnitSystem(psy.SI)
+
+THROTTLE_LIMITS_C: dict[str, float] = {
+    "GB200": 87.0,
+    "GB300": 87.0,
+    "B200": 87.0,
+    "H100": 87.0,
+    "H200": 87.0,
+    "A100": 85.0,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrimRespondConfig(_Strict):
+    """ASHRAE Guideline 36 §5.1.14 trim & respond on a 0-1 plant reset variable.
+
+    Defaults follow the G36 chiller-plant reset as implemented in the Modelica Buildings library: start at full
+    cooling (SP0 = 1), trim 0.02 toward energy saving every T = 300 s after Td = 900 s, respond +0.03 per request
+    beyond the I = 2 ignored ones, at most +0.07 a step. Reset 0 is the warm, low-pressure end and 1 the cold,
+    high-pressure end; the first half of the range raises dp, the second half lowers the supply temperatures.
+    """
+
+    sp0: float = Field(1.0, ge=0, le=1)
+    sp_min: float = Field(0.0, ge=0, le=1)
+    sp_max: float = Field(1.0, ge=0, le=1)
+    td_s: float = Field(900.0, ge=0)
+    t_s: float = Field(300.0, gt=0)
+    i: int = Field(2, ge=0)
+    r: int | None = Field(None, ge=1)  # requests counted at most (None: every CDU's)
+    sp_trim: float = Field(-0.02, ge=-1, le=0)
+    sp_res: float = Field(0.03, ge=0, le=1)
+    sp_res_max: float = Field(0.07, ge=0, le=1)
+    request_margin_k: float = Field(5.0, ge=0)  # a CDU requests when its hottest GPU is within this of the limit
+    request_valve_pct: float = Field(95.0, ge=0, le=100)  # or its FWS valve is at least this open
+    tcs_range_c: tuple[float, float] | None = None  # (cold end, warm end); None: the site's limits
+    dp_range_kpa: tuple[float, float] | None = None  # (low, high); None: the site's limits
+    fws_range_c: tuple[float, float] | None = None  # (cold end, warm end); None: the site's limits
+
+
+class ControlConfig(_Strict):
+    """The ``[control]`` table of a site file."""
+
+    interval_s: float = Field(300.0, ge=10, le=3600)
+    mode: Literal["off", "advisory", "auto"] = "advisory"
+    gpu_margin_k: float = Field(3.0, ge=0, le=20)
+    gpu_limits_c: dict[str, float] = {}
+    dew_margin_k: float = Field(2.0, ge=0, le=10)
+    cdu_approach_k: float = Field(3.0, ge=0, le=10)
+    max_step_tcs_k: float = Field(2.0, gt=0, le=10)
+    max_step_dp_kpa: float = Field(20.0, gt=0, le=100)
+    max_step_fws_k: float = Field(2.0, gt=0, le=10)
+    stale_s: float = Field(120.0, gt=0)  # inputs older than this are stale: hold
+    hold_revert_s: float = Field(900.0, ge=0)  # holding this long reverts to the safe defaults
+    heartbeat_s: float = Field(10.0, gt=0)
+    alarm_gpu_k: float = Field(1.0, ge=0)  # thermal guard: a GPU within this of its throttle limit is an alarm
+    alarm_tcs_c: float = Field(45.0)  # thermal guard: TCS supply above this is an alarm
+    commissioning_days: float = Field(14.0, ge=0)
+    retrain_h: float = Field(24.0, gt=0)
+    train_window_days: float = Field(60.0, gt=0)
+    max_spread_kw: float = Field(60.0, gt=0)  # model spread (facility kW) above which a candidate is not trusted
+    max_spread_k: float = Field(1.5, gt=0)  # model spread (GPU °C) above which a candidate is not trusted
+    max_distance: float = Field(1.5, gt=0)  # distance from training data (scaled units) beyond which: not trusted
+    user: str = "aidc-supervisor"
+    trim_respond: TrimRespondConfig = TrimRespondConfig()
+
+
+def control_config(site: Site) -> ControlConfig:
+    """The validated ``[control]`` table; ConfigError names the key and the bad value."""
+    try:
+        return ControlConfig.model_validate(site.config.control)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        src = site.path if site.path is not None else "<site>"
+        raise ConfigError(f"{src}: control.{key}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def dew_point_c(drybulb_c: float, wetbulb_c: float, pressure_pa: float = 101325.0) -> float:
+    """Dew point from outdoor dry and wet bulb (ASHRAE psychrometrics via psychrolib); −40 °C for very dry air."""
+    if not (math.isfinite(drybulb_c) and math.isfinite(wetbulb_c)):
+        return math.nan
+    # psychrolib iterates; weather moves slowly, so a cache on 0.01 K steps serves the per-minute checks.
+    return _dew_point(round(drybulb_c, 2), round(min(wetbulb_c, drybulb_c), 2), round(pressure_pa, -1))
+
+
+@functools.lru_cache(maxsize=65536)
+def _dew_point(drybulb_c: float, wetbulb_c: float, pressure_pa: float) -> float:
+    try:
+        return float(psy.GetTDewPointFromTWetBulb(drybulb_c, wetbulb_c, pressure_pa))
+    except ValueError:
+        return -40.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard limits of one site, per CDU where they differ."""
+
+    cdu_names: tuple[str, ...]
+    cdu_devices: tuple[str, ...]  # device names (same as cdu_names) in snapshot order
+    plant_device: str
+    tcs_point: str
+    dp_point: str
+    fws_point: str
+    tcs_lo: float
+    tcs_hi: float
+    dp_lo: float
+    dp_hi: float
+    fws_lo: float
+    fws_hi: float  # profile max, capped at the W-class limit
+    w_class_c: float | None
+    gpu_limit_c: Arr  # per CDU: the lowest throttle limit of its racks
+    safe: Setpoints
+    cfg: ControlConfig
+
+    @property
+    def gpu_ceiling_c(self) -> Arr:
+        """Hottest GPU allowed per CDU: throttle limit − margin."""
+        return self.gpu_limit_c - self.cfg.gpu_margin_k
+
+    def clip(self, sp: Setpoints, dew_c: float | None = None) -> Setpoints:
+        """The nearest setpoints inside the absolute bounds, the approach and the dew-point margin."""
+        fws = float(np.clip(sp.fws_c, self.fws_lo, self.fws_hi))
+        lo = max(self.tcs_lo, fws + self.cfg.cdu_approach_k)
+        if dew_c is not None:
+            lo = max(lo, dew_c + self.cfg.dew_margin_k)
+        tcs = np.clip(sp.tcs_c, min(lo, self.tcs_hi), self.tcs_hi)
+        return Setpoints(tcs, np.clip(sp.dp_kpa, self.dp_lo, self.dp_hi), fws)
+
+    def rate_limit(self, sp: Setpoints, prev: Setpoints) -> Setpoints:
+        """``sp`` moved no further from ``prev`` than the maximum change per interval."""
+        c = self.cfg
+        return Setpoints(
+            np.clip(sp.tcs_c, prev.tcs_c - c.max_step_tcs_k, prev.tcs_c + c.max_step_tcs_k),
+            np.clip(sp.dp_kpa, prev.dp_kpa - c.max_step_dp_kpa, prev.dp_kpa + c.max_step_dp_kpa),
+            float(np.clip(sp.fws_c, prev.fws_c - c.max_step_fws_k, prev.fws_c + c.max_step_fws_k)),
+        )
+
+
+def _setpoint_point(dev: DeviceRef, role: Role) -> tuple[str, float, float, float]:
+    for p in dev.profile.points:
+        if p.writable and dev.role_of(p.name) is role:
+            if p.min is None or p.max is None or p.safe_default is None:
+                raise ConfigError(f"{dev.path}: setpoint {p.name} needs min, max and safe_default in its profile")
+            return p.name, float(p.min), float(p.max), float(p.safe_default)
+    raise ConfigError(f"{dev.path}: profile {dev.profile.name!r} has no writable point with role {role.value}")
+
+
+def site_limits(site: Site, cfg: ControlConfig | None = None) -> Limits:
+    """Limits of ``site`` from its profiles, its W-class and its control policy."""
+    cfg = cfg if cfg is not None else control_config(site)
+    cdus = [d for d in site.devices if d.kind == "cdu"]
+    plants = [d for d in site.devices if d.kind == "plant"]
+    if not cdus or not plants:
+        raise ConfigError(f"{site.path or '<site>'}: supervisory control needs at least one CDU and the plant")
+    limits = {**THROTTLE_LIMITS_C, **{k.upper(): v for k, v in cfg.gpu_limits_c.items()}}
+    rack_limit: dict[str, float] = {}
+    for _hall, rack in site.racks():
+        model = rack.gpu_model.upper()
+        if model not in limits:
+            raise ConfigError(f"control.gpu_limits_c: no throttle limit for GPU model {rack.gpu_model!r}; add one")
+        rack_limit[rack.name] = limits[model]
+    tcs = [_setpoint_point(d, Role.TCS_SUPPLY_TEMP_SETPOINT) for d in cdus]
+    dps = [_setpoint_point(d, Role.TCS_DP_SETPOINT) for d in cdus]
+    fws = _setpoint_point(plants[0], Role.FWS_SUPPLY_TEMP_SETPOINT)
+    w = site.config.site.max_fws_supply_c
+    gpu_limit = []
+    for d in cdus:
+        assert isinstance(d.config, CduConfig)
+        gpu_limit.append(min(rack_limit[r] for r in d.config.racks))
+    names = tuple(d.name for d in cdus)
+    return Limits(
+        cdu_names=names,
+        cdu_devices=names,
+        plant_device=plants[0].name,
+        tcs_point=tcs[0][0],
+        dp_point=dps[0][0],
+        fws_point=fws[0],
+        tcs_lo=max(t[1] for t in tcs),
+        tcs_hi=min(t[2] for t in tcs),
+        dp_lo=max(t[1] for t in dps),
+        dp_hi=min(t[2] for t in dps),
+        fws_lo=fws[1],
+        fws_hi=min(fws[2], w) if w is not None else fws[2],
+        w_class_c=w,
+        gpu_limit_c=np.array(gpu_limit, dtype=np.float64),
+        safe=Setpoints(np.array([t[3] for t in tcs]), np.array([t[3] for t in dps]), fws[3]),
+        cfg=cfg,
+    )
