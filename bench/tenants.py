@@ -98,7 +98,8 @@ def main() -> None:
     print(f"site: {args.racks} racks, {points:,} counter points at {args.sample_s:g} s samples, {len(rep.lines)} lines")
     print(f"write: {t1 - t0:.1f} s; bill (report_from_historian): {t2 - t1:.2f} s; PUE {rep.pue:.4f}")
     for line in rep.lines:
-        print(f"  {line.tenant:<14} {len(line.racks):>4} racks  {line.it_kwh:>14,.1f} kWh IT  peak {line.peak_kw:,.1f} kW")
+        racks = f"{len(line.racks):>4} racks"
+        print(f"  {line.tenant:<14} {racks}  {line.it_kwh:>14,.1f} kWh IT  peak {line.peak_kw:,.1f} kW")
     print(json.dumps({"tenants_seconds": round(t2 - t1, 2), "write_seconds": round(t1 - t0, 2),
                       "racks": args.racks, "points": points}))  # fmt: skip
 
