@@ -165,9 +165,9 @@ def _peak(energy: np.ndarray, edges: pd.DatetimeIndex) -> tuple[float, str | Non
         return 0.0, None
     starts = edges[:-1].floor(DEMAND_INTERVAL)
     buckets = pd.Series(energy, index=starts).groupby(level=0).sum()
-    hours = np.array(
-        [(min(t + DEMAND_INTERVAL, edges[-1]) - max(t, edges[0])) / pd.Timedelta("1h") for t in buckets.index]
-    )
+    t, e = pd.DatetimeIndex(buckets.index).as_unit("ns").asi8, edges.as_unit("ns").asi8
+    lo, hi = np.maximum(t, e[0]), np.minimum(t + DEMAND_INTERVAL.value, e[-1])
+    hours = (hi - lo) / pd.Timedelta("1h").value
     kw = buckets.to_numpy() / hours
     i = int(np.argmax(kw))
     return float(kw[i]), buckets.index[i].isoformat()

@@ -144,3 +144,20 @@ def test_fast_bill_equals_old_bill_on_rough_month(rough_site: Path, monkeypatch:
     assert lines["acme"]["resets"] >= 1
     assert lines["acme"]["coverage"] < 1.0
     assert lines[tenants.UNALLOCATED]["resets"] == 0
+
+
+def test_peak_on_unaligned_edges_matches_per_bucket_hours() -> None:
+    """The vectorised 15-minute peak divides by each bucket's clipped length, as the per-bucket loop did."""
+    start, end = pd.Timestamp("2026-10-01T00:07Z"), pd.Timestamp("2026-10-01T03:52Z")
+    grid = pd.date_range(start, end, freq=tenants.DEMAND_INTERVAL)
+    edges = pd.DatetimeIndex(sorted({*grid, end, pd.Timestamp("2026-10-01T01:05Z")})).as_unit("us")
+    energy = np.random.default_rng(3).uniform(1.0, 30.0, len(edges) - 1)
+    energy[-1] = 40.0  # a short last interval (07 minutes): the peak, only if divided by its own length
+    starts = edges[:-1].floor(tenants.DEMAND_INTERVAL)
+    buckets = pd.Series(energy, index=starts).groupby(level=0).sum()
+    hours = [
+        (min(t + tenants.DEMAND_INTERVAL, edges[-1]) - max(t, edges[0])) / pd.Timedelta("1h") for t in buckets.index
+    ]
+    kw = buckets.to_numpy() / np.array(hours)
+    i = int(np.argmax(kw))
+    assert tenants._peak(energy, edges) == (float(kw[i]), buckets.index[i].isoformat())
