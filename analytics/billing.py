@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from aidc.config import Site
@@ -16,6 +17,7 @@ from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.carbon import Contract, Intensity, MarketFactor, load_intensity, market_factor
 from analytics.historian_adapter import site_meters
+from analytics.report.energy import Readings, merge_readings, split_arrays, split_readings
 from analytics.tenants import TenantReport, lease_spans, tenant_report
 from historian import Historian, SeriesSelector
 
@@ -42,6 +44,51 @@ def read_counters(historian: Historian, series: list[str], start: pd.Timestamp, 
     if not frames:
         return pd.DataFrame({"ts": [], "series": [], "value": [], "quality": []})
     return pd.concat(frames, ignore_index=True).sort_values(["series", "ts"], ignore_index=True)
+
+
+def counter_arrays(historian: Historian, series: list[str], start: pd.Timestamp, end: pd.Timestamp) -> Readings:
+    """``split_readings(read_counters(...))``, read as arrays (no per-row series string or datetime is built).
+
+    Raw rows come from :meth:`Historian.query_arrays`; a series whose raw rows do not reach back to ``start`` (or
+    have none) takes the 1-minute rollups' last values before its first raw row, exactly as :func:`read_counters`.
+    """
+    keys = [SeriesKey.parse(s) for s in series]
+    out = Readings({}, {}, {})
+    for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
+        sel = SeriesSelector(meas, {}, fld)
+        ids = {k.id for k in keys if (k.measurement, k.field) == (meas, fld)}
+        raw = split_arrays(historian.query_arrays(sel, start, end), ids)
+        first = {s: int(t[0]) for s, t in raw.raw_ts.items() if len(t)}
+        lacking = {s: first.get(s, end.value) for s in ids if first.get(s, end.value) > start.value}
+        if lacking:
+            rolled = historian.query(sel, start, _ts(max(lacking.values())), window="1m", agg="last")
+            rolled = rolled[rolled["series"].isin(lacking) & rolled["value"].notna()]
+            cut = pd.DatetimeIndex(pd.to_datetime(rolled["ts"], utc=True)).as_unit("ns").asi8
+            early = split_readings(rolled[cut < rolled["series"].map(lacking).to_numpy(dtype=np.int64)])
+            for sid in early.series:
+                raw = _prepend(raw, early, sid)
+        out = merge_readings([out, raw])
+    return out
+
+
+def _has_rows(readings: Readings, series: list[str]) -> bool:
+    """Whether any of ``series`` has a raw row (of any quality) in the readings."""
+    return any(len(readings.raw_ts.get(s, ())) for s in series)
+
+
+def _ts(ns: int) -> pd.Timestamp:
+    return pd.Timestamp(ns, unit="ns", tz="UTC")
+
+
+def _prepend(raw: Readings, early: Readings, sid: str) -> Readings:
+    """``raw`` with ``early``'s rows of ``sid`` (all before its raw rows) put in front."""
+    empty_t, empty_v = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    t0, v0 = early.series[sid]
+    t1, v1 = raw.series.get(sid, (empty_t, empty_v))
+    raw.series[sid] = (np.concatenate([t0, t1]), np.concatenate([v0, v1]))
+    raw.raw_ts[sid] = np.concatenate([early.raw_ts[sid], raw.raw_ts.get(sid, empty_t)])
+    raw.raw_quality[sid] = np.concatenate([early.raw_quality[sid], raw.raw_quality.get(sid, empty_t)])
+    return raw
 
 
 def month_bounds(month: str, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -88,8 +135,8 @@ def report_from_historian(
     cooling = [s for s, m in meters.items() if m.role is Role.COOLING_ENERGY]
     pad = margin if margin is not None else pd.Timedelta("2h")
     wanted = [*(s for v in rack_series.values() for s in v), *facility, *cooling]
-    readings = read_counters(historian, wanted, start - pad, end + pad)
-    if readings[readings["series"].isin(facility)].empty:
+    readings = counter_arrays(historian, wanted, start - pad, end + pad)
+    if not _has_rows(readings, facility):
         raise DataError(f"tenants: no facility meter readings between {start.isoformat()} and {end.isoformat()}")
     spans = lease_spans(site.config.tenants, site.config.site.timezone, start, end)
     intensity = site_intensity(site)

@@ -29,8 +29,9 @@ from aidc.errors import DataError
 from aidc.tenant_config import TenantLease
 from analytics import kpi
 from analytics.carbon import MarketFactor
-from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, counter_energy, interval_energy
+from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy
 from analytics.pue import MeterInfo
+from analytics.report.energy import Readings, series_energy, series_intervals, split_readings
 
 DEMAND_INTERVAL = pd.Timedelta("15min")
 UNALLOCATED = "(unallocated)"
@@ -128,30 +129,33 @@ def lease_spans(leases: Iterable[TenantLease], tz: str, start: pd.Timestamp, end
     return out
 
 
+_EMPTY = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
 def _ts(ns: int) -> pd.Timestamp:
     return pd.Timestamp(ns, unit="ns", tz="UTC")
 
 
 def _energy(
-    readings: pd.DataFrame, meters: Mapping[str, MeterInfo], sids: Sequence[str], a: pd.Timestamp, b: pd.Timestamp,
+    readings: Readings, meters: Mapping[str, MeterInfo], sids: Sequence[str], a: pd.Timestamp, b: pd.Timestamp,
     max_gap: pd.Timedelta,
 ) -> CounterEnergy:  # fmt: skip
     """Sum of the counters' energies over ``[a, b)``; no counters at all is no energy and no coverage."""
     total: CounterEnergy | None = None
     for sid in sids:
-        rows = readings[readings["series"] == sid]
-        e = counter_energy(rows, a, b, modulus=meters[sid].modulus, max_gap=max_gap, scale=meters[sid].scale)
+        ts, v = readings.series.get(sid, _EMPTY)
+        e = series_energy(ts, v, a, b, modulus=meters[sid].modulus, max_gap=max_gap, scale=meters[sid].scale)
         total = e if total is None else total + e
     return total if total is not None else CounterEnergy(0.0, 0.0, 0.0)
 
 
 def _intervals(
-    readings: pd.DataFrame, meters: Mapping[str, MeterInfo], sids: Sequence[str], edges: pd.DatetimeIndex
+    readings: Readings, meters: Mapping[str, MeterInfo], sids: Sequence[str], edges: pd.DatetimeIndex
 ) -> np.ndarray:
     out = np.zeros(len(edges) - 1)
     for sid in sids:
-        rows = readings[readings["series"] == sid]
-        out += interval_energy(rows, edges, modulus=meters[sid].modulus, scale=meters[sid].scale)
+        ts, v = readings.series.get(sid, _EMPTY)
+        out += series_intervals(ts, v, edges, modulus=meters[sid].modulus, scale=meters[sid].scale)
     return out
 
 
@@ -161,16 +165,16 @@ def _peak(energy: np.ndarray, edges: pd.DatetimeIndex) -> tuple[float, str | Non
         return 0.0, None
     starts = edges[:-1].floor(DEMAND_INTERVAL)
     buckets = pd.Series(energy, index=starts).groupby(level=0).sum()
-    hours = np.array(
-        [(min(t + DEMAND_INTERVAL, edges[-1]) - max(t, edges[0])) / pd.Timedelta("1h") for t in buckets.index]
-    )
+    t, e = pd.DatetimeIndex(buckets.index).as_unit("ns").asi8, edges.as_unit("ns").asi8
+    lo, hi = np.maximum(t, e[0]), np.minimum(t + DEMAND_INTERVAL.value, e[-1])
+    hours = (hi - lo) / pd.Timedelta("1h").value
     kw = buckets.to_numpy() / hours
     i = int(np.argmax(kw))
     return float(kw[i]), buckets.index[i].isoformat()
 
 
 def tenant_report(
-    readings: pd.DataFrame,
+    readings: pd.DataFrame | Readings,
     meters: Mapping[str, MeterInfo],
     *,
     rack_series: Mapping[str, Sequence[str]],
@@ -184,7 +188,13 @@ def tenant_report(
     market: MarketFactor | None = None,
     max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
 ) -> TenantReport:
-    """Tenant lines and site totals over ``[start, end)`` (``intensity``: gCO2/kWh for every hour of the period)."""
+    """Tenant lines and site totals over ``[start, end)`` (``intensity``: gCO2/kWh for every hour of the period).
+
+    ``readings``: counter rows (``ts``, ``series``, ``value``, ``quality``), or the same already split per series
+    (:class:`~analytics.report.energy.Readings`); a frame is split once, so no series scans the whole frame.
+    """
+    if isinstance(readings, pd.DataFrame):
+        readings = split_readings(readings)
     if not facility_series:
         raise DataError("tenants: no series with role facility_energy (the utility meter's energy counter)")
     for span in spans:
