@@ -246,6 +246,8 @@ class MainJob:
     # Run at stop while the devices are still connected, e.g. ``SetpointWriter.revert_all`` of a controller, so
     # setpoints go back to their safe defaults on Ctrl-C and SIGTERM alike.
     on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # Run once the collectors have started (e.g. the cooling supervisor's task); on_stop runs before they close.
+    on_start: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _report_call: asyncio.Future[object] | None = field(default=None, init=False, repr=False)
 
@@ -294,6 +296,8 @@ class MainJob:
         try:
             async with self.engine:
                 try:
+                    for hook in self.on_start:
+                        await hook()
                     await self._loop(summary, end, summary_every_s, printer, deaths, writer_task)
                 finally:
                     await self._stop_hooks()

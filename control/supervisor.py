@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -47,18 +47,24 @@ MEASUREMENT = "controller"
 class WriteOutcome(Protocol):
     """What the writer reports for one write (``collectors.writer.WriteResult``)."""
 
-    device: str
-    point: str
-    new: float
-    readback: float | None
-    ok: bool
-    error: str
+    @property
+    def device(self) -> str: ...
+    @property
+    def point(self) -> str: ...
+    @property
+    def new(self) -> float: ...
+    @property
+    def readback(self) -> float | None: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error(self) -> str: ...
 
 
 class Writer(Protocol):
     """The setpoint writer (``collectors.writer.SetpointWriter``): clamps, writes, reads back, audits."""
 
-    async def write(self, actor: object, device: str, point: str, value: float, why: str) -> WriteOutcome:
+    async def write(self, actor: Any, device: str, point: str, value: float, why: str) -> WriteOutcome:
         """Write one point."""
         ...
 
@@ -227,7 +233,8 @@ class Supervisor:
             self._finish(rec, now)
             return rec
         self.hold_since_ns = None
-        dec: Decision = self.core.decide(snap)
+        # The core may fit its plant model: off the event loop, so the collectors keep polling meanwhile.
+        dec: Decision = await asyncio.to_thread(self.core.decide, snap)
         prev = self.written if self.written is not None else snap.current
         sp, notes = self._apply_overrides(dec.setpoints)
         binding = list(dec.binding) + notes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -44,3 +45,11 @@ def test_demo_runs_32_racks_all_devices_up_and_stores(tmp_path: Path) -> None:
     assert tables
     counts = [con.execute(f'select count(*) from "{t}"').fetchone()[0] for t in tables]  # noqa: S608 - table names from the catalogue
     assert max(counts) > 1000
+    # The cooling supervisor runs in the main job: advisory by default, it decided and audited (no writes).
+    assert "cooling supervisor: mode advisory" in out
+    audit = tmp_path / "var" / "demo" / "audit" / "control.jsonl"
+    assert audit.is_file(), "the supervisor's audit log exists"
+    records = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines() if line.strip()]
+    decisions = [r for r in records if r.get("kind") == "decision"]
+    assert decisions, records[-3:]
+    assert all(r["mode"] == "advisory" and not r.get("written") for r in decisions)

@@ -53,11 +53,50 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-every", type=float, default=5.0, help="seconds between summary lines (default 5)")
     p.add_argument("--port", type=int, default=None, help="dashboard port (default: the site's, else 8050)")
     p.add_argument("--no-dashboard", action="store_true", help="run without the operator dashboard")
+    p.add_argument("--no-control", action="store_true", help="run without the cooling supervisor")
 
 
 def _sigterm_as_interrupt() -> None:
     """Outside the event loop (start-up, shutdown), SIGTERM stops the command the way Ctrl-C does."""
     aidc_loop.stop_on_sigterm()
+
+
+def start_supervisor(job: MainJob, args: argparse.Namespace) -> Any:
+    """The cooling supervisor on the job's live state, writing through the setpoint writer (``[control]`` sets its
+    mode; advisory by default: it decides and logs, and writes nothing until an operator switches it to auto).
+
+    It runs beside the collectors and stops in the job's stop hooks, while devices are still connected, so that in
+    auto mode it reverts every setpoint it wrote. None (with one line saying why) when ``--no-control`` is given or
+    the site's ``[control]`` table cannot be used.
+    """
+    if args.no_control:
+        return None
+    from collectors.writer import SetpointWriter
+    from control.supervisor import Supervisor
+
+    try:
+        sup = Supervisor(job.site, job.live, SetpointWriter(job.engine, job.site.data_dir / "audit"), job.clock,
+                         publish=job.writer)
+    except ConfigError as exc:
+        _say(f"cooling supervisor not started: {exc}")
+        return None
+    job.engine.add_sink(sup.sink)
+    stop = asyncio.Event()
+    running: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        running.append(asyncio.create_task(sup.run(stop), name="cooling supervisor"))
+
+    async def finish() -> None:
+        stop.set()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    job.on_start.append(start)
+    job.on_stop.insert(0, finish)
+    _say(f"cooling supervisor: mode {sup.mode} (change it on the dashboard's Control page as an operator)")
+    return sup
 
 
 async def _run_until_signalled(job: MainJob, args: argparse.Namespace) -> None:
@@ -116,14 +155,16 @@ def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
     return stats
 
 
-def start_dashboard(job: MainJob, args: argparse.Namespace, *, demo: bool) -> DashboardService | None:
+def start_dashboard(
+    job: MainJob, args: argparse.Namespace, *, demo: bool, supervisor: Any = None
+) -> DashboardService | None:
     """Alarms and the dashboard on the job's live state and historian; the demo gets an operator account."""
     if args.no_dashboard:
         return None
     config = DashboardConfig.from_site(job.site, port=args.port)
     users = UserStore(config.users_path(job.site))
     alarms = AlarmEngine.from_site(job.site)
-    data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=None,
+    data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=supervisor,
                          job_stats=job_stats(job))
     service = DashboardService(data, users, config).start()
     _say(f"dashboard: {service.url} ({len(data.racks)} racks, {len(alarms.rules)} alarm rules)")
@@ -145,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     site = load_site(args.config)
     _sigterm_as_interrupt()
     job = MainJob.build(site)
-    dashboard = start_dashboard(job, args, demo=False)
+    dashboard = start_dashboard(job, args, demo=False, supervisor=start_supervisor(job, args))
     try:
         with contextlib.suppress(KeyboardInterrupt):
             aidc_loop.run(_run_until_signalled(job, args))
@@ -213,8 +254,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say("[2/4] opening the historian and planning the collectors ...")
         job = MainJob.build(site)
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
-        _say("[3/4] starting alarms and the operator dashboard ...")
-        dashboard = start_dashboard(job, args, demo=True)
+        _say("[3/4] starting the cooling supervisor, alarms and the operator dashboard ...")
+        dashboard = start_dashboard(job, args, demo=True, supervisor=start_supervisor(job, args))
         _say("[4/4] collecting (Ctrl-C stops everything) ...")
         aidc_loop.run(_run_until_signalled(job, args))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)
