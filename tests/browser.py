@@ -94,7 +94,7 @@ class DashboardStack:
     """Simulator process + collectors/historian on a thread's loop + dashboard, torn down in reverse."""
 
     def __init__(self, tmp: Path, *, racks: int = 4, poll_s: float = 0.5, policy: dict[str, Any] | None = None,
-                 supervisor_factory: Callable[[Path], SupervisorLike] | None = None, speed: float = 1.0) -> None:
+                 supervisor_factory: Callable[[DashboardStack], SupervisorLike] | None = None, speed: float = 1.0) -> None:
         self.tmp = tmp
         doc = site_doc(tmp, racks)
         for group in ("halls",):
@@ -152,7 +152,7 @@ class DashboardStack:
         users = UserStore(config.users_path(self.site))
         users.add("viewer", PASSWORDS["viewer"], Role.VIEWER)
         users.add("operator", PASSWORDS["operator"], Role.OPERATOR)
-        sup = self.supervisor_factory(self.site.data_dir) if self.supervisor_factory else None
+        sup = self.supervisor_factory(self) if self.supervisor_factory else None
         data = DashboardData(self.site, self.job.live, self.job.historian, self.job.clock,
                              AlarmEngine.from_site(self.site), supervisor=sup, job_stats=job_stats(self.job))
         self.service = DashboardService(data, users, config).start()

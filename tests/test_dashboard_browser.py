@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from collectors.writer import Actor, SetpointWriter
+from control.supervisor import Supervisor
 from tests.browser import DashboardStack, browser, console_errors, sign_in, wait_for
 from tests.debtools import require_tool
 
@@ -23,57 +23,25 @@ PDU = "pdu-h1-r01-02"
 CDU = "cdu-h1-01"
 
 
-class FakeSupervisor:
-    """Stands in for control/supervisor.py (not merged yet) with its interface, auditing to control.jsonl."""
+def real_supervisor(stack: DashboardStack) -> Supervisor:
+    """The real cooling supervisor on the stack's live state and clock, in auto mode, without a setpoint writer.
 
-    def __init__(self, data_dir: Path) -> None:
-        self.audit = data_dir / "audit" / "control.jsonl"
-        self.audit.parent.mkdir(parents=True, exist_ok=True)
-        self._mode = "auto"
-        self._overrides: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    @property
-    def mode(self) -> str:
-        """Current mode."""
-        return self._mode
-
-    def _log(self, action: str, user: str, **detail: Any) -> None:
-        with self._lock, self.audit.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"ts_ns": time.time_ns(), "user": user, "action": action, **detail}) + "\n")
-
-    def set_mode(self, mode: str, user: str) -> None:
-        """Change mode and audit it."""
-        old, self._mode = self._mode, mode
-        self._log("set_mode", user, old=old, new=mode)
-
-    def set_override(self, device: str, point: str, value: float, until_ns: int, user: str) -> None:
-        """Hold a setpoint."""
-        self._overrides.append({"device": device, "point": point, "value": value, "until_ns": until_ns, "user": user})
-        self._log("set_override", user, device=device, point=point, value=value, until_ns=until_ns)
-
-    def clear_override(self, device: str, point: str, user: str) -> None:
-        """Release a setpoint."""
-        self._overrides = [o for o in self._overrides if (o["device"], o["point"]) != (device, point)]
-        self._log("clear_override", user, device=device, point=point)
-
-    def overrides(self) -> list[dict[str, Any]]:
-        """Active overrides."""
-        return list(self._overrides)
-
-    def status(self) -> dict[str, Any]:
-        """Mode, state and provenance."""
-        return {"mode": self._mode, "state": "deciding", "model": {"trained_on": "test fixture"},
-                "last_decision": {"predicted_saving_kw": 12.5, "binding_constraints": ["gpu_temp"]}}
+    It is not run (no decision loop), so nothing is written to the simulated devices; the tests drive its operator
+    interface (mode, overrides, status, audit) from the browser.
+    """
+    assert stack.job is not None
+    sup = Supervisor(stack.site, stack.job.live, None, stack.job.clock)
+    sup.set_mode("auto", "test")
+    return sup
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardStack]:
-    """Simulator, collectors, historian and dashboard (with a stand-in supervisor) for the module's tests."""
+    """Simulator, collectors, historian and dashboard (with the real supervisor, not deciding) for the module's tests."""
     require_tool("chromium")  # skip (or fail under CI=true) before starting anything
     require_tool("chromedriver", "chromium-driver")
     tmp = tmp_path_factory.mktemp("dash")
-    with DashboardStack(tmp, racks=4, poll_s=0.5, supervisor_factory=FakeSupervisor) as s:
+    with DashboardStack(tmp, racks=4, poll_s=0.5, supervisor_factory=real_supervisor) as s:
         reports = s.site.data_dir / "reports"
         reports.mkdir(parents=True, exist_ok=True)
         (reports / "pue-2026-11.csv").write_text("month,pue\n2026-11,1.13\n", encoding="utf-8")
@@ -148,7 +116,7 @@ def test_viewer_cannot_change_the_mode(stack: DashboardStack, driver: Any) -> No
     from selenium.webdriver.common.by import By
 
     sup = stack.service.data.supervisor if stack.service else None
-    assert isinstance(sup, FakeSupervisor)
+    assert isinstance(sup, Supervisor)
     sup.set_mode("auto", "test")
     sign_in(driver, stack.url, "viewer")
     driver.get(stack.url + "/control")
@@ -178,7 +146,7 @@ def test_operator_switches_auto_to_advisory_and_an_audit_entry_appears(stack: Da
     from selenium.webdriver.common.by import By
 
     sup = stack.service.data.supervisor if stack.service else None
-    assert isinstance(sup, FakeSupervisor)
+    assert isinstance(sup, Supervisor)
     sup.set_mode("auto", "test")
     sign_in(driver, stack.url, "operator")
     driver.get(stack.url + "/control")
@@ -188,11 +156,10 @@ def test_operator_switches_auto_to_advisory_and_an_audit_entry_appears(stack: Da
     driver.find_element(By.ID, "ct-apply").click()
     wait_for(lambda: "Mode set to advisory by operator" in _text(driver, "#ct-msg"), 15, "confirmation")
     assert sup.mode == "advisory"
-    wait_for(lambda: "set_mode" in _text(driver, "#audit-table") and "operator" in _text(driver, "#audit-table"),
+    wait_for(lambda: '"to": "advisory"' in _text(driver, "#audit-table") and "operator" in _text(driver, "#audit-table"),
              15, "audit entry on the page")
-    entries = [json.loads(line) for line in sup.audit.read_text(encoding="utf-8").splitlines()]
-    assert entries[-1]["user"] == "operator"
-    assert entries[-1]["new"] == "advisory"
+    entries = [json.loads(line) for line in sup.audit_path.read_text(encoding="utf-8").splitlines()]
+    assert (entries[-1]["kind"], entries[-1]["user"], entries[-1]["to"]) == ("mode", "operator", "advisory")
     _shot(driver, "control-after-advisory", tmp_path)
     assert console_errors(driver) == []
 
@@ -265,7 +232,7 @@ def test_operator_override_reaches_the_supervisor_and_is_listed(stack: Dashboard
     """An override sent by the Control page's callback (as the Set button sends it) is passed to the supervisor
     with the operator's name and expiry, listed on the page, and refused outside the point's limits."""
     sup = stack.service.data.supervisor if stack.service else None
-    assert isinstance(sup, FakeSupervisor)
+    assert isinstance(sup, Supervisor)
     sign_in(driver, stack.url, "operator")
     driver.get(stack.url + "/control")
     wait_for(lambda: "Audit log" in driver.page_source, 30, "control page")
