@@ -105,7 +105,33 @@ def counter_energy(
 ) -> CounterEnergy:
     """Energy in ``[start, end)`` from one counter's readings (columns ts, value, optional quality), times ``scale``."""
     ts, v = clean_readings(frame)
-    s_ns, e_ns = int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
+    return series_energy(ts, v, pd.Timestamp(start), pd.Timestamp(end), modulus=modulus, max_gap=max_gap, scale=scale)
+
+
+def interval_energy(
+    frame: pd.DataFrame,
+    edges: pd.DatetimeIndex,
+    *,
+    modulus: float | None = None,
+    scale: float = 1.0,
+) -> npt.NDArray[np.float64]:
+    """Energy per interval between consecutive ``edges`` (same rules, vectorised; for CUE and hourly splits)."""
+    ts, v = clean_readings(frame)
+    return series_intervals(ts, v, edges, modulus=modulus, scale=scale)
+
+
+def series_energy(
+    ts: npt.NDArray[np.int64],
+    v: npt.NDArray[np.float64],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    modulus: float | None = None,
+    max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
+    scale: float = 1.0,
+) -> CounterEnergy:
+    """Energy in ``[start, end)`` from a counter's cleaned, sorted readings (:func:`clean_readings`), times ``scale``."""
+    s_ns, e_ns = int(start.value), int(end.value)
     period_ns = e_ns - s_ns
     if period_ns <= 0:
         raise ValueError(f"empty period {start} .. {end}")
@@ -113,20 +139,17 @@ def counter_energy(
         return CounterEnergy(0.0, 0.0, 0.0, gaps=((pd.Timestamp(start), pd.Timestamp(end)),))
     dt = np.diff(ts)
     inc, wrapped, reset = increments(v, dt, modulus)
-    gap_ns = int(pd.Timedelta(max_gap).value)
-    is_gap = dt > gap_ns
+    is_gap = dt > int(pd.Timedelta(max_gap).value)
     lo = np.maximum(ts[:-1], s_ns)
     hi = np.minimum(ts[1:], e_ns)
     overlap = np.clip(hi - lo, 0, None).astype(np.float64)
     frac = np.divide(overlap, dt, out=np.zeros_like(overlap), where=dt > 0)
     share = inc * frac
-    split = frac < 1.0
-    est_mask = reset | (is_gap & split)
+    est_mask = reset | (is_gap & (frac < 1.0))
     energy = float(share.sum())
     estimated = float(share[est_mask].sum())
     covered = float(overlap[~is_gap].sum())
     gaps = [(_ts(lo[i]), _ts(hi[i])) for i in np.flatnonzero(is_gap & (overlap > 0))]
-    # Rule 5: edges of the period the readings do not reach, extrapolated at the mean power seen.
     span = ts[-1] - ts[0]
     rate = float(inc.sum()) / span if span > 0 else 0.0
     for a, b in ((s_ns, min(ts[0], e_ns)), (max(ts[-1], s_ns), e_ns)):
@@ -145,22 +168,21 @@ def counter_energy(
     )
 
 
-def interval_energy(
-    frame: pd.DataFrame,
+def series_intervals(
+    ts: npt.NDArray[np.int64],
+    v: npt.NDArray[np.float64],
     edges: pd.DatetimeIndex,
     *,
     modulus: float | None = None,
     scale: float = 1.0,
 ) -> npt.NDArray[np.float64]:
-    """Energy per interval between consecutive ``edges`` (same rules, vectorised; for CUE and hourly splits)."""
-    ts, v = clean_readings(frame)
+    """Energy per interval between consecutive ``edges`` from cleaned, sorted readings (same rules, vectorised)."""
     out = np.zeros(max(len(edges) - 1, 0))
     if len(ts) < 2 or len(edges) < 2:
         return out
     inc, _, _ = increments(v, np.diff(ts), modulus)
     cum = np.concatenate([[0.0], np.cumsum(inc)])
     e_ns = edges.as_unit("ns").asi8.astype(np.float64)
-    # np.interp extrapolates flat; extend with the mean rate so edges outside the readings follow rule 5.
     rate = cum[-1] / (ts[-1] - ts[0])
     c = np.interp(e_ns, ts.astype(np.float64), cum)
     c = np.where(e_ns < ts[0], (e_ns - ts[0]) * rate, c)

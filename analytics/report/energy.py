@@ -25,7 +25,7 @@ from aidc.errors import DataError
 from aidc.model import Quality
 from aidc.roles import Role
 from analytics import kpi
-from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, increments
+from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, series_energy, series_intervals
 from analytics.pue import MeterInfo, PueReport
 from historian.base import RawArrays
 
@@ -128,76 +128,6 @@ def _runs(column: pd.Series) -> tuple[list[str], npt.NDArray[np.intp]]:
     codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc.chunks])
     starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
     return [str(names[c]) for c in codes[starts].tolist()], starts
-
-
-def series_energy(
-    ts: npt.NDArray[np.int64],
-    v: npt.NDArray[np.float64],
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    *,
-    modulus: float | None = None,
-    max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
-    scale: float = 1.0,
-) -> CounterEnergy:
-    """:func:`analytics.counters.counter_energy` on already cleaned, sorted arrays (same rules, same result)."""
-    s_ns, e_ns = int(start.value), int(end.value)
-    period_ns = e_ns - s_ns
-    if period_ns <= 0:
-        raise ValueError(f"empty period {start} .. {end}")
-    if len(ts) < 2:
-        return CounterEnergy(0.0, 0.0, 0.0, gaps=((pd.Timestamp(start), pd.Timestamp(end)),))
-    dt = np.diff(ts)
-    inc, wrapped, reset = increments(v, dt, modulus)
-    is_gap = dt > int(pd.Timedelta(max_gap).value)
-    lo = np.maximum(ts[:-1], s_ns)
-    hi = np.minimum(ts[1:], e_ns)
-    overlap = np.clip(hi - lo, 0, None).astype(np.float64)
-    frac = np.divide(overlap, dt, out=np.zeros_like(overlap), where=dt > 0)
-    share = inc * frac
-    est_mask = reset | (is_gap & (frac < 1.0))
-    energy = float(share.sum())
-    estimated = float(share[est_mask].sum())
-    covered = float(overlap[~is_gap].sum())
-    gaps = [(_ts(lo[i]), _ts(hi[i])) for i in np.flatnonzero(is_gap & (overlap > 0))]
-    span = ts[-1] - ts[0]
-    rate = float(inc.sum()) / span if span > 0 else 0.0
-    for a, b in ((s_ns, min(ts[0], e_ns)), (max(ts[-1], s_ns), e_ns)):
-        if b > a:
-            extra = rate * (b - a)
-            energy += extra
-            estimated += extra
-            gaps.append((_ts(a), _ts(b)))
-    return CounterEnergy(
-        energy * scale,
-        estimated * scale,
-        covered / period_ns,
-        int((wrapped & (overlap > 0)).sum()),
-        int((reset & (overlap > 0)).sum()),
-        tuple(sorted(gaps)),
-    )
-
-
-def series_intervals(
-    ts: npt.NDArray[np.int64],
-    v: npt.NDArray[np.float64],
-    edges: pd.DatetimeIndex,
-    *,
-    modulus: float | None = None,
-    scale: float = 1.0,
-) -> npt.NDArray[np.float64]:
-    """:func:`analytics.counters.interval_energy` on already cleaned, sorted arrays (same rules, same result)."""
-    out = np.zeros(max(len(edges) - 1, 0))
-    if len(ts) < 2 or len(edges) < 2:
-        return out
-    inc, _, _ = increments(v, np.diff(ts), modulus)
-    cum = np.concatenate([[0.0], np.cumsum(inc)])
-    e_ns = edges.as_unit("ns").asi8.astype(np.float64)
-    rate = cum[-1] / (ts[-1] - ts[0])
-    c = np.interp(e_ns, ts.astype(np.float64), cum)
-    c = np.where(e_ns < ts[0], (e_ns - ts[0]) * rate, c)
-    c = np.where(e_ns > ts[-1], cum[-1] + (e_ns - ts[-1]) * rate, c)
-    return np.diff(c) * scale
 
 
 def _ts(ns: int | np.integer) -> pd.Timestamp:
