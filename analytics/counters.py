@@ -130,7 +130,7 @@ def series_energy(
     max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
     scale: float = 1.0,
 ) -> CounterEnergy:
-    """Energy in ``[start, end)`` from a counter's cleaned, sorted readings (:func:`clean_readings`), times ``scale``."""
+    """Energy in ``[start, end)`` from a counter's cleaned, sorted readings (see clean_readings), times ``scale``."""
     s_ns, e_ns = int(start.value), int(end.value)
     period_ns = e_ns - s_ns
     if period_ns <= 0:
