@@ -338,7 +338,8 @@ class OpcUaLink(Link):
                 arr, bad_type = _float_array(val)
                 why = why or bad_type
                 if why or not len(arr):
-                    arr = np.full(old.get(i, 0), np.nan)
+                    # Length unknown until a good read: one bad element still says the point failed, and why.
+                    arr = np.full(old.get(i, 0) or 1, np.nan)
                     why = why or "empty array"
                 n = len(arr)
                 parts.append(arr)
