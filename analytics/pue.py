@@ -245,6 +245,23 @@ def compute_pue(
         )  # fmt: skip
     assert chosen is not None
     category = chosen
+    return report_from_energies(
+        s, e, category, energies, _co2_kg(readings, meters, s, e), missing=tuple(missing), note="; ".join(notes)
+    )
+
+
+def report_from_energies(
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    category: int,
+    energies: dict[Role, CounterEnergy],
+    co2_kg: float | None,
+    *,
+    missing: tuple[str, ...] = (),
+    note: str = "",
+) -> PueReport:
+    """The PueReport of role energies for one period at a chosen category: PUE and the related KPIs."""
+    dc = energies[Role.FACILITY_ENERGY]
     it = energies[kpi.IT_ENERGY_ROLES[category]]
 
     def kwh(role: Role) -> float | None:
@@ -255,8 +272,8 @@ def compute_pue(
     losses = kpi.power_losses(dc.energy, it.energy, e_cool, e_other)
     ups_in, ups_out = kwh(Role.UPS_INPUT_ENERGY), kwh(Role.IT_ENERGY_UPS_OUTPUT)
     return PueReport(
-        start=s,
-        end=e,
+        start=start,
+        end=end,
         category=category,
         e_dc_kwh=dc.energy,
         e_it_kwh=it.energy,
@@ -275,9 +292,9 @@ def compute_pue(
         wue=kpi.wue(kwh(Role.WATER_VOLUME), it.energy),
         erf=kpi.erf(kwh(Role.REUSED_ENERGY), dc.energy),
         ref=kpi.ref(kwh(Role.RENEWABLE_ENERGY), dc.energy),
-        cue=kpi.cue(_co2_kg(readings, meters, s, e), it.energy),
-        missing=tuple(missing),
-        note="; ".join(notes),
+        cue=kpi.cue(co2_kg, it.energy),
+        missing=missing,
+        note=note,
     )
 
 

@@ -26,7 +26,7 @@ from aidc.model import Quality
 from aidc.roles import Role
 from analytics import kpi
 from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, series_energy, series_intervals
-from analytics.pue import MeterInfo, PueReport
+from analytics.pue import MeterInfo, PueReport, report_from_energies
 from historian.base import RawArrays
 
 Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
@@ -218,38 +218,7 @@ def pue_report(
     if dc is None:
         raise DataError("no series with role facility_energy: PUE needs the utility meter's energy counter")
     cat = choose_category(energies, category)
-    it = energies[kpi.IT_ENERGY_ROLES[cat]]
-
-    def kwh(role: Role) -> float | None:
-        en = energies.get(role)
-        return None if en is None else en.energy
-
-    e_cool, e_other = kwh(Role.COOLING_ENERGY), kwh(Role.OTHER_ENERGY)
-    losses = kpi.power_losses(dc.energy, it.energy, e_cool, e_other)
-    ups_in, ups_out = kwh(Role.UPS_INPUT_ENERGY), kwh(Role.IT_ENERGY_UPS_OUTPUT)
-    return PueReport(
-        start=start,
-        end=end,
-        category=cat,
-        e_dc_kwh=dc.energy,
-        e_it_kwh=it.energy,
-        pue=kpi.pue(dc.energy, it.energy),
-        coverage=min(dc.coverage, it.coverage),
-        estimated_kwh=dc.estimated + it.estimated,
-        energies=dict(energies),
-        e_cooling_kwh=e_cool,
-        e_other_kwh=e_other,
-        e_power_losses_kwh=losses,
-        ups_losses_kwh=None if ups_in is None or ups_out is None else ups_in - ups_out,
-        clf=kpi.clf(e_cool, it.energy),
-        plf=kpi.plf(losses, it.energy),
-        ppue_cooling=kpi.partial_pue(e_cool, it.energy),
-        ppue_power=kpi.partial_pue(losses, it.energy),
-        wue=kpi.wue(kwh(Role.WATER_VOLUME), it.energy),
-        erf=kpi.erf(kwh(Role.REUSED_ENERGY), dc.energy),
-        ref=kpi.ref(kwh(Role.RENEWABLE_ENERGY), dc.energy),
-        cue=kpi.cue(co2_kg, it.energy),
-    )
+    return report_from_energies(start, end, cat, dict(energies), co2_kg)
 
 
 def hourly_energy(
