@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -39,7 +40,8 @@ def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
     return q
 
 
-def _wait_for(q: queue.Queue[str], text: str, timeout_s: float) -> list[str]:
+def _wait_for(q: queue.Queue[str], pattern: str, timeout_s: float) -> list[str]:
+    """Lines read until one matches ``pattern`` (a regular expression)."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -48,9 +50,9 @@ def _wait_for(q: queue.Queue[str], text: str, timeout_s: float) -> list[str]:
         except queue.Empty:
             continue
         seen.append(line)
-        if text in line:
+        if re.search(pattern, line):
             return seen
-    raise AssertionError(f"{text!r} not printed within {timeout_s}s:\n{''.join(seen)[-2000:]}")
+    raise AssertionError(f"{pattern!r} not printed within {timeout_s}s:\n{''.join(seen)[-2000:]}")
 
 
 def _simulators_of(config: Path) -> list[int]:
@@ -136,7 +138,7 @@ def test_sigterm_stops_run_and_flushes(tmp_path: Path) -> None:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
         )  # fmt: skip
         try:
-            _wait_for(_lines(proc), "stored", 60)
+            _wait_for(_lines(proc), r"stored [1-9]", 60)  # points reached the store before the signal
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
         finally:
