@@ -28,7 +28,16 @@ from aidc.clock import SteppedClock
 from aidc.config import Site, site_from_dict
 from aidc.live import LiveState
 from aidc.sitegen import SiteTemplate, render_site
-from control.evaluate import DAY_NS, EvalSetup, evaluate_all, feed_live, load_carbon, run_day, site_weather
+from control.evaluate import (
+    DAY_NS,
+    EvalSetup,
+    default_jobs,
+    evaluate_all,
+    feed_live,
+    load_carbon,
+    run_day,
+    site_weather,
+)
 from control.learner import LearningController
 from control.policy import site_limits
 from control.supervisor import Supervisor
@@ -92,7 +101,7 @@ def main() -> None:
             t0 = time.perf_counter()
             res = evaluate_all(site, lim, site_weather(site, args.weather),
                                ["fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle"], days=args.days,
-                               stride=args.stride, warmup_h=24.0,
+                               stride=args.stride, warmup_h=6.0, jobs=default_jobs(),
                                carbon=load_carbon(str(ROOT / "data/carbon/PJM_hourly_2022.csv.gz")), year=2026)
             out["evaluate_s"] = round(time.perf_counter() - t0, 1)
         ctl = res["controllers"]

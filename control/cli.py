@@ -41,7 +41,9 @@ def register(sub: Any) -> None:
     p.add_argument("--weather", help="weather file (.epw[.gz]); default: the site's")
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--stride", type=int, default=7, help="evaluate every K-th day")
-    p.add_argument("--warmup-h", type=float, default=24.0, help="uncounted warm-up before each day")
+    p.add_argument("--warmup-h", type=float, default=6.0, help="uncounted warm-up before each day (default 6 h)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="worker processes, one controller each (default: one per CPU; 1 runs them in turn)")
     p.add_argument("--carbon", help="g CO2/kWh constant or an hourly CSV with avg_CI (default: by climate)")
     p.add_argument("--controllers", default="fixed,best_fixed,trim_respond,expert,aidc,oracle")
     p.add_argument("--year", type=int, default=2026)
@@ -60,11 +62,14 @@ def _default_carbon(weather: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the table or JSON."""
-    from control.evaluate import evaluate_all, load_carbon, site_weather  # the simulators: only for this command
+    # the simulators: only for this command
+    from control.evaluate import default_jobs, evaluate_all, load_carbon, site_weather
 
     site = load_site(args.config)
     if args.days < 1 or args.stride < 1:
         raise ConfigError(f"--days {args.days} / --stride {args.stride}: both must be at least 1")
+    if args.jobs < 0:
+        raise ConfigError(f"--jobs {args.jobs}: must be at least 1 (0: one per CPU)")
     limits = site_limits(site)
     spec = str(Path(args.weather).resolve()) if args.weather else site.config.site.weather
     weather = site_weather(site, spec)
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.controllers.split(",") if n.strip()]
     t0 = time.perf_counter()
     out = evaluate_all(site, limits, weather, names, days=args.days, stride=args.stride, warmup_h=args.warmup_h,
-                       carbon=carbon, year=args.year, progress=None if args.json else sys.stderr)
+                       carbon=carbon, year=args.year, progress=None if args.json else sys.stderr,
+                       jobs=args.jobs or default_jobs())
     out["evaluate_s"] = round(time.perf_counter() - t0, 1)
     out["weather"] = spec
     out["carbon"] = carbon.source

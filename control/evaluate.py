@@ -13,10 +13,12 @@ controller that reads the physics, through the what-if interface when the facili
 
 from __future__ import annotations
 
-import copy
 import math
+import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,13 @@ from control.policy import Limits, dew_point_c
 from control.snapshot import Readings, SnapshotBuilder
 from control.types import Controller, Decision, Setpoints, Snapshot
 from simulators.facility import Facility
+from simulators.interface import Setpoints as SimSetpoints
+from simulators.interface import WhatIf
 from simulators.weather import Weather, load_weather
 
 DAY_NS = 86_400_000_000_000
-SETTLE_STEPS = 4  # oracle: candidate intervals simulated before judging a candidate (20 min at 5-min decisions)
-ORACLE_HEADROOM_K = 0.5  # oracle: load can rise before its next re-optimisation
+ORACLE_HEADROOM_K = 1.0  # oracle: load can rise before its next re-optimisation
+BEST_FIXED_TRIES = 4  # best fixed: candidates run through the full evaluation at most
 
 
 @dataclass(frozen=True)
@@ -308,195 +312,263 @@ def evaluate(setup: EvalSetup, ctl: Controller, bind: Callable[[Facility], None]
 
 # --- the oracle: optimises each decision with the true physics ----------------------------------------------
 
+TCS_OFFSETS_K = np.array([3.0, 4.5, 6.0, 8.0, 11.0])  # TCS supply setpoint − FWS supply setpoint on the coarse grid
+
+
+def uniform_candidates(fac: Facility, fws: np.ndarray, offset: np.ndarray, dp: np.ndarray,
+                       lim: Limits) -> SimSetpoints:
+    """What-if candidates with one TCS and dp for every CDU: FWS, TCS = FWS + offset and dp, clipped to the
+    site's absolute bounds (the chilled-water setpoint stays where it is)."""
+    f = np.clip(fws, lim.fws_lo, lim.fws_hi)
+    t = np.clip(f + offset, lim.tcs_lo, lim.tcs_hi)
+    d = np.clip(dp, lim.dp_lo, lim.dp_hi)
+    return SimSetpoints.grid(fac.setpoints(), fws_supply_c=f, tcs_supply_c=t, dp_kpa=d)
+
+
+def coarse_grid(lim: Limits, fws_step: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FWS × (TCS − FWS) × dp over the site's whole feasible range, flattened."""
+    fws = np.arange(lim.fws_lo, lim.fws_hi + 1e-9, fws_step)
+    dp = np.linspace(lim.dp_lo, lim.dp_hi, 5)[1:]  # the lowest dp starves the racks; start one step above it
+    f, o, d = (a.ravel() for a in np.meshgrid(fws, TCS_OFFSETS_K, dp, indexing="ij"))
+    return f, o, d
+
+
+def whatif_ok(w: WhatIf, rack_lim: np.ndarray, lim: Limits, outdoor_dew_c: float, headroom_k: float) -> np.ndarray:
+    """Candidates that keep every constraint the evaluation counts, with ``headroom_k`` more GPU margin."""
+    cfg = lim.cfg
+    ok = (w.gpu_temp_max_c <= rack_lim - cfg.gpu_margin_k - headroom_k).all(axis=1)
+    ok &= (w.gpus_throttled == 0).all(axis=1)
+    ok &= (w.tcs_supply_c >= outdoor_dew_c + cfg.dew_margin_k + 0.2).all(axis=1)
+    ok &= ~w.condensation_risk.any(axis=1) & ~w.dp_not_reached.any(axis=1) & ~w.above_class
+    return np.asarray(ok, dtype=bool)
+
 
 class OracleController:
     """Picks, each decision, the setpoints with the lowest true facility power that keep every constraint.
 
-    It asks the physics through the facility's what-if interface when the facility has one (``what_if``, a whole
-    candidate grid in one vectorised call); otherwise it evaluates each candidate on a copy of the facility stepped
-    through the ordinary stepping interface, with a local pattern search to keep the number of copies small.
+    It asks the physics through the facility's what-if interface (steady state at the current weather and load,
+    a whole candidate grid in one vectorised call): a coarse grid over the site's range every ``reopt_s`` and a
+    local search around the last choice at every decision, so it follows load and weather between full searches.
+    ``ORACLE_HEADROOM_K`` of extra GPU margin covers the load rising before the next decision.
     """
 
     name = "oracle"
 
-    def __init__(self, setup: EvalSetup, grid: int = 9, reopt_s: float = 1800.0) -> None:
+    def __init__(self, setup: EvalSetup, reopt_s: float = 3600.0) -> None:
         self.setup = setup
         self.reopt_s = reopt_s
-        self.last_ns: int | None = None
         self.lim = setup.limits
         self.fac: Facility | None = None
-        self.grid = grid
         self.rack_lim: np.ndarray | None = None
-        self.sp: Setpoints | None = None
+        self.last_full_ns: int | None = None
+        self.choice: tuple[float, float, float] | None = None
+        self.grid = coarse_grid(self.lim)
 
     def bind(self, fac: Facility) -> None:
         """Use this facility for the next decisions."""
         self.fac = fac
-        self.last_ns = None
+        self.last_full_ns = None
+        self.choice = None
         self.rack_lim = self.setup.rack_limits(fac)
 
-    def _score(self, cands: Sequence[Setpoints]) -> np.ndarray:
-        """Facility kW after one interval at each candidate, +inf where a constraint breaks."""
+    def _best(self, f: np.ndarray, o: np.ndarray, d: np.ndarray, dew: float) -> tuple[tuple[float, float, float],
+                                                                                          float, bool]:
         assert self.fac is not None
         assert self.rack_lim is not None
-        lim, cfg = self.lim, self.lim.cfg
-        out = np.empty(len(cands))
-        dt = cfg.interval_s
-        fac = self.fac
-        # Share what a step never changes (weather, workload, parameters, site objects) instead of copying it.
-        shared = [fac.weather, fac.workload, fac.params, fac.tz, self.setup.site, *self.setup.site.devices]
-        for j, sp in enumerate(cands):
-            twin = copy.deepcopy(fac, {id(o): o for o in shared})
-            plant = SimPlant(self.setup.site, lim, self.setup.builder, twin)
-            plant.current = Setpoints(np.full_like(sp.tcs_c, np.nan), np.full_like(sp.dp_kpa, np.nan), math.nan)
-            plant.apply(sp)
-            # Settle: the FWS loop lags by minutes, so a warm candidate only shows its GPU temperatures later.
-            hottest, throttled = -math.inf, 0
-            sub = max(1, round(dt / self.setup.step_s))
-            for _ in range(SETTLE_STEPS * sub):
-                twin.step(dt / sub)  # the evaluation's own step, so transients are judged as they are counted
-                over = np.maximum.reduceat(twin.gpu_temp_c, twin.rack_offsets) - self.rack_lim
-                hottest = max(hottest, float(over.max()))
-                throttled += int(twin.rack_throttled.sum())
-            ok = hottest <= -cfg.gpu_margin_k - ORACLE_HEADROOM_K and throttled == 0
-            dew = dew_point_c(twin.drybulb_c, twin.wetbulb_c)
-            ok = ok and float(twin.tcs_supply_c.min()) >= dew + cfg.dew_margin_k
-            out[j] = twin.facility_power_w / 1000.0 if ok else math.inf
-        return out
+        cands = uniform_candidates(self.fac, f, o, d, self.lim)
+        w = self.fac.what_if(cands)
+        # Feasible under the highest load of the interval ahead (perfect foresight), priced at the load of now.
+        peak = self.fac.what_if(cands, peak_s=self.lim.cfg.interval_s)
+        ok = whatif_ok(peak, self.rack_lim, self.lim, dew, ORACLE_HEADROOM_K)
+        if ok.any():
+            j = int(np.argmin(np.where(ok, w.facility_power_w, np.inf)))
+        else:  # nothing feasible: the coolest candidate
+            j = int(np.argmin((peak.gpu_temp_max_c - self.rack_lim).max(axis=1)))
+        return (float(f[j]), float(o[j]), float(d[j])), float(w.facility_power_w[j]) / 1000.0, bool(ok.any())
 
     def decide(self, snap: Snapshot) -> Decision:
-        """Pattern search from the last choice over (TCS, dp, FWS), uniform over CDUs."""
-        lim = self.lim
+        """Coarse grid when due, then a local search around the choice."""
         n = len(snap.cdu_names)
-        if self.sp is not None and self.last_ns is not None and (snap.t_ns - self.last_ns) / 1e9 < self.reopt_s - 1:
-            hot = bool((snap.gpu_max_c > lim.gpu_ceiling_c - ORACLE_HEADROOM_K).any())
-            # Between re-optimisations, keep the choice only while the physics says it stays feasible.
-            if not hot and math.isfinite(self._score([self.sp])[0]):
-                return Decision(self.sp.copy(), state="holding")
-        self.last_ns = snap.t_ns
-        dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) + 0.3
-        sp = self.sp if self.sp is not None else lim.safe.copy()
-        sp = lim.clip(sp, dew)
-        best = self._score([sp])[0]
-        if not math.isfinite(best):
-            sp = lim.clip(lim.safe.copy(), dew)
-            best = self._score([sp])[0]
-        for step in ((2.0, 20.0, 2.0), (1.0, 10.0, 1.0)):
-            improved = True
-            while improved:
-                improved = False
-                cands = []
-                for axis in range(3):
-                    for sgn in (-1.0, 1.0):
-                        t, d, f = float(sp.tcs_c.mean()), float(sp.dp_kpa.mean()), sp.fws_c
-                        if axis == 0:
-                            t += sgn * step[0]
-                        elif axis == 1:
-                            d += sgn * step[1]
-                        else:
-                            f += sgn * step[2]
-                            t += sgn * step[2]  # move TCS with FWS so the approach stays feasible
-                        c = lim.clip(Setpoints(np.full(n, t), np.full(n, d), f), dew)
-                        cands.append(c)
-                scores = self._score(cands)
-                j = int(np.argmin(scores))
-                if scores[j] < best - 0.05:
-                    best, sp, improved = float(scores[j]), cands[j], True
-        self.sp = sp
-        return Decision(sp.copy(), state="deciding", predicted_facility_kw=best)
+        dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c)
+        if not math.isfinite(dew):
+            dew = -40.0
+        ok = False
+        if self.choice is None or self.last_full_ns is None or (snap.t_ns - self.last_full_ns) / 1e9 >= self.reopt_s:
+            self.choice, kw, ok = self._best(*self.grid, dew)
+            self.last_full_ns = snap.t_ns
+        for step in (1.0, 0.5):
+            f0, o0, d0 = self.choice
+            f, o, d = (a.ravel() for a in np.meshgrid(f0 + step * np.array([-1.0, 0.0, 1.0]),
+                                                       o0 + step * np.array([-1.0, 0.0, 1.0]),
+                                                       d0 + step * np.array([-15.0, 0.0, 15.0]), indexing="ij"))
+            self.choice, kw, ok = self._best(f, np.maximum(o, 1.0), d, dew)
+        f0, o0, d0 = self.choice
+        fws = float(np.clip(f0, self.lim.fws_lo, self.lim.fws_hi))
+        sp = Setpoints(np.full(n, float(np.clip(fws + o0, self.lim.tcs_lo, self.lim.tcs_hi))),
+                       np.full(n, float(np.clip(d0, self.lim.dp_lo, self.lim.dp_hi))), fws)
+        return Decision(sp, state="deciding" if ok else "fallback", predicted_facility_kw=kw)
 
 
 # --- all controllers -------------------------------------------------------------------------------------------
 
 
-def best_fixed(setup: EvalSetup) -> tuple[tuple[float, float, float], Kpis]:
+def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None) -> tuple[tuple[float, float, float], Kpis]:
     """The constant setpoint with the lowest facility energy and no violation over the evaluated days (hindsight).
 
-    A coarse grid on a quick pass (no warm-up beyond two hours, 5-minute steps), then the best few on the full
-    evaluation, so the search is honest about the KPIs it reports.
+    Every hour of every evaluated day, the plant is settled at the hour's weather and load and a grid of constant
+    setpoints is scored at steady state through the what-if interface; the grid is refined around the best, and
+    the candidates feasible at every sampled hour are then run through the full evaluation in order of their
+    sampled energy until one keeps every constraint minute by minute (at most ``BEST_FIXED_TRIES``).
     """
     from control.baselines import ConstantController
 
     lim = setup.limits
-    quick = EvalSetup(setup.site, lim, setup.weather, setup.year, setup.days, max(setup.stride, 1) * 3,
-                      setup.first_day, 2.0, lim.cfg.interval_s, setup.carbon)
-    tried: list[tuple[float, tuple[float, float, float]]] = []
-    for fws in np.arange(max(lim.fws_lo, 14.0), lim.fws_hi + 0.01, 3.0):
-        for dtcs in (3.0, 7.0):
-            for dp in (90.0, 150.0, 210.0):
-                tcs = min(fws + dtcs, lim.tcs_hi)
-                k = evaluate(quick, ConstantController(lim, tcs, dp, fws))
-                bad = k.violation_minutes + k.throttle_minutes + k.below_dew_minutes + k.above_class_minutes
-                tried.append((k.facility_kwh if bad == 0 else math.inf, (tcs, dp, float(fws))))
-    tried.sort(key=lambda r: r[0])
+    fac = setup.facility(setup.day_starts()[0])
+    rack_lim = setup.rack_limits(fac)
+    hours = [d + h * 3_600_000_000_000 for d in setup.day_starts() for h in range(24)]
+
+    def scan(f: np.ndarray, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        energy = np.zeros(len(f))
+        ok = np.ones(len(f), dtype=bool)
+        for t in hours:
+            fac.settle_at(t)
+            cands = uniform_candidates(fac, f, o, d, lim)
+            energy += fac.what_if(cands).facility_power_w
+            peak = fac.what_if(cands, peak_s=3600.0)  # the hour's highest load and warmest weather
+            ok &= whatif_ok(peak, rack_lim, lim, dew_point_c(fac.drybulb_c, fac.wetbulb_c), 0.0)
+        return energy, ok
+
+    f, o, d = coarse_grid(lim)
+    e, ok = scan(f, o, d)
+    if ok.any():
+        j = int(np.argmin(np.where(ok, e, np.inf)))
+        rf, ro, rd = (a.ravel() for a in np.meshgrid(f[j] + np.array([-1.0, 0.0, 1.0]),
+                                                       o[j] + np.array([-1.0, 0.0, 1.0]),
+                                                       d[j] + np.array([-20.0, 0.0, 20.0]), indexing="ij"))
+        re_, rok = scan(rf, np.maximum(ro, 1.0), rd)
+        f, o, d = np.concatenate([f, rf]), np.concatenate([o, np.maximum(ro, 1.0)]), np.concatenate([d, rd])
+        e, ok = np.concatenate([e, re_]), np.concatenate([ok, rok])
+    order = [int(i) for i in np.argsort(np.where(ok, e, np.inf)) if ok[i]]
     best: tuple[tuple[float, float, float], Kpis] | None = None
-    for _, sp in tried[:3]:
+    seen: set[tuple[float, float, float]] = set()
+    for i in order:
+        fws = float(np.clip(f[i], lim.fws_lo, lim.fws_hi))
+        sp = (float(np.clip(fws + o[i], lim.tcs_lo, lim.tcs_hi)), float(np.clip(d[i], lim.dp_lo, lim.dp_hi)), fws)
+        if sp in seen:
+            continue
+        seen.add(sp)
+        if len(seen) > BEST_FIXED_TRIES:
+            break
         k = evaluate(setup, ConstantController(lim, *sp))
         bad = k.violation_minutes + k.throttle_minutes + k.below_dew_minutes + k.above_class_minutes
-        if bad == 0 and (best is None or k.facility_kwh < best[1].facility_kwh):
+        if say is not None:
+            say(f"  best fixed candidate TCS {sp[0]:.1f} dp {sp[1]:.0f} FWS {sp[2]:.1f}: "
+                f"{k.facility_kwh:,.0f} kWh, {k.violation_minutes:.0f} violation minutes")
+        if bad == 0:
             best = (sp, k)
+            break
     if best is None:
-        k = evaluate(setup, ConstantController(lim, float(lim.safe.tcs_c[0]), float(lim.safe.dp_kpa[0]),
-                                               lim.safe.fws_c))
-        best = ((float(lim.safe.tcs_c[0]), float(lim.safe.dp_kpa[0]), lim.safe.fws_c), k)
+        sp = (float(lim.safe.tcs_c[0]), float(lim.safe.dp_kpa[0]), lim.safe.fws_c)
+        best = (sp, evaluate(setup, ConstantController(lim, *sp)))
     return best
 
 
-def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[str], *, days: int, stride: int,
-                 warmup_h: float, carbon: Carbon, year: int, progress: object = None) -> dict[str, Any]:
-    """KPIs of every named controller on the same days, as the ``--json`` document."""
+CONTROLLERS = ("fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle")
+_LONGEST_FIRST = ("oracle", "aidc", "best_fixed", "trim_respond", "expert", "fixed")
+
+
+def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """KPIs of one named controller on the setup's days, and what goes on the document's top level (aidc's
+    commissioning)."""
     from control.baselines import ExpertController, FixedController, TrimRespondController
     from control.learner import LearningController
 
-    known = ("fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle")
-    for name in names:
-        if name not in known:
-            raise DataError(f"--controllers: unknown controller {name!r} ({', '.join(known)})")
-    setup = EvalSetup(site, limits, weather, year, days, stride, 0, warmup_h, 60.0, carbon)
-    out: dict[str, dict[str, Any]] = {}
+    site, limits, warmup_h = setup.site, setup.limits, setup.warmup_h
     extra: dict[str, Any] = {}
+    if name == "fixed":
+        k = evaluate(setup, FixedController(limits))
+    elif name == "best_fixed":
+        sp, k = best_fixed(setup, say)
+        return {**k.as_dict(), "setpoints": {"tcs_c": sp[0], "dp_kpa": sp[1], "fws_c": sp[2]}}, extra
+    elif name == "trim_respond":
+        k = evaluate(setup, TrimRespondController(limits))
+    elif name == "expert":
+        k = evaluate(setup, ExpertController(limits, site.config.plant.type))
+    elif name == "aidc":
+        ctl = LearningController(limits)
+        comm = Kpis()
+        n_comm = math.ceil(limits.cfg.commissioning_days)
+        # Commissioning ends where the first evaluated day's warm-up begins (the weather year wraps into December).
+        start = setup.day_starts()[0] - int(warmup_h * 3.6e12) - n_comm * DAY_NS
+        for d in range(n_comm):
+            run_day(setup, ctl, start + d * DAY_NS, comm, warmup_h=0.0)
+        extra["commissioning"] = {"days": n_comm, **comm.as_dict()}
+        k = evaluate(setup, ctl)
+        if ctl.model is not None:
+            k.extra = {"model_rows": float(ctl.model.provenance["rows"])}  # type: ignore[arg-type]
+    elif name == "oracle":
+        o = OracleController(setup)
+        k = evaluate(setup, o, o.bind)
+    else:
+        raise DataError(f"--controllers: unknown controller {name!r} ({', '.join(CONTROLLERS)})")
+    return k.as_dict(), extra
+
+
+_JOB: dict[str, Any] = {}  # the setup handed to forked workers (fork shares it without pickling)
+
+
+def _job(name: str) -> tuple[str, dict[str, Any], dict[str, Any], float, list[str]]:
+    said: list[str] = []
+    t0 = time.perf_counter()
+    kpis, extra = run_controller(_JOB["setup"], name, said.append)
+    return name, kpis, extra, time.perf_counter() - t0, said
+
+
+def default_jobs() -> int:
+    """Worker processes for the evaluation: one per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[str], *, days: int, stride: int,
+                 warmup_h: float, carbon: Carbon, year: int, progress: object = None,
+                 jobs: int = 1) -> dict[str, Any]:
+    """KPIs of every named controller on the same days, as the ``--json`` document.
+
+    ``jobs`` > 1 runs the controllers in that many forked worker processes (each controller is independent: its
+    own facility, the same days); the document is the same, in the order of ``names``.
+    """
+    for name in names:
+        if name not in CONTROLLERS:
+            raise DataError(f"--controllers: unknown controller {name!r} ({', '.join(CONTROLLERS)})")
+    setup = EvalSetup(site, limits, weather, year, days, stride, 0, warmup_h, 60.0, carbon)
 
     def say(msg: str) -> None:
         if progress is not None:
             print(msg, file=progress, flush=True)  # type: ignore[call-overload]
 
-    for name in names:
-        t0 = time.perf_counter()
-        if name == "fixed":
-            k = evaluate(setup, FixedController(limits))
-        elif name == "best_fixed":
-            sp, k = best_fixed(setup)
-            k.extra = {}
-            out[name] = {**k.as_dict(), "setpoints": {"tcs_c": sp[0], "dp_kpa": sp[1], "fws_c": sp[2]}}
+    results: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    order = sorted(dict.fromkeys(names), key=lambda n: _LONGEST_FIRST.index(n))
+    if jobs > 1 and len(order) > 1 and "fork" in mp.get_all_start_methods():
+        _JOB["setup"] = setup
+        try:
+            with ProcessPoolExecutor(min(jobs, len(order)), mp_context=mp.get_context("fork")) as pool:
+                for name, kpis, extra, spent, said in pool.map(_job, order):
+                    for line in said:
+                        say(line)
+                    say(f"{name}: {spent:.0f} s")
+                    results[name] = (kpis, extra)
+        finally:
+            _JOB.clear()
+    else:
+        for name in order:
+            t0 = time.perf_counter()
+            results[name] = run_controller(setup, name, say)
             say(f"{name}: {time.perf_counter() - t0:.0f} s")
-            continue
-        elif name == "trim_respond":
-            k = evaluate(setup, TrimRespondController(limits))
-        elif name == "expert":
-            k = evaluate(setup, ExpertController(limits, site.config.plant.type))
-        elif name == "aidc":
-            ctl = LearningController(limits)
-            comm = Kpis()
-            n_comm = math.ceil(limits.cfg.commissioning_days)
-            # Commissioning ends where the first evaluated day's warm-up begins (the weather year wraps into December).
-            start = setup.day_starts()[0] - int(warmup_h * 3.6e12) - n_comm * DAY_NS
-            for d in range(n_comm):
-                run_day(setup, ctl, start + d * DAY_NS, comm, warmup_h=0.0)
-            extra["commissioning"] = {"days": n_comm, **comm.as_dict()}
-            k = evaluate(setup, ctl)
-            if ctl.model is not None:
-                k.extra = {"model_rows": float(ctl.model.provenance["rows"])}  # type: ignore[arg-type]
-        elif name == "oracle":
-            o = OracleController(setup)
-            osetup = EvalSetup(site, limits, weather, year, days, stride, 0, min(warmup_h, 3.0), 60.0, carbon)
-            o.setup = osetup
-            k = evaluate(osetup, o, o.bind)
-        else:  # pragma: no cover - names are checked above
-            raise AssertionError(name)
-        out[name] = k.as_dict()
-        say(f"{name}: {time.perf_counter() - t0:.0f} s")
-    minutes = Kpis()
-    for d in setup.day_starts():
-        minutes.minutes += 1440.0
-        del d
-    return {"controllers": out, "evaluated_minutes": minutes.minutes, **extra}
+    out = {name: results[name][0] for name in dict.fromkeys(names)}
+    top: dict[str, Any] = {}
+    for _, ex in results.values():
+        top.update(ex)
+    return {"controllers": out, "evaluated_minutes": 1440.0 * len(setup.day_starts()), **top}

@@ -155,9 +155,11 @@ class Facility(FacilityState):
             self.tcs_sp[None, :].copy(), self.dp_sp[None, :].copy(), np.array([self.fws_sp]), np.array([self.chw_sp])
         )
 
-    def what_if(self, sp: Setpoints, *, dt_s: float | None = None) -> WhatIf:
+    def what_if(self, sp: Setpoints, *, dt_s: float | None = None, peak_s: float = 0.0) -> WhatIf:
         """The plant at each candidate of ``sp``: one step of ``dt_s`` from now, or the steady state when None.
 
+        ``peak_s`` (steady state only): each rack and GPU at its highest load of the next ``peak_s`` seconds
+        (sampled every minute) and the warmest weather of that span, the worst case a decision held that long meets.
         Nothing of the facility changes: not time, energy, setpoints, heartbeats or its state.
         """
         nc = len(self.cdu_names)
@@ -165,11 +167,21 @@ class Facility(FacilityState):
             raise ValueError(f"what_if: setpoints for {sp.tcs_supply_c.shape[1]} CDUs, the facility has {nc}")
         if dt_s is not None and not dt_s > 0:
             raise ValueError(f"what_if: dt_s must be positive, got {dt_s!r}")
+        if not peak_s >= 0 or (peak_s > 0 and dt_s is not None):
+            raise ValueError(f"what_if: peak_s must be ≥ 0 and only with the steady state, got {peak_s!r}")
         env = self._env
+        saved = self._local_hour_key, self._local_hour
         if dt_s is not None:
-            saved = self._local_hour_key, self._local_hour
             env = self.env_at(self.t_ns + round(dt_s * 1e9))
-            self._local_hour_key, self._local_hour = saved
+        elif peak_s > 0:
+            ahead = [self.env_at(self.t_ns + round(s * 1e9)) for s in np.arange(60.0, peak_s + 1e-9, 60.0)]
+            for e in ahead:
+                env = Env(env.t_ns, max(env.drybulb_c, e.drybulb_c), max(env.wetbulb_c, e.wetbulb_c),
+                          max(env.outdoor_dewpoint_c, e.outdoor_dewpoint_c),
+                          max(env.hall_dewpoint_c, e.hall_dewpoint_c),
+                          np.maximum(env.rack_util, e.rack_util), np.maximum(env.gpu_util, e.gpu_util),
+                          max(env.other_power_w, e.other_power_w))
+        self._local_hour_key, self._local_hour = saved
         # Candidates go through in chunks whose per-GPU arrays stay in cache (a few MB): faster than all at once.
         parts = [self._what_if_chunk(sp.take(i, i + WHAT_IF_CHUNK), env, dt_s) for i in range(0, sp.n, WHAT_IF_CHUNK)]
         return parts[0] if len(parts) == 1 else WhatIf.concat(parts)

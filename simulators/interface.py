@@ -189,6 +189,7 @@ class WhatIfPlant(Protocol):
         """The setpoints in force now, as one candidate."""
         ...
 
-    def what_if(self, sp: Setpoints, *, dt_s: float | None = None) -> WhatIf:
-        """The plant at each candidate of ``sp``: one step of ``dt_s``, or steady state when None."""
+    def what_if(self, sp: Setpoints, *, dt_s: float | None = None, peak_s: float = 0.0) -> WhatIf:
+        """The plant at each candidate of ``sp``: one step of ``dt_s``, or steady state when None (under the
+        highest load and warmest weather of the next ``peak_s`` seconds when that is given)."""
         ...
