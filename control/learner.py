@@ -29,6 +29,8 @@ EXPLORE_BACKOFF_K = 3.0  # exploration turns back toward colder water within thi
 SPREAD_SIGMAS = 1.0  # ensemble standard deviations added to the predicted hottest GPU
 STEP_OUT_HEADROOM_K = 4.0  # measured GPU headroom that lets a candidate step past the training data
 GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
+PEAK_WINDOW_NS = 3_600_000_000_000  # the GPU constraint is judged at the highest load of the last hour
+MAX_BIAS_K = 3.0  # the measured-minus-predicted GPU margin added to predictions is capped at this
 
 
 class LearningController:
@@ -51,6 +53,8 @@ class LearningController:
         self.fit_error = ""
         self.last: Decision | None = None
         self.approach_k = self.cfg.cdu_approach_k
+        self.recent_util: deque[tuple[int, float]] = deque(maxlen=64)
+        self.bias_k = 0.0
 
     # --- data --------------------------------------------------------------------------------------------
 
@@ -165,15 +169,33 @@ class LearningController:
             self.last = self._explore(snap)
             return self.last
         x, _ = self._candidates(snap)
-        # One vectorised call scores every candidate plus the fixed baseline (the safe defaults), for the saving.
+        n_c = len(x)
+        # The GPU constraint is judged at the highest load of the last hour (load moves between decisions); the
+        # power is priced at the load of now.
+        util = float(np.nanmean(snap.gpu_util_pct))
+        while self.recent_util and snap.t_ns - self.recent_util[0][0] > PEAK_WINDOW_NS:
+            self.recent_util.popleft()
+        self.recent_util.append((snap.t_ns, util))
+        x_peak = x.copy()
+        x_peak[:, 0] = max(u for _, u in self.recent_util)
+        # The model at what the plant does now, against what it measures: a positive miss is added to every
+        # candidate's GPU prediction (offset-free feedback, as model-predictive controllers correct their models).
+        achieved = Setpoints(snap.tcs_supply_c, snap.current.dp_kpa, snap.fws_supply_c)
+        now_x = self._features(snap, achieved)[None, :]
+        # One vectorised call scores every candidate, the peak-load copies, the plant now and the fixed baseline.
         base = self._features(snap, self.lim.safe)[None, :]
-        pred = self.model.predict(np.vstack([x, base]))
+        pred = self.model.predict(np.vstack([x, x_peak, now_x, base]))
         base_kw = float(pred["facility_power_kw"][0][-1])
-        pred = {k: (mu[:-1], sd[:-1]) for k, (mu, sd) in pred.items()}
+        g_now = float(pred["gpu_margin_c"][0][-2])
+        measured_margin = float(np.max(snap.gpu_max_c - self.lim.gpu_limit_c))
+        if np.isfinite(now_x).all() and math.isfinite(measured_margin):
+            self.bias_k = 0.7 * self.bias_k + 0.3 * float(np.clip(measured_margin - g_now, 0.0, MAX_BIAS_K))
         dist = self.model.distance(x)
-        p_mu, p_sd = pred["facility_power_kw"]
-        g_mu, g_sd = pred["gpu_margin_c"]
-        g_hi = g_mu + SPREAD_SIGMAS * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K
+        p_mu, p_sd = pred["facility_power_kw"][0][:n_c], pred["facility_power_kw"][1][:n_c]
+        g_mu = np.maximum(pred["gpu_margin_c"][0][:n_c], pred["gpu_margin_c"][0][n_c:2 * n_c])
+        g_sd = np.maximum(pred["gpu_margin_c"][1][:n_c], pred["gpu_margin_c"][1][n_c:2 * n_c])
+        g_hi = (g_mu + SPREAD_SIGMAS * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K
+                + self.bias_k)
         cfg = self.cfg
         trusted = (dist <= cfg.max_distance) & (p_sd <= cfg.max_spread_kw) & (g_sd <= cfg.max_spread_k)
         # Measured headroom is evidence too: with the hottest GPU well below its ceiling, one rate-limited step past
