@@ -30,6 +30,9 @@ SPREAD_SIGMAS = 1.0  # ensemble standard deviations added to the predicted hotte
 STEP_OUT_HEADROOM_K = 4.0  # measured GPU headroom that lets a candidate step past the training data
 GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
 PEAK_WINDOW_NS = 3_600_000_000_000  # the GPU constraint is judged at the highest load of the last hour
+SATURATED_VALVE_PCT = 98.0  # a CDU whose FWS valve is this open cannot cool its TCS any further
+APPROACH_DECAY_K = 0.01  # the learnt CDU approach relaxes this much per snapshot toward the site's policy value
+MAX_APPROACH_K = 10.0  # a learnt approach above this is a sensor or valve fault, not the exchanger
 MAX_BIAS_K = 3.0  # the measured-minus-predicted GPU margin added to predictions is capped at this
 
 
@@ -76,11 +79,13 @@ class LearningController:
         if not np.isfinite(x).all():
             return
         self.rows.append((snap.t_ns, x, snap.facility_kw, margin))
-        # The CDU exchanger's approach where the TCS could not reach its setpoint: candidates keep clear of it.
-        sat = snap.tcs_supply_c > snap.current.tcs_c + 0.3
+        # The CDU exchanger's approach where the TCS could not reach its setpoint with the FWS valve wide open (a
+        # saturated exchanger; a loop still settling after a setpoint change is not): candidates keep clear of it.
+        sat = (snap.tcs_supply_c > snap.current.tcs_c + 0.3) & (snap.valve_pct >= SATURATED_VALVE_PCT)
+        self.approach_k = max(self.cfg.cdu_approach_k, self.approach_k - APPROACH_DECAY_K)
         if sat.any():
             seen = float(np.max(snap.tcs_supply_c[sat] - snap.fws_supply_c)) + 0.3
-            self.approach_k = max(self.approach_k * 0.999, seen)
+            self.approach_k = min(max(self.approach_k, seen), MAX_APPROACH_K)
 
     def retrain(self, now_ns: int) -> None:
         """Refit the online model on the rows kept."""

@@ -102,3 +102,28 @@ def test_evaluate_control_rejects_an_unknown_controller(tmp_path: Path, capsys: 
     rc = main(["evaluate-control", "--config", str(cfg), "--days", "1", "--controllers", "pid"])
     assert rc == 2
     assert "unknown controller 'pid'" in capsys.readouterr().err
+
+
+def test_oracle_keeps_every_constraint_and_beats_fixed_on_a_hot_day(tmp_path: Path) -> None:
+    """On a July day the oracle (true physics through the what-if interface) keeps every GPU below limit − margin,
+    never throttles or condenses, and uses less facility energy than the fixed defaults; the hindsight best fixed
+    setpoint is one the evaluation found violation-free."""
+    from control.baselines import FixedController
+    from control.evaluate import EvalSetup, OracleController, best_fixed, evaluate
+    from simulators.weather import load_weather
+
+    site = control_site(tmp_path, racks=8)
+    lim = site_limits(site)
+    setup = EvalSetup(site, lim, load_weather("builtin:leesburg"), days=196, stride=1, first_day=195, warmup_h=2.0)
+    fixed = evaluate(setup, FixedController(lim))
+    oracle = OracleController(setup)
+    k = evaluate(setup, oracle, oracle.bind)
+    assert k.violation_minutes == 0
+    assert k.throttle_minutes == 0
+    assert k.below_dew_minutes == 0
+    assert k.above_class_minutes == 0
+    assert k.facility_kwh < fixed.facility_kwh
+    sp, bf = best_fixed(setup)
+    assert bf.violation_minutes == 0
+    assert bf.facility_kwh <= fixed.facility_kwh + 1e-6
+    assert lim.tcs_lo <= sp[0] <= lim.tcs_hi

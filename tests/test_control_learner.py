@@ -3,6 +3,8 @@ model's spread and distance."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from control.evaluate import DAY_NS, EvalSetup, SimPlant, run_day
 from control.guard import verify
 from control.learner import LearningController
 from control.policy import site_limits
+from control.types import Setpoints
 from simulators.weather import load_weather
 from tests.control_helpers import control_site
 
@@ -94,3 +97,53 @@ def test_online_model_needs_enough_rows() -> None:
     """Fitting on too few rows is a DataError that says how many there were."""
     with pytest.raises(DataError, match="only 10 training rows"):
         OnlinePlantModel.fit(np.ones((10, 6)), {"facility_power_kw": np.ones(10)})
+
+
+def test_measured_gpu_hotter_than_predicted_makes_the_core_choose_colder(tmp_path: Path) -> None:
+    """When the hottest GPU measures warmer than the model predicts at the plant's current state, the miss is fed
+    back into every candidate's GPU prediction, so the core picks setpoints no warmer than before, and colder
+    once the miss is large."""
+    setup = _setup(tmp_path)
+    ctl = LearningController(setup.limits)
+    july = setup.year_start_ns + 181 * DAY_NS
+    for d in range(3):
+        run_day(setup, ctl, july + d * DAY_NS, None, warmup_h=0.0)
+    fac = setup.facility(july + 3 * DAY_NS + 12 * 3_600_000_000_000)
+    plant = SimPlant(setup.site, setup.limits, setup.builder, fac)
+    fac.step(300.0)
+    snap = plant.snapshot()
+    calm = copy.deepcopy(ctl)
+    plain = calm.decide(snap)
+    assert plain.state == "deciding"
+    assert calm.bias_k == pytest.approx(0.0, abs=0.3)
+    # The same instant, but every GPU reads 6 K hotter than the plant model knows (a fouled cold plate, say).
+    hot = dataclasses.replace(snap, gpu_max_c=snap.gpu_max_c + 6.0)
+    for _ in range(6):
+        dec = ctl.decide(hot)
+    assert ctl.bias_k > 2.0
+    assert dec.setpoints.tcs_c.mean() < plain.setpoints.tcs_c.mean() - 0.5
+
+
+def test_a_loop_still_settling_does_not_teach_a_huge_cdu_approach(tmp_path: Path) -> None:
+    """TCS supply far above its setpoint while the CDU's FWS valve is part-open is a loop settling after a
+    setpoint change, not a saturated exchanger: the learnt approach stays at the policy value (it pinned TCS at
+    FWS + 20 K all winter before); with the valve wide open it is learnt, and capped."""
+    setup = _setup(tmp_path)
+    lim = setup.limits
+    ctl = LearningController(lim)
+    fac = setup.facility(setup.year_start_ns + 10 * DAY_NS)
+    fac.step(300.0)
+    snap = SimPlant(setup.site, lim, setup.builder, fac).snapshot()
+    n = len(snap.cdu_names)
+    cold = Setpoints(np.full(n, 18.0), snap.current.dp_kpa, 12.0)
+    settling = dataclasses.replace(snap, current=cold, tcs_supply_c=np.full(n, 31.0), fws_supply_c=12.0,
+                                   valve_pct=np.full(n, 60.0))
+    ctl.observe(settling)
+    assert ctl.approach_k == pytest.approx(lim.cfg.cdu_approach_k)
+    saturated = dataclasses.replace(settling, tcs_supply_c=np.full(n, 17.5), fws_supply_c=12.0,
+                                    current=Setpoints(np.full(n, 15.0), snap.current.dp_kpa, 12.0),
+                                    valve_pct=np.full(n, 100.0))
+    ctl.observe(saturated)
+    assert ctl.approach_k == pytest.approx(5.8, abs=0.05)
+    ctl.observe(dataclasses.replace(saturated, tcs_supply_c=np.full(n, 40.0)))
+    assert ctl.approach_k <= 10.0

@@ -115,3 +115,31 @@ def test_bad_setpoint_shapes_are_one_clear_error() -> None:
         fac.what_if(Setpoints(np.full((1, 3), 30.0), np.full((1, 3), 120.0), np.array([24.0]), np.array([14.0])))
     with pytest.raises(ValueError, match="same N"):
         Setpoints(np.full((2, 1), 30.0), np.full((2, 1), 120.0), np.array([24.0]), np.array([14.0]))
+
+
+class _StepWorkload:
+    """Every rack at ``low`` until ``at_ns``, then at ``high``."""
+
+    def __init__(self, racks: int, at_ns: int, low: float, high: float) -> None:
+        self.racks, self.at_ns, self.low, self.high = racks, at_ns, low, high
+
+    def rack_util(self, t_ns: int) -> np.ndarray:
+        """The step."""
+        return np.full(self.racks, self.high if t_ns >= self.at_ns else self.low)
+
+
+def test_peak_what_if_is_the_steady_state_under_the_highest_load_ahead() -> None:
+    """what_if(peak_s=T) equals the steady state at the highest load of the next T seconds, and no peak ahead
+    changes nothing."""
+    site = make_site(4)
+    start = Facility(site, weather=constant_weather(22.0, 60.0)).t_ns
+    step = _StepWorkload(4, start + 240 * 10**9, 0.4, 0.9)
+    fac = Facility(site, weather=constant_weather(22.0, 60.0), workload=step)  # type: ignore[arg-type]
+    high = Facility(site, weather=constant_weather(22.0, 60.0), workload=ConstantWorkload(0.9, 4))
+    sp = fac.setpoints()
+    now, ahead, short = fac.what_if(sp), fac.what_if(sp, peak_s=300.0), fac.what_if(sp, peak_s=120.0)
+    np.testing.assert_allclose(ahead.gpu_temp_max_c, high.what_if(sp).gpu_temp_max_c, atol=0.05)  # steady from another start
+    assert ahead.gpu_temp_max_c.max() > now.gpu_temp_max_c.max() + 1.0
+    np.testing.assert_allclose(short.gpu_temp_max_c, now.gpu_temp_max_c, rtol=1e-12)
+    with pytest.raises(ValueError, match="peak_s"):
+        fac.what_if(sp, dt_s=60.0, peak_s=300.0)

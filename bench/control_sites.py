@@ -1,0 +1,135 @@
+"""The supervisory controller on sites it was not developed on: the same code and defaults, no per-site tuning.
+
+aidc's controller was developed on the 32-rack GB200 site of ``aidc init`` (dry-cooler plant, training load) in
+Leesburg and Phoenix weather. Each site here changes several of those at once:
+
+* ``chicago-tower``: Chicago O'Hare weather, a cooling-tower plant (free cooling on the wet bulb), inference load,
+  GB300 and H100 racks sharing every CDU, leakier silicon and a worse cold plate and CDU exchanger;
+* ``phoenix-a100``: Phoenix weather, A100 racks (throttle at 85 °C) sharing CDUs with GB200, ASHRAE W27 (facility
+  water capped at 27 °C), weaker free coolers and a less efficient chiller;
+* ``leesburg-mixed``: Leesburg weather, a hall of B200 and GB200 on mixed training and inference load, a slower
+  TCS loop, and a larger CRAH share.
+
+Each site runs ``evaluate-control`` with all six controllers on every ``--stride``-th day. The table gives aidc's
+share of the oracle's facility-energy saving against fixed, whether aidc uses less energy than every baseline, and
+the safety minutes. The last line is JSON with ``<site>_share``, ``<site>_beats_baselines`` and
+``<site>_violation_pct`` per site.
+
+    python bench/control_sites.py [--stride 28] [--sites chicago-tower,phoenix-a100,leesburg-mixed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aidc.config import Site, site_from_dict
+from aidc.sitegen import SiteTemplate, render_site
+from control.evaluate import default_jobs, evaluate_all, load_carbon, site_weather
+from control.policy import site_limits
+
+ROOT = Path(__file__).resolve().parent.parent
+WEATHER = ROOT / "data" / "weather"
+CARBON = ROOT / "data" / "carbon"
+BASELINES = ("best_fixed", "trim_respond", "expert")
+
+
+def _mix(doc: dict[str, Any], models: list[tuple[str, int, float]], workloads: list[str] | None = None) -> None:
+    """Alternate GPU models (and workloads) rack by rack, so every CDU serves more than one model."""
+    for i, rack in enumerate(doc["halls"][0]["racks"]):
+        model, gpus, kw = models[i % len(models)]
+        rack.update(gpu_model=model, gpus=gpus, rated_kw=kw)
+        if workloads:
+            rack["workload"] = workloads[i % len(workloads)]
+
+
+def make_site(name: str, data_dir: Path) -> tuple[Site, str, str]:
+    """The site file's contents for ``name``, its weather file and its carbon series."""
+    if name == "chicago-tower":
+        weather = WEATHER / "USA_IL_Chicago.OHare.epw.gz"
+        doc = tomllib.loads(render_site(SiteTemplate(racks=32, climate=str(weather), data_dir=str(data_dir),
+                                                     timezone="America/Chicago", latitude=41.98, longitude=-87.9)))
+        doc["plant"]["type"] = "chiller_tower"
+        doc["simulation"]["workload"] = "inference"
+        doc["simulation"]["physics"] = {"leak_beta_per_k": 0.03, "r_cp_ref_k_per_w": 0.021, "cdu_approach_k": 4.0,
+                                        "tower_approach_k": 5.0, "fws_tau_s": 300.0}
+        _mix(doc, [("GB300", 72, 150.0), ("H100", 32, 45.0)])
+        carbon = CARBON / "MISO_hourly_2022.csv.gz"
+    elif name == "phoenix-a100":
+        weather = WEATHER / "USA_AZ_Phoenix-Sky.Harbor.epw.gz"
+        doc = tomllib.loads(render_site(SiteTemplate(racks=32, climate=str(weather), data_dir=str(data_dir),
+                                                     timezone="America/Phoenix", latitude=33.43, longitude=-112.0)))
+        doc["site"]["ashrae_class"] = "W27"
+        doc["simulation"]["physics"] = {"hr_fan_w_per_kw": 30.0, "drycooler_approach_k": 6.5,
+                                        "chiller_eta_carnot": 0.42, "gpu_spread": 0.08}
+        _mix(doc, [("A100", 32, 26.0), ("GB200", 72, 132.0)])
+        carbon = CARBON / "AZPS_hourly_2022.csv.gz"
+    elif name == "leesburg-mixed":
+        weather = WEATHER / "USA_VA_Leesburg.Exec.epw.gz"
+        doc = tomllib.loads(render_site(SiteTemplate(racks=32, climate=str(weather), data_dir=str(data_dir))))
+        doc["plant"]["crah_share"] = 0.2
+        doc["simulation"]["physics"] = {"cdu_tau_s": 150.0, "cdu_flow_lpm_per_kw": 1.3, "leak_ref_frac": 0.13}
+        _mix(doc, [("B200", 64, 120.0), ("GB200", 72, 132.0)], ["training", "inference"])
+        carbon = CARBON / "PJM_hourly_2022.csv.gz"
+    else:
+        raise SystemExit(f"unknown site {name!r}: chicago-tower, phoenix-a100 or leesburg-mixed")
+    return site_from_dict(doc), str(weather), str(carbon)
+
+
+def run_site(name: str, stride: int, jobs: int) -> dict[str, Any]:
+    """Evaluate all six controllers on one site; print its table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        site, weather, carbon = make_site(name, Path(tmp))
+        lim = site_limits(site)
+        t0 = time.perf_counter()
+        res = evaluate_all(site, lim, site_weather(site, weather),
+                           ["fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle"], days=365,
+                           stride=stride, warmup_h=6.0, carbon=load_carbon(carbon), year=2026, jobs=jobs)
+        spent = time.perf_counter() - t0
+    ctl = res["controllers"]
+    base = ctl["fixed"]["facility_kwh"]
+    oracle_saving = base - ctl["oracle"]["facility_kwh"]
+    print(f"{name}: {len(lim.cdu_names)} CDUs, every {stride}th day ({res['evaluated_minutes'] / 1440:.0f} days), "
+          f"{spent:.0f} s")
+    for cname, k in ctl.items():
+        saving = base - k["facility_kwh"]
+        share = saving / oracle_saving if oracle_saving > 0 else float("nan")
+        print(f"  {cname:<13} saving {100 * saving / base:+6.3f} %  share of oracle {share:6.3f}  "
+              f"violation {k['violation_minutes']:5.0f} min  at/over limit {k['at_limit_minutes']:.0f}  "
+              f"throttle {k['throttle_minutes']:.0f}  FWS>class {k['above_class_minutes']:.0f}  "
+              f"TCS<dew {k['below_dew_minutes']:.0f}")
+    a = ctl["aidc"]
+    share = (base - a["facility_kwh"]) / oracle_saving if oracle_saving > 0 else float("nan")
+    beats = all(a["facility_kwh"] < ctl[b]["facility_kwh"] for b in BASELINES)
+    viol = 100 * a["violation_minutes"] / res["evaluated_minutes"]
+    hard = a["throttle_minutes"] + a["at_limit_minutes"] + a["above_class_minutes"] + a["below_dew_minutes"]
+    print(f"  aidc: {100 * share:.0f} % of the oracle's saving (goal ≥ 80 %), "
+          f"{'beats' if beats else 'does NOT beat'} every baseline, violation {viol:.3f} % of the time "
+          f"(goal ≤ 0.1 %), hard-limit minutes {hard:.0f} (goal 0)")
+    return {f"{name}_share": round(share, 4), f"{name}_beats_baselines": beats,
+            f"{name}_violation_pct": round(viol, 4), f"{name}_hard_minutes": hard}
+
+
+def main() -> None:
+    """Run every named site and print the figures."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stride", type=int, default=28)
+    ap.add_argument("--sites", default="chicago-tower,phoenix-a100,leesburg-mixed")
+    ap.add_argument("--jobs", type=int, default=0, help="worker processes (default: one per CPU)")
+    args = ap.parse_args()
+    out: dict[str, Any] = {}
+    for name in [s.strip() for s in args.sites.split(",") if s.strip()]:
+        out.update(run_site(name, args.stride, args.jobs or default_jobs()))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
