@@ -343,27 +343,34 @@ class Supervisor:
     async def run(self, stop: asyncio.Event, *, guard_s: float | None = None) -> None:
         """Decide every ``interval_s``, run the thermal guard every ``guard_s`` (default: the collectors' rate, the
         shortest poll interval of the devices a snapshot reads) and heartbeat every ``heartbeat_s``, all in
-        simulated seconds at the clock's speed (never faster than :data:`MIN_TICK_S` of wall time), until ``stop``
-        is set or the task is cancelled; then revert to the safe defaults if in auto."""
+        simulated seconds at the clock's speed, waking for whichever is due first (never sooner than
+        :data:`MIN_TICK_S` of wall time), until ``stop`` is set or the task is cancelled; then revert to the safe
+        defaults if in auto."""
         speed = max(getattr(self.clock, "speed", 1.0), 1e-9)
         guard = self.guard_s if guard_s is None else guard_s
-        tick = max(MIN_TICK_S, min(guard, self.cfg.heartbeat_s) / speed)
+        tick_ns = int(min(guard, self.cfg.heartbeat_s) * 1e9)
         beat_ns = int(self.cfg.heartbeat_s * 1e9)
+        interval_ns = int(self.cfg.interval_s * 1e9)
         next_decision = next_beat = self.clock.now_ns()
         try:
             while not stop.is_set():
                 now = self.clock.now_ns()
                 if now >= next_decision:
                     await self.decide_once()
-                    next_decision = now + int(self.cfg.interval_s * 1e9)
+                    # On the interval's cadence; after a stall, from now rather than in a burst of catch-up decisions.
+                    next_decision += interval_ns
+                    if next_decision <= now:
+                        next_decision = now + interval_ns
                 else:
                     await self.thermal_check()
                 now = self.clock.now_ns()
                 if now >= next_beat:
                     await self.heartbeat()
                     next_beat = now + beat_ns
+                now = self.clock.now_ns()
+                wait_ns = min(tick_ns, next_decision - now, next_beat - now)
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=tick)
+                    await asyncio.wait_for(stop.wait(), timeout=max(MIN_TICK_S, wait_ns / 1e9 / speed))
                 except TimeoutError:
                     pass
         finally:

@@ -58,7 +58,7 @@ HEARTBEAT_TIMEOUT_S = 3600.0
 CONTROL = {
     "mode": "auto",
     "commissioning_days": 0.25,
-    "interval_s": 300.0,
+    "interval_s": 180.0,
     "heartbeat_s": 300.0,
     "stale_s": 1800.0,
     "hold_revert_s": 7200.0,
@@ -508,3 +508,25 @@ async def test_heartbeat_every_heartbeat_s_and_guard_at_the_collectors_rate(tmp_
     elapsed_s = (clock.now_ns() - start) / 1e9
     beats = {r.new for r in writer.log if r.why == "heartbeat"}
     assert 1 <= len(beats) <= elapsed_s / 60.0 + 1, (len(beats), elapsed_s)
+
+
+async def test_decisions_keep_their_interval_when_the_guard_tick_is_longer(tmp_path: Path) -> None:
+    """The running supervisor decides every interval_s even when its guard and heartbeat ticks are longer, instead
+    of only at the next tick."""
+    site = control_site(tmp_path, mode="advisory", interval_s=10.0, heartbeat_s=120.0)
+    fac = Facility(site, start_ns=site.config.simulation.start_ns())
+    clock = ScaledClock.starting_now(fac.t_ns, speed=20.0)
+    live = LiveState()
+    sup = Supervisor(site, live, FacilityWriter(site, fac, clock), clock,  # type: ignore[arg-type]
+                     audit_dir=tmp_path / "audit")
+    fac.step(60.0)
+    feed(live, site, fac)
+    stop = asyncio.Event()
+    start = clock.now_ns()
+    task = asyncio.create_task(sup.run(stop, guard_s=60.0))
+    await asyncio.sleep(2.5)
+    stop.set()
+    await task
+    elapsed_s = (clock.now_ns() - start) / 1e9
+    decisions = [r for r in _records(sup.audit_path) if r.get("kind") == "decision"]
+    assert len(decisions) >= 3, f"{len(decisions)} decisions in {elapsed_s:.0f} simulated s at interval 10 s"
