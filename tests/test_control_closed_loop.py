@@ -50,11 +50,11 @@ PROFILES = REPO / "collectors" / "profiles"
 
 SPEED = 1440.0  # one simulated day in a minute of wall time
 DAY_S = 86400.0
-# Every time constant a real site states in seconds is scaled so that, in wall time, the loop keeps the slack it has
-# at 1x: polls every 0.25 s of wall time, a heartbeat a tick of the supervisor, a watchdog that waits 2.5 s of wall
-# time (a real CDU: 60 s) before it reverts, inputs stale after 1.25 s.
+# Every time constant a real site states in seconds is scaled so that, in wall time, the loop keeps a slack like the
+# one it has at 1x: polls every 0.25 s of wall time, a heartbeat every 0.2 s, a watchdog that waits 5 s of wall time
+# (a real CDU waits 60 s for a heartbeat sent every 10 s) before it reverts, inputs stale after 1.25 s.
 POLL_S = 360.0
-HEARTBEAT_TIMEOUT_S = 3600.0
+HEARTBEAT_TIMEOUT_S = 7200.0
 CONTROL = {
     "mode": "auto",
     "commissioning_days": 0.25,
