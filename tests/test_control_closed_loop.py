@@ -316,6 +316,8 @@ def test_supervisor_closes_the_loop_for_a_day_and_devices_fall_back_when_it_dies
     err = err_path.read_text(encoding="utf-8")
     assert "Traceback" not in err, err[-3000:]
     assert "Traceback" not in sim_log, sim_log[-3000:]
+    failed = [line for line in err.splitlines() if "ERROR collectors.writer" in line]
+    assert not failed, f"every write of the day succeeded, the first heartbeats included: {failed[:3]}"
 
     decisions = [r for r in _records(audit / "control.jsonl") if r.get("kind") == "decision"]
     writes = [w for w in _records(audit / "writes.jsonl") if w["why"] != "heartbeat"]
