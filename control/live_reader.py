@@ -5,6 +5,8 @@ decision and each thermal-guard tick. As a sink beside :class:`aidc.live.LiveSta
 :class:`LiveReader` keeps just those series in numpy arrays, mapping each collector series array to its indices
 once (collectors reuse one array per device, as the live state relies on too), so a read is a few vectorised
 gathers. Until it has seen a batch it reads the live state itself (slower: one lookup per series).
+:meth:`LiveReader.note` takes a reading the supervisor made itself (the read-back of a setpoint it just wrote);
+it counts until a newer sample of that series arrives, from either source.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class LiveReader:
         self.val = np.full(n, np.nan)
         self.ts = np.zeros(n, dtype=np.int64)
         self.seen = False
+        self.note_val = np.full(n, np.nan)
+        self.note_ts = np.zeros(n, dtype=np.int64)
+        self._scalar = {(d, p): a for d, p, arr, a, b in self.rows if not arr and b > a}
         self._cache: dict[int, tuple[npt.NDArray[np.object_], npt.NDArray[np.intp], npt.NDArray[np.bool_]]] = {}
 
     # --- the sink ---------------------------------------------------------------------------------------
@@ -75,6 +80,13 @@ class LiveReader:
 
     __call__ = update
 
+    def note(self, device: str, point: str, value: float, ts_ns: int) -> None:
+        """A reading of a scalar point made outside the collectors (a write's read-back); unknown points are
+        ignored."""
+        i = self._scalar.get((device, point))
+        if i is not None and ts_ns >= self.note_ts[i]:
+            self.note_val[i], self.note_ts[i] = value, ts_ns
+
     # --- reading ----------------------------------------------------------------------------------------
 
     def read(self, live: LiveState | None, now_ns: int) -> tuple[Readings, float]:
@@ -89,6 +101,9 @@ class LiveReader:
             for _d, _p, _arr, a, b in self.rows:
                 got = live.get(self.ids[a]) if b > a else None
                 ts[a] = got.ts_ns if got is not None else 0
+        newer = (self.note_ts > 0) & (self.note_ts >= ts)  # a read-back stamped with a poll's time is the later
+        if newer.any():
+            values, ts = np.where(newer, self.note_val, values), np.where(newer, self.note_ts, ts)
         out: dict[str, dict[str, PointValue]] = {}
         used: list[int] = []
         for dev, point, array, a, b in self.rows:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from aidc.clock import Clock, format_ns
 from aidc.config import Site
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["off", "advisory", "auto"]
 MODES: tuple[Mode, ...] = ("off", "advisory", "auto")
 MEASUREMENT = "controller"
+MIN_TICK_S = 0.02  # wall seconds: the floor on the guard tick when the clock runs fast (as the collectors have)
 
 
 class WriteOutcome(Protocol):
@@ -112,6 +114,9 @@ class Supervisor:
         self.controlled = [*self.lim.cdu_names, self.lim.plant_device]
         self.decided = asyncio.Event()  # set after every decision (for watchers and tests)
         self.cooled = asyncio.Event()  # set after every thermal-guard action
+        # The thermal guard runs at the collectors' rate: the fastest poll of the devices a snapshot reads.
+        devs = {d.name: d for d in site.devices}
+        self.guard_s = min((devs[n].config.poll_interval_s for n in self.builder.devices()), default=10.0)
         self._hb_points = {d.name: d.profile.heartbeat.point for d in site.devices
                            if d.name in self.controlled and d.profile.heartbeat is not None}
 
@@ -268,27 +273,36 @@ class Supervisor:
         self._publish(rec, now)
 
     async def _write(self, sp: Setpoints, prev: Setpoints, why: str, *, force: bool = False) -> list[dict[str, object]]:
-        """Write the setpoints that differ from ``prev`` (all of them with ``force``) and remember them."""
+        """Write the setpoints that differ from ``prev`` (all of them with ``force``) and remember what the devices
+        hold now: the read-back of each write (a register stores tenths, not the requested value), which is also
+        fed to the input reader so the next snapshot starts from it even before the collectors poll again."""
         out: list[dict[str, object]] = []
         if self.writer is None:
             return out
         lim = self.lim
-        items = []
+        held_t, held_d, held_f = sp.tcs_c.astype(np.float64).copy(), sp.dp_kpa.astype(np.float64).copy(), [sp.fws_c]
+        items: list[tuple[str, str, float, float, npt.NDArray[np.float64] | list[float], int]] = []
         for i, cdu in enumerate(lim.cdu_names):
-            items.append((cdu, lim.tcs_point, float(sp.tcs_c[i]), float(prev.tcs_c[i])))
-            items.append((cdu, lim.dp_point, float(sp.dp_kpa[i]), float(prev.dp_kpa[i])))
-        items.append((lim.plant_device, lim.fws_point, float(sp.fws_c), float(prev.fws_c)))
+            items.append((cdu, lim.tcs_point, float(sp.tcs_c[i]), float(prev.tcs_c[i]), held_t, i))
+            items.append((cdu, lim.dp_point, float(sp.dp_kpa[i]), float(prev.dp_kpa[i]), held_d, i))
+        items.append((lim.plant_device, lim.fws_point, float(sp.fws_c), float(prev.fws_c), held_f, 0))
         first = self.written is None
-        for dev, point, value, old in items:
+        for dev, point, value, old, held, i in items:
             if not (force or first) and abs(value - old) < 1e-9:
+                held[i] = old
                 continue
             r = await self.writer.write(self.actor, dev, point, value, why)
             self.counts["writes"] += 1
             if not r.ok:
                 self.counts["write_errors"] += 1
+            if r.readback is not None and math.isfinite(r.readback):
+                held[i] = float(r.readback)
+                self.reader.note(dev, point, float(r.readback), self.clock.now_ns())
+            elif not r.ok:
+                held[i] = old  # not written: the device still holds what it held
             out.append({"device": r.device, "point": r.point, "value": r.new, "readback": r.readback, "ok": r.ok,
                         "error": r.error})
-        self.written = sp.copy()
+        self.written = Setpoints(held_t, held_d, float(held_f[0]))
         return out
 
     async def revert(self, why: str) -> list[dict[str, object]]:
@@ -326,23 +340,37 @@ class Supervisor:
 
     # --- the long-running job ---------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, *, guard_s: float = 10.0) -> None:
-        """Decide every ``interval_s``, guard and heartbeat every ``guard_s`` (simulated seconds at the clock's
-        speed) until ``stop`` is set or the task is cancelled; then revert to the safe defaults if in auto."""
+    async def run(self, stop: asyncio.Event, *, guard_s: float | None = None) -> None:
+        """Decide every ``interval_s``, run the thermal guard every ``guard_s`` (default: the collectors' rate, the
+        shortest poll interval of the devices a snapshot reads) and heartbeat every ``heartbeat_s``, all in
+        simulated seconds at the clock's speed, waking for whichever is due first (never sooner than
+        :data:`MIN_TICK_S` of wall time), until ``stop`` is set or the task is cancelled; then revert to the safe
+        defaults if in auto."""
         speed = max(getattr(self.clock, "speed", 1.0), 1e-9)
-        tick = min(guard_s, self.cfg.heartbeat_s) / speed
-        next_decision = self.clock.now_ns()
+        guard = self.guard_s if guard_s is None else guard_s
+        tick_ns = int(min(guard, self.cfg.heartbeat_s) * 1e9)
+        beat_ns = int(self.cfg.heartbeat_s * 1e9)
+        interval_ns = int(self.cfg.interval_s * 1e9)
+        next_decision = next_beat = self.clock.now_ns()
         try:
             while not stop.is_set():
                 now = self.clock.now_ns()
                 if now >= next_decision:
                     await self.decide_once()
-                    next_decision = now + int(self.cfg.interval_s * 1e9)
+                    # On the interval's cadence; after a stall, from now rather than in a burst of catch-up decisions.
+                    next_decision += interval_ns
+                    if next_decision <= now:
+                        next_decision = now + interval_ns
                 else:
                     await self.thermal_check()
-                await self.heartbeat()
+                now = self.clock.now_ns()
+                if now >= next_beat:
+                    await self.heartbeat()
+                    next_beat = now + beat_ns
+                now = self.clock.now_ns()
+                wait_ns = min(tick_ns, next_decision - now, next_beat - now)
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=tick)
+                    await asyncio.wait_for(stop.wait(), timeout=max(MIN_TICK_S, wait_ns / 1e9 / speed))
                 except TimeoutError:
                     pass
         finally:

@@ -45,6 +45,7 @@ class Facility(FacilityState):
         weather: Weather | None = None,
         workload: UtilisationSource | None = None,
         start_ns: int | None = None,
+        sensor_noise: bool = False,
     ) -> None:
         cfg = site.config
         sim = cfg.simulation
@@ -57,7 +58,7 @@ class Facility(FacilityState):
             self.rack_kinds, self.t_ns, sim.seed, cfg.site.timezone, sim.trace, site_dir
         )
         self.chw_sp = self.params.crah_chw_c
-        self.points = DevicePoints(site, self)
+        self.points = DevicePoints(site, self, sensor_noise=sensor_noise)
         self.degradation: Degradation | None = None  # slow physical faults (simulators/degradation.py)
         self._init_state()
 

@@ -7,6 +7,11 @@ device whose heartbeat value has not changed for longer than ``heartbeat.timeout
 its writable setpoints to ``safe_default`` and sets ``fallback_active``. While in fallback the device ignores
 remote setpoint writes, as real CDUs in local mode do; a changed heartbeat ends the fallback and later writes
 apply again (the safe setpoints stay until rewritten).
+
+With ``sensor_noise`` (the simulator process turns it on; in-process evaluations leave it off), temperature
+probes that must move (``must_move`` points in °C, e.g. a CDU's TCS supply and the plant's FWS supply) read with
+a small deterministic noise, as real RTDs do: a loop holding its setpoint otherwise reads exactly the same tenth of
+a degree poll after poll, which the collectors rightly flag as a stuck sensor, and the supervisor holds on it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from aidc.config import DeviceRef, MeterConfig, Site
 from aidc.errors import ConfigError
+from aidc.profiles import DataType, Point
 from aidc.roles import Role
 from simulators.facility_state import FacilityState
 from simulators.interface import PointValue
@@ -28,6 +34,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TCS_SP_C = 30.0
 DEFAULT_DP_SP_KPA = 120.0
 DEFAULT_FWS_SP_C = 24.0
+# Sensor noise (standard deviation) of a noisy probe: 1.5 resolution steps of an integer register (0.15 K for
+# tenths, so six polls in a row read the same tenth about once in 3000), 0.05 K for a floating-point one.
+NOISE_STEPS = 1.5
+NOISE_FLOAT_K = 0.05
 
 QUANTITIES: dict[str, frozenset[str]] = {
     "pdu": frozenset(
@@ -75,17 +85,30 @@ class HeartbeatWatch:
     fallback: bool = False
 
 
+def _noise_sigma(p: Point) -> float:
+    return NOISE_FLOAT_K if p.type in (DataType.FLOAT32, DataType.FLOAT64) else NOISE_STEPS * abs(p.scale)
+
+
 class DevicePoints:
     """Setpoints, heartbeats and per-device point values of a facility (:class:`FacilityState`)."""
 
-    def __init__(self, site: Site, fac: FacilityState) -> None:
+    def __init__(self, site: Site, fac: FacilityState, *, sensor_noise: bool = False) -> None:
         self.fac = fac
+        self.seed = site.config.simulation.seed
         self.devices = {d.name: d for d in site.devices}
         self.device_no = {d.name: i for i, d in enumerate(site.devices)}
         self.keys = {d.name: [p.sim or p.name for p in d.profile.points] for d in site.devices}
         self.watch: dict[str, HeartbeatWatch] = {}
         self.extra: dict[tuple[str, str], float] = {}
         self.leaks: set[str] = set()  # CDU device names and "rack:<rack name>" keys with an active leak
+        # device -> (keys, standard deviations) of its noisy temperature probes
+        self.noisy: dict[str, tuple[list[str], np.ndarray]] = {}
+        if sensor_noise:
+            for dev in site.devices:
+                probes = [(k, _noise_sigma(p)) for k, p in zip(self.keys[dev.name], dev.profile.points, strict=True)
+                          if p.must_move and not p.array and p.unit in ("°C", "K")]
+                if probes:
+                    self.noisy[dev.name] = ([k for k, _ in probes], np.array([s for _, s in probes]))
         for dev in site.devices:
             missing = [
                 k
@@ -194,6 +217,14 @@ class DevicePoints:
                 out[key] = q[key]
             elif p.writable:
                 out[key] = self.extra.get((device, p.name), p.safe_default if p.safe_default is not None else 0.0)
+        noisy = self.noisy.get(device)
+        if noisy is not None:
+            # Keyed on the simulated second, so every server and the control API show the same reading.
+            rng = np.random.default_rng([self.seed, self.device_no[device], self.fac.t_ns // 1_000_000_000])
+            for key, dv in zip(noisy[0], rng.normal(0.0, noisy[1]).tolist(), strict=True):
+                v = out.get(key)
+                if isinstance(v, float) and math.isfinite(v):
+                    out[key] = v + dv
         return out
 
     def _ripple(self, dev: DeviceRef, amplitude: float) -> float:

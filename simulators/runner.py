@@ -39,10 +39,10 @@ PhysicsFactory = Callable[[Site], FacilityPhysics]
 
 
 def default_physics(site: Site) -> FacilityPhysics:
-    """The facility model from ``simulators.facility``."""
+    """The facility model from ``simulators.facility``, its temperature probes reading with sensor noise."""
     from simulators.facility import Facility  # the physics is heavy; import it only to run
 
-    return Facility(site)
+    return Facility(site, sensor_noise=True)
 
 
 def load_physics_factory(spec: str) -> PhysicsFactory:

@@ -29,6 +29,7 @@ DEMO_DIR = Path("var/demo")
 DEMO_POLL_S = 1.0  # the demo polls every second so the dashboard's live values move (real sites choose their own)
 DEMO_OPERATOR = "operator"
 STOP_GRACE_S = 10.0  # after Ctrl-C / SIGTERM, how long the collectors get to close before being cancelled again
+CONTROL_CONNECT_S = 30.0  # wall seconds the supervisor waits for its devices' connections before it starts anyway
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,23 @@ def start_supervisor(job: MainJob, args: argparse.Namespace) -> Any:
     stop = asyncio.Event()
     running: list[asyncio.Task[None]] = []
 
+    async def connected_then_run() -> None:
+        # Its first heartbeat and writes go to devices the collectors have connected to (a device still down after
+        # CONTROL_CONNECT_S does not keep the supervisor from starting: it holds on that device's missing inputs).
+        links = {id(link): link for link in (job.engine.link(d) for d in sup.controlled)}.values()
+
+        async def all_connected() -> None:
+            for link in links:
+                await link.connected.wait()
+
+        waits = [asyncio.ensure_future(all_connected()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waits, timeout=CONTROL_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        await sup.run(stop)
+
     async def start() -> None:
-        running.append(asyncio.create_task(sup.run(stop), name="cooling supervisor"))
+        running.append(asyncio.create_task(connected_then_run(), name="cooling supervisor"))
 
     async def finish() -> None:
         stop.set()
