@@ -139,8 +139,7 @@ class LearningController:
             t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))
             d += float(np.clip(dd - d, -cfg.max_step_dp_kpa * scale, cfg.max_step_dp_kpa))
             f += float(np.clip(ff - f, -cfg.max_step_fws_k, cfg.max_step_fws_k * scale))
-        sp = lim.clip(Setpoints(np.full(n, t), np.full(n, d), f), self._dew(snap))
-        sp = lim.rate_limit(sp, cur)
+        sp = lim.step_toward(Setpoints(np.full(n, t), np.full(n, d), f), cur, self._dew(snap))
         why = "warm GPUs" if headroom < EXPLORE_BACKOFF_K else "random step"
         return Decision(sp, state=self.state, hold_reason=f"exploring: {why}")
 
@@ -223,7 +222,7 @@ class LearningController:
         score = np.where(ok, p_mu, np.inf)
         j = int(np.argmin(score))
         chosen = Setpoints(np.full(n, x[j, 3]), np.full(n, x[j, 4]), float(x[j, 5]))
-        chosen = self.lim.rate_limit(self.lim.clip(chosen, self._dew(snap)), snap.current)
+        chosen = self.lim.step_toward(chosen, snap.current, self._dew(snap))
         binding = []
         if x[j, 5] >= self.lim.fws_hi - 1e-6:
             binding.append("fws at W-class/profile max")

@@ -155,6 +155,21 @@ class Limits:
         tcs = np.clip(sp.tcs_c, min(lo, self.tcs_hi), self.tcs_hi)
         return Setpoints(tcs, np.clip(sp.dp_kpa, self.dp_lo, self.dp_hi), fws)
 
+    def step_toward(self, sp: Setpoints, prev: Setpoints, dew_c: float | None = None) -> Setpoints:
+        """``sp`` clipped to the bounds and rate-limited from ``prev``, and still inside the CDU approach.
+
+        Rate limiting after clipping can undo the approach: from a TCS setpoint a device holds rounded (24.4 for
+        24.4125), TCS + 2 K lands just below FWS + 2 K + approach. Then FWS gives way (it stays within its own rate
+        limit and bounds), and where it cannot, TCS rises within its rate limit.
+        """
+        c = self.cfg
+        r = self.rate_limit(self.clip(sp, dew_c), prev)
+        fws = min(r.fws_c, float(r.tcs_c.min()) - c.cdu_approach_k)
+        fws = float(np.clip(max(fws, prev.fws_c - c.max_step_fws_k, self.fws_lo), self.fws_lo, self.fws_hi))
+        tcs = np.minimum(np.maximum(r.tcs_c, min(fws + c.cdu_approach_k, self.tcs_hi)),
+                         prev.tcs_c + c.max_step_tcs_k)
+        return Setpoints(np.clip(tcs, self.tcs_lo, self.tcs_hi), r.dp_kpa, fws)
+
     def rate_limit(self, sp: Setpoints, prev: Setpoints) -> Setpoints:
         """``sp`` moved no further from ``prev`` than the maximum change per interval."""
         c = self.cfg

@@ -546,9 +546,6 @@ async def test_decisions_keep_their_interval_when_the_guard_tick_is_longer(tmp_p
     assert len(decisions) >= 3, f"{len(decisions)} decisions in {elapsed_s:.0f} simulated s at interval 10 s"
 
 
-@pytest.mark.xfail(strict=True, reason="control/learner.py rate-limits after clipping: from a TCS setpoint a register "
-                   "holds in tenths (24.4 for 24.4125) its +2 K step lands 0.0125 K below FWS + approach when FWS also "
-                   "rose 2 K, and the hard-limit check refuses it, for hours (about a third of the closed loop's day)")
 async def test_learning_core_steps_from_register_values_pass_the_hard_limit_check(tmp_path: Path) -> None:
     """A simulated day of the learning core against devices that store setpoints in tenths: no decision is refused
     by the hard-limit check (the core's choices respect the CDU approach from the values the devices hold)."""
