@@ -216,10 +216,13 @@ class FacilityForecaster:
 
     @classmethod
     def _fit_models(cls, history: pd.DataFrame, max_iter: int) -> FacilityForecaster:
-        util = history["gpu_util_pct"].resample(HOUR).mean()
+        hourly = hourly_frame(history)
         horizons = [f"{h}h" for h in LOAD_HORIZONS_H]
-        load = LoadForecaster.fit(util, horizons, HOUR, name="gpu_util_pct", max_iter=max_iter)
-        plant = PlantModel.fit(history, max_iter=max_iter * 2)
+        load = LoadForecaster.fit(hourly["gpu_util_pct"], horizons, HOUR, name="gpu_util_pct", max_iter=max_iter)
+        # The plant model learns hourly means, the scale it is queried at: a tree fitted on 5-min rows, where the
+        # utilisation of a hall of bursty jobs sits in two clusters (busy, between steps), puts an hourly mean that
+        # falls between them on one side of a split and under-forecasts IT and facility power by tens of kW.
+        plant = PlantModel.fit(hourly, max_iter=max_iter * 2)
         return cls(load, plant, fitted_on=(pd.Timestamp(history.index[0]), pd.Timestamp(history.index[-1])))
 
     def predict(
@@ -273,7 +276,7 @@ class FacilityForecaster:
         return out
 
     def _util_quantiles(self, history: pd.DataFrame, idx: pd.DatetimeIndex, origin: pd.Timestamp) -> pd.DataFrame:
-        util = history["gpu_util_pct"].resample(HOUR).mean()
+        util = hourly_frame(history)["gpu_util_pct"]
         util = util[util.index <= origin]
         anchors = self.load.predict(util)
         lead = np.asarray((idx - origin) / HOUR, dtype=np.float64)
@@ -283,16 +286,31 @@ class FacilityForecaster:
         )
 
 
+def hourly_frame(data: pd.DataFrame) -> pd.DataFrame:
+    """Hourly means of a plant frame over (t - 1 h, t], labelled t; PUE as the ratio of the hour's energies.
+
+    Telemetry up to an origin fills every hour up to and including the origin's, so a forecast made then sees
+    complete hours only. Hours with less than half their samples (an outage, the edge of the window) are dropped.
+    """
+    res = data.resample(HOUR, label="right", closed="right")
+    out = res.mean()
+    step = pd.Series(data.index).diff().median() if len(data) > 1 else HOUR
+    need = max(1, int(0.5 * (HOUR / step))) if pd.notna(step) and step > pd.Timedelta(0) else 1
+    out = out[res.size() >= need]
+    if "facility_power_kw" in out and "it_power_kw" in out:
+        out["pue"] = out["facility_power_kw"] / out["it_power_kw"].where(out["it_power_kw"] > 0)
+    return out.dropna()
+
+
 def hourly_truth(data: pd.DataFrame) -> pd.DataFrame:
     """Hourly means labelled by the hour's end (what a forecast for that time means); PUE as the energy ratio."""
-    h = data[["facility_power_kw", "it_power_kw", "drybulb_c", "wetbulb_c"]].resample(HOUR, label="right").mean()
-    h["pue"] = h["facility_power_kw"] / h["it_power_kw"]
-    return h
+    return hourly_frame(data[["facility_power_kw", "it_power_kw", "drybulb_c", "wetbulb_c"]])
 
 
 def origin_residual(plant: PlantModel, history: pd.DataFrame) -> dict[str, float]:
-    """Mean error of the plant model's P50 over the last hour of telemetry, per target (what it is missing now)."""
-    last = history[history.index > history.index[-1] - HOUR]
+    """Error of the plant model's P50 over the last complete hour of telemetry, per target (what it is missing now)."""
+    hourly = hourly_frame(history)
+    last = hourly[hourly.index <= pd.Timestamp(history.index[-1]).floor(HOUR)].iloc[[-1]]
     pred = plant.predict(last[list(FEATURES)])
     return {t: float(np.mean(last[t].to_numpy() - pred[f"{t}_p50"].to_numpy())) for t in TARGETS}
 
