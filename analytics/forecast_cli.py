@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,40 +11,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from aidc.clock import parse_cli_time
-from aidc.config import Site
 from aidc.errors import ConfigError, DataError
-from aidc.model import SeriesKey
-from aidc.roles import Role
-from analytics.kpi import IT_POWER_ROLES
-
-# The roles the plant frame is built from (analytics.plant_model.plant_frame).
-PLANT_ROLES = (
-    Role.GPU_UTIL,
-    Role.OUTDOOR_DRYBULB,
-    Role.OUTDOOR_WETBULB,
-    Role.TCS_SUPPLY_TEMP_SETPOINT,
-    Role.TCS_DP_SETPOINT,
-    Role.FWS_SUPPLY_TEMP_SETPOINT,
-    Role.GPU_TEMP,
-    Role.RACK_COOLANT_OUTLET_TEMP,
-    Role.FACILITY_POWER,
-    Role.COOLING_POWER,
-    *IT_POWER_ROLES.values(),
-)
-
-
-def device_roles(site: Site, columns: Iterable[str]) -> dict[str, Role]:
-    """The role of each series id from its own device (two devices may share a measurement and field but not a role:
-    the utility meter's ``meter active_power_w`` is facility power, a UPS meter's the same field is IT power)."""
-    devices = {d.name: d for d in site.devices}
-    out: dict[str, Role] = {}
-    for sid in columns:
-        key = SeriesKey.parse(str(sid))
-        dev = devices.get(key.tag_dict.get("device", ""))
-        role = dev.role_of(key.field) if dev is not None else None
-        if role is not None:
-            out[str(sid)] = role
-    return out
 
 
 def register(sub: Any) -> None:
@@ -64,9 +30,8 @@ def register(sub: Any) -> None:
 def run_forecast(args: argparse.Namespace) -> int:
     """Read telemetry, fit the workload and plant models, forecast and print."""
     from aidc.config import load_site
-    from analytics.historian_adapter import wide_frame
-    from analytics.plant_model import plant_frame
     from analytics.pue_forecast import FacilityForecaster, format_forecast, read_open_meteo
+    from analytics.pue_forecast_live import plant_history
     from historian import open_historian
 
     try:
@@ -84,13 +49,9 @@ def run_forecast(args: argparse.Namespace) -> int:
     start = end - pd.Timedelta(days=args.days)
     site = load_site(args.config)
     with open_historian(site.config.historian, site.data_dir) as hist:
-        wide, roles = wide_frame(hist, site, PLANT_ROLES, start, end, "5m")
-    if wide.empty:
-        raise DataError(f"{args.config}: no telemetry in the historian between {start} and {end}")
-    wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index, utc=True))
-    data = plant_frame(wide, {**roles, **device_roles(site, wide.columns)})
+        data = plant_history(hist, site, start, end)
     if data.empty:
-        raise DataError(f"{args.config}: telemetry between {start} and {end} has no complete plant rows")
+        raise DataError(f"{args.config}: no complete plant telemetry in the historian between {start} and {end}")
     weather = read_open_meteo(args.weather, origin=pd.Timestamp(data.index[-1]).floor("1h")) if args.weather else None
     with threadpool_limits(1):
         model = FacilityForecaster.fit(data)
