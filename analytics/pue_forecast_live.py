@@ -136,8 +136,10 @@ class PueForecastService:
             try:
                 self.update()
             except AidcError as exc:  # bad telemetry or weather file: say so on the panel, keep trying
-                self._latest = PueForecastState(None, None, f"PUE forecast unavailable: {exc}")
-                log.warning("PUE forecast: %s", exc)
+                message = f"PUE forecast unavailable: {exc}"
+                # Logged once at WARNING, then at DEBUG while the same fault lasts.
+                log.log(logging.DEBUG if message == self._latest.message else logging.WARNING, "%s", message)
+                self._latest = PueForecastState(None, None, message)
             except Exception:  # the forecast is advisory: log and keep the dashboard and API running
                 log.exception("PUE forecast update failed")
             self._stop.wait(self.check_every_s)
