@@ -45,6 +45,8 @@ def run_forecast(args: argparse.Namespace) -> int:
         raise ConfigError(f"--days {args.days:g}: need at least 7 days of telemetry")
     if args.every < 1:
         raise ConfigError(f"--every {args.every}: need at least 1")
+    if args.weather:
+        read_open_meteo(args.weather)  # a bad file is reported now, not after reading and fitting a month
     end = pd.Timestamp(parse_cli_time(args.end, "--to"), unit="ns", tz="UTC")
     start = end - pd.Timedelta(days=args.days)
     site = load_site(args.config)

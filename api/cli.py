@@ -47,6 +47,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.context import ApiContext
     from api.server import config
+    from api.views import pue_service
     from historian import open_historian
 
     if not 1 <= args.port <= 65535:
@@ -58,7 +59,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     except duckdb.IOException as exc:
         raise AidcError(f"cannot open the historian under {site.data_dir}: {str(exc).splitlines()[0]}") from None
     with hist:
-        app = create_app(ApiContext(site=site, historian=hist, tokens=tokens))
+        ctx = ApiContext(site=site, historian=hist, tokens=tokens)
+        app = create_app(ctx)
+        pue_service(ctx)  # start fitting the PUE forecast now, so /forecast/pue has one soon after start-up
         print(f"aidc api: site {site.name} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr)
         uvicorn.Server(config(app, args.host, args.port)).run()
     return 0

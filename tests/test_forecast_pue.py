@@ -117,6 +117,16 @@ def test_forecast_cli_bad_horizon_is_one_line(tmp_path: Path, capsys: pytest.Cap
     assert "--horizon 72h" in err
 
 
+def test_forecast_cli_bad_weather_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aidc forecast --weather bad.json` exits 2 with one line naming the file and the bad field, before any fit."""
+    bad = _json_file(tmp_path, {"time": ["2026-07-01T00:00"], "temperature_2m": ["hot"], "relative_humidity_2m": [50]})
+    assert main(["forecast", "--config", str(tmp_path / "missing.toml"), "--weather", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(bad) in err
+    assert "'temperature_2m'" in err
+
+
 def test_forecast_cli_end_to_end_from_the_historian(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`aidc forecast` on 8 days of simulated telemetry prints 24 hourly rows with ordered, plausible quantiles."""
     from aidc.config import load_site
@@ -141,6 +151,15 @@ def test_forecast_cli_end_to_end_from_the_historian(tmp_path: Path, capsys: pyte
             assert r[f"{t}_p10"] <= r[f"{t}_p50"] <= r[f"{t}_p90"], (t, r)
         assert 1.03 < r["pue_p50"] < 1.6
         assert 0.0 <= r["gpu_util_pct_p50"] <= 100.0
+    # With a site's Open-Meteo file the forecast's weather is the file's.
+    hours = pd.date_range("2026-07-08T00:00", periods=60, freq="1h")
+    om = tmp_path / "om.csv"
+    om.write_text("time,temperature_2m (°C),wet_bulb_temperature_2m (°C)\n"
+                  + "".join(f"{t:%Y-%m-%dT%H:%M},31.5,23.0\n" for t in hours), encoding="utf-8")  # fmt: skip
+    assert main([*argv, "--weather", str(om)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["drybulb_c"] for r in rows} == {31.5}
+    assert {r["wetbulb_c"] for r in rows} == {23.0}
 
 
 def _bursty_plant_frame(days: int, seed: int = 0) -> pd.DataFrame:
