@@ -307,9 +307,10 @@ def hourly_frame(data: pd.DataFrame) -> pd.DataFrame:
     """
     res = data.resample(HOUR, label="right", closed="right")
     out = res.mean()
-    gaps = np.diff(pd.DatetimeIndex(data.index).asi8)
-    step_ns = float(np.median(gaps)) if len(gaps) else 0.0
-    need = max(1, int(0.5 * HOUR.value / step_ns)) if step_ns > 0 else 1
+    idx = pd.DatetimeIndex(data.index)
+    # Timedelta arithmetic, not integer ticks: the index may be in ns or us (pandas 3 defaults differ by source).
+    step = pd.Timedelta(pd.Series(idx[1:] - idx[:-1]).median()) if len(idx) > 1 else HOUR
+    need = max(1, int(0.5 * float(HOUR / step))) if step > pd.Timedelta(0) else 1
     out = out[res.size() >= need]
     if "facility_power_kw" in out and "it_power_kw" in out:
         out["pue"] = out["facility_power_kw"] / out["it_power_kw"].where(out["it_power_kw"] > 0)

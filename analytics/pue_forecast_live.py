@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -158,10 +158,13 @@ class PueForecastService:
             )
             return self._latest
         origin = pd.Timestamp(data.index[-1]).floor(HOUR)
-        if self._latest.frame is not None and self._latest.origin == origin and not self._due(now):
-            return self._latest  # nothing new: the same hour's forecast stands
+        last = pd.Timestamp(data.index[-1])
+        if self._latest.frame is not None and self._latest.origin == origin and not self._due(last):
+            # Nothing new: the same hour's forecast stands (its line says so if the telemetry has stopped).
+            self._latest = replace(self._latest, message=self._describe(now, last))
+            return self._latest
         with threadpool_limits(1):  # the API and dashboard threads share the cores
-            if self._due(now):
+            if self._due(last):
                 log.info("fitting the PUE forecast on %d five-minute plant rows", len(data))
                 if self._latest.frame is None:
                     self._latest = PueForecastState(
@@ -174,21 +177,27 @@ class PueForecastService:
             frame = self._model.predict(data, weather, hours=self.hours)
         hist = hourly_frame(data[["facility_power_kw", "it_power_kw"]])
         hist = hist[hist.index > origin - pd.Timedelta("48h")]
-        fitted = self._model.fitted_on
         self._latest = PueForecastState(
-            frame,
-            hist[hist.index <= origin],
-            f"learned plant model and workload forecast, refitted daily; trained on "
-            f"{have / pd.Timedelta('1D'):.1f} days to {fitted[1]:%Y-%m-%d %H:%M} UTC" if fitted else "",
-            origin,
-            fitted,
-            source,
+            frame, hist[hist.index <= origin], self._describe(now, last), origin, self._model.fitted_on, source
         )
         return self._latest
 
-    def _due(self, now: pd.Timestamp) -> bool:
+    def _describe(self, now: pd.Timestamp, last: pd.Timestamp) -> str:
+        """What the forecast is and what it was trained on; flags telemetry that stopped over two hours ago."""
         fitted = self._model.fitted_on if self._model is not None else None
-        return fitted is None or now - fitted[1] >= self.refit
+        text = "learned plant model and workload forecast, refitted daily"
+        if fitted is not None:
+            days = (fitted[1] - fitted[0]) / pd.Timedelta("1D")
+            text += f"; trained on {days:.1f} days to {fitted[1]:%Y-%m-%d %H:%M} UTC"
+        if now - last > 2 * HOUR:
+            text += f"; STALE: plant telemetry ends {last:%Y-%m-%d %H:%M} UTC"
+        return text
+
+    def _due(self, last: pd.Timestamp) -> bool:
+        """A refit is due when ``refit`` of new telemetry has arrived since the last one (not merely of time: a
+        historian that stopped receiving data would otherwise be refitted on the same rows every check)."""
+        fitted = self._model.fitted_on if self._model is not None else None
+        return fitted is None or last - fitted[1] >= self.refit
 
     def _weather(self, origin: pd.Timestamp) -> tuple[WeatherForecast | None, str]:
         if self.weather_file is None:

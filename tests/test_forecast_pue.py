@@ -213,3 +213,29 @@ def test_facility_power_forecast_is_unbiased_on_bursty_utilisation() -> None:
         truth["facility_power_kw"] <= fc["facility_power_kw_p90"]
     )
     assert inside.mean() > 0.5
+
+
+def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
+    """The background service refits after a day of new telemetry, not when only time passes (stale data: flagged)."""
+    from analytics.pue_forecast_live import PueForecastService
+
+    data = _bursty_plant_frame(10)
+    now = {"t": T0 + pd.Timedelta("8D"), "data_end": T0 + pd.Timedelta("8D")}
+    svc = PueForecastService(lambda a, b: data[(data.index > a) & (data.index <= now["data_end"])], lambda: now["t"])
+    with threadpool_limits(1):
+        first = svc.update()
+        model = svc._model
+        assert first.frame is not None
+        assert "STALE" not in first.message
+        now["t"] += pd.Timedelta("3h")  # the clock moves, the telemetry does not
+        again = svc.update()
+        assert svc._model is model
+        assert again.origin == first.origin
+        assert "STALE: plant telemetry ends" in again.message
+        now["data_end"] = now["t"] = T0 + pd.Timedelta("9D")
+        later = svc.update()
+    assert svc._model is not model
+    assert later.origin is not None
+    assert first.origin is not None
+    assert later.origin - first.origin == pd.Timedelta("24h")
+    assert "STALE" not in later.message
