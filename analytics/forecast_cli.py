@@ -19,7 +19,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("forecast", help="facility power and PUE forecast (P10/P50/P90) from the historian")
     p.add_argument("--config", type=Path, required=True, help="site file")
     p.add_argument("--horizon", default="48h", help="how far ahead, whole hours up to 48h (default 48h)")
-    p.add_argument("--weather", type=Path, help="Open-Meteo hourly forecast (JSON or CSV); default: last day repeated")
+    p.add_argument(
+        "--weather", type=Path, help="Open-Meteo hourly forecast (JSON or CSV); default: now + the recent daily cycle"
+    )
     p.add_argument("--to", dest="end", default="now", help="forecast origin: end of the history used (default now)")
     p.add_argument("--days", type=float, default=28.0, help="days of telemetry to learn from (default 28, min 7)")
     p.add_argument("--every", type=int, default=3, help="print every N hours (default 3)")
@@ -63,7 +65,7 @@ def run_forecast(args: argparse.Namespace) -> int:
         rows["ts"] = rows["ts"].map(lambda t: t.isoformat())
         print(json.dumps(rows.round(4).to_dict(orient="records"), indent=2))
     else:
-        src = "Open-Meteo file " + str(args.weather) if args.weather else "last day repeated (no --weather file)"
+        src = f"Open-Meteo file {args.weather}" if args.weather else "now + the recent daily cycle (no --weather file)"
         print(f"forecast from {data.index[-1]} (history from {data.index[0]}); weather: {src}")
         print(format_forecast(fc, args.every))
     return 0

@@ -5,7 +5,8 @@ Three forecasts are chained, each with its own uncertainty, and combined by Mont
 1. the workload: an hourly :class:`analytics.forecast.LoadForecaster` of the mean GPU utilisation (the plant model's
    load input, which the setpoints cannot change) at anchor horizons 1-48 h, quantiles interpolated in between;
 2. the weather: a forecast file in Open-Meteo's hourly JSON or CSV format (:func:`read_open_meteo`), or, where a site
-   has none, the last day repeated; either way with the error of a numerical weather forecast growing with lead time
+   has none, the current weather moved along the recent daily cycle (:func:`diurnal_persistence`); either way with
+   the error of a numerical weather forecast growing with lead time
    (:func:`weather_error_sd`). The simulated facility's backtest uses its own weather plus that error
    (:func:`weather_with_error`);
 3. the learned plant model (:class:`analytics.plant_model.PlantModel`) at the setpoints the controller is expected to
@@ -160,17 +161,33 @@ def weather_with_error(truth: pd.DataFrame, origin: pd.Timestamp, hours: int, se
     return _with_sd(frame, origin, "weather file + simulated forecast error")
 
 
-def repeat_last_day(history: pd.DataFrame, origin: pd.Timestamp, hours: int) -> WeatherForecast:
-    """Without a forecast file: yesterday's hourly weather repeated, with a day-ahead forecast's error or more."""
-    hourly = history[["drybulb_c", "wetbulb_c"]].resample(HOUR).mean().dropna()
-    last = hourly[hourly.index > origin - pd.Timedelta("1D")]
-    if len(last) < 12:
-        raise DataError("forecast: less than half a day of outdoor temperature telemetry to repeat")
+def diurnal_persistence(history: pd.DataFrame, origin: pd.Timestamp, hours: int) -> WeatherForecast:
+    """Without a forecast file: the weather now, moved along the mean daily cycle of the last three days.
+
+    ``now + profile(hour of t) - profile(hour now)``, the profile being the median by hour of day over the last 72 h:
+    continuous at the origin (repeating yesterday's hours instead jumps wherever yesterday's start meets today's
+    end, by 5 K after a front) and keeping today's departure from the recent days. Its error is taken as at least a
+    day-two forecast's.
+    """
+    hourly = hourly_frame(history[["drybulb_c", "wetbulb_c"]])
+    hourly = hourly[hourly.index <= origin]
+    recent = hourly[hourly.index > origin - pd.Timedelta("3D")]
+    if len(recent[recent.index > origin - pd.Timedelta("1D")]) < 12:
+        raise DataError("forecast: less than half a day of outdoor temperature telemetry for a weather forecast")
+    hour = np.asarray(pd.DatetimeIndex(recent.index).hour)
+    # The median of the three days' values at each hour: one day with a front does not bend the cycle.
+    profile = recent.groupby(hour).median().reindex(range(24))
+    # Hours of day missing from the window (gaps) are interpolated around the clock.
+    profile = pd.concat([profile, profile, profile]).reset_index(drop=True).interpolate(limit_direction="both")
+    profile = profile.iloc[24:48].set_axis(range(24))
+    now = hourly.iloc[-1]
     idx = pd.date_range(origin + HOUR, periods=hours, freq=HOUR)
-    by_hour = last.groupby(pd.DatetimeIndex(last.index).hour).mean()
-    frame = by_hour.reindex(idx.hour).set_axis(idx).interpolate(limit_direction="both")
-    wf = _with_sd(frame, origin, "last day repeated (no forecast file)")
-    # Diurnal persistence errs like a forecast two days out at least.
+    cols = ("drybulb_c", "wetbulb_c")
+    frame = pd.DataFrame(
+        {c: now[c] + profile[c].to_numpy()[idx.hour] - profile[c].iloc[origin.hour] for c in cols}, index=idx
+    )
+    frame["wetbulb_c"] = np.minimum(frame["wetbulb_c"], frame["drybulb_c"])  # a wet bulb never exceeds the dry bulb
+    wf = _with_sd(frame, origin, "recent daily cycle from the current weather (no forecast file)")
     floor = weather_error_sd(48.0)
     wf.frame["drybulb_sd"] = np.maximum(wf.frame["drybulb_sd"], float(floor[0]))
     wf.frame["wetbulb_sd"] = np.maximum(wf.frame["wetbulb_sd"], float(floor[1]))
@@ -242,7 +259,7 @@ class FacilityForecaster:
         """Hourly P10/P50/P90 of GPU utilisation, facility power, IT power and PUE for ``hours`` after the history."""
         origin = pd.Timestamp(history.index[-1]).floor(HOUR)
         idx = pd.date_range(origin + HOUR, periods=hours, freq=HOUR)
-        wf = weather if weather is not None else repeat_last_day(history, origin, hours)
+        wf = weather if weather is not None else diurnal_persistence(history, origin, hours)
         w = wf.frame.reindex(idx)
         if w.isna().any().any():
             raise DataError(f"forecast: weather forecast ({wf.source}) does not cover {idx[0]} .. {idx[-1]}")

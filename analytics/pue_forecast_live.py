@@ -91,7 +91,8 @@ class PueForecastService:
     ``read(start, end)`` returns the 5-min plant frame (e.g. :func:`plant_history` under the caller's historian
     lock); ``clock()`` the facility's time. ``weather_file`` is an Open-Meteo hourly forecast (JSON or CSV), read
     again at every forecast so a job that refreshes it is picked up; without one, or when it does not cover the
-    horizon, the last day's weather is repeated (and the message says so).
+    horizon, the current weather is moved along the recent daily cycle
+    (:func:`analytics.pue_forecast.diurnal_persistence`; the message says so).
     """
 
     def __init__(
@@ -201,13 +202,14 @@ class PueForecastService:
 
     def _weather(self, origin: pd.Timestamp) -> tuple[WeatherForecast | None, str]:
         if self.weather_file is None:
-            return None, "last day repeated (no weather forecast file)"
+            return None, "recent daily cycle from the current weather (no weather forecast file)"
         try:
             wf = read_open_meteo(self.weather_file, origin=origin)
         except DataError as exc:
-            log.warning("PUE forecast: %s; repeating the last day's weather instead", exc)
-            return None, f"last day repeated ({exc})"
+            log.warning("PUE forecast: %s; using the recent daily cycle instead", exc)
+            return None, f"recent daily cycle from the current weather ({exc})"
         idx = pd.date_range(origin + HOUR, periods=self.hours, freq=HOUR)
         if wf.frame.reindex(idx).isna().any().any():
-            return None, f"last day repeated ({self.weather_file} does not cover {idx[0]} .. {idx[-1]})"
+            gap = f"{self.weather_file} does not cover {idx[0]} .. {idx[-1]}"
+            return None, f"recent daily cycle from the current weather ({gap})"
         return wf, f"Open-Meteo file {self.weather_file}"

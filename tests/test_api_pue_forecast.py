@@ -67,7 +67,7 @@ def test_pue_forecast_rows_come_from_the_background_forecast(served: tuple[str, 
         assert 1.03 < r["pue_p50"] < 1.6
     assert body["rows"][5]["facility_power_kw_p50"] == pytest.approx(float(st.frame["facility_power_kw_p50"].iloc[5]))
     assert body["units"]["facility_power_kw"] == "kW"
-    assert "last day repeated" in body["weather"]
+    assert "recent daily cycle" in body["weather"]
     status, spec = call(url, "GET", "/openapi.json", token=None)
     assert "/api/v1/forecast/pue" in spec["paths"]
 

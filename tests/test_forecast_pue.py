@@ -96,6 +96,23 @@ def test_simulated_forecast_error_matches_its_spread() -> None:
     assert np.std(errs[:, 47]) == pytest.approx(sd[47], rel=0.2)
 
 
+def test_weather_without_a_file_is_continuous_and_keeps_the_daily_cycle() -> None:
+    """With no forecast file the weather starts from now (no jump after a 5 K drop) and follows the daily cycle."""
+    from analytics.pue_forecast import diurnal_persistence, hourly_frame
+
+    idx = pd.date_range(T0, periods=12 * 24 * 4, freq="5min")
+    cycle = 4.0 * np.sin(2 * np.pi * (idx.hour + idx.minute / 60) / 24)
+    front = np.where(idx >= T0 + pd.Timedelta("3D") + pd.Timedelta("12h"), -5.0, 0.0)  # a cold front half a day ago
+    hist = pd.DataFrame({"drybulb_c": 25.0 + cycle + front, "wetbulb_c": 20.0 + 0.5 * cycle + front}, index=idx)
+    origin = pd.Timestamp(idx[-1]).floor("1h")
+    wf = diurnal_persistence(hist, origin, 48).frame
+    truth = hourly_frame(hist).loc[origin + pd.Timedelta("1h"), "drybulb_c"]  # the telemetry runs on past the origin
+    assert abs(wf["drybulb_c"].iloc[0] - truth) < 0.5  # not yesterday's value, 5 K warmer
+    assert wf["drybulb_c"].max() - wf["drybulb_c"].min() == pytest.approx(8.0, abs=1.0)  # the daily swing survives
+    assert (wf["wetbulb_c"] <= wf["drybulb_c"]).all()
+    assert (wf["drybulb_sd"] >= weather_error_sd(48.0)[0]).all()
+
+
 def test_expected_setpoints_follow_the_hour_of_day() -> None:
     """The expected setpoint is the last week's median at the same hour of day."""
     idx = pd.date_range(T0, periods=12 * 24 * 10, freq="5min")
