@@ -24,7 +24,14 @@ from aidc.roles import Role
 from analytics.historian_adapter import wide_frame
 from analytics.kpi import IT_POWER_ROLES
 from analytics.plant_model import plant_frame
-from analytics.pue_forecast import HOUR, FacilityForecaster, WeatherForecast, hourly_frame, read_open_meteo
+from analytics.pue_forecast import (
+    HOUR,
+    VALIDATION,
+    FacilityForecaster,
+    WeatherForecast,
+    hourly_frame,
+    read_open_meteo,
+)
 from historian import Historian
 
 log = logging.getLogger(__name__)
@@ -190,6 +197,8 @@ class PueForecastService:
         if fitted is not None:
             days = (fitted[1] - fitted[0]) / pd.Timedelta("1D")
             text += f"; trained on {days:.1f} days to {fitted[1]:%Y-%m-%d %H:%M} UTC"
+        if self._model is not None and not self._model.widen:
+            text += f"; band not yet calibrated (needs {(MIN_HISTORY + VALIDATION) / pd.Timedelta('1D'):.0f} days)"
         if now - last > 2 * HOUR:
             text += f"; STALE: plant telemetry ends {last:%Y-%m-%d %H:%M} UTC"
         return text

@@ -244,6 +244,7 @@ def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
         model = svc._model
         assert first.frame is not None
         assert "STALE" not in first.message
+        assert "band not yet calibrated (needs 13 days)" in first.message  # 8 days: no validation window yet
         now["t"] += pd.Timedelta("3h")  # the clock moves, the telemetry does not
         again = svc.update()
         assert svc._model is model
