@@ -6,6 +6,7 @@ import itertools
 import math
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,7 +110,7 @@ def forecast(ctx: ApiContext, horizon: str) -> dict[str, Any]:
     })  # fmt: skip
 
 
-def pue_service(ctx: ApiContext) -> PueForecastService:
+def pue_service(ctx: ApiContext, weather_file: Path | None = None) -> PueForecastService:
     """The context's PUE forecast service, started here on first use (it reads the historian under ``ctx.lock``)."""
     with _PUE_START:
         if ctx.pue_forecast is None:
@@ -118,7 +119,7 @@ def pue_service(ctx: ApiContext) -> PueForecastService:
                 with ctx.lock:
                     return plant_history(ctx.historian, ctx.site, a, b)
 
-            ctx.pue_forecast = PueForecastService(read, ctx.clock).start()
+            ctx.pue_forecast = PueForecastService(read, ctx.clock, weather_file=weather_file).start()
         return ctx.pue_forecast
 
 

@@ -52,6 +52,9 @@ class DashboardConfig(BaseModel):
     secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")  # session signing key; random if unset
     secure_cookies: bool = False  # set when served behind HTTPS
     alarm_every_s: float = Field(1.0, gt=0, le=60)
+    # An Open-Meteo hourly forecast (JSON or CSV) for the PUE forecast, refreshed by the site (e.g. a cron job);
+    # relative to the site's data directory. Without it: the current weather moved along the recent daily cycle.
+    weather_file: str | None = None
     alarms: dict[str, Any] = {}
 
     @classmethod
@@ -66,6 +69,13 @@ class DashboardConfig(BaseModel):
             raise ConfigError(
                 f"{site.path or '<site>'}: dashboard.{loc}: {err['msg']} (got {err.get('input')!r})"
             ) from None
+
+    def weather_path(self, site: Site) -> Path | None:
+        """Where the weather forecast file lives (None: none configured)."""
+        if self.weather_file is None:
+            return None
+        p = Path(self.weather_file)
+        return p if p.is_absolute() else site.data_dir / p
 
     def users_path(self, site: Site) -> Path:
         """Where the users file lives."""
@@ -164,7 +174,7 @@ class DashboardService:
         self.data, self.users, self.config = data, users, config
         self.extra = extra
         self.forecast = ForecastService(data)
-        self.pue_forecast = service_for(data)
+        self.pue_forecast = service_for(data, config.weather_path(data.site))
         self.app = create_app(data, users, config, self.forecast, self.pue_forecast)
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []

@@ -6,6 +6,8 @@ daily, forecast again each new hour); the page callback only draws its latest re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -18,13 +20,13 @@ BAND = {"facility_power_kw": "rgba(127,184,255,0.25)", "pue": "rgba(255,190,120,
 LINE = {"facility_power_kw": "#7fb8ff", "pue": "#ffbe78"}
 
 
-def service_for(data: DashboardData) -> PueForecastService:
+def service_for(data: DashboardData, weather_file: Path | None = None) -> PueForecastService:
     """A PUE forecast service reading the dashboard's historian on the facility's clock (not started)."""
 
     def read(a: pd.Timestamp, b: pd.Timestamp) -> pd.DataFrame:
         return plant_history(data.historian, data.site, a, b)
 
-    return PueForecastService(read, data.now)
+    return PueForecastService(read, data.now, weather_file=weather_file)
 
 
 def pue_forecast_figure(st: PueForecastState) -> go.Figure:

@@ -37,6 +37,18 @@ def test_figure_before_a_forecast_shows_the_reason() -> None:
     assert len(fig.data) == 0
 
 
+def test_dashboard_weather_file_is_under_the_data_dir() -> None:
+    """[dashboard] weather_file names the PUE forecast's Open-Meteo file, relative to the site's data directory."""
+    import tomllib
+
+    from aidc.config import site_from_dict
+
+    site = site_from_dict(tomllib.loads(render_site(SiteTemplate(racks=1))))
+    assert DashboardConfig.model_validate({}).weather_path(site) is None
+    cfg = DashboardConfig.model_validate({"weather_file": "open-meteo.json"})
+    assert cfg.weather_path(site) == site.data_dir / "open-meteo.json"
+
+
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardService]:
     """A dashboard over eight simulated days in the historian, its PUE forecast brought up to date once."""

@@ -257,3 +257,32 @@ def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
     assert first.origin is not None
     assert later.origin - first.origin == pd.Timedelta("24h")
     assert "STALE" not in later.message
+
+
+def test_service_uses_the_sites_weather_file_and_falls_back_with_the_reason(tmp_path: Path) -> None:
+    """A weather file that covers the horizon is used; a short or malformed one falls back, saying why (file, field)."""
+    from analytics.pue_forecast_live import PueForecastService
+
+    data = _bursty_plant_frame(9)
+    origin = T0 + pd.Timedelta("8D")
+    hours = pd.date_range(origin - pd.Timedelta("2h"), periods=60, freq="1h")
+    good = _json_file(tmp_path, {"time": [f"{t:%Y-%m-%dT%H:%M}" for t in hours], "temperature_2m": [27.5] * 60,
+                                 "wet_bulb_temperature_2m": [21.0] * 60})  # fmt: skip
+    svc = PueForecastService(lambda a, b: data[data.index <= origin], lambda: origin, weather_file=good, hours=24)
+    with threadpool_limits(1):
+        st = svc.update()
+    assert st.frame is not None
+    assert st.weather == f"Open-Meteo file {good}"
+    assert (st.frame["drybulb_c"] == 27.5).all()
+    short = tmp_path / "short.csv"
+    short.write_text("time,temperature_2m,wet_bulb_temperature_2m\n2026-07-09T01:00,20,15\n", encoding="utf-8")
+    svc.weather_file = short
+    wf, why = svc._weather(origin)
+    assert wf is None
+    assert f"{short} does not cover" in why
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,temperature_2m,wet_bulb_temperature_2m\n2026-07-09T01:00,warm,15\n", encoding="utf-8")
+    svc.weather_file = bad
+    wf, why = svc._weather(origin)
+    assert wf is None
+    assert f"{bad}: field 'temperature_2m': 'warm' is not a number" in why
