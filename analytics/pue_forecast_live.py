@@ -24,14 +24,8 @@ from aidc.roles import Role
 from analytics.historian_adapter import wide_frame
 from analytics.kpi import IT_POWER_ROLES
 from analytics.plant_model import plant_frame
-from analytics.pue_forecast import (
-    HOUR,
-    VALIDATION,
-    FacilityForecaster,
-    WeatherForecast,
-    hourly_frame,
-    read_open_meteo,
-)
+from analytics.pue_forecast import HOUR, VALIDATION, FacilityForecaster, hourly_frame
+from analytics.weather_forecast import WeatherForecast, read_open_meteo
 from historian import Historian
 
 log = logging.getLogger(__name__)
