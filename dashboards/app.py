@@ -1,7 +1,7 @@
 """The operator dashboard: a multi-page Dash app behind a sign-in, served from a thread of the main job.
 
 ``DashboardService(data, users, config).start()`` serves it on ``http://127.0.0.1:8050`` (by default), evaluates
-the alarms every ``alarm_every_s`` and keeps the IT-load and PUE forecasts fresh; ``stop()`` ends all three. Pages read
+the alarms every ``alarm_every_s`` and keeps the IT-load and PUE forecasts fresh; ``stop()`` ends them all. Pages read
 only :class:`dashboards.data.DashboardData` (the live state and the historian).
 """
 
