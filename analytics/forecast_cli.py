@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,40 +11,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from aidc.clock import parse_cli_time
-from aidc.config import Site
 from aidc.errors import ConfigError, DataError
-from aidc.model import SeriesKey
-from aidc.roles import Role
-from analytics.kpi import IT_POWER_ROLES
-
-# The roles the plant frame is built from (analytics.plant_model.plant_frame).
-PLANT_ROLES = (
-    Role.GPU_UTIL,
-    Role.OUTDOOR_DRYBULB,
-    Role.OUTDOOR_WETBULB,
-    Role.TCS_SUPPLY_TEMP_SETPOINT,
-    Role.TCS_DP_SETPOINT,
-    Role.FWS_SUPPLY_TEMP_SETPOINT,
-    Role.GPU_TEMP,
-    Role.RACK_COOLANT_OUTLET_TEMP,
-    Role.FACILITY_POWER,
-    Role.COOLING_POWER,
-    *IT_POWER_ROLES.values(),
-)
-
-
-def device_roles(site: Site, columns: Iterable[str]) -> dict[str, Role]:
-    """The role of each series id from its own device (two devices may share a measurement and field but not a role:
-    the utility meter's ``meter active_power_w`` is facility power, a UPS meter's the same field is IT power)."""
-    devices = {d.name: d for d in site.devices}
-    out: dict[str, Role] = {}
-    for sid in columns:
-        key = SeriesKey.parse(str(sid))
-        dev = devices.get(key.tag_dict.get("device", ""))
-        role = dev.role_of(key.field) if dev is not None else None
-        if role is not None:
-            out[str(sid)] = role
-    return out
 
 
 def register(sub: Any) -> None:
@@ -53,7 +19,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("forecast", help="facility power and PUE forecast (P10/P50/P90) from the historian")
     p.add_argument("--config", type=Path, required=True, help="site file")
     p.add_argument("--horizon", default="48h", help="how far ahead, whole hours up to 48h (default 48h)")
-    p.add_argument("--weather", type=Path, help="Open-Meteo hourly forecast (JSON or CSV); default: last day repeated")
+    p.add_argument(
+        "--weather", type=Path, help="Open-Meteo hourly forecast (JSON or CSV); default: now + the recent daily cycle"
+    )
     p.add_argument("--to", dest="end", default="now", help="forecast origin: end of the history used (default now)")
     p.add_argument("--days", type=float, default=28.0, help="days of telemetry to learn from (default 28, min 7)")
     p.add_argument("--every", type=int, default=3, help="print every N hours (default 3)")
@@ -64,9 +32,8 @@ def register(sub: Any) -> None:
 def run_forecast(args: argparse.Namespace) -> int:
     """Read telemetry, fit the workload and plant models, forecast and print."""
     from aidc.config import load_site
-    from analytics.historian_adapter import wide_frame
-    from analytics.plant_model import plant_frame
     from analytics.pue_forecast import FacilityForecaster, format_forecast, read_open_meteo
+    from analytics.pue_forecast_live import plant_history
     from historian import open_historian
 
     try:
@@ -80,17 +47,15 @@ def run_forecast(args: argparse.Namespace) -> int:
         raise ConfigError(f"--days {args.days:g}: need at least 7 days of telemetry")
     if args.every < 1:
         raise ConfigError(f"--every {args.every}: need at least 1")
+    if args.weather:
+        read_open_meteo(args.weather)  # a bad file is reported now, not after reading and fitting a month
     end = pd.Timestamp(parse_cli_time(args.end, "--to"), unit="ns", tz="UTC")
     start = end - pd.Timedelta(days=args.days)
     site = load_site(args.config)
     with open_historian(site.config.historian, site.data_dir) as hist:
-        wide, roles = wide_frame(hist, site, PLANT_ROLES, start, end, "5m")
-    if wide.empty:
-        raise DataError(f"{args.config}: no telemetry in the historian between {start} and {end}")
-    wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index, utc=True))
-    data = plant_frame(wide, {**roles, **device_roles(site, wide.columns)})
+        data = plant_history(hist, site, start, end)
     if data.empty:
-        raise DataError(f"{args.config}: telemetry between {start} and {end} has no complete plant rows")
+        raise DataError(f"{args.config}: no complete plant telemetry in the historian between {start} and {end}")
     weather = read_open_meteo(args.weather, origin=pd.Timestamp(data.index[-1]).floor("1h")) if args.weather else None
     with threadpool_limits(1):
         model = FacilityForecaster.fit(data)
@@ -100,7 +65,7 @@ def run_forecast(args: argparse.Namespace) -> int:
         rows["ts"] = rows["ts"].map(lambda t: t.isoformat())
         print(json.dumps(rows.round(4).to_dict(orient="records"), indent=2))
     else:
-        src = "Open-Meteo file " + str(args.weather) if args.weather else "last day repeated (no --weather file)"
+        src = f"Open-Meteo file {args.weather}" if args.weather else "now + the recent daily cycle (no --weather file)"
         print(f"forecast from {data.index[-1]} (history from {data.index[0]}); weather: {src}")
         print(format_forecast(fc, args.every))
     return 0

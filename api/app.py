@@ -136,6 +136,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """IT-load forecast of the site with P10/P50/P90 at the horizon, from the historian's PDU power."""
         return views.forecast(ctx, horizon)
 
+    @app.get(f"{PREFIX}/forecast/pue", tags=["forecasts"])
+    def forecast_pue(_: Reader, hours: Annotated[int, Query(ge=1, le=48)] = 48) -> dict[str, Any]:
+        """Hourly PUE, facility and IT power forecast with P10/P50/P90 for the next ``hours``, refitted daily in the
+        background (409 while history is short, 503 while the first fit runs)."""
+        return views.pue_forecast(ctx, hours)
+
     @app.get(f"{PREFIX}/headroom", tags=["capacity"])
     def headroom(
         _: Reader,

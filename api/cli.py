@@ -19,6 +19,7 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     p.add_argument("--tokens", type=Path, help=f"token file of hashes (aidc api-token); also read: ${ENV_VAR}")
+    p.add_argument("--weather", type=Path, help="Open-Meteo hourly forecast file for /forecast/pue (JSON or CSV)")
     p.set_defaults(func=cmd_api)
 
     t = sub.add_parser("api-token", help="create an API token; prints it once and the hashed entry for --tokens")
@@ -47,6 +48,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.context import ApiContext
     from api.server import config
+    from api.views import pue_service
     from historian import open_historian
 
     if not 1 <= args.port <= 65535:
@@ -58,7 +60,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     except duckdb.IOException as exc:
         raise AidcError(f"cannot open the historian under {site.data_dir}: {str(exc).splitlines()[0]}") from None
     with hist:
-        app = create_app(ApiContext(site=site, historian=hist, tokens=tokens))
+        ctx = ApiContext(site=site, historian=hist, tokens=tokens)
+        app = create_app(ctx)
+        pue_service(ctx, args.weather)  # start fitting the PUE forecast now, so /forecast/pue has one soon
         print(f"aidc api: site {site.name} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr)
         uvicorn.Server(config(app, args.host, args.port)).run()
     return 0

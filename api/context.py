@@ -18,6 +18,7 @@ import pandas as pd
 
 from aidc.config import Site
 from aidc.live import LiveState
+from analytics.pue_forecast_live import PueForecastService
 from api.auth import TokenStore
 from historian import Historian
 
@@ -73,6 +74,7 @@ class ApiContext:
     clock: Callable[[], pd.Timestamp] = field(default=lambda: pd.Timestamp.now(tz="UTC"))
     predictive_alarms: Callable[[], Sequence[Mapping[str, Any]]] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    pue_forecast: PueForecastService | None = None  # started on the first /forecast/pue request when not given
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from analytics.headroom import CduState, RackState, can_place, summary
 from analytics.headroom_data import states
 from analytics.historian_adapter import it_load_series, pue_from_historian
 from analytics.pue import period_edges
+from analytics.pue_forecast_live import PueForecastService, plant_history
 from api.context import ApiContext
 from api.errors import ApiError
 from historian import SeriesSelector
@@ -29,6 +32,7 @@ FORECAST_MIN_HISTORY = pd.Timedelta("2D")
 FORECAST_STEP = pd.Timedelta("5min")
 ALARM_ROLES = (Role.ALARM, Role.LEAK)
 STATES_TTL_S = 60.0  # headroom inputs are refreshed at most once a minute
+_PUE_START = threading.Lock()
 
 
 def clean(x: Any) -> Any:
@@ -103,6 +107,36 @@ def forecast(ctx: ApiContext, horizon: str) -> dict[str, Any]:
         "series": "site IT power (PDU output)", "unit": "kW", "origin": y.index[-1].isoformat(),
         "horizon": horizon, "ts": row["ts"].isoformat(), "p10": float(row["p10"]), "p50": float(row["p50"]),
         "p90": float(row["p90"]), "trained": model.metadata(),
+    })  # fmt: skip
+
+
+def pue_service(ctx: ApiContext, weather_file: Path | None = None) -> PueForecastService:
+    """The context's PUE forecast service, started here on first use (it reads the historian under ``ctx.lock``)."""
+    with _PUE_START:
+        if ctx.pue_forecast is None:
+
+            def read(a: pd.Timestamp, b: pd.Timestamp) -> pd.DataFrame:
+                with ctx.lock:
+                    return plant_history(ctx.historian, ctx.site, a, b)
+
+            ctx.pue_forecast = PueForecastService(read, ctx.clock, weather_file=weather_file).start()
+        return ctx.pue_forecast
+
+
+def pue_forecast(ctx: ApiContext, hours: int) -> dict[str, Any]:
+    """The background PUE / facility-power forecast's next ``hours`` rows, or why there is none yet."""
+    st = pue_service(ctx).latest()
+    if st.frame is None:
+        raise ApiError(503 if st.pending else 409, st.message)
+    rows = st.frame.iloc[:hours].reset_index()
+    rows.insert(1, "lead_h", np.arange(1, len(rows) + 1))
+    rows["ts"] = rows["ts"].map(lambda t: t.isoformat())
+    return clean({
+        "origin": st.origin, "hours": len(rows), "method": st.message, "weather": st.weather,
+        "trained": {"start": st.trained[0], "end": st.trained[1]} if st.trained else None,
+        "units": {"pue": "1", "facility_power_kw": "kW", "it_power_kw": "kW", "gpu_util_pct": "%",
+                  "drybulb_c": "°C", "wetbulb_c": "°C"},
+        "rows": rows.to_dict(orient="records"),
     })  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """The operator dashboard: a multi-page Dash app behind a sign-in, served from a thread of the main job.
 
 ``DashboardService(data, users, config).start()`` serves it on ``http://127.0.0.1:8050`` (by default), evaluates
-the alarms every ``alarm_every_s`` and keeps the IT-load forecast fresh; ``stop()`` ends all three. Pages read
+the alarms every ``alarm_every_s`` and keeps the IT-load and PUE forecasts fresh; ``stop()`` ends them all. Pages read
 only :class:`dashboards.data.DashboardData` (the live state and the historian).
 """
 
@@ -21,10 +21,12 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from aidc.config import Site
 from aidc.errors import AidcError, ConfigError
+from analytics.pue_forecast_live import PueForecastService
 from dashboards.auth import UserStore
 from dashboards.data import DashboardData
 from dashboards.forecast import ForecastService
 from dashboards.pages import control, cooling, floor, overview, quality
+from dashboards.pue_forecast import service_for
 from dashboards.web import current_user, secure
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class DashboardConfig(BaseModel):
     secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")  # session signing key; random if unset
     secure_cookies: bool = False  # set when served behind HTTPS
     alarm_every_s: float = Field(1.0, gt=0, le=60)
+    # An Open-Meteo hourly forecast (JSON or CSV) for the PUE forecast, refreshed by the site (e.g. a cron job);
+    # relative to the site's data directory. Without it: the current weather moved along the recent daily cycle.
+    weather_file: str | None = None
     alarms: dict[str, Any] = {}
 
     @classmethod
@@ -64,6 +69,13 @@ class DashboardConfig(BaseModel):
             raise ConfigError(
                 f"{site.path or '<site>'}: dashboard.{loc}: {err['msg']} (got {err.get('input')!r})"
             ) from None
+
+    def weather_path(self, site: Site) -> Path | None:
+        """Where the weather forecast file lives (None: none configured)."""
+        if self.weather_file is None:
+            return None
+        p = Path(self.weather_file)
+        return p if p.is_absolute() else site.data_dir / p
 
     def users_path(self, site: Site) -> Path:
         """Where the users file lives."""
@@ -93,7 +105,11 @@ def _nav(path: str) -> html.Div:
 
 
 def create_app(
-    data: DashboardData, users: UserStore, config: DashboardConfig, forecast: ForecastService | None = None
+    data: DashboardData,
+    users: UserStore,
+    config: DashboardConfig,
+    forecast: ForecastService | None = None,
+    pue_forecast: PueForecastService | None = None,
 ) -> dash.Dash:
     """The Dash app with every page and callback, secured."""
     app = dash.Dash(
@@ -111,6 +127,7 @@ def create_app(
         reports_dir=data.data_dir / "reports",
     )
     forecast = forecast or ForecastService(data)
+    pue_forecast = pue_forecast or service_for(data)
     app.layout = html.Div([dcc.Location(id="url"), html.Div(id="nav"), html.Div(id="page", className="page")])
 
     @app.callback(Output("nav", "children"), Output("page", "children"), Input("url", "pathname"))
@@ -118,7 +135,7 @@ def create_app(
         path = path or "/"
         return _nav(path), page_for(data, path)
 
-    overview.register(app, data, forecast)
+    overview.register(app, data, forecast, pue_forecast)
     floor.register(app, data)
     cooling.register(app, data)
     control.register(app, data)
@@ -157,7 +174,8 @@ class DashboardService:
         self.data, self.users, self.config = data, users, config
         self.extra = extra
         self.forecast = ForecastService(data)
-        self.app = create_app(data, users, config, self.forecast)
+        self.pue_forecast = service_for(data, config.weather_path(data.site))
+        self.app = create_app(data, users, config, self.forecast, self.pue_forecast)
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -185,6 +203,7 @@ class DashboardService:
         for t in self._threads:
             t.start()
         self.forecast.start()
+        self.pue_forecast.start()
         return self
 
     def _alarm_loop(self) -> None:
@@ -212,4 +231,5 @@ class DashboardService:
         for t in self._threads:
             t.join(timeout=10)
         self.forecast.stop()
+        self.pue_forecast.stop()
         self.data.alarms.close()

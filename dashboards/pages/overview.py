@@ -9,9 +9,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
+from analytics.pue_forecast_live import PueForecastService
 from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, range_picker, style
 from dashboards.data import DashboardData
 from dashboards.forecast import ForecastService
+from dashboards.pue_forecast import pue_forecast_figure
 from dashboards.web import can_act, current_user
 
 
@@ -50,6 +52,13 @@ def layout(data: DashboardData) -> html.Div:
                 [
                     html.H3("IT-load forecast (P10-P90 band)"),
                     dcc.Graph(id="ov-forecast", config={"displaylogo": False}),
+                ],
+                className="panel",
+            ),
+            html.Div(
+                [
+                    html.H3("Facility power and PUE forecast, next 48 h (P10-P90 bands)"),
+                    dcc.Graph(id="ov-pue-forecast", config={"displaylogo": False}),
                 ],
                 className="panel",
             ),
@@ -141,7 +150,9 @@ def _controller(data: DashboardData) -> html.Div:
     )
 
 
-def register(app: dash.Dash, data: DashboardData, forecast: ForecastService) -> None:
+def register(
+    app: dash.Dash, data: DashboardData, forecast: ForecastService, pue_forecast: PueForecastService | None = None
+) -> None:
     """The page's callbacks."""
 
     @app.callback(
@@ -198,6 +209,12 @@ def register(app: dash.Dash, data: DashboardData, forecast: ForecastService) -> 
             font={"size": 10, "color": "#8c99a8"},
         )
         return style(fig, y_title="IT load (kW)")
+
+    @app.callback(Output("ov-pue-forecast", "figure"), Input("ov-slow", "n_intervals"))
+    def pue_forecast_fig(_: int | None) -> go.Figure:
+        if pue_forecast is None:
+            return empty_figure("PUE forecast: not running in this dashboard")
+        return pue_forecast_figure(pue_forecast.latest())
 
     @app.callback(
         Output("ov-ack-msg", "children"),

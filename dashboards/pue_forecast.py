@@ -1,0 +1,65 @@
+"""The Overview's PUE and facility-power forecast panel: the next 48 h with P10-P90 bands, next to the measured hours.
+
+The forecast itself is kept by :class:`analytics.pue_forecast_live.PueForecastService` on a worker thread (refitted
+daily, forecast again each new hour); the page callback only draws its latest result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analytics.pue_forecast_live import PueForecastService, PueForecastState, plant_history
+from dashboards.components import empty_figure, style
+from dashboards.data import DashboardData
+
+BAND = {"facility_power_kw": "rgba(127,184,255,0.25)", "pue": "rgba(255,190,120,0.25)"}
+LINE = {"facility_power_kw": "#7fb8ff", "pue": "#ffbe78"}
+
+
+def service_for(data: DashboardData, weather_file: Path | None = None) -> PueForecastService:
+    """A PUE forecast service reading the dashboard's historian on the facility's clock (not started)."""
+
+    def read(a: pd.Timestamp, b: pd.Timestamp) -> pd.DataFrame:
+        return plant_history(data.historian, data.site, a, b)
+
+    return PueForecastService(read, data.now, weather_file=weather_file)
+
+
+def pue_forecast_figure(st: PueForecastState) -> go.Figure:
+    """Facility power (top) and PUE (bottom): measured, then the forecast's P50 inside its P10-P90 band."""
+    if st.frame is None:
+        return empty_figure(st.message)
+    f = st.frame
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for row, (col, label) in enumerate((("facility_power_kw", "facility kW"), ("pue", "PUE")), start=1):
+        x = f.index
+        fig.add_scatter(x=x, y=f[f"{col}_p90"], name=f"{label} P90", mode="lines", line={"width": 0},
+                        showlegend=False, hoverinfo="skip", row=row, col=1)  # fmt: skip
+        fig.add_scatter(x=x, y=f[f"{col}_p10"], name=f"{label} P10-P90", mode="lines", line={"width": 0},
+                        fill="tonexty", fillcolor=BAND[col], row=row, col=1)  # fmt: skip
+        fig.add_scatter(x=x, y=f[f"{col}_p50"], name=f"{label} P50", mode="lines", line={"color": LINE[col]},
+                        row=row, col=1)  # fmt: skip
+        if st.history is not None and col in st.history:
+            h = st.history[col]
+            fig.add_scatter(x=h.index, y=h.to_numpy(), name=f"{label} measured", mode="lines",
+                            line={"color": "#c9d3df"}, row=row, col=1)  # fmt: skip
+    fig = style(fig, height=480)
+    fig.update_xaxes(title_text="", row=1, col=1)
+    fig.update_yaxes(title_text="facility power (kW)", row=1, col=1)
+    fig.update_yaxes(title_text="PUE (hourly energy ratio)", row=2, col=1)
+    fig.update_layout(margin={"b": 75})
+    fig.add_annotation(
+        text=f"{st.message}; weather: {st.weather}",
+        showarrow=False,
+        x=0,
+        y=-0.2,
+        xref="paper",
+        yref="paper",
+        xanchor="left",
+        font={"size": 10, "color": "#8c99a8"},
+    )
+    return fig
