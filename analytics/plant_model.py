@@ -214,6 +214,16 @@ def _poly3(z: np.ndarray) -> np.ndarray:
 
 
 _KNOTS_K = (-4.0, 0.0, 4.0, 8.0, 12.0, 16.0)
+# Targets that see only some features (indices into ONLINE_FEATURES): what physically drives them.
+TARGET_INPUTS: dict[str, tuple[int, ...]] = {"it_power_kw": (0, 3, 4), "gpu_margin_c": (0, 3, 4, 5)}
+
+
+def _target_basis(x: np.ndarray, mean: np.ndarray, std: np.ndarray, inputs: tuple[int, ...] | None) -> np.ndarray:
+    """The full basis, or a cubic basis of the given features only."""
+    if inputs is None:
+        return _basis(x, mean, std)
+    idx = list(inputs)
+    return _poly3((x[:, idx] - mean[idx]) / std[idx])
 
 
 def _basis(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -256,24 +266,35 @@ class OnlinePlantModel:
     @classmethod
     def fit(cls, x: np.ndarray, y: dict[str, np.ndarray], *, members: int = 5, alpha: float = 1e-3,
             seed: int = 0, window: tuple[str, str] | None = None) -> OnlinePlantModel:
-        """Fit on rows ``x`` (columns :data:`ONLINE_FEATURES`) and targets ``y``; DataError if too few rows."""
+        """Fit on rows ``x`` (columns :data:`ONLINE_FEATURES`) and targets ``y``; DataError if too few rows.
+
+        Targets in :data:`TARGET_INPUTS` see only the features that physically drive them (IT power: load and
+        coolant; the GPU margin: load, coolant and facility water), which keeps weather noise out of their fit and
+        lets them carry over between seasons. Given ``it_power_kw`` and ``nonit_power_kw``, the model predicts
+        ``facility_power_kw`` as their sum, member by member (the members share their bootstrap rows).
+        """
         if len(x) < 200:
             raise DataError(f"online plant model: only {len(x)} training rows; need at least 200")
         if not np.isfinite(x).all():
             raise DataError("online plant model: training features contain NaN")
         mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-        basis = _basis(x, mean, std)
         rng = np.random.default_rng(seed)
-        n, m = basis.shape
-        reg = alpha * n * np.eye(m)
-        reg[0, 0] = 0.0
+        n = len(x)
+        draws = [rng.integers(0, n, n) for _ in range(members)]
         coefs: dict[str, np.ndarray] = {}
         resid_q: dict[str, tuple[float, float]] = {}
         scores: dict[str, float] = {}
+        bases: dict[tuple[int, ...] | None, np.ndarray] = {}
         for t, yt in y.items():
+            inputs = TARGET_INPUTS.get(t)
+            if inputs not in bases:
+                bases[inputs] = _target_basis(x, mean, std, inputs)
+            basis = bases[inputs]
+            m = basis.shape[1]
+            reg = alpha * n * np.eye(m)
+            reg[0, 0] = 0.0
             cs, oob_res = [], []
-            for _ in range(members):
-                idx = rng.integers(0, n, n)
+            for idx in draws:
                 b, v = basis[idx], yt[idx]
                 c = np.linalg.solve(b.T @ b + reg, b.T @ v)
                 cs.append(c)
@@ -298,16 +319,24 @@ class OnlinePlantModel:
             "ranges": {f: [float(x[:, i].min()), float(x[:, i].max())] for i, f in enumerate(ONLINE_FEATURES)},
             "scores": scores,
         }
+        if "facility_power_kw" not in y and {"it_power_kw", "nonit_power_kw"} <= set(y):
+            lo = resid_q["it_power_kw"][0] + resid_q["nonit_power_kw"][0]
+            hi = resid_q["it_power_kw"][1] + resid_q["nonit_power_kw"][1]
+            resid_q["facility_power_kw"] = (lo, hi)
         return cls(mean, std, coefs, resid_q, scaled, prov, KDTree(scaled), KDTree(scaled[:, :CONTEXT_DIMS]))
 
     def predict(self, x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per target: (ensemble mean, ensemble spread) for each candidate row."""
-        basis = _basis(x, self.mean, self.std)
-        out = {}
+        bases: dict[tuple[int, ...] | None, np.ndarray] = {}
+        members: dict[str, np.ndarray] = {}
         for t, c in self.coefs.items():
-            p = basis @ c.T  # (n, members)
-            out[t] = (p.mean(axis=1), p.std(axis=1))
-        return out
+            inputs = TARGET_INPUTS.get(t)
+            if inputs not in bases:
+                bases[inputs] = _target_basis(x, self.mean, self.std, inputs)
+            members[t] = bases[inputs] @ c.T  # (n, members)
+        if "facility_power_kw" not in members and {"it_power_kw", "nonit_power_kw"} <= set(members):
+            members["facility_power_kw"] = members["it_power_kw"] + members["nonit_power_kw"]
+        return {t: (p.mean(axis=1), p.std(axis=1)) for t, p in members.items()}
 
     def context_distance(self, x: np.ndarray) -> np.ndarray:
         """Distance of each row's load and weather (the first :data:`CONTEXT_DIMS` features) to the training data."""

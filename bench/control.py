@@ -28,6 +28,7 @@ from aidc.clock import SteppedClock
 from aidc.config import Site, site_from_dict
 from aidc.live import LiveState
 from aidc.sitegen import SiteTemplate, render_site
+from control.cli import default_carbon, print_report
 from control.evaluate import (
     DAY_NS,
     EvalSetup,
@@ -110,17 +111,18 @@ def main() -> None:
             res = evaluate_all(site, lim, site_weather(site, args.weather),
                                ["fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle"], days=args.days,
                                stride=args.stride, warmup_h=6.0, jobs=default_jobs(),
-                               carbon=load_carbon(str(ROOT / "data/carbon/PJM_hourly_2022.csv.gz")), year=2026)
+                               carbon=load_carbon(default_carbon(args.weather)), year=2026)
             out["evaluate_s"] = round(time.perf_counter() - t0, 1)
+        res["evaluate_s"] = out["evaluate_s"]
+        res["carbon"] = load_carbon(default_carbon(args.weather)).source
         ctl = res["controllers"]
-        assert isinstance(ctl, dict)
         base = ctl["fixed"]["facility_kwh"]
-        for name, k in ctl.items():
-            saving = 100 * (base - k["facility_kwh"]) / base
-            print(f"  {name:<13} facility {k['facility_kwh']:>12,.0f} kWh  saving {saving:+.2f} %"
-                  f"  violation {k['violation_minutes']:.0f} min  throttle {k['throttle_minutes']:.0f} min")
+        if base > ctl["oracle"]["facility_kwh"]:
+            out["aidc_share_of_oracle"] = round((base - ctl["aidc"]["facility_kwh"])
+                                                / (base - ctl["oracle"]["facility_kwh"]), 4)
+        print_report(res, site, lim, args.weather, args.stride, args.days, 6.0)
         print(f"evaluate-control --days {args.days} --stride {args.stride}, six controllers: "
-              f"{out['evaluate_s']:.0f} s wall (goal ≤ 1200 s)")
+              f"{out['evaluate_s']:.0f} s wall with {default_jobs()} worker processes (goal ≤ 1200 s)")
     print(json.dumps(out))
 
 

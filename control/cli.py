@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aidc.config import load_site
+from aidc.config import Site, load_site
 from aidc.errors import ConfigError
-from control.policy import site_limits
+from control.policy import Limits, site_limits
 
 # Grid-intensity files bundled in data/carbon, by a keyword of the weather file's name (eGRID balancing areas).
 CARBON_BY_CLIMATE = {"leesburg": "PJM", "phoenix": "AZPS", "chicago": "MISO"}
@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _default_carbon(weather: str) -> str:
+def default_carbon(weather: str) -> str:
     name = Path(weather).name.lower()
     root = Path(__file__).resolve().parent.parent / "data" / "carbon"
     for key, ba in CARBON_BY_CLIMATE.items():
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     limits = site_limits(site)
     spec = str(Path(args.weather).resolve()) if args.weather else site.config.site.weather
     weather = site_weather(site, spec)
-    carbon = load_carbon(args.carbon or _default_carbon(spec))
+    carbon = load_carbon(args.carbon or default_carbon(spec))
     names = [n.strip() for n in args.controllers.split(",") if n.strip()]
     t0 = time.perf_counter()
     out = evaluate_all(site, limits, weather, names, days=args.days, stride=args.stride, warmup_h=args.warmup_h,
@@ -85,9 +85,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"site {site.name}: {len(limits.cdu_names)} CDUs, weather {spec}, carbon {carbon.source}")
+    print_report(out, site, limits, spec, args.stride, args.days, args.warmup_h)
+    return 0
+
+
+def print_report(out: dict[str, Any], site: Site, limits: Limits, spec: str, stride: int, days: int,
+                 warmup_h: float) -> None:
+    """The evaluation as the KPI table, the best fixed setpoints, aidc's commissioning and its share of the oracle."""
+    print(f"site {site.name}: {len(limits.cdu_names)} CDUs, weather {spec}, carbon {out.get('carbon')}")
     print(f"evaluated {out['evaluated_minutes'] / 1440:.0f} days ({out['evaluated_minutes']:.0f} min), every "
-          f"{args.stride}th of {args.days}, each after {args.warmup_h:g} h warm-up; margin "
+          f"{stride}th of {days}, each after {warmup_h:g} h warm-up; margin "
           f"{limits.cfg.gpu_margin_k:g} K below throttle; {out['evaluate_s']:.0f} s")
     ctl = out["controllers"]
     base = ctl.get("fixed", {}).get("facility_kwh")
@@ -107,4 +114,3 @@ def run(args: argparse.Namespace) -> int:
         o, a = base - ctl["oracle"]["facility_kwh"], base - ctl["aidc"]["facility_kwh"]
         if o > 0:
             print(f"aidc gets {100 * a / o:.0f} % of the oracle's facility-energy saving against fixed")
-    return 0

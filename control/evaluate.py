@@ -388,16 +388,19 @@ class OracleController:
         return (float(f[j]), float(o[j]), float(d[j])), float(w.facility_power_w[j]) / 1000.0, bool(ok.any())
 
     def decide(self, snap: Snapshot) -> Decision:
-        """Coarse grid when due, then a local search around the choice."""
+        """Coarse grid every ``reopt_s``, then a local search around the choice."""
         n = len(snap.cdu_names)
         dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c)
         if not math.isfinite(dew):
             dew = -40.0
-        ok = False
-        if self.choice is None or self.last_full_ns is None or (snap.t_ns - self.last_full_ns) / 1e9 >= self.reopt_s:
+        full = (self.choice is None or self.last_full_ns is None
+                or (snap.t_ns - self.last_full_ns) / 1e9 >= self.reopt_s)
+        if full:
             self.choice, kw, ok = self._best(*self.grid, dew)
             self.last_full_ns = snap.t_ns
-        for step in (1.0, 0.5):
+        # A local search around the choice every decision; after a full search, refined at half the step too.
+        assert self.choice is not None
+        for step in (1.0, 0.5) if full else (1.0,):
             self.choice, kw, ok = self._best(*self._local(self.choice, step), dew)
         sp = self._setpoints(n)
         # Steady states miss the loops' transients: step a copy of the plant through the interval at the choice

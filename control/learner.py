@@ -46,7 +46,7 @@ class LearningController:
         self.cfg = limits.cfg
         self.rng = np.random.default_rng(seed)
         maxlen = int(self.cfg.train_window_days * 86400 / self.cfg.interval_s) + 1
-        self.rows: deque[tuple[int, np.ndarray, float, float]] = deque(maxlen=maxlen)
+        self.rows: deque[tuple[int, np.ndarray, float, float, float]] = deque(maxlen=maxlen)
         self.model: OnlinePlantModel | None = None
         self.first_ns: int | None = None
         self.last_fit_ns: int | None = None
@@ -78,7 +78,7 @@ class LearningController:
         x = self._features(snap, achieved)
         if not np.isfinite(x).all():
             return
-        self.rows.append((snap.t_ns, x, snap.facility_kw, margin))
+        self.rows.append((snap.t_ns, x, snap.facility_kw, margin, snap.it_kw))
         # The CDU exchanger's approach where the TCS could not reach its setpoint with the FWS valve wide open (a
         # saturated exchanger; a loop still settling after a setpoint change is not): candidates keep clear of it.
         sat = (snap.tcs_supply_c > snap.current.tcs_c + 0.3) & (snap.valve_pct >= SATURATED_VALVE_PCT)
@@ -92,8 +92,14 @@ class LearningController:
         if len(self.rows) < 200:
             return
         x = np.stack([r[1] for r in self.rows])
-        y = {"facility_power_kw": np.array([r[2] for r in self.rows]),
-             "gpu_margin_c": np.array([r[3] for r in self.rows])}
+        facility = np.array([r[2] for r in self.rows])
+        it = np.array([r[4] for r in self.rows])
+        margin = np.array([r[3] for r in self.rows])
+        if np.isfinite(it).all():
+            # IT and the rest apart: IT power depends on load and coolant only, the rest on the plant and weather.
+            y = {"it_power_kw": it, "nonit_power_kw": facility - it, "gpu_margin_c": margin}
+        else:
+            y = {"facility_power_kw": facility, "gpu_margin_c": margin}
         from aidc.clock import format_ns
 
         try:
