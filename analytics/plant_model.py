@@ -265,13 +265,16 @@ class OnlinePlantModel:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: dict[str, np.ndarray], *, members: int = 5, alpha: float = 1e-3,
-            seed: int = 0, window: tuple[str, str] | None = None) -> OnlinePlantModel:
+            seed: int = 0, window: tuple[str, str] | None = None,
+            half_life_rows: float | None = None) -> OnlinePlantModel:
         """Fit on rows ``x`` (columns :data:`ONLINE_FEATURES`) and targets ``y``; DataError if too few rows.
 
         Targets in :data:`TARGET_INPUTS` see only the features that physically drive them (IT power: load and
         coolant; the GPU margin: load, coolant and facility water), which keeps weather noise out of their fit and
         lets them carry over between seasons. Given ``it_power_kw`` and ``nonit_power_kw``, the model predicts
         ``facility_power_kw`` as their sum, member by member (the members share their bootstrap rows).
+        ``half_life_rows``: rows (time-ordered) are drawn into the bootstrap with a weight that halves every that
+        many rows back, so the fit follows where the plant operates now.
         """
         if len(x) < 200:
             raise DataError(f"online plant model: only {len(x)} training rows; need at least 200")
@@ -280,7 +283,11 @@ class OnlinePlantModel:
         mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
         rng = np.random.default_rng(seed)
         n = len(x)
-        draws = [rng.integers(0, n, n) for _ in range(members)]
+        if half_life_rows is None:
+            draws = [rng.integers(0, n, n) for _ in range(members)]
+        else:  # recent rows drawn more often: the model follows the plant's and the season's drift
+            w = 0.5 ** ((n - 1 - np.arange(n)) / half_life_rows)
+            draws = [rng.choice(n, n, p=w / w.sum()) for _ in range(members)]
         coefs: dict[str, np.ndarray] = {}
         resid_q: dict[str, tuple[float, float]] = {}
         scores: dict[str, float] = {}

@@ -34,6 +34,7 @@ SATURATED_VALVE_PCT = 98.0  # a CDU whose FWS valve is this open cannot cool its
 APPROACH_DECAY_K = 0.01  # the learnt CDU approach relaxes this much per snapshot toward the site's policy value
 MAX_APPROACH_K = 10.0  # a learnt approach above this is a sensor or valve fault, not the exchanger
 MAX_BIAS_K = 3.0  # the measured-minus-predicted GPU margin added to predictions is capped at this
+HALF_LIFE_DAYS = 7.0  # training rows count half as much every this many days of data back
 
 
 class LearningController:
@@ -104,7 +105,8 @@ class LearningController:
 
         try:
             self.model = OnlinePlantModel.fit(
-                x, y, window=(format_ns(self.rows[0][0]), format_ns(self.rows[-1][0])), seed=len(self.rows)
+                x, y, window=(format_ns(self.rows[0][0]), format_ns(self.rows[-1][0])), seed=len(self.rows),
+                half_life_rows=HALF_LIFE_DAYS * 86400.0 / self.cfg.interval_s,
             )
             self.fit_error = ""
         except (DataError, np.linalg.LinAlgError) as exc:
