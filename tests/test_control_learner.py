@@ -115,7 +115,7 @@ def test_measured_gpu_hotter_than_predicted_makes_the_core_choose_colder(tmp_pat
     calm = copy.deepcopy(ctl)
     plain = calm.decide(snap)
     assert plain.state == "deciding"
-    assert calm.bias_k == pytest.approx(0.0, abs=0.3)
+    assert calm.bias_k < 1.0, "an ordinary snapshot leaves the correction small"
     # The same instant, but every GPU reads 6 K hotter than the plant model knows (a fouled cold plate, say).
     hot = dataclasses.replace(snap, gpu_max_c=snap.gpu_max_c + 6.0)
     for _ in range(6):
