@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 import analytics.backtest as bt
 from analytics.forecast import HorizonModel
 
 FIVE = pd.Timedelta("5min")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One OpenMP thread: the machine is shared, and spinning threads under contention make fits 10x slower."""
+    with threadpool_limits(1):
+        yield
 
 
 def _load(days: int, step: pd.Timedelta = FIVE, seed: int = 3) -> pd.Series:
@@ -74,8 +83,15 @@ def test_scores_baselines_on_the_same_points() -> None:
     idx = pd.date_range("2026-01-05T00:00Z", periods=40, freq="1h")
     y = np.arange(40.0)
     fc = pd.DataFrame(
-        {"y": y, "p50": y + 1, "p10": y - 2, "p90": y + 2, "snaive_day": y + 4, "snaive_week": y - 2,
-         "persistence": y + 8},
+        {
+            "y": y,
+            "p50": y + 1,
+            "p10": y - 2,
+            "p90": y + 2,
+            "snaive_day": y + 4,
+            "snaive_week": y - 2,
+            "persistence": y + 8,
+        },
         index=idx,
     )
     r = bt.score(fc, "1h", 1)
@@ -97,8 +113,15 @@ def test_weekly_baseline_missing_somewhere_is_left_out() -> None:
     week = np.zeros(20)
     week[0] = np.nan
     fc = pd.DataFrame(
-        {"y": y, "p50": y + 1, "p10": y - 1, "p90": y + 1, "snaive_day": y + 2, "snaive_week": week,
-         "persistence": y + 3},
+        {
+            "y": y,
+            "p50": y + 1,
+            "p10": y - 1,
+            "p90": y + 1,
+            "snaive_day": y + 2,
+            "snaive_week": week,
+            "persistence": y + 3,
+        },
         index=idx,
     )
     r = bt.score(fc, "1h", 1)
