@@ -157,6 +157,7 @@ def main() -> None:
         keep = {t.strip() for t in args.traces.split(",")}
         data = {k: v for k, v in data.items() if k in keep}
     rows: list[Row] = []
+    t_start = time.perf_counter()
     with threadpool_limits(1):
         for name, (y, unseen) in data.items():
             for hz in [h.strip() for h in args.horizons.split(",") if h.strip()]:
@@ -173,6 +174,7 @@ def main() -> None:
                 for n in notes:
                     print(f"  note: {n}", flush=True)
     print(format_table(rows))
+    print(f"total {time.perf_counter() - t_start:.0f} s")
     scored = [r for r in rows if not r.unseen]
     out: dict[str, float] = {
         "worst_ratio_to_best_peer": round(max(r.ratio for r in scored), 4) if scored else float("nan")

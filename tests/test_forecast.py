@@ -171,7 +171,7 @@ def test_structural_forecasts_use_no_future_data() -> None:
         y2.iloc[origin + 1 :] += 1000.0
         after, _ = build_features(y2, h, step)
         cols = [c for c in before.columns if c.startswith("stl")]
-        assert {"stld5_3", "stlw2_3"} <= set(cols)
+        assert {"stld5_3", "stlw3_3", "stlm_3"} <= set(cols)
         pd.testing.assert_series_equal(before[cols].iloc[origin], after[cols].iloc[origin])
 
 
