@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--traces", help=f"comma-separated subset of {', '.join(TRACES)}")
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument(
-        "--max-origins", type=int, default=600, help="origins per trace and horizon, evenly thinned (0: all)"
+        "--max-origins", type=int, default=150, help="origins per trace and horizon, evenly thinned (0: all)"
     )
     ap.add_argument("--input-weeks", type=float, default=12.0, help="peers' training window in weeks (default 12)")
     ap.add_argument("--no-unseen", dest="unseen", action="store_false", help="skip the unseen-data checks")
