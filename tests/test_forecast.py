@@ -203,3 +203,14 @@ def test_linear_model_weighted_in_on_mean_reverting_load() -> None:
     p = hm.predict_delta(x.iloc[-200:])
     assert (p[:, 0] <= p[:, 1]).all()
     assert (p[:, 1] <= p[:, 2]).all()
+
+
+@pytest.mark.parametrize(
+    ("pairs", "day", "expected"),
+    [(20000, 24, 4000), (1600, 288, 576), (1000, 288, 400), (100, 24, 40)],
+)
+def test_calibration_spans_two_days_on_short_histories(pairs: int, day: int, expected: int) -> None:
+    """Calibration is the last 20 % of the pairs, at least two days of them where that stays within 40 %."""
+    from analytics.forecast import calibration_count
+
+    assert calibration_count(pairs, day) == expected
