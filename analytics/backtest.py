@@ -147,7 +147,7 @@ def backtest_frame(
         model = fit_horizon(
             y, h, step, train_end=origin0 + step, max_iter=max_iter, window=window, prebuilt=(x, anchor)
         )
-        q = model.predict_delta(x.iloc[origins]) + anchor.iloc[origins].to_numpy()[:, None]
+        q = model.predict_gated(x, y, anchor, origins) + anchor.iloc[origins].to_numpy()[:, None]
         part = pd.DataFrame(q, columns=["p10", "p50", "p90"], index=y.index[origins + h])
         part["origin"] = y.index[origins]
         part["fold"] = k

@@ -38,6 +38,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 DAY = pd.Timedelta("1D")
 WEEK = pd.Timedelta("7D")
 CALIBRATION_SHARE = 0.2
+GATE_WINDOW = WEEK  # recent errors that move a forecast to persistence (see gate_to_persistence)
 MAX_CALIBRATION_SHARE = 0.4  # where two days of calibration pairs are more than 20 % (see calibration_count)
 # Recent training windows tried against the whole history, where the history is long enough (see fit_horizon).
 RECENT_WINDOWS = (pd.Timedelta("182D"), pd.Timedelta("56D"))
@@ -236,6 +237,7 @@ class HorizonModel:
     lin_features: list[str] = field(default_factory=list)
     lin_weight: float = 0.0  # weight of the second component's change, set on calibration
     second: str = "linear"  # the second component: the linear model or one structural forecast (a column)
+    gate: int = 0  # steps of recent errors that decide between the model and persistence (0: no gate)
 
     def model_deltas(self, x: pd.DataFrame) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Boosted quantiles of the change (sorted so they never cross) and the linear model's change."""
@@ -266,6 +268,57 @@ class HorizonModel:
         cols[:, 0] -= self.widen
         cols[:, 2] += self.widen
         return cols
+
+    def predict_gated(
+        self, x: pd.DataFrame, y: pd.Series, anchor: pd.Series, origins: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """:meth:`predict_delta` at the row positions ``origins``, each gated by the recent errors known there.
+
+        The model also forecasts the ``gate`` origins before the earliest one asked for, so every origin sees how
+        the model and persistence did on the targets known by then (see :func:`gate_to_persistence`).
+        """
+        origins = np.asarray(origins, dtype=np.int64)
+        if self.gate <= 0 or len(origins) == 0:
+            return self.predict_delta(x.iloc[origins])
+        lo = max(0, int(origins.min()) - self.gate - self.h)
+        span = np.arange(lo, int(origins.max()) + 1, dtype=np.int64)
+        gated = gate_to_persistence(self.predict_delta(x.iloc[span]), y, anchor, span, self.h, self.gate)
+        return gated[origins - lo]
+
+
+def gate_to_persistence(
+    delta: npt.NDArray[np.float64],
+    y: pd.Series,
+    anchor: pd.Series,
+    span: npt.NDArray[np.int64],
+    h: int,
+    window: int,
+) -> npt.NDArray[np.float64]:
+    """Quantile changes ``delta`` at the consecutive origins ``span``, moved to persistence where it did better lately.
+
+    At each origin the absolute errors of the model's P50 and of persistence on the last ``window`` targets already
+    known there (origins at least ``h`` steps earlier) are summed; where persistence's sum is smaller, the P50
+    change becomes zero and the band moves with it. With fewer than ``window // 2`` known targets the model stands.
+    Bursty loads switch regime (GPU jobs that run for weeks after months of short bursts): refitted every few
+    weeks, the model then trails persistence until the next fit, and the gate sees that from its recent errors.
+    """
+    yv = y.to_numpy(dtype=np.float64)
+    av = anchor.to_numpy(dtype=np.float64)[span]
+    tpos = span + h
+    truth = np.where(tpos < len(yv), yv[np.minimum(tpos, len(yv) - 1)], np.nan)
+    em, ep = np.abs(truth - (av + delta[:, 1])), np.abs(truth - av)
+    known = np.isfinite(em) & np.isfinite(ep)
+    cm = np.concatenate([[0.0], np.cumsum(np.where(known, em, 0.0))])
+    cp = np.concatenate([[0.0], np.cumsum(np.where(known, ep, 0.0))])
+    cn = np.concatenate([[0], np.cumsum(known)])
+    i = np.arange(len(span))
+    end = np.clip(i - h + 1, 0, len(span))  # positions [start, end) have targets known at origin i
+    start = np.clip(end - window, 0, len(span))
+    enough = (cn[end] - cn[start]) >= max(1, window // 2)
+    use_persistence = enough & ((cp[end] - cp[start]) < (cm[end] - cm[start]))
+    out = delta.copy()
+    out[use_persistence] -= delta[use_persistence, 1:2]
+    return out
 
 
 def _blend(cols: npt.NDArray[np.float64], lin: npt.NDArray[np.float64], a: float, b: float) -> npt.NDArray[np.float64]:
@@ -341,6 +394,7 @@ def fit_horizon(
     final = _fit_models(x, target, use, h, max_iter, seed, linear=hm.lin_weight > 0 and hm.second == "linear")
     final.window, final.shrink, final.widen = w, hm.shrink, hm.widen
     final.lin_weight, final.second = hm.lin_weight, hm.second
+    final.gate = steps(GATE_WINDOW, step)
     return final
 
 
@@ -449,7 +503,7 @@ class LoadForecaster:
         origin = pd.Timestamp(y.index[-1])
         for hz, hm in self.horizons.items():
             x, anchor = build_features(y, hm.h, self.step)
-            q = hm.predict_delta(x.iloc[[-1]])[0] + float(anchor.iloc[-1])
+            q = hm.predict_gated(x, y, anchor, np.array([len(y) - 1]))[0] + float(anchor.iloc[-1])
             rows.append({"horizon": hz, "ts": origin + hm.h * self.step, "p10": q[0], "p50": q[1], "p90": q[2]})
         return pd.DataFrame(rows)
 

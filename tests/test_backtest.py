@@ -39,7 +39,7 @@ def test_no_training_target_after_a_scored_origin(monkeypatch: pytest.MonkeyPatc
     y = _load(16, step=pd.Timedelta("15min"))
     fits: list[pd.Timestamp] = []
     scored: list[pd.Timestamp] = []
-    real_fit, real_predict = bt.fit_horizon, HorizonModel.predict_delta
+    real_fit, real_predict = bt.fit_horizon, HorizonModel.predict_gated
 
     def spy_fit(*args: Any, **kwargs: Any) -> HorizonModel:
         """Record the latest target time the fit may use (fit_horizon keeps targets before train_end)."""
@@ -47,13 +47,13 @@ def test_no_training_target_after_a_scored_origin(monkeypatch: pytest.MonkeyPatc
         fits.append(y.index[y.index < end].max())
         return real_fit(*args, **kwargs)
 
-    def spy_predict(self: HorizonModel, x: pd.DataFrame) -> Any:
-        """Record the earliest origin of each scored block (the feature frame is indexed by origin)."""
-        scored.append(pd.Timestamp(x.index.min()))
-        return real_predict(self, x)
+    def spy_predict(self: HorizonModel, x: pd.DataFrame, y_: pd.Series, anchor: pd.Series, origins: Any) -> Any:
+        """Record the earliest origin of each scored block (row positions of the origin-indexed feature frame)."""
+        scored.append(pd.Timestamp(x.index[int(np.min(origins))]))
+        return real_predict(self, x, y_, anchor, origins)
 
     monkeypatch.setattr(bt, "fit_horizon", spy_fit)
-    monkeypatch.setattr(HorizonModel, "predict_delta", spy_predict)
+    monkeypatch.setattr(HorizonModel, "predict_gated", spy_predict)
     bt.backtest(y, horizon, pd.Timedelta("15min"), folds=3, max_iter=10)
     assert len(fits) == len(scored) == 3
     for last_target, first_origin in zip(fits, scored, strict=True):

@@ -214,3 +214,36 @@ def test_calibration_spans_two_days_on_short_histories(pairs: int, day: int, exp
     from analytics.forecast import calibration_count
 
     assert calibration_count(pairs, day) == expected
+
+
+def test_gate_moves_to_persistence_only_after_persistence_did_better() -> None:
+    """The gate keeps the model until persistence's recent known errors are smaller, then zeroes the P50 change."""
+    from analytics.forecast import gate_to_persistence
+
+    n, h, window = 60, 2, 10
+    y = series([100.0] * n)
+    anchor = y.copy()
+    delta = np.zeros((n, 3))
+    delta[:, 0], delta[:, 2] = -1.0, 1.0
+    delta[30:, 1] = 5.0  # from origin 30 on the model predicts a rise that never comes
+    out = gate_to_persistence(delta, y, anchor, np.arange(n), h, window)
+    # Up to origin 31 the model's bad forecasts have no known target yet (origin 30's target is at 32).
+    assert (out[: 30 + h, 1] == delta[: 30 + h, 1]).all()
+    assert (out[30 + h :, 1] == 0.0).all()
+    # The band moves with the P50 and keeps its width.
+    assert (out[30 + h :, 2] - out[30 + h :, 0] == 2.0).all()
+
+
+def test_gate_uses_no_future_data() -> None:
+    """Changing the truth after an origin leaves that origin's gated forecast unchanged."""
+    from analytics.forecast import gate_to_persistence
+
+    rng = np.random.default_rng(7)
+    n, h, window = 200, 3, 24
+    y = series(list(100 + rng.normal(0, 5, n)))
+    delta = rng.normal(0, 3, (n, 3))
+    before = gate_to_persistence(delta, y, y.copy(), np.arange(n), h, window)
+    y2 = y.copy()
+    y2.iloc[121:] += 50.0
+    after = gate_to_persistence(delta, y2, y2.copy(), np.arange(n), h, window)
+    np.testing.assert_array_equal(before[:121], after[:121])
