@@ -3,7 +3,9 @@
 Folds are cut by *origin*: the origins whose targets fall in the last ``test_share`` of the series are split into
 ``folds`` consecutive blocks. For each block the models are refitted on pairs whose target time is at or before the
 block's earliest origin (expanding window), so no training target lies after any origin the model is scored from;
-then every origin of the block is forecast from data up to that origin only. Metrics are computed over the test points
+then every origin of the block is forecast from data up to that origin only (the model also forecasts the week
+before the block, so its gate to persistence reads recent errors from the block's first origin on; see
+:func:`analytics.forecast.gate_to_persistence`). Metrics are computed over the test points
 where the truth, the model and the baselines exist, so all are scored on the same points.
 
 Scores per horizon: MAE; MASE against the daily seasonal naive (the value ``m`` days before the target, the smallest

@@ -12,7 +12,8 @@ regularised (15 leaves of at least 1 % of the fitting pairs), which generalises 
 Beside the trees: MSTL-like structural forecasts (a smoothed seasonally adjusted level plus the daily, weekly, or
 daily-plus-weekday profile at the target; see :func:`structural_features`) and a robust (Huber) linear median model
 of the change on the level, profile and structural features. The P50 is a blend of the boosted P50, one second
-component (the linear model or one structural forecast) and persistence's zero change.
+component (the linear model or one structural forecast) and persistence's zero change; at each origin a gate
+moves it to persistence where persistence did better on the last week of targets known there.
 Choices are made on the last 20 % of the training pairs (the calibration pairs), never on what a backtest scores: the
 training window (the whole history or the last 26 or 8 weeks, where the history is long enough), the P50 blend (its
 second component and the weights), and the split-conformal (CQR) widening that makes the P10-P90 band hold 80 %
