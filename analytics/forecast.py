@@ -40,7 +40,6 @@ DAY = pd.Timedelta("1D")
 WEEK = pd.Timedelta("7D")
 CALIBRATION_SHARE = 0.2
 GATE_WINDOW = WEEK  # recent errors that move a forecast to persistence (see gate_to_persistence)
-MAX_CALIBRATION_SHARE = 0.4  # where two days of calibration pairs are more than 20 % (see calibration_count)
 # Recent training windows tried against the whole history, where the history is long enough (see fit_horizon).
 RECENT_WINDOWS = (pd.Timedelta("182D"), pd.Timedelta("56D"))
 
@@ -356,7 +355,7 @@ def fit_horizon(
     idx = np.flatnonzero(ok)
     if len(idx) < 50:
         raise ValueError(f"horizon {h} steps: only {len(idx)} training pairs; need a longer history")
-    n_cal = calibration_count(len(idx), steps(DAY, step))
+    n_cal = max(1, int(len(idx) * CALIBRATION_SHARE))
     fit_idx, cal_idx = idx[:-n_cal], idx[-n_cal:]
     # Calibration pairs whose target is not yet known at the first calibration origin are excluded from fitting.
     fit_idx = fit_idx[fit_idx < cal_idx[0] - h]
@@ -397,16 +396,6 @@ def fit_horizon(
     final.lin_weight, final.second = hm.lin_weight, hm.second
     final.gate = steps(GATE_WINDOW, step)
     return final
-
-
-def calibration_count(pairs: int, day: int) -> int:
-    """Calibration pairs out of ``pairs``: the last 20 %, but at least two days (two daily cycles) up to 40 %.
-
-    On a short history 20 % is under a day (Alibaba: 22 h of 5-min pairs), and choices made on part of one daily
-    cycle are noise: on the inner validation window two days took Alibaba 1 h from 1.039 to 0.965 x the best peer,
-    and left every longer trace as it was.
-    """
-    return max(1, int(pairs * CALIBRATION_SHARE), min(2 * day, int(pairs * MAX_CALIBRATION_SHARE)))
 
 
 def _fit_models(

@@ -205,17 +205,6 @@ def test_linear_model_weighted_in_on_mean_reverting_load() -> None:
     assert (p[:, 1] <= p[:, 2]).all()
 
 
-@pytest.mark.parametrize(
-    ("pairs", "day", "expected"),
-    [(20000, 24, 4000), (1600, 288, 576), (1000, 288, 400), (100, 24, 40)],
-)
-def test_calibration_spans_two_days_on_short_histories(pairs: int, day: int, expected: int) -> None:
-    """Calibration is the last 20 % of the pairs, at least two days of them where that stays within 40 %."""
-    from analytics.forecast import calibration_count
-
-    assert calibration_count(pairs, day) == expected
-
-
 def test_gate_moves_to_persistence_only_after_persistence_did_better() -> None:
     """The gate keeps the model until persistence's recent known errors are smaller, then zeroes the P50 change."""
     from analytics.forecast import gate_to_persistence
