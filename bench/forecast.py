@@ -88,6 +88,7 @@ class Row:
     horizon: str
     unseen: bool
     points: int
+    mae: float  # aidc's MAE, in the trace's unit
     mase: dict[str, float]
     best: str
     ratio: float
@@ -118,7 +119,7 @@ def run_one(
     denom = maes["SeasonalNaive_day"]
     best = min((c for c in maes if c != "aidc"), key=lambda c: maes[c])
     lo, hi = bootstrap_ratio(yv - fc["aidc"].to_numpy(), yv - fc[best].to_numpy(), block=h)
-    row = Row(name, horizon, unseen, len(fc), {c: v / denom for c, v in maes.items()}, best,
+    row = Row(name, horizon, unseen, len(fc), maes["aidc"], {c: v / denom for c, v in maes.items()}, best,
               maes["aidc"] / maes[best], lo, hi)  # fmt: skip
     return row, secs, notes
 
@@ -127,16 +128,17 @@ def format_table(rows: list[Row]) -> str:
     """The comparison table: MASE of every method on the same points and aidc's MAE over the best peer's."""
     names = ["aidc", "Naive", "SeasonalNaive_day", "SeasonalNaive_week", "AutoETS", "MSTL", "AutoARIMA"]
     short = {"SeasonalNaive_day": "SNaive_d", "SeasonalNaive_week": "SNaive_w"}
-    head = f"{'trace':<22} {'hz':>4} {'points':>6} " + " ".join(f"{short.get(n, n):>9}" for n in names)
+    head = f"{'trace':<22} {'hz':>4} {'points':>6} {'aidc MAE':>10} " + " ".join(f"{short.get(n, n):>9}" for n in names)
     lines = [
-        "MASE (MAE / daily seasonal-naive MAE on the same points); ratio = aidc MAE / best peer MAE [95 % interval]",
+        "aidc MAE in the trace's unit; MASE (MAE / daily seasonal-naive MAE on the same points) of every method; "
+        "ratio = aidc MAE / best peer MAE [95 % interval]",
         head + f" {'best peer':>18} {'ratio':>6} {'interval':>12}",
     ]
     for r in rows:
         cells = " ".join(f"{r.mase[n]:>9.3f}" if n in r.mase else f"{'-':>9}" for n in names)
         tag = " (unseen)" if r.unseen else ""
         lines.append(
-            f"{r.trace + tag:<22} {r.horizon:>4} {r.points:>6} {cells} {r.best:>18} {r.ratio:>6.3f} "
+            f"{r.trace + tag:<22} {r.horizon:>4} {r.points:>6} {r.mae:>10.4g} {cells} {r.best:>18} {r.ratio:>6.3f} "
             f"{f'{r.lo:.2f}-{r.hi:.2f}':>12}"
         )
     return "\n".join(lines)
