@@ -265,8 +265,9 @@ class HorizonModel:
     def predict_delta(self, x: pd.DataFrame) -> npt.NDArray[np.float64]:
         """Predicted change from the anchor, one column per quantile, with the calibrated P10-P90 band."""
         cols = self.raw_delta(x)
-        cols[:, 0] -= self.widen
-        cols[:, 2] += self.widen
+        # A negative widening (the band held more than 80 % on calibration) narrows it, never past the P50.
+        cols[:, 0] = np.minimum(cols[:, 0] - self.widen, cols[:, 1])
+        cols[:, 2] = np.maximum(cols[:, 2] + self.widen, cols[:, 1])
         return cols
 
     def predict_gated(

@@ -236,3 +236,16 @@ def test_gate_uses_no_future_data() -> None:
     y2.iloc[121:] += 50.0
     after = gate_to_persistence(delta, y2, y2.copy(), np.arange(n), h, window)
     np.testing.assert_array_equal(before[:121], after[:121])
+
+
+def test_negative_widening_never_crosses_the_p50() -> None:
+    """A band narrowed by a negative conformal widening stops at the P50 instead of crossing it."""
+    from analytics.forecast import fit_horizon
+
+    y = _daily(21)
+    hm = fit_horizon(y, 1, H, max_iter=20)
+    hm.widen = -1e6
+    x, _ = build_features(y, 1, H)
+    p = hm.predict_delta(x.iloc[-50:])
+    assert (p[:, 0] <= p[:, 1]).all()
+    assert (p[:, 1] <= p[:, 2]).all()
