@@ -3,7 +3,9 @@
 Folds are cut by *origin*: the origins whose targets fall in the last ``test_share`` of the series are split into
 ``folds`` consecutive blocks. For each block the models are refitted on pairs whose target time is at or before the
 block's earliest origin (expanding window), so no training target lies after any origin the model is scored from;
-then every origin of the block is forecast from data up to that origin only. Metrics are computed over the test points
+then every origin of the block is forecast from data up to that origin only (the model also forecasts the week
+before the block, so its gate to persistence reads recent errors from the block's first origin on; see
+:func:`analytics.forecast.gate_to_persistence`). Metrics are computed over the test points
 where the truth, the model and the baselines exist, so all are scored on the same points.
 
 Scores per horizon: MAE; MASE against the daily seasonal naive (the value ``m`` days before the target, the smallest
@@ -147,7 +149,7 @@ def backtest_frame(
         model = fit_horizon(
             y, h, step, train_end=origin0 + step, max_iter=max_iter, window=window, prebuilt=(x, anchor)
         )
-        q = model.predict_delta(x.iloc[origins]) + anchor.iloc[origins].to_numpy()[:, None]
+        q = model.predict_gated(x, y, anchor, origins) + anchor.iloc[origins].to_numpy()[:, None]
         part = pd.DataFrame(q, columns=["p10", "p50", "p90"], index=y.index[origins + h])
         part["origin"] = y.index[origins]
         part["fold"] = k

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 import analytics.backtest as bt
 from analytics.forecast import HorizonModel
 
 FIVE = pd.Timedelta("5min")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One OpenMP thread: the machine is shared, and spinning threads under contention make fits 10x slower."""
+    with threadpool_limits(1):
+        yield
 
 
 def _load(days: int, step: pd.Timedelta = FIVE, seed: int = 3) -> pd.Series:
@@ -30,7 +39,7 @@ def test_no_training_target_after_a_scored_origin(monkeypatch: pytest.MonkeyPatc
     y = _load(16, step=pd.Timedelta("15min"))
     fits: list[pd.Timestamp] = []
     scored: list[pd.Timestamp] = []
-    real_fit, real_predict = bt.fit_horizon, HorizonModel.predict_delta
+    real_fit, real_predict = bt.fit_horizon, HorizonModel.predict_gated
 
     def spy_fit(*args: Any, **kwargs: Any) -> HorizonModel:
         """Record the latest target time the fit may use (fit_horizon keeps targets before train_end)."""
@@ -38,13 +47,13 @@ def test_no_training_target_after_a_scored_origin(monkeypatch: pytest.MonkeyPatc
         fits.append(y.index[y.index < end].max())
         return real_fit(*args, **kwargs)
 
-    def spy_predict(self: HorizonModel, x: pd.DataFrame) -> Any:
-        """Record the earliest origin of each scored block (the feature frame is indexed by origin)."""
-        scored.append(pd.Timestamp(x.index.min()))
-        return real_predict(self, x)
+    def spy_predict(self: HorizonModel, x: pd.DataFrame, y_: pd.Series, anchor: pd.Series, origins: Any) -> Any:
+        """Record the earliest origin of each scored block (row positions of the origin-indexed feature frame)."""
+        scored.append(pd.Timestamp(x.index[int(np.min(origins))]))
+        return real_predict(self, x, y_, anchor, origins)
 
     monkeypatch.setattr(bt, "fit_horizon", spy_fit)
-    monkeypatch.setattr(HorizonModel, "predict_delta", spy_predict)
+    monkeypatch.setattr(HorizonModel, "predict_gated", spy_predict)
     bt.backtest(y, horizon, pd.Timedelta("15min"), folds=3, max_iter=10)
     assert len(fits) == len(scored) == 3
     for last_target, first_origin in zip(fits, scored, strict=True):
@@ -74,8 +83,15 @@ def test_scores_baselines_on_the_same_points() -> None:
     idx = pd.date_range("2026-01-05T00:00Z", periods=40, freq="1h")
     y = np.arange(40.0)
     fc = pd.DataFrame(
-        {"y": y, "p50": y + 1, "p10": y - 2, "p90": y + 2, "snaive_day": y + 4, "snaive_week": y - 2,
-         "persistence": y + 8},
+        {
+            "y": y,
+            "p50": y + 1,
+            "p10": y - 2,
+            "p90": y + 2,
+            "snaive_day": y + 4,
+            "snaive_week": y - 2,
+            "persistence": y + 8,
+        },
         index=idx,
     )
     r = bt.score(fc, "1h", 1)
@@ -97,8 +113,15 @@ def test_weekly_baseline_missing_somewhere_is_left_out() -> None:
     week = np.zeros(20)
     week[0] = np.nan
     fc = pd.DataFrame(
-        {"y": y, "p50": y + 1, "p10": y - 1, "p90": y + 1, "snaive_day": y + 2, "snaive_week": week,
-         "persistence": y + 3},
+        {
+            "y": y,
+            "p50": y + 1,
+            "p10": y - 1,
+            "p90": y + 1,
+            "snaive_day": y + 2,
+            "snaive_week": week,
+            "persistence": y + 3,
+        },
         index=idx,
     )
     r = bt.score(fc, "1h", 1)
