@@ -347,10 +347,12 @@ def whatif_ok(w: WhatIf, rack_lim: np.ndarray, lim: Limits, outdoor_dew_c: float
 class OracleController:
     """Picks, each decision, the setpoints with the lowest true facility power that keep every constraint.
 
-    It asks the physics through the facility's what-if interface (steady state at the current weather and load,
-    a whole candidate grid in one vectorised call): a coarse grid over the site's range every ``reopt_s`` and a
-    local search around the last choice at every decision, so it follows load and weather between full searches.
-    ``ORACLE_HEADROOM_K`` of extra GPU margin covers the load rising before the next decision.
+    It asks the physics through the facility's what-if interface, a whole candidate grid in one vectorised call:
+    each candidate is priced at steady state under the current weather and load and must be feasible under the
+    highest load of the interval ahead (perfect foresight), with ``ORACLE_HEADROOM_K`` of extra GPU margin. A coarse
+    grid over the site's range runs every ``reopt_s`` and a local search around the last choice at every decision,
+    so it follows load and weather between full searches. The choice is then checked by stepping a copy of the
+    plant through the interval; where a transient would cross limit − margin, it chooses again with more headroom.
     """
 
     name = "oracle"
