@@ -334,6 +334,21 @@ def coarse_grid(lim: Limits, fws_step: float = 2.0) -> tuple[np.ndarray, np.ndar
     return f, o, d
 
 
+def neighbourhood(f0: float, o0: float, d0: float, step_k: float, step_kpa: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 27 points of FWS ± step_k × (TCS − FWS) ± step_k × dp ± step_kpa around one (offset at least 1 K)."""
+    f, o, d = (a.ravel() for a in np.meshgrid(f0 + step_k * np.array([-1.0, 0.0, 1.0]),
+                                               o0 + step_k * np.array([-1.0, 0.0, 1.0]),
+                                               d0 + step_kpa * np.array([-1.0, 0.0, 1.0]), indexing="ij"))
+    return f, np.maximum(o, 1.0), d
+
+
+def uniform_setpoints(f: float, o: float, d: float, lim: Limits) -> tuple[float, float, float]:
+    """(TCS, dp, FWS) of one grid point, clipped to the bounds as :func:`uniform_candidates` clips it."""
+    fws = float(np.clip(f, lim.fws_lo, lim.fws_hi))
+    return float(np.clip(fws + o, lim.tcs_lo, lim.tcs_hi)), float(np.clip(d, lim.dp_lo, lim.dp_hi)), fws
+
+
 def whatif_ok(w: WhatIf, rack_lim: np.ndarray, lim: Limits, outdoor_dew_c: float, headroom_k: float) -> np.ndarray:
     """Candidates that keep every constraint the evaluation counts, with ``headroom_k`` more GPU margin."""
     cfg = lim.cfg
@@ -418,18 +433,12 @@ class OracleController:
 
     def _setpoints(self, n: int) -> Setpoints:
         assert self.choice is not None
-        f0, o0, d0 = self.choice
-        fws = float(np.clip(f0, self.lim.fws_lo, self.lim.fws_hi))
-        return Setpoints(np.full(n, float(np.clip(fws + o0, self.lim.tcs_lo, self.lim.tcs_hi))),
-                         np.full(n, float(np.clip(d0, self.lim.dp_lo, self.lim.dp_hi))), fws)
+        tcs, dp, fws = uniform_setpoints(*self.choice, self.lim)
+        return Setpoints(np.full(n, tcs), np.full(n, dp), fws)
 
     @staticmethod
     def _local(c: tuple[float, float, float], step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        f0, o0, d0 = c
-        f, o, d = (a.ravel() for a in np.meshgrid(f0 + step * np.array([-1.0, 0.0, 1.0]),
-                                                   o0 + step * np.array([-1.0, 0.0, 1.0]),
-                                                   d0 + step * np.array([-15.0, 0.0, 15.0]), indexing="ij"))
-        return f, np.maximum(o, 1.0), d
+        return neighbourhood(*c, step, 15.0 * step)
 
     def _interval_ok(self, sp: Setpoints) -> bool:
         """Whether a copy of the plant stepped through the next interval at ``sp`` keeps every GPU below
@@ -489,11 +498,9 @@ def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None) -> tu
     e, room = scan(f, o, d)
     if (room >= 0).any():
         j = int(np.argmin(np.where(room >= 0, e, np.inf)))
-        rf, ro, rd = (a.ravel() for a in np.meshgrid(f[j] + np.array([-1.0, 0.0, 1.0]),
-                                                       o[j] + np.array([-1.0, 0.0, 1.0]),
-                                                       d[j] + np.array([-20.0, 0.0, 20.0]), indexing="ij"))
-        re_, rroom = scan(rf, np.maximum(ro, 1.0), rd)
-        f, o, d = np.concatenate([f, rf]), np.concatenate([o, np.maximum(ro, 1.0)]), np.concatenate([d, rd])
+        rf, ro, rd = neighbourhood(float(f[j]), float(o[j]), float(d[j]), 1.0, 20.0)
+        re_, rroom = scan(rf, ro, rd)
+        f, o, d = np.concatenate([f, rf]), np.concatenate([o, ro]), np.concatenate([d, rd])
         e, room = np.concatenate([e, re_]), np.concatenate([room, rroom])
     # Try the cheapest candidate at each sampled headroom (steady states miss minute-scale transients), from the
     # least headroom up, until one keeps every constraint minute by minute.
@@ -504,8 +511,7 @@ def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None) -> tu
     order.append(int(np.argmax(room)))  # the most headroom of all
     tried: list[tuple[tuple[float, float, float], Kpis]] = []
     for i in dict.fromkeys(order):
-        fws = float(np.clip(f[i], lim.fws_lo, lim.fws_hi))
-        sp = (float(np.clip(fws + o[i], lim.tcs_lo, lim.tcs_hi)), float(np.clip(d[i], lim.dp_lo, lim.dp_hi)), fws)
+        sp = uniform_setpoints(float(f[i]), float(o[i]), float(d[i]), lim)
         if any(sp == t[0] for t in tried):
             continue
         if len(tried) >= BEST_FIXED_TRIES:

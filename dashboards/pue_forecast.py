@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analytics.pue_forecast_live import PueForecastService, PueForecastState, plant_history
-from dashboards.components import empty_figure, style
+from dashboards.components import empty_figure, footnote, style
 from dashboards.data import DashboardData
 
 BAND = {"facility_power_kw": "rgba(127,184,255,0.25)", "pue": "rgba(255,190,120,0.25)"}
@@ -52,14 +52,5 @@ def pue_forecast_figure(st: PueForecastState) -> go.Figure:
     fig.update_yaxes(title_text="facility power (kW)", row=1, col=1)
     fig.update_yaxes(title_text="PUE (hourly energy ratio)", row=2, col=1)
     fig.update_layout(margin={"b": 75})
-    fig.add_annotation(
-        text=f"{st.message}; weather: {st.weather}",
-        showarrow=False,
-        x=0,
-        y=-0.2,
-        xref="paper",
-        yref="paper",
-        xanchor="left",
-        font={"size": 10, "color": "#8c99a8"},
-    )
+    footnote(fig, f"{st.message}; weather: {st.weather}", y=-0.2)
     return fig

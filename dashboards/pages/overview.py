@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
 from analytics.pue_forecast_live import PueForecastService
-from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, range_picker, style
+from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, footnote, range_picker, style
 from dashboards.data import DashboardData
 from dashboards.forecast import ForecastService
 from dashboards.pue_forecast import pue_forecast_figure
@@ -198,16 +198,7 @@ def register(
             fig.add_scatter(
                 x=fc.history.index, y=fc.history.values, name="measured", mode="lines", line={"color": "#c9d3df"}
             )
-        fig.add_annotation(
-            text=fc.message,
-            showarrow=False,
-            x=0,
-            y=-0.25,
-            xref="paper",
-            yref="paper",
-            xanchor="left",
-            font={"size": 10, "color": "#8c99a8"},
-        )
+        footnote(fig, fc.message, y=-0.25)
         return style(fig, y_title="IT load (kW)")
 
     @app.callback(Output("ov-pue-forecast", "figure"), Input("ov-slow", "n_intervals"))
