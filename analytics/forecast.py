@@ -304,8 +304,13 @@ def gate_to_persistence(
     """Quantile changes ``delta`` at the consecutive origins ``span``, moved to persistence where it did better lately.
 
     At each origin the absolute errors of the model's P50 and of persistence on the last ``window`` targets already
-    known there (origins at least ``h`` steps earlier) are summed; where persistence's sum is smaller, the P50
-    change becomes zero and the band moves with it. With fewer than ``window // 2`` known targets the model stands.
+    known there (origins at least ``h`` steps earlier) are summed, and so are those of the half-way forecast (half the
+    model's P50 change); the P50 change is kept, halved or set to zero (persistence), whichever of the three had the
+    smallest sum, and the band moves with it. With fewer than ``window // 2`` known targets the model stands. The
+    half-way option was added on the inner validation windows (first 75 % of each GPU trace, every origin, MAE over
+    persistence's): A100 1 h 0.975 -> 0.969, 24 h 0.998 -> 0.995, A40 24 h 0.973 -> 0.967, A40 1 h 0.957 both
+    ways, the A40's first half 1 h 1.000 -> 1.002 and 24 h 0.939 -> 0.940; no change on Alibaba, Azure or the
+    synthetic load, where the gate rarely fires.
     Bursty loads switch regime (GPU jobs that run for weeks after months of short bursts): refitted every few
     weeks, the model then trails persistence until the next fit, and the gate sees that from its recent errors.
     """
@@ -322,10 +327,12 @@ def gate_to_persistence(
     end = np.clip(i - h + 1, 0, len(span))  # positions [start, end) have targets known at origin i
     start = np.clip(end - window, 0, len(span))
     enough = (cn[end] - cn[start]) >= max(1, window // 2)
-    use_persistence = enough & ((cp[end] - cp[start]) < (cm[end] - cm[start]))
-    out = delta.copy()
-    out[use_persistence] -= delta[use_persistence, 1:2]
-    return out
+    eh = np.abs(truth - (av + 0.5 * delta[:, 1]))
+    ch = np.concatenate([[0.0], np.cumsum(np.where(known, eh, 0.0))])
+    sm, sp, sh = cm[end] - cm[start], cp[end] - cp[start], ch[end] - ch[start]
+    keep = np.where(sp < np.minimum(sm, sh), 0.0, np.where(sh < sm, 0.5, 1.0))
+    keep = np.where(enough, keep, 1.0)  # share of the model's P50 change kept at each origin
+    return delta - (1.0 - keep)[:, None] * delta[:, 1:2]
 
 
 def _blend(cols: npt.NDArray[np.float64], lin: npt.NDArray[np.float64], a: float, b: float) -> npt.NDArray[np.float64]:

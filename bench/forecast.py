@@ -18,7 +18,8 @@ origin: its cost is about the origins times that window's length. Each row gets 
 row to 150 origins; on the GPU traces, where a handful of load jumps of 100 W make most of the error, that left
 intervals of +-5-10 % on the ratio (aidc over persistence on the first 75 % of cbsugpu07 at 1 h read 1.025 on
 150 origins and 0.976 [0.958-0.994] on all 2,888). ``--max-origins N`` overrides the budget (0: every origin).
-``--jobs 2`` runs two rows at a time.
+``--jobs 2`` runs two rows at a time. ``--add NAME=FILE`` scores one more trace (any CSV/TSV ``aidc backtest --data``
+reads), reported as unseen.
 
 Unseen-data checks (``--unseen``, on by default): traces nobody tuned anything on, reported apart: a synthetic
 cluster load with daily and weekly cycles, bursts and a level shift, and the first half of the A40 trace (2022-2023),
@@ -50,6 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # _forecast_peers
 import _forecast_peers as peers  # noqa: E402 - after the path set-up above
 
 from aidc.datasets import REPO_DATA, infer_step, load_series  # noqa: E402
+from aidc.errors import DataError  # noqa: E402
 from analytics.backtest import backtest_frame, bootstrap_ratio, fold_blocks, mae, thin_origins  # noqa: E402
 from analytics.forecast import DAY, WEEK, steps  # noqa: E402
 
@@ -215,6 +217,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="rows run at a time (default 1)")
     ap.add_argument("--input-weeks", type=float, default=12.0, help="peers' training window in weeks (default 12)")
     ap.add_argument("--no-unseen", dest="unseen", action="store_false", help="skip the unseen-data checks")
+    ap.add_argument(
+        "--add", action="append", default=[], metavar="NAME=FILE",
+        help="score one more trace (CSV/TSV as `aidc backtest --data` reads it), reported as unseen; repeatable",
+    )  # fmt: skip
     args = ap.parse_args()
     if not peers.available():
         sys.exit(peers.INSTALL_HINT)
@@ -222,6 +228,14 @@ def main() -> None:
     if args.traces:
         keep = {t.strip() for t in args.traces.split(",")}
         data = {k: v for k, v in data.items() if k in keep}
+    for spec in args.add:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            sys.exit(f"--add {spec!r}: expected NAME=FILE")
+        try:
+            data[name] = (load_series(path), True)
+        except (DataError, OSError) as exc:
+            sys.exit(f"--add {name}: {exc}")
     t_start = time.perf_counter()
     jobs = [
         (name, hz)

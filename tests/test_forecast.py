@@ -223,6 +223,22 @@ def test_gate_moves_to_persistence_only_after_persistence_did_better() -> None:
     assert (out[30 + h :, 2] - out[30 + h :, 0] == 2.0).all()
 
 
+def test_gate_halves_the_change_where_the_half_way_forecast_did_best() -> None:
+    """When half the model's change matched the recent truths best, the gate keeps half of it, band and all."""
+    from analytics.forecast import gate_to_persistence
+
+    n, h, window = 60, 2, 10
+    y = series(list(100.0 + 1.25 * np.arange(n)))  # every 2-step change is +2.5
+    delta = np.zeros((n, 3))
+    delta[:, 0], delta[:, 1], delta[:, 2] = 4.0, 5.0, 6.0  # the model expects +5: twice the truth
+    out = gate_to_persistence(delta, y, y.copy(), np.arange(n), h, window)
+    # Until window // 2 targets are known the model stands; then the half-way forecast (+2.5) has no error.
+    settled = h + window // 2
+    assert (out[: settled - 1, 1] == 5.0).all()
+    assert (out[settled:, 1] == 2.5).all()
+    assert (out[settled:, 2] - out[settled:, 0] == 2.0).all()
+
+
 def test_gate_uses_no_future_data() -> None:
     """Changing the truth after an origin leaves that origin's gated forecast unchanged."""
     from analytics.forecast import gate_to_persistence
