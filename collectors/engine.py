@@ -171,11 +171,15 @@ class Engine:
     def start(self) -> asyncio.Task[None]:
         """Start :meth:`run` as a task in the running loop."""
         if self._task is None or self._task.done():
+            for link in self.links:
+                link.stopping = False
             self._task = asyncio.create_task(self.run(), name="collector engine")
         return self._task
 
     async def stop(self) -> None:
         """Cancel the supervisors, close connections, flush sinks."""
+        for link in self.links:
+            link.stopping = True  # a link whose await swallowed the cancel still ends (Link._raise_if_stopping)
         if self._task is not None:
             self._task.cancel()
             try:

@@ -70,6 +70,51 @@ def test_unexpected_exception_restarts_only_its_link(caplog: pytest.LogCaptureFi
     assert not any(r.levelno >= logging.ERROR and "pdu-good" in r.getMessage() for r in caplog.records)
 
 
+class SwallowingLink(ScriptedLink):
+    """A link whose connect turns a cancellation into a failed connect, as Python 3.11's asyncio.timeout can when a
+    cancel lands in the same loop iteration as the timeout expiring."""
+
+    def __init__(self, devices: list[DeviceRef]) -> None:
+        super().__init__(devices)
+        self.in_connect = asyncio.Event()
+        self.swallow = True
+
+    async def connect(self) -> None:
+        self.connects += 1
+        self.in_connect.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if not self.swallow:
+                raise
+            raise ConnectionRefusedError("connect timed out") from None
+        finally:
+            self.in_connect.clear()
+
+
+def test_engine_stops_even_when_a_connect_swallows_the_cancellation() -> None:
+    """A cancellation swallowed inside a connect still stops the link: the engine's stop returns within seconds."""
+
+    async def scenario() -> tuple[bool, int]:
+        link = SwallowingLink([_device("pdu-x", interval_s=0.05)])
+        engine = _engine_with([link])
+        task = engine.start()
+        await asyncio.wait_for(link.in_connect.wait(), 30)
+        stop = asyncio.ensure_future(engine.stop())
+        done, _ = await asyncio.wait({stop}, timeout=5)  # before the fix: the link reconnected, stop never returned
+        if not done:  # let the test end: the next cancellation of the link's task goes through
+            link.swallow = False
+            for t in asyncio.all_tasks():
+                if t not in (asyncio.current_task(), stop, task):
+                    t.cancel()
+            await stop
+        return bool(done), link.connects
+
+    stopped_in_time, connects = asyncio.run(scenario())
+    assert stopped_in_time, "the engine's stop waited for a link that had swallowed its cancellation"
+    assert connects == 1
+
+
 def _first_ts(batches: list[Batch], series: set[str]) -> dict[str, int]:
     """Each series' first sample time: the origin of its poll schedule."""
     first: dict[str, int] = {}
