@@ -13,8 +13,8 @@ interval (blocks of one horizon), which states how much the thinning leaves to c
 
 Origins are evenly thinned, the same for every method, because MSTL re-decomposes its whole training window at every
 origin: its cost is about the origins times that window's length. Each row gets the same budget of
-``--origin-budget`` step-origins (default 2,000,000): all 560 test origins of Alibaba's 8 days, about 250 of Azure's
-5-min month, about 1,000 of each hourly GPU trace (12-week windows of 2,016 steps). The first version thinned every
+``--origin-budget`` step-origins (default 2,000,000): all 561 test origins of Alibaba's 8 days, about 300 of Azure's
+5-min month, about 900 of each hourly GPU trace (12-week windows of 2,016 steps). The first version thinned every
 row to 150 origins; on the GPU traces, where a handful of load jumps of 100 W make most of the error, that left
 intervals of +-5-10 % on the ratio (aidc over persistence on the first 75 % of cbsugpu07 at 1 h read 1.025 on
 150 origins and 0.976 [0.958-0.994] on all 2,888). ``--max-origins N`` overrides the budget (0: every origin).
