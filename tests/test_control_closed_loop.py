@@ -272,6 +272,14 @@ async def _day_then_kill(site: Site, job: subprocess.Popen[str], out: queue.Queu
             decisions = [r for r in _records(audit / "control.jsonl") if r.get("kind") == "decision"]
             if decisions:
                 span = _ts_s(decisions[-1]["ts"]) - _ts_s(decisions[0]["ts"])
+        # Kill right after a decision's record lands (it is appended once its writes are done and audited), not in the
+        # middle of one: a write that reached a device before its audit line was appended would read as a mismatch.
+        n_decisions = len([r for r in _records(audit / "control.jsonl") if r.get("kind") == "decision"])
+        quiet_by = time.monotonic() + 10
+        while time.monotonic() < quiet_by:
+            if len([r for r in _records(audit / "control.jsonl") if r.get("kind") == "decision"]) > n_decisions:
+                break
+            await asyncio.sleep(0.01)
         job.send_signal(signal.SIGKILL)  # no chance to revert: only the devices' own watchdogs can
         await asyncio.to_thread(job.wait, 30)
         killed = time.monotonic()
