@@ -236,6 +236,27 @@ class SimulationConfig(_Strict):
         return v
 
 
+class ApiSettings(_Strict):
+    """The ``[api]`` table: the REST API and ``/metrics`` the main job serves beside the dashboard.
+
+    Tokens come from the environment (``AIDC_API_TOKENS``) or from ``token_file``, never from the site file itself.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback unless the operator opens it on purpose
+    port: int = Field(8081, ge=1, le=65535)
+    token_file: Path | None = None  # hashed entries from `aidc api-token --append`; relative to the site file
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+
 class SiteConfig(_Strict):
     """A whole facility."""
 
@@ -248,6 +269,7 @@ class SiteConfig(_Strict):
     historian: HistorianConfig = HistorianConfig()
     tenants: tuple[TenantLease, ...] = ()  # leases of racks to tenants (aidc/tenant_config.py)
     carbon: CarbonConfig = CarbonConfig()
+    api: ApiSettings = ApiSettings()
     # Tables later packages own (control, dashboard) are validated by their own models.
     control: dict[str, Any] = {}
     dashboard: dict[str, Any] = {}
@@ -310,6 +332,14 @@ class Site:
         if not d.is_absolute() and self.path is not None:
             d = self.path.parent / d
         return d
+
+    @property
+    def api_token_file(self) -> Path | None:
+        """The ``[api] token_file`` (relative paths resolve against the site file's folder), None when unset."""
+        f = self.config.api.token_file
+        if f is not None and not f.is_absolute() and self.path is not None:
+            f = self.path.parent / f
+        return f
 
     def device(self, name: str) -> DeviceRef:
         """Device by name."""

@@ -13,8 +13,8 @@ import pandas as pd
 from aidc.config import Site
 from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics import kpi
-from analytics.pue import ENERGY_ROLES, MeterInfo, PueReport, compute_pue
+from analytics.energy import kpi
+from analytics.energy.pue import ENERGY_ROLES, MeterInfo, PueReport, compute_pue
 from historian import Historian, SeriesSelector
 
 POWER_ROLES = (Role.FACILITY_POWER, *kpi.IT_POWER_ROLES.values())

@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from aidc.errors import DataError
 from aidc.roles import Role
-from analytics.kpi import IT_POWER_ROLES, power_scale
+from analytics.energy.kpi import IT_POWER_ROLES, power_scale
 
 FEATURES: tuple[str, ...] = (
     "gpu_util_pct",  # mean GPU utilisation, %

@@ -18,7 +18,7 @@ import pandas as pd
 
 from aidc.config import Site
 from aidc.live import LiveState
-from analytics.pue_forecast_live import PueForecastService
+from analytics.forecast.live import PueForecastService
 from api.auth import TokenStore
 from historian import Historian
 

@@ -16,13 +16,13 @@ from threadpoolctl import threadpool_limits
 from aidc.errors import AidcError, ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics.billing import month_bounds, report_from_historian
-from analytics.forecast import LoadForecaster
-from analytics.headroom import CduState, RackState, can_place, summary
-from analytics.headroom_data import states
+from analytics.energy.pue import period_edges
+from analytics.forecast.live import PueForecastService, plant_history
+from analytics.forecast.load import LoadForecaster
 from analytics.historian_adapter import it_load_series, pue_from_historian
-from analytics.pue import period_edges
-from analytics.pue_forecast_live import PueForecastService, plant_history
+from analytics.leasing.billing import month_bounds, report_from_historian
+from analytics.leasing.headroom import CduState, RackState, can_place, summary
+from analytics.leasing.headroom_data import states
 from api.context import ApiContext
 from api.errors import ApiError
 from historian import SeriesSelector

@@ -2,7 +2,8 @@
 
 statsforecast's own ``cross_validation`` runs each fold: the models are fitted once on data up to the fold's first
 origin (``refit=False``) and then rolled forward origin by origin with their fitted parameters (``forward``), which
-is the protocol of :func:`analytics.backtest.backtest_frame` (no training data after the fold's first origin, and
+is the protocol of :func:`analytics.forecast.backtest.backtest_frame` (no training data after the fold's first origin,
+and
 each forecast uses data up to its origin only). statsforecast cannot take missing values, so the peers see the series
 forward-filled (the last observed value, never a later one); points whose truth is missing are not scored.
 

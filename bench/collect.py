@@ -7,7 +7,7 @@ with the tests' deterministic stand-in physics sized to GB200 racks (72 values p
 after the other against the same devices and the same number of polls:
 
 * Modbus: our collector (``ModbusLink.poll``: request, framing, vectorised decode, quality checks, the batch with
-  its health fields, handed to the app's ``HistorianWriter`` queue) against a libmodbus C client reading the same
+  its health fields, handed to the historian's ``HistorianWriter`` queue) against a libmodbus C client reading the same
   100 registers and decoding them into doubles (``tests/peers/modbus_peer.c``): back to back in alternating
   blocks (median of each side), then our real ``Engine`` against the C peer both paced at 400 polls/s.
   The bench profile is one contiguous block of 100 holding registers
@@ -42,7 +42,6 @@ sys.path.insert(0, str(ROOT / "bench"))  # _peers, also for the simulator's phys
 import _peers  # noqa: E402 - after the path set-up above
 
 from aidc import loop as aidc_loop  # noqa: E402
-from aidc.app import HistorianWriter  # noqa: E402
 from aidc.clock import ScaledClock  # noqa: E402
 from aidc.config import DeviceRef, Site, load_site  # noqa: E402
 from aidc.sitegen import SiteTemplate, render_site  # noqa: E402
@@ -50,6 +49,7 @@ from collectors.engine import Engine, EngineOptions  # noqa: E402
 from collectors.link import HEALTH_FIELDS, LinkOptions  # noqa: E402
 from collectors.opcua import OpcUaLink  # noqa: E402
 from historian import HistorianConfig, open_historian  # noqa: E402
+from historian.writer import HistorianWriter  # noqa: E402
 from simulators.process import SimulatorProcess  # noqa: E402
 from tests.sim_helpers import free_port_block, write_site  # noqa: E402
 
@@ -344,7 +344,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
     print(
         "Modbus, what each side includes. Ours: request framing, the asyncio event loop, reply checks, the "
         "vectorised decode of 61 points, quality checks (range, counters, stuck, sentinels), the 5 health "
-        "fields, the batch handed to the app's HistorianWriter queue. C peer: libmodbus request and reply "
+        "fields, the batch handed to the historian's HistorianWriter queue. C peer: libmodbus request and reply "
         "(blocking sockets, no event loop); '+ decode' also turns the 100 registers into 61 scaled doubles."
     )
     print(

@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from aidc.clock import ScaledClock
-from aidc.commands.run import DEMO_POLL_S
 from aidc.config import site_from_dict
 from aidc.historian_config import HistorianConfig
 from aidc.live import LiveState
 from aidc.model import Batch
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.alarms import AlarmEngine
+from analytics.alarms.engine import AlarmEngine
+from app.commands.run import DEMO_POLL_S
 from collectors.writer import Actor, SetpointWriter
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore

@@ -34,7 +34,7 @@ from aidc.config import DeviceRef, Site, site_from_dict
 from aidc.profiles import Point
 from aidc.roles import Role
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.faultdetect import FaultDetector, PredictiveAlarm, device_frame
+from analytics.alarms.faults import FaultDetector, PredictiveAlarm, device_frame
 from simulators.degradation import DAY_NS, Degradation, SlowFault
 from simulators.facility import Facility
 from simulators.telemetry import ExplorationSchedule, Telemetry, generate

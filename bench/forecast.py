@@ -1,6 +1,7 @@
 """Load-forecast benchmark: aidc against statsforecast on the same test points of every bundled real trace.
 
-For each trace and horizon, aidc's rolling-origin backtest (:func:`analytics.backtest.backtest_frame`: folds cut by
+For each trace and horizon, aidc's rolling-origin backtest (:func:`analytics.forecast.backtest.backtest_frame`: folds
+cut by
 origin, models trained only on targets at or before a fold's first origin) and statsforecast's own
 ``cross_validation`` (fitted on the same data up to each fold's first origin, rolled forward with ``refit=False``)
 forecast from exactly the same origins; every method is scored on the points where all of them and the truth exist.
@@ -52,8 +53,8 @@ import _forecast_peers as peers  # noqa: E402 - after the path set-up above
 
 from aidc.datasets import REPO_DATA, infer_step, load_series  # noqa: E402
 from aidc.errors import DataError  # noqa: E402
-from analytics.backtest import backtest_frame, bootstrap_ratio, fold_blocks, mae, thin_origins  # noqa: E402
-from analytics.forecast import DAY, WEEK, steps  # noqa: E402
+from analytics.forecast.backtest import backtest_frame, bootstrap_ratio, fold_blocks, mae, thin_origins  # noqa: E402
+from analytics.forecast.load import DAY, WEEK, steps  # noqa: E402
 
 TRACES = {
     "alibaba2018": "cluster_util/alibaba2018_300s.csv.gz",

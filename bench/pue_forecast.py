@@ -4,7 +4,7 @@ Simulates the facility (``simulators.telemetry``, safe setpoint exploration so t
 ``--days``, reduces the telemetry by role to the plant frame and runs a rolling-origin backtest: origins every
 ``--every`` hours over the last ``--test-days`` before the final 48 h, cut into ``--folds`` blocks; each block's
 workload forecaster and plant model are fitted on telemetry up to its first origin only. Weather forecasts are the
-simulated weather plus lead-growing, autocorrelated error (``analytics.pue_forecast.weather_with_error``). Truth
+simulated weather plus lead-growing, autocorrelated error (``analytics.forecast.pue.weather_with_error``). Truth
 and baselines are hourly means (PUE as the ratio of hourly facility and IT energy): persistence repeats the hour
 before the origin, daily seasonal naive the same hour one (or two) days before the target.
 
@@ -26,8 +26,8 @@ from threadpoolctl import threadpool_limits
 
 from aidc.config import site_from_dict
 from aidc.sitegen import SiteTemplate, render_site
+from analytics.forecast.pue import FacilityForecaster, hourly_truth, weather_with_error
 from analytics.plant_model import plant_frame
-from analytics.pue_forecast import FacilityForecaster, hourly_truth, weather_with_error
 from simulators.telemetry import ExplorationSchedule, generate
 
 DAY_S = 86400.0

@@ -29,7 +29,7 @@ from aidc.model import Batch, SeriesKey
 from aidc.profiles import Point
 from aidc.roles import Role
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.pue import ENERGY_ROLES
+from analytics.energy.pue import ENERGY_ROLES
 from analytics.report.build import build_month_report
 from analytics.report.config import report_config
 from analytics.report.period import Month

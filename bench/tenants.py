@@ -4,7 +4,8 @@ Counters are generated directly (no physics: billing reads only energy counters)
 constant power between 20 and 120 kW, the utility meter at IT + 15 % and the cooling meter at 8 % of IT, at
 5-minute samples, with two hours either side of the month. Tenant ``acme`` leases racks 1-100 all month, tenant
 ``bolt`` racks 101-110 until the 16th and then racks 111-120 (a mid-month move); the rest is unallocated. The
-figure is the wall time of :func:`analytics.billing.report_from_historian` (the call behind ``aidc tenants``, the
+figure is the wall time of :func:`analytics.leasing.billing.report_from_historian` (the call behind ``aidc tenants``,
+the
 REST API's tenants endpoint and the monthly report's tenant appendix); the last line is JSON with
 ``tenants_seconds``. The bill is checked against the generated powers, so a fast wrong answer fails.
 """
@@ -24,7 +25,7 @@ import pandas as pd
 from aidc.config import Site, site_from_dict
 from aidc.model import Batch, SeriesKey
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.billing import report_from_historian
+from analytics.leasing.billing import report_from_historian
 from historian import open_historian
 
 START, END = pd.Timestamp("2026-10-01T00:00Z"), pd.Timestamp("2026-11-01T00:00Z")

@@ -21,7 +21,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from aidc.config import Site
 from aidc.errors import AidcError, ConfigError
-from analytics.pue_forecast_live import PueForecastService
+from analytics.forecast.live import PueForecastService
 from dashboards.auth import UserStore
 from dashboards.data import DashboardData
 from dashboards.forecast import ForecastService
@@ -42,7 +42,7 @@ PAGES = [
 
 
 class DashboardConfig(BaseModel):
-    """``[dashboard]`` in the site file (``alarms`` is :class:`analytics.alarms.AlarmPolicy`)."""
+    """``[dashboard]`` in the site file (``alarms`` is :class:`analytics.alarms.engine.AlarmPolicy`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -24,10 +24,10 @@ from aidc.config import DeviceRef, Site
 from aidc.live import LiveState
 from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics import kpi
-from analytics.alarms import AlarmEngine
+from analytics.alarms.engine import AlarmEngine
+from analytics.energy import kpi
+from analytics.energy.pue import MeterInfo, instantaneous_pue
 from analytics.historian_adapter import POWER_ROLES, pue_from_historian, site_meters
-from analytics.pue import MeterInfo, instantaneous_pue
 from dashboards.supervisor import SupervisorLike, audit_entries, entry_time, read_jsonl_tail
 from historian import Historian, SeriesSelector
 from historian.base import Agg

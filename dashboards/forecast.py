@@ -1,6 +1,6 @@
 """The Overview's IT-load forecast: refitted in the background from the historian, never in a page callback.
 
-Gradient-boosted quantile models (analytics.forecast) need history: at least ``MIN_HISTORY`` of 5-minute IT load
+Gradient-boosted quantile models (analytics.forecast.load) need history: at least ``MIN_HISTORY`` of 5-minute IT load
 before the first fit. Until then the panel says how much history there is; after that the models are refitted
 every ``REFIT`` of facility time on up to four weeks and the P10/P50/P90 of the next 24 h are shown.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analytics.forecast import LoadForecaster
+from analytics.forecast.load import LoadForecaster
 from analytics.historian_adapter import it_load_series
 from dashboards.data import DashboardData
 

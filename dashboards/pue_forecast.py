@@ -1,6 +1,6 @@
 """The Overview's PUE and facility-power forecast panel: the next 48 h with P10-P90 bands, next to the measured hours.
 
-The forecast itself is kept by :class:`analytics.pue_forecast_live.PueForecastService` on a worker thread (refitted
+The forecast itself is kept by :class:`analytics.forecast.live.PueForecastService` on a worker thread (refitted
 daily, forecast again each new hour); the page callback only draws its latest result.
 """
 
@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analytics.pue_forecast_live import PueForecastService, PueForecastState, plant_history
+from analytics.forecast.live import PueForecastService, PueForecastState, plant_history
 from dashboards.components import empty_figure, footnote, style
 from dashboards.data import DashboardData
 

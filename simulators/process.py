@@ -38,7 +38,9 @@ class SimulatorProcess:
         self.site = load_site(config)
         sim = self.site.config.simulation
         self.host, self.control_port = control_host(sim.bind), sim.control_port
-        self.args = [sys.executable, "-m", "aidc.cli", "simulate", "--config", str(config)]
+        # the simulators' own entry point (not the manager's CLI); the child stops when this process dies
+        self.args = [sys.executable, "-m", "simulators", "--exit-with-parent", str(os.getpid()), "simulate",
+                     "--config", str(config)]
         if speed is not None:
             self.args += ["--speed", str(speed)]
         if physics is not None:

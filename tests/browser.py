@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from aidc.app import MainJob
-from aidc.commands.run import job_stats
 from aidc.config import load_site
-from analytics.alarms import AlarmEngine
+from analytics.alarms.engine import AlarmEngine
+from app.commands.run import job_stats
+from app.job import MainJob
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore
 from dashboards.data import DashboardData

@@ -18,7 +18,7 @@ from aidc.config import Site, load_site
 from aidc.model import Batch, SeriesKey
 from aidc.roles import Role
 from aidc.sitegen import SiteTemplate, render_site
-from analytics import kpi
+from analytics.energy import kpi
 from historian import open_historian
 
 MONTH = "2026-10"

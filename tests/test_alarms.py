@@ -14,7 +14,7 @@ import pytest
 
 from aidc.config import Site
 from aidc.errors import AidcError, ConfigError
-from analytics.alarms import AlarmEngine, AlarmPolicy, Webhook, default_rules
+from analytics.alarms.engine import AlarmEngine, AlarmPolicy, Webhook, default_rules
 from tests.sim_helpers import make_site, site_doc, write_site
 
 S = 1_000_000_000

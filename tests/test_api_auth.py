@@ -45,7 +45,7 @@ def test_token_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "tokens.toml"
     path.write_text("", encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "api-token", "--name", "sched", "--role", "operator", "--append", str(path)],
+        [sys.executable, "-m", "app.cli", "api-token", "--name", "sched", "--role", "operator", "--append", str(path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -79,9 +79,9 @@ def test_token_file_errors(tmp_path: Path, text: str, message: str) -> None:
 def test_api_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     """`aidc api` with no tokens configured says how to configure them, exit 2, no traceback."""
     site = tmp_path / "site.toml"
-    subprocess.run([sys.executable, "-m", "aidc.cli", "init", "--racks", "1", "-o", str(site)], check=True)
+    subprocess.run([sys.executable, "-m", "app.cli", "init", "--racks", "1", "-o", str(site)], check=True)
     env = {k: v for k, v in __import__("os").environ.items() if k != "AIDC_API_TOKENS"}
-    proc = subprocess.run([sys.executable, "-m", "aidc.cli", "api", "--config", str(site)],
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "api", "--config", str(site)],
                           capture_output=True, text=True, check=False, env=env)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -36,7 +36,7 @@ def test_aidc_api_serves_tenants(tmp_path: Path) -> None:
     site = fx.build(tmp_path)
     port = free_port_block(1)
     env = {**os.environ, "AIDC_API_TOKENS": f"sched:read:{TOKEN}"}
-    proc = subprocess.Popen([sys.executable, "-m", "aidc.cli", "api", "--config", str(site), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "api", "--config", str(site), "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from aidc.config import load_site
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.pue_forecast_live import PueForecastService, PueForecastState, plant_history
+from analytics.forecast.live import PueForecastService, PueForecastState, plant_history
 from api.app import create_app
 from api.auth import TokenStore
 from api.context import ApiContext

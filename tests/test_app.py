@@ -8,8 +8,8 @@ from pathlib import Path
 
 import duckdb
 
-from aidc.app import MainJob
 from aidc.config import load_site
+from app.job import MainJob
 from simulators.process import SimulatorProcess
 from tests.sim_helpers import FAKE_PHYSICS, site_doc, write_site
 

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aidc.app import HistorianWriter, JobError, MainJob
 from aidc.clock import SteppedClock
 from aidc.model import Batch
+from app.job import JobError, MainJob
 from collectors.output import Output
 from historian.spool import Spool
+from historian.writer import HistorianWriter
 
 
 class FlakyStore:
@@ -91,7 +92,7 @@ async def test_full_disk_spool_refuses_counts_and_logs_once(tmp_path: Path, capl
     store = FlakyStore()
     store.down = True
     w = _writer(store, tmp_path, max_memory_points=0, max_bytes=3000)
-    with caplog.at_level(logging.ERROR, logger="aidc.app"):
+    with caplog.at_level(logging.ERROR, logger="app.job"):
         for k in range(30):
             w(_batch(k))
             await w.drain()

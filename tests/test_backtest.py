@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-import analytics.backtest as bt
-from analytics.forecast import HorizonModel
+import analytics.forecast.backtest as bt
+from analytics.forecast.load import HorizonModel
 
 FIVE = pd.Timedelta("5min")
 

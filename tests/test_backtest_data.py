@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from aidc.cli import main
 from aidc.datasets import load_series
 from aidc.errors import DataError
+from app.cli import main
 from tests.conftest import DATA
 
 TRACES = [

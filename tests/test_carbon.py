@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from aidc.errors import DataError
-from analytics.carbon import Contract, flat_kg, load_intensity, location_kg, market_factor
+from analytics.energy.carbon import Contract, flat_kg, load_intensity, location_kg, market_factor
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "carbon"
 PJM = DATA / "PJM_hourly_2022.csv.gz"

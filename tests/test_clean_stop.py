@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import duckdb
 import pytest
 
-from aidc.app import MainJob
 from aidc.config import load_site
+from app.job import MainJob
 from simulators.process import SimulatorProcess
 from tests.sim_helpers import FAKE_PHYSICS, make_site, site_doc, write_site
 
@@ -102,7 +102,7 @@ def test_sigterm_stops_demo_and_its_simulator_child(tmp_path: Path) -> None:
     config = write_site(tmp_path, site_doc(tmp_path, racks=1))
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aidc.cli", "demo", "--config", str(config), "--summary-every", "1"],
+        [sys.executable, "-m", "app.cli", "demo", "--config", str(config), "--summary-every", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     try:
@@ -134,7 +134,7 @@ def test_sigterm_stops_run_and_flushes(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     with SimulatorProcess(config, physics=FAKE_PHYSICS):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aidc.cli", "run", "--config", str(config), "--summary-every", "1"],
+            [sys.executable, "-m", "app.cli", "run", "--config", str(config), "--summary-every", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
         )  # fmt: skip
         try:

@@ -13,8 +13,8 @@ import pytest_asyncio
 import tomli_w
 from asyncua import ua
 
-from aidc.cli import main
 from aidc.model import Quality
+from app.cli import main
 from collectors.engine import EngineOptions
 from collectors.link import LinkOptions, LinkState
 from collectors.opcua import OpcUaLink, SubscriptionOptions

@@ -129,7 +129,7 @@ def test_cli_check_prints_one_line_and_exits_nonzero(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text(doc)
     proc = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "check", "--config", str(path)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "app.cli", "check", "--config", str(path)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -142,7 +142,7 @@ def test_init_writes_a_loadable_file_with_climate(tmp_path: Path) -> None:
     epw = DATA / "weather" / "USA_AZ_Phoenix-Sky.Harbor.epw.gz"
     out = tmp_path / "site.toml"
     proc = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "init", "--racks", "6", "--climate", str(epw), "-o", str(out)],
+        [sys.executable, "-m", "app.cli", "init", "--racks", "6", "--climate", str(epw), "-o", str(out)],
         capture_output=True,
         text=True,
         check=False,
@@ -156,9 +156,9 @@ def test_init_writes_a_loadable_file_with_climate(tmp_path: Path) -> None:
 
 def test_init_to_stdout_and_bad_rack_count() -> None:
     """`aidc init` prints TOML to stdout by default and refuses a rack count of zero with one line."""
-    ok = subprocess.run([sys.executable, "-m", "aidc.cli", "init", "--racks", "3"], capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, "-m", "app.cli", "init", "--racks", "3"], capture_output=True, text=True)
     assert ok.returncode == 0
     assert tomllib.loads(ok.stdout)["site"]["name"] == "dc1"
-    bad = subprocess.run([sys.executable, "-m", "aidc.cli", "init", "--racks", "0"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "init", "--racks", "0"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "aidc init: --racks 0: choose between 1 and 2000 racks"

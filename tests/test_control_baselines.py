@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aidc.cli import main
+from app.cli import main
 from control.baselines import ExpertController, TrimRespond, TrimRespondController
 from control.policy import TrimRespondConfig, site_limits
 from control.types import Setpoints, Snapshot

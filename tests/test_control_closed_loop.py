@@ -309,7 +309,7 @@ def test_supervisor_closes_the_loop_for_a_day_and_devices_fall_back_when_it_dies
     err_path = tmp_path / "aidc-run.log"  # a file, so a chatty job never blocks on a full pipe
     with SimulatorProcess(config, speed=SPEED) as sim, err_path.open("w", encoding="utf-8") as err_file:
         job = subprocess.Popen(
-            [sys.executable, "-m", "aidc.cli", "run", "--config", str(config), "--no-dashboard", "--summary-every", "5"],
+            [sys.executable, "-m", "app.cli", "run", "--config", str(config), "--no-dashboard", "--summary-every", "5"],
             stdout=subprocess.PIPE, stderr=err_file, text=True, env=env, cwd=tmp_path,
         )  # fmt: skip
         try:

@@ -16,7 +16,7 @@ from aidc.historian_config import HistorianConfig
 from aidc.live import LiveState
 from aidc.model import Batch
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.alarms import AlarmEngine
+from analytics.alarms.engine import AlarmEngine
 from dashboards.data import DashboardData
 from dashboards.pages.floor import floor_figure
 from dashboards.supervisor import audit_entries

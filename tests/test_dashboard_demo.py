@@ -31,7 +31,7 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, how: str) -
     path = write_site(tmp_path, doc)
     log = (tmp_path / "demo.log").open("w+")
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "aidc.cli", "demo", "--config", str(path), "--summary-every", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "demo", "--config", str(path), "--summary-every", "2"],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 120

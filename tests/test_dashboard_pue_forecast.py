@@ -14,8 +14,8 @@ from aidc.clock import SteppedClock
 from aidc.config import load_site
 from aidc.live import LiveState
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.alarms import AlarmEngine
-from analytics.pue_forecast_live import PueForecastState
+from analytics.alarms.engine import AlarmEngine
+from analytics.forecast.live import PueForecastState
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore
 from dashboards.data import DashboardData

@@ -18,7 +18,7 @@ def test_demo_runs_32_racks_all_devices_up_and_stores(tmp_path: Path) -> None:
     """`aidc demo` brings up 32 racks' devices on 127.0.0.1, collects every one and stores points in DuckDB."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "demo", "--racks", "32", "--duration", "14", "--summary-every", "3"],
+        [sys.executable, "-m", "app.cli", "demo", "--racks", "32", "--duration", "14", "--summary-every", "3"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ import pytest
 
 from aidc.config import Site, site_from_dict
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.faultdetect import FaultDetector, device_frame
+from analytics.alarms.faults import FaultDetector, device_frame
 from simulators.degradation import DAY_NS, Degradation, SlowFault
 from simulators.facility import Facility
 from simulators.telemetry import ExplorationSchedule, generate
@@ -132,7 +132,7 @@ def test_faults_cli_records_alarm_for_the_api(tmp_path: Path) -> None:
             hist.write(batch)
         hist.flush()
     proc = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "faults", "--config", str(path), "--healthy-from", "2026-07-01T00:00Z",
+        [sys.executable, "-m", "app.cli", "faults", "--config", str(path), "--healthy-from", "2026-07-01T00:00Z",
          "--healthy-to", "2026-07-05T00:00Z", "--from", "2026-07-05T00:00Z", "--to", "2026-07-09T00:00Z",
          "--write", "--json"],
         capture_output=True, text=True, check=False,

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from analytics.backtest import backtest, coverage, mae, mape, pinball
-from analytics.forecast import LoadForecaster, build_features, persistence, seasonal_lag, seasonal_naive
+from analytics.forecast.backtest import backtest, coverage, mae, mape, pinball
+from analytics.forecast.load import LoadForecaster, build_features, persistence, seasonal_lag, seasonal_naive
 from analytics.store import load_metadata, load_model, save_model
 
 H = pd.Timedelta("1h")
@@ -142,7 +142,7 @@ def test_smoothed_profiles_use_no_future_data() -> None:
 
 def test_changed_behaviour_is_handled_on_calibration_pairs() -> None:
     """When a long history's old part behaves differently, the calibration keeps the forecast off the old mean."""
-    from analytics.forecast import fit_horizon
+    from analytics.forecast.load import fit_horizon
 
     rng = np.random.default_rng(4)
     old, new = 24 * 7 * 40, 24 * 7 * 20
@@ -188,7 +188,7 @@ def test_structural_forecast_follows_profile_and_level_shift() -> None:
 
 def test_linear_model_weighted_in_on_mean_reverting_load() -> None:
     """On a mean-reverting load (AR(1) around 100) the calibration gives the linear change model a real weight."""
-    from analytics.forecast import fit_horizon
+    from analytics.forecast.load import fit_horizon
 
     rng = np.random.default_rng(5)
     v = np.zeros(24 * 60)
@@ -207,7 +207,7 @@ def test_linear_model_weighted_in_on_mean_reverting_load() -> None:
 
 def test_gate_moves_to_persistence_only_after_persistence_did_better() -> None:
     """The gate keeps the model until persistence's recent known errors are smaller, then zeroes the P50 change."""
-    from analytics.forecast import gate_to_persistence
+    from analytics.forecast.load import gate_to_persistence
 
     n, h, window = 60, 2, 10
     y = series([100.0] * n)
@@ -225,7 +225,7 @@ def test_gate_moves_to_persistence_only_after_persistence_did_better() -> None:
 
 def test_gate_halves_the_change_where_the_half_way_forecast_did_best() -> None:
     """When half the model's change matched the recent truths best, the gate keeps half of it, band and all."""
-    from analytics.forecast import gate_to_persistence
+    from analytics.forecast.load import gate_to_persistence
 
     n, h, window = 60, 2, 10
     y = series(list(100.0 + 1.25 * np.arange(n)))  # every 2-step change is +2.5
@@ -241,7 +241,7 @@ def test_gate_halves_the_change_where_the_half_way_forecast_did_best() -> None:
 
 def test_gate_uses_no_future_data() -> None:
     """Changing the truth after an origin leaves that origin's gated forecast unchanged."""
-    from analytics.forecast import gate_to_persistence
+    from analytics.forecast.load import gate_to_persistence
 
     rng = np.random.default_rng(7)
     n, h, window = 200, 3, 24
@@ -256,7 +256,7 @@ def test_gate_uses_no_future_data() -> None:
 
 def test_negative_widening_never_crosses_the_p50() -> None:
     """A band narrowed by a negative conformal widening stops at the P50 instead of crossing it."""
-    from analytics.forecast import fit_horizon
+    from analytics.forecast.load import fit_horizon
 
     y = _daily(21)
     hm = fit_horizon(y, 1, H, max_iter=20)

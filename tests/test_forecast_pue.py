@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from aidc.cli import main
 from aidc.errors import DataError
-from analytics.pue_forecast import (
+from analytics.forecast.pue import (
     expected_setpoints,
     read_open_meteo,
     weather_error_sd,
     weather_with_error,
 )
+from app.cli import main
 
 T0 = pd.Timestamp("2026-07-01T00:00Z")
 
@@ -98,7 +98,7 @@ def test_simulated_forecast_error_matches_its_spread() -> None:
 
 def test_weather_without_a_file_is_continuous_and_keeps_the_daily_cycle() -> None:
     """With no forecast file the weather starts from now (no jump after a 5 K drop) and follows the daily cycle."""
-    from analytics.pue_forecast import diurnal_persistence, hourly_frame
+    from analytics.forecast.pue import diurnal_persistence, hourly_frame
 
     idx = pd.date_range(T0, periods=12 * 24 * 4, freq="5min")
     cycle = 4.0 * np.sin(2 * np.pi * (idx.hour + idx.minute / 60) / 24)
@@ -212,7 +212,7 @@ def test_facility_power_forecast_is_unbiased_on_bursty_utilisation() -> None:
     starts there), and the plant model learnt 5-min rows and was asked about hourly means that fall between the
     clusters. Facility power here is a fixed function of the inputs, so the forecast should be within a few kW.
     """
-    from analytics.pue_forecast import FacilityForecaster, hourly_truth
+    from analytics.forecast.pue import FacilityForecaster, hourly_truth
 
     data = _bursty_plant_frame(16)
     origin = T0 + pd.Timedelta("14D")
@@ -234,7 +234,7 @@ def test_facility_power_forecast_is_unbiased_on_bursty_utilisation() -> None:
 
 def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
     """The background service refits after a day of new telemetry, not when only time passes (stale data: flagged)."""
-    from analytics.pue_forecast_live import PueForecastService
+    from analytics.forecast.live import PueForecastService
 
     data = _bursty_plant_frame(10)
     now = {"t": T0 + pd.Timedelta("8D"), "data_end": T0 + pd.Timedelta("8D")}
@@ -261,7 +261,7 @@ def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
 
 def test_service_uses_the_sites_weather_file_and_falls_back_with_the_reason(tmp_path: Path) -> None:
     """A weather file that covers the horizon is used; a short or malformed one falls back, saying why (file, field)."""
-    from analytics.pue_forecast_live import PueForecastService
+    from analytics.forecast.live import PueForecastService
 
     data = _bursty_plant_frame(9)
     origin = T0 + pd.Timedelta("8D")

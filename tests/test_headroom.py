@@ -11,8 +11,8 @@ import pytest
 from aidc.config import load_site
 from aidc.errors import DataError
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.headroom import CduState, RackState, can_place, cdu_capacity_kw, fit_thermal, summary
-from analytics.headroom_data import seasonal_p90, states
+from analytics.leasing.headroom import CduState, RackState, can_place, cdu_capacity_kw, fit_thermal, summary
+from analytics.leasing.headroom_data import seasonal_p90, states
 from historian import open_historian
 from simulators.facility import Facility
 from simulators.telemetry import generate

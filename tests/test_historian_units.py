@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aidc.cli import main
 from aidc.errors import ConfigError
 from aidc.historian_config import historian_config_from_mapping
 from aidc.model import Batch, Quality, Sample
 from aidc.sitegen import SiteTemplate, render_site
+from app.cli import main
 from historian import HistorianConfig, SeriesSelector, open_historian
 from historian.influx import flux_query
 from historian.lineproto import LineEncoder, to_line_protocol

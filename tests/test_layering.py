@@ -9,7 +9,7 @@ import pytest
 from tests.test_import_graph import _imports as _imported_roots
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("aidc", "historian", "collectors", "simulators", "analytics", "control", "dashboards", "api")
+PACKAGES = ("aidc", "app", "historian", "collectors", "simulators", "analytics", "control", "dashboards", "api")
 PROTOCOL_LIBS = {"pymodbus", "asyncua"}
 
 
@@ -31,11 +31,12 @@ def test_collectors_never_import_simulators() -> None:
     assert offenders == []
 
 
-def test_core_imports_simulators_only_for_the_demo() -> None:
-    """aidc/ starts the simulated facility only in the demo command; nothing else in the core imports simulators."""
-    offenders = [
+def test_only_the_demo_command_imports_simulators_from_the_composition_root() -> None:
+    """The kernel never imports the simulators; in the composition root only the demo command (run.py) starts them."""
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "aidc").rglob("*.py") if "simulators" in _imported_roots(p)]
+    offenders += [
         str(p.relative_to(ROOT))
-        for p in (ROOT / "aidc").rglob("*.py")
+        for p in (ROOT / "app").rglob("*.py")
         if "simulators" in _imported_roots(p) and p.name != "run.py"
     ]
     assert offenders == []

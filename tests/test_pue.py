@@ -7,7 +7,7 @@ import pytest
 
 from aidc.errors import DataError
 from aidc.roles import Role
-from analytics.pue import MeterInfo, compare, compute_pue, instantaneous_pue, period_edges
+from analytics.energy.pue import MeterInfo, compare, compute_pue, instantaneous_pue, period_edges
 
 JUNE = pd.Timestamp("2026-06-01T00:00Z")
 JULY = pd.Timestamp("2026-07-01T00:00Z")

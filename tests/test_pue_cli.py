@@ -30,7 +30,7 @@ def test_pue_cli_matches_simulated_energy(tmp_path: Path) -> None:
             hist.write(batch)
         hist.flush()
     proc = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "pue", "--config", str(path), "--from", "2026-07-01T00:00Z",
+        [sys.executable, "-m", "app.cli", "pue", "--config", str(path), "--from", "2026-07-01T00:00Z",
          "--to", "2026-07-03T00:00Z", "--json"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -42,7 +42,7 @@ def test_pue_cli_matches_simulated_energy(tmp_path: Path) -> None:
     assert report["coverage"] > 0.99
     assert report["e_it_kwh"] == pytest.approx(fac.energy_wh["it"] / 1000, rel=1e-2)
     text = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "pue", "--config", str(path), "--from", "2026-07-01T00:00Z",
+        [sys.executable, "-m", "app.cli", "pue", "--config", str(path), "--from", "2026-07-01T00:00Z",
          "--to", "2026-07-03T00:00Z", "--period", "day"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -56,7 +56,7 @@ def test_pue_cli_bad_time_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
     path.write_text(render_site(SiteTemplate(racks=1, data_dir="var")))
     proc = subprocess.run(
-        [sys.executable, "-m", "aidc.cli", "pue", "--config", str(path), "--from", "2026-07-01", "--to", "2026-07-02"],
+        [sys.executable, "-m", "app.cli", "pue", "--config", str(path), "--from", "2026-07-01", "--to", "2026-07-02"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 2

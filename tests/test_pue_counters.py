@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from aidc.model import Quality
-from analytics.counters import counter_energy, interval_energy
+from analytics.energy.counters import counter_energy, interval_energy
 
 T0 = pd.Timestamp("2026-06-01T00:00Z")
 H = pd.Timedelta("1h")

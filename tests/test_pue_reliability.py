@@ -10,9 +10,9 @@ import pytest
 
 from aidc.model import Batch
 from aidc.roles import Role
-from analytics.counters import counter_energy
+from analytics.energy.counters import counter_energy
+from analytics.energy.pue import MeterInfo, compute_pue, format_report
 from analytics.historian_adapter import read_series
-from analytics.pue import MeterInfo, compute_pue, format_report
 from historian import SeriesSelector
 from historian.duckdb_store import DuckDBHistorian
 

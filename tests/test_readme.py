@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aidc.cli import build_parser
+from app.cli import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

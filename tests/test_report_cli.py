@@ -23,7 +23,7 @@ def site_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _aidc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aidc.cli", "report", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", "report", *args], capture_output=True, text=True,
                           check=False, timeout=300)  # fmt: skip
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from aidc.errors import ConfigError
-from analytics.counters import counter_energy, interval_energy
+from analytics.energy.counters import counter_energy, interval_energy
+from analytics.energy.pue import ENERGY_ROLES, compute_pue
 from analytics.historian_adapter import site_meters
-from analytics.pue import ENERGY_ROLES, compute_pue
 from analytics.report.build import counter_readings, read_counters
 from analytics.report.energy import (
     Readings,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import tomli_w
 
-from aidc.cli import main
 from aidc.clock import ScaledClock
 from aidc.sitegen import SiteTemplate, render_site
+from app.cli import main
 from collectors.link import LinkOptions
 from collectors.opcua import KNOWN_SERVERS, OpcUaError, OpcUaLink
 from simulators.control_api import ControlApi

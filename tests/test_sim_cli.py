@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aidc.cli import main
+from app.cli import main
 from simulators.process import SimulatorProcess
 from tests.sim_helpers import FAKE_PHYSICS, site_doc, write_site
 
@@ -70,7 +74,7 @@ def test_broken_file_from_the_shell_is_one_line(tmp_path: Path) -> None:
     doc = site_doc(tmp_path)
     _bad_port(doc)
     path = write_site(tmp_path, doc, "broken.toml")
-    proc = subprocess.run([sys.executable, "-m", "aidc.cli", "simulate", "--config", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "simulate", "--config", str(path)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     expected = f"aidc simulate: {path}: halls[0].racks[0].pdu.port: 70000 is not a TCP port"
@@ -97,12 +101,12 @@ def test_simulate_starts_lists_devices_and_takes_faults(tmp_path: Path) -> None:
     """A good site starts, prints one line per device plus a summary, and ``aidc fault`` injects and clears."""
     path = write_site(tmp_path, site_doc(tmp_path))
     with SimulatorProcess(path) as sim:
-        fault = subprocess.run([sys.executable, "-m", "aidc.cli", "fault", "--config", str(path), "cdu-h1-01",
+        fault = subprocess.run([sys.executable, "-m", "app.cli", "fault", "--config", str(path), "cdu-h1-01",
                                 "exception", "6"], capture_output=True, text=True, timeout=60, check=False)
         devices = {d["device"]: d for d in sim.request("GET", "/devices")}
         sim.clear()
         cleared = {d["device"]: d for d in sim.request("GET", "/devices")}
-        bad = subprocess.run([sys.executable, "-m", "aidc.cli", "fault", "--config", str(path), "cdu-h1-01",
+        bad = subprocess.run([sys.executable, "-m", "app.cli", "fault", "--config", str(path), "cdu-h1-01",
                               "melt"], capture_output=True, text=True, timeout=60, check=False)
         status = sim.stop()
         output = sim.output
@@ -117,3 +121,46 @@ def test_simulate_starts_lists_devices_and_takes_faults(tmp_path: Path) -> None:
     for name in devices:
         assert any(line.startswith(name + " ") for line in lines), name
     assert any(line.startswith("simulating ") and "OPC-UA servers" in line for line in lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): read its state
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_simulator_started_by_a_job_exits_when_the_job_is_killed(tmp_path: Path) -> None:
+    """A simulator started through SimulatorProcess (its own entry point) stops by itself after its job's SIGKILL."""
+    path = write_site(tmp_path, site_doc(tmp_path))
+    job = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from simulators.process import SimulatorProcess\n"
+        "sim = SimulatorProcess(Path(sys.argv[1])).start()\n"
+        "assert sim.args[1:3] == ['-m', 'simulators'], sim.args\n"
+        "print(sim.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", job, str(path)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    child: int | None = None
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=30)
+        for _ in range(300):  # bounded wait on state: up to 30 s for the watchdog's clean stop
+            if not _alive(child):
+                break
+            time.sleep(0.1)
+        assert not _alive(child), "the simulator outlived its job"
+    finally:
+        parent.kill()
+        if child is not None and child > 1:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)

@@ -13,8 +13,8 @@ import pytest
 
 from aidc.config import load_site
 from aidc.errors import ConfigError
-from analytics.billing import month_bounds, report_from_historian
-from analytics.tenants import UNALLOCATED, TenantReport
+from analytics.leasing.billing import month_bounds, report_from_historian
+from analytics.leasing.tenants import UNALLOCATED, TenantReport
 from historian import open_historian
 from tests import tenant_fixture as fx
 
@@ -26,7 +26,7 @@ def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aidc.cli", *args], capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, check=False)
 
 
 def check_fixture_figures(tenants: dict[str, dict[str, object]], site: dict[str, object]) -> None:

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analytics.billing as billing
-import analytics.tenants as tenants
+import analytics.leasing.billing as billing
+import analytics.leasing.tenants as tenants
 from aidc.config import load_site
 from aidc.model import Batch, Quality
 from aidc.roles import Role
-from analytics.billing import counter_arrays, read_counters, report_from_historian
-from analytics.counters import CounterEnergy, counter_energy, interval_energy
-from analytics.pue import MeterInfo
+from analytics.energy.counters import CounterEnergy, counter_energy, interval_energy
+from analytics.energy.pue import MeterInfo
+from analytics.leasing.billing import counter_arrays, read_counters, report_from_historian
 from analytics.report.energy import split_readings
 from historian import open_historian
 from tests import tenant_fixture as fx

@@ -18,11 +18,12 @@ from aidc.config import Site
 from aidc.errors import DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics import kpi
-from analytics.billing import report_from_historian
-from analytics.counters import DEFAULT_MAX_GAP
+from analytics.energy import kpi
+from analytics.energy.counters import DEFAULT_MAX_GAP
+from analytics.energy.pue import ENERGY_ROLES, MeterInfo, PueReport
 from analytics.historian_adapter import read_series, site_meters, wide_frame
-from analytics.pue import ENERGY_ROLES, MeterInfo, PueReport
+from analytics.leasing.billing import report_from_historian
+from analytics.leasing.tenants import TenantReport
 from analytics.report.config import ReportConfig
 from analytics.report.energy import (
     Readings,
@@ -38,7 +39,6 @@ from analytics.report.energy import (
 from analytics.report.model import BreakdownItem, FreeCooling, Kpi, MonthReport, PeriodFigure
 from analytics.report.period import Month
 from analytics.report.savings import device_roles, estimate_savings
-from analytics.tenants import TenantReport
 from historian import Historian, SeriesSelector
 
 MARGIN = pd.Timedelta("2h")  # readings this far outside the period bracket its edges

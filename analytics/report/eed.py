@@ -22,10 +22,10 @@ import pandas as pd
 from aidc.config import Site
 from aidc.errors import ConfigError, DataError
 from aidc.roles import Role
-from analytics import kpi
-from analytics.counters import CounterEnergy
+from analytics.energy import kpi
+from analytics.energy.counters import CounterEnergy
+from analytics.energy.pue import ENERGY_ROLES
 from analytics.historian_adapter import site_meters
-from analytics.pue import ENERGY_ROLES
 from analytics.report.build import MARGIN, counter_readings
 from analytics.report.config import ReportConfig
 from analytics.report.energy import meter_stats, role_totals

@@ -1,11 +1,13 @@
 """Energies per role over a period and per hour, from counter readings, for sites with thousands of meters.
 
-The rules are those of :mod:`analytics.counters` (its :func:`~analytics.counters.increments` does the wrap and reset
-arithmetic) and the PUE figures are those of :func:`analytics.pue.compute_pue`; what differs is the bookkeeping, for
+The rules are those of :mod:`analytics.energy.counters` (its :func:`~analytics.energy.counters.increments` does the
+wrap and reset
+arithmetic) and the PUE figures are those of :func:`analytics.energy.pue.compute_pue`; what differs is the bookkeeping,
+for
 a site with thousands of rack meters: readings are cleaned, sorted and split by series once, in arrays
 (``compute_pue`` filters the whole frame per series, quadratic in the number of meters, and ``clean_readings``
 costs 2.5 ms of pandas per series), and the hourly split is the cumulative-energy interpolation of
-:func:`~analytics.counters.interval_energy`, so the hours of a month add up exactly to the month.
+:func:`~analytics.energy.counters.interval_energy`, so the hours of a month add up exactly to the month.
 ``tests/test_report_energy.py`` checks :func:`series_energy` and :func:`series_intervals` against
 ``counter_energy`` and ``interval_energy`` (wraps, resets, gaps, edges) and the month's figures against
 ``compute_pue``.
@@ -24,9 +26,9 @@ import pyarrow as pa
 from aidc.errors import DataError
 from aidc.model import Quality
 from aidc.roles import Role
-from analytics import kpi
-from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, series_energy, series_intervals
-from analytics.pue import MeterInfo, PueReport, report_from_energies
+from analytics.energy import kpi
+from analytics.energy.counters import DEFAULT_MAX_GAP, CounterEnergy, series_energy, series_intervals
+from analytics.energy.pue import MeterInfo, PueReport, report_from_energies
 from historian.base import RawArrays
 
 Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]

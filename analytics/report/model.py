@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analytics.pue import PueReport
+from analytics.energy.pue import PueReport
+from analytics.leasing.tenants import TenantReport
 from analytics.report.energy import MeterStats
 from analytics.report.period import Month
-from analytics.tenants import TenantReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ class MonthReport:
     meter_stats: list[MeterStats]
     gaps: list[tuple[str, pd.Timestamp, pd.Timestamp]]  # (series, from, to) of the PUE meters
     notes: list[str] = field(default_factory=list)
-    tenants: TenantReport | None = None  # the tenant appendix, for sites with [[tenants]] (analytics.tenants)
+    tenants: TenantReport | None = None  # the tenant appendix, for sites with [[tenants]] (analytics.leasing.tenants)
 
     @property
     def label(self) -> str:

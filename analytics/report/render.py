@@ -19,7 +19,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from aidc.errors import ConfigError
-from analytics.counters import DEFAULT_MAX_GAP
+from analytics.energy.counters import DEFAULT_MAX_GAP
 from analytics.report.build import POINT_TEXT
 from analytics.report.charts import all_charts
 from analytics.report.model import MonthReport

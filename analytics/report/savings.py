@@ -18,8 +18,8 @@ from aidc.config import Site
 from aidc.errors import DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
+from analytics.energy.kpi import IT_POWER_ROLES
 from analytics.historian_adapter import wide_frame
-from analytics.kpi import IT_POWER_ROLES
 from analytics.plant_model import FEATURES, PlantModel, plant_frame
 from analytics.report.config import ReportConfig
 from analytics.report.model import Savings

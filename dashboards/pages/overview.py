@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
-from analytics.pue_forecast_live import PueForecastService
+from analytics.forecast.live import PueForecastService
 from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, footnote, range_picker, style
 from dashboards.data import DashboardData
 from dashboards.forecast import ForecastService

@@ -21,11 +21,11 @@ from aidc.config import Site
 from aidc.errors import AidcError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
+from analytics.energy.kpi import IT_POWER_ROLES
+from analytics.forecast.pue import HOUR, VALIDATION, FacilityForecaster, hourly_frame
+from analytics.forecast.weather import WeatherForecast, read_open_meteo
 from analytics.historian_adapter import wide_frame
-from analytics.kpi import IT_POWER_ROLES
 from analytics.plant_model import plant_frame
-from analytics.pue_forecast import HOUR, VALIDATION, FacilityForecaster, hourly_frame
-from analytics.weather_forecast import WeatherForecast, read_open_meteo
 from historian import Historian
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class PueForecastService:
     lock); ``clock()`` the facility's time. ``weather_file`` is an Open-Meteo hourly forecast (JSON or CSV), read
     again at every forecast so a job that refreshes it is picked up; without one, or when it does not cover the
     horizon, the current weather is moved along the recent daily cycle
-    (:func:`analytics.pue_forecast.diurnal_persistence`; the message says so).
+    (:func:`analytics.forecast.pue.diurnal_persistence`; the message says so).
     """
 
     def __init__(

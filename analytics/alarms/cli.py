@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import duckdb
 
     from aidc.config import load_site
-    from analytics.faultdetect import ROLES, FaultDetector, device_frame, write_alarms
+    from analytics.alarms.faults import ROLES, FaultDetector, device_frame, write_alarms
     from analytics.historian_adapter import wide_frame
     from historian import open_historian
 

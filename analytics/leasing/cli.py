@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aidc.errors import AidcError
-from analytics.tenants import CSV_COLUMNS, TenantReport, csv_rows
+from analytics.leasing.tenants import CSV_COLUMNS, TenantReport, csv_rows
 
 
 def register(sub: Any) -> None:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import duckdb
 
     from aidc.config import load_site
-    from analytics.billing import month_bounds, report_from_historian
+    from analytics.leasing.billing import month_bounds, report_from_historian
     from historian import open_historian
 
     site = load_site(args.config)

@@ -5,7 +5,7 @@ Folds are cut by *origin*: the origins whose targets fall in the last ``test_sha
 block's earliest origin (expanding window), so no training target lies after any origin the model is scored from;
 then every origin of the block is forecast from data up to that origin only (the model also forecasts the week
 before the block, so its gate to persistence reads recent errors from the block's first origin on; see
-:func:`analytics.forecast.gate_to_persistence`). Metrics are computed over the test points
+:func:`analytics.forecast.load.gate_to_persistence`). Metrics are computed over the test points
 where the truth, the model and the baselines exist, so all are scored on the same points.
 
 Scores per horizon: MAE; MASE against the daily seasonal naive (the value ``m`` days before the target, the smallest
@@ -26,7 +26,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from aidc.errors import DataError
-from analytics.forecast import DAY, WEEK, build_features, fit_horizon, persistence, seasonal_naive, steps
+from analytics.forecast.load import DAY, WEEK, build_features, fit_horizon, persistence, seasonal_naive, steps
 
 # Horizons the CLI backtests by default (those shorter than the series step are skipped).
 DEFAULT_HORIZONS = ("5min", "1h", "6h", "24h", "48h")

@@ -15,8 +15,8 @@ from threadpoolctl import threadpool_limits
 from aidc.clock import parse_cli_time
 from aidc.datasets import infer_step, load_series
 from aidc.errors import ConfigError, DataError
-from analytics.backtest import DEFAULT_HORIZONS, backtest, format_results
-from analytics.pue import PERIOD_FREQ, format_report
+from analytics.energy.pue import PERIOD_FREQ, format_report
+from analytics.forecast.backtest import DEFAULT_HORIZONS, backtest, format_results
 
 
 def register(sub: Any) -> None:
@@ -53,8 +53,8 @@ def _time(text: str, what: str) -> pd.Timestamp:
 def run_pue(args: argparse.Namespace) -> int:
     """Compute and print PUE for the period (or each calendar period in it)."""
     from aidc.config import load_site
+    from analytics.energy.pue import period_edges
     from analytics.historian_adapter import pue_from_historian
-    from analytics.pue import period_edges
     from historian import open_historian
 
     start, end = _time(args.start, "--from"), _time(args.end, "--to")

@@ -2,7 +2,8 @@
 
 Three forecasts are chained, each with its own uncertainty, and combined by Monte Carlo sampling:
 
-1. the workload: an hourly :class:`analytics.forecast.LoadForecaster` of the mean GPU utilisation (the plant model's
+1. the workload: an hourly :class:`analytics.forecast.load.LoadForecaster` of the mean GPU utilisation (the plant
+model's
    load input, which the setpoints cannot change) at anchor horizons 1-48 h, quantiles interpolated in between;
 2. the weather: a forecast file in Open-Meteo's hourly JSON or CSV format (:func:`read_open_meteo`), or, where a site
    has none, the current weather moved along the recent daily cycle (:func:`diurnal_persistence`); either way with
@@ -29,9 +30,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from aidc.errors import DataError
-from analytics.forecast import LoadForecaster
-from analytics.plant_model import FEATURES, PlantModel
-from analytics.weather_forecast import (
+from analytics.forecast.load import LoadForecaster
+from analytics.forecast.weather import (
     WeatherForecast,
     diurnal_persistence,
     hourly_means,
@@ -39,6 +39,7 @@ from analytics.weather_forecast import (
     weather_error_sd,
     weather_with_error,
 )
+from analytics.plant_model import FEATURES, PlantModel
 
 __all__ = [  # the weather helpers are re-exported: callers of the PUE forecast need them beside it
     "FacilityForecaster",

@@ -1,4 +1,5 @@
-"""Glue from a site's historian to :mod:`analytics.headroom`: rack and CDU states by role, P90 and thermal fit."""
+"""Glue from a site's historian to :mod:`analytics.leasing.headroom`: rack and CDU states by role, P90 and thermal
+fit."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pandas as pd
 from aidc.config import Site
 from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics.headroom import PG25_RHO_CP, CduState, RackState, fit_thermal
+from analytics.energy.kpi import power_scale
 from analytics.historian_adapter import wide_frame
-from analytics.kpi import power_scale
+from analytics.leasing.headroom import PG25_RHO_CP, CduState, RackState, fit_thermal
 from historian import Historian
 
 HISTORY = pd.Timedelta("7D")

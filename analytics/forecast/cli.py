@@ -32,8 +32,8 @@ def register(sub: Any) -> None:
 def run_forecast(args: argparse.Namespace) -> int:
     """Read telemetry, fit the workload and plant models, forecast and print."""
     from aidc.config import load_site
-    from analytics.pue_forecast import FacilityForecaster, format_forecast, read_open_meteo
-    from analytics.pue_forecast_live import plant_history
+    from analytics.forecast.live import plant_history
+    from analytics.forecast.pue import FacilityForecaster, format_forecast, read_open_meteo
     from historian import open_historian
 
     try:

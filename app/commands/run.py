@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from aidc import loop as aidc_loop
-from aidc.app import MainJob
 from aidc.config import Site, load_site
 from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.alarms import AlarmEngine
+from analytics.alarms.engine import AlarmEngine
+from app.job import MainJob
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore, random_password
 from dashboards.data import DashboardData
@@ -166,7 +166,7 @@ def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
         if now - last[0] > 5.0:
             last[:] = [now, samples]
         return {"points_written": float(job.writer.points_written), "write_errors": float(job.writer.write_errors),
-                "pending_batches": float(len(job.writer._pending)), "points_per_s": rate}
+                "pending_batches": float(job.writer.pending_batches), "points_per_s": rate}
 
     return stats
 

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
+from aidc import logs
 from aidc.errors import AidcError
 
 # Each module exposes ``register(subparsers)``, adding its sub-commands with ``set_defaults(func=...)``;
 # ``func(args) -> int`` is the exit status.
 COMMAND_MODULES: tuple[str, ...] = (
-    "aidc.commands.site",
-    "aidc.commands.run",
+    "app.commands.site",
+    "app.commands.run",
     "simulators.cli",
-    "aidc.commands.query",
+    "app.commands.query",
     "collectors.cli",
-    "analytics.cli",
-    "analytics.tenants_cli",
-    "analytics.faults_cli",
+    "analytics.energy.cli",
+    "analytics.leasing.cli",
+    "analytics.alarms.cli",
     "api.cli",
     "analytics.report.cli",
     "dashboards.cli",
-    "analytics.forecast_cli",
+    "analytics.forecast.cli",
     "control.cli",
 )
 
@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aidc`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

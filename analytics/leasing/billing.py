@@ -1,4 +1,5 @@
-"""Glue from a site and its historian to :func:`analytics.tenants.tenant_report`: series by role, carbon by config.
+"""Glue from a site and its historian to :func:`analytics.leasing.tenants.tenant_report`: series by role, carbon by
+config.
 
 Rack IT energy is the rack PDUs' energy counters (role ``it_energy_pdu_output``, tag ``rack``), where tenants are
 metered; a site without PDU counters falls back to rack input counters (``it_energy_equipment_input``).
@@ -15,10 +16,10 @@ from aidc.config import Site
 from aidc.errors import ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics.carbon import Contract, Intensity, MarketFactor, load_intensity, market_factor
+from analytics.energy.carbon import Contract, Intensity, MarketFactor, load_intensity, market_factor
 from analytics.historian_adapter import site_meters
+from analytics.leasing.tenants import TenantReport, lease_spans, tenant_report
 from analytics.report.energy import Readings, merge_readings, split_arrays, split_readings
-from analytics.tenants import TenantReport, lease_spans, tenant_report
 from historian import Historian, SeriesSelector
 
 RACK_ROLES = (Role.IT_ENERGY_PDU_OUTPUT, Role.IT_ENERGY_EQUIPMENT_INPUT)

@@ -3,7 +3,7 @@
 Method (stated in every export, see :data:`METHOD`):
 
 - **IT energy** of a tenant: the rack PDU energy counters of the racks it leased, over the time it leased each
-  (wrap- and reset-safe, :func:`analytics.counters.counter_energy`); coverage is the time-weighted share of the
+  (wrap- and reset-safe, :func:`analytics.energy.counters.counter_energy`); coverage is the time-weighted share of the
   lease time with readings no further apart than ``max_gap``.
 - **Facility overhead**: allocated pro rata to IT energy by the same-period energy-based PUE (ISO/IEC 30134-2),
   with the IT energy measured where tenants are billed, the rack PDUs (category 2):
@@ -27,10 +27,10 @@ import pandas as pd
 
 from aidc.errors import DataError
 from aidc.tenant_config import TenantLease
-from analytics import kpi
-from analytics.carbon import MarketFactor
-from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy
-from analytics.pue import MeterInfo
+from analytics.energy import kpi
+from analytics.energy.carbon import MarketFactor
+from analytics.energy.counters import DEFAULT_MAX_GAP, CounterEnergy
+from analytics.energy.pue import MeterInfo
 from analytics.report.energy import Readings, series_energy, series_intervals, split_readings
 
 DEMAND_INTERVAL = pd.Timedelta("15min")

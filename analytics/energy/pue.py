@@ -16,8 +16,8 @@ import pandas as pd
 
 from aidc.errors import DataError
 from aidc.roles import Role
-from analytics import kpi
-from analytics.counters import DEFAULT_MAX_GAP, CounterEnergy, counter_energy, interval_energy
+from analytics.energy import kpi
+from analytics.energy.counters import DEFAULT_MAX_GAP, CounterEnergy, counter_energy, interval_energy
 
 ENERGY_ROLES: tuple[Role, ...] = (
     Role.FACILITY_ENERGY,

@@ -8,7 +8,7 @@ The GHG Protocol's Scope 2 guidance asks for both methods side by side:
   covering a share of consumption, and the supplier's *residual mix* for the rest. Without a residual mix the grid
   average of the period stands in (the guidance's last step in its factor hierarchy), and the result says so.
 
-CUE (ISO/IEC 30134-8) = kg CO2 of the data centre's energy / IT energy (kWh), in :func:`analytics.kpi.cue`.
+CUE (ISO/IEC 30134-8) = kg CO2 of the data centre's energy / IT energy (kWh), in :func:`analytics.energy.kpi.cue`.
 
 An intensity file of one whole year (the bundled series are 2022) applied to another year is used as a typical
 year: each hour takes the value of the same month, day and hour of the file's year (29 February takes the 28th),

@@ -1,0 +1,1 @@
+"""leasing wing."""

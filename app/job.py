@@ -1,0 +1,195 @@
+"""The main job: collectors feeding the historian and the live state, with a live summary.
+
+``aidc run --config site.toml`` runs it against a real (or already running simulated) facility;
+``aidc demo`` first starts the bundled simulated facility in its own process, as real devices are separate
+from the manager, then runs the same job against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aidc.clock import Clock, ScaledClock
+from aidc.config import Site
+from aidc.errors import AidcError
+from aidc.live import LiveState
+from collectors.engine import Engine, Summary
+from historian import Historian, open_historian
+from historian.spool import Spool
+from historian.writer import HistorianWriter
+
+log = logging.getLogger(__name__)
+
+
+class JobError(AidcError):
+    """The main job cannot go on (a part kept failing after restarts); the message says which and why."""
+
+
+MAX_RESTARTS = 3  # a part that dies more often than this in RESTART_WINDOW_S stops the job with an error
+RESTART_WINDOW_S = 600.0
+
+
+@dataclass
+class MainJob:
+    """Collectors, historian writer, live state and summary for one site."""
+
+    site: Site
+    clock: Clock
+    live: LiveState
+    historian: Historian
+    engine: Engine
+    writer: HistorianWriter
+    # Run at stop while the devices are still connected, e.g. ``SetpointWriter.revert_all`` of a controller, so
+    # setpoints go back to their safe defaults on Ctrl-C and SIGTERM alike.
+    on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # Run once the collectors have started (e.g. the cooling supervisor's task); on_stop runs before they close.
+    on_start: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _report_call: asyncio.Future[object] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def build(cls, site: Site, clock: Clock | None = None) -> MainJob:
+        """Wire the parts from the site file."""
+        if clock is None:
+            path = site.data_dir / "clock.json"
+            clock = ScaledClock.load(path) if path.is_file() else ScaledClock.starting_now()
+        cfg = site.config.historian
+        historian = open_historian(cfg, site.data_dir)
+        live = LiveState()
+        spool = Spool(
+            site.data_dir / "writer-spool",
+            max_bytes=cfg.spool.max_bytes,
+            segment_bytes=cfg.spool.segment_bytes,
+            fsync=cfg.spool.fsync == "always",
+        )
+        writer = HistorianWriter(historian, clock, spool=spool)
+        engine = Engine.from_site(site, sinks=[live.update, writer], clock=clock)
+        writer._dropped = lambda: engine.output.dropped
+        return cls(site, clock, live, historian, engine, writer)
+
+    async def run(
+        self,
+        *,
+        duration_s: float | None = None,
+        summary_every_s: float = 5.0,
+        printer: Callable[[str], None] = print,
+    ) -> None:
+        """Run until cancelled or for ``duration_s`` wall seconds, printing a summary line periodically.
+
+        The job watches its two long-lived tasks, the collector engine and the historian writer: one that dies is
+        logged and restarted, and one that dies more than ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S`` stops the
+        job with :class:`JobError` (the CLI prints it and exits non-zero) instead of a summary that stalls.
+        On the way out (end, Ctrl-C, SIGTERM or error) the writer flushes everything it holds to the store, or to
+        its disk spool when the store is down.
+        """
+        summary = Summary(self.engine, self.live)
+        loop = asyncio.get_running_loop()
+        end = None if duration_s is None else loop.time() + duration_s
+        deaths: dict[str, list[float]] = {"collector engine": [], "historian writer": []}
+        writer_task = asyncio.create_task(self.writer.run(), name="historian writer")
+        self._writer_task = writer_task
+        report_task = asyncio.create_task(self.monthly_reports(), name="monthly PUE report")
+        try:
+            async with self.engine:
+                try:
+                    for hook in self.on_start:
+                        await hook()
+                    await self._loop(summary, end, summary_every_s, printer, deaths, writer_task)
+                finally:
+                    await self._stop_hooks()
+        finally:
+            report_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await report_task
+            if self._report_call is not None:  # a report still reading in its thread: the store closes after it
+                await asyncio.wait([self._report_call])
+            task = self._writer_task
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.writer.drain(final=True)
+            self.writer.close()
+            await asyncio.to_thread(self.historian.close)
+
+    async def _stop_hooks(self) -> None:
+        for hook in self.on_stop:
+            try:
+                await hook()
+            except Exception:  # one failing hook must not skip the others or the flush
+                log.exception("stop hook %s failed", getattr(hook, "__qualname__", hook))
+
+    async def monthly_reports(self, every_s: float = 3600.0) -> None:
+        """Write last month's PUE report on the first day of each month (site time, the job's clock)."""
+        import pandas as pd
+
+        from analytics.report.schedule import MonthlyReports
+
+        reports = MonthlyReports(self.site)
+        loop = asyncio.get_running_loop()
+        while True:
+            now = pd.Timestamp(self.clock.now_ns(), unit="ns", tz="UTC")
+            # A cancelled await does not stop the thread: run() waits for this future before closing the store.
+            self._report_call = loop.run_in_executor(None, reports.tick, self.historian, now)
+            try:
+                await asyncio.shield(self._report_call)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a report must never stop collection; log it and try again at the next tick
+                log.exception("monthly PUE report for site %s failed", self.site.name)
+            self._report_call = None
+            await asyncio.sleep(every_s)
+
+    async def _loop(
+        self,
+        summary: Summary,
+        end: float | None,
+        summary_every_s: float,
+        printer: Callable[[str], None],
+        deaths: dict[str, list[float]],
+        writer_task: asyncio.Task[None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        next_line = loop.time() + summary_every_s
+        while end is None or loop.time() < end:
+            engine_task = self.engine.start()
+            limit = next_line if end is None else min(next_line, end)
+            await asyncio.wait(
+                [engine_task, writer_task], timeout=max(0.0, limit - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            for name, task in (("collector engine", engine_task), ("historian writer", writer_task)):
+                if task.done():
+                    self._died(name, task, deaths[name], loop.time())
+                    if name == "historian writer":
+                        writer_task = self._writer_task = asyncio.create_task(self.writer.run(), name=name)
+            if loop.time() >= next_line:
+                next_line += summary_every_s
+                printer(f"{summary.line()} | stored {self.writer.points_written} points" + self._extra())
+
+    def _extra(self) -> str:
+        """Summary additions that only appear when something is being held back or lost."""
+        parts = []
+        held = self.writer._backlog_points + (self.writer.spool.depth_points if self.writer.spool else 0)
+        if held:
+            parts.append(f"{held} points waiting for the historian")
+        if self.writer.refused_points:
+            parts.append(f"refused {self.writer.refused_points} points (spool full)")
+        return "".join(f" | {p}" for p in parts)
+
+    @staticmethod
+    def _died(name: str, task: asyncio.Task[None], times: list[float], now: float) -> None:
+        """A long-lived task ended: note it, or give up with JobError when it keeps dying."""
+        exc = None if task.cancelled() else task.exception()
+        why = "it returned" if exc is None and not task.cancelled() else repr(exc) if exc else "cancelled"
+        times[:] = [t for t in times if now - t < RESTART_WINDOW_S] + [now]
+        if len(times) > MAX_RESTARTS:
+            raise JobError(
+                f"{name} stopped {len(times)} times in {RESTART_WINDOW_S:.0f} s (last: {why}); the job stops"
+            ) from exc
+        log.error("%s stopped (%s); restarting it (%d of %d)", name, why, len(times), MAX_RESTARTS,
+                  exc_info=exc)  # fmt: skip
