@@ -14,30 +14,11 @@ from aidc.config import Site
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.energy import kpi
+from analytics.energy.metering import POWER_ROLES as POWER_ROLES  # re-exported for the stages that read by role
+from analytics.energy.metering import it_power_windows
+from analytics.energy.metering import site_meters as site_meters
 from analytics.energy.pue import ENERGY_ROLES, MeterInfo, PueReport, compute_pue
 from historian import Historian, SeriesSelector
-
-POWER_ROLES = (Role.FACILITY_POWER, *kpi.IT_POWER_ROLES.values())
-
-
-def site_meters(site: Site, roles: Iterable[Role]) -> dict[str, MeterInfo]:
-    """Series id -> :class:`MeterInfo` for every scalar point of the site whose role is in ``roles``."""
-    wanted = set(roles)
-    out: dict[str, MeterInfo] = {}
-    for dev in site.devices:
-        for p in dev.profile.points:
-            role = dev.role_of(p.name)
-            if role is None or role not in wanted or p.array:
-                continue
-            sid = SeriesKey.of(dev.profile.measurement, p.name, dev.tags).id
-            if role is Role.CARBON_INTENSITY:
-                scale = kpi.carbon_scale(p.name, p.unit)
-            elif role in POWER_ROLES:
-                scale = kpi.power_scale(p.name, p.unit)
-            else:
-                scale = kpi.energy_scale(p.name, p.unit)
-            out[sid] = MeterInfo(role, scale, p.modulus)
-    return out
 
 
 def read_series(historian: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -117,26 +98,33 @@ def wide_frame(
     return wide.sort_index(), {s: role_of[s] for s in wide.columns if s in role_of}
 
 
+def it_load(
+    historian: Historian, site: Site, start: pd.Timestamp, end: pd.Timestamp, window: str = "5m", by: str | None = None
+) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """IT power (kW) and the metering category used, per ``window``, for the facility or per value of tag ``by``.
+
+    Each window uses the highest IT metering category all of whose meters (of the facility or the group) have a
+    value in it (:func:`analytics.energy.metering.it_power_windows`); a window with none is NaN, never a part sum.
+    """
+    meters = site_meters(site, kpi.IT_POWER_ROLES.values())
+    if not meters:
+        return {}
+    wide, _ = wide_frame(historian, site, {m.role for m in meters.values()}, start, end, window)
+    groups: dict[str, dict[str, MeterInfo]] = {}
+    for sid, info in meters.items():
+        key = "facility" if by is None else SeriesKey.parse(sid).tag_dict.get(by)
+        if key is not None:  # a meter without the tag (a site-wide UPS) belongs to no group
+            groups.setdefault(key, {})[sid] = info
+    out: dict[str, tuple[pd.Series, pd.Series]] = {}
+    for key, group in groups.items():
+        kw, cat = it_power_windows(wide, group)
+        if kw.notna().any():
+            out[key] = (kw, cat)
+    return out
+
+
 def it_load_series(
     historian: Historian, site: Site, start: pd.Timestamp, end: pd.Timestamp, window: str = "5m", by: str | None = None
 ) -> dict[str, pd.Series]:
     """IT power (kW) per ``window`` for the facility (``by=None``) or per value of tag ``by`` (e.g. ``hall``)."""
-    meters = site_meters(site, kpi.IT_POWER_ROLES.values())
-    best = next(
-        (r for c, r in sorted(kpi.IT_POWER_ROLES.items(), reverse=True) if any(m.role is r for m in meters.values())),
-        None,
-    )
-    if best is None:
-        return {}
-    chosen = {s: m for s, m in meters.items() if m.role is best}
-    wide, _ = wide_frame(historian, site, [best], start, end, window)
-    out: dict[str, pd.Series] = {}
-    groups: dict[str, list[str]] = {}
-    for sid in wide.columns:
-        if sid not in chosen:
-            continue
-        key = "facility" if by is None else SeriesKey.parse(sid).tag_dict.get(by, "?")
-        groups.setdefault(key, []).append(sid)
-    for key, cols in groups.items():
-        out[key] = sum((wide[c] * chosen[c].scale for c in cols), start=pd.Series(0.0, index=wide.index))
-    return out
+    return {k: kw for k, (kw, _) in it_load(historian, site, start, end, window, by).items()}

@@ -22,6 +22,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from aidc.errors import DataError
 from aidc.roles import Role
 from analytics.energy.kpi import IT_POWER_ROLES, power_scale
+from analytics.energy.metering import MeterInfo, it_power_windows
 
 FEATURES: tuple[str, ...] = (
     "gpu_util_pct",  # mean GPU utilisation, %
@@ -81,14 +82,14 @@ def plant_frame(frame: pd.DataFrame, roles: Mapping[str, Role]) -> pd.DataFrame:
         if not cols:
             raise DataError(f"plant model: no series with role {role.value} (needed for {name})")
         out[name] = _kw(frame, cols)
-    # IT power from the most advanced metering point available (ISO/IEC 30134-2 categories).
-    for cat in (3, 2, 1):
-        cols = _cols(roles, IT_POWER_ROLES[cat], frame)
-        if cols:
-            out["it_power_kw"] = _kw(frame, cols)
-            break
-    else:
+    # IT power by the one metering rule, row by row: the highest category all of whose series have a value then.
+    # (Only series present in the frame are known here; a meter silent all along is the caller's to include.)
+    it_roles = set(IT_POWER_ROLES.values())
+    it_meters = {c: MeterInfo(r, power_scale(c.rsplit(" ", 1)[-1])) for c, r in roles.items()
+                 if r in it_roles and c in frame.columns}  # fmt: skip
+    if not it_meters:
         raise DataError("plant model: no IT power series (roles it_power_ups_output/pdu_output/equipment_input)")
+    out["it_power_kw"], _ = it_power_windows(frame, it_meters)
     df = pd.DataFrame(out)
     df["pue"] = df["facility_power_kw"] / df["it_power_kw"].where(df["it_power_kw"] > 0)
     return df[list(FEATURES) + list(TARGETS)].dropna()

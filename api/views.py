@@ -16,10 +16,12 @@ from threadpoolctl import threadpool_limits
 from aidc.errors import AidcError, ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
+from analytics.energy import kpi
+from analytics.energy.metering import PowerMeters, live_pue
 from analytics.energy.pue import period_edges
 from analytics.forecast.live import PueForecastService, plant_history
 from analytics.forecast.load import LoadForecaster
-from analytics.historian_adapter import it_load_series, pue_from_historian
+from analytics.historian_adapter import it_load, pue_from_historian
 from analytics.leasing.billing import month_bounds, report_from_historian
 from analytics.leasing.headroom import CduState, RackState, can_place, summary
 from analytics.leasing.headroom_data import states
@@ -59,6 +61,26 @@ def pue(ctx: ApiContext, a: pd.Timestamp, b: pd.Timestamp, period: str | None, c
     return clean([r.to_dict() for r in reports])
 
 
+def live_power(ctx: ApiContext) -> dict[str, Any]:
+    """Instantaneous PUE and power by the one metering rule, from the live state (main job) or the historian's
+    latest values (stand-alone API, judged fresh against the API's clock); no value, and the meters, when none is
+    complete."""
+    meters: PowerMeters | None = ctx.cache.get("power_meters")
+    if meters is None:
+        meters = ctx.cache["power_meters"] = PowerMeters.of(ctx.site)
+    if ctx.live is not None:
+        inst = live_pue(meters, ctx.live, now=ctx.clock())
+    else:
+        frames = []
+        with ctx.lock:
+            for meas, fld in sorted({(k.measurement, k.field) for k in map(SeriesKey.parse, meters.ids)}):
+                frames.append(ctx.historian.latest(SeriesSelector(meas, {}, fld)))
+        latest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["series", "ts", "value"])
+        inst = live_pue(meters, latest, now=ctx.clock())
+    return clean({"pue": inst.value, "category": inst.category, "it_w": inst.it_w, "facility_w": inst.facility_w,
+                  "missing": list(inst.missing), "note": inst.note, "label": inst.label})  # fmt: skip
+
+
 def live(ctx: ApiContext, selector: str) -> list[Any]:
     """Latest samples matching a selector, from the live state when the API runs in the main job."""
     try:
@@ -89,8 +111,9 @@ def forecast(ctx: ApiContext, horizon: str) -> dict[str, Any]:
         raise ApiError(422, f"horizon {horizon!r}: between 5min and 48h", "horizon")
     now = ctx.clock()
     with ctx.lock:
-        series = it_load_series(ctx.historian, ctx.site, now - FORECAST_HISTORY, now, "5m").get("facility")
-    if series is None or series.dropna().empty:
+        load = it_load(ctx.historian, ctx.site, now - FORECAST_HISTORY, now, "5m").get("facility")
+    series, cats = load if load is not None else (None, None)
+    if series is None or cats is None or series.dropna().empty:
         raise ApiError(409, "no IT power in the historian to forecast from")
     y = series.asfreq("5min")
     span = y.dropna().index[-1] - y.dropna().index[0]
@@ -104,10 +127,16 @@ def forecast(ctx: ApiContext, horizon: str) -> dict[str, Any]:
         ctx.cache[key] = model
     row = model.predict(y).iloc[0]
     return clean({
-        "series": "site IT power (PDU output)", "unit": "kW", "origin": y.index[-1].isoformat(),
+        "series": f"site IT power ({_points(cats)})", "unit": "kW", "origin": y.index[-1].isoformat(),
         "horizon": horizon, "ts": row["ts"].isoformat(), "p10": float(row["p10"]), "p50": float(row["p50"]),
         "p90": float(row["p90"]), "trained": model.metadata(),
     })  # fmt: skip
+
+
+def _points(cats: pd.Series) -> str:
+    """Where the IT power was metered, by the one metering rule's category per window (highest first)."""
+    used = sorted({int(c) for c in cats if c}, reverse=True)
+    return " / ".join(f"category {c} {kpi.CATEGORY_NAMES[c]}" for c in used) or "no complete category"
 
 
 def pue_service(ctx: ApiContext, weather_file: Path | None = None) -> PueForecastService:

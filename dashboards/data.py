@@ -26,8 +26,9 @@ from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.alarms.engine import AlarmEngine
 from analytics.energy import kpi
-from analytics.energy.pue import MeterInfo, instantaneous_pue
-from analytics.historian_adapter import POWER_ROLES, pue_from_historian, site_meters
+from analytics.energy.metering import PowerMeters, it_power_windows, live_pue
+from analytics.energy.pue import MeterInfo
+from analytics.historian_adapter import pue_from_historian, site_meters
 from dashboards.supervisor import SupervisorLike, audit_entries, entry_time, read_jsonl_tail
 from historian import Historian, SeriesSelector
 from historian.base import Agg
@@ -170,8 +171,7 @@ class DashboardData:
         self._gpu_owner = np.repeat(np.arange(len(racks)), [len(r.gpu_temp) for r in racks])
         self._scalars = SeriesSet(self.live, [x for r in racks for x in r.scalars])
         self._scalar_owner = np.repeat(np.arange(len(racks)), [len(r.scalars) for r in racks])
-        self.power_meters = site_meters(self.site, POWER_ROLES)
-        self.power_ids = list(self.power_meters)
+        self.power_meters = PowerMeters.of(self.site)
         self.cooling_meters = power_meters(self.site, [Role.COOLING_POWER])
         self.cooling_ids = list(self.cooling_meters)
         rule = self.alarms.rules.get("gpu_hot")
@@ -282,16 +282,17 @@ class DashboardData:
 
     def overview(self) -> dict[str, Any]:
         """Live headline figures: power-based PUE, IT, cooling and facility power, outdoor conditions."""
-        vals = self.live.values(self.power_ids)
-        latest = pd.DataFrame({"series": self.power_ids, "value": vals})
-        inst = instantaneous_pue(latest, self.power_meters)
+        # The one metering rule (analytics/energy/metering.py): a whole category of fresh meters, or no figure.
+        inst = live_pue(self.power_meters, self.live, now=self.now())
         plant = next((d for d in self.site.devices if d.kind == "plant"), None)
         out: dict[str, Any] = {
-            "pue": None if inst is None else inst.value,
-            "pue_label": None if inst is None else inst.label,
-            "pue_category": None if inst is None else inst.category,
-            "it_kw": None if inst is None else inst.it_kw,
-            "facility_kw": None if inst is None else inst.facility_kw,
+            "pue": inst.value,
+            "pue_label": inst.label,
+            "pue_category": inst.category,
+            "pue_note": inst.note,
+            "pue_missing": list(inst.missing),
+            "it_kw": None if inst.it_w is None else inst.it_w / 1000.0,
+            "facility_kw": None if inst.facility_w is None else inst.facility_w / 1000.0,
             "cooling_kw": None,
             "drybulb_c": None,
             "wetbulb_c": None,
@@ -375,13 +376,10 @@ class DashboardData:
             meters = power_meters(self.site, [r for rs in roles.values() for r in rs])
             for name, rs in roles.items():
                 ids = [s for s, m in meters.items() if m.role in rs]
-                if name == "it":  # the best-measured category only, as the PUE uses
-                    for cat in (3, 2, 1):
-                        best = [s for s in ids if meters[s].role is kpi.IT_POWER_ROLES[cat]]
-                        if best:
-                            ids = best
-                            break
-                series = self._window_sum(ids, meters, start, end, window)
+                if name == "it":  # the one metering rule per window, as the live PUE uses
+                    series = self._it_windows(ids, meters, start, end, window)
+                else:
+                    series = self._window_sum(ids, meters, start, end, window)
                 if series is not None:
                     frames[name] = series
             return pd.DataFrame(frames)
@@ -405,16 +403,31 @@ class DashboardData:
         long = pd.concat(parts)
         return long.groupby("ts")["value"].sum(min_count=1)
 
-    def series_trend(self, ids: list[str], rng: str, agg: Agg = "mean") -> pd.DataFrame:
-        """Window aggregates of a few series: columns ts, series, value."""
-        end = self.now()
-        start = end - pd.Timedelta(rng)
-        window = WINDOW_FOR.get(rng, "1m")
+    def _it_windows(
+        self, ids: list[str], meters: Mapping[str, MeterInfo], start: pd.Timestamp, end: pd.Timestamp, window: str
+    ) -> pd.Series | None:
+        """IT power (kW) per window by the one metering rule: a window missing a meter of a category falls back."""
+        long = self._window_means(ids, start, end, window)
+        if long.empty:
+            return None
+        wide = long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")
+        kw, _cat = it_power_windows(wide, {s: meters[s] for s in ids})
+        return kw if kw.notna().any() else None
+
+    def _window_means(
+        self, ids: list[str], start: pd.Timestamp, end: pd.Timestamp, window: str, agg: Agg = "mean"
+    ) -> pd.DataFrame:
+        """Window aggregates of a few series between two times: columns ts, series, value."""
         parts = []
         for meas, fld in sorted({(SeriesKey.parse(s).measurement, SeriesKey.parse(s).field) for s in ids}):
             df = self.historian.query(SeriesSelector(meas, {}, fld), start, end, window=window, agg=agg)
             parts.append(df[df["series"].isin(ids)])
         return pd.concat(parts) if parts else pd.DataFrame({"ts": [], "series": [], "value": []})
+
+    def series_trend(self, ids: list[str], rng: str, agg: Agg = "mean") -> pd.DataFrame:
+        """Window aggregates of a few series: columns ts, series, value."""
+        end = self.now()
+        return self._window_means(ids, end - pd.Timedelta(rng), end, WINDOW_FOR.get(rng, "1m"), agg)
 
     def controller(self) -> dict[str, Any] | None:
         """The supervisor's status, or None when no controller runs."""

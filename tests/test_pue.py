@@ -7,7 +7,8 @@ import pytest
 
 from aidc.errors import DataError
 from aidc.roles import Role
-from analytics.energy.pue import MeterInfo, compare, compute_pue, instantaneous_pue, period_edges
+from analytics.energy.metering import PowerMeters, live_pue
+from analytics.energy.pue import MeterInfo, compare, compute_pue, period_edges
 
 JUNE = pd.Timestamp("2026-06-01T00:00Z")
 JULY = pd.Timestamp("2026-07-01T00:00Z")
@@ -237,8 +238,7 @@ def test_instantaneous_pue_is_labelled() -> None:
         "p active_power_w": MeterInfo(Role.IT_POWER_PDU_OUTPUT, scale=0.001),
     }
     latest = pd.DataFrame({"ts": [JUNE, JUNE], "series": list(meters), "value": [1.2e6, 1.0e6], "quality": 0})
-    live = instantaneous_pue(latest, meters)
-    assert live is not None
+    live = live_pue(PowerMeters.from_meters(meters), latest)
     assert live.value == pytest.approx(1.2)
     assert live.category == 2
     assert "instantaneous" in live.label

@@ -18,6 +18,8 @@ from aidc.errors import DataError
 from aidc.roles import Role
 from analytics.energy import kpi
 from analytics.energy.counters import DEFAULT_MAX_GAP, CounterEnergy, counter_energy, interval_energy
+from analytics.energy.metering import MIN_COVERAGE, choose_energy_category
+from analytics.energy.metering import MeterInfo as MeterInfo  # re-exported: where the engines' callers import it
 
 ENERGY_ROLES: tuple[Role, ...] = (
     Role.FACILITY_ENERGY,
@@ -30,23 +32,8 @@ ENERGY_ROLES: tuple[Role, ...] = (
     Role.WATER_VOLUME,
 )
 PERIOD_FREQ = {"hour": "h", "day": "D", "month": "MS", "year": "YS"}
-# A meter counts towards a PUE only when readings cover at least this share of the period (gaps no longer than
-# max_gap). A silent meter is not 0 kWh: summing it as 0 understates E_IT and inflates PUE (one silent rack meter
-# of two gives 2.5 where the truth is 1.25). Below the threshold the category is not used; the next complete one
-# is, or the report says "insufficient data" and names the meters.
-MIN_COVERAGE = 0.95
 # ISO/IEC 30134-2 reserves plain "PUE" for a full year of measurement; anything shorter is an interim PUE.
 FULL_YEAR = pd.Timedelta(days=365)
-INSTANT_LABEL = "instantaneous PUE (power-based, for live display; not ISO/IEC 30134-2 PUE)"
-
-
-@dataclass(frozen=True, slots=True)
-class MeterInfo:
-    """What a series is: its role, the factor to kWh (L, kg/kWh, kW) and the counter's wrap modulus (raw units)."""
-
-    role: Role
-    scale: float = 1.0
-    modulus: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,51 +190,41 @@ def compute_pue(
         raise DataError(f"period {start} .. {end}: give time zones (aidc stores UTC)")
     per_meter = _meter_energies(readings, meters, s, e, max_gap)
     energies = {r: en for r in ENERGY_ROLES if (en := _role_energy(per_meter, meters, r)) is not None}
+    coverage = {sid: en.coverage for sid, en in per_meter.items()}
+    co2 = _co2_kg(readings, meters, s, e)
+    return period_report(s, e, energies, coverage, meters, category=category, min_coverage=min_coverage, co2_kg=co2)
+
+
+def period_report(
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    energies: dict[Role, CounterEnergy],
+    coverage: Mapping[str, float],
+    meters: Mapping[str, MeterInfo],
+    *,
+    category: int | None = None,
+    min_coverage: float = MIN_COVERAGE,
+    co2_kg: float | None = None,
+) -> PueReport:
+    """The PueReport of a period from role energies and each meter's coverage: the IT category by the one rule
+    (:func:`analytics.energy.metering.choose_energy_category`), "insufficient data" without a complete one or with a
+    patchy facility meter. ``aidc pue`` and the monthly report both end here, so they cannot disagree."""
     dc = energies.get(Role.FACILITY_ENERGY)
     if dc is None:
         raise DataError("no series with role facility_energy: PUE needs the utility meter's energy counter")
-    available = sorted((c for c, role in kpi.IT_ENERGY_ROLES.items() if role in energies), reverse=True)
-    if category is None:
-        if not available:
-            raise DataError("no IT energy counter (roles it_energy_ups_output/pdu_output/equipment_input)")
-        candidates = available
-    elif category not in available:
-        raise DataError(f"category {category}: no series with role {kpi.IT_ENERGY_ROLES.get(category, '?')}")
-    else:
-        candidates = [category]
-
-    def short_of(role: Role) -> list[str]:
-        return [
-            _short(sid, en.coverage)
-            for sid, en in per_meter.items()
-            if meters[sid].role is role and en.coverage < min_coverage
-        ]
-
-    missing: list[str] = short_of(Role.FACILITY_ENERGY)
-    notes: list[str] = []
-    chosen: int | None = None
-    for cat in candidates:
-        gaps = short_of(kpi.IT_ENERGY_ROLES[cat])
-        if not gaps:
-            chosen = cat
-            break
-        missing += gaps
-        notes.append(f"category {cat} not used: {', '.join(gaps)} below {100 * min_coverage:.0f}% coverage")
-    if missing and (chosen is None or short_of(Role.FACILITY_ENERGY)):
-        why = "; ".join(notes) or f"facility meter {', '.join(short_of(Role.FACILITY_ENERGY))} below threshold"
-        if short_of(Role.FACILITY_ENERGY) and notes:
-            why = f"facility meter {', '.join(short_of(Role.FACILITY_ENERGY))} below threshold; {why}"
+    choice = choose_energy_category(coverage, meters, category=category, min_coverage=min_coverage)
+    fac_short = [_short(sid, c) for sid, c in coverage.items()
+                 if sid in meters and meters[sid].role is Role.FACILITY_ENERGY and c < min_coverage]  # fmt: skip
+    missing = (*fac_short, *choice.missing)
+    if choice.category is None or fac_short:
+        why = [f"facility meter {', '.join(fac_short)} below threshold"] if fac_short else []
+        why += [choice.note] if choice.note else []
         return PueReport(
-            start=s, end=e, category=0, e_dc_kwh=dc.energy, e_it_kwh=float("nan"), pue=None,
-            coverage=min([dc.coverage, *(en.coverage for en in per_meter.values())]),
-            estimated_kwh=dc.estimated, energies=energies, missing=tuple(missing),
-            note=f"insufficient data: {why}",
+            start=start, end=end, category=0, e_dc_kwh=dc.energy, e_it_kwh=float("nan"), pue=None,
+            coverage=min([dc.coverage, *coverage.values()]), estimated_kwh=dc.estimated, energies=energies,
+            missing=missing, note=f"insufficient data: {'; '.join(why)}",
         )  # fmt: skip
-    assert chosen is not None
-    category = chosen
-    return report_from_energies(
-        s, e, category, energies, _co2_kg(readings, meters, s, e), missing=tuple(missing), note="; ".join(notes)
-    )
+    return report_from_energies(start, end, choice.category, energies, co2_kg, missing=missing, note=choice.note)
 
 
 def report_from_energies(
@@ -351,36 +328,6 @@ def compare(before: PueReport, after: PueReport) -> PueChange:
     if divergent:
         note += " (judge by total energy: PUE alone points the wrong way)"
     return PueChange(d_e, d_p, divergent, note)
-
-
-@dataclass(frozen=True, slots=True)
-class InstantPue:
-    """Power-based PUE from the latest readings, labelled so nobody mistakes it for the standard's figure."""
-
-    value: float | None
-    facility_kw: float
-    it_kw: float
-    category: int
-    label: str = INSTANT_LABEL
-
-
-def instantaneous_pue(latest: pd.DataFrame, meters: Mapping[str, MeterInfo]) -> InstantPue | None:
-    """Facility power / IT power from the latest sample of each power series (roles facility_power, it_power_*)."""
-    ok = latest[latest["value"].notna()]
-
-    def total(role: Role) -> float | None:
-        ids = [s for s, m in meters.items() if m.role is role]
-        rows = ok[ok["series"].isin(ids)]
-        if rows.empty:
-            return None
-        return float((rows["value"] * rows["series"].map(lambda s: meters[s].scale)).sum())
-
-    dc = total(Role.FACILITY_POWER)
-    for cat in (3, 2, 1):
-        it = total(kpi.IT_POWER_ROLES[cat])
-        if dc is not None and it is not None:
-            return InstantPue(kpi.pue(dc, it), dc, it, cat)
-    return None
 
 
 def format_report(reports: Sequence[PueReport]) -> str:

@@ -42,7 +42,6 @@ from analytics.report.savings import device_roles, estimate_savings
 from historian import Historian, SeriesSelector
 
 MARGIN = pd.Timedelta("2h")  # readings this far outside the period bracket its edges
-MIN_COMPARISON_COVERAGE = 0.5  # comparison months metered for less than this share of their hours are not shown
 POINT_TEXT = {1: "UPS output", 2: "PDU output", 3: "IT equipment input"}
 GAUGE_ROLES = (Role.CHILLER_POWER, Role.PUMP_POWER, Role.HEAT_REJECTION_FAN_POWER)
 ROLE_POINT = {
@@ -158,13 +157,14 @@ def _period_figure(
     energies = role_totals(stats)
     if Role.FACILITY_ENERGY not in energies or not any(r in energies for r in kpi.IT_ENERGY_ROLES.values()):
         return PeriodFigure(label, start, end, None, None, None, None, "no data")
-    cat = category if kpi.IT_ENERGY_ROLES[category] in energies else None
-    rep = pue_report(energies, start, end, category=cat)
-    if rep.coverage < MIN_COMPARISON_COVERAGE:
-        # Mostly extrapolated: a figure from a few hours of readings would mislead more than it informs.
-        return PeriodFigure(label, start, end, None, None, None, rep.category,
-                            f"coverage {100 * rep.coverage:.1f} %: too little data")  # fmt: skip
-    note = "" if rep.category == category else f"category {rep.category}: category {category} not metered then"
+    # Like for like: this month's category if it is complete then, else the one rule's choice for that month.
+    rep = pue_report(stats, start, end, category=category)
+    note = ""
+    if rep.category == 0:  # "insufficient data" (PueReport's category 0)
+        rep = pue_report(stats, start, end)
+        note = f"category {rep.category}: category {category} incomplete then"
+    if rep.category == 0:
+        return PeriodFigure(label, start, end, None, None, None, None, rep.note)
     if rep.coverage < 0.9999:
         note = (note + "; " if note else "") + f"coverage {100 * rep.coverage:.1f} %"
     return PeriodFigure(label, start, end, rep.pue, rep.e_dc_kwh, rep.e_it_kwh, rep.category, note)
@@ -337,7 +337,9 @@ def build_month_report(hist: Historian, site: Site, month: Month, cfg: ReportCon
     if ci_cols:
         ci = wide[ci_cols].mean(axis=1) * kpi.carbon_scale(SeriesKey.parse(ci_cols[0]).field)
         co2 = float(np.nansum(hourly[Role.FACILITY_ENERGY] * ci.ffill().bfill().to_numpy()))
-    rep = pue_report(energies, month.start, month.end, co2_kg=co2)
+    rep = pue_report(stats, month.start, month.end, co2_kg=co2)
+    if rep.category == 0:  # the same rule as `aidc pue`: a signed report never states a figure that one refuses
+        raise DataError(f"--month {month.label}: site {site.name}: {rep.note}")
     it_role = kpi.IT_ENERGY_ROLES[rep.category]
     pue_stats = [s for s in stats if s.role in (Role.FACILITY_ENERGY, it_role)]
     gaps = [(s.series, a, b) for s in pue_stats for a, b in s.energy.gaps]

@@ -23,12 +23,10 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
-from aidc.errors import DataError
 from aidc.model import Quality
 from aidc.roles import Role
-from analytics.energy import kpi
 from analytics.energy.counters import DEFAULT_MAX_GAP, CounterEnergy, series_energy, series_intervals
-from analytics.energy.pue import MeterInfo, PueReport, report_from_energies
+from analytics.energy.pue import MeterInfo, PueReport, period_report
 from historian.base import RawArrays
 
 Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
@@ -195,32 +193,19 @@ def role_totals(stats: list[MeterStats]) -> dict[Role, CounterEnergy]:
     return out
 
 
-def choose_category(energies: Mapping[Role, CounterEnergy], category: int | None = None) -> int:
-    """The most advanced ISO/IEC 30134-2 category metered (or the one asked for, if it is metered)."""
-    available = [c for c, role in kpi.IT_ENERGY_ROLES.items() if role in energies]
-    if category is None:
-        if not available:
-            raise DataError("no IT energy counter (roles it_energy_ups_output/pdu_output/equipment_input)")
-        return max(available)
-    if category not in available:
-        raise DataError(f"category {category}: no series with role {kpi.IT_ENERGY_ROLES.get(category, '?')}")
-    return category
-
-
 def pue_report(
-    energies: Mapping[Role, CounterEnergy],
+    stats: list[MeterStats],
     start: pd.Timestamp,
     end: pd.Timestamp,
     *,
     category: int | None = None,
     co2_kg: float | None = None,
 ) -> PueReport:
-    """The :class:`PueReport` ``compute_pue`` would give for these role energies (same KPI functions)."""
-    dc = energies.get(Role.FACILITY_ENERGY)
-    if dc is None:
-        raise DataError("no series with role facility_energy: PUE needs the utility meter's energy counter")
-    cat = choose_category(energies, category)
-    return report_from_energies(start, end, cat, dict(energies), co2_kg)
+    """The :class:`PueReport` ``compute_pue`` would give for these meters (same rule, same KPI functions): with no
+    complete IT category, or a patchy facility meter, ``pue`` is None and the note says "insufficient data"."""
+    meters = {s.series: MeterInfo(s.role) for s in stats}
+    coverage = {s.series: s.energy.coverage for s in stats}
+    return period_report(start, end, role_totals(stats), coverage, meters, category=category, co2_kg=co2_kg)
 
 
 def hourly_energy(

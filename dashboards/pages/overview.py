@@ -66,6 +66,13 @@ def layout(data: DashboardData) -> html.Div:
     )
 
 
+def _pue_note(cat: int | None, why: str) -> str:
+    """The metering category used and why a higher one (or any PUE) is not: the meters without fresh values."""
+    if cat:
+        return f"facility ÷ IT power, IT at category {cat}" + (f"; {why}" if why else "")
+    return f"no PUE: {why}" if why else "waiting for power readings"
+
+
 def _cards(data: DashboardData) -> list[html.Div]:
     o = data.overview()
     e = data.energy_pue()
@@ -81,7 +88,7 @@ def _cards(data: DashboardData) -> list[html.Div]:
             o["pue"],
             digits=3,
             ident="ov-pue",
-            note=f"facility ÷ IT power, IT at category {cat}" if cat else "waiting for power readings",
+            note=_pue_note(cat, o.get("pue_note") or ""),
         ),
         card("IT power", o["it_kw"], "kW", digits=0, ident="ov-it"),
         card("Cooling power", o["cooling_kw"], "kW", digits=0, ident="ov-cooling"),
