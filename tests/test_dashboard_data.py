@@ -166,7 +166,7 @@ def test_forecast_gives_a_p10_p90_band_once_there_is_history(tmp_path: Path, mon
 
 def _store_it_power(data: DashboardData, hours: int) -> None:
     """Five-minute PDU output power with a daily cycle, ending now, written to the historian."""
-    pdu_ids = [s for s in data.power_meters if s.startswith("pdu,") and s.endswith(" active_power_w")]
+    pdu_ids = [s for s in data.power_meters.ids if s.startswith("pdu,") and s.endswith(" active_power_w")]
     assert pdu_ids
     end = data.clock.now_ns()
     ts = np.arange(end - hours * 3600 * 10**9, end, 300 * 10**9, dtype=np.int64)
@@ -180,3 +180,32 @@ def _store_it_power(data: DashboardData, hours: int) -> None:
                   np.zeros(len(series), dtype=np.uint8), [])
     data.historian.write(batch)
     data.historian.flush()
+
+
+@pytest.mark.parametrize("ups_w", [202_000.0, None])
+def test_overview_pue_with_an_unreachable_pdu_is_never_the_half_site_figure(
+    tmp_path: Path, ups_w: float | None
+) -> None:
+    """One PDU of two unreachable: the Overview shows 220/202 kW at category 1 (UPS output), not 2.2 at category 2;
+    without a UPS reading it shows no PUE and names the PDU."""
+    data, live = _data(tmp_path)
+    meters = data.power_meters
+    (fac,), (p1, p2), (ups,) = meters.facility, meters.it[2], meters.it[1]
+    now = data.now().value
+    values = {fac: 220_000.0, p1: 100_000.0, p2: float("nan"), ups: float("nan") if ups_w is None else ups_w}
+    ids = np.array(list(values), dtype=object)
+    quality = np.array([2 if np.isnan(v) else 0 for v in values.values()], dtype=np.uint8)  # unreachable: bad
+    live.update(Batch(ids, np.full(len(ids), now, dtype=np.int64), np.array(list(values.values())), quality, []))
+    o = data.overview()
+    if ups_w is None:
+        assert o["pue"] is None
+        assert o["pue_category"] is None
+        assert o["it_kw"] is None
+        assert set(o["pue_missing"]) == {p2, ups}
+        assert "no fresh good value" in o["pue_note"]
+    else:
+        assert o["pue"] == pytest.approx(220 / 202)
+        assert o["pue_category"] == 1
+        assert o["it_kw"] == pytest.approx(202.0)
+        assert o["pue_missing"] == [p2]
+    assert o["facility_kw"] == pytest.approx(220.0)

@@ -190,15 +190,15 @@ def _latest(meters: PowerMeters, latest: pd.DataFrame | LiveState) -> dict[str, 
         frame = latest[latest["series"].isin(ids)]
     quality = frame["quality"] if "quality" in frame.columns else pd.Series(0, index=frame.index)
     if quality.dtype == object or isinstance(quality.dtype, pd.StringDtype):
-        quality = quality.map({q.label: int(q) for q in Quality}).fillna(int(Quality.BAD))
+        quality = quality.map({g.label: int(g) for g in Quality}).fillna(int(Quality.BAD))
     # Only good values: an uncertain one is estimated or out of range, and the headline figure must not be wrong.
     ok = frame["value"].notna() & (quality.astype(int) == int(Quality.GOOD))
     rows = frame[ok]
-    ts = rows["ts"]
-    if ts.dtype.kind in "iu":  # LiveState.read gives ns integers, frames of samples give datetimes
-        ts_ns = ts.to_numpy(np.int64)
+    when = rows["ts"]
+    if when.dtype.kind in "iu":  # LiveState.read gives ns integers, frames of samples give datetimes
+        ts_ns = when.to_numpy(np.int64)
     else:
-        ts_ns = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).as_unit("ns").asi8
+        ts_ns = pd.DatetimeIndex(pd.to_datetime(when, utc=True)).as_unit("ns").asi8
     values = zip(ts_ns.tolist(), rows["value"].astype(float).tolist(), strict=True)
     return dict(zip(rows["series"].astype(str), values, strict=True))
 
