@@ -30,6 +30,9 @@ from analytics.energy.metering import (
 from analytics.report.build import build_month_report
 from analytics.report.config import ReportConfig
 from analytics.report.period import Month
+from api.auth import TokenStore
+from api.context import ApiContext
+from api.views import live_power
 from historian import open_historian
 from tests.report_fixture import END, START, fixture_batch
 
@@ -208,3 +211,24 @@ def test_windows_missing_a_pdu_fall_back_and_windows_missing_all_are_nan() -> No
     kw_no_ups, _ = it_power_windows(wide.drop(columns="u"), meters)  # a meter with no column has no value
     assert kw_no_ups.iloc[0] == 200.0
     assert np.isnan(kw_no_ups.iloc[1])
+
+
+def test_api_live_power_from_the_historian_judges_freshness_by_the_api_clock(tmp_path: Path) -> None:
+    """The stand-alone API (no live state) reads the historian's latest values: a PDU whose last value is a minute
+    old is not fresh, so the figure is the UPS output's, and the PDU is named."""
+    site = _two_rack_site(tmp_path)[1]
+    meters = PowerMeters.of(site)
+    (fac,), (p1, p2), (ups,) = meters.facility, meters.it[2], meters.it[1]
+    ts = {fac: NOW, p1: NOW, p2: NOW - pd.Timedelta("1min"), ups: NOW}
+    values = {fac: 220e3, p1: 100e3, p2: 100e3, ups: 202e3}
+    ids = np.array(list(values), dtype=object)
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        hist.write(Batch(ids, np.array([ts[s].value for s in ids], dtype=np.int64), np.array(list(values.values())),
+                         np.zeros(len(ids), dtype=np.uint8)))  # fmt: skip
+        hist.flush()
+        ctx = ApiContext(site=site, historian=hist, tokens=TokenStore({}), clock=lambda: NOW)
+        out = live_power(ctx)
+    assert out["category"] == 1
+    assert out["pue"] == pytest.approx(220 / 202)
+    assert out["it_w"] == pytest.approx(202e3)
+    assert out["missing"] == [p2]
