@@ -69,7 +69,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         try:
             uvicorn.Server(config(app, args.host, args.port)).run()
         finally:
-            ctx.forecasts.stop()
+            ctx.forecasts.stop(timeout_s=1.0)  # a fit in progress is abandoned, not waited for
     return 0
 
 
