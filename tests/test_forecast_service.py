@@ -29,6 +29,8 @@ from aidc.live import LiveState
 from aidc.model import Batch
 from aidc.sitegen import SiteTemplate, render_site
 from analytics.alarms.engine import AlarmEngine
+from analytics.forecast.live import LivePueForecast
+from analytics.forecast.live_load import LiveLoadForecast
 from analytics.forecast.load import LoadForecaster
 from analytics.forecast.policy import RefitPolicy
 from analytics.forecast.pue import FacilityForecaster
@@ -291,3 +293,28 @@ def test_aidc_api_runs_its_own_forecast_service(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert status == 409, (status, body, err)
     assert "IT-load forecast: needs 3 days of history" in body["error"]["message"]
+
+
+def test_a_failing_half_says_why_and_the_other_half_still_updates() -> None:
+    """A fault reading IT power becomes the IT-load line (not a stuck 'waiting'); the PUE half is checked regardless."""
+    idx = pd.date_range(NOW - pd.Timedelta("2D"), NOW, freq="5min")
+    plant = pd.DataFrame({"facility_power_kw": 500.0, "it_power_kw": 450.0}, index=idx)
+
+    def broken(a: pd.Timestamp, b: pd.Timestamp) -> pd.Series:
+        raise RuntimeError("historian connection lost")
+
+    svc = ForecastService(LiveLoadForecast(broken, lambda: NOW), LivePueForecast(lambda a, b: plant, lambda: NOW))
+    st = svc.update()
+    assert st.load.message == (
+        "IT-load forecast unavailable: internal error (RuntimeError: historian connection lost); see the log"
+    )
+    assert not st.load.pending
+    assert st.pue.message == "PUE forecast: needs 7 days of history (complete plant telemetry), has 2.0"
+
+
+def test_one_refit_policy_for_both_halves() -> None:
+    """A service whose two forecasts were given different refit policies is refused."""
+    hourly = RefitPolicy(refit=pd.Timedelta("1h"))
+    with pytest.raises(ValueError, match="different refit policies"):
+        ForecastService(LiveLoadForecast(lambda a, b: None, lambda: NOW, policy=hourly),
+                        LivePueForecast(lambda a, b: pd.DataFrame(), lambda: NOW))  # fmt: skip

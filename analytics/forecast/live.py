@@ -117,10 +117,11 @@ class LivePueForecast:
         """What the dashboard panel and the API serve now."""
         return self._latest
 
-    def unavailable(self, reason: str) -> PueForecastState:
-        """Bad telemetry or weather file: say so on the panel and in the API (logged once, then at DEBUG)."""
+    def unavailable(self, reason: str, *, exc_info: bool = False) -> PueForecastState:
+        """Bad telemetry (or a fault): say so on the panel and in the API; logged once, then at DEBUG while it lasts."""
         message = f"PUE forecast unavailable: {reason}"
-        log.log(logging.DEBUG if message == self._latest.message else logging.WARNING, "%s", message)
+        first = message != self._latest.message
+        log.log(logging.WARNING if first else logging.DEBUG, "%s", message, exc_info=exc_info and first)
         self._latest = PueForecastState(None, None, message)
         return self._latest
 

@@ -69,10 +69,11 @@ class LiveLoadForecast:
         """What the dashboard panel and the API serve now."""
         return self._latest
 
-    def unavailable(self, reason: str) -> LoadForecastState:
-        """Bad telemetry: say so on the panel and in the API (logged once, then at DEBUG while it lasts)."""
+    def unavailable(self, reason: str, *, exc_info: bool = False) -> LoadForecastState:
+        """Bad telemetry (or a fault): say so on the panel and in the API; logged once, then at DEBUG while it lasts."""
         message = f"IT-load forecast unavailable: {reason}"
-        log.log(logging.DEBUG if message == self._latest.message else logging.WARNING, "%s", message)
+        first = message != self._latest.message
+        log.log(logging.WARNING if first else logging.DEBUG, "%s", message, exc_info=exc_info and first)
         self._latest = LoadForecastState(None, None, message)
         return self._latest
 

@@ -42,7 +42,7 @@ class RefitPolicy:
 
     def describe(self) -> str:
         """The rule in a few words, for the forecast's line on the dashboard and in the API."""
-        return f"refitted after each {_days(self.refit)} of new telemetry on up to {_days(self.history)}"
+        return f"refitted after each {_span(self.refit)} of new telemetry on up to {_span(self.history)}"
 
 
 def needs_history(what: str, have: pd.Timedelta, need: pd.Timedelta, of: str) -> str:
@@ -55,6 +55,9 @@ def stale(now: pd.Timestamp, last: pd.Timestamp, of: str) -> str:
     return f"; STALE: {of} ends {last:%Y-%m-%d %H:%M} UTC" if now - last > STALE_AFTER else ""
 
 
-def _days(span: pd.Timedelta) -> str:
+def _span(span: pd.Timedelta) -> str:
+    """'day', '28 days' or '6 h'."""
     days = span / DAY
-    return f"{days:g} day" + ("s" if days != 1 else "") if days >= 1 else f"{span / pd.Timedelta('1h'):g} h"
+    if days == 1:
+        return "day"
+    return f"{days:g} days" if days > 1 else f"{span / pd.Timedelta('1h'):g} h"

@@ -11,7 +11,6 @@ snapshot, so the dashboard panel and the API answer with the same figures.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -28,8 +27,6 @@ from analytics.forecast.live_load import HORIZONS, LiveLoadForecast, LoadForecas
 from analytics.forecast.policy import RefitPolicy
 from analytics.historian_adapter import it_load_series
 from historian import Historian
-
-log = logging.getLogger(__name__)
 
 
 def facility_clock(clock: Clock) -> Callable[[], pd.Timestamp]:
@@ -48,9 +45,12 @@ class ForecastState:
 class ForecastService:
     """Keeps the IT-load and the PUE / facility-power forecasts fresh from one worker thread."""
 
-    def __init__(self, load: LiveLoadForecast, pue: LivePueForecast, policy: RefitPolicy | None = None) -> None:
+    def __init__(self, load: LiveLoadForecast, pue: LivePueForecast) -> None:
+        if load.policy != pue.policy:  # one refit policy for both forecasts, or the service is not what it says
+            raise ValueError(f"forecast service: the IT-load and PUE forecasts have different refit policies "
+                             f"({load.policy} and {pue.policy})")  # fmt: skip
         self.load, self.pue = load, pue
-        self.policy = policy or RefitPolicy()
+        self.policy = load.policy
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,7 +85,6 @@ class ForecastService:
         return cls(
             LiveLoadForecast(read_load, clock, horizons=horizons, policy=policy),
             LivePueForecast(read_plant, clock, weather_file=weather_file, policy=policy),
-            policy,
         )
 
     def latest(self) -> ForecastState:
@@ -117,15 +116,15 @@ class ForecastService:
 
     def update(self) -> ForecastState:
         """One pass of the worker: bring the IT-load, then the PUE forecast up to date; returns both."""
-        for name, part in (("IT-load", self.load), ("PUE", self.pue)):
+        for part in (self.load, self.pue):
             if self._stop.is_set():  # stopping: the historian may be closing, read nothing more
                 break
             try:
                 part.update()
             except AidcError as exc:  # bad telemetry or weather file: the state says so, the next check tries again
                 part.unavailable(str(exc))
-            except Exception:  # the forecasts are advisory: log and keep the dashboard, the API and the job running
-                log.exception("%s forecast update failed", name)
+            except Exception as exc:  # the forecasts are advisory: keep the dashboard, the API and the job running
+                part.unavailable(f"internal error ({type(exc).__name__}: {exc}); see the log", exc_info=True)
         return self.latest()
 
     def _run(self) -> None:
