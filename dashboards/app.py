@@ -1,8 +1,9 @@
 """The operator dashboard: a multi-page Dash app behind a sign-in, served from a thread of the main job.
 
 ``DashboardService(data, users, config).start()`` serves it on ``http://127.0.0.1:8050`` (by default), evaluates
-the alarms every ``alarm_every_s`` and keeps the IT-load and PUE forecasts fresh; ``stop()`` ends them all. Pages read
-only :class:`dashboards.data.DashboardData` (the live state and the historian).
+the alarms every ``alarm_every_s`` and draws the live forecast service's IT-load and PUE forecasts (the main job's,
+handed over with ``forecasts=``; else one of its own that it starts); ``stop()`` ends them all. Pages read only
+:class:`dashboards.data.DashboardData` (the live state and the historian) and the forecast service's latest state.
 """
 
 from __future__ import annotations
@@ -107,9 +108,9 @@ def create_app(
     data: DashboardData,
     users: UserStore,
     config: DashboardConfig,
-    forecasts: ForecastService | None = None,
+    forecasts: ForecastService,
 ) -> dash.Dash:
-    """The Dash app with every page and callback, secured."""
+    """The Dash app with every page and callback, secured; the forecast panels read ``forecasts`` (never fit)."""
     app = dash.Dash(
         __name__,
         title=f"aidc · {data.site.name}",
@@ -124,7 +125,6 @@ def create_app(
         secure_cookies=config.secure_cookies,
         reports_dir=data.data_dir / "reports",
     )
-    forecasts = forecasts or service_for(data)
     app.layout = html.Div([dcc.Location(id="url"), html.Div(id="nav"), html.Div(id="page", className="page")])
 
     @app.callback(Output("nav", "children"), Output("page", "children"), Input("url", "pathname"))
