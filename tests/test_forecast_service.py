@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
 import json
 import os
@@ -24,7 +26,7 @@ import pandas as pd
 import pytest
 
 from aidc.clock import SteppedClock
-from aidc.config import site_from_dict
+from aidc.config import load_site, site_from_dict
 from aidc.live import LiveState
 from aidc.model import Batch
 from aidc.sitegen import SiteTemplate, render_site
@@ -318,3 +320,30 @@ def test_one_refit_policy_for_both_halves() -> None:
     with pytest.raises(ValueError, match="different refit policies"):
         ForecastService(LiveLoadForecast(lambda a, b: None, lambda: NOW, policy=hourly),
                         LivePueForecast(lambda a, b: pd.DataFrame(), lambda: NOW))  # fmt: skip
+
+
+def test_the_job_runs_one_service_and_hands_it_to_the_dashboard(tmp_path: Path) -> None:
+    """`aidc run` wiring: one started service on the job's clock; the dashboard draws that object; stop hooks end it."""
+    from app.commands.run import start_dashboard, start_forecasts
+    from app.job import MainJob
+
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=1, data_dir="var")), encoding="utf-8")
+    job = MainJob.build(load_site(path), clock=SteppedClock(NOW.value))
+    svc = start_forecasts(job)
+    dashboard = None
+    try:
+        assert svc.running
+        args = argparse.Namespace(no_dashboard=False, port=free_port_block(1))
+        dashboard = start_dashboard(job, args, demo=False, forecasts=svc)
+        assert dashboard is not None
+        assert dashboard.forecasts is svc
+        assert svc.load.clock() == NOW  # the facility's clock, not the wall clock
+        for hook in job.on_stop:
+            asyncio.run(hook())  # type: ignore[arg-type]
+        assert not svc.running
+    finally:
+        svc.stop()
+        if dashboard is not None:
+            dashboard.stop()
+        job.historian.close()
