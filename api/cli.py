@@ -45,10 +45,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from aidc.config import load_site
+    from analytics.forecast.service import ForecastService
     from api.app import create_app
     from api.context import ApiContext
     from api.server import config
-    from api.views import pue_service
     from historian import open_historian
 
     if not 1 <= args.port <= 65535:
@@ -61,10 +61,15 @@ def cmd_api(args: argparse.Namespace) -> int:
         raise AidcError(f"cannot open the historian under {site.data_dir}: {str(exc).splitlines()[0]}") from None
     with hist:
         ctx = ApiContext(site=site, historian=hist, tokens=tokens)
+        # The same live forecast service the main job runs, started now so /forecast has figures soon.
+        ctx.forecasts = ForecastService.for_historian(hist, site, ctx.clock, lock=ctx.lock, weather_file=args.weather)
         app = create_app(ctx)
-        pue_service(ctx, args.weather)  # start fitting the PUE forecast now, so /forecast/pue has one soon
         print(f"aidc api: site {site.name} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr)
-        uvicorn.Server(config(app, args.host, args.port)).run()
+        ctx.forecasts.start()
+        try:
+            uvicorn.Server(config(app, args.host, args.port)).run()
+        finally:
+            ctx.forecasts.stop(timeout_s=1.0)  # a fit in progress is abandoned, not waited for
     return 0
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from aidc.config import Site
 from aidc.live import LiveState
-from analytics.forecast.live import PueForecastService
+from analytics.forecast.service import ForecastService
 from api.auth import TokenStore
 from historian import Historian
 
@@ -74,7 +74,7 @@ class ApiContext:
     clock: Callable[[], pd.Timestamp] = field(default=lambda: pd.Timestamp.now(tz="UTC"))
     predictive_alarms: Callable[[], Sequence[Mapping[str, Any]]] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
-    pue_forecast: PueForecastService | None = None  # started on the first /forecast/pue request when not given
+    forecasts: ForecastService | None = None  # the live forecasts (the main job's or aidc api's); only read here
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from aidc.errors import AidcError, ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics.energy import kpi
 from analytics.energy.metering import PowerMeters, live_pue
 from analytics.energy.pue import period_edges
-from analytics.forecast.live import PueForecastService, plant_history
-from analytics.forecast.load import LoadForecaster
-from analytics.historian_adapter import it_load, pue_from_historian
+from analytics.forecast.service import ForecastService
+from analytics.historian_adapter import pue_from_historian
 from analytics.leasing.billing import month_bounds, report_from_historian
 from analytics.leasing.headroom import CduState, RackState, can_place, summary
 from analytics.leasing.headroom_data import states
@@ -29,12 +24,8 @@ from api.context import ApiContext
 from api.errors import ApiError
 from historian import SeriesSelector
 
-FORECAST_HISTORY = pd.Timedelta("14D")
-FORECAST_MIN_HISTORY = pd.Timedelta("2D")
-FORECAST_STEP = pd.Timedelta("5min")
 ALARM_ROLES = (Role.ALARM, Role.LEAK)
 STATES_TTL_S = 60.0  # headroom inputs are refreshed at most once a minute
-_PUE_START = threading.Lock()
 
 
 def clean(x: Any) -> Any:
@@ -104,57 +95,33 @@ def live(ctx: ApiContext, selector: str) -> list[Any]:
     return clean(rows)
 
 
+def forecast_service(ctx: ApiContext) -> ForecastService:
+    """The live forecast service the endpoints read (503 when this process runs none); they never fit anything."""
+    if ctx.forecasts is None:
+        raise ApiError(503, "no forecast service in this process (the main job and `aidc api` run one)")
+    return ctx.forecasts
+
+
 def forecast(ctx: ApiContext, horizon: str) -> dict[str, Any]:
-    """P10/P50/P90 of site IT power at the horizon; the model is refitted once a day on the last two weeks."""
-    h = pd.Timedelta(horizon)
-    if not FORECAST_STEP <= h <= pd.Timedelta("48h"):
-        raise ApiError(422, f"horizon {horizon!r}: between 5min and 48h", "horizon")
-    now = ctx.clock()
-    with ctx.lock:
-        load = it_load(ctx.historian, ctx.site, now - FORECAST_HISTORY, now, "5m").get("facility")
-    series, cats = load if load is not None else (None, None)
-    if series is None or cats is None or series.dropna().empty:
-        raise ApiError(409, "no IT power in the historian to forecast from")
-    y = series.asfreq("5min")
-    span = y.dropna().index[-1] - y.dropna().index[0]
-    if span < FORECAST_MIN_HISTORY:
-        raise ApiError(409, f"{span} of IT power history; the forecaster needs at least {FORECAST_MIN_HISTORY}")
-    key = f"forecast:{horizon}"
-    model: LoadForecaster | None = ctx.cache.get(key)
-    if model is None or model.due(y.index[-1]):
-        with threadpool_limits(1):
-            model = LoadForecaster.fit(y, [horizon], FORECAST_STEP, max_iter=60)
-        ctx.cache[key] = model
-    row = model.predict(y).iloc[0]
+    """P10/P50/P90 of site IT power at the horizon, from the live forecast service's latest forecast."""
+    service = forecast_service(ctx)
+    st, offered = service.latest().load, service.load.horizons
+    chosen = next((hz for hz in offered if pd.Timedelta(hz) == pd.Timedelta(horizon)), None)
+    if chosen is None:
+        raise ApiError(422, f"horizon {horizon!r}: one of {', '.join(offered)}", "horizon")
+    if st.frame is None or st.origin is None:
+        raise ApiError(503 if st.pending else 409, st.message)
+    row = st.frame.loc[st.frame["horizon"] == chosen].iloc[0]
     return clean({
-        "series": f"site IT power ({_points(cats)})", "unit": "kW", "origin": y.index[-1].isoformat(),
-        "horizon": horizon, "ts": row["ts"].isoformat(), "p10": float(row["p10"]), "p50": float(row["p50"]),
-        "p90": float(row["p90"]), "trained": model.metadata(),
+        "series": "site IT power", "unit": "kW", "origin": st.origin.isoformat(), "horizon": horizon,
+        "ts": row["ts"].isoformat(), "p10": float(row["p10"]), "p50": float(row["p50"]), "p90": float(row["p90"]),
+        "method": st.message, "trained": st.trained,
     })  # fmt: skip
 
 
-def _points(cats: pd.Series) -> str:
-    """Where the IT power was metered, by the one metering rule's category per window (highest first)."""
-    used = sorted({int(c) for c in cats if c}, reverse=True)
-    return " / ".join(f"category {c} {kpi.CATEGORY_NAMES[c]}" for c in used) or "no complete category"
-
-
-def pue_service(ctx: ApiContext, weather_file: Path | None = None) -> PueForecastService:
-    """The context's PUE forecast service, started here on first use (it reads the historian under ``ctx.lock``)."""
-    with _PUE_START:
-        if ctx.pue_forecast is None:
-
-            def read(a: pd.Timestamp, b: pd.Timestamp) -> pd.DataFrame:
-                with ctx.lock:
-                    return plant_history(ctx.historian, ctx.site, a, b)
-
-            ctx.pue_forecast = PueForecastService(read, ctx.clock, weather_file=weather_file).start()
-        return ctx.pue_forecast
-
-
 def pue_forecast(ctx: ApiContext, hours: int) -> dict[str, Any]:
-    """The background PUE / facility-power forecast's next ``hours`` rows, or why there is none yet."""
-    st = pue_service(ctx).latest()
+    """The live PUE / facility-power forecast's next ``hours`` rows, or why there is none yet."""
+    st = forecast_service(ctx).latest().pue
     if st.frame is None:
         raise ApiError(503 if st.pending else 409, st.message)
     rows = st.frame.iloc[:hours].reset_index()

@@ -1,8 +1,9 @@
 """The operator dashboard: a multi-page Dash app behind a sign-in, served from a thread of the main job.
 
 ``DashboardService(data, users, config).start()`` serves it on ``http://127.0.0.1:8050`` (by default), evaluates
-the alarms every ``alarm_every_s`` and keeps the IT-load and PUE forecasts fresh; ``stop()`` ends them all. Pages read
-only :class:`dashboards.data.DashboardData` (the live state and the historian).
+the alarms every ``alarm_every_s`` and draws the live forecast service's IT-load and PUE forecasts (the main job's,
+handed over with ``forecasts=``; else one of its own that it starts); ``stop()`` ends them all. Pages read only
+:class:`dashboards.data.DashboardData` (the live state and the historian) and the forecast service's latest state.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from aidc.config import Site
 from aidc.errors import AidcError, ConfigError
-from analytics.forecast.live import PueForecastService
+from analytics.forecast.service import ForecastService
 from dashboards.auth import UserStore
 from dashboards.data import DashboardData
-from dashboards.forecast import ForecastService
+from dashboards.forecast import service_for
 from dashboards.pages import control, cooling, floor, overview, quality
-from dashboards.pue_forecast import service_for
 from dashboards.web import current_user, secure
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,9 @@ def create_app(
     data: DashboardData,
     users: UserStore,
     config: DashboardConfig,
-    forecast: ForecastService | None = None,
-    pue_forecast: PueForecastService | None = None,
+    forecasts: ForecastService,
 ) -> dash.Dash:
-    """The Dash app with every page and callback, secured."""
+    """The Dash app with every page and callback, secured; the forecast panels read ``forecasts`` (never fit)."""
     app = dash.Dash(
         __name__,
         title=f"aidc · {data.site.name}",
@@ -126,8 +125,6 @@ def create_app(
         secure_cookies=config.secure_cookies,
         reports_dir=data.data_dir / "reports",
     )
-    forecast = forecast or ForecastService(data)
-    pue_forecast = pue_forecast or service_for(data)
     app.layout = html.Div([dcc.Location(id="url"), html.Div(id="nav"), html.Div(id="page", className="page")])
 
     @app.callback(Output("nav", "children"), Output("page", "children"), Input("url", "pathname"))
@@ -135,7 +132,7 @@ def create_app(
         path = path or "/"
         return _nav(path), page_for(data, path)
 
-    overview.register(app, data, forecast, pue_forecast)
+    overview.register(app, data, forecasts)
     floor.register(app, data)
     cooling.register(app, data)
     control.register(app, data)
@@ -170,12 +167,15 @@ class DashboardService:
         users: UserStore,
         config: DashboardConfig,
         extra: Callable[[], Mapping[str, float]] | None = None,
+        forecasts: ForecastService | None = None,
     ) -> None:
         self.data, self.users, self.config = data, users, config
         self.extra = extra
-        self.forecast = ForecastService(data)
-        self.pue_forecast = service_for(data, config.weather_path(data.site))
-        self.app = create_app(data, users, config, self.forecast, self.pue_forecast)
+        # The main job hands over its live forecast service (shared with the API; it starts and stops it); a
+        # dashboard on its own runs one of its own.
+        self._own_forecasts = forecasts is None
+        self.forecasts = forecasts or service_for(data, config.weather_path(data.site))
+        self.app = create_app(data, users, config, self.forecasts)
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -202,8 +202,8 @@ class DashboardService:
         ]
         for t in self._threads:
             t.start()
-        self.forecast.start()
-        self.pue_forecast.start()
+        if self._own_forecasts:
+            self.forecasts.start()
         return self
 
     def _alarm_loop(self) -> None:
@@ -230,6 +230,6 @@ class DashboardService:
             self._server.server_close()
         for t in self._threads:
             t.join(timeout=10)
-        self.forecast.stop()
-        self.pue_forecast.stop()
+        if self._own_forecasts:
+            self.forecasts.stop()
         self.data.alarms.close()

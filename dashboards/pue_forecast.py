@@ -1,32 +1,19 @@
 """The Overview's PUE and facility-power forecast panel: the next 48 h with P10-P90 bands, next to the measured hours.
 
-The forecast itself is kept by :class:`analytics.forecast.live.PueForecastService` on a worker thread (refitted
-daily, forecast again each new hour); the page callback only draws its latest result.
+The forecast itself is kept by the live forecast service (:class:`analytics.forecast.service.ForecastService`, its
+worker thread, its one refit policy); the page callback only draws its latest result.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analytics.forecast.live import PueForecastService, PueForecastState, plant_history
+from analytics.forecast.live import PueForecastState
 from dashboards.components import empty_figure, footnote, style
-from dashboards.data import DashboardData
 
 BAND = {"facility_power_kw": "rgba(127,184,255,0.25)", "pue": "rgba(255,190,120,0.25)"}
 LINE = {"facility_power_kw": "#7fb8ff", "pue": "#ffbe78"}
-
-
-def service_for(data: DashboardData, weather_file: Path | None = None) -> PueForecastService:
-    """A PUE forecast service reading the dashboard's historian on the facility's clock (not started)."""
-
-    def read(a: pd.Timestamp, b: pd.Timestamp) -> pd.DataFrame:
-        return plant_history(data.historian, data.site, a, b)
-
-    return PueForecastService(read, data.now, weather_file=weather_file)
 
 
 def pue_forecast_figure(st: PueForecastState) -> go.Figure:

@@ -1,4 +1,4 @@
-"""GET /api/v1/forecast/pue over real HTTP: the background forecast's rows, and honest answers before there is one."""
+"""GET /api/v1/forecast/pue over real HTTP: the live forecast service's rows, and honest answers before there is one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from aidc.config import load_site
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.forecast.live import PueForecastService, PueForecastState, plant_history
+from analytics.forecast.live import LivePueForecast, PueForecastState
+from analytics.forecast.service import ForecastService
 from api.app import create_app
 from api.auth import TokenStore
 from api.context import ApiContext
@@ -27,7 +28,7 @@ DAYS = 8
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ApiContext]]:
-    """Eight simulated days of a 2-rack site in the historian, a PUE forecast fitted on them, the API serving it."""
+    """Eight simulated days of a 2-rack site in the historian, the live PUE forecast fitted on them, the API serving it."""
     tmp = tmp_path_factory.mktemp("api_pue")
     path = tmp / "site.toml"
     path.write_text(render_site(SiteTemplate(racks=2, start="2026-07-01T00:00:00Z", data_dir="var")))
@@ -40,9 +41,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ApiC
         hist.flush()
         tokens = TokenStore.from_env({"AIDC_API_TOKENS": f"sched:read:{READ}"})
         ctx = ApiContext(site=site, historian=hist, tokens=tokens, clock=lambda: now)
-        svc = PueForecastService(lambda a, b: plant_history(hist, site, a, b), ctx.clock)
-        svc.update()  # what the worker thread does, run here so the test need not wait on it
-        ctx.pue_forecast = svc
+        svc = ForecastService.for_historian(hist, site, ctx.clock, lock=ctx.lock)
+        svc.pue.update()  # the worker's PUE pass, run here so the test need not wait on it (IT load: not under test)
+        ctx.forecasts = svc
         with ApiServer(create_app(ctx), port=free_port_block(1)) as server:
             yield server.url, ctx
 
@@ -54,8 +55,8 @@ def test_pue_forecast_rows_come_from_the_background_forecast(served: tuple[str, 
     assert status == 200, body
     assert body["hours"] == 24
     assert len(body["rows"]) == 24
-    assert ctx.pue_forecast is not None
-    st = ctx.pue_forecast.latest()
+    assert ctx.forecasts is not None
+    st = ctx.forecasts.latest().pue
     assert st.frame is not None
     assert st.origin is not None
     assert body["origin"] == st.origin.isoformat()
@@ -84,30 +85,31 @@ def test_pue_forecast_hours_out_of_range_names_the_field(served: tuple[str, ApiC
 @pytest.mark.parametrize(
     ("state", "code"),
     [
-        (PueForecastState(None, None, "PUE forecast: collecting history, 2.5 of the 7 days"), 409),
+        (PueForecastState(None, None, "PUE forecast: needs 7 days of history (plant telemetry), has 2.5"), 409),
         (PueForecastState(None, None, "PUE forecast: first fit under way", pending=True), 503),
     ],
 )
 def test_no_forecast_yet_says_why(served: tuple[str, ApiContext], state: PueForecastState, code: int) -> None:
     """Before the first forecast: 409 while history is short, 503 while the first fit runs, with the service's line."""
     url, ctx = served
-    assert ctx.pue_forecast is not None
-    saved = ctx.pue_forecast.latest()
-    ctx.pue_forecast._latest = state
+    assert ctx.forecasts is not None
+    saved = ctx.forecasts.pue.latest()
+    ctx.forecasts.pue._latest = state
     try:
         status, body = call(url, "GET", "/api/v1/forecast/pue")
     finally:
-        ctx.pue_forecast._latest = saved
+        ctx.forecasts.pue._latest = saved
     assert status == code
     assert body["error"]["message"] == state.message
 
 
 def test_service_on_short_history_reports_collecting(tmp_path: Path) -> None:
-    """A service over two days of plant telemetry says how much it has of the seven days it needs; no fit is tried."""
-    idx = pd.date_range(START, periods=12 * 24 * 2, freq="5min")
+    """A forecast over two days of plant telemetry says it needs seven days and has two; no fit is tried."""
+    idx = pd.date_range(START, periods=12 * 24 * 2 + 1, freq="5min")
     frame = pd.DataFrame({"facility_power_kw": 500.0, "it_power_kw": 450.0}, index=idx)
-    svc = PueForecastService(lambda a, b: frame, lambda: idx[-1])
+    svc = LivePueForecast(lambda a, b: frame, lambda: idx[-1])
     st = svc.update()
     assert st.frame is None
     assert not st.pending
-    assert "collecting history, 2.0 of the 7 days" in st.message
+    assert svc.fits == 0
+    assert st.message == "PUE forecast: needs 7 days of history (complete plant telemetry), has 2.0"

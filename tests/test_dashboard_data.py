@@ -7,7 +7,6 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from aidc.clock import ScaledClock
@@ -128,58 +127,6 @@ def test_floor_map_is_one_heatmap_at_1000_racks(tmp_path: Path) -> None:
     assert fig.data[0].type == "heatmap"
     names = {n for row in fig.data[0].customdata for n in row if n}
     assert len(names) == 1000
-
-
-def test_forecast_says_how_much_history_it_still_needs(tmp_path: Path) -> None:
-    """Without stored IT power the forecast panel says so; with a few hours it says how much of the 72 h it has."""
-    from dashboards.forecast import ForecastService
-
-    data, _ = _data(tmp_path)
-    fc = ForecastService(data)
-    fc.update()
-    assert fc.latest().frame is None
-    assert "no stored IT power" in fc.latest().message
-    _store_it_power(data, hours=5)
-    fc.update()
-    assert fc.latest().frame is None
-    assert "collecting history" in fc.latest().message
-    assert "of the 72 h needed" in fc.latest().message
-
-
-def test_forecast_gives_a_p10_p90_band_once_there_is_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With more than three days of IT power the service fits and predicts P10 <= P50 <= P90 ahead of now."""
-    import dashboards.forecast as forecast
-
-    monkeypatch.setattr(forecast, "HORIZONS", ["1h", "4h"])  # two horizons keep the fit short
-    data, _ = _data(tmp_path)
-    _store_it_power(data, hours=80)
-    fc = forecast.ForecastService(data)
-    fc.update()
-    f = fc.latest().frame
-    assert f is not None, fc.latest().message
-    assert list(f["horizon"]) == ["1h", "4h"]
-    assert (f["p10"] <= f["p50"]).all()
-    assert (f["p50"] <= f["p90"]).all()
-    assert (f["ts"] > data.now() - pd.Timedelta("10min")).all()
-    assert "trained on" in fc.latest().message
-
-
-def _store_it_power(data: DashboardData, hours: int) -> None:
-    """Five-minute PDU output power with a daily cycle, ending now, written to the historian."""
-    pdu_ids = [s for s in data.power_meters.ids if s.startswith("pdu,") and s.endswith(" active_power_w")]
-    assert pdu_ids
-    end = data.clock.now_ns()
-    ts = np.arange(end - hours * 3600 * 10**9, end, 300 * 10**9, dtype=np.int64)
-    day = np.sin(2 * np.pi * (ts / 1e9 % 86400) / 86400)
-    series, stamps, values = [], [], []
-    for sid in pdu_ids:
-        series += [sid] * len(ts)
-        stamps.append(ts)
-        values.append(100_000 + 20_000 * day)
-    batch = Batch(np.array(series, dtype=object), np.concatenate(stamps), np.concatenate(values),
-                  np.zeros(len(series), dtype=np.uint8), [])
-    data.historian.write(batch)
-    data.historian.flush()
 
 
 @pytest.mark.parametrize("ups_w", [202_000.0, None])

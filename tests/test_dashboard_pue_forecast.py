@@ -1,4 +1,4 @@
-"""The Overview's PUE and facility-power forecast panel: drawn from the background forecast, in a real browser."""
+"""The Overview's PUE and facility-power forecast panel: drawn from the live forecast service, in a real browser."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from analytics.forecast.live import PueForecastState
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore
 from dashboards.data import DashboardData
+from dashboards.forecast import service_for
 from dashboards.pue_forecast import pue_forecast_figure
 from historian import open_historian
 from simulators.telemetry import ExplorationSchedule, generate
@@ -32,8 +33,9 @@ SHOTS = Path(os.environ.get("AIDC_SCREENSHOTS", "var/screenshots"))
 
 def test_figure_before_a_forecast_shows_the_reason() -> None:
     """Without a forecast the panel is an empty figure carrying the service's line (e.g. how much history there is)."""
-    fig = pue_forecast_figure(PueForecastState(None, None, "PUE forecast: collecting history, 2.0 of the 7 days"))
-    assert "collecting history, 2.0 of the 7 days" in str(fig.layout.annotations[0].text)
+    line = "PUE forecast: needs 7 days of history (complete plant telemetry), has 2.0"
+    fig = pue_forecast_figure(PueForecastState(None, None, line))
+    assert line in str(fig.layout.annotations[0].text)
     assert len(fig.data) == 0
 
 
@@ -51,7 +53,7 @@ def test_dashboard_weather_file_is_under_the_data_dir() -> None:
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardService]:
-    """A dashboard over eight simulated days in the historian, its PUE forecast brought up to date once."""
+    """A dashboard over eight simulated days in the historian, handed a forecast service whose PUE half is up to date."""
     require_tool("chromium")
     require_tool("chromedriver", "chromium-driver")
     tmp = tmp_path_factory.mktemp("dash_pue")
@@ -68,11 +70,11 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardSer
         config = DashboardConfig.from_site(site, port=free_port())
         users = UserStore(config.users_path(site))
         users.add("viewer", PASSWORDS["viewer"], Role.VIEWER)
-        service = DashboardService(data, users, config)
-        service.pue_forecast.update()  # the worker's first pass, done here so the test need not wait for it
-        # The IT-load panel is not under test: its worker would fit on the eight days for a minute and could still
-        # be inside OpenMP when the interpreter exits.
-        service.forecast.update = lambda: None  # type: ignore[method-assign]
+        forecasts = service_for(data, config.weather_path(site))
+        # The worker's PUE pass, done here so the test need not wait for it. The service is handed over, as the main
+        # job does, so the dashboard never starts it: the IT-load half (not under test) would fit for a minute.
+        forecasts.pue.update()
+        service = DashboardService(data, users, config, forecasts=forecasts)
         service.start()
         try:
             yield service
@@ -83,7 +85,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardSer
 @pytest.mark.needs_deb
 def test_overview_shows_48h_pue_and_facility_power_bands(dashboard: DashboardService, tmp_path: Path) -> None:
     """A viewer sees the next 48 h of facility power and PUE (P10-P90 band, P50) after the measured hours."""
-    st = dashboard.pue_forecast.latest()
+    st = dashboard.forecasts.latest().pue
+    assert not dashboard.forecasts.running
     assert st.frame is not None
     with browser(tmp_path) as driver:
         sign_in(driver, dashboard.url, "viewer")

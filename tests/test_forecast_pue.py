@@ -234,11 +234,11 @@ def test_facility_power_forecast_is_unbiased_on_bursty_utilisation() -> None:
 
 def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
     """The background service refits after a day of new telemetry, not when only time passes (stale data: flagged)."""
-    from analytics.forecast.live import PueForecastService
+    from analytics.forecast.live import LivePueForecast
 
     data = _bursty_plant_frame(10)
     now = {"t": T0 + pd.Timedelta("8D"), "data_end": T0 + pd.Timedelta("8D")}
-    svc = PueForecastService(lambda a, b: data[(data.index > a) & (data.index <= now["data_end"])], lambda: now["t"])
+    svc = LivePueForecast(lambda a, b: data[(data.index > a) & (data.index <= now["data_end"])], lambda: now["t"])
     with threadpool_limits(1):
         first = svc.update()
         model = svc._model
@@ -248,11 +248,13 @@ def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
         now["t"] += pd.Timedelta("3h")  # the clock moves, the telemetry does not
         again = svc.update()
         assert svc._model is model
+        assert svc.fits == 1
         assert again.origin == first.origin
         assert "STALE: plant telemetry ends" in again.message
         now["data_end"] = now["t"] = T0 + pd.Timedelta("9D")
         later = svc.update()
     assert svc._model is not model
+    assert svc.fits == 2
     assert later.origin is not None
     assert first.origin is not None
     assert later.origin - first.origin == pd.Timedelta("24h")
@@ -261,14 +263,14 @@ def test_service_refits_on_new_telemetry_not_on_the_clock() -> None:
 
 def test_service_uses_the_sites_weather_file_and_falls_back_with_the_reason(tmp_path: Path) -> None:
     """A weather file that covers the horizon is used; a short or malformed one falls back, saying why (file, field)."""
-    from analytics.forecast.live import PueForecastService
+    from analytics.forecast.live import LivePueForecast
 
     data = _bursty_plant_frame(9)
     origin = T0 + pd.Timedelta("8D")
     hours = pd.date_range(origin - pd.Timedelta("2h"), periods=60, freq="1h")
     good = _json_file(tmp_path, {"time": [f"{t:%Y-%m-%dT%H:%M}" for t in hours], "temperature_2m": [27.5] * 60,
                                  "wet_bulb_temperature_2m": [21.0] * 60})  # fmt: skip
-    svc = PueForecastService(lambda a, b: data[data.index <= origin], lambda: origin, weather_file=good, hours=24)
+    svc = LivePueForecast(lambda a, b: data[data.index <= origin], lambda: origin, weather_file=good, hours=24)
     with threadpool_limits(1):
         st = svc.update()
     assert st.frame is not None

@@ -1,15 +1,14 @@
-"""A PUE and facility-power forecast kept fresh from the historian on a worker thread (for the dashboard and the API).
+"""The live PUE and facility-power forecast: the next 48 h from the historian's plant telemetry.
 
 Fitting the workload forecaster and the plant model, with the calibration on a validation window, takes tens of
-seconds; a page callback or an HTTP request must never wait for it. :class:`PueForecastService` refits every
-``refit`` of facility time (a day by default) on up to ``history`` of telemetry, forecasts again whenever a new
-hour of telemetry is complete, and hands out the latest result through :meth:`PueForecastService.latest`.
+seconds; a page callback or an HTTP request must never wait for it. :class:`LivePueForecast` is one half of
+:class:`analytics.forecast.service.ForecastService`, whose worker thread calls :meth:`LivePueForecast.update` under
+the one refit policy (:mod:`analytics.forecast.policy`); readers take :meth:`LivePueForecast.latest`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,10 +17,11 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from aidc.config import Site
-from aidc.errors import AidcError, DataError
+from aidc.errors import DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.energy.kpi import IT_POWER_ROLES
+from analytics.forecast.policy import RefitPolicy, needs_history, stale
 from analytics.forecast.pue import HOUR, VALIDATION, FacilityForecaster, hourly_frame
 from analytics.forecast.weather import WeatherForecast, read_open_meteo
 from analytics.historian_adapter import wide_frame
@@ -31,8 +31,6 @@ from historian import Historian
 log = logging.getLogger(__name__)
 
 MIN_HISTORY = pd.Timedelta("7D")  # FacilityForecaster.fit's minimum
-HISTORY = pd.Timedelta("28D")
-REFIT = pd.Timedelta("1D")
 
 # The roles the plant frame is built from (analytics.plant_model.plant_frame).
 PLANT_ROLES = (
@@ -86,8 +84,8 @@ class PueForecastState:
     pending: bool = False  # a first check or first fit is under way (ask again shortly)
 
 
-class PueForecastService:
-    """Keeps the next ``hours`` of PUE and facility power forecast from a worker thread.
+class LivePueForecast:
+    """The next ``hours`` of PUE and facility power, brought up to date by :meth:`update` (the service's worker).
 
     ``read(start, end)`` returns the 5-min plant frame (e.g. :func:`plant_history` under the caller's historian
     lock); ``clock()`` the facility's time. ``weather_file`` is an Open-Meteo hourly forecast (JSON or CSV), read
@@ -103,61 +101,41 @@ class PueForecastService:
         *,
         weather_file: Path | None = None,
         hours: int = 48,
-        history: pd.Timedelta = HISTORY,
-        refit: pd.Timedelta = REFIT,
-        check_every_s: float = 300.0,
+        policy: RefitPolicy | None = None,
     ) -> None:
         self.read, self.clock = read, clock
         self.weather_file, self.hours = weather_file, hours
-        self.history, self.refit, self.check_every_s = history, refit, check_every_s
+        self.policy = policy or RefitPolicy()
+        self.fits = 0  # models fitted so far (each one takes tens of seconds)
         self._model: FacilityForecaster | None = None
+        self._checked: pd.Timestamp | None = None  # the facility hour of the last read
         self._latest = PueForecastState(
             None, None, "PUE forecast: waiting for the first check of stored history", pending=True
         )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def latest(self) -> PueForecastState:
         """What the dashboard panel and the API serve now."""
         return self._latest
 
-    def start(self) -> PueForecastService:
-        """Start the worker thread."""
-        self._thread = threading.Thread(target=self._run, name="pue forecast", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the worker (a fit in progress finishes first)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.update()
-            except AidcError as exc:  # bad telemetry or weather file: say so on the panel, keep trying
-                message = f"PUE forecast unavailable: {exc}"
-                # Logged once at WARNING, then at DEBUG while the same fault lasts.
-                log.log(logging.DEBUG if message == self._latest.message else logging.WARNING, "%s", message)
-                self._latest = PueForecastState(None, None, message)
-            except Exception:  # the forecast is advisory: log and keep the dashboard and API running
-                log.exception("PUE forecast update failed")
-            self._stop.wait(self.check_every_s)
+    def unavailable(self, reason: str, *, exc_info: bool = False) -> PueForecastState:
+        """Bad telemetry (or a fault): say so on the panel and in the API; logged once, then at DEBUG while it lasts."""
+        message = f"PUE forecast unavailable: {reason}"
+        first = message != self._latest.message
+        log.log(logging.WARNING if first else logging.DEBUG, "%s", message, exc_info=exc_info and first)
+        self._latest = PueForecastState(None, None, message)
+        return self._latest
 
     def update(self) -> PueForecastState:
-        """Read history, refit when due, forecast from the last complete hour; returns the new state."""
+        """Read history, refit when the policy says so, forecast from the last complete hour; returns the new state."""
         now = pd.Timestamp(self.clock())
-        data = self.read(now - self.history, now)
+        if self._latest.frame is not None and now.floor(HOUR) == self._checked:
+            return self._latest  # forecast hourly: a month of plant telemetry is not read again within the hour
+        self._checked = now.floor(HOUR)
+        data = self.read(now - self.policy.history, now)
         have = data.index[-1] - data.index[0] if len(data) > 1 else pd.Timedelta(0)
         if have < MIN_HISTORY:
-            self._latest = PueForecastState(
-                None,
-                None,
-                f"PUE forecast: collecting history, {have / pd.Timedelta('1D'):.1f} of the "
-                f"{MIN_HISTORY / pd.Timedelta('1D'):.0f} days of complete plant telemetry needed",
-            )
+            line = needs_history("PUE forecast", have, MIN_HISTORY, "complete plant telemetry")
+            self._latest = PueForecastState(None, None, line)
             return self._latest
         origin = pd.Timestamp(data.index[-1]).floor(HOUR)
         last = pd.Timestamp(data.index[-1])
@@ -174,6 +152,7 @@ class PueForecastService:
                         "of telemetry", pending=True,
                     )  # fmt: skip
                 self._model = FacilityForecaster.fit(data)
+                self.fits += 1
             assert self._model is not None
             weather, source = self._weather(origin)
             frame = self._model.predict(data, weather, hours=self.hours)
@@ -187,21 +166,18 @@ class PueForecastService:
     def _describe(self, now: pd.Timestamp, last: pd.Timestamp) -> str:
         """What the forecast is and what it was trained on; flags telemetry that stopped over two hours ago."""
         fitted = self._model.fitted_on if self._model is not None else None
-        text = "learned plant model and workload forecast, refitted daily"
+        text = f"learned plant model and workload forecast, {self.policy.describe()}"
         if fitted is not None:
             days = (fitted[1] - fitted[0]) / pd.Timedelta("1D")
             text += f"; trained on {days:.1f} days to {fitted[1]:%Y-%m-%d %H:%M} UTC"
         if self._model is not None and not self._model.widen:
             text += f"; band not yet calibrated (needs {(MIN_HISTORY + VALIDATION) / pd.Timedelta('1D'):.0f} days)"
-        if now - last > 2 * HOUR:
-            text += f"; STALE: plant telemetry ends {last:%Y-%m-%d %H:%M} UTC"
-        return text
+        return text + stale(now, last, "plant telemetry")
 
     def _due(self, last: pd.Timestamp) -> bool:
-        """A refit is due when ``refit`` of new telemetry has arrived since the last one (not merely of time: a
-        historian that stopped receiving data would otherwise be refitted on the same rows every check)."""
+        """The policy's refit rule on this model's training window (new telemetry, not merely time)."""
         fitted = self._model.fitted_on if self._model is not None else None
-        return fitted is None or last - fitted[1] >= self.refit
+        return self.policy.due(fitted[1] if fitted is not None else None, last)
 
     def _weather(self, origin: pd.Timestamp) -> tuple[WeatherForecast | None, str]:
         if self.weather_file is None:

@@ -20,6 +20,7 @@ from aidc.config import Site, load_site
 from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
 from analytics.alarms.engine import AlarmEngine
+from analytics.forecast.service import ForecastService, facility_clock
 from app.job import MainJob
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore, random_password
@@ -171,8 +172,18 @@ def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
     return stats
 
 
+def start_forecasts(job: MainJob) -> ForecastService:
+    """The one live forecast service (IT load, PUE) on the job's historian, for the dashboard and the API alike;
+    it stops reading in the job's stop hooks, before the historian closes (a fit in progress is not waited for)."""
+    weather = DashboardConfig.from_site(job.site).weather_path(job.site)
+    service = ForecastService.for_historian(job.historian, job.site, facility_clock(job.clock), weather_file=weather)
+    job.on_stop.append(lambda: asyncio.to_thread(service.stop, 1.0))
+    return service.start()
+
+
 def start_dashboard(
-    job: MainJob, args: argparse.Namespace, *, demo: bool, supervisor: Any = None
+    job: MainJob, args: argparse.Namespace, *, demo: bool, supervisor: Any = None,
+    forecasts: ForecastService | None = None,
 ) -> DashboardService | None:
     """Alarms and the dashboard on the job's live state and historian; the demo gets an operator account."""
     if args.no_dashboard:
@@ -182,7 +193,7 @@ def start_dashboard(
     alarms = AlarmEngine.from_site(job.site)
     data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=supervisor,
                          job_stats=job_stats(job))
-    service = DashboardService(data, users, config).start()
+    service = DashboardService(data, users, config, forecasts=forecasts).start()
     _say(f"dashboard: {service.url} ({len(data.racks)} racks, {len(alarms.rules)} alarm rules)")
     if demo:
         password = random_password()
@@ -202,7 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     site = load_site(args.config)
     _sigterm_as_interrupt()
     job = MainJob.build(site)
-    dashboard = start_dashboard(job, args, demo=False, supervisor=start_supervisor(job, args))
+    forecasts = start_forecasts(job)
+    dashboard = start_dashboard(job, args, demo=False, supervisor=start_supervisor(job, args), forecasts=forecasts)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             aidc_loop.run(_run_until_signalled(job, args))
@@ -271,7 +283,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         job = MainJob.build(site)
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
         _say("[3/4] starting the cooling supervisor, alarms and the operator dashboard ...")
-        dashboard = start_dashboard(job, args, demo=True, supervisor=start_supervisor(job, args))
+        forecasts = start_forecasts(job)
+        dashboard = start_dashboard(job, args, demo=True, supervisor=start_supervisor(job, args), forecasts=forecasts)
         _say("[4/4] collecting (Ctrl-C stops everything) ...")
         aidc_loop.run(_run_until_signalled(job, args))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)

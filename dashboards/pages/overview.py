@@ -9,10 +9,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
-from analytics.forecast.live import PueForecastService
-from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, footnote, range_picker, style
+from analytics.forecast.service import ForecastService
+from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, range_picker, style
 from dashboards.data import DashboardData
-from dashboards.forecast import ForecastService
+from dashboards.forecast import load_forecast_figure
 from dashboards.pue_forecast import pue_forecast_figure
 from dashboards.web import can_act, current_user
 
@@ -157,9 +157,7 @@ def _controller(data: DashboardData) -> html.Div:
     )
 
 
-def register(
-    app: dash.Dash, data: DashboardData, forecast: ForecastService, pue_forecast: PueForecastService | None = None
-) -> None:
+def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) -> None:
     """The page's callbacks."""
 
     @app.callback(
@@ -183,36 +181,14 @@ def register(
                 fig.add_scatter(x=df.index, y=df[col], name=name, mode="lines" if len(df) > 30 else "lines+markers")
         return style(fig, y_title="power (kW)")
 
+    # Both forecast panels only draw the live forecast service's latest state (the API serves the same object).
     @app.callback(Output("ov-forecast", "figure"), Input("ov-slow", "n_intervals"))
     def forecast_fig(_: int | None) -> go.Figure:
-        fc = forecast.latest()
-        if fc.frame is None:
-            return empty_figure(fc.message)
-        f = fc.frame
-        fig = go.Figure()
-        fig.add_scatter(x=f["ts"], y=f["p90"], name="P90", mode="lines", line={"width": 0}, showlegend=False)
-        fig.add_scatter(
-            x=f["ts"],
-            y=f["p10"],
-            name="P10-P90",
-            mode="lines",
-            line={"width": 0},
-            fill="tonexty",
-            fillcolor="rgba(127,184,255,0.25)",
-        )
-        fig.add_scatter(x=f["ts"], y=f["p50"], name="P50", mode="lines+markers")
-        if fc.history is not None:
-            fig.add_scatter(
-                x=fc.history.index, y=fc.history.values, name="measured", mode="lines", line={"color": "#c9d3df"}
-            )
-        footnote(fig, fc.message, y=-0.25)
-        return style(fig, y_title="IT load (kW)")
+        return load_forecast_figure(forecasts.latest().load)
 
     @app.callback(Output("ov-pue-forecast", "figure"), Input("ov-slow", "n_intervals"))
     def pue_forecast_fig(_: int | None) -> go.Figure:
-        if pue_forecast is None:
-            return empty_figure("PUE forecast: not running in this dashboard")
-        return pue_forecast_figure(pue_forecast.latest())
+        return pue_forecast_figure(forecasts.latest().pue)
 
     @app.callback(
         Output("ov-ack-msg", "children"),
