@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Severity = Literal["critical", "major", "minor", "warning"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "major": 1, "minor": 2, "warning": 3}
+HISTORY_KEPT = 1000  # cleared alarms kept in memory (and replayed at start): history, and baselines' exclusions
 
 
 class AlarmPolicy(BaseModel):
@@ -91,6 +92,9 @@ class Rule:
     raise_delay_s: float = 0.0
     clear_delay_s: float = 0.0
     source: str = "policy"  # where the threshold came from, shown to the operator
+    # Raised and cleared by another component (fault prediction) through AlarmEngine.raise_external and
+    # clear_external; evaluate() never measures it, so the two sources cannot fight over one alarm.
+    external: bool = False
 
     def violated(self, value: float) -> bool:
         """Whether ``value`` is past the threshold."""
@@ -390,6 +394,8 @@ class AlarmEngine:
         changed: list[Alarm] = []
         with self._lock:
             for rule in self.rules.values():
+                if rule.external:
+                    continue
                 for subject, value in rule.measure(frame, extra).items():
                     if np.isfinite(value):
                         alarm = self._step(rule, subject, value, now_ns)
@@ -434,12 +440,69 @@ class AlarmEngine:
         if now_ns - track.clearing_since < rule.clear_delay_s * 1e9:
             return None
         track.clearing_since = None
-        alarm.cleared_ns = now_ns
-        del self._alarms[aid]
-        self._history.append(alarm)
-        del self._history[:-1000]
-        self._record("clear", alarm, now_ns)
+        self._clear(alarm, now_ns)
         return alarm
+
+    def _clear(self, alarm: Alarm, now_ns: int) -> None:
+        alarm.cleared_ns = now_ns
+        del self._alarms[alarm.id]
+        self._history.append(alarm)
+        del self._history[:-HISTORY_KEPT]
+        self._record("clear", alarm, now_ns)
+
+    # ------------------------------------------------------------------ external sources
+
+    def add_external_rule(self, name: str, title: str, severity: Severity, unit: str, threshold: float,
+                          source: str) -> Rule:  # fmt: skip
+        """Register a rule whose alarms another component raises and clears (the same rule again is a no-op)."""
+        rule = Rule(name, title, severity, unit, threshold, _unmeasured, source=source, external=True)
+        with self._lock:
+            known = self.rules.get(name)
+            if known is not None and not known.external:
+                raise AidcError(f"alarm rule {name!r} is measured by the engine; pick another name")
+            self.rules[name] = rule
+        return rule
+
+    def raise_external(self, rule_name: str, subject: str, value: float, now_ns: int, message: str) -> Alarm | None:
+        """Raise an external rule's alarm on ``subject``; the new alarm, or None when it is already active.
+
+        Raising an active alarm again keeps it (with its acknowledgement) and only updates its value and
+        message: no second event, no second webhook post. The source owns the hysteresis: it decides when the
+        condition has gone far enough back to call :meth:`clear_external`.
+        """
+        with self._lock:
+            rule = self._external(rule_name)
+            aid = f"{rule.name}:{subject}"
+            alarm = self._alarms.get(aid)
+            if alarm is not None:
+                alarm.value, alarm.message = value, message
+                return None
+            alarm = Alarm(aid, rule.name, subject, rule.severity, message, value, rule.threshold, rule.unit, now_ns)
+            self._alarms[aid] = alarm
+            self._record("raise", alarm, now_ns)
+            return alarm
+
+    def clear_external(self, rule_name: str, subject: str, now_ns: int) -> Alarm | None:
+        """Clear an external rule's active alarm on ``subject``; the cleared alarm, or None if none was active."""
+        with self._lock:
+            rule = self._external(rule_name)
+            alarm = self._alarms.get(f"{rule.name}:{subject}")
+            if alarm is None:
+                return None
+            self._clear(alarm, now_ns)
+            return alarm
+
+    def _external(self, name: str) -> Rule:
+        rule = self.rules.get(name)
+        if rule is None or not rule.external:
+            raise AidcError(f"alarm rule {name!r} is not an external rule (add it with add_external_rule first)")
+        return rule
+
+    def alarms_between(self, start_ns: int, end_ns: int) -> list[Alarm]:
+        """Alarms active at any time in ``[start_ns, end_ns)``: the active ones and those in the kept history."""
+        with self._lock:
+            alarms = [*self._alarms.values(), *self._history]
+        return [a for a in alarms if a.raised_ns < end_ns and (a.cleared_ns is None or a.cleared_ns >= start_ns)]
 
     # ------------------------------------------------------------------ operators
 
@@ -502,7 +565,12 @@ class AlarmEngine:
             elif event == "clear":
                 self._alarms.pop(alarm.id, None)
                 self._history.append(alarm)
-        del self._history[:-1000]
+        del self._history[:-HISTORY_KEPT]
+
+
+def _unmeasured(_: pd.DataFrame, __: Mapping[str, float]) -> dict[str, float]:
+    """The measure of an external rule: the engine measures nothing, the rule's source raises and clears."""
+    return {}
 
 
 def _message(rule: Rule, subject: str, value: float) -> str:
