@@ -95,7 +95,9 @@ def test_detector_names_device_and_cause(site: Site) -> None:
     det = FaultDetector.fit(signals[signals.index < split], rack_cdu)
     alarms = det.scan(signals[signals.index >= split])
     assert sorted((a.device, a.kind) for a in alarms) == sorted((f.device, f.kind) for f in faults)
-    assert all("pump" in a.cause or "strainer" in a.cause or "fouling" in a.cause or "sensor" in a.cause for a in alarms)
+    assert all(
+        "pump" in a.cause or "strainer" in a.cause or "fouling" in a.cause or "sensor" in a.cause for a in alarms
+    )
     clean = _signals(site, 10.0, [])
     det = FaultDetector.fit(clean[clean.index < split], rack_cdu)
     assert det.scan(clean[clean.index >= split]) == []
