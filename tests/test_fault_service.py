@@ -23,8 +23,8 @@ from aidc.roles import Role
 from aidc.sitegen import SiteTemplate, render_site
 from analytics.alarms import baseline
 from analytics.alarms.engine import AlarmEngine, AlarmPolicy, Webhook, default_rules
-from analytics.alarms.faults import ROLES
-from analytics.alarms.prediction import FaultPredictionService, PredictionSettings
+from analytics.alarms.faults import ROLES, ModelState
+from analytics.alarms.prediction import FaultPredictionService, PredictionSettings, verdicts
 from historian import Historian, open_historian
 from simulators.degradation import Degradation, SlowFault
 from simulators.facility import Facility
@@ -244,3 +244,32 @@ def test_external_alarms_keep_their_own_semantics(store: Store, tmp_path: Path) 
     assert [a.id for a in engine.alarms_between(5, 6)] == ["predicted_x:cdu-1"]
     lines = [json.loads(x)["event"] for x in (tmp_path / "alarms.jsonl").read_text().splitlines()]
     assert lines == ["raise", "ack", "clear"]
+
+
+FIRED = START + DAY
+
+
+@pytest.mark.parametrize(("states", "expected"), [
+    ([ModelState("cdu-1", "speed", FIRED, 0.05)], [("cdu-1", "raise")]),  # fired, day's mean past the effect
+    ([ModelState("cdu-1", "speed", FIRED, 0.012)], [("cdu-1", "raise")]),  # fired, still past half of it: held
+    ([ModelState("cdu-1", "speed", None, 0.012)], []),  # inside the band, not fired: nothing changes
+    ([ModelState("cdu-1", "speed", FIRED, 0.009)], [("cdu-1", "clear")]),  # back under half of 2 %: clears
+    ([ModelState("cdu-1", "speed", FIRED, float("nan"))], []),  # too little recent data: neither
+    ([ModelState("cdu-1", "speed", FIRED, 0.05), ModelState("cdu-1", "power", FIRED, 0.08)],
+     [("cdu-1", "raise")]),  # pump power moved with the speed: the strainer is blamed, not the pump
+])  # fmt: skip
+def test_raise_and_clear_have_a_hysteresis_band(states: list[ModelState], expected: list[tuple[str, str]]) -> None:
+    """An alarm is raised when the CUSUM fired, held while the day's mean stays above half the minimum effect and
+    cleared only below it; missing data changes nothing."""
+    assert [(st.device, v) for st, v in verdicts(states)] == expected
+
+
+def test_a_repaired_fault_clears_through_the_engine(store: Store, tmp_path: Path) -> None:
+    """Once the residual is back near zero the service clears its alarm in the engine (one clear event)."""
+    engine = make_engine(store.site, tmp_path)
+    svc = FaultPredictionService(store.site, store.historian, engine, SteppedClock(0))
+    svc.refit((FAULT_START + pd.Timedelta("1h")).value)
+    engine.raise_external("predicted_strainer", OTHER_CDU, 5.0, 1, "predicted strainer clogging on the other CDU")
+    svc.step((FAULT_START + pd.Timedelta("1h")).value)  # the other CDU is healthy: its speed residual is ~0
+    assert engine.active() == []
+    assert [a.id for a in engine.history()] == [f"predicted_strainer:{OTHER_CDU}"]

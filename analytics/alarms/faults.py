@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -269,7 +269,7 @@ class FaultDetector:
                 if not blamed_elsewhere(device, name, fired)]  # fmt: skip
 
 
-def blamed_elsewhere(device: str, name: str, fired: Mapping[tuple[str, str], object]) -> bool:
+def blamed_elsewhere(device: str, name: str, fired: Collection[tuple[str, str]]) -> bool:
     """A CDU's pump-power shift when its speed residual also moved: a clogged strainer costs pump power too."""
     return name == "power" and (device, "speed") in fired
 

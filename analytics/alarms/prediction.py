@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -284,15 +285,12 @@ class FaultPredictionService:
         self._status = _replace(self._status, scored_at=_iso(now))
 
     def _apply(self, states: list[ModelState], now_ns: int) -> None:
-        fired = {(st.device, st.name): st.fired for st in states if st.fired is not None}
-        for st in states:
-            if not np.isfinite(st.day_mean):
-                continue  # too little recent data to say anything: neither raise nor clear
-            rule, back = rule_name(st.name), abs(st.day_mean) < CLEAR_FRACTION * MIN_EFFECT[st.name]
-            if back:
+        for st, verdict in verdicts(states):
+            rule = rule_name(st.name)
+            if verdict == "clear":
                 if self.engine.clear_external(rule, st.device, now_ns) is not None:
                     log.info("predictive alarm %s:%s cleared", rule, st.device)
-            elif st.fired is not None and not blamed_elsewhere(st.device, st.name, fired):
+            else:
                 self.engine.raise_external(rule, st.device, self._value(st), now_ns, self._message(st))
 
     @staticmethod
@@ -305,6 +303,22 @@ class FaultPredictionService:
         first = f", first seen {st.fired:%Y-%m-%d %H:%M} UTC" if st.fired is not None else ""
         return f"predicted {text.split(':')[0]} on {st.device}: {text.split(': ', 1)[1]} " \
                f"({self._value(st):+.2f} {unit} over the last day{first})"  # fmt: skip
+
+
+def verdicts(states: Sequence[ModelState]) -> list[tuple[ModelState, Literal["raise", "clear"]]]:
+    """What each model's state asks of its alarm: ``raise`` when its CUSUM fired and the last day's mean is still at
+    least half the minimum effect, ``clear`` once that mean is back under half; nothing inside the band, with too
+    little recent data, or for pump power when the same CDU's speed residual moved (the strainer is blamed)."""
+    fired = {(st.device, st.name) for st in states if st.fired is not None}
+    out: list[tuple[ModelState, Literal["raise", "clear"]]] = []
+    for st in states:
+        if not np.isfinite(st.day_mean):
+            continue
+        if abs(st.day_mean) < CLEAR_FRACTION * MIN_EFFECT[st.name]:
+            out.append((st, "clear"))
+        elif st.fired is not None and not blamed_elsewhere(st.device, st.name, fired):
+            out.append((st, "raise"))
+    return out
 
 
 def _replace(status: PredictionStatus, **changes: Any) -> PredictionStatus:
