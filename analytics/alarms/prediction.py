@@ -145,8 +145,7 @@ class FaultPredictionService:
                                      MIN_EFFECT[model] * scale, "fault prediction")  # fmt: skip
         self.detector: FaultDetector | None = None
         self._next_fit_ns = 0
-        self._recent = pd.DataFrame()
-        self._roles: dict[str, Any] = {}
+        self._recent = pd.DataFrame()  # the last scan window's per-device signals
         hours = self.settings.min_history_h
         self._status = PredictionStatus("learning", "fault prediction: not started", 0.0, hours)
         self._lock = threading.Lock()
@@ -277,10 +276,15 @@ class FaultPredictionService:
         old = self._recent
         if not old.empty:
             old = old[(old.index >= start) & (old.index < since)]
-        self._recent = pd.concat([old, new]).sort_index() if not new.empty else old
-        self._roles.update(roles)
+        if not new.empty:
+            # Kept as per-device signals (a few columns per rack and CDU), not every GPU's series: the signals are
+            # row-wise, so building them chunk by chunk gives the same frame.
+            fresh = device_frame(new, roles, self.rack_cdu)
+            self._recent = pd.concat([old, fresh]).sort_index() if not old.empty else fresh
+        else:
+            self._recent = old
         if not self._recent.empty:
-            states, _ = self.detector.states(device_frame(self._recent, self._roles, self.rack_cdu))
+            states, _ = self.detector.states(self._recent)
             self._apply(states, now_ns)
         self._status = _replace(self._status, scored_at=_iso(now))
 
