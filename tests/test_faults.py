@@ -11,7 +11,7 @@ import pytest
 
 from aidc.config import Site, site_from_dict
 from aidc.sitegen import SiteTemplate, render_site
-from analytics.alarms.faults import FaultDetector, device_frame
+from analytics.alarms.faults import ROLES, FaultDetector, device_frame
 from simulators.degradation import DAY_NS, Degradation, SlowFault
 from simulators.facility import Facility
 from simulators.telemetry import ExplorationSchedule, generate
@@ -95,7 +95,9 @@ def test_detector_names_device_and_cause(site: Site) -> None:
     det = FaultDetector.fit(signals[signals.index < split], rack_cdu)
     alarms = det.scan(signals[signals.index >= split])
     assert sorted((a.device, a.kind) for a in alarms) == sorted((f.device, f.kind) for f in faults)
-    assert all("pump" in a.cause or "strainer" in a.cause or "fouling" in a.cause or "sensor" in a.cause for a in alarms)
+    assert all(
+        "pump" in a.cause or "strainer" in a.cause or "fouling" in a.cause or "sensor" in a.cause for a in alarms
+    )
     clean = _signals(site, 10.0, [])
     det = FaultDetector.fit(clean[clean.index < split], rack_cdu)
     assert det.scan(clean[clean.index >= split]) == []
@@ -112,8 +114,28 @@ def test_detector_needs_healthy_history(site: Site) -> None:
     assert np.isfinite(signals.to_numpy()).any()
 
 
+def test_short_models_are_left_out_and_kept_from_the_last_fit(site: Site) -> None:
+    """With skip_short a model short of healthy rows is listed instead of fitted; merging keeps its previous fit."""
+    from aidc.errors import DataError
+
+    rack_cdu = {r: c.name for h in site.config.halls for c in h.cdus for r in c.racks}
+    signals = _signals(site, 0.4, [])
+    old = FaultDetector.fit(signals, rack_cdu)
+    patchy = signals.copy()
+    patchy.loc[patchy.index[10:], [c for c in patchy if c.startswith("h1-r01-03:")]] = np.nan
+    with pytest.raises(DataError, match="10 healthy samples for h1-r01-03 thermal; need 48"):
+        FaultDetector.fit(patchy, rack_cdu)
+    new = FaultDetector.fit(patchy, rack_cdu, skip_short=True)
+    assert new.short == {"h1-r01-03:thermal": 10, "h1-r01-03:inlet": 10}
+    assert new.keys() == old.keys() - set(new.short)
+    merged = new.merged(old)
+    assert merged.keys() == old.keys()
+    assert merged.short == {}
+
+
 def test_faults_cli_records_alarm_for_the_api(tmp_path: Path) -> None:
-    """`aidc faults --write` finds a fouling rack in the historian and records the alarm where the API reads it."""
+    """`aidc faults --write` finds a fouling rack and records the alarm where the API reads it; without a healthy
+    window it learns the baseline itself, or says it is still learning."""
     import json
     import subprocess
     import sys
@@ -123,10 +145,13 @@ def test_faults_cli_records_alarm_for_the_api(tmp_path: Path) -> None:
     from historian import open_historian
 
     path = tmp_path / "site.toml"
-    path.write_text(render_site(SiteTemplate(racks=8, start=START.isoformat(), data_dir="var")), encoding="utf-8")
+    # Eight GPUs a rack and only the points the detector reads keep the store small (and the test quick).
+    template = SiteTemplate(racks=8, gpus_per_rack=8, rated_kw=20.0, start=START.isoformat(), data_dir="var")
+    path.write_text(render_site(template), encoding="utf-8")
     site = load_site(path)
     fac = _facility(site, [SlowFault("fouling", "h1-r01-06", START.value + 4 * DAY_NS, 10.0, 0.6)])
-    tel = generate(site, duration_s=8 * 86400, sample_s=300, schedule=ExplorationSchedule(seed=5), facility=fac)
+    tel = generate(site, duration_s=8 * 86400, sample_s=300, schedule=ExplorationSchedule(seed=5), facility=fac,
+                   keep=lambda d, p: d.role_of(p.name) in ROLES)  # fmt: skip
     with open_historian(site.config.historian, site.data_dir) as hist:
         for batch in tel.batches():
             hist.write(batch)
@@ -143,3 +168,20 @@ def test_faults_cli_records_alarm_for_the_api(tmp_path: Path) -> None:
     logged = tail_jsonl(site.data_dir / "alarms" / "predictive.jsonl", 10)
     assert logged[0]["device"] == "h1-r01-06"
     assert logged[0]["severity"] == "predictive"
+    # Without a healthy window the baseline is learnt as the job's service does: the week before --from, here the
+    # four clean days from 07-01; two days before --from there is not yet enough history, and it says so.
+    learnt = subprocess.run(
+        [sys.executable, "-m", "app.cli", "faults", "--config", str(path), "--from", "2026-07-05T00:00Z",
+         "--to", "2026-07-09T00:00Z", "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert learnt.returncode == 0, learnt.stderr
+    assert [(a["device"], a["kind"]) for a in json.loads(learnt.stdout)] == [("h1-r01-06", "fouling")]
+    assert "baseline 2026-06-29 00:00 to 2026-07-05 00:00 UTC" in learnt.stderr
+    early = subprocess.run(
+        [sys.executable, "-m", "app.cli", "faults", "--config", str(path), "--from", "2026-07-02T00:00Z",
+         "--to", "2026-07-03T00:00Z"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert early.returncode == 0, early.stderr
+    assert "no predictive alarms: fault prediction learning: 23.9 of 48 hours of clean history" in early.stdout

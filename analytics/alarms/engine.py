@@ -9,6 +9,12 @@ an alarm: "device down" speaks for that device instead. Operators acknowledge al
 acknowledgement is appended to ``<data_dir>/alarms/alarms.jsonl`` (replayed at start, so a restart keeps the
 active alarms and their acknowledgements) and, where the site policy names one, posted to a webhook.
 
+Alarms judged elsewhere (fault prediction, :mod:`analytics.alarms.prediction`) come in through the same engine:
+their rules are added with :meth:`AlarmEngine.add_external_rule` and never measured here, and their source calls
+:meth:`AlarmEngine.raise_external` and :meth:`AlarmEngine.clear_external`, owning their hysteresis; they are
+stored, posted, listed and acknowledged like every other alarm. Rules live in :mod:`analytics.alarms.rules`, the
+webhook in :mod:`analytics.alarms.notify`.
+
 The dashboard and the REST API both read :meth:`AlarmEngine.active` and :meth:`AlarmEngine.history` and call
 :meth:`AlarmEngine.acknowledge`; neither re-implements the rules.
 """
@@ -18,87 +24,45 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aidc.config import Site
 from aidc.errors import AidcError, ConfigError
-from aidc.roles import Role
+from analytics.alarms.notify import Webhook
+from analytics.alarms.rules import (
+    SEVERITY_ORDER,
+    AlarmPolicy,
+    Measure,
+    Rule,
+    Severity,
+    default_rules,
+    unmeasured,
+)
+
+# The wing's public names, importable from here as before the rules and the webhook had modules of their own.
+__all__ = [
+    "SEVERITY_ORDER",
+    "Alarm",
+    "AlarmEngine",
+    "AlarmFeed",
+    "AlarmPolicy",
+    "Measure",
+    "Rule",
+    "Severity",
+    "Webhook",
+    "default_rules",
+]
 
 log = logging.getLogger(__name__)
 
-Severity = Literal["critical", "major", "minor", "warning"]
-SEVERITY_ORDER: dict[str, int] = {"critical": 0, "major": 1, "minor": 2, "warning": 3}
-
-
-class AlarmPolicy(BaseModel):
-    """Site alarm policy (``[dashboard.alarms]`` in the site file); thresholds not given come from the profiles."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gpu_temp_high_c: float = Field(85.0, gt=0, le=120)  # GPUs throttle in the high 80s
-    rack_outlet_high_c: float = Field(60.0, gt=0, le=90)
-    # None: the highest TCS supply setpoint the CDU profile accepts (its writable point's max).
-    tcs_supply_high_c: float | None = Field(None, gt=0, le=90)
-    # None: the site's ASHRAE W-class limit on facility water supply.
-    fws_supply_high_c: float | None = Field(None, gt=0, le=90)
-    # TCS supply above FWS supply: 2-5 K is typical at design load, so 8 K means a fouled or starved exchanger.
-    cdu_approach_high_k: float = Field(8.0, gt=0, le=30)
-    spool_points_high: int = Field(100_000, ge=1)
-    hysteresis_k: float = Field(1.0, ge=0, le=20)
-    raise_delay_s: float = Field(60.0, ge=0, le=3600)
-    clear_delay_s: float = Field(60.0, ge=0, le=3600)
-    webhook_url_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
-
-    @classmethod
-    def from_site(cls, site: Site) -> AlarmPolicy:
-        """The site file's ``[dashboard.alarms]`` table (defaults if absent); ConfigError names the key."""
-        raw = site.config.dashboard.get("alarms", {})
-        source = site.path or "<site>"
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{source}: dashboard.alarms.{loc}: {err['msg']} (got {err.get('input')!r})") from None
-
-
-Measure = Callable[[pd.DataFrame, Mapping[str, float]], dict[str, float]]
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One kind of alarm: how to measure it per subject, the threshold and which way is bad."""
-
-    name: str
-    title: str
-    severity: Severity
-    unit: str
-    threshold: float
-    measure: Measure
-    hysteresis: float = 0.0
-    raise_delay_s: float = 0.0
-    clear_delay_s: float = 0.0
-    source: str = "policy"  # where the threshold came from, shown to the operator
-
-    def violated(self, value: float) -> bool:
-        """Whether ``value`` is past the threshold."""
-        return value > self.threshold
-
-    def recovered(self, value: float) -> bool:
-        """Whether ``value`` is back past the threshold by the hysteresis."""
-        return value <= self.threshold - self.hysteresis
+HISTORY_KEPT = 1000  # cleared alarms kept in memory (and replayed at start): history, and baselines' exclusions
 
 
 @dataclass(slots=True)
@@ -132,228 +96,6 @@ class Alarm:
 class _Track:
     pending_since: int | None = None
     clearing_since: int | None = None
-
-
-def _by(frame: pd.DataFrame, measurement: str, fld: str, tag: str, how: str = "max") -> dict[str, float]:
-    """Aggregate of the good values of ``measurement``/``fld`` per value of ``tag``."""
-    if frame.empty or tag not in frame.columns:
-        return {}
-    rows = frame[(frame["measurement"] == measurement) & (frame["field"] == fld) & (frame["quality"] != "bad")]
-    rows = rows[rows["value"].notna() & rows[tag].notna()]
-    if rows.empty:
-        return {}
-    agg = rows.groupby(tag)["value"].agg(how)
-    return {str(k): float(v) for k, v in agg.items()}
-
-
-def _approach(frame: pd.DataFrame, _: Mapping[str, float]) -> dict[str, float]:
-    tcs = _by(frame, "cdu", "tcs_supply_temp_c", "device")
-    fws = _by(frame, "cdu", "fws_supply_temp_c", "device")
-    return {d: tcs[d] - fws[d] for d in tcs if d in fws}
-
-
-def _device_down(frame: pd.DataFrame, _: Mapping[str, float]) -> dict[str, float]:
-    up = _by(frame, "collector", "up", "device", "min")
-    return {d: 1.0 - v for d, v in up.items()}
-
-
-def _stale(frame: pd.DataFrame, extra: Mapping[str, float]) -> dict[str, float]:
-    """Count of stale or bad points per device that is up (a device that is down has its own alarm)."""
-    if frame.empty or "device" not in frame.columns:
-        return {}
-    down = {d for d, v in _device_down(frame, extra).items() if v > 0.5}
-    data = frame[(frame["measurement"] != "collector") & ~frame["device"].isin(down)]
-    bad = data["quality"] == "bad"
-    return {str(k): float(v) for k, v in bad.groupby(data["device"]).sum().items()}
-
-
-def _extra(key: str) -> Measure:
-    def measure(_: pd.DataFrame, extra: Mapping[str, float]) -> dict[str, float]:
-        v = extra.get(key)
-        return {} if v is None or not np.isfinite(v) else {"historian": float(v)}
-
-    return measure
-
-
-def _field(measurement: str, fld: str, tag: str) -> Measure:
-    return lambda frame, _: _by(frame, measurement, fld, tag)
-
-
-def _profile_max(site: Site, role: Role) -> float | None:
-    for dev in site.devices:
-        for p in dev.profile.points:
-            if dev.role_of(p.name) == role and p.writable and p.max is not None:
-                return float(p.max)
-    return None
-
-
-def default_rules(site: Site, policy: AlarmPolicy) -> list[Rule]:
-    """The alarm rules for a site: DESIGN.md's operating limits, the profiles' setpoint limits, the site policy."""
-    d: dict[str, Any] = {
-        "hysteresis": policy.hysteresis_k,
-        "raise_delay_s": policy.raise_delay_s,
-        "clear_delay_s": policy.clear_delay_s,
-    }
-    now_d: dict[str, Any] = {"raise_delay_s": 0.0, "clear_delay_s": policy.clear_delay_s}
-    rules = [
-        Rule(
-            "gpu_hot", "hot GPU", "major", "°C", policy.gpu_temp_high_c, _field("gpu_rack", "gpu_temp_c", "rack"), **d
-        ),
-        Rule(
-            "rack_outlet_high",
-            "high rack coolant outlet",
-            "major",
-            "°C",
-            policy.rack_outlet_high_c,
-            _field("gpu_rack", "coolant_outlet_temp_c", "rack"),
-            **d,
-        ),
-        Rule(
-            "cdu_approach",
-            "CDU approach drifting",
-            "minor",
-            "K",
-            policy.cdu_approach_high_k,
-            _approach,
-            hysteresis=min(policy.hysteresis_k, 0.5),
-            raise_delay_s=policy.raise_delay_s,
-            clear_delay_s=policy.clear_delay_s,
-        ),
-        Rule("leak", "leak detected", "critical", "", 0.5, _field("gpu_rack", "leak_detected", "rack"), **now_d),
-        Rule("cdu_leak", "CDU leak alarm", "critical", "", 0.5, _field("cdu", "alarm_leak", "device"), **now_d),
-        Rule(
-            "cdu_fallback",
-            "CDU fell back to local control",
-            "major",
-            "",
-            0.5,
-            _field("cdu", "fallback_active", "device"),
-            **now_d,
-        ),
-        Rule(
-            "device_down",
-            "device down",
-            "major",
-            "",
-            0.5,
-            _device_down,
-            raise_delay_s=policy.raise_delay_s,
-            clear_delay_s=policy.clear_delay_s,
-        ),
-        Rule(
-            "stale_points",
-            "stale or bad points",
-            "warning",
-            "points",
-            0.5,
-            _stale,
-            raise_delay_s=policy.raise_delay_s,
-            clear_delay_s=policy.clear_delay_s,
-        ),
-        Rule(
-            "spool_growing",
-            "historian spool growing",
-            "minor",
-            "points",
-            float(policy.spool_points_high),
-            _extra("spool_depth_points"),
-            **now_d,
-        ),
-        Rule(
-            "points_dropped",
-            "historian dropped points",
-            "major",
-            "points",
-            0.5,
-            _extra("dropped_points_total"),
-            **now_d,
-        ),
-        Rule("writer_errors", "historian write errors", "major", "", 0.5, _extra("write_errors"), **now_d),
-        Rule("controller_fallback", "controller fell back", "major", "", 0.5, _extra("controller_fallback"), **now_d),
-    ]
-    tcs = policy.tcs_supply_high_c
-    tcs_source = "policy"
-    if tcs is None:
-        tcs, tcs_source = _profile_max(site, Role.TCS_SUPPLY_TEMP_SETPOINT), "profile setpoint max"
-    if tcs is not None:
-        rules.append(
-            Rule(
-                "tcs_supply_high",
-                "high TCS coolant supply",
-                "major",
-                "°C",
-                tcs,
-                _field("cdu", "tcs_supply_temp_c", "device"),
-                source=tcs_source,
-                **d,
-            )
-        )
-    fws = policy.fws_supply_high_c
-    fws_source = "policy"
-    if fws is None:
-        fws, fws_source = site.config.site.max_fws_supply_c, f"ASHRAE {site.config.site.ashrae_class}"
-    if fws is not None:
-        rules.append(
-            Rule(
-                "fws_supply_high",
-                "high facility water supply",
-                "major",
-                "°C",
-                fws,
-                _field("plant", "fws_supply_temp_c", "device"),
-                source=fws_source,
-                **d,
-            )
-        )
-    return rules
-
-
-class Webhook:
-    """Posts alarm events as JSON to a URL from a worker thread, so a slow receiver never stalls evaluation."""
-
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"alarm webhook URL must start with http:// or https:// (got {url[:30]!r})")
-        self.url, self.timeout_s = url, timeout_s
-        self.sent = 0
-        self.failed = 0
-        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10_000)
-        self._failing = False
-        self._thread = threading.Thread(target=self._run, name="alarm webhook", daemon=True)
-        self._thread.start()
-
-    def post(self, event: dict[str, Any]) -> None:
-        """Queue one event (dropped and counted when the queue is full)."""
-        try:
-            self._q.put_nowait(event)
-        except queue.Full:
-            self.failed += 1
-
-    def _run(self) -> None:
-        while (event := self._q.get()) is not None:
-            req = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
-                self.url, data=json.dumps(event).encode(), headers={"Content-Type": "application/json"}, method="POST"
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
-                    resp.read()
-                self.sent += 1
-                if self._failing:
-                    log.info("alarm webhook reachable again")
-                self._failing = False
-            except OSError as exc:
-                self.failed += 1
-                # The URL may carry a token: name the host only, and log once until it recovers.
-                if not self._failing:
-                    log.error("alarm webhook to %s failed: %s", urllib.parse.urlparse(self.url).netloc, exc)
-                self._failing = True
-            finally:
-                self._q.task_done()
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Send what is queued (up to ``timeout_s``) and stop the worker."""
-        self._q.put(None)
-        self._thread.join(timeout_s)
 
 
 class AlarmEngine:
@@ -390,6 +132,8 @@ class AlarmEngine:
         changed: list[Alarm] = []
         with self._lock:
             for rule in self.rules.values():
+                if rule.external:
+                    continue
                 for subject, value in rule.measure(frame, extra).items():
                     if np.isfinite(value):
                         alarm = self._step(rule, subject, value, now_ns)
@@ -434,12 +178,69 @@ class AlarmEngine:
         if now_ns - track.clearing_since < rule.clear_delay_s * 1e9:
             return None
         track.clearing_since = None
-        alarm.cleared_ns = now_ns
-        del self._alarms[aid]
-        self._history.append(alarm)
-        del self._history[:-1000]
-        self._record("clear", alarm, now_ns)
+        self._clear(alarm, now_ns)
         return alarm
+
+    def _clear(self, alarm: Alarm, now_ns: int) -> None:
+        alarm.cleared_ns = now_ns
+        del self._alarms[alarm.id]
+        self._history.append(alarm)
+        del self._history[:-HISTORY_KEPT]
+        self._record("clear", alarm, now_ns)
+
+    # ------------------------------------------------------------------ external sources
+
+    def add_external_rule(self, name: str, title: str, severity: Severity, unit: str, threshold: float,
+                          source: str) -> Rule:  # fmt: skip
+        """Register a rule whose alarms another component raises and clears (the same rule again is a no-op)."""
+        rule = Rule(name, title, severity, unit, threshold, unmeasured, source=source, external=True)
+        with self._lock:
+            known = self.rules.get(name)
+            if known is not None and not known.external:
+                raise AidcError(f"alarm rule {name!r} is measured by the engine; pick another name")
+            self.rules[name] = rule
+        return rule
+
+    def raise_external(self, rule_name: str, subject: str, value: float, now_ns: int, message: str) -> Alarm | None:
+        """Raise an external rule's alarm on ``subject``; the new alarm, or None when it is already active.
+
+        Raising an active alarm again keeps it (with its acknowledgement) and only updates its value and
+        message: no second event, no second webhook post. The source owns the hysteresis: it decides when the
+        condition has gone far enough back to call :meth:`clear_external`.
+        """
+        with self._lock:
+            rule = self._external(rule_name)
+            aid = f"{rule.name}:{subject}"
+            alarm = self._alarms.get(aid)
+            if alarm is not None:
+                alarm.value, alarm.message = value, message
+                return None
+            alarm = Alarm(aid, rule.name, subject, rule.severity, message, value, rule.threshold, rule.unit, now_ns)
+            self._alarms[aid] = alarm
+            self._record("raise", alarm, now_ns)
+            return alarm
+
+    def clear_external(self, rule_name: str, subject: str, now_ns: int) -> Alarm | None:
+        """Clear an external rule's active alarm on ``subject``; the cleared alarm, or None if none was active."""
+        with self._lock:
+            rule = self._external(rule_name)
+            alarm = self._alarms.get(f"{rule.name}:{subject}")
+            if alarm is None:
+                return None
+            self._clear(alarm, now_ns)
+            return alarm
+
+    def _external(self, name: str) -> Rule:
+        rule = self.rules.get(name)
+        if rule is None or not rule.external:
+            raise AidcError(f"alarm rule {name!r} is not an external rule (add it with add_external_rule first)")
+        return rule
+
+    def alarms_between(self, start_ns: int, end_ns: int) -> list[Alarm]:
+        """Alarms active at any time in ``[start_ns, end_ns)``: the active ones and those in the kept history."""
+        with self._lock:
+            alarms = [*self._alarms.values(), *self._history]
+        return [a for a in alarms if a.raised_ns < end_ns and (a.cleared_ns is None or a.cleared_ns >= start_ns)]
 
     # ------------------------------------------------------------------ operators
 
@@ -502,7 +303,7 @@ class AlarmEngine:
             elif event == "clear":
                 self._alarms.pop(alarm.id, None)
                 self._history.append(alarm)
-        del self._history[:-1000]
+        del self._history[:-HISTORY_KEPT]
 
 
 def _message(rule: Rule, subject: str, value: float) -> str:

@@ -22,8 +22,9 @@ statistically visible but harmless wobble never pages anyone. Each device and ca
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,13 @@ def _design(frame: pd.DataFrame, xs: Sequence[str]) -> np.ndarray:
     return np.column_stack([*cols, np.ones(len(frame))])
 
 
+@functools.lru_cache(maxsize=65536)
+def rack_device(sid: str) -> tuple[str | None, str]:
+    """The rack and device tags of a series id (cached: the service maps the same columns every 5 minutes)."""
+    tags = SeriesKey.parse(sid).tag_dict
+    return tags.get("rack"), tags.get("device", "")
+
+
 def device_frame(wide: pd.DataFrame, roles: Mapping[str, Role], rack_cdu: Mapping[str, str]) -> pd.DataFrame:
     """Per-device signals (``<device>:<signal>`` columns) from wide collector series found by role."""
     groups: dict[str, list[str]] = {}
@@ -89,8 +97,7 @@ def device_frame(wide: pd.DataFrame, roles: Mapping[str, Role], rack_cdu: Mappin
         role = roles.get(sid)
         if role is None:
             continue
-        tags = SeriesKey.parse(sid).tag_dict
-        rack, dev = tags.get("rack"), tags.get("device", "")
+        rack, dev = rack_device(sid)
         key = {
             Role.GPU_TEMP: f"{rack}:gpu_temp", Role.GPU_POWER: f"{rack}:gpu_power",
             Role.RACK_COOLANT_INLET_TEMP: f"{rack}:inlet", Role.RACK_COOLANT_FLOW: f"{rack}:rack_flow",
@@ -118,33 +125,76 @@ def device_frame(wide: pd.DataFrame, roles: Mapping[str, Role], rack_cdu: Mappin
     return pd.DataFrame(out, index=wide.index)
 
 
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """Where one residual model stands at the end of a scanned window.
+
+    ``fired``: when its CUSUM first crossed the threshold with the day's mean past ``MIN_EFFECT`` (None if it did
+    not); ``day_mean``: mean hourly residual of the last 24 hours (NaN with fewer than 12 of them).
+    """
+
+    device: str
+    name: str
+    fired: pd.Timestamp | None
+    day_mean: float
+
+    @property
+    def key(self) -> str:
+        """``<device>:<model>``, as in :meth:`FaultDetector.residuals`."""
+        return f"{self.device}:{self.name}"
+
+
+def model_specs(rack_cdu: Mapping[str, str]) -> list[_Model]:
+    """Every residual model a site with these racks and CDUs can have (unfitted)."""
+    specs: list[_Model] = []
+    for rack in rack_cdu:
+        xs = (f"{rack}:gpu_power", f"{rack}:cdu_supply", f"{rack}:p_q08", f"{rack}:p_q")
+        specs.append(_Model("thermal", rack, f"{rack}:gpu_temp", xs))
+        specs.append(_Model("inlet", rack, f"{rack}:inlet_offset", ()))
+    for cdu in sorted(set(rack_cdu.values())):
+        specs.append(_Model("speed", cdu, f"{cdu}:speed", (f"{cdu}:flow",)))
+        specs.append(_Model("power", cdu, f"{cdu}:pump_power", (f"{cdu}:dp_flow", f"{cdu}:flow3")))
+    return specs
+
+
 class FaultDetector:
     """Residual models fitted on healthy telemetry and a CUSUM per model; :meth:`scan` returns predictive alarms."""
 
     def __init__(self, models: list[_Model], k: float = 0.5, h: float = 12.0) -> None:
         self.models, self.k, self.h = models, k, h
+        # Models left out of the last fit for too little healthy data: ``<device>:<model>`` -> samples it had.
+        self.short: dict[str, int] = {}
 
     @classmethod
     def fit(
-        cls, signals: pd.DataFrame, rack_cdu: Mapping[str, str], *, k: float = 0.5, h: float = 12.0
+        cls,
+        signals: pd.DataFrame,
+        rack_cdu: Mapping[str, str],
+        *,
+        k: float = 0.5,
+        h: float = 12.0,
+        min_samples: int = 48,
+        skip_short: bool = False,
     ) -> FaultDetector:
-        """Learn every relation from a healthy window of :func:`device_frame` signals."""
-        specs: list[_Model] = []
-        for rack in rack_cdu:
-            xs = (f"{rack}:gpu_power", f"{rack}:cdu_supply", f"{rack}:p_q08", f"{rack}:p_q")
-            specs.append(_Model("thermal", rack, f"{rack}:gpu_temp", xs))
-            specs.append(_Model("inlet", rack, f"{rack}:inlet_offset", ()))
-        for cdu in sorted(set(rack_cdu.values())):
-            specs.append(_Model("speed", cdu, f"{cdu}:speed", (f"{cdu}:flow",)))
-            specs.append(_Model("power", cdu, f"{cdu}:pump_power", (f"{cdu}:dp_flow", f"{cdu}:flow3")))
+        """Learn every relation from a healthy window of :func:`device_frame` signals.
+
+        A model with fewer than ``min_samples`` complete rows is refused (DataError naming it), or with
+        ``skip_short`` left out and listed in :attr:`short`; with no model at all the fit is refused.
+        """
         models = []
-        for m in specs:
+        short: dict[str, int] = {}
+        for m in model_specs(rack_cdu):
             needed = [m.y, *m.xs]
             if any(c not in signals for c in needed):
                 continue
             data = signals[needed].dropna()
-            if len(data) < 48:
-                raise DataError(f"fault detector: {len(data)} healthy samples for {m.device} {m.name}; need 48")
+            if len(data) < min_samples:
+                if skip_short:
+                    short[f"{m.device}:{m.name}"] = len(data)
+                    continue
+                raise DataError(
+                    f"fault detector: {len(data)} healthy samples for {m.device} {m.name}; need {min_samples}"
+                )
             x, y = _design(data, m.xs), data[m.y].to_numpy(dtype=np.float64)
             m.coef = np.linalg.lstsq(x, y, rcond=1e-9)[0]
             m.scale = float(np.mean(np.abs(y))) if m.name in RELATIVE else 1.0
@@ -156,44 +206,80 @@ class FaultDetector:
             m.sigma = max(float(hourly.std(ddof=1)) if len(hourly) > 2 else 0.0, floor)
             models.append(m)
         if not models:
-            raise DataError("fault detector: no device has the signals any residual model needs")
-        return cls(models, k, h)
+            why = f" with {min_samples} healthy samples" if short else ""
+            raise DataError(f"fault detector: no device has the signals any residual model needs{why}")
+        det = cls(models, k, h)
+        det.short = short
+        return det
+
+    def keys(self) -> set[str]:
+        """``<device>:<model>`` of every fitted model."""
+        return {f"{m.device}:{m.name}" for m in self.models}
+
+    def merged(self, older: FaultDetector | None) -> FaultDetector:
+        """This fit, plus the models of ``older`` this fit had to leave out (kept rather than dropped)."""
+        if older is None:
+            return self
+        have = self.keys()
+        kept = [m for m in older.models if f"{m.device}:{m.name}" not in have]
+        det = FaultDetector([*self.models, *kept], self.k, self.h)
+        det.short = {k: v for k, v in self.short.items() if k not in {f"{m.device}:{m.name}" for m in kept}}
+        return det
 
     def residuals(self, signals: pd.DataFrame) -> pd.DataFrame:
         """Hourly mean residual of every model (columns ``<device>:<model>``), in the model's unit."""
         out = {}
         for m in self.models:
+            if any(c not in signals for c in (m.y, *m.xs)):
+                out[f"{m.device}:{m.name}"] = pd.Series(np.nan, index=signals.index).resample("1h").mean()
+                continue
             data = signals[[m.y, *m.xs]].dropna()
             r = (data[m.y].to_numpy() - _design(data, m.xs) @ m.coef) / m.scale
             out[f"{m.device}:{m.name}"] = pd.Series(r, index=data.index).resample("1h").mean()
         return pd.DataFrame(out)
 
-    def scan(self, signals: pd.DataFrame) -> list[PredictiveAlarm]:
-        """Run the change detectors over ``signals`` in time order; one alarm per device and cause."""
+    def states(self, signals: pd.DataFrame) -> tuple[list[ModelState], pd.DataFrame]:
+        """Run the change detectors over ``signals`` in time order: each model's state, and the hourly residuals."""
         res = self.residuals(signals)
-        raised: dict[str, PredictiveAlarm] = {}
-        fired: dict[tuple[str, str], pd.Timestamp] = {}
+        out = []
         for m in self.models:
             col = res[f"{m.device}:{m.name}"]
             z = (col / m.sigma).to_numpy()
             day = col.rolling(24, min_periods=12).mean().to_numpy()
             hi = lo = 0.0
+            fired = None
             for i, zi in enumerate(z):
                 if not np.isfinite(zi):
                     continue
                 hi, lo = max(0.0, hi + zi - self.k), max(0.0, lo - zi - self.k)
                 sign = 1.0 if hi > self.h else -1.0 if lo > self.h else 0.0
                 if sign and np.isfinite(day[i]) and sign * day[i] >= MIN_EFFECT[m.name]:
-                    fired[(m.device, m.name)] = col.index[i] + pd.Timedelta("1h")
+                    fired = col.index[i] + pd.Timedelta("1h")
                     break
-        for (device, name), ts in sorted(fired.items(), key=lambda kv: kv[1]):
-            if name == "power" and (device, "speed") in fired:
-                continue  # a clogged strainer also costs pump power: the speed residual names the cause
-            kind, cause = CAUSES[name]
-            shift = float(res[f"{device}:{name}"].loc[:ts].tail(24).mean())
-            unit = "fraction" if name in RELATIVE else "K"
-            raised[f"{device}:{kind}"] = PredictiveAlarm(ts.isoformat(), device, kind, cause, shift, unit)
-        return sorted(raised.values(), key=lambda a: a.ts)
+            last = col.tail(24)
+            day_mean = float(last.mean()) if last.notna().sum() >= 12 else float("nan")
+            out.append(ModelState(m.device, m.name, fired, day_mean))
+        return out, res
+
+    def scan(self, signals: pd.DataFrame) -> list[PredictiveAlarm]:
+        """Run the change detectors over ``signals`` in time order; one alarm per device and cause."""
+        states, res = self.states(signals)
+        fired = {(s.device, s.name): s.fired for s in states if s.fired is not None}
+        return [alarm_of(device, name, ts, res) for (device, name), ts in sorted(fired.items(), key=lambda kv: kv[1])
+                if not blamed_elsewhere(device, name, fired)]  # fmt: skip
+
+
+def blamed_elsewhere(device: str, name: str, fired: Collection[tuple[str, str]]) -> bool:
+    """A CDU's pump-power shift when its speed residual also moved: a clogged strainer costs pump power too."""
+    return name == "power" and (device, "speed") in fired
+
+
+def alarm_of(device: str, name: str, ts: pd.Timestamp, res: pd.DataFrame) -> PredictiveAlarm:
+    """The predictive alarm of one fired model: cause, and the mean shift of the day before ``ts``."""
+    kind, cause = CAUSES[name]
+    shift = float(res[f"{device}:{name}"].loc[:ts].tail(24).mean())
+    unit = "fraction" if name in RELATIVE else "K"
+    return PredictiveAlarm(ts.isoformat(), device, kind, cause, shift, unit)
 
 
 def write_alarms(path: Path, alarms: Sequence[PredictiveAlarm]) -> None:

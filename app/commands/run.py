@@ -20,6 +20,7 @@ from aidc.config import Site, load_site
 from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
 from analytics.alarms.engine import AlarmEngine
+from analytics.alarms.prediction import FaultPredictionService
 from analytics.forecast.service import ForecastService, facility_clock
 from app.job import MainJob
 from dashboards.app import DashboardConfig, DashboardService
@@ -191,6 +192,9 @@ def start_dashboard(
     config = DashboardConfig.from_site(job.site, port=args.port)
     users = UserStore(config.users_path(job.site))
     alarms = AlarmEngine.from_site(job.site)
+    predictor = FaultPredictionService(job.site, job.historian, alarms, job.clock)  # raises through `alarms`
+    job.on_start.append(lambda: asyncio.to_thread(predictor.start))
+    job.on_stop.append(lambda: asyncio.to_thread(predictor.stop))  # before the job closes the historian
     data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=supervisor,
                          job_stats=job_stats(job))
     service = DashboardService(data, users, config, forecasts=forecasts).start()
