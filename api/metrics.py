@@ -68,7 +68,6 @@ def _family(name: str, doc: str, counter: bool, labels: list[str]) -> Family:
 class _Health(Collector):
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
-        self._kind = {d.name: d.kind for d in ctx.site.devices}
 
     def collect(self) -> Iterator[Family]:
         """Every family, read now."""
@@ -78,15 +77,13 @@ class _Health(Collector):
         yield from self._controller()
 
     def _collectors(self) -> Iterator[Family]:
-        fams = {
-            fld: _family(name, doc, counter, ["device", "kind"]) for fld, (name, doc, _, counter) in _COLLECTOR.items()
-        }
+        fams = {fld: _family(name, doc, counter, ["device"]) for fld, (name, doc, _, counter) in _COLLECTOR.items()}
         if self.ctx.collector_health is not None:  # the job's engine: read live, polls included
             polls = CounterMetricFamily(
-                "aidc_collector_polls", "successful polls since the collector started", labels=["device", "kind"]
+                "aidc_collector_polls", "successful polls since the collector started", labels=["device"]
             )
             for name, h in sorted(self.ctx.collector_health().items()):
-                labels = [name, h.device.kind]
+                labels = [name]
                 fams["up"].add_metric(labels, float(h.up))
                 if h.latency_s == h.latency_s:  # NaN until the first poll answers
                     fams["latency_ms"].add_metric(labels, h.latency_s)
@@ -102,8 +99,7 @@ class _Health(Collector):
             spec = _COLLECTOR.get(key.field)
             if spec is None or value != value:  # NaN: no reading
                 continue
-            device = key.tag_dict.get("device", "?")
-            fams[key.field].add_metric([device, self._kind.get(device, "")], float(value) * spec[2])
+            fams[key.field].add_metric([key.tag_dict.get("device", "?")], float(value) * spec[2])
         yield from fams.values()
 
     def _historian(self) -> Iterator[Family]:

@@ -211,8 +211,8 @@ def test_alarms_controller_collector_and_historian_health(facility: tuple[Site, 
     assert one(s, "aidc_controller_mode", mode="off") == 0
     assert one(s, "aidc_controller_predicted_saving_watts") == pytest.approx(12_500)
     assert one(s, "aidc_controller_decisions_total") == 7
-    assert one(s, "aidc_collector_up", device="pdu-h1-r01-01", kind="pdu") == 1
-    assert one(s, "aidc_collector_up", device="cdu-h1-01", kind="cdu") == 0
+    assert one(s, "aidc_collector_up", device="pdu-h1-r01-01") == 1
+    assert one(s, "aidc_collector_up", device="cdu-h1-01") == 0
     assert one(s, "aidc_collector_polls_total", device="pdu-h1-r01-01") == 3
     assert one(s, "aidc_collector_errors_total", device="cdu-h1-01") == 1
     assert one(s, "aidc_collector_poll_latency_seconds", device="pdu-h1-r01-01") == pytest.approx(0.012)
