@@ -27,7 +27,7 @@ from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.alarms.engine import SEVERITY_ORDER
 from analytics.energy import kpi
-from analytics.energy.pue import instantaneous_pue
+from analytics.energy.pue import MeterInfo, instantaneous_pue
 from analytics.historian_adapter import POWER_ROLES, site_meters
 from api.context import ApiContext
 
@@ -54,12 +54,23 @@ class LivePue:
     missing: tuple[str, ...] = ()
 
 
+_METERS: dict[int, tuple[Site, dict[str, MeterInfo]]] = {}  # id(site) -> (site kept alive, its power meters)
+
+
+def _power_meters(site: Site) -> dict[str, MeterInfo]:
+    """The site's facility and IT power meters, worked out once per site (a scrape must not walk every point)."""
+    hit = _METERS.get(id(site))
+    if hit is None or hit[0] is not site:
+        hit = _METERS[id(site)] = (site, site_meters(site, POWER_ROLES))
+    return hit[1]
+
+
 def live_pue(site: Site, latest: pd.DataFrame) -> LivePue:
     """Instantaneous PUE by the dashboard Overview's rule, over meter sets whose every meter reads now.
 
     Interim: the one IT-metering rule (``analytics.energy.metering.live_pue``) replaces this function.
     """
-    meters = site_meters(site, POWER_ROLES)
+    meters = _power_meters(site)
     good = set(latest.loc[latest["value"].notna(), "series"])
     short = {m.role for s, m in meters.items() if s not in good}
     inst = instantaneous_pue(latest, {s: m for s, m in meters.items() if m.role not in short})
@@ -136,7 +147,9 @@ def _gpu_temps(dev: DeviceRef, gpus: int) -> list[tuple[str, float]]:
         if p.array and dev.role_of(p.name) == Role.GPU_TEMP:
             f = _factor(dev, p.name, p.unit, _TEMPERATURE_UNITS)
             if f is not None:
-                out += [(_sid(dev, p.name, **{p.array_tag: str(i)}), f) for i in range(gpus)]
+                # One id built properly, the rest by substitution: a 1,000-rack hall has some 72,000 GPUs.
+                template = _sid(dev, p.name, **{p.array_tag: "\x00"})
+                out += [(template.replace("\x00", str(i)), f) for i in range(gpus)]
     return out
 
 
@@ -146,7 +159,7 @@ class FacilityLayout:
     def __init__(self, site: Site) -> None:
         self.site = site
         name = site.name
-        self.power_ids = list(site_meters(site, POWER_ROLES))
+        self.power_ids = list(_power_meters(site))
         self.cooling, self.racks, self.gpu_max, self.plant = _Group(), _Group(), _Group(), _Group()
         self.cdu = {key: _Group() for key in ("supply", "return", "flow")}
         self.cooling.add((name, "cooling"), [m for d in site.devices for m in _watts(d, Role.COOLING_POWER)])
