@@ -99,10 +99,11 @@ def _run(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
 
 @contextlib.contextmanager
 def aidc_demo(tmp: Path) -> Iterator[str]:
-    """``aidc demo`` on the same site (its own process), serving the API on a free port; yields the API's URL."""
+    """``aidc demo`` on the same 2-rack site (its own process; the site file gives the free device ports, so no
+    ``--racks``), serving the dashboard and the API on free ports; yields the API's URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "app.cli", "demo", "--config", str(site_file(tmp)), "--racks", str(RACKS),
-           "--port", str(free_port()), "--api-port", str(port), "--summary-every", "60"]  # fmt: skip
+    cmd = [sys.executable, "-m", "app.cli", "demo", "--config", str(site_file(tmp)), "--port", str(free_port()),
+           "--api-port", str(port), "--summary-every", "60"]  # fmt: skip
     log = (tmp / "demo.log").open("w")
     proc = subprocess.Popen(
         cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO))
