@@ -276,3 +276,20 @@ def test_the_dashboard_check_sees_an_unknown_name() -> None:
     doc = {"panels": [{"targets": [{"expr": "aidc_pue_typo"}]}],
            "templating": {"list": [{"type": "query", "query": {"query": "label_values(aidc_z, site)"}}]}}  # fmt: skip
     assert {n for e in dashboard_exprs(doc) for n in metric_names(e)} == {"aidc_pue_typo", "aidc_z"}
+
+
+def test_stand_alone_server_exports_stored_health_and_no_facility(small_site: Site) -> None:
+    """Without a live state (``aidc api`` beside a remote store) no facility sample is invented; the writer's figures
+    come from the aidc_writer series the job stored."""
+    clock = SteppedClock(START.value)
+    with open_historian(small_site.config.historian, small_site.data_dir) as hist:
+        stored = HistorianWriter(hist, clock)
+        stored.points_written, stored.refused_points = 1234, 5
+        hist.write(stored.stats_batch(clock.now_ns()))
+        hist.flush()
+        ctx = ApiContext(site=small_site, historian=hist, tokens=TokenStore.from_env({}))
+        text, s = scrape(ctx)
+    assert one(s, "aidc_historian_writer_points_written_total") == 1234
+    assert one(s, "aidc_historian_writer_points_dropped_total", reason="spool_full") == 5
+    assert "# TYPE aidc_rack_power_watts gauge" not in text
+    assert not [n for n, _ in s if n.startswith(("aidc_pue", "aidc_power", "aidc_rack", "aidc_cdu"))]
