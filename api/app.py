@@ -2,7 +2,7 @@
 
 Every endpoint under ``/api/v1`` needs a bearer token (:mod:`api.auth`); ``/health`` and ``/metrics`` (Prometheus
 text) do not, like most exporters, and the server binds 127.0.0.1 unless told otherwise. The OpenAPI document is
-at ``/openapi.json`` and browsable at ``/docs``.
+at ``/openapi.json`` and browsable at ``/docs``, with Swagger UI served by the API itself (:mod:`api.docs`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from aidc.clock import parse_cli_time
 from aidc.errors import AidcError
-from api import errors, metrics, views
+from api import docs, errors, metrics, views
 from api.auth import Identity
 from api.context import ApiContext, tail_jsonl
 from api.errors import ApiError
@@ -78,7 +78,7 @@ Operator = Annotated[Identity, Depends(_operator)]
 
 def create_app(ctx: ApiContext) -> FastAPI:
     """The FastAPI application over ``ctx``."""
-    app = FastAPI(
+    app = docs.offline_fastapi(
         title="aidc API",
         version="1",
         description="Energy, carbon, capacity and control state of a liquid-cooled AI data centre.",
@@ -104,7 +104,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def prometheus() -> Response:
-        """aidc's own health in Prometheus text format."""
+        """The facility (PUE, power, racks, CDUs, plant, alarms) and aidc's own health in Prometheus text format."""
         body, content_type = metrics.render(registry)
         return Response(body, media_type=content_type)
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -21,6 +21,10 @@ from aidc.live import LiveState
 from analytics.forecast.service import ForecastService
 from api.auth import TokenStore
 from historian import Historian
+
+if TYPE_CHECKING:  # types only: the API reads the job's objects, it never builds or drives them
+    from analytics.alarms.engine import AlarmEngine
+    from collectors.link import DeviceHealth
 
 
 @runtime_checkable
@@ -76,6 +80,10 @@ class ApiContext:
     cache: dict[str, Any] = field(default_factory=dict)
     forecasts: ForecastService | None = None  # the live forecasts (the main job's or aidc api's); only read here
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Handed over by the main job for /metrics (absent in the stand-alone server, which reads the historian).
+    alarm_engine: AlarmEngine | None = None
+    collector_health: Callable[[], Mapping[str, DeviceHealth]] | None = None  # collectors.engine.Engine.health
+    writer_health: Callable[[], Mapping[str, float]] | None = None  # historian.writer.HistorianWriter.health
 
     @property
     def audit_dir(self) -> Path:
