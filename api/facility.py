@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,8 +26,7 @@ from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.alarms.engine import SEVERITY_ORDER
 from analytics.energy import kpi
-from analytics.energy.pue import MeterInfo, instantaneous_pue
-from analytics.historian_adapter import POWER_ROLES, site_meters
+from analytics.energy.metering import PowerMeters, live_pue
 from api.context import ApiContext
 
 log = logging.getLogger(__name__)
@@ -41,53 +39,6 @@ _PLANT_PARTS = {Role.CHILLER_POWER: "chiller", Role.HEAT_REJECTION_FAN_POWER: "h
                 Role.PUMP_POWER: "pumps"}  # fmt: skip
 # A rack's power: the rack's own input meter when it has one, else its PDU outlets (DESIGN.md §5 categories).
 _RACK_POWER_ROLES = (Role.RACK_POWER, Role.IT_POWER_EQUIPMENT_INPUT, Role.IT_POWER_PDU_OUTPUT)
-
-
-@dataclass(frozen=True, slots=True)
-class LivePue:
-    """Instantaneous PUE with the IT metering category it used and the meters that kept a better one out."""
-
-    value: float | None
-    category: int | None
-    it_w: float | None
-    facility_w: float | None
-    missing: tuple[str, ...] = ()
-
-
-_METERS: dict[int, tuple[Site, dict[str, MeterInfo]]] = {}  # id(site) -> (site kept alive, its power meters)
-
-
-def _power_meters(site: Site) -> dict[str, MeterInfo]:
-    """The site's facility and IT power meters, worked out once per site (a scrape must not walk every point)."""
-    hit = _METERS.get(id(site))
-    if hit is None or hit[0] is not site:
-        hit = _METERS[id(site)] = (site, site_meters(site, POWER_ROLES))
-    return hit[1]
-
-
-def live_pue(site: Site, latest: pd.DataFrame) -> LivePue:
-    """Instantaneous PUE by the dashboard Overview's rule, over meter sets whose every meter reads now.
-
-    Interim: the one IT-metering rule (``analytics.energy.metering.live_pue``) replaces this function.
-    """
-    meters = _power_meters(site)
-    good = set(latest.loc[latest["value"].notna(), "series"])
-    short = {m.role for s, m in meters.items() if s not in good}
-    inst = instantaneous_pue(latest, {s: m for s, m in meters.items() if m.role not in short})
-    cat = None if inst is None else inst.category
-    # Meters missing from the facility total or from a category better than the one used (all, when none is).
-    better = {kpi.IT_POWER_ROLES[c] for c in kpi.IT_POWER_ROLES if cat is None or c > cat} | {Role.FACILITY_POWER}
-    missing = tuple(sorted(s for s, m in meters.items() if s not in good and m.role in better))
-    if inst is None or inst.value is None:
-        fac = [s for s, m in meters.items() if m.role is Role.FACILITY_POWER]
-        rows = latest[latest["series"].isin(fac)]
-        facility_w = (
-            None
-            if not fac or Role.FACILITY_POWER in short
-            else float((rows["value"] * rows["series"].map(lambda s: 1000 * meters[s].scale)).sum())
-        )
-        return LivePue(None, None, None, facility_w, missing)
-    return LivePue(inst.value, cat, 1000 * inst.it_kw, 1000 * inst.facility_kw, missing)
 
 
 @dataclass
@@ -159,7 +110,6 @@ class FacilityLayout:
     def __init__(self, site: Site) -> None:
         self.site = site
         name = site.name
-        self.power_ids = list(_power_meters(site))
         self.cooling, self.racks, self.gpu_max, self.plant = _Group(), _Group(), _Group(), _Group()
         self.cdu = {key: _Group() for key in ("supply", "return", "flow")}
         self.cooling.add((name, "cooling"), [m for d in site.devices for m in _watts(d, Role.COOLING_POWER)])
@@ -221,6 +171,7 @@ class FacilityCollector(Collector):
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.layout = FacilityLayout(ctx.site)
+        self.meters = PowerMeters.of(ctx.site)  # the one IT-metering rule's meter sets, worked out once
         self._readers: dict[str, _Reader] = {}
 
     def _good(self, key: str, ids: list[str]) -> npt.NDArray[np.float64]:
@@ -240,8 +191,8 @@ class FacilityCollector(Collector):
 
     def _power(self) -> Iterator[GaugeMetricFamily]:
         site = self.ctx.site.name
-        latest = pd.DataFrame({"series": self.layout.power_ids, "value": self._good("power", self.layout.power_ids)})
-        pue = live_pue(self.ctx.site, latest)
+        assert self.ctx.live is not None
+        pue = live_pue(self.meters, self.ctx.live)  # the one rule (analytics/energy/metering.py), as the dashboard
         doc = "Instantaneous (power-based) PUE at the IT metering category used; absent when no category is complete"
         fam = GaugeMetricFamily("aidc_pue", doc, labels=["site", "category"])
         if pue.value is not None and pue.category is not None:
