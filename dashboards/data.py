@@ -28,7 +28,8 @@ from analytics.alarms.engine import AlarmEngine
 from analytics.energy import kpi
 from analytics.energy.pue import MeterInfo, instantaneous_pue
 from analytics.historian_adapter import POWER_ROLES, pue_from_historian, site_meters
-from dashboards.supervisor import SupervisorLike, audit_entries, entry_time, read_jsonl_tail
+from control.interface import SupervisorControl
+from dashboards.supervisor import audit_entries, entry_time, read_jsonl_tail
 from historian import Historian, SeriesSelector
 from historian.base import Agg
 
@@ -150,7 +151,7 @@ class DashboardData:
     historian: Historian
     clock: Clock
     alarms: AlarmEngine
-    supervisor: SupervisorLike | None = None
+    supervisor: SupervisorControl | None = None
     job_stats: Callable[[], Mapping[str, float]] | None = None
     gpu_limit_c: float = 85.0
     racks: dict[str, RackInfo] = field(init=False)
