@@ -95,7 +95,8 @@ class _Health(Collector):
         yield up
         if c is None:
             return
-        status = c.status()
+        counts = c.status().get("counts")  # the supervisor's counters: decisions, holds, writes, ...
+        status = counts if isinstance(counts, dict) else {}
         mode = GaugeMetricFamily("aidc_controller_mode", "1 for the current mode", labels=["mode"])
         for m in ("off", "advisory", "auto"):
             mode.add_metric([m], 1.0 if c.mode == m else 0.0)
