@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -68,6 +69,7 @@ class MainJob:
     # Parts /health waits for beside the collectors and the writer, by name (e.g. the cooling supervisor's task).
     ready_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _writer_since: float = field(default=0.0, init=False, repr=False)  # time.monotonic() the writer task started
     _report_call: asyncio.Future[object] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -96,13 +98,14 @@ class MainJob:
         self.on_stop.insert(0, service.stop)
 
     def readiness(self) -> Readiness:
-        """What is live of the collectors (every device connected or tried once), the historian writer (running,
-        one write tried) and each ready check, and what is still pending."""
+        """What is live of the collectors (every device connected or tried once), the historian writer (running for
+        one flush interval, its store not failing) and each ready check, and what is still pending."""
         pending = [f"collector {name}" for name, h in self.engine.health().items() if not (h.polls or h.errors)]
         task = self._writer_task
-        w = self.writer
-        if task is None or task.done() or not (w.points_written or w.write_errors or w.spooled_points):
+        if task is None or task.done() or time.monotonic() - self._writer_since < self.writer.flush_every_s:
             pending.append("historian writer")
+        elif self.writer.failing:
+            pending.append("historian writer (store failing)")
         pending += [name for name, check in self.ready_checks.items() if not check()]
         total = len(self.engine.devices) + 1 + len(self.ready_checks)
         return Readiness(total - len(pending), total, tuple(pending))
@@ -127,7 +130,7 @@ class MainJob:
         end = None if duration_s is None else loop.time() + duration_s
         deaths: dict[str, list[float]] = {"collector engine": [], "historian writer": []}
         writer_task = asyncio.create_task(self.writer.run(), name="historian writer")
-        self._writer_task = writer_task
+        self._writer_task, self._writer_since = writer_task, time.monotonic()
         report_task = asyncio.create_task(self.monthly_reports(), name="monthly PUE report")
         try:
             async with self.engine:
@@ -203,6 +206,7 @@ class MainJob:
                     self._died(name, task, deaths[name], loop.time())
                     if name == "historian writer":
                         writer_task = self._writer_task = asyncio.create_task(self.writer.run(), name=name)
+                        self._writer_since = time.monotonic()
             if loop.time() >= next_line:
                 next_line += summary_every_s
                 printer(f"{summary.line()} | stored {self.writer.points_written} points" + self._extra())
