@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,10 +20,14 @@ from typing import Any
 
 import pytest
 
+from aidc.clock import SteppedClock
 from aidc.config import load_site
+from aidc.live import LiveState
 from api.local import credential_path, read_local_credential
 from app.job import MainJob
-from app.services import ApiService
+from app.services import ApiService, OnLoopSupervisor
+from control.interface import SupervisorControl
+from control.supervisor import Supervisor
 from tests.sim_helpers import free_port_block, site_doc, write_site
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,3 +213,31 @@ async def test_health_waits_for_every_part(tmp_path: Path) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await run
     assert not credential_path(site.data_dir).exists()
+
+
+class _ThreadNoting(Supervisor):
+    """The real supervisor, noting the thread each mode change runs on."""
+
+    threads: list[int]
+
+    def set_mode(self, mode: str, user: str) -> None:
+        """Note the thread, then switch as the supervisor does."""
+        self.threads.append(threading.get_ident())
+        super().set_mode(mode, user)
+
+
+async def test_calls_from_other_threads_run_on_the_job_loop(tmp_path: Path) -> None:
+    """The proxy the API and the dashboard get runs their supervisor calls on the job's event loop thread once
+    bound, and directly before that (no step of the supervisor can run then)."""
+    site = load_site(write_site(tmp_path, site_doc(tmp_path, racks=1)))
+    sup = _ThreadNoting(site, LiveState(), None, SteppedClock(0))
+    sup.threads = []
+    proxy = OnLoopSupervisor(sup)
+    await asyncio.to_thread(proxy.set_mode, "off", "ops")
+    proxy.bind(asyncio.get_running_loop())
+    await asyncio.to_thread(proxy.set_mode, "auto", "ops")
+    assert sup.threads[0] != threading.get_ident()
+    assert sup.threads[1] == threading.get_ident()
+    assert proxy.mode == "auto"
+    assert (await asyncio.to_thread(proxy.status))["mode"] == "auto"
+    assert isinstance(proxy, SupervisorControl)

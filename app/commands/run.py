@@ -185,8 +185,10 @@ def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
 def start_api(
     job: MainJob, args: argparse.Namespace, *, supervisor: OnLoopSupervisor | None, alarms: AlarmEngine
 ) -> ApiService | None:
-    """The REST API on the job's parts (``[api]`` table, ``--api-port``), its port bound now; None when disabled."""
-    if args.no_api or not job.site.config.api.enabled:
+    """The REST API on the job's parts (``[api]`` table, ``--api-port``), its port bound now; None when disabled
+    (``--no-api``, or ``[api] enabled = false`` without an ``--api-port``)."""
+    if args.no_api or (not job.site.config.api.enabled and args.api_port is None):
+        _say("REST API: off (" + ("--no-api" if args.no_api else "[api] enabled = false") + ")")
         return None
     if args.api_port is not None and not 1 <= args.api_port <= 65535:
         raise ConfigError(f"--api-port {args.api_port}: not a TCP port")
