@@ -195,7 +195,7 @@ async def test_health_waits_for_every_part(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{api.sock.getsockname()[1]}/health"
     run = asyncio.create_task(job.run(duration_s=60, summary_every_s=60, printer=lambda _: None))
     try:
-        status, body = 0, {}
+        status, body = 0, dict[str, Any]()
         for _ in range(300):  # until only the gate is pending
             await asyncio.sleep(0.1)
             with_api = api.server is not None and api.server.server.started
