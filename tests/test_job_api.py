@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -22,7 +23,9 @@ import pytest
 
 from aidc.clock import SteppedClock
 from aidc.config import load_site
+from aidc.errors import ConfigError
 from aidc.live import LiveState
+from api.auth import ApiRole, Identity, token_file_entry
 from api.local import credential_path, read_local_credential
 from app.job import MainJob
 from app.services import ApiService, OnLoopSupervisor
@@ -241,3 +244,42 @@ async def test_calls_from_other_threads_run_on_the_job_loop(tmp_path: Path) -> N
     assert proxy.mode == "auto"
     assert (await asyncio.to_thread(proxy.status))["mode"] == "auto"
     assert isinstance(proxy, SupervisorControl)
+
+
+def test_a_taken_api_port_stops_run_with_one_line(tmp_path: Path) -> None:
+    """`aidc run --api-port P` with P already taken exits 2 with one line naming api.port and the address, before
+    any collector starts, and no traceback."""
+    site = write_site(tmp_path, site_doc(tmp_path, racks=1))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.cli", "run", "--config", str(site), "--api-port", str(port), "--no-dashboard"],
+            capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"api.port: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "stored" not in proc.stdout  # no summary line: the job never ran
+
+
+def test_tokens_from_the_site_token_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's API takes tokens from AIDC_API_TOKENS and from ``[api] token_file`` (relative to the site file);
+    a bad token file stops it with one line naming the file."""
+    token, entry = token_file_entry("scheduler", "read")
+    (tmp_path / "tokens.toml").write_text(entry, encoding="utf-8")
+    doc = site_doc(tmp_path, racks=1)
+    doc["api"]["token_file"] = "tokens.toml"
+    job = MainJob.build(load_site(write_site(tmp_path, doc)))
+    monkeypatch.setenv("AIDC_API_TOKENS", f"ops:operator:{OPS}")
+    api = ApiService(job, printer=lambda _: None)
+    try:
+        assert api.ctx.tokens.identify(token) == Identity("scheduler", ApiRole.READ)
+        assert api.ctx.tokens.identify(OPS) == Identity("ops", ApiRole.OPERATOR)
+        assert api.sock.getsockname()[1] == doc["api"]["port"]
+    finally:
+        api.sock.close()
+    (tmp_path / "tokens.toml").write_text("[[tokens]]\nname = 'x'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tokens\.toml: tokens\[0\]: missing key 'role'"):
+        ApiService(job, printer=lambda _: None)
+    job.historian.close()
