@@ -32,6 +32,7 @@ from tests.test_tenants import check_fixture_figures
 READ = "read-token-0123456789abcdef"
 OPERATOR = "operator-token-0123456789abcdef"
 SIM_START = pd.Timestamp("2026-11-03T00:00Z")
+TCS = {"device": "cdu-h1-01", "point": "tcs_supply_temp_setpoint_c"}  # a setpoint the supervisor controls
 
 
 def supervisor(ctx: ApiContext, holds: int = 0) -> Supervisor:
@@ -169,10 +170,11 @@ def test_alarms_controller_and_audit(api: tuple[str, ApiContext]) -> None:
     ctx.controller = sup = supervisor(ctx)
     status, state = call(url, "GET", "/api/v1/controller")
     assert status == 200
-    assert (state["available"], state["mode"], state["status"]["state"], state["overrides"]) == (True, "advisory", "commissioning", [])
+    assert (state["available"], state["mode"], state["status"]["state"]) == (True, "advisory", "commissioning")
+    assert state["overrides"] == []
     assert call(url, "PUT", "/api/v1/controller/mode", token=OPERATOR, body={"mode": "auto"}) == (200, {"mode": "auto"})
     assert sup.mode == "auto"
-    hold = {"device": "cdu-h1-01", "point": "tcs_supply_temp_setpoint_c", "value": 30, "minutes": 15}
+    hold = {**TCS, "value": 30, "minutes": 15}
     status, held = call(url, "PUT", "/api/v1/controller/override", token=OPERATOR, body=hold)
     assert status == 200, held
     assert [(o["device"], o["value"], o["user"]) for o in sup.overrides()] == [("cdu-h1-01", 30.0, "ops")]
@@ -184,7 +186,8 @@ def test_alarms_controller_and_audit(api: tuple[str, ApiContext]) -> None:
     assert [a["action"] for a in audit["api"]][-3:] == ["set_mode", "set_override", "clear_override"]
     assert audit["api"][-3]["token"] == "ops"
     control = [json.loads(line) for line in (ctx.audit_dir / "control.jsonl").read_text().splitlines()]
-    assert [(r["kind"], r["user"]) for r in control[-3:]] == [("mode", "ops"), ("override", "ops"), ("override_cleared", "ops")]
+    assert [r["kind"] for r in control[-3:]] == ["mode", "override", "override_cleared"]
+    assert {r["user"] for r in control[-3:]} == {"ops"}
 
 
 @pytest.mark.parametrize(
@@ -193,7 +196,7 @@ def test_alarms_controller_and_audit(api: tuple[str, ApiContext]) -> None:
         ("GET", "/api/v1/alarms", None, None, 401),
         ("GET", "/api/v1/alarms", "not-a-valid-token-at-all", None, 401),
         ("PUT", "/api/v1/controller/mode", READ, {"mode": "off"}, 403),
-        ("PUT", "/api/v1/controller/override", READ, {"device": "cdu-h1-01", "point": "tcs_supply_temp_setpoint_c", "value": 30}, 403),
+        ("PUT", "/api/v1/controller/override", READ, {**TCS, "value": 30}, 403),
     ],
 )
 def test_auth(api: tuple[str, ApiContext], method: str, path: str, token: str | None, body: object, status: int) -> None:
@@ -224,8 +227,8 @@ def test_auth(api: tuple[str, ApiContext], method: str, path: str, token: str | 
         ("PUT", "/api/v1/controller/override", {"device": "valve-9", "point": "x", "value": 1}, "device"),
         ("PUT", "/api/v1/controller/override", {"device": "pdu-h1-r01-01", "point": "x", "value": 1}, "device"),
         ("PUT", "/api/v1/controller/override", {"device": "cdu-h1-01", "point": "pump_speed_pct", "value": 1}, "point"),
-        ("PUT", "/api/v1/controller/override", {"device": "cdu-h1-01", "point": "tcs_supply_temp_setpoint_c", "value": 1e6}, "value"),
-        ("PUT", "/api/v1/controller/override", {"device": "cdu-h1-01", "point": "tcs_supply_temp_setpoint_c", "value": 30, "minutes": 0}, "minutes"),
+        ("PUT", "/api/v1/controller/override", {**TCS, "value": 1e6}, "value"),
+        ("PUT", "/api/v1/controller/override", {**TCS, "value": 30, "minutes": 0}, "minutes"),
     ],
 )
 def test_bad_parameters_name_the_field(api: tuple[str, ApiContext], method: str, path: str, body: object, field: str) -> None:
