@@ -7,7 +7,6 @@ at ``/openapi.json`` and browsable at ``/docs``, with Swagger UI served by the A
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,9 @@ from aidc.errors import AidcError
 from api import docs, errors, metrics, views
 from api.auth import Identity
 from api.context import ApiContext, tail_jsonl
+from api.controller import ModeChange, OverrideChange, change_mode, change_override, controller_state
 from api.errors import ApiError
+from api.health import readiness
 
 PREFIX = "/api/v1"
 _bearer = HTTPBearer(auto_error=False, description="an API token (see `aidc api-token`)")
@@ -34,19 +35,6 @@ class PlacementQuery(BaseModel):
     kw: float = Field(ge=0, le=100_000)
     hours: float = Field(gt=0, le=168)
     gpu_limit_c: float = Field(87.0, gt=20, lt=130)
-
-
-class ModeChange(BaseModel):
-    """A new controller mode."""
-
-    mode: Literal["off", "advisory", "auto"]
-
-
-class Override(BaseModel):
-    """Hold one setpoint (``value``) or release it (``value`` null)."""
-
-    point: str = Field(min_length=1, max_length=200)
-    value: float | None
 
 
 def _time(text: str, field: str, now: pd.Timestamp) -> pd.Timestamp:
@@ -97,10 +85,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         api_metrics.observe(request.method, path, response.status_code, time.perf_counter() - t0)
         return response
 
-    @app.get("/health", tags=["health"])
-    def health() -> dict[str, Any]:
-        """Liveness: the API answers and sees its historian."""
-        return {"status": "ok", "site": ctx.site.name, "controller": ctx.controller is not None}
+    @app.get("/health", tags=["health"], responses={503: {"description": "the main job is still starting"}})
+    def health(response: Response) -> dict[str, Any]:
+        """Readiness: 503 ``starting`` with progress 0..1 and what is pending until the job's collectors (every
+        device connected or tried once), historian writer and supervisor are live, then 200 ``ok``."""
+        return readiness(ctx, response)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def prometheus() -> Response:
@@ -170,44 +159,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get(f"{PREFIX}/controller", tags=["controller"])
     def controller(_: Reader) -> dict[str, Any]:
-        """The supervisory controller's mode and status, or that none is running."""
-        if ctx.controller is None:
-            return {"available": False, "reason": "no controller: the supervisor is not running in this process"}
-        return {"available": True, "mode": ctx.controller.mode, "status": dict(ctx.controller.status())}
-
-    def _need_controller() -> Any:
-        if ctx.controller is None:
-            raise ApiError(503, "no controller: the supervisor is not running in this process")
-        return ctx.controller
-
-    def _audit(who: Identity, action: str, detail: dict[str, Any]) -> None:
-        ctx.audit_dir.mkdir(parents=True, exist_ok=True)
-        rec = {"ts": ctx.clock().isoformat(), "token": who.name, "action": action, **detail}
-        with (ctx.audit_dir / "api.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        """The supervisor's mode, status and active overrides, or that none is running."""
+        return controller_state(ctx)
 
     @app.put(f"{PREFIX}/controller/mode", tags=["controller"])
     def set_mode(who: Operator, body: ModeChange) -> dict[str, Any]:
-        """Switch the controller to off, advisory or auto (operator tokens only; audited)."""
-        c = _need_controller()
-        before = c.mode
-        try:
-            c.set_mode(body.mode)
-        except ValueError as exc:
-            raise ApiError(422, str(exc), "mode") from None
-        _audit(who, "set_mode", {"from": before, "to": body.mode})
-        return {"mode": c.mode}
+        """Switch the controller to off, advisory or auto (operator tokens only; audited with the token's name)."""
+        return change_mode(ctx, who, body)
 
     @app.put(f"{PREFIX}/controller/override", tags=["controller"])
-    def set_override(who: Operator, body: Override) -> dict[str, Any]:
-        """Hold a setpoint at a value or release it (operator tokens only; audited)."""
-        c = _need_controller()
-        try:
-            c.set_override(body.point, body.value)
-        except (KeyError, ValueError) as exc:
-            raise ApiError(422, str(exc).strip("'\""), "point") from None
-        _audit(who, "set_override", {"point": body.point, "value": body.value})
-        return {"point": body.point, "value": body.value}
+    def set_override(who: Operator, body: OverrideChange) -> dict[str, Any]:
+        """Hold a setpoint at a value for some minutes, or release it with value null (operator tokens; audited)."""
+        return change_override(ctx, who, body)
 
     @app.get(f"{PREFIX}/audit", tags=["controller"])
     def audit(_: Reader, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:

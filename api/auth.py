@@ -136,6 +136,17 @@ class TokenStore:
             entries[t["sha256"]] = Identity(t["name"], _role(t["role"], f"{where}.role"))
         return cls(entries)
 
+    def add(self, token: str, name: str, role: ApiRole) -> Identity:
+        """Register one more token (e.g. the main job's local CLI credential); only its digest is kept."""
+        if not _NAME.match(name):
+            raise ConfigError(f"token name {name!r}: letters, digits, '_', '.', '-' only")
+        if len(token) < 16:
+            raise ConfigError(f"token {name}: shorter than 16 characters")
+        ident = Identity(name, role)
+        # A new dict, rebound in one step: a request identifying itself meanwhile sees the old or the new one whole.
+        self._entries = {**self._entries, digest(token): ident}
+        return ident
+
     def merged(self, other: TokenStore) -> TokenStore:
         """Both stores' tokens."""
         return TokenStore({**self._entries, **other._entries})

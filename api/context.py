@@ -1,8 +1,10 @@
 """What the API serves from: the site, its historian, the live state, the controller (if any) and the alarm sources.
 
-The supervisory controller (``control.supervisor.Supervisor``) is reached only through the :class:`Controller`
-protocol, so the API neither imports nor constructs it; until the main job hands one over, the controller endpoints
-answer honestly that there is no controller.
+The supervisory controller is reached only through ``control.interface.SupervisorControl``, the one interface the
+dashboard uses too, so the API neither imports nor constructs it; until the main job hands one over, the controller
+endpoints answer honestly that there is no controller. Inside the main job (``app/``) the context also holds the
+job's alarm engine, historian writer, collector health and start-up readiness; ``aidc api`` on its own leaves them
+None.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -20,33 +22,65 @@ from aidc.config import Site
 from aidc.live import LiveState
 from analytics.forecast.service import ForecastService
 from api.auth import TokenStore
+from control.interface import SupervisorControl
 from historian import Historian
+from historian.writer import HistorianWriter
 
 if TYPE_CHECKING:  # types only: the API reads the job's objects, it never builds or drives them
     from analytics.alarms.engine import AlarmEngine
-    from collectors.link import DeviceHealth
 
 
-@runtime_checkable
-class Controller(Protocol):
-    """The supervisor as the API sees it: mode (off, advisory, auto), operator overrides and a status snapshot."""
+class DeviceStatus(Protocol):
+    """One device's collector health as the API reads it (``collectors.link.DeviceHealth`` has this shape)."""
 
     @property
-    def mode(self) -> str:
-        """Current mode."""
+    def up(self) -> bool:
+        """The last poll returned data."""
         ...
 
-    def set_mode(self, mode: str) -> None:
-        """Switch mode (ValueError for an unknown mode)."""
+    @property
+    def state(self) -> int:
+        """The link's state: 0 connecting, 1 connected, 2 backing off."""
         ...
 
-    def set_override(self, point: str, value: float | None) -> None:
-        """Hold a setpoint at ``value`` (None releases the override)."""
+    @property
+    def latency_s(self) -> float:
+        """Latency of the last poll (NaN before the first)."""
         ...
 
-    def status(self) -> Mapping[str, Any]:
-        """Last decision, holds, counters: JSON-serialisable."""
+    @property
+    def errors(self) -> int:
+        """Poll and connection errors since start."""
         ...
+
+    @property
+    def polls(self) -> int:
+        """Polls that returned data since start."""
+        ...
+
+    @property
+    def reason(self) -> str:
+        """Why the device is failing ("" when it is not)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """How far the main job's start-up is: parts live out of parts to wait for, and the names still pending."""
+
+    live: int
+    total: int
+    pending: tuple[str, ...]
+
+    @property
+    def ready(self) -> bool:
+        """Everything is live."""
+        return not self.pending
+
+    @property
+    def progress(self) -> float:
+        """Share of the parts that are live, 0..1."""
+        return 1.0 if self.total == 0 else round(self.live / self.total, 3)
 
 
 def tail_jsonl(path: Path, limit: int) -> list[dict[str, Any]]:
@@ -74,16 +108,18 @@ class ApiContext:
     historian: Historian
     tokens: TokenStore
     live: LiveState | None = None
-    controller: Controller | None = None
+    controller: SupervisorControl | None = None
     clock: Callable[[], pd.Timestamp] = field(default=lambda: pd.Timestamp.now(tz="UTC"))
     predictive_alarms: Callable[[], Sequence[Mapping[str, Any]]] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     forecasts: ForecastService | None = None  # the live forecasts (the main job's or aidc api's); only read here
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # Handed over by the main job for /metrics (absent in the stand-alone server, which reads the historian).
+    # Set by the main job (None under `aidc api`): the one alarm engine, the store-and-forward writer (its
+    # ``health()`` figures), each device's collector health by name, and the start-up readiness /health reports.
     alarm_engine: AlarmEngine | None = None
-    collector_health: Callable[[], Mapping[str, DeviceHealth]] | None = None  # collectors.engine.Engine.health
-    writer_health: Callable[[], Mapping[str, float]] | None = None  # historian.writer.HistorianWriter.health
+    writer: HistorianWriter | None = None
+    collector_health: Callable[[], Mapping[str, DeviceStatus]] | None = None
+    readiness: Callable[[], Readiness] | None = None
 
     @property
     def audit_dir(self) -> Path:

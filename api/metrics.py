@@ -121,8 +121,8 @@ class _Health(Collector):
             yield fam
 
     def _writer(self) -> Iterator[Family]:
-        if self.ctx.writer_health is not None:
-            figures = dict(self.ctx.writer_health())
+        if self.ctx.writer is not None:
+            figures = dict(self.ctx.writer.health())
         else:  # the stand-alone server: the figures the job's writer last stored beside the data
             with self.ctx.lock:
                 stored = self.ctx.historian.latest(SeriesSelector("aidc_writer", {}, None))
@@ -148,7 +148,8 @@ class _Health(Collector):
         yield up
         if c is None:
             return
-        status = c.status()
+        counts = c.status().get("counts")  # the supervisor's counters: decisions, holds, writes, ...
+        status = counts if isinstance(counts, dict) else {}
         mode = GaugeMetricFamily("aidc_controller_mode", "1 for the current mode", labels=["mode"])
         for m in ("off", "advisory", "auto"):
             mode.add_metric([m], 1.0 if c.mode == m else 0.0)

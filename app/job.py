@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aidc.clock import Clock, ScaledClock
 from aidc.config import Site
 from aidc.errors import AidcError
 from aidc.live import LiveState
+from api.context import Readiness
 from collectors.engine import Engine, Summary
 from historian import Historian, open_historian
 from historian.spool import Spool
@@ -27,6 +30,21 @@ log = logging.getLogger(__name__)
 
 class JobError(AidcError):
     """The main job cannot go on (a part kept failing after restarts); the message says which and why."""
+
+
+class Service(Protocol):
+    """A background service the job starts once its collectors run and stops (in reverse order) before they close,
+    e.g. the REST API, fault prediction, the live forecast."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Start (return once it serves or runs)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop and release what it holds; called even when a later service failed to start."""
+        ...
 
 
 MAX_RESTARTS = 3  # a part that dies more often than this in RESTART_WINDOW_S stops the job with an error
@@ -48,7 +66,10 @@ class MainJob:
     on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     # Run once the collectors have started (e.g. the cooling supervisor's task); on_stop runs before they close.
     on_start: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # Parts /health waits for beside the collectors and the writer, by name (e.g. the cooling supervisor's task).
+    ready_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _writer_since: float = field(default=0.0, init=False, repr=False)  # time.monotonic() the writer task started
     _report_call: asyncio.Future[object] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -66,10 +87,28 @@ class MainJob:
             segment_bytes=cfg.spool.segment_bytes,
             fsync=cfg.spool.fsync == "always",
         )
-        writer = HistorianWriter(historian, clock, spool=spool)
+        # The collectors' evicted-point counter, read late: the engine is built just below, with the writer as a sink.
+        writer = HistorianWriter(historian, clock, spool=spool, dropped=lambda: engine.output.dropped)
         engine = Engine.from_site(site, sinks=[live.update, writer], clock=clock)
-        writer._dropped = lambda: engine.output.dropped
         return cls(site, clock, live, historian, engine, writer)
+
+    def add_service(self, service: Service) -> None:
+        """Start ``service`` after the parts added before it; stop it before them."""
+        self.on_start.append(service.start)
+        self.on_stop.insert(0, service.stop)
+
+    def readiness(self) -> Readiness:
+        """What is live of the collectors (every device connected or tried once), the historian writer (running for
+        one flush interval, its store not failing) and each ready check, and what is still pending."""
+        pending = [f"collector {name}" for name, h in self.engine.health().items() if not (h.polls or h.errors)]
+        task = self._writer_task
+        if task is None or task.done() or time.monotonic() - self._writer_since < self.writer.flush_every_s:
+            pending.append("historian writer")
+        elif self.writer.failing:
+            pending.append("historian writer (store failing)")
+        pending += [name for name, check in self.ready_checks.items() if not check()]
+        total = len(self.engine.devices) + 1 + len(self.ready_checks)
+        return Readiness(total - len(pending), total, tuple(pending))
 
     async def run(
         self,
@@ -91,7 +130,7 @@ class MainJob:
         end = None if duration_s is None else loop.time() + duration_s
         deaths: dict[str, list[float]] = {"collector engine": [], "historian writer": []}
         writer_task = asyncio.create_task(self.writer.run(), name="historian writer")
-        self._writer_task = writer_task
+        self._writer_task, self._writer_since = writer_task, time.monotonic()
         report_task = asyncio.create_task(self.monthly_reports(), name="monthly PUE report")
         try:
             async with self.engine:
@@ -167,6 +206,7 @@ class MainJob:
                     self._died(name, task, deaths[name], loop.time())
                     if name == "historian writer":
                         writer_task = self._writer_task = asyncio.create_task(self.writer.run(), name=name)
+                        self._writer_since = time.monotonic()
             if loop.time() >= next_line:
                 next_line += summary_every_s
                 printer(f"{summary.line()} | stored {self.writer.points_written} points" + self._extra())
@@ -174,7 +214,7 @@ class MainJob:
     def _extra(self) -> str:
         """Summary additions that only appear when something is being held back or lost."""
         parts = []
-        held = self.writer._backlog_points + (self.writer.spool.depth_points if self.writer.spool else 0)
+        held = self.writer.backlog_points + (self.writer.spool.depth_points if self.writer.spool else 0)
         if held:
             parts.append(f"{held} points waiting for the historian")
         if self.writer.refused_points:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ from aidc.errors import ConfigError
 from aidc.live import LiveState
 from aidc.model import Batch, Quality, SeriesKey
 from control.guard import check_inputs, cooling_response, thermal_alarms, verify
+from control.interface import MODES, Mode
 from control.learner import LearningController
 from control.live_reader import LiveReader
 from control.policy import Limits, site_limits
@@ -40,8 +41,6 @@ from control.types import Decision, Setpoints, Snapshot
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["off", "advisory", "auto"]
-MODES: tuple[Mode, ...] = ("off", "advisory", "auto")
 MEASUREMENT = "controller"
 MIN_TICK_S = 0.02  # wall seconds: the floor on the guard tick when the clock runs fast (as the collectors have)
 
@@ -83,7 +82,7 @@ class Override:
 
 
 class Supervisor:
-    """See the module docstring; the dashboard codes against ``mode``, ``set_mode``, overrides and ``status``."""
+    """See the module docstring; the dashboard and the API code against ``control.interface.SupervisorControl``."""
 
     def __init__(self, site: Site, live: LiveState, writer: Writer | None, clock: Clock, *,
                  publish: Callable[[Batch], None] | None = None, actor: object | None = None,

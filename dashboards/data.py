@@ -29,7 +29,8 @@ from analytics.energy import kpi
 from analytics.energy.metering import PowerMeters, it_power_windows, live_pue
 from analytics.energy.pue import MeterInfo
 from analytics.historian_adapter import pue_from_historian, site_meters
-from dashboards.supervisor import SupervisorLike, audit_entries, entry_time, read_jsonl_tail
+from control.interface import SupervisorControl
+from dashboards.supervisor import audit_entries, entry_time, read_jsonl_tail
 from historian import Historian, SeriesSelector
 from historian.base import Agg
 
@@ -151,7 +152,7 @@ class DashboardData:
     historian: Historian
     clock: Clock
     alarms: AlarmEngine
-    supervisor: SupervisorLike | None = None
+    supervisor: SupervisorControl | None = None
     job_stats: Callable[[], Mapping[str, float]] | None = None
     gpu_limit_c: float = 85.0
     racks: dict[str, RackInfo] = field(init=False)

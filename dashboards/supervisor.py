@@ -1,8 +1,9 @@
-"""What the dashboard needs of the cooling supervisor (control/supervisor.py), as a Protocol.
+"""The dashboard's side of the cooling supervisor: the one interface (``control.interface.SupervisorControl``) and
+the audit trail.
 
-The dashboard never imports control/: the composition root hands it an object with this shape, or None when no
-controller runs (the Control page then says so). Audit entries are read from the JSON-lines files the supervisor
-and the setpoint writer append to.
+The dashboard imports only the interface from control/, never the controller: the composition root hands it the
+running supervisor, or None when no controller runs (the Control page then says so). Audit entries are read from
+the JSON-lines files the supervisor and the setpoint writer append to.
 """
 
 from __future__ import annotations
@@ -10,40 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-MODES = ("off", "advisory", "auto")
+from control.interface import MODES
 
-
-@runtime_checkable
-class SupervisorLike(Protocol):
-    """The supervisor interface the Control and Cooling pages use."""
-
-    @property
-    def mode(self) -> str:
-        """off, advisory or auto."""
-        ...
-
-    def set_mode(self, mode: str, user: str) -> None:
-        """Change the mode (audited by the supervisor)."""
-        ...
-
-    def set_override(self, device: str, point: str, value: float, until_ns: int, user: str) -> None:
-        """Hold a setpoint at ``value`` until ``until_ns``."""
-        ...
-
-    def clear_override(self, device: str, point: str, user: str) -> None:
-        """Release an override."""
-        ...
-
-    def overrides(self) -> list[dict[str, Any]]:
-        """Active overrides: device, point, value, until_ns, user."""
-        ...
-
-    def status(self) -> dict[str, Any]:
-        """Mode, state, last decision (setpoints, predicted saving kW, binding constraints, hold reason),
-        model provenance and counts."""
-        ...
+__all__ = ["MODES", "audit_entries", "entry_time", "read_jsonl_tail"]  # MODES: for the Control page
 
 
 AUDIT_FILES = {"control": "control.jsonl", "writes": "writes.jsonl"}

@@ -22,10 +22,10 @@ from aidc.config import load_site
 from analytics.alarms.engine import AlarmEngine
 from app.commands.run import job_stats
 from app.job import MainJob
+from control.interface import SupervisorControl
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore
 from dashboards.data import DashboardData
-from dashboards.supervisor import SupervisorLike
 from simulators.process import SimulatorProcess
 from tests.debtools import require_tool
 from tests.sim_helpers import _bindable, free_port_block, site_doc, write_site
@@ -94,7 +94,7 @@ class DashboardStack:
     """Simulator process + collectors/historian on a thread's loop + dashboard, torn down in reverse."""
 
     def __init__(self, tmp: Path, *, racks: int = 4, poll_s: float = 0.5, policy: dict[str, Any] | None = None,
-                 supervisor_factory: Callable[[DashboardStack], SupervisorLike] | None = None, speed: float = 1.0) -> None:
+                 supervisor_factory: Callable[[DashboardStack], SupervisorControl] | None = None, speed: float = 1.0) -> None:
         self.tmp = tmp
         doc = site_doc(tmp, racks)
         for group in ("halls",):

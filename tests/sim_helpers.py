@@ -40,7 +40,9 @@ def site_doc(tmp_path: Path, racks: int = 4) -> dict[str, Any]:
     base = free_port_block(racks * 2 + 8)
     opcua = free_port_block(4)
     text = render_site(SiteTemplate(racks=racks, base_port=base, opcua_port=opcua, data_dir=str(tmp_path / "var")))
-    return tomllib.loads(text)
+    doc = tomllib.loads(text)
+    doc["api"] = {"port": free_port_block(1)}  # the main job's REST API, off the default 8081 a real job may hold
+    return doc
 
 
 def write_site(tmp_path: Path, doc: dict[str, Any], name: str = "site.toml") -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,12 +14,15 @@ import pytest
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
+from aidc.clock import SteppedClock
 from aidc.config import load_site
+from aidc.live import LiveState
 from aidc.model import Batch, SeriesKey
 from api.app import create_app
 from api.auth import TokenStore
 from api.context import ApiContext
 from api.server import ApiServer
+from control.supervisor import Supervisor
 from historian import open_historian
 from simulators.telemetry import generate
 from tests import tenant_fixture as fx
@@ -29,33 +32,14 @@ from tests.test_tenants import check_fixture_figures
 READ = "read-token-0123456789abcdef"
 OPERATOR = "operator-token-0123456789abcdef"
 SIM_START = pd.Timestamp("2026-11-03T00:00Z")
+TCS = {"device": "cdu-h1-01", "point": "tcs_supply_temp_setpoint_c"}  # a setpoint the supervisor controls
 
 
-class FakeController:
-    """A stand-in for control.supervisor.Supervisor, speaking the API's Controller protocol."""
-
-    def __init__(self) -> None:
-        self._mode = "advisory"
-        self.overrides: dict[str, float | None] = {}
-
-    @property
-    def mode(self) -> str:
-        """Current mode."""
-        return self._mode
-
-    def set_mode(self, mode: str) -> None:
-        """Switch mode."""
-        self._mode = mode
-
-    def set_override(self, point: str, value: float | None) -> None:
-        """Hold a setpoint; unknown points raise KeyError like the supervisor."""
-        if not point.startswith("cdu-"):
-            raise KeyError(f"no writable point {point!r}")
-        self.overrides[point] = value
-
-    def status(self) -> Mapping[str, Any]:
-        """Counters."""
-        return {"decisions": 12, "holds": 3, "last": "hold: GPU margin"}
+def supervisor(ctx: ApiContext, holds: int = 0) -> Supervisor:
+    """The real cooling supervisor of the fixture site, idle (no writer, nothing running), on the API's clock."""
+    sup = Supervisor(ctx.site, LiveState(), None, SteppedClock(int(ctx.clock().value)))
+    sup.counts["holds"] = holds
+    return sup
 
 
 def _health_batch(site_name: str, ts: pd.Timestamp) -> Batch:
@@ -167,7 +151,8 @@ def test_headroom_and_placement(api: tuple[str, ApiContext]) -> None:
 
 
 def test_alarms_controller_and_audit(api: tuple[str, ApiContext]) -> None:
-    """Alarms include predictive ones; the controller is reported absent, then served and changed by an operator."""
+    """Alarms include predictive ones; the controller is reported absent, then the real supervisor is served and
+    changed by an operator, audited under the token's name by both the API and the supervisor."""
     url, ctx = api
     status, alarms = call(url, "GET", "/api/v1/alarms")
     assert status == 200
@@ -178,16 +163,27 @@ def test_alarms_controller_and_audit(api: tuple[str, ApiContext]) -> None:
     status, err = call(url, "PUT", "/api/v1/controller/mode", token=OPERATOR, body={"mode": "auto"})
     assert status == 503
     assert "no controller" in err["error"]["message"]
-    ctx.controller = FakeController()
+    ctx.controller = sup = supervisor(ctx)
     status, state = call(url, "GET", "/api/v1/controller")
-    assert state == {"available": True, "mode": "advisory", "status": {"decisions": 12, "holds": 3, "last": "hold: GPU margin"}}
-    assert call(url, "PUT", "/api/v1/controller/mode", token=OPERATOR, body={"mode": "auto"}) == (200, {"mode": "auto"})
-    status, _ = call(url, "PUT", "/api/v1/controller/override", token=OPERATOR, body={"point": "cdu-h1-01.tcs_sp", "value": 30})
     assert status == 200
+    assert (state["available"], state["mode"], state["status"]["state"]) == (True, "advisory", "commissioning")
+    assert state["overrides"] == []
+    assert call(url, "PUT", "/api/v1/controller/mode", token=OPERATOR, body={"mode": "auto"}) == (200, {"mode": "auto"})
+    assert sup.mode == "auto"
+    hold = {**TCS, "value": 30, "minutes": 15}
+    status, held = call(url, "PUT", "/api/v1/controller/override", token=OPERATOR, body=hold)
+    assert status == 200, held
+    assert [(o["device"], o["value"], o["user"]) for o in sup.overrides()] == [("cdu-h1-01", 30.0, "ops")]
+    assert sup.overrides()[0]["until_ns"] == ctx.clock().value + 15 * 60 * 10**9
+    status, _ = call(url, "PUT", "/api/v1/controller/override", token=OPERATOR, body={**hold, "value": None})
+    assert (status, sup.overrides()) == (200, [])
     status, audit = call(url, "GET", "/api/v1/audit?limit=10")
     assert status == 200
-    assert [a["action"] for a in audit["api"]][-2:] == ["set_mode", "set_override"]
-    assert audit["api"][-2]["token"] == "ops"
+    assert [a["action"] for a in audit["api"]][-3:] == ["set_mode", "set_override", "clear_override"]
+    assert audit["api"][-3]["token"] == "ops"
+    control = [json.loads(line) for line in (ctx.audit_dir / "control.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in control[-3:]] == ["mode", "override", "override_cleared"]
+    assert {r["user"] for r in control[-3:]} == {"ops"}
 
 
 @pytest.mark.parametrize(
@@ -196,12 +192,12 @@ def test_alarms_controller_and_audit(api: tuple[str, ApiContext]) -> None:
         ("GET", "/api/v1/alarms", None, None, 401),
         ("GET", "/api/v1/alarms", "not-a-valid-token-at-all", None, 401),
         ("PUT", "/api/v1/controller/mode", READ, {"mode": "off"}, 403),
-        ("PUT", "/api/v1/controller/override", READ, {"point": "cdu-h1-01.tcs_sp", "value": 30}, 403),
+        ("PUT", "/api/v1/controller/override", READ, {**TCS, "value": 30}, 403),
     ],
 )
 def test_auth(api: tuple[str, ApiContext], method: str, path: str, token: str | None, body: object, status: int) -> None:
     """No token and a wrong token get 401; a read-only token cannot change the mode or an override (403)."""
-    api[1].controller = FakeController()
+    api[1].controller = supervisor(api[1])
     got, err = call(api[0], method, path, token=token, body=body)
     assert got == status
     assert err["error"]["status"] == status
@@ -224,12 +220,16 @@ def test_auth(api: tuple[str, ApiContext], method: str, path: str, token: str | 
         ("POST", "/api/v1/placement", {"racks": ["nope"], "kw": 5, "hours": 1}, "racks"),
         ("POST", "/api/v1/placement", {"racks": ["h1-r01-01"], "kw": 5}, "hours"),
         ("PUT", "/api/v1/controller/mode", {"mode": "turbo"}, "mode"),
-        ("PUT", "/api/v1/controller/override", {"point": "valve-9", "value": 1}, "point"),
+        ("PUT", "/api/v1/controller/override", {"device": "valve-9", "point": "x", "value": 1}, "device"),
+        ("PUT", "/api/v1/controller/override", {"device": "pdu-h1-r01-01", "point": "x", "value": 1}, "device"),
+        ("PUT", "/api/v1/controller/override", {"device": "cdu-h1-01", "point": "pump_speed_pct", "value": 1}, "point"),
+        ("PUT", "/api/v1/controller/override", {**TCS, "value": 1e6}, "value"),
+        ("PUT", "/api/v1/controller/override", {**TCS, "value": 30, "minutes": 0}, "minutes"),
     ],
 )
 def test_bad_parameters_name_the_field(api: tuple[str, ApiContext], method: str, path: str, body: object, field: str) -> None:
     """A bad parameter gets a 422 JSON error whose `field` names it."""
-    api[1].controller = FakeController()
+    api[1].controller = supervisor(api[1])
     status, err = call(api[0], method, path, token=OPERATOR, body=body)
     assert status == 422, err
     assert err["error"]["field"] == field
@@ -239,7 +239,7 @@ def test_bad_parameters_name_the_field(api: tuple[str, ApiContext], method: str,
 def test_metrics_parse(api: tuple[str, ApiContext]) -> None:
     """/metrics parses with the Prometheus text parser and carries collector, historian, controller and API figures."""
     url, ctx = api
-    ctx.controller = FakeController()
+    ctx.controller = supervisor(ctx, holds=3)
     call(url, "GET", "/health", token=None)
     status, text = call(url, "GET", "/metrics", token=None)
     assert status == 200

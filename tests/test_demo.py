@@ -11,14 +11,17 @@ from pathlib import Path
 
 import duckdb
 
+from tests.sim_helpers import free_port_block
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_demo_runs_32_racks_all_devices_up_and_stores(tmp_path: Path) -> None:
     """`aidc demo` brings up 32 racks' devices on 127.0.0.1, collects every one and stores points in DuckDB."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    api = ["--api-port", str(free_port_block(1))]  # not the default 8081, which a running job may hold
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", "demo", "--racks", "32", "--duration", "14", "--summary-every", "3"],
+        [sys.executable, "-m", "app.cli", "demo", "--racks", "32", "--duration", "14", "--summary-every", "3", *api],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -323,27 +323,30 @@ def test_one_refit_policy_for_both_halves() -> None:
 
 
 def test_the_job_runs_one_service_and_hands_it_to_the_dashboard(tmp_path: Path) -> None:
-    """`aidc run` wiring: one started service on the job's clock; the dashboard draws that object; stop hooks end it."""
-    from app.commands.run import start_dashboard, start_forecasts
+    """`aidc run` wiring: one service on the job's clock, started and stopped with the job; the dashboard draws it."""
+    from app.commands.run import start_parts
     from app.job import MainJob
 
     path = tmp_path / "site.toml"
     path.write_text(render_site(SiteTemplate(racks=1, data_dir="var")), encoding="utf-8")
     job = MainJob.build(load_site(path), clock=SteppedClock(NOW.value))
-    svc = start_forecasts(job)
-    dashboard = None
+    args = argparse.Namespace(no_dashboard=False, port=free_port_block(1), no_control=True, no_api=True,
+                              api_port=None)  # fmt: skip
+    dashboard, alarms = start_parts(job, args, demo=False)
     try:
-        assert svc.running
-        args = argparse.Namespace(no_dashboard=False, port=free_port_block(1))
-        dashboard = start_dashboard(job, args, demo=False, forecasts=svc)
         assert dashboard is not None
-        assert dashboard.forecasts is svc
+        svc = dashboard.forecasts
+        assert isinstance(svc, ForecastService)
+        assert not svc.running  # the job starts it with its services, once the collectors run
+        for hook in job.on_start:
+            asyncio.run(hook())  # type: ignore[arg-type]
+        assert svc.running
         assert svc.load.clock() == NOW  # the facility's clock, not the wall clock
         for hook in job.on_stop:
             asyncio.run(hook())  # type: ignore[arg-type]
         assert not svc.running
     finally:
-        svc.stop()
         if dashboard is not None:
             dashboard.stop()
+        alarms.close()
         job.historian.close()

@@ -196,7 +196,7 @@ def full_context(site: Site, truth: pd.Series, hist: Historian) -> ApiContext:
     )
     asyncio.run(writer.drain())
     return ctx_for(site, hist, live_from(truth), alarm_engine=engine, controller=SupervisorStandIn(),
-                   collector_health=lambda: health, writer_health=writer.health)  # fmt: skip
+                   collector_health=lambda: health, writer=writer)  # fmt: skip
 
 
 def test_alarms_controller_collector_and_historian_health(facility: tuple[Site, pd.Series, Historian]) -> None:

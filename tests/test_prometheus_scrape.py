@@ -1,9 +1,9 @@
 """Debian's Prometheus scrapes aidc's /metrics over loopback and answers a rack's power through its HTTP API.
 
 The target is a running job: the simulated 2-rack facility in its own process, the collectors, the live state and
-the historian writer (``app.job.MainJob``), and the REST API on a free port with what the job hands it. Until the
-job hosts the API itself, :func:`job_in_process` builds that here; :func:`aidc_demo` is the same target as
-``aidc demo`` serves it (switch ``TARGET`` once the demo hosts the API).
+the historian writer (``app.job.MainJob``), and the REST API on a free port with what the job hands it. The
+test scrapes ``aidc demo`` itself (:func:`aidc_demo`), which hosts the API; :func:`job_in_process` builds the same
+parts in this process, for debugging.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def job_in_process(tmp: Path) -> Iterator[str]:
         stack.callback(thread.join, 30)
         stack.callback(lambda: loop.call_soon_threadsafe(task.cancel))
         ctx = ApiContext(site=site, historian=job.historian, tokens=TokenStore.from_env({}), live=job.live,
-                         collector_health=job.engine.health, writer_health=job.writer.health)  # fmt: skip
+                         collector_health=job.engine.health, writer=job.writer)  # fmt: skip
         server = stack.enter_context(ApiServer(create_app(ctx), port=free_port()))
         yield server.url
 
@@ -119,7 +119,7 @@ def aidc_demo(tmp: Path) -> Iterator[str]:
         log.close()
 
 
-TARGET: Callable[[Path], AbstractContextManager[str]] = job_in_process  # aidc_demo once `aidc demo` hosts the API
+TARGET: Callable[[Path], AbstractContextManager[str]] = aidc_demo  # job_in_process: the same parts in-process
 
 
 @contextlib.contextmanager

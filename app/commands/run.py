@@ -22,7 +22,8 @@ from aidc.sitegen import SiteTemplate, render_site
 from analytics.alarms.engine import AlarmEngine
 from analytics.alarms.prediction import FaultPredictionService
 from analytics.forecast.service import ForecastService, facility_clock
-from app.job import MainJob
+from app.job import MainJob, Service
+from app.services import ApiService, OnLoopSupervisor, ThreadService
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore, random_password
 from dashboards.data import DashboardData
@@ -57,6 +58,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=None, help="dashboard port (default: the site's, else 8050)")
     p.add_argument("--no-dashboard", action="store_true", help="run without the operator dashboard")
     p.add_argument("--no-control", action="store_true", help="run without the cooling supervisor")
+    p.add_argument("--api-port", type=int, default=None, help="REST API port (default: the site's [api] port, 8081)")
+    p.add_argument("--no-api", action="store_true", help="run without the REST API and /metrics")
 
 
 def _sigterm_as_interrupt() -> None:
@@ -64,13 +67,14 @@ def _sigterm_as_interrupt() -> None:
     aidc_loop.stop_on_sigterm()
 
 
-def start_supervisor(job: MainJob, args: argparse.Namespace) -> Any:
+def start_supervisor(job: MainJob, args: argparse.Namespace) -> OnLoopSupervisor | None:
     """The cooling supervisor on the job's live state, writing through the setpoint writer (``[control]`` sets its
     mode; advisory by default: it decides and logs, and writes nothing until an operator switches it to auto).
 
     It runs beside the collectors and stops in the job's stop hooks, while devices are still connected, so that in
-    auto mode it reverts every setpoint it wrote. None (with one line saying why) when ``--no-control`` is given or
-    the site's ``[control]`` table cannot be used.
+    auto mode it reverts every setpoint it wrote. The dashboard and the API reach it through the returned proxy,
+    which runs their calls on the job's event loop. None (with one line saying why) when ``--no-control`` is given
+    or the site's ``[control]`` table cannot be used.
     """
     if args.no_control:
         return None
@@ -86,6 +90,8 @@ def start_supervisor(job: MainJob, args: argparse.Namespace) -> Any:
     job.engine.add_sink(sup.sink)
     stop = asyncio.Event()
     running: list[asyncio.Task[None]] = []
+    control = OnLoopSupervisor(sup)
+    deciding: list[bool] = []  # set once the supervisor's loop runs (for /health)
 
     async def connected_then_run() -> None:
         # Its first heartbeat and writes go to devices the collectors have connected to (a device still down after
@@ -100,9 +106,11 @@ def start_supervisor(job: MainJob, args: argparse.Namespace) -> Any:
         await asyncio.wait(waits, timeout=CONTROL_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
+        deciding.append(True)
         await sup.run(stop)
 
     async def start() -> None:
+        control.bind(asyncio.get_running_loop())
         running.append(asyncio.create_task(connected_then_run(), name="cooling supervisor"))
 
     async def finish() -> None:
@@ -110,11 +118,14 @@ def start_supervisor(job: MainJob, args: argparse.Namespace) -> Any:
         for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        control.bind(None)
 
     job.on_start.append(start)
     job.on_stop.insert(0, finish)
-    _say(f"cooling supervisor: mode {sup.mode} (change it on the dashboard's Control page as an operator)")
-    return sup
+    job.ready_checks["cooling supervisor"] = lambda: bool(deciding) and bool(running) and not running[0].done()
+    _say(f"cooling supervisor: mode {sup.mode} (change it on the dashboard's Control page or the REST API as an "
+         "operator)")  # fmt: skip
+    return control
 
 
 async def _run_until_signalled(job: MainJob, args: argparse.Namespace) -> None:
@@ -173,28 +184,72 @@ def job_stats(job: MainJob) -> Callable[[], dict[str, float]]:
     return stats
 
 
-def start_forecasts(job: MainJob) -> ForecastService:
+def build_forecasts(job: MainJob) -> ForecastService:
     """The one live forecast service (IT load, PUE) on the job's historian, for the dashboard and the API alike;
-    it stops reading in the job's stop hooks, before the historian closes (a fit in progress is not waited for)."""
+    the job starts it with its other services and stops it before the historian closes."""
     weather = DashboardConfig.from_site(job.site).weather_path(job.site)
-    service = ForecastService.for_historian(job.historian, job.site, facility_clock(job.clock), weather_file=weather)
-    job.on_stop.append(lambda: asyncio.to_thread(service.stop, 1.0))
-    return service.start()
+    return ForecastService.for_historian(job.historian, job.site, facility_clock(job.clock), weather_file=weather)
+
+
+def start_api(
+    job: MainJob,
+    args: argparse.Namespace,
+    *,
+    supervisor: OnLoopSupervisor | None,
+    alarms: AlarmEngine,
+    forecasts: ForecastService,
+    predictor: FaultPredictionService,
+) -> ApiService | None:
+    """The REST API on the job's parts (``[api]`` table, ``--api-port``), its port bound now; None when disabled
+    (``--no-api``, or ``[api] enabled = false`` without an ``--api-port``)."""
+    if args.no_api or (not job.site.config.api.enabled and args.api_port is None):
+        _say("REST API: off (" + ("--no-api" if args.no_api else "[api] enabled = false") + ")")
+        return None
+    if args.api_port is not None and not 1 <= args.api_port <= 65535:
+        raise ConfigError(f"--api-port {args.api_port}: not a TCP port")
+    return ApiService(job, port=args.api_port, controller=supervisor, alarm_engine=alarms, forecasts=forecasts,
+                      predictive_alarms=predictor.alarms, printer=_say)
+
+
+def start_parts(job: MainJob, args: argparse.Namespace, *, demo: bool) -> tuple[DashboardService | None, AlarmEngine]:
+    """The supervisor, the one alarm engine, fault prediction, the live forecasts, the REST API and the dashboard,
+    all on the job's parts.
+
+    Returns the dashboard (stopped by the caller after the loop) and the alarm engine (closed by the caller).
+    """
+    supervisor = start_supervisor(job, args)
+    alarms = AlarmEngine.from_site(job.site)
+    forecasts = build_forecasts(job)
+    predictor = FaultPredictionService(job.site, job.historian, alarms, job.clock)  # raises through `alarms`
+    api = start_api(job, args, supervisor=supervisor, alarms=alarms, forecasts=forecasts, predictor=predictor)
+    # Background services: started in this order once the collectors run, stopped in reverse before they close
+    # (and before the historian closes).
+    services: list[Service | None] = [
+        ThreadService("live forecasts", forecasts.start, lambda: forecasts.stop(1.0)),
+        ThreadService("fault prediction", predictor.start, predictor.stop),
+        api,
+    ]
+    for service in services:
+        if service is not None:
+            job.add_service(service)
+    dashboard = start_dashboard(job, args, demo=demo, supervisor=supervisor, alarms=alarms, forecasts=forecasts)
+    return dashboard, alarms
 
 
 def start_dashboard(
-    job: MainJob, args: argparse.Namespace, *, demo: bool, supervisor: Any = None,
+    job: MainJob,
+    args: argparse.Namespace,
+    *,
+    demo: bool,
+    supervisor: OnLoopSupervisor | None = None,
+    alarms: AlarmEngine,
     forecasts: ForecastService | None = None,
 ) -> DashboardService | None:
-    """Alarms and the dashboard on the job's live state and historian; the demo gets an operator account."""
+    """The dashboard on the job's live state, historian and alarm engine; the demo gets an operator account."""
     if args.no_dashboard:
         return None
     config = DashboardConfig.from_site(job.site, port=args.port)
     users = UserStore(config.users_path(job.site))
-    alarms = AlarmEngine.from_site(job.site)
-    predictor = FaultPredictionService(job.site, job.historian, alarms, job.clock)  # raises through `alarms`
-    job.on_start.append(lambda: asyncio.to_thread(predictor.start))
-    job.on_stop.append(lambda: asyncio.to_thread(predictor.stop))  # before the job closes the historian
     data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=supervisor,
                          job_stats=job_stats(job))
     service = DashboardService(data, users, config, forecasts=forecasts).start()
@@ -217,14 +272,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     site = load_site(args.config)
     _sigterm_as_interrupt()
     job = MainJob.build(site)
-    forecasts = start_forecasts(job)
-    dashboard = start_dashboard(job, args, demo=False, supervisor=start_supervisor(job, args), forecasts=forecasts)
+    dashboard, alarms = start_parts(job, args, demo=False)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             aidc_loop.run(_run_until_signalled(job, args))
     finally:
         if dashboard is not None:
             dashboard.stop()
+        alarms.close()
     return 0
 
 
@@ -276,7 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # supervisor reverts setpoints), so the simulator runs in its own session, out of reach of the terminal's
     # Ctrl-C, and is stopped with SIGTERM last.
     sim = SimulatorProcess(path, speed=args.speed, new_session=True)
-    dashboard = None
+    dashboard = alarms = None
     try:
         sim.start()
         _say(f"simulated facility ready; every device answers on {site.config.simulation.bind}:")
@@ -286,9 +341,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say("[2/4] opening the historian and planning the collectors ...")
         job = MainJob.build(site)
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
-        _say("[3/4] starting the cooling supervisor, alarms and the operator dashboard ...")
-        forecasts = start_forecasts(job)
-        dashboard = start_dashboard(job, args, demo=True, supervisor=start_supervisor(job, args), forecasts=forecasts)
+        _say("[3/4] starting the cooling supervisor, alarms, the REST API and the operator dashboard ...")
+        dashboard, alarms = start_parts(job, args, demo=True)
         _say("[4/4] collecting (Ctrl-C stops everything) ...")
         aidc_loop.run(_run_until_signalled(job, args))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)
@@ -298,6 +352,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if dashboard is not None:
             dashboard.stop()
             print("dashboard stopped", file=sys.stderr)
+        if alarms is not None:
+            alarms.close()
         code = sim.stop()
         print(f"simulated facility stopped (exit {code})", file=sys.stderr)
     return 0

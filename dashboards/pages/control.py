@@ -122,7 +122,9 @@ def _overrides(data: DashboardData, act: bool) -> html.Div:
         return html.Div("No active overrides.", className="muted")
     body = []
     for o in rows:
-        until = pd.Timestamp(int(o.get("until_ns", 0)), unit="ns", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+        until_ns = o.get("until_ns")
+        until_ns = until_ns if isinstance(until_ns, int) else 0
+        until = pd.Timestamp(until_ns, unit="ns", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
         key = f"{o.get('device')}|{o.get('point')}"
         body.append(
             html.Tr(
