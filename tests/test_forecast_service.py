@@ -65,7 +65,7 @@ def _data(tmp_path: Path) -> DashboardData:
 
 def _store_it_power(data: DashboardData, start: pd.Timestamp, end: pd.Timestamp) -> None:
     """Five-minute PDU output power with a daily cycle from ``start`` up to ``end``, written to the historian."""
-    pdu_ids = [s for s in data.power_meters if s.startswith("pdu,") and s.endswith(" active_power_w")]
+    pdu_ids = [s for s in data.power_meters.ids if s.startswith("pdu,") and s.endswith(" active_power_w")]
     assert pdu_ids
     ts = np.arange(start.value, end.value, 300 * 10**9, dtype=np.int64)
     day = np.sin(2 * np.pi * (ts / 1e9 % 86400) / 86400)
