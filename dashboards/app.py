@@ -23,6 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from aidc.config import Site
 from aidc.errors import AidcError, ConfigError
 from analytics.forecast.service import ForecastService
+from dashboards.alarm_loop import AlarmLoop
 from dashboards.auth import UserStore
 from dashboards.data import DashboardData
 from dashboards.forecast import service_for
@@ -178,6 +179,7 @@ class DashboardService:
         self.app = create_app(data, users, config, self.forecasts)
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
+        self.alarm_loop = AlarmLoop(data, config.alarm_every_s, extra)
         self._stop = threading.Event()
 
     @property
@@ -198,29 +200,17 @@ class DashboardService:
             ) from None
         self._threads = [
             threading.Thread(target=self._server.serve_forever, name="dashboard http", daemon=True),
-            threading.Thread(target=self._alarm_loop, name="alarms", daemon=True),
         ]
         for t in self._threads:
             t.start()
+        self.alarm_loop.start()
         if self._own_forecasts:
             self.forecasts.start()
         return self
 
-    def _alarm_loop(self) -> None:
-        while not self._stop.wait(self.config.alarm_every_s):
-            self.evaluate_alarms()
-
     def evaluate_alarms(self) -> None:
         """One evaluation of every alarm rule on the latest values."""
-        try:
-            extra = dict(self.extra()) if self.extra is not None else {}
-            extra.update(self.data.pipeline_stats())
-            st = self.data.controller()
-            if st is not None:
-                extra["controller_fallback"] = float("fallback" in str(st.get("state", "")).lower())
-            self.data.alarms.evaluate(self.data.alarm_frame(), self.data.clock.now_ns(), extra)
-        except Exception:  # alarm evaluation must keep running whatever one pass hits
-            log.exception("alarm evaluation failed")
+        self.alarm_loop.evaluate()
 
     def stop(self) -> None:
         """Stop serving and end the threads."""
@@ -230,6 +220,7 @@ class DashboardService:
             self._server.server_close()
         for t in self._threads:
             t.join(timeout=10)
+        self.alarm_loop.stop()
         if self._own_forecasts:
             self.forecasts.stop()
         self.data.alarms.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -25,6 +26,7 @@ from aidc.clock import SteppedClock
 from aidc.config import load_site
 from aidc.errors import ConfigError
 from aidc.live import LiveState
+from aidc.sitegen import SiteTemplate, render_site
 from api.auth import ApiRole, Identity, token_file_entry
 from api.local import credential_path, read_local_credential
 from app.job import MainJob
@@ -283,3 +285,36 @@ def test_tokens_from_the_site_token_file_and_the_environment(tmp_path: Path, mon
     with pytest.raises(ConfigError, match=r"tokens\.toml: tokens\[0\]: missing key 'role'"):
         ApiService(job, printer=lambda _: None)
     job.historian.close()
+
+
+def test_without_the_dashboard_the_job_still_evaluates_the_alarm_rules(tmp_path: Path) -> None:
+    """`aidc run --no-dashboard`: the one alarm engine is still evaluated, by a service of the job."""
+    from app.commands.run import start_parts
+
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=1, data_dir="var")), encoding="utf-8")
+    job = MainJob.build(load_site(path))
+    args = argparse.Namespace(no_dashboard=True, port=None, no_control=True, no_api=True, api_port=None)
+    dashboard, alarms = start_parts(job, args, demo=False)
+    calls: list[int] = []
+    evaluate = alarms.evaluate
+
+    def counted(frame: Any, now_ns: int, extra: Any = None) -> Any:
+        calls.append(now_ns)
+        return evaluate(frame, now_ns, extra)
+
+    alarms.evaluate = counted  # type: ignore[method-assign]
+    try:
+        assert dashboard is None
+        for hook in job.on_start:
+            asyncio.run(hook())  # type: ignore[arg-type]
+        for _ in range(200):  # bounded wait on state, not a timing assertion
+            if calls:
+                break
+            time.sleep(0.05)
+        assert calls, "no alarm evaluation without the dashboard"
+    finally:
+        for hook in job.on_stop:
+            asyncio.run(hook())  # type: ignore[arg-type]
+        alarms.close()
+        job.historian.close()

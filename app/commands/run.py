@@ -24,6 +24,7 @@ from analytics.alarms.prediction import FaultPredictionService
 from analytics.forecast.service import ForecastService, facility_clock
 from app.job import MainJob, Service
 from app.services import ApiService, OnLoopSupervisor, ThreadService
+from dashboards.alarm_loop import AlarmLoop
 from dashboards.app import DashboardConfig, DashboardService
 from dashboards.auth import Role, UserStore, random_password
 from dashboards.data import DashboardData
@@ -233,6 +234,11 @@ def start_parts(job: MainJob, args: argparse.Namespace, *, demo: bool) -> tuple[
         if service is not None:
             job.add_service(service)
     dashboard = start_dashboard(job, args, demo=demo, supervisor=supervisor, alarms=alarms, forecasts=forecasts)
+    if dashboard is None:  # the dashboard evaluates the alarm rules while it serves; without it the job does
+        data = DashboardData(job.site, job.live, job.historian, job.clock, alarms, supervisor=supervisor,
+                             job_stats=job_stats(job))
+        loop = AlarmLoop(data, DashboardConfig.from_site(job.site).alarm_every_s)
+        job.add_service(ThreadService(loop.name, loop.start, loop.stop))
     return dashboard, alarms
 
 
