@@ -79,6 +79,8 @@ def format_validation_error(
         hint = _suggestion(root, raw_loc)
         if isinstance(value, dict):
             return f"{source}: {loc}: unknown table{hint}"
+        if isinstance(value, list):  # an array (of tables): its text would not fit on the line
+            return f"{source}: {loc}: unknown key{hint}"
         return f"{source}: {loc}: {value!r}: unknown key{hint}"
     if err["type"] in ("value_error", "assertion_error") or isinstance(value, dict | list):
         return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"

@@ -93,6 +93,14 @@ def test_a_misspelt_table_is_an_unknown_table() -> None:
         site_from_dict(doc, source="bad.toml")
 
 
+def test_an_unknown_array_is_named_without_its_contents() -> None:
+    """An unknown key holding an array (of tables) is named on one short line, without the array's text."""
+    doc = copy.deepcopy(site_dict(2))
+    doc["control"] = {"schedule": [{"tcs_c": 30.0}, {"tcs_c": 31.0}]}
+    with pytest.raises(ConfigError, match=r"^bad\.toml: control\.schedule: unknown key$"):
+        site_from_dict(doc, source="bad.toml")
+
+
 def test_the_stages_read_the_models_validated_at_load(tmp_path: Path) -> None:
     """The control, dashboard, alarm and report accessors return the models load_site built, with the file's values."""
     from analytics.alarms.engine import AlarmPolicy as StageAlarmPolicy
