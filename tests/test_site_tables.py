@@ -143,6 +143,20 @@ def test_a_bad_physics_parameter_is_refused_before_the_simulator_starts(tmp_path
         SimulatorProcess(path)
 
 
+def test_check_runs_the_stages_own_table_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aidc check` refuses a misspelt [simulation.physics] parameter (checked by the simulators) in one line."""
+    from app.cli import main
+
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=2)) + "\n[simulation.physics]\nleak_ref_fracc = 0.2\n")
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"aidc check: {path}: simulation.physics.leak_ref_fracc: unknown parameter (see docs/physics.md for the list)"
+    )
+
+
 # --- the real command line ------------------------------------------------------------------------------------
 
 
