@@ -19,10 +19,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aidc.clock import NS, parse_time
+from aidc.config_errors import format_validation_error
 from aidc.errors import ConfigError
 from aidc.historian_config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
+from aidc.site_tables import ControlConfig, DashboardConfig, ReportConfig
 from aidc.tenant_config import CarbonConfig, TenantLease, check_tenants
 
 
@@ -270,10 +272,10 @@ class SiteConfig(_Strict):
     tenants: tuple[TenantLease, ...] = ()  # leases of racks to tenants (aidc/tenant_config.py)
     carbon: CarbonConfig = CarbonConfig()
     api: ApiSettings = ApiSettings()
-    # Tables later packages own (control, dashboard) are validated by their own models.
-    control: dict[str, Any] = {}
-    dashboard: dict[str, Any] = {}
-    report: dict[str, Any] = {}  # analytics.report.config.ReportConfig
+    # The policy tables of the stages (aidc/site_tables.py): typed here so that a bad key fails at load.
+    control: ControlConfig = ControlConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    report: ReportConfig = ReportConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,33 +357,6 @@ class Site:
                 yield hall, rack
 
 
-def _loc_text(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
-
-
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line naming the file, key path and bad value of the first validation error."""
-    err = exc.errors()[0]
-    loc = _loc_text(tuple(err["loc"]))
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    value = err.get("input")
-    if err["type"] == "missing":
-        parent, _, key = loc.rpartition(".")
-        where = f"{parent}: " if parent else ""
-        return f"{source}: {where}missing key {key!r}"
-    if err["type"] == "extra_forbidden":
-        return f"{source}: {loc}: unknown key"
-    if err["type"] in ("value_error", "assertion_error") or isinstance(value, dict | list):
-        return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
-    return f"{source}: {loc}: {value!r}: {msg}"
-
-
 def load_site(path: Path | str) -> Site:
     """Read, validate and resolve a site file; raises ConfigError with one clear line."""
     p = Path(path)
@@ -401,7 +376,7 @@ def site_from_dict(data: dict[str, Any], *, source: str = "<site>", path: Path |
     try:
         cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+        raise ConfigError(format_validation_error(source, exc, root=SiteConfig)) from None
     devices = _resolve_devices(cfg, source, path)
     check_tenants(cfg.tenants, (r.name for h in cfg.halls for r in h.racks), cfg.site.timezone, source)
     return Site(path=path, config=cfg, devices=tuple(devices))

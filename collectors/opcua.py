@@ -26,6 +26,7 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from aidc import logs
 from aidc.clock import Clock
 from aidc.config import DeviceRef, OpcUaSecurity
 from aidc.model import Batch
@@ -36,9 +37,9 @@ from collectors.plan import OpcUaPlan, array_series_ids, chunks, plan_opcua
 from collectors.quality import QualityTracker
 
 log = logging.getLogger(__name__)
-# asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: nothing
-# secret may reach a log, so asyncua is capped at INFO whatever the root level (aidc -vv included).
-logging.getLogger("asyncua").setLevel(max(logging.INFO, logging.getLogger("asyncua").level))
+# asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: it is
+# kept off DEBUG (aidc -vv included), and quiet unless -v asks for its INFO lines (aidc/logs.py).
+logs.never_debug("asyncua")
 
 APP_URI = "urn:aidc:collector"
 KNOWN_SERVERS = "known_servers.json"  # endpoint -> SHA-256 of the server certificate, pinned on first use

@@ -12,15 +12,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import psychrolib as psy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aidc.config import CduConfig, DeviceRef, Site
 from aidc.errors import ConfigError
 from aidc.roles import Role
+from aidc.site_tables import ControlConfig as ControlConfig  # re-exported: control code imports it here
+from aidc.site_tables import TrimRespondConfig as TrimRespondConfig
 from control.types import Arr, Setpoints
 
 # Junction temperature at which each accelerator caps its power (vendor data sheets); a site can override per model.
@@ -36,72 +36,9 @@ THROTTLE_LIMITS_C: dict[str, float] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TrimRespondConfig(_Strict):
-    """ASHRAE Guideline 36 §5.1.14 trim & respond on a 0-1 plant reset variable.
-
-    Defaults follow the G36 chiller-plant reset as implemented in the Modelica Buildings library: start at full
-    cooling (SP0 = 1), trim 0.02 toward energy saving every T = 300 s after Td = 900 s, respond +0.03 per request
-    beyond the I = 2 ignored ones, at most +0.07 a step. Reset 0 is the warm, low-pressure end and 1 the cold,
-    high-pressure end; the first half of the range raises dp, the second half lowers the supply temperatures.
-    """
-
-    sp0: float = Field(1.0, ge=0, le=1)
-    sp_min: float = Field(0.0, ge=0, le=1)
-    sp_max: float = Field(1.0, ge=0, le=1)
-    td_s: float = Field(900.0, ge=0)
-    t_s: float = Field(300.0, gt=0)
-    i: int = Field(2, ge=0)
-    r: int | None = Field(None, ge=1)  # requests counted at most (None: every CDU's)
-    sp_trim: float = Field(-0.02, ge=-1, le=0)
-    sp_res: float = Field(0.03, ge=0, le=1)
-    sp_res_max: float = Field(0.07, ge=0, le=1)
-    request_margin_k: float = Field(5.0, ge=0)  # a CDU requests when its hottest GPU is within this of the limit
-    request_valve_pct: float = Field(95.0, ge=0, le=100)  # or its FWS valve is at least this open
-    tcs_range_c: tuple[float, float] | None = None  # (cold end, warm end); None: the site's limits
-    dp_range_kpa: tuple[float, float] | None = None  # (low, high); None: the site's limits
-    fws_range_c: tuple[float, float] | None = None  # (cold end, warm end); None: the site's limits
-
-
-class ControlConfig(_Strict):
-    """The ``[control]`` table of a site file."""
-
-    interval_s: float = Field(300.0, ge=10, le=3600)
-    mode: Literal["off", "advisory", "auto"] = "advisory"
-    gpu_margin_k: float = Field(3.0, ge=0, le=20)
-    gpu_limits_c: dict[str, float] = {}
-    dew_margin_k: float = Field(2.0, ge=0, le=10)
-    cdu_approach_k: float = Field(3.0, ge=0, le=10)
-    max_step_tcs_k: float = Field(2.0, gt=0, le=10)
-    max_step_dp_kpa: float = Field(20.0, gt=0, le=100)
-    max_step_fws_k: float = Field(2.0, gt=0, le=10)
-    stale_s: float = Field(120.0, gt=0)  # inputs older than this are stale: hold
-    hold_revert_s: float = Field(900.0, ge=0)  # holding this long reverts to the safe defaults
-    heartbeat_s: float = Field(10.0, gt=0)
-    alarm_gpu_k: float = Field(1.0, ge=0)  # thermal guard: a GPU within this of its throttle limit is an alarm
-    alarm_tcs_c: float = Field(45.0)  # thermal guard: TCS supply above this is an alarm
-    commissioning_days: float = Field(14.0, ge=0)
-    retrain_h: float = Field(24.0, gt=0)
-    train_window_days: float = Field(60.0, gt=0)
-    max_spread_kw: float = Field(60.0, gt=0)  # model spread (facility kW) above which a candidate is not trusted
-    max_spread_k: float = Field(1.5, gt=0)  # model spread (GPU °C) above which a candidate is not trusted
-    max_distance: float = Field(1.5, gt=0)  # distance from training data (scaled units) beyond which: not trusted
-    user: str = "aidc-supervisor"
-    trim_respond: TrimRespondConfig = TrimRespondConfig()
-
-
 def control_config(site: Site) -> ControlConfig:
-    """The validated ``[control]`` table; ConfigError names the key and the bad value."""
-    try:
-        return ControlConfig.model_validate(site.config.control)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        src = site.path if site.path is not None else "<site>"
-        raise ConfigError(f"{src}: control.{key}: {err['msg']} (got {err.get('input')!r})") from None
+    """The site's ``[control]`` table (validated when the site was loaded: a bad key never reaches the supervisor)."""
+    return site.config.control
 
 
 def dew_point_c(drybulb_c: float, wetbulb_c: float, pressure_pa: float = 101325.0) -> float:

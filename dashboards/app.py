@@ -17,11 +17,10 @@ from urllib.parse import unquote
 
 import dash
 from dash import Input, Output, dcc, html
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from aidc.config import Site
-from aidc.errors import AidcError, ConfigError
+from aidc.errors import AidcError
+from aidc.site_tables import DashboardConfig as DashboardConfig  # the [dashboard] table, typed at load
 from analytics.forecast.service import ForecastService
 from dashboards.alarm_loop import AlarmLoop
 from dashboards.auth import UserStore
@@ -40,48 +39,6 @@ PAGES = [
     ("/quality", "Data quality"),
     ("/reports", "Reports"),
 ]
-
-
-class DashboardConfig(BaseModel):
-    """``[dashboard]`` in the site file (``alarms`` is :class:`analytics.alarms.engine.AlarmPolicy`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bind: str = "127.0.0.1"
-    port: int = Field(8050, ge=1, le=65535)
-    users_file: str = "dashboard-users.json"  # relative to the site's data directory
-    secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")  # session signing key; random if unset
-    secure_cookies: bool = False  # set when served behind HTTPS
-    alarm_every_s: float = Field(1.0, gt=0, le=60)
-    # An Open-Meteo hourly forecast (JSON or CSV) for the PUE forecast, refreshed by the site (e.g. a cron job);
-    # relative to the site's data directory. Without it: the current weather moved along the recent daily cycle.
-    weather_file: str | None = None
-    alarms: dict[str, Any] = {}
-
-    @classmethod
-    def from_site(cls, site: Site, **overrides: Any) -> DashboardConfig:
-        """The site's ``[dashboard]`` table with command-line overrides; ConfigError names the key."""
-        raw = {**site.config.dashboard, **{k: v for k, v in overrides.items() if v is not None}}
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(
-                f"{site.path or '<site>'}: dashboard.{loc}: {err['msg']} (got {err.get('input')!r})"
-            ) from None
-
-    def weather_path(self, site: Site) -> Path | None:
-        """Where the weather forecast file lives (None: none configured)."""
-        if self.weather_file is None:
-            return None
-        p = Path(self.weather_file)
-        return p if p.is_absolute() else site.data_dir / p
-
-    def users_path(self, site: Site) -> Path:
-        """Where the users file lives."""
-        p = Path(self.users_file)
-        return p if p.is_absolute() else site.data_dir / p
 
 
 def _nav(path: str) -> html.Div:

@@ -15,6 +15,7 @@ from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, render_site
 from simulators.control_api import control_host, control_request
 from simulators.faults import Fault
+from simulators.physics import site_params
 from simulators.runner import SimulatedFacility, default_physics, listen_address, load_physics_factory, serve
 
 
@@ -34,6 +35,11 @@ def register(sub: Any) -> None:
     f.add_argument("value", nargs="?", type=float, help="seconds (delay, restart) or exception code")
     f.add_argument("--clear", action="store_true", help="clear the fault (or every fault of the device)")
     f.set_defaults(func=cmd_fault)
+
+
+def check_site(site: Site) -> None:
+    """``aidc check``'s hook: the ``[simulation.physics]`` overrides name known parameters within their ranges."""
+    site_params(site)
 
 
 def _site(args: argparse.Namespace) -> Site:

@@ -24,7 +24,7 @@ from simulators.facility_points import DevicePoints
 from simulators.facility_state import FacilityState
 from simulators.interface import PointValue, Setpoints, WhatIf
 from simulators.layout import AIR_SUPPLY_C
-from simulators.physics import PhysicsParams, params_from_overrides
+from simulators.physics import PhysicsParams, site_params
 from simulators.state import Env, PlantState
 from simulators.weather import Weather, load_weather
 from simulators.workload import UtilisationSource, workload_for_site
@@ -50,7 +50,7 @@ class Facility(FacilityState):
         cfg = site.config
         sim = cfg.simulation
         site_dir = site.path.parent if site.path is not None else None
-        super().__init__(site, params if params is not None else params_from_overrides(dict(sim.physics)))
+        super().__init__(site, params if params is not None else site_params(site))
         self.t_ns = start_ns if start_ns is not None else sim.start_ns()
         self.weather = weather or load_weather(cfg.site.weather, site_dir, cfg.site.elevation_m)
         self.tz = ZoneInfo(cfg.site.timezone)

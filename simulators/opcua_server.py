@@ -32,6 +32,7 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from aidc import logs
 from aidc.config import DeviceRef, OpcUaSecurity
 from aidc.errors import ConfigError
 from aidc.profiles import DataType, Point
@@ -39,9 +40,9 @@ from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics, PointValue
 
 log = logging.getLogger(__name__)
-# asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: nothing
-# secret may reach a log, so asyncua is capped at INFO whatever the root level (aidc -vv included).
-logging.getLogger("asyncua").setLevel(max(logging.INFO, logging.getLogger("asyncua").level))
+# asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: it is
+# kept off DEBUG (aidc -vv included), and quiet unless -v asks for its INFO lines (aidc/logs.py).
+logs.never_debug("asyncua")
 
 NAMESPACE_URI = "urn:aidc:simulator"
 VARIANT: dict[DataType, ua.VariantType] = {

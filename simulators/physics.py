@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aidc.config import Site
 from aidc.errors import ConfigError
 
 Arr = npt.NDArray[np.float64]
@@ -144,6 +145,14 @@ def params_from_overrides(overrides: dict[str, Any], base: PhysicsParams | None 
             f"{out.hall_dewpoint_min_c}"
         )
     return out
+
+
+def site_params(site: Site) -> PhysicsParams:
+    """The site's ``[simulation.physics]`` applied to the defaults; ConfigError names the site file and the key."""
+    try:
+        return params_from_overrides(dict(site.config.simulation.physics))
+    except ConfigError as exc:
+        raise ConfigError(f"{site.path or '<site>'}: {exc}") from None
 
 
 # --- generic -----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from aidc.config import load_site
 from aidc.errors import AidcError
 from simulators.control_api import ControlError, control_host, control_request
+from simulators.physics import site_params
 
 
 class SimulatorProcess:
@@ -36,6 +37,7 @@ class SimulatorProcess:
         # In its own session the terminal's Ctrl-C does not reach the simulator: the demo stops it last.
         self.new_session = new_session
         self.site = load_site(config)
+        site_params(self.site)  # a bad [simulation.physics] is refused here, in one line, not by the child
         sim = self.site.config.simulation
         self.host, self.control_port = control_host(sim.bind), sim.control_port
         # the simulators' own entry point (not the manager's CLI); the child stops when this process dies

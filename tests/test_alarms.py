@@ -144,7 +144,7 @@ def test_policy_errors_name_the_key_and_the_value(tmp_path: Path) -> None:
     """A bad [dashboard.alarms] value is one ConfigError line with the key path and the bad value."""
     doc = site_doc(tmp_path, racks=1)
     doc["dashboard"] = {"alarms": {"gpu_temp_high_c": -3}}
-    with pytest.raises(ConfigError, match=r"dashboard\.alarms\.gpu_temp_high_c: .* \(got -3\)"):
+    with pytest.raises(ConfigError, match=r"dashboard\.alarms\.gpu_temp_high_c: -3: "):
         AlarmPolicy.from_site(load_doc(tmp_path, doc))
     doc["dashboard"] = {"alarms": {"webhook_url_env": "AIDC_TEST_NO_SUCH_HOOK"}}
     with pytest.raises(ConfigError, match="AIDC_TEST_NO_SUCH_HOOK is not set"):

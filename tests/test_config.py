@@ -83,7 +83,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("wrong type", _set(["site", "latitude"], "north"), "site.latitude: 'north'"),
     ("bad unit id", _set(["meters", 1, "unit_id"], 300), "meters[1].unit_id: 300 is not a Modbus unit id"),
     ("bad time zone", _set(["site", "timezone"], "Mars/Olympus"), "site.timezone: 'Mars/Olympus' is not an IANA time zone"),
-    ("unknown key", _set(["ups", "colour"], "red"), "ups.colour: unknown key"),
+    ("unknown key", _set(["ups", "colour"], "red"), "ups.colour: 'red': unknown key"),
     ("endpoint twice", _same_endpoint, "halls[0].racks[1].pdu: 127.0.0.1:15000 unit 1 is already used by pdu-h1-r01-01"),
     ("rack without cdu", _unserved_rack, "halls[0].cdus: racks ['h1-r01-01'] are served by no CDU"),
     ("protocol mismatch", _set(["ups", "profile"], "plant-opcua"), "ups.protocol: 'modbus' but profile 'plant-opcua' is opcua"),

@@ -93,6 +93,5 @@ def test_bad_report_table_is_one_line_naming_the_key(year_dir: Path) -> None:
     """A wrong type in [report.eed] names the file and the key path."""
     from aidc.errors import ConfigError
 
-    site = fixture_site(year_dir, '\n[report.eed]\ninstalled_it_power_kw = "lots"\n')
     with pytest.raises(ConfigError, match=r"site\.toml: report\.eed\.installed_it_power_kw: 'lots'"):
-        report_config(site)
+        fixture_site(year_dir, '\n[report.eed]\ninstalled_it_power_kw = "lots"\n')  # refused at load

@@ -13,47 +13,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aidc.config import Site
-from aidc.errors import ConfigError
 from aidc.roles import Role
+from aidc.site_tables import AlarmPolicy as AlarmPolicy  # the [dashboard.alarms] table, typed at load
 
 Severity = Literal["critical", "major", "minor", "warning"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "major": 1, "minor": 2, "warning": 3}
-
-
-class AlarmPolicy(BaseModel):
-    """Site alarm policy (``[dashboard.alarms]`` in the site file); thresholds not given come from the profiles."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gpu_temp_high_c: float = Field(85.0, gt=0, le=120)  # GPUs throttle in the high 80s
-    rack_outlet_high_c: float = Field(60.0, gt=0, le=90)
-    # None: the highest TCS supply setpoint the CDU profile accepts (its writable point's max).
-    tcs_supply_high_c: float | None = Field(None, gt=0, le=90)
-    # None: the site's ASHRAE W-class limit on facility water supply.
-    fws_supply_high_c: float | None = Field(None, gt=0, le=90)
-    # TCS supply above FWS supply: 2-5 K is typical at design load, so 8 K means a fouled or starved exchanger.
-    cdu_approach_high_k: float = Field(8.0, gt=0, le=30)
-    spool_points_high: int = Field(100_000, ge=1)
-    hysteresis_k: float = Field(1.0, ge=0, le=20)
-    raise_delay_s: float = Field(60.0, ge=0, le=3600)
-    clear_delay_s: float = Field(60.0, ge=0, le=3600)
-    webhook_url_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
-
-    @classmethod
-    def from_site(cls, site: Site) -> AlarmPolicy:
-        """The site file's ``[dashboard.alarms]`` table (defaults if absent); ConfigError names the key."""
-        raw = site.config.dashboard.get("alarms", {})
-        source = site.path or "<site>"
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{source}: dashboard.alarms.{loc}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 Measure = Callable[[pd.DataFrame, Mapping[str, float]], dict[str, float]]

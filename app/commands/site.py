@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from aidc.config import load_site
+from aidc.config import Site, load_site
 from aidc.errors import ConfigError
 from aidc.sitegen import SiteTemplate, climate_location, render_site
+from app.cli import COMMAND_MODULES
 
 
 def register(sub: Any) -> None:
@@ -58,9 +60,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def stage_checks(site: Site) -> None:
+    """Run the site-file checks the stages own (``check_site(site)`` in a command module, e.g. the simulators' check
+    of ``[simulation.physics]``, whose parameters the kernel cannot know); ConfigError names the file and key."""
+    for name in COMMAND_MODULES:
+        check = getattr(importlib.import_module(name), "check_site", None)
+        if check is not None:
+            check(site)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate and list devices."""
+    """Validate every table (the kernel's models at load, then the stages' own checks) and list devices."""
     site = load_site(args.config)
+    stage_checks(site)
     rows = [
         {"device": d.name, "kind": d.kind, "profile": d.profile.name, "address": d.config.address,
          "poll_interval_s": d.config.poll_interval_s}
