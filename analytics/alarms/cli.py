@@ -9,6 +9,7 @@ which the REST API serves at ``/api/v1/alarms``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,8 @@ from typing import Any
 import pandas as pd
 
 from aidc.clock import parse_cli_time
-from aidc.errors import AidcError, ConfigError
-
-WINDOW = "5m"
+from aidc.errors import ConfigError
+from analytics.ask import Ask, answerer
 
 
 def register(sub: Any) -> None:
@@ -39,13 +39,10 @@ def _time(text: str, what: str) -> pd.Timestamp:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Fit on the healthy window, scan the other, print (and optionally record) the alarms."""
-    import duckdb
-
+    """Fit on the healthy window, scan the other (here or by the running job), print and optionally record alarms."""
     from aidc.config import load_site
-    from analytics.alarms.faults import ROLES, FaultDetector, device_frame, write_alarms
-    from analytics.historian_adapter import wide_frame
-    from historian import open_historian
+    from analytics import answers
+    from analytics.alarms.faults import PredictiveAlarm, write_alarms
 
     h0, h1 = _time(args.healthy_from, "--healthy-from"), _time(args.healthy_to, "--healthy-to")
     s0, s1 = _time(args.start, "--from"), _time(args.end, "--to")
@@ -54,25 +51,21 @@ def run(args: argparse.Namespace) -> int:
     if s1 <= s0:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}")
     site = load_site(args.config)
-    rack_cdu = {r: c.name for h in site.config.halls for c in h.cdus for r in c.racks}
-    try:
-        hist = open_historian(site.config.historian, site.data_dir)
-    except duckdb.IOException as exc:
-        raise AidcError(f"cannot open the historian under {site.data_dir}: {str(exc).splitlines()[0]}") from None
-    with hist:
-        healthy, roles = wide_frame(hist, site, ROLES, h0, h1, WINDOW)
-        scan, roles2 = wide_frame(hist, site, ROLES, s0, s1, WINDOW)
-    if healthy.empty or scan.empty:
-        raise AidcError(f"no telemetry in {'the healthy window' if healthy.empty else 'the scanned window'}")
-    det = FaultDetector.fit(device_frame(healthy, roles, rack_cdu), rack_cdu)
-    alarms = det.scan(device_frame(scan, {**roles, **roles2}, rack_cdu))
+    params = {"healthy_from": h0.isoformat(), "healthy_to": h1.isoformat(), "from": s0.isoformat(),
+              "to": s1.isoformat()}  # fmt: skip
+    ask = Ask("GET", "/faults/scan", lambda h: answers.faults(h, site, (h0, h1), (s0, s1)), params, timeout_s=600.0)
+    alarms: list[dict[str, Any]] = answerer(args)(site, ask)
     if args.write and alarms:
-        write_alarms(site.data_dir / "alarms" / "predictive.jsonl", alarms)
+        keys = {f.name for f in dataclasses.fields(PredictiveAlarm)}
+        write_alarms(
+            site.data_dir / "alarms" / "predictive.jsonl",
+            [PredictiveAlarm(**{k: v for k, v in a.items() if k in keys}) for a in alarms],
+        )
     if args.json:
-        print(json.dumps([a.to_dict() for a in alarms], indent=2))
+        print(json.dumps(alarms, indent=2))
     elif not alarms:
         print(f"no predictive alarms between {s0.isoformat()} and {s1.isoformat()}")
     else:
         for a in alarms:
-            print(f"{a.ts}  {a.device:<14} {a.kind:<13} {a.cause} (shift {a.shift:.3g} {a.unit})")
+            print(f"{a['ts']}  {a['device']:<14} {a['kind']:<13} {a['cause']} (shift {a['shift']:.3g} {a['unit']})")
     return 0
