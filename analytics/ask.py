@@ -9,10 +9,12 @@ directly) the store is opened here. Either way the answer is JSON text parsed ba
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from aidc.errors import AidcError
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from historian import Historian
 
 Params = Mapping[str, str | int | float | bool | None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,17 @@ def answerer(args: argparse.Namespace) -> Answerer:
     """The answerer the ``aidc`` entry point set on ``args``; the local store when a command runs without it."""
     found = getattr(args, "answer", None)
     return answer_locally if found is None else found
+
+
+def rebuild(cls: type[T], data: Mapping[str, Any], **given: Any) -> T:
+    """A dataclass back from its JSON form (keys that are not fields are skipped; ``given`` wins).
+
+    JSON has no NaN: a null in a field typed plain ``float`` was NaN and becomes NaN again, so a table prints
+    from an API answer exactly as from the local computation.
+    """
+    names = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in names}
+    for k, v in values.items():
+        if v is None and names[k] in ("float", float):
+            values[k] = math.nan
+    return cls(**{**values, **given})

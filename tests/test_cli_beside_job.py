@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from aidc.config import load_site
@@ -116,27 +117,26 @@ def both(site_path: Path, argv: list[str]) -> tuple[tuple[int, str, str], tuple[
     return alone, beside
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["query", "--config", "{site}", "latest", "pdu,*,active_power_w"],
-        ["query", "--config", "{site}", "--json", "latest", "cdu,*,tcs_supply_temp_c"],
-        ["query", "--config", "{site}", "range", "pdu,*,active_power_w", "--from", "2026-07-02T00:00Z",
-         "--to", "2026-07-02T03:00Z", "--window", "1h", "--agg", "max"],  # fmt: skip
-        ["query", "--config", "{site}", "range", "pdu,*,nope", "--from", "2026-07-02T00:00Z", "--to=-1h"],
-        ["pue", "--config", "{site}", "--from", "2026-07-01T00:00Z", "--to", "2026-07-03T00:00Z", "--period", "day"],
-        ["pue", "--config", "{site}", "--from", "2026-07-01T06:00Z", "--to", "2026-07-02T06:00Z", "--category",
-         "2", "--json"],  # fmt: skip
-        ["forecast", "--config", "{site}", "--to", "2026-07-03T00:00Z", "--days", "7"],
-        ["faults", "--config", "{site}", "--healthy-from", "2026-07-01T00:00Z", "--healthy-to", "2026-07-03T00:00Z",
-         "--from", "2026-07-02T00:00Z", "--to", "2026-07-03T12:00Z", "--json"],  # fmt: skip
-    ],
-    ids=["latest", "latest-json", "range-window", "range-empty", "pue-daily", "pue-json", "forecast-short",
-         "faults"],  # fmt: skip
-)
-def test_same_answer_with_and_without_the_job(sim_site: Path, argv: list[str]) -> None:
+# Each case: the command line ({site} is the site file), split at spaces.
+CASES = {
+    "latest": "query --config {site} latest pdu,*,active_power_w",
+    "latest-json": "query --config {site} --json latest cdu,*,tcs_supply_temp_c",
+    "range-window": "query --config {site} range pdu,*,active_power_w --from 2026-07-02T00:00Z --to 2026-07-02T03:00Z "
+    "--window 1h --agg max",
+    "range-empty": "query --config {site} range pdu,*,nope --from 2026-07-02T00:00Z --to=-1h",
+    "range-bad-window": "query --config {site} range pdu,*,active_power_w --from=-1d --window 5x",
+    "pue-daily": "pue --config {site} --from 2026-07-01T00:00Z --to 2026-07-03T00:00Z --period day",
+    "pue-json": "pue --config {site} --from 2026-07-01T06:00Z --to 2026-07-02T06:00Z --category 2 --json",
+    "forecast-short": "forecast --config {site} --to 2026-07-03T00:00Z --days 7",
+    "faults": "faults --config {site} --healthy-from 2026-07-01T00:00Z --healthy-to 2026-07-03T00:00Z "
+    "--from 2026-07-02T00:00Z --to 2026-07-03T12:00Z --json",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_answer_with_and_without_the_job(sim_site: Path, case: str) -> None:
     """query, pue, forecast and faults print the same thing (or the same one-line refusal) beside a running job."""
-    argv = [str(sim_site) if a == "{site}" else a for a in argv]
+    argv = CASES[case].replace("{site}", str(sim_site)).split()
     alone, beside = both(sim_site, argv)
     assert beside == alone
     assert alone[0] == 0 or (alone[0] == 2 and len(alone[2].strip().splitlines()) == 1), alone
@@ -152,21 +152,36 @@ def test_forecast_short_history_is_its_clear_line_beside_the_job(sim_site: Path)
     ]
 
 
-def test_pue_and_latest_give_figures_beside_the_job(sim_site: Path) -> None:
-    """The issue's done-when commands exit 0 with figures beside the job (relative times, no token)."""
-    with job(sim_site):
-        pue = child(["pue", "--config", str(sim_site), "--from=-200d", "--to", "now", "--json"])
-        latest = child(["query", "--config", str(sim_site), "latest", "pdu,*,active_power_w"])
+def test_pue_and_latest_give_figures_beside_the_job(tmp_path: Path) -> None:
+    """The issue's done-when commands exit 0 with figures beside the job: the last hour's PUE, the latest power."""
+    from simulators.telemetry import generate
+
+    now = pd.Timestamp.now(tz="UTC")
+    start = (now - pd.Timedelta("3h")).floor("5min")
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=2, start=start.isoformat(), data_dir="var")), encoding="utf-8")
+    site = load_site(path)
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        for batch in generate(
+            site, duration_s=int((now - start).total_seconds()) + 120, sample_s=60, schedule=None
+        ).batches():
+            hist.write(batch)
+        hist.flush()
+    with job(path):
+        pue = child(["pue", "--config", str(path), "--from=-1h", "--to", "now"])
+        latest = child(["query", "--config", str(path), "latest", "pdu,*,active_power_w"])
     assert pue[0] == 0, pue[2]
-    assert '"pue": 1.' in pue[1]
+    row = pue[1].splitlines()[3].split()
+    assert 1.0 < float(row[3]) < 1.5, pue[1]  # the PUE column of the one period
     assert latest[0] == 0, latest[2]
-    assert latest[1].count("active_power_w") == 2 and "good" in latest[1]
+    assert latest[1].count("active_power_w") == 2
+    assert "good" in latest[1]
 
 
 def test_tenants_same_with_and_without_the_job(tenant_site: Path) -> None:
     """`aidc tenants` gives the same table, CSV and JSON beside the job."""
     for fmt in ("table", "csv", "json"):
-        argv = ["tenants", "--config", str(tenant_site), "--month", tenant_fixture.MONTH, "--format", fmt]
+        argv = ["tenants", "--config", str(tenant_site), "--month", "2026-10", "--format", fmt]
         alone, beside = both(tenant_site, argv)
         assert alone[0] == 0, alone[2]
         assert beside == alone, fmt

@@ -9,7 +9,6 @@ which the REST API serves at ``/api/v1/alarms``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pandas as pd
 
 from aidc.clock import parse_cli_time
 from aidc.errors import ConfigError
-from analytics.ask import Ask, answerer
+from analytics.ask import Ask, answerer, rebuild
 
 
 def register(sub: Any) -> None:
@@ -56,11 +55,7 @@ def run(args: argparse.Namespace) -> int:
     ask = Ask("GET", "/faults/scan", lambda h: answers.faults(h, site, (h0, h1), (s0, s1)), params, timeout_s=600.0)
     alarms: list[dict[str, Any]] = answerer(args)(site, ask)
     if args.write and alarms:
-        keys = {f.name for f in dataclasses.fields(PredictiveAlarm)}
-        write_alarms(
-            site.data_dir / "alarms" / "predictive.jsonl",
-            [PredictiveAlarm(**{k: v for k, v in a.items() if k in keys}) for a in alarms],
-        )
+        write_alarms(site.data_dir / "alarms" / "predictive.jsonl", [rebuild(PredictiveAlarm, a) for a in alarms])
     if args.json:
         print(json.dumps(alarms, indent=2))
     elif not alarms:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from threadpoolctl import threadpool_limits
 from aidc.clock import parse_cli_time
 from aidc.datasets import infer_step, load_series
 from aidc.errors import ConfigError, DataError
-from analytics.ask import Ask, answerer
+from analytics.ask import Ask, answerer, rebuild
 from analytics.energy.pue import PERIOD_FREQ, PueReport, format_report
 from analytics.forecast.backtest import DEFAULT_HORIZONS, backtest, format_results
 
@@ -77,12 +76,8 @@ def run_pue(args: argparse.Namespace) -> int:
 
 def report_of(row: dict[str, Any]) -> PueReport:
     """A :class:`PueReport` back from its JSON form, for the table (per-meter energies are not carried)."""
-    names = {f.name for f in dataclasses.fields(PueReport)} - {"start", "end", "missing", "energies"}
-    return PueReport(
-        start=pd.Timestamp(row["start"]),
-        end=pd.Timestamp(row["end"]),
-        missing=tuple(row["missing"]),
-        **{k: row[k] for k in names if k in row},
+    return rebuild(
+        PueReport, row, start=pd.Timestamp(row["start"]), end=pd.Timestamp(row["end"]), missing=tuple(row["missing"])
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from aidc.errors import AidcError
-from analytics.ask import Ask, answerer
+from analytics.ask import Ask, answerer, rebuild
 from analytics.leasing.tenants import CSV_COLUMNS, TenantLine, TenantReport, csv_rows
 
 
@@ -65,14 +64,13 @@ def render(report: TenantReport, fmt: str) -> str:
 
 def report_of(answer: dict[str, Any]) -> TenantReport:
     """A :class:`TenantReport` back from its JSON form (``TenantReport.to_dict`` plus ``month``)."""
-    names = {f.name for f in dataclasses.fields(TenantReport)} - {"start", "end", "lines", "notes"}
-    lines = tuple(TenantLine(**{**t, "racks": tuple(t["racks"])}) for t in answer["tenants"])
-    return TenantReport(
+    return rebuild(
+        TenantReport,
+        answer,
         start=pd.Timestamp(answer["start"]),
         end=pd.Timestamp(answer["end"]),
-        lines=lines,
+        lines=tuple(rebuild(TenantLine, t, racks=tuple(t["racks"])) for t in answer["tenants"]),
         notes=tuple(answer["notes"]),
-        **{k: answer[k] for k in names},
     )
 
 
