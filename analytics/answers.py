@@ -21,6 +21,7 @@ from historian import Historian, SeriesSelector, parse_window
 # A query answer is printed or sent as JSON: past this many rows the caller narrows the range or aggregates,
 # rather than a 100 MB reply (or a silently cut one).
 MAX_ROWS = 200_000
+MAX_SELECTOR = 500  # characters: a selector is a measurement, a few tags and a field
 FORECAST_MIN_DAYS = 7.0
 FORECAST_MAX_HOURS = 48
 QUALITY_LABELS = ("good", "uncertain", "bad")
@@ -45,6 +46,8 @@ def jsonable(x: Any) -> Any:
 
 def selector(text: str) -> SeriesSelector:
     """A series selector; ConfigError (one line) for text the parser cannot read."""
+    if len(text) > MAX_SELECTOR:
+        raise ConfigError(f"selector {text[:40]!r}...: longer than {MAX_SELECTOR} characters")
     try:
         return SeriesSelector.parse(text)
     except (IndexError, ValueError):  # the parser trips on some malformed text (e.g. ",,") instead of a ConfigError

@@ -261,3 +261,20 @@ def test_credential_of_a_dead_job_is_ignored(sim_site: Path) -> None:
         credential_path(site.data_dir).unlink()
     assert rc == 0
     assert out.count("active_power_w") == 2
+
+
+def test_row_limit_is_the_same_on_both_paths(sim_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A range past the row limit is refused with the same line by the local store and by the job's API."""
+    from analytics import answers
+
+    monkeypatch.setattr(answers, "MAX_ROWS", 3)  # in this process: the local path and the in-process job both see it
+    argv = CASES["range-window"].replace("{site}", str(sim_site)).split()
+    alone = local(argv)
+    with job(sim_site):
+        beside = local(argv)  # the credential is live: this run goes through the API, served in this process
+    assert beside == alone
+    assert alone[0] == 2
+    assert alone[2].strip().splitlines() == [
+        "aidc query: 6 samples match, more than the limit of 3: narrow the selector or the range, "
+        "or aggregate with a window"
+    ]
