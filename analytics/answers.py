@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ import pandas as pd
 from aidc.config import Site
 from aidc.errors import ConfigError, DataError
 from historian import Historian, SeriesSelector, parse_window
+from historian.base import Agg, check_agg
 
 # A query answer is printed or sent as JSON: past this many rows the caller narrows the range or aggregates,
 # rather than a 100 MB reply (or a silently cut one).
@@ -80,9 +81,11 @@ def series_range(
         raise ConfigError(f"to {end.isoformat()} is not after from {start.isoformat()}")
     if window is not None:
         parse_window(window)
-    if agg is not None and window is None:
-        raise ConfigError(f"aggregation {agg!r} needs a window (e.g. 1m)")
-    return _records(hist.query(sel, start, end, window, agg))  # type: ignore[arg-type]
+    if agg is not None:
+        check_agg(agg)
+        if window is None:
+            raise ConfigError(f"aggregation {agg!r} needs a window (e.g. 1m)")
+    return _records(hist.query(sel, start, end, window, cast(Agg | None, agg)))
 
 
 def pue(

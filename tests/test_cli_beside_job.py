@@ -192,17 +192,17 @@ def test_report_same_with_and_without_the_job(report_site: Path, tmp_path: Path)
     data = report_site.parent / "var" / "reports"
     argv = ["report", "--config", str(report_site), "--month", MONTH, "--no-pdf"]
     alone = local(argv)
-    html = (data / f"pue-report-fx1-{MONTH}.json").read_text(encoding="utf-8")
+    figures = (data / f"pue-report-fx1-{MONTH}.json").read_text(encoding="utf-8")
     with job(report_site):
         beside = child(argv)
         to_out = child([*argv, "--out", str(tmp_path / "out")])
         eed = child(["report", "--config", str(report_site), "--format", "eed", "--year", "2026"])
     assert alone[0] == 0, alone[2]
     assert beside == alone
-    assert (data / f"pue-report-fx1-{MONTH}.json").read_text(encoding="utf-8") == html
+    assert (data / f"pue-report-fx1-{MONTH}.json").read_text(encoding="utf-8") == figures
     assert to_out[0] == 0, to_out[2]
     assert [Path(p).parent for p in to_out[1].split()] == [tmp_path / "out"] * 2
-    assert (tmp_path / "out" / f"pue-report-fx1-{MONTH}.json").read_text(encoding="utf-8") == html
+    assert (tmp_path / "out" / f"pue-report-fx1-{MONTH}.json").read_text(encoding="utf-8") == figures
     assert eed == local(["report", "--config", str(report_site), "--format", "eed", "--year", "2026"])
 
 
@@ -278,3 +278,15 @@ def test_row_limit_is_the_same_on_both_paths(sim_site: Path, monkeypatch: pytest
         "aidc query: 6 samples match, more than the limit of 3: narrow the selector or the range, "
         "or aggregate with a window"
     ]
+
+
+def test_garbled_credential_is_one_line(sim_site: Path) -> None:
+    """A local credential that is not the job's JSON is one line naming the file, not a traceback."""
+    path = credential_path(load_site(sim_site).data_dir)
+    path.write_text('{"url": "http://127.0.0.1:8081", "pid": "x"', encoding="utf-8")
+    try:
+        rc, out, err = local(["query", "--config", str(sim_site), "latest", "pdu,*,active_power_w"])
+    finally:
+        path.unlink()
+    assert (rc, out) == (2, "")
+    assert err.strip().splitlines() == [f"aidc query: {path}: line 1: invalid JSON"]
