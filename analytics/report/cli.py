@@ -81,7 +81,10 @@ def run_report(args: argparse.Namespace) -> int:
     if args.format == "eed":
         year = _year(args.year)
         check_year(year, now, tz)  # before reaching for the data: a bad year is refused at once
-        eed = ask(site, Ask("POST", f"/reports/eed/{year}", lambda h: answers.eed_export(h, site, year, now, out)))
+        eed_ask = Ask(
+            "POST", f"/reports/eed/{year}", lambda h: answers.eed_export(h, site, year, now, out), timeout_s=600.0
+        )
+        eed = ask(site, eed_ask)
         print(eed["obligation"])
         if eed["missing"]:
             print(f"missing ({len(eed['missing'])}): {', '.join(eed['missing'])}")
