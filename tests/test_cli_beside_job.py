@@ -290,3 +290,22 @@ def test_garbled_credential_is_one_line(sim_site: Path) -> None:
         path.unlink()
     assert (rc, out) == (2, "")
     assert err.strip().splitlines() == [f"aidc query: {path}: line 1: invalid JSON"]
+
+
+def test_forecast_figures_same_with_and_without_the_job(tmp_path: Path) -> None:
+    """With 8 days of telemetry `aidc forecast` prints the same P10/P50/P90 table beside the job as alone."""
+    from simulators.telemetry import ExplorationSchedule, generate
+
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=2, start=SIM_START, data_dir="var")), encoding="utf-8")
+    site = load_site(path)
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        for batch in generate(site, duration_s=8 * 86400, sample_s=300, schedule=ExplorationSchedule(seed=3)).batches():
+            hist.write(batch)
+        hist.flush()
+    argv = ["forecast", "--config", str(path), "--to", "2026-07-09T00:00Z", "--days", "8", "--horizon", "6h"]
+    alone, beside = both(path, argv)
+    assert alone[0] == 0, alone[2]
+    assert beside == alone
+    assert alone[1].startswith("forecast from 2026-07-08 23:55:00+00:00")
+    assert len(alone[1].splitlines()) == 2 + 2  # the header lines and a row every 3 hours
