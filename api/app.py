@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from aidc.clock import parse_cli_time
 from aidc.errors import AidcError
-from api import docs, errors, metrics, views
+from api import docs, errors, metrics, routes_cli, views
 from api.auth import Identity
 from api.context import ApiContext, tail_jsonl
 from api.controller import ModeChange, OverrideChange, change_mode, change_override, controller_state
@@ -180,4 +180,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
             "api": tail_jsonl(ctx.audit_dir / "api.jsonl", limit),
         }
 
+    app.include_router(routes_cli.router(_identity, _operator))  # what the CLI asks beside a running job
     return app

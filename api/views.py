@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from typing import Any
@@ -13,11 +12,10 @@ import pandas as pd
 from aidc.errors import AidcError, ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
+from analytics import answers
 from analytics.energy.metering import PowerMeters, live_pue
-from analytics.energy.pue import period_edges
 from analytics.forecast.service import ForecastService
-from analytics.historian_adapter import pue_from_historian
-from analytics.leasing.billing import month_bounds, report_from_historian
+from analytics.leasing.billing import month_bounds
 from analytics.leasing.headroom import CduState, RackState, can_place, summary
 from analytics.leasing.headroom_data import states
 from api.context import ApiContext
@@ -44,12 +42,9 @@ def clean(x: Any) -> Any:
 
 
 def pue(ctx: ApiContext, a: pd.Timestamp, b: pd.Timestamp, period: str | None, category: int | None) -> list[Any]:
-    """One PUE report per calendar period (or one for the whole range)."""
-    edges = period_edges(a, b, period, ctx.site.config.site.timezone) if period else [a, b]
+    """One PUE report per calendar period (or one for the whole range): the answer ``aidc pue`` prints."""
     with ctx.lock:
-        reports = [pue_from_historian(ctx.historian, ctx.site, s, e, category=category)
-                   for s, e in itertools.pairwise(edges)]  # fmt: skip
-    return clean([r.to_dict() for r in reports])
+        return answers.pue(ctx.historian, ctx.site, a, b, period, category)
 
 
 def live_power(ctx: ApiContext) -> dict[str, Any]:
@@ -169,16 +164,15 @@ def placement(ctx: ApiContext, names: list[str], kw: float, hours: float, gpu_li
 
 
 def tenants(ctx: ApiContext, month: str) -> dict[str, Any]:
-    """The month's tenant report."""
+    """The month's tenant report: the answer ``aidc tenants`` prints."""
     if not ctx.site.config.tenants:
         raise ApiError(404, f"site {ctx.site.name} has no [[tenants]]")
     try:
-        a, b = month_bounds(month, ctx.site.config.site.timezone)
+        month_bounds(month, ctx.site.config.site.timezone)
     except AidcError as exc:
         raise ApiError(422, str(exc).replace("--month", "month"), "month") from None
     with ctx.lock:
-        report = report_from_historian(ctx.historian, ctx.site, a, b)
-    return clean({"month": month, **report.to_dict()})
+        return answers.tenants(ctx.historian, ctx.site, month)
 
 
 def alarms(ctx: ApiContext) -> dict[str, Any]:

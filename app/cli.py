@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from aidc import logs
 from aidc.errors import AidcError
+from app import remote
 
 # Each module exposes ``register(subparsers)``, adding its sub-commands with ``set_defaults(func=...)``;
 # ``func(args) -> int`` is the exit status.
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Parser with every registered sub-command."""
     parser = argparse.ArgumentParser(prog="aidc", description="Energy and telemetry manager for AI data centres")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    # The data commands answer through the running job's API when one holds the store (analytics.ask.answerer).
+    parser.set_defaults(answer=remote.answer)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

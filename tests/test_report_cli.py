@@ -91,6 +91,6 @@ def test_historian_held_by_another_process_is_one_line(site_path: Path) -> None:
         holder.wait()
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"aidc report: historian of site {site.name} cannot be opened")
+    assert line.startswith(f"aidc report: the historian under {site.data_dir} is held by another process")
     with open_historian(site.config.historian, site.data_dir):
         pass  # released again

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from threadpoolctl import threadpool_limits
 from aidc.clock import parse_cli_time
 from aidc.datasets import infer_step, load_series
 from aidc.errors import ConfigError, DataError
-from analytics.energy.pue import PERIOD_FREQ, format_report
+from analytics.ask import Ask, answerer, rebuild
+from analytics.energy.pue import PERIOD_FREQ, PueReport, format_report
 from analytics.forecast.backtest import DEFAULT_HORIZONS, backtest, format_results
 
 
@@ -51,25 +51,34 @@ def _time(text: str, what: str) -> pd.Timestamp:
 
 
 def run_pue(args: argparse.Namespace) -> int:
-    """Compute and print PUE for the period (or each calendar period in it)."""
+    """Compute and print PUE for the period (or each calendar period in it), here or by the running job."""
     from aidc.config import load_site
-    from analytics.energy.pue import period_edges
-    from analytics.historian_adapter import pue_from_historian
-    from historian import open_historian
+    from analytics import answers
 
     start, end = _time(args.start, "--from"), _time(args.end, "--to")
     if end <= start:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}")
     site = load_site(args.config)
-    cfg = site.config.historian
-    edges = period_edges(start, end, args.period, site.config.site.timezone) if args.period else [start, end]
-    with open_historian(cfg, site.data_dir) as hist:
-        reports = [pue_from_historian(hist, site, a, b, category=args.category) for a, b in itertools.pairwise(edges)]
+    period, category = args.period, args.category
+    ask = Ask(
+        "GET",
+        "/pue",
+        lambda h: answers.pue(h, site, start, end, period, category),
+        {"from": start.isoformat(), "to": end.isoformat(), "period": period, "category": category},
+    )
+    rows: list[dict[str, Any]] = answerer(args)(site, ask)
     if args.json:
-        print(json.dumps([r.to_dict() for r in reports], indent=2))
+        print(json.dumps(rows, indent=2))
     else:
-        print(format_report(reports))
+        print(format_report([report_of(r) for r in rows]))
     return 0
+
+
+def report_of(row: dict[str, Any]) -> PueReport:
+    """A :class:`PueReport` back from its JSON form, for the table (per-meter energies are not carried)."""
+    return rebuild(
+        PueReport, row, start=pd.Timestamp(row["start"]), end=pd.Timestamp(row["end"]), missing=tuple(row["missing"])
+    )
 
 
 def run_backtest(args: argparse.Namespace) -> int:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from aidc.clock import parse_cli_time
-from aidc.errors import ConfigError, DataError
+from aidc.errors import ConfigError
+from analytics.ask import Ask, answerer
+
+if TYPE_CHECKING:
+    from historian import Historian
 
 
 def register(sub: Any) -> None:
@@ -30,42 +33,46 @@ def register(sub: Any) -> None:
 
 
 def run_forecast(args: argparse.Namespace) -> int:
-    """Read telemetry, fit the workload and plant models, forecast and print."""
+    """Read telemetry, fit the workload and plant models, forecast and print (here or by the running job)."""
     from aidc.config import load_site
-    from analytics.forecast.live import plant_history
-    from analytics.forecast.pue import FacilityForecaster, format_forecast, read_open_meteo
-    from historian import open_historian
+    from analytics import answers
+    from analytics.forecast.pue import format_forecast, read_open_meteo
 
     try:
         horizon = pd.Timedelta(args.horizon)
     except ValueError:
         raise ConfigError(f"--horizon {args.horizon!r}: not a duration (e.g. 24h, 48h)") from None
     hours = int(horizon / pd.Timedelta("1h"))
-    if not 1 <= hours <= 48 or horizon % pd.Timedelta("1h"):
-        raise ConfigError(f"--horizon {args.horizon}: need whole hours from 1h to 48h")
-    if args.days < 7:
-        raise ConfigError(f"--days {args.days:g}: need at least 7 days of telemetry")
+    if not 1 <= hours <= answers.FORECAST_MAX_HOURS or horizon % pd.Timedelta("1h"):
+        raise ConfigError(f"--horizon {args.horizon}: need whole hours from 1h to {answers.FORECAST_MAX_HOURS}h")
+    if args.days < answers.FORECAST_MIN_DAYS:
+        raise ConfigError(f"--days {args.days:g}: need at least {answers.FORECAST_MIN_DAYS:g} days of telemetry")
     if args.every < 1:
         raise ConfigError(f"--every {args.every}: need at least 1")
-    if args.weather:
-        read_open_meteo(args.weather)  # a bad file is reported now, not after reading and fitting a month
+    weather: Path | None = args.weather
+    if weather is not None:
+        read_open_meteo(weather)  # a bad file is reported now, not after reading and fitting a month
     end = pd.Timestamp(parse_cli_time(args.end, "--to"), unit="ns", tz="UTC")
-    start = end - pd.Timedelta(days=args.days)
+    days = float(args.days)
     site = load_site(args.config)
-    with open_historian(site.config.historian, site.data_dir) as hist:
-        data = plant_history(hist, site, start, end)
-    if data.empty:
-        raise DataError(f"{args.config}: no complete plant telemetry in the historian between {start} and {end}")
-    weather = read_open_meteo(args.weather, origin=pd.Timestamp(data.index[-1]).floor("1h")) if args.weather else None
-    with threadpool_limits(1):
-        model = FacilityForecaster.fit(data)
-        fc = model.predict(data, weather, hours=hours)
+
+    def local(hist: Historian) -> dict[str, Any]:
+        return answers.facility_forecast(answers.forecast_history(hist, site, end, days), hours, weather)
+
+    body: dict[str, Any] = {"to": end.isoformat(), "days": days, "hours": hours}
+    if weather is not None:
+        # The job may not see this file (another working directory, user or host): its text travels instead.
+        body["weather"] = {"name": weather.name, "text": weather.read_text(encoding="utf-8")}
+    ask = Ask("POST", "/forecast/facility", local, body=body, timeout_s=600.0)
+    fc: dict[str, Any] = answerer(args)(site, ask)
+    rows = pd.DataFrame.from_records(fc["rows"])
+    rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
     if args.json:
-        rows = fc.reset_index()
         rows["ts"] = rows["ts"].map(lambda t: t.isoformat())
         print(json.dumps(rows.round(4).to_dict(orient="records"), indent=2))
     else:
-        src = f"Open-Meteo file {args.weather}" if args.weather else "now + the recent daily cycle (no --weather file)"
-        print(f"forecast from {data.index[-1]} (history from {data.index[0]}); weather: {src}")
-        print(format_forecast(fc, args.every))
+        src = f"Open-Meteo file {weather}" if weather else "now + the recent daily cycle (no --weather file)"
+        origin, first = pd.Timestamp(fc["origin"]), pd.Timestamp(fc["history_from"])
+        print(f"forecast from {origin} (history from {first}); weather: {src}")
+        print(format_forecast(rows.set_index("ts"), args.every))
     return 0

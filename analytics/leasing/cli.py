@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from aidc.errors import AidcError
-from analytics.leasing.tenants import CSV_COLUMNS, TenantReport, csv_rows
+from analytics.ask import Ask, answerer, rebuild
+from analytics.leasing.tenants import CSV_COLUMNS, TenantLine, TenantReport, csv_rows
 
 
 def register(sub: Any) -> None:
@@ -59,25 +62,31 @@ def render(report: TenantReport, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace) -> int:
-    """Compute the month's tenant report from the historian and write it."""
-    import duckdb
+def report_of(answer: dict[str, Any]) -> TenantReport:
+    """A :class:`TenantReport` back from its JSON form (``TenantReport.to_dict`` plus ``month``)."""
+    return rebuild(
+        TenantReport,
+        answer,
+        start=pd.Timestamp(answer["start"]),
+        end=pd.Timestamp(answer["end"]),
+        lines=tuple(rebuild(TenantLine, t, racks=tuple(t["racks"])) for t in answer["tenants"]),
+        notes=tuple(answer["notes"]),
+    )
 
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the month's tenant report (here or by the running job) and write it."""
     from aidc.config import load_site
-    from analytics.leasing.billing import month_bounds, report_from_historian
-    from historian import open_historian
+    from analytics import answers
+    from analytics.leasing.billing import month_bounds
 
     site = load_site(args.config)
     if not site.config.tenants:
         raise AidcError(f"{args.config}: no [[tenants]] in the site file")
-    start, end = month_bounds(args.month, site.config.site.timezone)
-    try:
-        hist = open_historian(site.config.historian, site.data_dir)
-    except duckdb.IOException as exc:
-        raise AidcError(f"cannot open the historian under {site.data_dir}: {str(exc).splitlines()[0]}") from None
-    with hist:
-        report = report_from_historian(hist, site, start, end)
-    text = render(report, args.format)
+    month: str = args.month
+    month_bounds(month, site.config.site.timezone)  # a bad month is refused before reaching for the data
+    ask = Ask("GET", "/tenants", lambda h: answers.tenants(h, site, month), {"month": month})
+    text = render(report_of(answerer(args)(site, ask)), args.format)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
     else:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from aidc.errors import ConfigError
+from analytics.ask import Ask, answerer
 
 if TYPE_CHECKING:
-    from aidc.config import Site
     from historian import Historian
 
 
@@ -37,28 +38,29 @@ def _year(text: str) -> int:
     return int(text)
 
 
-def _open(site: Site) -> Historian:
-    """The site's historian; a DuckDB file held by the running main job is one clear line, not a traceback."""
-    import duckdb
-
-    from historian import open_historian
-
+def _copy_to(files: list[str], out: Path | None) -> list[str]:
+    """The files where ``--out`` wants them: the running job writes under its data directory, the command copies."""
+    if out is None:
+        return files
     try:
-        return open_historian(site.config.historian, site.data_dir)
-    except duckdb.IOException as exc:
-        raise ConfigError(
-            f"historian of site {site.name} cannot be opened ({str(exc).splitlines()[0]}); the running main job "
-            "writes last month's report itself, or stop it to report by hand"
-        ) from None
+        out.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for f in files:
+            dest = out / Path(f).name
+            if Path(f).resolve() != dest.resolve():
+                shutil.copy2(f, dest)
+            moved.append(str(dest))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot copy the report there: {exc.strerror}") from None
+    return moved
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Write the requested report and print where its files are."""
+    """Write the requested report (here, or by the running job) and print where its files are."""
     from aidc.config import load_site
-    from analytics.report.config import report_config
-    from analytics.report.eed import build_eed, check_year, write_eed
+    from analytics import answers
+    from analytics.report.eed import check_year
     from analytics.report.period import check_complete, parse_month
-    from analytics.report.schedule import reports_dir, write_month_report
 
     if args.format == "eed":
         if args.month:
@@ -74,26 +76,29 @@ def run_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--site {args.site!r}: unknown site; {args.config} describes site {site.name!r}")
     tz = site.config.site.timezone
     now = pd.Timestamp.now(tz="UTC")
-    cfg = report_config(site)
-    out = args.out or reports_dir(site)
+    out: Path | None = args.out
+    ask = answerer(args)
     if args.format == "eed":
         year = _year(args.year)
-        check_year(year, now, tz)
-        with _open(site) as hist:
-            exp = build_eed(hist, site, year, cfg)
-        paths = write_eed(exp, out)
-        print(exp.obligation)
-        missing = [i.key for i in exp.items if i.status == "missing"]
-        if missing:
-            print(f"missing ({len(missing)}): {', '.join(missing)}")
-        for p in paths:
+        check_year(year, now, tz)  # before reaching for the data: a bad year is refused at once
+        eed_ask = Ask(
+            "POST", f"/reports/eed/{year}", lambda h: answers.eed_export(h, site, year, now, out), timeout_s=600.0
+        )
+        eed = ask(site, eed_ask)
+        print(eed["obligation"])
+        if eed["missing"]:
+            print(f"missing ({len(eed['missing'])}): {', '.join(eed['missing'])}")
+        for p in _copy_to(eed["files"], out):
             print(p)
         return 0
     month = parse_month(args.month, tz)
-    check_complete(month, now)  # before opening the historian: a bad month is refused at once
-    with _open(site) as hist:
-        files = write_month_report(hist, site, month, now=now, out_dir=out, pdf=not args.no_pdf)
-    for f in (files.html, files.pdf, files.json):
-        if f is not None:
-            print(f)
+    check_complete(month, now)  # before reaching for the data: a bad month is refused at once
+    text, pdf = month.label, not args.no_pdf
+
+    def local(hist: Historian) -> dict[str, Any]:
+        return answers.month_report(hist, site, text, now, out, pdf)
+
+    rep = ask(site, Ask("POST", f"/reports/month/{text}", local, {"pdf": pdf}, timeout_s=600.0))
+    for f in _copy_to(rep["files"], out):
+        print(f)
     return 0

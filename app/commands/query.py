@@ -1,4 +1,4 @@
-"""``aidc query``: latest values and series over a range, from the configured historian.
+"""``aidc query``: latest values and series over a range, from the historian or the running job that holds it.
 
 aidc query --config site.toml latest 'pdu,*,active_power_w'
 aidc query --config site.toml range 'cdu,device=cdu-1,flow_lpm' --from=-1h --to now --window 1m --agg mean
@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from aidc.clock import parse_cli_time
 from aidc.config import load_site
-from aidc.errors import AidcError
-from historian.base import AGGS, SeriesSelector
+from analytics import answers
+from analytics.ask import Ask, answerer
+from historian.base import AGGS
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +29,9 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="query_command", metavar="WHAT", required=True)
     lat = sub.add_parser("latest", help="latest value of each matching series")
     lat.add_argument("selector", help="e.g. 'pdu,*,active_power_w' or 'pdu,rack=r03-* active_power_w'")
-    rng = sub.add_parser("range", help="samples or windowed aggregates over a time range")
+    rng = sub.add_parser(
+        "range", help=f"samples or windowed aggregates over a time range (at most {answers.MAX_ROWS} rows)"
+    )
     rng.add_argument("selector")
     rng.add_argument("--from", dest="start", required=True, help="ISO time with zone, 'now' or relative: --from=-1h")
     rng.add_argument("--to", dest="end", default="now", help="ISO time with zone, 'now' or relative: --to=-15m")
@@ -46,40 +48,36 @@ def parse_time(text: str, now: pd.Timestamp) -> pd.Timestamp:
     return pd.Timestamp(parse_cli_time(text, "time", int(now.value)), unit="ns", tz="UTC")
 
 
+def build_ask(args: argparse.Namespace) -> Ask:
+    """The question: the same selector, range and limits on the job's API and on a local store."""
+    text = args.selector
+    answers.selector(text)  # a bad selector is refused before reaching for the store or the job
+    if args.query_command == "latest":
+        return Ask("GET", "/series/latest", lambda h: answers.series_latest(h, text), {"selector": text})
+    now = pd.Timestamp.now(tz="UTC")
+    # Relative times are resolved here, once, so the job answers for the same instants.
+    start, end = parse_time(args.start, now), parse_time(args.end, now)
+    window, agg = args.window, args.agg
+    params = {"selector": text, "from": start.isoformat(), "to": end.isoformat(), "window": window, "agg": agg}
+    return Ask("GET", "/series", lambda h: answers.series_range(h, text, start, end, window, agg), params)
+
+
 def run(args: argparse.Namespace) -> int:
     """Answer the query and print it."""
-    from historian import open_historian
-
     site = load_site(args.config)
-    cfg, data_dir = site.config.historian, site.data_dir
-    selector = SeriesSelector.parse(args.selector)
-    try:
-        h = open_historian(cfg, data_dir)
-    except duckdb.IOException as exc:
-        raise AidcError(f"cannot open the historian under {data_dir}: {str(exc).splitlines()[0]}") from None
-    try:
-        if args.query_command == "latest":
-            frame = h.latest(selector)
-        else:
-            now = pd.Timestamp.now(tz="UTC")
-            start, end = parse_time(args.start, now), parse_time(args.end, now)
-            frame = h.query(selector, start, end, args.window, args.agg)
-    finally:
-        h.close()
-    print_frame(frame, as_json=args.json)
+    ask = build_ask(args)
+    print_records(answerer(args)(site, ask), as_json=args.json)
     return 0
 
 
-def print_frame(frame: pd.DataFrame, as_json: bool) -> None:
+def print_records(records: list[dict[str, Any]], as_json: bool) -> None:
     """A plain table (series, ts, value, quality) or JSON records."""
-    out = frame.copy()
-    out["ts"] = out["ts"].map(lambda t: t.isoformat())
-    out["quality"] = out["quality"].map(lambda q: ("good", "uncertain", "bad")[min(int(q), 2)])
     if as_json:
-        records = out.astype(object).where(out.notna(), None).to_dict(orient="records")
         json.dump(records, sys.stdout, indent=1)
         sys.stdout.write("\n")
-    elif out.empty:
+    elif not records:
         print("no data")
     else:
-        print(out[["series", "ts", "value", "quality"]].to_string(index=False))
+        frame = pd.DataFrame.from_records(records, columns=["series", "ts", "value", "quality"])
+        frame["value"] = frame["value"].astype("float64")  # null (NaN in the store) prints as NaN, as before
+        print(frame.to_string(index=False))
