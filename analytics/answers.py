@@ -175,11 +175,12 @@ def faults(
         det: FaultDetector | None = FaultDetector.fit(device_frame(fit_frame, roles, rack_cdu), rack_cdu)
     else:
         det, status = _learnt_detector(hist, site, scan[0])
-        if det is None:
+        if det is None:  # too little clean history yet: the status says how much
             return {"alarms": [], "status": status, "learning": True}
     scan_frame, roles2 = read_signals(hist, site, ROLES, *scan, "5m")
     if scan_frame.empty:
         raise DataError("no telemetry in the scanned window")
+    assert det is not None
     alarms = det.scan(device_frame(scan_frame, {**roles, **roles2}, rack_cdu))
     return {"alarms": jsonable([a.to_dict() for a in alarms]), "status": status, "learning": False}
 

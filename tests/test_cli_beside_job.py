@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -280,16 +281,23 @@ def test_row_limit_is_the_same_on_both_paths(sim_site: Path, monkeypatch: pytest
     ]
 
 
-def test_garbled_credential_is_one_line(sim_site: Path) -> None:
-    """A local credential that is not the job's JSON is one line naming the file, not a traceback."""
+def test_garbled_credential_is_named_and_the_store_still_answers(
+    sim_site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A torn local credential (no job wrote it whole) is named in a warning, never a traceback, and the command
+    answers from the store as it does with no job."""
     path = credential_path(load_site(sim_site).data_dir)
+    rc0, out0, _ = local(["query", "--config", str(sim_site), "latest", "pdu,*,active_power_w"])
     path.write_text('{"url": "http://127.0.0.1:8081", "pid": "x"', encoding="utf-8")
     try:
-        rc, out, err = local(["query", "--config", str(sim_site), "latest", "pdu,*,active_power_w"])
+        with caplog.at_level(logging.WARNING, logger="api.local"):
+            rc, out, err = local(["query", "--config", str(sim_site), "latest", "pdu,*,active_power_w"])
     finally:
         path.unlink()
-    assert (rc, out) == (2, "")
-    assert err.strip().splitlines() == [f"aidc query: {path}: line 1: invalid JSON"]
+    assert (rc, out) == (rc0, out0)
+    assert rc == 0
+    assert "Traceback" not in err
+    assert any(str(path) in r.getMessage() and "ignoring it" in r.getMessage() for r in caplog.records)
 
 
 def test_forecast_figures_same_with_and_without_the_job(tmp_path: Path) -> None:
