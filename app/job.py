@@ -19,6 +19,7 @@ from aidc.clock import Clock, ScaledClock
 from aidc.config import Site
 from aidc.errors import AidcError
 from aidc.live import LiveState
+from analytics.energy.metering import PowerMeters, live_pue
 from api.context import Readiness
 from collectors.engine import Engine, Summary
 from historian import Historian, open_historian
@@ -125,7 +126,7 @@ class MainJob:
         On the way out (end, Ctrl-C, SIGTERM or error) the writer flushes everything it holds to the store, or to
         its disk spool when the store is down.
         """
-        summary = Summary(self.engine, self.live)
+        summary = self.summary()
         loop = asyncio.get_running_loop()
         end = None if duration_s is None else loop.time() + duration_s
         deaths: dict[str, list[float]] = {"collector engine": [], "historian writer": []}
@@ -182,6 +183,16 @@ class MainJob:
                 log.exception("monthly PUE report for site %s failed", self.site.name)
             self._report_call = None
             await asyncio.sleep(every_s)
+
+    def summary(self) -> Summary:
+        """The live summary line, with IT and facility power by the one IT-metering rule (never a part sum)."""
+        meters = PowerMeters.of(self.site)
+
+        def power() -> tuple[float | None, float | None, int | None]:
+            p = live_pue(meters, self.live)
+            return p.it_w, p.facility_w, p.category
+
+        return Summary(self.engine, self.live, power=power)
 
     async def _loop(
         self,

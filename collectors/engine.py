@@ -261,14 +261,31 @@ def role_series(devices: Sequence[DeviceRef], role: Role) -> list[str]:
     return out
 
 
-class Summary:
-    """The short live line of the demo: devices up, points per second, IT power, facility power."""
+# (IT W, facility W, IT metering category) from the live state; None where no complete figure exists.
+PowerFigures = Callable[[], tuple[float | None, float | None, int | None]]
 
-    def __init__(self, engine: Engine, live: LiveState) -> None:
-        self.engine, self.live = engine, live
+
+class Summary:
+    """The short live line of the demo: devices up, points per second, IT power, facility power.
+
+    The main job hands in ``power``, the one IT-metering rule (``analytics.energy.metering.live_pue``); without it
+    (``aidc collect`` on its own) the line sums the first IT role's series and shows n/a unless every one of them
+    has a value, never a part sum.
+    """
+
+    def __init__(self, engine: Engine, live: LiveState, power: PowerFigures | None = None) -> None:
+        self.engine, self.live, self.power = engine, live, power
         self._last = (time.monotonic(), engine.output.samples)
         self._it = next((s for r in IT_POWER_ROLES if (s := role_series(engine.devices, r))), [])
         self._fac = role_series(engine.devices, Role.FACILITY_POWER)
+
+    def _figures(self) -> tuple[float, float, int | None]:
+        if self.power is not None:
+            it_w, fac_w, cat = self.power()
+            return (float("nan") if it_w is None else it_w), (float("nan") if fac_w is None else fac_w), cat
+        it = float(np.sum(self.live.values(self._it))) if self._it else float("nan")  # NaN if one is missing
+        fac = float(np.sum(self.live.values(self._fac))) if self._fac else float("nan")
+        return it, fac, None
 
     def line(self) -> str:
         """One line, e.g. ``devices 70/70 up | 1520 points/s | IT 3.95 MW | facility 4.57 MW``."""
@@ -277,9 +294,9 @@ class Summary:
         self._last = (now, samples)
         health = self.engine.health()
         up = sum(h.up for h in health.values())
-        it = float(np.nansum(self.live.values(self._it))) if self._it else float("nan")
-        fac = float(np.nansum(self.live.values(self._fac))) if self._fac else float("nan")
-        line = f"devices {up}/{len(health)} up | {rate:.0f} points/s | IT {_mw(it)} | facility {_mw(fac)}"
+        it, fac, cat = self._figures()
+        where = f" (category {cat})" if cat is not None else ""
+        line = f"devices {up}/{len(health)} up | {rate:.0f} points/s | IT {_mw(it)}{where} | facility {_mw(fac)}"
         dropped = self.engine.output.dropped
         return line + (f" | dropped {dropped} points (sink backlog full)" if dropped else "")
 

@@ -196,6 +196,29 @@ def test_live_pue_reads_a_live_state(tmp_path: Path) -> None:
     assert live.value == pytest.approx(220 / 202)
 
 
+def test_the_jobs_summary_line_uses_the_rule_not_a_part_sum(tmp_path: Path) -> None:
+    """The main job's live line with one PDU unreachable shows IT at the UPS output (category 1), not one PDU's part
+    sum; the collectors' own line without the rule shows n/a rather than a part sum."""
+    from app.job import MainJob
+    from collectors.engine import Summary
+
+    path, site = _two_rack_site(tmp_path)
+    job = MainJob.build(site)
+    try:
+        meters = PowerMeters.of(site)
+        (fac,), (p1, p2), (ups,) = meters.facility, meters.it[2], meters.it[1]
+        ids = np.array([fac, p1, p2, ups], dtype=object)
+        job.live.update(Batch(ids, np.full(4, NOW.value, dtype=np.int64), np.array([220e3, 100e3, np.nan, 202e3]),
+                              np.array([0, 0, int(Quality.BAD), 0], dtype=np.uint8), []))  # fmt: skip
+        line = job.summary().line()
+        assert "IT 0.20 MW (category 1)" in line, line
+        assert "facility 0.22 MW" in line
+        bare = Summary(job.engine, job.live).line()
+        assert "IT n/a" in bare, bare
+    finally:
+        job.historian.close()
+
+
 def test_windows_missing_a_pdu_fall_back_and_windows_missing_all_are_nan() -> None:
     """Per window: both PDUs give category 2, one PDU short gives the UPS output, nothing complete gives NaN."""
     meters = {
