@@ -7,6 +7,7 @@ same limits, same errors on both paths, so an answer cannot depend on whether a 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, cast
@@ -16,6 +17,7 @@ import pandas as pd
 
 from aidc.config import Site
 from aidc.errors import ConfigError, DataError
+from aidc.model import SeriesKey
 from historian import Historian, SeriesSelector, parse_window
 from historian.base import Agg, check_agg
 
@@ -99,9 +101,45 @@ def pue(
 
     if end <= start:
         raise ConfigError(f"to {end.isoformat()} is not after from {start.isoformat()}")
-    edges = period_edges(start, end, period, site.config.site.timezone) if period else [start, end]
-    reports = [pue_from_historian(hist, site, a, b, category=category) for a, b in itertools.pairwise(edges)]
-    return list(jsonable([r.to_dict() for r in reports]))
+    if period:
+        edges = period_edges(start, end, period, site.config.site.timezone)
+        reports = [pue_from_historian(hist, site, a, b, category=category) for a, b in itertools.pairwise(edges)]
+        return list(jsonable([r.to_dict() for r in reports]))
+    # One range reaching back before the site's first facility-meter reading (a job started within it) is the range
+    # that was metered, and says so: the same 95 % coverage rule then judges the meters over what was collectable.
+    first = first_facility_reading(hist, site, start, end)
+    note = ""
+    if first is not None and first > start:
+        note = (f"no facility-meter reading before {first.isoformat()} (collection started then, none in the "
+                f"{COLLECTION_START_LOOKBACK} before {start.isoformat()}): the period starts there")
+        start = first
+    report = pue_from_historian(hist, site, start, end, category=category)
+    if note:
+        report = dataclasses.replace(report, note="; ".join(n for n in (note, report.note) if n))
+    return list(jsonable([report.to_dict()]))
+
+
+COLLECTION_START_LOOKBACK = pd.Timedelta("2h")  # the edge margin pue_from_historian reads readings with
+
+
+def first_facility_reading(hist: Historian, site: Site, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp | None:
+    """The first facility-energy reading in ``[start, end)`` when no facility meter has one in the lookback before
+    ``start`` (collection started inside the range); None otherwise (an earlier reading, or none at all)."""
+    from aidc.roles import Role
+    from analytics.energy.metering import site_meters
+
+    firsts: list[int] = []
+    for sid in site_meters(site, (Role.FACILITY_ENERGY,)):
+        key = SeriesKey.parse(sid)
+        sel = SeriesSelector(key.measurement, dict(key.tags), key.field)
+        arr = hist.query_arrays(sel, start - COLLECTION_START_LOOKBACK, end)
+        ts = np.asarray(arr.ts_ns, dtype=np.int64)
+        if len(ts) == 0:
+            continue
+        if ts.min() <= start.value:
+            return None
+        firsts.append(int(ts.min()))
+    return pd.Timestamp(min(firsts), unit="ns", tz="UTC") if firsts else None
 
 
 def forecast_history(hist: Historian, site: Site, end: pd.Timestamp, days: float) -> pd.DataFrame:

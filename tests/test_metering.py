@@ -255,3 +255,24 @@ def test_api_live_power_from_the_historian_judges_freshness_by_the_api_clock(tmp
     assert out["pue"] == pytest.approx(220 / 202)
     assert out["it_w"] == pytest.approx(202e3)
     assert out["missing"] == [p2]
+
+
+def test_a_range_reaching_back_before_collection_began_is_the_metered_range_and_says_so(tmp_path: Path) -> None:
+    """`aidc pue` over a range that starts a day before the first stored reading gives the PUE of the metered part,
+    with a note naming where it starts; a range with readings before its start is not moved."""
+    from analytics import answers
+
+    path, site = _two_rack_site(tmp_path)
+    first = START - pd.Timedelta("2h")  # the fixture's first reading
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        hist.write(fixture_batch(site, START, START + pd.Timedelta("1D"), gap=None))
+        hist.flush()
+        (clipped,) = answers.pue(hist, site, START - pd.Timedelta("1D"), START + pd.Timedelta("12h"), None, None)
+        (inside,) = answers.pue(hist, site, START + pd.Timedelta("1h"), START + pd.Timedelta("12h"), None, None)
+    assert pd.Timestamp(clipped["start"]) == first
+    assert "collection started then" in clipped["note"]
+    assert pd.Timestamp(inside["start"]) == START + pd.Timedelta("1h")
+    assert "collection started" not in inside["note"]
+    assert inside["pue"] is not None
+    assert clipped["category"] == inside["category"]
+    assert clipped["pue"] == pytest.approx(inside["pue"], rel=1e-3)  # constant powers: the same figure
