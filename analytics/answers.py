@@ -105,41 +105,73 @@ def pue(
         edges = period_edges(start, end, period, site.config.site.timezone)
         reports = [pue_from_historian(hist, site, a, b, category=category) for a, b in itertools.pairwise(edges)]
         return list(jsonable([r.to_dict() for r in reports]))
-    # One range reaching back before the site's first facility-meter reading (a job started within it) is the range
+    # One range that starts before collection began, or ends "now" before the next readings are due, is the range
     # that was metered, and says so: the same 95 % coverage rule then judges the meters over what was collectable.
-    first = first_facility_reading(hist, site, start, end)
-    note = ""
-    if first is not None and first > start:
-        note = (f"no facility-meter reading before {first.isoformat()} (collection started then, none in the "
-                f"{COLLECTION_START_LOOKBACK} before {start.isoformat()}): the period starts there")
-        start = first
-    report = pue_from_historian(hist, site, start, end, category=category)
-    if note:
-        report = dataclasses.replace(report, note="; ".join(n for n in (note, report.note) if n))
+    span = metered_span(hist, site, start, end)
+    notes = []
+    if span[0] > start:
+        notes.append(
+            f"collection started within the range: every energy meter has read since {span[0].isoformat()}, "
+            "so the period starts there"
+        )
+    if span[1] < end:
+        notes.append(
+            f"the newest readings are at {span[1].isoformat()} (the next are not due yet): the period ends there"
+        )
+    report = pue_from_historian(hist, site, span[0], span[1], category=category)
+    if notes:
+        report = dataclasses.replace(report, note="; ".join([*notes, report.note] if report.note else notes))
     return list(jsonable([report.to_dict()]))
 
 
-COLLECTION_START_LOOKBACK = pd.Timedelta("2h")  # the edge margin pue_from_historian reads readings with
+COLLECTION_LOOKBACK = pd.Timedelta("2h")  # the edge margin pue_from_historian reads readings with
+DUE_POLLS = 2  # a meter's reading older than this many poll intervals before the end is late, not merely not due
 
 
-def first_facility_reading(hist: Historian, site: Site, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp | None:
-    """The first facility-energy reading in ``[start, end)`` when no facility meter has one in the lookback before
-    ``start`` (collection started inside the range); None otherwise (an earlier reading, or none at all)."""
-    from aidc.roles import Role
+def metered_span(
+    hist: Historian, site: Site, start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[start, end)`` narrowed to what the site's energy meters could have covered.
+
+    The start moves to the latest first reading of the meters when none of them has a reading in the lookback
+    before ``start`` (the job started within the range, so each meter's first poll opens its coverage); meters first
+    read more than ``DUE_POLLS`` poll intervals after the earliest one are late and left to the coverage rule. The
+    end moves back to the oldest newest reading when every meter's newest reading is within ``DUE_POLLS`` of its
+    poll intervals before ``end`` (the next reading is not due yet); a meter silent for longer keeps the end, so an
+    outage still counts against coverage. A meter with no reading at all changes nothing.
+    """
     from analytics.energy.metering import site_meters
+    from analytics.energy.pue import ENERGY_ROLES
 
-    firsts: list[int] = []
-    for sid in site_meters(site, (Role.FACILITY_ENERGY,)):
+    poll_ns: dict[str, int] = {}
+    for dev in site.devices:
+        for pt in dev.profile.points:
+            poll_ns[SeriesKey.of(dev.profile.measurement, pt.name, dev.tags).id] = int(
+                dev.config.poll_interval_s * DUE_POLLS * 1e9
+            )
+    firsts: dict[str, int] = {}
+    lasts: dict[str, int] = {}
+    before = False
+    for sid in site_meters(site, ENERGY_ROLES):
         key = SeriesKey.parse(sid)
-        sel = SeriesSelector(key.measurement, dict(key.tags), key.field)
-        arr = hist.query_arrays(sel, start - COLLECTION_START_LOOKBACK, end)
+        arr = hist.query_arrays(SeriesSelector(key.measurement, dict(key.tags), key.field),
+                                start - COLLECTION_LOOKBACK, end)  # fmt: skip
         ts = np.asarray(arr.ts_ns, dtype=np.int64)
         if len(ts) == 0:
             continue
-        if ts.min() <= start.value:
-            return None
-        firsts.append(int(ts.min()))
-    return pd.Timestamp(min(firsts), unit="ns", tz="UTC") if firsts else None
+        before = before or int(ts.min()) <= start.value
+        inside = ts[ts >= start.value]
+        if len(inside):
+            firsts[sid], lasts[sid] = int(inside.min()), int(inside.max())
+    lo, hi = start.value, end.value
+    if firsts and not before:
+        earliest = min(firsts.values())
+        lo = max(f for s, f in firsts.items() if f - earliest <= poll_ns.get(s, 0))
+    if lasts and all(hi - last <= poll_ns.get(s, 0) for s, last in lasts.items()):
+        hi = min(lasts.values())
+    if hi <= lo:  # too little collected to narrow to: keep the range as asked, the coverage rule says why
+        return start, end
+    return pd.Timestamp(lo, unit="ns", tz="UTC"), pd.Timestamp(hi, unit="ns", tz="UTC")
 
 
 def forecast_history(hist: Historian, site: Site, end: pd.Timestamp, days: float) -> pd.DataFrame:

@@ -270,9 +270,28 @@ def test_a_range_reaching_back_before_collection_began_is_the_metered_range_and_
         (clipped,) = answers.pue(hist, site, START - pd.Timedelta("1D"), START + pd.Timedelta("12h"), None, None)
         (inside,) = answers.pue(hist, site, START + pd.Timedelta("1h"), START + pd.Timedelta("12h"), None, None)
     assert pd.Timestamp(clipped["start"]) == first
-    assert "collection started then" in clipped["note"]
+    assert "collection started within the range" in clipped["note"]
     assert pd.Timestamp(inside["start"]) == START + pd.Timedelta("1h")
     assert "collection started" not in inside["note"]
     assert inside["pue"] is not None
     assert clipped["category"] == inside["category"]
     assert clipped["pue"] == pytest.approx(inside["pue"], rel=1e-3)  # constant powers: the same figure
+
+
+def test_a_range_ending_before_the_next_readings_are_due_ends_at_the_newest_ones(tmp_path: Path) -> None:
+    """`--to now` a few seconds after the last poll ends the period at the newest readings (said in the note), while
+    an end long after them (meters silent for many poll intervals) keeps the end, so the outage counts."""
+    from analytics import answers
+
+    path, site = _two_rack_site(tmp_path)
+    last = START + pd.Timedelta("1D") + pd.Timedelta("2h")  # the fixture's newest reading
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        hist.write(fixture_batch(site, START, START + pd.Timedelta("1D"), gap=None))
+        hist.flush()
+        (due,) = answers.pue(hist, site, START + pd.Timedelta("12h"), last + pd.Timedelta("10s"), None, None)
+        (late,) = answers.pue(hist, site, START + pd.Timedelta("12h"), last + pd.Timedelta("1h"), None, None)
+    assert pd.Timestamp(due["end"]) == last
+    assert "not due yet" in due["note"]
+    assert due["pue"] is not None
+    assert pd.Timestamp(late["end"]) == last + pd.Timedelta("1h")
+    assert "not due yet" not in late["note"]
