@@ -125,7 +125,8 @@ def pue(
 
 
 COLLECTION_LOOKBACK = pd.Timedelta("2h")  # the edge margin pue_from_historian reads readings with
-DUE_POLLS = 2  # a meter's reading older than this many poll intervals before the end is late, not merely not due
+DUE_POLLS = 3  # a reading older than this many poll intervals before the end is late, not merely not due (as the
+# counters treat 3 missed polls as a gap; the collectors' batching and the writer add seconds to the newest stored one)
 
 
 def metered_span(
