@@ -135,3 +135,14 @@ class SteppedClock:
         """Move time forward and return the new time."""
         self.t_ns += int(seconds * NS)
         return self.t_ns
+
+
+CLOCK_FILE = "clock.json"
+
+
+def site_clock(data_dir: Path) -> Clock:
+    """The facility's clock, as the main job keeps it: the simulator's published clock in ``<data_dir>/clock.json``
+    (a simulated site runs on simulated time), else wall time. Commands that resolve ``now`` use it, so ``--to now``
+    means the same instant for them as for the job."""
+    path = data_dir / CLOCK_FILE
+    return ScaledClock.load(path) if path.is_file() else ScaledClock.starting_now()

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aidc.clock import Clock, ScaledClock
+from aidc.clock import Clock, site_clock
 from aidc.config import Site
 from aidc.errors import AidcError
 from aidc.live import LiveState
@@ -77,8 +77,7 @@ class MainJob:
     def build(cls, site: Site, clock: Clock | None = None) -> MainJob:
         """Wire the parts from the site file."""
         if clock is None:
-            path = site.data_dir / "clock.json"
-            clock = ScaledClock.load(path) if path.is_file() else ScaledClock.starting_now()
+            clock = site_clock(site.data_dir)
         cfg = site.config.historian
         historian = open_historian(cfg, site.data_dir)
         live = LiveState()

@@ -63,3 +63,36 @@ def test_pue_cli_bad_time_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         "aidc pue: --from '2026-07-01': give a time zone (e.g. 2026-07-01T00:00Z); aidc stores UTC"
     ]
+
+
+def test_now_is_the_facilitys_clock_on_a_simulated_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On a site running on the simulator's published clock (three days behind the wall), `--from=-1h --to now` in
+    `aidc query` and `aidc pue` means the facility's last hour, as the job stores it, not the wall clock's."""
+    import time
+
+    import numpy as np
+
+    from aidc.clock import ScaledClock
+    from aidc.model import Batch, SeriesKey
+    from app.cli import main
+
+    path = tmp_path / "site.toml"
+    path.write_text(render_site(SiteTemplate(racks=1, data_dir="var")), encoding="utf-8")
+    site = load_site(path)
+    wall = time.time_ns()
+    clock = ScaledClock(sim_start_ns=wall - 3 * 86400 * 10**9, wall_start_ns=wall, speed=1.0)
+    clock.save(site.data_dir / "clock.json")
+    meter = next(d for d in site.devices if d.name == "meter-utility")
+    sid = SeriesKey.of(meter.profile.measurement, "energy_kwh", meter.tags).id
+    ts = np.arange(clock.now_ns() - 2 * 3600 * 10**9, clock.now_ns(), 60 * 10**9, dtype=np.int64)
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        hist.write(Batch(np.array([sid] * len(ts), dtype=object), ts, np.linspace(1000, 1100, len(ts)),
+                         np.zeros(len(ts), np.uint8), []))  # fmt: skip
+        hist.flush()
+    assert main(["query", "--config", str(path), "range", "meter,device=meter-utility,energy_kwh", "--from=-1h",
+                 "--to", "now", "--json"]) == 0  # fmt: skip
+    rows = json.loads(capsys.readouterr().out)
+    assert 55 <= len(rows) <= 61, len(rows)
+    assert main(["pue", "--config", str(path), "--from=-1h", "--to", "now", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["e_dc_kwh"] == pytest.approx(100 / 119 * 60, rel=0.05)

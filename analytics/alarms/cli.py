@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from aidc.clock import parse_cli_time
+from aidc.clock import parse_cli_time, site_clock
 from aidc.errors import ConfigError
 from analytics.ask import Ask, answerer, rebuild
 
@@ -39,8 +39,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _time(text: str, what: str) -> pd.Timestamp:
-    return pd.Timestamp(parse_cli_time(text, what), unit="ns", tz="UTC")
+def _time(text: str, what: str, now_ns: int | None = None) -> pd.Timestamp:
+    return pd.Timestamp(parse_cli_time(text, what, now_ns), unit="ns", tz="UTC")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if s1 <= s0:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}")
     site = load_site(args.config)
+    now = site_clock(site.data_dir).now_ns()  # `now` is the facility's (a simulated site runs on simulated time)
+    s0, s1 = _time(args.start, "--from", now), _time(args.end, "--to", now)
     params |= {"from": s0.isoformat(), "to": s1.isoformat()}
     ask = Ask("GET", "/faults/scan", lambda h: answers.faults(h, site, healthy, (s0, s1)), params, timeout_s=600.0)
     answer: dict[str, Any] = answerer(args)(site, ask)

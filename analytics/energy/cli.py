@@ -11,7 +11,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from threadpoolctl import threadpool_limits
 
-from aidc.clock import parse_cli_time
+from aidc.clock import parse_cli_time, site_clock
 from aidc.datasets import infer_step, load_series
 from aidc.errors import ConfigError, DataError
 from analytics.ask import Ask, answerer, rebuild
@@ -46,8 +46,8 @@ def register(sub: Any) -> None:
     b.set_defaults(func=run_backtest)
 
 
-def _time(text: str, what: str) -> pd.Timestamp:
-    return pd.Timestamp(parse_cli_time(text, what), unit="ns", tz="UTC")
+def _time(text: str, what: str, now_ns: int | None = None) -> pd.Timestamp:
+    return pd.Timestamp(parse_cli_time(text, what, now_ns), unit="ns", tz="UTC")
 
 
 def run_pue(args: argparse.Namespace) -> int:
@@ -59,6 +59,8 @@ def run_pue(args: argparse.Namespace) -> int:
     if end <= start:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}")
     site = load_site(args.config)
+    now = site_clock(site.data_dir).now_ns()  # `now` is the facility's (a simulated site runs on simulated time)
+    start, end = _time(args.start, "--from", now), _time(args.end, "--to", now)
     period, category = args.period, args.category
     ask = Ask(
         "GET",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from aidc.clock import parse_cli_time
+from aidc.clock import parse_cli_time, site_clock
 from aidc.errors import ConfigError
 from analytics.ask import Ask, answerer
 
@@ -52,9 +52,11 @@ def run_forecast(args: argparse.Namespace) -> int:
     weather: Path | None = args.weather
     if weather is not None:
         read_open_meteo(weather)  # a bad file is reported now, not after reading and fitting a month
-    end = pd.Timestamp(parse_cli_time(args.end, "--to"), unit="ns", tz="UTC")
+    parse_cli_time(args.end, "--to")  # a bad time is refused before the site file is read
     days = float(args.days)
     site = load_site(args.config)
+    # `now` is the facility's (a simulated site runs on simulated time)
+    end = pd.Timestamp(parse_cli_time(args.end, "--to", site_clock(site.data_dir).now_ns()), unit="ns", tz="UTC")
 
     def local(hist: Historian) -> dict[str, Any]:
         return answers.facility_forecast(answers.forecast_history(hist, site, end, days), hours, weather)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from aidc.clock import parse_cli_time
+from aidc.clock import parse_cli_time, site_clock
 from aidc.config import load_site
 from analytics import answers
 from analytics.ask import Ask, answerer
@@ -48,13 +48,13 @@ def parse_time(text: str, now: pd.Timestamp) -> pd.Timestamp:
     return pd.Timestamp(parse_cli_time(text, "time", int(now.value)), unit="ns", tz="UTC")
 
 
-def build_ask(args: argparse.Namespace) -> Ask:
+def build_ask(args: argparse.Namespace, now: pd.Timestamp | None = None) -> Ask:
     """The question: the same selector, range and limits on the job's API and on a local store."""
     text = args.selector
     answers.selector(text)  # a bad selector is refused before reaching for the store or the job
     if args.query_command == "latest":
         return Ask("GET", "/series/latest", lambda h: answers.series_latest(h, text), {"selector": text})
-    now = pd.Timestamp.now(tz="UTC")
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
     # Relative times are resolved here, once, so the job answers for the same instants.
     start, end = parse_time(args.start, now), parse_time(args.end, now)
     window, agg = args.window, args.agg
@@ -65,7 +65,8 @@ def build_ask(args: argparse.Namespace) -> Ask:
 def run(args: argparse.Namespace) -> int:
     """Answer the query and print it."""
     site = load_site(args.config)
-    ask = build_ask(args)
+    # `now` is the facility's (a simulated site runs on simulated time), as the job that stores the data keeps it
+    ask = build_ask(args, pd.Timestamp(site_clock(site.data_dir).now_ns(), unit="ns", tz="UTC"))
     print_records(answerer(args)(site, ask), as_json=args.json)
     return 0
 
