@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from aidc.errors import AidcError, ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics import answers
+from analytics.answers import jsonable as clean  # one JSON-safe conversion for the API and the CLI
 from analytics.energy.metering import PowerMeters, live_pue
 from analytics.forecast.service import ForecastService
 from analytics.leasing.billing import month_bounds
@@ -24,21 +24,6 @@ from historian import SeriesSelector
 
 ALARM_ROLES = (Role.ALARM, Role.LEAK)
 STATES_TTL_S = 60.0  # headroom inputs are refreshed at most once a minute
-
-
-def clean(x: Any) -> Any:
-    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers, timestamps ISO text."""
-    if isinstance(x, dict):
-        return {str(k): clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, pd.Timestamp):
-        return x.isoformat()
-    return x
 
 
 def pue(ctx: ApiContext, a: pd.Timestamp, b: pd.Timestamp, period: str | None, category: int | None) -> list[Any]:
