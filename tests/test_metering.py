@@ -202,7 +202,7 @@ def test_the_jobs_summary_line_uses_the_rule_not_a_part_sum(tmp_path: Path) -> N
     from app.job import MainJob
     from collectors.engine import Summary
 
-    path, site = _two_rack_site(tmp_path)
+    _, site = _two_rack_site(tmp_path)
     job = MainJob.build(site)
     try:
         meters = PowerMeters.of(site)
@@ -262,7 +262,7 @@ def test_a_range_reaching_back_before_collection_began_is_the_metered_range_and_
     with a note naming where it starts; a range with readings before its start is not moved."""
     from analytics import answers
 
-    path, site = _two_rack_site(tmp_path)
+    _, site = _two_rack_site(tmp_path)
     first = START - pd.Timedelta("2h")  # the fixture's first reading
     with open_historian(site.config.historian, site.data_dir) as hist:
         hist.write(fixture_batch(site, START, START + pd.Timedelta("1D"), gap=None))
@@ -283,7 +283,7 @@ def test_a_range_ending_before_the_next_readings_are_due_ends_at_the_newest_ones
     an end long after them (meters silent for many poll intervals) keeps the end, so the outage counts."""
     from analytics import answers
 
-    path, site = _two_rack_site(tmp_path)
+    _, site = _two_rack_site(tmp_path)
     last = START + pd.Timedelta("1D") + pd.Timedelta("2h")  # the fixture's newest reading
     with open_historian(site.config.historian, site.data_dir) as hist:
         hist.write(fixture_batch(site, START, START + pd.Timedelta("1D"), gap=None))
