@@ -38,7 +38,7 @@ def test_demo_runs_32_racks_all_devices_up_and_stores(tmp_path: Path) -> None:
     ups = [m for m in re.finditer(r"devices (\d+)/(\d+) up", out)]
     assert ups, out
     assert ups[-1].group(1) == ups[-1].group(2) == "77"
-    power = re.findall(r"IT ([\d.]+) MW \| facility ([\d.]+) MW", out)
+    power = re.findall(r"IT ([\d.]+) MW(?: \(category \d\))? \| facility ([\d.]+) MW", out)
     it, fac = (float(x) for x in power[-1])
     assert 1.0 < fac / it < 1.5, "instantaneous PUE of the simulated facility is plausible"
     dbs = list((tmp_path / "var" / "demo").rglob("*.duckdb"))
