@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import tomllib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +29,29 @@ def small_site(tmp_path: Path) -> Site:
 
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # the bundled real data (data/README.md)
+
+
+class _Hook(BaseHTTPRequestHandler):
+    """A webhook receiver: every POSTed JSON body is kept in ``received``."""
+
+    received: list[dict[str, Any]] = []  # noqa: RUF012 - one list per test server, reset in the fixture
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A webhook receiver on a free loopback port: its URL and the JSON bodies it received."""
+    _Hook.received = []
+    srv = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}/hook", _Hook.received
+    srv.shutdown()
+    srv.server_close()

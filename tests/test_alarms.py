@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -173,31 +170,6 @@ def test_pipeline_figures_raise_their_rules(site: Site, extra: dict[str, float],
     """Historian drops, a growing spool and a fallen-back controller are alarms too."""
     e = engine(site)
     assert [a.rule for a in e.evaluate(frame(), 0, extra)] == [rule]
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []  # noqa: RUF012 - one list per test server, reset in the fixture
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A webhook receiver on a free loopback port."""
-    _Hook.received = []
-    srv = HTTPServer(("127.0.0.1", 0), _Hook)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_port}/hook", _Hook.received
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_webhook_receives_raise_and_clear(site: Site, hook_server: tuple[str, list[dict[str, Any]]]) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -89,30 +87,6 @@ def make_engine(site: Site, tmp: Path, webhook: Webhook | None = None) -> AlarmE
     """An engine with the site's rules, no raise or clear delay, storing under tmp."""
     rules = default_rules(site, AlarmPolicy(raise_delay_s=0, clear_delay_s=0))
     return AlarmEngine(rules, store=tmp / "alarms.jsonl", webhook=webhook)
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []  # noqa: RUF012 - one list per test server, reset in the fixture
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A webhook receiver on a free loopback port."""
-    _Hook.received = []
-    srv = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}/hook", _Hook.received
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_learns_before_it_watches(store: Store, tmp_path: Path) -> None:
