@@ -192,9 +192,18 @@ class DeviceReader:
                 out[sp.key] = await self._modbus_value(dev, p)
             else:
                 assert p.node is not None
-                node = self.opcua[str(dev.config.endpoint)].get_node(p.node.format(device=dev.name))
-                out[sp.key] = float(await node.read_value())
+                out[sp.key] = await self._opcua_value(str(dev.config.endpoint), p.node.format(device=dev.name))
         return out
+
+    async def _opcua_value(self, endpoint: str, node_id: str) -> float:
+        """One OPC-UA value; a session the server dropped (a loaded CI machine misses keep-alives) is reopened once."""
+        try:
+            return float(await self.opcua[endpoint].get_node(node_id).read_value())
+        except ConnectionError:
+            client = Client(endpoint, timeout=4)
+            await client.connect()
+            self.opcua[endpoint] = client
+            return float(await client.get_node(node_id).read_value())
 
     async def fallbacks(self) -> dict[str, bool]:
         """Devices whose profile has a fallback flag -> whether it is set."""
