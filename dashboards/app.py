@@ -24,6 +24,7 @@ from aidc.site_tables import DashboardConfig as DashboardConfig  # the [dashboar
 from analytics.forecast.service import ForecastService
 from dashboards.alarm_loop import AlarmLoop
 from dashboards.auth import UserStore
+from dashboards.callback_guard import guard_callbacks
 from dashboards.data import DashboardData
 from dashboards.forecast import service_for
 from dashboards.pages import control, cooling, floor, overview, quality
@@ -95,6 +96,7 @@ def create_app(
     cooling.register(app, data)
     control.register(app, data)
     quality.register(app, data)
+    guard_callbacks(app)  # after secure(): sign-in and CSRF are checked before the body is read
     return app
 
 
