@@ -8,7 +8,7 @@
   address or not, never lock it out.
 - Backoff: each time a key reaches its limit it is locked for ``window_s`` doubled per lockout (60 s, 120 s, ...)
   up to ``max_lock_s``; a key forgets its lockouts after ``forget_s`` without a failure.
-- Bounded memory: at most ``max_keys`` keys (least recently failed first out once full, after the expired ones);
+- Bounded memory: at most ``max_keys`` keys (the least recently failed one goes first once full);
   a key is created only by a failed attempt, never by a refused or a successful one.
 """
 
@@ -120,10 +120,7 @@ class LoginLimiter:
             k.lockouts = 0
 
     def _new(self, name: str, now: float) -> _Key:
-        """A new key, making room first: keys with nothing left to remember, then the least recently active."""
-        if len(self._keys) >= self.max_keys:
-            for idle in [n for n, k in self._keys.items() if self._idle(k, now)]:
-                del self._keys[idle]
+        """A new key; when full, the least recently failed key goes first (O(1), so a flood costs no scan)."""
         while len(self._keys) >= self.max_keys:
             self._keys.popitem(last=False)
         k = self._keys[name] = _Key(last=now)
