@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import flask
 import pytest
 from werkzeug.serving import make_server
 
-from aidc.errors import ConfigError
+from aidc.errors import AidcError, ConfigError
 from bench._session_abuse import parallel_login_guesses_checked
 from dashboards.auth import Role, UserStore
 from dashboards.web import can_act, current_user, secure
@@ -113,11 +115,18 @@ def test_cookie_is_rejected_after_logout(app: flask.Flask) -> None:
     assert stolen.post("/act", headers={"X-CSRFToken": copy["_csrf_token"]}).status_code == 401
 
 
+def _edit_users_file(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Change the users file as another process (the `aidc user` command) would: the dashboard shares only it."""
+    doc = json.loads(path.read_text())
+    edit(doc["users"])
+    path.write_text(json.dumps(doc))
+
+
 def test_demotion_by_another_process_takes_effect_at_the_next_request(app: flask.Flask, users: UserStore) -> None:
     """An operator demoted to viewer in the users file (as `aidc user role` does) can no longer act, at once."""
     c = _signed_in(app, "otto")
     assert _act(c) == "done"
-    UserStore(users.path).set_role("otto", Role.VIEWER)  # another process's store: only the file is shared
+    _edit_users_file(users.path, lambda u: u["otto"].update(role="viewer"))
     assert _act(c) == "refused"
     assert _page_ok(c)  # still a viewer
     assert "vera" not in c.get("/").get_data(as_text=True)
@@ -126,11 +135,11 @@ def test_demotion_by_another_process_takes_effect_at_the_next_request(app: flask
 def test_deleted_user_and_new_password_end_the_session(app: flask.Flask, users: UserStore) -> None:
     """Deleting a user, or giving them a new password, ends their sessions at the next request."""
     c = _signed_in(app, "otto")
-    UserStore(users.path).remove("otto")
+    _edit_users_file(users.path, lambda u: u.pop("otto"))
     assert c.get("/").headers["Location"].endswith("/login")
     assert _act(c) != "done"
     c = _signed_in(app, "olga")
-    UserStore(users.path).add("olga", PW + "-new", Role.OPERATOR)
+    UserStore(users.path).add("olga", PW + "-new", Role.OPERATOR)  # as `aidc user add` does, in its own store
     assert c.get("/").headers["Location"].endswith("/login")
 
 
@@ -224,9 +233,7 @@ def test_a_stranger_on_the_same_address_does_not_lock_out_a_known_browser(app: f
     assert _login(otto, "otto") == 302
 
 
-def test_limiter_memory_stays_bounded_after_many_user_names(
-    app: flask.Flask, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_limiter_memory_stays_bounded_after_many_user_names(app: flask.Flask, caplog: pytest.LogCaptureFixture) -> None:
     """5,000 refused sign-ins with distinct user names leave no per-name objects behind in the process (the
     limiter-level test below sends 20,000; this one goes through HTTP, at about 3 ms a request)."""
     caplog.set_level(logging.ERROR, logger="dashboards.web")  # the log capture would keep 20,000 records
@@ -240,6 +247,19 @@ def test_limiter_memory_stays_bounded_after_many_user_names(
         c.post("/login", data={"username": f"user-{i:05d}", "password": "x", "csrf_token": csrf})
     gc.collect()
     assert len(gc.get_objects()) - before < 1000  # one kept object per name would be 5,000
+
+
+def test_user_store_role_and_remove_keep_the_rest_of_the_file(users: UserStore) -> None:
+    """`aidc user role` keeps the password; `aidc user remove` deletes one user; unknown names are one AidcError."""
+    other = UserStore(users.path)  # another process's store, loaded before the first's changes
+    users.set_role("otto", Role.VIEWER)
+    other.remove("olga")  # re-reads the file under the lock: otto's demotion is kept
+    again = UserStore(users.path)
+    assert again.names() == ["otto", "vera"]
+    assert again.verify("otto", PW) is not None
+    assert again.get("otto").role is Role.VIEWER  # type: ignore[union-attr]
+    with pytest.raises(AidcError, match="no dashboard user 'nobody'"):
+        users.remove("nobody")
 
 
 def test_limiter_keeps_at_most_max_keys_from_distinct_addresses() -> None:
