@@ -8,6 +8,7 @@ from pathlib import Path
 
 import flask
 import pytest
+from werkzeug.test import TestResponse
 
 from aidc.errors import AidcError, ConfigError
 from dashboards.auth import Role, UserStore
@@ -53,7 +54,7 @@ def _csrf(client: flask.testing.FlaskClient) -> str:
     return m.group(1)
 
 
-def _login(client: flask.testing.FlaskClient, user: str, password: str = PW) -> flask.Response:
+def _login(client: flask.testing.FlaskClient, user: str, password: str = PW) -> TestResponse:
     return client.post("/login", data={"username": user, "password": password, "csrf_token": _csrf(client)})
 
 

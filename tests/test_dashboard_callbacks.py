@@ -18,6 +18,7 @@ from aidc.config import load_site
 from aidc.live import LiveState
 from aidc.sitegen import SiteTemplate, render_site
 from analytics.alarms.engine import AlarmEngine
+from control.interface import Mode
 from dashboards.app import DashboardConfig, create_app
 from dashboards.auth import Role, UserStore
 from dashboards.data import DashboardData
@@ -36,7 +37,7 @@ class RecordingSupervisor:
         self.calls: list[tuple[Any, ...]] = []
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return "advisory"
 
     def set_mode(self, mode: str, user: str) -> None:
@@ -130,7 +131,7 @@ def _key(app: dash.Dash, prefix: str, first_input: str) -> str:
     )
 
 
-MODE = {
+MODE: dict[str, Any] = {
     "output": "ct-msg.children",
     "outputs": {"id": "ct-msg", "property": "children"},
     "inputs": [{"id": "ct-apply", "property": "n_clicks", "value": 1}],
