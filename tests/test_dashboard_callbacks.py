@@ -274,6 +274,7 @@ def test_a_valid_operator_request_still_works(
 ) -> None:
     """The guard lets a well-formed request through: an operator's mode change and override reach the supervisor."""
     app, sup, point = dash_app
+    sup.calls.clear()
     resp = _post(operator, MODE)
     assert resp.status_code == 200
     assert "Mode set to auto by otto" in resp.get_data(as_text=True)
