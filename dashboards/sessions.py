@@ -88,7 +88,10 @@ class SessionStore:
             return {}
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
-            return {str(k): Session(**v) for k, v in doc["sessions"].items()}
+            return {
+                str(k): Session(str(v["user"]), str(v["cred"]), float(v["created"]), float(v["seen"]))
+                for k, v in doc["sessions"].items()
+            }
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # Losing sessions only means signing in again; a bad file never signs anybody in.
             log.warning("%s: not a valid sessions file (%s); every user signs in again", self.path, exc)

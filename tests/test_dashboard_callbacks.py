@@ -124,6 +124,12 @@ def _override(point: object, value: object, minutes: object) -> dict[str, Any]:
     }
 
 
+def _registered(app: dash.Dash, body: dict[str, Any]) -> None:
+    """Name the override callback as the renderer does: its key, and the output property with the key's suffix."""
+    body["output"] = _key(app, "ct-msg.children@", "ct-override")
+    body["outputs"]["property"] = body["output"].split(".", 1)[1]  # "children@<hash>" (allow_duplicate)
+
+
 def _key(app: dash.Dash, prefix: str, first_input: str) -> str:
     """The registered callback key whose output starts with ``prefix`` and whose first input is ``first_input``."""
     return next(
@@ -209,7 +215,7 @@ def test_forged_override_values_are_refused_without_a_traceback(
     caplog.set_level(logging.INFO)
     p, v, m = FORGED_VALUES[case]
     body = _override(point.key if p == "POINT" else p, v, m)
-    body["output"] = _key(app, "ct-msg.children@", "ct-override")
+    _registered(app, body)
     resp = _post(operator, body)
     assert resp.status_code < 500
     if resp.status_code == 200:
@@ -279,11 +285,11 @@ def test_a_valid_operator_request_still_works(
     assert resp.status_code == 200
     assert "Mode set to auto by otto" in resp.get_data(as_text=True)
     body = _override(point.key, None, 60)
-    body["output"] = _key(app, "ct-msg.children@", "ct-override")
+    _registered(app, body)
     assert "Choose a point and a value" in _post(operator, body).get_data(as_text=True)
     value = point.min if point.min is not None else point.max if point.max is not None else 20.0
     body = _override(point.key, value, 30)
-    body["output"] = _key(app, "ct-msg.children@", "ct-override")
+    _registered(app, body)
     assert _post(operator, body).status_code == 200
     device, name = point.key.split("|", 1)
     assert [c[:4] for c in sup.calls] == [("mode", "auto", "otto"), ("override", device, name, float(value))]

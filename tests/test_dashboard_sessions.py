@@ -186,6 +186,20 @@ def test_sessions_end_after_idle_and_absolute_timeouts(users: UserStore) -> None
     assert store.lookup(busy) is None
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"sessions": {"h": {"user": "otto", "created": "x"}}}', "[]"])
+def test_a_bad_sessions_file_signs_nobody_in_and_is_one_line(
+    users: UserStore, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt sessions file is one warning naming it; the dashboard starts with no sessions."""
+    from dashboards.sessions import SessionStore
+
+    path = users.path.with_name("s.json")
+    path.write_text(text)
+    store = SessionStore(path, users)
+    assert len(store) == 0
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(path)]
+
+
 @pytest.mark.parametrize("secret", ["", "short", "x" * 31])
 def test_a_signing_secret_under_32_bytes_is_refused(
     users: UserStore, monkeypatch: pytest.MonkeyPatch, secret: str
