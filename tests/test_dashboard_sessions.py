@@ -5,7 +5,10 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,10 +22,13 @@ from aidc.errors import AidcError, ConfigError
 from bench._session_abuse import parallel_login_guesses_checked
 from dashboards.auth import Role, UserStore
 from dashboards.web import can_act, current_user, secure
+from tests.browser import free_port
+from tests.sim_helpers import site_doc, write_site
 
 PW = "correct-horse-battery"
 SECRET_VAR = "AIDC_TEST_DASHBOARD_SECRET"
 SECRET = "k" * 40
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -210,6 +216,20 @@ def test_a_signing_secret_under_32_bytes_is_refused(
         ConfigError, match=rf"dashboard.secret_env: the variable {SECRET_VAR} holds {len(secret)} bytes.*at least 32"
     ):
         make_app(users)
+
+
+def test_aidc_run_refuses_a_short_secret_with_one_line(tmp_path: Path) -> None:
+    """`aidc run` with a 5-byte secret in the dashboard's secret_env exits 2 with one line naming the variable."""
+    doc = site_doc(tmp_path, racks=1)
+    doc["dashboard"] = {"port": free_port(), "secret_env": SECRET_VAR}
+    site = write_site(tmp_path, doc)
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{SECRET_VAR: "short"})
+    cmd = [sys.executable, "-m", "app.cli", "run", "--config", str(site), "--duration", "5", "--no-api", "--no-control"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert f"dashboard.secret_env: the variable {SECRET_VAR} holds 5 bytes" in line
 
 
 @pytest.fixture
