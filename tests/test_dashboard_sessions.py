@@ -154,6 +154,23 @@ def test_deleted_user_and_new_password_end_the_session(app: flask.Flask, users: 
     assert _sent_to_login(c)
 
 
+def test_a_users_file_edited_into_nonsense_refuses_sessions_with_one_line(
+    app: flask.Flask, users: UserStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A users file that stops parsing while the dashboard runs ends every session (fail closed) with one error line
+    naming the file, however many requests follow; fixing the file lets users sign in again."""
+    c = _signed_in(app, "otto")
+    good = users.path.read_text()
+    users.path.write_text("{not json")
+    for _ in range(3):
+        assert _sent_to_login(c)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert str(users.path) in errors[0]
+    users.path.write_text(good)
+    assert _login(c, "otto") == 302
+
+
 def test_only_still_valid_sessions_survive_a_restart(users: UserStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the same signing secret, a restarted dashboard honours a live session and refuses a signed-out one."""
     monkeypatch.setenv(SECRET_VAR, SECRET)
