@@ -24,10 +24,12 @@ from aidc.site_tables import DashboardConfig as DashboardConfig  # the [dashboar
 from analytics.forecast.service import ForecastService
 from dashboards.alarm_loop import AlarmLoop
 from dashboards.auth import UserStore
+from dashboards.callback_guard import guard_callbacks
 from dashboards.data import DashboardData
 from dashboards.forecast import service_for
 from dashboards.pages import control, cooling, floor, overview, quality
-from dashboards.web import current_user, secure
+from dashboards.sessions import SessionStore
+from dashboards.web import SESSIONS_EXTENSION, current_user, secure
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ def create_app(
     cooling.register(app, data)
     control.register(app, data)
     quality.register(app, data)
+    guard_callbacks(app)  # after secure(): sign-in and CSRF are checked before the body is read
     return app
 
 
@@ -175,6 +178,9 @@ class DashboardService:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        sessions = self.app.server.extensions.get(SESSIONS_EXTENSION)
+        if isinstance(sessions, SessionStore):
+            sessions.flush()  # last-use times, so the idle timeout holds across the restart
         for t in self._threads:
             t.join(timeout=10)
         self.alarm_loop.stop()

@@ -1,28 +1,31 @@
-"""Dashboard users and sessions: hashed passwords, roles, CSRF, rate-limited login.
+"""Dashboard users: hashed passwords, roles, the users file the dashboard re-reads when it changes; CSRF tokens.
 
 - Passwords are hashed with werkzeug's ``generate_password_hash`` (scrypt), Flask's own maintained helper; the
   users file (``<data_dir>/dashboard-users.json``, mode 0600) holds only hashes and roles.
 - Roles, each including the one before: ``viewer`` (sees every page), ``operator`` (changes the controller's
   mode and overrides, acknowledges alarms), ``admin`` (manages users).
-- Sessions are Flask's signed cookies, ``HttpOnly`` and ``SameSite=Strict``; the signing key comes from the
-  environment variable the dashboard config names, or is random per process (sessions then end at restart).
+- Sessions live on the server (:mod:`dashboards.sessions`): the signed cookie carries only a random session id
+  and the CSRF token; the user's role is read from this file at every request, which is re-read when it changes.
 - CSRF: double-submit token. At login the session gets a random token, also sent in the ``_csrf_token`` cookie,
   which the Dash renderer copies into an ``X-CSRFToken`` header on every callback request; every POST must
   carry the token of its session (the login form carries it as a hidden field).
-- Login attempts are limited per client address and per user name (sliding window), so passwords cannot be
-  guessed at speed.
+- Login attempts are limited atomically per user and address, per address, and per known browser
+  (:mod:`dashboards.limiter`), so passwords cannot be guessed at speed and a stranger cannot lock a user out.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hmac
 import json
+import logging
 import os
 import secrets
+import tempfile
 import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -30,6 +33,8 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from aidc.errors import AidcError, ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Role(IntEnum):
@@ -63,37 +68,93 @@ class User:
 
 
 MIN_PASSWORD = 12
+_RECENT_NS = 2_000_000_000
 
 
 class UserStore:
-    """Users in a JSON file of hashes and roles; thread-safe."""
+    """Users in a JSON file of hashes and roles; thread-safe, and re-read whenever the file changes.
+
+    The ``aidc user`` command edits the file from another process while the dashboard runs: every lookup compares
+    the file's identity (inode, mtime, size) with the one last read, so a demotion, a deletion or a new password
+    takes effect on the dashboard's next request. Writers hold an ``flock`` on ``<file>.lock`` and re-read the file
+    before changing it, so two writers never lose each other's change.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._users: dict[str, User] = {}
-        if path.is_file():
-            self._load()
+        self._sig: tuple[int, int, int] | None = None
+        self._bad_sig: tuple[int, int, int] | None = None
+        sig = self._stat()
+        if sig is not None:
+            self._users = self._read()
+            self._sig = sig
 
-    def _load(self) -> None:
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _read(self) -> dict[str, User]:
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
-            users = doc["users"]
-            for name, entry in users.items():
-                self._users[name] = User(name, Role.parse(entry["role"]), str(entry["password_hash"]))
-        except (OSError, ValueError, KeyError, TypeError, AidcError) as exc:
+            return {
+                name: User(name, Role.parse(entry["role"]), str(entry["password_hash"]))
+                for name, entry in doc["users"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, AidcError) as exc:
             raise ConfigError(f"{self.path}: not a valid dashboard users file ({exc})") from None
+
+    def _refresh(self) -> None:
+        """Re-read the file if it changed since last read (call with the lock held); fails closed on a bad file."""
+        sig = self._stat()
+        # A file changed within the last seconds is read again even if it looks the same: the kernel's file
+        # timestamps are coarser than a nanosecond, and a replaced file may reuse the inode number.
+        if sig == self._sig and (sig is None or time.time_ns() - sig[1] > _RECENT_NS):
+            return
+        if sig is None:  # the file was removed: nobody may sign in or stay signed in
+            self._users, self._sig = {}, None
+            return
+        try:
+            self._users = self._read()
+        except ConfigError as exc:
+            # A file edited into nonsense signs everybody out rather than keeping stale roles; said once per change.
+            if sig != self._bad_sig:
+                log.error("%s; every dashboard session is refused until it is fixed", exc)
+                self._bad_sig = sig
+            self._users = {}
+        self._sig = sig
 
     def _save(self) -> None:
         doc = {
             "users": {u.name: {"role": u.role.label, "password_hash": u.password_hash} for u in self._users.values()}
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-        tmp.replace(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._sig = self._stat()
+
+    @contextlib.contextmanager
+    def _editing(self) -> Iterator[None]:
+        """Hold the in-process lock and the cross-process file lock, with the newest file read."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            sig = self._stat()
+            self._users = self._read() if sig is not None else {}  # a bad file is refused, never overwritten
+            self._sig = sig
+            yield
 
     def add(self, name: str, password: str, role: Role) -> User:
         """Create or replace a user; AidcError for a bad name or a short password."""
@@ -102,19 +163,38 @@ class UserStore:
         if len(password) < MIN_PASSWORD:
             raise AidcError(f"password for {name!r} is too short (at least {MIN_PASSWORD} characters)")
         user = User(name, role, generate_password_hash(password))
-        with self._lock:
+        with self._editing():
             self._users[name] = user
             self._save()
         return user
 
+    def set_role(self, name: str, role: Role) -> User:
+        """Change a user's role, keeping the password; AidcError for an unknown user."""
+        with self._editing():
+            old = self._users.get(name)
+            if old is None:
+                raise AidcError(f"no dashboard user {name!r} in {self.path}")
+            user = self._users[name] = User(name, role, old.password_hash)
+            self._save()
+        return user
+
+    def remove(self, name: str) -> None:
+        """Delete a user (their sessions end at their next request); AidcError for an unknown user."""
+        with self._editing():
+            if self._users.pop(name, None) is None:
+                raise AidcError(f"no dashboard user {name!r} in {self.path}")
+            self._save()
+
     def get(self, name: str) -> User | None:
-        """The user of that name, if any."""
+        """The user of that name as the file says now, if any."""
         with self._lock:
+            self._refresh()
             return self._users.get(name)
 
     def names(self) -> list[str]:
         """Every user name."""
         with self._lock:
+            self._refresh()
             return sorted(self._users)
 
     def verify(self, name: str, password: str) -> User | None:
@@ -132,37 +212,6 @@ _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
 def random_password() -> str:
     """A random password for a generated account (about 120 bits)."""
     return secrets.token_urlsafe(15)
-
-
-class RateLimiter:
-    """At most ``limit`` failures per key in a sliding window of ``window_s`` seconds (then attempts are refused)."""
-
-    def __init__(self, limit: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window_s = limit, window_s
-        self._clock = clock
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def allowed(self, key: str, limit: int | None = None) -> bool:
-        """Whether ``key`` is under its limit of failures (``limit`` overrides the default for this key)."""
-        now = self._clock()
-        with self._lock:
-            q = self._hits[key]
-            while q and now - q[0] > self.window_s:
-                q.popleft()
-            return len(q) < (self.limit if limit is None else limit)
-
-    def failed(self, *keys: str) -> None:
-        """Record a failed attempt for every key."""
-        now = self._clock()
-        with self._lock:
-            for key in keys:
-                self._hits[key].append(now)
-
-    def reset(self, key: str) -> None:
-        """Forget a key's failures (after a successful login)."""
-        with self._lock:
-            self._hits.pop(key, None)
 
 
 def new_csrf_token() -> str:

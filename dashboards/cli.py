@@ -15,7 +15,7 @@ from dashboards.auth import Role, UserStore, random_password
 
 
 def register(sub: Any) -> None:
-    """Add ``user add`` and ``user list``."""
+    """Add ``user add``, ``user role``, ``user remove`` and ``user list``."""
     u = sub.add_parser("user", help="manage dashboard users (viewer, operator, admin)")
     usub = u.add_subparsers(dest="user_command", metavar="ACTION", required=True)
     a = usub.add_parser("add", help="create a user or set a new password and role")
@@ -25,6 +25,15 @@ def register(sub: Any) -> None:
     a.add_argument("--password-env", help="read the password from this environment variable (else prompt)")
     a.add_argument("--generate", action="store_true", help="generate a random password and print it once")
     a.set_defaults(func=cmd_add)
+    r = usub.add_parser("role", help="change a role (keeps the password; a running dashboard applies it at once)")
+    r.add_argument("--config", type=Path, required=True, help="site file")
+    r.add_argument("name", help="user name")
+    r.add_argument("--role", required=True, help="viewer, operator or admin")
+    r.set_defaults(func=cmd_role)
+    rm = usub.add_parser("remove", help="delete a user (their dashboard sessions end at once)")
+    rm.add_argument("--config", type=Path, required=True, help="site file")
+    rm.add_argument("name", help="user name")
+    rm.set_defaults(func=cmd_remove)
     ls = usub.add_parser("list", help="list users and roles")
     ls.add_argument("--config", type=Path, required=True, help="site file")
     ls.set_defaults(func=cmd_list)
@@ -53,6 +62,23 @@ def cmd_add(args: argparse.Namespace) -> int:
     print(f"user {args.name} ({role.label}) saved to {store.path}")
     if args.generate:
         print(f"password: {password}")
+    return 0
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    """Change one user's role."""
+    role = Role.parse(args.role)
+    store = _store(args.config)
+    store.set_role(args.name, role)
+    print(f"user {args.name} is now {role.label} ({store.path})")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """Delete one user."""
+    store = _store(args.config)
+    store.remove(args.name)
+    print(f"user {args.name} removed from {store.path}")
     return 0
 
 

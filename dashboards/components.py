@@ -107,8 +107,16 @@ def pretty(name: str) -> str:
 
 def footnote(fig: go.Figure, text: str, *, y: float) -> None:
     """A small grey note under the plot, left-aligned (``y`` in paper units, below 0)."""
-    fig.add_annotation(text=text, showarrow=False, x=0, y=y, xref="paper", yref="paper", xanchor="left",
-                       font={"size": 10, "color": "#8c99a8"})
+    fig.add_annotation(
+        text=text,
+        showarrow=False,
+        x=0,
+        y=y,
+        xref="paper",
+        yref="paper",
+        xanchor="left",
+        font={"size": 10, "color": "#8c99a8"},
+    )
 
 
 def empty_figure(message: str, *, height: int = 320) -> go.Figure:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import flask
 import pytest
+from werkzeug.test import TestResponse
 
 from aidc.errors import AidcError, ConfigError
-from dashboards.auth import RateLimiter, Role, UserStore
+from dashboards.auth import Role, UserStore
+from dashboards.limiter import LoginLimiter
 from dashboards.web import can_act, secure
 
 PW = "correct-horse-battery"
@@ -32,7 +34,7 @@ def app(users: UserStore, tmp_path: Path) -> flask.Flask:
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "pue-2026-10.csv").write_text("month,pue\n2026-10,1.12\n")
     (tmp_path / "secret.txt").write_text("not for download")
-    secure(server, users, reports_dir=tmp_path / "reports", limiter=RateLimiter(limit=3, window_s=60))
+    secure(server, users, reports_dir=tmp_path / "reports", limiter=LoginLimiter(limit=3, window_s=60))
 
     @server.route("/")
     def index() -> str:
@@ -52,7 +54,7 @@ def _csrf(client: flask.testing.FlaskClient) -> str:
     return m.group(1)
 
 
-def _login(client: flask.testing.FlaskClient, user: str, password: str = PW) -> flask.Response:
+def _login(client: flask.testing.FlaskClient, user: str, password: str = PW) -> TestResponse:
     return client.post("/login", data={"username": user, "password": password, "csrf_token": _csrf(client)})
 
 
@@ -137,17 +139,30 @@ def test_successful_sign_ins_are_not_limited(app: flask.Flask) -> None:
         assert _login(app.test_client(), "vera").status_code == 302
 
 
-def test_rate_limit_window_slides() -> None:
-    """Failures older than the window no longer count."""
+def test_rate_limit_window_slides_and_lockouts_double() -> None:
+    """Failures older than the window no longer count; each lockout at the limit lasts twice the one before."""
     now = [0.0]
-    lim = RateLimiter(limit=2, window_s=60, clock=lambda: now[0])
-    assert lim.allowed("ip:1")
-    lim.failed("ip:1")
-    lim.failed("ip:1")
-    assert not lim.allowed("ip:1")
-    assert lim.allowed("ip:1", limit=8)
-    now[0] = 61.0
-    assert lim.allowed("ip:1")
+    lim = LoginLimiter(limit=2, window_s=60, clock=lambda: now[0])
+    key = [("ip:1", 2)]
+    t = lim.reserve(key)
+    assert t is not None
+    lim.failed(t)
+    now[0] = 61.0  # the first failure left the window
+    t = lim.reserve(key)
+    assert t is not None
+    lim.failed(t)
+    assert lim.reserve(key) is not None  # one failure in the window: still allowed
+    lim = LoginLimiter(limit=2, window_s=60, clock=lambda: now[0])
+    locks = []
+    for _ in range(3):
+        for _ in range(2):
+            t = lim.reserve(key)
+            assert t is not None
+            lim.failed(t)
+        assert lim.reserve(key) is None
+        locks.append(lim.retry_after("ip:1"))
+        now[0] += locks[-1] + 0.001
+    assert locks == [60.0, 120.0, 240.0]
 
 
 def test_reports_download_only_inside_the_reports_folder(app: flask.Flask) -> None:

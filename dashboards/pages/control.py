@@ -7,12 +7,14 @@ sees are a courtesy, not the protection) and passes the user name to the supervi
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import dash
 import pandas as pd
 from dash import ALL, Input, Output, State, dcc, html
 
+from aidc.profiles import Point
 from dashboards.components import LIVE_MS, table
 from dashboards.data import DashboardData
 from dashboards.supervisor import MODES
@@ -169,7 +171,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         State("ct-mode", "value"),
         prevent_initial_call=True,
     )
-    def apply_mode(n: int | None, mode: str | None) -> Any:
+    def apply_mode(n: int | None, mode: object) -> Any:
         if not n:
             return dash.no_update
         who = current_user()
@@ -177,7 +179,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
             return "Changing the mode needs an operator sign-in."
         if data.supervisor is None:
             return "No controller is running."
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             return f"Choose one of {', '.join(MODES)}."
         try:
             data.supervisor.set_mode(mode, who[0])
@@ -193,40 +195,58 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         State("ct-minutes", "value"),
         prevent_initial_call=True,
     )
-    def set_override(n: int | None, key: str | None, value: float | None, minutes: float | None) -> Any:
+    def set_override(n: int | None, key: object, value: object, minutes: object) -> Any:
         if not n:
             return dash.no_update
         who = current_user()
         if who is None or not can_act() or data.supervisor is None:
             return "Overrides need an operator sign-in and a running controller."
-        if not key or "|" not in key or value is None:
+        # The values come from the browser and may be forged: check every type before using it.
+        target = _writable_point(data, key)
+        if target is None or not _is_number(value):
             return "Choose a point and a value."
-        if minutes is None or not 1 <= minutes <= MAX_OVERRIDE_MIN:
+        if not _is_number(minutes) or not 1 <= float(minutes) <= MAX_OVERRIDE_MIN:  # type: ignore[arg-type]
             return f"The expiry must be 1 to {MAX_OVERRIDE_MIN} minutes."
-        device, point = key.split("|", 1)
-        dev = data.site.device(device)
-        p = next(p for p in dev.profile.points if p.name == point)
-        if (p.min is not None and value < p.min) or (p.max is not None and value > p.max):
-            return f"{device} {point}: {value:g} is outside {_limits(p.min, p.max)} {p.unit}."
-        until = data.clock.now_ns() + int(minutes * 60e9)
+        device, p = target
+        v, mins = float(value), float(minutes)  # type: ignore[arg-type]
+        if (p.min is not None and v < p.min) or (p.max is not None and v > p.max):
+            return f"{device} {p.name}: {v:g} is outside {_limits(p.min, p.max)} {p.unit}."
+        until = data.clock.now_ns() + int(mins * 60e9)
         try:
-            data.supervisor.set_override(device, point, float(value), until, who[0])
+            data.supervisor.set_override(device, p.name, v, until, who[0])
         except Exception as exc:  # the supervisor refuses with a reason; show it
             return f"Refused: {exc}"
-        return f"Override {device} {point} = {value:g} {p.unit} for {minutes:g} min by {who[0]}."
+        return f"Override {device} {p.name} = {v:g} {p.unit} for {mins:g} min by {who[0]}."
 
     @app.callback(
         Output("ct-msg", "children", allow_duplicate=True),
         Input({"type": "ct-clear", "key": ALL}, "n_clicks"),
         prevent_initial_call=True,
     )
-    def clear_override(clicks: list[int | None]) -> Any:
+    def clear_override(clicks: object) -> Any:
         trig = dash.ctx.triggered_id
-        if not isinstance(trig, dict) or not any(clicks):
+        if not isinstance(trig, dict) or not isinstance(clicks, list) or not any(clicks):
             return dash.no_update
         who = current_user()
         if who is None or not can_act() or data.supervisor is None:
             return "Clearing an override needs an operator sign-in."
-        device, point = str(trig["key"]).split("|", 1)
+        key = trig.get("key")
+        if not isinstance(key, str) or "|" not in key:
+            return "No such override."
+        device, point = key.split("|", 1)
         data.supervisor.clear_override(device, point, who[0])
         return f"Override {device} {point} cleared by {who[0]}."
+
+
+def _is_number(v: object) -> bool:
+    """A finite JSON number (not a bool, a string or NaN)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _writable_point(data: DashboardData, key: object) -> tuple[str, Point] | None:
+    """The (device, point) of a ``device|point`` key offered on the page, or None for anything else."""
+    if not isinstance(key, str) or key not in {o["value"] for o in _writable(data)}:
+        return None
+    device, point = key.split("|", 1)
+    p = next(p for p in data.site.device(device).profile.points if p.name == point)
+    return device, p

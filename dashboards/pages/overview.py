@@ -196,15 +196,18 @@ def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) ->
         State({"type": "ack", "alarm": ALL}, "id"),
         prevent_initial_call=True,
     )
-    def acknowledge(clicks: list[int | None], _ids: list[dict[str, str]]) -> Any:
+    def acknowledge(clicks: object, _ids: object) -> Any:
         trig = dash.ctx.triggered_id
-        if not isinstance(trig, dict) or not any(clicks):
+        if not isinstance(trig, dict) or not isinstance(clicks, list) or not any(clicks):
             return dash.no_update
         who = current_user()
         if who is None or not can_act():
             return "Acknowledging needs an operator sign-in."
+        alarm_id = trig.get("alarm")
+        if not isinstance(alarm_id, str):  # a forged id: only the page's own buttons name an alarm
+            return "No such alarm."
         try:
-            alarm = data.alarms.acknowledge(str(trig["alarm"]), who[0], data.clock.now_ns())
+            alarm = data.alarms.acknowledge(alarm_id, who[0], data.clock.now_ns())
         except Exception as exc:  # an alarm that cleared meanwhile is reported, not raised
             return str(exc)
         return f"{alarm.id} acknowledged by {who[0]}"
