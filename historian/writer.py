@@ -150,8 +150,11 @@ class HistorianWriter:
                 self._seq += 1
                 self._backlog.append((self._seq, batch))
                 self._backlog_points += len(batch)
+            if self._failing:
+                # The store is failing: to the disk spool first (not after a long stay in memory, nor after a retry
+                # that may take long), then replayed from there when a retry is due.
+                self._spill()
             if not final and time.monotonic() < self._retry_at:
-                self._spill()  # the store is failing: to the disk spool now, not after a long stay in memory
                 return
             ok = self._write_all()
             if ok:
