@@ -291,7 +291,7 @@ def run(tmp: Path, args: argparse.Namespace, say: Callable[[str], None]) -> dict
     result["points_per_poll_interval"] = polled
     result["duplicates_after_restart"] = dups
     text = log.read_text(errors="replace")
-    result["store_reopens"] = text.count("reopened after a failed write")
+    result["store_recoveries_logged"] = text.count("work again (reopened")
     result["tracebacks_in_job_log"] = text.count("Traceback")
     result["spool_bad_ack_points_lost"] = bad_ack_points_lost(tmp)
     return result
@@ -305,6 +305,7 @@ def main() -> int:
     p.add_argument("--poll-s", type=float, default=POLL_S, help=f"the site's poll interval (default {POLL_S})")
     p.add_argument("--physics", default=None, help="the simulator's physics (default: the bundled facility)")
     p.add_argument("--limit-s", type=float, default=600.0, help="give up after this many seconds (default 600)")
+    p.add_argument("--keep", action="store_true", help="keep the job's log (copied to ./chaos-job.log)")
     args = p.parse_args()
     if os.environ.get(_NS_ENV) != "1":
         if shutil.which("unshare") is None or os.geteuid() != 0:
@@ -329,6 +330,8 @@ def main() -> int:
         print(f"bench/chaos.py: {exc}", file=sys.stderr)
         return 1
     finally:
+        if args.keep and (tmp / "job.log").exists():
+            shutil.copy(tmp / "job.log", "chaos-job.log")
         subprocess.run(["umount", str(tmp / "store")], check=False, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     result["seconds"] = round(time.monotonic() - t0, 1)

@@ -126,6 +126,7 @@ class DuckDBHistorian(Historian):
         self.late_merged_points = 0
         self.reopens = 0  # times the file was closed and opened again after a failed write (see _heal)
         self._broken: BaseException | None = None  # the failure that left the connection unusable, until _heal
+        self._fault: BaseException | None = None  # the first failure of an outage, until a write commits again
         self._gen = 0  # bumped at every reopen, so reader threads drop cursors of the closed connection
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._last_rollup = clock()
@@ -157,8 +158,9 @@ class DuckDBHistorian(Historian):
     def _broke(self, exc: BaseException) -> None:
         """Note that a write failed: the connection is not trusted again (DuckDB invalidates the whole database after
         a failed checkpoint, "database has been invalidated"), and the next write reopens the file first."""
-        if self._broken is None:
+        if self._fault is None:  # once per outage: the writer retries every few seconds while it lasts
             log.error("historian: write to %s failed (%s); the file is reopened at the next write", self.path, exc)
+            self._fault = exc
         self._broken = exc
         with contextlib.suppress(duckdb.Error):
             self._con.execute("ROLLBACK")
@@ -182,8 +184,14 @@ class DuckDBHistorian(Historian):
             self._con = duckdb.connect(self.path)
         self._load_state()
         self.reopens += 1
-        log.warning("historian: %s reopened after a failed write (%s); writes go on", self.path, self._broken)
+        log.debug("historian: %s reopened after a failed write (%s)", self.path, self._broken)
         self._broken = None
+
+    def _healed(self) -> None:
+        """A write committed: the outage, if there was one, is over (said once)."""
+        if self._fault is not None:
+            log.warning("historian: writes to %s work again (reopened %d times so far)", self.path, self.reopens)
+            self._fault = None
 
     # ---------------------------------------------------------------- writing
 
@@ -235,6 +243,7 @@ class DuckDBHistorian(Historian):
             except BaseException as exc:
                 self._broke(exc)
                 raise
+            self._healed()
             self._last_seq = seq if seq is not None else self._last_seq
             if merged:
                 self.late_merged_points += merged
