@@ -15,6 +15,8 @@ writer's disk spool stays on the ordinary disk, as on a site whose historian vol
    kill and the kill itself, ``floor((t_kill - t_last) / P)``, plus any poll missing between the fault and the kill;
    ``points_per_poll_interval`` is how many such series one poll interval brings. ``duplicates_after_restart``:
    rows of the file sharing a series and timestamp with another.
+   The job is then stopped (SIGTERM) while the disk is full again: ``full_disk_stop_exit`` is its exit status and
+   ``full_disk_stop_tracebacks`` the tracebacks it printed (0: one clear line instead).
 3. **Bad spool ack**: a spool with N points gets an ack naming a segment beyond its last one, and is opened again;
    ``spool_bad_ack_points_lost`` is N minus the points it still replays.
 
@@ -280,12 +282,25 @@ def run(tmp: Path, args: argparse.Namespace, say: Callable[[str], None]) -> dict
         unfill(store)
         say("killed; fault cleared; starting the job again")
         job2 = Job(config, api_port, log)
+        log_at = log.stat().st_size
         try:
             job2.wait("spool replay", lambda m: m.get("points_written", 0) > 0 and m.get("spool_points", 1) == 0, 180)
             time.sleep(2 * args.poll_s)
+            say("spool replayed; filling the disk once more and stopping the job with SIGTERM")
+            errors2 = job2.metrics().get("write_errors", 0.0)
+            fill(store)
+            job2.wait("write error", lambda m: m.get("write_errors", 0) > errors2, 60)
         finally:
             code = job2.stop()
-        say(f"job 2 stopped (exit {code})")
+            unfill(store)
+        with log.open(errors="replace") as f:
+            f.seek(log_at)
+            tail = f.read()
+        result["full_disk_stop_exit"] = code
+        result["full_disk_stop_tracebacks"] = tail.count("Traceback")
+        say(f"job 2 stopped on a full disk (exit {code}); its last lines:")
+        for line in tail.strip().splitlines()[-4:]:
+            say(f"  {line[:200]}")
     lost, polled, dups = points_lost(db, t_fault, t_kill, args.poll_s)
     result["kill9_points_lost"] = lost
     result["points_per_poll_interval"] = polled
