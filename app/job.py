@@ -169,10 +169,14 @@ class MainJob:
             self.writer.close()
         except OSError as exc:
             log.error("historian writer: closing its spool failed at stop (%s)", exc)
+        spool = self.writer.spool
+        if spool is not None and spool.depth_points and self.writer.failing:
+            log.warning("historian writer: the historian failed at stop; %d points wait in the spool %s and are "
+                        "written at the next start", spool.depth_points, spool.dir)  # fmt: skip
         if self.lost_at_stop:
             log.error(
                 "historian writer: %d points could be written neither to the historian nor to the spool %s at "
-                "stop: they are lost (exit status 1)", self.lost_at_stop, self.writer.spool and self.writer.spool.dir,
+                "stop: they are lost (exit status 1)", self.lost_at_stop, spool and spool.dir,
             )  # fmt: skip
         try:
             await asyncio.to_thread(self.historian.close)
