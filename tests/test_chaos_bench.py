@@ -127,7 +127,7 @@ def test_chaos_bench_short_run(tmp_path: Path) -> None:
     """bench/chaos.py with short faults against its own simulator and `aidc run`: the fault bites, the job heals
     without a restart, a kill -9 in a fault loses at most one poll interval, nothing is stored twice, no traceback."""
     _need_namespace()
-    env = dict(os.environ, PYTHONPATH=str(REPO), CI="")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "chaos.py"), "--fault-s", "4", "--kill-after-s", "4",
          "--physics", "tests.fake_physics:FakePhysics", "--limit-s", "380"],
