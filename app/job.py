@@ -72,6 +72,8 @@ class MainJob:
     _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _writer_since: float = field(default=0.0, init=False, repr=False)  # time.monotonic() the writer task started
     _report_call: asyncio.Future[object] | None = field(default=None, init=False, repr=False)
+    # Points the writer could save nowhere (store and spool both failing) when the job stopped; the exit status is 1.
+    lost_at_stop: int = field(default=0, init=False)
 
     @classmethod
     def build(cls, site: Site, clock: Clock | None = None) -> MainJob:
@@ -87,8 +89,13 @@ class MainJob:
             segment_bytes=cfg.spool.segment_bytes,
             fsync=cfg.spool.fsync == "always",
         )
+        # Flushed at least twice per poll interval (in wall seconds), so while the store fails everything but the last
+        # half interval is in the disk spool: a kill -9 then loses at most one poll interval.
+        speed = getattr(clock, "speed", 1.0)
+        poll_s = min((d.config.poll_interval_s / speed for d in site.devices), default=2.0)
         # The collectors' evicted-point counter, read late: the engine is built just below, with the writer as a sink.
-        writer = HistorianWriter(historian, clock, spool=spool, dropped=lambda: engine.output.dropped)
+        writer = HistorianWriter(historian, clock, flush_every_s=min(1.0, poll_s / 2), spool=spool,
+                                 dropped=lambda: engine.output.dropped)  # fmt: skip
         engine = Engine.from_site(site, sinks=[live.update, writer], clock=clock)
         return cls(site, clock, live, historian, engine, writer)
 
@@ -151,9 +158,31 @@ class MainJob:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self.writer.drain(final=True)
+            await self._close_storage()
+
+    async def _close_storage(self) -> None:
+        """Flush the writer (to the store, else its spool) and close both; a storage fault here (a full disk) is one
+        clear log line, never a traceback. Points that could be saved nowhere are counted in ``lost_at_stop``."""
+        await self.writer.drain(final=True)
+        self.lost_at_stop = self.writer.unsaved_points
+        try:
             self.writer.close()
+        except OSError as exc:
+            log.error("historian writer: closing its spool failed at stop (%s)", exc)
+        spool = self.writer.spool
+        if spool is not None and spool.depth_points and self.writer.failing:
+            log.warning("historian writer: the historian failed at stop; %d points wait in the spool %s and are "
+                        "written at the next start", spool.depth_points, spool.dir)  # fmt: skip
+        if self.lost_at_stop:
+            log.error(
+                "historian writer: %d points could be written neither to the historian nor to the spool %s at "
+                "stop: they are lost (exit status 1)", self.lost_at_stop, spool and spool.dir,
+            )  # fmt: skip
+        try:
             await asyncio.to_thread(self.historian.close)
+        except Exception as exc:  # e.g. DuckDB's final checkpoint on a full disk; what it committed is in its WAL
+            log.error("historian: not closed cleanly at stop (%s); committed data is read back at the next start",
+                      str(exc).splitlines()[0] if str(exc) else repr(exc))  # fmt: skip
 
     async def _stop_hooks(self) -> None:
         for hook in self.on_stop:

@@ -250,6 +250,12 @@ class Historian(abc.ABC):
     def write(self, batch: Batch) -> None:
         """Store a columnar batch; returns once it is stored or durably spooled."""
 
+    def write_once(self, batch: Batch, seq: int) -> bool:
+        """Store a batch the writer may hand over again after a failed write, tagged with its sequence number ``seq``;
+        False when the store already holds it. A store that cannot tell (or overwrites equal points) just writes."""
+        self.write(batch)
+        return True
+
     @abc.abstractmethod
     def query(
         self,

@@ -9,6 +9,12 @@ arithmetic and nothing is truncated to µs.
 Inserts go through Arrow (an Arrow relation inserted into the table); executemany is three orders of
 magnitude slower. One writer (the connection, under a lock) and any number of reader threads, each with
 its own cursor. Every write is one committed transaction, so DuckDB's WAL makes it survive a crash.
+
+A storage fault heals by itself: after a failed write (a full or read-only disk; DuckDB invalidates the whole
+database when a checkpoint fails) every connection is closed and the file opened again at the next write, which
+fails until the fault clears. A batch whose commit went through before the error (the checkpoint runs after the
+commit) is not stored twice: ``write_once`` records the writer's batch sequence number in the batch's own
+transaction and skips that batch when it comes again. No per-row unique index is needed for that.
 """
 
 # SQL here is built from our own table names and integers only, never from user text:
@@ -16,6 +22,7 @@ its own cursor. Every write is one committed transaction, so DuckDB's WAL makes 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -53,6 +60,7 @@ _NEVER = np.iinfo(np.int64).min
 # The dtype make_result gives the series column (pandas' default string dtype), so both ways of building a result agree.
 _STR = make_result(["x"], [0], [0.0])["series"].dtype
 ROLLUPS: tuple[tuple[str, int], ...] = (("rollup_1h", HOUR_NS), ("rollup_1m", MINUTE_NS))
+_SEQ_KEY = "writer_seq"  # meta row: sequence number of the last writer batch committed (see write_once)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, key VARCHAR NOT NULL UNIQUE);
@@ -110,12 +118,25 @@ class DuckDBHistorian(Historian):
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self._con = duckdb.connect(self.path)
         self._lock = threading.RLock()
         self._local = threading.local()
         self._retention_ns = int(raw_retention_days * 86400 * NS)
         self._rollup_every_s = rollup_every_s
         self._clock = clock
+        self.late_merged_points = 0
+        self.reopens = 0  # times the file was closed and opened again after a failed write (see _heal)
+        self._broken: BaseException | None = None  # the failure that left the connection unusable, until _heal
+        self._fault: BaseException | None = None  # the first failure of an outage, until a write commits again
+        self._gen = 0  # bumped at every reopen, so reader threads drop cursors of the closed connection
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._last_rollup = clock()
+        self._sel_cache: dict[str, tuple[int, dict[int, str]]] = {}
+        self._con = duckdb.connect(self.path)
+        self._load_state()
+        log.info("historian: DuckDB %s (%d series)", self.path, len(self._ids))
+
+    def _load_state(self) -> None:
+        """Create missing tables and read what the store keeps in memory (ids, watermarks, latest values)."""
         self._con.execute(_SCHEMA)
         for table, _res in ROLLUPS:
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_ROLLUP_COLUMNS})")
@@ -125,44 +146,111 @@ class DuckDBHistorian(Historian):
         self._watermark = {table: int(meta.get(f"wm_{table}", 0)) for table, _ in ROLLUPS}
         self._dirty_min: int | None = None
         self._raw_floor = int(meta.get("raw_floor", 0))  # raw rows before this were deleted by retention
-        self.late_merged_points = 0
-        self._last_rollup = clock()
-        self._sel_cache: dict[str, tuple[int, dict[int, str]]] = {}
+        # Sequence number of the last writer batch committed (write_once), stored in the batch's own transaction.
+        self._last_seq: int | None = meta.get(_SEQ_KEY)
         self._lt_ts = np.full(len(self._ids) + 1, _NEVER, dtype=np.int64)
         self._lt_val = np.full(len(self._ids) + 1, np.nan)
         self._lt_q = np.zeros(len(self._ids) + 1, dtype=np.uint8)
         self._load_latest(int(meta.get("wm_latest", 0)))
-        log.info("historian: DuckDB %s (%d series)", self.path, len(self._ids))
+
+    # ---------------------------------------------------------------- healing
+
+    def _broke(self, exc: BaseException) -> None:
+        """Note that a write failed: the connection is not trusted again (DuckDB invalidates the whole database after
+        a failed checkpoint, "database has been invalidated"), and the next write reopens the file first."""
+        if self._fault is None:  # once per outage: the writer retries every few seconds while it lasts
+            log.error("historian: write to %s failed (%s); the file is reopened at the next write", self.path, exc)
+            self._fault = exc
+        self._broken = exc
+        with contextlib.suppress(duckdb.Error):
+            self._con.execute("ROLLBACK")
+
+    def _heal(self) -> None:
+        """After a failed write: close every connection to the file and open it again (raises while it still fails).
+
+        Reopening replays DuckDB's WAL, so what was committed is there, and the in-memory state (series ids,
+        watermarks, latest values) is read back from the file, so nothing from the failed transaction lingers.
+        """
+        if self._broken is None:
+            return
+        if self.path != ":memory:":  # an in-memory database has no file to reopen; its rollback is enough
+            self._gen += 1
+            for cur in self._cursors:
+                with contextlib.suppress(duckdb.Error):
+                    cur.close()
+            self._cursors.clear()
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
+            self._con = duckdb.connect(self.path)
+        self._load_state()
+        self.reopens += 1
+        log.debug("historian: %s reopened after a failed write (%s)", self.path, self._broken)
+        self._broken = None
+
+    def _healed(self) -> None:
+        """A write committed: the outage, if there was one, is over (said once)."""
+        if self._fault is not None:
+            log.warning("historian: writes to %s work again (reopened %d times so far)", self.path, self.reopens)
+            self._fault = None
 
     # ---------------------------------------------------------------- writing
 
     def write(self, batch: Batch) -> None:
         """Insert a batch (one transaction), update latest values, and roll up when due."""
+        self._write(batch, None)
+
+    def write_once(self, batch: Batch, seq: int) -> bool:
+        """:meth:`write`, recording ``seq`` in the same transaction; a batch whose ``seq`` is the last one committed
+        is skipped (False): its earlier write committed, then failed (e.g. at the checkpoint), and the writer
+        handed it over again. The writer replays in order, so that batch is always the last one committed."""
+        return self._write(batch, seq)
+
+    def _write(self, batch: Batch, seq: int | None) -> bool:
         if not len(batch):
-            return
+            return True
         codes, uniques = pd.factorize(batch.series)
         with self._lock:
-            id_of = self._series_ids(np.asarray(uniques, dtype=object))
-            table = pa.table(
-                {
-                    "series_id": pa.array(id_of[codes], type=pa.int32()),
-                    "ts": pa.array(batch.ts_ns, type=pa.int64()),
-                    "value": pa.array(batch.values, type=pa.float64(), from_pandas=True),
-                    "quality": pa.array(batch.quality, type=pa.uint8()),
-                }
-            )
-            if self._raw_floor and int(batch.ts_ns.min()) < self._raw_floor:
-                # Older than the raw rows still kept: rebuilding those buckets from raw would shrink them, so
-                # these samples are merged into the rollups instead (and never stored raw, retention says no).
-                old = pa.compute.less(table.column("ts"), pa.scalar(self._raw_floor, pa.int64()))
-                self._merge_old(table.filter(old))
-                table = table.filter(pa.compute.invert(old))
-                if not table.num_rows:
-                    self._update_latest(id_of[codes], batch)
-                    return
-            # One statement, so one autocommitted transaction: durable in the WAL when write() returns.
-            self._con.from_arrow(table).insert_into("points")
+            self._heal()
+            if seq is not None and seq == self._last_seq:
+                log.warning("historian: batch %d (%d points) was already committed; not stored twice", seq, len(batch))
+                return False
+            con = self._con
+            con.execute("BEGIN")
+            try:
+                id_of = self._series_ids(np.asarray(uniques, dtype=object))
+                table = pa.table(
+                    {
+                        "series_id": pa.array(id_of[codes], type=pa.int32()),
+                        "ts": pa.array(batch.ts_ns, type=pa.int64()),
+                        "value": pa.array(batch.values, type=pa.float64(), from_pandas=True),
+                        "quality": pa.array(batch.quality, type=pa.uint8()),
+                    }
+                )
+                merged = 0
+                if self._raw_floor and int(batch.ts_ns.min()) < self._raw_floor:
+                    # Older than the raw rows still kept: rebuilding those buckets from raw would shrink them, so
+                    # these samples are merged into the rollups instead (and never stored raw, retention says no).
+                    old = pa.compute.less(table.column("ts"), pa.scalar(self._raw_floor, pa.int64()))
+                    merged = self._merge_old(table.filter(old))
+                    table = table.filter(pa.compute.invert(old))
+                if table.num_rows:
+                    con.from_arrow(table).insert_into("points")
+                if seq is not None:
+                    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [_SEQ_KEY, seq])
+                # One transaction: the rows, their rollup merge and the batch's sequence number commit together,
+                # durable in the WAL when write() returns.
+                con.execute("COMMIT")
+            except BaseException as exc:
+                self._broke(exc)
+                raise
+            self._healed()
+            self._last_seq = seq if seq is not None else self._last_seq
+            if merged:
+                self.late_merged_points += merged
+                log.info("historian: %d samples older than raw retention merged into the rollups", merged)
             self._update_latest(id_of[codes], batch)
+            if not table.num_rows:
+                return True
             tcol = table.column("ts")
             lo, hi = int(pa.compute.min(tcol).as_py()), int(pa.compute.max(tcol).as_py())
             self._max_ts = hi if self._max_ts is None else max(self._max_ts, hi)
@@ -170,16 +258,20 @@ class DuckDBHistorian(Historian):
             if late:
                 self._dirty_min = lo if self._dirty_min is None else min(self._dirty_min, lo)
             if late or self._clock() - self._last_rollup >= self._rollup_every_s:
-                self.maintain()
+                try:
+                    self.maintain()
+                except Exception:  # the batch is committed; the rollups are rebuilt from the watermark later
+                    log.debug("historian: rollup after a committed write failed", exc_info=True)
+            return True
 
-    def _merge_old(self, rows: pa.Table) -> None:
-        """Fold samples older than the raw floor into ``rollup_1m`` (and re-combine their closed hours)."""
+    def _merge_old(self, rows: pa.Table) -> int:
+        """Fold samples older than the raw floor into ``rollup_1m`` (and re-combine their closed hours), inside the
+        caller's transaction; returns how many were merged."""
         con = self._con
         partials = _RAW_PARTIALS.replace("FROM points", "FROM late_rows").format(
             origin=0, w=MINUTE_NS, lo=-(2**62), hi=self._raw_floor, sel=""
         )
         con.register("late_rows", rows)
-        con.execute("BEGIN")
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE late_1m AS {partials}")
             both = (
@@ -202,14 +294,9 @@ class DuckDBHistorian(Historian):
             con.execute(_DELETE_KEYS.format(table="rollup_1h", keys="late_1h"))
             con.execute(f"INSERT INTO rollup_1h {_COMBINE.format(origin=0, w=HOUR_NS, parts=hours)}")
             con.execute("DROP TABLE late_1m; DROP TABLE merged_1m; DROP TABLE late_1h")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         finally:
             con.unregister("late_rows")
-        self.late_merged_points += rows.num_rows
-        log.info("historian: %d samples older than raw retention merged into the rollups", rows.num_rows)
+        return rows.num_rows
 
     def _series_ids(self, uniques: np.ndarray) -> np.ndarray:
         """Integer ids for the batch's distinct series ids, registering new ones in one insert."""
@@ -284,6 +371,7 @@ class DuckDBHistorian(Historian):
     def maintain(self) -> None:
         """Recompute rollup buckets that closed or received late data, then apply raw retention."""
         with self._lock:
+            self._heal()
             self._last_rollup = self._clock()
             if self._max_ts is None:
                 return
@@ -303,8 +391,8 @@ class DuckDBHistorian(Historian):
                     con.execute("INSERT OR REPLACE INTO meta VALUES ('raw_floor', ?)", [floor])
                 self._save_latest()
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as exc:
+                self._broke(exc)
                 raise
             self._dirty_min = None
 
@@ -343,11 +431,14 @@ class DuckDBHistorian(Historian):
     # ---------------------------------------------------------------- reading
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the current connection (a new one after the file was reopened)."""
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
-        if cur is None:
+        if cur is None or self._local.gen != self._gen:
             with self._lock:
+                self._heal()
                 cur = self._con.cursor()
-            self._local.cursor = cur
+                self._cursors.append(cur)
+                self._local.cursor, self._local.gen = cur, self._gen
         return cur
 
     def _select(self, cur: duckdb.DuckDBPyConnection, selector: SeriesSelector) -> dict[int, str]:
@@ -495,8 +586,12 @@ class DuckDBHistorian(Historian):
         """Roll up what is closed and close the file."""
         with self._lock:
             try:
-                self.maintain()
+                if self._broken is None:  # a broken connection holds nothing uncommitted; the WAL has the rest
+                    self.maintain()
             finally:
+                for cur in self._cursors:
+                    with contextlib.suppress(duckdb.Error):
+                        cur.close()
                 self._con.close()
 
 

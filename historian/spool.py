@@ -23,6 +23,7 @@ counted as dropped. The oldest data is kept first, unlike Telegraf's buffer, whi
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -172,10 +173,19 @@ class Spool:
             self._rotate()
         rec = Record(self._seg, self._size, len(payload), points, time.time_ns())
         header = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload), points, rec.appended_ns)
-        self._file.write(header + payload)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        # Straight to the descriptor (O_APPEND), never through a buffer that could keep half a record: after a failed
+        # write (e.g. a full disk) the partial record is cut, so the next append starts at a record boundary.
+        fd = self._file.fileno()
+        try:
+            view = memoryview(header + payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)
+            raise
         self._size += size
         with self._lock:
             self._index(rec)

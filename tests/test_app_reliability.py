@@ -32,6 +32,10 @@ class FlakyStore:
             raise OSError("disk I/O error")
         self.stored.append(batch)
 
+    def write_once(self, batch: Batch, seq: int) -> bool:
+        self.write(batch)
+        return True
+
     def stats_batch(self, now_ns: int) -> Batch:
         return Batch.empty()
 

@@ -286,7 +286,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if dashboard is not None:
             dashboard.stop()
         alarms.close()
-    return 0
+    return stop_status(job)
+
+
+def stop_status(job: MainJob) -> int:
+    """The exit status of a stopped job: 1 when points were lost at stop (store and spool both failing, the job's
+    log said how many), else 0 (a store that failed to close kept its data in its WAL and the spool)."""
+    return 1 if job.lost_at_stop else 0
 
 
 def demo_site(config: Path | None, racks: int) -> Path:
@@ -338,6 +344,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Ctrl-C, and is stopped with SIGTERM last.
     sim = SimulatorProcess(path, speed=args.speed, new_session=True)
     dashboard = alarms = None
+    status = 0
     try:
         sim.start()
         _say(f"simulated facility ready; every device answers on {site.config.simulation.bind}:")
@@ -351,6 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         dashboard, alarms = start_parts(job, args, demo=True)
         _say("[4/4] collecting (Ctrl-C stops everything) ...")
         aidc_loop.run(_run_until_signalled(job, args))
+        status = stop_status(job)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)
         _say("interrupted during start-up")
     finally:
@@ -362,4 +370,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
             alarms.close()
         code = sim.stop()
         print(f"simulated facility stopped (exit {code})", file=sys.stderr)
-    return 0
+    return status
