@@ -6,13 +6,14 @@ Formats read:
   relative humidity (%) and station pressure (Pa). Rows are hour-ending in local standard time; the time zone
   from the ``LOCATION`` line shifts them to UTC. A typical year maps by hour of year.
 * **Open-Meteo CSV**: ``time,temperature_2m,relative_humidity_2m[,surface_pressure|pressure_msl (hPa)]``, UTC
-  timestamps. Pressure, when absent, is the standard atmosphere at the site elevation. A file spanning several
-  years replays by timestamp modulo its span.
+  timestamps. Pressure, when absent, is the standard atmosphere at the site elevation. A file of a year or more
+  replays other years by calendar date; a shorter one covers only its own hours (see :class:`Weather`).
 * **Bundled typical-year CSV**: ``hour,drybulb_c,rh_pct,pressure_pa``, hourly rows, ``hour`` the (fractional) UTC
   hour of year at which each row applies.
 
-Values between hours are interpolated linearly. Missing values (EPW sentinels, empty cells) are filled by linear
-interpolation between neighbours; a file with more than a quarter of one column missing is rejected.
+Values between hours are interpolated linearly. Missing values (EPW sentinels, empty cells, NaN) are filled by linear
+interpolation between neighbours; a file with more than a quarter of one column missing is rejected. A value outside
+its physical range (:data:`VALID`: ``inf``, ``-1e300``) is refused with its file, row and column.
 """
 
 from __future__ import annotations
@@ -239,7 +240,19 @@ def _fill(values: list[float | None], source: str, column: str) -> Arr:
     return arr
 
 
-def _num(text: str, source: str, row: int, column: str, missing: float | None = None) -> float | None:
+# What a reading can physically be (EPW's own valid ranges, widened to the world's records); anything else (inf,
+# -1e300) is a broken file, refused with its row, not interpolated over or fed to the psychrometrics.
+VALID = {
+    "db": (-100.0, 70.0, "°C"),
+    "rh": (0.0, 110.0, "%"),  # EPW allows up to 110 %; the wet bulb clips at 100 %
+    "pa": (30_000.0, 120_000.0, "Pa"),
+    "hpa": (300.0, 1_200.0, "hPa"),
+}
+
+
+def _num(
+    text: str, source: str, row: int, column: str, missing: float | None = None, valid: str | None = None
+) -> float | None:
     text = text.strip()
     if text == "":
         return None
@@ -247,7 +260,13 @@ def _num(text: str, source: str, row: int, column: str, missing: float | None = 
         value = float(text)
     except ValueError:
         raise DataError(f"{source}: row {row}: {column}: {text!r} is not a number") from None
-    if not math.isfinite(value) or (missing is not None and value >= missing):
+    if math.isnan(value) or (missing is not None and value >= missing):
+        return None
+    if valid is not None:
+        lo, hi, unit = VALID[valid]
+        if not lo <= value <= hi:
+            raise DataError(f"{source}: row {row}: {column}: {text!r} is outside {lo:g} to {hi:g} {unit}")
+    elif not math.isfinite(value):
         return None
     return value
 
@@ -277,13 +296,14 @@ def parse_epw(text: str, source: str) -> Weather:
         raise DataError(f"{source}: LOCATION time zone {head[8]!r} is not a number") from None
     cols: dict[int, list[float | None]] = {6: [], 8: [], 9: []}
     names = {6: "dry bulb", 8: "relative humidity", 9: "pressure"}
+    kinds = {6: "db", 8: "rh", 9: "pa"}
     for n, row in enumerate(csv.reader(lines[8:]), start=9):
         if not row:
             continue
         if len(row) < 10:
             raise DataError(f"{source}: row {n}: {len(row)} fields, an EPW data row has at least 10")
         for c in cols:
-            cols[c].append(_num(row[c], source, n, names[c], _EPW_MISSING[c]))
+            cols[c].append(_num(row[c], source, n, names[c], _EPW_MISSING[c], kinds[c]))
     db, rh, pa = (_fill(cols[c], source, names[c]) for c in (6, 8, 9))
     # Hour-ending local standard time: record i is centred on local i + 0.5 h, i.e. UTC i + 0.5 − tz.
     return Weather(source, db, rh, pa, wet_bulb(db, rh, pa, source), offset_h=0.5 - tz_h)
@@ -320,7 +340,7 @@ def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
             raise DataError(f"{source}: row {n}: {len(row)} fields, header has {len(header)}")
         times.append(row[header.index(clock)])
         for key, i in index.items():
-            cols[key].append(_num(row[i], source, n, header[i]))
+            cols[key].append(_num(row[i], source, n, header[i], valid="hpa" if key == "pa" and hpa else key))
     db, rh = _fill(cols["db"], source, header[index["db"]]), _fill(cols["rh"], source, header[index["rh"]])
     if "pa" in index:
         pa = _fill(cols["pa"], source, header[index["pa"]]) * (100.0 if hpa else 1.0)

@@ -180,6 +180,32 @@ def test_malformed_weather_file_is_one_clear_line(tmp_path: Path, name: str, con
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("w.csv", "time,temperature_2m,relative_humidity_2m\n2026-01-01T00:00,inf,50\n",
+         "row 2: temperature_2m: 'inf' is outside -100 to 70 °C"),
+        ("w.csv", "time,temperature_2m,relative_humidity_2m\n2026-01-01T00:00,-1e300,50\n",
+         "row 2: temperature_2m: '-1e300' is outside -100 to 70 °C"),
+        ("w.csv", "time,temperature_2m,relative_humidity_2m\n2026-01-01T00:00,20,-1e300\n",
+         "row 2: relative_humidity_2m: '-1e300' is outside 0 to 110 %"),
+        ("w.csv", "time,temperature_2m,relative_humidity_2m,surface_pressure\n2026-01-01T00:00,20,50,1e300\n",
+         "row 2: surface_pressure: '1e300' is outside 300 to 1200 hPa"),
+        ("w.epw", EPW_HEAD + "2010,1,1,1,0,x,-1e300,0.0,50,101325\n",
+         "row 9: dry bulb: '-1e300' is outside -100 to 70 °C"),
+        ("w.epw", EPW_HEAD + "2010,1,1,1,0,x,20,0.0,-5,101325\n", "row 9: relative humidity: '-5' is outside 0 to 110 %"),
+    ],
+)  # fmt: skip
+def test_impossible_weather_values_are_one_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    """A weather value outside its physical range (inf, -1e300) is one DataError naming the file, row and column;
+    it was read as missing, fed to psychrolib (a wet-bulb error) or, for humidity, used as it was."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_weather(str(path))
+    assert str(err.value) == f"{path}: {message}"
+
+
 def test_missing_file_and_unknown_builtin(tmp_path: Path) -> None:
     """A missing file is a DataError naming it; an unknown builtin is a ConfigError listing the bundled ones."""
     with pytest.raises(DataError, match=r"nope\.epw: cannot read weather file"):
