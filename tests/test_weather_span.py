@@ -19,6 +19,7 @@ from simulators.telemetry import generate
 from tests.sim_helpers import site_doc, write_site
 
 ROOT = Path(__file__).resolve().parents[1]
+ONE_DAY = ["--days", "1", "--stride", "1", "--warmup-h", "1", "--controllers", "fixed", "--jobs", "1", "--json"]
 
 
 def _cut_weather(path: Path, start: str = "2026-07-01T00", hours: int = 200) -> Path:
@@ -41,8 +42,7 @@ def test_evaluate_control_refuses_a_short_weather_file(tmp_path: Path, capsys: p
     the file, what it holds and the span asked (it used to run on the 200 rows repeated, exit 0)."""
     weather = _cut_weather(tmp_path / "cut.csv")
     cfg = _site(tmp_path, weather)
-    rc = main(["evaluate-control", "--config", str(cfg), "--weather", str(weather), "--days", "1", "--stride", "1",
-               "--warmup-h", "1", "--controllers", "fixed", "--jobs", "1", "--json"])
+    rc = main(["evaluate-control", "--config", str(cfg), "--weather", str(weather), *ONE_DAY])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert "\n" not in err
@@ -55,8 +55,7 @@ def test_evaluate_control_runs_inside_the_file(tmp_path: Path, capsys: pytest.Ca
     """A weather file that covers the evaluated span (here a whole year) still evaluates."""
     weather = _cut_weather(tmp_path / "year.csv", "2026-01-01T00", 8760)
     cfg = _site(tmp_path, weather)
-    rc = main(["evaluate-control", "--config", str(cfg), "--weather", str(weather), "--days", "1", "--stride", "1",
-               "--warmup-h", "1", "--controllers", "fixed", "--jobs", "1", "--json"])
+    rc = main(["evaluate-control", "--config", str(cfg), "--weather", str(weather), *ONE_DAY])
     assert rc == 0, capsys.readouterr().err
 
 
