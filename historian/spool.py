@@ -12,6 +12,12 @@ the caller never saw that append succeed, so nothing it was promised is lost. A 
 sector, a stray write) is skipped and counted in ``corrupt_records``; the scan resynchronises on the next
 record whose checksum verifies, so every valid record after it is still replayed.
 
+Metadata is checked before anything is deleted. A ``*.seg`` entry this spool did not write (a name that is not a
+16-digit number, a directory) and an ack that cannot be trusted (unreadable, not two integers, negative, naming a
+segment beyond the last or missing between others, an offset past the segment's end or off a record boundary) are
+each reported in one log line and set aside as ``<name>.bad-<UTC time>``; without a trusted ack every spooled record
+is replayed, which the idempotent writes below make safe. Only a trusted ack ever deletes a segment.
+
 Replay is at-least-once: a crash after a chunk is delivered but before the ack is replaced sends that chunk
 again. InfluxDB overwrites a point with the same series and timestamp, and VictoriaMetrics does the same
 with ``-dedup.minScrapeInterval=1ms``, so each point is stored exactly once.
