@@ -75,6 +75,10 @@ def load_carbon(spec: str) -> Carbon:
     if "avg_CI" not in df.columns:
         raise DataError(f"{path}: no avg_CI column (columns: {', '.join(map(str, df.columns))})")
     ci = pd.to_numeric(df["avg_CI"], errors="coerce").to_numpy(dtype=np.float64)
+    wild = np.flatnonzero((ci < 0) | (ci > 3000))  # inf and -1e300 too; an empty cell is a gap, interpolated below
+    if len(wild):
+        i = int(wild[0])
+        raise DataError(f"{path}: line {i + 2}: avg_CI {df['avg_CI'].iloc[i]} is not a gCO2/kWh value (0 to 3000)")
     if len(ci) < 24 or not np.isfinite(ci).any():
         raise DataError(f"{path}: avg_CI has no usable hourly values")
     ci = pd.Series(ci).interpolate(limit_direction="both").to_numpy()
