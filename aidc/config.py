@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aidc.clock import NS, parse_time
-from aidc.config_errors import format_validation_error
+from aidc.config_errors import decode_utf8, format_validation_error
 from aidc.errors import ConfigError
 from aidc.historian_config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
@@ -361,9 +361,10 @@ def load_site(path: Path | str) -> Site:
     """Read, validate and resolve a site file; raises ConfigError with one clear line."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read site file: {exc.strerror}") from None
+    text = decode_utf8(raw, str(p))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

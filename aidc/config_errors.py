@@ -12,6 +12,26 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from aidc.errors import ConfigError
+
+
+def decode_utf8(raw: bytes, source: str) -> str:
+    """The text of a UTF-8 file; a ConfigError line naming the file and where its first invalid byte is.
+
+    TOML files are UTF-8 (TOML 1.0, "Spec"); an editor that saved Latin-1 leaves bytes such as 0xE9 (é). The byte
+    offset finds it with ``xxd`` or ``hexdump``; the line and column (in characters) find it in an editor.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start : exc.start].decode("utf-8")) + 1  # valid up to the bad byte
+        bad = " ".join(f"0x{b:02X}" for b in raw[exc.start : exc.end])
+        raise ConfigError(
+            f"{source}: not UTF-8 text: byte {bad} at offset {exc.start} (line {line}, column {column}): {exc.reason}"
+        ) from None
+
 
 def loc_text(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as a key path: ``halls[0].racks[3].pdu.port``."""

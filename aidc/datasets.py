@@ -9,13 +9,20 @@ step given or stated by the file name, ``alibaba2018_300s.csv``: 300 s); SQL-cli
 ``(15493 rows affected)`` or ``Completion time: ...``. Naive timestamps are read as UTC (so calendar features follow
 the clock the file was written in). The result is a float series on a regular grid, NaN where a step is missing.
 Every problem is one :class:`DataError` line naming the file and the column or row.
+
+Bad readings: a value that is infinite or larger in magnitude than :data:`MAX_ABS_VALUE` (a logger's overflow or
+error sentinel: ``inf``, ``-1e300``, float32's 3.4e38) is no measurement. It is excluded like a missing sample, as
+meter-data validation does, and :func:`read_series` counts it so that every figure made from the series can say so;
+text that is not a number is still refused, since it usually means the wrong column or file.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +30,33 @@ import pandas as pd
 
 from aidc.errors import DataError
 
+log = logging.getLogger(__name__)
+
 TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date", "time_stamp")
 # The value a known trace is about, in order of preference, when --column is not given.
 PREFERRED_COLUMNS = ("powerave", "cpu_util_percent", "cpu_usage", "value", "it_power_kw", "power_w")
 DEFAULT_START = pd.Timestamp("2000-01-03T00:00Z")  # a Monday, for files without timestamps
+
+
+# No reading this tool forecasts comes near it in any unit it reads (W, kW, %, even a PWh counter in Wh), while
+# logger sentinels and overflows lie far beyond it; squares of it stay finite in the models' arithmetic.
+MAX_ABS_VALUE = 1e15
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """Bad readings a series was read without: how many, and the first one (file row and text) to show."""
+
+    count: int
+    first_row: int
+    first_value: str
+
+    def __str__(self) -> str:
+        plural = "s" if self.count != 1 else ""
+        return (
+            f"{self.count} bad value{plural} (infinite or beyond ±{MAX_ABS_VALUE:g}) excluded as missing, "
+            f"the first {self.first_value} at row {self.first_row}"
+        )
 
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"  # the bundled real data of a source checkout
@@ -108,7 +138,22 @@ def load_series(
     step: pd.Timedelta | str | None = None,
     start: pd.Timestamp | str | None = None,
 ) -> pd.Series:
-    """A regular float series (UTC index, NaN for missing steps) from a CSV/TSV file."""
+    """A regular float series (UTC index, NaN for missing steps) from a CSV/TSV file; bad readings are logged."""
+    series, excluded = read_series(path, column=column, time_column=time_column, step=step, start=start)
+    if excluded is not None:
+        log.warning("%s: %s", path, excluded)
+    return series
+
+
+def read_series(
+    path: Path | str,
+    *,
+    column: str | None = None,
+    time_column: str | None = None,
+    step: pd.Timedelta | str | None = None,
+    start: pd.Timestamp | str | None = None,
+) -> tuple[pd.Series, Excluded | None]:
+    """:func:`load_series` and the bad readings it excluded (None when there were none), for the caller to state."""
     p = Path(path)
     df = _read_table(p)
     tcol = _pick_time_column(df, time_column, p)
@@ -118,6 +163,25 @@ def load_series(
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"{p}: row {row + 2}, column {vcol!r}: {df[vcol].iloc[row]!r} is not a number")
+    wild = (values.abs() > MAX_ABS_VALUE).to_numpy()  # inf too; NaN (an empty cell) compares False
+    excluded = None
+    if wild.any():
+        row = int(np.flatnonzero(wild)[0])
+        excluded = Excluded(int(wild.sum()), row + 2, str(df[vcol].iloc[row]))
+        values = values.mask(wild)
+    return _regular(p, df, tcol, vcol, values, step, start), excluded
+
+
+def _regular(
+    p: Path,
+    df: pd.DataFrame,
+    tcol: str | None,
+    vcol: str,
+    values: pd.Series,
+    step: pd.Timedelta | str | None,
+    start: pd.Timestamp | str | None,
+) -> pd.Series:
+    """The values on a regular grid: by row and step without a time column, else by timestamp."""
     if tcol is None:
         step = step if step is not None else step_from_name(p)
         if step is None:

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aidc.config_errors import decode_utf8
 from aidc.errors import ConfigError
 from aidc.roles import Role
 
@@ -242,9 +243,11 @@ def _format_validation(source: str, exc: ValidationError) -> str:
 def load_profile_file(path: Path) -> Profile:
     """Load and validate one profile file; errors name the file, the key path and the bad value."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read profile: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(decode_utf8(raw, str(path)))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     try:

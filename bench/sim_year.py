@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aidc.clock import parse_time
 from aidc.config import site_from_dict
+from aidc.errors import AidcError
 from aidc.sitegen import SiteTemplate, render_site
 from simulators.facility import Facility
 
@@ -33,6 +34,7 @@ def run(racks: int, step_s: float, weather: str, year: int) -> dict[str, float]:
     end = parse_time(f"{year + 1}-01-01T00:00:00Z")
     build0 = time.perf_counter()
     fac = Facility(site, start_ns=start)
+    fac.weather.check_span(start, end, f"the simulated year {year}")
     build_s = time.perf_counter() - build0
     steps = round((end - start) / 1e9 / step_s)
     gpu_max = 0.0
@@ -77,7 +79,10 @@ def main() -> None:
     ap.add_argument("--weather", default="builtin:leesburg")
     ap.add_argument("--year", type=int, default=2026)
     args = ap.parse_args()
-    r = run(args.racks, args.step, args.weather, args.year)
+    try:
+        r = run(args.racks, args.step, args.weather, args.year)
+    except AidcError as exc:  # a weather file too short for the year, a bad file: one line, no traceback
+        sys.exit(f"sim_year: {exc}")
     print(f"site: {args.racks} GB200 racks, {args.weather}, fixed default setpoints, {args.step:g} s steps")
     print(f"annual PUE (facility / IT at rack input, cat. 3): {r['annual_pue']:.3f}")
     print(f"annual PUE (facility / UPS output, cat. 1):       {r['annual_pue_cat1_ups_output']:.3f}")

@@ -75,6 +75,10 @@ def load_carbon(spec: str) -> Carbon:
     if "avg_CI" not in df.columns:
         raise DataError(f"{path}: no avg_CI column (columns: {', '.join(map(str, df.columns))})")
     ci = pd.to_numeric(df["avg_CI"], errors="coerce").to_numpy(dtype=np.float64)
+    wild = np.flatnonzero((ci < 0) | (ci > 3000))  # inf and -1e300 too; an empty cell is a gap, interpolated below
+    if len(wild):
+        i = int(wild[0])
+        raise DataError(f"{path}: line {i + 2}: avg_CI {df['avg_CI'].iloc[i]} is not a gCO2/kWh value (0 to 3000)")
     if len(ci) < 24 or not np.isfinite(ci).any():
         raise DataError(f"{path}: avg_CI has no usable hourly values")
     ci = pd.Series(ci).interpolate(limit_direction="both").to_numpy()
@@ -231,6 +235,16 @@ class EvalSetup:
     def day_starts(self) -> list[int]:
         """UTC start of every evaluated day."""
         return [self.year_start_ns + d * DAY_NS for d in range(self.first_day, self.days, self.stride)]
+
+    def weather_span(self, names: Sequence[str]) -> tuple[int, int]:
+        """First and last instant the evaluation of ``names`` reads weather at: warm-ups, aidc's commissioning days
+        and the hour the oracle and the best fixed setpoints look ahead."""
+        days = self.day_starts()
+        start = days[0] - int(self.warmup_h * 3.6e12)
+        if "aidc" in names:
+            start -= math.ceil(self.limits.cfg.commissioning_days) * DAY_NS
+        ahead = 3_600_000_000_000 if {"oracle", "best_fixed"} & set(names) else 0
+        return start, days[-1] + DAY_NS + ahead
 
     def facility(self, start_ns: int) -> Facility:
         """A fresh facility at the safe defaults, starting at ``start_ns``."""
@@ -605,6 +619,8 @@ def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[s
         if name not in CONTROLLERS:
             raise DataError(f"--controllers: unknown controller {name!r} ({', '.join(CONTROLLERS)})")
     setup = EvalSetup(site, limits, weather, year, days, stride, 0, warmup_h, 60.0, carbon)
+    # Refused before any controller runs: a short weather file is never repeated to fill the days (issue 21, item 7).
+    weather.check_span(*setup.weather_span(names), f"the evaluation ({len(setup.day_starts())} days of {year})")
 
     def say(msg: str) -> None:
         if progress is not None:

@@ -12,6 +12,12 @@ the caller never saw that append succeed, so nothing it was promised is lost. A 
 sector, a stray write) is skipped and counted in ``corrupt_records``; the scan resynchronises on the next
 record whose checksum verifies, so every valid record after it is still replayed.
 
+Metadata is checked before anything is deleted. A ``*.seg`` entry this spool did not write (a name that is not a
+16-digit number, a directory) and an ack that cannot be trusted (unreadable, not two integers, negative, naming a
+segment beyond the last or missing between others, an offset past the segment's end or off a record boundary) are
+each reported in one log line and set aside as ``<name>.bad-<UTC time>``; without a trusted ack every spooled record
+is replayed, which the idempotent writes below make safe. Only a trusted ack ever deletes a segment.
+
 Replay is at-least-once: a crash after a chunk is delivered but before the ack is replaced sends that chunk
 again. InfluxDB overwrites a point with the same series and timestamp, and VictoriaMetrics does the same
 with ``-dedup.minScrapeInterval=1ms``, so each point is stored exactly once.
@@ -31,7 +37,7 @@ import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,45 @@ class Record:
         return self.offset + _HEADER.size + self.length
 
 
+@dataclass(slots=True)
+class _Scan:
+    """What one read of a segment found: its valid records, corrupt stretches and where valid data ends."""
+
+    size: int
+    records: list[Record] = field(default_factory=list)
+    corrupt: list[tuple[int, int]] = field(default_factory=list)  # (byte offset, bytes skipped)
+    end_valid: int = 0
+
+    @property
+    def boundaries(self) -> set[int]:
+        """Offsets an ack may name: the start, each valid record's start and end."""
+        return {0, self.end_valid} | {r.offset for r in self.records} | {r.end for r in self.records}
+
+
+def _is_segment_name(name: str) -> bool:
+    """Whether ``name`` is one this spool writes (``f"{n:016d}.seg"``)."""
+    stem = name.removesuffix(".seg")
+    return stem.isascii() and stem.isdigit() and name == f"{int(stem):016d}.seg"
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<name>.bad-<UTC time>`` beside it (a free name), so nothing is deleted."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.bad-{stamp}")
+    n = 1
+    while target.exists() or target.is_symlink():
+        target = path.with_name(f"{path.name}.bad-{stamp}-{n}")
+        n += 1
+    path.rename(target)
+    return target
+
+
+def _short(doc: object) -> str:
+    """A JSON value as it reads in a log line, cut to 80 characters."""
+    text = json.dumps(doc)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class Spool:
     """Append from the writer thread, peek and ack from the forwarder thread."""
 
@@ -77,65 +122,144 @@ class Spool:
     # ------------------------------------------------------------ state at open
 
     def _segments(self) -> list[int]:
-        return sorted(int(p.stem) for p in self.dir.glob("*.seg"))
+        """Numbers of this spool's segment files, oldest first (names that are not ours are left alone)."""
+        return sorted(int(p.stem) for p in self.dir.glob("*.seg") if _is_segment_name(p.name))
 
     def _path(self, seg: int) -> Path:
         return self.dir / f"{seg:016d}.seg"
 
     def _recover(self) -> None:
-        """Read the ack, drop delivered segments, index the rest and cut a torn tail."""
-        ack_seg, ack_off = 0, 0
-        ack_path = self.dir / _ACK
-        if ack_path.exists():
-            try:
-                ack = json.loads(ack_path.read_text())
-                ack_seg, ack_off = int(ack["segment"]), int(ack["offset"])
-            except (ValueError, KeyError, TypeError):
-                log.error("spool %s: unreadable ack file, replaying everything (writes are idempotent)", self.dir)
-        for seg in self._segments():
-            if seg < ack_seg:
-                self._path(seg).unlink()
-                continue
-            self._scan(seg, ack_off if seg == ack_seg else 0)
+        """Check the metadata, drop delivered segments, index the rest and cut a torn tail.
+
+        Metadata that cannot be trusted (a stray ``*.seg``, an ack that is unreadable, names a segment beyond the
+        last or an offset off a record boundary) is logged in one line and set aside as ``<name>.bad-<time>``, never
+        deleted; without a trusted ack everything is replayed, which is safe because replayed writes are idempotent.
+        """
+        self._set_aside_strays()
         segs = self._segments()
-        self._seg = segs[-1] if segs else ack_seg + 1
+        ack = self._read_ack(segs)
+        scans: dict[int, _Scan] = {}
+        if ack is not None and ack[0] in segs:
+            scans[ack[0]] = scan = self._read_segment(ack[0])
+            if ack[1] not in scan.boundaries:
+                where = "beyond the end of" if ack[1] > scan.size else "not at a record boundary of"
+                self._distrust(f"offset {ack[1]} is {where} segment {ack[0]} ({scan.size} bytes)")
+                ack = None
+        for seg in segs:
+            if ack is not None and seg < ack[0]:
+                self._path(seg).unlink()  # delivered: the trusted ack is past it
+                continue
+            scan = scans.get(seg) or self._read_segment(seg)
+            self._apply(seg, scan, ack[1] if ack is not None and seg == ack[0] else 0)
+        segs = self._segments()
+        self._seg = segs[-1] if segs else (ack[0] + 1 if ack is not None else 1)
         self._file = open(self._path(self._seg), "ab")
         self._size = self._file.tell()
         if self._points:
             log.warning("spool %s: %d points in %d chunks to replay", self.dir, self._points, len(self._pending))
 
-    def _scan(self, seg: int, start: int) -> None:
-        """Index the valid records of a segment from ``start``; skip corrupt ones, cut a torn tail.
+    def _set_aside_strays(self) -> None:
+        """Rename ``*.seg`` entries this spool did not write (a foreign name, a directory) out of the way."""
+        for path in sorted(self.dir.glob("*.seg")):
+            if not _is_segment_name(path.name):
+                why = "its name is not a 16-digit segment number"
+            elif not path.is_file():
+                why = "it is not a regular file"
+            else:
+                continue
+            log.error(
+                "spool %s: %s is not a spool segment (%s); set aside as %s, nothing deleted",
+                self.dir, path.name, why, _set_aside(path).name,
+            )  # fmt: skip
+        tmp = self.dir / (_ACK + ".tmp")
+        if (tmp.exists() or tmp.is_symlink()) and not tmp.is_file():  # an ack could never be written through it
+            log.error("spool %s: %s is not a regular file; set aside as %s", self.dir, tmp.name, _set_aside(tmp).name)
 
-        A record whose checksum (or header) does not verify is skipped and counted, and the scan resynchronises on
-        the next header that verifies, so one bad record in the middle never hides the valid records after it.
-        Bytes after the last valid record are a torn append (a crash mid-write) and are cut off.
+    def _read_ack(self, segs: list[int]) -> tuple[int, int] | None:
+        """The (segment, offset) delivered so far, or None (replay everything) when absent or not to be trusted."""
+        path = self.dir / _ACK
+        if not path.exists() and not path.is_symlink():
+            return None
+        ack, why = self._check_ack(path, segs)
+        if why is not None:
+            self._distrust(why)
+        return ack
+
+    @staticmethod
+    def _check_ack(path: Path, segs: list[int]) -> tuple[tuple[int, int] | None, str | None]:
+        """The ack's (segment, offset), or None and why it cannot be trusted."""
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:  # a directory, a dangling link, bad UTF-8 or bad JSON
+            return None, f"unreadable ({exc.strerror if isinstance(exc, OSError) else exc})"
+        seg = doc.get("segment") if isinstance(doc, dict) else None
+        off = doc.get("offset") if isinstance(doc, dict) else None
+        # type() and not isinstance(): JSON true is a bool, an int subclass, and 1.5 must not be read as 1.
+        if type(seg) is not int or type(off) is not int:
+            return None, f"{_short(doc)} is not {{'segment': <int>, 'offset': <int>}}"
+        if seg < 0 or off < 0:
+            return None, f"negative {'segment' if seg < 0 else 'offset'} in {_short(doc)}"
+        if segs and seg > segs[-1]:
+            return None, f"segment {seg} is beyond the last segment {segs[-1]}"
+        if seg not in segs and segs and segs[0] < seg:
+            return None, f"segment {seg} is missing while the older segment {segs[0]} is not"
+        return (seg, off), None
+
+    def _distrust(self, why: str) -> None:
+        """Log the bad ack in one line and set it aside; the caller then replays everything."""
+        path = self.dir / _ACK
+        try:
+            aside = _set_aside(path).name
+        except OSError as exc:
+            aside = f"(cannot be renamed: {exc.strerror})"
+        log.error(
+            "spool %s: ack file %s: %s; set aside as %s, replaying every spooled point (writes are idempotent)",
+            self.dir, path, why, aside,
+        )  # fmt: skip
+
+    def _read_segment(self, seg: int) -> _Scan:
+        """The valid records of a whole segment and the corrupt stretches between them (nothing changed on disk).
+
+        A record whose checksum (or header) does not verify is skipped, and the scan resynchronises on the next
+        header that verifies, so one bad record in the middle never hides the valid records after it.
         """
-        path = self._path(seg)
-        data = path.read_bytes()
-        pos = start
-        end_valid = start
+        data = self._path(seg).read_bytes()
+        scan = _Scan(size=len(data))
+        pos = 0
         while pos + _HEADER.size <= len(data):
             if self._valid_at(data, pos):
-                length = _HEADER.unpack_from(data, pos)[1]
-                _, _, _, points, appended = _HEADER.unpack_from(data, pos)
-                self._index(Record(seg, pos, length, points, appended))
+                _, length, _, points, appended = _HEADER.unpack_from(data, pos)
+                scan.records.append(Record(seg, pos, length, points, appended))
                 pos += _HEADER.size + length
-                end_valid = pos
+                scan.end_valid = pos
                 continue
             nxt = self._resync(data, pos + 1)
             if nxt is None:
                 break
-            self.corrupt_records += 1
-            log.error(
-                "spool %s: corrupt record at byte %d skipped (%d bytes); the records after it are replayed",
-                path, pos, nxt - pos,
-            )  # fmt: skip
+            scan.corrupt.append((pos, nxt - pos))
             pos = nxt
-        if end_valid < len(data):
-            log.warning("spool %s: cutting a torn record at byte %d (a crash during an append)", path, end_valid)
+        return scan
+
+    def _apply(self, seg: int, scan: _Scan, start: int) -> None:
+        """Index the records of a scanned segment from ``start``, count corrupt ones there, cut a torn tail.
+
+        Bytes after the last valid record are a torn append (a crash mid-write) and are cut off.
+        """
+        path = self._path(seg)
+        for rec in scan.records:
+            if rec.offset >= start:
+                self._index(rec)
+        for pos, nbytes in scan.corrupt:
+            if pos >= start:
+                self.corrupt_records += 1
+                log.error(
+                    "spool %s: corrupt record at byte %d skipped (%d bytes); the records after it are replayed",
+                    path, pos, nbytes,
+                )  # fmt: skip
+        if scan.end_valid < scan.size:
+            log.warning("spool %s: cutting a torn record at byte %d (a crash during an append)", path, scan.end_valid)
             with open(path, "r+b") as f:
-                f.truncate(end_valid)
+                f.truncate(scan.end_valid)
                 os.fsync(f.fileno())
 
     @staticmethod

@@ -42,7 +42,9 @@ def default_physics(site: Site) -> FacilityPhysics:
     """The facility model from ``simulators.facility``, its temperature probes reading with sensor noise."""
     from simulators.facility import Facility  # the physics is heavy; import it only to run
 
-    return Facility(site, sensor_noise=True)
+    fac = Facility(site, sensor_noise=True)
+    fac.weather.check_span(fac.t_ns, None, "the simulator")  # it runs until stopped: a short file would run out
+    return fac
 
 
 def load_physics_factory(spec: str) -> PhysicsFactory:

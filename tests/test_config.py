@@ -115,6 +115,53 @@ def test_unreadable_and_invalid_toml_files(tmp_path: Path) -> None:
         load_site(bad)
 
 
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (b'[site]\nname = "caf\xe9"\n', "byte 0xE9 at offset 18 (line 2, column 12): invalid continuation byte"),
+        (b"# \xc3\xa9t\xc3\xa9 \x80\n[site]\n", "byte 0x80 at offset 8 (line 1, column 7): invalid start byte"),
+        (b'[site]\nname = "x\xed\xa0\x80"\n', "byte 0xED at offset 16 (line 2, column 10): invalid continuation byte"),
+        (b'[site]\nname = "\xe2\x82', "byte 0xE2 0x82 at offset 15 (line 2, column 9): unexpected end of data"),
+    ],
+)
+def test_invalid_utf8_is_one_line_with_its_position(tmp_path: Path, raw: bytes, where: str) -> None:
+    """A site file with bytes that are not UTF-8 gives one ConfigError line naming the file, the byte, its offset,
+    line and column (it was a UnicodeDecodeError traceback)."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as err:
+        load_site(path)
+    assert str(err.value) == f"{path}: not UTF-8 text: {where}"
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_cli_on_invalid_utf8_prints_one_line(tmp_path: Path, command: str) -> None:
+    """`aidc check` and `aidc run` on a site file with invalid UTF-8 exit 2 with one line, no traceback."""
+    text = render_site(SiteTemplate(racks=1)).encode()
+    at = text.index(b"[site]")
+    path = tmp_path / "site.toml"
+    path.write_bytes(text[:at] + b"# \xff\n" + text[at:])
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", command, "--config", str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    line = text[:at].count(b"\n") + 1
+    assert proc.stderr.strip().splitlines() == [
+        f"aidc {command}: {path}: not UTF-8 text: byte 0xFF at offset {at + 2} (line {line}, column 3): "
+        "invalid start byte"
+    ]
+
+
+def test_a_profile_file_with_invalid_utf8_is_one_line(tmp_path: Path) -> None:
+    """A device profile file with invalid UTF-8 is one ConfigError line naming it and the position."""
+    from aidc.profiles import load_profile_file
+
+    path = tmp_path / "meter.toml"
+    path.write_bytes(b'name = "m\xe8tre"\n')
+    with pytest.raises(ConfigError, match=r"meter\.toml: not UTF-8 text: byte 0xE8 at offset 9 \(line 1, column 10\)"):
+        load_profile_file(path)
+
+
 def test_password_never_in_file() -> None:
     """An OPC-UA username without password_env is refused: secrets come from the environment."""
     doc = site_dict(1)

@@ -127,3 +127,21 @@ def test_oracle_keeps_every_constraint_and_beats_fixed_on_a_hot_day(tmp_path: Pa
     assert bf.violation_minutes == 0
     assert bf.facility_kwh <= fixed.facility_kwh + 1e-6
     assert lim.tcs_lo <= sp[0] <= lim.tcs_hi
+
+
+@pytest.mark.parametrize("value", ["inf", "-1e300", "1e300"])
+def test_evaluate_control_carbon_file_with_an_impossible_value_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """`aidc evaluate-control --carbon file.csv` with inf or -1e300 in avg_CI exits 2 with one line naming the file,
+    line and value (an inf used to make every kg CO2 figure inf, exit 0)."""
+    cfg = write_site(tmp_path, site_doc(tmp_path, 4))
+    carbon = tmp_path / "ci.csv"
+    carbon.write_text("avg_CI\n" + "".join(f"{value if h == 5 else 400}\n" for h in range(48)), encoding="utf-8")
+    rc = main(["evaluate-control", "--config", str(cfg), "--days", "1", "--controllers", "fixed", "--carbon",
+               str(carbon)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [
+        f"aidc evaluate-control: {carbon}: line 7: avg_CI {float(value)} is not a gCO2/kWh value (0 to 3000)"
+    ]

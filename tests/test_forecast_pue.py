@@ -144,6 +144,32 @@ def test_forecast_cli_bad_weather_file_is_one_line(tmp_path: Path, capsys: pytes
     assert "'temperature_2m'" in err
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("temperature_2m", "inf", "'inf' is outside -100 to 70 °C"),
+        ("temperature_2m", "-1e300", "'-1e300' is outside -100 to 70 °C"),
+        ("relative_humidity_2m", "-1e300", "'-1e300' is outside 0 to 100 %"),
+        ("surface_pressure", "1e300", "'1e300' is outside 300 to 1200 hPa"),
+    ],
+)
+def test_forecast_cli_weather_with_impossible_values_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: str, shown: str
+) -> None:
+    """`aidc forecast --weather` on a CSV with inf or -1e300 exits 2 with one line naming the file, the field, the
+    hour and the value (it was a psychrolib ValueError traceback, or an inf forecast)."""
+    cells = {"temperature_2m": "25", "relative_humidity_2m": "50", "surface_pressure": "1000"}
+    rows = []
+    for h in range(3):
+        row = dict(cells, **({field: value} if h == 1 else {}))
+        rows.append(f"2026-07-01T0{h}:00," + ",".join(row.values()))
+    bad = tmp_path / "om.csv"
+    bad.write_text("time," + ",".join(cells) + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["forecast", "--config", str(tmp_path / "missing.toml"), "--weather", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"aidc forecast: {bad}: field {field!r} at 2026-07-01T01:00: {shown}"]
+
+
 def test_forecast_cli_end_to_end_from_the_historian(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`aidc forecast` on 8 days of simulated telemetry prints 24 hourly rows with ordered, plausible quantiles."""
     from aidc.config import load_site

@@ -69,13 +69,74 @@ def test_interpolates_between_hours_and_wraps_the_year() -> None:
     assert w.at(parse_time("2031-01-01T05:00:00Z"))[0] == pytest.approx(5.0)
 
 
-def test_multi_year_file_replays_modulo_its_span() -> None:
-    """A timestamped file maps by its own timestamps and loops modulo its span beyond them."""
+def test_a_timestamped_file_maps_by_its_timestamps() -> None:
+    """A timestamped file maps by its own timestamps; pressure defaults to the standard atmosphere."""
     rows = "".join(f"2020-01-01T{h:02d}:00,{h},50\n" for h in range(24))
     w = parse_csv("time,temperature_2m,relative_humidity_2m\n" + rows, "om.csv", elevation_m=119.0)
     assert w.at(parse_time("2020-01-01T07:00:00Z"))[0] == pytest.approx(7.0)
-    assert w.at(parse_time("2020-01-02T07:00:00Z"))[0] == pytest.approx(7.0)
     assert w.pressure_pa[0] == pytest.approx(99898.0, abs=50.0)  # standard atmosphere at 119 m
+
+
+def _hourly_csv(start: str, hours: int) -> str:
+    """An Open-Meteo style CSV from ``start``: dry bulb = day of year / 10 + hour / 1000 (a row is readable)."""
+    t0 = np.datetime64(start, "h")
+    rows = []
+    for k in range(hours):
+        t = (t0 + np.timedelta64(k, "h")).astype(object)
+        rows.append(f"{t:%Y-%m-%dT%H:%M},{t.timetuple().tm_yday / 10 + t.hour / 1000:.3f},50\n")
+    return "time,temperature_2m,relative_humidity_2m\n" + "".join(rows)
+
+
+def test_a_multi_year_file_replays_other_years_by_calendar_date() -> None:
+    """A file of two whole years maps its own times exactly and other years onto the same calendar date and hour
+    (not modulo its span, which would drift a day per leap year and more)."""
+    w = parse_csv(_hourly_csv("2021-01-01T00", 2 * 8760), "om.csv")
+    assert w.at(parse_time("2022-03-05T10:00:00Z"))[0] == pytest.approx(6.410)
+    assert w.at(parse_time("2026-07-15T06:00:00Z"))[0] == pytest.approx(19.606)  # 15 July: day 196
+    assert w.at(parse_time("2031-12-31T23:00:00Z"))[0] == pytest.approx(36.523)
+    assert w.at(parse_time("2028-02-29T12:00:00Z"))[0] == pytest.approx(5.912)  # a leap day: 28 February's
+    w.check_span(parse_time("2026-01-01T00:00:00Z"), None)  # a whole-year file may run open-ended
+
+
+def test_a_short_file_is_never_repeated() -> None:
+    """A file cut to 200 hours answers its own hours and refuses any other time, in one line naming the file and
+    what it holds (it used to repeat the 200 hours as if they were a year)."""
+    w = parse_csv(_hourly_csv("2026-07-01T00", 200), "cut.csv")
+    assert w.at(parse_time("2026-07-02T03:00:00Z"))[0] == pytest.approx(18.303)
+    assert w.at(parse_time("2026-07-09T08:00:00Z"))[0] == pytest.approx(19.007)  # the last row holds its hour
+    with pytest.raises(DataError) as err:
+        w.at(parse_time("2026-07-20T00:00:00Z"))
+    assert str(err.value) == (
+        "cut.csv: no weather for 2026-07-20T00:00Z: the file holds 200 hours, 2026-07-01T00:00Z to "
+        "2026-07-09T08:00Z, not a whole year"
+    )
+    with pytest.raises(DataError, match="no weather for 2027-07-02T03:00Z"):
+        w.at(parse_time("2027-07-02T03:00:00Z"))  # another year: only whole-year files replay by calendar date
+
+
+def test_a_short_typical_year_covers_only_its_hours() -> None:
+    """A typical-year CSV cut to 200 rows covers the first 200 hours of each year and nothing else."""
+    text = "hour,drybulb_c,rh_pct,pressure_pa\n" + "".join(f"{h},{h / 10},50,101325\n" for h in range(200))
+    w = parse_csv(text, "tmy-cut.csv")
+    assert w.at(parse_time("2031-01-02T00:00:00Z"))[0] == pytest.approx(2.4)
+    with pytest.raises(DataError, match=r"tmy-cut.csv: no weather for 2026-07-01T00:00Z: the file holds 200 hours"):
+        w.at(parse_time("2026-07-01T00:00:00Z"))
+
+
+def test_check_span_refuses_a_span_the_file_does_not_cover() -> None:
+    """check_span passes a span inside the file and refuses, in one line with both spans, one that runs past it
+    or is open-ended."""
+    w = parse_csv(_hourly_csv("2026-07-01T00", 200), "cut.csv")
+    w.check_span(parse_time("2026-07-01T00:00:00Z"), parse_time("2026-07-09T08:00:00Z"))
+    with pytest.raises(DataError) as err:
+        w.check_span(parse_time("2026-07-01T00:00:00Z"), parse_time("2026-08-01T00:00:00Z"), "the evaluation")
+    assert str(err.value) == (
+        "cut.csv: the file holds 200 hours, 2026-07-01T00:00Z to 2026-07-09T08:00Z, not a whole year; the "
+        "evaluation needs 2026-07-01T00:00Z to 2026-08-01T00:00Z (744 hours): no weather from 2026-07-09T09:00Z"
+    )
+    with pytest.raises(DataError, match="runs open-ended from 2026-07-01T00:00Z"):
+        w.check_span(parse_time("2026-07-01T00:00:00Z"), None)
+    load_weather("builtin:leesburg").check_span(0, None)  # a typical year covers everything
 
 
 def test_epw_rows_shift_from_local_standard_time_to_utc() -> None:
@@ -119,6 +180,32 @@ def test_malformed_weather_file_is_one_clear_line(tmp_path: Path, name: str, con
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("w.csv", "time,temperature_2m,relative_humidity_2m\n2026-01-01T00:00,inf,50\n",
+         "row 2: temperature_2m: 'inf' is outside -100 to 70 °C"),
+        ("w.csv", "time,temperature_2m,relative_humidity_2m\n2026-01-01T00:00,-1e300,50\n",
+         "row 2: temperature_2m: '-1e300' is outside -100 to 70 °C"),
+        ("w.csv", "time,temperature_2m,relative_humidity_2m\n2026-01-01T00:00,20,-1e300\n",
+         "row 2: relative_humidity_2m: '-1e300' is outside 0 to 110 %"),
+        ("w.csv", "time,temperature_2m,relative_humidity_2m,surface_pressure\n2026-01-01T00:00,20,50,1e300\n",
+         "row 2: surface_pressure: '1e300' is outside 300 to 1200 hPa"),
+        ("w.epw", EPW_HEAD + "2010,1,1,1,0,x,-1e300,0.0,50,101325\n",
+         "row 9: dry bulb: '-1e300' is outside -100 to 70 °C"),
+        ("w.epw", EPW_HEAD + "2010,1,1,1,0,x,20,0.0,-5,101325\n", "row 9: relative humidity: '-5' is outside 0 to 110 %"),
+    ],
+)  # fmt: skip
+def test_impossible_weather_values_are_one_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    """A weather value outside its physical range (inf, -1e300) is one DataError naming the file, row and column;
+    it was read as missing, fed to psychrolib (a wet-bulb error) or, for humidity, used as it was."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_weather(str(path))
+    assert str(err.value) == f"{path}: {message}"
+
+
 def test_missing_file_and_unknown_builtin(tmp_path: Path) -> None:
     """A missing file is a DataError naming it; an unknown builtin is a ConfigError listing the bundled ones."""
     with pytest.raises(DataError, match=r"nope\.epw: cannot read weather file"):
@@ -132,7 +219,7 @@ def test_gzipped_csv_and_relative_paths_resolve_against_site_dir(tmp_path: Path)
     text = "hour,drybulb_c,rh_pct,pressure_pa\n" + "".join(f"{h},15,60,101000\n" for h in range(24))
     (tmp_path / "w.csv.gz").write_bytes(gzip.compress(text.encode()))
     w = load_weather("w.csv.gz", site_dir=tmp_path)
-    assert w.at(parse_time("2026-03-01T12:00:00Z"))[0] == pytest.approx(15.0)
+    assert w.at(parse_time("2026-01-01T12:00:00Z"))[0] == pytest.approx(15.0)
 
 
 def test_constant_weather_is_constant() -> None:

@@ -152,3 +152,18 @@ def test_malformed_trace_is_one_clear_line(tmp_path: Path, name: str, content: s
     assert str(path.resolve()) in str(err.value)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("column", ["cpu_util_percent", "cpu_usage"])
+def test_cluster_trace_with_bad_readings_replays_them_as_gaps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, column: str
+) -> None:
+    """inf and -1e300 in a cluster trace are bad readings: a warning counts them and they replay as an
+    interpolated gap, not as full load (inf) or NaN power."""
+    path = tmp_path / "x_300s.csv"
+    path.write_text(f"{column}\n10\n20\ninf\n40\n-1e300\n60\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="aidc.datasets"):
+        tr = load_trace(path)
+    top = 100.0 if column == "cpu_util_percent" else 60.0
+    assert tr.util.tolist() == pytest.approx([v / top for v in (10, 20, 30, 40, 50, 60)])
+    assert "2 bad values (infinite or beyond ±1e+15) excluded as missing, the first inf at row 4" in caplog.text

@@ -12,7 +12,7 @@ from pandas.tseries.frequencies import to_offset
 from threadpoolctl import threadpool_limits
 
 from aidc.clock import parse_cli_time, site_clock
-from aidc.datasets import infer_step, load_series
+from aidc.datasets import infer_step, read_series
 from aidc.errors import ConfigError, DataError
 from analytics.ask import Ask, answerer, rebuild
 from analytics.energy.pue import PERIOD_FREQ, PueReport, format_report
@@ -89,7 +89,9 @@ def run_backtest(args: argparse.Namespace) -> int:
         step = pd.Timedelta(args.step) if args.step else None
     except ValueError:
         raise ConfigError(f"--step {args.step!r}: not a duration (e.g. 5min, 1h)") from None
-    y = load_series(args.data, column=args.column, time_column=args.time_column, step=step, start=args.start)
+    # Bad readings (inf, -1e300: logger sentinels) are excluded as missing, and every output states how many.
+    y, excluded = read_series(args.data, column=args.column, time_column=args.time_column, step=step, start=args.start)
+    note = f"; {excluded}" if excluded is not None else ""
     step = infer_step(y)
     if args.horizon is None:
         horizons = [h for h in DEFAULT_HORIZONS if pd.Timedelta(h) >= step]
@@ -102,7 +104,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--horizon {h!r}: not a duration (e.g. 1h, 24h)") from None
     if y.notna().sum() < 100:
-        raise DataError(f"{args.data}: only {int(y.notna().sum())} values; need at least 100 to backtest")
+        raise DataError(f"{args.data}: only {int(y.notna().sum())} values; need at least 100 to backtest{note}")
     if args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: need at least 1")
     # One thread by default: on a busy machine OpenMP's spinning threads make gradient boosting many times slower
@@ -110,8 +112,9 @@ def run_backtest(args: argparse.Namespace) -> int:
     with threadpool_limits(args.threads):
         results = [backtest(y, h, step, folds=args.folds)[0] for h in horizons]
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        n_bad = excluded.count if excluded is not None else 0
+        print(json.dumps([{**r.to_dict(), "excluded_values": n_bad} for r in results], indent=2))
     else:
         step_text = to_offset(step).freqstr
-        print(format_results(f"{args.data} ({y.name}, step {step_text}, {len(y)} steps)", results))
+        print(format_results(f"{args.data} ({y.name}, step {step_text}, {len(y)} steps{note})", results))
     return 0

@@ -25,6 +25,13 @@ from aidc.errors import DataError
 
 HOUR = pd.Timedelta("1h")
 F64 = npt.NDArray[np.float64]
+# What each field can physically be; anything else (inf, -1e300) is a broken file, refused with the hour it is at.
+VALID = {
+    "temperature_2m": (-100.0, 70.0, "°C"),
+    "wet_bulb_temperature_2m": (-100.0, 70.0, "°C"),
+    "relative_humidity_2m": (0.0, 100.0, "%"),
+    "surface_pressure": (300.0, 1_200.0, "hPa"),
+}
 
 
 def hourly_means(data: pd.DataFrame) -> pd.DataFrame:
@@ -108,6 +115,13 @@ def read_open_meteo(path: Path, origin: pd.Timestamp | None = None) -> WeatherFo
         bad = v.isna() & pd.Series(cols[name]).notna() & (pd.Series(cols[name]).astype(str) != "")
         if bad.any():
             raise DataError(f"{path}: field {name!r}: {cols[name][int(np.flatnonzero(bad)[0])]!r} is not a number")
+        lo, hi, unit = VALID[name]
+        wild = (v < lo) | (v > hi)  # inf and -1e300 too; an empty cell (NaN) is a missing hour, dropped below
+        if wild.any():
+            k = int(np.flatnonzero(wild.to_numpy())[0])
+            raise DataError(
+                f"{path}: field {name!r} at {cols['time'][k]}: {cols[name][k]!r} is outside {lo:g} to {hi:g} {unit}"
+            )
         return v.to_numpy(dtype=np.float64)
 
     dry = num("temperature_2m")
@@ -185,5 +199,3 @@ def diurnal_persistence(history: pd.DataFrame, origin: pd.Timestamp, hours: int)
     wf.frame["drybulb_sd"] = np.maximum(wf.frame["drybulb_sd"], float(floor[0]))
     wf.frame["wetbulb_sd"] = np.maximum(wf.frame["wetbulb_sd"], float(floor[1]))
     return wf
-
-
