@@ -224,6 +224,13 @@ class Link(abc.ABC):
                 await self.close()
                 await self._back_off()
                 continue
+            except asyncio.CancelledError as exc:
+                if self.cancel_requested():
+                    raise
+                self._unexpected(None, exc)  # leaked from a library: obeyed, the link would end silently
+                await self.close()
+                await self._back_off()
+                continue
             self._set_state(LinkState.CONNECTED)
             # A link that keeps failing on bad data backs off further each time, like one that cannot connect.
             self.attempts = self._unexpected_streak
@@ -265,6 +272,16 @@ class Link(abc.ABC):
             )
             self.emit(Batch.concat([bad, h.batch(ts)]))
 
+    def cancel_requested(self) -> bool:
+        """Whether a CancelledError met here is a real request to stop: the engine stopping, or a pending cancel().
+
+        A library can also raise one from its own internals (asyncua's wait_for2 does, see ``OpcUaLink.connect``)
+        without anyone cancelling this task; obeying that one ended the link's task without a trace, its devices
+        never polled again and the engine went on as if nothing happened (bench/fuzz.py: OPC-UA values stopped).
+        """
+        task = asyncio.current_task()
+        return self.stopping or (task is not None and task.cancelling() > 0)
+
     def _raise_if_stopping(self) -> None:
         """Raise CancelledError once the engine is stopping, even if an await inside the link swallowed the cancel.
 
@@ -303,6 +320,11 @@ class Link(abc.ABC):
             except self.transport_errors():
                 raise
             except Exception as exc:  # one device's unforeseen reply: its points bad, then the link restarts
+                self._unexpected(dev, exc)
+                raise _DeviceFailed(dev.name) from exc
+            except asyncio.CancelledError as exc:  # TaskGroup ignores a cancelled child: the device would stop
+                if self.cancel_requested():
+                    raise
                 self._unexpected(dev, exc)
                 raise _DeviceFailed(dev.name) from exc
             self.emit(batch)

@@ -238,7 +238,19 @@ class OpcUaLink(Link):
             async with asyncio.timeout(timeout * 3):
                 await client.connect()
         except ua.uaerrors.BadUserAccessDenied as exc:
+            client.disconnect_socket()
             raise OpcUaError(f"{self.endpoint}: login refused ({exc})") from None
+        except asyncio.CancelledError:
+            client.disconnect_socket()
+            if self.cancel_requested():
+                raise
+            # The timeout expired just as asyncua's request completed: its wait_for2 then raises a CancelledError
+            # subclass (CancelledWithResultError), which 3.11's asyncio.timeout passes on instead of turning it
+            # into TimeoutError. Obeyed, it ended the link for good (bench/fuzz.py under load): a failed connect.
+            raise OpcUaError(f"{self.endpoint}: connect timed out after {timeout * 3:g}s") from None
+        except BaseException:
+            client.disconnect_socket()
+            raise
         self.client = client
         try:
             limit = int((await client.get_node(MAX_NODES_PER_READ).read_value()) or 0)

@@ -1,0 +1,109 @@
+"""A CancelledError that asyncua raises from its own internals never ends an OPC-UA link (bench/fuzz.py under load).
+
+asyncua's ``wait_for2`` raises ``CancelledWithResultError`` (a CancelledError subclass) when a timeout expires in
+the same loop turn as the reply arrives, and Python 3.11's ``asyncio.timeout`` passes that subclass on instead of
+turning it into TimeoutError. The race needs the two to land in one loop turn, which no test can arrange on
+purpose, so the asyncua call raises it once here (the only mock); server, client and sockets are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import Client, Server, ua
+from wait_for2.impl import CancelledWithResultError
+
+from aidc.clock import ScaledClock
+from aidc.config import DeviceConfig, DeviceRef
+from aidc.model import Batch, Quality
+from aidc.profiles import Profile
+from collectors.engine import Engine, EngineOptions
+from collectors.link import LinkOptions
+from collectors.opcua import OpcUaLink
+
+POWER = 1234.5
+PROFILE = Profile.model_validate({
+    "name": "cancel-test", "protocol": "opcua", "measurement": "rack",
+    "points": [{"name": "power_w", "node": "ns=2;s={device}.Power", "type": "FLOAT64"}],
+})  # fmt: skip
+
+
+@asynccontextmanager
+async def opcua_engine(tmp_path: Path) -> AsyncIterator[tuple[Engine, Seen]]:
+    """A real asyncua server with one node and an engine polling it."""
+    server = Server()
+    await server.init()
+    server.set_endpoint("opc.tcp://127.0.0.1:0/t")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    idx = await server.register_namespace("urn:t")
+    assert idx == 2
+    node = await server.nodes.objects.add_variable(ua.NodeId.from_string("ns=2;s=r1.Power"), "Power", POWER)
+    assert node is not None
+    await server.start()
+    try:
+        port = server.bserver._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        config = DeviceConfig(name="r1", protocol="opcua", profile=PROFILE.name, poll_interval_s=0.05,
+                              timeout_s=2.0, endpoint=f"opc.tcp://127.0.0.1:{port}/t")  # fmt: skip
+        dev = DeviceRef("rack", "racks[0]", config, PROFILE, {"site": "t", "device": "r1"})
+        seen = Seen()
+        engine = Engine([dev], sinks=[seen], clock=ScaledClock.starting_now(),
+                        options=EngineOptions(link=LinkOptions(backoff_initial_s=0.05, backoff_max_s=0.2),
+                                              pki_dir=tmp_path / "pki"))  # fmt: skip
+        async with engine:
+            yield engine, seen
+    finally:
+        await server.stop()
+
+
+def _raise_once(real: Callable[..., Any]) -> Callable[..., Any]:
+    calls = {"n": 0}
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise CancelledWithResultError(None, False)
+        return await real(*args, **kwargs)
+
+    return wrapper
+
+
+class Seen:
+    """A sink that keeps every batch and sets ``good`` once a GOOD power sample with the server's value arrives."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.good = asyncio.Event()
+
+    def __call__(self, b: Batch) -> None:
+        self.batches.append(b)
+        for s, v, q in zip(b.series, b.values, b.quality, strict=True):
+            if str(s).endswith(" power_w") and q == Quality.GOOD and v == POWER:
+                self.good.set()
+
+
+@pytest.mark.timeout(60)
+async def test_cancellation_leaked_by_asyncua_connect_is_a_failed_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CancelledError out of asyncua's connect (nobody cancelled the link) is a failed connect: it reconnects."""
+    monkeypatch.setattr(Client, "connect", _raise_once(Client.connect))
+    async with opcua_engine(tmp_path) as (engine, seen):
+        await asyncio.wait_for(seen.good.wait(), 30)
+        link = engine.links[0]
+        assert isinstance(link, OpcUaLink)
+        assert "connect timed out" in link.health["r1"].reason or link.health["r1"].errors >= 1
+        assert link.unexpected_errors == 0  # the designed channel, not the safety net
+
+
+@pytest.mark.timeout(60)
+async def test_cancellation_leaked_by_a_poll_restarts_the_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CancelledError out of a poll's read (nobody cancelled the link) marks the device bad and the link restarts."""
+    monkeypatch.setattr(OpcUaLink, "_read", _raise_once(OpcUaLink._read))
+    async with opcua_engine(tmp_path) as (_engine, seen):
+        await asyncio.wait_for(seen.good.wait(), 30)
+        assert any("unexpected CancelledWithResultError" in r for b in seen.batches for r in b.reasons)
