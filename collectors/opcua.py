@@ -234,15 +234,16 @@ class OpcUaLink(Link):
 
         client.connection_lost_callback = lost
         await self._secure(client)
+        timer = asyncio.timeout(timeout * 3)
         try:
-            async with asyncio.timeout(timeout * 3):
+            async with timer:
                 await client.connect()
         except ua.uaerrors.BadUserAccessDenied as exc:
             client.disconnect_socket()
             raise OpcUaError(f"{self.endpoint}: login refused ({exc})") from None
         except asyncio.CancelledError:
             client.disconnect_socket()
-            if self.cancel_requested():
+            if self.stopping or not timer.expired():
                 raise
             # The timeout expired just as asyncua's request completed: its wait_for2 then raises a CancelledError
             # subclass (CancelledWithResultError), which 3.11's asyncio.timeout passes on instead of turning it
