@@ -1,9 +1,11 @@
-"""A CancelledError that asyncua raises from its own internals never ends an OPC-UA link (bench/fuzz.py under load).
+"""Hostile OPC-UA behaviour found by the fuzz campaign (bench/fuzz.py), against a real asyncua server on loopback.
 
-asyncua's ``wait_for2`` raises ``CancelledWithResultError`` (a CancelledError subclass) when a timeout expires in
-the same loop turn as the reply arrives, and Python 3.11's ``asyncio.timeout`` passes that subclass on instead of
-turning it into TimeoutError. The race needs the two to land in one loop turn, which no test can arrange on
-purpose, so the asyncua call raises it once here (the only mock); server, client and sockets are real.
+A CancelledError that asyncua raises from its own internals never ends a link: asyncua's ``wait_for2`` raises
+``CancelledWithResultError`` (a CancelledError subclass) when a timeout expires in the same loop turn as the reply
+arrives, and Python 3.11's ``asyncio.timeout`` passes that subclass on instead of turning it into TimeoutError. The
+race needs the two to land in one loop turn, which no test can arrange on purpose, so the asyncua call raises it once
+here (the only mock); server, client and sockets are real. And a value of the wrong variant type (a Boolean where a
+Double belongs) is bad, never a good number.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from asyncua import Client, Server, ua
 from wait_for2.impl import CancelledWithResultError
@@ -34,15 +37,17 @@ PROFILE = Profile.model_validate({
 
 
 @asynccontextmanager
-async def opcua_engine(tmp_path: Path) -> AsyncIterator[tuple[Engine, Seen]]:
-    """A real asyncua server with one node and an engine polling it."""
+async def opcua_engine(tmp_path: Path, value: ua.Variant | None = None) -> AsyncIterator[tuple[Engine, Seen]]:
+    """A real asyncua server with one node (``POWER``, or ``value``) and an engine polling it."""
     server = Server()
     await server.init()
     server.set_endpoint("opc.tcp://127.0.0.1:0/t")
     server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     idx = await server.register_namespace("urn:t")
     assert idx == 2
-    node = await server.nodes.objects.add_variable(ua.NodeId.from_string("ns=2;s=r1.Power"), "Power", POWER)
+    node = await server.nodes.objects.add_variable(
+        ua.NodeId.from_string("ns=2;s=r1.Power"), "Power", POWER if value is None else value
+    )
     assert node is not None
     await server.start()
     try:
@@ -88,9 +93,12 @@ class Seen:
     def __init__(self) -> None:
         self.batches: list[Batch] = []
         self.good = asyncio.Event()
+        self.polled = asyncio.Event()  # a few polls of the device published
 
     def __call__(self, b: Batch) -> None:
         self.batches.append(b)
+        if sum(str(s).endswith(" power_w") for x in self.batches for s in x.series) >= 3:
+            self.polled.set()
         for s, v, q in zip(b.series, b.values, b.quality, strict=True):
             if str(s).endswith(" power_w") and q == Quality.GOOD and v == POWER:
                 self.good.set()
@@ -117,3 +125,21 @@ async def test_cancellation_leaked_by_a_poll_restarts_the_link(tmp_path: Path, m
     async with opcua_engine(tmp_path) as (_engine, seen):
         await asyncio.wait_for(seen.good.wait(), 30)
         assert any("unexpected CancelledWithResultError" in r for b in seen.batches for r in b.reasons)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "value",
+    [ua.Variant(True, ua.VariantType.Boolean), ua.Variant([1.0, 2.0], ua.VariantType.Double),
+     ua.Variant("12.5", ua.VariantType.String)],
+    ids=["boolean", "array", "string"],
+)  # fmt: skip
+async def test_wrong_variant_type_is_bad_never_a_good_number(tmp_path: Path, value: ua.Variant) -> None:
+    """A FLOAT64 point whose node serves a Boolean, an array or a String is published bad with the type it got."""
+    async with opcua_engine(tmp_path, value) as (_engine, seen):
+        await asyncio.wait_for(seen.polled.wait(), 30)
+    points = [(v, q, b.reasons[i] if b.reasons else "") for b in seen.batches
+              for i, (s, v, q) in enumerate(zip(b.series, b.values, b.quality, strict=True))
+              if str(s).endswith(" power_w")]  # fmt: skip
+    assert points
+    assert all(q == Quality.BAD and np.isnan(v) and "not a number" in why for v, q, why in points), points
