@@ -429,7 +429,7 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
             "dropped": engine.output.dropped,
             "samples": tally.samples,
             "polls": sum(h.polls for h in engine.health().values()),
-            "resyncs": sum(link.client.resyncs for link in engine.links if isinstance(link, ModbusLink)),
+            "resyncs": sum(getattr(link.client, "resyncs", 0) for link in engine.links if isinstance(link, ModbusLink)),
         }  # fmt: skip
 
     task = engine.start()
