@@ -18,6 +18,15 @@ Figures: ``tracebacks`` counts exceptions outside every designed error channel (
 supervisor restarts, the event loop's handler, any exception escaping the config loaders); ``engine_stops``
 counts collector engine tasks that died; ``points_lost`` counts points missing from a poll's batch, points
 the output dropped, and GOOD samples whose value differs from the truth. All three must be 0.
+``lost_by_kind`` says which hostile replies produced the lost points: each lost point counts once for every
+reply kind its poll received and for every kind of the three replies before it on that connection (a late or
+split reply from an earlier request), so a pattern shows as the kinds that keep coming up together; the lost
+points themselves are printed grouped by that pattern.
+
+Bounded: the whole run ends within ``--deadline-s`` (450 s by default, on a loaded 2-core machine too). The
+protocol phase gets most of it and the config phase the rest; a phase that meets the deadline stops with what it
+measured and the JSON says ``cut_short``. Should the event loop hang, a watchdog thread prints the figures
+gathered so far (``cut_short`` with the phase it hung in) and ends the process.
 
     python bench/fuzz.py                      # >= 10^5 replies, >= 10^4 configs (a few minutes)
     python bench/fuzz.py --modbus-replies 3000 --opcua-values 500 --configs 300   # seconds
@@ -31,10 +40,12 @@ import copy
 import json
 import logging
 import math
+import os
 import random
 import struct
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections import defaultdict
@@ -58,13 +69,17 @@ from aidc.profiles import PROFILE_DIR, Profile, builtin_profiles, load_profile_f
 from aidc.sitegen import SiteTemplate, render_site
 from collectors.engine import Engine, EngineOptions
 from collectors.link import LinkOptions
+from collectors.modbus_link import ModbusLink
 from collectors.plan import plan_modbus, plan_opcua
+
+_T0 = time.monotonic()  # the deadline counts from here (the imports take a few seconds before it)
 
 MUTATIONS = (
     "valid", "valid", "valid", "valid", "split", "mbap_protocol", "mbap_length", "byte_count", "truncated",
     "wrong_tid", "wrong_fc", "wrong_unit", "exception", "garbage", "extra_frame", "slow", "silent", "close_mid",
 )  # fmt: skip
 TIMEOUT_S = 0.05
+LOOKBACK = 3  # replies before a poll that may still be in flight when it runs (late, split)
 
 
 # ------------------------------------------------------------------------------------------ Modbus
@@ -80,6 +95,8 @@ class HostileModbus(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # One reply log per server (its port), across the client's reconnects: what each poll was answered with.
+        self.log = self.farm.log.setdefault(int(transport.get_extra_info("sockname")[1]), [])
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -103,6 +120,7 @@ class HostileModbus(asyncio.Protocol):
         rng = self.farm.rng
         kind = rng.choice(MUTATIONS) if self.hostile else "valid"
         self.farm.kinds[kind] += 1
+        self.log.append(kind)
         ok = self._valid(tid, unit, fc, addr, count)
         loop = asyncio.get_running_loop()
         if kind == "valid":
@@ -158,6 +176,7 @@ class ModbusFarm:
     image: bytes = b""
     replies: int = 0
     kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    log: dict[int, list[str]] = field(default_factory=dict)  # per server port: the kind of every reply, in order
     servers: list[asyncio.base_events.Server] = field(default_factory=list)
 
     async def serve(self, hostile: bool) -> int:
@@ -252,6 +271,41 @@ class HostileOpcUa:
 
 
 @dataclass
+class PollTrace:
+    """Which server replies answered each Modbus poll: (device, poll timestamp) -> (port, first, end) in its log."""
+
+    farm: ModbusFarm
+    polls: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
+
+    def wrap(self, link: ModbusLink) -> None:
+        """Record the range of server replies of every poll of the link's devices (the bench's own hook)."""
+        orig = link.poll
+
+        async def poll(dev: DeviceRef) -> Batch:
+            port = int(dev.config.port or 0)
+            log = self.farm.log.setdefault(port, [])
+            first = len(log)
+            batch = await orig(dev)
+            self.polls[(dev.name, int(batch.ts_ns[0]))] = (port, first, len(log))
+            return batch
+
+        link.poll = poll  # type: ignore[method-assign]
+
+    def pattern(self, device: str, ts_ns: int) -> tuple[str, set[str]]:
+        """The reply pattern of a poll: its hostile reply kinds, after those of the replies just before it."""
+        hit = self.polls.get((device, ts_ns))
+        if hit is None:
+            kind = "opcua" if "opcua" in device else "untraced"
+            return kind, {kind}
+        port, first, end = hit
+        log = self.farm.log[port]
+        now = [k for k in log[first:end] if k != "valid"] or ["valid"]
+        before = [k for k in log[max(0, first - LOOKBACK) : first] if k != "valid"]
+        label = "+".join(now) + (f" after {'+'.join(before)}" if before else "")
+        return label, set(now) | set(before)
+
+
+@dataclass
 class Tally:
     """What the sink saw."""
 
@@ -259,10 +313,21 @@ class Tally:
     wrong: int = 0
     samples: int = 0
     truth: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    patterns: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def lost(self, trace: PollTrace, device: str, ts_ns: int, n: int, what: str) -> None:
+        """Attribute ``n`` lost points of one poll to its reply pattern."""
+        label, kinds = trace.pattern(device, ts_ns)
+        for k in kinds:
+            self.by_kind[k] += n
+        self.patterns[label] += n
+        self.examples.setdefault(label, what)
 
 
 def _check_batches(batches: list[Batch], expected: dict[str, set[str]], clean_of: dict[str, str],
-                   profile_of: dict[str, str], tally: Tally) -> None:  # fmt: skip
+                   profile_of: dict[str, str], tally: Tally, trace: PollTrace) -> None:  # fmt: skip
     """Every poll's batch covers all of its device's points; GOOD values and clean devices match the truth."""
     for b in batches:
         tally.samples += len(b)
@@ -277,7 +342,10 @@ def _check_batches(batches: list[Batch], expected: dict[str, set[str]], clean_of
             if want is None:
                 continue
             got = {str(b.series[i]) for i in idx}
-            tally.missing += len(want - got)
+            gone = want - got
+            if gone:
+                tally.missing += len(gone)
+                tally.lost(trace, dev, int(b.ts_ns[idx[0]]), len(gone), f"{dev}: {len(gone)} points missing")
             prof = profile_of[dev]
             clean = dev in clean_of.values()
             for i in idx:
@@ -291,14 +359,16 @@ def _check_batches(batches: list[Batch], expected: dict[str, set[str]], clean_of
                 ref = tally.truth.get(key)
                 if ref is not None and not _same(ref, (v, q)):
                     tally.wrong += 1  # a value the device never served, published as if it were real
+                    tally.lost(trace, dev, int(b.ts_ns[i]), 1, f"{dev} {key[1]} = {v!r} quality {q}, truth {ref}")
 
 
 def _same(a: tuple[float, int], b: tuple[float, int]) -> bool:
     return a[1] == b[1] and (a[0] == b[0] or (math.isnan(a[0]) and math.isnan(b[0])))
 
 
-async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: Path) -> dict[str, Any]:
-    """Run the engine against the hostile servers until the reply targets are met (or the time limit)."""
+async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: Path, report: Report,
+                        end_at: float) -> None:  # fmt: skip
+    """Run the engine against the hostile servers until the reply targets are met (or ``end_at``, monotonic)."""
     farm = ModbusFarm(rng, image=bytes(rng.getrandbits(8) for _ in range(2 * 65536)))
     profiles = [p for p in builtin_profiles().values() if p.protocol == "modbus"]
     devices: list[DeviceRef] = []
@@ -325,6 +395,10 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
                                                            backoff_max_s=0.05, stuck_polls=10**9,
                                                            timeouts_before_reconnect=3),
                                           pki_dir=workdir / "client-pki"))  # fmt: skip
+    trace = PollTrace(farm)
+    for link in engine.links:
+        if isinstance(link, ModbusLink):
+            trace.wrap(link)
     expected = {d.name: set(map(str, plan_modbus(d).series)) for d in devices if d.config.protocol == "modbus"}
     for d in devices:  # OPC-UA: every scalar point in every poll (arrays may change length, a new layout)
         if d.config.protocol == "opcua":
@@ -334,9 +408,30 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
-    tally = Tally()
+    tally = report.tally
     engine_stops = 0
     t0 = time.perf_counter()
+
+    def figures() -> None:  # what the watchdog prints should the loop hang
+        report.proto = {
+            "modbus_replies": farm.replies,
+            "opcua_values": opc.values if opc else 0,
+            "wall_s": time.perf_counter() - t0,
+            "kinds": dict(farm.kinds),
+            "unexpected": sum(link.unexpected_errors for link in engine.links),
+            "restarts": engine.restarts,
+            "loop_errors": len(loop_errors),
+            "loop_error_sample": str(loop_errors[0].get("exception") or loop_errors[0].get("message"))
+            if loop_errors else "",
+            "engine_stops": engine_stops,
+            "missing": tally.missing,
+            "wrong": tally.wrong,
+            "dropped": engine.output.dropped,
+            "samples": tally.samples,
+            "polls": sum(h.polls for h in engine.health().values()),
+            "resyncs": sum(getattr(link.client, "resyncs", 0) for link in engine.links if isinstance(link, ModbusLink)),
+        }  # fmt: skip
+
     task = engine.start()
     try:
         while farm.replies < args.modbus_replies or (opc is not None and opc.values < args.opcua_values):
@@ -345,34 +440,22 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
                 engine_stops += 1
                 task = engine.start()
             chunk, batches[:] = list(batches), []
-            _check_batches(chunk, expected, clean_of, profile_of, tally)
-            if time.perf_counter() - t0 > args.max_seconds:
+            _check_batches(chunk, expected, clean_of, profile_of, tally, trace)
+            figures()
+            if time.perf_counter() - t0 > args.max_seconds or time.monotonic() > end_at:
+                report.cut.append(
+                    f"protocols stopped at the deadline ({farm.replies} of {args.modbus_replies} "
+                    f"Modbus replies, {opc.values if opc else 0} of {args.opcua_values} OPC-UA values)"
+                )
                 break
     finally:
+        report.phase = "protocol teardown"
         await engine.stop()
         farm.close()
         if opc is not None:
             await opc.stop()
-    _check_batches(batches, expected, clean_of, profile_of, tally)
-    wall = time.perf_counter() - t0
-    unexpected = sum(link.unexpected_errors for link in engine.links)
-    return {
-        "modbus_replies": farm.replies,
-        "opcua_values": opc.values if opc else 0,
-        "wall_s": wall,
-        "kinds": dict(farm.kinds),
-        "unexpected": unexpected,
-        "restarts": engine.restarts,
-        "loop_errors": len(loop_errors),
-        "loop_error_sample": str(loop_errors[0].get("exception") or loop_errors[0].get("message")) if loop_errors
-        else "",
-        "engine_stops": engine_stops,
-        "missing": tally.missing,
-        "wrong": tally.wrong,
-        "dropped": engine.output.dropped,
-        "samples": tally.samples,
-        "polls": sum(h.polls for h in engine.health().values()),
-    }
+    _check_batches(batches, expected, clean_of, profile_of, tally, trace)
+    figures()
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -427,19 +510,27 @@ def _toml_text(doc: dict[str, Any], rng: random.Random) -> str:
         return ""
     if rng.random() < 0.2 and text:  # byte-level damage
         i = rng.randrange(len(text))
-        text = text[:i] + rng.choice(("", "\"", "[", "=", "\x00", "\n[[x]]\n", "ä")) + text[i + rng.randrange(3):]
+        text = text[:i] + rng.choice(("", '"', "[", "=", "\x00", "\n[[x]]\n", "ä")) + text[i + rng.randrange(3) :]
     return text
 
 
-def run_configs(n: int, rng: random.Random, workdir: Path) -> dict[str, Any]:
-    """``n`` mutated site files and profile files through the loaders ``aidc check`` uses."""
+def run_configs(n: int, rng: random.Random, workdir: Path, report: Report, end_at: float) -> None:
+    """``n`` mutated site files and profile files through the loaders ``aidc check`` uses (until ``end_at``)."""
     site_doc = tomllib.loads(render_site(SiteTemplate(racks=2, data_dir=str(workdir / "var"))))
     profile_docs = [tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(PROFILE_DIR.glob("*.toml"))]
     loaded = refused = tracebacks = 0
     sample = ""
     pdir = workdir / "profiles"
     pdir.mkdir(parents=True, exist_ok=True)
+    done = 0
+    t0 = time.perf_counter()
     for i in range(n):
+        if time.monotonic() > end_at:
+            report.cut.append(f"configs stopped at the deadline ({done} of {n})")
+            break
+        done += 1
+        report.cfg = {"configs": done, "loaded": loaded, "refused": refused, "tracebacks": tracebacks,
+                      "sample": sample, "wall_s": time.perf_counter() - t0}  # fmt: skip
         try:
             if i % 2 == 0:
                 text = _toml_text(mutate_doc(site_doc, rng), rng)
@@ -463,7 +554,8 @@ def run_configs(n: int, rng: random.Random, workdir: Path) -> dict[str, Any]:
             tracebacks += 1
             sample = sample or f"{type(exc).__name__}: {exc}"
     site_from_dict(site_doc)  # the unmutated document still loads
-    return {"configs": n, "loaded": loaded, "refused": refused, "tracebacks": tracebacks, "sample": sample}
+    report.cfg = {"configs": done, "loaded": loaded, "refused": refused, "tracebacks": tracebacks,
+                  "sample": sample, "wall_s": time.perf_counter() - t0}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -483,6 +575,82 @@ class _Tracebacks(logging.Handler):
             self.sample = self.sample or record.getMessage()
 
 
+@dataclass
+class Report:
+    """The figures gathered so far, shared with the watchdog thread; printed exactly once."""
+
+    logged: _Tracebacks
+    tally: Tally = field(default_factory=Tally)
+    proto: dict[str, Any] = field(default_factory=dict)
+    cfg: dict[str, Any] = field(default_factory=dict)
+    cut: list[str] = field(default_factory=list)  # why a phase stopped short of its target
+    phase: str = "start"
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _printed: bool = False
+
+    def emit(self) -> int:
+        """Print the figures (the last line is JSON) unless already printed; the exit status."""
+        with self._lock:
+            if self._printed:
+                return 1
+            self._printed = True
+        proto = {"modbus_replies": 0, "opcua_values": 0, "wall_s": 0.0, "kinds": {}, "unexpected": 0,
+                 "restarts": 0, "loop_errors": 0, "loop_error_sample": "", "engine_stops": 0, "missing": 0,
+                 "wrong": 0, "dropped": 0, "samples": 0, "polls": 0, "resyncs": 0, **self.proto}  # fmt: skip
+        cfg = {"configs": 0, "loaded": 0, "refused": 0, "tracebacks": 0, "sample": "", "wall_s": 0.0, **self.cfg}
+        tracebacks = proto["unexpected"] + proto["restarts"] + proto["loop_errors"] + cfg["tracebacks"]
+        tracebacks += self.logged.count
+        lost = proto["missing"] + proto["wrong"] + proto["dropped"]
+        by_kind = dict(sorted(self.tally.by_kind.items(), key=lambda kv: -kv[1]))
+        if proto["dropped"]:
+            by_kind["output backlog"] = proto["dropped"]
+        print(
+            f"modbus: {proto['modbus_replies']} hostile/clean replies in {proto['wall_s']:.1f} s, "
+            f"{proto['polls']} polls, {proto['samples']} samples, {proto['resyncs']} connections replaced after "
+            f"a timeout; mix {json.dumps(proto['kinds'])}"
+        )
+        print(f"opcua: {proto['opcua_values']} hostile values")
+        print(
+            f"configs: {cfg['configs']} mutated site files and profiles in {cfg['wall_s']:.1f} s: "
+            f"{cfg['loaded']} loaded, {cfg['refused']} refused with one line"
+        )
+        print(
+            f"tracebacks {tracebacks} (safety net {proto['unexpected']}, supervisor restarts {proto['restarts']}, "
+            f"event loop {proto['loop_errors']}, config loaders {cfg['tracebacks']}, logged {self.logged.count})"
+            + "".join(f"; e.g. {s}" for s in (proto["loop_error_sample"], cfg["sample"], self.logged.sample) if s)
+        )
+        print(
+            f"engine stops {proto['engine_stops']}; points lost {lost} (missing from a poll {proto['missing']}, "
+            f"wrong GOOD values {proto['wrong']}, dropped by the output {proto['dropped']})"
+        )
+        if lost:
+            print(
+                f"lost points by reply kind (a point counts for each kind of its poll and the {LOOKBACK} replies "
+                f"before it): {json.dumps(by_kind)}"
+            )
+            for label, n in sorted(self.tally.patterns.items(), key=lambda kv: -kv[1])[:20]:
+                print(f"  {n} lost after replies [{label}], e.g. {self.tally.examples[label]}")
+        wall = time.monotonic() - _T0
+        if self.cut:
+            print(f"CUT SHORT after {wall:.0f} s: " + "; ".join(self.cut) + " (figures cover what was measured)")
+        print(json.dumps({
+            "modbus_replies": proto["modbus_replies"], "opcua_values": proto["opcua_values"], "configs": cfg["configs"],
+            "tracebacks": tracebacks, "engine_stops": proto["engine_stops"], "points_lost": lost,
+            "wrong_good_values": proto["wrong"], "missing_points": proto["missing"], "lost_by_kind": by_kind,
+            "wall_s": round(wall, 1), "cut_short": bool(self.cut),
+        }), flush=True)  # fmt: skip
+        return 0 if tracebacks == 0 and proto["engine_stops"] == 0 and lost == 0 and not self.cut else 1
+
+
+def _watchdog(report: Report, at: float) -> None:
+    """Print what was measured and end the process if the run is still going at ``at`` (monotonic)."""
+    time.sleep(max(0.0, at - time.monotonic()))
+    report.cut.append(f"hung in {report.phase}: the watchdog ended the run")
+    code = report.emit()
+    sys.stdout.flush()
+    os._exit(code or 1)
+
+
 def main() -> int:
     """Run the campaign and print the figures; the last line is JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -490,7 +658,8 @@ def main() -> int:
     p.add_argument("--opcua-values", type=int, default=20_000)
     p.add_argument("--configs", type=int, default=10_000)
     p.add_argument("--hostile-per-profile", type=int, default=3)
-    p.add_argument("--max-seconds", type=float, default=900.0)
+    p.add_argument("--max-seconds", type=float, default=900.0, help="cap on the protocol phase")
+    p.add_argument("--deadline-s", type=float, default=450.0, help="the whole run ends within this (from start)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     rng = random.Random(args.seed)
@@ -501,29 +670,19 @@ def main() -> int:
     for noisy in ("collectors", "asyncua", "simulators"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL + 1 if noisy == "asyncua" else logging.WARNING)
     logging.getLogger("collectors").propagate = True
+    report = Report(handler)
+    deadline = _T0 + args.deadline_s
+    # The configs need about a minute on a loaded machine; teardown and printing a few seconds.
+    proto_end = deadline - min(120.0, 0.3 * args.deadline_s)
+    threading.Thread(target=_watchdog, args=(report, deadline + 15.0), daemon=True, name="deadline").start()
     with tempfile.TemporaryDirectory(prefix="aidc-fuzz-") as tmp:
         work = Path(tmp)
-        proto = asyncio.run(run_protocols(args, rng, work))
-        t0 = time.perf_counter()
-        cfg = run_configs(args.configs, rng, work)
-        cfg_s = time.perf_counter() - t0
-    tracebacks = proto["unexpected"] + proto["restarts"] + proto["loop_errors"] + cfg["tracebacks"] + handler.count
-    lost = proto["missing"] + proto["wrong"] + proto["dropped"]
-    print(f"modbus: {proto['modbus_replies']} hostile/clean replies in {proto['wall_s']:.1f} s, "
-          f"{proto['polls']} polls, {proto['samples']} samples; mix {json.dumps(proto['kinds'])}")
-    print(f"opcua: {proto['opcua_values']} hostile values")
-    print(f"configs: {cfg['configs']} mutated site files and profiles in {cfg_s:.1f} s: {cfg['loaded']} loaded, "
-          f"{cfg['refused']} refused with one line")
-    print(f"tracebacks {tracebacks} (safety net {proto['unexpected']}, supervisor restarts {proto['restarts']}, "
-          f"event loop {proto['loop_errors']}, config loaders {cfg['tracebacks']}, logged {handler.count})"
-          + "".join(f"; e.g. {s}" for s in (proto["loop_error_sample"], cfg["sample"], handler.sample) if s))
-    print(f"engine stops {proto['engine_stops']}; points lost {lost} (missing from a poll {proto['missing']}, "
-          f"wrong GOOD values {proto['wrong']}, dropped by the output {proto['dropped']})")
-    print(json.dumps({
-        "modbus_replies": proto["modbus_replies"], "opcua_values": proto["opcua_values"], "configs": cfg["configs"],
-        "tracebacks": tracebacks, "engine_stops": proto["engine_stops"], "points_lost": lost,
-    }))  # fmt: skip
-    return 0 if tracebacks == 0 and proto["engine_stops"] == 0 and lost == 0 else 1
+        report.phase = "protocols"
+        asyncio.run(run_protocols(args, rng, work, report, proto_end))
+        report.phase = "configs"
+        run_configs(args.configs, rng, work, report, deadline - 5.0)
+        report.phase = "cleanup"
+    return report.emit()
 
 
 if __name__ == "__main__":

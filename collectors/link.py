@@ -210,8 +210,10 @@ class Link(abc.ABC):
         logged once, and the link reconnects with backoff while every other link keeps polling.
         """
         errors = self.transport_errors()
+        task = asyncio.current_task()
         while True:
             self._raise_if_stopping()
+            base = task.cancelling() if task is not None else 0  # running here: no cancel pending
             self._set_state(LinkState.CONNECTING)
             try:
                 await self.connect()
@@ -221,6 +223,13 @@ class Link(abc.ABC):
                 continue
             except Exception as exc:  # top of a long-lived task (STYLE.md 8): isolate, never stop the engine
                 self._unexpected(None, exc)
+                await self.close()
+                await self._back_off()
+                continue
+            except asyncio.CancelledError as exc:
+                if self.cancel_requested(base):
+                    raise
+                self._unexpected(None, exc)  # leaked from a library: obeyed, the link would end silently
                 await self.close()
                 await self._back_off()
                 continue
@@ -265,6 +274,18 @@ class Link(abc.ABC):
             )
             self.emit(Batch.concat([bad, h.batch(ts)]))
 
+    def cancel_requested(self, base: int = 0) -> bool:
+        """Whether a CancelledError met here is a real request to stop: the engine stopping, or a pending cancel().
+
+        A library can also raise one from its own internals (asyncua's wait_for2 does, see ``OpcUaLink.connect``)
+        without anyone cancelling this task; obeying that one ended the link's task without a trace, its devices
+        never polled again and the engine went on as if nothing happened (bench/fuzz.py: OPC-UA values stopped).
+        ``base``: the task's ``cancelling()`` count when it was last known not to be cancelled (3.11's TaskGroup
+        leaves one behind each time a child fails while it waits, so the supervisor's count only ever grows).
+        """
+        task = asyncio.current_task()
+        return self.stopping or (task is not None and task.cancelling() > base)
+
     def _raise_if_stopping(self) -> None:
         """Raise CancelledError once the engine is stopping, even if an await inside the link swallowed the cancel.
 
@@ -303,6 +324,11 @@ class Link(abc.ABC):
             except self.transport_errors():
                 raise
             except Exception as exc:  # one device's unforeseen reply: its points bad, then the link restarts
+                self._unexpected(dev, exc)
+                raise _DeviceFailed(dev.name) from exc
+            except asyncio.CancelledError as exc:  # TaskGroup ignores a cancelled child: the device would stop
+                if self.cancel_requested():
+                    raise
                 self._unexpected(dev, exc)
                 raise _DeviceFailed(dev.name) from exc
             self.emit(batch)

@@ -9,6 +9,13 @@ Two error channels (STYLE.md): a device exception reply is returned as :class:`E
 connection; a transport failure (refused, reset, malformed frame) raises :class:`TransportError` and the link
 supervisor reconnects. A request that times out raises :class:`RequestTimeout` (a transport error subclass the
 engine handles per device, since one unit behind a gateway may be slow while the others answer).
+
+After a timeout the byte stream is out of step: the late reply may still arrive at any moment, even in the middle
+of the next reply (a broken gateway, or two writers on one socket), and Modbus TCP has no checksum to tell the
+mixed frame apart, which the fuzz campaign caught as GOOD samples with values the device never served. So the
+next request on that connection is sent on a fresh one instead (:meth:`ModbusTcpClient._resync`), unless the late
+reply has arrived whole in the meantime; the same holds for bytes left over from a broken frame. The link sees
+none of this (its connection is the client, not the socket), so the other units behind a gateway keep polling.
 """
 
 from __future__ import annotations
@@ -66,13 +73,20 @@ class _MbapProtocol(asyncio.Protocol):
         # Request timeouts without a timer per request (asyncio.timeout costs about a fifth of a read's CPU):
         # one lazy timer per connection, re-armed only when it fires before the waiting request's deadline.
         self._waiting: asyncio.Future[bytes] | None = None
+        self._waiting_tid = 0
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self.late: set[int] = set()  # transaction ids that timed out and whose reply has not arrived
 
-    def wait_for(self, fut: asyncio.Future[bytes], timeout_s: float) -> None:
-        """Fail ``fut`` with :class:`RequestTimeout` unless it completes within ``timeout_s``."""
-        self._waiting, self._deadline = fut, self.loop.time() + timeout_s
+    @property
+    def out_of_step(self) -> bool:
+        """Whether bytes not yet received or parsed may belong to an earlier exchange (see the module docstring)."""
+        return bool(self.late or self.buf)
+
+    def wait_for(self, tid: int, fut: asyncio.Future[bytes], timeout_s: float) -> None:
+        """Fail ``fut`` (request ``tid``) with :class:`RequestTimeout` unless it completes within ``timeout_s``."""
+        self._waiting, self._waiting_tid, self._deadline = fut, tid, self.loop.time() + timeout_s
         if self._timer is None or self._timer_at > self._deadline:
             self._arm(self._deadline)
 
@@ -87,6 +101,9 @@ class _MbapProtocol(asyncio.Protocol):
         if fut is None or fut.done():
             return
         if self.loop.time() >= self._deadline:
+            # Its reply may still come: until it does, the stream is out of step.
+            self.pending.pop(self._waiting_tid, None)
+            self.late.add(self._waiting_tid)
             fut.set_exception(RequestTimeout("timeout"))
         else:
             self._arm(self._deadline)
@@ -102,6 +119,8 @@ class _MbapProtocol(asyncio.Protocol):
                 fut = self.pending.pop(tid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(data[6:])
+                elif fut is None:
+                    self.late.discard(tid)
                 return
         buf = self.buf
         buf += data
@@ -115,7 +134,9 @@ class _MbapProtocol(asyncio.Protocol):
                 return
             fut = self.pending.pop(tid, None)
             if fut is not None and not fut.done():
-                fut.set_result(bytes(buf[6:end]))  # unit id + PDU; late replies to timed-out requests are dropped
+                fut.set_result(bytes(buf[6:end]))  # unit id + PDU
+            elif fut is None:  # a late reply to a timed-out request (dropped): back in step; or an unknown frame
+                self.late.discard(tid)
             del buf[:end]
 
     def _fail(self, exc: Exception) -> None:
@@ -143,6 +164,7 @@ class ModbusTcpClient:
         self.port = port
         self._proto: _MbapProtocol | None = None
         self._tid = 0
+        self.resyncs = 0  # connections replaced because the stream was out of step after a timeout
         # Many devices and gateways mishandle pipelined transactions: one request at a time per connection.
         self._lock = asyncio.Lock()
 
@@ -158,6 +180,9 @@ class ModbusTcpClient:
 
     async def connect(self, timeout_s: float) -> None:
         """Open the connection; raises TransportError naming the address."""
+        self._proto = await self._open(timeout_s)
+
+    async def _open(self, timeout_s: float) -> _MbapProtocol:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout_s):
@@ -166,12 +191,31 @@ class ModbusTcpClient:
             raise TransportError(f"{self.address}: connect timed out after {timeout_s:g}s") from None
         except OSError as exc:
             raise TransportError(f"{self.address}: {exc.strerror or exc}") from None
-        self._proto = proto
+        return proto
+
+    async def _resync(self, timeout_s: float) -> _MbapProtocol:
+        """Replace an out-of-step connection by a fresh one (the caller holds the lock)."""
+        old = self._proto
+        self.resyncs += 1
+        try:
+            new = await self._open(timeout_s)
+        except TransportError:
+            self.close()
+            raise
+        if self._proto is not old:  # closed meanwhile (the link is stopping or reconnecting): do not revive it
+            new._fail(TransportError("closed"))
+            raise TransportError(f"{self.address}: not connected")
+        self._proto = new
+        if old is not None:
+            old._fail(TransportError("out of step after a timeout: replaced"))
+        return new
 
     async def wait_closed(self) -> None:
-        """Return when the peer closes the connection."""
-        if self._proto is not None:
-            await asyncio.shield(self._proto.closed)
+        """Return when the peer closes the connection (a connection replaced by :meth:`_resync` is followed)."""
+        while (proto := self._proto) is not None:
+            await asyncio.shield(proto.closed)
+            if self._proto is proto or self._proto is None:
+                return
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -181,22 +225,24 @@ class ModbusTcpClient:
 
     async def _exchange(self, unit: int, frame: Callable[[int], bytes], timeout_s: float) -> bytes:
         """Send ``frame(transaction id)`` and wait for its reply (unit id + PDU); one transaction at a time."""
-        proto = self._proto
-        if proto is None or proto.transport is None or proto.closed.done():
-            raise TransportError(f"{self.address}: not connected")
         # The poll's hot path: the lock taken without ``async with``'s two extra coroutines (an uncontended acquire
         # does not suspend).
         await self._lock.acquire()
         try:
+            proto = self._proto
+            if proto is None or proto.transport is None or proto.closed.done():
+                raise TransportError(f"{self.address}: not connected")
+            if proto.out_of_step:  # a late reply could land inside this one's frame: use a fresh connection
+                proto = await self._resync(timeout_s)
+            assert proto.transport is not None
             self._tid = tid = (self._tid + 1) & 0xFFFF
             fut: asyncio.Future[bytes] = proto.loop.create_future()
             proto.pending[tid] = fut
             proto.transport.write(frame(tid))
-            proto.wait_for(fut, timeout_s)
+            proto.wait_for(tid, fut, timeout_s)
             try:
                 reply = await fut
             except RequestTimeout:
-                proto.pending.pop(tid, None)
                 raise RequestTimeout(f"timeout after {timeout_s:g}s") from None
         finally:
             self._lock.release()

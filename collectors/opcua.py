@@ -234,11 +234,24 @@ class OpcUaLink(Link):
 
         client.connection_lost_callback = lost
         await self._secure(client)
+        timer = asyncio.timeout(timeout * 3)
         try:
-            async with asyncio.timeout(timeout * 3):
+            async with timer:
                 await client.connect()
         except ua.uaerrors.BadUserAccessDenied as exc:
+            client.disconnect_socket()
             raise OpcUaError(f"{self.endpoint}: login refused ({exc})") from None
+        except asyncio.CancelledError:
+            client.disconnect_socket()
+            if self.stopping or not timer.expired():
+                raise
+            # The timeout expired just as asyncua's request completed: its wait_for2 then raises a CancelledError
+            # subclass (CancelledWithResultError), which 3.11's asyncio.timeout passes on instead of turning it
+            # into TimeoutError. Obeyed, it ended the link for good (bench/fuzz.py under load): a failed connect.
+            raise OpcUaError(f"{self.endpoint}: connect timed out after {timeout * 3:g}s") from None
+        except BaseException:
+            client.disconnect_socket()
+            raise
         self.client = client
         try:
             limit = int((await client.get_node(MAX_NODES_PER_READ).read_value()) or 0)
@@ -336,7 +349,7 @@ class OpcUaLink(Link):
             why = "no value yet" if dv is None else _dv_status(dv)
             val = None if dv is None or dv.Value is None else dv.Value.Value
             if p.array:
-                arr, bad_type = _float_array(val)
+                arr, bad_type = _float_array(val, p.type is DataType.BOOL)
                 why = why or bad_type
                 if why or not len(arr):
                     # Length unknown until a good read: one bad element still says the point failed, and why.
@@ -348,6 +361,8 @@ class OpcUaLink(Link):
                 n = 1
                 try:
                     if isinstance(val, str | bytes):  # a String node where a number belongs, even if "12.5"
+                        raise TypeError(val)
+                    if isinstance(val, bool) and p.type is not DataType.BOOL:  # True is no 1.0 W (fuzz campaign)
                         raise TypeError(val)
                     parts.append(np.nan if val is None else float(val))
                 except (TypeError, ValueError, OverflowError):
@@ -416,10 +431,15 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _float_array(val: Any) -> tuple[np.ndarray, str]:
-    """An array node's value as floats, or an empty array and why not (a String[], nested lists, a scalar)."""
+def _float_array(val: Any, bools: bool = False) -> tuple[np.ndarray, str]:
+    """An array node's value as floats, or an empty array and why not (a String[], Boolean[], nested lists, a scalar).
+
+    ``bools``: the point is declared BOOL, so Boolean elements are its values rather than a wrong type.
+    """
     if not isinstance(val, list | tuple):
         return np.empty(0), "" if val is None else f"not an array: {type(val).__name__}"
+    if not bools and any(isinstance(v, bool) for v in val):
+        return np.empty(0), "not a numeric array: bool"
     try:
         arr = np.asarray(val, dtype=np.float64)
     except (TypeError, ValueError):

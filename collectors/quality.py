@@ -1,7 +1,8 @@
 """Sample quality: every value is good, uncertain or bad with a reason (DESIGN.md §3).
 
 Checks, in order of precedence (the first that applies gives the reason):
-read failed (exception reply, timeout, bad OPC-UA status) → bad; NaN → bad; device sentinel → bad;
+read failed (exception reply, timeout, bad OPC-UA status) → bad; NaN or ±inf → bad (no instrument reads infinity: a
+hostile or broken server's value, never published as good); device sentinel → bad;
 stuck (a ``must_move`` point unchanged for N polls) → uncertain; outside the profile's range → uncertain;
 counter reset → uncertain. A counter wrap is handled, not flagged: the raw counter is published as the device shows
 it (the historian's ``counter_deltas`` adds the modulus back), the wrapping sample says so in its reason, and
@@ -52,10 +53,11 @@ class QualityTracker:
         self._counter_prev = np.full(self.n, np.nan)
         self.counter_delta = np.full(self.n, np.nan)
         self._has_counters = bool(self.counter.any())
-        # For the all-good fast path: a missing range is (-inf, inf), so one comparison also rejects NaN; a
-        # counter's floor is also its previous value, so the same comparison catches a reset or a wrap.
-        self._lo = np.where(np.isnan(self.lo), -np.inf, self.lo)
-        self._hi = np.where(np.isnan(self.hi), np.inf, self.hi)
+        # For the all-good fast path: a missing range is the finite float range, so one comparison also rejects
+        # NaN and ±inf; a counter's floor is also its previous value, so the same comparison catches a reset or a wrap.
+        big = np.finfo(np.float64).max
+        self._lo = np.where(np.isnan(self.lo), -big, self.lo)
+        self._hi = np.where(np.isnan(self.hi), big, self.hi)
         self._floor = self._lo.copy()
         self._moving = np.flatnonzero(self.must_move)
         self._good = np.zeros(self.n, dtype=np.uint8)
@@ -121,7 +123,7 @@ class QualityTracker:
             values[failed] = np.nan
             q[failed] = BAD
         fresh = ~failed
-        nan = np.isnan(values) & fresh
+        nan = ~np.isfinite(values) & fresh
         sentinel = np.isin(raw, self.sentinels) & fresh if len(self.sentinels) else np.zeros(self.n, dtype=bool)
         ok = fresh & ~nan & ~sentinel
 
@@ -147,7 +149,7 @@ class QualityTracker:
             reasons = [""] * self.n
         for i in np.flatnonzero(flagged).tolist():
             if nan[i]:
-                q[i], reasons[i] = BAD, "NaN"
+                q[i], reasons[i] = BAD, "NaN" if np.isnan(values[i]) else f"not finite: {values[i]:g}"
             elif sentinel[i]:
                 q[i], reasons[i] = BAD, f"sentinel {raw[i]:g}"
             elif stuck[i]:
@@ -158,6 +160,9 @@ class QualityTracker:
                 q[i], reasons[i] = UNCERTAIN, "counter reset"
             elif wrapped[i]:
                 reasons[i] = f"counter wrapped at {self.modulus[i]:g}"
+        if nan.any():  # a bad sample carries no value (±inf stays in its reason)
+            values = values.copy()
+            values[nan] = np.nan
         return values, q, reasons
 
     def _counters(
@@ -168,8 +173,8 @@ class QualityTracker:
         with np.errstate(invalid="ignore"):
             dropped = ok & (values < prev)
             wrapped = dropped & ((prev - values) > self.modulus / 2)
-        reset = dropped & ~wrapped
-        delta = np.where(wrapped, values - prev + self.modulus, np.where(reset, values, values - prev))
+            reset = dropped & ~wrapped
+            delta = np.where(wrapped, values - prev + self.modulus, np.where(reset, values, values - prev))
         self.counter_delta = np.where(ok & self.counter, delta, np.nan)
         self._counter_prev = np.where(ok, values, prev)
         self._floor = np.where(np.isnan(self._counter_prev), self._lo, np.fmax(self._lo, self._counter_prev))

@@ -21,7 +21,7 @@ def _pair() -> tuple[QualityTracker, QualityTracker]:
     return tuple(QualityTracker(POINTS, sentinels=[SENTINEL], stuck_polls=3) for _ in range(2))  # type: ignore[return-value]
 
 
-def _same(fast: QualityTracker, slow: QualityTracker, raw: np.ndarray, failures: list) -> tuple:  # type: ignore[type-arg]
+def _same(fast: QualityTracker, slow: QualityTracker, raw: np.ndarray, failures: list) -> tuple:
     a = fast.assess(raw, raw.copy(), failures)
     b = slow._assess(raw, raw.copy(), failures)
     np.testing.assert_array_equal(a[0], b[0])
@@ -73,3 +73,19 @@ def test_all_good_qualities_are_shared_and_read_only() -> None:
     assert not q.any()
     with pytest.raises(ValueError, match="read-only"):
         q[0] = BAD
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_infinite_values_are_bad_never_good(bad: float) -> None:
+    """±inf (a hostile OPC-UA Double, a broken float register) is bad with its reason, on every path, warning-free."""
+    fast, slow = _pair()
+    ok = np.array([50.0, 1.0, 10.0, 7.0])
+    _same(fast, slow, ok, [])
+    for i in range(len(POINTS)):
+        raw = ok + np.array([0.0, i + 1, i + 1, 0.0])  # the fan moves and the counter counts: nothing else is flagged
+        raw[i] = bad
+        values, quality, reasons = _same(fast, slow, raw, [])
+        assert quality[i] == BAD, POINTS[i].name
+        assert np.isnan(values[i])
+        assert reasons[i] == f"not finite: {bad:g}"
+        assert quality[np.arange(len(POINTS)) != i].tolist() == [GOOD] * (len(POINTS) - 1)
