@@ -23,7 +23,7 @@ from api.auth import Identity
 from api.context import ApiContext, tail_jsonl
 from api.controller import ModeChange, OverrideChange, change_mode, change_override, controller_state
 from api.errors import ApiError
-from api.guard import MAX_BODY_BYTES, Guard
+from api.guard import Guard
 from api.health import readiness
 from api.heavy import HeavyPool
 
@@ -75,7 +75,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version="1",
         description="Energy, carbon, capacity and control state of a liquid-cooled AI data centre.",
         responses=errors.RESPONSES,
-        max_body_size=MAX_BODY_BYTES,  # FastAPI counts a streamed body and answers 413 past the cap
     )
     app.state.ctx = ctx
     errors.install(app)

@@ -13,7 +13,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aidc.errors import AidcError
 from analytics.limits import LimitError
-from api.guard import too_large
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +79,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 413:  # FastAPI's body limit counted a streamed body past the cap
-            return _body(413, too_large("the body"), None, {"Connection": "close"})
-        return _body(exc.status_code, str(exc.detail), None)
+        # 413: a streamed body passed the cap (api.guard); the rest of it is not read, so the connection closes.
+        headers = {"Connection": "close"} if exc.status_code == 413 else None
+        return _body(exc.status_code, str(exc.detail), None, headers)
 
 
 def json_error(doc: object, err: dict[str, Any]) -> str:

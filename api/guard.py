@@ -6,8 +6,9 @@ be refused is refused from its headers alone:
 - under ``/api/v1`` a request without a known bearer token gets 401 at once, its body never read (an
   unauthenticated 300 MiB POST used to be read and parsed before the token was looked at);
 - a declared ``Content-Length`` over :data:`MAX_BODY_BYTES` gets 413 at once; a chunked body is counted as it
-  streams by FastAPI's own body limit (``max_body_size``, set to the same cap in :mod:`api.app`) and refused with
-  413 as soon as it passes it, so no more than the cap is ever held;
+  streams and refused with 413 as soon as it passes the cap, so no more than the cap is ever held (FastAPI's own
+  ``max_body_size`` is not used: it sits outside every middleware and answers an oversized request with its own
+  plain-text 413 even when the caller has no token, where this answers 401 and the API's JSON error);
 - a refusal of a request that has a body closes the connection (``Connection: close``): the server discards
   whatever the client still sends instead of reading it as the next request.
 
@@ -20,6 +21,8 @@ import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from starlette.exceptions import HTTPException
 
 from api.auth import TokenStore
 
@@ -94,7 +97,7 @@ class Guard:
             if refusal is not None:
                 await _refuse(sending, *refusal, close=_has_body(scope))
                 return
-            await self.app(scope, receive, sending)
+            await self.app(scope, _capped(scope, receive), sending)
         finally:
             route = scope.get("route")
             self.observe(scope["method"], getattr(route, "path", "unmatched"), status, time.perf_counter() - t0)
@@ -117,6 +120,26 @@ class Guard:
             if n > MAX_BODY_BYTES:
                 return 413, too_large(f"a {n:,}-byte body"), "Content-Length"
         return None
+
+
+def _capped(scope: Scope, receive: Receive) -> Receive:
+    """``receive`` that counts a chunked body and raises 413 (an HTTPException, which the app's handler turns into
+    the JSON error) once it passes the cap; a declared length was checked already and the server holds the client
+    to it."""
+    if _header(scope, b"transfer-encoding") is None:
+        return receive
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise HTTPException(413, too_large("a streamed body"))
+        return message
+
+    return counted
 
 
 def too_large(what: str) -> str:
