@@ -69,3 +69,19 @@ def test_raw_range_within_the_limit_prints_every_row(store: Path, capsys: pytest
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count('"series"') == 120
+
+
+def test_refusal_is_the_same_line_beside_a_running_job(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the job's API (422) the refusal prints the same one line, and exit status, as on the store."""
+    from analytics import answers
+    from tests.test_cli_beside_job import job, local
+
+    monkeypatch.setattr(answers, "MAX_ROWS", 100)  # this process plays the job too: both paths see it
+    argv = ["query", "--config", str(store), "range", "pdu,*,active_power_w", "--from", "2026-07-01T00:00Z",
+            "--to", "2026-07-01T01:00Z"]  # fmt: skip
+    alone = local(argv)
+    with job(store):
+        beside = local(argv)  # the local credential is live: this run asks the API served in this process
+    assert beside == alone
+    assert alone[0] == 2
+    assert "so none were read" in alone[2]
