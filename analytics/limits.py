@@ -1,21 +1,23 @@
 """How much work one question may ask for, stated once for ``aidc pue`` / ``aidc query`` and the job's REST API.
 
 A PUE report costs about the same per calendar period whether or not there is data in it (each period reads its
-meters and computes coverage: some 0.1 to 0.4 s here), so the limits are on the span per period size:
+meters and computes coverage: 0.1 to 0.4 s per period measured here), so a year of hourly rows is 15 to 60 minutes
+of work and ten years of daily rows 6 to 24 minutes. The limits keep one question within its time budget:
 
-============  ==========================  =================
+============  ==========================  ===============
 ``period``    longest ``from`` .. ``to``  periods at most
-============  ==========================  =================
-hour          366 days                    8,784
-day           3,660 days (ten years)      3,660
-month, year   any representable range     (2,800 months)
-none          3,660 days                  one report
-============  ==========================  =================
+============  ==========================  ===============
+hour          31 days                     744
+day           366 days                    366
+month, year   any representable range     (a century: 1,200 months)
+none          3,660 days (ten years)      one report
+============  ==========================  ===============
 
 (one report over the whole range reads every counter reading in it at once, hence the ten years). Beyond them the
 question is refused at once with a message naming the limit. Within them a question still runs under a
 :class:`Budget`: the REST API gives each one :data:`PUE_TIME_BUDGET_S` and stops it between periods when the time
-is up or the client has gone; the command line runs to the end (Ctrl-C stops it).
+is up or the client has gone (503 saying how far it got); the command line on its own store runs to the end
+(Ctrl-C stops it).
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ if TYPE_CHECKING:
 
 DAY = pd.Timedelta(days=1)
 PUE_MAX_SPAN: dict[str | None, pd.Timedelta | None] = {
-    "hour": 366 * DAY,
-    "day": 3660 * DAY,
+    "hour": 31 * DAY,
+    "day": 366 * DAY,
     "month": None,
     "year": None,
     None: 3660 * DAY,
 }
 ADJECTIVE = {"hour": "hourly", "day": "daily", "month": "monthly", "year": "yearly"}
-PUE_TIME_BUDGET_S = 100.0  # the API's budget per PUE question; under the CLI's 120 s wait for the job's answer
+PUE_TIME_BUDGET_S = 300.0  # the API's budget per PUE question (744 hourly periods at 0.4 s); the CLI waits longer
 _TIME_MIN, _TIME_MAX = pd.Timestamp.min.tz_localize("UTC").ceil("s"), pd.Timestamp.max.tz_localize("UTC").floor("s")
 
 
@@ -88,7 +90,8 @@ def check_pue(start: pd.Timestamp, end: pd.Timestamp, period: str | None) -> Non
             f"{asked}; one report covers at most {_days(limit)}: ask per month or year (period), or a shorter range",
             "from",
         )
-    coarser = "day" if period == "hour" else "month"
+    span = end - start
+    coarser = next(p for p in ("day", "month") if (cap := PUE_MAX_SPAN[p]) is None or span <= cap)
     raise LimitError(
         f"{asked}; {ADJECTIVE[period]} rows cover at most {_days(limit)} per question: ask for period {coarser}, "
         "or a shorter range",
@@ -117,7 +120,7 @@ class Budget:
         return self._stop.is_set() or (self._deadline is not None and time.monotonic() > self._deadline)
 
     def check(self, progress: str = "") -> None:
-        """Raise :class:`Stopped` (naming ``progress``, e.g. "12 of 3,653 daily periods done") when it must stop."""
+        """Raise :class:`Stopped` (naming ``progress``, e.g. "12 of 744 hourly periods done") when it must stop."""
         if self._deadline is not None and time.monotonic() > self._deadline:
             self.stop(f"stopped after its time limit of {self.seconds:g} s")
         if self._stop.is_set():

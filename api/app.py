@@ -114,8 +114,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> list[dict[str, Any]]:
         """ISO/IEC 30134-2 PUE and companion KPIs (pPUE, CLF, PLF, WUE, ERF, REF, CUE) from energy counters.
 
-        Limits (422 beyond them): hourly rows over at most 366 days, daily rows over 3,660, one report (no period)
-        over 3,660; monthly and yearly rows over any range. Each question may compute for 100 s and stops when
+        Limits (422 beyond them): hourly rows over at most 31 days, daily rows over 366, one report (no period)
+        over 3,660; monthly and yearly rows over any range. Each question may compute for 300 s and stops when
         its client disconnects; at most two compute at once and eight wait (503 with Retry-After beyond)."""
         now = ctx.clock()
         a, b = _time(start, "from", now), _time(end, "to", now)

@@ -2,7 +2,7 @@
 
 Real uvicorn on a loopback port and raw sockets, so a test sees what the server does before a body is sent whole.
 The site's historian is empty: a PUE question costs about the same per calendar period with or without data
-(0.1 to 0.4 s here), so ten years of daily rows is minutes of work, which is what these tests need.
+(0.1 to 0.4 s here), so a century of monthly rows (within the limits) is minutes of work, which these tests need.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.conftest import site_dict
 
 TOKEN = "abuse-read-token-0123456789"
 MAX_BODY_BYTES = 25_000_000  # the stated cap (api.guard.MAX_BODY_BYTES), written out: this file also runs on main
-HEAVY = "/api/v1/pue?from=2016-01-01T00:00Z&to=2026-01-01T00:00Z&period=day"  # 3,653 daily periods
+HEAVY = "/api/v1/pue?from=1950-01-01T00:00Z&to=2050-01-01T00:00Z&period=month"  # 1,200 monthly periods
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +153,8 @@ def test_malformed_json_is_named_as_such_with_line_and_column(served: tuple[str,
 @pytest.mark.parametrize(
     ("query", "field", "words"),
     [
-        ("from=2016-01-01T00:00Z&to=2026-01-01T00:00Z&period=hour", "period", "hourly rows cover at most 366 days"),
-        ("from=2010-01-01T00:00Z&to=2026-01-01T00:00Z&period=day", "period", "daily rows cover at most 3,660 days"),
+        ("from=2016-01-01T00:00Z&to=2026-01-01T00:00Z&period=hour", "period", "hourly rows cover at most 31 days"),
+        ("from=2016-01-01T00:00Z&to=2026-01-01T00:00Z&period=day", "period", "daily rows cover at most 366 days"),
         ("from=2010-01-01T00:00Z&to=2026-01-01T00:00Z", "from", "one report covers at most 3,660 days"),
         ("from=-100000000d", "from", "outside the times aidc can represent"),
         ("from=-nand", "from", "outside the times aidc can represent"),
@@ -182,7 +182,7 @@ def _until(cond: Any, timeout_s: float = 60.0) -> None:
 
 
 def test_health_and_metrics_answer_while_a_heavy_question_runs(served: tuple[str, Any]) -> None:
-    """While ten years of daily PUE computes, /metrics and /health answer (main held the lock for all of it)."""
+    """While a century of monthly PUE computes, /metrics and /health answer (main held the lock for all of it)."""
     url, app = served
     heavy = _start_heavy(url)
     try:
@@ -198,7 +198,7 @@ def test_health_and_metrics_answer_while_a_heavy_question_runs(served: tuple[str
 
 
 def test_a_question_stops_when_its_client_leaves(served: tuple[str, Any]) -> None:
-    """Closing the connection stops a ten-year daily question between periods, within a minute, not minutes later."""
+    """Closing the connection stops a century-long monthly question between periods, within a minute, not minutes later."""
     url, app = served
     heavy = _start_heavy(url)
     _until(lambda: app.state.heavy.admitted == 1)
@@ -208,7 +208,7 @@ def test_a_question_stops_when_its_client_leaves(served: tuple[str, Any]) -> Non
 
 
 def test_many_heavy_questions_are_bounded_and_health_answers(served: tuple[str, Any]) -> None:
-    """45 ten-year questions: /health answers (main: all 40 threads busy), 10 admitted, 35 get 503 with Retry-After."""
+    """45 century-long questions: /health answers (main: all 40 threads busy), 10 admitted, 35 get 503 with Retry-After."""
     url, app = served
     socks = [_start_heavy(url) for _ in range(45)]
     try:
@@ -243,8 +243,8 @@ def test_a_question_past_its_time_budget_is_503(served: tuple[str, Any], monkeyp
     assert status == 503, body
     message = body["error"]["message"]
     assert message.startswith("stopped after its time limit of 1 s (")
-    # 3,654 periods: the site's days are America/New_York days, so the UTC range has a part-day at each end
-    assert re.search(r"\(\d+ of 3,654 daily periods done\): ask for a shorter range or a coarser period$", message)
+    # 1,201 periods: the site's months are America/New_York months, so the UTC range has a part-month at each end
+    assert re.search(r"\(\d+ of 1,201 monthly periods done\): ask for a shorter range or a coarser period$", message)
 
 
 def test_cli_pue_states_the_same_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -258,6 +258,6 @@ def test_cli_pue_states_the_same_limit(tmp_path: Path, capsys: pytest.CaptureFix
                "--period", "hour"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc != 0
-    assert "hourly rows cover at most 366 days per question: ask for period day" in err
+    assert "hourly rows cover at most 31 days per question: ask for period month, or a shorter range" in err
     assert "Traceback" not in err
     assert not (tmp_path / "var").exists() or not any((tmp_path / "var").glob("*.duckdb"))
