@@ -7,24 +7,28 @@ at ``/openapi.json`` and browsable at ``/docs``, with Swagger UI served by the A
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 import pandas as pd
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from aidc.clock import parse_cli_time
 from aidc.errors import AidcError
+from analytics.limits import PUE_TIME_BUDGET_S, check_pue, parse_time
 from api import docs, errors, metrics, routes_cli, views
 from api.auth import Identity
 from api.context import ApiContext, tail_jsonl
 from api.controller import ModeChange, OverrideChange, change_mode, change_override, controller_state
 from api.errors import ApiError
+from api.guard import Guard
 from api.health import readiness
+from api.heavy import HeavyPool
 
 PREFIX = "/api/v1"
+LIGHT_WORKERS = 4  # threads for /health and /metrics alone
 _bearer = HTTPBearer(auto_error=False, description="an API token (see `aidc api-token`)")
 
 
@@ -39,7 +43,7 @@ class PlacementQuery(BaseModel):
 
 def _time(text: str, field: str, now: pd.Timestamp) -> pd.Timestamp:
     try:
-        return pd.Timestamp(parse_cli_time(text, field, int(now.value)), unit="ns", tz="UTC")
+        return parse_time(text, field, int(now.value))
     except AidcError as exc:
         raise ApiError(422, str(exc), field) from None
 
@@ -75,42 +79,52 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     errors.install(app)
     registry, api_metrics = metrics.build(ctx)
+    # Credentials and a declared body size are checked from the headers, before anything reads the body.
+    app.add_middleware(Guard, tokens=lambda: ctx.tokens, observe=api_metrics.observe)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Response:
-        t0 = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        api_metrics.observe(request.method, path, response.status_code, time.perf_counter() - t0)
-        return response
+    # /health and /metrics run on threads of their own: no other route's work can keep them waiting for a thread.
+    light = anyio.CapacityLimiter(LIGHT_WORKERS)
+    heavy = HeavyPool()
+    app.state.heavy = heavy
 
     @app.get("/health", tags=["health"], responses={503: {"description": "the main job is still starting"}})
-    def health(response: Response) -> dict[str, Any]:
+    async def health(response: Response) -> dict[str, Any]:
         """Readiness: 503 ``starting`` with progress 0..1 and what is pending until the job's collectors (every
         device connected or tried once), historian writer and supervisor are live, then 200 ``ok``."""
-        return readiness(ctx, response)
+        return await anyio.to_thread.run_sync(readiness, ctx, response, limiter=light)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
-    def prometheus() -> Response:
+    async def prometheus() -> Response:
         """The facility (PUE, power, racks, CDUs, plant, alarms) and aidc's own health in Prometheus text format."""
-        body, content_type = metrics.render(registry)
+        body, content_type = await anyio.to_thread.run_sync(metrics.render, registry, limiter=light)
         return Response(body, media_type=content_type)
 
-    @app.get(f"{PREFIX}/pue", tags=["kpis"])
-    def pue(
+    @app.get(
+        f"{PREFIX}/pue",
+        tags=["kpis"],
+        responses={503: {"model": errors.ErrorResponse, "description": "busy, or stopped at its time limit"}},
+    )
+    async def pue(
+        request: Request,
         _: Reader,
         start: Annotated[str, Query(alias="from", description="ISO time with zone, now, or -30d")],
         end: Annotated[str, Query(alias="to", description="ISO time with zone, now, or -1d")] = "now",
         period: Literal["hour", "day", "month", "year"] | None = None,
         category: Annotated[int | None, Query(ge=1, le=3)] = None,
     ) -> list[dict[str, Any]]:
-        """ISO/IEC 30134-2 PUE and companion KPIs (pPUE, CLF, PLF, WUE, ERF, REF, CUE) from energy counters."""
+        """ISO/IEC 30134-2 PUE and companion KPIs (pPUE, CLF, PLF, WUE, ERF, REF, CUE) from energy counters.
+
+        Limits (422 beyond them): hourly rows over at most 31 days, daily rows over 366, one report (no period)
+        over 3,660; monthly and yearly rows over any range. Each question may compute for 300 s and stops when
+        its client disconnects; at most two compute at once and eight wait (503 with Retry-After beyond)."""
         now = ctx.clock()
         a, b = _time(start, "from", now), _time(end, "to", now)
         if b <= a:
             raise ApiError(422, f"to {end!r} is not after from {start!r}", "to")
-        return views.pue(ctx, a, b, period, category)
+        check_pue(a, b, period)  # refused before it waits for a worker
+        return await heavy.run(
+            request, lambda budget: views.pue(ctx, a, b, period, category, budget), PUE_TIME_BUDGET_S
+        )
 
     @app.get(f"{PREFIX}/live", tags=["state"])
     def live(_: Reader, selector: str = "pdu,*,active_power_w") -> list[dict[str, Any]]:
@@ -180,5 +194,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
             "api": tail_jsonl(ctx.audit_dir / "api.jsonl", limit),
         }
 
-    app.include_router(routes_cli.router(_identity, _operator))  # what the CLI asks beside a running job
+    app.include_router(routes_cli.router(_identity, _operator, heavy))  # what the CLI asks beside a running job
     return app

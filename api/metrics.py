@@ -9,7 +9,9 @@ One registry per app, read at scrape time by custom collectors, so nothing is du
 - controller: mode, decisions and holds from the supervisor's status (when one runs);
 - the API itself: requests by route and status, and latency.
 
-Counters are exposed with the ``_total`` suffix the client library adds; values are in base units.
+Counters are exposed with the ``_total`` suffix the client library adds; values are in base units. A scrape never
+takes the context's lock (the historian serves reads from any thread, :class:`historian.Historian`): a long PUE
+question holding it between periods must not delay a scrape.
 """
 
 from __future__ import annotations
@@ -92,8 +94,7 @@ class _Health(Collector):
             yield from fams.values()
             yield polls
             return
-        with self.ctx.lock:
-            frame = self.ctx.historian.latest(SeriesSelector("collector", {}, None))
+        frame = self.ctx.historian.latest(SeriesSelector("collector", {}, None))
         for sid, value in zip(frame["series"], frame["value"], strict=True):
             key = SeriesKey.parse(sid)
             spec = _COLLECTOR.get(key.field)
@@ -105,9 +106,8 @@ class _Health(Collector):
     def _historian(self) -> Iterator[Family]:
         now_ns = int(self.ctx.clock().value)
         figures: dict[tuple[str, str], float] = {}
-        with self.ctx.lock:
-            stored = self.ctx.historian.latest(SeriesSelector("aidc_historian", {}, None))
-            live = self.ctx.historian.stats_batch(now_ns)
+        stored = self.ctx.historian.latest(SeriesSelector("aidc_historian", {}, None))
+        live = self.ctx.historian.stats_batch(now_ns)
         for sid, value in [*zip(stored["series"], stored["value"], strict=True),
                            *zip(live.series, live.values, strict=True)]:  # fmt: skip
             key = SeriesKey.parse(str(sid))
@@ -124,8 +124,7 @@ class _Health(Collector):
         if self.ctx.writer is not None:
             figures = dict(self.ctx.writer.health())
         else:  # the stand-alone server: the figures the job's writer last stored beside the data
-            with self.ctx.lock:
-                stored = self.ctx.historian.latest(SeriesSelector("aidc_writer", {}, None))
+            stored = self.ctx.historian.latest(SeriesSelector("aidc_writer", {}, None))
             figures = {SeriesKey.parse(str(s)).field: float(v)
                        for s, v in zip(stored["series"], stored["value"], strict=True) if v == v}  # fmt: skip
         for fld, (name, doc, counter) in _WRITER.items():

@@ -18,6 +18,7 @@ from analytics.forecast.service import ForecastService
 from analytics.leasing.billing import month_bounds
 from analytics.leasing.headroom import CduState, RackState, can_place, summary
 from analytics.leasing.headroom_data import states
+from analytics.limits import Budget, pue_rows
 from api.context import ApiContext
 from api.errors import ApiError
 from historian import SeriesSelector
@@ -26,10 +27,17 @@ ALARM_ROLES = (Role.ALARM, Role.LEAK)
 STATES_TTL_S = 60.0  # headroom inputs are refreshed at most once a minute
 
 
-def pue(ctx: ApiContext, a: pd.Timestamp, b: pd.Timestamp, period: str | None, category: int | None) -> list[Any]:
-    """One PUE report per calendar period (or one for the whole range): the answer ``aidc pue`` prints."""
-    with ctx.lock:
-        return answers.pue(ctx.historian, ctx.site, a, b, period, category)
+def pue(
+    ctx: ApiContext,
+    a: pd.Timestamp,
+    b: pd.Timestamp,
+    period: str | None,
+    category: int | None,
+    budget: Budget | None = None,
+) -> list[Any]:
+    """One PUE report per calendar period (or one for the whole range): the answer ``aidc pue`` prints, within the
+    stated limits, stopped by ``budget`` between periods; the historian lock is held one period at a time."""
+    return pue_rows(ctx.historian, ctx.site, a, b, period, category, budget, lock=ctx.lock)
 
 
 def live_power(ctx: ApiContext) -> dict[str, Any]:
@@ -63,8 +71,10 @@ def live(ctx: ApiContext, selector: str) -> list[Any]:
     if ctx.live is not None:
         frame = ctx.live.select()
         frame = frame[frame["series"].map(sel.matches)]
-        rows = [{"series": s, "ts": t.isoformat(), "value": v, "quality": q}
-                for s, t, v, q in zip(frame["series"], frame["ts"], frame["value"], frame["quality"], strict=True)]
+        rows = [
+            {"series": s, "ts": t.isoformat(), "value": v, "quality": q}
+            for s, t, v, q in zip(frame["series"], frame["ts"], frame["value"], frame["quality"], strict=True)
+        ]
         return clean(rows)
     with ctx.lock:
         frame = ctx.historian.latest(sel)

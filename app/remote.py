@@ -22,8 +22,9 @@ from api.local import LocalCredential, credential_path, read_local_credential
 if TYPE_CHECKING:
     from aidc.config import Site
 
-# Statuses whose message is the answer's own error (bad input, too little data): printed as the local path prints it.
-ANSWER_ERRORS = (400,)
+# Statuses whose message is the answer's own error (bad input, too little data, over a stated limit): printed as the
+# local path prints it.
+ANSWER_ERRORS = (400, 422)  # 422: a stated limit (analytics.limits) or a parameter the route refused
 
 
 def answer(site: Site, ask: Ask) -> Any:

@@ -11,12 +11,13 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from threadpoolctl import threadpool_limits
 
-from aidc.clock import parse_cli_time, site_clock
+from aidc.clock import site_clock
 from aidc.datasets import infer_step, read_series
 from aidc.errors import ConfigError, DataError
 from analytics.ask import Ask, answerer, rebuild
 from analytics.energy.pue import PERIOD_FREQ, PueReport, format_report
 from analytics.forecast.backtest import DEFAULT_HORIZONS, backtest, format_results
+from analytics.limits import parse_time
 
 
 def register(sub: Any) -> None:
@@ -46,27 +47,26 @@ def register(sub: Any) -> None:
     b.set_defaults(func=run_backtest)
 
 
-def _time(text: str, what: str, now_ns: int | None = None) -> pd.Timestamp:
-    return pd.Timestamp(parse_cli_time(text, what, now_ns), unit="ns", tz="UTC")
-
-
 def run_pue(args: argparse.Namespace) -> int:
-    """Compute and print PUE for the period (or each calendar period in it), here or by the running job."""
+    """Compute and print PUE for the period (or each calendar period in it), here or by the running job, within
+    the limits the job's API states (:mod:`analytics.limits`)."""
     from aidc.config import load_site
-    from analytics import answers
+    from analytics.limits import PUE_TIME_BUDGET_S, check_pue, pue_rows
 
-    start, end = _time(args.start, "--from"), _time(args.end, "--to")
+    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
     if end <= start:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}")
     site = load_site(args.config)
     now = site_clock(site.data_dir).now_ns()  # `now` is the facility's (a simulated site runs on simulated time)
-    start, end = _time(args.start, "--from", now), _time(args.end, "--to", now)
+    start, end = parse_time(args.start, "--from", now), parse_time(args.end, "--to", now)
     period, category = args.period, args.category
+    check_pue(start, end, period)  # refused here, before the store or the job is asked
     ask = Ask(
         "GET",
         "/pue",
-        lambda h: answers.pue(h, site, start, end, period, category),
+        lambda h: pue_rows(h, site, start, end, period, category),
         {"from": start.isoformat(), "to": end.isoformat(), "period": period, "category": category},
+        timeout_s=PUE_TIME_BUDGET_S + 30,  # the job stops a question at its budget and says so: wait for that
     )
     rows: list[dict[str, Any]] = answerer(args)(site, ask)
     if args.json:

@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from aidc.clock import parse_cli_time, site_clock
+from aidc.clock import site_clock
 from aidc.config import load_site
-from analytics import answers
+from analytics import answers, limits
 from analytics.ask import Ask, answerer
 from historian.base import AGGS
 
@@ -30,7 +30,9 @@ def register(subparsers: Any) -> None:
     lat = sub.add_parser("latest", help="latest value of each matching series")
     lat.add_argument("selector", help="e.g. 'pdu,*,active_power_w' or 'pdu,rack=r03-* active_power_w'")
     rng = sub.add_parser(
-        "range", help=f"samples or windowed aggregates over a time range (at most {answers.MAX_ROWS} rows)"
+        "range",
+        help=f"samples or windowed aggregates over a time range (at most {answers.MAX_ROWS:,} rows: a larger raw "
+        "range is refused at once with its count and how to narrow it)",
     )
     rng.add_argument("selector")
     rng.add_argument("--from", dest="start", required=True, help="ISO time with zone, 'now' or relative: --from=-1h")
@@ -43,9 +45,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def parse_time(text: str, now: pd.Timestamp) -> pd.Timestamp:
-    """``now``, ``-<window>`` (relative to now) or an ISO time with a zone."""
-    return pd.Timestamp(parse_cli_time(text, "time", int(now.value)), unit="ns", tz="UTC")
+def parse_time(text: str, now: pd.Timestamp, what: str = "time") -> pd.Timestamp:
+    """``now``, ``-<window>`` (relative to now) or an ISO time with a zone; one line for anything else."""
+    return limits.parse_time(text, what, int(now.value))
 
 
 def build_ask(args: argparse.Namespace, now: pd.Timestamp | None = None) -> Ask:
@@ -56,10 +58,12 @@ def build_ask(args: argparse.Namespace, now: pd.Timestamp | None = None) -> Ask:
         return Ask("GET", "/series/latest", lambda h: answers.series_latest(h, text), {"selector": text})
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     # Relative times are resolved here, once, so the job answers for the same instants.
-    start, end = parse_time(args.start, now), parse_time(args.end, now)
+    start, end = parse_time(args.start, now, "--from"), parse_time(args.end, now, "--to")
     window, agg = args.window, args.agg
     params = {"selector": text, "from": start.isoformat(), "to": end.isoformat(), "window": window, "agg": agg}
-    return Ask("GET", "/series", lambda h: answers.series_range(h, text, start, end, window, agg), params)
+    # limits.series_range counts a raw range in the store first and refuses it, naming the count and how to narrow,
+    # when it holds more than MAX_ROWS samples: the rows are never loaded (the job's route does the same).
+    return Ask("GET", "/series", lambda h: limits.series_range(h, text, start, end, window, agg), params)
 
 
 def run(args: argparse.Namespace) -> int:
