@@ -216,7 +216,8 @@ def test_many_heavy_questions_are_bounded_and_health_answers(served: tuple[str, 
         lock = threading.Lock()
 
         def read(sock: socket.socket) -> None:
-            with contextlib.suppress(OSError):
+            # IndexError: no status line, for the admitted questions whose sockets the test shuts down unanswered
+            with contextlib.suppress(OSError, IndexError):
                 status, head, _ = _read_response(sock)
                 if status == 503 and head.get("retry-after"):
                     with lock:
@@ -231,7 +232,13 @@ def test_many_heavy_questions_are_bounded_and_health_answers(served: tuple[str, 
         assert app.state.heavy.admitted == 10
     finally:
         for s in socks:
+            # shutdown first: close() alone sends no FIN while a reader thread is blocked in recv on the socket,
+            # so the server would not see these clients leave until their answers were computed
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             s.close()
+        for t in readers:
+            t.join(timeout=10)
     _until(lambda: app.state.heavy.admitted == 0, timeout_s=120)
 
 
