@@ -28,8 +28,14 @@ def _bindable(port: int) -> bool:
 def free_port_block(n: int) -> int:
     """First of ``n`` consecutive free loopback ports (plus one below it for the control API)."""
     rng = random.Random()
+    # Below the kernel's ephemeral range: a client's own ephemeral port never takes the block, and a client
+    # connecting before the server listens can never connect to itself (which reads its own request back).
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
+        base = rng.randrange(10000, max(10001, ephemeral_low - n))
         if all(_bindable(p) for p in range(base - 1, base + n)):
             return base
     raise RuntimeError(f"no block of {n} free ports found")
