@@ -75,6 +75,12 @@ def verify(sp: Setpoints, prev: Setpoints, snap: Snapshot, limits: Limits, *, ra
             r.append(f"{cdu}.{limits.dp_point}: step {d - prev.dp_kpa[i]:+.1f} kPa exceeds {c.max_step_dp_kpa:g}")
     if rate and math.isfinite(prev.fws_c) and abs(sp.fws_c - prev.fws_c) > c.max_step_fws_k + _TOL:
         r.append(f"{p}.{limits.fws_point}: step {sp.fws_c - prev.fws_c:+.2f} K exceeds {c.max_step_fws_k:g} K")
+    if limits.chw_point is not None and math.isfinite(sp.chw_c):  # NaN: the chilled-water setpoint is left alone
+        q = f"{p}.{limits.chw_point}"
+        if not limits.chw_lo - _TOL <= sp.chw_c <= limits.chw_hi + _TOL:
+            r.append(f"{q}: {sp.chw_c:g} outside [{limits.chw_lo:g}, {limits.chw_hi:g}] °C")
+        if rate and math.isfinite(prev.chw_c) and abs(sp.chw_c - prev.chw_c) > c.max_step_fws_k + _TOL:
+            r.append(f"{q}: step {sp.chw_c - prev.chw_c:+.2f} K exceeds {c.max_step_fws_k:g} K")
     return Verdict(not r, tuple(r))
 
 
@@ -106,5 +112,6 @@ def cooling_response(snap: Snapshot, limits: Limits) -> Setpoints:
     fws = min(cur.fws_c if math.isfinite(cur.fws_c) else safe.fws_c, safe.fws_c)
     if hot.any():
         fws -= 2 * c.max_step_fws_k
+    chw = min(cur.chw_c, safe.chw_c) if math.isfinite(cur.chw_c) else safe.chw_c
     dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) if math.isfinite(snap.wetbulb_c) else None
-    return limits.clip(Setpoints(tcs, dp, fws), dew)
+    return limits.clip(Setpoints(tcs, dp, fws, chw), dew)

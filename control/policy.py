@@ -77,6 +77,9 @@ class Limits:
     gpu_limit_c: Arr  # per CDU: the lowest throttle limit of its racks
     safe: Setpoints
     cfg: ControlConfig
+    chw_point: str | None = None  # the plant's writable CRAH chilled-water setpoint, where its profile has one
+    chw_lo: float = math.nan
+    chw_hi: float = math.nan
 
     @property
     def gpu_ceiling_c(self) -> Arr:
@@ -90,7 +93,13 @@ class Limits:
         if dew_c is not None:
             lo = max(lo, dew_c + self.cfg.dew_margin_k)
         tcs = np.clip(sp.tcs_c, min(lo, self.tcs_hi), self.tcs_hi)
-        return Setpoints(tcs, np.clip(sp.dp_kpa, self.dp_lo, self.dp_hi), fws)
+        return Setpoints(tcs, np.clip(sp.dp_kpa, self.dp_lo, self.dp_hi), fws, self._chw(sp.chw_c))
+
+    def _chw(self, chw_c: float) -> float:
+        """A chilled-water setpoint inside its bounds; NaN (leave it) where the site has none to write."""
+        if self.chw_point is None or not math.isfinite(chw_c):
+            return math.nan
+        return float(np.clip(chw_c, self.chw_lo, self.chw_hi))
 
     def step_toward(self, sp: Setpoints, prev: Setpoints, dew_c: float | None = None) -> Setpoints:
         """``sp`` clipped to the bounds and rate-limited from ``prev``, and still inside the CDU approach.
@@ -105,25 +114,36 @@ class Limits:
         fws = float(np.clip(max(fws, prev.fws_c - c.max_step_fws_k, self.fws_lo), self.fws_lo, self.fws_hi))
         tcs = np.minimum(np.maximum(r.tcs_c, min(fws + c.cdu_approach_k, self.tcs_hi)),
                          prev.tcs_c + c.max_step_tcs_k)
-        return Setpoints(np.clip(tcs, self.tcs_lo, self.tcs_hi), r.dp_kpa, fws)
+        return Setpoints(np.clip(tcs, self.tcs_lo, self.tcs_hi), r.dp_kpa, fws, r.chw_c)
 
     def rate_limit(self, sp: Setpoints, prev: Setpoints) -> Setpoints:
         """``sp`` moved no further from ``prev`` than the maximum change per interval."""
         c = self.cfg
+        chw = sp.chw_c
+        if math.isfinite(chw) and math.isfinite(prev.chw_c):  # plant supply temperatures share the FWS rate limit
+            chw = float(np.clip(chw, prev.chw_c - c.max_step_fws_k, prev.chw_c + c.max_step_fws_k))
         return Setpoints(
             np.clip(sp.tcs_c, prev.tcs_c - c.max_step_tcs_k, prev.tcs_c + c.max_step_tcs_k),
             np.clip(sp.dp_kpa, prev.dp_kpa - c.max_step_dp_kpa, prev.dp_kpa + c.max_step_dp_kpa),
             float(np.clip(sp.fws_c, prev.fws_c - c.max_step_fws_k, prev.fws_c + c.max_step_fws_k)),
+            chw,
         )
 
 
 def _setpoint_point(dev: DeviceRef, role: Role) -> tuple[str, float, float, float]:
+    found = _optional_setpoint(dev, role)
+    if found is None:
+        raise ConfigError(f"{dev.path}: profile {dev.profile.name!r} has no writable point with role {role.value}")
+    return found
+
+
+def _optional_setpoint(dev: DeviceRef, role: Role) -> tuple[str, float, float, float] | None:
     for p in dev.profile.points:
         if p.writable and dev.role_of(p.name) is role:
             if p.min is None or p.max is None or p.safe_default is None:
                 raise ConfigError(f"{dev.path}: setpoint {p.name} needs min, max and safe_default in its profile")
             return p.name, float(p.min), float(p.max), float(p.safe_default)
-    raise ConfigError(f"{dev.path}: profile {dev.profile.name!r} has no writable point with role {role.value}")
+    return None
 
 
 def site_limits(site: Site, cfg: ControlConfig | None = None) -> Limits:
@@ -143,6 +163,7 @@ def site_limits(site: Site, cfg: ControlConfig | None = None) -> Limits:
     tcs = [_setpoint_point(d, Role.TCS_SUPPLY_TEMP_SETPOINT) for d in cdus]
     dps = [_setpoint_point(d, Role.TCS_DP_SETPOINT) for d in cdus]
     fws = _setpoint_point(plants[0], Role.FWS_SUPPLY_TEMP_SETPOINT)
+    chw = _optional_setpoint(plants[0], Role.CHW_SUPPLY_TEMP_SETPOINT)
     w = site.config.site.max_fws_supply_c
     gpu_limit = []
     for d in cdus:
@@ -164,6 +185,10 @@ def site_limits(site: Site, cfg: ControlConfig | None = None) -> Limits:
         fws_hi=min(fws[2], w) if w is not None else fws[2],
         w_class_c=w,
         gpu_limit_c=np.array(gpu_limit, dtype=np.float64),
-        safe=Setpoints(np.array([t[3] for t in tcs]), np.array([t[3] for t in dps]), fws[3]),
+        safe=Setpoints(np.array([t[3] for t in tcs]), np.array([t[3] for t in dps]), fws[3],
+                       chw[3] if chw is not None else math.nan),
         cfg=cfg,
+        chw_point=chw[0] if chw is not None else None,
+        chw_lo=chw[1] if chw is not None else math.nan,
+        chw_hi=chw[2] if chw is not None else math.nan,
     )

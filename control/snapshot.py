@@ -117,6 +117,7 @@ class SnapshotBuilder:
             out.setdefault(name, set()).update(pts | {lim.tcs_point, lim.dp_point})
         out.setdefault(lim.plant_device, set()).update(
             {p for p in self.plant.values() if p is not None} | {lim.fws_point}
+            | ({lim.chw_point} if lim.chw_point is not None else set())
         )
         return out
 
@@ -165,7 +166,8 @@ class SnapshotBuilder:
             tcs_supply_c=tcs,
             valve_pct=valve,
             heat_kw=heat,
-            current=Setpoints(sp_t, sp_d, _scalar(pv.get(lim.fws_point))),
+            current=Setpoints(sp_t, sp_d, _scalar(pv.get(lim.fws_point)),
+                              _scalar(pv.get(lim.chw_point)) if lim.chw_point is not None else math.nan),
             fws_supply_c=plant("fws"),
             drybulb_c=plant("db"),
             wetbulb_c=plant("wb"),

@@ -142,7 +142,8 @@ class Supervisor:
         """Hold ``device.point`` at ``value`` until ``until_ns``, whatever the optimiser wants (audited)."""
         if device not in self.controlled:
             raise ConfigError(f"override: {device!r} is not a controlled device ({', '.join(self.controlled)})")
-        allowed = {self.lim.fws_point} if device == self.lim.plant_device else {self.lim.tcs_point, self.lim.dp_point}
+        plant_points = {self.lim.fws_point} | ({self.lim.chw_point} if self.lim.chw_point is not None else set())
+        allowed = plant_points if device == self.lim.plant_device else {self.lim.tcs_point, self.lim.dp_point}
         if point not in allowed:
             raise ConfigError(f"override: {device}.{point} is not a controlled setpoint ({', '.join(sorted(allowed))})")
         if not math.isfinite(value):
@@ -201,8 +202,10 @@ class Supervisor:
         self._expire()
         sp, notes = sp.copy(), []
         for o in self._overrides.values():
-            if o.device == self.lim.plant_device:
-                sp = Setpoints(sp.tcs_c, sp.dp_kpa, o.value)
+            if o.device == self.lim.plant_device and o.point == self.lim.chw_point:
+                sp = sp.with_chw(o.value)
+            elif o.device == self.lim.plant_device:
+                sp = Setpoints(sp.tcs_c, sp.dp_kpa, o.value, sp.chw_c)
             else:
                 i = self.lim.cdu_names.index(o.device)
                 (sp.tcs_c if o.point == self.lim.tcs_point else sp.dp_kpa)[i] = o.value
@@ -264,7 +267,8 @@ class Supervisor:
 
     def _by_point(self, sp: Setpoints) -> dict[str, dict[str, float]]:
         lim = self.lim
-        return sp.by_point(lim.cdu_names, lim.tcs_point, lim.dp_point, lim.plant_device, lim.fws_point)
+        return sp.by_point(lim.cdu_names, lim.tcs_point, lim.dp_point, lim.plant_device, lim.fws_point,
+                           lim.chw_point)
 
     def _finish(self, rec: dict[str, object], now: int) -> None:
         self.last = rec
@@ -280,11 +284,14 @@ class Supervisor:
             return out
         lim = self.lim
         held_t, held_d, held_f = sp.tcs_c.astype(np.float64).copy(), sp.dp_kpa.astype(np.float64).copy(), [sp.fws_c]
+        held_c = [sp.chw_c if math.isfinite(sp.chw_c) else prev.chw_c]
         items: list[tuple[str, str, float, float, npt.NDArray[np.float64] | list[float], int]] = []
         for i, cdu in enumerate(lim.cdu_names):
             items.append((cdu, lim.tcs_point, float(sp.tcs_c[i]), float(prev.tcs_c[i]), held_t, i))
             items.append((cdu, lim.dp_point, float(sp.dp_kpa[i]), float(prev.dp_kpa[i]), held_d, i))
         items.append((lim.plant_device, lim.fws_point, float(sp.fws_c), float(prev.fws_c), held_f, 0))
+        if lim.chw_point is not None and math.isfinite(sp.chw_c):  # NaN: the controller leaves chilled water alone
+            items.append((lim.plant_device, lim.chw_point, float(sp.chw_c), float(prev.chw_c), held_c, 0))
         first = self.written is None
         for dev, point, value, old, held, i in items:
             if not (force or first) and abs(value - old) < 1e-9:
@@ -301,7 +308,7 @@ class Supervisor:
                 held[i] = old  # not written: the device still holds what it held
             out.append({"device": r.device, "point": r.point, "value": r.new, "readback": r.readback, "ok": r.ok,
                         "error": r.error})
-        self.written = Setpoints(held_t, held_d, float(held_f[0]))
+        self.written = Setpoints(held_t, held_d, float(held_f[0]), float(held_c[0]))
         return out
 
     async def revert(self, why: str) -> list[dict[str, object]]:

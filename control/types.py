@@ -8,6 +8,7 @@ evaluation runs them all through one loop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -19,15 +20,21 @@ Arr = npt.NDArray[np.float64]
 
 @dataclass(frozen=True, slots=True)
 class Setpoints:
-    """Cooling setpoints: TCS supply temperature and differential pressure per CDU, FWS supply for the plant."""
+    """Cooling setpoints: TCS supply temperature and differential pressure per CDU, FWS supply for the plant and
+    the CRAH chilled-water supply (``chw_c``; NaN where the site has no writable one or the controller leaves it)."""
 
     tcs_c: Arr
     dp_kpa: Arr
     fws_c: float
+    chw_c: float = math.nan
 
     def copy(self) -> Setpoints:
         """An independent copy (the arrays are not shared)."""
-        return Setpoints(self.tcs_c.copy(), self.dp_kpa.copy(), float(self.fws_c))
+        return Setpoints(self.tcs_c.copy(), self.dp_kpa.copy(), float(self.fws_c), float(self.chw_c))
+
+    def with_chw(self, chw_c: float) -> Setpoints:
+        """The same setpoints with another chilled-water setpoint."""
+        return Setpoints(self.tcs_c, self.dp_kpa, self.fws_c, float(chw_c))
 
     def changes(self, other: Setpoints, tol: float = 1e-6) -> int:
         """How many individual setpoints differ from ``other``."""
@@ -35,14 +42,17 @@ class Setpoints:
             np.count_nonzero(np.abs(self.tcs_c - other.tcs_c) > tol)
             + np.count_nonzero(np.abs(self.dp_kpa - other.dp_kpa) > tol)
             + (abs(self.fws_c - other.fws_c) > tol)
+            + (math.isfinite(self.chw_c) and not abs(self.chw_c - other.chw_c) <= tol)
         )
 
-    def by_point(self, cdu_names: tuple[str, ...], tcs_point: str, dp_point: str, plant: str, fws_point: str
-                 ) -> dict[str, dict[str, float]]:
+    def by_point(self, cdu_names: tuple[str, ...], tcs_point: str, dp_point: str, plant: str, fws_point: str,
+                 chw_point: str | None = None) -> dict[str, dict[str, float]]:
         """``{device: {point: value}}`` with the profiles' point names, for the audit and the status page."""
         out = {n: {tcs_point: round(float(self.tcs_c[i]), 3), dp_point: round(float(self.dp_kpa[i]), 3)}
                for i, n in enumerate(cdu_names)}
         out[plant] = {fws_point: round(float(self.fws_c), 3)}
+        if chw_point is not None and math.isfinite(self.chw_c):
+            out[plant][chw_point] = round(float(self.chw_c), 3)
         return out
 
     def as_dict(self, cdu_names: tuple[str, ...]) -> dict[str, float]:
@@ -52,6 +62,8 @@ class Setpoints:
             out[f"{n}.tcs_c"] = round(float(self.tcs_c[i]), 3)
             out[f"{n}.dp_kpa"] = round(float(self.dp_kpa[i]), 3)
         out["plant.fws_c"] = round(float(self.fws_c), 3)
+        if math.isfinite(self.chw_c):
+            out["plant.chw_c"] = round(float(self.chw_c), 3)
         return out
 
 

@@ -1,4 +1,4 @@
-"""control/ reaches the simulated plant only from its evaluation module, through the stepping interface."""
+"""control/ reaches the simulated plant only from its evaluation modules, through the stepping interface."""
 
 from __future__ import annotations
 
@@ -7,20 +7,23 @@ from pathlib import Path
 from tests.test_import_graph import _imports
 
 ROOT = Path(__file__).resolve().parents[1]
+# The evaluation: the harness steps the facility, the oracle reads its what-if interface, evaluate runs them all.
+EVALUATION = ("evaluate.py", "harness.py", "oracle.py")
 
 
 def test_control_imports_simulators_only_in_evaluate() -> None:
-    """Every control/ module except control/evaluate.py is free of simulators imports (lazy ones included)."""
+    """Every control/ module except the evaluation's (evaluate, harness, oracle) is free of simulators imports."""
     offenders = [
         str(p.relative_to(ROOT))
         for p in sorted((ROOT / "control").rglob("*.py"))
-        if "simulators" in _imports(p) and p.name != "evaluate.py"
+        if "simulators" in _imports(p) and p.name not in EVALUATION
     ]
     assert offenders == []
 
 
 def test_evaluate_uses_only_the_stepping_interface_of_the_facility() -> None:
-    """control/evaluate.py calls the facility's step/device_values/write_point and never its private members."""
-    text = (ROOT / "control" / "evaluate.py").read_text(encoding="utf-8")
-    for private in ("._update", "._g_", "._hyd", "fac.points", "twin.points"):
-        assert private not in text, private
+    """The evaluation modules call the facility's step/device_values/write_point and never its private members."""
+    for name in EVALUATION:
+        text = (ROOT / "control" / name).read_text(encoding="utf-8")
+        for private in ("._update", "._g_", "._hyd", "fac.points", "twin.points"):
+            assert private not in text, f"{name}: {private}"

@@ -223,7 +223,9 @@ async def test_sigterm_reverts_every_controlled_setpoint(tmp_path: Path) -> None
         loop.remove_signal_handler(signal.SIGINT)
     lim = rig.sup.lim
     reverts = [r for r in rig.writer.log if r.why.startswith("revert: supervisor stopping")]
-    assert len(reverts) == 2 * len(lim.cdu_names) + 1
+    assert lim.chw_point is not None, "the demo plant's CRAH chilled-water setpoint is controlled too"
+    assert len(reverts) == 2 * len(lim.cdu_names) + 2
+    assert rig.fac.device_values(lim.plant_device)[lim.chw_point] == pytest.approx(lim.safe.chw_c)
     for i, cdu in enumerate(lim.cdu_names):
         assert rig.fac.device_values(cdu)[lim.tcs_point] == pytest.approx(lim.safe.tcs_c[i])
         assert rig.fac.device_values(cdu)[lim.dp_point] == pytest.approx(lim.safe.dp_kpa[i])
