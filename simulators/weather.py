@@ -6,13 +6,19 @@ Formats read:
   relative humidity (%) and station pressure (Pa). Rows are hour-ending in local standard time; the time zone
   from the ``LOCATION`` line shifts them to UTC. A typical year maps by hour of year.
 * **Open-Meteo CSV**: ``time,temperature_2m,relative_humidity_2m[,surface_pressure|pressure_msl (hPa)]``, UTC
-  timestamps. Pressure, when absent, is the standard atmosphere at the site elevation. A file of a year or more
-  replays other years by calendar date; a shorter one covers only its own hours (see :class:`Weather`).
+  timestamps (Open-Meteo's default, GMT), one row per hour: a row that is not one hour after the one before is
+  refused with its row and value. Pressure, when absent, is the standard atmosphere at the site elevation. These are
+  **measured** hours (e.g. the bundled ERA5 years 2020-2024): a run of a given span (an evaluation) must lie in the
+  file's own hours, give or take :data:`MEASURED_EDGE_DAYS` for warm-ups and commissioning; an open-ended run (the
+  live simulator) of a file of a year or more replays other years by calendar date; a shorter file covers only its
+  own hours (see :class:`Weather`). Up to :data:`MAX_GAP_H` missing hours in a row are interpolated and counted
+  (:attr:`Weather.filled`); a longer gap is refused with its rows.
 * **Bundled typical-year CSV**: ``hour,drybulb_c,rh_pct,pressure_pa``, hourly rows, ``hour`` the (fractional) UTC
   hour of year at which each row applies.
 
 Values between hours are interpolated linearly. Missing values (EPW sentinels, empty cells, NaN) are filled by linear
-interpolation between neighbours; a file with more than a quarter of one column missing is rejected. A value outside
+interpolation between neighbours (timestamped CSV: gaps of at most :data:`MAX_GAP_H` hours); a file with more than a
+quarter of one column missing is rejected. A value outside
 its physical range (:data:`VALID`: ``inf``, ``-1e300``) is refused with its file, row and column.
 """
 
@@ -40,6 +46,11 @@ BUILTIN = {"leesburg": DATA_DIR / "leesburg_tmyx.csv.gz"}
 _EPW_MISSING = {6: 99.9, 7: 99.9, 8: 999.0, 9: 999999.0}
 _NS_PER_H = 3600 * 1_000_000_000
 YEAR_H = 8760  # hours of a typical (and of any non-leap) year
+# How far a span of given length may reach outside a measured file's own hours: an evaluation's warm-up and aidc's
+# 14 commissioning days before 1 January, the oracle's hour of look-ahead after 31 December. Those hours replay the
+# same calendar date of a year the file holds; the evaluated days themselves are measured hours.
+MEASURED_EDGE_DAYS = 31
+MAX_GAP_H = 6  # missing hours in a row interpolated in a measured file; a longer gap is refused
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,9 +58,11 @@ class Weather:
     """Hourly outdoor conditions with interpolation in time.
 
     What a time maps to: a whole typical year (no timestamps, at least 8760 rows) replays by hour of year in any
-    year; a timestamped file of a whole year or more replays its own hours, and other years by calendar date; a
-    shorter file covers only its own hours (of the typical year, or its timestamps). A time outside that is refused
-    with a one-line :class:`DataError`, never wrapped: :meth:`check_span` refuses a run up front.
+    year; a timestamped (measured) file of a whole year or more replays its own hours, and other years by calendar
+    date, but :meth:`check_span` refuses a span of given length outside its own years (an evaluation of 2026 on
+    2020-2024 weather); a shorter file covers only its own hours (of the typical year, or its timestamps). A time
+    outside that is refused with a one-line :class:`DataError`, never wrapped: :meth:`check_span` refuses a run up
+    front.
     """
 
     source: str
@@ -63,6 +76,8 @@ class Weather:
     offset_h: float = 0.0
     # The records repeat modulo their count whatever their length (constant weather: one repeated day).
     cyclic: bool = False
+    # Missing values filled by interpolation when the file was read (all columns together).
+    filled: int = 0
 
     def __post_init__(self) -> None:
         # Plain lists index faster than numpy scalars in the per-step path; the year and day windows are cached.
@@ -77,6 +92,11 @@ class Weather:
     def hours(self) -> int:
         """Number of hourly records."""
         return len(self.drybulb_c)
+
+    @property
+    def measured(self) -> bool:
+        """Whether the records are timestamped hours (a measured series), not a typical year or constant weather."""
+        return self.start_ns is not None and not self.cyclic
 
     @property
     def whole_year(self) -> bool:
@@ -180,6 +200,9 @@ class Weather:
 
     def check_span(self, start_ns: int, end_ns: int | None, what: str = "the run") -> None:
         """Refuse, with one DataError line, a span (None: open-ended) the file has no weather for."""
+        if self.measured and self.whole_year and end_ns is not None:
+            self._check_measured(start_ns, end_ns, what)
+            return
         if self.whole_year:
             return
         if end_ns is None:
@@ -195,6 +218,25 @@ class Weather:
                     f"{self.source}: {self.coverage()}; {what} needs {_iso(start_ns)} to {_iso(end_ns)} "
                     f"({hours:g} hours): no weather from {_iso(t)}"
                 )
+
+    def _check_measured(self, start_ns: int, end_ns: int, what: str) -> None:
+        """Refuse a span that reaches more than MEASURED_EDGE_DAYS outside a measured file's own hours."""
+        assert self.start_ns is not None
+        first = self.start_ns + round(self.offset_h * _NS_PER_H)
+        last = first + self.hours * _NS_PER_H  # the last record holds its hour
+        edge = MEASURED_EDGE_DAYS * 24 * _NS_PER_H
+        if first - edge <= start_ns and end_ns <= last + edge:
+            return
+        # Whole calendar years the file holds: from the first 1 January at or after its first hour.
+        d0 = datetime.fromtimestamp(first // 1_000_000_000, tz=UTC)
+        y0 = d0.year + (d0 != datetime(d0.year, 1, 1, tzinfo=UTC))
+        y1 = datetime.fromtimestamp(last // 1_000_000_000, tz=UTC).year - 1
+        years = f"choose a year from {y0} to {y1}" if y1 >= y0 else "it holds no whole calendar year"
+        raise DataError(
+            f"{self.source}: measured weather from {_iso(first)} to {_iso(last)}; {what} needs {_iso(start_ns)} to "
+            f"{_iso(end_ns)}: a measured file answers only its own years (at most {MEASURED_EDGE_DAYS} days either "
+            f"side, for warm-ups, replay the same date of a year it holds): {years}"
+        )
 
 
 def _iso(t_ns: int) -> str:
@@ -332,6 +374,7 @@ def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
         )
     hpa = "pa" in index and header[index["pa"]] != "pressure_pa"
     times: list[str] = []
+    lines: list[int] = []
     cols: dict[str, list[float | None]] = {k: [] for k in index}
     for n, row in enumerate(reader, start=2):
         if not row or not "".join(row).strip():
@@ -339,8 +382,13 @@ def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
         if len(row) < len(header):
             raise DataError(f"{source}: row {n}: {len(row)} fields, header has {len(header)}")
         times.append(row[header.index(clock)])
+        lines.append(n)
         for key, i in index.items():
             cols[key].append(_num(row[i], source, n, header[i], valid="hpa" if key == "pa" and hpa else key))
+    if clock == "time":  # measured hours: a long gap would be invented weather, not interpolation
+        for key, values in cols.items():
+            _check_gaps(values, lines, source, header[index[key]])
+    filled = sum(v is None for values in cols.values() for v in values)
     db, rh = _fill(cols["db"], source, header[index["db"]]), _fill(cols["rh"], source, header[index["rh"]])
     if "pa" in index:
         pa = _fill(cols["pa"], source, header[index["pa"]]) * (100.0 if hpa else 1.0)
@@ -352,13 +400,46 @@ def parse_csv(text: str, source: str, elevation_m: float = 0.0) -> Weather:
     if clock == "hour":
         offset_h = _num(times[0], source, 2, "hour") or 0.0
     if clock == "time":
+        start_ns = _hourly_start(times, lines, source)
+    wb = wet_bulb(db, rh, pa, source)
+    return Weather(source, db, rh, pa, wb, start_ns=start_ns, offset_h=offset_h, filled=filled)
+
+
+def _hourly_start(times: list[str], lines: list[int], source: str) -> int:
+    """UTC start (ns) of a timestamped file whose rows must be one hour apart; a bad stamp names its row."""
+    prev: int | None = None
+    start = 0
+    for k, (text, n) in enumerate(zip(times, lines, strict=True)):
         try:
-            first = datetime.fromisoformat(times[0].replace("Z", "+00:00"))
+            t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise DataError(f"{source}: row 2: time {times[0]!r} is not an ISO-8601 time") from None
-        first = first if first.tzinfo else first.replace(tzinfo=UTC)
-        start_ns = int(first.timestamp()) * 1_000_000_000
-    return Weather(source, db, rh, pa, wet_bulb(db, rh, pa, source), start_ns=start_ns, offset_h=offset_h)
+            raise DataError(f"{source}: row {n}: time {text!r} is not an ISO-8601 time") from None
+        t = t if t.tzinfo else t.replace(tzinfo=UTC)  # Open-Meteo's default time zone is GMT
+        s = int(t.timestamp())
+        if prev is None:
+            start = s
+        elif s != prev + 3600:
+            raise DataError(
+                f"{source}: row {n}: time {text!r} is not one hour after the row before ({times[k - 1]!r}): "
+                "the file must have one row per hour, in order"
+            )
+        prev = s
+    return start * 1_000_000_000
+
+
+def _check_gaps(values: list[float | None], lines: list[int], source: str, column: str) -> None:
+    """Refuse more than MAX_GAP_H missing values in a row of a measured column, naming the rows."""
+    run = 0
+    for k, v in enumerate([*values, 0.0]):
+        if v is None:
+            run += 1
+            continue
+        if run > MAX_GAP_H:
+            raise DataError(
+                f"{source}: rows {lines[k - run]}-{lines[k - 1]}: {column}: {run} hours missing in a row "
+                f"(at most {MAX_GAP_H} are interpolated)"
+            )
+        run = 0
 
 
 @lru_cache(maxsize=16)

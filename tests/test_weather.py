@@ -228,3 +228,73 @@ def test_constant_weather_is_constant() -> None:
     a, b = w.at(0), w.at(parse_time("2026-07-01T15:17:00Z"))
     assert a == pytest.approx(b)
     assert a[1] < a[0]
+
+
+MEASURED = WEATHER_DIR / "openmeteo_DE-LU_2020-2024_hourly.csv.gz"
+
+
+def test_bundled_measured_years_answer_by_absolute_utc_time() -> None:
+    """The bundled Open-Meteo file is 2020-2024 hour by hour (UTC, no gap): a given hour has the file's values and
+    its psychrolib wet bulb at the site elevation's standard pressure."""
+    w = load_weather(str(MEASURED), elevation_m=110.0)
+    assert w.hours == 43848  # 1,827 days
+    assert w.measured
+    assert w.filled == 0
+    db, wb = w.at(parse_time("2023-07-15T14:00:00Z"))  # row 31000: 2023-07-15T14:00,26.8,53
+    assert db == pytest.approx(26.8)
+    expected = wet_bulb(np.array([26.8]), np.array([53.0]), np.array([w.pressure_pa[0]]), "x")[0]
+    assert wb == pytest.approx(expected)
+    assert w.pressure_pa[0] == pytest.approx(100_010.0, abs=50.0)  # standard atmosphere at 110 m
+    assert w.at(parse_time("2020-01-01T00:00:00Z"))[0] == pytest.approx(-3.1)
+    assert w.at(parse_time("2024-12-31T23:00:00Z"))[0] == pytest.approx(0.6)
+
+
+def test_a_measured_file_refuses_an_evaluation_outside_its_years() -> None:
+    """check_span passes an evaluation of a year the measured file holds (its warm-up and commissioning may reach a
+    month before it) and refuses, in one line naming the file, its span and the years to choose, one of 2026 (it
+    used to replay 2026 from 2020-2024 by calendar date); an open-ended run (the live simulator) still replays."""
+    w = load_weather(str(MEASURED))
+    w.check_span(parse_time("2019-12-17T00:00:00Z"), parse_time("2021-01-01T01:00:00Z"), "the evaluation")
+    w.check_span(parse_time("2024-01-01T00:00:00Z"), parse_time("2025-01-01T01:00:00Z"), "the evaluation")
+    with pytest.raises(DataError) as err:
+        w.check_span(parse_time("2025-12-17T00:00:00Z"), parse_time("2027-01-01T01:00:00Z"), "the evaluation")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{MEASURED}: measured weather from 2020-01-01T00:00Z to 2025-01-01T00:00Z; the evaluation")
+    assert msg.endswith("choose a year from 2020 to 2024")
+    with pytest.raises(DataError, match="choose a year from 2020 to 2024"):
+        w.check_span(parse_time("2024-06-01T00:00:00Z"), parse_time("2025-06-01T00:00:00Z"))
+    w.check_span(parse_time("2026-01-01T00:00:00Z"), None, "the simulator")
+
+
+def test_a_measured_file_interpolates_short_gaps_and_counts_them() -> None:
+    """Up to 6 missing hours in a row are interpolated and counted in ``filled``."""
+    lines = _hourly_csv("2021-01-01T00", 9000).splitlines(keepends=True)
+    for k in range(101, 107):  # six hours without a temperature
+        t, _, rh = lines[k].split(",")
+        lines[k] = f"{t},,{rh}"
+    w = parse_csv("".join(lines), "gap.csv")
+    assert w.filled == 6
+    assert w.at(parse_time("2021-01-05T08:00:00Z"))[0] == pytest.approx(0.5 + 0.0075, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda ls: [*ls[:101], *(f"{s.split(',')[0]},,50\n" for s in ls[101:108]), *ls[108:]],
+         r"bad\.csv: rows 102-108: temperature_2m: 7 hours missing in a row \(at most 6 are interpolated\)"),
+        (lambda ls: [*ls[:50], ls[50].rsplit(",", 1)[0] + ",150\n", *ls[51:]],
+         r"bad\.csv: row 51: relative_humidity_2m: '150' is outside 0 to 110 %"),
+        (lambda ls: [*ls[:50], *ls[51:]],
+         r"bad\.csv: row 51: time '2021-01-03T02:00' is not one hour after the row before \('2021-01-03T00:00'\)"),
+        (lambda ls: [*ls[:50], "2021-01-03T00:xx,1,50\n", *ls[51:]],
+         r"bad\.csv: row 51: time '2021-01-03T00:xx' is not an ISO-8601 time"),
+    ],
+    ids=["long-gap", "humidity", "missing-hour", "bad-time"],
+)  # fmt: skip
+def test_a_bad_measured_file_is_one_line_naming_row_and_value(edit: object, message: str) -> None:
+    """A long gap, an impossible humidity, a missing hour or a bad timestamp is one DataError naming the rows and
+    value (a missing hour used to shift every later row by an hour silently, a long gap was interpolated over)."""
+    lines = _hourly_csv("2021-01-01T00", 9000).splitlines(keepends=True)
+    with pytest.raises(DataError, match=message):
+        parse_csv("".join(edit(lines)), "bad.csv")  # type: ignore[operator]

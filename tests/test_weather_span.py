@@ -4,6 +4,7 @@ and ``bench/sim_year.py``."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,23 @@ def test_sim_year_bench_refuses_a_short_weather_file(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "the simulated year 2026 needs 2026-01-01T00:00Z to 2027-01-01T00:00Z" in proc.stderr
+
+
+MEASURED = ROOT / "data" / "weather" / "openmeteo_DE-LU_2020-2024_hourly.csv.gz"
+
+
+def test_evaluate_control_on_a_measured_year(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aidc evaluate-control --weather <Open-Meteo 2020-2024> --year 2023` evaluates on 2023's measured hours;
+    the default year 2026, which the file does not hold, exits 2 with one line naming the years to choose (it used
+    to evaluate 2026 on 2020-2024 replayed by calendar date)."""
+    cfg = _site(tmp_path, MEASURED)
+    rc = main(["evaluate-control", "--config", str(cfg), "--weather", str(MEASURED), "--year", "2023", *ONE_DAY])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(out)["weather"] == str(MEASURED)
+    rc = main(["evaluate-control", "--config", str(cfg), "--weather", str(MEASURED), *ONE_DAY])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert "\n" not in err
+    assert err.endswith("choose a year from 2020 to 2024")
+    assert "the evaluation (1 days of 2026) needs 2025-12-31T23:00Z to 2026-01-02T00:00Z" in err
