@@ -38,14 +38,22 @@ def register(sub: Any) -> None:
     """Add ``evaluate-control``."""
     p = sub.add_parser("evaluate-control", help="evaluate supervisory controllers on the simulated facility")
     p.add_argument("--config", required=True, help="site file")
-    p.add_argument("--weather", help="weather file (.epw[.gz]); default: the site's")
+    p.add_argument("--weather", help="weather file (.epw[.gz] typical year, or an Open-Meteo hourly .csv[.gz] of "
+                   "measured years: pick one with --year); default: the site's")
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--stride", type=int, default=7, help="evaluate every K-th day")
     p.add_argument("--warmup-h", type=float, default=6.0, help="uncounted warm-up before each day (default 6 h)")
     p.add_argument("--jobs", type=int, default=0,
                    help="worker processes, one controller each (default: one per CPU; 1 runs them in turn)")
     p.add_argument("--carbon", help="g CO2/kWh constant or an hourly CSV with avg_CI (default: by climate)")
-    p.add_argument("--controllers", default="fixed,best_fixed,trim_respond,expert,aidc,oracle")
+    p.add_argument("--controllers", default="fixed,best_fixed,trim_respond,bin_table,expert,aidc,oracle")
+    p.add_argument("--scenario", default="steady",
+                   help="load scenario: steady (the site's own workload), ai-steps, checkpoint-stalls, mixed, "
+                        "trace-replay (docs/control-scenarios.md)")
+    p.add_argument("--telemetry", default="field", choices=("field", "exact"),
+                   help="field: what collectors decode (register resolution, noise, poll latency, missing polls); "
+                        "exact: the physics' own values, for diagnosis")
+    p.add_argument("--seed", type=int, default=None, help="scenario and telemetry seed (default: the site's)")
     p.add_argument("--year", type=int, default=2026)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
