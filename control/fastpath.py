@@ -15,6 +15,7 @@ is interpolated between them by how much of the way to full load the step went, 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +25,7 @@ import numpy.typing as npt
 from control.policy import Limits
 from control.types import Arr, Setpoints, Snapshot
 
+log = logging.getLogger(__name__)
 Mask = npt.NDArray[np.bool_]
 
 
@@ -40,7 +42,11 @@ def core_step_ready(core: object, snap: Snapshot) -> Setpoints | None:
     """The core's step-ready setpoints, or None where it offers none or what it offers has the wrong shape."""
     if not isinstance(core, StepReadyCore):
         return None
-    sp = core.step_ready(snap)
+    try:
+        sp = core.step_ready(snap)
+    except Exception:  # the fast path is a safety action: a failing optional core method falls back to the rule
+        log.exception("control: the core's step_ready failed; the fast path uses its own rule")
+        return None
     n = len(snap.cdu_names)
     if np.shape(sp.tcs_c) != (n,) or np.shape(sp.dp_kpa) != (n,):
         return None
@@ -93,9 +99,13 @@ def cold_side(target: Setpoints, cur: Setpoints, stepped: Mask, limits: Limits, 
     where the stepped CDUs' colder TCS needs it for the CDU approach; the chilled water is left alone."""
     tcs = np.where(stepped, np.fmin(target.tcs_c, cur.tcs_c), cur.tcs_c)
     dp = np.where(stepped, np.fmax(target.dp_kpa, cur.dp_kpa), cur.dp_kpa)
-    fws = min(cur.fws_c, target.fws_c if math.isfinite(target.fws_c) else cur.fws_c,
-              float(tcs.min()) - limits.cfg.cdu_approach_k)
+    fws = min(
+        cur.fws_c,
+        target.fws_c if math.isfinite(target.fws_c) else cur.fws_c,
+        float(tcs.min()) - limits.cfg.cdu_approach_k,
+    )
     clipped = limits.clip(Setpoints(tcs, dp, max(fws, limits.fws_lo), math.nan), dew_c)
     # Clipping may only make a target reachable, never warmer than what the devices hold now.
-    return Setpoints(np.fmin(clipped.tcs_c, cur.tcs_c), np.fmax(clipped.dp_kpa, cur.dp_kpa),
-                     min(clipped.fws_c, cur.fws_c), math.nan)
+    return Setpoints(
+        np.fmin(clipped.tcs_c, cur.tcs_c), np.fmax(clipped.dp_kpa, cur.dp_kpa), min(clipped.fws_c, cur.fws_c), math.nan
+    )

@@ -76,14 +76,16 @@ def check_cdu_inputs(snap: Snapshot, limits: Limits, ages_s: Arr | None = None) 
     return out
 
 
-def alarmed_cdus(snap: Snapshot) -> dict[str, str]:
-    """CDUs whose device alarm word is non-zero, with the snapshot's note (``"<cdu>: alarm word N"``)."""
+def alarmed_cdus(snap: Snapshot, mask: int = ~0) -> dict[str, str]:
+    """CDUs whose device alarm word has a bit of ``mask`` set, with the snapshot's note (``"<cdu>: alarm word N"``,
+    as :class:`control.snapshot.SnapshotBuilder` writes it)."""
     names = set(snap.cdu_names)
     out: dict[str, str] = {}
     for note in snap.alarms:
-        cdu = note.split(":", 1)[0]
-        if cdu in names:
-            out[cdu] = note
+        cdu, _, rest = note.partition(":")
+        word = rest.strip().removeprefix("alarm word").strip()
+        if cdu in names and (not word.lstrip("-").isdigit() or int(word) & mask):
+            out[cdu] = note.strip()
     return out
 
 

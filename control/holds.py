@@ -55,8 +55,9 @@ class CduHolds:
                 h.kind, h.reason = kind, reason
         return started, cleared
 
-    def apply(self, sp: Setpoints, prev: Setpoints, safe: Setpoints, now_ns: int,
-              hold_revert_s: float) -> tuple[Setpoints, list[int]]:
+    def apply(
+        self, sp: Setpoints, prev: Setpoints, safe: Setpoints, now_ns: int, hold_revert_s: float
+    ) -> tuple[Setpoints, list[int]]:
         """``sp`` with the held CDUs' setpoints held (or at their safe defaults once held ``hold_revert_s``), and the
         CDUs reverting at this decision."""
         tcs, dp = sp.tcs_c.astype(np.float64).copy(), sp.dp_kpa.astype(np.float64).copy()
@@ -86,10 +87,16 @@ class CduHolds:
 
     def record(self, now_ns: int) -> dict[str, dict[str, object]]:
         """For the decision's audit line: each held CDU's kind, reason, start, duration and action."""
-        return {self.names[i]: {"kind": h.kind, "reason": h.reason, "since": format_ns(h.since_ns),
-                                "held_s": round((now_ns - h.since_ns) / 1e9, 1),
-                                "action": "revert" if h.reverted else ("hold" if h.kind == INPUTS else "no-warmer")}
-                for i, h in sorted(self.held.items())}
+        return {
+            self.names[i]: {
+                "kind": h.kind,
+                "reason": h.reason,
+                "since": format_ns(h.since_ns),
+                "held_s": round((now_ns - h.since_ns) / 1e9, 1),
+                "action": "revert" if h.reverted else ("hold" if h.kind == INPUTS else "no-warmer"),
+            }
+            for i, h in sorted(self.held.items())
+        }
 
 
 class Lockout:
@@ -135,8 +142,12 @@ class Lockout:
 
     def record(self, now_ns: int, limited: list[str]) -> dict[str, object]:
         """For the decision's audit line: until when, which CDUs, why, and what it limited in this decision."""
-        return {"until": format_ns(self.until_ns), "source": self.source, "limited": limited,
-                "cdus": [n for n, t in zip(self.names, self.tcs_max, strict=True) if math.isfinite(t)]}
+        return {
+            "until": format_ns(self.until_ns),
+            "source": self.source,
+            "limited": limited,
+            "cdus": [n for n, t in zip(self.names, self.tcs_max, strict=True) if math.isfinite(t)],
+        }
 
 
 def keep_approach(sp: Setpoints, prev: Setpoints, limits: Limits) -> Setpoints:

@@ -334,7 +334,7 @@ class Supervisor:
         whose inputs are bad."""
         names = self.lim.cdu_names
         why: dict[int, tuple[str, str]] = {}
-        alarmed = alarmed_cdus(snap)
+        alarmed = alarmed_cdus(snap, self.cfg.alarm_word_mask)
         for i, name in enumerate(names):
             if name in alarmed:
                 why[i] = (ALARM, alarmed[name])
@@ -430,6 +430,12 @@ class Supervisor:
         self._audit({"kind": "revert", "why": why, "written": out})
         log.warning("control: reverted %d setpoints to safe defaults (%s)", len(out), why)
         return out
+
+    async def guard_tick(self) -> None:
+        """Between decisions, at the collectors' rate: the thermal guard, then the fast path, on one snapshot."""
+        snap = self.snapshot()
+        await self.thermal_check(snap)
+        await self.fast_check(snap)
 
     async def thermal_check(self, snap: Snapshot | None = None) -> list[str]:
         """The fast thermal guard: on an alarm, colder setpoints at once (auto mode), audited, then the lock-out."""
@@ -528,9 +534,7 @@ class Supervisor:
                     if next_decision <= now:
                         next_decision = now + interval_ns
                 else:
-                    snap = self.snapshot()  # one read serves the thermal guard and the fast path
-                    await self.thermal_check(snap)
-                    await self.fast_check(snap)
+                    await self.guard_tick()
                 now = self.clock.now_ns()
                 if now >= next_beat:
                     await self.heartbeat()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from aidc.model import SeriesKey
 from control.fastpath import LoadStepDetector, cold_side, core_step_ready, step_ready_rule
-from control.guard import verify
+from control.guard import alarmed_cdus, verify
 from control.holds import Lockout
 from control.types import Setpoints, Snapshot
 from tests.control_helpers import publish_value
@@ -154,3 +155,24 @@ async def test_load_step_between_decisions_is_met_within_one_guard_tick(tmp_path
     assert rec["cdus"] == [a]
     assert rec["source"] == "rule"
     assert "lockout_until" in rec
+
+
+def test_alarm_words_count_only_the_bits_of_the_mask(tmp_path: Path) -> None:
+    """alarmed_cdus names the CDUs whose alarm word has a bit of alarm_word_mask set and ignores the other bits."""
+    snap = Rig(tmp_path).sup.snapshot()
+    a, b = snap.cdu_names
+    snap = replace(snap, alarms=(f"{a}: alarm word 4", f"{b}: alarm word 32"))
+    assert set(alarmed_cdus(snap)) == {a, b}
+    assert alarmed_cdus(snap, 0b10111) == {a: f"{a}: alarm word 4"}
+
+
+def test_a_failing_core_step_ready_falls_back_to_the_rule(tmp_path: Path) -> None:
+    """An exception in the core's step_ready does not stop the fast path: core_step_ready returns None."""
+    snap = Rig(tmp_path).sup.snapshot()
+
+    class Broken:
+        def step_ready(self, snap: Snapshot) -> Setpoints:
+            """Fails as a model without data would."""
+            raise ValueError("no model")
+
+    assert core_step_ready(Broken(), snap) is None

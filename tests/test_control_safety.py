@@ -392,7 +392,7 @@ async def test_input_sink_and_live_state_give_the_same_snapshot(tmp_path: Path) 
 
 def _batch_of(rig: Rig) -> Batch:
     got: list[Batch] = []
-    feed(got.append, rig.site, rig.fac)  # type: ignore[arg-type]
+    feed(got.append, rig.site, rig.fac)
     return got[0]
 
 
