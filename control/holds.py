@@ -78,6 +78,10 @@ class CduHolds:
                 tcs[i], dp[i] = min(float(tcs[i]), pt), max(float(dp[i]), pd)
         return Setpoints(tcs, dp, sp.fws_c, sp.chw_c), reverting
 
+    def reverted(self) -> list[int]:
+        """The held CDUs at (or going to) their safe defaults."""
+        return [i for i, h in self.held.items() if h.reverted]
+
     def mask(self, kind: str | None = None) -> Mask:
         """Per CDU: whether it is held (of ``kind``, or of any kind)."""
         m = np.zeros(len(self.names), dtype=np.bool_)

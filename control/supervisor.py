@@ -287,9 +287,10 @@ class Supervisor:
         sp, notes = self._apply_overrides(sp)
         binding = list(dec.binding) + notes
         # Second layer: the hard-limit check. An overridden point skips only its own rate check, and so does a CDU
-        # reverting to its safe defaults (as the whole-site revert does).
+        # reverted to its safe defaults (as the whole-site revert does; until written, e.g. after a refused check).
         exempt = {(o.device, o.point) for o in self._overrides.values()}
-        exempt |= {(self.lim.cdu_names[i], p) for i in reverting for p in (self.lim.tcs_point, self.lim.dp_point)}
+        exempt |= {(self.lim.cdu_names[i], p) for i in self.holds.reverted()
+                   for p in (self.lim.tcs_point, self.lim.dp_point)}
         checked = verify(sp, prev, snap, self.lim, exempt=exempt)
         rec.update(
             state=dec.state, candidates=dec.candidates, chosen=self._by_point(sp),

@@ -125,6 +125,32 @@ async def test_nan_gpu_series_on_one_cdu_holds_only_that_cdu_then_reverts_it(tmp
     assert rig.sup.counts["cdu_reverts"] == 1
 
 
+async def test_stale_racks_of_one_cdu_hold_only_that_cdu(tmp_path: Path) -> None:
+    """Readings of one CDU's racks older than stale_s hold that CDU alone; the plant, meters and the other CDU being
+    fresh, the other CDU is still decided and written."""
+    rig = Rig(tmp_path, stale_s=120.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    await rig.sup.decide_once()
+    before = _written(rig)
+    rig.advance(300.0, feed_live=False)
+    stale = {d.name for d in _rack_devices(rig, 0)}
+    got: list[Batch] = []
+    feed(got.append, rig.site, rig.fac)
+    b = got[0]
+    keep = np.array([not any(f"device={n}," in s for n in stale) for s in b.series])
+    rig.live.update(Batch(b.series[keep], b.ts_ns[keep], b.values[keep], b.quality[keep]))
+    rec = await rig.sup.decide_once()
+    assert rec["state"] != "holding"
+    holds = rec["cdu_holds"]
+    assert isinstance(holds, dict)
+    assert list(holds) == [lim.cdu_names[0]]
+    assert "stale" in str(holds[lim.cdu_names[0]]["reason"])
+    after = _written(rig)
+    assert after[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[0], lim.tcs_point)])
+    assert after[(lim.cdu_names[1], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[1], lim.tcs_point)] + 1)
+
+
 async def test_alarm_word_on_one_cdu_holds_it_then_reverts_it(tmp_path: Path) -> None:
     """A non-zero alarm word on one CDU keeps that CDU from moving warmer (the other CDU moves as decided), and an
     alarm lasting hold_revert_s reverts that CDU alone to its safe defaults; both audited."""
@@ -134,7 +160,7 @@ async def test_alarm_word_on_one_cdu_holds_it_then_reverts_it(tmp_path: Path) ->
     a, b = lim.cdu_names
     await rig.sup.decide_once()
     before = _written(rig)
-    _alarm(rig, 0, 4)  # pump fault
+    _alarm(rig, 0, 4)  # pump fault (bit 2)
     rec = await rig.sup.decide_once()
     after = _written(rig)
     assert after[(a, lim.tcs_point)] == pytest.approx(before[(a, lim.tcs_point)]), "no warmer while alarmed"
@@ -154,6 +180,44 @@ async def test_alarm_word_on_one_cdu_holds_it_then_reverts_it(tmp_path: Path) ->
     await rig.sup.decide_once()
     assert ("cdu_hold_cleared", a) in [(x["kind"], x.get("device")) for x in rig.audit()]
     assert _written(rig)[(a, lim.tcs_point)] == pytest.approx(lim.safe.tcs_c[0] + 1)
+
+
+async def test_alarm_bits_outside_the_mask_do_not_hold(tmp_path: Path) -> None:
+    """An alarm word with only a bit outside alarm_word_mask (dp not reached, bit 5, by default) holds nothing."""
+    rig = Rig(tmp_path)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    await rig.sup.decide_once()
+    before = _written(rig)
+    _alarm(rig, 0, 32)
+    rec = await rig.sup.decide_once()
+    assert "cdu_holds" not in rec
+    assert _written(rig)[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[0],
+                                                                                       lim.tcs_point)] + 1)
+
+
+async def test_a_reverted_cdu_reaches_its_safe_defaults_after_a_refused_decision(tmp_path: Path) -> None:
+    """A CDU reverted while the decision was refused still goes straight to its safe defaults at the next decision:
+    its revert stays exempt from the rate limit until it is written."""
+    rig = Rig(tmp_path, hold_revert_s=600.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    for _ in range(3):  # three steps of +1 K: 3 K from the safe default, more than one rate step
+        await rig.sup.decide_once()
+        rig.advance(300.0)
+    _nan_gpu(rig, 0)
+    await rig.sup.decide_once()
+    rig.advance(700.0)
+    _nan_gpu(rig, 0)
+    rig.sup.core = ExtremeCore()  # type: ignore[assignment]
+    rec = await rig.sup.decide_once()
+    assert "hard-limit check refused" in str(rec["hold_reason"])
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    rig.advance(300.0)
+    _nan_gpu(rig, 0)
+    rec = await rig.sup.decide_once()
+    assert rec["state"] != "holding", rec.get("hold_reason")
+    assert _written(rig)[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(lim.safe.tcs_c[0])
 
 
 async def test_override_on_one_point_does_not_exempt_another_from_the_rate_check(tmp_path: Path) -> None:
