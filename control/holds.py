@@ -5,20 +5,20 @@ word is non-zero (no move toward warmer water or less flow); a hold that lasts `
 its safe defaults while the other CDUs are decided as normal. After the thermal guard or the fast path cools, the
 :class:`Lockout` keeps the CDUs it acted on (and the plant's supply temperatures) no warmer and at no less
 pressure than it left them for ``lockout_s``, so the next decision cannot undo the action on the evidence that
-prompted it.
+prompted it. :func:`fill_held` gives the core a snapshot it can decide on while a CDU's inputs are bad.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from aidc.clock import format_ns
 from control.fastpath import Mask
 from control.policy import Limits
-from control.types import Arr, Setpoints
+from control.types import Arr, Setpoints, Snapshot
 
 INPUTS = "inputs"  # the CDU's own inputs are bad or stale: hold its setpoints
 ALARM = "alarm"  # the CDU's alarm word is set: no move toward warmer water or less flow
@@ -164,3 +164,27 @@ def keep_approach(sp: Setpoints, prev: Setpoints, limits: Limits) -> Setpoints:
     if math.isfinite(prev.fws_c):
         floor = max(floor, prev.fws_c - limits.cfg.max_step_fws_k)
     return Setpoints(sp.tcs_c, sp.dp_kpa, max(need, floor), sp.chw_c)
+
+
+_PER_CDU = ("gpu_max_c", "gpu_util_pct", "tcs_supply_c", "valve_pct", "heat_kw")
+
+
+def fill_held(snap: Snapshot, bad: Mask, last: Snapshot | None, held: Setpoints) -> Snapshot:
+    """``snap`` as the core should see it: each CDU with bad inputs shows its readings from ``last`` (the last
+    snapshot the core saw; before any, or where that is NaN too, the worst of the good CDUs: the hottest GPU, the
+    highest load) and its ``held`` setpoints, so the core sees finite values everywhere; ``snap`` itself if none."""
+    if not bad.any():
+        return snap
+    ok = ~bad
+    filled: dict[str, Arr] = {}
+    for name in _PER_CDU:
+        now: Arr = getattr(snap, name)
+        good = now[ok & np.isfinite(now)]
+        worst = float(good.max()) if good.size else math.nan
+        old: Arr = getattr(last, name) if last is not None else np.full_like(now, worst)
+        filled[name] = np.where(bad, np.where(np.isfinite(old), old, worst), now)
+    cur = snap.current
+    current = Setpoints(
+        np.where(bad, held.tcs_c, cur.tcs_c), np.where(bad, held.dp_kpa, cur.dp_kpa), cur.fws_c, cur.chw_c
+    )
+    return replace(snap, current=current, **filled)  # type: ignore[arg-type]

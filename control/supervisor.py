@@ -25,7 +25,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,7 +47,7 @@ from control.guard import (
     thermal_alarms,
     verify,
 )
-from control.holds import ALARM, INPUTS, CduHolds, Lockout, keep_approach
+from control.holds import ALARM, INPUTS, CduHolds, Lockout, fill_held, keep_approach
 from control.interface import MODES, Mode
 from control.learner import LearningController
 from control.live_reader import LiveReader
@@ -278,7 +278,8 @@ class Supervisor:
         prev = self._base(snap)
         bad = self._update_holds(snap, now)
         # The core sees each held CDU's last good readings (it needs finite values) and its held setpoints.
-        core_snap = self._core_snapshot(snap, bad, prev)
+        core_snap = fill_held(snap, bad, self._good, prev)
+        self._good = core_snap
         # The core may fit its plant model: off the event loop, so the collectors keep polling meanwhile.
         dec: Decision = await asyncio.to_thread(self.core.decide, core_snap)
         sp, reverting = self.holds.apply(dec.setpoints, prev, self.lim.safe, now, self.cfg.hold_revert_s)
@@ -352,31 +353,6 @@ class Supervisor:
             self._audit({"kind": "cdu_hold_cleared", "device": names[i], "mode": self._mode})
             log.info("control: %s no longer held", names[i])
         return self.holds.mask(INPUTS)
-
-    def _core_snapshot(self, snap: Snapshot, bad: npt.NDArray[np.bool_], prev: Setpoints) -> Snapshot:
-        """``snap`` with each bad CDU's readings from its last good snapshot (before any: the worst of the good
-        CDUs) and its setpoints at what it holds, so the core sees finite values everywhere."""
-        good = self._good
-        if not bad.any():
-            self._good = snap
-            return snap
-        ok = ~bad
-
-        def fill(now: npt.NDArray[np.float64], last: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
-            worst = float(np.nanmax(now[ok])) if ok.any() and np.isfinite(now[ok]).any() else math.nan
-            old = last if last is not None else np.full_like(now, worst)
-            return np.where(bad, np.where(np.isfinite(old), old, worst), now)
-
-        g = (lambda f: getattr(good, f)) if good is not None else (lambda f: None)
-        cur = Setpoints(np.where(bad, prev.tcs_c, snap.current.tcs_c), np.where(bad, prev.dp_kpa, snap.current.dp_kpa),
-                        snap.current.fws_c, snap.current.chw_c)
-        out = replace(snap, gpu_max_c=fill(snap.gpu_max_c, g("gpu_max_c")),
-                      gpu_util_pct=fill(snap.gpu_util_pct, g("gpu_util_pct")),
-                      tcs_supply_c=fill(snap.tcs_supply_c, g("tcs_supply_c")),
-                      valve_pct=fill(snap.valve_pct, g("valve_pct")), heat_kw=fill(snap.heat_kw, g("heat_kw")),
-                      current=cur)
-        self._good = out
-        return out
 
     def _by_point(self, sp: Setpoints) -> dict[str, dict[str, float]]:
         lim = self.lim

@@ -14,7 +14,7 @@ import pytest
 from aidc.model import SeriesKey
 from control.fastpath import LoadStepDetector, cold_side, core_step_ready, step_ready_rule
 from control.guard import alarmed_cdus, verify
-from control.holds import Lockout
+from control.holds import Lockout, fill_held
 from control.types import Setpoints, Snapshot
 from tests.control_helpers import publish_value
 from tests.test_control_safety import Rig, WarmCore, _rack_devices, _written
@@ -176,3 +176,22 @@ def test_a_failing_core_step_ready_falls_back_to_the_rule(tmp_path: Path) -> Non
             raise ValueError("no model")
 
     assert core_step_ready(Broken(), snap) is None
+
+
+def test_fill_held_gives_the_core_finite_values_for_a_bad_cdu(tmp_path: Path) -> None:
+    """fill_held shows a bad CDU with its last readings (before any: the hottest good CDU) and its held setpoints,
+    and leaves the good CDUs as measured."""
+    snap = Rig(tmp_path).sup.snapshot()
+    gpu = snap.gpu_max_c.copy()
+    gpu[0] = np.nan
+    bad_snap = replace(snap, gpu_max_c=gpu)
+    held = _sp(31.0, 110.0, 24.0)
+    first = fill_held(bad_snap, np.array([True, False]), None, held)
+    assert first.finite
+    assert first.gpu_max_c.tolist() == [gpu[1], gpu[1]]
+    assert first.current.tcs_c[0] == 31.0
+    assert first.current.tcs_c[1] == snap.current.tcs_c[1]
+    last = replace(snap, gpu_max_c=np.array([70.0, 71.0]))
+    again = fill_held(bad_snap, np.array([True, False]), last, held)
+    assert again.gpu_max_c.tolist() == [70.0, gpu[1]]
+    assert fill_held(snap, np.array([False, False]), last, held) is snap
