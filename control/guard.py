@@ -34,14 +34,6 @@ class Verdict:
     reasons: tuple[str, ...] = ()
 
 
-def check_inputs(snap: Snapshot, limits: Limits) -> Verdict:
-    """Inputs fit to decide on: every value finite and none older than ``stale_s`` (site and every CDU)."""
-    reasons = list(check_site_inputs(snap, limits).reasons)
-    for i, r in enumerate(check_cdu_inputs(snap, limits)):
-        reasons += [f"{snap.cdu_names[i]}: {x}" for x in r]
-    return Verdict(not reasons, tuple(reasons))
-
-
 def check_site_inputs(snap: Snapshot, limits: Limits, age_s: float | None = None) -> Verdict:
     """Site-wide inputs fit to decide on: facility water, outdoor air, facility power and the FWS setpoint finite,
     and none older than ``stale_s`` (``age_s``: the oldest site-wide reading; None: the snapshot's oldest of all)."""
