@@ -71,6 +71,14 @@ class ControlConfig(_Strict):
     heartbeat_s: float = Field(10.0, gt=0)
     alarm_gpu_k: float = Field(1.0, ge=0)  # thermal guard: a GPU within this of its throttle limit is an alarm
     alarm_tcs_c: float = Field(45.0)  # thermal guard: TCS supply above this is an alarm
+    # bits of a CDU's device alarm word that hold it (no warmer, no less flow; reverted after hold_revert_s). The
+    # default 0b1111 is the vertiv-xdu-cdu profile's high TCS temperature, leak, pump fault and heartbeat-lost bits;
+    # its condensation (bit 4) and dp-not-reached (bit 5) bits ask for warmer water or less dp, which a hold forbids
+    alarm_word_mask: int = Field(0b1111, ge=0, le=0xFFFF_FFFF)
+    lockout_s: float = Field(1800.0, ge=0)  # after a guard or fast-path action: no warmer than it left, this long
+    # fast path: a CDU's mean GPU utilisation rising more than this (points) since the last decision is a load
+    # step, met at once with colder, higher-flow setpoints (100: off)
+    feedforward_util_rise_pct: float = Field(20.0, gt=0, le=100)
     commissioning_days: float = Field(14.0, ge=0)
     retrain_h: float = Field(24.0, gt=0)
     train_window_days: float = Field(60.0, gt=0)

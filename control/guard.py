@@ -4,7 +4,9 @@ Two layers, after DeepMind's published design for data-centre cooling: the super
 learned model's pessimistic hottest GPU, the approach, the dew point, rate limits) choose the setpoints; then this
 module, which shares no code path with the optimiser, verifies every value against the hard limits just before it
 is written and refuses anything it cannot verify. Bad or stale inputs make the supervisor hold, and a hold that
-lasts ``hold_revert_s`` reverts to the safe defaults. The thermal guard runs at the collectors' rate and, when a
+lasts ``hold_revert_s`` reverts to the safe defaults: site-wide inputs (facility water, outdoor air, facility power)
+for the whole site, a CDU's own inputs (its racks' GPU series, its TCS supply and setpoints, its alarm word) for that
+CDU only. The thermal guard runs at the collectors' rate and, when a
 measured GPU or coolant temperature crosses its alarm limit, moves at once to colder water and more flow, skipping
 the rate limit in the safe direction only.
 """
@@ -12,12 +14,14 @@ the rate limit in the safe direction only.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from control.policy import Limits, dew_point_c
-from control.types import Setpoints, Snapshot
+from control.types import Arr, Setpoints, Snapshot
 
 _TOL = 1e-6
 
@@ -30,18 +34,13 @@ class Verdict:
     reasons: tuple[str, ...] = ()
 
 
-def check_inputs(snap: Snapshot, limits: Limits) -> Verdict:
-    """Inputs fit to decide on: every value finite and none older than ``stale_s``."""
+def check_site_inputs(snap: Snapshot, limits: Limits, age_s: float | None = None) -> Verdict:
+    """Site-wide inputs fit to decide on: facility water, outdoor air, facility power and the FWS setpoint finite,
+    and none older than ``stale_s`` (``age_s``: the oldest site-wide reading; None: the snapshot's oldest of all)."""
     reasons: list[str] = []
-    if snap.max_age_s > limits.cfg.stale_s:
-        reasons.append(f"stale input: oldest reading {snap.max_age_s:.0f} s old (limit {limits.cfg.stale_s:g} s)")
-    for name, arr in (("hottest GPU", snap.gpu_max_c), ("GPU utilisation", snap.gpu_util_pct),
-                      ("TCS supply", snap.tcs_supply_c), ("TCS setpoint", snap.current.tcs_c),
-                      ("dp setpoint", snap.current.dp_kpa)):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            cdus = ", ".join(snap.cdu_names[i] for i in np.flatnonzero(bad)[:3])
-            reasons.append(f"bad input: {name} missing or NaN on {cdus}")
+    age = snap.max_age_s if age_s is None else age_s
+    if age > limits.cfg.stale_s:
+        reasons.append(f"stale input: oldest reading {age:.0f} s old (limit {limits.cfg.stale_s:g} s)")
     for name, v in (("FWS supply", snap.fws_supply_c), ("outdoor dry bulb", snap.drybulb_c),
                     ("outdoor wet bulb", snap.wetbulb_c), ("facility power", snap.facility_kw),
                     ("FWS setpoint", snap.current.fws_c)):
@@ -50,11 +49,54 @@ def check_inputs(snap: Snapshot, limits: Limits) -> Verdict:
     return Verdict(not reasons, tuple(reasons))
 
 
-def verify(sp: Setpoints, prev: Setpoints, snap: Snapshot, limits: Limits, *, rate: bool = True) -> Verdict:
-    """Independent hard-limit check of setpoints about to be written (``rate`` False: operator override)."""
+def check_cdu_inputs(snap: Snapshot, limits: Limits, ages_s: Arr | None = None) -> list[tuple[str, ...]]:
+    """Per CDU, why its own inputs are unfit (empty: fit): its hottest GPU, GPU utilisation, TCS supply and
+    setpoints finite, and (with ``ages_s``: the oldest reading of each CDU and its racks) none older than
+    ``stale_s``."""
+    stale = limits.cfg.stale_s
+    out: list[tuple[str, ...]] = []
+    for i in range(len(snap.cdu_names)):
+        r: list[str] = []
+        if ages_s is not None and ages_s[i] > stale:
+            r.append(f"stale input: oldest reading {ages_s[i]:.0f} s old (limit {stale:g} s)")
+        for name, arr in (("hottest GPU", snap.gpu_max_c), ("GPU utilisation", snap.gpu_util_pct),
+                          ("TCS supply", snap.tcs_supply_c), ("TCS setpoint", snap.current.tcs_c),
+                          ("dp setpoint", snap.current.dp_kpa)):
+            if not math.isfinite(arr[i]):
+                r.append(f"bad input: {name} missing or NaN")
+        out.append(tuple(r))
+    return out
+
+
+def alarmed_cdus(snap: Snapshot, mask: int = ~0) -> dict[str, str]:
+    """CDUs whose device alarm word has a bit of ``mask`` set, with the snapshot's note (``"<cdu>: alarm word N"``,
+    as :class:`control.snapshot.SnapshotBuilder` writes it)."""
+    names = set(snap.cdu_names)
+    out: dict[str, str] = {}
+    for note in snap.alarms:
+        cdu, _, rest = note.partition(":")
+        word = rest.strip().removeprefix("alarm word").strip()
+        if cdu in names and (not word.lstrip("-").isdigit() or int(word) & mask):
+            out[cdu] = note.strip()
+    return out
+
+
+def verify(sp: Setpoints, prev: Setpoints, snap: Snapshot, limits: Limits, *, rate: bool = True,
+           exempt: Collection[tuple[str, str]] = (), cold_free: bool = False) -> Verdict:
+    """Independent hard-limit check of setpoints about to be written.
+
+    The rate check (change from ``prev`` per interval) is skipped for every point with ``rate`` False, for the
+    ``(device, point)`` pairs in ``exempt`` (an operator override exempts only its own point; a CDU reverting to its
+    safe defaults), and with ``cold_free`` for moves toward colder water or more flow (the thermal guard's and the
+    fast path's safe direction); the bounds, approach and dew-point checks always apply.
+    """
     c = limits.cfg
     r: list[str] = []
     p = limits.plant_device
+
+    def rated(dev: str, point: str, step: float) -> bool:
+        """Whether a move of ``step`` (positive: warmer or less flow) on this point is rate-checked."""
+        return rate and (dev, point) not in exempt and not (cold_free and step <= 0)
     if not math.isfinite(sp.fws_c) or not limits.fws_lo - _TOL <= sp.fws_c <= limits.fws_hi + _TOL:
         r.append(f"{p}.{limits.fws_point}: {sp.fws_c:g} outside [{limits.fws_lo:g}, {limits.fws_hi:g}] °C"
                  + (f" (W-class {limits.w_class_c:g})" if limits.w_class_c is not None else ""))
@@ -69,17 +111,21 @@ def verify(sp: Setpoints, prev: Setpoints, snap: Snapshot, limits: Limits, *, ra
             r.append(f"{cdu}.{limits.tcs_point}: {t:g} below FWS {sp.fws_c:g} + approach {c.cdu_approach_k:g} K")
         if math.isfinite(dew) and t < dew + c.dew_margin_k - _TOL:
             r.append(f"{cdu}.{limits.tcs_point}: {t:g} below dew point {dew:.1f} + {c.dew_margin_k:g} K")
-        if rate and math.isfinite(prev.tcs_c[i]) and abs(t - prev.tcs_c[i]) > c.max_step_tcs_k + _TOL:
+        if (math.isfinite(prev.tcs_c[i]) and rated(cdu, limits.tcs_point, t - prev.tcs_c[i])
+                and abs(t - prev.tcs_c[i]) > c.max_step_tcs_k + _TOL):
             r.append(f"{cdu}.{limits.tcs_point}: step {t - prev.tcs_c[i]:+.2f} K exceeds {c.max_step_tcs_k:g} K")
-        if rate and math.isfinite(prev.dp_kpa[i]) and abs(d - prev.dp_kpa[i]) > c.max_step_dp_kpa + _TOL:
+        if (math.isfinite(prev.dp_kpa[i]) and rated(cdu, limits.dp_point, prev.dp_kpa[i] - d)
+                and abs(d - prev.dp_kpa[i]) > c.max_step_dp_kpa + _TOL):
             r.append(f"{cdu}.{limits.dp_point}: step {d - prev.dp_kpa[i]:+.1f} kPa exceeds {c.max_step_dp_kpa:g}")
-    if rate and math.isfinite(prev.fws_c) and abs(sp.fws_c - prev.fws_c) > c.max_step_fws_k + _TOL:
+    if (math.isfinite(prev.fws_c) and rated(p, limits.fws_point, sp.fws_c - prev.fws_c)
+            and abs(sp.fws_c - prev.fws_c) > c.max_step_fws_k + _TOL):
         r.append(f"{p}.{limits.fws_point}: step {sp.fws_c - prev.fws_c:+.2f} K exceeds {c.max_step_fws_k:g} K")
     if limits.chw_point is not None and math.isfinite(sp.chw_c):  # NaN: the chilled-water setpoint is left alone
         q = f"{p}.{limits.chw_point}"
         if not limits.chw_lo - _TOL <= sp.chw_c <= limits.chw_hi + _TOL:
             r.append(f"{q}: {sp.chw_c:g} outside [{limits.chw_lo:g}, {limits.chw_hi:g}] °C")
-        if rate and math.isfinite(prev.chw_c) and abs(sp.chw_c - prev.chw_c) > c.max_step_fws_k + _TOL:
+        if (math.isfinite(prev.chw_c) and rated(p, limits.chw_point, sp.chw_c - prev.chw_c)
+                and abs(sp.chw_c - prev.chw_c) > c.max_step_fws_k + _TOL):
             r.append(f"{q}: step {sp.chw_c - prev.chw_c:+.2f} K exceeds {c.max_step_fws_k:g} K")
     return Verdict(not r, tuple(r))
 
@@ -100,13 +146,20 @@ def thermal_alarms(snap: Snapshot, limits: Limits) -> tuple[str, ...]:
     return tuple(out)
 
 
+def hot_cdus(snap: Snapshot, limits: Limits) -> npt.NDArray[np.bool_]:
+    """Per CDU: whether its hottest GPU or its TCS supply is past the thermal guard's alarm limit."""
+    c = limits.cfg
+    with np.errstate(invalid="ignore"):
+        return np.asarray((snap.gpu_max_c >= limits.gpu_limit_c - c.alarm_gpu_k) | (snap.tcs_supply_c > c.alarm_tcs_c))
+
+
 def cooling_response(snap: Snapshot, limits: Limits) -> Setpoints:
     """Setpoints the thermal guard writes at once: never warmer than now nor than the safe defaults, with the
     alarmed CDUs two rate steps colder and at more pressure (the cold direction skips the rate limit)."""
     c, cur, safe = limits.cfg, snap.current, limits.safe
     base_t = np.where(np.isfinite(cur.tcs_c), np.minimum(cur.tcs_c, safe.tcs_c), safe.tcs_c)
     base_d = np.where(np.isfinite(cur.dp_kpa), np.maximum(cur.dp_kpa, safe.dp_kpa), safe.dp_kpa)
-    hot = (snap.gpu_max_c >= limits.gpu_limit_c - c.alarm_gpu_k) | (snap.tcs_supply_c > c.alarm_tcs_c)
+    hot = hot_cdus(snap, limits)
     tcs = np.where(hot, base_t - 2 * c.max_step_tcs_k, base_t)
     dp = np.where(hot, base_d + 2 * c.max_step_dp_kpa, base_d)
     fws = min(cur.fws_c if math.isfinite(cur.fws_c) else safe.fws_c, safe.fws_c)

@@ -94,6 +94,12 @@ class LiveReader:
 
         A point's age is that of its first series: a collector delivers all of an array's elements in one poll.
         """
+        out, oldest, _ = self.read_ages(live, now_ns)
+        return out, oldest
+
+    def read_ages(self, live: LiveState | None, now_ns: int) -> tuple[Readings, float, dict[str, float]]:
+        """:meth:`read` and, per device, the age in seconds of its oldest reading used (so one late device
+        degrades only what it feeds: a CDU's racks their CDU, the plant the whole site)."""
         if self.seen or live is None:
             values, ts = self.val, self.ts
         else:
@@ -106,6 +112,7 @@ class LiveReader:
             values, ts = np.where(newer, self.note_val, values), np.where(newer, self.note_ts, ts)
         out: dict[str, dict[str, PointValue]] = {}
         used: list[int] = []
+        dev_oldest: dict[str, int] = {}
         for dev, point, array, a, b in self.rows:
             block = values[a:b]
             vals = out.setdefault(dev, {})
@@ -113,6 +120,8 @@ class LiveReader:
                 vals[point] = None  # missing, stale-marked or bad: the guard holds on it
                 continue
             used.append(a)
+            dev_oldest[dev] = min(dev_oldest.get(dev, now_ns), int(ts[a]))
             vals[point] = block if array else float(block[0])
         oldest = int(ts[used].min()) if used else now_ns
-        return out, max(0.0, (now_ns - min(oldest, now_ns)) / 1e9)
+        ages = {d: max(0.0, (now_ns - min(t, now_ns)) / 1e9) for d, t in dev_oldest.items()}
+        return out, max(0.0, (now_ns - min(oldest, now_ns)) / 1e9), ages

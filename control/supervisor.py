@@ -1,13 +1,19 @@
 """The live supervisory controller: modes, operator overrides, the safety guard, audit, heartbeat and revert.
 
-Each decision interval: a snapshot from the live state; input checks (stale or NaN: hold, and revert to the safe
-defaults after ``hold_revert_s``); the learning core's choice (commissioning / learning / deciding); operator
-overrides with expiry replace the points they name; then the independent hard-limit check; then, in ``auto``
-mode only, the writes through the setpoint writer (which clamps, reads back and audits each one). At the
-collectors' rate the thermal guard checks measured temperatures and cools at once on an alarm, and a heartbeat
-is written to each controlled device so it falls back to its own safe setpoints if the supervisor stops. Every
-decision and every mode or override change is a JSON line in ``<data_dir>/audit/control.jsonl``; decisions are
-also published as ``controller,site=<site>`` series for the historian.
+Each decision interval: a snapshot from the live state; input checks: bad or stale site-wide inputs (facility
+water, outdoor air, facility power) hold the whole site, a CDU's own bad or stale inputs hold only that CDU and a
+non-zero device alarm word keeps that CDU from moving warmer (:mod:`control.holds`; either, lasting
+``hold_revert_s``, reverts what it holds to the safe defaults); the learning core's choice (commissioning / learning
+/ deciding) on a snapshot in which a held CDU shows its last good readings; the held CDUs' setpoints and the
+lock-out after a guard action replace the core's where they must; operator overrides with expiry replace the points
+they name; then the independent hard-limit check (an override exempts only its own point from the rate limit);
+then, in ``auto`` mode only, the writes through the setpoint writer (which clamps, reads back and audits each one).
+At the collectors' rate the thermal guard checks measured temperatures and cools at once on an alarm, the fast path
+(:mod:`control.fastpath`) meets a load step with colder, higher-flow setpoints before the temperatures rise (both
+followed by the ``lockout_s`` lock-out), and a heartbeat is written to each controlled device so it falls back to
+its own safe setpoints if the supervisor stops. Every decision, guard and fast-path action and every mode, override
+or hold change is a JSON line in ``<data_dir>/audit/control.jsonl``; decisions are also published as
+``controller,site=<site>`` series for the historian.
 """
 
 from __future__ import annotations
@@ -31,11 +37,21 @@ from aidc.config import Site
 from aidc.errors import ConfigError
 from aidc.live import LiveState
 from aidc.model import Batch, Quality, SeriesKey
-from control.guard import check_inputs, cooling_response, thermal_alarms, verify
+from control.fastpath import LoadStepDetector, cold_side, core_step_ready, step_ready_rule
+from control.guard import (
+    alarmed_cdus,
+    check_cdu_inputs,
+    check_site_inputs,
+    cooling_response,
+    hot_cdus,
+    thermal_alarms,
+    verify,
+)
+from control.holds import ALARM, INPUTS, CduHolds, Lockout, fill_held, keep_approach
 from control.interface import MODES, Mode
 from control.learner import LearningController
 from control.live_reader import LiveReader
-from control.policy import Limits, site_limits
+from control.policy import Limits, dew_point_c, site_limits
 from control.snapshot import SnapshotBuilder
 from control.types import Decision, Setpoints, Snapshot
 
@@ -106,15 +122,27 @@ class Supervisor:
         self.state = "commissioning"
         self.last: dict[str, object] = {}
         self.counts = {"decisions": 0, "holds": 0, "writes": 0, "write_errors": 0, "thermal_actions": 0,
-                       "refused": 0}
+                       "refused": 0, "cdu_holds": 0, "cdu_reverts": 0, "feed_forwards": 0, "lockout_limits": 0}
         self.hold_since_ns: int | None = None
         self.written: Setpoints | None = None  # what the supervisor last wrote
         self.heartbeat_value = 0
         self.controlled = [*self.lim.cdu_names, self.lim.plant_device]
         self.decided = asyncio.Event()  # set after every decision (for watchers and tests)
         self.cooled = asyncio.Event()  # set after every thermal-guard action
+        self.fed_forward = asyncio.Event()  # set after every fast-path (feed-forward) write
+        self.holds = CduHolds(self.lim.cdu_names)
+        self.lockout = Lockout(self.lim.cdu_names)
+        self.steps = LoadStepDetector(len(self.lim.cdu_names))
+        self._good: Snapshot | None = None  # the last snapshot, with each CDU's values from its last good reading
+        self._ages: dict[str, float] = {}  # per device: age of its oldest reading in the last snapshot
         # The thermal guard runs at the collectors' rate: the fastest poll of the devices a snapshot reads.
         devs = {d.name: d for d in site.devices}
+        # Which devices feed each CDU (its own and its racks'); every other device a snapshot reads is site-wide.
+        b = self.builder
+        self._cdu_devs = [{n} | {s.device for s in b.cdu_racks[i] + b.cdu_util[i]}
+                          for i, n in enumerate(self.lim.cdu_names)]
+        per_cdu = set().union(*self._cdu_devs)
+        self._site_devs = {d for d in b.devices() if d not in per_cdu} | {s.device for s in b.facility + b.it}
         self.guard_s = min((devs[n].config.poll_interval_s for n in self.builder.devices()), default=10.0)
         self._hb_points = {d.name: d.profile.heartbeat.point for d in site.devices
                            if d.name in self.controlled and d.profile.heartbeat is not None}
@@ -186,10 +214,16 @@ class Supervisor:
     # --- one decision -----------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """The facility as the live state shows it now."""
+        """The facility as the live state shows it now (each device's reading age kept for the input checks)."""
         now = self.clock.now_ns()
-        readings, age = self.reader.read(self.live, now)
+        readings, age, self._ages = self.reader.read_ages(self.live, now)
         return self.builder.build(now, readings, max_age_s=age)
+
+    def _site_age_s(self) -> float:
+        return max((self._ages.get(d, 0.0) for d in self._site_devs), default=0.0)
+
+    def _cdu_ages_s(self) -> npt.NDArray[np.float64]:
+        return np.array([max((self._ages.get(d, 0.0) for d in devs), default=0.0) for devs in self._cdu_devs])
 
     def _expire(self) -> None:
         now = self.clock.now_ns()
@@ -225,8 +259,9 @@ class Supervisor:
             rec["state"] = "off"
             return rec
         t0 = time.perf_counter()
-        inputs = check_inputs(snap, self.lim)
+        inputs = check_site_inputs(snap, self.lim, self._site_age_s())
         rec["inputs"] = _inputs_summary(snap)
+        self.steps.reset(snap.gpu_util_pct)
         if not inputs.ok:
             self.counts["holds"] += 1
             self.hold_since_ns = self.hold_since_ns if self.hold_since_ns is not None else now
@@ -240,18 +275,34 @@ class Supervisor:
             self._finish(rec, now)
             return rec
         self.hold_since_ns = None
+        prev = self._base(snap)
+        bad = self._update_holds(snap, now)
+        # The core sees each held CDU's last good readings (it needs finite values) and its held setpoints.
+        core_snap = fill_held(snap, bad, self._good, prev)
+        self._good = core_snap
         # The core may fit its plant model: off the event loop, so the collectors keep polling meanwhile.
-        dec: Decision = await asyncio.to_thread(self.core.decide, snap)
-        prev = self.written if self.written is not None else snap.current
-        sp, notes = self._apply_overrides(dec.setpoints)
+        dec: Decision = await asyncio.to_thread(self.core.decide, core_snap)
+        sp, reverting = self.holds.apply(dec.setpoints, prev, self.lim.safe, now, self.cfg.hold_revert_s)
+        sp, limited = self.lockout.apply(sp, now)
+        sp = keep_approach(sp, prev, self.lim)
+        sp, notes = self._apply_overrides(sp)
         binding = list(dec.binding) + notes
-        # Second layer: the hard-limit check (overridden points skip only the rate limit).
-        checked = verify(sp, prev if not notes else sp, snap, self.lim, rate=not notes)
+        # Second layer: the hard-limit check. An overridden point skips only its own rate check, and so does a CDU
+        # reverted to its safe defaults (as the whole-site revert does; until written, e.g. after a refused check).
+        exempt = {(o.device, o.point) for o in self._overrides.values()}
+        exempt |= {(self.lim.cdu_names[i], p) for i in self.holds.reverted()
+                   for p in (self.lim.tcs_point, self.lim.dp_point)}
+        checked = verify(sp, prev, snap, self.lim, exempt=exempt)
         rec.update(
             state=dec.state, candidates=dec.candidates, chosen=self._by_point(sp),
             predicted_facility_kw=dec.predicted_facility_kw, predicted_saving_kw=dec.predicted_saving_kw,
             binding=binding, hold_reason=dec.hold_reason, decision_ms=round(1000 * (time.perf_counter() - t0), 3),
         )
+        if self.holds.held:
+            rec["cdu_holds"] = self.holds.record(now)
+        if self.lockout.active(now):
+            rec["lockout"] = self.lockout.record(now, limited)
+            self.counts["lockout_limits"] += bool(limited)
         self.state = dec.state
         if not checked.ok:
             self.counts["refused"] += 1
@@ -260,10 +311,48 @@ class Supervisor:
             self.state = "holding"
         elif self._mode == "auto":
             rec["written"] = await self._write(sp, prev, "supervisor decision")
+        for i in reverting:
+            self.counts["cdu_reverts"] += 1
+            h = self.holds.held[i]
+            self._audit({"kind": "cdu_revert", "device": self.lim.cdu_names[i], "why": h.reason, "mode": self._mode,
+                         "held_s": round((now - h.since_ns) / 1e9, 1), "written": checked.ok and self._mode == "auto"})
+            log.warning("control: %s reverted to its safe defaults (%s)", self.lim.cdu_names[i], h.reason)
         self.counts["decisions"] += 1
         self._finish(rec, now)
         self.decided.set()
         return rec
+
+    def _base(self, snap: Snapshot) -> Setpoints:
+        """What the devices hold: what the supervisor last wrote, else what they report, else the safe defaults."""
+        cur = self.written if self.written is not None else snap.current
+        safe = self.lim.safe
+        return Setpoints(np.where(np.isfinite(cur.tcs_c), cur.tcs_c, safe.tcs_c),
+                         np.where(np.isfinite(cur.dp_kpa), cur.dp_kpa, safe.dp_kpa),
+                         cur.fws_c if math.isfinite(cur.fws_c) else safe.fws_c,
+                         cur.chw_c if math.isfinite(cur.chw_c) else safe.chw_c)
+
+    def _update_holds(self, snap: Snapshot, now: int) -> npt.NDArray[np.bool_]:
+        """Hold the CDUs with bad or stale inputs or a device alarm (audited as they start and end); the CDUs
+        whose inputs are bad."""
+        names = self.lim.cdu_names
+        why: dict[int, tuple[str, str]] = {}
+        alarmed = alarmed_cdus(snap, self.cfg.alarm_word_mask)
+        for i, name in enumerate(names):
+            if name in alarmed:
+                why[i] = (ALARM, alarmed[name])
+        for i, reasons in enumerate(check_cdu_inputs(snap, self.lim, self._cdu_ages_s())):
+            if reasons:  # bad inputs hold fully, an alarm only forbids the warm direction: the stricter wins
+                why[i] = (INPUTS, "; ".join(reasons))
+        started, cleared = self.holds.update(now, why)
+        for i in started:
+            self.counts["cdu_holds"] += 1
+            kind, reason = why[i]
+            self._audit({"kind": "cdu_hold", "device": names[i], "hold": kind, "why": reason, "mode": self._mode})
+            log.warning("control: holding %s (%s)", names[i], reason)
+        for i in cleared:
+            self._audit({"kind": "cdu_hold_cleared", "device": names[i], "mode": self._mode})
+            log.info("control: %s no longer held", names[i])
+        return self.holds.mask(INPUTS)
 
     def _by_point(self, sp: Setpoints) -> dict[str, dict[str, float]]:
         lim = self.lim
@@ -319,9 +408,15 @@ class Supervisor:
         log.warning("control: reverted %d setpoints to safe defaults (%s)", len(out), why)
         return out
 
-    async def thermal_check(self) -> list[str]:
-        """The fast thermal guard: on an alarm, colder setpoints at once (auto mode), audited."""
+    async def guard_tick(self) -> None:
+        """Between decisions, at the collectors' rate: the thermal guard, then the fast path, on one snapshot."""
         snap = self.snapshot()
+        await self.thermal_check(snap)
+        await self.fast_check(snap)
+
+    async def thermal_check(self, snap: Snapshot | None = None) -> list[str]:
+        """The fast thermal guard: on an alarm, colder setpoints at once (auto mode), audited, then the lock-out."""
+        snap = snap if snap is not None else self.snapshot()
         alarms = thermal_alarms(snap, self.lim)
         if not alarms:
             return []
@@ -331,10 +426,58 @@ class Supervisor:
         if self._mode == "auto":
             rec["written"] = await self._write(sp, self.written or snap.current, "thermal guard: " + alarms[0])
             self.counts["thermal_actions"] += 1
+            self._lock(snap.t_ns, hot_cdus(snap, self.lim), "thermal guard", rec)
             self.cooled.set()
         self._audit(rec)
         log.warning("thermal guard: %s", "; ".join(alarms))
         return list(alarms)
+
+    async def fast_check(self, snap: Snapshot | None = None) -> list[str]:
+        """The fast path: a CDU whose GPU utilisation rose by more than ``feedforward_util_rise_pct`` since the last
+        decision moves at once to step-ready setpoints, colder and at more flow only (auto mode writes; advisory
+        records), through the hard-limit check, audited as ``feed_forward``, then the lock-out; the CDUs acted on."""
+        if self._mode == "off":
+            return []
+        snap = snap if snap is not None else self.snapshot()
+        stepped, u0 = self.steps.check(snap.gpu_util_pct, self.cfg.feedforward_util_rise_pct)
+        if not stepped.any():
+            return []
+        lim = self.lim
+        names = [n for n, s in zip(lim.cdu_names, stepped, strict=True) if s]
+        cur = self._base(snap)
+        target = core_step_ready(self.core, snap)
+        source = "core" if target is not None else "rule"
+        if target is None:
+            target = step_ready_rule(cur, lim.safe, u0, snap.gpu_util_pct)
+        dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) if math.isfinite(snap.wetbulb_c) else None
+        sp = cold_side(target, cur, stepped, lim, dew)
+        # The cold direction skips the rate limit (as the thermal guard's does); everything else is checked.
+        checked = verify(sp, cur, snap, lim, cold_free=True)
+        rec: dict[str, object] = {
+            "kind": "feed_forward", "ts": format_ns(snap.t_ns), "mode": self._mode, "cdus": names, "source": source,
+            "util_from": [round(float(u), 1) for u in u0[stepped]],
+            "util_to": [round(float(u), 1) for u in snap.gpu_util_pct[stepped]],
+            "chosen": self._by_point(sp),
+        }
+        if not checked.ok:
+            self.counts["refused"] += 1
+            rec["refused"] = list(checked.reasons)
+        elif self._mode == "auto":
+            why = f"feed forward: load step on {', '.join(names)}"
+            rec["written"] = await self._write(sp, cur, why)
+            self.counts["feed_forwards"] += 1
+            self._lock(snap.t_ns, stepped, "feed forward", rec)
+            self.fed_forward.set()
+        self._audit(rec)
+        log.warning("control: load step on %s: feed-forward to step-ready setpoints (%s)", ", ".join(names), source)
+        return names
+
+    def _lock(self, now: int, guarded: npt.NDArray[np.bool_], source: str, rec: dict[str, object]) -> None:
+        """Arm the lock-out at what the devices hold now (the write's read-back) and note it in ``rec``."""
+        if self.written is None or self.cfg.lockout_s <= 0:
+            return
+        self.lockout.arm(now, self.cfg.lockout_s, self.written, guarded, source)
+        rec["lockout_until"] = format_ns(self.lockout.until_ns)
 
     async def heartbeat(self) -> None:
         """Change each controlled device's heartbeat point (auto mode only: advisory must not hold devices)."""
@@ -368,7 +511,7 @@ class Supervisor:
                     if next_decision <= now:
                         next_decision = now + interval_ns
                 else:
-                    await self.thermal_check()
+                    await self.guard_tick()
                 now = self.clock.now_ns()
                 if now >= next_beat:
                     await self.heartbeat()

@@ -96,17 +96,225 @@ async def test_stale_input_holds_then_reverts_to_safe_defaults(tmp_path: Path) -
         assert last[(cdu, rig.sup.lim.tcs_point)] == pytest.approx(safe.tcs_c[i])
 
 
-async def test_nan_sensor_holds_and_names_the_cdu(tmp_path: Path) -> None:
-    """A NaN GPU temperature makes the supervisor hold, naming the CDU whose racks lack the reading."""
+async def test_nan_gpu_series_on_one_cdu_holds_only_that_cdu_then_reverts_it(tmp_path: Path) -> None:
+    """A NaN GPU series on one CDU holds that CDU's setpoints (naming it) while the other CDU is still decided and
+    written; held past hold_revert_s, only that CDU reverts to its safe defaults."""
+    rig = Rig(tmp_path, hold_revert_s=600.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    await rig.sup.decide_once()
+    before = _written(rig)
+    _nan_gpu(rig, 0)
+    rec = await rig.sup.decide_once()
+    assert rec["state"] != "holding", "the site is not held for one CDU's series"
+    holds = rec["cdu_holds"]
+    assert isinstance(holds, dict)
+    assert set(holds) == {lim.cdu_names[0]}
+    assert "hottest GPU" in str(holds[lim.cdu_names[0]]["reason"])
+    after = _written(rig)
+    assert after[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[0], lim.tcs_point)])
+    assert after[(lim.cdu_names[1], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[1], lim.tcs_point)] + 1)
+    rig.advance(700.0)
+    _nan_gpu(rig, 0)
+    await rig.sup.decide_once()
+    last = _written(rig)
+    assert last[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(lim.safe.tcs_c[0])
+    assert last[(lim.cdu_names[0], lim.dp_point)] == pytest.approx(lim.safe.dp_kpa[0])
+    assert last[(lim.cdu_names[1], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[1], lim.tcs_point)] + 2)
+    assert [a["device"] for a in rig.audit() if a["kind"] == "cdu_revert"] == [lim.cdu_names[0]]
+    assert rig.sup.counts["cdu_reverts"] == 1
+
+
+async def test_stale_racks_of_one_cdu_hold_only_that_cdu(tmp_path: Path) -> None:
+    """Readings of one CDU's racks older than stale_s hold that CDU alone; the plant, meters and the other CDU being
+    fresh, the other CDU is still decided and written."""
+    rig = Rig(tmp_path, stale_s=120.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    await rig.sup.decide_once()
+    before = _written(rig)
+    rig.advance(300.0, feed_live=False)
+    stale = {d.name for d in _rack_devices(rig, 0)}
+    got: list[Batch] = []
+    feed(got.append, rig.site, rig.fac)
+    b = got[0]
+    keep = np.array([not any(f"device={n}," in s for n in stale) for s in b.series])
+    rig.live.update(Batch(b.series[keep], b.ts_ns[keep], b.values[keep], b.quality[keep]))
+    rec = await rig.sup.decide_once()
+    assert rec["state"] != "holding"
+    holds = rec["cdu_holds"]
+    assert isinstance(holds, dict)
+    assert list(holds) == [lim.cdu_names[0]]
+    assert "stale" in str(holds[lim.cdu_names[0]]["reason"])
+    after = _written(rig)
+    assert after[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[0], lim.tcs_point)])
+    assert after[(lim.cdu_names[1], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[1], lim.tcs_point)] + 1)
+
+
+async def test_alarm_word_on_one_cdu_holds_it_then_reverts_it(tmp_path: Path) -> None:
+    """A non-zero alarm word on one CDU keeps that CDU from moving warmer (the other CDU moves as decided), and an
+    alarm lasting hold_revert_s reverts that CDU alone to its safe defaults; both audited."""
+    rig = Rig(tmp_path, hold_revert_s=600.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    a, b = lim.cdu_names
+    await rig.sup.decide_once()
+    before = _written(rig)
+    _alarm(rig, 0, 4)  # pump fault (bit 2)
+    rec = await rig.sup.decide_once()
+    after = _written(rig)
+    assert after[(a, lim.tcs_point)] == pytest.approx(before[(a, lim.tcs_point)]), "no warmer while alarmed"
+    assert after[(a, lim.dp_point)] == pytest.approx(before[(a, lim.dp_point)]), "no less flow while alarmed"
+    assert after[(b, lim.tcs_point)] == pytest.approx(before[(b, lim.tcs_point)] + 1)
+    assert rec["cdu_holds"][a]["kind"] == "alarm"  # type: ignore[index]
+    rig.advance(700.0)
+    _alarm(rig, 0, 4)
+    await rig.sup.decide_once()
+    last = _written(rig)
+    assert last[(a, lim.tcs_point)] == pytest.approx(lim.safe.tcs_c[0])
+    assert last[(b, lim.tcs_point)] == pytest.approx(before[(b, lim.tcs_point)] + 2)
+    kinds = [(x["kind"], x.get("device")) for x in rig.audit()]
+    assert ("cdu_hold", a) in kinds
+    assert ("cdu_revert", a) in kinds
+    rig.advance(300.0)  # the alarm word clears: the CDU is decided again
+    await rig.sup.decide_once()
+    assert ("cdu_hold_cleared", a) in [(x["kind"], x.get("device")) for x in rig.audit()]
+    assert _written(rig)[(a, lim.tcs_point)] == pytest.approx(lim.safe.tcs_c[0] + 1)
+
+
+async def test_alarm_bits_outside_the_mask_do_not_hold(tmp_path: Path) -> None:
+    """An alarm word with only a bit outside alarm_word_mask (dp not reached, bit 5, by default) holds nothing."""
     rig = Rig(tmp_path)
-    rack = next(d for d in rig.site.devices if d.kind == "rack")
-    sid = SeriesKey.of(rack.profile.measurement, "gpu_temp_c", {**rack.tags, "gpu": "3"}).id
-    publish_value(rig.live, sid, rig.clock.now_ns(), float("nan"), Quality.BAD)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    await rig.sup.decide_once()
+    before = _written(rig)
+    _alarm(rig, 0, 32)
+    rec = await rig.sup.decide_once()
+    assert "cdu_holds" not in rec
+    assert _written(rig)[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(before[(lim.cdu_names[0],
+                                                                                       lim.tcs_point)] + 1)
+
+
+async def test_a_reverted_cdu_reaches_its_safe_defaults_after_a_refused_decision(tmp_path: Path) -> None:
+    """A CDU reverted while the decision was refused still goes straight to its safe defaults at the next decision:
+    its revert stays exempt from the rate limit until it is written."""
+    rig = Rig(tmp_path, hold_revert_s=600.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    for _ in range(3):  # three steps of +1 K: 3 K from the safe default, more than one rate step
+        await rig.sup.decide_once()
+        rig.advance(300.0)
+    _nan_gpu(rig, 0)
+    await rig.sup.decide_once()
+    rig.advance(700.0)
+    _nan_gpu(rig, 0)
+    rig.sup.core = ExtremeCore()  # type: ignore[assignment]
+    rec = await rig.sup.decide_once()
+    assert "hard-limit check refused" in str(rec["hold_reason"])
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    rig.advance(300.0)
+    _nan_gpu(rig, 0)
+    rec = await rig.sup.decide_once()
+    assert rec["state"] != "holding", rec.get("hold_reason")
+    assert _written(rig)[(lim.cdu_names[0], lim.tcs_point)] == pytest.approx(lim.safe.tcs_c[0])
+
+
+async def test_override_on_one_point_does_not_exempt_another_from_the_rate_check(tmp_path: Path) -> None:
+    """An operator override exempts its own point from the rate limit but leaves every other point checked: a core
+    asking for an oversized dp step on another CDU is refused while the override is active."""
+    rig = Rig(tmp_path)
+    lim = rig.sup.lim
+    a, b = lim.cdu_names
+    rig.sup.set_override(a, lim.tcs_point, 27.5, rig.clock.now_ns() + int(3600e9), "alice")
+    rig.sup.core = StepCore(dp_step=3 * lim.cfg.max_step_dp_kpa, cdu=1)  # type: ignore[assignment]
     rec = await rig.sup.decide_once()
     assert rec["state"] == "holding"
-    assert "hottest GPU" in str(rec["hold_reason"])
-    assert rig.sup.lim.cdu_names[0] in str(rec["hold_reason"])
+    assert f"{b}.{lim.dp_point}: step" in str(rec["hold_reason"])
     assert rig.writer.setpoints() == []
+    rig.sup.core = StepCore(dp_step=0.0, cdu=1)  # type: ignore[assignment]
+    await rig.sup.decide_once()
+    assert _written(rig)[(a, lim.tcs_point)] == pytest.approx(27.5), "the override itself skips the rate limit"
+
+
+async def test_decisions_cannot_warm_a_guarded_cdu_during_the_lockout(tmp_path: Path) -> None:
+    """After the thermal guard cools a CDU, decisions wanting warmer water are limited to what the guard left for
+    lockout_s (recorded in the decision), and move warmer again once it has passed."""
+    rig = Rig(tmp_path, lockout_s=1800.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    lim = rig.sup.lim
+    a = lim.cdu_names[0]
+    await rig.sup.decide_once()
+    _hot_gpu(rig, 0)
+    assert await rig.sup.thermal_check()
+    guard_left = _written(rig)[(a, lim.tcs_point)]
+    rig.advance(300.0)
+    rec = await rig.sup.decide_once()
+    assert _written(rig)[(a, lim.tcs_point)] == pytest.approx(guard_left)
+    lock = rec["lockout"]
+    assert isinstance(lock, dict)
+    assert f"{a}.tcs" in lock["limited"]
+    assert lock["cdus"] == [a]
+    assert rig.sup.counts["lockout_limits"] == 1
+    rig.advance(1600.0)
+    rec = await rig.sup.decide_once()
+    assert "lockout" not in rec
+    assert _written(rig)[(a, lim.tcs_point)] == pytest.approx(guard_left + 1)
+
+
+class WarmCore:
+    """A core that asks for 1 K warmer TCS and 10 kPa less dp on every CDU at every decision (within the rates)."""
+
+    def __init__(self) -> None:
+        self.model = None
+        self.rows: list[object] = []
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """The snapshot's setpoints, warmer and at less flow."""
+        cur = snap.current
+        return Decision(Setpoints(cur.tcs_c + 1.0, cur.dp_kpa - 10.0, cur.fws_c), state="deciding")
+
+
+class StepCore(WarmCore):
+    """A core that keeps every setpoint but moves one CDU's dp by ``dp_step``."""
+
+    def __init__(self, dp_step: float, cdu: int) -> None:
+        super().__init__()
+        self.dp_step, self.cdu = dp_step, cdu
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """The snapshot's setpoints with one dp moved."""
+        cur = snap.current.copy()
+        cur.dp_kpa[self.cdu] += self.dp_step
+        return Decision(cur, state="deciding")
+
+
+def _written(rig: Rig) -> dict[tuple[str, str], float]:
+    """The last value written to each (device, point)."""
+    return {(r.device, r.point): r.new for r in rig.writer.setpoints()}
+
+
+def _rack_devices(rig: Rig, cdu_index: int) -> list[Any]:
+    racks = set(_racks(rig, cdu_index))
+    return [d for d in rig.site.devices if d.kind == "rack" and d.tags["rack"] in racks]
+
+
+def _nan_gpu(rig: Rig, cdu_index: int) -> None:
+    rack = _rack_devices(rig, cdu_index)[0]
+    sid = SeriesKey.of(rack.profile.measurement, "gpu_temp_c", {**rack.tags, "gpu": "3"}).id
+    publish_value(rig.live, sid, rig.clock.now_ns(), float("nan"), Quality.BAD)
+
+
+def _hot_gpu(rig: Rig, cdu_index: int) -> None:
+    rack = _rack_devices(rig, cdu_index)[0]
+    sid = SeriesKey.of(rack.profile.measurement, "gpu_temp_c", {**rack.tags, "gpu": "0"}).id
+    publish_value(rig.live, sid, rig.clock.now_ns(), 86.5)
+
+
+def _alarm(rig: Rig, cdu_index: int, word: int) -> None:
+    dev = next(d for d in rig.site.devices if d.name == rig.sup.lim.cdu_names[cdu_index])
+    sid = SeriesKey.of(dev.profile.measurement, "alarm_word", dev.tags).id
+    publish_value(rig.live, sid, rig.clock.now_ns(), float(word))
 
 
 async def test_out_of_range_choice_is_refused_by_the_hard_limit_check(tmp_path: Path) -> None:
@@ -248,7 +456,7 @@ async def test_input_sink_and_live_state_give_the_same_snapshot(tmp_path: Path) 
 
 def _batch_of(rig: Rig) -> Batch:
     got: list[Batch] = []
-    feed(got.append, rig.site, rig.fac)  # type: ignore[arg-type]
+    feed(got.append, rig.site, rig.fac)
     return got[0]
 
 
