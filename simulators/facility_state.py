@@ -43,6 +43,8 @@ class FacilityState(Layout):
     _env: Env
     energy_wh: dict[str, float]
     rack_energy_wh: Arr
+    work_gpu_h: float  # work done: GPU-hours at full clock (Σ utilisation · clock · time)
+    rack_work_gpu_h: Arr  # the same per rack
     cdu_pump_fault: npt.NDArray[np.bool_]
     fws_above_class_s: float  # time with FWS supply above the site's W-class limit
 
@@ -58,7 +60,12 @@ class FacilityState(Layout):
     rack_rise_c: Arr
     gpu_temp_c: Arr
     gpu_power_w: Arr
+    gpu_clock: npt.NDArray[np.float32]
     rack_throttled: npt.NDArray[np.int64]
+    rack_power_capped: npt.NDArray[np.int64]
+    rack_clock_pct: Arr
+    rack_work: Arr
+    work_rate: float
     rack_power_w: Arr
     rack_flow_lpm: Arr
     rack_inlet_c: Arr
