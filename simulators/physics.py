@@ -221,37 +221,41 @@ def gpu_power_and_temp(
     dyn = (tdp_w - idle_w) * util  # switching power at full clocks
     # P = (base − L) + L·e^(−β·T_ref)·e^(β·T) and T = T_c + P·R, iterated in place over all GPUs.
     offset = idle_w - leak + dyn
-    scale = leak * math.exp(-p.leak_beta_per_k * p.leak_ref_temp_c)
+    # (A nW floor keeps the clamp below finite without leakage, leak_ref_frac = 0.)
+    scale = np.maximum(leak, 1e-9) * math.exp(-p.leak_beta_per_k * p.leak_ref_temp_c)
+    # The power controller holds P ≤ limit: the same as e^(β·T) ≤ (limit − offset)/scale, one clamp on the float32
+    # exponential (negative where the limit is below the leakage-free power: P is then exactly the limit).
+    e_max = np.asarray((power_limit_w - offset) / scale, dtype=np.float32)
     temp = coolant_c + (offset + leak) * r_th if guess_c is None else guess_c.copy()
-    full = np.empty_like(temp)  # power at full clocks and the current temperature
     power = np.empty_like(temp)
     # The leakage factor is evaluated in float32 (relative error ~1e-7 on a term of ~100 W): SIMD exp is ~3x faster.
     work = np.empty(temp.shape, dtype=np.float32)
+    held = np.empty_like(work)  # the clamped exponential; ``work`` keeps the full-clock one for the clock below
     leak_cap = p.leak_beta_per_k * LEAK_MAX_TEMP_C
     for _ in range(int(p.gpu_iterations)):
         np.multiply(temp, p.leak_beta_per_k, out=work, casting="same_kind")
         np.minimum(work, leak_cap, out=work)  # starved of coolant the die would burn; leakage stops growing
         np.exp(work, out=work)
-        np.multiply(work, scale, out=full)
-        full += offset
-        np.minimum(full, power_limit_w, out=power)  # the power controller holds the board limit
+        np.minimum(work, e_max, out=held)
+        np.multiply(held, scale, out=power)
+        power += offset
         np.multiply(power, r_th, out=temp)
         temp += coolant_c
-    capped = full > power_limit_w
+    capped = work > e_max
     throttled = temp > limit_c
     if not (capped.any() or throttled.any()):  # the common case below both limits: full clocks
         return GpuSolution(power, temp, throttled, capped, np.broadcast_to(np.float32(1.0), power.shape))
     # At the limit the switching power gives up what the full-clock power exceeds the limit by:
-    # c^γ = 1 − (P_full − P_limit)/P_dyn, which is 1 where not capped. Dense and in place (at full load most GPUs
-    # are at the limit), in float32 for SIMD log/exp.
-    np.subtract(full, power, out=full)
-    np.divide(full, np.maximum(dyn, 1e-9), out=work, casting="same_kind")
+    # c^γ = 1 − (P_full − P_limit)/P_dyn = 1 − scale·(e − e_max)/P_dyn, which is 1 where not capped. Dense and in
+    # place (at full load most GPUs are at the limit), in float32 for SIMD log/exp.
+    np.maximum(work, e_max, out=work)
+    work -= e_max
+    work *= np.asarray(scale / np.maximum(dyn, 1e-9), dtype=np.float32)
     np.subtract(1.0, work, out=work)
     np.maximum(work, CLOCK_SHARE_MIN, out=work)  # leakage alone takes all the power: c ≈ 0 (no log(0) warning)
     np.log(work, out=work)
     work *= 1.0 / p.clock_power_exponent
-    np.exp(work, out=work)
-    clock = work
+    clock = np.exp(work, out=work)
     if throttled.any():  # rare (a failed pump, a hot loop): worked on where it happens
         th = np.nonzero(throttled)
         shape = power.shape
