@@ -17,10 +17,9 @@ What-if (public, stable names; for the oracle, ``control/evaluate.py`` and ``ben
   and ``gpus_throttled`` (N, n_racks, thermal slowdown only) with ``gpu_limit_c`` (n_racks,); ``work_rate`` (N,),
   the work the GPUs do in full-clock GPU equivalents (Σ utilisation · clock: clocks lost at the board power limit
   or to thermal throttling lower it), so ``facility_power_w / work_rate`` is facility power per unit of work;
-  ``fws_supply_c`` (N,); achieved
-  ``tcs_supply_c`` and ``dp_kpa``, ``dewpoint_margin_k`` (TCS supply − hall dew point), ``condensation_risk``
-  and ``dp_not_reached`` (N, n_cdu); ``above_class`` (FWS above the site's W-class) and
-  ``free_cooling_state`` (N,); ``feasible(gpu_margin_k=3.0)`` combines the constraints (hottest GPU ≤ limit −
+  ``fws_supply_c`` (N,); achieved ``tcs_supply_c`` and ``dp_kpa``, ``dewpoint_margin_k`` (TCS supply − hall dew
+  point), ``condensation_risk`` and ``dp_not_reached`` (N, n_cdu); ``above_class`` (FWS above the site's W-class)
+  and ``free_cooling_state`` (N,); ``feasible(gpu_margin_k=3.0)`` combines the constraints (hottest GPU ≤ limit −
   margin, none throttled, no condensation risk, every dp reached, FWS within the W-class).
 * Helpers: ``Setpoints.take(start, stop)`` and ``WhatIf.concat(parts)``. ``simulators.facility.Facility``
   implements :class:`WhatIfPlant` (candidates go through in chunks of 48) and adds ``settle_at(t_ns)``: jump to
