@@ -292,7 +292,7 @@ class Facility(FacilityState):
             "gpu_temp_mean_c": float(self.gpu_temp_c.mean()),
             "gpus_throttled": float(self.rack_throttled.sum()),
             "gpus_power_capped": float(self.rack_power_capped.sum()),
-            "gpu_clock_mean_pct": float(self.rack_clock_pct @ self.rack_gpus) / float(self.rack_gpus.sum()),
+            "gpu_clock_mean_pct": 100.0 * float(self.gpu_clock.mean(dtype=np.float64)),
             "work_rate": self.work_rate,
             "work_gpu_h": self.work_gpu_h,
             "tcs_supply_mean_c": float(self.tcs_supply_c.mean()),

@@ -265,7 +265,7 @@ class DevicePoints:
             "gpu_power_w": f.gpu_power_w[a:b].tolist(),
             "gpu_temp_c": f.gpu_temp_c[a:b].tolist(),
             "gpu_util_pct": (100.0 * f.gpu_util[a:b]).tolist(),
-            "gpu_clock_pct": float(f.rack_clock_pct[r]),
+            "gpu_clock_pct": 100.0 * float(f.gpu_clock[a:b].mean(dtype=np.float64)),
         }
 
     def _cdu(self, dev: DeviceRef) -> dict[str, PointValue]:

@@ -61,9 +61,8 @@ class FacilityState(Layout):
     gpu_temp_c: Arr
     gpu_power_w: Arr
     gpu_clock: npt.NDArray[np.float32]
+    gpu_power_capped: npt.NDArray[np.bool_]
     rack_throttled: npt.NDArray[np.int64]
-    rack_power_capped: npt.NDArray[np.int64]
-    rack_clock_pct: Arr
     rack_work: Arr
     work_rate: float
     rack_power_w: Arr
@@ -140,6 +139,16 @@ class FacilityState(Layout):
     def gpu_util(self) -> Arr:
         """GPU utilisation now (0-1)."""
         return self._env.gpu_util
+
+    @property
+    def rack_power_capped(self) -> npt.NDArray[np.int64]:
+        """GPUs per rack held at the board power limit and not thermally throttled (clock loss counted in work)."""
+        return np.add.reduceat(self.gpu_power_capped, self.rack_offsets, dtype=np.int64)
+
+    @property
+    def rack_clock_pct(self) -> Arr:
+        """Mean clock of each rack's GPUs, % of the model's maximum (below 100 at the power limit or throttled)."""
+        return np.add.reduceat(self.gpu_clock, self.rack_offsets, dtype=np.float64) * (100.0 / self.rack_gpus)
 
     @property
     def other_power_w(self) -> float:

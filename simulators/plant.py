@@ -126,19 +126,22 @@ def _cdus_and_racks(
 
 
 def _work(lay: Layout, env: Env, gpu: ph.GpuSolution, out: PlantState) -> None:
-    """Per rack: GPUs thermally throttled and power capped, mean clock and work rate (Σ u·c, GPU equivalents)."""
-    shape = (*gpu.clock.shape[:-1], lay.n_racks)
-    if gpu.throttled.any() or gpu.power_capped.any():
-        offsets = lay.rack_offsets
+    """Thermally throttled GPUs and the work rate (Σ u·c, full-clock GPU equivalents) per rack, and in all.
+
+    The per-rack power-capped counts and mean clocks are summed only for the facility's own state, when read
+    (:class:`simulators.facility_state.FacilityState`): what-if candidates do not need them.
+    """
+    out.gpu_power_capped = gpu.power_capped
+    offsets = lay.rack_offsets
+    if gpu.throttled.any():
         out.rack_throttled = np.add.reduceat(gpu.throttled, offsets, axis=-1, dtype=np.int64)
-        out.rack_power_capped = np.add.reduceat(gpu.power_capped, offsets, axis=-1, dtype=np.int64)
-        out.rack_clock_pct = np.add.reduceat(gpu.clock, offsets, axis=-1) * (100.0 / lay.rack_gpus)
+    else:
+        out.rack_throttled = np.zeros((*gpu.clock.shape[:-1], lay.n_racks), dtype=np.int64)
+    if gpu.throttled.any() or gpu.power_capped.any():
         out.rack_work = np.add.reduceat(env.gpu_util * gpu.clock, offsets, axis=-1)
     else:  # full clocks everywhere (the common case below the limits): work is the utilisation
-        out.rack_throttled = np.zeros(shape, dtype=np.int64)
-        out.rack_power_capped = np.zeros(shape, dtype=np.int64)
-        out.rack_clock_pct = np.full(shape, 100.0)
-        out.rack_work = np.broadcast_to(np.add.reduceat(env.gpu_util, lay.rack_offsets), shape).copy()
+        full = np.add.reduceat(env.gpu_util, offsets)
+        out.rack_work = np.broadcast_to(full, out.rack_throttled.shape).copy()
     out.work_rate = out.rack_work.sum(axis=-1)
 
 

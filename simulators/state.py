@@ -48,9 +48,8 @@ class PlantState:
     # Racks and GPUs.
     gpu_power_w: Arr  # (N, n_gpus)
     gpu_clock: F32Arr  # (N, n_gpus) clock fraction of the maximum (power cap or thermal throttle below 1)
+    gpu_power_capped: BoolArr  # (N, n_gpus) held at the board power limit (not thermally throttled)
     rack_throttled: IntArr  # (N, n_racks) GPUs in thermal slowdown
-    rack_power_capped: IntArr  # (N, n_racks) GPUs held at the board power limit (not thermally throttled)
-    rack_clock_pct: Arr  # (N, n_racks) mean clock, % of the maximum
     rack_work: Arr  # (N, n_racks) work rate: Σ utilisation · clock, full-clock GPU equivalents
     work_rate: Arr  # (N,) the facility's work rate, full-clock GPU equivalents
     rack_power_w: Arr  # (N, n_racks)
