@@ -133,11 +133,12 @@ def _work(lay: Layout, env: Env, gpu: ph.GpuSolution, out: PlantState) -> None:
     """
     out.gpu_power_capped = gpu.power_capped
     offsets = lay.rack_offsets
-    if gpu.throttled.any():
+    throttled = bool(gpu.throttled.any())
+    if throttled:
         out.rack_throttled = np.add.reduceat(gpu.throttled, offsets, axis=-1, dtype=np.int64)
     else:
         out.rack_throttled = np.zeros((*gpu.clock.shape[:-1], lay.n_racks), dtype=np.int64)
-    if gpu.throttled.any() or gpu.power_capped.any():
+    if throttled or gpu.power_capped.any():
         out.rack_work = np.add.reduceat(env.gpu_util * gpu.clock, offsets, axis=-1)
     else:  # full clocks everywhere (the common case below the limits): work is the utilisation
         full = np.add.reduceat(env.gpu_util, offsets)
