@@ -103,6 +103,17 @@ def test_clock_satisfies_the_power_law_at_the_cap_and_when_throttled() -> None:
     np.testing.assert_allclose(power_from_clock(hot)[slow], hot.gpu_power_w[slow], rtol=1e-5)
 
 
+def test_clock_law_holds_where_only_a_few_gpus_reach_the_limit() -> None:
+    """With few GPUs at the limit (cold water, full load) their clocks solve the power law and the rest run at 100 %."""
+    fac = at_water(facility(1.0), 20.0)
+    capped = fac.gpu_clock < 1.0
+    assert 0 < capped.sum() < 0.25 * capped.size
+    assert fac.rack_power_capped.sum() == capped.sum()
+    np.testing.assert_allclose(fac.gpu_power_w[capped], 1200.0, rtol=1e-6)
+    np.testing.assert_allclose(power_from_clock(fac), fac.gpu_power_w, rtol=1e-5)
+    assert fac.work_rate == pytest.approx(float((fac.gpu_util * fac.gpu_clock).sum()), rel=1e-9)
+
+
 def throttled_facility() -> Facility:
     """Fully loaded GPUs on very warm, slow coolant: above the throttle temperature at their board limit."""
     fac = facility(1.0)
