@@ -21,7 +21,6 @@ from aidc.errors import ConfigError
 Arr = npt.NDArray[np.float64]
 LEAK_MAX_TEMP_C = 150.0  # leakage is evaluated at no more than this junction temperature
 CLOCK_SHARE_MIN = 1e-30  # switching-power share below which the clock counts as stopped (c = 1e-12)
-SPARSE_CLOCK_SHARE = 4  # clocks of capped GPUs alone when fewer than 1 in this many are capped
 
 
 def _p(default: float, lo: float, hi: float, unit: str) -> Any:
@@ -248,22 +247,15 @@ def gpu_power_and_temp(
         return GpuSolution(power, temp, throttled, capped, np.broadcast_to(np.float32(1.0), power.shape))
     # At the limit the switching power gives up what the full-clock power exceeds the limit by:
     # c^γ = 1 − (P_full − P_limit)/P_dyn = 1 − k·(e − e_max) with k = scale/P_dyn, which is 1 where not capped
-    # (e ≤ e_max). float32 for SIMD log/exp; dense and in place when many GPUs are at the limit (full load), on the
-    # capped ones alone when few are (a training hall at 93 %: a few hot GPUs).
+    # (e ≤ e_max). Dense and in place (at full load most GPUs are at the limit), in float32 for SIMD log/exp.
     k = scale / np.maximum(dyn, 1e-9)
-    n_capped = int(np.count_nonzero(capped))
-    if n_capped * SPARSE_CLOCK_SHARE < capped.size:
-        clock = np.ones(power.shape, dtype=np.float32)
-        if n_capped:
-            at = np.nonzero(capped)
-            kk = np.broadcast_to(k, power.shape)[at]
-            share = 1.0 - kk * (work[at] - np.broadcast_to(e_max, power.shape)[at])
-            clock[at] = _clock_from_share(share.astype(np.float32), p)
-    else:
-        np.maximum(work, e_max, out=work)
-        work *= np.asarray(-k, dtype=np.float32)
-        work += np.asarray(1.0 + k * e_max, dtype=np.float32)
-        clock = _clock_from_share(work, p)
+    np.maximum(work, e_max, out=work)
+    work *= np.asarray(-k, dtype=np.float32)
+    work += np.asarray(1.0 + k * e_max, dtype=np.float32)
+    np.maximum(work, CLOCK_SHARE_MIN, out=work)  # leakage alone takes all the power: c ≈ 0 (no log(0) warning)
+    np.log(work, out=work)
+    work *= 1.0 / p.clock_power_exponent
+    clock = np.exp(work, out=work)
     if throttled.any():  # rare (a failed pump, a hot loop): worked on where it happens
         th = np.nonzero(throttled)
         shape = power.shape
@@ -281,14 +273,6 @@ def gpu_power_and_temp(
         )
         capped &= ~throttled
     return GpuSolution(power, temp, throttled, capped, clock)
-
-
-def _clock_from_share(share: npt.NDArray[np.float32], p: PhysicsParams) -> npt.NDArray[np.float32]:
-    """c = share^(1/γ) in place (share ≤ 1), float32 log/exp; a share ≤ 0 (leakage takes all the power) gives c ≈ 0."""
-    np.maximum(share, CLOCK_SHARE_MIN, out=share)  # no log(0) warning
-    np.log(share, out=share)
-    share *= 1.0 / p.clock_power_exponent
-    return np.exp(share, out=share)
 
 
 def clock_fraction(
