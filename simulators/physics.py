@@ -246,12 +246,12 @@ def gpu_power_and_temp(
     if not (capped.any() or throttled.any()):  # the common case below both limits: full clocks
         return GpuSolution(power, temp, throttled, capped, np.broadcast_to(np.float32(1.0), power.shape))
     # At the limit the switching power gives up what the full-clock power exceeds the limit by:
-    # c^γ = 1 − (P_full − P_limit)/P_dyn = 1 − k·(e − e_max) with k = scale/P_dyn, which is 1 where not capped
-    # (e ≤ e_max). Dense and in place (at full load most GPUs are at the limit), in float32 for SIMD log/exp.
-    k = scale / np.maximum(dyn, 1e-9)
+    # c^γ = 1 − (P_full − P_limit)/P_dyn = 1 − scale·(e − e_max)/P_dyn, which is 1 where not capped (e ≤ e_max).
+    # Dense and in place (at full load most GPUs are at the limit), in float32 for SIMD log/exp.
     np.maximum(work, e_max, out=work)
-    work *= np.asarray(-k, dtype=np.float32)
-    work += np.asarray(1.0 + k * e_max, dtype=np.float32)
+    work -= e_max
+    work *= (scale / np.maximum(dyn, 1e-9)).astype(np.float32)
+    np.subtract(1.0, work, out=work)
     np.maximum(work, CLOCK_SHARE_MIN, out=work)  # leakage alone takes all the power: c ≈ 0 (no log(0) warning)
     np.log(work, out=work)
     work *= 1.0 / p.clock_power_exponent
