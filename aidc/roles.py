@@ -60,7 +60,7 @@ class Role(enum.StrEnum):
     GPU_POWER = "gpu_power"
     GPU_TEMP = "gpu_temp"
     GPU_UTIL = "gpu_util"
-    GPU_CLOCK = "gpu_clock"  # mean SM clock of a rack's GPUs, % of the model's maximum (power cap, throttling)
+    GPU_CLOCK = "gpu_clock"  # SM clock as % of the model's maximum (DCGM SM clock): power-cap and thermal slowdown
     # Water and carbon inputs for WUE / CUE (optional at a site).
     WATER_VOLUME = "water_volume"
     REUSED_ENERGY = "reused_energy"
