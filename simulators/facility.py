@@ -79,6 +79,8 @@ class Facility(FacilityState):
         self._hyd: plant.Hydraulics | None = None
         self._local_hour_key, self._local_hour = -1, 0.0
         self.rack_energy_wh = np.zeros(self.n_racks)
+        self.work_gpu_h = 0.0
+        self.rack_work_gpu_h = np.zeros(self.n_racks)
         self.energy_wh: dict[str, float] = dict.fromkeys(
             ("it", "ups_in", "ups_out", "facility", "cooling", "other", "chiller", "cdu_pumps"), 0.0
         )
@@ -135,6 +137,10 @@ class Facility(FacilityState):
         h = dt / 3600.0
         self.elapsed_s += dt
         self.rack_energy_wh += self.rack_power_w * h
+        # Work done in full-clock GPU-hours: utilisation · clock, so clocks lost to the power cap or to thermal
+        # throttling count here, at the step's end state like the energies.
+        self.rack_work_gpu_h += self.rack_work * h
+        self.work_gpu_h += self.work_rate * h
         e = self.energy_wh
         e["it"] += self.it_power_w * h
         e["ups_in"] += self.ups_input_w * h
@@ -219,6 +225,7 @@ class Facility(FacilityState):
             gpu_temp_max_c=hottest,
             gpu_limit_c=self._g_limit[self.rack_offsets],
             gpus_throttled=st.rack_throttled,
+            work_rate=st.work_rate,
             fws_supply_c=st.fws_supply_c,
             tcs_supply_c=st.tcs_supply_c,
             dp_kpa=st.cdu_dp_kpa,
@@ -284,6 +291,10 @@ class Facility(FacilityState):
             "gpu_temp_max_c": float(self.gpu_temp_c.max()),
             "gpu_temp_mean_c": float(self.gpu_temp_c.mean()),
             "gpus_throttled": float(self.rack_throttled.sum()),
+            "gpus_power_capped": float(self.rack_power_capped.sum()),
+            "gpu_clock_mean_pct": 100.0 * float(self.gpu_clock.mean(dtype=np.float64)),
+            "work_rate": self.work_rate,
+            "work_gpu_h": self.work_gpu_h,
             "tcs_supply_mean_c": float(self.tcs_supply_c.mean()),
             "fws_supply_c": self.fws_supply_c,
             "fws_return_c": self.fws_return_c,

@@ -46,7 +46,7 @@ QUANTITIES: dict[str, frozenset[str]] = {
     ),
     "rack": frozenset(
         "rack_power_w it_energy_wh coolant_inlet_temp_c coolant_outlet_temp_c coolant_flow_lpm leak_detected "
-        "gpus_throttled gpu_power_w gpu_temp_c gpu_util_pct condensation_risk".split()
+        "gpus_throttled gpu_power_w gpu_temp_c gpu_util_pct gpu_clock_pct condensation_risk".split()
     ),
     "cdu": frozenset(
         "tcs_supply_temp_c tcs_return_temp_c fws_supply_temp_c fws_return_temp_c flow_lpm dp_kpa pump_speed_pct "
@@ -265,6 +265,7 @@ class DevicePoints:
             "gpu_power_w": f.gpu_power_w[a:b].tolist(),
             "gpu_temp_c": f.gpu_temp_c[a:b].tolist(),
             "gpu_util_pct": (100.0 * f.gpu_util[a:b]).tolist(),
+            "gpu_clock_pct": 100.0 * float(f.gpu_clock[a:b].mean(dtype=np.float64)),
         }
 
     def _cdu(self, dev: DeviceRef) -> dict[str, PointValue]:

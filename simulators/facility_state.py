@@ -43,6 +43,8 @@ class FacilityState(Layout):
     _env: Env
     energy_wh: dict[str, float]
     rack_energy_wh: Arr
+    work_gpu_h: float  # work done: GPU-hours at full clock (Σ utilisation · clock · time)
+    rack_work_gpu_h: Arr  # the same per rack
     cdu_pump_fault: npt.NDArray[np.bool_]
     fws_above_class_s: float  # time with FWS supply above the site's W-class limit
 
@@ -58,7 +60,11 @@ class FacilityState(Layout):
     rack_rise_c: Arr
     gpu_temp_c: Arr
     gpu_power_w: Arr
+    gpu_clock: npt.NDArray[np.float32]
+    gpu_power_capped: npt.NDArray[np.bool_]
     rack_throttled: npt.NDArray[np.int64]
+    rack_work: Arr
+    work_rate: float
     rack_power_w: Arr
     rack_flow_lpm: Arr
     rack_inlet_c: Arr
@@ -133,6 +139,16 @@ class FacilityState(Layout):
     def gpu_util(self) -> Arr:
         """GPU utilisation now (0-1)."""
         return self._env.gpu_util
+
+    @property
+    def rack_power_capped(self) -> npt.NDArray[np.int64]:
+        """GPUs per rack held at the board power limit and not thermally throttled (clock loss counted in work)."""
+        return np.add.reduceat(self.gpu_power_capped, self.rack_offsets, dtype=np.int64)
+
+    @property
+    def rack_clock_pct(self) -> Arr:
+        """Mean clock of each rack's GPUs, % of the model's maximum (below 100 at the power limit or throttled)."""
+        return np.add.reduceat(self.gpu_clock, self.rack_offsets, dtype=np.float64) * (100.0 / self.rack_gpus)
 
     @property
     def other_power_w(self) -> float:

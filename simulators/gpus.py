@@ -3,6 +3,10 @@
 Powers are board powers at the reference junction temperature ``PhysicsParams.leak_ref_temp_c``; leakage
 above or below it is added by :func:`simulators.physics.gpu_power_and_temp`. Typical values from vendor data
 sheets (TDP / max board power) and published idle draws; throttle limits sit in the high 80s °C (DESIGN.md §1).
+
+``power_limit_w`` is the board power limit that the GPU's power controller holds by lowering clocks (the enforced
+limit ``nvidia-smi -q -d POWER`` reports). Each model's default is the vendor's maximum board power, equal to its
+``tdp_w``; a site scales every model's limit with ``simulation.physics.power_limit_frac``.
 """
 
 from __future__ import annotations
@@ -24,21 +28,55 @@ class GpuModel:
     # Everything else in a fully loaded rack per GPU: CPUs, NVLink switches, NICs, fans, power-shelf losses.
     # Used only when the rack's rated power does not say otherwise (see :func:`other_rack_power_w`).
     other_per_gpu_w: float
+    power_limit_w: float  # board power limit the power controller holds by lowering clocks (W)
 
 
 GPU_MODELS: dict[str, GpuModel] = {
     m.name: m
     for m in (
+        # power_limit_w: the vendors' maximum board power, from their data sheets: GB200 NVL72 and GB300 NVL72
+        # (1,200 W and 1,400 W per Blackwell GPU as configured in NVL72), HGX B200 (1,000 W), H100 / H200 SXM
+        # ("max thermal design power up to 700 W, configurable"), A100 SXM 80 GB (400 W).
         # NVIDIA GB200 NVL72: 72 Blackwell GPUs at ~1.2 kW plus 36 Grace CPUs and 9 NVLink switch trays, ~132 kW.
-        GpuModel("GB200", tdp_w=1200.0, idle_w=160.0, min_w=300.0, throttle_c=87.0, other_per_gpu_w=630.0),
-        GpuModel("GB300", tdp_w=1400.0, idle_w=180.0, min_w=350.0, throttle_c=87.0, other_per_gpu_w=650.0),
+        GpuModel(
+            "GB200",
+            tdp_w=1200.0,
+            idle_w=160.0,
+            min_w=300.0,
+            throttle_c=87.0,
+            other_per_gpu_w=630.0,
+            power_limit_w=1200.0,
+        ),
+        GpuModel(
+            "GB300",
+            tdp_w=1400.0,
+            idle_w=180.0,
+            min_w=350.0,
+            throttle_c=87.0,
+            other_per_gpu_w=650.0,
+            power_limit_w=1400.0,
+        ),
         # HGX B200: 8 GPUs at 1 kW per 14.3 kW server.
-        GpuModel("B200", tdp_w=1000.0, idle_w=140.0, min_w=250.0, throttle_c=87.0, other_per_gpu_w=790.0),
+        GpuModel(
+            "B200",
+            tdp_w=1000.0,
+            idle_w=140.0,
+            min_w=250.0,
+            throttle_c=87.0,
+            other_per_gpu_w=790.0,
+            power_limit_w=1000.0,
+        ),
         # HGX H100 SXM: 8 x 700 W in a 10.2 kW server.
-        GpuModel("H100", tdp_w=700.0, idle_w=70.0, min_w=200.0, throttle_c=87.0, other_per_gpu_w=575.0),
-        GpuModel("H200", tdp_w=700.0, idle_w=75.0, min_w=200.0, throttle_c=87.0, other_per_gpu_w=575.0),
+        GpuModel(
+            "H100", tdp_w=700.0, idle_w=70.0, min_w=200.0, throttle_c=87.0, other_per_gpu_w=575.0, power_limit_w=700.0
+        ),
+        GpuModel(
+            "H200", tdp_w=700.0, idle_w=75.0, min_w=200.0, throttle_c=87.0, other_per_gpu_w=575.0, power_limit_w=700.0
+        ),
         # HGX A100 SXM 80 GB: 8 x 400 W in a 6.5 kW server.
-        GpuModel("A100", tdp_w=400.0, idle_w=50.0, min_w=100.0, throttle_c=85.0, other_per_gpu_w=410.0),
+        GpuModel(
+            "A100", tdp_w=400.0, idle_w=50.0, min_w=100.0, throttle_c=85.0, other_per_gpu_w=410.0, power_limit_w=400.0
+        ),
     )
 }
 

@@ -14,10 +14,12 @@ What-if (public, stable names; for the oracle, ``control/evaluate.py`` and ``ben
   as ``step(dt_s)`` would give with ``sp`` held. Neither advances time, energy, setpoints or heartbeats.
 * :class:`WhatIf` — the result, arrays over candidates: ``facility_power_w``, ``it_power_w``,
   ``cooling_power_w``, ``chiller_power_w``, ``hr_fan_power_w``, ``cdu_pump_power_w`` (N,); ``gpu_temp_max_c``
-  and ``gpus_throttled`` (N, n_racks) with ``gpu_limit_c`` (n_racks,); ``fws_supply_c`` (N,); achieved
-  ``tcs_supply_c`` and ``dp_kpa``, ``dewpoint_margin_k`` (TCS supply − hall dew point), ``condensation_risk``
-  and ``dp_not_reached`` (N, n_cdu); ``above_class`` (FWS above the site's W-class) and
-  ``free_cooling_state`` (N,); ``feasible(gpu_margin_k=3.0)`` combines the constraints (hottest GPU ≤ limit −
+  and ``gpus_throttled`` (N, n_racks, thermal slowdown only) with ``gpu_limit_c`` (n_racks,); ``work_rate`` (N,),
+  the work the GPUs do in full-clock GPU equivalents (Σ utilisation · clock: clocks lost at the board power limit
+  or to thermal throttling lower it), so ``facility_power_w / work_rate`` is facility power per unit of work;
+  ``fws_supply_c`` (N,); achieved ``tcs_supply_c`` and ``dp_kpa``, ``dewpoint_margin_k`` (TCS supply − hall dew
+  point), ``condensation_risk`` and ``dp_not_reached`` (N, n_cdu); ``above_class`` (FWS above the site's W-class)
+  and ``free_cooling_state`` (N,); ``feasible(gpu_margin_k=3.0)`` combines the constraints (hottest GPU ≤ limit −
   margin, none throttled, no condensation risk, every dp reached, FWS within the W-class).
 * Helpers: ``Setpoints.take(start, stop)`` and ``WhatIf.concat(parts)``. ``simulators.facility.Facility``
   implements :class:`WhatIfPlant` (candidates go through in chunks of 48) and adds ``settle_at(t_ns)``: jump to
@@ -144,7 +146,8 @@ class WhatIf:
     cdu_pump_power_w: Arr  # (N,)
     gpu_temp_max_c: Arr  # (N, n_racks) hottest GPU per rack
     gpu_limit_c: Arr  # (n_racks,) throttle temperature of each rack's GPUs
-    gpus_throttled: npt.NDArray[np.int64]  # (N, n_racks) throttled GPUs per rack
+    gpus_throttled: npt.NDArray[np.int64]  # (N, n_racks) thermally throttled GPUs per rack
+    work_rate: Arr  # (N,) Σ utilisation · clock over GPUs: full-clock GPU equivalents (facility W / this = W per GPU)
     fws_supply_c: Arr  # (N,)
     tcs_supply_c: Arr  # (N, n_cdu) achieved (never below FWS supply + CDU approach)
     dp_kpa: Arr  # (N, n_cdu) achieved

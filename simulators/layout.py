@@ -37,7 +37,7 @@ class Layout:
         cfg = site.config
         self.rack_names: list[str] = []
         self.rack_kinds: list[str] = []
-        idle, tdp, floor, limit, counts, other = [], [], [], [], [], []
+        idle, tdp, floor, limit, counts, other, plimit = [], [], [], [], [], [], []
         for hall, rack in site.racks():
             model = gpu_model(rack.gpu_model)
             self.rack_names.append(rack.name)
@@ -47,6 +47,7 @@ class Layout:
             tdp.append(model.tdp_w)
             floor.append(model.min_w)
             limit.append(model.throttle_c)
+            plimit.append(model.power_limit_w * p.power_limit_frac)
             other.append(other_rack_power_w(model, rack.gpus, rack.rated_kw))
         self.rack_index = {n: i for i, n in enumerate(self.rack_names)}
         self.n_racks = len(self.rack_names)
@@ -57,6 +58,7 @@ class Layout:
         g = self._gpu_rack = np.repeat(np.arange(self.n_racks), self.rack_gpus)
         self._g_idle, self._g_tdp = np.array(idle)[g], np.array(tdp)[g]
         self._g_min, self._g_limit = np.array(floor)[g], np.array(limit)[g]
+        self._g_power_limit = np.array(plimit)[g]  # enforced board power limit (W)
         rng = np.random.default_rng(cfg.simulation.seed + 7919)
         n = len(g)
         self._g_rfactor = np.clip(1.0 + p.gpu_spread * rng.standard_normal(n), 0.7, 1.5)

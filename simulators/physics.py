@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,7 @@ from aidc.errors import ConfigError
 
 Arr = npt.NDArray[np.float64]
 LEAK_MAX_TEMP_C = 150.0  # leakage is evaluated at no more than this junction temperature
+CLOCK_SHARE_MIN = 1e-30  # switching-power share below which the clock counts as stopped (c = 1e-12)
 
 
 def _p(default: float, lo: float, hi: float, unit: str) -> Any:
@@ -43,6 +44,9 @@ class PhysicsParams:
     gpu_coolant_rise_frac: float = _p(0.5, 0.0, 1.0, "1")  # GPUs see inlet + this share of the rack ΔT
     gpu_spread: float = _p(0.05, 0.0, 0.3, "1")  # relative spread of per-GPU thermal resistance
     other_idle_frac: float = _p(0.45, 0.0, 1.0, "1")  # non-GPU rack power at idle, share of its full load
+    # Board power limit and clocks (DVFS).
+    power_limit_frac: float = _p(1.0, 0.3, 1.0, "1")  # enforced power limit / each model's power_limit_w
+    clock_power_exponent: float = _p(2.5, 1.0, 4.0, "1")  # dynamic power ∝ clock^γ along the DVFS curve
     # Coolants.
     tcs_density_kg_m3: float = _p(1020.0, 800.0, 1200.0, "kg/m³")  # PG25
     tcs_cp_j_kgk: float = _p(3900.0, 2000.0, 4300.0, "J/(kg K)")
@@ -177,6 +181,18 @@ def cold_plate_resistance(flow_per_gpu_lpm: Arr, p: PhysicsParams) -> Arr:
     return p.r_tim_k_per_w + p.r_cp_ref_k_per_w * (p.cp_ref_flow_lpm / q) ** p.cp_flow_exponent
 
 
+class GpuSolution(NamedTuple):
+    """Operating point of each GPU: arrays of the shape of the coolant temperatures passed in."""
+
+    power_w: Arr  # board power
+    temp_c: Arr  # junction temperature
+    throttled: npt.NDArray[np.bool_]  # thermal slowdown: held at the throttle temperature
+    power_capped: npt.NDArray[np.bool_]  # held at the board power limit (and not thermally throttled)
+    # Clock fraction of the maximum (1: full clocks); work rate = utilisation · clock. float32 (good to ~1e-7, far
+    # below what it models); a read-only broadcast of 1 when no GPU is slowed.
+    clock: npt.NDArray[np.float32]
+
+
 def gpu_power_and_temp(
     util: Arr,
     coolant_c: Arr,
@@ -186,40 +202,94 @@ def gpu_power_and_temp(
     tdp_w: Arr | float,
     min_w: Arr | float,
     limit_c: Arr | float,
+    power_limit_w: Arr | float,
     p: PhysicsParams,
     guess_c: Arr | None = None,
-) -> tuple[Arr, Arr, npt.NDArray[np.bool_]]:
-    """GPU power (W), junction temperature (°C) and throttled flags, solved together by fixed point.
+) -> GpuSolution:
+    """GPU power (W), junction temperature (°C), slowdown flags and clock fraction, solved together.
 
-    P = P_idle + (P_tdp − P_idle)·u + L·(exp(β(T − T_ref)) − 1) with L = leak_ref_frac·P_tdp, and
-    T = T_coolant + P·R_th. Where T would exceed the throttle limit the power is capped at
-    (T_limit − T_coolant)/R_th (not below the clock floor), which is what the GPU's power controller does.
-    The iteration contracts by β·R_th·∂P_leak/∂T ≈ 0.1 per pass; starting from ``guess_c`` (the previous
-    step's temperatures) two or three passes leave well under 0.1 % error in power.
+    At full clocks P = P_idle + (P_tdp − P_idle)·u + L·(exp(β(T − T_ref)) − 1) with L = leak_ref_frac·P_tdp, and
+    T = T_coolant + P·R_th. The GPU's power controller holds P at the board limit ``power_limit_w`` by lowering
+    clocks (power capping); where T would still exceed the throttle limit it caps P at (T_limit − T_coolant)/R_th,
+    not below the clock floor ``min_w`` (thermal throttling). Either way the clock fraction c solves
+    P = P_idle + (P_tdp − P_idle)·u·c^γ + leakage(T) at the held power (:func:`clock_fraction`).
+    Power, held at the limit, and temperature are iterated by fixed point, which contracts by
+    β·R_th·∂P_leak/∂T ≈ 0.1 per pass; starting from ``guess_c`` (the previous step's temperatures) two or three
+    passes leave well under 0.1 % error in power.
     """
     leak = p.leak_ref_frac * tdp_w
+    dyn = (tdp_w - idle_w) * util  # switching power at full clocks
     # P = (base − L) + L·e^(−β·T_ref)·e^(β·T) and T = T_c + P·R, iterated in place over all GPUs.
-    offset = idle_w - leak + (tdp_w - idle_w) * util
-    scale = leak * math.exp(-p.leak_beta_per_k * p.leak_ref_temp_c)
+    offset = idle_w - leak + dyn
+    # (A nW floor keeps the clamp below finite without leakage, leak_ref_frac = 0.)
+    scale = np.maximum(leak, 1e-9) * math.exp(-p.leak_beta_per_k * p.leak_ref_temp_c)
+    # The power controller holds P ≤ limit: the same as e^(β·T) ≤ (limit − offset)/scale, one clamp on the float32
+    # exponential (negative where the limit is below the leakage-free power: P is then exactly the limit).
+    e_max = np.asarray((power_limit_w - offset) / scale, dtype=np.float32)
     temp = coolant_c + (offset + leak) * r_th if guess_c is None else guess_c.copy()
     power = np.empty_like(temp)
     # The leakage factor is evaluated in float32 (relative error ~1e-7 on a term of ~100 W): SIMD exp is ~3x faster.
     work = np.empty(temp.shape, dtype=np.float32)
+    held = np.empty_like(work)  # the clamped exponential; ``work`` keeps the full-clock one for the clock below
     leak_cap = p.leak_beta_per_k * LEAK_MAX_TEMP_C
     for _ in range(int(p.gpu_iterations)):
         np.multiply(temp, p.leak_beta_per_k, out=work, casting="same_kind")
         np.minimum(work, leak_cap, out=work)  # starved of coolant the die would burn; leakage stops growing
         np.exp(work, out=work)
-        np.multiply(work, scale, out=power)
+        np.minimum(work, e_max, out=held)
+        np.multiply(held, scale, out=power)
         power += offset
         np.multiply(power, r_th, out=temp)
         temp += coolant_c
+    capped = work > e_max
     throttled = temp > limit_c
-    if throttled.any():
-        cap = np.maximum((limit_c - coolant_c) / r_th, min_w)
-        power = np.where(throttled, np.minimum(power, cap), power)
-        temp = coolant_c + power * r_th
-    return power, temp, throttled
+    if not (capped.any() or throttled.any()):  # the common case below both limits: full clocks
+        return GpuSolution(power, temp, throttled, capped, np.broadcast_to(np.float32(1.0), power.shape))
+    # At the limit the switching power gives up what the full-clock power exceeds the limit by:
+    # c^γ = 1 − (P_full − P_limit)/P_dyn = 1 − scale·(e − e_max)/P_dyn, which is 1 where not capped (e ≤ e_max).
+    # Dense and in place (at full load most GPUs are at the limit), in float32 for SIMD log/exp.
+    np.maximum(work, e_max, out=work)
+    work -= e_max
+    work *= (scale / np.maximum(dyn, 1e-9)).astype(np.float32)
+    np.subtract(1.0, work, out=work)
+    np.maximum(work, CLOCK_SHARE_MIN, out=work)  # leakage alone takes all the power: c ≈ 0 (no log(0) warning)
+    np.log(work, out=work)
+    work *= 1.0 / p.clock_power_exponent
+    clock = np.exp(work, out=work)
+    if throttled.any():  # rare (a failed pump, a hot loop): worked on where it happens
+        th = np.nonzero(throttled)
+        shape = power.shape
+        cool, r = np.broadcast_to(coolant_c, shape)[th], np.broadcast_to(r_th, shape)[th]
+        lim, floor = np.broadcast_to(limit_c, shape)[th], np.broadcast_to(min_w, shape)[th]
+        power[th] = np.minimum(power[th], np.maximum((lim - cool) / r, floor))
+        temp[th] = cool + power[th] * r
+        clock[th] = clock_fraction(
+            power[th],
+            temp[th],
+            np.broadcast_to(util, shape)[th],
+            idle_w=np.broadcast_to(idle_w, shape)[th],
+            tdp_w=np.broadcast_to(tdp_w, shape)[th],
+            p=p,
+        )
+        capped &= ~throttled
+    return GpuSolution(power, temp, throttled, capped, clock)
+
+
+def clock_fraction(
+    power_w: Arr, temp_c: Arr, util: Arr, *, idle_w: Arr | float, tdp_w: Arr | float, p: PhysicsParams
+) -> npt.NDArray[np.float32]:
+    """Clock fraction c ∈ [0, 1] at which a GPU at ``temp_c`` and utilisation ``util`` draws ``power_w``.
+
+    Solves P = P_idle + (P_tdp − P_idle)·u·c^γ + L·(exp(β(T − T_ref)) − 1) for c, γ = ``clock_power_exponent``:
+    dynamic power C·V²·f falls faster than the clock because the voltage comes down with it (DVFS). Where leakage
+    alone uses up the allowed power (a GPU starved of coolant) c is 0; an idle GPU (u = 0) keeps c = 1 unless so.
+    """
+    leak = p.leak_ref_frac * tdp_w
+    expo = p.leak_beta_per_k * (np.minimum(temp_c, LEAK_MAX_TEMP_C) - p.leak_ref_temp_c)
+    room = power_w - idle_w - leak * (np.exp(expo) - 1.0)  # power left for switching
+    dyn = (tdp_w - idle_w) * util
+    share = np.where(dyn > 0.0, room / np.maximum(dyn, 1e-9), np.where(room >= 0.0, 1.0, 0.0))
+    return np.asarray(np.clip(share, 0.0, 1.0) ** (1.0 / p.clock_power_exponent), dtype=np.float32)
 
 
 def coolant_rise(heat_w: Any, flow_lpm: Any, density: float, cp: float) -> Any:

@@ -75,7 +75,7 @@ def _cdus_and_racks(
     out.dp_not_reached, out.rack_flow_lpm = not_reached, rack_flow
     inlet = st.tcs_supply_c[:, lay.rack_cdu]
     coolant = (inlet + p.gpu_coolant_rise_frac * st.rack_rise_c)[:, lay._gpu_rack]
-    power, temp, throttled = ph.gpu_power_and_temp(
+    gpu = ph.gpu_power_and_temp(
         env.gpu_util,
         coolant,
         r_th,
@@ -83,14 +83,13 @@ def _cdus_and_racks(
         tdp_w=lay._g_tdp,
         min_w=lay._g_min,
         limit_c=lay._g_limit,
+        power_limit_w=lay._g_power_limit,
         p=p,
         guess_c=st.gpu_temp_c if hasattr(st, "gpu_temp_c") else None,
     )
-    out.gpu_power_w, out.gpu_temp_c = power, temp
-    if throttled.any():
-        out.rack_throttled = np.add.reduceat(throttled.astype(np.int64), lay.rack_offsets, axis=1)
-    else:
-        out.rack_throttled = np.zeros(inlet.shape, dtype=np.int64)
+    power = gpu.power_w
+    out.gpu_power_w, out.gpu_temp_c, out.gpu_clock = power, gpu.temp_c, gpu.clock
+    _work(lay, env, gpu, out)
     other = lay.rack_other_full_w * (p.other_idle_frac + (1.0 - p.other_idle_frac) * env.rack_util)
     out.rack_power_w = np.add.reduceat(power, lay.rack_offsets, axis=1) + other
     liquid = out.rack_power_w * (1.0 - lay.crah_share)
@@ -124,6 +123,27 @@ def _cdus_and_racks(
     # Condensation: TCS pipework and cold plates colder than the hall's dew point plus a margin sweat.
     out.dewpoint_margin_k = out.tcs_supply_c - env.hall_dewpoint_c
     out.condensation_risk = out.dewpoint_margin_k < p.dewpoint_margin_k
+
+
+def _work(lay: Layout, env: Env, gpu: ph.GpuSolution, out: PlantState) -> None:
+    """Thermally throttled GPUs and the work rate (Σ u·c, full-clock GPU equivalents) per rack, and in all.
+
+    The per-rack power-capped counts and mean clocks are summed only for the facility's own state, when read
+    (:class:`simulators.facility_state.FacilityState`): what-if candidates do not need them.
+    """
+    out.gpu_power_capped = gpu.power_capped
+    offsets = lay.rack_offsets
+    throttled = bool(gpu.throttled.any())
+    if throttled:
+        out.rack_throttled = np.add.reduceat(gpu.throttled, offsets, axis=-1, dtype=np.int64)
+    else:
+        out.rack_throttled = np.zeros((*gpu.clock.shape[:-1], lay.n_racks), dtype=np.int64)
+    if throttled or gpu.power_capped.any():
+        out.rack_work = np.add.reduceat(env.gpu_util * gpu.clock, offsets, axis=-1)
+    else:  # full clocks everywhere (the common case below the limits): work is the utilisation
+        full = np.add.reduceat(env.gpu_util, offsets)
+        out.rack_work = np.broadcast_to(full, out.rack_throttled.shape).copy()
+    out.work_rate = out.rack_work.sum(axis=-1)
 
 
 def _it_supply(lay: Layout, env: Env, out: PlantState) -> None:

@@ -16,6 +16,7 @@ from simulators.physics import Arr
 
 BoolArr = npt.NDArray[np.bool_]
 IntArr = npt.NDArray[np.int64]
+F32Arr = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,11 @@ class PlantState:
     gpu_temp_c: Arr  # (N, n_gpus)
     # Racks and GPUs.
     gpu_power_w: Arr  # (N, n_gpus)
-    rack_throttled: IntArr  # (N, n_racks)
+    gpu_clock: F32Arr  # (N, n_gpus) clock fraction of the maximum (power cap or thermal throttle below 1)
+    gpu_power_capped: BoolArr  # (N, n_gpus) held at the board power limit (not thermally throttled)
+    rack_throttled: IntArr  # (N, n_racks) GPUs in thermal slowdown
+    rack_work: Arr  # (N, n_racks) work rate: Σ utilisation · clock, full-clock GPU equivalents
+    work_rate: Arr  # (N,) the facility's work rate, full-clock GPU equivalents
     rack_power_w: Arr  # (N, n_racks)
     rack_flow_lpm: Arr  # (N, n_racks)
     rack_inlet_c: Arr  # (N, n_racks)

@@ -133,18 +133,23 @@ def test_gpus_throttle_when_coolant_is_too_hot() -> None:
 
 
 def test_gpu_power_model_spans_idle_to_tdp_plus_leakage() -> None:
-    """At the reference temperature power runs from idle to TDP with utilisation; hotter chips leak more."""
+    """At the reference temperature power runs from idle to TDP with utilisation; hotter chips leak more, up to
+    the board power limit, where a fully loaded GPU stays."""
     p = ph.PhysicsParams()
     util = np.array([0.0, 1.0])
     r_zero = np.zeros(2)
-    power, _, _ = ph.gpu_power_and_temp(
-        util, np.full(2, p.leak_ref_temp_c), r_zero, idle_w=160.0, tdp_w=1200.0, min_w=300.0, limit_c=87.0, p=p
-    )
+
+    def solve(temp_c: float) -> np.ndarray:
+        return ph.gpu_power_and_temp(
+            util, np.full(2, temp_c), r_zero, idle_w=160.0, tdp_w=1200.0, min_w=300.0, limit_c=87.0,
+            power_limit_w=1200.0, p=p,
+        ).power_w
+
+    power = solve(p.leak_ref_temp_c)
     assert power == pytest.approx([160.0, 1200.0])
-    hot, _, _ = ph.gpu_power_and_temp(
-        util, np.full(2, 80.0), r_zero, idle_w=160.0, tdp_w=1200.0, min_w=300.0, limit_c=87.0, p=p
-    )
-    assert (hot > power).all()
+    hot = solve(80.0)
+    assert hot[0] > power[0]
+    assert hot[1] == pytest.approx(1200.0)
 
 
 @pytest.mark.parametrize("dt", [1.0, 10.0, 300.0, 3600.0])
