@@ -36,13 +36,13 @@ TCS_OFFSETS_K = np.array([3.0, 4.5, 6.0, 8.0, 11.0])  # TCS supply setpoint − 
 
 
 def uniform_candidates(fac: Facility, fws: np.ndarray, offset: np.ndarray, dp: np.ndarray,
-                       lim: Limits) -> SimSetpoints:
+                       lim: Limits, chw: np.ndarray | None = None) -> SimSetpoints:
     """What-if candidates with one TCS and dp for every CDU: FWS, TCS = FWS + offset and dp, clipped to the
-    site's absolute bounds (the chilled-water setpoint stays where it is)."""
+    site's absolute bounds (the chilled-water setpoint ``chw``, or where it is when None)."""
     f = np.clip(fws, lim.fws_lo, lim.fws_hi)
     t = np.clip(f + offset, lim.tcs_lo, lim.tcs_hi)
     d = np.clip(dp, lim.dp_lo, lim.dp_hi)
-    return SimSetpoints.grid(fac.setpoints(), fws_supply_c=f, tcs_supply_c=t, dp_kpa=d)
+    return SimSetpoints.grid(fac.setpoints(), fws_supply_c=f, tcs_supply_c=t, dp_kpa=d, chw_supply_c=chw)
 
 
 def coarse_grid(lim: Limits, fws_step: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -412,14 +412,17 @@ class OracleController:
 # --- all controllers -------------------------------------------------------------------------------------------
 
 
-def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None) -> tuple[tuple[float, float, float], Kpis]:
-    """The constant setpoint with the lowest facility energy and no violation over the evaluated days (hindsight).
+def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None
+               ) -> tuple[tuple[float, float, float, float], Kpis]:
+    """The constant setpoints (TCS, dp, FWS, chilled water) with the lowest facility energy and no violation over
+    the evaluated days (hindsight); chilled water NaN where the plant has no writable one.
 
     Every hour of every evaluated day, the plant is settled at the hour's weather and load and a grid of constant
     setpoints is scored at steady state through the what-if interface (feasibility under the hour's peak load);
-    the grid is refined around the best. The cheapest candidate at each sampled GPU headroom (0 K, 0.5 K, ... up
-    to the most headroom of all) is then run through the full evaluation, from the least headroom up, until one
-    keeps every constraint minute by minute (at most ``BEST_FIXED_TRIES``). Where none does, the one with the
+    the grid is refined around the best. A constant chilled-water setpoint is then chosen the same way at the
+    best point (it prices only the air side: no constraint depends on it) and held by every candidate. The
+    cheapest candidate at each sampled GPU headroom (0 K, 0.5 K, ... up to the most headroom of all) is then run
+    through the full evaluation, from the least headroom up, until one keeps every constraint minute by minute (at most ``BEST_FIXED_TRIES``). Where none does, the one with the
     fewest bad minutes is returned and its KPIs say so.
     """
     from control.baselines import ConstantController
@@ -451,6 +454,17 @@ def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None) -> tu
         re_, rroom = scan(rf, ro, rd)
         f, o, d = np.concatenate([f, rf]), np.concatenate([o, ro]), np.concatenate([d, rd])
         e, room = np.concatenate([e, re_]), np.concatenate([room, rroom])
+    chw = math.nan
+    if lim.chw_point is not None and (room >= 0).any():
+        j = int(np.argmin(np.where(room >= 0, e, np.inf)))
+        grid = np.arange(lim.chw_lo, lim.chw_hi + 1e-9, 1.0)
+        price = np.zeros(len(grid))
+        for t in hours:
+            fac.settle_at(t)
+            one = np.ones(len(grid))
+            cands = uniform_candidates(fac, f[j] * one, o[j] * one, d[j] * one, lim, grid)
+            price += fac.what_if(cands).facility_power_w
+        chw = float(grid[int(np.argmin(price))])
     # Try the cheapest candidate at each sampled headroom (steady states miss minute-scale transients), from the
     # least headroom up, until one keeps every constraint minute by minute.
     order: list[int] = []
@@ -458,23 +472,23 @@ def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None) -> tu
         if (room >= need).any():
             order.append(int(np.argmin(np.where(room >= need, e, np.inf))))
     order.append(int(np.argmax(room)))  # the most headroom of all
-    tried: list[tuple[tuple[float, float, float], Kpis]] = []
+    tried: list[tuple[tuple[float, float, float, float], Kpis]] = []
     for i in dict.fromkeys(order):
-        sp = uniform_setpoints(float(f[i]), float(o[i]), float(d[i]), lim)
+        sp = (*uniform_setpoints(float(f[i]), float(o[i]), float(d[i]), lim), chw)
         if any(sp == t[0] for t in tried):
             continue
         if len(tried) >= BEST_FIXED_TRIES:
             break
-        k = evaluate(setup, ConstantController(lim, *sp))
+        k = evaluate(setup, ConstantController(lim, sp[0], sp[1], sp[2], chw_c=sp[3]))
         tried.append((sp, k))
         if say is not None:
-            say(f"  best fixed candidate TCS {sp[0]:.1f} dp {sp[1]:.0f} FWS {sp[2]:.1f}: "
+            say(f"  best fixed candidate TCS {sp[0]:.1f} dp {sp[1]:.0f} FWS {sp[2]:.1f} CHW {sp[3]:.1f}: "
                 f"{k.facility_kwh:,.0f} kWh, {k.violation_minutes:.0f} violation minutes")
         if _bad(k) == 0:
             return sp, k
     if not tried:
-        sp = (float(lim.safe.tcs_c[0]), float(lim.safe.dp_kpa[0]), lim.safe.fws_c)
-        return sp, evaluate(setup, ConstantController(lim, *sp))
+        sp = (float(lim.safe.tcs_c[0]), float(lim.safe.dp_kpa[0]), lim.safe.fws_c, lim.safe.chw_c)
+        return sp, evaluate(setup, ConstantController(lim, sp[0], sp[1], sp[2], chw_c=sp[3]))
     # Nothing constant keeps every constraint here: the one with the fewest bad minutes (they are reported).
     return min(tried, key=lambda t: (_bad(t[1]), t[1].facility_kwh))
 
