@@ -12,7 +12,8 @@
   (:func:`control.commissioning.commission_bin_table`).
 
 Commissioned trim & respond: :func:`trim_respond_config` ends its dp range at what the pump test
-(:func:`control.commissioning.pump_test`) found the CDU pumps reach, not at the profile's maximum.
+(:func:`control.commissioning.pump_test`) found the CDU pumps reach, not at the profile's maximum, and counts every
+CDU's request from 3 K before limit − margin.
 """
 
 from __future__ import annotations
@@ -91,13 +92,27 @@ def _requests(snap: Snapshot, limits: Limits, cfg: TrimRespondConfig) -> int:
     return int(np.count_nonzero(hot | valve | ~np.isfinite(snap.gpu_max_c)))
 
 
+COMMISSIONED_REQUEST_LEAD_K = 3.0  # commissioned trim & respond: requests start this far before limit − margin
+
+
 def trim_respond_config(limits: Limits, dp_max_kpa: float) -> TrimRespondConfig:
-    """The site's trim & respond settings with the dp range ending at ``dp_max_kpa`` (what the pumps reach) where
-    that is below the range's own end."""
+    """The site's trim & respond settings as commissioned for a GPU hall.
+
+    The dp range ends at ``dp_max_kpa`` (what the pumps reach, from the pump test) where that is below the range's
+    own end: above it the reset moves a setpoint no pump follows, a dead band that lets the GPUs run hot. Where the
+    site's ``[control.trim_respond]`` does not set them: no request is ignored (``i`` = 0; G36's ignored requests
+    are for rogue comfort zones, where every CDU here carries critical load), and a CDU requests from
+    ``COMMISSIONED_REQUEST_LEAD_K`` before limit − margin (``request_margin_k`` = margin + lead).
+    """
     cfg = limits.cfg.trim_respond
     lo, hi = cfg.dp_range_kpa or (limits.dp_lo, limits.dp_hi)
     hi = float(min(hi, max(dp_max_kpa, lo)))
-    return cfg.model_copy(update={"dp_range_kpa": (lo, hi)})
+    update: dict[str, object] = {"dp_range_kpa": (lo, hi)}
+    if "i" not in cfg.model_fields_set:
+        update["i"] = 0
+    if "request_margin_k" not in cfg.model_fields_set:
+        update["request_margin_k"] = limits.cfg.gpu_margin_k + COMMISSIONED_REQUEST_LEAD_K
+    return cfg.model_copy(update=update)
 
 
 class TrimRespondController:

@@ -422,8 +422,8 @@ def best_fixed(setup: EvalSetup, say: Callable[[str], None] | None = None
     the grid is refined around the best. A constant chilled-water setpoint is then chosen the same way at the
     best point (it prices only the air side: no constraint depends on it) and held by every candidate. The
     cheapest candidate at each sampled GPU headroom (0 K, 0.5 K, ... up to the most headroom of all) is then run
-    through the full evaluation, from the least headroom up, until one keeps every constraint minute by minute (at most ``BEST_FIXED_TRIES``). Where none does, the one with the
-    fewest bad minutes is returned and its KPIs say so.
+    through the full evaluation, from the least headroom up, until one keeps every constraint minute by minute (at
+    most ``BEST_FIXED_TRIES``). Where none does, the one with the fewest bad minutes is returned and its KPIs say so.
     """
     from control.baselines import ConstantController
 

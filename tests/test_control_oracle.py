@@ -116,6 +116,8 @@ def test_pump_test_finds_the_reachable_dp_and_trim_respond_stays_inside_it(tmp_p
     assert lim.dp_lo < top < float(reach.min())
     ctl = commissioned_trim_respond(setup)
     assert ctl.dp == (lim.dp_lo, top)
+    assert ctl.cfg.i == 0, "every CDU's request counts"
+    assert ctl.cfg.request_margin_k == lim.cfg.gpu_margin_k + 3.0
     assert _dp_unreached_minutes(setup, ctl) == 0
     assert _dp_unreached_minutes(setup, TrimRespondController(lim)) > 0, "the profile's range runs past the pumps"
 
@@ -157,7 +159,8 @@ def test_bin_table_is_monotone_and_keeps_the_margin_at_full_load(tmp_path: Path)
     assert table.sink == "drybulb"
     assert len(table.upper_c) > 10
     assert table.upper_c[-1] >= float(np.max(weather.drybulb_c))
-    assert (np.diff(table.fws_c) >= 0).all() and (np.diff(table.tcs_c) >= 0).all()
+    assert (np.diff(table.fws_c) >= 0).all()
+    assert (np.diff(table.tcs_c) >= 0).all()
     assert (np.diff(table.dp_kpa) >= 0).all()
     assert table.fws_c[-1] > table.fws_c[0], "warmer water in hot weather than in cold"
     assert (table.tcs_c >= table.fws_c + lim.cfg.cdu_approach_k - 1e-9).all()
