@@ -76,6 +76,21 @@ def test_all_writable_oracle_is_never_worse_than_uniform_and_sets_mixed_cdus_apa
     assert all(lim.chw_lo <= s.chw_c <= lim.chw_hi for s in allw.seen)
 
 
+def test_cdu_groups_share_setpoints_only_between_alike_cdus_on_large_sites(tmp_path: Path) -> None:
+    """Up to 8 CDUs each get their own setpoints; beyond that CDUs with alike racks share one, and a CDU of other
+    GPU models or workloads gets its own."""
+    doc = site_doc(tmp_path, 40)
+    for i, rack in enumerate(doc["halls"][0]["racks"]):
+        if 8 <= i < 12:  # the third CDU's racks
+            rack.update(gpu_model="B200", gpus=64, rated_kw=120.0)
+        if 12 <= i < 16:  # the fourth CDU's
+            rack["workload"] = "inference"
+    site = site_from_dict(doc, path=tmp_path / "site.toml")
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), days=1)
+    assert cdu_groups(setup) == ((0, 1, 4, 5, 6, 7, 8, 9), (2,), (3,))
+    assert cdu_groups(setup, max_groups=10) == tuple((i,) for i in range(10))
+
+
 def test_oracle_scope_is_checked(tmp_path: Path) -> None:
     """An unknown oracle scope is one clear error naming it."""
     site = control_site(tmp_path)
