@@ -2,8 +2,8 @@
 
 The oracle optimises each decision with the true physics through the facility's what-if interface; the best fixed
 setpoints are searched in hindsight over the evaluated days. Both read the simulated physics, which no deployed
-controller can: they bound what a controller could achieve. One of the three modules of ``control/`` that import
-``simulators/`` (with :mod:`control.harness` and :mod:`control.evaluate`).
+controller can: they bound what a controller could achieve. One of the evaluation's modules of ``control/`` that
+import ``simulators/`` (with :mod:`control.harness`, :mod:`control.commissioning` and :mod:`control.evaluate`).
 """
 
 from __future__ import annotations
@@ -128,10 +128,12 @@ class OracleController:
     ========================  =====================================================================================
     ``"all-writable"``        the plant's FWS supply, the CRAH chilled-water supply (where the plant's profile has
                               it writable), and TCS supply and dp per CDU (:func:`cdu_groups`: beyond
-                              ``MAX_CDU_GROUPS`` CDUs, those with alike racks share one). The uniform search
-                              below, then coordinate descent on every one of them.
+                              ``MAX_CDU_GROUPS`` CDUs, those with alike racks share one). Every ``reopt_s`` the
+                              uniform coarse grid, then coordinate descent on every one of them (sweeps to
+                              convergence, then one sweep a decision); feasible over two intervals of foresight,
+                              the warm-up searched more coarsely (it is not counted).
     ``"uniform"``             FWS, and one TCS and dp for every CDU (FWS × TCS − FWS × dp); chilled water left at
-                              its setpoint. The issue-21 oracle, kept for comparison.
+                              its setpoint. The issue-21 oracle (the same choices), kept for comparison.
     ========================  =====================================================================================
 
     Rack power limits and GPU clocks are not cooling setpoints and are never written.
