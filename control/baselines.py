@@ -7,9 +7,19 @@
 * :class:`ExpertController`: what a good commissioning engineer sets up: FWS at the outdoor dry bulb (wet bulb with
   a tower) plus the heat-rejection approach, TCS at FWS plus the CDU approach, both capped by a trim & respond on the
   hottest GPU.
+* :class:`BinTableController`: an outdoor-reset schedule, FWS, TCS, dp and chilled water looked up by outdoor
+  dry-bulb bin (wet bulb with a tower), commissioned from steady-state tests at full load
+  (:func:`control.commissioning.commission_bin_table`).
+
+Commissioned trim & respond: :func:`trim_respond_config` ends its dp range at what the pump test
+(:func:`control.commissioning.pump_test`) found the CDU pumps reach, not at the profile's maximum, and counts every
+CDU's request from 3 K before limit − margin.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,12 +44,13 @@ class FixedController:
 
 
 class ConstantController:
-    """Constant setpoints (uniform over CDUs), clipped to the site's limits."""
+    """Constant setpoints (uniform over CDUs; chilled water NaN: left where it is), clipped to the site's limits."""
 
-    def __init__(self, limits: Limits, tcs_c: float, dp_kpa: float, fws_c: float, name: str = "constant") -> None:
+    def __init__(self, limits: Limits, tcs_c: float, dp_kpa: float, fws_c: float, name: str = "constant",
+                 chw_c: float = math.nan) -> None:
         n = len(limits.cdu_names)
         self.name = name
-        self.sp = limits.clip(Setpoints(np.full(n, tcs_c), np.full(n, dp_kpa), fws_c))
+        self.sp = limits.clip(Setpoints(np.full(n, tcs_c), np.full(n, dp_kpa), fws_c, chw_c))
 
     def decide(self, snap: Snapshot) -> Decision:
         """The same setpoints every time."""
@@ -79,6 +90,29 @@ def _requests(snap: Snapshot, limits: Limits, cfg: TrimRespondConfig) -> int:
     valve = np.nan_to_num(snap.valve_pct, nan=0.0) >= cfg.request_valve_pct
     # A missing GPU reading is a request: the safe direction is more cooling.
     return int(np.count_nonzero(hot | valve | ~np.isfinite(snap.gpu_max_c)))
+
+
+COMMISSIONED_REQUEST_LEAD_K = 3.0  # commissioned trim & respond: requests start this far before limit − margin
+
+
+def trim_respond_config(limits: Limits, dp_max_kpa: float) -> TrimRespondConfig:
+    """The site's trim & respond settings as commissioned for a GPU hall.
+
+    The dp range ends at ``dp_max_kpa`` (what the pumps reach, from the pump test) where that is below the range's
+    own end: above it the reset moves a setpoint no pump follows, a dead band that lets the GPUs run hot. Where the
+    site's ``[control.trim_respond]`` does not set them: no request is ignored (``i`` = 0; G36's ignored requests
+    are for rogue comfort zones, where every CDU here carries critical load), and a CDU requests from
+    ``COMMISSIONED_REQUEST_LEAD_K`` before limit − margin (``request_margin_k`` = margin + lead).
+    """
+    cfg = limits.cfg.trim_respond
+    lo, hi = cfg.dp_range_kpa or (limits.dp_lo, limits.dp_hi)
+    hi = float(min(hi, max(dp_max_kpa, lo)))
+    update: dict[str, object] = {"dp_range_kpa": (lo, hi)}
+    if "i" not in cfg.model_fields_set:
+        update["i"] = 0
+    if "request_margin_k" not in cfg.model_fields_set:
+        update["request_margin_k"] = limits.cfg.gpu_margin_k + COMMISSIONED_REQUEST_LEAD_K
+    return cfg.model_copy(update=update)
 
 
 class TrimRespondController:
@@ -141,3 +175,64 @@ class ExpertController:
         dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) if np.isfinite(snap.wetbulb_c) else None
         sp = lim.clip(Setpoints(np.full(n, tcs), lim.safe.dp_kpa.copy(), fws), dew)
         return Decision(sp, state="deciding", binding=(f"cap={cap:.1f}",))
+
+
+@dataclass(frozen=True)
+class BinTable:
+    """An outdoor-reset schedule: setpoints per bin of the outdoor sink temperature (dry bulb, or wet bulb for a
+    cooling-tower plant).
+
+    Bin ``b`` covers sink temperatures above ``upper_c[b-1]`` up to ``upper_c[b]`` (ascending); the first bin extends
+    down and the last up without bound. The lookup steps (no interpolation): each bin's setpoints were tested at
+    the warmest hour of its bin, so within the bin they hold, where a value interpolated toward a warmer bin's
+    was never tested. ``chw_c`` is NaN where the plant has no writable chilled-water setpoint.
+    """
+
+    sink: str  # "drybulb" or "wetbulb"
+    upper_c: np.ndarray
+    fws_c: np.ndarray
+    tcs_c: np.ndarray
+    dp_kpa: np.ndarray
+    chw_c: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.upper_c)
+        if n == 0 or any(len(a) != n for a in (self.fws_c, self.tcs_c, self.dp_kpa, self.chw_c)):
+            raise ValueError(f"BinTable: every column needs the same number of bins ({n})")
+        if np.any(np.diff(self.upper_c) <= 0):
+            raise ValueError("BinTable: bin upper edges must be ascending")
+        if self.sink not in ("drybulb", "wetbulb"):
+            raise ValueError(f"BinTable: sink {self.sink!r} is neither drybulb nor wetbulb")
+
+    def index(self, sink_c: float) -> int:
+        """The bin of a sink temperature; an unknown one (NaN) takes the warmest bin, whose setpoints were tested
+        at the year's warmest hour and hold in any weather."""
+        if not math.isfinite(sink_c):
+            return len(self.upper_c) - 1
+        return min(int(np.searchsorted(self.upper_c, sink_c, side="left")), len(self.upper_c) - 1)
+
+    def as_dict(self) -> dict[str, object]:
+        """The schedule for the JSON document and logs."""
+        return {"sink": self.sink, **{k: np.round(getattr(self, k), 2).tolist()
+                                      for k in ("upper_c", "fws_c", "tcs_c", "dp_kpa", "chw_c")}}
+
+
+class BinTableController:
+    """An outdoor-reset schedule: each decision the setpoints of the outdoor bin, clipped to the limits and the
+    dew-point margin like the other baselines."""
+
+    name = "bin_table"
+
+    def __init__(self, limits: Limits, table: BinTable) -> None:
+        self.limits = limits
+        self.table = table
+
+    def decide(self, snap: Snapshot) -> Decision:
+        """The bin's setpoints for the outdoor temperature in ``snap``."""
+        t = self.table
+        b = t.index(snap.wetbulb_c if t.sink == "wetbulb" else snap.drybulb_c)
+        n = len(snap.cdu_names)
+        sp = Setpoints(np.full(n, float(t.tcs_c[b])), np.full(n, float(t.dp_kpa[b])), float(t.fws_c[b]),
+                       float(t.chw_c[b]))
+        dew = dew_point_c(snap.drybulb_c, snap.wetbulb_c) if np.isfinite(snap.wetbulb_c) else None
+        return Decision(self.limits.clip(sp, dew), state="deciding", binding=(f"bin={b}",))

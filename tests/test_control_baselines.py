@@ -107,7 +107,7 @@ def test_evaluate_control_rejects_an_unknown_controller(tmp_path: Path, capsys: 
 def test_oracle_keeps_every_constraint_and_beats_fixed_on_a_hot_day(tmp_path: Path) -> None:
     """On a July day the oracle (true physics through the what-if interface) keeps every GPU below limit − margin,
     never throttles or condenses, and uses less facility energy than the fixed defaults; the hindsight best fixed
-    setpoint is one the evaluation found violation-free."""
+    setpoint is one the evaluation found violation-free, with a constant chilled-water setpoint inside its bounds."""
     from control.baselines import FixedController
     from control.evaluate import EvalSetup, OracleController, best_fixed, evaluate
     from simulators.weather import load_weather
@@ -127,6 +127,7 @@ def test_oracle_keeps_every_constraint_and_beats_fixed_on_a_hot_day(tmp_path: Pa
     assert bf.violation_minutes == 0
     assert bf.facility_kwh <= fixed.facility_kwh + 1e-6
     assert lim.tcs_lo <= sp[0] <= lim.tcs_hi
+    assert lim.chw_lo <= sp[3] <= lim.chw_hi
 
 
 @pytest.mark.parametrize("value", ["inf", "-1e300", "1e300"])
