@@ -49,14 +49,15 @@ __all__ = [
 ]
 
 
-CONTROLLERS = ("fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle")
-_LONGEST_FIRST = ("oracle", "aidc", "best_fixed", "trim_respond", "expert", "fixed")
+CONTROLLERS = ("fixed", "best_fixed", "trim_respond", "bin_table", "expert", "aidc", "oracle")
+_LONGEST_FIRST = ("oracle", "aidc", "best_fixed", "bin_table", "trim_respond", "expert", "fixed")
 
 
 def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """KPIs of one named controller on the setup's days, and what goes on the document's top level (aidc's
     commissioning)."""
-    from control.baselines import ExpertController, FixedController, TrimRespondController
+    from control.baselines import BinTableController, ExpertController, FixedController
+    from control.commissioning import commission_bin_table, commissioned_trim_respond
     from control.learner import LearningController
 
     site, limits, warmup_h = setup.site, setup.limits, setup.warmup_h
@@ -65,9 +66,16 @@ def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> t
         k = evaluate(setup, FixedController(limits))
     elif name == "best_fixed":
         sp, k = best_fixed(setup, say)
-        return {**k.as_dict(), "setpoints": {"tcs_c": sp[0], "dp_kpa": sp[1], "fws_c": sp[2]}}, extra
-    elif name == "trim_respond":
-        k = evaluate(setup, TrimRespondController(limits))
+        chw = {"chw_c": sp[3]} if math.isfinite(sp[3]) else {}
+        return {**k.as_dict(), "setpoints": {"tcs_c": sp[0], "dp_kpa": sp[1], "fws_c": sp[2], **chw}}, extra
+    elif name == "trim_respond":  # commissioned: its dp range ends where the pump test found the pumps' reach
+        tr = commissioned_trim_respond(setup)
+        k = evaluate(setup, tr)
+        extra["trim_respond_dp_range_kpa"] = list(tr.dp)
+    elif name == "bin_table":  # commissioned on the site's own (typical-year) weather file, not the scored one
+        table = commission_bin_table(setup)
+        k = evaluate(setup, BinTableController(limits, table))
+        extra["bin_table"] = table.as_dict()
     elif name == "expert":
         k = evaluate(setup, ExpertController(limits, site.config.plant.type))
     elif name == "aidc":
@@ -85,6 +93,7 @@ def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> t
     elif name == "oracle":
         o = OracleController(setup)
         k = evaluate(setup, o, o.bind)
+        extra["oracle_scope"] = o.scope
     else:
         raise DataError(f"--controllers: unknown controller {name!r} ({', '.join(CONTROLLERS)})")
     return k.as_dict(), extra

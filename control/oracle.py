@@ -103,8 +103,11 @@ def cdu_groups(setup: EvalSetup, max_groups: int = MAX_CDU_GROUPS) -> tuple[tupl
 
 
 def _objective(w: WhatIf) -> np.ndarray:
-    """What the oracle minimises over candidates (lower is better): true facility power, W."""
-    return np.asarray(w.facility_power_w, dtype=np.float64)
+    """What the oracle minimises over candidates (lower is better): true facility power per unit of work (W per
+    full-clock GPU), so a saving bought with clocks lost at the power cap or to heat does not count; with every
+    clock at 100 % this orders candidates as facility power does (the load is the same for all of them)."""
+    work = np.maximum(np.asarray(w.work_rate, dtype=np.float64), 1e-6)
+    return np.asarray(w.facility_power_w, dtype=np.float64) / work
 
 
 def _rows(sp: SimSetpoints, idx: np.ndarray) -> SimSetpoints:
@@ -179,9 +182,11 @@ class OracleController:
 
     # --- scoring ------------------------------------------------------------------------------------------------
 
-    def _score(self, cands: SimSetpoints, dew: float, headroom_k: float) -> tuple[np.ndarray, np.ndarray]:
-        """Objective of each candidate (inf where infeasible under the interval's peak) and the peak result's
-        worst GPU excess over its limit (for choosing when nothing is feasible)."""
+    def _score(self, cands: SimSetpoints, dew: float, headroom_k: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Objective of each candidate (inf where infeasible under the interval's peak), its facility power (W, NaN
+        where not priced) and the peak result's worst GPU excess over its limit (for choosing when nothing is
+        feasible)."""
         assert self.fac is not None
         assert self.rack_lim is not None
         # Feasible under the highest load of the interval ahead (perfect foresight), priced at the load of now;
@@ -189,20 +194,23 @@ class OracleController:
         peak = self.fac.what_if(cands, peak_s=self.lim.cfg.interval_s * self.lookahead)
         ok = whatif_ok(peak, self.rack_lim, self.lim, dew, headroom_k)
         cost = np.full(cands.n, np.inf)
+        power = np.full(cands.n, np.nan)
         idx = np.flatnonzero(ok)
         if len(idx):
-            cost[idx] = _objective(self.fac.what_if(_rows(cands, idx)))
-        return cost, (peak.gpu_temp_max_c - self.rack_lim).max(axis=1)
+            w = self.fac.what_if(_rows(cands, idx))
+            cost[idx] = _objective(w)
+            power[idx] = w.facility_power_w
+        return cost, (peak.gpu_temp_max_c - self.rack_lim).max(axis=1), power
 
     def _pick(self, cands: SimSetpoints, dew: float, headroom_k: float) -> tuple[int, float, bool]:
-        """Index of the cheapest feasible candidate (else the coolest), its objective in kW and feasibility."""
-        cost, excess = self._score(cands, dew, headroom_k)
+        """Index of the best feasible candidate (else the coolest), its facility power in kW and feasibility."""
+        cost, excess, power = self._score(cands, dew, headroom_k)
         if np.isfinite(cost).any():
             j = int(np.argmin(cost))
-            return j, float(cost[j]) / 1000.0, True
+            return j, float(power[j]) / 1000.0, True
         j = int(np.argmin(excess))  # nothing feasible: the coolest candidate
         assert self.fac is not None
-        return j, float(_objective(self.fac.what_if(_rows(cands, np.array([j]))))[0]) / 1000.0, False
+        return j, float(self.fac.what_if(_rows(cands, np.array([j]))).facility_power_w[0]) / 1000.0, False
 
     # --- uniform search ----------------------------------------------------------------------------------------
 
@@ -291,12 +299,12 @@ class OracleController:
 
     def _sweep(self, step: float, dew: float, headroom_k: float) -> tuple[float, bool, bool]:
         """One coordinate-descent sweep from ``self.x``: every move priced in one what-if call, then the best move
-        of every block together; keeps the cheapest feasible. Returns (objective kW, feasible, improved)."""
+        of every block together; keeps the cheapest feasible. Returns (facility kW, feasible, improved)."""
         assert self.x is not None
         moves, blocks = self._moves(step, self.part)
         self.part ^= 1
         x = self._clip_x(np.vstack([self.x, self.x + moves]))
-        cost, excess = self._score(self._cands(x), dew, headroom_k)
+        cost, excess, power = self._score(self._cands(x), dew, headroom_k)
         base = cost[0]
         # Blocks change disjoint coordinates: their best improving moves taken together.
         combined = self.x.copy()
@@ -309,12 +317,12 @@ class OracleController:
                 n_better += 1
         if n_better > 1:
             xc = self._clip_x(combined)
-            cc, _ = self._score(self._cands(xc), dew, headroom_k)
-            x, cost = np.vstack([x, xc]), np.concatenate([cost, cc])
+            cc, _, pc = self._score(self._cands(xc), dew, headroom_k)
+            x, cost, power = np.vstack([x, xc]), np.concatenate([cost, cc]), np.concatenate([power, pc])
         if np.isfinite(cost).any():
             j = int(np.argmin(cost))
             self.x = x[j]
-            return float(cost[j]) / 1000.0, True, j != 0
+            return float(power[j]) / 1000.0, True, j != 0
         self.x = x[int(np.argmin(excess))]  # nothing feasible: toward the coolest
         return math.nan, False, True
 
@@ -330,7 +338,7 @@ class OracleController:
             start = self._x_of_choice()
             if self.x is not None:  # the last choice may be better than the grid's best: start at the better
                 both = self._clip_x(np.vstack([start, self.x]))
-                cost, _ = self._score(self._cands(both), dew, headroom_k)
+                cost, _, _ = self._score(self._cands(both), dew, headroom_k)
                 start = both[1] if cost[1] < cost[0] else both[0]
             self.x = start
             for step, most in ((1.0, MAX_SWEEPS), (0.5, 2)):
