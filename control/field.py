@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aidc.clock import format_ns
 from aidc.config import DeviceRef, Site
 from aidc.model import Batch
 from aidc.profiles import DataType, Point
@@ -144,6 +145,7 @@ class _Device:
         self.dev = dev
         self.points = tuple(points)
         self.keys = [p.sim or p.name for p in self.points]
+        self.by_name = {p.name: p for p in self.points}
         self.model = model
         self.modbus = dev.profile.protocol == "modbus"
         self.layout: tuple[int, ...] | None = None
@@ -291,8 +293,7 @@ class _Device:
 
     def read(self, served: Mapping[str, object], point: Point) -> float:
         """One point's value as the device holds it (a write's read-back): through its register or node, no noise."""
-        i = self.points.index(point)
-        x = _number(served.get(self.keys[i]))
+        x = _number(served.get(point.sim or point.name))
         if self.modbus:
             raw = register_raw(point, x)
             if point.type is DataType.BOOL:
@@ -411,8 +412,9 @@ class FieldTelemetry:
         self.interval_ns = np.array([int(d.dev.config.poll_interval_s * 1e9) for d in self.devices], dtype=np.int64)
         phase = np.array([int(device_phase(seed, d.dev.name, d.dev.config.poll_interval_s) * 1e9)
                           for d in self.devices], dtype=np.int64)
-        # The first poll due at or after start_ns, on each device's own grid (phase + k * interval).
-        self.next_ns = start_ns + (phase - start_ns) % self.interval_ns
+        # The last poll at or before start_ns on each device's own grid (phase + k * interval): the collectors ran
+        # before the evaluated loop starts, so its first call finds a reading of every device.
+        self.next_ns = start_ns - (start_ns - phase) % self.interval_ns
         self.burst_until_ns = np.zeros(n, dtype=np.int64)
         self.sched_rng = np.random.default_rng([seed, 1])
         self.noise_rng = np.random.default_rng([seed, 2])
@@ -484,3 +486,73 @@ class FieldTelemetry:
             for sink in sinks:
                 sink(b)
         return len(batches)
+
+
+class FieldWriter:
+    """The setpoint writer of the evaluated loop (``control.supervisor.Writer``), in process: checks the actor and
+    the point as :class:`collectors.writer.SetpointWriter` does, clamps to the profile's min/max, writes what the
+    register or node can hold through ``write(device, point, value)`` (the facility's ``write_point``) and reads
+    it back through the same register or node (``values``). Counts writes instead of an audit file: the
+    supervisor's own audit lines record every write of a decision."""
+
+    def __init__(self, site: Site, write: Callable[[str, str, float], None], values: Values,
+                 now_ns: Callable[[], int]) -> None:
+        self._write = write
+        self.values = values
+        self.now_ns = now_ns
+        self.by_name = {d.name: d for d in site.devices}
+        self._codecs: dict[str, _Device] = {}
+        self.writes = 0
+        self.changes = 0  # writes that changed what the device holds (heartbeats excluded)
+        self.errors = 0
+
+    def _codec(self, device: str) -> _Device:
+        c = self._codecs.get(device)
+        if c is None:
+            dev = self.by_name[device]
+            c = self._codecs[device] = _Device(dev, dev.profile.points, FieldModel())
+        return c
+
+    def held(self, device: str, point: str, value: float) -> float:
+        """The value the device's register or node holds after writing ``value`` (clamped, then its resolution)."""
+        c = self._codec(device)
+        p = c.by_name[point]
+        v = min(p.max, max(p.min, value)) if p.min is not None and p.max is not None else value
+        return c.read({p.sim or p.name: v}, p)
+
+    async def write(self, actor: Any, device: str, point: str, value: float, why: str) -> Any:
+        """Clamp, write, read back; a :class:`collectors.writer.WriteResult` (refusals raise ``WriteRefused``)."""
+        from collectors.writer import WRITE_ROLES, WriteRefused, WriteResult
+
+        if getattr(actor, "role", None) not in WRITE_ROLES:
+            raise WriteRefused(f"{getattr(actor, 'name', actor)} may not write setpoints: needs role operator")
+        dev = self.by_name.get(device)
+        if dev is None:
+            raise WriteRefused(f"no device {device!r}")
+        try:
+            p = dev.profile.point(point)
+        except KeyError as exc:
+            raise WriteRefused(str(exc.args[0])) from None
+        if not p.writable or p.min is None or p.max is None:
+            raise WriteRefused(f"{device}.{point} is not writable")
+        if not math.isfinite(value):
+            raise WriteRefused(f"{device}.{point}: {value!r} is not a number")
+        new = min(p.max, max(p.min, value))
+        c = self._codec(device)
+        hb = dev.profile.heartbeat
+        beat = hb is not None and hb.point == point
+        held = self.held(device, point, new)
+        # A heartbeat is not read around its write (the device's watchdog takes it; reading the whole device twice
+        # every beat would double the evaluation's cost); every setpoint is read before and after, as on site.
+        old = None if beat else c.read(self.values(device), p)
+        self._write(device, point, held)
+        readback = held if beat else c.read(self.values(device), p)
+        error = ""
+        if not abs(readback - new) <= abs(p.scale) / 2 + 1e-6 * max(1.0, abs(new)):
+            error = f"read back {readback:g} after writing {new:g}"  # e.g. a device in local fallback
+        self.writes += 1
+        self.errors += bool(error)
+        if not beat and readback != old:
+            self.changes += 1
+        return WriteResult(format_ns(self.now_ns()), getattr(actor, "name", str(actor)), actor.role, device, point,
+                           old, value, new, readback, new != value, why, not error, error)
