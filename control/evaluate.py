@@ -45,7 +45,8 @@ from simulators.weather import Weather
 __all__ = [
     "CONTROLLERS", "DAY_NS", "Carbon", "EvalSetup", "Kpis", "OracleController", "SimPlant", "SupervisedRun",
     "best_fixed", "coarse_grid", "default_jobs", "evaluate", "evaluate_all", "feed_live", "load_carbon",
-    "neighbourhood", "run_controller", "run_day", "site_weather", "uniform_candidates", "uniform_setpoints", "whatif_ok",
+    "neighbourhood", "run_controller", "run_day", "site_weather", "uniform_candidates", "uniform_setpoints",
+    "whatif_ok",
 ]
 
 
