@@ -472,7 +472,8 @@ class SupervisedRun:
         self._tmp = tempfile.TemporaryDirectory(prefix="aidc-eval-audit-") if audit_dir is None else None
         self.audit_dir = Path(self._tmp.name) if self._tmp is not None else audit_dir
         self.counts: dict[str, float] = {}
-        self.supervisor: Any = None  # the last run's
+        self.supervisor: Any = None  # the last run's supervisor and telemetry feed (tests contrive faults on them)
+        self.feed: FieldTelemetry | ExactTelemetry | None = None
 
     @property
     def audit_path(self) -> Path:
@@ -496,14 +497,14 @@ class SupervisedRun:
             k.extra["model_rows"] = float(self.core.model.provenance["rows"])  # type: ignore[arg-type]
         return k
 
-    def run_day(self, day_ns: int, k: Kpis | None, *, warmup_h: float | None = None, days: int = 1,
+    def run_day(self, day_ns: int, k: Kpis | None, *, warmup_h: float | None = None, days: float = 1,
                 hook: Callable[[Facility], None] | None = None) -> None:
         """Warm up, then run and (when ``k`` is given) count ``days`` days from ``day_ns``; ``hook(fac)`` runs
         before every step (tests use it to contrive faults)."""
         with _quiet_supervisor():
             asyncio.run(self._run(day_ns, k, self.setup.warmup_h if warmup_h is None else warmup_h, days, hook))
 
-    async def _run(self, day_ns: int, k: Kpis | None, warm: float, days: int,
+    async def _run(self, day_ns: int, k: Kpis | None, warm: float, days: float,
                    hook: Callable[[Facility], None] | None) -> None:
         from collectors.writer import Actor
         from control.supervisor import Supervisor
@@ -514,6 +515,7 @@ class SupervisedRun:
         live = LiveState()
         field = setup.field_telemetry(fac)
         feed = field if field is not None else ExactTelemetry(setup.site, fac.device_values, setup.builder.needed())
+        self.feed = feed
         writer = FieldWriter(setup.site, fac.write_point, fac.device_values, clock.now_ns)
         sup = Supervisor(setup.site, live, writer, clock, limits=lim, core=self.core, audit_dir=self.audit_dir,
                          actor=Actor("aidc-evaluation", "operator"))
@@ -524,7 +526,7 @@ class SupervisedRun:
         dt = setup.step_s
         interval_ns, beat_ns = int(lim.cfg.interval_s * 1e9), int(lim.cfg.heartbeat_s * 1e9)
         next_decision = next_beat = fac.t_ns
-        end = day_ns + days * DAY_NS
+        end = day_ns + int(days * DAY_NS)
         base: dict[str, int] | None = None
         changes0 = 0
         while fac.t_ns < end:
