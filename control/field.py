@@ -420,6 +420,7 @@ class FieldTelemetry:
         self.noise_rng = np.random.default_rng([seed, 2])
         self.polls = 0
         self.lost = 0
+        self._combined: tuple[tuple[int, ...], npt.NDArray[np.object_], list[Batch]] | None = None
 
     def poll(self, device: str, ts_ns: int) -> Batch:
         """One poll of ``device`` now, stamped ``ts_ns`` (never lost; noise as the model says)."""
@@ -461,8 +462,10 @@ class FieldTelemetry:
         return good
 
     def poll_due(self, t_ns: int) -> list[Batch]:
-        """The batches of every device poll due up to ``t_ns`` since the last call: per device the last poll that
-        was not lost, stamped at its poll time, with the values served now (a group of devices: one batch)."""
+        """The samples of every device poll due up to ``t_ns`` since the last call: per device the last poll that
+        was not lost, stamped at its poll time, with the values served now. Usually one batch (every device
+        answered: one series array, reused call after call, so the sinks map it without a lookup); after a lost
+        poll, one batch per answering device or group."""
         good = self._schedule(t_ns)
         rng = self.noise_rng if self.model is not None else None
         out: list[Batch] = []
@@ -471,13 +474,30 @@ class FieldTelemetry:
             if ts >= 0:
                 d = self.devices[i]
                 out.append(d.poll(self.values(d.dev.name), ts, rng))
+        whole = len(out) == len(self.single)
         for ix, g in self.groups:
             polled = good[ix] >= 0
             if not polled.any():
+                whole = False
                 continue
+            whole = whole and bool(polled.all())
             served = [self.values(d.dev.name) if ok else {} for d, ok in zip(g.members, polled.tolist(), strict=True)]
             out.append(g.poll(served, good[ix].tolist(), polled, rng))
-        return out
+        if not whole or len(out) < 2:
+            return out
+        return [self._combine(out)]
+
+    def _combine(self, parts: list[Batch]) -> Batch:
+        """One batch of every device's poll, its series array cached while the layout stays."""
+        key = tuple(id(b.series) for b in parts)
+        if self._combined is None or self._combined[0] != key:
+            self._combined = (key, np.concatenate([b.series for b in parts]), parts)  # parts: keep the ids alive
+        reasons: list[str] = []
+        if any(b.reasons for b in parts):
+            for b in parts:
+                reasons += b.reasons or [""] * len(b)
+        return Batch(self._combined[1], np.concatenate([b.ts_ns for b in parts]),
+                     np.concatenate([b.values for b in parts]), np.concatenate([b.quality for b in parts]), reasons)
 
     def feed(self, t_ns: int, *sinks: Sink) -> int:
         """Poll every due device and hand each batch to every sink; the number of batches."""
@@ -541,7 +561,7 @@ class FieldWriter:
         c = self._codec(device)
         hb = dev.profile.heartbeat
         beat = hb is not None and hb.point == point
-        held = self.held(device, point, new)
+        held = float(round(new)) if beat else self.held(device, point, new)
         # A heartbeat is not read around its write (the device's watchdog takes it; reading the whole device twice
         # every beat would double the evaluation's cost); every setpoint is read before and after, as on site.
         old = None if beat else c.read(self.values(device), p)
