@@ -60,6 +60,8 @@ _FLOW_UNITS = frozenset({"l/min", "lpm", "m3/h", "m³/h", "l/s", "kg/s", "gpm"})
 _PRESSURE_UNITS = frozenset({"pa", "kpa", "bar", "mbar", "psi"})
 _POWER_UNITS = frozenset({"w", "kw", "mw", "va", "kva", "var", "kvar", "a", "v"})
 _TEMP_UNITS = frozenset({"°c", "c", "k", "degc"})
+_PLAIN = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.bool_})  # numbers np.array converts
+_TEXT = (str, bytes)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class _Device:
         self.points = tuple(points)
         self.keys = [p.sim or p.name for p in self.points]
         self.by_name = {p.name: p for p in self.points}
+        self._any_array = any(p.array for p in self.points)
+        self._ones = tuple(1 for _ in self.points)
         self.model = model
         self.modbus = dev.profile.protocol == "modbus"
         self.layout: tuple[int, ...] | None = None
@@ -213,10 +217,12 @@ class _Device:
 
     def _served(self, served: Mapping[str, object]) -> tuple[F64, tuple[int, ...]]:
         """The served values in point order, arrays expanded, and their layout."""
+        got = [served.get(k) for k in self.keys]
+        if not self._any_array and all(type(v) in _PLAIN for v in got):  # the usual scalar device: one conversion
+            return np.array(got, dtype=np.float64), self._ones
         parts: list[F64] = []
-        for p, key in zip(self.points, self.keys, strict=True):
-            v = served.get(key)
-            if p.array and v is not None and not isinstance(v, str | bytes):
+        for p, v in zip(self.points, got, strict=True):
+            if p.array and v is not None and not isinstance(v, _TEXT):
                 try:
                     parts.append(np.asarray(v, dtype=np.float64).ravel())
                     continue
