@@ -24,10 +24,14 @@ through the same chain as on site, in process (no sockets, so parallel evaluatio
 
 The facility only changes when it steps, so :meth:`FieldTelemetry.poll_due` polls each device at most once per
 call: the last poll due since the previous call that was not lost, stamped at its poll time, with the facility's
-current values (the stuck check therefore counts calls, i.e. facility steps, not polls). Output is one kernel
-:class:`aidc.model.Batch` per device poll, published to sinks (a :class:`aidc.live.LiveState`, the supervisor's
-input sink) exactly as collectors do: arrays unpack to one series per element (tag ``array_tag``), one series array
-per device reused poll after poll so the sinks map it once. This module never imports the simulators.
+current values (the stuck check therefore counts calls, not polls). The evaluated supervisor calls it every
+facility step; a baseline's snapshot calls it at each decision, and gets each device's latest poll. Output is a
+kernel :class:`aidc.model.Batch` per call holding every device's poll (each sample with its own poll time; after a
+lost poll, one batch per answering device), published to sinks (a :class:`aidc.live.LiveState`, the supervisor's
+input sink) as collectors publish: arrays unpack to one series per element (tag ``array_tag``), and the series
+array is built once and reused call after call, so the sinks map it without a lookup per series. OPC-UA devices of
+one profile whose checks keep no state (the GPU racks) are converted and checked together. This module never
+imports the simulators.
 """
 
 from __future__ import annotations

@@ -1,14 +1,30 @@
 """The evaluation harness: a simulated facility seen as collectors see it, stepped minute by minute, and the KPIs.
 
-Every controller runs on the same days (every ``stride``-th day of the weather year, each after an uncounted
-warm-up) against a fresh :class:`simulators.facility.Facility` driven only through the stepping interface
-(``step``, ``device_values``, ``write_point``). Controllers see what collectors would read (the same
-:class:`control.snapshot.SnapshotBuilder` as the live supervisor) and decide every ``interval_s``; the facility
-steps at ``step_s`` so the temperature KPIs have minute resolution. KPIs are those the building-control
-benchmarking community reports (BOPTEST): energy by kind, PUE, thermal discomfort (here K·h and minutes of any GPU
-above limit − margin), minutes at or above the throttle limit, throttling, peak power, emissions, setpoint changes
-and controller time. With :mod:`control.oracle` and :mod:`control.evaluate`, one of the three modules of
-``control/`` that import ``simulators/`` (the evaluation's, never the live supervisor's).
+Every controller runs on the same spans against a fresh :class:`simulators.facility.Facility` driven only through
+the stepping interface (``step``, ``device_values``, ``write_point``): first the **commissioning days** (the
+``commissioning_days`` before the first evaluated day's warm-up, one contiguous run from the safe defaults in
+steady state), then every ``stride``-th day of the weather year, each after an uncounted warm-up. The commissioning
+days count in every controller's KPIs: aidc explores in them (its commissioning is part of what it costs), and every
+other controller runs the same days, so energy stays comparable row to row.
+
+What a controller sees (``EvalSetup.telemetry``): ``exact`` reads the facility's values at each snapshot (for
+diagnosis); ``field`` publishes what the collectors would (:mod:`control.field`: register resolution, quality
+flags, sensor noise, poll latency, lost polls) into a live state and the supervisor's input reader, and builds the
+snapshot from them as the live supervisor does. The baselines and the oracle keep their ``decide(snapshot)`` loop
+(:class:`SimPlant`); aidc runs as deployed (:class:`SupervisedRun`): the :class:`control.supervisor.Supervisor`
+of ``aidc run`` in auto mode, with its input checks, holds, rate limits, hard-limit check, thermal guard, heartbeats
+and the learning core's commissioning, writing through an in-process writer that holds what the registers hold.
+
+Time: the facility steps at ``step_s`` (60 s by default: the temperature KPIs have minute resolution); decisions
+every ``interval_s``; the supervisor's thermal guard checks at every facility step (60 s), since the plant's state
+only changes when it steps: the devices poll every ``poll_interval_s`` (10 s) on their own grids and the latest
+poll of each step reaches the guard. A 10 s step would put the guard at the collectors' rate, at about six times
+the cost of every run (measured: see the report of issue 22). KPIs are those the building-control benchmarking
+community reports (BOPTEST): energy by kind, PUE, thermal discomfort (here K·h and minutes of any GPU above limit −
+margin), minutes at or above the throttle limit, throttling, peak power, emissions, setpoint changes, controller
+time, and for aidc the supervisor's holds, thermal-guard actions, refusals and write errors. With
+:mod:`control.oracle` and :mod:`control.evaluate`, one of the three modules of ``control/`` that import
+``simulators/`` (the evaluation's, never the live supervisor's); :mod:`control.field` does not.
 """
 
 from __future__ import annotations
