@@ -105,9 +105,10 @@ def _number(v: object) -> float:
     return math.nan
 
 
-_INT_LIMITS = {dt: (int(np.iinfo(numpy_type(dt)).min), int(np.iinfo(numpy_type(dt)).max))  # type: ignore[type-var]
-               for dt in (DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.INT64,
-                          DataType.UINT64)}
+_INT_LIMITS = {
+    dt: (int(np.iinfo(numpy_type(dt)).min), int(np.iinfo(numpy_type(dt)).max))  # type: ignore[type-var]
+    for dt in (DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.INT64, DataType.UINT64)
+}
 
 
 def register_raw(p: Point, value: float) -> int | float:
@@ -186,8 +187,10 @@ class _Device:
                     # The inverse of the decoder's gather: a point's big-endian bytes go where the decoder reads
                     # them from (its word and byte order applied).
                     pos += byte_index(off, p.registers, p.byte_order)
-            self._types = [(numpy_type(dt), np.array(idx, dtype=np.intp), np.array(pos, dtype=np.intp),
-                            *_raw_bounds(dt)) for dt, (idx, pos) in by_type.items()]
+            self._types = [
+                (numpy_type(dt), np.array(idx, dtype=np.intp), np.array(pos, dtype=np.intp), *_raw_bounds(dt))
+                for dt, (idx, pos) in by_type.items()
+            ]
             self._pscale = np.array([p.scale for p in self.plan.points], dtype=np.float64)
             self._poffset = np.array([p.offset for p in self.plan.points], dtype=np.float64)
             self._relayout(tuple(1 for _ in self.points))
@@ -310,8 +313,9 @@ class _Device:
                 return float(raw)
             # The same conversion as the decoder applies to a whole poll (struct code, then scale and offset).
             code = struct.Struct(">" + pymodbus_type(point.type).value[0])
-            back = code.unpack(code.pack(int(raw) if point.type not in (DataType.FLOAT32, DataType.FLOAT64)
-                                         else float(raw)))[0]
+            back = code.unpack(
+                code.pack(int(raw) if point.type not in (DataType.FLOAT32, DataType.FLOAT64) else float(raw))
+            )[0]
             return float(back) * point.scale + point.offset
         raw_f = (x - point.offset) / point.scale
         if point.type is DataType.FLOAT32:
@@ -337,8 +341,13 @@ class _Group:
         self.layout: tuple[tuple[int, ...], ...] | None = None
         self.full: _Device | None = None  # a pseudo device over the concatenated points, for noise and checks
 
-    def poll(self, served: list[Mapping[str, object]], ts: list[int], polled: npt.NDArray[np.bool_],
-             rng: np.random.Generator | None) -> Batch:
+    def poll(
+        self,
+        served: list[Mapping[str, object]],
+        ts: list[int],
+        polled: npt.NDArray[np.bool_],
+        rng: np.random.Generator | None,
+    ) -> Batch:
         """One batch of the polled members' samples (``served`` and ``ts`` per member; unpolled ones dropped)."""
         parts: list[F64] = []
         layouts: list[tuple[int, ...]] = []
@@ -365,8 +374,13 @@ class _Group:
         if polled.all():
             return Batch(full.series, stamps, values, quality.copy(), reasons)
         keep = np.repeat(polled, self._sizes)
-        return Batch(full.series[keep], stamps[keep], values[keep], quality[keep],
-                     [r for r, k in zip(reasons, keep.tolist(), strict=True) if k] if reasons else [])
+        return Batch(
+            full.series[keep],
+            stamps[keep],
+            values[keep],
+            quality[keep],
+            [r for r, k in zip(reasons, keep.tolist(), strict=True) if k] if reasons else [],
+        )
 
     def _relayout(self, layout: tuple[tuple[int, ...], ...]) -> None:
         for d, lay in zip(self.members, layout, strict=True):
@@ -381,8 +395,10 @@ class _Group:
         # The pseudo device's own series are the members' (each with its device's tags).
         full._relayout_arrays(flat)
         full.series = np.concatenate([d.series for d in self.members])
-        full.tracker = QualityTracker([p for d in self.members for p, n in zip(d.points, d.layout or (), strict=True)
-                                       for _ in range(n)], sentinels=first.dev.profile.workarounds.sentinels)
+        full.tracker = QualityTracker(
+            [p for d in self.members for p, n in zip(d.points, d.layout or (), strict=True) for _ in range(n)],
+            sentinels=first.dev.profile.workarounds.sentinels,
+        )
         self.full = full
         self._sizes = np.array([len(d.series) for d in self.members], dtype=np.intp)
         self.layout = layout
@@ -396,8 +412,16 @@ class FieldTelemetry:
     (no noise, no lost polls) through the same registers and quality checks.
     """
 
-    def __init__(self, site: Site, values: Values, *, seed: int = 0, model: FieldModel | None = FieldModel(),
-                 points: Mapping[str, Collection[str]] | None = None, start_ns: int = 0) -> None:
+    def __init__(
+        self,
+        site: Site,
+        values: Values,
+        *,
+        seed: int = 0,
+        model: FieldModel | None = FieldModel(),
+        points: Mapping[str, Collection[str]] | None = None,
+        start_ns: int = 0,
+    ) -> None:
         self.values = values
         self.model = model
         by_name = {d.name: d for d in site.devices}
@@ -420,8 +444,10 @@ class FieldTelemetry:
         self.groups = [(np.array(ix, dtype=np.intp), _Group([self.devices[i] for i in ix])) for ix in groups.values()]
         n = len(self.devices)
         self.interval_ns = np.array([int(d.dev.config.poll_interval_s * 1e9) for d in self.devices], dtype=np.int64)
-        phase = np.array([int(device_phase(seed, d.dev.name, d.dev.config.poll_interval_s) * 1e9)
-                          for d in self.devices], dtype=np.int64)
+        phase = np.array(
+            [int(device_phase(seed, d.dev.name, d.dev.config.poll_interval_s) * 1e9) for d in self.devices],
+            dtype=np.int64,
+        )
         # The last poll at or before start_ns on each device's own grid (phase + k * interval): the collectors ran
         # before the evaluated loop starts, so its first call finds a reading of every device.
         self.next_ns = start_ns - (start_ns - phase) % self.interval_ns
@@ -506,8 +532,13 @@ class FieldTelemetry:
         if any(b.reasons for b in parts):
             for b in parts:
                 reasons += b.reasons or [""] * len(b)
-        return Batch(self._combined[1], np.concatenate([b.ts_ns for b in parts]),
-                     np.concatenate([b.values for b in parts]), np.concatenate([b.quality for b in parts]), reasons)
+        return Batch(
+            self._combined[1],
+            np.concatenate([b.ts_ns for b in parts]),
+            np.concatenate([b.values for b in parts]),
+            np.concatenate([b.quality for b in parts]),
+            reasons,
+        )
 
     def feed(self, t_ns: int, *sinks: Sink) -> int:
         """Poll every due device and hand each batch to every sink; the number of batches."""
@@ -525,8 +556,9 @@ class FieldWriter:
     it back through the same register or node (``values``). Counts writes instead of an audit file: the
     supervisor's own audit lines record every write of a decision."""
 
-    def __init__(self, site: Site, write: Callable[[str, str, float], None], values: Values,
-                 now_ns: Callable[[], int]) -> None:
+    def __init__(
+        self, site: Site, write: Callable[[str, str, float], None], values: Values, now_ns: Callable[[], int]
+    ) -> None:
         self._write = write
         self.values = values
         self.now_ns = now_ns
@@ -584,5 +616,18 @@ class FieldWriter:
         self.errors += bool(error)
         if not beat and readback != old:
             self.changes += 1
-        return WriteResult(format_ns(self.now_ns()), getattr(actor, "name", str(actor)), actor.role, device, point,
-                           old, value, new, readback, new != value, why, not error, error)
+        return WriteResult(
+            format_ns(self.now_ns()),
+            getattr(actor, "name", str(actor)),
+            actor.role,
+            device,
+            point,
+            old,
+            value,
+            new,
+            readback,
+            new != value,
+            why,
+            not error,
+            error,
+        )

@@ -38,8 +38,9 @@ def test_a_value_between_register_steps_decodes_to_a_register_step(tmp_path: Pat
     site = control_site(tmp_path)
     cdu, plant = _cdu(site).name, _plant(site).name
     served = {cdu: {"tcs_supply_temp_c": 29.96}, plant: {"fws_supply_temp_c": 24.123}}
-    ft = FieldTelemetry(site, served.__getitem__, model=None,
-                        points={cdu: ["tcs_supply_temp_c"], plant: ["fws_supply_temp_c"]})
+    ft = FieldTelemetry(
+        site, served.__getitem__, model=None, points={cdu: ["tcs_supply_temp_c"], plant: ["fws_supply_temp_c"]}
+    )
     b = ft.poll(cdu, 0)
     assert b.values[0] == pytest.approx(30.0, abs=1e-9)
     assert b.quality[0] == int(Quality.GOOD)
@@ -53,11 +54,16 @@ def test_a_nan_reply_is_bad_quality(tmp_path: Path) -> None:
     bad with no value, as the collectors flag it."""
     site = control_site(tmp_path)
     cdu, plant = _cdu(site).name, _plant(site).name
-    served = {cdu: {"tcs_supply_temp_c": math.nan, "valve_pct": 40.0},
-              plant: {"fws_supply_temp_c": math.nan, "outdoor_drybulb_c": 20.0}}
-    ft = FieldTelemetry(site, served.__getitem__, model=None,
-                        points={cdu: ["tcs_supply_temp_c", "valve_pct"],
-                                plant: ["fws_supply_temp_c", "outdoor_drybulb_c"]})
+    served = {
+        cdu: {"tcs_supply_temp_c": math.nan, "valve_pct": 40.0},
+        plant: {"fws_supply_temp_c": math.nan, "outdoor_drybulb_c": 20.0},
+    }
+    ft = FieldTelemetry(
+        site,
+        served.__getitem__,
+        model=None,
+        points={cdu: ["tcs_supply_temp_c", "valve_pct"], plant: ["fws_supply_temp_c", "outdoor_drybulb_c"]},
+    )
     for dev in (cdu, plant):
         b = ft.poll(dev, 0)
         assert list(b.quality) == [int(Quality.BAD), int(Quality.GOOD)]
@@ -69,8 +75,13 @@ def test_a_missing_poll_leaves_the_reading_older(tmp_path: Path) -> None:
     site = control_site(tmp_path)
     cdu = _cdu(site)
     served = {cdu.name: {"tcs_supply_temp_c": 30.0}}
-    ft = FieldTelemetry(site, served.__getitem__, model=FieldModel(loss=0.0, burst=0.0),
-                        points={cdu.name: ["tcs_supply_temp_c"]}, start_ns=1000 * S)
+    ft = FieldTelemetry(
+        site,
+        served.__getitem__,
+        model=FieldModel(loss=0.0, burst=0.0),
+        points={cdu.name: ["tcs_supply_temp_c"]},
+        start_ns=1000 * S,
+    )
     live = LiveState()
     sid = SeriesKey.of(cdu.profile.measurement, "tcs_supply_temp_c", cdu.tags).id
     assert ft.feed(1000 * S, live) == 1
@@ -99,9 +110,13 @@ def test_the_same_seed_gives_the_same_telemetry(tmp_path: Path) -> None:
         def values(dev: str) -> dict[str, object]:
             return {"tcs_supply_temp_c": 30.0, "fws_supply_temp_c": 24.0, "gpu_temp_c": [60.0] * 72}
 
-        ft = FieldTelemetry(site, values, seed=seed, model=FieldModel(loss=0.2),
-                            points={cdu: ["tcs_supply_temp_c"], plant: ["fws_supply_temp_c"],
-                                    rack.name: ["gpu_temp_c"]})
+        ft = FieldTelemetry(
+            site,
+            values,
+            seed=seed,
+            model=FieldModel(loss=0.2),
+            points={cdu: ["tcs_supply_temp_c"], plant: ["fws_supply_temp_c"], rack.name: ["gpu_temp_c"]},
+        )
         out = []
         for i in range(30):
             for b in ft.poll_due(i * 20 * S):
@@ -142,8 +157,17 @@ def test_the_writer_holds_what_the_register_holds(tmp_path: Path) -> None:
 
 def _setup(tmp_path: Path, telemetry: str, **control: Any) -> EvalSetup:
     site = control_site(tmp_path, **control)
-    return EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), days=183, stride=1, first_day=182,
-                     warmup_h=0.0, step_s=100.0, telemetry=telemetry)
+    return EvalSetup(
+        site,
+        site_limits(site),
+        load_weather("builtin:leesburg"),
+        days=183,
+        stride=1,
+        first_day=182,
+        warmup_h=0.0,
+        step_s=100.0,
+        telemetry=telemetry,
+    )
 
 
 def test_the_evaluated_aidc_is_the_supervisor_with_its_guard(tmp_path: Path) -> None:
