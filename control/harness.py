@@ -58,8 +58,9 @@ from simulators.weather import Weather, load_weather
 
 DAY_NS = 86_400_000_000_000
 TELEMETRY = ("exact", "field")
-# The evaluated supervisor's counters reported among aidc's KPIs (summed over the counted time).
-SUPERVISOR_COUNTS = ("holds", "thermal_actions", "refused", "write_errors")
+# The evaluated supervisor's counters not reported among aidc's KPIs (the others are, summed over the counted time:
+# holds, thermal-guard actions, refusals, write errors and whatever else the supervisor counts).
+UNREPORTED_COUNTS = frozenset({"decisions", "writes"})
 
 
 
@@ -474,9 +475,10 @@ class SupervisedRun:
     setup's telemetry, writing through an in-process :class:`control.field.FieldWriter`.
 
     One core across every run (its training rows and model persist); each run (a day or the commissioning days) is
-    a fresh facility and a freshly started supervisor, as after a restart. The loop per facility step: publish the
-    telemetry due, then a decision every ``interval_s`` or else a thermal-guard check (the guard acts at every facility
-    step, ``step_s``), a heartbeat every ``heartbeat_s`` (at most once a step), then the step. Audit lines go to
+    a fresh facility and a freshly started supervisor, as after a restart. The loop per facility step, as
+    ``Supervisor.run`` has it: publish the telemetry due, then a decision every ``interval_s`` or else the guard
+    tick (the guard acts at every facility step, ``step_s``), a heartbeat every ``heartbeat_s`` (at most once a
+    step), then the step. Audit lines go to
     ``audit_dir`` (default: a temporary directory removed by :meth:`close`), never under the site's data directory.
     """
 
@@ -535,6 +537,9 @@ class SupervisedRun:
         writer = FieldWriter(setup.site, fac.write_point, fac.device_values, clock.now_ns)
         sup = Supervisor(setup.site, live, writer, clock, limits=lim, core=self.core, audit_dir=self.audit_dir,
                          actor=Actor("aidc-evaluation", "operator"))
+        # Between decisions the supervisor's own guard tick, as Supervisor.run has it (the thermal guard, and the
+        # fast path where the supervisor has one).
+        guard = getattr(sup, "guard_tick", None) or sup.thermal_check
         self.supervisor = sup
         if sup.mode != "auto":
             sup.set_mode("auto", "evaluation")
@@ -558,7 +563,7 @@ class SupervisedRun:
                     k.decision_s += time.perf_counter() - t0
                 next_decision += interval_ns
             else:
-                await sup.thermal_check()
+                await guard()
             if fac.t_ns >= next_beat:
                 await sup.heartbeat()
                 next_beat = fac.t_ns + beat_ns
@@ -571,9 +576,9 @@ class SupervisedRun:
                 _account(setup, fac, k, dt, before, rack_lim, dew_point_c(fac.drybulb_c, fac.wetbulb_c))
         if k is not None and base is not None:
             k.setpoint_changes += writer.changes - changes0
-            for name in SUPERVISOR_COUNTS:
-                n = sup.counts[name]
-                self.counts[name] = self.counts.get(name, 0.0) + float(n - base.get(name, 0))
+            for name, n in sup.counts.items():
+                if name not in UNREPORTED_COUNTS:
+                    self.counts[name] = self.counts.get(name, 0.0) + float(n - base.get(name, 0))
 
 
 @contextmanager
