@@ -47,9 +47,6 @@ def register(sub: Any) -> None:
     p.add_argument("--carbon", help="g CO2/kWh constant or an hourly CSV with avg_CI (default: by climate)")
     p.add_argument("--controllers", default="fixed,best_fixed,trim_respond,expert,aidc,oracle")
     p.add_argument("--year", type=int, default=2026)
-    p.add_argument("--telemetry", choices=("exact", "field"), default="exact",
-                   help="what controllers see: exact simulator values, or field telemetry (register resolution, "
-                        "quality, noise, poll latency, lost polls)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -81,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = evaluate_all(site, limits, weather, names, days=args.days, stride=args.stride, warmup_h=args.warmup_h,
                        carbon=carbon, year=args.year, progress=None if args.json else sys.stderr,
-                       jobs=args.jobs or default_jobs(), telemetry=args.telemetry)
+                       jobs=args.jobs or default_jobs(),
+                       telemetry=getattr(args, "telemetry", "exact"))  # the option comes with --scenario and --seed
     out["evaluate_s"] = round(time.perf_counter() - t0, 1)
     out["weather"] = spec
     out["carbon"] = carbon.source
