@@ -243,7 +243,7 @@ class SimPlant:
     """
 
     def __init__(self, site: Site, limits: Limits, builder: SnapshotBuilder, fac: Facility, *,
-                 field: FieldTelemetry | None = None) -> None:
+                 field: FieldTelemetry | None = None, live: LiveState | None = None) -> None:
         self.fac = fac
         self.limits = limits
         self.builder = builder
@@ -255,7 +255,7 @@ class SimPlant:
         self.current = limits.safe.copy()
         self.field = field
         if field is not None:
-            self.live = LiveState()
+            self.live = live if live is not None else LiveState()
             self.reader = LiveReader(site, builder)
             self.writer = FieldWriter(site, fac.write_point, fac.device_values, lambda: fac.t_ns)
 
@@ -388,6 +388,15 @@ class EvalSetup:
         return FieldTelemetry(self.site, fac.device_values, seed=_mix(self.seed, fac.t_ns), model=self.field_model,
                               points=self.builder.needed(), start_ns=fac.t_ns)
 
+    def live_state(self) -> LiveState:
+        """One live state for every run of this process: the series are the same each run, and a live state parses
+        each new series id once (thousands per run otherwise). Snapshots read a fresh input reader per run, fed before
+        each snapshot, so samples of an earlier run do not reach a controller."""
+        live = getattr(self, "_live", None)
+        if live is None:
+            live = self._live = LiveState()
+        return live
+
     def rack_limits(self, fac: Facility) -> np.ndarray:
         """Throttle limit of each simulated rack, in the facility's rack order."""
         return np.array([self._rack_limit.get(r, float(self.limits.gpu_limit_c.min())) for r in fac.rack_names])
@@ -435,7 +444,8 @@ def run_day(setup: EvalSetup, ctl: Controller | None, day_ns: int, k: Kpis | Non
     fac = setup.facility(day_ns - int(warm * 3.6e12))
     if bind is not None:
         bind(fac)
-    plant = SimPlant(setup.site, setup.limits, setup.builder, fac, field=setup.field_telemetry(fac))
+    plant = SimPlant(setup.site, setup.limits, setup.builder, fac, field=setup.field_telemetry(fac),
+                     live=setup.live_state())
     rack_lim = setup.rack_limits(fac)
     interval = setup.limits.cfg.interval_s
     sub = max(1, round(interval / setup.step_s))
@@ -530,7 +540,7 @@ class SupervisedRun:
         setup, lim = self.setup, self.setup.limits
         fac = setup.facility(day_ns - int(warm * 3.6e12))
         clock = SteppedClock(fac.t_ns)
-        live = LiveState()
+        live = setup.live_state()
         field = setup.field_telemetry(fac)
         feed = field if field is not None else ExactTelemetry(setup.site, fac.device_values, setup.builder.needed())
         self.feed = feed
