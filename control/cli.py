@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ COLUMNS = (
     ("cooling_kwh", "cooling kWh", "{:,.0f}"),
     ("it_kwh", "IT kWh", "{:,.0f}"),
     ("pue", "PUE", "{:.4f}"),
+    ("work_done", "work GPU·h", "{:,.0f}"),
+    ("kwh_per_work", "kWh/GPU·h", "{:.5f}"),
     ("saving_pct", "saving %", "{:+.2f}"),
     ("violation_kh", "K·h>lim−m", "{:.2f}"),
     ("violation_minutes", "min>lim−m", "{:.0f}"),
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = evaluate_all(site, limits, weather, names, days=args.days, stride=args.stride, warmup_h=args.warmup_h,
                        carbon=carbon, year=args.year, progress=None if args.json else sys.stderr,
-                       jobs=args.jobs or default_jobs())
+                       jobs=args.jobs or default_jobs(), telemetry=args.telemetry, scenario=args.scenario,
+                       seed=args.seed if args.seed is not None else site.config.simulation.seed)
     out["evaluate_s"] = round(time.perf_counter() - t0, 1)
     out["weather"] = spec
     out["carbon"] = carbon.source
@@ -100,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
 def print_report(out: dict[str, Any], site: Site, limits: Limits, spec: str, stride: int, days: int,
                  warmup_h: float) -> None:
     """The evaluation as the KPI table, the best fixed setpoints, aidc's commissioning and its share of the oracle."""
-    print(f"site {site.name}: {len(limits.cdu_names)} CDUs, weather {spec}, carbon {out.get('carbon')}")
+    print(f"site {site.name}: {len(limits.cdu_names)} CDUs, weather {spec}, carbon {out.get('carbon')}; scenario "
+          f"{out.get('scenario', 'steady')}, {out.get('telemetry', 'exact')} telemetry, seed {out.get('seed')}; "
+          f"oracle scope {out.get('oracle_scope', '-')}")
     print(f"evaluated {out['evaluated_minutes'] / 1440:.0f} days ({out['evaluated_minutes']:.0f} min), every "
           f"{stride}th of {days}, each after {warmup_h:g} h warm-up; margin "
           f"{limits.cfg.gpu_margin_k:g} K below throttle; {out['evaluate_s']:.0f} s")
@@ -116,9 +122,14 @@ def print_report(out: dict[str, Any], site: Site, limits: Limits, spec: str, str
         print(f"best fixed setpoints (hindsight): {ctl['best_fixed'].get('setpoints')}")
     if "commissioning" in out:
         c = out["commissioning"]
-        print(f"aidc commissioning (before the evaluated days, not counted): {c['days']:g} days, "
-              f"{c['facility_kwh']:,.0f} kWh, {c['violation_minutes']:.0f} min > limit − margin")
+        print(f"commissioning: {c['days']:g} days before the evaluated days, run and counted for every controller")
     if "oracle" in ctl and "aidc" in ctl and base:
         o, a = base - ctl["oracle"]["facility_kwh"], base - ctl["aidc"]["facility_kwh"]
         if o > 0:
             print(f"aidc gets {100 * a / o:.0f} % of the oracle's facility-energy saving against fixed")
+    if "aidc" in ctl:
+        mine = ctl["aidc"].get("kwh_per_work", math.nan)
+        worse = [n for n, k in ctl.items()
+                 if n not in ("aidc", "oracle") and not mine < k.get("kwh_per_work", math.nan)]
+        print("aidc uses less facility energy per unit of work than every baseline" if not worse
+              else f"aidc does NOT use less energy per unit of work than: {', '.join(worse)}")

@@ -24,6 +24,7 @@ from control.harness import (
     EvalSetup,
     Kpis,
     SimPlant,
+    SupervisedRun,
     evaluate,
     feed_live,
     load_carbon,
@@ -40,15 +41,18 @@ from control.oracle import (
     whatif_ok,
 )
 from control.policy import Limits
+from simulators.scenarios import scenario_workload
 from simulators.weather import Weather
 
 __all__ = [
-    "CONTROLLERS", "DAY_NS", "Carbon", "EvalSetup", "Kpis", "OracleController", "SimPlant", "best_fixed",
-    "coarse_grid", "default_jobs", "evaluate", "evaluate_all", "feed_live", "load_carbon", "neighbourhood",
-    "run_controller", "run_day", "site_weather", "uniform_candidates", "uniform_setpoints", "whatif_ok",
+    "CONTROLLERS", "DAY_NS", "Carbon", "EvalSetup", "Kpis", "OracleController", "SimPlant", "SupervisedRun",
+    "best_fixed", "coarse_grid", "default_jobs", "evaluate", "evaluate_all", "feed_live", "load_carbon",
+    "neighbourhood", "run_controller", "run_day", "site_weather", "uniform_candidates", "uniform_setpoints",
+    "whatif_ok",
 ]
 
 
+TELEMETRY = ("field", "exact")
 CONTROLLERS = ("fixed", "best_fixed", "trim_respond", "bin_table", "expert", "aidc", "oracle")
 _LONGEST_FIRST = ("oracle", "aidc", "best_fixed", "bin_table", "trim_respond", "expert", "fixed")
 
@@ -58,9 +62,8 @@ def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> t
     commissioning)."""
     from control.baselines import BinTableController, ExpertController, FixedController
     from control.commissioning import commission_bin_table, commissioned_trim_respond
-    from control.learner import LearningController
 
-    site, limits, warmup_h = setup.site, setup.limits, setup.warmup_h
+    site, limits = setup.site, setup.limits
     extra: dict[str, Any] = {}
     if name == "fixed":
         k = evaluate(setup, FixedController(limits))
@@ -79,17 +82,13 @@ def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> t
     elif name == "expert":
         k = evaluate(setup, ExpertController(limits, site.config.plant.type))
     elif name == "aidc":
-        ctl = LearningController(limits)
-        comm = Kpis()
-        n_comm = math.ceil(limits.cfg.commissioning_days)
-        # Commissioning ends where the first evaluated day's warm-up begins (the weather year wraps into December).
-        start = setup.day_starts()[0] - int(warmup_h * 3.6e12) - n_comm * DAY_NS
-        for d in range(n_comm):
-            run_day(setup, ctl, start + d * DAY_NS, comm, warmup_h=0.0)
-        extra["commissioning"] = {"days": n_comm, **comm.as_dict()}
-        k = evaluate(setup, ctl)
-        if ctl.model is not None:
-            k.extra = {"model_rows": float(ctl.model.provenance["rows"])}  # type: ignore[arg-type]
+        # The deployed supervisor in the loop (control.harness.SupervisedRun); its commissioning days count.
+        run = SupervisedRun(setup)
+        try:
+            k = run.evaluate()
+        finally:
+            run.close()
+        extra["commissioning"] = {"days": setup.commissioning_days, "counted": True}
     elif name == "oracle":
         o = OracleController(setup)
         k = evaluate(setup, o, o.bind)
@@ -119,16 +118,23 @@ def default_jobs() -> int:
 
 def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[str], *, days: int, stride: int,
                  warmup_h: float, carbon: Carbon, year: int, progress: object = None,
-                 jobs: int = 1) -> dict[str, Any]:
+                 jobs: int = 1, telemetry: str = "exact", step_s: float = 60.0, seed: int = 0,
+                 scenario: str = "steady") -> dict[str, Any]:
     """KPIs of every named controller on the same days, as the ``--json`` document.
 
-    ``jobs`` > 1 runs the controllers in that many forked worker processes (each controller is independent: its
-    own facility, the same days); the document is the same, in the order of ``names``.
+    ``scenario`` names the load (:mod:`simulators.scenarios`; ``steady`` is the site's own workload) and ``seed``
+    draws it and the field telemetry's noise and lost polls. ``jobs`` > 1 runs the controllers in that many forked
+    worker processes (each controller is independent: its own facility, the same days); the document is the same,
+    in the order of ``names``.
     """
     for name in names:
         if name not in CONTROLLERS:
             raise DataError(f"--controllers: unknown controller {name!r} ({', '.join(CONTROLLERS)})")
-    setup = EvalSetup(site, limits, weather, year, days, stride, 0, warmup_h, 60.0, carbon)
+    if telemetry not in TELEMETRY:
+        raise DataError(f"--telemetry: {telemetry!r} is not one of {', '.join(TELEMETRY)}")
+    workload = scenario_workload(scenario, site, seed=seed)
+    setup = EvalSetup(site, limits, weather, year, days, stride, 0, warmup_h, step_s, carbon, telemetry=telemetry,
+                      workload=workload, seed=seed)
     # Refused before any controller runs: a short weather file is never repeated to fill the days (issue 21, item 7).
     weather.check_span(*setup.weather_span(names), f"the evaluation ({len(setup.day_starts())} days of {year})")
 
@@ -158,4 +164,5 @@ def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[s
     top: dict[str, Any] = {}
     for _, ex in results.values():
         top.update(ex)
-    return {"controllers": out, "evaluated_minutes": 1440.0 * len(setup.day_starts()), **top}
+    return {"controllers": out, "evaluated_minutes": setup.counted_minutes(), "telemetry": telemetry,
+            "scenario": scenario, "seed": seed, **top}

@@ -1,31 +1,55 @@
 """The evaluation harness: a simulated facility seen as collectors see it, stepped minute by minute, and the KPIs.
 
-Every controller runs on the same days (every ``stride``-th day of the weather year, each after an uncounted
-warm-up) against a fresh :class:`simulators.facility.Facility` driven only through the stepping interface
-(``step``, ``device_values``, ``write_point``). Controllers see what collectors would read (the same
-:class:`control.snapshot.SnapshotBuilder` as the live supervisor) and decide every ``interval_s``; the facility
-steps at ``step_s`` so the temperature KPIs have minute resolution. KPIs are those the building-control
-benchmarking community reports (BOPTEST): energy by kind, PUE, thermal discomfort (here K·h and minutes of any GPU
-above limit − margin), minutes at or above the throttle limit, throttling, peak power, emissions, setpoint changes
-and controller time. With :mod:`control.oracle` and :mod:`control.evaluate`, one of the three modules of
-``control/`` that import ``simulators/`` (the evaluation's, never the live supervisor's).
+Every controller runs on the same spans against a fresh :class:`simulators.facility.Facility` driven only through
+the stepping interface (``step``, ``device_values``, ``write_point``): first the **commissioning days** (the
+``commissioning_days`` before the first evaluated day's warm-up, one contiguous run from the safe defaults in
+steady state), then every ``stride``-th day of the weather year, each after an uncounted warm-up. The commissioning
+days count in every controller's KPIs: aidc explores in them (its commissioning is part of what it costs), and every
+other controller runs the same days, so energy stays comparable row to row.
+
+What a controller sees (``EvalSetup.telemetry``): ``exact`` reads the facility's values at each snapshot (for
+diagnosis); ``field`` publishes what the collectors would (:mod:`control.field`: register resolution, quality
+flags, sensor noise, poll latency, lost polls) into a live state and the supervisor's input reader, and builds the
+snapshot from them as the live supervisor does. The baselines and the oracle keep their ``decide(snapshot)`` loop
+(:class:`SimPlant`); aidc runs as deployed (:class:`SupervisedRun`): the :class:`control.supervisor.Supervisor`
+of ``aidc run`` in auto mode, with its input checks, holds, rate limits, hard-limit check, thermal guard, heartbeats
+and the learning core's commissioning, writing through an in-process writer that holds what the registers hold.
+
+Time: the facility steps at ``step_s`` (60 s by default: the temperature KPIs have minute resolution); decisions
+every ``interval_s``; the supervisor's thermal guard checks at every facility step (60 s), since the plant's state
+only changes when it steps: the devices poll every ``poll_interval_s`` (10 s) on their own grids and the latest
+poll of each step reaches the guard. A 10 s step would put the guard at the collectors' rate, at about six times
+the cost of every run (measured: see the report of issue 22). KPIs are those the building-control benchmarking
+community reports (BOPTEST): energy by kind, PUE, thermal discomfort (here K·h and minutes of any GPU above limit −
+margin), minutes at or above the throttle limit, throttling, peak power, emissions, setpoint changes, controller
+time, and for aidc the supervisor's holds, thermal-guard actions, refusals and write errors. With
+:mod:`control.oracle` and :mod:`control.evaluate`, one of the three modules of ``control/`` that import
+``simulators/`` (the evaluation's, never the live supervisor's); :mod:`control.field` does not.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from aidc.clock import SteppedClock
 from aidc.config import Site
 from aidc.errors import DataError
 from aidc.live import LiveState
 from aidc.model import Batch, SeriesKey
+from control.field import FieldModel, FieldTelemetry, FieldWriter
+from control.live_reader import LiveReader
 from control.policy import Limits, dew_point_c
 from control.snapshot import Readings, SnapshotBuilder
 from control.types import Controller, Setpoints, Snapshot
@@ -33,6 +57,10 @@ from simulators.facility import Facility
 from simulators.weather import Weather, load_weather
 
 DAY_NS = 86_400_000_000_000
+TELEMETRY = ("exact", "field")
+# The evaluated supervisor's counters not reported among aidc's KPIs (the others are, summed over the counted time:
+# holds, thermal-guard actions, refusals, write errors and whatever else the supervisor counts).
+UNREPORTED_COUNTS = frozenset({"decisions", "writes"})
 
 
 
@@ -89,6 +117,7 @@ class Kpis:
     facility_kwh: float = 0.0
     cooling_kwh: float = 0.0
     it_kwh: float = 0.0
+    work_done: float = 0.0  # GPU-hours at full clock: utilisation × clock summed over GPUs (power cap, throttling)
     kgco2: float = 0.0
     violation_kh: float = 0.0
     violation_minutes: float = 0.0
@@ -110,6 +139,9 @@ class Kpis:
             "cooling_kwh": round(self.cooling_kwh, 2),
             "it_kwh": round(self.it_kwh, 2),
             "pue": round(self.facility_kwh / self.it_kwh, 5) if self.it_kwh > 0 else math.nan,
+            "work_done": round(self.work_done, 2),
+            # Facility energy per unit of work: kWh per full-clock GPU-hour (what the controllers are compared on).
+            "kwh_per_work": round(self.facility_kwh / self.work_done, 6) if self.work_done > 0 else math.nan,
             "violation_minutes": self.violation_minutes,
             "violation_kh": round(self.violation_kh, 4),
             "at_limit_minutes": self.at_limit_minutes,
@@ -124,10 +156,98 @@ class Kpis:
         }
 
 
-class SimPlant:
-    """A facility seen as a collector would see it, written as the setpoint writer would write it."""
+class ExactTelemetry:
+    """Every point of the named devices exactly as the facility serves it, all good, stamped with the facility's
+    time (``--telemetry exact``, for diagnosis): the series ids are built once per device and reused, so the sinks
+    map each batch without a lookup per series."""
 
-    def __init__(self, site: Site, limits: Limits, builder: SnapshotBuilder, fac: Facility) -> None:
+    def __init__(self, site: Site, values: Callable[[str], dict[str, Any]],
+                 points: dict[str, set[str]] | None = None) -> None:
+        self.values = values
+        self.devices = [d for d in site.devices if points is None or d.name in points]
+        self.points = {d.name: [p for p in d.profile.points if points is None or p.name in points[d.name]]
+                       for d in self.devices}
+        self._ids: dict[tuple[str, str, int], list[str]] = {}
+        self._series: tuple[tuple[tuple[str, str, int], ...], np.ndarray] | None = None
+
+    def _point_ids(self, dev: Any, p: Any, n: int) -> list[str]:
+        key = (dev.name, p.name, n)
+        ids = self._ids.get(key)
+        if ids is None:
+            if p.array:
+                ids = [SeriesKey.of(dev.profile.measurement, p.name, {**dev.tags, p.array_tag: str(i)}).id
+                       for i in range(n)]
+            else:
+                ids = [SeriesKey.of(dev.profile.measurement, p.name, dev.tags).id]
+            self._ids[key] = ids
+        return ids
+
+    def batch(self, t_ns: int) -> Batch:
+        """One batch of every point now."""
+        layout: list[tuple[str, str, int]] = []
+        vals: list[Any] = []
+        for dev in self.devices:
+            values = self.values(dev.name)
+            for p in self.points[dev.name]:
+                v = values.get(p.sim or p.name)
+                if v is None:
+                    continue
+                if p.array:
+                    arr = np.asarray(v, dtype=np.float64).ravel()
+                    layout.append((dev.name, p.name, len(arr)))
+                    vals.append(arr)
+                else:
+                    layout.append((dev.name, p.name, 0))
+                    vals.append(np.array([float(v)]))
+        key = tuple(layout)
+        if self._series is None or self._series[0] != key:
+            by_name = {d.name: d for d in self.devices}
+            ids: list[str] = []
+            for name, point, n in layout:
+                dev = by_name[name]
+                ids += self._point_ids(dev, dev.profile.point(point), n)
+            self._series = (key, np.array(ids, dtype=object))
+        series = self._series[1]
+        values_arr = np.concatenate(vals) if vals else np.empty(0)
+        n = len(series)
+        return Batch(series, np.full(n, t_ns, dtype=np.int64), values_arr, np.zeros(n, dtype=np.uint8))
+
+    def feed(self, t_ns: int, *sinks: Callable[[Batch], None]) -> int:
+        """Publish one batch to every sink; 1."""
+        b = self.batch(t_ns)
+        for sink in sinks:
+            sink(b)
+        return 1
+
+
+_EXACT: dict[int, tuple[Site, Any, ExactTelemetry]] = {}
+
+
+def feed_live(live: LiveState | Callable[[Batch], None], site: Site, fac: Facility,
+              *sinks: Callable[[Batch], None]) -> None:
+    """Publish every point of every device into a live state as collectors would (one series per GPU for arrays),
+    stamped with the facility's time; for benches and tests of the live supervisor without sockets. The series ids
+    are built once per site and facility (:class:`ExactTelemetry`)."""
+    hit = _EXACT.get(id(fac))
+    if hit is None or hit[0] is not site or hit[1] is not fac:
+        if len(_EXACT) > 16:
+            _EXACT.clear()
+        hit = (site, fac, ExactTelemetry(site, fac.device_values))
+        _EXACT[id(fac)] = hit
+    hit[2].feed(fac.t_ns, live, *sinks)
+
+
+class SimPlant:
+    """A facility seen as a collector would see it, written as the setpoint writer would write it.
+
+    Exact telemetry (the default) reads the points a snapshot needs at each snapshot. With ``field`` (a
+    :class:`control.field.FieldTelemetry` over the same facility) each snapshot first takes the polls due since the
+    last one into a live state and the supervisor's input reader (:class:`control.live_reader.LiveReader`), then
+    reads the snapshot from them as the supervisor does; writes then hold what the register holds (``held``).
+    """
+
+    def __init__(self, site: Site, limits: Limits, builder: SnapshotBuilder, fac: Facility, *,
+                 field: FieldTelemetry | None = None, live: LiveState | None = None) -> None:
         self.fac = fac
         self.limits = limits
         self.builder = builder
@@ -137,6 +257,11 @@ class SimPlant:
             for name, wanted in builder.needed().items()
         }
         self.current = limits.safe.copy()
+        self.field = field
+        if field is not None:
+            self.live = live if live is not None else LiveState()
+            self.reader = LiveReader(site, builder)
+            self.writer = FieldWriter(site, fac.write_point, fac.device_values, lambda: fac.t_ns)
 
     def readings(self) -> Readings:
         """Every point the snapshot needs, keyed by point name."""
@@ -148,59 +273,49 @@ class SimPlant:
 
     def snapshot(self) -> Snapshot:
         """The current snapshot."""
-        return self.builder.build(self.fac.t_ns, self.readings())
+        if self.field is None:
+            return self.builder.build(self.fac.t_ns, self.readings())
+        now = self.fac.t_ns
+        self.field.feed(now, self.live, self.reader)
+        readings, age = self.reader.read(self.live, now)
+        return self.builder.build(now, readings, max_age_s=age)
+
+    def _write(self, device: str, point: str, value: float) -> None:
+        if self.field is not None:
+            value = self.writer.held(device, point, value)
+        self.fac.write_point(device, point, value)
 
     def apply(self, sp: Setpoints) -> int:
         """Write the setpoints that changed; returns how many."""
         lim, n = self.limits, 0
         for i, cdu in enumerate(lim.cdu_names):
             if not abs(sp.tcs_c[i] - self.current.tcs_c[i]) <= 1e-9:
-                self.fac.write_point(cdu, lim.tcs_point, float(sp.tcs_c[i]))
+                self._write(cdu, lim.tcs_point, float(sp.tcs_c[i]))
                 n += 1
             if not abs(sp.dp_kpa[i] - self.current.dp_kpa[i]) <= 1e-9:
-                self.fac.write_point(cdu, lim.dp_point, float(sp.dp_kpa[i]))
+                self._write(cdu, lim.dp_point, float(sp.dp_kpa[i]))
                 n += 1
         if not abs(sp.fws_c - self.current.fws_c) <= 1e-9:
-            self.fac.write_point(lim.plant_device, lim.fws_point, float(sp.fws_c))
+            self._write(lim.plant_device, lim.fws_point, float(sp.fws_c))
             n += 1
         if lim.chw_point is not None and math.isfinite(sp.chw_c) and not abs(sp.chw_c - self.current.chw_c) <= 1e-9:
-            self.fac.write_point(lim.plant_device, lim.chw_point, float(sp.chw_c))
+            self._write(lim.plant_device, lim.chw_point, float(sp.chw_c))
             n += 1
         self.current = sp if math.isfinite(sp.chw_c) else sp.with_chw(self.current.chw_c)
         self.current = self.current.copy()
         return n
 
 
-def feed_live(live: LiveState | Callable[[Batch], None], site: Site, fac: Facility,
-              *sinks: Callable[[Batch], None]) -> None:
-    """Publish every point of every device into a live state as collectors would (one series per GPU for arrays),
-    stamped with the facility's time; for benches and tests of the live supervisor without sockets."""
-    ids: list[str] = []
-    vals: list[float] = []
-    for dev in site.devices:
-        values = fac.device_values(dev.name)
-        for p in dev.profile.points:
-            v = values.get(p.sim or p.name)
-            if v is None:
-                continue
-            if p.array:
-                arr = np.asarray(v, dtype=np.float64)
-                ids += [SeriesKey.of(dev.profile.measurement, p.name, {**dev.tags, p.array_tag: str(i)}).id
-                        for i in range(len(arr))]
-                vals += arr.tolist()
-            else:
-                ids.append(SeriesKey.of(dev.profile.measurement, p.name, dev.tags).id)
-                vals.append(float(v))  # type: ignore[arg-type]
-    n = len(ids)
-    batch = Batch(np.array(ids, dtype=object), np.full(n, fac.t_ns, dtype=np.int64),
-                  np.array(vals, dtype=np.float64), np.zeros(n, dtype=np.uint8))
-    for sink in (live, *sinks):
-        sink(batch)
-
-
 @dataclass
 class EvalSetup:
-    """What every controller is evaluated on."""
+    """What every controller is evaluated on.
+
+    ``telemetry``: ``exact`` (the facility's values, for diagnosis) or ``field`` (:mod:`control.field`: register
+    resolution, quality flags, noise, poll latency and lost polls, seeded by ``seed``); ``field_model`` tunes the
+    field telemetry. ``workload``: the utilisation source every facility runs (a scenario; None: the site's).
+    ``commissioning_days``: the contiguous days before the first evaluated day's warm-up that every controller runs
+    and that count in every KPI (aidc commissions in them); None: ``ceil(control.commissioning_days)``.
+    """
 
     site: Site
     limits: Limits
@@ -212,8 +327,17 @@ class EvalSetup:
     warmup_h: float = 24.0
     step_s: float = 60.0
     carbon: Carbon = field(default_factory=Carbon)
+    telemetry: str = "exact"
+    workload: Any = None
+    seed: int = 0
+    commissioning_days: int | None = None
+    field_model: FieldModel = field(default_factory=FieldModel)
 
     def __post_init__(self) -> None:
+        if self.telemetry not in TELEMETRY:
+            raise DataError(f"--telemetry {self.telemetry!r}: choose {' or '.join(TELEMETRY)}")
+        if self.commissioning_days is None:
+            self.commissioning_days = math.ceil(self.limits.cfg.commissioning_days)
         self.builder = SnapshotBuilder(self.site, self.limits)
         rack_limit = {r: self.limits.gpu_limit_c[i] for i, d in enumerate(self.limits.cdu_names)
                       for r in self._cdu_racks(d)}
@@ -232,23 +356,58 @@ class EvalSetup:
         """UTC start of every evaluated day."""
         return [self.year_start_ns + d * DAY_NS for d in range(self.first_day, self.days, self.stride)]
 
+    @property
+    def commissioning_start_ns(self) -> int:
+        """Start of the commissioning days: they end where the first evaluated day's warm-up begins (the weather
+        year wraps into December)."""
+        return self.day_starts()[0] - int(self.warmup_h * 3.6e12) - int(self.commissioning_days or 0) * DAY_NS
+
+    def spans(self) -> list[tuple[int, int, float]]:
+        """(start, days, warm-up hours) of every counted run, the same for every controller: the commissioning days
+        (one contiguous run from the safe defaults in steady state, no warm-up), then each evaluated day."""
+        out = [(self.commissioning_start_ns, int(self.commissioning_days or 0), 0.0)] if self.commissioning_days else []
+        return out + [(d, 1, self.warmup_h) for d in self.day_starts()]
+
+    def counted_minutes(self) -> float:
+        """Minutes every controller is scored on (commissioning and evaluated days)."""
+        return 1440.0 * sum(n for _s, n, _w in self.spans())
+
     def weather_span(self, names: Sequence[str]) -> tuple[int, int]:
-        """First and last instant the evaluation of ``names`` reads weather at: warm-ups, aidc's commissioning days
+        """First and last instant the evaluation of ``names`` reads weather at: the commissioning days, warm-ups
         and the hour the oracle and the best fixed setpoints look ahead."""
         days = self.day_starts()
-        start = days[0] - int(self.warmup_h * 3.6e12)
-        if "aidc" in names:
-            start -= math.ceil(self.limits.cfg.commissioning_days) * DAY_NS
+        start = min(days[0] - int(self.warmup_h * 3.6e12), self.commissioning_start_ns)
         ahead = 3_600_000_000_000 if {"oracle", "best_fixed"} & set(names) else 0
         return start, days[-1] + DAY_NS + ahead
 
     def facility(self, start_ns: int) -> Facility:
         """A fresh facility at the safe defaults, starting at ``start_ns``."""
-        return Facility(self.site, weather=self.weather, start_ns=start_ns)
+        return Facility(self.site, weather=self.weather, workload=self.workload, start_ns=start_ns)
+
+    def field_telemetry(self, fac: Facility) -> FieldTelemetry | None:
+        """Field telemetry of the points a snapshot reads from ``fac`` (None with exact telemetry), seeded by the
+        setup's seed and the facility's start so every controller sees the same noise and losses on a day."""
+        if self.telemetry != "field":
+            return None
+        return FieldTelemetry(self.site, fac.device_values, seed=_mix(self.seed, fac.t_ns), model=self.field_model,
+                              points=self.builder.needed(), start_ns=fac.t_ns)
+
+    def live_state(self) -> LiveState:
+        """One live state for every run of this process: the series are the same each run, and a live state parses
+        each new series id once (thousands per run otherwise). Snapshots read a fresh input reader per run, fed before
+        each snapshot, so samples of an earlier run do not reach a controller."""
+        live = getattr(self, "_live", None)
+        if live is None:
+            live = self._live = LiveState()
+        return live
 
     def rack_limits(self, fac: Facility) -> np.ndarray:
         """Throttle limit of each simulated rack, in the facility's rack order."""
         return np.array([self._rack_limit.get(r, float(self.limits.gpu_limit_c.min())) for r in fac.rack_names])
+
+
+def _mix(seed: int, t_ns: int) -> int:
+    return (seed * 1_000_003 + t_ns // 1_000_000_000) % (2**63)
 
 
 def _account(setup: EvalSetup, fac: Facility, k: Kpis, dt: float, before: dict[str, float], rack_lim: np.ndarray,
@@ -257,6 +416,7 @@ def _account(setup: EvalSetup, fac: Facility, k: Kpis, dt: float, before: dict[s
     k.facility_kwh += (e["facility"] - before["facility"]) / 1000.0
     k.cooling_kwh += (e["cooling"] - before["cooling"]) / 1000.0
     k.it_kwh += (e["it"] - before["it"]) / 1000.0
+    k.work_done += fac.work_gpu_h - before["work_gpu_h"]
     k.kgco2 += (e["facility"] - before["facility"]) / 1000.0 * setup.carbon.at(fac.t_ns) / 1000.0
     minutes = dt / 60.0
     k.minutes += minutes
@@ -282,18 +442,20 @@ ControllerFactory = Callable[[Facility], Controller]
 
 
 def run_day(setup: EvalSetup, ctl: Controller | None, day_ns: int, k: Kpis | None,
-            bind: Callable[[Facility], None] | None = None, *, warmup_h: float | None = None) -> None:
-    """Warm up, then run and (when ``k`` is given) count one day; ``ctl`` None holds the safe defaults."""
+            bind: Callable[[Facility], None] | None = None, *, warmup_h: float | None = None, days: int = 1) -> None:
+    """Warm up, then run and (when ``k`` is given) count ``days`` days from ``day_ns``; ``ctl`` None holds the safe
+    defaults. With field telemetry the controller's snapshots come from the polls due since its last one."""
     warm = setup.warmup_h if warmup_h is None else warmup_h
     fac = setup.facility(day_ns - int(warm * 3.6e12))
     if bind is not None:
         bind(fac)
-    plant = SimPlant(setup.site, setup.limits, setup.builder, fac)
+    plant = SimPlant(setup.site, setup.limits, setup.builder, fac, field=setup.field_telemetry(fac),
+                     live=setup.live_state())
     rack_lim = setup.rack_limits(fac)
     interval = setup.limits.cfg.interval_s
     sub = max(1, round(interval / setup.step_s))
     dt = interval / sub
-    end = day_ns + DAY_NS
+    end = day_ns + days * DAY_NS
     while fac.t_ns < end:
         counting = k is not None and fac.t_ns >= day_ns
         if ctl is not None:
@@ -307,15 +469,140 @@ def run_day(setup: EvalSetup, ctl: Controller | None, day_ns: int, k: Kpis | Non
                 k.decision_s += spent
                 k.setpoint_changes += changes
         for _ in range(sub):
-            before = dict(fac.energy_wh)
+            before = {**fac.energy_wh, "work_gpu_h": fac.work_gpu_h}
             fac.step(dt)
             if counting and k is not None:
                 _account(setup, fac, k, dt, before, rack_lim, dew_point_c(fac.drybulb_c, fac.wetbulb_c))
 
 
 def evaluate(setup: EvalSetup, ctl: Controller, bind: Callable[[Facility], None] | None = None) -> Kpis:
-    """KPIs of ``ctl`` over every evaluated day."""
+    """KPIs of ``ctl`` over every counted span (the commissioning days, then every evaluated day)."""
     k = Kpis()
-    for day in setup.day_starts():
-        run_day(setup, ctl, day, k, bind)
+    for start, days, warm in setup.spans():
+        run_day(setup, ctl, start, k, bind, warmup_h=warm, days=days)
     return k
+
+
+class SupervisedRun:
+    """aidc as deployed in the evaluated loop: :class:`control.supervisor.Supervisor` in ``auto`` mode (input
+    checks, holds and revert, the learning core with its commissioning, rate limits, the independent hard-limit
+    check, the thermal guard, heartbeats) on a :class:`aidc.clock.SteppedClock`, reading a live state fed by the
+    setup's telemetry, writing through an in-process :class:`control.field.FieldWriter`.
+
+    One core across every run (its training rows and model persist); each run (a day or the commissioning days) is
+    a fresh facility and a freshly started supervisor, as after a restart. The loop per facility step, as
+    ``Supervisor.run`` has it: publish the telemetry due, then a decision every ``interval_s`` or else the guard
+    tick (the guard acts at every facility step, ``step_s``), a heartbeat every ``heartbeat_s`` (at most once a
+    step), then the step. Audit lines go to
+    ``audit_dir`` (default: a temporary directory removed by :meth:`close`), never under the site's data directory.
+    """
+
+    def __init__(self, setup: EvalSetup, *, audit_dir: Path | None = None, core: Any = None) -> None:
+        from control.learner import LearningController
+
+        self.setup = setup
+        self.core = core if core is not None else LearningController(setup.limits)
+        self._tmp = tempfile.TemporaryDirectory(prefix="aidc-eval-audit-") if audit_dir is None else None
+        self.audit_dir = Path(self._tmp.name) if self._tmp is not None else audit_dir
+        self.counts: dict[str, float] = {}
+        self.supervisor: Any = None  # the last run's supervisor and telemetry feed (tests contrive faults on them)
+        self.feed: FieldTelemetry | ExactTelemetry | None = None
+
+    @property
+    def audit_path(self) -> Path:
+        """The supervisor's audit file (``control.jsonl``)."""
+        assert self.audit_dir is not None
+        return self.audit_dir / "control.jsonl"
+
+    def close(self) -> None:
+        """Remove the temporary audit directory (if this run made it)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def evaluate(self) -> Kpis:
+        """KPIs over every counted span (commissioning days included)."""
+        k = Kpis()
+        for start, days, warm in self.setup.spans():
+            self.run_day(start, k, warmup_h=warm, days=days)
+        k.extra.update(self.counts)
+        if self.core.model is not None:
+            k.extra["model_rows"] = float(self.core.model.provenance["rows"])  # type: ignore[arg-type]
+        return k
+
+    def run_day(self, day_ns: int, k: Kpis | None, *, warmup_h: float | None = None, days: float = 1,
+                hook: Callable[[Facility], None] | None = None) -> None:
+        """Warm up, then run and (when ``k`` is given) count ``days`` days from ``day_ns``; ``hook(fac)`` runs
+        before every step (tests use it to contrive faults)."""
+        with _quiet_supervisor():
+            asyncio.run(self._run(day_ns, k, self.setup.warmup_h if warmup_h is None else warmup_h, days, hook))
+
+    async def _run(self, day_ns: int, k: Kpis | None, warm: float, days: float,
+                   hook: Callable[[Facility], None] | None) -> None:
+        from collectors.writer import Actor
+        from control.supervisor import Supervisor
+
+        setup, lim = self.setup, self.setup.limits
+        fac = setup.facility(day_ns - int(warm * 3.6e12))
+        clock = SteppedClock(fac.t_ns)
+        live = setup.live_state()
+        field = setup.field_telemetry(fac)
+        feed = field if field is not None else ExactTelemetry(setup.site, fac.device_values, setup.builder.needed())
+        self.feed = feed
+        writer = FieldWriter(setup.site, fac.write_point, fac.device_values, clock.now_ns)
+        sup = Supervisor(setup.site, live, writer, clock, limits=lim, core=self.core, audit_dir=self.audit_dir,
+                         actor=Actor("aidc-evaluation", "operator"))
+        # Between decisions the supervisor's own guard tick, as Supervisor.run has it (the thermal guard, and the
+        # fast path where the supervisor has one).
+        guard = getattr(sup, "guard_tick", None) or sup.thermal_check
+        self.supervisor = sup
+        if sup.mode != "auto":
+            sup.set_mode("auto", "evaluation")
+        rack_lim = setup.rack_limits(fac)
+        dt = setup.step_s
+        interval_ns, beat_ns = int(lim.cfg.interval_s * 1e9), int(lim.cfg.heartbeat_s * 1e9)
+        next_decision = next_beat = fac.t_ns
+        end = day_ns + int(days * DAY_NS)
+        base: dict[str, int] | None = None
+        changes0 = 0
+        while fac.t_ns < end:
+            counting = k is not None and fac.t_ns >= day_ns
+            if counting and base is None:
+                base, changes0 = dict(sup.counts), writer.changes
+            feed.feed(fac.t_ns, live, sup.sink)
+            if fac.t_ns >= next_decision:
+                t0 = time.perf_counter()
+                await sup.decide_once()
+                if counting and k is not None:
+                    k.decisions += 1
+                    k.decision_s += time.perf_counter() - t0
+                next_decision += interval_ns
+            else:
+                await guard()
+            if fac.t_ns >= next_beat:
+                await sup.heartbeat()
+                next_beat = fac.t_ns + beat_ns
+            if hook is not None:
+                hook(fac)
+            before = {**fac.energy_wh, "work_gpu_h": fac.work_gpu_h}
+            fac.step(dt)
+            clock.t_ns = fac.t_ns
+            if counting and k is not None:
+                _account(setup, fac, k, dt, before, rack_lim, dew_point_c(fac.drybulb_c, fac.wetbulb_c))
+        if k is not None and base is not None:
+            k.setpoint_changes += writer.changes - changes0
+            for name, n in sup.counts.items():
+                if name not in UNREPORTED_COUNTS:
+                    self.counts[name] = self.counts.get(name, 0.0) + float(n - base.get(name, 0))
+
+
+@contextmanager
+def _quiet_supervisor() -> Iterator[None]:
+    """The evaluated supervisor's warnings (guard actions, reverts) are in its audit; keep them off the console."""
+    logger = logging.getLogger("control.supervisor")
+    old = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)

@@ -85,7 +85,7 @@ def test_evaluate_control_json_has_every_controller_and_kpi(tmp_path: Path, caps
                "--controllers", "fixed,trim_respond,expert,aidc,oracle", "--carbon", "350", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["evaluated_minutes"] == 1440
+    assert out["evaluated_minutes"] == 2 * 1440  # the evaluated day and the commissioning day, for every controller
     assert set(out["controllers"]) == {"fixed", "trim_respond", "expert", "aidc", "oracle"}
     for k in out["controllers"].values():
         for key in ("facility_kwh", "cooling_kwh", "it_kwh", "pue", "violation_minutes", "throttle_minutes",

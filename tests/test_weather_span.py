@@ -49,7 +49,8 @@ def test_evaluate_control_refuses_a_short_weather_file(tmp_path: Path, capsys: p
     assert "\n" not in err
     assert str(weather) in err
     assert "the file holds 200 hours, 2026-07-01T00:00Z to 2026-07-09T08:00Z, not a whole year" in err
-    assert "the evaluation (1 days of 2026) needs 2025-12-31T23:00Z to 2026-01-02T00:00Z" in err
+    # 14 commissioning days (counted for every controller), 1 h of warm-up, then the evaluated day
+    assert "the evaluation (1 days of 2026) needs 2025-12-17T23:00Z to 2026-01-02T00:00Z" in err
 
 
 def test_evaluate_control_runs_inside_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,4 +106,4 @@ def test_evaluate_control_on_a_measured_year(tmp_path: Path, capsys: pytest.Capt
     assert rc == 2
     assert "\n" not in err
     assert err.endswith("choose a year from 2020 to 2024")
-    assert "the evaluation (1 days of 2026) needs 2025-12-31T23:00Z to 2026-01-02T00:00Z" in err
+    assert "the evaluation (1 days of 2026) needs 2025-12-17T23:00Z to 2026-01-02T00:00Z" in err
