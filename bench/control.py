@@ -1,13 +1,15 @@
 """Supervisory control benchmark: aidc's decision time on a 32-rack and a 1,000-rack site, and the wall time of
-``aidc evaluate-control`` with all six controllers.
+``aidc evaluate-control`` with all seven controllers.
 
 Decision time is one full decision of the live :class:`control.supervisor.Supervisor` in advisory mode: snapshot
 from the live state (every GPU series of the site), input checks, the learning core's vectorised candidate scoring,
 the hard-limit check and the audit line; the core is trained first by commissioning on simulated telemetry. The
-evaluation runs in-process (``--days 365 --stride 7`` by default; ``--stride`` makes a quicker run). The last line
-is JSON with ``decision_ms_32``, ``decision_ms_1000`` and ``evaluate_s``.
+evaluation runs in-process (``--days 365 --stride 7`` by default, ``--scenario ai-steps --telemetry field``: the
+deployed supervisor on decoded telemetry; ``--stride`` makes a quicker run). The last line is JSON with
+``decision_ms_32``, ``decision_ms_1000``, ``evaluate_s`` and aidc's share of the all-writable oracle's saving.
 
-    python bench/control.py [--stride 7] [--weather data/weather/USA_VA_Leesburg.Exec.epw.gz] [--skip-evaluate]
+    python bench/control.py [--stride 7] [--scenario ai-steps] [--telemetry field]
+        [--weather data/weather/USA_VA_Leesburg.Exec.epw.gz] [--skip-evaluate]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aidc.live import LiveState
 from aidc.sitegen import SiteTemplate, render_site
 from control.cli import default_carbon, print_report
 from control.evaluate import (
+    CONTROLLERS,
     DAY_NS,
     EvalSetup,
     default_jobs,
@@ -95,6 +98,8 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--skip-evaluate", action="store_true")
+    ap.add_argument("--scenario", default="ai-steps")
+    ap.add_argument("--telemetry", default="field", choices=("field", "exact"))
     args = ap.parse_args()
     out: dict[str, float | None] = {}
     for racks in (32, 1000):
@@ -108,10 +113,10 @@ def main() -> None:
             site = site_from_dict(tomllib.loads(render_site(SiteTemplate(racks=32, base_port=30000, data_dir=tmp))))
             lim = site_limits(site)
             t0 = time.perf_counter()
-            res = evaluate_all(site, lim, site_weather(site, args.weather),
-                               ["fixed", "best_fixed", "trim_respond", "expert", "aidc", "oracle"], days=args.days,
+            res = evaluate_all(site, lim, site_weather(site, args.weather), list(CONTROLLERS), days=args.days,
                                stride=args.stride, warmup_h=6.0, jobs=default_jobs(),
-                               carbon=load_carbon(default_carbon(args.weather)), year=2026)
+                               carbon=load_carbon(default_carbon(args.weather)), year=2026,
+                               scenario=args.scenario, telemetry=args.telemetry, seed=site.config.simulation.seed)
             out["evaluate_s"] = round(time.perf_counter() - t0, 1)
         res["evaluate_s"] = out["evaluate_s"]
         res["carbon"] = load_carbon(default_carbon(args.weather)).source
@@ -121,7 +126,8 @@ def main() -> None:
             out["aidc_share_of_oracle"] = round((base - ctl["aidc"]["facility_kwh"])
                                                 / (base - ctl["oracle"]["facility_kwh"]), 4)
         print_report(res, site, lim, args.weather, args.stride, args.days, 6.0)
-        print(f"evaluate-control --days {args.days} --stride {args.stride}, six controllers: "
+        print(f"evaluate-control --days {args.days} --stride {args.stride} --scenario {args.scenario} --telemetry "
+              f"{args.telemetry}, seven controllers: "
               f"{out['evaluate_s']:.0f} s wall with {default_jobs()} worker processes (goal ≤ 1200 s)")
     print(json.dumps(out))
 
