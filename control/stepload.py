@@ -1,0 +1,82 @@
+"""What the hall can step to before the next decision: the load memory behind aidc's pre-positioned GPU margin.
+
+An AI hall's load is not a slow curve: a training job starts, stalls at a checkpoint or fails, and every rack steps
+between idle and full within seconds. A core that decides every few minutes from feedback, and judges the GPU
+constraint at the load of the last hour, sits warm at idle and throttles when the job comes back. So the margin is
+pre-positioned: every candidate's GPU constraint is judged at the *step-to load*, the highest hall utilisation of
+the last :data:`STEP_WINDOW_NS`, or rated full load once the hall has shown a step in that window.
+
+The same memory keeps, per CDU, the GPU headroom relative to the hottest CDU at a common TCS supply (the windowed
+minimum, so every load seen in the window counts), from which CDUs with room get a warmer TCS than the hottest.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from control.types import Arr, Snapshot
+
+# Frozen constants (not tuned on the scored Leesburg/Phoenix years; chosen from the physics and DCGM data sheets).
+STEP_WINDOW_NS = 2 * 86_400_000_000_000  # a day or more: the load a hall reached two days ago can come back now
+STEP_RISE_PCT = 30.0  # hall utilisation rising this much between two snapshots is a step (a job started)
+FULL_LOAD_PCT = 100.0  # rated full load: what a hall that has stepped can step to
+IDLE_POWER_SHARE = 0.2  # GPU power at idle as a share of full (low on purpose: overstates the rise to full load)
+TRIM_BAND_K = 1.0  # a trimmed CDU keeps at least this much more headroom than the hottest CDU
+TRIM_MAX_K = 6.0  # largest TCS trim above the hottest CDU's setpoint
+
+
+class LoadMemory:
+    """Hall utilisation and per-CDU relative headroom over the last :data:`STEP_WINDOW_NS`."""
+
+    def __init__(self, interval_s: float) -> None:
+        n = int(STEP_WINDOW_NS / 1e9 / interval_s) + 2
+        self.util: deque[tuple[int, float]] = deque(maxlen=n)
+        self.rel: deque[tuple[int, Arr]] = deque(maxlen=n)
+        self.last_step_ns: int | None = None
+
+    def update(self, snap: Snapshot, ceiling_c: Arr) -> None:
+        """Remember this snapshot's hall utilisation and relative headroom; note a step when the load jumps."""
+        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else float("nan")
+        if np.isfinite(u):
+            if self.util and u - self.util[-1][1] >= STEP_RISE_PCT:
+                self.last_step_ns = snap.t_ns
+            self.util.append((snap.t_ns, u))
+        # Headroom as if every CDU had the hottest CDU's TCS supply (GPU temperature follows TCS about 1:1), so a
+        # trim applied now does not read as lost headroom at the next decision.
+        h = ceiling_c - snap.gpu_max_c + (snap.tcs_supply_c - np.nanmin(snap.tcs_supply_c))
+        if np.isfinite(h).all():
+            self.rel.append((snap.t_ns, h - h.min()))
+        for q in (self.util, self.rel):
+            while q and snap.t_ns - q[0][0] > STEP_WINDOW_NS:
+                q.popleft()
+
+    @property
+    def stepped(self) -> bool:
+        """Whether the hall stepped up within the window (then it may step to full load at any time)."""
+        last = self.last_step_ns
+        return last is not None and bool(self.util) and self.util[-1][0] - last <= STEP_WINDOW_NS
+
+    def step_to_pct(self, now_pct: float) -> float:
+        """The hall utilisation the GPU constraint is judged at: the window's highest, or full load after a step."""
+        peak = max([now_pct, *(u for _, u in self.util)])
+        return max(peak, FULL_LOAD_PCT) if self.stepped else peak
+
+    def headroom_at_step_k(self, snap: Snapshot, ceiling_c: Arr) -> float:
+        """Hottest GPU's headroom (K below limit − margin) if the load stepped now to the step-to load, from
+        measurement alone (commissioning has no model): the GPU's rise over its TCS supply scales with GPU power."""
+        u = np.clip(np.nan_to_num(snap.gpu_util_pct, nan=FULL_LOAD_PCT) / 100.0, 0.0, 1.0)
+        hall = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else FULL_LOAD_PCT
+        s = np.maximum(self.step_to_pct(hall) / 100.0, u)
+        rise = np.maximum(snap.gpu_max_c - snap.tcs_supply_c, 0.0)
+        grow = (IDLE_POWER_SHARE + (1 - IDLE_POWER_SHARE) * s) / (IDLE_POWER_SHARE + (1 - IDLE_POWER_SHARE) * u)
+        h = ceiling_c - snap.gpu_max_c - rise * (grow - 1.0)
+        return float(np.min(h)) if np.isfinite(h).all() else float("-inf")
+
+    def trims_k(self, n: int) -> Arr:
+        """Per-CDU TCS trim above the hottest CDU's setpoint: the window's least relative headroom less a band."""
+        if not self.rel or len(self.rel[-1][1]) != n:
+            return np.zeros(n)
+        least = np.min(np.stack([r for _, r in self.rel]), axis=0)
+        return np.asarray(np.clip(least - TRIM_BAND_K, 0.0, TRIM_MAX_K), dtype=np.float64)
