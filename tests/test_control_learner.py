@@ -351,8 +351,8 @@ def test_hall_wide_steps_do_not_throttle_after_commissioning(tmp_path: Path) -> 
     aidc, fixed = Kpis(), Kpis()
     run_day(setup, ctl, start + 2 * DAY_NS, aidc, bind, warmup_h=0.0)
     run_day(setup, None, start + 2 * DAY_NS, fixed, bind, warmup_h=0.0)
-    assert ctl.state == "deciding"
-    assert ctl.load.stepped
     assert aidc.throttle_minutes == 0.0
     assert aidc.violation_minutes <= 0.001 * aidc.minutes
     assert aidc.facility_kwh < fixed.facility_kwh
+    assert ctl.state == "deciding"
+    assert ctl.load.stepped, "the hall's steps were seen: the margin is kept for full load"
