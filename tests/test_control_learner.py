@@ -64,7 +64,7 @@ def test_commissioning_explores_and_keeps_the_margin(tmp_path: Path) -> None:
     seen = []
     orig = ctl.decide
 
-    def spy(snap):  # type: ignore[no-untyped-def]
+    def spy(snap: Snapshot) -> Decision:
         dec = orig(snap)
         seen.append((dec.setpoints.tcs_c.mean(), dec.setpoints.dp_kpa.mean(), dec.setpoints.fws_c,
                      float(np.max(snap.gpu_max_c - setup.limits.gpu_ceiling_c))))
