@@ -12,8 +12,6 @@ minimum, so every load seen in the window counts), from which CDUs with room get
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from control.types import Arr, Snapshot
@@ -28,39 +26,54 @@ TRIM_MAX_K = 6.0  # largest TCS trim above the hottest CDU's setpoint
 
 
 class LoadMemory:
-    """Hall utilisation and per-CDU relative headroom over the last :data:`STEP_WINDOW_NS`."""
+    """Hall utilisation and per-CDU relative headroom over the last :data:`STEP_WINDOW_NS` (ring buffers: a
+    decision reads the window with two array reductions, not a Python loop over a day of snapshots)."""
 
     def __init__(self, interval_s: float) -> None:
-        n = int(STEP_WINDOW_NS / 1e9 / interval_s) + 2
-        self.util: deque[tuple[int, float]] = deque(maxlen=n)
-        self.rel: deque[tuple[int, Arr]] = deque(maxlen=n)
+        self.size = int(STEP_WINDOW_NS / 1e9 / interval_s) + 2
+        self.t_ns = np.full(self.size, np.iinfo(np.int64).min, dtype=np.int64)
+        self.util = np.full(self.size, np.nan)
+        self.rel: np.ndarray | None = None  # (size, CDUs), allocated at the first snapshot
+        self.k = 0  # next slot
+        self.last_util = float("nan")
+        self.last_ns: int | None = None
         self.last_step_ns: int | None = None
 
     def update(self, snap: Snapshot, ceiling_c: Arr) -> None:
         """Remember this snapshot's hall utilisation and relative headroom; note a step when the load jumps."""
         u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else float("nan")
+        if np.isfinite(u) and np.isfinite(self.last_util) and u - self.last_util >= STEP_RISE_PCT:
+            self.last_step_ns = snap.t_ns
         if np.isfinite(u):
-            if self.util and u - self.util[-1][1] >= STEP_RISE_PCT:
-                self.last_step_ns = snap.t_ns
-            self.util.append((snap.t_ns, u))
+            self.last_util = u
         # Headroom as if every CDU had the hottest CDU's TCS supply (GPU temperature follows TCS about 1:1), so a
         # trim applied now does not read as lost headroom at the next decision.
         h = ceiling_c - snap.gpu_max_c + (snap.tcs_supply_c - np.nanmin(snap.tcs_supply_c))
-        if np.isfinite(h).all():
-            self.rel.append((snap.t_ns, h - h.min()))
-        for q in (self.util, self.rel):
-            while q and snap.t_ns - q[0][0] > STEP_WINDOW_NS:
-                q.popleft()
+        n = len(h)
+        if self.rel is None or self.rel.shape[1] != n:
+            self.rel = np.full((self.size, n), np.nan)
+        self.t_ns[self.k] = snap.t_ns
+        self.util[self.k] = u
+        self.rel[self.k] = h - h.min() if np.isfinite(h).all() else np.nan
+        self.k = (self.k + 1) % self.size
+        self.last_ns = snap.t_ns
+
+    def _window(self) -> np.ndarray:
+        if self.last_ns is None:
+            return np.zeros(self.size, dtype=bool)
+        return np.asarray(self.t_ns >= self.last_ns - STEP_WINDOW_NS, dtype=bool)
 
     @property
     def stepped(self) -> bool:
         """Whether the hall stepped up within the window (then it may step to full load at any time)."""
-        last = self.last_step_ns
-        return last is not None and bool(self.util) and self.util[-1][0] - last <= STEP_WINDOW_NS
+        last, now = self.last_step_ns, self.last_ns
+        return last is not None and now is not None and now - last <= STEP_WINDOW_NS
 
     def step_to_pct(self, now_pct: float) -> float:
         """The hall utilisation the GPU constraint is judged at: the window's highest, or full load after a step."""
-        peak = max([now_pct, *(u for _, u in self.util)])
+        seen = self.util[self._window()]
+        seen = seen[np.isfinite(seen)]
+        peak = max(now_pct, float(seen.max())) if len(seen) else now_pct
         return max(peak, FULL_LOAD_PCT) if self.stepped else peak
 
     def headroom_at_step_k(self, snap: Snapshot, ceiling_c: Arr) -> float:
@@ -76,7 +89,10 @@ class LoadMemory:
 
     def trims_k(self, n: int) -> Arr:
         """Per-CDU TCS trim above the hottest CDU's setpoint: the window's least relative headroom less a band."""
-        if not self.rel or len(self.rel[-1][1]) != n:
+        if self.rel is None or self.rel.shape[1] != n:
             return np.zeros(n)
-        least = np.min(np.stack([r for _, r in self.rel]), axis=0)
-        return np.asarray(np.clip(least - TRIM_BAND_K, 0.0, TRIM_MAX_K), dtype=np.float64)
+        rel = self.rel[self._window()]
+        rel = rel[np.isfinite(rel).all(axis=1)]
+        if not len(rel):
+            return np.zeros(n)
+        return np.asarray(np.clip(rel.min(axis=0) - TRIM_BAND_K, 0.0, TRIM_MAX_K), dtype=np.float64)
