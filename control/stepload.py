@@ -6,6 +6,11 @@ constraint at the load of the last hour, sits warm at idle and throttles when th
 pre-positioned: every candidate's GPU constraint is judged at the *step-to load*, the highest hall utilisation of
 the last :data:`STEP_WINDOW_NS`, or rated full load once the hall has shown a step in that window.
 
+Without a model (commissioning), the headroom a step would leave is estimated from measurement: the hottest GPU's
+rise over its TCS supply, ΔT = T_gpu − T_tcs (K), scales with GPU power, P ∝ a + (1 − a)·u (u utilisation 0-1,
+a = :data:`IDLE_POWER_SHARE`), so at the step-to load s the headroom is
+h_s = (T_ceiling − T_gpu) − ΔT·[(a + (1 − a)·s) / (a + (1 − a)·u) − 1] (K).
+
 The same memory keeps, per CDU, the GPU headroom relative to the hottest CDU at a common TCS supply (the windowed
 minimum, so every load seen in the window counts), from which CDUs with room get a warmer TCS than the hottest.
 """
