@@ -52,6 +52,8 @@ COMM_MIN_REACH = 0.02
 # cost where the coils run short of capacity): commissioning dithers it within this of its safe default, and the
 # core moves it only where the predicted gain exceeds the model's spread (frozen, not tuned on a scored year).
 CHW_EXPLORE_K = 2.0
+CHW_SIGMAS = 2.0  # the predicted gain of a chilled-water move must exceed this many ensemble spreads
+CHW_MIN_GAIN = 0.002  # ... and this share of facility power per unit of work (set on Chicago, steady training load)
 MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at least this (an idle hall)
 
 
@@ -342,9 +344,11 @@ class LearningController:
             s2 = sc2["p_mu"] / sc2["work"]
             k = int(np.argmin(np.where(ok2, s2, np.inf)))
             held = int(np.flatnonzero(_OFFS_C == 0.0)[0])
-            # Only a gain larger than the ensemble's spread moves it: the air loop's effect is small beside noise.
+            # Only a clear gain moves it: the air loop's effect is small beside the model's noise, and the coils'
+            # capacity limit is a cliff the smooth model does not see.
             gain = s2[held] - s2[k]
-            if ok2[k] and gain > (sc2["p_sd"][k] + sc2["p_sd"][held]) / sc2["work"][k]:
+            noise = CHW_SIGMAS * (sc2["p_sd"][k] + sc2["p_sd"][held]) / sc2["work"][k]
+            if ok2[k] and gain > max(noise, CHW_MIN_GAIN * s2[held]):
                 x, sc, g_hi, j = x2, sc2, sc2["g_hi"], k
         chosen = self._row_setpoints(snap, x[j])
         binding = []
