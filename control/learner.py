@@ -327,7 +327,18 @@ class LearningController:
             self.bias_k = 0.7 * self.bias_k + 0.3 * float(np.clip(miss, 0.0, MAX_BIAS_K))
         cfg = self.cfg
         g_hi = sc["g_hi"]
-        ok = self._trusted(snap, x, sc) & (g_hi <= -cfg.gpu_margin_k)
+        trusted = self._trusted(snap, x, sc)
+        ok = trusted & (g_hi <= -cfg.gpu_margin_k)
+        if not ok.any() and trusted.any():
+            # The model is believed but no candidate keeps the margin at the step-to load (an idle hall at warm
+            # water): take its coolest candidate, one rate step toward safety, rather than explore.
+            j = int(np.argmin(np.where(trusted, g_hi, np.inf)))
+            self.state = "deciding"
+            self.last = Decision(self._row_setpoints(snap, x[j]), state="deciding",
+                                 predicted_facility_kw=float(sc["p_mu"][j]),
+                                 binding=(f"gpu margin at {step_to:.0f} % load: coolest candidate",),
+                                 candidates=len(x))
+            return self.last
         if not ok.any():
             self.state = "learning"
             if self.explore_target is not None and self.last is not None and self.last.state == "deciding":

@@ -4,7 +4,8 @@ An AI hall's load is not a slow curve: a training job starts, stalls at a checkp
 between idle and full within seconds. A core that decides every few minutes from feedback, and judges the GPU
 constraint at the load of the last hour, sits warm at idle and throttles when the job comes back. So the margin is
 pre-positioned: every candidate's GPU constraint is judged at the *step-to load*, the highest hall utilisation of
-the last :data:`STEP_WINDOW_NS`, or rated full load once the hall has shown a step in that window.
+the last :data:`STEP_WINDOW_NS`, or rated full load once the hall has shown a step in that window (and before the
+memory spans a whole window: a new core does not yet know what the hall can step to).
 
 Without a model (commissioning), the headroom a step would leave is estimated from measurement: the hottest GPU's
 rise over its TCS supply, ΔT = T_gpu − T_tcs (K), scales with GPU power, P ∝ a + (1 − a)·u (u utilisation 0-1,
@@ -41,6 +42,7 @@ class LoadMemory:
         self.rel: np.ndarray | None = None  # (size, CDUs), allocated at the first snapshot
         self.k = 0  # next slot
         self.last_util = float("nan")
+        self.first_ns: int | None = None
         self.last_ns: int | None = None
         self.last_step_ns: int | None = None
 
@@ -62,6 +64,8 @@ class LoadMemory:
         self.rel[self.k] = h - h.min() if np.isfinite(h).all() else np.nan
         self.k = (self.k + 1) % self.size
         self.last_ns = snap.t_ns
+        if self.first_ns is None:
+            self.first_ns = snap.t_ns
 
     def _window(self) -> np.ndarray:
         if self.last_ns is None:
@@ -74,12 +78,17 @@ class LoadMemory:
         last, now = self.last_step_ns, self.last_ns
         return last is not None and now is not None and now - last <= STEP_WINDOW_NS
 
+    @property
+    def young(self) -> bool:
+        """Whether the memory spans less than a window: what the hall can step to is not known yet."""
+        return self.first_ns is None or self.last_ns is None or self.last_ns - self.first_ns < STEP_WINDOW_NS
+
     def step_to_pct(self, now_pct: float) -> float:
         """The hall utilisation the GPU constraint is judged at: the window's highest, or full load after a step."""
         seen = self.util[self._window()]
         seen = seen[np.isfinite(seen)]
         peak = max(now_pct, float(seen.max())) if len(seen) else now_pct
-        return max(peak, FULL_LOAD_PCT) if self.stepped else peak
+        return max(peak, FULL_LOAD_PCT) if self.stepped or self.young else peak
 
     def headroom_at_step_k(self, snap: Snapshot, ceiling_c: Arr) -> float:
         """Hottest GPU's headroom (K below limit − margin) if the load stepped now to the step-to load, from

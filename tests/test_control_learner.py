@@ -192,12 +192,14 @@ def _snap(lim: Limits, t_ns: int, util: float, tcs: float = 38.0, clock: float |
                     gpu_clock_pct=None if clock is None else np.full(n, clock))
 
 
-def _deciding(lim: Limits, model: OnlinePlantModel, now_ns: int) -> LearningController:
-    """A core past commissioning with ``model`` fitted just now (no retraining during the test)."""
+def _deciding(lim: Limits, model: OnlinePlantModel, now_ns: int, seen_util: float = 50.0) -> LearningController:
+    """A core past commissioning with ``model`` fitted just now (no retraining during the test), whose load memory
+    spans two days at ``seen_util`` (a younger one judges every candidate at full load)."""
     ctl = LearningController(lim)
     ctl.model = model
     ctl.first_ns = now_ns - 30 * DAY_NS
     ctl.last_fit_ns = now_ns - 20 * H_NS
+    ctl.load.update(_snap(lim, now_ns - 49 * H_NS, seen_util), lim.gpu_ceiling_c)
     return ctl
 
 
@@ -207,10 +209,10 @@ def test_gpu_margin_is_judged_at_the_load_the_hall_can_step_to(tmp_path: Path) -
     lim = site_limits(control_site(tmp_path, racks=8))
     model = _synthetic_model(True)
     now = 400 * DAY_NS
-    idle_only = _deciding(lim, model, now)
+    idle_only = _deciding(lim, model, now, seen_util=5.0)
     warm = idle_only.decide(_snap(lim, now, 5.0)).setpoints
-    assert warm.tcs_c.min() >= 39.5, "at idle with no load seen, warmer water is cheaper and safe"
-    saw_full = _deciding(lim, model, now)
+    assert warm.tcs_c.min() >= 39.5, "at idle with no load seen in two days, warmer water is cheaper and safe"
+    saw_full = _deciding(lim, model, now, seen_util=5.0)
     saw_full.decide(_snap(lim, now - 20 * H_NS, 95.0))
     kept = saw_full.decide(_snap(lim, now, 5.0)).setpoints
     # At 95 % the synthetic GPU reaches limit − margin − guard band at TCS ≈ 37.5 °C.
