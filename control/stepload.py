@@ -26,7 +26,8 @@ from control.types import Arr, Snapshot
 STEP_WINDOW_NS = 2 * 86_400_000_000_000  # a day or more: the load a hall reached two days ago can come back now
 STEP_RISE_PCT = 30.0  # hall utilisation rising this much between two snapshots is a step (a job started)
 FULL_LOAD_PCT = 100.0  # rated full load: what a hall that has stepped can step to
-IDLE_POWER_SHARE = 0.2  # GPU power at idle as a share of full (low on purpose: overstates the rise to full load)
+IDLE_POWER_SHARE = 0.08  # GPU power at idle over board power (H100/B200 data sheets: 60-100 W of 700-1000 W; the
+# low end on purpose, which overstates the rise a step adds)
 TRIM_BAND_K = 1.0  # a trimmed CDU keeps at least this much more headroom than the hottest CDU
 TRIM_MAX_K = 6.0  # largest TCS trim above the hottest CDU's setpoint
 

@@ -107,7 +107,7 @@ def test_online_model_needs_enough_rows() -> None:
 def test_measured_gpu_hotter_than_predicted_makes_the_core_choose_colder(tmp_path: Path) -> None:
     """When the hottest GPU measures warmer than the model predicts at the plant's current state, the miss is fed
     back into every candidate's GPU prediction, so the core picks setpoints no warmer than before, and colder
-    once the miss is large."""
+    once the miss is large (or the GPU margin binds)."""
     setup = _setup(tmp_path)
     ctl = LearningController(setup.limits)
     july = setup.year_start_ns + 181 * DAY_NS
@@ -115,18 +115,25 @@ def test_measured_gpu_hotter_than_predicted_makes_the_core_choose_colder(tmp_pat
         run_day(setup, ctl, july + d * DAY_NS, None, warmup_h=0.0)
     fac = setup.facility(july + 3 * DAY_NS + 12 * 3_600_000_000_000)
     plant = SimPlant(setup.site, setup.limits, setup.builder, fac)
-    fac.step(300.0)
+    assert ctl.last is not None
+    plant.apply(ctl.last.setpoints)  # where the core had taken the plant (near its constraint), settled
+    for _ in range(6):
+        fac.step(300.0)
     snap = plant.snapshot()
     calm = copy.deepcopy(ctl)
     plain = calm.decide(snap)
-    assert plain.state == "deciding"
+    assert plain.state == "deciding", (plain.state, plain.hold_reason, plain.binding)
     assert calm.bias_k < 1.0, "an ordinary snapshot leaves the correction small"
     # The same instant, but every GPU reads 6 K hotter than the plant model knows (a fouled cold plate, say).
     hot = dataclasses.replace(snap, gpu_max_c=snap.gpu_max_c + 6.0)
     for _ in range(6):
         dec = ctl.decide(hot)
     assert ctl.bias_k > 2.0
-    assert dec.setpoints.tcs_c.mean() < plain.setpoints.tcs_c.mean() - 0.5
+    # Colder, or already at the coolest candidate the GPU margin at the step-to load allows (issue 22: the margin
+    # is judged at full load once the hall has stepped, so the plain decision may already bind there).
+    assert dec.setpoints.tcs_c.mean() <= plain.setpoints.tcs_c.mean(), (dec.state, dec.hold_reason, dec.binding)
+    assert (dec.setpoints.tcs_c.mean() < plain.setpoints.tcs_c.mean() - 0.5
+            or any("gpu margin" in b for b in plain.binding + dec.binding)), (plain.binding, dec.binding)
 
 
 def test_a_loop_still_settling_does_not_teach_a_huge_cdu_approach(tmp_path: Path) -> None:
@@ -337,8 +344,8 @@ class _HallSteps:
 
 def test_hall_wide_steps_do_not_throttle_after_commissioning(tmp_path: Path) -> None:
     """Closed loop on the simulated facility with every rack stepping between 5 % and 95 % every 2-3 h (Chicago
-    July): after two days of commissioning the core decides with no throttle minute and no minute above limit −
-    margin, while still saving against the fixed safe defaults."""
+    July): commissioning never throttles, and after its two days the core decides with no throttle minute and no
+    minute above limit − margin, while still saving against the fixed safe defaults."""
     site = control_site(tmp_path, racks=8, commissioning_days=2.0)
     lim = site_limits(site)
     setup = EvalSetup(site, lim, load_weather(str(CHICAGO)), warmup_h=0.0)
@@ -348,8 +355,10 @@ def test_hall_wide_steps_do_not_throttle_after_commissioning(tmp_path: Path) -> 
 
     ctl = LearningController(lim)
     start = setup.year_start_ns + 181 * DAY_NS
+    commissioning = Kpis()
     for d in range(2):
-        run_day(setup, ctl, start + d * DAY_NS, None, bind, warmup_h=0.0)
+        run_day(setup, ctl, start + d * DAY_NS, commissioning, bind, warmup_h=0.0)
+    assert commissioning.throttle_minutes == 0.0, "commissioning backs off for the load a step brings"
     aidc, fixed = Kpis(), Kpis()
     run_day(setup, ctl, start + 2 * DAY_NS, aidc, bind, warmup_h=0.0)
     run_day(setup, None, start + 2 * DAY_NS, fixed, bind, warmup_h=0.0)
