@@ -192,9 +192,11 @@ class PlantModel:
 
 ONLINE_FEATURES: tuple[str, ...] = ("gpu_util_pct", "drybulb_c", "wetbulb_c", "tcs_supply_sp_c", "tcs_dp_sp_kpa",
                                     "fws_supply_sp_c")
+# Where the plant has a writable CRAH chilled-water setpoint, the controller adds it as a seventh feature.
+OPTIONAL_FEATURES: tuple[str, ...] = ("chw_supply_sp_c",)
 ONLINE_TARGETS: tuple[str, ...] = ("facility_power_kw", "gpu_margin_c")
 # Feature scales for the distance to the training data: one unit is what the controller treats as "near".
-DISTANCE_SCALE = np.array([10.0, 4.0, 4.0, 2.0, 25.0, 2.0])
+DISTANCE_SCALE = np.array([10.0, 4.0, 4.0, 2.0, 25.0, 2.0, 2.0])
 CONTEXT_DIMS = 3  # load and weather: what the controller cannot choose
 EVIDENCE_ROWS = 12  # rows (an hour at 5-minute decisions) that must lie within the distance to count as evidence
 
@@ -215,8 +217,18 @@ def _poly3(z: np.ndarray) -> np.ndarray:
 
 
 _KNOTS_K = (-4.0, 0.0, 4.0, 8.0, 12.0, 16.0)
-# Targets that see only some features (indices into ONLINE_FEATURES): what physically drives them.
-TARGET_INPUTS: dict[str, tuple[int, ...]] = {"it_power_kw": (0, 3, 4), "gpu_margin_c": (0, 3, 4, 5)}
+# Targets that see only some features (indices into ONLINE_FEATURES + OPTIONAL_FEATURES, those past the fitted
+# width dropped): what physically drives them. The work rate (utilisation × SM clock) falls where GPUs run hot or
+# at their power cap, so it sees load and the coolant, as the GPU margin does.
+TARGET_INPUTS: dict[str, tuple[int, ...]] = {
+    "it_power_kw": (0, 3, 4), "gpu_margin_c": (0, 3, 4, 5, 6), "work_rate_pct": (0, 3, 4, 5, 6),
+}
+
+
+def _inputs(target: str, width: int) -> tuple[int, ...] | None:
+    """The feature indices ``target`` sees at a fitted width of ``width`` features (None: all)."""
+    inputs = TARGET_INPUTS.get(target)
+    return None if inputs is None else tuple(i for i in inputs if i < width)
 
 
 def _target_basis(x: np.ndarray, mean: np.ndarray, std: np.ndarray, inputs: tuple[int, ...] | None) -> np.ndarray:
@@ -279,6 +291,10 @@ class OnlinePlantModel:
         """
         if len(x) < 200:
             raise DataError(f"online plant model: only {len(x)} training rows; need at least 200")
+        names = ONLINE_FEATURES + OPTIONAL_FEATURES
+        if x.ndim != 2 or not len(ONLINE_FEATURES) <= x.shape[1] <= len(names):
+            raise DataError(f"online plant model: {x.shape[-1]} feature columns; expected "
+                            f"{len(ONLINE_FEATURES)} to {len(names)} ({', '.join(names)})")
         if not np.isfinite(x).all():
             raise DataError("online plant model: training features contain NaN")
         mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
@@ -294,7 +310,7 @@ class OnlinePlantModel:
         scores: dict[str, float] = {}
         bases: dict[tuple[int, ...] | None, np.ndarray] = {}
         for t, yt in y.items():
-            inputs = TARGET_INPUTS.get(t)
+            inputs = _inputs(t, x.shape[1])
             if inputs not in bases:
                 bases[inputs] = _target_basis(x, mean, std, inputs)
             basis = bases[inputs]
@@ -316,15 +332,15 @@ class OnlinePlantModel:
             scores[f"{t}_oob_mae"] = float(np.mean(np.abs(res)))
         from sklearn.neighbors import KDTree
 
-        scaled = x / DISTANCE_SCALE
+        scaled = x / DISTANCE_SCALE[: x.shape[1]]
         prov: dict[str, object] = {
             "kind": "bootstrap ridge ensemble, cubic basis",
             "members": members,
             "rows": int(n),
             "window": list(window) if window else None,
-            "features": list(ONLINE_FEATURES),
+            "features": list(names[: x.shape[1]]),
             "targets": list(y),
-            "ranges": {f: [float(x[:, i].min()), float(x[:, i].max())] for i, f in enumerate(ONLINE_FEATURES)},
+            "ranges": {f: [float(x[:, i].min()), float(x[:, i].max())] for i, f in enumerate(names[: x.shape[1]])},
             "scores": scores,
         }
         if "facility_power_kw" not in y and {"it_power_kw", "nonit_power_kw"} <= set(y):
@@ -338,7 +354,7 @@ class OnlinePlantModel:
         bases: dict[tuple[int, ...] | None, np.ndarray] = {}
         members: dict[str, np.ndarray] = {}
         for t, c in self.coefs.items():
-            inputs = TARGET_INPUTS.get(t)
+            inputs = _inputs(t, x.shape[1])
             if inputs not in bases:
                 bases[inputs] = _target_basis(x, self.mean, self.std, inputs)
             members[t] = bases[inputs] @ c.T  # (n, members)
@@ -356,5 +372,5 @@ class OnlinePlantModel:
         """Distance of each candidate to its :data:`EVIDENCE_ROWS`-th nearest training row, in
         :data:`DISTANCE_SCALE` units: one stray sample is not evidence."""
         k = min(EVIDENCE_ROWS, len(self.train_x))
-        d, _ = self._tree.query(x / DISTANCE_SCALE, k=k)  # type: ignore[attr-defined]
+        d, _ = self._tree.query(x / DISTANCE_SCALE[: x.shape[1]], k=k)  # type: ignore[attr-defined]
         return np.asarray(d[:, -1], dtype=np.float64)

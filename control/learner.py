@@ -7,6 +7,13 @@ margin), **learning** (the model is not trusted where the plant now operates, e.
 winter: explore within bounds as in commissioning until retraining covers it). Every snapshot becomes a training
 row (the setpoints in force during the last interval and what they produced); the model is refitted every
 ``retrain_h`` hours on the last ``train_window_days`` of rows.
+
+For AI halls (issue 22): every candidate's GPU constraint is judged at the load the hall can step to before the
+next decision (:mod:`control.stepload`), and :meth:`LearningController.step_ready` gives the supervisor's fast path
+the setpoints predicted safe at full load; candidates are scored by predicted facility power per unit of work
+(utilisation × SM clock, where the site reports clocks), so a saving bought with lost clocks does not count; the
+CRAH chilled-water setpoint is a candidate dimension where the plant has one, and CDUs with more GPU headroom than
+the hottest get a warmer TCS; commissioning explores within a reach of the safe defaults that widens with time.
 """
 
 from __future__ import annotations
@@ -19,22 +26,35 @@ import numpy as np
 from aidc.errors import DataError
 from analytics.plant_model import OnlinePlantModel
 from control.policy import Limits, dew_point_c
+from control.stepload import FULL_LOAD_PCT, LoadMemory
 from control.types import Decision, Setpoints, Snapshot
 
 NS_H = 3_600_000_000_000
 _OFFS_T = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_F = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 _OFFS_D = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+_OFFS_C = np.array([-1.0, 0.0, 1.0])  # chilled-water offsets (× half the plant's rate step), where writable
 EXPLORE_BACKOFF_K = 3.0  # exploration turns back toward colder water within this of limit − margin
 SPREAD_SIGMAS = 1.0  # ensemble standard deviations added to the predicted hottest GPU
 STEP_OUT_HEADROOM_K = 4.0  # measured GPU headroom that lets a candidate step past the training data
 GUARD_BAND_K = 0.5  # extra GPU headroom on top of the model's pessimistic quantile
-PEAK_WINDOW_NS = 3_600_000_000_000  # the GPU constraint is judged at the highest load of the last hour
 SATURATED_VALVE_PCT = 98.0  # a CDU whose FWS valve is this open cannot cool its TCS any further
 APPROACH_DECAY_K = 0.01  # the learnt CDU approach relaxes this much per snapshot toward the site's policy value
 MAX_APPROACH_K = 10.0  # a learnt approach above this is a sensor or valve fault, not the exchanger
 MAX_BIAS_K = 3.0  # the measured-minus-predicted GPU margin added to predictions is capped at this
 HALF_LIFE_DAYS = 7.0  # training rows count half as much every this many days of data back
+# Commissioning's reach (share of the way from the safe defaults to each bound) grows linearly from COMM_MIN_REACH
+# to the whole envelope over this share of the commissioning period (frozen: half of it, so the second half
+# explores the envelope the model must cover; not tuned on a scored weather year).
+COMM_REACH_SHARE = 0.5
+COMM_MIN_REACH = 0.02
+# The chilled-water setpoint serves only the CRAH air loop (a small share of a liquid-cooled hall's heat, and a steep
+# cost where the coils run short of capacity): commissioning dithers it within this of its safe default, and the
+# core moves it only where the predicted gain exceeds the model's spread (frozen, not tuned on a scored year).
+CHW_EXPLORE_K = 2.0
+CHW_SIGMAS = 2.0  # the predicted gain of a chilled-water move must exceed this many ensemble spreads
+CHW_MIN_GAIN = 0.002  # ... and this share of facility power per unit of work (set on Chicago, steady training load)
+MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at least this (an idle hall)
 
 
 class LearningController:
@@ -47,7 +67,8 @@ class LearningController:
         self.cfg = limits.cfg
         self.rng = np.random.default_rng(seed)
         maxlen = int(self.cfg.train_window_days * 86400 / self.cfg.interval_s) + 1
-        self.rows: deque[tuple[int, np.ndarray, float, float, float]] = deque(maxlen=maxlen)
+        # (t, features, facility kW, GPU margin K, IT kW, work rate %: NaN without clocks)
+        self.rows: deque[tuple[int, np.ndarray, float, float, float, float]] = deque(maxlen=maxlen)
         self.model: OnlinePlantModel | None = None
         self.first_ns: int | None = None
         self.last_fit_ns: int | None = None
@@ -57,16 +78,19 @@ class LearningController:
         self.fit_error = ""
         self.last: Decision | None = None
         self.approach_k = self.cfg.cdu_approach_k
-        self.recent_util: deque[tuple[int, float]] = deque(maxlen=64)
+        self.load = LoadMemory(self.cfg.interval_s)
         self.bias_k = 0.0
+        self.use_chw = limits.chw_point is not None  # the chilled-water setpoint is a feature and a candidate dim
 
     # --- data --------------------------------------------------------------------------------------------
 
     def _features(self, snap: Snapshot, sp: Setpoints) -> np.ndarray:
-        return np.array([
-            float(np.nanmean(snap.gpu_util_pct)), snap.drybulb_c, snap.wetbulb_c,
-            float(sp.tcs_c.mean()), float(sp.dp_kpa.mean()), float(sp.fws_c),
-        ])
+        # TCS: the coldest CDU's, which is the hottest CDU's (the others may carry a warmer trim, see stepload).
+        cols = [float(np.nanmean(snap.gpu_util_pct)), snap.drybulb_c, snap.wetbulb_c,
+                float(sp.tcs_c.min()), float(sp.dp_kpa.mean()), float(sp.fws_c)]
+        if self.use_chw:
+            cols.append(float(sp.chw_c) if math.isfinite(sp.chw_c) else float(self.lim.safe.chw_c))
+        return np.array(cols)
 
     def observe(self, snap: Snapshot) -> None:
         """Keep the snapshot as a training row: the setpoints in force and what they produced."""
@@ -75,11 +99,12 @@ class LearningController:
         margin = float(np.max(snap.gpu_max_c - self.lim.gpu_limit_c))
         # Train on what the plant achieved (measured supply temperatures), not on what was asked: the loops lag
         # their setpoints by minutes, and candidates are scored as steady states where achieved = setpoint.
-        achieved = Setpoints(snap.tcs_supply_c, snap.current.dp_kpa, snap.fws_supply_c)
+        achieved = Setpoints(snap.tcs_supply_c, snap.current.dp_kpa, snap.fws_supply_c, snap.current.chw_c)
         x = self._features(snap, achieved)
         if not np.isfinite(x).all():
             return
-        self.rows.append((snap.t_ns, x, snap.facility_kw, margin, snap.it_kw))
+        work = snap.work_pct if snap.has_clocks else math.nan
+        self.rows.append((snap.t_ns, x, snap.facility_kw, margin, snap.it_kw, work))
         # The CDU exchanger's approach where the TCS could not reach its setpoint with the FWS valve wide open (a
         # saturated exchanger; a loop still settling after a setpoint change is not): candidates keep clear of it.
         sat = (snap.tcs_supply_c > snap.current.tcs_c + 0.3) & (snap.valve_pct >= SATURATED_VALVE_PCT)
@@ -96,11 +121,15 @@ class LearningController:
         facility = np.array([r[2] for r in self.rows])
         it = np.array([r[4] for r in self.rows])
         margin = np.array([r[3] for r in self.rows])
+        work = np.array([r[5] for r in self.rows])
+        y: dict[str, np.ndarray]
         if np.isfinite(it).all():
             # IT and the rest apart: IT power depends on load and coolant only, the rest on the plant and weather.
             y = {"it_power_kw": it, "nonit_power_kw": facility - it, "gpu_margin_c": margin}
         else:
             y = {"facility_power_kw": facility, "gpu_margin_c": margin}
+        if np.isfinite(work).all():  # clocks reported throughout the window: learn the work rate beside the power
+            y["work_rate_pct"] = work
         from aidc.clock import format_ns
 
         try:
@@ -118,57 +147,162 @@ class LearningController:
     def _dew(self, snap: Snapshot) -> float:
         return dew_point_c(snap.drybulb_c, snap.wetbulb_c) + 0.3
 
+    def _reach(self, snap: Snapshot) -> float:
+        """Commissioning's reach: the share of the way from the safe defaults to each bound it may explore now."""
+        span = COMM_REACH_SHARE * self.cfg.commissioning_days * 86400e9
+        if self.first_ns is None or span <= 0:
+            return 1.0
+        return float(np.clip((snap.t_ns - self.first_ns) / span, COMM_MIN_REACH, 1.0))
+
+    def _setpoints(self, snap: Snapshot, t: float, d: float, f: float, c: float) -> Setpoints:
+        """Hall-level choices as per-CDU setpoints (CDUs with room get a warmer TCS), clipped and rate-limited."""
+        n = len(snap.cdu_names)
+        sp = Setpoints(t + self.load.trims_k(n), np.full(n, d), f, c if self.use_chw else math.nan)
+        return self.lim.step_toward(sp, snap.current, self._dew(snap))
+
     def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
-        """Bounded random walk around the current setpoints; colder and more flow when GPUs run warm.
+        """Bounded random walk near the safe defaults (a reach that widens with commissioning time); colder and
+        more flow when GPUs would run warm at the load the hall can step to.
 
         ``local``: the model is not trusted where the plant now operates, so stay near the current setpoints (which
         were chosen while it was) and dither by half a rate step, enough for the next retraining to learn from.
         """
         lim, cfg, cur = self.lim, self.cfg, snap.current
-        n = len(snap.cdu_names)
-        headroom = float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c))
-        t, d, f = float(cur.tcs_c.mean()), float(cur.dp_kpa.mean()), float(cur.fws_c)
+        # Headroom if the hall stepped to its step-to load now: measured, less the rise a step would add.
+        headroom = min(float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c)),
+                       self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c))
+        t, d, f = float(cur.tcs_c.min()), float(cur.dp_kpa.mean()), float(cur.fws_c)
+        c = float(cur.chw_c) if math.isfinite(cur.chw_c) else float(lim.safe.chw_c)
+        safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), lim.safe.fws_c])
+        lo_env = np.array([lim.tcs_lo, lim.dp_lo, lim.fws_lo])
+        hi_env = np.array([lim.tcs_hi, lim.dp_hi, lim.fws_hi])
+        r = 1.0 if local else self._reach(snap)
+        lo, hi = safe - r * (safe - lo_env), safe + r * (hi_env - safe)
         if headroom < EXPLORE_BACKOFF_K:
-            t, d, f = t - cfg.max_step_tcs_k, d + cfg.max_step_dp_kpa, f - cfg.max_step_fws_k
+            # Back off toward colder water and more flow, inside the reach (near the safe defaults early on).
+            t = max(t - cfg.max_step_tcs_k, min(t, lo[0]))
+            d = min(d + cfg.max_step_dp_kpa, max(d, hi[1]))
+            f = max(f - cfg.max_step_fws_k, min(f, lo[2]))
             self.explore_target = None
         else:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
-                lo = np.array([lim.tcs_lo, lim.dp_lo, lim.fws_lo])
-                hi = np.array([lim.tcs_hi, lim.dp_hi, lim.fws_hi])
                 if local:
                     step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
-                    lo = np.maximum(lo, np.array([t, d, f]) - step)
-                    hi = np.minimum(hi, np.array([t, d, f]) + step)
-                self.explore_target = self.rng.uniform(lo, np.maximum(lo, hi))
+                    lo = np.maximum(lo_env, np.array([t, d, f]) - step)
+                    hi = np.minimum(hi_env, np.array([t, d, f]) + step)
+                target = self.rng.uniform(lo, np.maximum(lo, hi))
+                if self.use_chw:
+                    cs = lim.safe.chw_c
+                    span = r * CHW_EXPLORE_K
+                    target = np.append(target, self.rng.uniform(max(cs - span, lim.chw_lo), min(cs + span, lim.chw_hi)))
+                self.explore_target = target
                 self.explore_until_ns = snap.t_ns + int(self.rng.uniform(0.5, 1.5 if local else 3.0) * NS_H)
-            tt, dd, ff = self.explore_target
+            tt, dd, ff = self.explore_target[:3]
             # Warmer only while there is room: the step toward the target shrinks with the headroom.
             scale = min(1.0, (headroom - EXPLORE_BACKOFF_K) / 4.0)
             t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))
             d += float(np.clip(dd - d, -cfg.max_step_dp_kpa * scale, cfg.max_step_dp_kpa))
             f += float(np.clip(ff - f, -cfg.max_step_fws_k, cfg.max_step_fws_k * scale))
-        sp = lim.step_toward(Setpoints(np.full(n, t), np.full(n, d), f), cur, self._dew(snap))
+            if self.use_chw and len(self.explore_target) > 3:
+                c = float(self.explore_target[3])
+        sp = self._setpoints(snap, t, d, f, c)
         why = "warm GPUs" if headroom < EXPLORE_BACKOFF_K else "random step"
         return Decision(sp, state=self.state, hold_reason=f"exploring: {why}")
 
-    def _candidates(self, snap: Snapshot) -> tuple[np.ndarray, list[Setpoints]]:
+    def _candidates(self, snap: Snapshot) -> np.ndarray:
+        """The rate-limited grid of TCS, FWS and dp around the current setpoints, one feature row per candidate
+        (load of now; the chilled-water setpoint held, see :meth:`_chw_candidates`)."""
         lim, cfg, cur = self.lim, self.cfg, snap.current
-        t0, d0, f0 = float(cur.tcs_c.mean()), float(cur.dp_kpa.mean()), float(cur.fws_c)
-        tt, ff, dd = np.meshgrid(_OFFS_T * cfg.max_step_tcs_k / 2, _OFFS_F * cfg.max_step_fws_k / 2,
-                                 _OFFS_D * cfg.max_step_dp_kpa, indexing="ij")
-        f = np.clip(f0 + ff.ravel(), lim.fws_lo, lim.fws_hi)
+        t0, d0, f0 = float(cur.tcs_c.min()), float(cur.dp_kpa.mean()), float(cur.fws_c)
+        mesh = np.meshgrid(_OFFS_T * cfg.max_step_tcs_k / 2, _OFFS_F * cfg.max_step_fws_k / 2,
+                           _OFFS_D * cfg.max_step_dp_kpa, indexing="ij")
+        tt, ff, dd = mesh[0].ravel(), mesh[1].ravel(), mesh[2].ravel()
+        f = np.clip(f0 + ff, lim.fws_lo, lim.fws_hi)
         approach = max(cfg.cdu_approach_k, self.approach_k)
         lo_t = np.maximum(np.maximum(lim.tcs_lo, f + approach), self._dew(snap) + cfg.dew_margin_k)
-        t = np.clip(t0 + tt.ravel(), np.minimum(lo_t, lim.tcs_hi), lim.tcs_hi)
-        d = np.clip(d0 + dd.ravel(), lim.dp_lo, lim.dp_hi)
+        t = np.clip(t0 + tt, np.minimum(lo_t, lim.tcs_hi), lim.tcs_hi)
+        d = np.clip(d0 + dd, lim.dp_lo, lim.dp_hi)
         util = float(np.nanmean(snap.gpu_util_pct))
-        x = np.stack([np.full_like(t, util), np.full_like(t, snap.drybulb_c), np.full_like(t, snap.wetbulb_c),
-                      t, d, f], axis=1)
-        return x, []
+        cols = [np.full_like(t, util), np.full_like(t, snap.drybulb_c), np.full_like(t, snap.wetbulb_c), t, d, f]
+        if self.use_chw:
+            cols.append(np.full_like(t, float(cur.chw_c) if math.isfinite(cur.chw_c) else float(lim.safe.chw_c)))
+        return np.stack(cols, axis=1)
+
+    def _chw_candidates(self, row: np.ndarray) -> np.ndarray:
+        """``row`` with the chilled-water setpoint moved by each of :data:`_OFFS_C` (the CRAH air loop is nearly
+        separable from the liquid loop, so it is searched as a second coordinate: 125 + 3 candidates, not 375)."""
+        x = np.repeat(row[None, :], len(_OFFS_C), axis=0)
+        x[:, 6] = np.clip(row[6] + _OFFS_C * self.cfg.max_step_fws_k / 2, self.lim.chw_lo, self.lim.chw_hi)
+        return x
+
+    def _score(self, snap: Snapshot, x: np.ndarray, at_pct: float) -> dict[str, np.ndarray]:
+        """Every candidate's predicted power, work rate (load of now) and pessimistic GPU margin at ``at_pct``, in
+        one vectorised call with the plant now and the fixed baseline; also sets ``now_k`` and ``base_kw``."""
+        assert self.model is not None
+        n_c = len(x)
+        x_step = x.copy()
+        x_step[:, 0] = max(at_pct, float(x[0, 0]))
+        achieved = Setpoints(snap.tcs_supply_c, snap.current.dp_kpa, snap.fws_supply_c, snap.current.chw_c)
+        now_x = self._features(snap, achieved)[None, :]
+        base = self._features(snap, self.lim.safe)[None, :]
+        pred = self.model.predict(np.vstack([x, x_step, now_x, base]))
+        g_mu = np.maximum(pred["gpu_margin_c"][0][:n_c], pred["gpu_margin_c"][0][n_c:2 * n_c])
+        g_sd = np.maximum(pred["gpu_margin_c"][1][:n_c], pred["gpu_margin_c"][1][n_c:2 * n_c])
+        g_hi = g_mu + SPREAD_SIGMAS * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K + self.bias_k
+        util = float(x[0, 0])
+        # Work done per unit time: the learnt work rate where the site reports clocks, else utilisation (which no
+        # setpoint changes, so the score is then the power alone).
+        work = pred["work_rate_pct"][0][:n_c] if "work_rate_pct" in pred else np.full(n_c, util)
+        p = pred["facility_power_kw"]
+        return {
+            "p_mu": p[0][:n_c], "p_sd": p[1][:n_c], "g_hi": g_hi, "g_sd": g_sd,
+            "work": np.maximum(work, MIN_WORK_PCT), "now_g": pred["gpu_margin_c"][0][2 * n_c:2 * n_c + 1],
+            "now_x": now_x[0], "base_kw": p[0][-1:], "base_work": np.maximum(
+                pred["work_rate_pct"][0][-1:] if "work_rate_pct" in pred else np.array([util]), MIN_WORK_PCT),
+        }
+
+    def _trusted(self, snap: Snapshot, x: np.ndarray, sc: dict[str, np.ndarray]) -> np.ndarray:
+        """Candidates near enough the data for the model to be believed (or one measured-safe step past it)."""
+        assert self.model is not None
+        cfg = self.cfg
+        dist = self.model.distance(x)
+        trusted = (dist <= cfg.max_distance) & (sc["p_sd"] <= cfg.max_spread_kw) & (sc["g_sd"] <= cfg.max_spread_k)
+        # Measured headroom is evidence too: with the hottest GPU well below its ceiling, one rate-limited step past
+        # the data is safe by measurement (the thermal guard backs it), and it is how the model learns new ground.
+        measured = float(np.min(self.lim.gpu_ceiling_c - snap.gpu_max_c))
+        if measured >= STEP_OUT_HEADROOM_K:
+            # Only the setpoints may step out: load and weather must be like the data (a July model in January is
+            # not trusted however cool the GPUs run).
+            known = self.model.context_distance(x[:1]) <= cfg.max_distance
+            trusted |= known & (dist <= 2.0 * cfg.max_distance) & (sc["g_sd"] <= cfg.max_spread_k)
+        return np.asarray(trusted, dtype=bool)
+
+    def _row_setpoints(self, snap: Snapshot, row: np.ndarray) -> Setpoints:
+        return self._setpoints(snap, float(row[3]), float(row[4]), float(row[5]),
+                               float(row[6]) if self.use_chw else math.nan)
+
+    def step_ready(self, snap: Snapshot) -> Setpoints:
+        """The setpoints the core predicts safe if the hall stepped to full load now (for the supervisor's fast
+        path, which writes them when utilisation jumps between decisions): the cheapest per unit of work among the
+        rate-limited candidates safe at full load, else the coolest one; without a model, one rate step toward
+        the safe defaults' colder side. Pure: it changes no state of the core."""
+        lim, cur = self.lim, snap.current
+        if self.model is None or not snap.finite:
+            c = min(cur.chw_c, lim.safe.chw_c) if math.isfinite(cur.chw_c) else lim.safe.chw_c
+            sp = Setpoints(np.minimum(cur.tcs_c, lim.safe.tcs_c), np.maximum(cur.dp_kpa, lim.safe.dp_kpa),
+                           min(cur.fws_c, lim.safe.fws_c), c if self.use_chw else math.nan)
+            return lim.step_toward(sp, cur, self._dew(snap))
+        x = self._candidates(snap)
+        sc = self._score(snap, x, max(FULL_LOAD_PCT, self.load.step_to_pct(float(x[0, 0]))))
+        ok = self._trusted(snap, x, sc) & (sc["g_hi"] <= -self.cfg.gpu_margin_k)
+        j = int(np.argmin(np.where(ok, sc["p_mu"] / sc["work"], np.inf))) if ok.any() else int(np.argmin(sc["g_hi"]))
+        return self._row_setpoints(snap, x[j])
 
     def decide(self, snap: Snapshot) -> Decision:
         """One decision; see the module docstring."""
         self.observe(snap)
+        if snap.finite:
+            self.load.update(snap, self.lim.gpu_ceiling_c)
         if self.first_ns is None:
             self.first_ns = snap.t_ns
         commissioning_done = (snap.t_ns - self.first_ns) >= self.cfg.commissioning_days * 86400e9
@@ -180,67 +314,67 @@ class LearningController:
             self.state = "commissioning"
             self.last = self._explore(snap)
             return self.last
-        x, _ = self._candidates(snap)
-        n_c = len(x)
-        # The GPU constraint is judged at the highest load of the last hour (load moves between decisions); the
-        # power is priced at the load of now.
-        util = float(np.nanmean(snap.gpu_util_pct))
-        while self.recent_util and snap.t_ns - self.recent_util[0][0] > PEAK_WINDOW_NS:
-            self.recent_util.popleft()
-        self.recent_util.append((snap.t_ns, util))
-        x_peak = x.copy()
-        x_peak[:, 0] = max(u for _, u in self.recent_util)
+        x = self._candidates(snap)
+        # The GPU constraint is judged at the load the hall can step to before the next decision (the highest of
+        # the last days, or full load once it has stepped); the power and work are priced at the load of now.
+        step_to = self.load.step_to_pct(float(x[0, 0]))
+        sc = self._score(snap, x, step_to)
         # The model at what the plant does now, against what it measures: a positive miss is added to every
         # candidate's GPU prediction (offset-free feedback, as model-predictive controllers correct their models).
-        achieved = Setpoints(snap.tcs_supply_c, snap.current.dp_kpa, snap.fws_supply_c)
-        now_x = self._features(snap, achieved)[None, :]
-        # One vectorised call scores every candidate, the peak-load copies, the plant now and the fixed baseline.
-        base = self._features(snap, self.lim.safe)[None, :]
-        pred = self.model.predict(np.vstack([x, x_peak, now_x, base]))
-        base_kw = float(pred["facility_power_kw"][0][-1])
-        g_now = float(pred["gpu_margin_c"][0][-2])
         measured_margin = float(np.max(snap.gpu_max_c - self.lim.gpu_limit_c))
-        if np.isfinite(now_x).all() and math.isfinite(measured_margin):
-            self.bias_k = 0.7 * self.bias_k + 0.3 * float(np.clip(measured_margin - g_now, 0.0, MAX_BIAS_K))
-        dist = self.model.distance(x)
-        p_mu, p_sd = pred["facility_power_kw"][0][:n_c], pred["facility_power_kw"][1][:n_c]
-        g_mu = np.maximum(pred["gpu_margin_c"][0][:n_c], pred["gpu_margin_c"][0][n_c:2 * n_c])
-        g_sd = np.maximum(pred["gpu_margin_c"][1][:n_c], pred["gpu_margin_c"][1][n_c:2 * n_c])
-        g_hi = (g_mu + SPREAD_SIGMAS * g_sd + self.model.resid_q["gpu_margin_c"][1] + GUARD_BAND_K
-                + self.bias_k)
+        if np.isfinite(sc["now_x"]).all() and math.isfinite(measured_margin):
+            miss = measured_margin - float(sc["now_g"][0])
+            self.bias_k = 0.7 * self.bias_k + 0.3 * float(np.clip(miss, 0.0, MAX_BIAS_K))
         cfg = self.cfg
-        trusted = (dist <= cfg.max_distance) & (p_sd <= cfg.max_spread_kw) & (g_sd <= cfg.max_spread_k)
-        # Measured headroom is evidence too: with the hottest GPU well below its ceiling, one rate-limited step past
-        # the data is safe by measurement (the thermal guard backs it), and it is how the model learns new ground.
-        measured = float(np.min(self.lim.gpu_ceiling_c - snap.gpu_max_c))
-        if measured >= STEP_OUT_HEADROOM_K:
-            # Only the setpoints may step out: load and weather must be like the data (a July model in January is
-            # not trusted however cool the GPUs run).
-            known = self.model.context_distance(x[:1]) <= cfg.max_distance
-            trusted |= known & (dist <= 2.0 * cfg.max_distance) & (g_sd <= cfg.max_spread_k)
-        safe = g_hi <= -cfg.gpu_margin_k
-        ok = trusted & safe
-        n = len(snap.cdu_names)
+        g_hi = sc["g_hi"]
+        trusted = self._trusted(snap, x, sc)
+        ok = trusted & (g_hi <= -cfg.gpu_margin_k)
+        if not ok.any() and trusted.any():
+            # The model is believed but no candidate keeps the margin at the step-to load (an idle hall at warm
+            # water): take its coolest candidate, one rate step toward safety, rather than explore.
+            j = int(np.argmin(np.where(trusted, g_hi, np.inf)))
+            self.state = "deciding"
+            self.last = Decision(self._row_setpoints(snap, x[j]), state="deciding",
+                                 predicted_facility_kw=float(sc["p_mu"][j]),
+                                 binding=(f"gpu margin at {step_to:.0f} % load: coolest candidate",),
+                                 candidates=len(x))
+            return self.last
         if not ok.any():
             self.state = "learning"
             if self.explore_target is not None and self.last is not None and self.last.state == "deciding":
                 self.explore_target = None  # start a fresh local dither from where deciding left off
             self.last = self._explore(snap, local=True)
             return self.last
-        score = np.where(ok, p_mu, np.inf)
+        # Facility energy per unit of work: a candidate that saves power by losing clocks does not win.
+        score = np.where(ok, sc["p_mu"] / sc["work"], np.inf)
         j = int(np.argmin(score))
-        chosen = Setpoints(np.full(n, x[j, 3]), np.full(n, x[j, 4]), float(x[j, 5]))
-        chosen = self.lim.step_toward(chosen, snap.current, self._dew(snap))
+        if self.use_chw:  # second coordinate: the chilled-water setpoint at the chosen TCS, FWS and dp
+            x2 = self._chw_candidates(x[j])
+            sc2 = self._score(snap, x2, step_to)
+            ok2 = self._trusted(snap, x2, sc2) & (sc2["g_hi"] <= -cfg.gpu_margin_k)
+            s2 = sc2["p_mu"] / sc2["work"]
+            k = int(np.argmin(np.where(ok2, s2, np.inf)))
+            held = int(np.flatnonzero(_OFFS_C == 0.0)[0])
+            # Only a clear gain moves it: the air loop's effect is small beside the model's noise, and the coils'
+            # capacity limit is a cliff the smooth model does not see.
+            gain = s2[held] - s2[k]
+            noise = CHW_SIGMAS * (sc2["p_sd"][k] + sc2["p_sd"][held]) / sc2["work"][k]
+            if ok2[k] and gain > max(noise, CHW_MIN_GAIN * s2[held]):
+                x, sc, g_hi, j = x2, sc2, sc2["g_hi"], k
+        chosen = self._row_setpoints(snap, x[j])
         binding = []
         if x[j, 5] >= self.lim.fws_hi - 1e-6:
             binding.append("fws at W-class/profile max")
         if g_hi[j] > -cfg.gpu_margin_k - 0.5:
-            binding.append("gpu margin")
+            binding.append(f"gpu margin at {step_to:.0f} % load")
         if x[j, 3] <= self._dew(snap) + cfg.dew_margin_k + 1e-6:
             binding.append("dew point")
+        p_j = float(sc["p_mu"][j])
+        # The saving is at equal work: the baseline's power scaled to the chosen candidate's work rate.
+        base_kw = float(sc["base_kw"][0]) * float(sc["work"][j]) / float(sc["base_work"][0])
         self.state = "deciding"
         self.last = Decision(
-            chosen, state="deciding", predicted_facility_kw=float(p_mu[j]),
-            predicted_saving_kw=base_kw - float(p_mu[j]), binding=tuple(binding), candidates=len(x),
+            chosen, state="deciding", predicted_facility_kw=p_j, predicted_saving_kw=base_kw - p_j,
+            binding=tuple(binding), candidates=len(x),
         )
         return self.last

@@ -64,23 +64,27 @@ class SnapshotBuilder:
                 by_rack[d.tags["rack"]] = d
         self.cdu_racks: list[list[_Src]] = []
         self.cdu_util: list[list[_Src]] = []
+        self.cdu_clock: list[list[_Src]] = []  # optional (Role.GPU_CLOCK): not every site reports clocks
         self.cdu_points: list[dict[str, str | None]] = []
         devs = {d.name: d for d in site.devices}
         for name in limits.cdu_names:
             cdu = devs[name]
             assert isinstance(cdu.config, CduConfig)
-            temps, utils = [], []
+            temps, utils, clocks = [], [], []
             for r in cdu.config.racks:
                 rd = by_rack.get(r)
                 if rd is None:
                     continue
-                t, u = _point(rd, Role.GPU_TEMP), _point(rd, Role.GPU_UTIL)
+                t, u, c = _point(rd, Role.GPU_TEMP), _point(rd, Role.GPU_UTIL), _point(rd, Role.GPU_CLOCK)
                 if t is not None:
                     temps.append(_Src(rd.name, t))
                 if u is not None:
                     utils.append(_Src(rd.name, u))
+                if c is not None:
+                    clocks.append(_Src(rd.name, c))
             self.cdu_racks.append(temps)
             self.cdu_util.append(utils)
+            self.cdu_clock.append(clocks)
             self.cdu_points.append(
                 {
                     "tcs": _point(cdu, Role.TCS_SUPPLY_TEMP),
@@ -109,7 +113,8 @@ class SnapshotBuilder:
     def needed(self) -> dict[str, set[str]]:
         """Device name -> the points a snapshot reads from it."""
         out: dict[str, set[str]] = {}
-        for s in [x for lst in self.cdu_racks + self.cdu_util for x in lst] + self.facility + self.cooling + self.it:
+        racks = [x for lst in self.cdu_racks + self.cdu_util + self.cdu_clock for x in lst]
+        for s in racks + self.facility + self.cooling + self.it:
             out.setdefault(s.device, set()).add(s.point)
         lim = self.limits
         for i, name in enumerate(lim.cdu_names):
@@ -130,17 +135,15 @@ class SnapshotBuilder:
         """A snapshot from the latest readings (missing values become NaN, which the guard treats as bad)."""
         lim = self.limits
         n = len(lim.cdu_names)
-        gmax, util = np.full(n, np.nan), np.full(n, np.nan)
+        gmax, util, clock = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         tcs, valve, heat = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         sp_t, sp_d = np.full(n, np.nan), np.full(n, np.nan)
         alarms: list[str] = []
         for i, name in enumerate(lim.cdu_names):
             mx = [_array_max_mean(r.get(s.device, {}).get(s.point))[0] for s in self.cdu_racks[i]]
             gmax[i] = max(mx) if mx and all(math.isfinite(x) for x in mx) else math.nan
-            us = [_array_max_mean(r.get(s.device, {}).get(s.point)) for s in self.cdu_util[i]]
-            cnt = sum(u[2] for u in us)
-            if cnt and all(math.isfinite(u[1]) for u in us):
-                util[i] = sum(u[1] * u[2] for u in us) / cnt
+            util[i] = self._mean(r, self.cdu_util[i])
+            clock[i] = self._mean(r, self.cdu_clock[i])
             vals = r.get(name, {})
             pts = self.cdu_points[i]
             for arr, key in ((tcs, "tcs"), (valve, "valve"), (heat, "heat")):
@@ -176,7 +179,17 @@ class SnapshotBuilder:
             cooling_kw=self._sum_kw(r, self.cooling),
             max_age_s=max_age_s,
             alarms=tuple(alarms),
+            gpu_clock_pct=clock,
         )
+
+    @staticmethod
+    def _mean(r: Readings, srcs: list[_Src]) -> float:
+        """Mean over every GPU of the racks ``srcs`` name; NaN where any is missing (or none is configured)."""
+        us = [_array_max_mean(r.get(s.device, {}).get(s.point)) for s in srcs]
+        cnt = sum(u[2] for u in us)
+        if cnt and all(math.isfinite(u[1]) for u in us):
+            return sum(u[1] * u[2] for u in us) / cnt
+        return math.nan
 
 
 def _kw_scale(dev: DeviceRef, point: str) -> float:

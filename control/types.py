@@ -87,6 +87,24 @@ class Snapshot:
     cooling_kw: float
     max_age_s: float = 0.0  # age of the oldest input at ``t_ns``
     alarms: tuple[str, ...] = field(default=())
+    # Mean SM clock as % of max per CDU (DCGM), NaN where the site reports none: optional, so it is not in
+    # :attr:`finite` and a site without clock points decides as before (work rate = utilisation).
+    gpu_clock_pct: Arr | None = None
+
+    @property
+    def work_pct(self) -> float:
+        """Hall work rate: mean utilisation × clock / 100 where every CDU reports clocks, else mean utilisation."""
+        util = self.gpu_util_pct
+        clk = self.gpu_clock_pct
+        if clk is not None and len(clk) == len(util) and bool(np.isfinite(clk).all()):
+            return float(np.nanmean(util * clk / 100.0))
+        return float(np.nanmean(util))
+
+    @property
+    def has_clocks(self) -> bool:
+        """Whether every CDU reports a finite GPU clock."""
+        clk = self.gpu_clock_pct
+        return clk is not None and len(clk) == len(self.cdu_names) and bool(np.isfinite(clk).all())
 
     @property
     def finite(self) -> bool:

@@ -334,11 +334,12 @@ async def test_override_wins_during_auto_and_expires(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     cdu = rig.sup.lim.cdu_names[0]
     point = rig.sup.lim.tcs_point
-    rig.sup.set_override(cdu, point, 25.0, rig.clock.now_ns() + int(900e9), "alice")
+    # 29 °C: clear of FWS + approach wherever the core's first step puts FWS (at most 26 °C from the safe 24 °C).
+    rig.sup.set_override(cdu, point, 29.0, rig.clock.now_ns() + int(900e9), "alice")
     await rig.sup.decide_once()
     last = [r for r in rig.writer.setpoints() if (r.device, r.point) == (cdu, point)]
     assert last
-    assert last[-1].new == pytest.approx(25.0)
+    assert last[-1].new == pytest.approx(29.0)
     assert rig.sup.overrides()[0]["user"] == "alice"
     rig.advance(1000.0)
     assert rig.sup.overrides() == []
