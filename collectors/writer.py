@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from aidc.clock import format_ns
+from aidc.config import DeviceRef
 from aidc.errors import AidcError
 from aidc.model import Batch, Quality, SeriesKey
+from aidc.profiles import Point
 from collectors.engine import Engine
 from collectors.modbus_link import DeviceWriteError, ModbusLink
 from collectors.opcua import OpcUaLink
@@ -32,6 +34,26 @@ AUDIT_MEASUREMENT = "setpoint_write"
 
 class WriteRefused(AidcError):
     """The write was not attempted: unknown or read-only point, or an actor without the right role."""
+
+
+def check_role(name: str, role: str | None) -> None:
+    """WriteRefused unless ``role`` may write setpoints."""
+    if role not in WRITE_ROLES:
+        raise WriteRefused(f"{name} (role {role!r}) may not write setpoints: needs role operator")
+
+
+def admit(dev: DeviceRef, point: str, value: float) -> tuple[Point, float]:
+    """The profile point a write goes to and ``value`` clamped to its min/max; WriteRefused for an unknown or
+    read-only point or a value that is not a number (the one rule for the writer and the evaluation's writer)."""
+    try:
+        p = dev.profile.point(point)
+    except KeyError as exc:
+        raise WriteRefused(str(exc.args[0])) from None
+    if not p.writable or p.min is None or p.max is None:
+        raise WriteRefused(f"{dev.name}.{point} is not writable")
+    if not math.isfinite(value):
+        raise WriteRefused(f"{dev.name}.{point}: {value!r} is not a number")
+    return p, min(p.max, max(p.min, value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +98,10 @@ class SetpointWriter:
 
     async def write(self, actor: Actor, device: str, point: str, value: float, why: str) -> WriteResult:
         """Clamp, write, read back and audit; WriteRefused if not allowed, result.ok False if the device failed."""
-        if actor.role not in WRITE_ROLES:
-            raise WriteRefused(f"{actor.name} (role {actor.role!r}) may not write setpoints: needs role operator")
+        check_role(actor.name, actor.role)
         link = self._link(device)
         dev = next(d for d in link.devices if d.name == device)
-        try:
-            p = dev.profile.point(point)
-        except KeyError as exc:
-            raise WriteRefused(str(exc.args[0])) from None
-        if not p.writable or p.min is None or p.max is None:
-            raise WriteRefused(f"{device}.{point} is not writable")
-        if not math.isfinite(value):
-            raise WriteRefused(f"{device}.{point}: {value!r} is not a number")
-        new = min(p.max, max(p.min, value))
+        p, new = admit(dev, point, value)
         old: float | None = None
         readback: float | None = None
         error = ""

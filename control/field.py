@@ -584,22 +584,13 @@ class FieldWriter:
 
     async def write(self, actor: Any, device: str, point: str, value: float, why: str) -> Any:
         """Clamp, write, read back; a :class:`collectors.writer.WriteResult` (refusals raise ``WriteRefused``)."""
-        from collectors.writer import WRITE_ROLES, WriteRefused, WriteResult
+        from collectors.writer import WriteRefused, WriteResult, admit, check_role
 
-        if getattr(actor, "role", None) not in WRITE_ROLES:
-            raise WriteRefused(f"{getattr(actor, 'name', actor)} may not write setpoints: needs role operator")
+        check_role(str(getattr(actor, "name", actor)), getattr(actor, "role", None))
         dev = self.by_name.get(device)
         if dev is None:
             raise WriteRefused(f"no device {device!r}")
-        try:
-            p = dev.profile.point(point)
-        except KeyError as exc:
-            raise WriteRefused(str(exc.args[0])) from None
-        if not p.writable or p.min is None or p.max is None:
-            raise WriteRefused(f"{device}.{point} is not writable")
-        if not math.isfinite(value):
-            raise WriteRefused(f"{device}.{point}: {value!r} is not a number")
-        new = min(p.max, max(p.min, value))
+        p, new = admit(dev, point, value)
         c = self._codec(device)
         hb = dev.profile.heartbeat
         beat = hb is not None and hb.point == point
