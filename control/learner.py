@@ -57,6 +57,8 @@ CHW_MIN_GAIN = 0.002  # ... and this share of facility power per unit of work (s
 MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at least this (an idle hall)
 
 
+USE_CHW = False  # see LearningController.__init__
+
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
 
@@ -80,7 +82,9 @@ class LearningController:
         self.approach_k = self.cfg.cdu_approach_k
         self.load = LoadMemory(self.cfg.interval_s)
         self.bias_k = 0.0
-        self.use_chw = limits.chw_point is not None  # the chilled-water setpoint is a feature and a candidate dim
+        # The chilled-water setpoint as a feature and a candidate dimension: off until the oracle can search it too
+        # (control/oracle.py SEARCH_CHW: warm chilled water at idle meets a load step expensively).
+        self.use_chw = USE_CHW and limits.chw_point is not None
 
     # --- data --------------------------------------------------------------------------------------------
 

@@ -53,10 +53,12 @@ class _Recording(OracleController):
         return d
 
 
-def test_all_writable_oracle_is_never_worse_than_uniform_and_sets_mixed_cdus_apart(tmp_path: Path) -> None:
+def test_all_writable_oracle_is_never_worse_than_uniform_and_sets_mixed_cdus_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a mixed site (B200 inference and GB200 training on separate CDUs), the all-writable oracle uses no more
     facility energy than the uniform one, keeps every constraint, writes the chilled water, and gives the two
     CDUs different TCS or dp."""
+    monkeypatch.setattr("control.oracle.SEARCH_CHW", True)  # the chilled-water search, off by default
     site = _mixed_site(tmp_path)
     lim = site_limits(site)
     setup = EvalSetup(site, lim, load_weather("builtin:leesburg"), days=JULY + 1, stride=1, first_day=JULY,
