@@ -26,7 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "analytics.report.cli",
     "dashboards.cli",
     "analytics.forecast.cli",
-    "control.cli",
+    "app.commands.evaluate_control",
 )
 
 

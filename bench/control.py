@@ -30,8 +30,8 @@ from aidc.clock import SteppedClock
 from aidc.config import Site, site_from_dict
 from aidc.live import LiveState
 from aidc.sitegen import SiteTemplate, render_site
-from control.cli import default_carbon, print_report
-from control.evaluate import (
+from app.commands.evaluate_control import default_carbon, print_report
+from app.evaluation.evaluate import (
     CONTROLLERS,
     DAY_NS,
     EvalSetup,

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aidc.config import Site, site_from_dict
 from aidc.sitegen import SiteTemplate, render_site
-from control.evaluate import CONTROLLERS, default_jobs, evaluate_all, load_carbon, site_weather
+from app.evaluation.evaluate import CONTROLLERS, default_jobs, evaluate_all, load_carbon, site_weather
 from control.policy import site_limits
 
 ROOT = Path(__file__).resolve().parent.parent

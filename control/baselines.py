@@ -9,11 +9,11 @@
   hottest GPU.
 * :class:`BinTableController`: an outdoor-reset schedule, FWS, TCS, dp and chilled water looked up by outdoor
   dry-bulb bin (wet bulb with a tower), commissioned from steady-state tests at full load
-  (:func:`control.commissioning.commission_bin_table`).
+  (:func:`app.evaluation.commissioning.commission_bin_table`).
 
 Commissioned trim & respond: :func:`trim_respond_config` ends its dp range at what the pump test
-(:func:`control.commissioning.pump_test`) found the CDU pumps reach, not at the profile's maximum, and counts every
-CDU's request from 3 K before limit − margin.
+(:func:`app.evaluation.commissioning.pump_test`) found the CDU pumps reach, not at the profile's maximum, and counts
+every CDU's request from 3 K before limit − margin.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class LearningController:
         self.load = LoadMemory(self.cfg.interval_s)
         self.bias_k = 0.0
         # The chilled-water setpoint as a feature and a candidate dimension: off until the oracle can search it too
-        # (control/oracle.py SEARCH_CHW: warm chilled water at idle meets a load step expensively).
+        # (app/evaluation/oracle.py SEARCH_CHW: warm chilled water at idle meets a load step expensively).
         self.use_chw = USE_CHW and limits.chw_point is not None
 
     # --- data --------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The servers never compute physics and the physics never touches sockets. Each ti
 the physics, then every server asks for its devices' values keyed by point name (``Point.sim`` when set)
 and encodes them per the device's profile. Writes from clients flow back through :meth:`write_point`.
 
-What-if (public, stable names; for the oracle, ``control/evaluate.py`` and ``bench/``):
+What-if (public, stable names; for the oracle, ``app/evaluation/evaluate.py`` and ``bench/``):
 
 * :class:`Setpoints` — N candidate setpoint sets as arrays: ``tcs_supply_c`` and ``dp_kpa`` (N, n_cdu) in the
   order of the plant's ``cdu_names``, ``fws_supply_c`` and ``chw_supply_c`` (CRAH chilled water) (N,).

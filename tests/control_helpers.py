@@ -12,8 +12,8 @@ from aidc.clock import SteppedClock, format_ns
 from aidc.config import Site, site_from_dict
 from aidc.live import LiveState
 from aidc.model import Batch, Quality
+from app.evaluation.evaluate import feed_live as feed
 from collectors.writer import WriteResult
-from control.evaluate import feed_live as feed
 from simulators.facility import Facility
 from tests.sim_helpers import site_doc
 

@@ -108,8 +108,8 @@ def test_oracle_keeps_every_constraint_and_beats_fixed_on_a_hot_day(tmp_path: Pa
     """On a July day the oracle (true physics through the what-if interface) keeps every GPU below limit − margin,
     never throttles or condenses, and uses less facility energy than the fixed defaults; the hindsight best fixed
     setpoint is one the evaluation found violation-free, with a constant chilled-water setpoint inside its bounds."""
+    from app.evaluation.evaluate import EvalSetup, OracleController, best_fixed, evaluate
     from control.baselines import FixedController
-    from control.evaluate import EvalSetup, OracleController, best_fixed, evaluate
     from simulators.weather import load_weather
 
     site = control_site(tmp_path, racks=8)

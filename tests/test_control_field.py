@@ -1,4 +1,4 @@
-"""Field telemetry (control/field.py) and the deployed supervisor in the evaluated loop (control/harness.py)."""
+"""Field telemetry (control/field.py) and the deployed supervisor in the evaluated loop (app/evaluation/harness.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from aidc.config import DeviceRef, Site
 from aidc.live import LiveState
 from aidc.model import Quality, SeriesKey
+from app.evaluation.harness import DAY_NS, EvalSetup, Kpis, SupervisedRun, evaluate, feed_live
 from control.baselines import FixedController
 from control.field import FieldModel, FieldTelemetry, FieldWriter
-from control.harness import DAY_NS, EvalSetup, Kpis, SupervisedRun, evaluate, feed_live
 from control.policy import site_limits
 from simulators.facility import Facility
 from simulators.weather import load_weather
@@ -224,7 +224,7 @@ def test_every_controller_is_scored_over_the_commissioning_days(tmp_path: Path) 
 def test_field_telemetry_reaches_the_baselines_snapshot(tmp_path: Path) -> None:
     """A baseline's snapshot with field telemetry reads register tenths and ages; exact telemetry reads the
     facility's values with no age."""
-    from control.harness import SimPlant
+    from app.evaluation.harness import SimPlant
 
     for telemetry in ("field", "exact"):
         setup = _setup(tmp_path / telemetry, telemetry)

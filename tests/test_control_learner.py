@@ -15,7 +15,7 @@ import pytest
 from aidc.config import site_from_dict
 from aidc.errors import DataError
 from analytics.plant_model import ONLINE_FEATURES, OnlinePlantModel
-from control.evaluate import DAY_NS, EvalSetup, Kpis, SimPlant, run_day
+from app.evaluation.evaluate import DAY_NS, EvalSetup, Kpis, SimPlant, run_day
 from control.guard import verify
 from control.learner import LearningController
 from control.policy import Limits, site_limits

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from aidc.config import Site, site_from_dict
+from app.evaluation.commissioning import commission_bin_table, commissioned_dp_max, commissioned_trim_respond, pump_test
+from app.evaluation.harness import EvalSetup, evaluate
+from app.evaluation.oracle import OracleController, cdu_groups
 from control.baselines import BinTable, BinTableController, TrimRespondController
-from control.commissioning import commission_bin_table, commissioned_dp_max, commissioned_trim_respond, pump_test
-from control.harness import EvalSetup, evaluate
-from control.oracle import OracleController, cdu_groups
 from control.policy import Limits, site_limits
 from control.types import Decision, Setpoints, Snapshot
 from simulators.facility import Facility
@@ -58,7 +58,7 @@ def test_all_writable_oracle_is_never_worse_than_uniform_and_sets_mixed_cdus_apa
     """On a mixed site (B200 inference and GB200 training on separate CDUs), the all-writable oracle uses no more
     facility energy than the uniform one, keeps every constraint, writes the chilled water, and gives the two
     CDUs different TCS or dp."""
-    monkeypatch.setattr("control.oracle.SEARCH_CHW", True)  # the chilled-water search, off by default
+    monkeypatch.setattr("app.evaluation.oracle.SEARCH_CHW", True)  # the chilled-water search, off by default
     site = _mixed_site(tmp_path)
     lim = site_limits(site)
     setup = EvalSetup(site, lim, load_weather("builtin:leesburg"), days=JULY + 1, stride=1, first_day=JULY,

@@ -25,11 +25,8 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-# The evaluation (control/evaluate.py, harness.py, oracle.py, commissioning.py) runs the simulated facility through its stepping
-# interface (DESIGN.md §2); it is the one exception, checked by tests/test_control_layering.py.
-EXEMPT = {ROOT / "control" / n for n in ("evaluate.py", "harness.py", "oracle.py", "commissioning.py")}
 SOURCES = sorted(
-    p for pkg in GUARDED if (ROOT / pkg).is_dir() for p in (ROOT / pkg).rglob("*.py") if p not in EXEMPT
+    p for pkg in GUARDED if (ROOT / pkg).is_dir() for p in (ROOT / pkg).rglob("*.py")
 )
 
 

@@ -74,7 +74,7 @@ def default_carbon(weather: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the table or JSON."""
     # the simulators: only for this command
-    from control.evaluate import default_jobs, evaluate_all, load_carbon, site_weather
+    from app.evaluation.evaluate import default_jobs, evaluate_all, load_carbon, site_weather
 
     site = load_site(args.config)
     if args.days < 1 or args.stride < 1:

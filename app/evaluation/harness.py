@@ -22,9 +22,8 @@ poll of each step reaches the guard. A 10 s step would put the guard at the coll
 the cost of every run (measured: see the report of issue 22). KPIs are those the building-control benchmarking
 community reports (BOPTEST): energy by kind, PUE, thermal discomfort (here K·h and minutes of any GPU above limit −
 margin), minutes at or above the throttle limit, throttling, peak power, emissions, setpoint changes, controller
-time, and for aidc the supervisor's holds, thermal-guard actions, refusals and write errors. With
-:mod:`control.oracle` and :mod:`control.evaluate`, one of the three modules of ``control/`` that import
-``simulators/`` (the evaluation's, never the live supervisor's); :mod:`control.field` does not.
+time, and for aidc the supervisor's holds, thermal-guard actions, refusals and write errors. The field telemetry
+(:mod:`control.field`) is control's own and imports no simulator module.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The oracle optimises each decision with the true physics through the facility's what-if interface; the best fixed
 setpoints are searched in hindsight over the evaluated days. Both read the simulated physics, which no deployed
-controller can: they bound what a controller could achieve. One of the evaluation's modules of ``control/`` that
-import ``simulators/`` (with :mod:`control.harness`, :mod:`control.commissioning` and :mod:`control.evaluate`).
+controller can: they bound what a controller could achieve (see :mod:`app.evaluation` for why the evaluation lives
+in the composition root).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from aidc.errors import DataError
-from control.harness import EvalSetup, Kpis, SimPlant, evaluate
+from app.evaluation.harness import EvalSetup, Kpis, SimPlant, evaluate
 from control.policy import Limits, dew_point_c
 from control.types import Decision, Setpoints, Snapshot
 from simulators.facility import Facility

@@ -9,8 +9,7 @@
   hour, the setpoints with the lowest facility power that keep every GPU ``gpu_margin_k`` +
   ``BIN_HEADROOM_K`` below its limit, the dew-point margin, the W-class and every dp reached.
 
-Reads the simulated physics (its telemetry and what-if interface), so it is one of the evaluation's modules of
-``control/`` that import ``simulators/`` (tests/test_import_graph.py, tests/test_control_layering.py).
+Reads the simulated physics (its telemetry and what-if interface), as an engineer's on-site tests would.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from aidc.roles import Role
+from app.evaluation.harness import EvalSetup, site_weather
+from app.evaluation.oracle import coarse_grid, neighbourhood, whatif_ok
 from control.baselines import BinTable, TrimRespondController, trim_respond_config
-from control.harness import EvalSetup, site_weather
-from control.oracle import coarse_grid, neighbourhood, whatif_ok
 from control.policy import Limits
 from simulators.facility import Facility
 from simulators.interface import Setpoints as SimSetpoints

@@ -1,9 +1,8 @@
 """In-process evaluation of supervisory controllers on the simulated facility (``aidc evaluate-control``).
 
-Runs every named controller on the same days through :mod:`control.harness` (the facility seen as collectors see
-it, the KPIs) and returns the ``--json`` document; the hindsight and foresight references are in
-:mod:`control.oracle`. This module, the harness and the oracle are the only modules of ``control/`` that import
-``simulators/``; names the benches and tests use are re-exported here.
+Runs every named controller on the same days through :mod:`app.evaluation.harness` (the facility seen as
+collectors see it, the KPIs) and returns the ``--json`` document; the hindsight and foresight references are in
+:mod:`app.evaluation.oracle`. Names the benches and tests use are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any
 
 from aidc.config import Site
 from aidc.errors import DataError
-from control.harness import (
+from app.evaluation.harness import (
     DAY_NS,
     Carbon,
     EvalSetup,
@@ -31,7 +30,7 @@ from control.harness import (
     run_day,
     site_weather,
 )
-from control.oracle import (
+from app.evaluation.oracle import (
     OracleController,
     best_fixed,
     coarse_grid,
@@ -60,8 +59,8 @@ _LONGEST_FIRST = ("oracle", "aidc", "best_fixed", "bin_table", "trim_respond", "
 def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """KPIs of one named controller on the setup's days, and what goes on the document's top level (aidc's
     commissioning)."""
+    from app.evaluation.commissioning import commission_bin_table, commissioned_trim_respond
     from control.baselines import BinTableController, ExpertController, FixedController
-    from control.commissioning import commission_bin_table, commissioned_trim_respond
 
     site, limits = setup.site, setup.limits
     extra: dict[str, Any] = {}
@@ -82,7 +81,7 @@ def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> t
     elif name == "expert":
         k = evaluate(setup, ExpertController(limits, site.config.plant.type))
     elif name == "aidc":
-        # The deployed supervisor in the loop (control.harness.SupervisedRun); its commissioning days count.
+        # The deployed supervisor in the loop (app.evaluation.harness.SupervisedRun); its commissioning days count.
         run = SupervisedRun(setup)
         try:
             k = run.evaluate()
