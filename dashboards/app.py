@@ -23,11 +23,12 @@ from aidc.errors import AidcError
 from aidc.site_tables import DashboardConfig as DashboardConfig  # the [dashboard] table, typed at load
 from analytics.forecast.service import ForecastService
 from dashboards.alarm_loop import AlarmLoop
-from dashboards.auth import UserStore
+from dashboards.auth import Role, UserStore
 from dashboards.callback_guard import guard_callbacks
 from dashboards.data import DashboardData
 from dashboards.forecast import service_for
-from dashboards.pages import control, cooling, floor, overview, quality
+from dashboards.pages import alarms, control, cooling, energy, floor, overview, power, quality
+from dashboards.pages import users as users_page
 from dashboards.sessions import SessionStore
 from dashboards.web import SESSIONS_EXTENSION, current_user, secure
 
@@ -38,9 +39,14 @@ PAGES = [
     ("/floor", "Hall floor"),
     ("/cooling", "Cooling"),
     ("/control", "Control"),
+    ("/energy", "Energy"),
+    ("/power", "Power chain"),
+    ("/alarms", "Alarms"),
     ("/quality", "Data quality"),
     ("/reports", "Reports"),
+    ("/users", "Users"),
 ]
+ADMIN_PAGES = frozenset({"/users"})  # linked only for admins (and refused on the server to anybody else)
 
 
 def _nav(path: str) -> html.Div:
@@ -52,6 +58,7 @@ def _nav(path: str) -> html.Div:
             className="active" if (href == path or (href == "/floor" and path.startswith("/rack/"))) else "",
         )
         for href, label in PAGES
+        if href not in ADMIN_PAGES or (who is not None and who[1] >= Role.ADMIN)
     ]
     user = f"{who[0]} ({who[1].label})" if who else ""
     return html.Div(
@@ -90,27 +97,36 @@ def create_app(
     @app.callback(Output("nav", "children"), Output("page", "children"), Input("url", "pathname"))
     def route(path: str | None) -> tuple[Any, Any]:
         path = path or "/"
-        return _nav(path), page_for(data, path)
+        return _nav(path), page_for(data, path, users)
 
     overview.register(app, data, forecasts)
     floor.register(app, data)
     cooling.register(app, data)
     control.register(app, data)
     quality.register(app, data)
+    energy.register(app, data)
+    power.register(app, data)
+    alarms.register(app, data)
+    users_page.register(app, data, users)
     guard_callbacks(app)  # after secure(): sign-in and CSRF are checked before the body is read
     return app
 
 
-def page_for(data: DashboardData, path: str) -> Any:
-    """The layout of the page at ``path``."""
+def page_for(data: DashboardData, path: str, users: UserStore | None = None) -> Any:
+    """The layout of the page at ``path`` (the Users page needs the users store)."""
     if path.startswith("/rack/"):
         return floor.rack_layout(data, unquote(path[len("/rack/") :]))
+    if path == "/users" and users is not None:
+        return users_page.layout(data, users)
     pages: dict[str, Callable[[DashboardData], Any]] = {
         "/": overview.layout,
         "/floor": floor.layout,
         "/cooling": cooling.layout,
         "/control": control.layout,
         "/quality": quality.layout,
+        "/energy": energy.layout,
+        "/power": power.layout,
+        "/alarms": alarms.layout,
         "/reports": quality.reports_layout,
     }
     make = pages.get(path)

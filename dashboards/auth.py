@@ -156,34 +156,66 @@ class UserStore:
             self._sig = sig
             yield
 
-    def add(self, name: str, password: str, role: Role) -> User:
-        """Create or replace a user; AidcError for a bad name or a short password."""
-        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
-            raise AidcError(f"user name {name!r}: letters, digits, '-', '_' and '.' only (at most 64)")
-        if len(password) < MIN_PASSWORD:
-            raise AidcError(f"password for {name!r} is too short (at least {MIN_PASSWORD} characters)")
+    def add(self, name: str, password: str, role: Role, *, replace: bool = True) -> User:
+        """Create (or, with ``replace``, replace) a user; AidcError for a bad name, a short password, an existing
+        name without ``replace``, or a replacement that would demote the last admin."""
+        _check_name(name)
+        _check_password(name, password)
         user = User(name, role, generate_password_hash(password))
         with self._editing():
+            if not replace and name in self._users:
+                raise AidcError(f"dashboard user {name!r} already exists")
+            self._keep_an_admin(name, role)
             self._users[name] = user
             self._save()
         return user
 
     def set_role(self, name: str, role: Role) -> User:
-        """Change a user's role, keeping the password; AidcError for an unknown user."""
+        """Change a user's role, keeping the password; AidcError for an unknown user or the last admin's demotion."""
         with self._editing():
             old = self._users.get(name)
             if old is None:
                 raise AidcError(f"no dashboard user {name!r} in {self.path}")
+            self._keep_an_admin(name, role)
             user = self._users[name] = User(name, role, old.password_hash)
             self._save()
         return user
 
-    def remove(self, name: str) -> None:
-        """Delete a user (their sessions end at their next request); AidcError for an unknown user."""
+    def set_password(self, name: str, password: str) -> User:
+        """Give a user a new password, keeping the role (their sessions end: the password fingerprint changed)."""
+        _check_password(name, password)
+        hashed = generate_password_hash(password)
         with self._editing():
-            if self._users.pop(name, None) is None:
+            old = self._users.get(name)
+            if old is None:
                 raise AidcError(f"no dashboard user {name!r} in {self.path}")
+            user = self._users[name] = User(name, old.role, hashed)
             self._save()
+        return user
+
+    def remove(self, name: str) -> None:
+        """Delete a user (their sessions end at their next request); AidcError for an unknown user or the last
+        admin."""
+        with self._editing():
+            if name not in self._users:
+                raise AidcError(f"no dashboard user {name!r} in {self.path}")
+            self._keep_an_admin(name, None)
+            del self._users[name]
+            self._save()
+
+    def _keep_an_admin(self, name: str, role: Role | None) -> None:
+        """Refuse a change that leaves a store which had an admin without one (call while editing); ``role`` None
+        means the user is deleted. Nobody could manage users from the dashboard any more."""
+        admins = {n for n, u in self._users.items() if u.role is Role.ADMIN}
+        if name in admins and (role is None or role is not Role.ADMIN) and admins == {name}:
+            what = "delete" if role is None else "demote"
+            raise AidcError(f"cannot {what} {name!r}: the last admin (make another user admin first)")
+
+    def users(self) -> list[User]:
+        """Every user as the file says now, by name."""
+        with self._lock:
+            self._refresh()
+            return [self._users[n] for n in sorted(self._users)]
 
     def get(self, name: str) -> User | None:
         """The user of that name as the file says now, if any."""
@@ -207,6 +239,18 @@ class UserStore:
 
 
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
+
+
+def _check_name(name: str) -> None:
+    """AidcError unless ``name`` is a valid user name."""
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
+        raise AidcError(f"user name {name!r}: letters, digits, '-', '_' and '.' only (at most 64)")
+
+
+def _check_password(name: str, password: str) -> None:
+    """AidcError if the password is too short."""
+    if len(password) < MIN_PASSWORD:
+        raise AidcError(f"password for {name!r} is too short (at least {MIN_PASSWORD} characters)")
 
 
 def random_password() -> str:

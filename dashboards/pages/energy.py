@@ -1,0 +1,164 @@
+"""Energy: measured PUE (energy counters, ISO/IEC 30134-2) per day and per month, with category and coverage.
+
+The headline gives PUE today, this month and last month; the current day and month are interim and say so. A
+period whose meters do not cover it fully shows its coverage, and a period with no complete IT category shows no
+PUE but the reason. Computed by :func:`dashboards.energy_trend.pue_trend` in the background (cached), so the page
+never waits on the historian.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import plotly.graph_objects as go
+from dash import Input, Output, dcc, html
+
+from dashboards.components import card, empty_figure, style
+from dashboards.data import DashboardData
+from dashboards.energy_trend import PuePoint, PueTrend, pue_trend
+from dashboards.pages._fmt import energy_text, pct_text, pue_text
+
+REFRESH_MS = 60_000
+TTL_S = 300.0  # a day's PUE moves slowly; the historian read is the page's whole cost
+COLOURS = {"complete": "#4da3ff", "interim": "#8fd6a4", "incomplete": "#ff9f43"}
+
+
+def trend(data: DashboardData) -> PueTrend | None:
+    """The latest computed trend (None until the first background computation has finished)."""
+    result: PueTrend | None = data.cached(
+        "energy_trend", TTL_S, lambda: pue_trend(data.historian, data.site, data.now())
+    )
+    return result
+
+
+def _headline(label: str, p: PuePoint | None, ident: str) -> html.Div:
+    if p is None:
+        return card(label, None, digits=3, ident=ident, note="computing from the energy counters ...")
+    parts = ["interim" if p.interim else "measured", p.category]
+    if p.pue is not None and not p.complete:
+        parts.append(f"coverage {pct_text(p.coverage, 1)}")
+    if p.note and p.pue is None:
+        parts = [p.note]
+    elif p.note.startswith("since"):
+        parts.insert(0, p.note.split(";", 1)[0])
+    return card(label, p.pue, digits=3, ident=ident, note="; ".join(parts))
+
+
+def cards(t: PueTrend | None) -> list[html.Div]:
+    """PUE today, this month and last month."""
+    return [
+        _headline("PUE today", None if t is None else t.today, "en-today"),
+        _headline("PUE this month", None if t is None else t.this_month, "en-month"),
+        _headline("PUE last month", None if t is None else t.last_month, "en-last-month"),
+    ]
+
+
+def _state(p: PuePoint) -> str:
+    if p.interim:
+        return "interim"
+    return "complete" if p.complete else "incomplete"
+
+
+def figure(points: list[PuePoint], what: str) -> go.Figure:
+    """Bars of measured PUE per period, coloured complete / interim / incomplete coverage, with the energies."""
+    have = [p for p in points if p.pue is not None]
+    if not have:
+        return empty_figure(f"no {what} with a measured PUE yet (the energy counters need a complete category)")
+    fig = go.Figure()
+    for state, colour in COLOURS.items():
+        sel = [p for p in have if _state(p) == state]
+        if not sel:
+            continue
+        fig.add_bar(
+            x=[p.label for p in sel],
+            y=[p.pue for p in sel],
+            name={"complete": "measured", "interim": "interim (in progress)", "incomplete": "coverage < 100 %"}[state],
+            marker_color=colour,
+            text=[pue_text(p.pue) for p in sel],
+            textposition="outside",
+            customdata=[
+                [energy_text(p.e_dc_kwh), energy_text(p.e_it_kwh), p.category, pct_text(p.coverage, 1)] for p in sel
+            ],
+            hovertemplate="%{x}: PUE %{y:.3f}<br>facility %{customdata[0]}, IT %{customdata[1]}<br>"
+            "%{customdata[2]}, coverage %{customdata[3]}<extra></extra>",
+        )
+    lo = min(p.pue for p in have if p.pue is not None)
+    hi = max(p.pue for p in have if p.pue is not None)
+    pad = max(0.02, (hi - lo) * 0.3)  # a sensible minimum span: noise in the 3rd decimal must not look like swings
+    fig.update_yaxes(range=[max(1.0, lo - pad), hi + pad])
+    fig.update_xaxes(categoryorder="array", categoryarray=[p.label for p in points])
+    style(fig, height=320, y_title="PUE (energy-based)", x_title="")
+    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0}, margin={"b": 90})  # never over the bars
+    return fig
+
+
+def table(points: list[PuePoint]) -> html.Table:
+    """Every period: PUE, energies, category, coverage and notes, newest first."""
+    head = html.Tr(
+        [html.Th(h) for h in ("period", "PUE", "facility energy", "IT energy", "category", "coverage", "note")]
+    )
+    body = [
+        html.Tr(
+            [
+                html.Td(p.label + (" (interim)" if p.interim else "")),
+                html.Td(pue_text(p.pue)),
+                html.Td(energy_text(p.e_dc_kwh)),
+                html.Td(energy_text(p.e_it_kwh)),
+                html.Td(p.category),
+                html.Td(pct_text(p.coverage, 1)),
+                html.Td(p.note, className="muted"),
+            ]
+        )
+        for p in reversed(points)
+    ]
+    return html.Table([html.Thead(head), html.Tbody(body)], className="simple", id="en-table")
+
+
+def _panels(t: PueTrend | None) -> tuple[Any, Any, Any, Any]:
+    if t is None:
+        wait = empty_figure("computing the measured PUE from the energy counters ...")
+        return cards(None), wait, wait, html.Div("computing ...", className="muted")
+    return cards(t), figure(t.days, "days"), figure(t.months, "months"), table(t.days)
+
+
+def layout(data: DashboardData) -> html.Div:
+    """Headline figures, the daily and monthly trends and the daily table."""
+    c, days, months, tbl = _panels(trend(data))
+    tz = data.site.config.site.timezone
+    return html.Div(
+        [
+            dcc.Interval(id="en-tick", interval=REFRESH_MS),
+            html.Div(c, id="en-cards", className="cards"),
+            html.Div(
+                [
+                    html.H3(f"Measured PUE by day ({tz} calendar days; ISO/IEC 30134-2, from energy counters)"),
+                    dcc.Graph(id="en-days", figure=days, config={"displaylogo": False}),
+                ],
+                className="panel",
+            ),
+            html.Div(
+                [
+                    html.H3("Measured PUE by month"),
+                    dcc.Graph(id="en-months", figure=months, config={"displaylogo": False}),
+                ],
+                className="panel",
+            ),
+            html.Div([html.H3("Days"), html.Div(tbl, id="en-days-table")], className="panel"),
+        ]
+    )
+
+
+def register(app: dash.Dash, data: DashboardData) -> None:
+    """The page's callback: redraw from the cache every minute."""
+
+    @app.callback(
+        Output("en-cards", "children"),
+        Output("en-days", "figure"),
+        Output("en-months", "figure"),
+        Output("en-days-table", "children"),
+        Input("en-tick", "n_intervals"),
+        prevent_initial_call=True,  # the layout carries the first values
+    )
+    def refresh(_: int | None) -> tuple[Any, Any, Any, Any]:
+        return _panels(trend(data))
