@@ -65,8 +65,13 @@ def chain(data: DashboardData) -> list[Node]:
     ups_out, _ = _sum_kw(data, Role.IT_POWER_UPS_OUTPUT)
     ups_in, _ = _sum_kw(data, Role.UPS_INPUT_POWER)
     _, pdus = _sum_kw(data, Role.IT_POWER_PDU_OUTPUT)
-    pdu_of_rack = {SeriesKey.parse(sid).tag_dict.get("rack", ""): kw for sid, kw in pdus.items()}
-    nodes = [Node("utility", "utility", None, facility, None, "no utility rating in the site file")]
+    pdu_of_rack: dict[str, float | None] = {}
+    pdu_name: dict[str, str] = {}
+    for sid, kw in pdus.items():
+        tags = SeriesKey.parse(sid).tag_dict
+        pdu_of_rack[tags.get("rack", "")] = kw
+        pdu_name[tags.get("rack", "")] = tags.get("device", sid)
+    nodes = [Node("utility", "utility feed", None, facility, None, "no utility rating in the site file")]
     losses = "" if ups_in is None or ups_out is None else f"; UPS losses {ups_in - ups_out:,.1f} kW"
     nodes.append(Node("UPS", ups_cfg.name, "utility", ups_out, ups_cfg.rated_kw, f"output{losses}"))
     rack_kw = data.floor("power").set_index("rack")["value"]
@@ -94,8 +99,8 @@ def chain(data: DashboardData) -> list[Node]:
     for r in data.racks.values():
         row = f"{r.hall}/{r.row}"
         if r.name in pdu_of_rack:
-            nodes.append(Node("PDU", f"PDU {r.name}", row, pdu_of_rack[r.name], r.rated_kw, "output"))
-        parent = f"PDU {r.name}" if r.name in pdu_of_rack else row
+            nodes.append(Node("PDU", pdu_name[r.name], row, pdu_of_rack[r.name], r.rated_kw, "output"))
+        parent = pdu_name.get(r.name, row)
         power = rack_kw.get(r.name, np.nan)
         nodes.append(Node("rack", r.name, parent, None if not np.isfinite(power) else float(power), r.rated_kw))
     return nodes

@@ -221,18 +221,20 @@ def test_power_chain_loads_headroom_and_most_loaded(tmp_path: Path) -> None:
         )
         nodes = chain(data)
         by = {(n.level, n.name): n for n in nodes}
-        assert by[("utility", "utility")].load_kw == pytest.approx(250.0)
+        assert by[("utility", "utility feed")].load_kw == pytest.approx(250.0)
         ups = by[("UPS", site.config.ups.name)]
         assert ups.load_kw == pytest.approx(190.0)
         assert ups.headroom_kw == pytest.approx(site.config.ups.rated_kw - 190)
         assert "UPS losses 8.0 kW" in ups.note
         assert by[("rack", r1.name)].headroom_kw == pytest.approx(r1.rated_kw - 120.0)
-        assert by[("PDU", f"PDU {r1.name}")].load_kw == pytest.approx(121.0)
+        pdu1 = next(d.name for d in site.devices if d.kind == "pdu" and d.tags.get("rack") == r1.name)
+        assert by[("PDU", pdu1)].load_kw == pytest.approx(121.0)
+        assert by[("rack", r1.name)].parent == pdu1
         rows = [n for n in nodes if n.level == "row"]
         assert sum(n.load_kw or 0 for n in rows) == pytest.approx(182.0)
         top = most_loaded(nodes)
         assert top is not None
-        assert top.name == f"PDU {r1.name}"
+        assert top.name == pdu1
         # A silent PDU: its row's load is unknown, not the sum of the others.
         live.update(
             Batch(

@@ -8,33 +8,42 @@ never waits on the historian.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dash
 import plotly.graph_objects as go
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 
 from dashboards.components import card, empty_figure, style
 from dashboards.data import DashboardData
 from dashboards.energy_trend import PuePoint, PueTrend, pue_trend
 from dashboards.pages._fmt import energy_text, pct_text, pue_text
 
-REFRESH_MS = 60_000
+REFRESH_MS = 5000  # reads the cache only; the panels are redrawn when a new computation has landed
 TTL_S = 300.0  # a day's PUE moves slowly; the historian read is the page's whole cost
+log = logging.getLogger(__name__)
 COLOURS = {"complete": "#4da3ff", "interim": "#8fd6a4", "incomplete": "#ff9f43"}
 
 
-def trend(data: DashboardData) -> PueTrend | None:
-    """The latest computed trend (None until the first background computation has finished)."""
-    result: PueTrend | None = data.cached(
-        "energy_trend", TTL_S, lambda: pue_trend(data.historian, data.site, data.now())
-    )
+def trend(data: DashboardData) -> PueTrend | str | None:
+    """The latest computed trend; None until the first background computation has finished, the reason (text)
+    when it failed."""
+
+    def compute() -> PueTrend | str:
+        try:
+            return pue_trend(data.historian, data.site, data.now())
+        except Exception as exc:  # shown on the page (and logged), never a silent "computing" for ever
+            log.exception("measured PUE trend failed")
+            return f"measured PUE not computable: {str(exc)[:200]}"
+
+    result: PueTrend | str | None = data.cached("energy_trend", TTL_S, compute)
     return result
 
 
-def _headline(label: str, p: PuePoint | None, ident: str) -> html.Div:
+def _headline(label: str, p: PuePoint | None, ident: str, why: str) -> html.Div:
     if p is None:
-        return card(label, None, digits=3, ident=ident, note="computing from the energy counters ...")
+        return card(label, None, digits=3, ident=ident, note=why)
     parts = ["interim" if p.interim else "measured", p.category]
     if p.pue is not None and not p.complete:
         parts.append(f"coverage {pct_text(p.coverage, 1)}")
@@ -45,12 +54,12 @@ def _headline(label: str, p: PuePoint | None, ident: str) -> html.Div:
     return card(label, p.pue, digits=3, ident=ident, note="; ".join(parts))
 
 
-def cards(t: PueTrend | None) -> list[html.Div]:
-    """PUE today, this month and last month."""
+def cards(t: PueTrend | None, why: str = "computing from the energy counters ...") -> list[html.Div]:
+    """PUE today, this month and last month (``why`` explains their absence while there is no trend)."""
     return [
-        _headline("PUE today", None if t is None else t.today, "en-today"),
-        _headline("PUE this month", None if t is None else t.this_month, "en-month"),
-        _headline("PUE last month", None if t is None else t.last_month, "en-last-month"),
+        _headline("PUE today", None if t is None else t.today, "en-today", why),
+        _headline("PUE this month", None if t is None else t.this_month, "en-month", why),
+        _headline("PUE last month", None if t is None else t.last_month, "en-last-month", why),
     ]
 
 
@@ -115,20 +124,29 @@ def table(points: list[PuePoint]) -> html.Table:
     return html.Table([html.Thead(head), html.Tbody(body)], className="simple", id="en-table")
 
 
-def _panels(t: PueTrend | None) -> tuple[Any, Any, Any, Any]:
-    if t is None:
-        wait = empty_figure("computing the measured PUE from the energy counters ...")
-        return cards(None), wait, wait, html.Div("computing ...", className="muted")
+def stamp(t: PueTrend | str | None) -> str:
+    """Which computation the page shows (the end of its last day is the time it was computed)."""
+    if isinstance(t, PueTrend):
+        return t.days[-1].end.isoformat() if t.days else "empty"
+    return "none" if t is None else t
+
+
+def _panels(t: PueTrend | str | None) -> tuple[Any, Any, Any, Any]:
+    if not isinstance(t, PueTrend):
+        why = "computing the measured PUE from the energy counters ..." if t is None else t
+        return cards(None, why), empty_figure(why), empty_figure(why), html.Div(why, className="muted")
     return cards(t), figure(t.days, "days"), figure(t.months, "months"), table(t.days)
 
 
 def layout(data: DashboardData) -> html.Div:
     """Headline figures, the daily and monthly trends and the daily table."""
-    c, days, months, tbl = _panels(trend(data))
+    t = trend(data)
+    c, days, months, tbl = _panels(t)
     tz = data.site.config.site.timezone
     return html.Div(
         [
             dcc.Interval(id="en-tick", interval=REFRESH_MS),
+            dcc.Store(id="en-stamp", data=stamp(t)),
             html.Div(c, id="en-cards", className="cards"),
             html.Div(
                 [
@@ -157,8 +175,14 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         Output("en-days", "figure"),
         Output("en-months", "figure"),
         Output("en-days-table", "children"),
+        Output("en-stamp", "data"),
         Input("en-tick", "n_intervals"),
+        State("en-stamp", "data"),
         prevent_initial_call=True,  # the layout carries the first values
     )
-    def refresh(_: int | None) -> tuple[Any, Any, Any, Any]:
-        return _panels(trend(data))
+    def refresh(_: int | None, shown: object) -> tuple[Any, ...]:
+        t = trend(data)
+        now = stamp(t)
+        if now == shown:
+            return (dash.no_update,) * 5
+        return (*_panels(t), now)

@@ -113,7 +113,7 @@ def tree(nodes: list[Node], total_racks: int) -> html.Div:
         keep = {id(n) for n in leaves}
         shown = [n for n in nodes if n.level not in ("PDU", "rack") or id(n) in keep]
         note = html.Div(f"{total_racks} racks: the {TOP} most loaded PDUs and racks are listed.", className="muted")
-    head = html.Tr([html.Th(h) for h in ("element", "load", "rating", "headroom", "load / rating", "")])
+    head = html.Tr([html.Th(h) for h in ("element", "level", "load", "rating", "headroom", "load / rating", "")])
     body = []
     for n in shown:
         depth = LEVEL_DEPTH.get(n.level, 0)
@@ -121,7 +121,8 @@ def tree(nodes: list[Node], total_racks: int) -> html.Div:
         body.append(
             html.Tr(
                 [
-                    html.Td(f"{n.level} {n.name}", style={"paddingLeft": f"{0.5 + 1.2 * depth}em"}),
+                    html.Td(n.name, style={"paddingLeft": f"{0.5 + 1.2 * depth}em"}),
+                    html.Td(n.level, className="muted"),
                     html.Td(power_text(n.load_kw)),
                     html.Td(power_text(n.capacity_kw)),
                     html.Td(power_text(n.headroom_kw)),
