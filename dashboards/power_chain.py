@@ -3,8 +3,8 @@
 Ratings come from the site file: the UPS's ``rated_kw``, each rack's ``rated_kw`` (its PDU is sized for it), a
 row's sum of its racks; the utility feed has no rating in the site file, so its headroom is not shown (and says
 so). Rack and row headroom are those of :func:`analytics.leasing.headroom.summary` (rated minus measured), the
-figures the placement API answers with. Loads are the latest good readings; an unknown reading stays unknown
-(never 0), and a sum with an unknown part is unknown.
+figures the placement API answers with. Loads are the latest good readings (as the floor map's); an unknown reading
+stays unknown (never 0), and a sum with an unknown part is unknown.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aidc.config import Site
 from aidc.model import SeriesKey
 from aidc.roles import Role
+from analytics.energy import kpi
 from analytics.leasing.headroom import RackState, summary
-from dashboards.data import DashboardData, power_meters
+from dashboards.data import DashboardData
 
 LEVELS = ("utility", "UPS", "row", "PDU", "rack")
 
@@ -45,32 +47,51 @@ class Node:
         return self.load_kw / self.capacity_kw
 
 
-def _sum_kw(data: DashboardData, role: Role) -> tuple[float | None, dict[str, float | None]]:
-    """Sum (kW) of the latest good values of every meter with ``role``, and each meter's own (None if unknown)."""
-    meters = power_meters(data.site, [role])
-    each: dict[str, float | None] = {}
-    for sid, m in meters.items():
-        v = data.value(sid)
-        each[sid] = None if v is None or not np.isfinite(v) else v * m.scale
-    known = [v for v in each.values() if v is not None]
-    total = None if not each or len(known) < len(each) else float(sum(known))
+CHAIN_ROLES = (Role.FACILITY_POWER, Role.IT_POWER_UPS_OUTPUT, Role.UPS_INPUT_POWER, Role.IT_POWER_PDU_OUTPUT)
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """A power point of the chain: its series, device, rack tag and scale to kW."""
+
+    series: str
+    device: str
+    rack: str
+    scale_kw: float
+
+
+def chain_meters(site: Site) -> dict[Role, list[Meter]]:
+    """The chain's power points by role, in one pass over the site's devices (a 1,000-rack site has thousands)."""
+    out: dict[Role, list[Meter]] = {r: [] for r in CHAIN_ROLES}
+    for dev in site.devices:
+        for p in dev.profile.points:
+            role = dev.role_of(p.name)
+            if role in out and not p.array:
+                sid = SeriesKey.of(dev.profile.measurement, p.name, dev.tags).id
+                out[role].append(Meter(sid, dev.name, dev.tags.get("rack", ""), kpi.power_scale(p.name, p.unit)))
+    return out
+
+
+def _kw(data: DashboardData, meters: list[Meter]) -> tuple[float | None, list[float | None]]:
+    """Sum (kW) of the latest good values of ``meters`` (None if any is unknown), and each meter's own."""
+    vals = data.live.values([m.series for m in meters]) if meters else np.zeros(0)
+    each = [None if not np.isfinite(v) else float(v) * m.scale_kw for v, m in zip(vals, meters, strict=True)]
+    total = None if not each or any(v is None for v in each) else float(sum(v for v in each if v is not None))
     return total, each
 
 
-def chain(data: DashboardData) -> list[Node]:
-    """Every element of the chain, parents before children."""
+def chain(data: DashboardData, meter_map: dict[Role, list[Meter]] | None = None) -> list[Node]:
+    """Every element of the chain, parents before children (``meter_map``: :func:`chain_meters`, built once)."""
     site = data.site
     ups_cfg = site.config.ups
-    facility, _ = _sum_kw(data, Role.FACILITY_POWER)
-    ups_out, _ = _sum_kw(data, Role.IT_POWER_UPS_OUTPUT)
-    ups_in, _ = _sum_kw(data, Role.UPS_INPUT_POWER)
-    _, pdus = _sum_kw(data, Role.IT_POWER_PDU_OUTPUT)
-    pdu_of_rack: dict[str, float | None] = {}
-    pdu_name: dict[str, str] = {}
-    for sid, kw in pdus.items():
-        tags = SeriesKey.parse(sid).tag_dict
-        pdu_of_rack[tags.get("rack", "")] = kw
-        pdu_name[tags.get("rack", "")] = tags.get("device", sid)
+    meters = chain_meters(site) if meter_map is None else meter_map
+    facility, _ = _kw(data, meters[Role.FACILITY_POWER])
+    ups_out, _ = _kw(data, meters[Role.IT_POWER_UPS_OUTPUT])
+    ups_in, _ = _kw(data, meters[Role.UPS_INPUT_POWER])
+    pdus = meters[Role.IT_POWER_PDU_OUTPUT]
+    _, pdu_kw = _kw(data, pdus)
+    pdu_of_rack = {m.rack: kw for m, kw in zip(pdus, pdu_kw, strict=True)}
+    pdu_name = {m.rack: m.device for m in pdus}
     nodes = [Node("utility", "utility feed", None, facility, None, "no utility rating in the site file")]
     losses = "" if ups_in is None or ups_out is None else f"; UPS losses {ups_in - ups_out:,.1f} kW"
     nodes.append(Node("UPS", ups_cfg.name, "utility", ups_out, ups_cfg.rated_kw, f"output{losses}"))
