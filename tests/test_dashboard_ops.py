@@ -171,20 +171,30 @@ def test_alarm_history_filters(tmp_path: Path) -> None:
 
 
 def test_acknowledgement_is_stored_and_shown_with_who_and_when(tmp_path: Path) -> None:
-    """An acknowledgement survives a restart (the engine replays its store) and the table shows who and when in
-    site time; an unacknowledged cleared alarm says so."""
+    """An acknowledgement, of an active alarm or of one that cleared unacknowledged, survives a restart (the engine
+    replays its store) and the table shows who and when in site time; alarms still due carry a button."""
     engine = _engine(tmp_path)
     t_ack = 1_800_000_050 * 10**9
     engine.acknowledge("gpu_hot:r-hot", "otto", t_ack)
+    html = str(alarms.rows(engine, select(engine, t_ack, AlarmFilter()), TZ, ack=True))
+    assert html.count("Acknowledge (cleared)") == 1  # cdu-2's predictive alarm cleared unacknowledged
+    cleared = engine.history()[0]
+    engine.acknowledge(cleared.id, "olga", t_ack + 1, raised_ns=cleared.raised_ns)
     again = AlarmEngine.from_site(_site(tmp_path))
     again.add_external_rule("predicted_fouling", "predicted fouling", "minor", "K", 1.0, "fault model")
     found = select(again, t_ack, AlarmFilter.of([], [], [], ["acknowledged"], "all"))
-    assert [(a.id, a.acked_by, a.acked_ns) for a in found] == [("gpu_hot:r-hot", "otto", t_ack)]
-    html = str(alarms.rows(again, select(again, t_ack, AlarmFilter()), TZ, ack=True))
+    assert [(a.id, a.acked_by, a.acked_ns, a.active) for a in found] == [
+        ("gpu_hot:r-hot", "otto", t_ack, True),
+        ("predicted_fouling:cdu-2", "olga", t_ack + 1, False),
+    ]
+    assert [a.id for a in again.active()] == ["gpu_hot:r-hot", "predicted_fouling:cdu-1"]  # none resurrected
+    html = str(alarms.rows(again, select(again, t_ack, AlarmFilter.of([], [], [], [], "all")), TZ, ack=True))
     when = pd.Timestamp(t_ack, unit="ns", tz="UTC").tz_convert(TZ)
     assert f"otto, {when:%m-%d %H:%M:%S} {when.tzname()}" in html
-    assert "cleared unacknowledged" in html
-    assert "al-ack" in html  # cdu-1's predictive alarm is still due
+    assert "olga, " in html
+    assert html.count("'type': 'al-ack'") == 1  # only cdu-1's predictive alarm is still due
+    with pytest.raises(AidcError, match="is not active"):
+        again.acknowledge("predicted_fouling:cdu-2", "olga", t_ack, raised_ns=1)
 
 
 # ---------------------------------------------------------------------------------------------- power chain
@@ -412,21 +422,28 @@ def test_admin_adds_changes_resets_and_deletes_users_audited(
 
 
 def test_alarm_acknowledge_needs_an_operator(ops_app: tuple[dash.Dash, DashboardData, UserStore]) -> None:
-    """A viewer forging the Alarms page's acknowledge request is refused; an operator's is stored with their name."""
+    """A viewer forging the Alarms page's acknowledge request is refused; an operator's is stored with their name;
+    a forged raise time is refused without a 500."""
     app, data, _ = ops_app
     data.alarms.add_external_rule("predicted_fouling", "predicted fouling", "minor", "K", 1.0, "fault model")
     data.alarms.raise_external("predicted_fouling", "cdu-1", 2.0, NOW.value, "fouling developing on cdu-1")
     aid = "predicted_fouling:cdu-1"
-    body = {
-        "output": "al-ack-msg.children",
-        "outputs": {"id": "al-ack-msg", "property": "children"},
-        "inputs": [[{"id": {"type": "al-ack", "alarm": aid}, "property": "n_clicks", "value": 1}]],
-        "state": [
-            [{"id": {"type": "al-ack", "alarm": aid}, "property": "id", "value": {"type": "al-ack", "alarm": aid}}]
-        ],
-        "changedPropIds": [json.dumps({"alarm": aid, "type": "al-ack"}, separators=(",", ":")) + ".n_clicks"],
-    }
-    assert "needs an operator" in _post(_client(app, "vera"), body).get_data(as_text=True)
+
+    def body(raised: object) -> dict[str, Any]:
+        ident = {"type": "al-ack", "alarm": aid, "raised": raised}
+        return {
+            "output": "al-ack-msg.children",
+            "outputs": {"id": "al-ack-msg", "property": "children"},
+            "inputs": [[{"id": ident, "property": "n_clicks", "value": 1}]],
+            "state": [[{"id": ident, "property": "id", "value": ident}]],
+            "changedPropIds": [json.dumps(ident, sort_keys=True, separators=(",", ":")) + ".n_clicks"],
+        }
+
+    assert "needs an operator" in _post(_client(app, "vera"), body(NOW.value)).get_data(as_text=True)
     assert data.alarms.active()[0].acked_by is None
-    assert f"{aid} acknowledged by otto" in _post(_client(app, "otto"), body).get_data(as_text=True)
+    otto = _client(app, "otto")
+    forged = _post(otto, body("yesterday"))
+    assert forged.status_code < 500
+    assert data.alarms.active()[0].acked_by is None
+    assert f"{aid} acknowledged by otto" in _post(otto, body(NOW.value)).get_data(as_text=True)
     assert data.alarms.active()[0].acked_by == "otto"

@@ -244,10 +244,17 @@ class AlarmEngine:
 
     # ------------------------------------------------------------------ operators
 
-    def acknowledge(self, alarm_id: str, user: str, now_ns: int) -> Alarm:
-        """Acknowledge an active alarm; AidcError names an unknown or already cleared one."""
+    def acknowledge(self, alarm_id: str, user: str, now_ns: int, *, raised_ns: int | None = None) -> Alarm:
+        """Acknowledge an alarm: the active one of that id, or with ``raised_ns`` that occurrence even after it
+        cleared (ISA-18.2: an alarm back to normal unacknowledged still awaits its acknowledgement); AidcError
+        names an alarm that is neither."""
         with self._lock:
             alarm = self._alarms.get(alarm_id)
+            if alarm is not None and raised_ns is not None and alarm.raised_ns != raised_ns:
+                alarm = None
+            if alarm is None and raised_ns is not None:
+                alarm = next((a for a in reversed(self._history) if a.id == alarm_id and a.raised_ns == raised_ns),
+                             None)  # fmt: skip
             if alarm is None:
                 raise AidcError(f"alarm {alarm_id!r} is not active")
             if alarm.acked_by is None:
@@ -298,7 +305,12 @@ class AlarmEngine:
             except (ValueError, TypeError, KeyError):
                 log.warning("%s:%d: skipping unreadable alarm event", path, n)  # a torn last line after a crash
                 continue
-            if event in ("raise", "ack"):
+            if event == "ack" and alarm.cleared_ns is not None:  # acknowledged after it cleared
+                past = next((a for a in reversed(self._history) if a.id == alarm.id and a.raised_ns == alarm.raised_ns),
+                            None)  # fmt: skip
+                if past is not None:
+                    past.acked_by, past.acked_ns = alarm.acked_by, alarm.acked_ns
+            elif event in ("raise", "ack"):
                 self._alarms[alarm.id] = alarm
             elif event == "clear":
                 self._alarms.pop(alarm.id, None)

@@ -2,8 +2,10 @@
 
 The engine (:mod:`analytics.alarms.engine`) keeps the active alarms and the last cleared ones and appends every
 raise, clear and acknowledgement to ``<data_dir>/alarms/alarms.jsonl`` (replayed at start), so who acknowledged
-what and when survives a restart and shows in the Control page's audit log. This page only reads the engine and
-calls :meth:`~analytics.alarms.engine.AlarmEngine.acknowledge`, after checking the operator role on the server.
+what and when survives a restart and shows in the Control page's audit log. Cleared alarms that were never
+acknowledged can be acknowledged too (ISA-18.2's "returned to normal, unacknowledged"). This page only reads the
+engine and calls :meth:`~analytics.alarms.engine.AlarmEngine.acknowledge`, after checking the operator role on the
+server.
 """
 
 from __future__ import annotations
@@ -103,15 +105,13 @@ def rows(engine: AlarmEngine, alarms: Sequence[Alarm], tz: str, *, ack: bool) ->
     for a in alarms[:MAX_ROWS]:
         if a.acked_by:
             acked: Any = f"{a.acked_by}, {site_time(a.acked_ns, tz, '%m-%d %H:%M:%S')}"
-        elif a.active:
+        else:  # cleared ones too: an alarm back to normal unacknowledged still awaits acknowledgement
             acked = html.Button(
-                "Acknowledge",
-                id={"type": "al-ack", "alarm": a.id},
+                "Acknowledge" if a.active else "Acknowledge (cleared)",
+                id={"type": "al-ack", "alarm": a.id, "raised": a.raised_ns},
                 disabled=not ack,
                 title="" if ack else "operator sign-in needed",
             )
-        else:
-            acked = html.Span("cleared unacknowledged", className="muted")
         body.append(
             html.Tr(
                 [
@@ -188,15 +188,16 @@ def layout(data: DashboardData) -> html.Div:
     )
 
 
-def acknowledge(engine: AlarmEngine, alarm_id: object, now_ns: int) -> str:
+def acknowledge(engine: AlarmEngine, alarm_id: object, raised_ns: object, now_ns: int) -> str:
     """Acknowledge for the signed-in operator (role checked here, on the server); the message to show."""
     who = current_user()
     if who is None or not can_act():
         return "Acknowledging needs an operator sign-in."
-    if not isinstance(alarm_id, str):  # a forged id: only the page's own buttons name an alarm
+    # A forged id: only the page's own buttons name an alarm and when it was raised.
+    if not isinstance(alarm_id, str) or not isinstance(raised_ns, int) or isinstance(raised_ns, bool):
         return "No such alarm."
     try:
-        alarm = engine.acknowledge(alarm_id, who[0], now_ns)
+        alarm = engine.acknowledge(alarm_id, who[0], now_ns, raised_ns=raised_ns)
     except Exception as exc:  # an alarm that cleared meanwhile is reported, not raised
         return str(exc)
     return f"{alarm.id} acknowledged by {alarm.acked_by}"
@@ -226,12 +227,12 @@ def register(app: dash.Dash, data: DashboardData) -> None:
 
     @app.callback(
         Output("al-ack-msg", "children"),
-        Input({"type": "al-ack", "alarm": ALL}, "n_clicks"),
-        State({"type": "al-ack", "alarm": ALL}, "id"),
+        Input({"type": "al-ack", "alarm": ALL, "raised": ALL}, "n_clicks"),
+        State({"type": "al-ack", "alarm": ALL, "raised": ALL}, "id"),
         prevent_initial_call=True,
     )
     def ack(clicks: object, _ids: object) -> Any:
         trig = dash.ctx.triggered_id
         if not isinstance(trig, dict) or not isinstance(clicks, list) or not any(clicks):
             return dash.no_update
-        return acknowledge(data.alarms, trig.get("alarm"), data.clock.now_ns())
+        return acknowledge(data.alarms, trig.get("alarm"), trig.get("raised"), data.clock.now_ns())
