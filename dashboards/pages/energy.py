@@ -17,12 +17,13 @@ from dash import Input, Output, State, dcc, html
 
 from dashboards.components import card, empty_figure, style
 from dashboards.data import DashboardData
-from dashboards.energy_trend import PuePoint, PueTrend, pue_trend
+from dashboards.energy_trend import DayCache, PuePoint, PueTrend, pue_trend
 from dashboards.pages._fmt import energy_text, pct_text, pue_text
 
 REFRESH_MS = 5000  # reads the cache only; the panels are redrawn when a new computation has landed
 TTL_S = 300.0  # a day's PUE moves slowly; the historian read is the page's whole cost
 log = logging.getLogger(__name__)
+_CACHES: dict[str, DayCache] = {}  # final days per data directory: later computations read only the open days
 COLOURS = {"complete": "#4da3ff", "interim": "#8fd6a4", "incomplete": "#ff9f43"}
 
 
@@ -32,7 +33,7 @@ def trend(data: DashboardData) -> PueTrend | str | None:
 
     def compute() -> PueTrend | str:
         try:
-            return pue_trend(data.historian, data.site, data.now())
+            return pue_trend(data.historian, data.site, data.now(), _CACHES.setdefault(str(data.data_dir), DayCache()))
         except Exception as exc:  # shown on the page (and logged), never a silent "computing" for ever
             log.exception("measured PUE trend failed")
             return f"measured PUE not computable: {str(exc)[:200]}"
