@@ -96,7 +96,8 @@ def read_readings(
                 df = df[df["series"].isin(wanted) & df["value"].notna()]
                 # Labelled at the window's end (never after ``end``): the reading is at most one window late, so
                 # the open day is covered up to its last minute rather than missing its last window.
-                frames.append(df.assign(ts=(df["ts"] + pd.Timedelta(window)).clip(upper=end)))
+                stamped = df["ts"] + pd.Timedelta(window)
+                frames.append(df.assign(ts=stamped.mask(stamped > end, end)))
     frames = [f for f in frames if len(f)]
     if not frames:
         return Readings({}, {}, {})
