@@ -48,8 +48,8 @@ def _headline(label: str, p: PuePoint | None, ident: str, why: str) -> html.Div:
     parts = ["interim" if p.interim else "measured", p.category]
     if p.pue is not None and not p.complete:
         parts.append(f"coverage {pct_text(p.coverage, 1)}")
-    if p.note and p.pue is None:
-        parts = [p.note]
+    if p.pue is None:  # the reason in short: the full note (every meter named) is in the table below
+        parts = [p.note.split(":", 1)[0], f"coverage {pct_text(p.coverage, 0)}"] if p.note else [p.category]
     elif p.note.startswith("since"):
         parts.insert(0, p.note.split(";", 1)[0])
     return card(label, p.pue, digits=3, ident=ident, note="; ".join(parts))
@@ -103,6 +103,11 @@ def figure(points: list[PuePoint], what: str) -> go.Figure:
     return fig
 
 
+def _short(text: str, limit: int = 140) -> str:
+    """A note cut to one line's worth (the whole note shows on hover)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def table(points: list[PuePoint]) -> html.Table:
     """Every period: PUE, energies, category, coverage and notes, newest first."""
     head = html.Tr(
@@ -117,7 +122,7 @@ def table(points: list[PuePoint]) -> html.Table:
                 html.Td(energy_text(p.e_it_kwh)),
                 html.Td(p.category),
                 html.Td(pct_text(p.coverage, 1)),
-                html.Td(p.note, className="muted"),
+                html.Td(_short(p.note), className="muted", title=p.note),
             ]
         )
         for p in reversed(points)
