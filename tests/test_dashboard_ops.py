@@ -425,8 +425,9 @@ def test_user_admin_needs_the_admin_role_on_the_server(ops_app: tuple[dash.Dash,
 def test_admin_adds_changes_resets_and_deletes_users_audited(
     ops_app: tuple[dash.Dash, DashboardData, UserStore],
 ) -> None:
-    """An admin adds a user (hashed, generated password shown once), changes a role, resets a password and deletes
-    the user; deleting the last admin is refused; every action lands in the audit with who and what, no password."""
+    """An admin adds a user (hashed, generated password shown once), changes a role, resets a password (ending the
+    user's sessions) and deletes the user; deleting the last admin is refused; every action lands in the audit with
+    who and what, never a password."""
     app, data, users = ops_app
     ada = _client(app, "ada")
     text = _post(ada, _users_action(app, "us-add", us_new_name="nina", us_new_role="operator")).get_data(as_text=True)
@@ -440,20 +441,25 @@ def test_admin_adds_changes_resets_and_deletes_users_audited(
         ada, _users_action(app, "us-set-role", us_name="nina", us_role="viewer")
     ).get_data(as_text=True)
     assert users.get("nina").role is Role.VIEWER  # type: ignore[union-attr]
+    _post(ada, _users_action(app, "us-reset", us_name="nina", us_pw=PW))
+    nina = _client(app, "nina")
+    assert nina.get("/").status_code == 200
     reset = _post(ada, _users_action(app, "us-reset", us_name="nina", us_pw="a-brand-new-password")).get_data(
         as_text=True
     )
     assert "new password set for nina" in reset
     assert users.verify("nina", "a-brand-new-password")
+    assert nina.get("/").status_code == 302  # the old password's session has ended
     assert "nina deleted" in _post(ada, _users_action(app, "us-delete", us_name="nina")).get_data(as_text=True)
     assert users.get("nina") is None
     refused = _post(ada, _users_action(app, "us-delete", us_name="ada")).get_data(as_text=True)
     assert "last admin" in refused
     assert users.get("ada") is not None
-    tail = [(e["user"], e["action"], e["target"], e["ok"]) for e in _audit(data)[-5:]]
+    tail = [(e["user"], e["action"], e["target"], e["ok"]) for e in _audit(data)[-6:]]
     assert tail == [
         ("ada", "user add", "nina", True),
         ("ada", "user role", "nina", True),
+        ("ada", "user password", "nina", True),
         ("ada", "user password", "nina", True),
         ("ada", "user delete", "nina", True),
         ("ada", "user delete", "ada", False),
