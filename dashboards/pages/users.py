@@ -41,6 +41,7 @@ def is_admin() -> bool:
 def audit(data_dir: Path, actor: str, action: str, target: str, *, ok: bool, detail: str = "") -> None:
     """Append one user-administration event to the audit file (never a password)."""
     path = data_dir / AUDIT_FILE
+    target = target[:64]  # user names are at most 64 characters; a forged one is cut, not stored whole
     entry = {"ts_ns": time.time_ns(), "user": actor, "action": f"user {action}", "target": target, "ok": ok}
     if detail:
         entry["detail"] = detail
