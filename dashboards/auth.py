@@ -3,7 +3,8 @@
 - Passwords are hashed with werkzeug's ``generate_password_hash`` (scrypt), Flask's own maintained helper; the
   users file (``<data_dir>/dashboard-users.json``, mode 0600) holds only hashes and roles.
 - Roles, each including the one before: ``viewer`` (sees every page), ``operator`` (changes the controller's
-  mode and overrides, acknowledges alarms), ``admin`` (manages users).
+  mode and overrides, acknowledges alarms), ``admin`` (manages users, on the Users page or with ``aidc user``).
+  The store never deletes or demotes the last admin: nobody could manage users from the dashboard any more.
 - Sessions live on the server (:mod:`dashboards.sessions`): the signed cookie carries only a random session id
   and the CSRF token; the user's role is read from this file at every request, which is re-read when it changes.
 - CSRF: double-submit token. At login the session gets a random token, also sent in the ``_csrf_token`` cookie,
