@@ -201,6 +201,7 @@ class Supervisor:
     def status(self) -> dict[str, object]:
         """Mode, state, the last decision, model provenance and counters (JSON-able)."""
         model = self.core.model
+        fit_ns = getattr(self.core, "last_fit_ns", None)  # a stand-in core (tests) may not refit at all
         return {
             "mode": self._mode,
             "state": self.state,
@@ -209,8 +210,8 @@ class Supervisor:
             "training_rows": len(self.core.rows),
             # Read-only context for the Control page: when the model was last refitted (and why not, if it failed)
             # and the GPU ceiling (throttle limit − margin) each decision's binding constraint is measured against.
-            "model_fit": {"last_fit": None if self.core.last_fit_ns is None else format_ns(self.core.last_fit_ns),
-                          "error": self.core.fit_error},
+            "model_fit": {"last_fit": None if fit_ns is None else format_ns(fit_ns),
+                          "error": str(getattr(self.core, "fit_error", ""))},
             "limits": {"gpu_margin_k": self.cfg.gpu_margin_k, "fws_max_c": self.lim.fws_hi,
                        "gpu_ceiling_c": dict(zip(self.lim.cdu_names, self.lim.gpu_ceiling_c.tolist(), strict=True))},
             "overrides": self.overrides(),

@@ -103,7 +103,7 @@ def _write_audit(site: Site) -> None:
         _decision(NOW_NS - 3 * step, 32.0, 26.0),
         _decision(NOW_NS - 2 * step, 33.5, 27.0),
         {"ts": format_ns(NOW_NS - step), "kind": "override", "user": "bob", "device": CDU, "point": TCS,
-         "value": 30.0, "until": format_ns(NOW_NS + 3600 * 10**9)},  # fmt: skip
+         "value": 30.0, "until": format_ns(NOW_NS + 3600 * 10**9)},
     ]
     with (audit / "control.jsonl").open("a", encoding="utf-8") as f:
         f.writelines(json.dumps(x) + "\n" for x in lines)
@@ -170,7 +170,8 @@ def test_a_decision_reads_as_a_sentence_with_the_change_the_saving_and_the_bindi
     assert f"hottest GPU 81.2 °C (racks of CDU h1-01), {ceiling - 81.2:.1f} K below limit − margin" in text
     assert d.when == "2027-01-15 03:00:00 EST"
     advisory = describe_decision(_decision(NOW_NS, 33.5, 27.0, mode="advisory"), before, Names(site), "UTC", limits)
-    assert advisory.change.startswith("Recommends") and "not written" in advisory.change
+    assert advisory.change.startswith("Recommends")
+    assert "not written" in advisory.change
 
 
 def test_holds_and_commissioning_are_said_in_words(control_app: App) -> None:
@@ -194,7 +195,8 @@ def test_provenance_rows_come_from_the_real_supervisor_status(control_app: App) 
     assert rows["rows in the last fit"] == "300"
     assert rows["last refit"] == local_time(NOW_NS - 600 * 10**9, "America/New_York")
     assert rows["last refit"].endswith("EST")
-    assert rows["validation error: facility power"].startswith("± ") and " kW " in rows["validation error: facility power"]
+    assert rows["validation error: facility power"].startswith("± ")
+    assert " kW " in rows["validation error: facility power"]
     assert "validation error: hottest GPU against its limit" in rows
     assert rows["feature: GPU utilisation"].endswith("% seen in training")
     assert "feature: FWS supply" in rows
@@ -232,7 +234,7 @@ def test_filter_queries_of_the_data_table_select_rows() -> None:
 
 def test_the_audit_table_filters_and_pages_on_the_server(control_app: App, operator: flask.testing.FlaskClient) -> None:
     """Newest first, site time, old → new with units; a filter on the actor keeps only that actor's rows."""
-    table = [{"id": "ct-tick", "property": "n_intervals", "value": 1},
+    table: list[dict[str, Any]] = [{"id": "ct-tick", "property": "n_intervals", "value": 1},
              {"id": "audit-table", "property": "page_current", "value": 0},
              {"id": "audit-table", "property": "page_size", "value": 15},
              {"id": "audit-table", "property": "filter_query", "value": ""},
@@ -261,12 +263,14 @@ def test_the_control_page_shows_no_json(control_app: App, operator: flask.testin
     out = _call(operator, control_app.app, [{"id": "ct-tick", "property": "n_intervals", "value": 1}])
     texts = [t for comp in out.values() for v in comp.values() for t in _texts(v)]
     joined = " | ".join(texts)
-    assert "{" not in joined and "}" not in joined, joined
+    assert "{" not in joined, joined
+    assert "}" not in joined, joined
     assert "Mode advisory" in joined
     assert "Wrote CDU h1-01 supply 32.0 → 33.5 °C; plant FWS 26.0 → 27.0 °C." in joined
     assert "Predicted saving 25.8 kW" in joined
     assert "training rows kept" in joined
-    assert "30.0 °C" in joined and "bob" in joined  # the override with who set it
+    assert "30.0 °C" in joined
+    assert "bob" in joined
     page = operator.post("/_dash-update-component", data=json.dumps({
         "output": "..nav.children...page.children..", "outputs": [{"id": "nav", "property": "children"},
                                                                   {"id": "page", "property": "children"}],
@@ -281,13 +285,14 @@ def test_the_control_page_shows_no_json(control_app: App, operator: flask.testin
 
 def test_realised_saving_and_timeline_callbacks_render(control_app: App, operator: flask.testing.FlaskClient) -> None:
     """The chart callback answers for a controlled device: a timeline figure and the saving totals in kWh."""
-    inputs = [{"id": "ct-device", "property": "value", "value": CDU},
+    inputs: list[dict[str, Any]] = [{"id": "ct-device", "property": "value", "value": CDU},
               {"id": "ct-range", "property": "value", "value": "1h"},
               {"id": "ct-slow", "property": "n_intervals", "value": 1}]  # fmt: skip
     out = _call(operator, control_app.app, inputs)
     assert "figure" in out["ct-timeline"]
     totals_text = " ".join(_texts(out["ct-saving-totals"]["children"]))
-    assert "Predicted over" in totals_text and "kWh" in totals_text
+    assert "Predicted over" in totals_text
+    assert "kWh" in totals_text
 
 
 def test_audit_rows_are_plain_text(tmp_path: Path) -> None:

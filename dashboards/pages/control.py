@@ -365,7 +365,8 @@ def register(app: dash.Dash, data: DashboardData) -> None:
             tl = empty_figure("choose a controlled device")
         else:
             tl = timeline_figure(data.historian, dev, panels(dev), start, end, WINDOW_FOR.get(rng_s, "1m"), tz)
-        recs = [r for r in records() if (t := to_utc(r.get("ts"))) is not None and t >= start]
+        every = data.cached("ct-decisions", 2.0, records, default=[], block_first=True) or []
+        recs = [r for r in every if (t := to_utc(r.get("ts"))) is not None and t >= start]
         power = data.power_trend(rng_s)
         facility = power["facility"] if "facility" in power else pd.Series(dtype="float64")
         frame = savings_frame(recs, facility)
