@@ -67,10 +67,15 @@ def timeline_figure(
             fig.update_yaxes(range=[mid - span / 2, mid + span / 2], row=row, col=1)
     if not any_data:
         return empty_figure(f"no setpoint or measured values of {dev.name} in the historian for this range")
-    style(fig, height=240 * len(panels) + 60, x_title="")
+    height = 240 * len(panels) + 60
+    style(fig, height=height, x_title="")
     fig.update_xaxes(title_text=f"time ({tz})", row=len(panels), col=1)
-    # Above the plots, clear of the subplot titles (a legend must never cover a plot or its title).
-    fig.update_layout(legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0.0}, margin={"t": 70})
+    # The whole range asked for, so a fresh start's few windows do not zoom the axis to sub-second ticks.
+    fig.update_xaxes(range=list(_local(pd.DatetimeIndex([start, end]), tz)))
+    # Above the plots and their titles, 30 px up (a legend must never cover a plot or its title).
+    top, bottom = 90, 45
+    legend_y = 1.0 + 30.0 / (height - top - bottom)
+    fig.update_layout(legend={"orientation": "h", "y": legend_y, "yanchor": "bottom", "x": 0.0}, margin={"t": top})
     fig.update_annotations(yshift=4)
     return fig
 

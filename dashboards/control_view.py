@@ -192,8 +192,10 @@ def describe_decision(
         change = "No setpoints chosen."
     elif not moved:
         change = "No change: every setpoint stays where it was."
-    elif mode == "auto":
+    elif mode == "auto" and "written" in rec:
         change = f"Wrote {moved}." + _write_failures(rec)
+    elif mode == "auto":  # refused by the hard-limit check, or held: the devices keep what they hold
+        change = f"Chose {moved}, but wrote nothing (see the hold below)."
     else:
         change = f"Recommends {moved} (advisory: not written)."
     return DecisionText(
@@ -286,7 +288,7 @@ def _holds(rec: Mapping[str, Any], names: Names, tz: str) -> str:
     state = str(rec.get("state", ""))
     if state in ("holding", "fallback") and reason:
         held = rec.get("held_s")
-        since = f" for {num(held, 's')}" if isinstance(held, int | float) and held > 0 else ""
+        since = f" for {duration(held)}" if isinstance(held, int | float) and held > 0 else ""
         verb = "Fell back to the safe setpoints" if state == "fallback" else "Holding every setpoint"
         out.append(f"{verb}{since}: {reason}.")
     elif reason.startswith("exploring"):
@@ -300,7 +302,7 @@ def _holds(rec: Mapping[str, Any], names: Names, tz: str) -> str:
                 action = {"hold": "held", "no-warmer": "kept from moving warmer", "revert": "reverted to safe"}.get(
                     str(h.get("action")), str(h.get("action"))
                 )
-                out.append(f"{names.device(str(cdu))} {action} for {num(h.get('held_s'), 's')}: {h.get('reason')}.")
+                out.append(f"{names.device(str(cdu))} {action} for {duration(h.get('held_s'))}: {h.get('reason')}.")
     lock = rec.get("lockout")
     if isinstance(lock, dict):
         cdus = ", ".join(names.device(str(c)) for c in lock.get("cdus", []) if isinstance(c, str)) or "all CDUs"
@@ -309,11 +311,6 @@ def _holds(rec: Mapping[str, Any], names: Names, tz: str) -> str:
             "may not move warmer."
         )
     return " ".join(out)
-
-
-def chosen_of(rec: Mapping[str, Any]) -> dict[tuple[str, str], float]:
-    """The setpoints a decision record chose, by (device, point)."""
-    return _chosen(rec)
 
 
 def describe_decisions(
@@ -327,9 +324,27 @@ def describe_decisions(
             continue
         out.append(describe_decision(rec, before, names, tz, limits))
         chosen = _chosen(rec)
-        if chosen:
+        if chosen and in_force(rec):
             before = {**(before or {}), **chosen}
     return out[::-1]
+
+
+def in_force(rec: Mapping[str, Any]) -> bool:
+    """Whether a decision's setpoints became what the next one starts from: written in auto mode, or (advisory)
+    the recommendation the next one moves on from; a refused or held auto decision wrote nothing."""
+    return rec.get("mode") != "auto" or "written" in rec
+
+
+def duration(seconds: object) -> str:
+    """``45 s``, ``12 min``, ``5 h 14 min``: a hold's or lock-out's length as an operator says it."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds):
+        return "—"
+    s = max(0, round(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 # The plant model's features and targets (analytics/plant_model.py ONLINE_FEATURES, the learner's targets) in words.

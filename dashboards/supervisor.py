@@ -66,12 +66,15 @@ def audit_entries(
     names: Names | None = None,
     tz: str = "UTC",
 ) -> list[dict[str, Any]]:
-    """Newest first: the supervisor's and the writer's audit lines plus alarm acknowledgements, as table rows with
+    """Newest first: the supervisor's and the writer's audit lines (heartbeat writes only where they failed) plus
+    alarm acknowledgements, as table rows with
     ``t`` (epoch seconds), ``source``, ``actor``, ``action``, ``target`` (device · point), ``change`` (old → new)
     and ``result`` (reason or outcome), all plain text."""
     rows: list[dict[str, Any]] = []
     for source, name in AUDIT_FILES.items():
         for e in read_jsonl_tail(data_dir / "audit" / name, limit):
+            if source == "writes" and e.get("why") == "heartbeat" and e.get("ok", True):
+                continue  # one per device every few seconds: they would bury every other line (failures stay)
             row = write_row(e, names) if source == "writes" else control_row(e, names, tz)
             rows.append({"t": entry_time(e), "source": source, **row})
     for e in alarm_events:

@@ -40,7 +40,7 @@ TCS, DP, FWS = "tcs_supply_temp_setpoint_c", "dp_setpoint_kpa", "fws_supply_temp
 
 def _decision(t_ns: int, tcs: float, fws: float, *, mode: str = "auto", saving: float | None = 25.8,
               binding: list[str] | None = None, gpu: float = 81.2, **extra: Any) -> dict[str, Any]:
-    """A decision line as ``control.supervisor.Supervisor.decide_once`` audits it."""
+    """A decision line as ``control.supervisor.Supervisor.decide_once`` audits it (in auto mode: written)."""
     return {
         "ts": format_ns(t_ns), "kind": "decision", "mode": mode, "state": "deciding" if saving is not None else
         "commissioning", "inputs": {"gpu_max_c": gpu, "gpu_max_cdu": CDU, "gpu_util_pct": 80.0, "drybulb_c": 12.3456,
@@ -48,7 +48,7 @@ def _decision(t_ns: int, tcs: float, fws: float, *, mode: str = "auto", saving: 
         "candidates": 125, "chosen": {CDU: {TCS: tcs, DP: 120.0}, PLANT: {FWS: fws}},
         "predicted_facility_kw": None if saving is None else 956.2849455432581, "predicted_saving_kw": saving,
         "binding": ["gpu margin at 100 % load"] if binding is None else binding, "hold_reason": "",
-        "decision_ms": 12.345, **extra,
+        "decision_ms": 12.345, **({"written": []} if mode == "auto" else {}), **extra,
     }  # fmt: skip
 
 
@@ -182,7 +182,7 @@ def test_holds_and_commissioning_are_said_in_words(control_app: App) -> None:
            "cdu_holds": {CDU: {"kind": "inputs", "reason": "stale inputs", "held_s": 30.0, "action": "hold"}},
            "lockout": {"until": format_ns(NOW_NS + 900 * 10**9), "source": "thermal guard", "cdus": [CDU]}}  # fmt: skip
     d = describe_decision(rec, None, names, "UTC")
-    assert "Holding every setpoint for 120 s: bad input: FWS supply missing or NaN." in d.holds
+    assert "Holding every setpoint for 2 min: bad input: FWS supply missing or NaN." in d.holds
     assert "CDU h1-01 held for 30 s: stale inputs." in d.holds
     assert "Lock-out after the thermal guard until 2027-01-15 08:15:00 UTC" in d.holds
     first = describe_decision(_decision(NOW_NS, 30.0, 25.0, saving=None), None, names, "UTC")
@@ -303,3 +303,35 @@ def test_audit_rows_are_plain_text(tmp_path: Path) -> None:
     assert row["action"] == "new_thing"
     assert row["result"] == "a 1.2; b: 1 item(s); c: 2 item(s)"
     assert "{" not in " ".join(row.values())
+
+
+def test_a_refused_decision_says_it_wrote_nothing_and_the_next_change_starts_from_what_was_written(
+    control_app: App,
+) -> None:
+    """An auto decision without writes (refused or held) is not said to have written; the next is against the last
+    written setpoints, and long holds read in hours and minutes."""
+    from dashboards.control_view import describe_decisions
+
+    step = 300 * 10**9
+    written = _decision(NOW_NS, 32.0, 26.0)
+    refused = _decision(NOW_NS + step, 40.0, 26.0, state="holding", held_s=18_864.0,
+                        hold_reason="hard-limit check refused: step +8 K exceeds 2 K")  # fmt: skip
+    del refused["written"]
+    after = _decision(NOW_NS + 2 * step, 33.0, 26.0)
+    newest, middle, _ = describe_decisions([written, refused, after], Names(control_app.data.site), "UTC")
+    assert middle.change == "Chose CDU h1-01 supply 32.0 → 40.0 °C, but wrote nothing (see the hold below)."
+    assert "Holding every setpoint for 5 h 14 min: hard-limit check refused" in middle.holds
+    assert newest.change == "Wrote CDU h1-01 supply 32.0 → 33.0 °C."
+
+
+def test_heartbeat_writes_stay_out_of_the_audit_table_unless_they_failed(tmp_path: Path) -> None:
+    """Heartbeats (one per device every few seconds) would bury the log: only failed ones are rows."""
+    from dashboards.supervisor import audit_entries
+
+    (tmp_path / "audit").mkdir()
+    beats = [{"ts": f"2026-01-01T00:00:0{i}Z", "who": "sup", "device": CDU, "point": "heartbeat", "old": i,
+              "new": i + 1, "why": "heartbeat", "ok": i != 2, "error": "" if i != 2 else "not connected"}
+             for i in range(4)]  # fmt: skip
+    (tmp_path / "audit" / "writes.jsonl").write_text("".join(json.dumps(b) + "\n" for b in beats))
+    rows = audit_entries(tmp_path)
+    assert [(r["action"], r["result"]) for r in rows] == [("write failed", "heartbeat; FAILED: not connected")]

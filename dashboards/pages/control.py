@@ -24,8 +24,7 @@ from dashboards.control_data import controlled_devices, decision_records, panels
 from dashboards.control_view import (
     Names,
     as_dict,
-    chosen_of,
-    describe_decision,
+    describe_decisions,
     local_time,
     num,
     provenance_rows,
@@ -137,6 +136,7 @@ def layout(data: DashboardData) -> html.Div:
                                 value="6h",
                                 inline=True,
                                 inputStyle={"marginRight": "0.3em", "marginLeft": "0.8em"},
+                                labelStyle={"color": "#c9d3df"},
                             ),
                         ],
                         style={"display": "flex", "gap": "1em", "alignItems": "center"},
@@ -173,9 +173,21 @@ def layout(data: DashboardData) -> html.Div:
                                 style={"width": "32em", "color": "#10151c"},
                                 disabled=locked,
                             ),
-                            dcc.Input(id="ct-value", type="number", placeholder="value", disabled=locked),
                             dcc.Input(
-                                id="ct-minutes", type="number", value=60, min=1, max=MAX_OVERRIDE_MIN, disabled=locked
+                                id="ct-value",
+                                type="number",
+                                placeholder="value",
+                                disabled=locked,
+                                style={"width": "8em"},
+                            ),
+                            dcc.Input(
+                                id="ct-minutes",
+                                type="number",
+                                value=60,
+                                min=1,
+                                max=MAX_OVERRIDE_MIN,
+                                disabled=locked,
+                                style={"width": "7em"},
                             ),
                             html.Span(" minutes ", className="muted"),
                             html.Button("Set override", id="ct-override", disabled=locked, title=why),
@@ -191,7 +203,7 @@ def layout(data: DashboardData) -> html.Div:
                     html.H3("Audit log (supervisor, setpoint writer, alarm acknowledgements)"),
                     html.Div(
                         "Type in the row under a heading to filter (e.g. operator, write, cdu-h1-01, > 2026-12-01); "
-                        "click a heading to sort.",
+                        "click a heading to sort. Heartbeat writes are left out unless they failed.",
                         className="muted",
                     ),
                     DataTable(
@@ -246,17 +258,19 @@ def _status(st: dict[str, Any] | None, tz: str) -> html.Div:
 
 
 def _decisions(records: list[dict[str, Any]], st: dict[str, Any] | None, names: Names, tz: str) -> html.Div:
-    """The latest decisions as sentences, each change against the decision before it."""
+    """The latest decisions as sentences, each change against the setpoints in force before it."""
     if not records:
         return html.Div("No decision recorded yet.", className="muted")
     limits = as_dict(st.get("limits")) if st is not None else {}
-    tail = records[-(RECENT_DECISIONS + 1) :]
-    items = []
-    for i in range(len(tail) - 1, 0 if len(tail) > RECENT_DECISIONS else -1, -1):
-        before = chosen_of(tail[i - 1]) if i > 0 else None
-        d = describe_decision(tail[i], before, names, tz, limits)
-        head = html.Span(f"{d.when} · {d.mode} · {d.state}", className="muted")
-        items.append(html.Li([head, html.Br(), " ".join(d.sentences())], style={"marginBottom": ".4em"}))
+    # A few more than shown, so the oldest shown has the setpoints in force before it.
+    texts = describe_decisions(records[-4 * RECENT_DECISIONS :], names, tz, limits)[:RECENT_DECISIONS]
+    items = [
+        html.Li(
+            [html.Span(f"{d.when} · {d.mode} · {d.state}", className="muted"), html.Br(), " ".join(d.sentences())],
+            style={"marginBottom": ".4em"},
+        )
+        for d in texts
+    ]
     return html.Div(html.Ul(items, id="ct-decision-list", style={"paddingLeft": "1.2em"}))
 
 
