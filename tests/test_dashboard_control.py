@@ -283,16 +283,63 @@ def test_the_control_page_shows_no_json(control_app: App, operator: flask.testin
     sup.clear_override(CDU, TCS, "bob")
 
 
-def test_realised_saving_and_timeline_callbacks_render(control_app: App, operator: flask.testing.FlaskClient) -> None:
-    """The chart callback answers for a controlled device: a timeline figure and the saving totals in kWh."""
+def _history(data: DashboardData) -> None:
+    """An hour of the CDU's setpoint (a step from 32.0 to 33.5 °C), its measured supply following it, the
+    supervisor's decisions and the facility power, every minute, as the historian writer stores them."""
+    from aidc.model import Batch, SeriesKey
+
+    dev = data.site.device(CDU)
+    tags = dict(dev.tags)
+    sp = SeriesKey.of(dev.profile.measurement, TCS, tags).id
+    measured = SeriesKey.of(dev.profile.measurement, "tcs_supply_temp_c", tags).id
+    decided = SeriesKey.of("controller", TCS, {"site": data.site.name, "device": CDU}).id
+    ids, ts, vals = [], [], []
+    for i in range(60):
+        t = NOW_NS - (60 - i) * 60 * 10**9
+        v = 32.0 if i < 30 else 33.5
+        ids += [sp, measured]
+        ts += [t, t]
+        vals += [v, v - 0.3 + 0.01 * (i % 3)]
+        if i % 5 == 0:
+            ids.append(decided)
+            ts.append(t)
+            vals.append(v)
+    data.historian.write(Batch(np.array(ids, dtype=object), np.array(ts, dtype=np.int64), np.array(vals),
+                               np.zeros(len(ids), dtype=np.uint8), []))  # fmt: skip
+    data.historian.flush()
+
+
+def test_the_timeline_shows_setpoint_steps_against_measured_values(
+    control_app: App, operator: flask.testing.FlaskClient
+) -> None:
+    """Per device: the device's setpoint as a step line, the measured supply and the aidc decisions, in site time,
+    over the whole range asked for; the saving totals in kWh beside it."""
+    _history(control_app.data)
     inputs: list[dict[str, Any]] = [{"id": "ct-device", "property": "value", "value": CDU},
-              {"id": "ct-range", "property": "value", "value": "1h"},
-              {"id": "ct-slow", "property": "n_intervals", "value": 1}]  # fmt: skip
+                                    {"id": "ct-range", "property": "value", "value": "1h"},
+                                    {"id": "ct-slow", "property": "n_intervals", "value": 1}]  # fmt: skip
     out = _call(operator, control_app.app, inputs)
-    assert "figure" in out["ct-timeline"]
+    fig = out["ct-timeline"]["figure"]
+    traces = {(t["name"], t["yaxis"] if "yaxis" in t else "y"): t for t in fig["data"]}
+    step = traces[("setpoint held by the device", "y")]
+    assert step["line"]["shape"] == "hv"
+    assert set(np.round(_values(step["y"]), 1)) == {32.0, 33.5}
+    assert ("measured", "y") in traces
+    assert ("aidc decision", "y") in traces
+    assert str(step["x"][0]).startswith("2027-01-15T02:")  # New York wall time (07:xx UTC)
+    assert fig["layout"]["xaxis2"]["title"]["text"] == "time (America/New_York)"
     totals_text = " ".join(_texts(out["ct-saving-totals"]["children"]))
     assert "Predicted over" in totals_text
     assert "kWh" in totals_text
+
+
+def _values(y: Any) -> list[float]:
+    """A trace's y values, whether plotly sent a list or a typed array."""
+    if isinstance(y, dict) and "bdata" in y:
+        import base64
+
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y["dtype"])).tolist()
+    return [float(v) for v in y]
 
 
 def test_audit_rows_are_plain_text(tmp_path: Path) -> None:
