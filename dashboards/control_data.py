@@ -10,7 +10,9 @@ and is the figure to sign. Advisory decisions were not written, so they have no 
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,6 @@ import pandas as pd
 from aidc.config import DeviceRef, Site
 from aidc.roles import Role
 from dashboards.control_view import to_utc
-from dashboards.supervisor import read_jsonl_tail
 from historian import Historian, SeriesSelector
 
 CONTROLLER_MEASUREMENT = "controller"  # control/supervisor.py MEASUREMENT: each decision's chosen setpoints
@@ -33,12 +34,53 @@ TIMELINES: tuple[tuple[Role, Role, str, str], ...] = (
     (Role.CHW_SUPPLY_TEMP_SETPOINT, Role.CHW_SUPPLY_TEMP, "CRAH chilled-water supply", "°C"),
 )
 MAX_DECISIONS = 2000
+TAIL_BYTES = 8_000_000  # what a first read of the decision log looks at (a 1,000-rack site: some 160 decisions)
 
 
-def decision_records(data_dir: Path, limit: int = MAX_DECISIONS) -> list[dict[str, Any]]:
-    """The supervisor's decision lines (oldest first) from ``<data_dir>/audit/control.jsonl``."""
-    lines = read_jsonl_tail(data_dir / "audit" / "control.jsonl", limit * 4, max_bytes=8_000_000)
-    return [e for e in lines if e.get("kind") == "decision"][-limit:]
+class DecisionLog:
+    """The decision lines of ``control.jsonl``, read once and then only what was appended since (a 1,000-rack
+    site's decision line is some 50 kB: re-reading megabytes every refresh would cost the page its 2 s)."""
+
+    def __init__(self, data_dir: Path, limit: int = MAX_DECISIONS) -> None:
+        self.path = data_dir / "audit" / "control.jsonl"
+        self.limit = limit
+        self._offset: int | None = None
+        self._records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def _tail_start(self, size: int) -> int:
+        """Where the last :data:`TAIL_BYTES` of the file begin, at a line start."""
+        if size <= TAIL_BYTES:
+            return 0
+        with self.path.open("rb") as fh:
+            fh.seek(size - TAIL_BYTES)
+            fh.readline()  # the rest of a line cut by the seek
+            return fh.tell()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Decision lines, oldest first, at most ``limit``."""
+        with self._lock:
+            size = self.path.stat().st_size if self.path.is_file() else 0
+            if self._offset is None or size < self._offset:  # first read, or the file was replaced: its tail
+                self._records = []
+                self._offset = self._tail_start(size)
+            if size > self._offset:
+                with self.path.open("rb") as fh:
+                    fh.seek(self._offset)
+                    chunk = fh.read(size - self._offset)
+                end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+                self._offset += end
+                for line in chunk[:end].splitlines():
+                    if b'"decision"' not in line:  # guard, hold and operator lines: not parsed at all
+                        continue
+                    try:
+                        doc = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(doc, dict) and doc.get("kind") == "decision":
+                        self._records.append(doc)
+                del self._records[: max(0, len(self._records) - self.limit)]
+            return list(self._records)
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,14 +314,23 @@ def _holds(rec: Mapping[str, Any], names: Names, tz: str) -> str:
 
 
 def describe_decisions(
-    records: Sequence[Mapping[str, Any]], names: Names, tz: str, limits: Mapping[str, Any] | None = None
+    records: Sequence[Mapping[str, Any]],
+    names: Names,
+    tz: str,
+    limits: Mapping[str, Any] | None = None,
+    count: int | None = None,
 ) -> list[DecisionText]:
-    """Decision records (oldest first) in words, newest first; each change is against the decision before it."""
-    out = []
+    """The last ``count`` (default: all) decision records (given oldest first) in words, newest first; each change
+    is against the setpoints in force before it (the last written, or in advisory the last recommended)."""
+    decisions = [r for r in records if r.get("kind") == "decision"]
+    start = 0 if count is None else max(0, len(decisions) - count)
     before: dict[tuple[str, str], float] | None = None
-    for rec in records:
-        if rec.get("kind") != "decision":
-            continue
+    for rec in reversed(decisions[:start]):  # a decision chooses every controlled point: the nearest one will do
+        if in_force(rec) and (chosen := _chosen(rec)):
+            before = chosen
+            break
+    out = []
+    for rec in decisions[start:]:
         out.append(describe_decision(rec, before, names, tz, limits))
         chosen = _chosen(rec)
         if chosen and in_force(rec):

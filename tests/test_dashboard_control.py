@@ -382,3 +382,23 @@ def test_heartbeat_writes_stay_out_of_the_audit_table_unless_they_failed(tmp_pat
     (tmp_path / "audit" / "writes.jsonl").write_text("".join(json.dumps(b) + "\n" for b in beats))
     rows = audit_entries(tmp_path)
     assert [(r["action"], r["result"]) for r in rows] == [("write failed", "heartbeat; FAILED: not connected")]
+
+
+def test_the_decision_log_reads_only_what_was_appended(tmp_path: Path) -> None:
+    """Decisions appended after the first read are picked up; a line still being written waits; a replaced (shorter)
+    file is read afresh; other kinds of line are not decisions."""
+    from dashboards.control_data import DecisionLog
+
+    (tmp_path / "audit").mkdir()
+    path = tmp_path / "audit" / "control.jsonl"
+    path.write_text(json.dumps(_decision(NOW_NS, 30, 24)) + "\n" + json.dumps({"kind": "mode", "to": "auto"}) + "\n")
+    log = DecisionLog(tmp_path, limit=3)
+    assert [r["chosen"][CDU][TCS] for r in log.records()] == [30]
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(_decision(NOW_NS + 1, 31, 24)) + "\n" + json.dumps(_decision(NOW_NS + 2, 32, 24))[:50])
+    assert [r["chosen"][CDU][TCS] for r in log.records()] == [30, 31]
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(_decision(NOW_NS + 2, 32, 24))[50:] + "\n" + json.dumps(_decision(NOW_NS + 3, 33, 24)) + "\n")
+    assert [r["chosen"][CDU][TCS] for r in log.records()] == [31, 32, 33]  # at most ``limit``
+    path.write_text(json.dumps(_decision(NOW_NS + 4, 29, 24)) + "\n")
+    assert [r["chosen"][CDU][TCS] for r in log.records()] == [29]

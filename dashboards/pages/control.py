@@ -9,6 +9,8 @@ the page is a JSON dump: numbers carry units and sensible decimals, times are in
 from __future__ import annotations
 
 import math
+import threading
+from pathlib import Path
 from typing import Any
 
 import dash
@@ -20,8 +22,9 @@ from dash.dash_table.DataTable import DataTable
 from aidc.profiles import Point
 from dashboards.components import LIVE_MS, TREND_MS, empty_figure, table
 from dashboards.control_charts import savings_figure, timeline_figure
-from dashboards.control_data import controlled_devices, decision_records, panels, savings_frame, totals
+from dashboards.control_data import DecisionLog, controlled_devices, panels, savings_frame, totals
 from dashboards.control_view import (
+    DecisionText,
     Names,
     as_dict,
     describe_decisions,
@@ -257,13 +260,10 @@ def _status(st: dict[str, Any] | None, tz: str) -> html.Div:
     return html.Div([html.Div(line), html.Div(when, className="muted")])
 
 
-def _decisions(records: list[dict[str, Any]], st: dict[str, Any] | None, names: Names, tz: str) -> html.Div:
-    """The latest decisions as sentences, each change against the setpoints in force before it."""
-    if not records:
+def _decisions(texts: list[DecisionText]) -> html.Div:
+    """The latest decisions as sentences."""
+    if not texts:
         return html.Div("No decision recorded yet.", className="muted")
-    limits = as_dict(st.get("limits")) if st is not None else {}
-    # A few more than shown, so the oldest shown has the setpoints in force before it.
-    texts = describe_decisions(records[-4 * RECENT_DECISIONS :], names, tz, limits)[:RECENT_DECISIONS]
     items = [
         html.Li(
             [html.Span(f"{d.when} · {d.mode} · {d.state}", className="muted"), html.Br(), " ".join(d.sentences())],
@@ -329,15 +329,36 @@ def register(app: dash.Dash, data: DashboardData) -> None:
     names = Names.of(data.site)
     tz = _tz(data)
 
-    def audit_rows() -> list[dict[str, Any]]:
-        acks = [e for e in _alarm_events(data) if e.get("event") == "ack"]
-        rows = audit_entries(data.data_dir, acks, limit=AUDIT_ROWS, names=names, tz=tz)
-        for r in rows:
-            r["time"] = local_time(r["t"], tz)
-        return rows
+    files = [data.data_dir / "audit" / "control.jsonl", data.data_dir / "audit" / "writes.jsonl",
+             data.data_dir / "alarms" / "alarms.jsonl"]  # fmt: skip
+    audit_memo: dict[tuple[tuple[int, int], ...], list[dict[str, Any]]] = {}
+    audit_lock = threading.Lock()
 
-    def records() -> list[dict[str, Any]]:
-        return decision_records(data.data_dir)
+    def audit_rows() -> list[dict[str, Any]]:
+        """The audit table's rows, read again only when one of its files changed."""
+        with audit_lock:
+            key = tuple(_signature(f) for f in files)
+            if key not in audit_memo:
+                acks = [e for e in read_jsonl_tail(files[2], 500) if e.get("event") == "ack"]
+                rows = audit_entries(data.data_dir, acks, limit=AUDIT_ROWS, names=names, tz=tz)
+                for r in rows:
+                    r["time"] = local_time(r["t"], tz)
+                audit_memo.clear()
+                audit_memo[key] = rows
+            return audit_memo[key]
+
+    log = DecisionLog(data.data_dir)
+    said: dict[tuple[int, object], list[DecisionText]] = {}
+
+    def recent(st: dict[str, Any] | None) -> list[DecisionText]:
+        """The latest decisions in words, worded again only when a decision was added (every few minutes)."""
+        recs = log.records()
+        key = (len(recs), recs[-1].get("ts") if recs else None)
+        if key not in said:
+            limits = as_dict(st.get("limits")) if st is not None else {}
+            said.clear()
+            said[key] = describe_decisions(recs, names, tz, limits, count=RECENT_DECISIONS)
+        return said[key]
 
     @app.callback(
         Output("ct-status", "children"),
@@ -348,8 +369,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
     )
     def live(_: int | None) -> tuple[Any, Any, Any, Any]:
         st = data.controller()
-        recs = data.cached("ct-decisions", 2.0, records, default=[], block_first=True) or []
-        rows = data.cached("ct-audit", 2.0, audit_rows, default=[], block_first=True) or []
+        rows = audit_rows()
         set_at: dict[str, float] = {}
         for r in reversed(rows):  # oldest first, so the newest setting of each point wins
             if r.get("action") == "override set":
@@ -359,7 +379,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
             if st is None
             else table(provenance_rows(st, tz), ["item", "value"], ident="ct-provenance-table")
         )
-        return _status(st, tz), _decisions(recs, st, names, tz), _overrides(data, can_act(), set_at, names), prov
+        return _status(st, tz), _decisions(recent(st)), _overrides(data, can_act(), set_at, names), prov
 
     @app.callback(
         Output("ct-timeline", "figure"),
@@ -379,8 +399,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
             tl = empty_figure("choose a controlled device")
         else:
             tl = timeline_figure(data.historian, dev, panels(dev), start, end, WINDOW_FOR.get(rng_s, "1m"), tz)
-        every = data.cached("ct-decisions", 2.0, records, default=[], block_first=True) or []
-        recs = [r for r in every if (t := to_utc(r.get("ts"))) is not None and t >= start]
+        recs = [r for r in log.records() if (t := to_utc(r.get("ts"))) is not None and t >= start]
         power = data.power_trend(rng_s)
         facility = power["facility"] if "facility" in power else pd.Series(dtype="float64")
         frame = savings_frame(recs, facility)
@@ -396,7 +415,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         Input("audit-table", "sort_by"),
     )
     def audit(_: int | None, current: object, size: object, query: object, sort_by: object) -> tuple[Any, int]:
-        rows = data.cached("ct-audit", 2.0, audit_rows, default=[], block_first=True) or []
+        rows = audit_rows()
         sort = [s for s in sort_by if isinstance(s, dict)] if isinstance(sort_by, list) else []
         picked = query_rows(rows, query if isinstance(query, str) else "", sort, {"time": "t"})
         n = size if isinstance(size, int) and 1 <= size <= 200 else AUDIT_PAGE
@@ -490,5 +509,10 @@ def _writable_point(data: DashboardData, key: object) -> tuple[str, Point] | Non
     return device, p
 
 
-def _alarm_events(data: DashboardData) -> list[dict[str, Any]]:
-    return read_jsonl_tail(data.data_dir / "alarms" / "alarms.jsonl", 500)
+def _signature(path: Path) -> tuple[int, int]:
+    """Size and modification time of a file ((0, 0) if absent): whether it changed since it was last read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_size, st.st_mtime_ns)
