@@ -26,7 +26,8 @@ from control.supervisor import Supervisor
 from dashboards.app import DashboardConfig, create_app
 from dashboards.auth import Role, UserStore
 from dashboards.control_data import savings_frame, totals
-from dashboards.control_view import Names, describe_decision, local_time, provenance_rows
+from dashboards.control_provenance import provenance_rows
+from dashboards.control_view import Names, describe_decision, local_time
 from dashboards.data import DashboardData
 from dashboards.forecast import service_for
 from dashboards.table_query import parse_filter, query_rows

@@ -22,15 +22,15 @@ from dash.dash_table.DataTable import DataTable
 from aidc.profiles import Point
 from dashboards.components import LIVE_MS, TREND_MS, empty_figure, table
 from dashboards.control_charts import savings_figure, timeline_figure
-from dashboards.control_data import DecisionLog, controlled_devices, panels, savings_frame, totals
+from dashboards.control_data import DecisionLog, controlled_devices, panels, savings_frame
+from dashboards.control_panels import decisions_panel, overrides_panel, saving_totals_panel, status_panel
+from dashboards.control_provenance import provenance_rows
 from dashboards.control_view import (
     DecisionText,
     Names,
     as_dict,
     describe_decisions,
     local_time,
-    num,
-    provenance_rows,
     to_utc,
 )
 from dashboards.data import RANGES, WINDOW_FOR, DashboardData
@@ -242,87 +242,6 @@ def layout(data: DashboardData) -> html.Div:
     )
 
 
-def _status(st: dict[str, Any] | None, tz: str) -> html.Div:
-    """The controller's mode, state and counters in one line; the latest decision's time."""
-    if st is None:
-        return html.Div("No controller running.", className="muted")
-    counts, last = as_dict(st.get("counts")), as_dict(st.get("last_decision"))
-
-    def c(key: str) -> str:
-        return num(counts.get(key), digits=0)
-
-    line = (
-        f"Mode {st.get('mode', '?')} · state {st.get('state', '?')} · {c('decisions')} decisions, {c('holds')} holds, "
-        f"{c('writes')} writes ({c('write_errors')} failed), {c('thermal_actions')} thermal-guard actions, "
-        f"{c('feed_forwards')} load-step feed-forwards, {c('refused')} refused by the hard-limit check"
-    )
-    when = f"Last decision {local_time(last.get('ts'), tz)}." if last else "No decision yet."
-    return html.Div([html.Div(line), html.Div(when, className="muted")])
-
-
-def _decisions(texts: list[DecisionText]) -> html.Div:
-    """The latest decisions as sentences."""
-    if not texts:
-        return html.Div("No decision recorded yet.", className="muted")
-    items = [
-        html.Li(
-            [html.Span(f"{d.when} · {d.mode} · {d.state}", className="muted"), html.Br(), " ".join(d.sentences())],
-            style={"marginBottom": ".4em"},
-        )
-        for d in texts
-    ]
-    return html.Div(html.Ul(items, id="ct-decision-list", style={"paddingLeft": "1.2em"}))
-
-
-def _overrides(data: DashboardData, act: bool, set_at: dict[str, float], names: Names) -> html.Div:
-    sup = data.supervisor
-    if sup is None:
-        return html.Div("No overrides (no controller running).", className="muted")
-    rows = sup.overrides()
-    if not rows:
-        return html.Div("No active overrides.", className="muted")
-    tz = _tz(data)
-    now_ns = data.clock.now_ns()
-    head = html.Tr([html.Th(h) for h in ("device · point", "held at", "set by", "set at", "expires", "left", "")])
-    body = []
-    for o in rows:
-        until_ns = o.get("until_ns")
-        until_ns = until_ns if isinstance(until_ns, int) else 0
-        dev, point = str(o.get("device")), str(o.get("point"))
-        pn = names.point(dev, point)
-        key = f"{dev}|{point}"
-        body.append(
-            html.Tr(
-                [
-                    html.Td(f"{pn.text} ({dev} · {point})"),
-                    html.Td(num(o.get("value"), pn.unit)),
-                    html.Td(str(o.get("user", ""))),
-                    html.Td(local_time(set_at.get(key), tz, seconds=False) if key in set_at else "—"),
-                    html.Td(local_time(until_ns, tz, seconds=False)),
-                    html.Td(num(max(0.0, (until_ns - now_ns) / 60e9), "min")),
-                    html.Td(html.Button("Clear", id={"type": "ct-clear", "key": key}, disabled=not act)),
-                ]
-            )
-        )
-    return html.Div(html.Table([html.Thead(head), html.Tbody(body)], className="simple", id="ct-override-table"))
-
-
-def _saving_totals(frame: pd.DataFrame) -> html.Div:
-    """Predicted and realised energy saved over the decisions shown."""
-    if frame.empty:
-        return html.Div("No predicted saving yet.", className="muted")
-    t = totals(frame)
-    text = f"Predicted over {t.intervals} decided intervals: {num(t.predicted_kwh, 'kWh')}."
-    if t.measured:
-        text += (
-            f" Realised over the {t.measured} auto-mode intervals measured: {num(t.realised_kwh, 'kWh')} "
-            f"against {num(t.predicted_same_kwh, 'kWh')} predicted for the same intervals."
-        )
-    else:
-        text += " No realised figure: no auto-mode interval has been measured yet (advisory decisions are not written)."
-    return html.Div(text, id="ct-saving-text")
-
-
 def register(app: dash.Dash, data: DashboardData) -> None:
     """The page's callbacks."""
 
@@ -379,7 +298,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
             if st is None
             else table(provenance_rows(st, tz), ["item", "value"], ident="ct-provenance-table")
         )
-        return _status(st, tz), _decisions(recent(st)), _overrides(data, can_act(), set_at, names), prov
+        return status_panel(st, tz), decisions_panel(recent(st)), overrides_panel(data, can_act(), set_at, names), prov
 
     @app.callback(
         Output("ct-timeline", "figure"),
@@ -403,7 +322,7 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         power = data.power_trend(rng_s)
         facility = power["facility"] if "facility" in power else pd.Series(dtype="float64")
         frame = savings_frame(recs, facility)
-        return tl, savings_figure(frame, tz), _saving_totals(frame)
+        return tl, savings_figure(frame, tz), saving_totals_panel(frame)
 
     @app.callback(
         Output("audit-table", "data"),
