@@ -201,12 +201,19 @@ class Supervisor:
     def status(self) -> dict[str, object]:
         """Mode, state, the last decision, model provenance and counters (JSON-able)."""
         model = self.core.model
+        fit_ns = getattr(self.core, "last_fit_ns", None)  # a stand-in core (tests) may not refit at all
         return {
             "mode": self._mode,
             "state": self.state,
             "last_decision": self.last,
             "model": model.provenance if model is not None else None,
             "training_rows": len(self.core.rows),
+            # Read-only context for the Control page: when the model was last refitted (and why not, if it failed)
+            # and the GPU ceiling (throttle limit − margin) each decision's binding constraint is measured against.
+            "model_fit": {"last_fit": None if fit_ns is None else format_ns(fit_ns),
+                          "error": str(getattr(self.core, "fit_error", ""))},
+            "limits": {"gpu_margin_k": self.cfg.gpu_margin_k, "fws_max_c": self.lim.fws_hi,
+                       "gpu_ceiling_c": dict(zip(self.lim.cdu_names, self.lim.gpu_ceiling_c.tolist(), strict=True))},
             "overrides": self.overrides(),
             "counts": dict(self.counts),
         }
@@ -572,6 +579,7 @@ def _json_default(o: object) -> object:
 def _inputs_summary(snap: Snapshot) -> dict[str, object]:
     return {
         "gpu_max_c": round(float(np.nanmax(snap.gpu_max_c)), 2) if np.isfinite(snap.gpu_max_c).any() else None,
+        "gpu_max_cdu": snap.cdu_names[int(np.nanargmax(snap.gpu_max_c))] if np.isfinite(snap.gpu_max_c).any() else None,
         "gpu_util_pct": round(float(np.nanmean(snap.gpu_util_pct)), 2) if np.isfinite(snap.gpu_util_pct).any()
         else None,
         "drybulb_c": snap.drybulb_c, "wetbulb_c": snap.wetbulb_c, "fws_supply_c": snap.fws_supply_c,

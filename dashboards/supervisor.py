@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from control.interface import MODES
+from dashboards.audit_rows import control_row, write_row
+from dashboards.control_view import Names
 
 __all__ = ["MODES", "audit_entries", "entry_time", "read_jsonl_tail"]  # MODES: for the Control page
 
@@ -58,33 +60,33 @@ def entry_time(entry: dict[str, Any]) -> float:
 
 
 def audit_entries(
-    data_dir: Path, alarm_events: Iterable[dict[str, Any]] = (), limit: int = 200
+    data_dir: Path,
+    alarm_events: Iterable[dict[str, Any]] = (),
+    limit: int = 200,
+    names: Names | None = None,
+    tz: str = "UTC",
 ) -> list[dict[str, Any]]:
-    """Newest first: the supervisor's and the writer's audit lines plus alarm acknowledgements, as table rows."""
+    """Newest first: the supervisor's and the writer's audit lines (heartbeat writes only where they failed) plus
+    alarm acknowledgements, as table rows with
+    ``t`` (epoch seconds), ``source``, ``actor``, ``action``, ``target`` (device · point), ``change`` (old → new)
+    and ``result`` (reason or outcome), all plain text."""
     rows: list[dict[str, Any]] = []
     for source, name in AUDIT_FILES.items():
         for e in read_jsonl_tail(data_dir / "audit" / name, limit):
-            what = e.get("action") or e.get("event") or e.get("kind") or ""
-            detail = {k: v for k, v in e.items() if k not in ("ts", "ts_ns", "user", "who", "action", "event", "kind")}
-            if source == "writes" and not what:
-                what = "write" if e.get("ok") else "write failed"
-            rows.append(
-                {
-                    "t": entry_time(e),
-                    "source": source,
-                    "user": str(e.get("user") or e.get("who") or ""),
-                    "action": str(what),
-                    "detail": json.dumps(detail, default=str)[:300],
-                }
-            )
+            if source == "writes" and e.get("why") == "heartbeat" and e.get("ok", True):
+                continue  # one per device every few seconds: they would bury every other line (failures stay)
+            row = write_row(e, names) if source == "writes" else control_row(e, names, tz)
+            rows.append({"t": entry_time(e), "source": source, **row})
     for e in alarm_events:
         rows.append(
             {
                 "t": entry_time(e),
                 "source": "alarms",
-                "user": str(e.get("acked_by", "")),
+                "actor": str(e.get("acked_by", "")),
                 "action": "acknowledge",
-                "detail": str(e.get("message", "")),
+                "target": str(e.get("device") or e.get("id") or ""),
+                "change": "",
+                "result": str(e.get("message", "")),
             }
         )
     rows.sort(key=lambda r: r["t"], reverse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_every_page_renders_with_data_and_no_console_errors(stack: DashboardStac
         wait_for(lambda css=css, ok=ok: ok(_text(driver, css)), 30, f"data on the {name} page ({css})")
         time.sleep(1.5)  # let one live refresh land so its errors, if any, reach the console
         _shot(driver, name, tmp_path)
+        assert not re.search(r'[{\[]\s*"', _text(driver, "body")), f"{name}: raw JSON on the page"
         errors = console_errors(driver)
         assert errors == [], f"{name}: {errors}"
 
@@ -156,8 +158,13 @@ def test_operator_switches_auto_to_advisory_and_an_audit_entry_appears(stack: Da
     driver.find_element(By.ID, "ct-apply").click()
     wait_for(lambda: "Mode set to advisory by operator" in _text(driver, "#ct-msg"), 15, "confirmation")
     assert sup.mode == "advisory"
-    wait_for(lambda: '"to": "advisory"' in _text(driver, "#audit-table") and "operator" in _text(driver, "#audit-table"),
+    wait_for(lambda: "auto → advisory" in _text(driver, "#audit-table") and "operator" in _text(driver, "#audit-table"),
              15, "audit entry on the page")
+    # The audit table filters on the server: the operator's rows only.
+    cell = driver.find_element(By.CSS_SELECTOR, '#audit-table th.dash-filter[data-dash-column="actor"] input')
+    cell.send_keys("operator\n")
+    wait_for(lambda: {r.text for r in driver.find_elements(By.CSS_SELECTOR, '#audit-table td[data-dash-column="actor"]')}
+             == {"operator"}, 15, "audit rows filtered to the operator")
     entries = [json.loads(line) for line in sup.audit_path.read_text(encoding="utf-8").splitlines()]
     assert (entries[-1]["kind"], entries[-1]["user"], entries[-1]["to"]) == ("mode", "operator", "advisory")
     _shot(driver, "control-after-advisory", tmp_path)

@@ -115,8 +115,10 @@ def test_audit_rows_merge_the_supervisor_the_writer_and_acknowledgements(tmp_pat
                                                     "device": "cdu-1", "point": "sp", "new": 31.0}) + "\n")
     acks = [{"event": "ack", "ts_ns": 1_000_000_000_000_000_000, "acked_by": "bob", "message": "hot GPU"}]
     rows = audit_entries(tmp_path, acks)
-    assert [(r["source"], r["user"], r["action"]) for r in rows] == [
+    assert [(r["source"], r["actor"], r["action"]) for r in rows] == [
         ("writes", "sup", "write"), ("control", "ann", "set_mode"), ("alarms", "bob", "acknowledge")]
+    assert rows[0]["target"] == "cdu-1 · sp"
+    assert rows[1]["result"] == "new advisory"  # an unknown line as plain text, not a JSON blob
 
 
 def test_floor_map_is_one_heatmap_at_1000_racks(tmp_path: Path) -> None:
