@@ -32,7 +32,7 @@ from tests.sim_helpers import _bindable, free_port_block, site_doc, write_site
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000")
-PASSWORDS = {"viewer": "viewer-pass-1234", "operator": "operator-pass-1234"}
+PASSWORDS = {"viewer": "viewer-pass-1234", "operator": "operator-pass-1234", "admin": "admin-pass-123456"}
 
 
 def free_port() -> int:
@@ -152,6 +152,7 @@ class DashboardStack:
         users = UserStore(config.users_path(self.site))
         users.add("viewer", PASSWORDS["viewer"], Role.VIEWER)
         users.add("operator", PASSWORDS["operator"], Role.OPERATOR)
+        users.add("admin", PASSWORDS["admin"], Role.ADMIN)
         sup = self.supervisor_factory(self) if self.supervisor_factory else None
         data = DashboardData(self.site, self.job.live, self.job.historian, self.job.clock,
                              AlarmEngine.from_site(self.site), supervisor=sup, job_stats=job_stats(self.job))

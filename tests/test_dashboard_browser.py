@@ -80,6 +80,9 @@ PAGES = [
     ("control", "/control", "#ct-status", lambda t: "auto" in t or "advisory" in t),
     ("quality", "/quality", "#health-table tbody", lambda t: PDU in t and "up" in t),
     ("reports", "/reports", "#reports-table", lambda t: "pue-2026-11.csv" in t),
+    ("energy", "/energy", "#en-cards", _has_number),
+    ("power", "/power", "#pw-table", _has_number),
+    ("alarms", "/alarms", "#al-summary", lambda t: "active" in t),
 ]
 
 
@@ -96,6 +99,26 @@ def test_every_page_renders_with_data_and_no_console_errors(stack: DashboardStac
         assert not re.search(r'[{\[]\s*"', _text(driver, "body")), f"{name}: raw JSON on the page"
         errors = console_errors(driver)
         assert errors == [], f"{name}: {errors}"
+
+
+def test_admin_sees_the_users_page_and_an_operator_does_not(stack: DashboardStack, driver: Any,
+                                                            tmp_path: Path) -> None:
+    """The user administration page lists the accounts for an admin; an operator gets no Users link and no table."""
+    from selenium.webdriver.common.by import By
+
+    sign_in(driver, stack.url, "admin")
+    console_errors(driver)
+    driver.get(stack.url + "/users")
+    wait_for(lambda: "operator" in _text(driver, "#us-table") and "viewer" in _text(driver, "#us-table"), 30,
+             "the accounts on the users page")
+    _shot(driver, "users", tmp_path)
+    assert console_errors(driver) == []
+    driver.delete_all_cookies()
+    sign_in(driver, stack.url, "operator")
+    driver.get(stack.url + "/users")
+    wait_for(lambda: "needs an admin" in _text(driver, "#us-refused"), 30, "the refusal on the users page")
+    assert "Users" not in _text(driver, "#nav")
+    assert not driver.find_elements(By.CSS_SELECTOR, "#us-table")
 
 
 def test_floor_map_click_opens_rack_detail(stack: DashboardStack, driver: Any) -> None:
@@ -219,9 +242,16 @@ def test_an_injected_fault_raises_an_alarm_that_shows_and_clears(stack: Dashboar
     try:
         wait_for(lambda: f"device down: {PDU}" in _text(driver, "#ov-alarms"), 60, "device-down alarm on the page")
         _shot(driver, "overview-alarm", tmp_path)
-        button = driver.find_element(By.CSS_SELECTOR, "#ov-alarms button")
-        button.click()
-        wait_for(lambda: "acknowledged by operator" in _text(driver, "#ov-alarms"), 15, "acknowledgement shown")
+
+        def acknowledged() -> bool:
+            # The Overview redraws its alarm list every second: a click on a button the redraw replaced raises
+            # a stale-element error, which wait_for retries with a fresh button.
+            if "acknowledged by operator" in _text(driver, "#ov-alarms"):
+                return True
+            driver.find_element(By.CSS_SELECTOR, "#ov-alarms button").click()
+            return False
+
+        wait_for(acknowledged, 30, "acknowledgement shown", every_s=1.0)
     finally:
         stack.sim.clear(PDU)
     wait_for(lambda: f"device down: {PDU}" not in _text(driver, "#ov-alarms"), 90, "alarm cleared on the page")
