@@ -243,6 +243,12 @@ class Facility(FacilityState):
         values = self.points.values(device)
         return values if self.degradation is None else self.degradation.readings(device, values, self.t_ns)
 
+    def device_arrays(self, device: str) -> dict[str, PointValue]:
+        """:meth:`device_values` with array points as read-only numpy arrays (the same numbers), for in-process
+        readers such as the evaluation's field telemetry, which would convert lists back into arrays."""
+        values = self.points.values(device, arrays=True)
+        return values if self.degradation is None else self.degradation.readings(device, values, self.t_ns)
+
     def write_point(self, device: str, point: str, value: float) -> None:
         """A client wrote a writable point (setpoint or heartbeat): clamped to the profile's min/max."""
         self.points.write(device, point, value)

@@ -47,6 +47,7 @@ from aidc.config import Site
 from aidc.errors import DataError
 from aidc.live import LiveState
 from aidc.model import Batch, SeriesKey
+from control.baselines import ConstantController, FixedController
 from control.field import FieldModel, FieldTelemetry, FieldWriter
 from control.live_reader import LiveReader
 from control.policy import Limits, dew_point_c
@@ -231,7 +232,7 @@ def feed_live(live: LiveState | Callable[[Batch], None], site: Site, fac: Facili
     if hit is None or hit[0] is not site or hit[1] is not fac:
         if len(_EXACT) > 16:
             _EXACT.clear()
-        hit = (site, fac, ExactTelemetry(site, fac.device_values))
+        hit = (site, fac, ExactTelemetry(site, fac.device_arrays))
         _EXACT[id(fac)] = hit
     hit[2].feed(fac.t_ns, live, *sinks)
 
@@ -266,16 +267,22 @@ class SimPlant:
         """Every point the snapshot needs, keyed by point name."""
         out: dict[str, dict[str, object]] = {}
         for name, keys in self.keys.items():
-            vals = self.fac.device_values(name)
+            vals = self.fac.device_arrays(name)
             out[name] = {p: vals.get(k) for p, k in keys}
         return out  # type: ignore[return-value]
+
+    def exact_snapshot(self) -> Snapshot:
+        """The current snapshot from the facility's own values (no polls, no noise)."""
+        return self.builder.build(self.fac.t_ns, self.readings())
 
     def snapshot(self) -> Snapshot:
         """The current snapshot."""
         if self.field is None:
-            return self.builder.build(self.fac.t_ns, self.readings())
+            return self.exact_snapshot()
         now = self.fac.t_ns
-        self.field.feed(now, self.live, self.reader)
+        # The live state is read only until the reader has seen a batch (LiveReader.read): feeding it after that
+        # costs a lookup per sample and changes nothing a controller sees.
+        self.field.feed(now, *((self.reader,) if self.reader.seen else (self.live, self.reader)))
         readings, age = self.reader.read(self.live, now)
         return self.builder.build(now, readings, max_age_s=age)
 
@@ -388,7 +395,7 @@ class EvalSetup:
         setup's seed and the facility's start so every controller sees the same noise and losses on a day."""
         if self.telemetry != "field":
             return None
-        return FieldTelemetry(self.site, fac.device_values, seed=_mix(self.seed, fac.t_ns), model=self.field_model,
+        return FieldTelemetry(self.site, fac.device_arrays, seed=_mix(self.seed, fac.t_ns), model=self.field_model,
                               points=self.builder.needed(), start_ns=fac.t_ns)
 
     def live_state(self) -> LiveState:
@@ -455,10 +462,13 @@ def run_day(setup: EvalSetup, ctl: Controller | None, day_ns: int, k: Kpis | Non
     sub = max(1, round(interval / setup.step_s))
     dt = interval / sub
     end = day_ns + days * DAY_NS
+    # A controller that reads nothing of its snapshot (constant setpoints) gets the exact one: with field telemetry
+    # its polls would cost more than the physics and change nothing it does.
+    blind = isinstance(ctl, FixedController | ConstantController)
     while fac.t_ns < end:
         counting = k is not None and fac.t_ns >= day_ns
         if ctl is not None:
-            snap = plant.snapshot()
+            snap = plant.exact_snapshot() if blind else plant.snapshot()
             t0 = time.perf_counter()
             dec = ctl.decide(snap)
             spent = time.perf_counter() - t0
@@ -546,7 +556,7 @@ class SupervisedRun:
         clock = SteppedClock(fac.t_ns)
         live = setup.live_state()
         field = setup.field_telemetry(fac)
-        feed = field if field is not None else ExactTelemetry(setup.site, fac.device_values, setup.builder.needed())
+        feed = field if field is not None else ExactTelemetry(setup.site, fac.device_arrays, setup.builder.needed())
         self.feed = feed
         writer = FieldWriter(setup.site, fac.write_point, fac.device_values, clock.now_ns)
         sup = Supervisor(setup.site, live, writer, clock, limits=lim, core=self.core, audit_dir=self.audit_dir,
@@ -568,7 +578,8 @@ class SupervisedRun:
             counting = k is not None and fac.t_ns >= day_ns
             if counting and base is None:
                 base, changes0 = dict(sup.counts), writer.changes
-            feed.feed(fac.t_ns, live, sup.sink)
+            # The supervisor reads the live state only until its input sink has seen a batch (as SimPlant).
+            feed.feed(fac.t_ns, *((sup.sink,) if sup.sink.seen else (live, sup.sink)))
             if fac.t_ns >= next_decision:
                 t0 = time.perf_counter()
                 await sup.decide_once()
