@@ -644,6 +644,7 @@ class FieldWriter:
         self.writes = 0
         self.changes = 0  # writes that changed what the device holds (heartbeats excluded)
         self.errors = 0
+        self._stamp: tuple[int | None, str] = (None, "")  # the last write's time and its ISO form
 
     def _codec(self, device: str) -> _Device:
         c = self._codecs.get(device)
@@ -677,6 +678,9 @@ class FieldWriter:
         old = None if beat else c.read(self.values(device), p)
         self._write(device, point, held)
         readback = held if beat else c.read(self.values(device), p)
+        now = self.now_ns()
+        if now != self._stamp[0]:  # a heartbeat writes every controlled device at one instant: formatted once
+            self._stamp = (now, format_ns(now))
         error = ""
         if not abs(readback - new) <= abs(p.scale) / 2 + 1e-6 * max(1.0, abs(new)):
             error = f"read back {readback:g} after writing {new:g}"  # e.g. a device in local fallback
@@ -685,7 +689,7 @@ class FieldWriter:
         if not beat and readback != old:
             self.changes += 1
         return WriteResult(
-            format_ns(self.now_ns()),
+            self._stamp[1],
             getattr(actor, "name", str(actor)),
             actor.role,
             device,

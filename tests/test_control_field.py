@@ -263,3 +263,54 @@ def test_feed_live_publishes_one_series_per_gpu_as_before(tmp_path: Path) -> Non
         assert v is not None
         assert v.value == temps[i]
         assert v.ts_ns == fac.t_ns
+
+
+def _samples(batches: list[Any]) -> dict[str, tuple[int, float, int]]:
+    """Every sample of some batches by series: (time, value rounded to 1e-12 with NaN as a marker, quality)."""
+    out: dict[str, tuple[int, float, int]] = {}
+    for b in batches:
+        for sid, t, v, q in zip(b.series, b.ts_ns.tolist(), b.values.tolist(), b.quality.tolist(), strict=True):
+            out[sid] = (t, -1e300 if math.isnan(v) else v, q)
+    return out
+
+
+def test_cdus_polled_together_give_the_samples_polled_one_by_one(tmp_path: Path) -> None:
+    """The CDUs (Modbus devices of one profile) are encoded, decoded and noised in one pass; every sample, poll
+    time and quality is the one a poll device by device gives, lost polls and bursts included."""
+    setup = _setup(tmp_path, "field")
+    site = setup.site
+    fac = setup.facility(setup.day_starts()[0])
+    model = FieldModel(loss=0.05, burst=0.01)
+    kw: dict[str, Any] = {"seed": 3, "model": model, "points": setup.builder.needed(), "start_ns": fac.t_ns}
+    together = FieldTelemetry(site, fac.device_arrays, **kw)
+    alone = FieldTelemetry(site, fac.device_arrays, **kw)
+    assert any(run is not None and len(ix) == 2 for ix, run in together.runs)  # both CDUs of the site in one run
+    alone.runs = [([i], None) for i in alone.single]
+    cdu = _cdu(site).name
+    for step in range(240):
+        fac.step(60.0)
+        if step % 17 == 0:
+            fac.write_point(cdu, setup.limits.tcs_point, 25.0 + step % 5)
+        assert _samples(together.poll_due(fac.t_ns)) == _samples(alone.poll_due(fac.t_ns))
+    assert together.lost == alone.lost > 0
+
+
+def test_device_arrays_are_the_device_values_as_read_only_arrays(tmp_path: Path) -> None:
+    """``Facility.device_arrays`` serves the numbers ``device_values`` serves, array points as read-only numpy
+    arrays; after a step and a write both follow the new state."""
+    setup = _setup(tmp_path, "field")
+    fac = setup.facility(setup.day_starts()[0])
+    cdu = _cdu(setup.site).name
+    for step in range(3):
+        fac.step(60.0)
+        fac.write_point(cdu, setup.limits.dp_point, 60.0 + 10 * step)
+        for dev in setup.site.devices:
+            lists, arrays = fac.device_values(dev.name), fac.device_arrays(dev.name)
+            assert lists.keys() == arrays.keys()
+            for key, v in lists.items():
+                a = arrays[key]
+                if isinstance(v, list):
+                    assert isinstance(a, np.ndarray) and not a.flags.writeable
+                    assert a.tolist() == v
+                else:
+                    assert a == v and type(a) is type(v)
