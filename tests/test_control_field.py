@@ -310,7 +310,9 @@ def test_device_arrays_are_the_device_values_as_read_only_arrays(tmp_path: Path)
             for key, v in lists.items():
                 a = arrays[key]
                 if isinstance(v, list):
-                    assert isinstance(a, np.ndarray) and not a.flags.writeable
+                    assert isinstance(a, np.ndarray)
+                    assert not a.flags.writeable
                     assert a.tolist() == v
                 else:
-                    assert a == v and type(a) is type(v)
+                    assert a == v
+                    assert type(a) is type(v)

@@ -32,9 +32,9 @@ def test_a_point_with_any_bad_element_reads_none_and_the_rest_read_with_their_ag
     quality[rows[rack, gpu][0] + 3] = int(Quality.BAD)
     quality[rows[scalar][0]] = int(Quality.UNCERTAIN)
     seen = np.ones(len(ids), dtype=bool)
-    seen[rows[unseen][0]:rows[unseen][1]] = False
+    seen[rows[unseen][0] : rows[unseen][1]] = False
     ts = np.full(len(ids), 100 * S, dtype=np.int64)
-    ts[rows[rack, gpu][0]:rows[rack, gpu][1]] = 90 * S  # older, but not used (one element bad)
+    ts[rows[rack, gpu][0] : rows[rack, gpu][1]] = 90 * S  # older, but not used (one element bad)
     reader.update(Batch(ids[seen], ts[seen], values[seen], quality[seen]))
     out, oldest, ages = reader.read_ages(None, 130 * S)
     for (dev, point), (a, b) in rows.items():
@@ -42,8 +42,10 @@ def test_a_point_with_any_bad_element_reads_none_and_the_rest_read_with_their_ag
         if (dev, point) in ((rack, gpu), scalar, unseen):
             assert got is None, (dev, point)
         elif b - a > 1 or isinstance(got, np.ndarray):
-            assert isinstance(got, np.ndarray) and got.tolist() == values[a:b].tolist()
+            assert isinstance(got, np.ndarray)
+            assert got.tolist() == values[a:b].tolist()
         else:
             assert got == values[a]
     assert math.isclose(oldest, 30.0)
-    assert ages[rack] == 30.0 and ages[scalar[0]] == 30.0
+    assert ages[rack] == 30.0
+    assert ages[scalar[0]] == 30.0
