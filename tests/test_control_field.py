@@ -316,3 +316,28 @@ def test_device_arrays_are_the_device_values_as_read_only_arrays(tmp_path: Path)
                 else:
                     assert a == v
                     assert type(a) is type(v)
+
+
+def test_the_oracle_counted_span_by_span_is_the_oracle_counted_in_one_go(tmp_path: Path) -> None:
+    """The oracle's spans run apart (as the parallel evaluation runs them, one worker job each) and counted back in
+    their order give exactly the KPIs of one run over every span."""
+    from app.evaluation.evaluate import KpiLog, OracleController, oracle_span
+
+    site = control_site(tmp_path, racks=4, interval_s=900.0)  # one CDU, a decision every 15 min: a quick oracle
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), days=183, stride=1, first_day=182,
+                      warmup_h=0.0, step_s=900.0, telemetry="field")
+    spans = [(start, 0.125, 1.0) for start, _days, _warm in setup.spans()]  # three hours each, after an hour
+    setup.spans = lambda: spans  # type: ignore[method-assign]
+    assert len(spans) == 2
+    o = OracleController(setup)
+    whole = evaluate(setup, o, o.bind).as_dict()
+    k = Kpis()
+    for i in range(len(setup.spans())):
+        log, scope = oracle_span(setup, i)
+        assert isinstance(log, KpiLog)
+        assert scope == o.scope
+        log.replay(k)
+    parts = k.as_dict()
+    whole.pop("decision_ms")
+    parts.pop("decision_ms")
+    assert parts == whole

@@ -21,6 +21,7 @@ from app.evaluation.harness import (
     DAY_NS,
     Carbon,
     EvalSetup,
+    KpiLog,
     Kpis,
     SimPlant,
     SupervisedRun,
@@ -44,10 +45,10 @@ from simulators.scenarios import scenario_workload
 from simulators.weather import Weather
 
 __all__ = [
-    "CONTROLLERS", "DAY_NS", "Carbon", "EvalSetup", "Kpis", "OracleController", "SimPlant", "SupervisedRun",
-    "best_fixed", "coarse_grid", "default_jobs", "evaluate", "evaluate_all", "feed_live", "load_carbon",
-    "neighbourhood", "run_controller", "run_day", "site_weather", "uniform_candidates", "uniform_setpoints",
-    "whatif_ok",
+    "CONTROLLERS", "DAY_NS", "Carbon", "EvalSetup", "KpiLog", "Kpis", "OracleController", "SimPlant",
+    "SupervisedRun", "best_fixed", "coarse_grid", "default_jobs", "evaluate", "evaluate_all", "feed_live",
+    "load_carbon", "neighbourhood", "oracle_span", "run_controller", "run_day", "site_weather", "uniform_candidates",
+    "uniform_setpoints", "whatif_ok",
 ]
 
 
@@ -98,13 +99,35 @@ def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> t
 
 
 _JOB: dict[str, Any] = {}  # the setup handed to forked workers (fork shares it without pickling)
+Unit = tuple[str, int]  # a worker's job: a controller, and the span it runs (-1: every span, in one go)
 
 
-def _job(name: str) -> tuple[str, dict[str, Any], dict[str, Any], float, list[str]]:
+def oracle_span(setup: EvalSetup, i: int) -> tuple[KpiLog, str]:
+    """The oracle over span ``i`` of the setup alone, every step logged, and its scope. The oracle starts every
+    span afresh (:meth:`OracleController.bind`), so its spans run apart count the same as in one go."""
+    o = OracleController(setup)
+    start, days, warm = setup.spans()[i]
+    log = KpiLog()
+    run_day(setup, o, start, log, o.bind, warmup_h=warm, days=days)
+    return log, o.scope
+
+
+def _job(unit: Unit) -> tuple[Unit, Any, float, list[str]]:
     said: list[str] = []
     t0 = time.perf_counter()
-    kpis, extra = run_controller(_JOB["setup"], name, said.append)
-    return name, kpis, extra, time.perf_counter() - t0, said
+    name, span = unit
+    out = run_controller(_JOB["setup"], name, said.append) if span < 0 else oracle_span(_JOB["setup"], span)
+    return unit, out, time.perf_counter() - t0, said
+
+
+def _units(setup: EvalSetup, order: Sequence[str]) -> list[Unit]:
+    """The workers' jobs, longest first so that they end together: every controller in one job, but the oracle,
+    whose spans are independent, one job a span (the commissioning days first; its days last, to fill in)."""
+    spans = list(range(len(setup.spans()))) if "oracle" in order else []
+    whole: list[Unit] = [(n, -1) for n in order if n != "oracle"]
+    first = [("oracle", i) for i in spans if setup.spans()[i][1] > 1]
+    rest = [("oracle", i) for i in spans if setup.spans()[i][1] <= 1]
+    return whole[:1] + first + whole[1:] + rest
 
 
 def default_jobs() -> int:
@@ -143,17 +166,30 @@ def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[s
 
     results: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     order = sorted(dict.fromkeys(names), key=lambda n: _LONGEST_FIRST.index(n))
-    if jobs > 1 and len(order) > 1 and "fork" in mp.get_all_start_methods():
+    units = _units(setup, order)
+    if jobs > 1 and len(units) > 1 and "fork" in mp.get_all_start_methods():
         _JOB["setup"] = setup
+        logs: dict[int, KpiLog] = {}
+        scope, oracle_s = "", 0.0
         try:
-            with ProcessPoolExecutor(min(jobs, len(order)), mp_context=mp.get_context("fork")) as pool:
-                for name, kpis, extra, spent, said in pool.map(_job, order):
+            with ProcessPoolExecutor(min(jobs, len(units)), mp_context=mp.get_context("fork")) as pool:
+                for (name, span), out, spent, said in pool.map(_job, units):
                     for line in said:
                         say(line)
-                    say(f"{name}: {spent:.0f} s")
-                    results[name] = (kpis, extra)
+                    if span < 0:
+                        say(f"{name}: {spent:.0f} s")
+                        results[name] = out
+                    else:
+                        logs[span], scope = out
+                        oracle_s += spent
         finally:
             _JOB.clear()
+        if logs:  # the oracle's spans counted in their order: the sums of one run
+            k = Kpis()
+            for i in sorted(logs):
+                logs[i].replay(k)
+            results["oracle"] = (k.as_dict(), {"oracle_scope": scope})
+            say(f"oracle: {oracle_s:.0f} s over {len(logs)} spans")
     else:
         for name in order:
             t0 = time.perf_counter()

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -132,6 +132,27 @@ class Kpis:
     minutes: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
+    def count(self, m: Minute) -> None:
+        """Add one facility step."""
+        self.facility_kwh += m.facility_kwh
+        self.cooling_kwh += m.cooling_kwh
+        self.it_kwh += m.it_kwh
+        self.work_done += m.work_done
+        self.kgco2 += m.kgco2
+        self.minutes += m.minutes
+        if m.worst_k > 0:
+            self.violation_minutes += m.minutes
+            self.violation_kh += m.violation_kh
+        if m.at_limit:
+            self.at_limit_minutes += m.minutes
+        if m.throttled:
+            self.throttle_minutes += m.minutes
+        if m.above_class:
+            self.above_class_minutes += m.minutes
+        if m.below_dew:
+            self.below_dew_minutes += m.minutes
+        self.peak_facility_kw = max(self.peak_facility_kw, m.facility_kw)
+
     def as_dict(self) -> dict[str, float]:
         """The JSON fields (issue names first)."""
         return {
@@ -154,6 +175,28 @@ class Kpis:
             "decision_ms": round(1000 * self.decision_s / max(self.decisions, 1), 3),
             **self.extra,
         }
+
+
+class KpiLog(Kpis):
+    """Kpis that also keep every step added, so runs done apart (in other processes) can be counted into one
+    :class:`Kpis` in their order (:meth:`replay`), with the same sums as counted in one go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[Minute] = []
+
+    def count(self, m: Minute) -> None:
+        """Keep and add one facility step."""
+        self.steps.append(m)
+        super().count(m)
+
+    def replay(self, k: Kpis) -> None:
+        """Count this log's steps and decisions into ``k``."""
+        for m in self.steps:
+            k.count(m)
+        k.decisions += self.decisions
+        k.decision_s += self.decision_s
+        k.setpoint_changes += self.setpoint_changes
 
 
 class ExactTelemetry:
@@ -416,32 +459,50 @@ def _mix(seed: int, t_ns: int) -> int:
     return (seed * 1_000_003 + t_ns // 1_000_000_000) % (2**63)
 
 
+class Minute(NamedTuple):
+    """What one facility step adds to the KPIs (:meth:`Kpis.count`)."""
+
+    facility_kwh: float
+    cooling_kwh: float
+    it_kwh: float
+    work_done: float
+    kgco2: float
+    minutes: float
+    worst_k: float  # the hottest GPU's excess over limit − margin (counted where > 0)
+    violation_kh: float
+    at_limit: bool
+    throttled: bool
+    above_class: bool
+    below_dew: bool
+    facility_kw: float
+
+
+def _minute(setup: EvalSetup, fac: Facility, dt: float, before: dict[str, float], rack_lim: np.ndarray,
+            dew_c: float) -> Minute:
+    e = fac.energy_wh
+    hot = np.maximum.reduceat(fac.gpu_temp_c, fac.rack_offsets)
+    worst = float((hot - (rack_lim - setup.limits.cfg.gpu_margin_k)).max())
+    w = setup.limits.w_class_c
+    return Minute(
+        (e["facility"] - before["facility"]) / 1000.0,
+        (e["cooling"] - before["cooling"]) / 1000.0,
+        (e["it"] - before["it"]) / 1000.0,
+        fac.work_gpu_h - before["work_gpu_h"],
+        (e["facility"] - before["facility"]) / 1000.0 * setup.carbon.at(fac.t_ns) / 1000.0,
+        dt / 60.0,
+        worst,
+        worst * dt / 3600.0,
+        bool((hot >= rack_lim).any()),
+        int(fac.rack_throttled.sum()) > 0,
+        w is not None and fac.fws_supply_c > w + 1e-6,
+        float(fac.tcs_supply_c.min()) < dew_c + setup.limits.cfg.dew_margin_k - 1e-6,
+        fac.facility_power_w / 1000.0,
+    )
+
+
 def _account(setup: EvalSetup, fac: Facility, k: Kpis, dt: float, before: dict[str, float], rack_lim: np.ndarray,
              dew_c: float) -> None:
-    e = fac.energy_wh
-    k.facility_kwh += (e["facility"] - before["facility"]) / 1000.0
-    k.cooling_kwh += (e["cooling"] - before["cooling"]) / 1000.0
-    k.it_kwh += (e["it"] - before["it"]) / 1000.0
-    k.work_done += fac.work_gpu_h - before["work_gpu_h"]
-    k.kgco2 += (e["facility"] - before["facility"]) / 1000.0 * setup.carbon.at(fac.t_ns) / 1000.0
-    minutes = dt / 60.0
-    k.minutes += minutes
-    hot = np.maximum.reduceat(fac.gpu_temp_c, fac.rack_offsets)
-    over = hot - (rack_lim - setup.limits.cfg.gpu_margin_k)
-    worst = float(over.max())
-    if worst > 0:
-        k.violation_minutes += minutes
-        k.violation_kh += worst * dt / 3600.0
-    if bool((hot >= rack_lim).any()):
-        k.at_limit_minutes += minutes
-    if int(fac.rack_throttled.sum()) > 0:
-        k.throttle_minutes += minutes
-    w = setup.limits.w_class_c
-    if w is not None and fac.fws_supply_c > w + 1e-6:
-        k.above_class_minutes += minutes
-    if float(fac.tcs_supply_c.min()) < dew_c + setup.limits.cfg.dew_margin_k - 1e-6:
-        k.below_dew_minutes += minutes
-    k.peak_facility_kw = max(k.peak_facility_kw, fac.facility_power_w / 1000.0)
+    k.count(_minute(setup, fac, dt, before, rack_lim, dew_c))
 
 
 ControllerFactory = Callable[[Facility], Controller]
