@@ -341,3 +341,17 @@ def test_the_oracle_counted_span_by_span_is_the_oracle_counted_in_one_go(tmp_pat
     whole.pop("decision_ms")
     parts.pop("decision_ms")
     assert parts == whole
+
+
+def test_carbon_intensity_is_read_by_hour_of_the_utc_year() -> None:
+    """An hourly carbon series is read at (day of the year − 1) · 24 + hour, UTC, in any year (leap days and the
+    turn of the year included), the year's own hour zero again each 1 January."""
+    import pandas as pd
+
+    from app.evaluation.harness import Carbon
+
+    hourly = np.arange(8784, dtype=np.float64)
+    c = Carbon(100.0, hourly, "test")
+    for stamp in ("2024-02-29T13:30", "2024-12-31T23:59", "2025-01-01T00:00", "2026-07-01T05:00", "2023-03-01"):
+        ts = pd.Timestamp(stamp, tz="UTC")
+        assert c.at(int(ts.value)) == float((ts.day_of_year - 1) * 24 + ts.hour)

@@ -72,12 +72,20 @@ class Carbon:
     hourly: np.ndarray | None = None
     source: str = "constant 400 g/kWh"
 
+    # The UTC year of the last lookup, [start, end) in ns: the hour of the year is then one division (this is asked
+    # every simulated minute of every controller).
+    _year: list[int] = field(default_factory=lambda: [0, 0], compare=False, repr=False)
+
     def at(self, t_ns: int) -> float:
         """Intensity at a UTC time."""
         if self.hourly is None:
             return self.constant_g_kwh
-        ts = pd.Timestamp(t_ns, unit="ns", tz="UTC")
-        hour = (ts.dayofyear - 1) * 24 + ts.hour
+        start, end = self._year
+        if not start <= t_ns < end:
+            year = pd.Timestamp(t_ns, unit="ns", tz="UTC").year
+            start = int(pd.Timestamp(f"{year}-01-01", tz="UTC").value)
+            self._year[:] = [start, int(pd.Timestamp(f"{year + 1}-01-01", tz="UTC").value)]
+        hour = (t_ns - start) // 3_600_000_000_000  # (day of the year − 1) · 24 + hour: UTC has no DST
         return float(self.hourly[hour % len(self.hourly)])
 
 
