@@ -576,14 +576,14 @@ class FieldTelemetry:
         good = self._schedule(t_ns)
         rng = self.noise_rng if self.model is not None else None
         out: list[Batch] = []
-        for ix, run in self.runs:
-            stamps = good[ix].tolist()
+        for members, run in self.runs:
+            stamps = good[members].tolist()
             if run is not None and min(stamps) >= 0:
-                got = run.poll([self.values(self.devices[i].dev.name) for i in ix], stamps, rng)
+                got = run.poll([self.values(self.devices[i].dev.name) for i in members], stamps, rng)
                 if got is not None:
                     out += got
                     continue
-            for i, ts in zip(ix, stamps, strict=True):
+            for i, ts in zip(members, stamps, strict=True):
                 if ts >= 0:
                     d = self.devices[i]
                     out.append(d.poll(self.values(d.dev.name), ts, rng))

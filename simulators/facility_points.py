@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -324,7 +324,7 @@ class DevicePoints:
         r = f.rack_index[dev.tags["rack"]]
         c = self._rack_rows()
         a, b = c.start[r], c.stop[r]
-        gpu: Callable[[Arr], PointValue] = (lambda x: x[a:b]) if arrays else (lambda x: x[a:b].tolist())
+        gpu: Callable[[Arr], Any] = (lambda x: x[a:b]) if arrays else (lambda x: x[a:b].tolist())
         return {
             "rack_power_w": c.power[r],
             "it_energy_wh": c.energy[r],

@@ -326,7 +326,7 @@ def test_the_oracle_counted_span_by_span_is_the_oracle_counted_in_one_go(tmp_pat
     site = control_site(tmp_path, racks=4, interval_s=900.0)  # one CDU, a decision every 15 min: a quick oracle
     setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), days=183, stride=1, first_day=182,
                       warmup_h=0.0, step_s=900.0, telemetry="field")
-    spans = [(start, 0.125, 1.0) for start, _days, _warm in setup.spans()]  # three hours each, after an hour
+    spans: list[Any] = [(start, 0.125, 1.0) for start, _days, _warm in setup.spans()]  # 3 h each, after an hour
     setup.spans = lambda: spans  # type: ignore[method-assign]
     assert len(spans) == 2
     o = OracleController(setup)
