@@ -355,3 +355,22 @@ def test_carbon_intensity_is_read_by_hour_of_the_utc_year() -> None:
     for stamp in ("2024-02-29T13:30", "2024-12-31T23:59", "2025-01-01T00:00", "2026-07-01T05:00", "2023-03-01"):
         ts = pd.Timestamp(stamp, tz="UTC")
         assert c.at(int(ts.value)) == float((ts.day_of_year - 1) * 24 + ts.hour)
+
+
+def test_split_spans_in_worker_processes_give_the_kpis_of_one_process(tmp_path: Path) -> None:
+    """With two workers, fixed setpoints run one span a job and are counted back in order: the same KPIs as in one
+    process."""
+    from app.evaluation.evaluate import Carbon, evaluate_all
+
+    site = control_site(tmp_path)
+    lim = site_limits(site)
+    weather = load_weather("builtin:leesburg")
+    docs = [
+        evaluate_all(site, lim, weather, ["fixed"], days=2, stride=1, warmup_h=0.5, carbon=Carbon(), year=2026,
+                     jobs=jobs, step_s=300.0, telemetry="field")
+        for jobs in (1, 2)
+    ]
+    for doc in docs:
+        doc["controllers"]["fixed"].pop("decision_ms")
+    assert docs[0] == docs[1]
+    assert docs[0]["evaluated_minutes"] == 3 * 1440.0  # the commissioning day and two days
