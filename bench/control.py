@@ -6,7 +6,9 @@ from the live state (every GPU series of the site), input checks, the learning c
 the hard-limit check and the audit line; the core is trained first by commissioning on simulated telemetry. The
 evaluation runs in-process (``--days 365 --stride 7`` by default, ``--scenario ai-steps --telemetry field``: the
 deployed supervisor on decoded telemetry; ``--stride`` makes a quicker run). The last line is JSON with
-``decision_ms_32``, ``decision_ms_1000``, ``evaluate_s`` and aidc's share of the all-writable oracle's saving.
+``decision_ms_32``, ``decision_ms_1000``, ``evaluate_s`` and aidc's share of the all-writable oracle's saving;
+each controller's seconds go to stderr. The evaluation runs one worker process per CPU: aidc (its learning core
+carries from day to day) and each baseline whole, the oracle one job per day (it starts each afresh).
 
     python bench/control.py [--stride 7] [--scenario ai-steps] [--telemetry field]
         [--weather data/weather/USA_VA_Leesburg.Exec.epw.gz] [--skip-evaluate]
@@ -116,7 +118,8 @@ def main() -> None:
             res = evaluate_all(site, lim, site_weather(site, args.weather), list(CONTROLLERS), days=args.days,
                                stride=args.stride, warmup_h=6.0, jobs=default_jobs(),
                                carbon=load_carbon(default_carbon(args.weather)), year=2026,
-                               scenario=args.scenario, telemetry=args.telemetry, seed=site.config.simulation.seed)
+                               scenario=args.scenario, telemetry=args.telemetry, seed=site.config.simulation.seed,
+                               progress=sys.stderr)  # each controller's seconds (the oracle's summed over its spans)
             out["evaluate_s"] = round(time.perf_counter() - t0, 1)
         res["evaluate_s"] = out["evaluate_s"]
         res["carbon"] = load_carbon(default_carbon(args.weather)).source

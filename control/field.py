@@ -52,7 +52,7 @@ from aidc.config import DeviceRef, Site
 from aidc.model import Batch
 from aidc.profiles import DataType, Point
 from collectors.decode import RegisterDecoder, byte_index, numpy_type, pymodbus_type
-from collectors.plan import array_series_ids, plan_modbus, series_ids
+from collectors.plan import ModbusPlan, array_series_ids, plan_modbus, series_ids
 from collectors.quality import QualityTracker
 
 F64 = npt.NDArray[np.float64]
@@ -163,37 +163,41 @@ class _Device:
         self._sig = [noise_of(p, model) for p in self.points]
         if self.modbus:
             sub = dataclasses.replace(dev, profile=dev.profile.model_copy(update={"points": self.points}))
-            self.plan = plan_modbus(sub)
-            self.decoder = RegisterDecoder(self.plan)
-            self.registers = np.zeros(2 * self.plan.n_registers, dtype=np.uint8)
-            self.bits = np.zeros(self.plan.n_bits, dtype=bool)
-            by_type: dict[DataType, tuple[list[int], list[int]]] = {}  # type -> (points, byte positions)
-            self._numeric: list[int] = []
-            self._slow: list[int] = []
-            self._flags: list[tuple[int, int, int]] = []  # point, register offset, bit (-1: whole register)
-            self._coils: list[tuple[int, int]] = []
-            for i, (p, off) in enumerate(zip(self.plan.points, self.plan.offsets, strict=True)):
-                if p.table in ("coil", "discrete"):
-                    self._coils.append((i, off))
-                elif p.type is DataType.BOOL:
-                    self._flags.append((i, off, -1 if p.bit is None else p.bit))
-                else:
-                    self._numeric.append(i)
-                    if p.counter or p.type in (DataType.INT64, DataType.UINT64):
-                        self._slow.append(i)  # exact Python integers: wrapping, or beyond float precision
-                        continue
-                    idx, pos = by_type.setdefault(p.type, ([], []))
-                    idx.append(i)
-                    # The inverse of the decoder's gather: a point's big-endian bytes go where the decoder reads
-                    # them from (its word and byte order applied).
-                    pos += byte_index(off, p.registers, p.byte_order)
-            self._types = [
-                (numpy_type(dt), np.array(idx, dtype=np.intp), np.array(pos, dtype=np.intp), *_raw_bounds(dt))
-                for dt, (idx, pos) in by_type.items()
-            ]
-            self._pscale = np.array([p.scale for p in self.plan.points], dtype=np.float64)
-            self._poffset = np.array([p.offset for p in self.plan.points], dtype=np.float64)
+            self._codec(plan_modbus(sub))
             self._relayout(tuple(1 for _ in self.points))
+
+    def _codec(self, plan: ModbusPlan) -> None:
+        """The register encoder and the collectors' decoder of a Modbus plan."""
+        self.plan = plan
+        self.decoder = RegisterDecoder(self.plan)
+        self.registers = np.zeros(2 * self.plan.n_registers, dtype=np.uint8)
+        self.bits = np.zeros(self.plan.n_bits, dtype=bool)
+        by_type: dict[DataType, tuple[list[int], list[int]]] = {}  # type -> (points, byte positions)
+        self._numeric: list[int] = []
+        self._slow: list[int] = []
+        self._flags: list[tuple[int, int, int]] = []  # point, register offset, bit (-1: whole register)
+        self._coils: list[tuple[int, int]] = []
+        for i, (p, off) in enumerate(zip(self.plan.points, self.plan.offsets, strict=True)):
+            if p.table in ("coil", "discrete"):
+                self._coils.append((i, off))
+            elif p.type is DataType.BOOL:
+                self._flags.append((i, off, -1 if p.bit is None else p.bit))
+            else:
+                self._numeric.append(i)
+                if p.counter or p.type in (DataType.INT64, DataType.UINT64):
+                    self._slow.append(i)  # exact Python integers: wrapping, or beyond float precision
+                    continue
+                idx, pos = by_type.setdefault(p.type, ([], []))
+                idx.append(i)
+                # The inverse of the decoder's gather: a point's big-endian bytes go where the decoder reads
+                # them from (its word and byte order applied).
+                pos += byte_index(off, p.registers, p.byte_order)
+        self._types = [
+            (numpy_type(dt), np.array(idx, dtype=np.intp), np.array(pos, dtype=np.intp), *_raw_bounds(dt))
+            for dt, (idx, pos) in by_type.items()
+        ]
+        self._pscale = np.array([p.scale for p in self.plan.points], dtype=np.float64)
+        self._poffset = np.array([p.offset for p in self.plan.points], dtype=np.float64)
 
     def _relayout(self, layout: tuple[int, ...]) -> None:
         """Series, tracker and noise for a layout (array lengths), as a collector link rebuilds on a change."""
@@ -404,6 +408,64 @@ class _Group:
         self.layout = layout
 
 
+def _run_key(d: _Device) -> tuple[str, tuple[str, ...]] | None:
+    """What Modbus devices polled together share (profile and points); None for a device that polls alone."""
+    return (d.dev.profile.name, tuple(d.keys)) if d.modbus and not d._any_array else None
+
+
+class _ModbusRun:
+    """Modbus devices of one profile and point selection, next to each other in the poll order (the CDUs of a hall):
+    when every one of them answers, their registers are encoded and decoded in one pass over a joined plan (each
+    device's registers after the one before's), noise drawn in the same order as one by one, and each device's own
+    quality tracker and batch as one by one, so the samples are the same."""
+
+    def __init__(self, members: list[_Device]) -> None:
+        self.members = members
+        first = members[0]
+        regs = bits = 0
+        offsets: list[int] = []
+        for d in members:
+            p = d.plan
+            offsets += [o + (bits if q.table in ("coil", "discrete") else regs) for q, o in zip(p.points, p.offsets,
+                                                                                                 strict=True)]
+            regs, bits = regs + p.n_registers, bits + p.n_bits
+        points = tuple(q for d in members for q in d.plan.points)
+        plan = ModbusPlan(first.plan.device, points, np.concatenate([d.plan.series for d in members]), (),
+                          tuple(offsets), regs, bits)
+        self.codec = _Device.__new__(_Device)
+        self.codec._codec(plan)
+        sizes = [len(d.points) for d in members]
+        self.bounds = np.cumsum([0, *sizes]).tolist()
+        noisy = [d._noisy + a for d, a in zip(members, self.bounds, strict=False)]
+        self.noisy = np.concatenate(noisy)
+        self.sig_abs = np.concatenate([d._sig_abs for d in members])
+        self.sig_rel = np.concatenate([d._sig_rel for d in members])
+
+    def poll(self, served: list[Mapping[str, object]], ts: list[int], rng: np.random.Generator | None
+             ) -> list[Batch] | None:
+        """Every member's batch of one poll (``served`` and ``ts`` per member); None where a member's layout is not
+        the scalar one (arrays): then they poll one by one."""
+        xs: list[F64] = []
+        for d, sv in zip(self.members, served, strict=True):
+            x, layout = d._served(sv)
+            if layout != d.layout:
+                return None
+            xs.append(x)
+        x = np.concatenate(xs)
+        if rng is not None and len(self.noisy):  # the members' draws one after another: the same numbers
+            v = x[self.noisy]
+            x[self.noisy] = v + rng.standard_normal(len(v)) * (self.sig_abs + self.sig_rel * np.abs(v))
+        eng = np.empty(len(x), dtype=np.float64)
+        raw = self.codec._through_registers(x, eng)
+        out: list[Batch] = []
+        b = self.bounds
+        for k, (d, t) in enumerate(zip(self.members, ts, strict=True)):
+            assert d.tracker is not None
+            values, quality, reasons = d.tracker.assess(raw[b[k]:b[k + 1]], eng[b[k]:b[k + 1]])
+            out.append(Batch(d.series, np.full(len(values), t, dtype=np.int64), values, quality.copy(), reasons))
+        return out
+
+
 class FieldTelemetry:
     """Polls the devices of a site as its collectors would; see the module docstring.
 
@@ -442,6 +504,15 @@ class FieldTelemetry:
             else:
                 groups.setdefault((d.dev.profile.name, tuple(p.name for p in d.points)), []).append(i)
         self.groups = [(np.array(ix, dtype=np.intp), _Group([self.devices[i] for i in ix])) for ix in groups.values()]
+        # Runs of single Modbus devices of one profile and selection, in poll order (see _ModbusRun).
+        runs: list[list[int]] = []
+        for i in self.single:
+            key = _run_key(self.devices[i])
+            if runs and key is not None and key == _run_key(self.devices[runs[-1][0]]):
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        self.runs = [(ix, _ModbusRun([self.devices[i] for i in ix]) if len(ix) > 1 else None) for ix in runs]
         n = len(self.devices)
         self.interval_ns = np.array([int(d.dev.config.poll_interval_s * 1e9) for d in self.devices], dtype=np.int64)
         phase = np.array(
@@ -505,11 +576,17 @@ class FieldTelemetry:
         good = self._schedule(t_ns)
         rng = self.noise_rng if self.model is not None else None
         out: list[Batch] = []
-        for i in self.single:
-            ts = int(good[i])
-            if ts >= 0:
-                d = self.devices[i]
-                out.append(d.poll(self.values(d.dev.name), ts, rng))
+        for members, run in self.runs:
+            stamps = good[members].tolist()
+            if run is not None and min(stamps) >= 0:
+                got = run.poll([self.values(self.devices[i].dev.name) for i in members], stamps, rng)
+                if got is not None:
+                    out += got
+                    continue
+            for i, ts in zip(members, stamps, strict=True):
+                if ts >= 0:
+                    d = self.devices[i]
+                    out.append(d.poll(self.values(d.dev.name), ts, rng))
         whole = len(out) == len(self.single)
         for ix, g in self.groups:
             polled = good[ix] >= 0
@@ -567,6 +644,7 @@ class FieldWriter:
         self.writes = 0
         self.changes = 0  # writes that changed what the device holds (heartbeats excluded)
         self.errors = 0
+        self._stamp: tuple[int | None, str] = (None, "")  # the last write's time and its ISO form
 
     def _codec(self, device: str) -> _Device:
         c = self._codecs.get(device)
@@ -600,6 +678,9 @@ class FieldWriter:
         old = None if beat else c.read(self.values(device), p)
         self._write(device, point, held)
         readback = held if beat else c.read(self.values(device), p)
+        now = self.now_ns()
+        if now != self._stamp[0]:  # a heartbeat writes every controlled device at one instant: formatted once
+            self._stamp = (now, format_ns(now))
         error = ""
         if not abs(readback - new) <= abs(p.scale) / 2 + 1e-6 * max(1.0, abs(new)):
             error = f"read back {readback:g} after writing {new:g}"  # e.g. a device in local fallback
@@ -608,7 +689,7 @@ class FieldWriter:
         if not beat and readback != old:
             self.changes += 1
         return WriteResult(
-            format_ns(self.now_ns()),
+            self._stamp[1],
             getattr(actor, "name", str(actor)),
             actor.role,
             device,

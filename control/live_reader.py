@@ -52,6 +52,11 @@ class LiveReader:
         self.note_val = np.full(n, np.nan)
         self.note_ts = np.zeros(n, dtype=np.int64)
         self._scalar = {(d, p): a for d, p, arr, a, b in self.rows if not arr and b > a}
+        # Rows hold consecutive series: whether each row is all finite is one reduceat over the row starts (an
+        # empty row, which reduceat cannot express, is never finite).
+        self._starts = np.array([a for *_x, a, _b in self.rows], dtype=np.intp)
+        self._empty = np.array([b == a for *_x, a, b in self.rows], dtype=bool)
+        self._valid = bool(n) and (self._starts < n).all()
         self._cache: dict[int, tuple[npt.NDArray[np.object_], npt.NDArray[np.intp], npt.NDArray[np.bool_]]] = {}
 
     # --- the sink ---------------------------------------------------------------------------------------
@@ -113,15 +118,18 @@ class LiveReader:
         out: dict[str, dict[str, PointValue]] = {}
         used: list[int] = []
         dev_oldest: dict[str, int] = {}
-        for dev, point, array, a, b in self.rows:
-            block = values[a:b]
+        if self._valid:
+            finite = (np.logical_and.reduceat(np.isfinite(values), self._starts) & ~self._empty).tolist()
+        else:
+            finite = [b > a and bool(np.isfinite(values[a:b]).all()) for *_x, a, b in self.rows]
+        for (dev, point, array, a, b), ok in zip(self.rows, finite, strict=True):
             vals = out.setdefault(dev, {})
-            if b == a or not np.isfinite(block).all():
+            if not ok:
                 vals[point] = None  # missing, stale-marked or bad: the guard holds on it
                 continue
             used.append(a)
             dev_oldest[dev] = min(dev_oldest.get(dev, now_ns), int(ts[a]))
-            vals[point] = block if array else float(block[0])
+            vals[point] = values[a:b] if array else float(values[a])
         oldest = int(ts[used].min()) if used else now_ns
         ages = {d: max(0.0, (now_ns - min(t, now_ns)) / 1e9) for d, t in dev_oldest.items()}
         return out, max(0.0, (now_ns - min(oldest, now_ns)) / 1e9), ages

@@ -38,13 +38,25 @@ def _scalar(v: PointValue) -> float:
     return float(v)
 
 
+_MAX, _SUM = np.maximum.reduce, np.add.reduce  # what ndarray.max and .mean reduce with, without their wrappers
+
+
+def _array_max(v: PointValue) -> float:
+    if v is None:
+        return math.nan
+    a = np.asarray(v, dtype=np.float64).ravel()
+    return float(_MAX(a)) if a.size else math.nan
+
+
 def _array_max_mean(v: PointValue) -> tuple[float, float, int]:
     if v is None:
         return math.nan, math.nan, 0
     a = np.asarray(v, dtype=np.float64).ravel()
-    if a.size == 0:
+    n = a.size
+    if n == 0:
         return math.nan, math.nan, 0
-    return float(a.max()), float(a.mean()), a.size
+    # ndarray.mean is the same sum divided by the count; called directly it costs a fifth (a snapshot takes ~100).
+    return float(_MAX(a)), float(_SUM(a)) / n, n
 
 
 @dataclass(frozen=True)
@@ -140,7 +152,7 @@ class SnapshotBuilder:
         sp_t, sp_d = np.full(n, np.nan), np.full(n, np.nan)
         alarms: list[str] = []
         for i, name in enumerate(lim.cdu_names):
-            mx = [_array_max_mean(r.get(s.device, {}).get(s.point))[0] for s in self.cdu_racks[i]]
+            mx = [_array_max(r.get(s.device, {}).get(s.point)) for s in self.cdu_racks[i]]
             gmax[i] = max(mx) if mx and all(math.isfinite(x) for x in mx) else math.nan
             util[i] = self._mean(r, self.cdu_util[i])
             clock[i] = self._mean(r, self.cdu_clock[i])

@@ -263,3 +263,114 @@ def test_feed_live_publishes_one_series_per_gpu_as_before(tmp_path: Path) -> Non
         assert v is not None
         assert v.value == temps[i]
         assert v.ts_ns == fac.t_ns
+
+
+def _samples(batches: list[Any]) -> dict[str, tuple[int, float, int]]:
+    """Every sample of some batches by series: (time, value rounded to 1e-12 with NaN as a marker, quality)."""
+    out: dict[str, tuple[int, float, int]] = {}
+    for b in batches:
+        for sid, t, v, q in zip(b.series, b.ts_ns.tolist(), b.values.tolist(), b.quality.tolist(), strict=True):
+            out[sid] = (t, -1e300 if math.isnan(v) else v, q)
+    return out
+
+
+def test_cdus_polled_together_give_the_samples_polled_one_by_one(tmp_path: Path) -> None:
+    """The CDUs (Modbus devices of one profile) are encoded, decoded and noised in one pass; every sample, poll
+    time and quality is the one a poll device by device gives, lost polls and bursts included."""
+    setup = _setup(tmp_path, "field")
+    site = setup.site
+    fac = setup.facility(setup.day_starts()[0])
+    model = FieldModel(loss=0.05, burst=0.01)
+    kw: dict[str, Any] = {"seed": 3, "model": model, "points": setup.builder.needed(), "start_ns": fac.t_ns}
+    together = FieldTelemetry(site, fac.device_arrays, **kw)
+    alone = FieldTelemetry(site, fac.device_arrays, **kw)
+    assert any(run is not None and len(ix) == 2 for ix, run in together.runs)  # both CDUs of the site in one run
+    alone.runs = [([i], None) for i in alone.single]
+    cdu = _cdu(site).name
+    for step in range(240):
+        fac.step(60.0)
+        if step % 17 == 0:
+            fac.write_point(cdu, setup.limits.tcs_point, 25.0 + step % 5)
+        assert _samples(together.poll_due(fac.t_ns)) == _samples(alone.poll_due(fac.t_ns))
+    assert together.lost == alone.lost > 0
+
+
+def test_device_arrays_are_the_device_values_as_read_only_arrays(tmp_path: Path) -> None:
+    """``Facility.device_arrays`` serves the numbers ``device_values`` serves, array points as read-only numpy
+    arrays; after a step and a write both follow the new state."""
+    setup = _setup(tmp_path, "field")
+    fac = setup.facility(setup.day_starts()[0])
+    cdu = _cdu(setup.site).name
+    for step in range(3):
+        fac.step(60.0)
+        fac.write_point(cdu, setup.limits.dp_point, 60.0 + 10 * step)
+        for dev in setup.site.devices:
+            lists, arrays = fac.device_values(dev.name), fac.device_arrays(dev.name)
+            assert lists.keys() == arrays.keys()
+            for key, v in lists.items():
+                a = arrays[key]
+                if isinstance(v, list):
+                    assert isinstance(a, np.ndarray)
+                    assert not a.flags.writeable
+                    assert a.tolist() == v
+                else:
+                    assert a == v
+                    assert type(a) is type(v)
+
+
+def test_the_oracle_counted_span_by_span_is_the_oracle_counted_in_one_go(tmp_path: Path) -> None:
+    """The oracle's spans run apart (as the parallel evaluation runs them, one worker job each) and counted back in
+    their order give exactly the KPIs of one run over every span."""
+    from app.evaluation.evaluate import KpiLog, OracleController, oracle_span
+
+    site = control_site(tmp_path, racks=4, interval_s=900.0)  # one CDU, a decision every 15 min: a quick oracle
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), days=183, stride=1, first_day=182,
+                      warmup_h=0.0, step_s=900.0, telemetry="field")
+    spans: list[Any] = [(start, 0.125, 1.0) for start, _days, _warm in setup.spans()]  # 3 h each, after an hour
+    setup.spans = lambda: spans  # type: ignore[method-assign]
+    assert len(spans) == 2
+    o = OracleController(setup)
+    whole = evaluate(setup, o, o.bind).as_dict()
+    k = Kpis()
+    for i in range(len(setup.spans())):
+        log, scope = oracle_span(setup, i)
+        assert isinstance(log, KpiLog)
+        assert scope == o.scope
+        log.replay(k)
+    parts = k.as_dict()
+    whole.pop("decision_ms")
+    parts.pop("decision_ms")
+    assert parts == whole
+
+
+def test_carbon_intensity_is_read_by_hour_of_the_utc_year() -> None:
+    """An hourly carbon series is read at (day of the year − 1) · 24 + hour, UTC, in any year (leap days and the
+    turn of the year included), the year's own hour zero again each 1 January."""
+    import pandas as pd
+
+    from app.evaluation.harness import Carbon
+
+    hourly = np.arange(8784, dtype=np.float64)
+    c = Carbon(100.0, hourly, "test")
+    for stamp in ("2024-02-29T13:30", "2024-12-31T23:59", "2025-01-01T00:00", "2026-07-01T05:00", "2023-03-01"):
+        ts = pd.Timestamp(stamp, tz="UTC")
+        assert c.at(int(ts.value)) == float((ts.day_of_year - 1) * 24 + ts.hour)
+
+
+def test_split_spans_in_worker_processes_give_the_kpis_of_one_process(tmp_path: Path) -> None:
+    """With two workers, fixed setpoints run one span a job and are counted back in order: the same KPIs as in one
+    process."""
+    from app.evaluation.evaluate import Carbon, evaluate_all
+
+    site = control_site(tmp_path)
+    lim = site_limits(site)
+    weather = load_weather("builtin:leesburg")
+    docs = [
+        evaluate_all(site, lim, weather, ["fixed"], days=2, stride=1, warmup_h=0.5, carbon=Carbon(), year=2026,
+                     jobs=jobs, step_s=300.0, telemetry="field")
+        for jobs in (1, 2)
+    ]
+    for doc in docs:
+        doc["controllers"]["fixed"].pop("decision_ms")
+    assert docs[0] == docs[1]
+    assert docs[0]["evaluated_minutes"] == 3 * 1440.0  # the commissioning day and two days

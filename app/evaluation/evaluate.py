@@ -21,6 +21,7 @@ from app.evaluation.harness import (
     DAY_NS,
     Carbon,
     EvalSetup,
+    KpiLog,
     Kpis,
     SimPlant,
     SupervisedRun,
@@ -44,10 +45,10 @@ from simulators.scenarios import scenario_workload
 from simulators.weather import Weather
 
 __all__ = [
-    "CONTROLLERS", "DAY_NS", "Carbon", "EvalSetup", "Kpis", "OracleController", "SimPlant", "SupervisedRun",
-    "best_fixed", "coarse_grid", "default_jobs", "evaluate", "evaluate_all", "feed_live", "load_carbon",
-    "neighbourhood", "run_controller", "run_day", "site_weather", "uniform_candidates", "uniform_setpoints",
-    "whatif_ok",
+    "CONTROLLERS", "DAY_NS", "Carbon", "EvalSetup", "KpiLog", "Kpis", "OracleController", "SimPlant",
+    "SupervisedRun", "best_fixed", "coarse_grid", "default_jobs", "evaluate", "evaluate_all", "feed_live",
+    "load_carbon", "neighbourhood", "oracle_span", "run_controller", "run_day", "site_weather", "span_job",
+    "uniform_candidates", "uniform_setpoints", "whatif_ok",
 ]
 
 
@@ -98,13 +99,54 @@ def run_controller(setup: EvalSetup, name: str, say: Callable[[str], None]) -> t
 
 
 _JOB: dict[str, Any] = {}  # the setup handed to forked workers (fork shares it without pickling)
+Unit = tuple[str, int]  # a worker's job: a controller, and the span it runs (-1: every span, in one go)
 
 
-def _job(name: str) -> tuple[str, dict[str, Any], dict[str, Any], float, list[str]]:
+SPLIT = ("oracle", "fixed")  # controllers that start every span afresh: their spans may run apart
+
+
+def oracle_span(setup: EvalSetup, i: int) -> tuple[KpiLog, str]:
+    """The oracle over span ``i`` of the setup alone, every step logged, and its scope. The oracle starts every
+    span afresh (:meth:`OracleController.bind`), so its spans run apart count the same as in one go."""
+    o = OracleController(setup)
+    start, days, warm = setup.spans()[i]
+    log = KpiLog()
+    run_day(setup, o, start, log, o.bind, warmup_h=warm, days=days)
+    return log, o.scope
+
+
+def span_job(setup: EvalSetup, name: str, i: int) -> tuple[KpiLog, dict[str, Any]]:
+    """Span ``i`` of a controller in :data:`SPLIT` alone, every step logged, and what goes on the document's top
+    level."""
+    if name == "oracle":
+        log, scope = oracle_span(setup, i)
+        return log, {"oracle_scope": scope}
+    from control.baselines import FixedController
+
+    start, days, warm = setup.spans()[i]
+    log = KpiLog()
+    run_day(setup, FixedController(setup.limits), start, log, warmup_h=warm, days=days)
+    return log, {}
+
+
+def _job(unit: Unit) -> tuple[Unit, Any, float, list[str]]:
     said: list[str] = []
     t0 = time.perf_counter()
-    kpis, extra = run_controller(_JOB["setup"], name, said.append)
-    return name, kpis, extra, time.perf_counter() - t0, said
+    name, span = unit
+    out = run_controller(_JOB["setup"], name, said.append) if span < 0 else span_job(_JOB["setup"], name, span)
+    return unit, out, time.perf_counter() - t0, said
+
+
+def _units(setup: EvalSetup, order: Sequence[str]) -> list[Unit]:
+    """The workers' jobs, longest first so that they end together: every controller in one job, but those in
+    :data:`SPLIT` one job a span (the commissioning days after the longest whole controller; single days last, to
+    fill in)."""
+    spans = setup.spans()
+    whole: list[Unit] = [(n, -1) for n in order if n not in SPLIT]
+    split = [n for n in order if n in SPLIT]
+    long = [(n, i) for n in split for i, s in enumerate(spans) if s[1] > 1]
+    short = [(n, i) for n in split for i, s in enumerate(spans) if s[1] <= 1]
+    return whole[:1] + long + whole[1:] + short
 
 
 def default_jobs() -> int:
@@ -143,17 +185,31 @@ def evaluate_all(site: Site, limits: Limits, weather: Weather, names: Sequence[s
 
     results: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     order = sorted(dict.fromkeys(names), key=lambda n: _LONGEST_FIRST.index(n))
-    if jobs > 1 and len(order) > 1 and "fork" in mp.get_all_start_methods():
+    units = _units(setup, order)
+    if jobs > 1 and len(units) > 1 and "fork" in mp.get_all_start_methods():
         _JOB["setup"] = setup
+        logs: dict[str, dict[int, KpiLog]] = {}
+        tops: dict[str, dict[str, Any]] = {}
+        spent_s: dict[str, float] = {}
         try:
-            with ProcessPoolExecutor(min(jobs, len(order)), mp_context=mp.get_context("fork")) as pool:
-                for name, kpis, extra, spent, said in pool.map(_job, order):
+            with ProcessPoolExecutor(min(jobs, len(units)), mp_context=mp.get_context("fork")) as pool:
+                for (name, span), out, spent, said in pool.map(_job, units):
                     for line in said:
                         say(line)
-                    say(f"{name}: {spent:.0f} s")
-                    results[name] = (kpis, extra)
+                    if span < 0:
+                        say(f"{name}: {spent:.0f} s")
+                        results[name] = out
+                    else:
+                        logs.setdefault(name, {})[span], tops[name] = out
+                        spent_s[name] = spent_s.get(name, 0.0) + spent
         finally:
             _JOB.clear()
+        for name, by_span in logs.items():  # the spans counted in their order: the sums of one run
+            k = Kpis()
+            for i in sorted(by_span):
+                by_span[i].replay(k)
+            results[name] = (k.as_dict(), tops[name])
+            say(f"{name}: {spent_s[name]:.0f} s over {len(by_span)} spans")
     else:
         for name in order:
             t0 = time.perf_counter()

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ from aidc.config import Site
 from aidc.errors import DataError
 from aidc.live import LiveState
 from aidc.model import Batch, SeriesKey
+from control.baselines import ConstantController, FixedController
 from control.field import FieldModel, FieldTelemetry, FieldWriter
 from control.live_reader import LiveReader
 from control.policy import Limits, dew_point_c
@@ -71,12 +72,20 @@ class Carbon:
     hourly: np.ndarray | None = None
     source: str = "constant 400 g/kWh"
 
+    # The UTC year of the last lookup, [start, end) in ns: the hour of the year is then one division (this is asked
+    # every simulated minute of every controller).
+    _year: list[int] = field(default_factory=lambda: [0, 0], compare=False, repr=False)
+
     def at(self, t_ns: int) -> float:
         """Intensity at a UTC time."""
         if self.hourly is None:
             return self.constant_g_kwh
-        ts = pd.Timestamp(t_ns, unit="ns", tz="UTC")
-        hour = (ts.dayofyear - 1) * 24 + ts.hour
+        start, end = self._year
+        if not start <= t_ns < end:
+            year = pd.Timestamp(t_ns, unit="ns", tz="UTC").year
+            start = int(pd.Timestamp(f"{year}-01-01", tz="UTC").value)
+            self._year[:] = [start, int(pd.Timestamp(f"{year + 1}-01-01", tz="UTC").value)]
+        hour = (t_ns - start) // 3_600_000_000_000  # (day of the year − 1) · 24 + hour: UTC has no DST
         return float(self.hourly[hour % len(self.hourly)])
 
 
@@ -131,6 +140,27 @@ class Kpis:
     minutes: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
+    def count(self, m: Minute) -> None:
+        """Add one facility step."""
+        self.facility_kwh += m.facility_kwh
+        self.cooling_kwh += m.cooling_kwh
+        self.it_kwh += m.it_kwh
+        self.work_done += m.work_done
+        self.kgco2 += m.kgco2
+        self.minutes += m.minutes
+        if m.worst_k > 0:
+            self.violation_minutes += m.minutes
+            self.violation_kh += m.violation_kh
+        if m.at_limit:
+            self.at_limit_minutes += m.minutes
+        if m.throttled:
+            self.throttle_minutes += m.minutes
+        if m.above_class:
+            self.above_class_minutes += m.minutes
+        if m.below_dew:
+            self.below_dew_minutes += m.minutes
+        self.peak_facility_kw = max(self.peak_facility_kw, m.facility_kw)
+
     def as_dict(self) -> dict[str, float]:
         """The JSON fields (issue names first)."""
         return {
@@ -153,6 +183,28 @@ class Kpis:
             "decision_ms": round(1000 * self.decision_s / max(self.decisions, 1), 3),
             **self.extra,
         }
+
+
+class KpiLog(Kpis):
+    """Kpis that also keep every step added, so runs done apart (in other processes) can be counted into one
+    :class:`Kpis` in their order (:meth:`replay`), with the same sums as counted in one go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[Minute] = []
+
+    def count(self, m: Minute) -> None:
+        """Keep and add one facility step."""
+        self.steps.append(m)
+        super().count(m)
+
+    def replay(self, k: Kpis) -> None:
+        """Count this log's steps and decisions into ``k``."""
+        for m in self.steps:
+            k.count(m)
+        k.decisions += self.decisions
+        k.decision_s += self.decision_s
+        k.setpoint_changes += self.setpoint_changes
 
 
 class ExactTelemetry:
@@ -231,7 +283,7 @@ def feed_live(live: LiveState | Callable[[Batch], None], site: Site, fac: Facili
     if hit is None or hit[0] is not site or hit[1] is not fac:
         if len(_EXACT) > 16:
             _EXACT.clear()
-        hit = (site, fac, ExactTelemetry(site, fac.device_values))
+        hit = (site, fac, ExactTelemetry(site, fac.device_arrays))
         _EXACT[id(fac)] = hit
     hit[2].feed(fac.t_ns, live, *sinks)
 
@@ -266,16 +318,22 @@ class SimPlant:
         """Every point the snapshot needs, keyed by point name."""
         out: dict[str, dict[str, object]] = {}
         for name, keys in self.keys.items():
-            vals = self.fac.device_values(name)
+            vals = self.fac.device_arrays(name)
             out[name] = {p: vals.get(k) for p, k in keys}
         return out  # type: ignore[return-value]
+
+    def exact_snapshot(self) -> Snapshot:
+        """The current snapshot from the facility's own values (no polls, no noise)."""
+        return self.builder.build(self.fac.t_ns, self.readings())
 
     def snapshot(self) -> Snapshot:
         """The current snapshot."""
         if self.field is None:
-            return self.builder.build(self.fac.t_ns, self.readings())
+            return self.exact_snapshot()
         now = self.fac.t_ns
-        self.field.feed(now, self.live, self.reader)
+        # The live state is read only until the reader has seen a batch (LiveReader.read): feeding it after that
+        # costs a lookup per sample and changes nothing a controller sees.
+        self.field.feed(now, *((self.reader,) if self.reader.seen else (self.live, self.reader)))
         readings, age = self.reader.read(self.live, now)
         return self.builder.build(now, readings, max_age_s=age)
 
@@ -388,7 +446,7 @@ class EvalSetup:
         setup's seed and the facility's start so every controller sees the same noise and losses on a day."""
         if self.telemetry != "field":
             return None
-        return FieldTelemetry(self.site, fac.device_values, seed=_mix(self.seed, fac.t_ns), model=self.field_model,
+        return FieldTelemetry(self.site, fac.device_arrays, seed=_mix(self.seed, fac.t_ns), model=self.field_model,
                               points=self.builder.needed(), start_ns=fac.t_ns)
 
     def live_state(self) -> LiveState:
@@ -409,32 +467,50 @@ def _mix(seed: int, t_ns: int) -> int:
     return (seed * 1_000_003 + t_ns // 1_000_000_000) % (2**63)
 
 
+class Minute(NamedTuple):
+    """What one facility step adds to the KPIs (:meth:`Kpis.count`)."""
+
+    facility_kwh: float
+    cooling_kwh: float
+    it_kwh: float
+    work_done: float
+    kgco2: float
+    minutes: float
+    worst_k: float  # the hottest GPU's excess over limit − margin (counted where > 0)
+    violation_kh: float
+    at_limit: bool
+    throttled: bool
+    above_class: bool
+    below_dew: bool
+    facility_kw: float
+
+
+def _minute(setup: EvalSetup, fac: Facility, dt: float, before: dict[str, float], rack_lim: np.ndarray,
+            dew_c: float) -> Minute:
+    e = fac.energy_wh
+    hot = np.maximum.reduceat(fac.gpu_temp_c, fac.rack_offsets)
+    worst = float((hot - (rack_lim - setup.limits.cfg.gpu_margin_k)).max())
+    w = setup.limits.w_class_c
+    return Minute(
+        (e["facility"] - before["facility"]) / 1000.0,
+        (e["cooling"] - before["cooling"]) / 1000.0,
+        (e["it"] - before["it"]) / 1000.0,
+        fac.work_gpu_h - before["work_gpu_h"],
+        (e["facility"] - before["facility"]) / 1000.0 * setup.carbon.at(fac.t_ns) / 1000.0,
+        dt / 60.0,
+        worst,
+        worst * dt / 3600.0,
+        bool((hot >= rack_lim).any()),
+        int(fac.rack_throttled.sum()) > 0,
+        w is not None and fac.fws_supply_c > w + 1e-6,
+        float(fac.tcs_supply_c.min()) < dew_c + setup.limits.cfg.dew_margin_k - 1e-6,
+        fac.facility_power_w / 1000.0,
+    )
+
+
 def _account(setup: EvalSetup, fac: Facility, k: Kpis, dt: float, before: dict[str, float], rack_lim: np.ndarray,
              dew_c: float) -> None:
-    e = fac.energy_wh
-    k.facility_kwh += (e["facility"] - before["facility"]) / 1000.0
-    k.cooling_kwh += (e["cooling"] - before["cooling"]) / 1000.0
-    k.it_kwh += (e["it"] - before["it"]) / 1000.0
-    k.work_done += fac.work_gpu_h - before["work_gpu_h"]
-    k.kgco2 += (e["facility"] - before["facility"]) / 1000.0 * setup.carbon.at(fac.t_ns) / 1000.0
-    minutes = dt / 60.0
-    k.minutes += minutes
-    hot = np.maximum.reduceat(fac.gpu_temp_c, fac.rack_offsets)
-    over = hot - (rack_lim - setup.limits.cfg.gpu_margin_k)
-    worst = float(over.max())
-    if worst > 0:
-        k.violation_minutes += minutes
-        k.violation_kh += worst * dt / 3600.0
-    if bool((hot >= rack_lim).any()):
-        k.at_limit_minutes += minutes
-    if int(fac.rack_throttled.sum()) > 0:
-        k.throttle_minutes += minutes
-    w = setup.limits.w_class_c
-    if w is not None and fac.fws_supply_c > w + 1e-6:
-        k.above_class_minutes += minutes
-    if float(fac.tcs_supply_c.min()) < dew_c + setup.limits.cfg.dew_margin_k - 1e-6:
-        k.below_dew_minutes += minutes
-    k.peak_facility_kw = max(k.peak_facility_kw, fac.facility_power_w / 1000.0)
+    k.count(_minute(setup, fac, dt, before, rack_lim, dew_c))
 
 
 ControllerFactory = Callable[[Facility], Controller]
@@ -455,10 +531,13 @@ def run_day(setup: EvalSetup, ctl: Controller | None, day_ns: int, k: Kpis | Non
     sub = max(1, round(interval / setup.step_s))
     dt = interval / sub
     end = day_ns + days * DAY_NS
+    # A controller that reads nothing of its snapshot (constant setpoints) gets the exact one: with field telemetry
+    # its polls would cost more than the physics and change nothing it does.
+    blind = isinstance(ctl, FixedController | ConstantController)
     while fac.t_ns < end:
         counting = k is not None and fac.t_ns >= day_ns
         if ctl is not None:
-            snap = plant.snapshot()
+            snap = plant.exact_snapshot() if blind else plant.snapshot()
             t0 = time.perf_counter()
             dec = ctl.decide(snap)
             spent = time.perf_counter() - t0
@@ -546,7 +625,7 @@ class SupervisedRun:
         clock = SteppedClock(fac.t_ns)
         live = setup.live_state()
         field = setup.field_telemetry(fac)
-        feed = field if field is not None else ExactTelemetry(setup.site, fac.device_values, setup.builder.needed())
+        feed = field if field is not None else ExactTelemetry(setup.site, fac.device_arrays, setup.builder.needed())
         self.feed = feed
         writer = FieldWriter(setup.site, fac.write_point, fac.device_values, clock.now_ns)
         sup = Supervisor(setup.site, live, writer, clock, limits=lim, core=self.core, audit_dir=self.audit_dir,
@@ -568,7 +647,8 @@ class SupervisedRun:
             counting = k is not None and fac.t_ns >= day_ns
             if counting and base is None:
                 base, changes0 = dict(sup.counts), writer.changes
-            feed.feed(fac.t_ns, live, sup.sink)
+            # The supervisor reads the live state only until its input sink has seen a batch (as SimPlant).
+            feed.feed(fac.t_ns, *((sup.sink,) if sup.sink.seen else (live, sup.sink)))
             if fac.t_ns >= next_decision:
                 t0 = time.perf_counter()
                 await sup.decide_once()
