@@ -30,9 +30,9 @@ def _array(v: Any) -> list[Any]:
         if shape:
             dims = [int(x) for x in str(shape).split(",")] if isinstance(shape, str) else [int(x) for x in shape]
             arr = arr.reshape(dims)
-        return arr.tolist()  # type: ignore[no-any-return]
+        return list(arr.tolist())
     if isinstance(v, np.ndarray):
-        return v.tolist()  # type: ignore[no-any-return]
+        return list(v.tolist())
     return list(v) if isinstance(v, Sequence | pd.Index | pd.Series) and not isinstance(v, str) else [v]
 
 
@@ -52,7 +52,7 @@ def figure_rows(figure: Mapping[str, Any]) -> pd.DataFrame:
     for i, tr in enumerate(figure.get("data") or []):
         if not isinstance(tr, Mapping) or tr.get("type", "scatter") not in ("scatter", "scattergl", "bar", "heatmap"):
             continue
-        meta = tr.get("meta") if isinstance(tr.get("meta"), Mapping) else {}
+        meta: Mapping[str, Any] = tr["meta"] if isinstance(tr.get("meta"), Mapping) else {}
         unit = str(meta.get("unit", _axis_unit(layout, str(tr.get("yaxis", "y")))))
         name = str(tr.get("name") or f"trace {i}")
         if tr.get("type") == "heatmap":

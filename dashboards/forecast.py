@@ -8,6 +8,7 @@ one with :func:`service_for`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -28,7 +29,7 @@ def load_forecast_figure(st: LoadForecastState, tz: str = "UTC") -> go.Figure:
         return empty_figure(st.message)
     f = st.frame
     fig = go.Figure()
-    kw = {"unit": "kW", "tz": tz}
+    kw: dict[str, Any] = {"unit": "kW", "tz": tz}
     time_trace(fig, f["ts"], f["p90"], name="P90", line={"width": 0}, showlegend=False, **kw)
     time_trace(
         fig,

@@ -47,27 +47,27 @@ def explain(row: Mapping[str, object], *, liquid_kw: float | None = None, plant_
     fws_sp = _get(row, "fws_supply_temp_setpoint_c")
     outside = "" if drybulb is None else f" at {number(drybulb, '°C')} °C outdoors"
     target = "" if fws_sp is None else f" the {number(fws_sp, '°C')} °C facility-water setpoint"
+    trim, load = number(trim_kw, "kW", digits=0), number(load_kw, "kW", digits=0)  # heat to the kW
     if plant_type == "chiller_only":
-        return FreeCooling("mechanical (no free cooler)", f"the chiller carries {number(trim_kw, 'kW')} kW ({elec})")
+        return FreeCooling("mechanical (no free cooler)", f"the chiller carries {trim} kW ({elec})")
     if int(state) == 2:
         if power_w < CHILLER_OFF_W:
-            return FreeCooling(mode, f"the {sink} carries all {number(load_kw, 'kW')} kW{outside}; the chiller is off")
-        liquid = "" if liquid_kw is None else f" ({number(liquid_kw, 'kW')} kW from the CDUs)"
+            return FreeCooling(mode, f"the {sink} carries all {load} kW{outside}; the chiller is off")
+        liquid = "" if liquid_kw is None else f" ({number(liquid_kw, 'kW', digits=0)} kW from the CDUs)"
         return FreeCooling(
             mode,
             f"the {sink} carries the facility-water loop alone{liquid}; the chiller trims the air side (CRAH chilled "
-            f"water), {number(trim_kw, 'kW')} kW of heat for {elec}: free cooling covers {number(share, '%')} % "
-            f"of {number(load_kw, 'kW')} kW",
+            f"water), {trim} kW of heat for {elec}: free cooling covers {number(share, '%')} % "
+            f"of {load} kW",
         )
     if int(state) == 1:
         return FreeCooling(
             mode,
-            f"the {sink} covers {number(share, '%')} % of {number(load_kw, 'kW')} kW, the chiller trims "
-            f"{number(trim_kw, 'kW')} kW ({elec}){outside}: too warm to reach{target or ' the setpoint'} by free "
+            f"the {sink} covers {number(share, '%')} % of {load} kW, the chiller trims "
+            f"{trim} kW ({elec}){outside}: too warm to reach{target or ' the setpoint'} by free "
             "cooling alone",
         )
     return FreeCooling(
         mode,
-        f"the chiller carries {number(trim_kw, 'kW')} kW ({elec}){outside}: the {sink} cannot cool below"
-        f"{target or ' the setpoint'}",
+        f"the chiller carries {trim} kW ({elec}){outside}: the {sink} cannot cool below{target or ' the setpoint'}",
     )
