@@ -176,13 +176,15 @@ def trend_controls(prefix: str, value: str = "1h") -> html.Div:
     return html.Div(
         [
             range_picker(f"{prefix}-range", value),
-            dcc.DatePickerRange(
-                id=f"{prefix}-dates",
-                display_format="YYYY-MM-DD",
-                clearable=True,
-                minimum_nights=0,
-                start_date_placeholder_text="from (site day)",
-                end_date_placeholder_text="to",
+            html.Div(  # a fixed-width box: the picker otherwise stretches across the panel
+                dcc.DatePickerRange(
+                    id=f"{prefix}-dates",
+                    display_format="YYYY-MM-DD",
+                    clearable=True,
+                    minimum_nights=0,
+                    start_date_placeholder_text="from (site day)",
+                    end_date_placeholder_text="to",
+                ),
                 className="dates",
             ),
             html.Span(id=f"{prefix}-caption", className="muted", style={"marginLeft": "0.8em"}),
@@ -272,8 +274,12 @@ def time_trace(
     )
 
 
-def time_axes(fig: go.Figure, tz: str, *, bottom_row: int | None = None) -> None:
-    """Site-time x axes: clean tick labels at every zoom and the zone in the bottom axis title."""
+def time_axes(fig: go.Figure, tz: str, *, bottom_row: int | None = None, span: TrendRange | None = None) -> None:
+    """Site-time x axes: clean tick labels at every zoom, the zone in the bottom axis title and, given a range,
+    the whole range shown (a fresh start's few points sit at the right, not on an axis of a few seconds)."""
+    if span is not None:
+        lo, hi = f.site_times([span.start, span.end], tz)
+        fig.update_xaxes(range=[lo.to_pydatetime(), hi.to_pydatetime()], autorange=False)
     fig.update_xaxes(
         tickformatstops=[
             {"dtickrange": [None, 60_000], "value": "%H:%M:%S"},

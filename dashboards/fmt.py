@@ -135,13 +135,15 @@ def state_text(name: str, value: float | None, *, is_flag: bool = False) -> str 
     return "—" if _missing(value) else words[1] if value else words[0]
 
 
-def point_value(name: str, value: float | None, unit: str, *, is_flag: bool = False) -> tuple[str, str]:
-    """One device point for a table: (text, unit shown); states as words with no unit."""
+def point_value(
+    name: str, value: float | None, unit: str, *, is_flag: bool = False, is_count: bool = False
+) -> tuple[str, str]:
+    """One device point for a table: (text, unit shown); states as words with no unit, counts without decimals."""
     word = state_text(name, value, is_flag=is_flag)
     if word is not None:
         return word, ""
     v, shown = display(value, unit)
-    return number(v, shown), shown
+    return number(v, shown, digits=0 if is_count and not shown else None), shown
 
 
 def column_header(name: str) -> str:
@@ -218,6 +220,16 @@ def axis_range(values: Iterable[float], unit: str) -> tuple[float, float] | None
     return low, high
 
 
-def flags_of(points: Iterable[Any]) -> Mapping[str, bool]:
-    """Point name -> whether it is a flag (a BOOL point of a profile), for :func:`point_value`."""
-    return {p.name: str(p.type) == "BOOL" for p in points}
+INTEGER_TYPES = frozenset({"INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64"})
+
+
+def point_kinds(points: Iterable[Any]) -> Mapping[str, str]:
+    """Point name -> "flag" (a BOOL point), "count" (an unscaled integer without unit: throttled GPUs, a heartbeat)
+    or "" (a quantity), for :func:`point_value`."""
+    out = {}
+    for p in points:
+        kind = str(p.type)
+        flag = kind == "BOOL"
+        count = kind in INTEGER_TYPES and p.scale == 1 and not p.unit
+        out[p.name] = "flag" if flag else "count" if count else ""
+    return out

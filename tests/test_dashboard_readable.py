@@ -233,7 +233,8 @@ def test_trend_queries_stay_inside_the_chosen_site_day(data: DashboardData) -> N
 
 
 def test_cooling_trend_reads_site_time_with_a_two_kelvin_axis(data: DashboardData) -> None:
-    """The cooling trend's x is site time (UTC on hover), its y axis at least 2 K although the data move 0.08 K."""
+    """The cooling trend's x is site time over the chosen range (UTC on hover), its y axis at least 2 K although the
+    data move 0.08 K."""
     rng = resolve("6h", None, None, now=NOW, tz=TZ)
     fig = cooling._trend(data, rng)
     lo, hi = fig.layout.yaxis.range
@@ -244,6 +245,8 @@ def test_cooling_trend_reads_site_time_with_a_two_kelvin_axis(data: DashboardDat
     assert "UTC" in first.hovertemplate
     assert TZ in fig.layout.xaxis2.title.text
     assert all(":%S." not in s.value for s in fig.layout.xaxis.tickformatstops)
+    lo, hi = (pd.Timestamp(x) for x in fig.layout.xaxis.range)  # the whole chosen range, in site time
+    assert (str(lo), str(hi)) == ("2026-12-07 04:00:00", "2026-12-07 10:00:00")
 
 
 def _ids(component: Any) -> Iterator[Any]:
@@ -275,13 +278,14 @@ def test_every_chart_has_a_csv_download_and_every_trend_a_date_range(page: str, 
 
 
 def test_rack_points_show_kw_and_states(data: DashboardData) -> None:
-    """The rack page's PDU and controller points read power in kW and flags as words (no ``0.00``)."""
+    """The rack page's PDU and controller points read power in kW, flags as words and counts whole (no ``0.00``)."""
     rack = data.racks[next(iter(data.racks))]
     ctl = next(d for d in rack.devices if data.site.device(d).kind == "rack")
     pdu = next(d for d in rack.devices if data.site.device(d).kind == "pdu")
     ctl_dev, pdu_dev = data.site.device(ctl), data.site.device(pdu)
     sids = {
         SeriesKey.of(ctl_dev.profile.measurement, "leak_detected", ctl_dev.tags).id: 0.0,
+        SeriesKey.of(ctl_dev.profile.measurement, "gpus_throttled", ctl_dev.tags).id: 0.0,
         SeriesKey.of(pdu_dev.profile.measurement, "active_power_w", pdu_dev.tags).id: 61234.5,
     }
     ids = np.array(list(sids), dtype=object)
@@ -290,6 +294,7 @@ def test_rack_points_show_kw_and_states(data: DashboardData) -> None:
     rows = {r["point"]: r for r in floor.point_rows(data, ctl) + floor.point_rows(data, pdu)}
     assert (rows["leak_detected"]["value"], rows["leak_detected"]["unit"]) == ("dry", "")
     assert (rows["active_power_w"]["value"], rows["active_power_w"]["unit"]) == ("61.2", "kW")
+    assert rows["gpus_throttled"]["value"] == "0"  # a count, not "0.00"
 
 
 def test_trend_range_type_is_what_the_data_layer_takes(data: DashboardData) -> None:

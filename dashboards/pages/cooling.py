@@ -170,7 +170,7 @@ def _trend(data: DashboardData, rng: TrendRange) -> go.Figure:
     fig.update_yaxes(title_text="temperature (°C)", row=2, col=1)
     fit_y(fig, "°C", row=1, col=1)
     fit_y(fig, "°C", row=2, col=1)
-    time_axes(fig, tz, bottom_row=2)
+    time_axes(fig, tz, bottom_row=2, span=rng)
     writes = [w for w in data.setpoint_writes(rng.start) if w["ts_ns"] <= rng.end.value]
     mark_times(
         fig,
@@ -213,7 +213,7 @@ def _decisions(data: DashboardData, rng: TrendRange | None = None) -> go.Figure:
             time_trace(fig, df["t"], y, name=name, unit="kW", tz=tz, mode="lines+markers")
     style(fig, height=300, y_title="saving (kW)")
     fit_y(fig, "kW")
-    time_axes(fig, tz)
+    time_axes(fig, tz, span=rng)
     return fig
 
 

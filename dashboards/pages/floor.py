@@ -31,7 +31,7 @@ from dashboards.components import (
     trend_inputs,
 )
 from dashboards.data import FLOOR_METRICS, DashboardData
-from dashboards.fmt import flags_of, point_value
+from dashboards.fmt import point_kinds, point_value
 from dashboards.trend_range import TrendRange
 
 # Colour scales read the same way on every metric: red is bad.
@@ -221,16 +221,13 @@ def _gpu_figure(data: DashboardData, rack: str) -> go.Figure:
 
 def point_rows(data: DashboardData, device: str) -> list[dict[str, Any]]:
     """A device's scalar points for a table: value in its display unit (W -> kW) or its state in words."""
-    flags = flags_of(data.site.device(device).profile.points)
+    kinds = point_kinds(data.site.device(device).profile.points)
     rows = []
     for row in _records(data.device_points(device)):
-        v = row.get("value")
-        text, unit = point_value(
-            str(row["point"]),
-            None if v is None else float(v),
-            str(row.get("unit") or ""),
-            is_flag=flags.get(row["point"], False),
-        )
+        v, kind = row.get("value"), kinds.get(str(row["point"]), "")
+        value = None if v is None else float(v)
+        unit = str(row.get("unit") or "")
+        text, unit = point_value(str(row["point"]), value, unit, is_flag=kind == "flag", is_count=kind == "count")
         rows.append({**row, "value": text, "unit": unit})
     return rows
 
@@ -273,7 +270,7 @@ def _trend(data: DashboardData, rack: str, rng: TrendRange) -> go.Figure:
     fig.update_yaxes(title_text="temperature (°C)", row=2, col=1)
     fit_y(fig, "kW", row=1, col=1)
     fit_y(fig, "°C", row=2, col=1)
-    time_axes(fig, tz, bottom_row=2)
+    time_axes(fig, tz, bottom_row=2, span=rng)
     marks = [
         (pd.Timestamp(a.raised_ns, unit="ns", tz="UTC"), a.rule)
         for a in [*data.alarms.active(), *data.alarms.history(200)]

@@ -31,6 +31,7 @@ from dashboards.components import (
 from dashboards.data import DashboardData
 from dashboards.forecast import load_forecast_figure
 from dashboards.pue_forecast import pue_forecast_figure
+from dashboards.trend_range import TrendRange
 from dashboards.web import can_act, current_user
 
 
@@ -176,7 +177,7 @@ def _controller(data: DashboardData) -> html.Div:
     )
 
 
-def power_figure(data: DashboardData, df: pd.DataFrame, tz: str) -> go.Figure:
+def power_figure(df: pd.DataFrame, tz: str, rng: TrendRange | None = None) -> go.Figure:
     """Facility, IT and cooling power (kW) over site time, from :meth:`DashboardData.power_trend`."""
     if df.empty:
         return empty_figure("no stored power readings in this range yet")
@@ -187,7 +188,7 @@ def power_figure(data: DashboardData, df: pd.DataFrame, tz: str) -> go.Figure:
             time_trace(fig, df.index, df[col], name=name, unit="kW", tz=tz, mode=mode)
     style(fig, y_title="power (kW)")
     fit_y(fig, "kW")
-    time_axes(fig, tz)
+    time_axes(fig, tz, span=rng)
     return fig
 
 
@@ -216,7 +217,7 @@ def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) ->
         rng = pick_range(preset, start, end, now=data.now(), tz=tz)
         if isinstance(rng, str):
             return empty_figure(rng), rng
-        return power_figure(data, data.power_trend(rng), tz), range_caption(rng, tz)
+        return power_figure(data.power_trend(rng), tz, rng), range_caption(rng, tz)
 
     # Both forecast panels only draw the live forecast service's latest state (the API serves the same object).
     @app.callback(Output("ov-forecast", "figure"), Input("ov-slow", "n_intervals"))
