@@ -302,3 +302,13 @@ def test_trend_range_type_is_what_the_data_layer_takes(data: DashboardData) -> N
     rng = resolve("1h", None, None, now=NOW, tz=TZ)
     assert isinstance(rng, TrendRange)
     assert data.series_trend([], rng).empty
+
+
+def test_bad_points_say_since_when_in_site_time(data: DashboardData) -> None:
+    """The Data quality page's "since" of a bad point is site time with the zone's name, not bare UTC."""
+    sid = data.all_series.ids[0]
+    data.live.update(Batch(np.array([sid], dtype=object), np.array([NOW.value]), np.array([np.nan]),
+                           np.array([2], np.uint8), ["timeout"]))  # fmt: skip
+    _count, rows = data.bad_points(5)
+    since = next(r["since"] for r in rows if r["series"] == sid)
+    assert since == "07 Dec 10:00:00 EST"
