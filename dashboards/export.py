@@ -82,4 +82,4 @@ def figure_rows(figure: Mapping[str, Any]) -> pd.DataFrame:
 def figure_csv(figure: Mapping[str, Any], tz: str) -> str:
     """The figure's rows as CSV text, the site column headed with the zone (``time_site (America/New_York)``)."""
     rows = figure_rows(figure).rename(columns={"time_utc": "time_utc", "time_site": f"time_site ({tz})"})
-    return str(rows.to_csv(index=False, float_format="%.6g"))
+    return str(rows.to_csv(index=False, float_format="%.10g"))

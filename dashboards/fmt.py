@@ -7,6 +7,7 @@ in exports). Every page uses these helpers, so the same quantity reads the same 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -80,6 +81,7 @@ MIN_SPAN: dict[str, tuple[float, float]] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)  # a 1,000-rack cooling table asks for the same dozen names every second
 def unit_of(name: str) -> str:
     """The unit a field name carries in its suffix (``pump_power_w`` -> ``W``), or ``""``."""
     for suffix, unit in sorted(SUFFIX_UNITS.items(), key=lambda kv: -len(kv[0])):
@@ -146,6 +148,7 @@ def point_value(
     return number(v, shown, digits=0 if is_count and not shown else None), shown
 
 
+@functools.lru_cache(maxsize=4096)
 def column_header(name: str) -> str:
     """A table header from a field name, in the displayed unit: ``pump_power_w`` -> ``pump power (kW)``."""
     unit = unit_of(name)
