@@ -171,42 +171,76 @@ def range_picker(ident: str, value: str = "1h") -> dcc.RadioItems:
 
 
 def trend_controls(prefix: str, value: str = "1h") -> html.Div:
-    """A trend's range controls: presets (id ``<prefix>-range``), a site-day date range (``<prefix>-dates``,
-    used when "custom" is chosen) and a caption of the range drawn (``<prefix>-caption``)."""
+    """A trend's range controls: presets (id ``<prefix>-range``), a site-day date range shown when "custom" is
+    chosen (in ``<prefix>-custom``, kept in the store ``<prefix>-dates``) and a caption (``<prefix>-caption``).
+
+    The date picker is a lazily loaded Dash component: in the first layout it holds the whole page back until its
+    script has loaded (about 2 s more to first paint in bench/dashboard.py), so it is created on demand by
+    :func:`register_trend_controls`.
+    """
     return html.Div(
         [
             range_picker(f"{prefix}-range", value),
-            html.Div(  # a fixed-width box: the picker otherwise stretches across the panel
-                dcc.DatePickerRange(
-                    id=f"{prefix}-dates",
-                    display_format="YYYY-MM-DD",
-                    clearable=True,
-                    minimum_nights=0,
-                    start_date_placeholder_text="from (site day)",
-                    end_date_placeholder_text="to",
-                ),
-                className="dates",
-            ),
+            html.Div(id=f"{prefix}-custom", className="dates"),
+            dcc.Store(id=f"{prefix}-dates"),
             html.Span(id=f"{prefix}-caption", className="muted", style={"marginLeft": "0.8em"}),
         ],
         className="trend-controls",
     )
 
 
-def trend_inputs(prefix: str) -> list[Input]:
-    """The callback inputs of :func:`trend_controls`: preset, start date, end date (in that order)."""
-    return [
+def date_picker(ident: str, dates: Any = None) -> dcc.DatePickerRange:
+    """The custom range's picker of site days, showing the dates chosen before if any."""
+    known = dates if isinstance(dates, dict) else {}
+    return dcc.DatePickerRange(
+        id=ident,
+        display_format="YYYY-MM-DD",
+        clearable=True,
+        minimum_nights=0,
+        start_date=known.get("start"),
+        end_date=known.get("end"),
+        start_date_placeholder_text="from (site day)",
+        end_date_placeholder_text="to",
+    )
+
+
+def register_trend_controls(app: dash.Dash, prefix: str) -> None:
+    """The callbacks of :func:`trend_controls`: the picker appears with "custom", and its dates go to the store."""
+
+    @app.callback(
+        Output(f"{prefix}-custom", "children"),
         Input(f"{prefix}-range", "value"),
-        Input(f"{prefix}-dates", "start_date"),
-        Input(f"{prefix}-dates", "end_date"),
-    ]
+        State(f"{prefix}-dates", "data"),
+        prevent_initial_call=True,
+    )
+    def show(preset: object, dates: object) -> Any:
+        return date_picker(f"{prefix}-picker", dates) if preset == CUSTOM else None
+
+    @app.callback(
+        Output(f"{prefix}-dates", "data"),
+        Input(f"{prefix}-picker", "start_date"),
+        Input(f"{prefix}-picker", "end_date"),
+        prevent_initial_call=True,
+    )
+    def keep(start: object, end: object) -> dict[str, Any]:
+        return {"start": start, "end": end}
 
 
-def pick_range(preset: object, start: object, end: object, *, now: pd.Timestamp, tz: str) -> TrendRange | str:
+def trend_inputs(prefix: str) -> list[Input]:
+    """The callback inputs of :func:`trend_controls`: the preset and the custom dates (in that order)."""
+    return [Input(f"{prefix}-range", "value"), Input(f"{prefix}-dates", "data")]
+
+
+def pick_range(preset: object, dates: object, *, now: pd.Timestamp, tz: str) -> TrendRange | str:
     """The range the controls ask for, or why none is drawn yet (custom without both dates)."""
-    if preset == "custom" and (not start or not end):
+    if preset != CUSTOM:
+        return resolve(preset or "1h", None, None, now=now, tz=tz)
+    if dates is not None and not isinstance(dates, dict):
+        raise ValueError(f"custom range: dates must be an object, got {type(dates).__name__}")
+    start, end = (dates or {}).get("start"), (dates or {}).get("end")
+    if not start or not end:
         return "choose a start and an end date (site days) for the custom range"
-    return resolve(preset or "1h", start, end, now=now, tz=tz)
+    return resolve(preset, start, end, now=now, tz=tz)
 
 
 def range_caption(rng: TrendRange | str, tz: str) -> str:

@@ -108,11 +108,10 @@ def test_custom_range_callback_draws_the_chosen_site_days(viewer: flask.testing.
         ],
         "inputs": [
             {"id": "co-range", "property": "value", "value": "custom"},
-            {"id": "co-dates", "property": "start_date", "value": "2026-12-01"},
-            {"id": "co-dates", "property": "end_date", "value": "2026-12-02"},
+            {"id": "co-dates", "property": "data", "value": {"start": "2026-12-01", "end": "2026-12-02"}},
             {"id": "co-slow", "property": "n_intervals", "value": 1},
         ],
-        "changedPropIds": ["co-dates.end_date"],
+        "changedPropIds": ["co-dates.data"],
     }
     resp = _post(viewer, body)
     assert resp.status_code == 200, resp.get_data(as_text=True)
@@ -131,10 +130,36 @@ def test_forged_range_is_a_400(viewer: flask.testing.FlaskClient) -> None:
         ],
         "inputs": [
             {"id": "co-range", "property": "value", "value": "custom"},
-            {"id": "co-dates", "property": "start_date", "value": "'; drop table"},
-            {"id": "co-dates", "property": "end_date", "value": "2026-12-02"},
+            {"id": "co-dates", "property": "data", "value": {"start": "'; drop table", "end": "2026-12-02"}},
             {"id": "co-slow", "property": "n_intervals", "value": 1},
         ],
-        "changedPropIds": ["co-dates.start_date"],
+        "changedPropIds": ["co-dates.data"],
     }
     assert 400 <= _post(viewer, body).status_code < 500
+
+
+def test_choosing_custom_shows_the_date_picker_with_the_dates_kept(viewer: flask.testing.FlaskClient) -> None:
+    """Choosing "custom" puts a date-range picker in the panel, showing the dates chosen before."""
+    body = {
+        "output": "co-custom.children",
+        "outputs": {"id": "co-custom", "property": "children"},
+        "inputs": [{"id": "co-range", "property": "value", "value": "custom"}],
+        "state": [{"id": "co-dates", "property": "data", "value": {"start": "2026-12-01", "end": "2026-12-02"}}],
+        "changedPropIds": ["co-range.value"],
+    }
+    resp = _post(viewer, body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    picker = resp.get_json()["response"]["co-custom"]["children"]
+    assert picker["type"] == "DatePickerRange"
+    assert (picker["props"]["start_date"], picker["props"]["end_date"]) == ("2026-12-01", "2026-12-02")
+    body = {
+        "output": "co-dates.data",
+        "outputs": {"id": "co-dates", "property": "data"},
+        "inputs": [
+            {"id": "co-picker", "property": "start_date", "value": "2026-11-03"},
+            {"id": "co-picker", "property": "end_date", "value": "2026-11-04"},
+        ],
+        "changedPropIds": ["co-picker.end_date"],
+    }
+    resp = _post(viewer, body)
+    assert resp.json["response"]["co-dates"]["data"] == {"start": "2026-11-03", "end": "2026-11-04"}

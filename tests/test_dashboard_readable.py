@@ -260,7 +260,7 @@ def _ids(component: Any) -> Iterator[Any]:
 
 @pytest.mark.parametrize("page", ["overview", "cooling", "rack"])
 def test_every_chart_has_a_csv_download_and_every_trend_a_date_range(page: str, data: DashboardData) -> None:
-    """Each graph on the page comes with a "Download CSV" button and a dcc.Download; each trend a date picker."""
+    """Each graph on the page comes with a "Download CSV" button and a dcc.Download; each trend a custom range."""
     with flask.Flask(__name__).test_request_context():  # the overview asks who is signed in: nobody
         layout = {
             "overview": lambda: overview.layout(data),
@@ -273,8 +273,12 @@ def test_every_chart_has_a_csv_download_and_every_trend_a_date_range(page: str, 
     assert graphs
     for g in graphs:
         assert {f"{g}-csv", f"{g}-download"} <= ids, g
-    pickers = [c for c in parts if isinstance(c, dcc.DatePickerRange)]
-    assert pickers, "no custom date range"
+    stores = {getattr(c, "id", None) for c in parts if isinstance(c, dcc.Store)}
+    trends = {str(getattr(c, "id", ""))[: -len("-range")] for c in parts if isinstance(c, dcc.RadioItems)}
+    assert trends, "no trend range control"
+    for prefix in trends:  # the custom range's picker appears in <prefix>-custom; its dates live in the store
+        assert f"{prefix}-dates" in stores, prefix
+        assert f"{prefix}-custom" in ids, prefix
 
 
 def test_rack_points_show_kw_and_states(data: DashboardData) -> None:

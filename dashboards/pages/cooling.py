@@ -20,6 +20,7 @@ from dashboards.components import (
     pick_range,
     range_caption,
     register_csv,
+    register_trend_controls,
     site_tz,
     style,
     table,
@@ -236,11 +237,12 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         *trend_inputs("co"),
         Input("co-slow", "n_intervals"),
     )
-    def trends(preset: str, start: str | None, end: str | None, _: int | None) -> tuple[go.Figure, go.Figure, str]:
-        rng = pick_range(preset, start, end, now=data.now(), tz=site_tz(data))
+    def trends(preset: str, dates: object, _: int | None) -> tuple[go.Figure, go.Figure, str]:
+        rng = pick_range(preset, dates, now=data.now(), tz=site_tz(data))
         if isinstance(rng, str):
             return empty_figure(rng), empty_figure(rng, height=260), rng
         return _trend(data, rng), _decisions(data, rng), range_caption(rng, site_tz(data))
 
+    register_trend_controls(app, "co")
     register_csv(app, "co-trend", site_tz(data))
     register_csv(app, "co-decisions", site_tz(data))

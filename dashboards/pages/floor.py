@@ -22,6 +22,7 @@ from dashboards.components import (
     pick_range,
     range_caption,
     register_csv,
+    register_trend_controls,
     site_tz,
     style,
     table,
@@ -321,15 +322,16 @@ def register(app: dash.Dash, data: DashboardData) -> None:
         Input("rk-slow", "n_intervals"),
         State("rk-name", "data"),
     )
-    def rack_trend(preset: str, start: str | None, end: str | None, _: int | None, rack: str) -> tuple[Any, str]:
+    def rack_trend(preset: str, dates: object, _: int | None, rack: str) -> tuple[Any, str]:
         tz = site_tz(data)
-        rng = pick_range(preset, start, end, now=data.now(), tz=tz)
+        rng = pick_range(preset, dates, now=data.now(), tz=tz)
         if isinstance(rng, str):
             return empty_figure(rng), rng
         if not isinstance(rack, str) or rack not in data.racks:
             raise ValueError(f"rack: no rack named {str(rack)[:40]!r}")
         return _trend(data, rack, rng), range_caption(rng, tz)
 
+    register_trend_controls(app, "rk")
     for ident in ("fl-map", "rk-gpus", "rk-trend"):
         register_csv(app, ident, site_tz(data))
 

@@ -21,6 +21,7 @@ from dashboards.components import (
     pick_range,
     range_caption,
     register_csv,
+    register_trend_controls,
     site_tz,
     style,
     time_axes,
@@ -213,8 +214,8 @@ def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) ->
         *trend_inputs("ov"),
         Input("ov-slow", "n_intervals"),
     )
-    def power(preset: str, start: str | None, end: str | None, _: int | None) -> tuple[go.Figure, str]:
-        rng = pick_range(preset, start, end, now=data.now(), tz=tz)
+    def power(preset: str, dates: object, _: int | None) -> tuple[go.Figure, str]:
+        rng = pick_range(preset, dates, now=data.now(), tz=tz)
         if isinstance(rng, str):
             return empty_figure(rng), rng
         return power_figure(data.power_trend(rng), tz, rng), range_caption(rng, tz)
@@ -228,6 +229,7 @@ def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) ->
     def pue_forecast_fig(_: int | None) -> go.Figure:
         return pue_forecast_figure(forecasts.latest().pue, tz)
 
+    register_trend_controls(app, "ov")
     for ident in ("ov-power", "ov-forecast", "ov-pue-forecast"):
         register_csv(app, ident, tz)
 
