@@ -31,6 +31,7 @@ from analytics.energy.pue import MeterInfo
 from analytics.historian_adapter import pue_from_historian, site_meters
 from control.interface import SupervisorControl
 from dashboards.supervisor import audit_entries, entry_time, read_jsonl_tail
+from dashboards.trend_range import PRESET_WINDOW, PRESETS, TrendRange
 from historian import Historian, SeriesSelector
 from historian.base import Agg
 
@@ -46,9 +47,9 @@ FLOOR_METRICS: dict[str, tuple[str, str]] = {
     "power_headroom": ("power headroom to rated", "kW"),
     "data_quality": ("good data", "%"),
 }
-RANGES = {"15m": "15 min", "1h": "1 h", "6h": "6 h", "24h": "24 h", "7d": "7 days"}
+RANGES = PRESETS  # trend presets and their windows: dashboards/trend_range.py
 MIN_PUE_SPAN = pd.Timedelta("15min")  # below this the counters' resolution (0.1 kWh) dominates the ratio
-WINDOW_FOR = {"15m": "10s", "1h": "1m", "6h": "5m", "24h": "15m", "7d": "1h"}
+WINDOW_FOR = PRESET_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,13 +362,11 @@ class DashboardData:
         minutes = minutes[minutes["value"] > 0]
         return pd.Timestamp(minutes["ts"].min()) if not minutes.empty else hour
 
-    def power_trend(self, rng: str) -> pd.DataFrame:
+    def power_trend(self, rng: str | TrendRange) -> pd.DataFrame:
         """Facility, IT and cooling power (kW) per window over the range: columns ts, facility, it, cooling."""
 
         def compute() -> pd.DataFrame:
-            end = self.now()
-            start = end - pd.Timedelta(rng)
-            window = WINDOW_FOR.get(rng, "1m")
+            start, end, window = self._span(rng)
             frames = {}
             roles = {
                 "facility": [Role.FACILITY_POWER],
@@ -385,7 +384,8 @@ class DashboardData:
                     frames[name] = series
             return pd.DataFrame(frames)
 
-        frame: pd.DataFrame | None = self.cached(f"power_trend:{rng}", 5.0, compute, block_first=True)
+        key = rng if isinstance(rng, str) else rng.key
+        frame: pd.DataFrame | None = self.cached(f"power_trend:{key}", 5.0, compute, block_first=True)
         return pd.DataFrame() if frame is None else frame
 
     def _window_sum(
@@ -425,10 +425,17 @@ class DashboardData:
             parts.append(df[df["series"].isin(ids)])
         return pd.concat(parts) if parts else pd.DataFrame({"ts": [], "series": [], "value": []})
 
-    def series_trend(self, ids: list[str], rng: str, agg: Agg = "mean") -> pd.DataFrame:
-        """Window aggregates of a few series: columns ts, series, value."""
+    def series_trend(self, ids: list[str], rng: str | TrendRange, agg: Agg = "mean") -> pd.DataFrame:
+        """Window aggregates of a few series over a preset (ending now) or a resolved range: ts, series, value."""
+        start, end, window = self._span(rng)
+        return self._window_means(ids, start, end, window, agg)
+
+    def _span(self, rng: str | TrendRange) -> tuple[pd.Timestamp, pd.Timestamp, str]:
+        """Start, end and window of a preset name or a :class:`TrendRange` (already bounded)."""
+        if isinstance(rng, TrendRange):
+            return rng.start, rng.end, rng.window
         end = self.now()
-        return self._window_means(ids, end - pd.Timedelta(rng), end, WINDOW_FOR.get(rng, "1m"), agg)
+        return end - pd.Timedelta(rng), end, WINDOW_FOR.get(rng, "1m")
 
     def controller(self) -> dict[str, Any] | None:
         """The supervisor's status, or None when no controller runs."""
@@ -490,6 +497,7 @@ class DashboardData:
     def bad_points(self, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
         """How many points are not good, and the first ``limit`` with quality, reason and since when."""
         ts, _, q = self.all_series.read()
+        tz = self.site.config.site.timezone  # the page shows site time
         not_good = np.flatnonzero((q != 0) & (self.catalog["measurement"] != "collector").to_numpy())
         rows = []
         for i in not_good[:limit]:
@@ -500,7 +508,9 @@ class DashboardData:
                     "series": sid,
                     "quality": QUALITY_LABELS[min(int(q[i]), 2)],
                     "reason": "never received" if v is None else v.reason,
-                    "since": "—" if v is None else pd.Timestamp(int(ts[i]), unit="ns", tz="UTC").strftime("%H:%M:%S"),
+                    "since": "—"
+                    if v is None
+                    else pd.Timestamp(int(ts[i]), unit="ns", tz="UTC").tz_convert(tz).strftime("%d %b %H:%M:%S %Z"),
                 }
             )
         return len(not_good), rows
@@ -638,7 +648,9 @@ class DashboardData:
             {
                 "name": str(p.relative_to(folder)),
                 "size_kb": round(p.stat().st_size / 1024, 1),
-                "modified": pd.Timestamp(p.stat().st_mtime, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
+                "modified": pd.Timestamp(p.stat().st_mtime, unit="s", tz="UTC")
+                .tz_convert(self.site.config.site.timezone)
+                .strftime("%Y-%m-%d %H:%M %Z"),
             }
             for p in files
         ]

@@ -8,12 +8,13 @@ one with :func:`service_for`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 
 from analytics.forecast.live_load import LoadForecastState
 from analytics.forecast.service import ForecastService
-from dashboards.components import empty_figure, footnote, style
+from dashboards.components import empty_figure, footnote, style, time_axes, time_trace
 from dashboards.data import DashboardData
 
 
@@ -22,26 +23,28 @@ def service_for(data: DashboardData, weather_file: Path | None = None) -> Foreca
     return ForecastService.for_historian(data.historian, data.site, data.now, weather_file=weather_file)
 
 
-def load_forecast_figure(st: LoadForecastState) -> go.Figure:
+def load_forecast_figure(st: LoadForecastState, tz: str = "UTC") -> go.Figure:
     """The measured IT load of the last day, then the forecast's P50 inside its P10-P90 band; or the reason for none."""
     if st.frame is None:
         return empty_figure(st.message)
     f = st.frame
     fig = go.Figure()
-    fig.add_scatter(x=f["ts"], y=f["p90"], name="P90", mode="lines", line={"width": 0}, showlegend=False)
-    fig.add_scatter(
-        x=f["ts"],
-        y=f["p10"],
+    kw: dict[str, Any] = {"unit": "kW", "tz": tz}
+    time_trace(fig, f["ts"], f["p90"], name="P90", line={"width": 0}, showlegend=False, **kw)
+    time_trace(
+        fig,
+        f["ts"],
+        f["p10"],
         name="P10-P90",
-        mode="lines",
         line={"width": 0},
         fill="tonexty",
         fillcolor="rgba(127,184,255,0.25)",
+        **kw,
     )
-    fig.add_scatter(x=f["ts"], y=f["p50"], name="P50", mode="lines+markers")
+    time_trace(fig, f["ts"], f["p50"], name="P50", mode="lines+markers", **kw)
     if st.history is not None:
-        fig.add_scatter(
-            x=st.history.index, y=st.history.values, name="measured", mode="lines", line={"color": "#c9d3df"}
-        )
-    footnote(fig, st.message, y=-0.25)
-    return style(fig, y_title="IT load (kW)")
+        time_trace(fig, st.history.index, st.history.values, name="measured", line={"color": "#c9d3df"}, **kw)
+    footnote(fig, st.message)
+    style(fig, y_title="IT load (kW)")
+    time_axes(fig, tz)
+    return fig

@@ -41,6 +41,11 @@ DEFAULT_FWS_SP_C = 24.0
 # tenths, so six polls in a row read the same tenth about once in 3000), 0.05 K for a floating-point one.
 NOISE_STEPS = 1.5
 NOISE_FLOAT_K = 0.05
+# Flow meters and power transducers of CDUs and the plant read with a relative noise (standard deviation): a
+# magnetic flow meter repeats to about 0.3 % of reading, a power transducer to about 0.5 %; the CDU's heat load is
+# computed from flow and two temperatures, so about 1 %. Without it eight identical CDUs read identical figures.
+REL_NOISE: dict[str, float] = {"L/min": 0.003, "W": 0.005, "kW": 0.005}
+REL_NOISE_POINTS = {"heat_load_kw": 0.01}
 
 QUANTITIES: dict[str, frozenset[str]] = {
     "pdu": frozenset(
@@ -135,12 +140,20 @@ class DevicePoints:
         self._rows: _RackRows | None = None  # every rack's values for the current state (_rack_rows)
         # device -> (keys, standard deviations) of its noisy temperature probes
         self.noisy: dict[str, tuple[list[str], np.ndarray]] = {}
+        # device -> (keys, relative standard deviations) of its flow meters and power transducers
+        self.noisy_rel: dict[str, tuple[list[str], np.ndarray]] = {}
         if sensor_noise:
             for dev in site.devices:
                 probes = [(k, _noise_sigma(p)) for k, p in zip(self.keys[dev.name], dev.profile.points, strict=True)
                           if p.must_move and not p.array and p.unit in ("°C", "K")]
                 if probes:
                     self.noisy[dev.name] = ([k for k, _ in probes], np.array([s for _, s in probes]))
+                meters = [(k, REL_NOISE_POINTS.get(k, REL_NOISE.get(p.unit, 0.0)))
+                          for k, p in zip(self.keys[dev.name], dev.profile.points, strict=True)
+                          if dev.kind in ("cdu", "plant") and not p.array and not p.writable and not p.counter]
+                meters = [(k, r) for k, r in meters if r > 0]
+                if meters:
+                    self.noisy_rel[dev.name] = ([k for k, _ in meters], np.array([r for _, r in meters]))
         for dev in site.devices:
             missing = [
                 k
@@ -250,14 +263,20 @@ class DevicePoints:
                 out[key] = q[key]
             elif p.writable:
                 out[key] = self.extra.get((device, p.name), p.safe_default if p.safe_default is not None else 0.0)
-        noisy = self.noisy.get(device)
-        if noisy is not None:
+        noisy, rel = self.noisy.get(device), self.noisy_rel.get(device)
+        if noisy is not None or rel is not None:
             # Keyed on the simulated second, so every server and the control API show the same reading.
             rng = np.random.default_rng([self.seed, self.device_no[device], self.fac.t_ns // 1_000_000_000])
-            for key, dv in zip(noisy[0], rng.normal(0.0, noisy[1]).tolist(), strict=True):
-                v = out.get(key)
-                if isinstance(v, float) and math.isfinite(v):
-                    out[key] = v + dv
+            if noisy is not None:
+                for key, dv in zip(noisy[0], rng.normal(0.0, noisy[1]).tolist(), strict=True):
+                    v = out.get(key)
+                    if isinstance(v, float) and math.isfinite(v):
+                        out[key] = v + dv
+            if rel is not None:
+                for key, dr in zip(rel[0], rng.normal(0.0, rel[1]).tolist(), strict=True):
+                    v = out.get(key)
+                    if isinstance(v, float) and math.isfinite(v):
+                        out[key] = v * (1.0 + dr)
         return out
 
     def _ripple(self, dev: DeviceRef, amplitude: float) -> float:

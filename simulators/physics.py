@@ -58,6 +58,9 @@ class PhysicsParams:
     cdu_flow_lpm_per_kw: float = _p(1.5, 0.5, 5.0, "L/(min kW)")  # design flow per rated rack kW
     cdu_dp_design_kpa: float = _p(120.0, 10.0, 400.0, "kPa")  # dp at design flow (system curve)
     cdu_internal_dp_kpa: float = _p(80.0, 0.0, 400.0, "kPa")  # CDU exchanger + strainer drop at design flow
+    # Warmer PG25 is thinner: at a held dp the loop passes this much more flow per K of mean TCS temperature.
+    tcs_flow_per_k: float = _p(0.006, 0.0, 0.05, "1/K")
+    tcs_flow_ref_c: float = _p(35.0, 10.0, 70.0, "°C")  # mean TCS temperature at which the design flow holds
     cdu_design_speed_frac: float = _p(0.8, 0.2, 1.0, "1")  # pump speed at the design point
     cdu_pump_eff: float = _p(0.55, 0.1, 0.95, "1")  # wire-to-water efficiency at the design point
     cdu_approach_k: float = _p(3.0, 0.5, 10.0, "K")  # TCS supply − FWS supply at design heat load
@@ -312,6 +315,15 @@ def cdu_flow(dp_setpoint_kpa: Arr, design_flow_lpm: Arr, p: PhysicsParams) -> tu
     flow = flow * capped / speed
     dp = p.cdu_dp_design_kpa * (flow / design_flow_lpm) ** 2
     return flow, dp, capped
+
+
+def viscosity_flow_factor(mean_tcs_c: Arr, p: PhysicsParams) -> Arr:
+    """Flow at a held dp relative to design flow, from the loop's mean temperature (coolant viscosity).
+
+    PG25's viscosity falls about 2.5 %/K near 30-45 °C; the cold plates' laminar microchannels and the turbulent
+    manifolds give the loop a resistance ∝ μ^0.5, so at a held dp V̇ ∝ μ^-0.25: about 0.6 %/K (``tcs_flow_per_k``).
+    """
+    return np.exp(p.tcs_flow_per_k * (mean_tcs_c - p.tcs_flow_ref_c))
 
 
 def pump_power(dp_kpa: Any, flow_lpm: Any, eff: float) -> Any:

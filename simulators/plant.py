@@ -71,6 +71,14 @@ def _cdus_and_racks(
 ) -> None:
     p = lay.params
     flow, dp, speed, pump_w, not_reached, rack_flow, r_th = hyd
+    # The racks' load warms the loop and warmer coolant flows more at a held dp. The loop's mean temperature is
+    # taken as supply setpoint + half the design rise at the CDU's load: from setpoints and load only, so a
+    # what-if and the step it predicts see the same flow (docs/physics.md, "CDU hydraulics").
+    load = (env.rack_util * lay.rack_rated_w) @ lay.rack_to_cdu / lay.cdu_rated_w
+    rise = lay.cdu_design_heat_w / (p.tcs_density_kg_m3 * p.tcs_cp_j_kgk * ph.lpm_to_m3s(lay.cdu_design_flow))
+    visc = ph.viscosity_flow_factor(sp.tcs_supply_c + 0.5 * rise * load, p)
+    flow, pump_w, rack_flow = flow * visc, pump_w * visc, rack_flow * visc[:, lay.rack_cdu]
+    speed = np.minimum(speed * visc, 1.0)
     out.cdu_flow_lpm, out.cdu_dp_kpa, out.cdu_speed, out.cdu_pump_w = flow, dp, speed, pump_w
     out.dp_not_reached, out.rack_flow_lpm = not_reached, rack_flow
     inlet = st.tcs_supply_c[:, lay.rack_cdu]

@@ -10,11 +10,31 @@ import plotly.graph_objects as go
 from dash import Input, Output, dcc, html
 from plotly.subplots import make_subplots
 
-from dashboards.components import LIVE_MS, TREND_MS, empty_figure, mark_times, range_picker, style, table
+from dashboards.components import (
+    LIVE_MS,
+    TREND_MS,
+    chart,
+    empty_figure,
+    fit_y,
+    mark_times,
+    pick_range,
+    range_caption,
+    register_csv,
+    register_trend_controls,
+    site_tz,
+    style,
+    table,
+    time_axes,
+    time_trace,
+    trend_controls,
+    trend_inputs,
+)
 from dashboards.data import DashboardData
+from dashboards.fmt import FREE_COOLING_STATES as FREE_COOLING
+from dashboards.free_cooling import explain
 from dashboards.supervisor import read_jsonl_tail
+from dashboards.trend_range import TrendRange
 
-FREE_COOLING = {0: "off (chiller only)", 1: "partial", 2: "full free cooling"}
 CDU_COLS = [
     "device",
     "tcs_supply_temp_c",
@@ -28,6 +48,7 @@ CDU_COLS = [
     "pump_speed_pct",
     "valve_pct",
     "pump_power_w",
+    "heat_load_kw",
 ]
 PLANT_COLS = [
     "device",
@@ -54,7 +75,7 @@ def layout(data: DashboardData) -> html.Div:
             dcc.Interval(id="co-slow", interval=TREND_MS),
             html.Div(
                 [
-                    html.H3("CDUs (live; temperatures °C, flow L/min, pressure kPa, pump and valve %, power W)"),
+                    html.H3("CDUs (live)"),
                     html.Div(_live(data)[0], id="co-cdus"),
                 ],
                 className="panel",
@@ -63,15 +84,15 @@ def layout(data: DashboardData) -> html.Div:
             html.Div(
                 [
                     html.H3("Supply temperatures against setpoints (setpoint changes marked)"),
-                    range_picker("co-range"),
-                    dcc.Graph(id="co-trend", config={"displaylogo": False}),
+                    trend_controls("co"),
+                    chart("co-trend"),
                 ],
                 className="panel",
             ),
             html.Div(
                 [
                     html.H3("Controller decisions: predicted and realised savings"),
-                    dcc.Graph(id="co-decisions", config={"displaylogo": False}),
+                    chart("co-decisions"),
                 ],
                 className="panel",
             ),
@@ -92,10 +113,22 @@ def _cdu_rows(data: DashboardData) -> tuple[list[dict[str, Any]], list[dict[str,
 
 def _live(data: DashboardData) -> tuple[Any, Any]:
     cdus, plants = _cdu_rows(data)
-    return table(cdus, CDU_COLS, ident="cdu-table"), table(plants, PLANT_COLS, ident="plant-table")
+    heat = [r["heat_load_kw"] for r in cdus if isinstance(r.get("heat_load_kw"), float)]
+    plant = data.plant()
+    kind = data.site.config.plant.type if plant is not None else ""
+    why = [
+        html.Div(
+            [html.Strong(f"{r['device']}: {e.mode}"), html.Span(f" — {e.reason}")],
+            className="free-cooling",
+            id="co-free-cooling",
+        )
+        for r in plants
+        for e in [explain(r, liquid_kw=sum(heat) if heat else None, plant_type=kind)]
+    ]
+    return table(cdus, CDU_COLS, ident="cdu-table"), html.Div([table(plants, PLANT_COLS, ident="plant-table"), *why])
 
 
-def _trend(data: DashboardData, rng: str) -> go.Figure:
+def _trend(data: DashboardData, rng: TrendRange) -> go.Figure:
     ids: list[tuple[str, str, str]] = []  # (series, label, kind)
     from aidc.model import SeriesKey  # local: only this panel needs series ids
 
@@ -116,16 +149,19 @@ def _trend(data: DashboardData, rng: str) -> go.Figure:
         vertical_spacing=0.1,
         subplot_titles=("CDU TCS supply (°C)", "plant FWS supply (°C)"),
     )
+    tz = site_tz(data)
     for sid, label, kind in ids:
         s = df[df["series"] == sid]
         if s.empty:
             continue
         dash_style = "dot" if label.endswith("setpoint") else "solid"
-        fig.add_scatter(
-            x=s["ts"],
-            y=s["value"],
+        time_trace(
+            fig,
+            s["ts"],
+            s["value"],
             name=label,
-            mode="lines",
+            unit="°C",
+            tz=tz,
             line={"dash": dash_style},
             row=1 if kind == "cdu" else 2,
             col=1,
@@ -133,9 +169,10 @@ def _trend(data: DashboardData, rng: str) -> go.Figure:
     style(fig, height=520, x_title="")
     fig.update_yaxes(title_text="temperature (°C)", row=1, col=1)
     fig.update_yaxes(title_text="temperature (°C)", row=2, col=1)
-    fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
-    start = data.now() - pd.Timedelta(rng)
-    writes = data.setpoint_writes(start)
+    fit_y(fig, "°C", row=1, col=1)
+    fit_y(fig, "°C", row=2, col=1)
+    time_axes(fig, tz, bottom_row=2, span=rng)
+    writes = [w for w in data.setpoint_writes(rng.start) if w["ts_ns"] <= rng.end.value]
     mark_times(
         fig,
         [
@@ -146,11 +183,12 @@ def _trend(data: DashboardData, rng: str) -> go.Figure:
             for w in writes
         ],
         color="#ffd166",
+        tz=tz,
     )
     return fig
 
 
-def _decisions(data: DashboardData) -> go.Figure:
+def _decisions(data: DashboardData, rng: TrendRange | None = None) -> go.Figure:
     rows = [
         e
         for e in read_jsonl_tail(data.data_dir / "audit" / "control.jsonl", 2000)
@@ -161,12 +199,23 @@ def _decisions(data: DashboardData) -> go.Figure:
         return empty_figure(msg, height=260)
     df = pd.DataFrame(rows)
     ts_col = "ts_ns" if "ts_ns" in df else "ts"
-    df["t"] = pd.to_datetime(df[ts_col], unit="ns", utc=True) if ts_col == "ts_ns" else pd.to_datetime(df[ts_col])
+    df["t"] = (
+        pd.to_datetime(df[ts_col], unit="ns", utc=True) if ts_col == "ts_ns" else pd.to_datetime(df[ts_col], utc=True)
+    )
+    if rng is not None:
+        df = df[(df["t"] >= rng.start) & (df["t"] <= rng.end)]
+        if df.empty:
+            return empty_figure("no controller decisions in this range", height=260)
+    tz = site_tz(data)
     fig = go.Figure()
     for col, name in (("predicted_saving_kw", "predicted saving"), ("realised_saving_kw", "realised saving")):
         if col in df:
-            fig.add_scatter(x=df["t"], y=pd.to_numeric(df[col], errors="coerce"), name=name, mode="lines+markers")
-    return style(fig, height=300, y_title="saving (kW)")
+            y = pd.to_numeric(df[col], errors="coerce")
+            time_trace(fig, df["t"], y, name=name, unit="kW", tz=tz, mode="lines+markers")
+    style(fig, height=300, y_title="saving (kW)")
+    fit_y(fig, "kW")
+    time_axes(fig, tz, span=rng)
+    return fig
 
 
 def register(app: dash.Dash, data: DashboardData) -> None:
@@ -184,8 +233,16 @@ def register(app: dash.Dash, data: DashboardData) -> None:
     @app.callback(
         Output("co-trend", "figure"),
         Output("co-decisions", "figure"),
-        Input("co-range", "value"),
+        Output("co-caption", "children"),
+        *trend_inputs("co"),
         Input("co-slow", "n_intervals"),
     )
-    def trends(rng: str, _: int | None) -> tuple[go.Figure, go.Figure]:
-        return _trend(data, rng or "1h"), _decisions(data)
+    def trends(preset: str, dates: object, _: int | None) -> tuple[go.Figure, go.Figure, str]:
+        rng = pick_range(preset, dates, now=data.now(), tz=site_tz(data))
+        if isinstance(rng, str):
+            return empty_figure(rng), empty_figure(rng, height=260), rng
+        return _trend(data, rng), _decisions(data, rng), range_caption(rng, site_tz(data))
+
+    register_trend_controls(app, "co")
+    register_csv(app, "co-trend", site_tz(data))
+    register_csv(app, "co-decisions", site_tz(data))

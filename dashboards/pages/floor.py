@@ -12,8 +12,28 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
-from dashboards.components import LIVE_MS, TREND_MS, empty_figure, mark_times, range_picker, style, table
+from dashboards.components import (
+    LIVE_MS,
+    TREND_MS,
+    chart,
+    empty_figure,
+    fit_y,
+    mark_times,
+    pick_range,
+    range_caption,
+    register_csv,
+    register_trend_controls,
+    site_tz,
+    style,
+    table,
+    time_axes,
+    time_trace,
+    trend_controls,
+    trend_inputs,
+)
 from dashboards.data import FLOOR_METRICS, DashboardData
+from dashboards.fmt import point_kinds, point_value
+from dashboards.trend_range import TrendRange
 
 # Colour scales read the same way on every metric: red is bad.
 REVERSED = {"thermal_margin", "power_headroom", "data_quality"}
@@ -42,7 +62,7 @@ def layout(data: DashboardData) -> html.Div:
             html.Div(
                 [
                     html.H3(f"Hall floor: {len(data.racks)} racks (click a rack for its detail)"),
-                    dcc.Graph(id="fl-map", figure=floor_figure(data, "power"), config={"displaylogo": False}),
+                    chart("fl-map", figure=floor_figure(data, "power")),
                 ],
                 className="panel",
             ),
@@ -75,6 +95,7 @@ def floor_figure(data: DashboardData, metric: str) -> go.Figure:
             x=cols,
             y=[f"{p + 1:02d}" for p in range(depth)],
             customdata=names,
+            meta={"unit": unit},
             colorscale=scale,
             zmin=zmin,
             zmax=zmax,
@@ -134,7 +155,7 @@ def rack_layout(data: DashboardData, rack: str) -> html.Div:
             html.Div(
                 [
                     html.H3("GPUs (live)"),
-                    dcc.Graph(id="rk-gpus", figure=_gpu_figure(data, rack), config={"displaylogo": False}),
+                    chart("rk-gpus", figure=_gpu_figure(data, rack)),
                 ],
                 className="panel",
             ),
@@ -154,8 +175,8 @@ def rack_layout(data: DashboardData, rack: str) -> html.Div:
             html.Div(
                 [
                     html.H3("Trends (alarms of this rack marked)"),
-                    range_picker("rk-range"),
-                    dcc.Graph(id="rk-trend", config={"displaylogo": False}),
+                    trend_controls("rk"),
+                    chart("rk-trend"),
                 ],
                 className="panel",
             ),
@@ -166,9 +187,21 @@ def rack_layout(data: DashboardData, rack: str) -> html.Div:
 def _gpu_figure(data: DashboardData, rack: str) -> go.Figure:
     g = data.rack_gpus(rack)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06)
-    fig.add_bar(x=g["gpu"], y=g["power_w"], name="power", row=1, col=1, marker_color="#7fb8ff")
-    fig.add_bar(x=g["gpu"], y=g["temp_c"], name="temperature", row=2, col=1, marker_color="#ff9f43")
-    fig.add_bar(x=g["gpu"], y=g["util_pct"], name="utilisation", row=3, col=1, marker_color="#6bd49b")
+    for col, name, unit, row, color, fmt in (
+        ("power_w", "power", "W", 1, "#7fb8ff", ",.0f"),
+        ("temp_c", "temperature", "°C", 2, "#ff9f43", ".1f"),
+        ("util_pct", "utilisation", "%", 3, "#6bd49b", ".0f"),
+    ):
+        fig.add_bar(
+            x=g["gpu"],
+            y=g[col],
+            name=name,
+            row=row,
+            col=1,
+            marker_color=color,
+            meta={"unit": unit},
+            hovertemplate=f"GPU %{{x}}: %{{y:{fmt}}} {unit}<extra>{name}</extra>",
+        )
     fig.add_hline(
         y=data.gpu_limit_c,
         line_dash="dot",
@@ -187,23 +220,36 @@ def _gpu_figure(data: DashboardData, rack: str) -> go.Figure:
     return fig
 
 
+def point_rows(data: DashboardData, device: str) -> list[dict[str, Any]]:
+    """A device's scalar points for a table: value in its display unit (W -> kW) or its state in words."""
+    kinds = point_kinds(data.site.device(device).profile.points)
+    rows = []
+    for row in _records(data.device_points(device)):
+        v, kind = row.get("value"), kinds.get(str(row["point"]), "")
+        value = None if v is None else float(v)
+        unit = str(row.get("unit") or "")
+        text, unit = point_value(str(row["point"]), value, unit, is_flag=kind == "flag", is_count=kind == "count")
+        rows.append({**row, "value": text, "unit": unit})
+    return rows
+
+
 def _points(data: DashboardData, devices: tuple[str, ...] | list[str]) -> html.Div:
     parts = []
     for dev in devices:
-        df = data.device_points(dev)
         parts.append(
             html.Div(
                 [
                     html.Div(dev, className="muted"),
-                    table(_records(df), ["point", "value", "unit", "quality"], digits=2),
+                    table(point_rows(data, dev), ["point", "value", "unit", "quality"]),
                 ]
             )
         )
     return html.Div(parts)
 
 
-def _trend(data: DashboardData, rack: str, rng: str) -> go.Figure:
+def _trend(data: DashboardData, rack: str, rng: TrendRange) -> go.Figure:
     r = data.racks[rack]
+    tz = site_tz(data)
     ids = [s for s in (r.power, r.inlet, r.outlet) if s]
     df = data.series_trend(ids, rng) if ids else pd.DataFrame()
     hot = data.series_trend(list(r.gpu_temp), rng, agg="max") if r.gpu_temp else pd.DataFrame()
@@ -212,25 +258,26 @@ def _trend(data: DashboardData, rack: str, rng: str) -> go.Figure:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     if not df.empty and r.power:
         p = df[df["series"] == r.power]
-        fig.add_scatter(x=p["ts"], y=p["value"] / 1000, name="rack power", row=1, col=1)
+        time_trace(fig, p["ts"], p["value"] / 1000, name="rack power", unit="kW", tz=tz, row=1, col=1)
     for sid, name in ((r.inlet, "coolant inlet"), (r.outlet, "coolant outlet")):
         if sid and not df.empty:
             s = df[df["series"] == sid]
-            fig.add_scatter(x=s["ts"], y=s["value"], name=name, row=2, col=1)
+            time_trace(fig, s["ts"], s["value"], name=name, unit="°C", tz=tz, row=2, col=1)
     if not hot.empty:
         h = hot.groupby("ts")["value"].max()
-        fig.add_scatter(x=h.index, y=h.values, name="hottest GPU", row=2, col=1)
+        time_trace(fig, h.index, h.values, name="hottest GPU", unit="°C", tz=tz, row=2, col=1)
     style(fig, height=460, x_title="")
     fig.update_yaxes(title_text="power (kW)", row=1, col=1)
     fig.update_yaxes(title_text="temperature (°C)", row=2, col=1)
-    fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
-    start = data.now() - pd.Timedelta(rng)
+    fit_y(fig, "kW", row=1, col=1)
+    fit_y(fig, "°C", row=2, col=1)
+    time_axes(fig, tz, bottom_row=2, span=rng)
     marks = [
         (pd.Timestamp(a.raised_ns, unit="ns", tz="UTC"), a.rule)
         for a in [*data.alarms.active(), *data.alarms.history(200)]
-        if a.subject in (rack, *r.devices) and a.raised_ns >= start.value
+        if a.subject in (rack, *r.devices) and rng.start.value <= a.raised_ns <= rng.end.value
     ]
-    mark_times(fig, marks, color="#ff5c5c")
+    mark_times(fig, marks, color="#ff5c5c", tz=tz)
     return fig
 
 
@@ -270,12 +317,23 @@ def register(app: dash.Dash, data: DashboardData) -> None:
 
     @app.callback(
         Output("rk-trend", "figure"),
-        Input("rk-range", "value"),
+        Output("rk-caption", "children"),
+        *trend_inputs("rk"),
         Input("rk-slow", "n_intervals"),
         State("rk-name", "data"),
     )
-    def rack_trend(rng: str, _: int | None, rack: str) -> go.Figure:
-        return _trend(data, rack, rng or "1h")
+    def rack_trend(preset: str, dates: object, _: int | None, rack: str) -> tuple[Any, str]:
+        tz = site_tz(data)
+        rng = pick_range(preset, dates, now=data.now(), tz=tz)
+        if isinstance(rng, str):
+            return empty_figure(rng), rng
+        if not isinstance(rack, str) or rack not in data.racks:
+            raise ValueError(f"rack: no rack named {str(rack)[:40]!r}")
+        return _trend(data, rack, rng), range_caption(rng, tz)
+
+    register_trend_controls(app, "rk")
+    for ident in ("fl-map", "rk-gpus", "rk-trend"):
+        register_csv(app, ident, site_tz(data))
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

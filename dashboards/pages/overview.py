@@ -10,10 +10,29 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
 from analytics.forecast.service import ForecastService
-from dashboards.components import LIVE_MS, TREND_MS, card, empty_figure, fmt, range_picker, style
+from dashboards.components import (
+    LIVE_MS,
+    TREND_MS,
+    card,
+    chart,
+    empty_figure,
+    fit_y,
+    fmt,
+    pick_range,
+    range_caption,
+    register_csv,
+    register_trend_controls,
+    site_tz,
+    style,
+    time_axes,
+    time_trace,
+    trend_controls,
+    trend_inputs,
+)
 from dashboards.data import DashboardData
 from dashboards.forecast import load_forecast_figure
 from dashboards.pue_forecast import pue_forecast_figure
+from dashboards.trend_range import TrendRange
 from dashboards.web import can_act, current_user
 
 
@@ -43,22 +62,22 @@ def layout(data: DashboardData) -> html.Div:
             html.Div(
                 [
                     html.H3("Facility, IT and cooling power"),
-                    range_picker("ov-range"),
-                    dcc.Graph(id="ov-power", config={"displaylogo": False}),
+                    trend_controls("ov"),
+                    chart("ov-power"),
                 ],
                 className="panel",
             ),
             html.Div(
                 [
                     html.H3("IT-load forecast (P10-P90 band)"),
-                    dcc.Graph(id="ov-forecast", config={"displaylogo": False}),
+                    chart("ov-forecast"),
                 ],
                 className="panel",
             ),
             html.Div(
                 [
                     html.H3("Facility power and PUE forecast, next 48 h (P10-P90 bands)"),
-                    dcc.Graph(id="ov-pue-forecast", config={"displaylogo": False}),
+                    chart("ov-pue-forecast"),
                 ],
                 className="panel",
             ),
@@ -103,11 +122,13 @@ def _cards(data: DashboardData) -> list[html.Div]:
 def alarm_rows(data: DashboardData, *, ack: bool) -> html.Div:
     """Active alarms as a table with acknowledge buttons for operators."""
     alarms = data.alarms.active()
+    tz = site_tz(data)
     if not alarms:
         return html.Div("No active alarms.", className="muted", id="no-alarms")
     rows = []
     for a in alarms[:50]:
-        raised = pd.Timestamp(a.raised_ns, unit="ns", tz="UTC").strftime("%H:%M:%S")
+        at = pd.Timestamp(a.raised_ns, unit="ns", tz="UTC")
+        raised = html.Span(at.tz_convert(tz).strftime("%d %b %H:%M:%S %Z"), title=f"{at:%Y-%m-%d %H:%M:%S} UTC")
         acked = (
             f"acknowledged by {a.acked_by}"
             if a.acked_by
@@ -157,6 +178,21 @@ def _controller(data: DashboardData) -> html.Div:
     )
 
 
+def power_figure(df: pd.DataFrame, tz: str, rng: TrendRange | None = None) -> go.Figure:
+    """Facility, IT and cooling power (kW) over site time, from :meth:`DashboardData.power_trend`."""
+    if df.empty:
+        return empty_figure("no stored power readings in this range yet")
+    fig = go.Figure()
+    for col, name in (("facility", "facility"), ("it", "IT"), ("cooling", "cooling")):
+        if col in df:
+            mode = "lines" if len(df) > 30 else "lines+markers"
+            time_trace(fig, df.index, df[col], name=name, unit="kW", tz=tz, mode=mode)
+    style(fig, y_title="power (kW)")
+    fit_y(fig, "kW")
+    time_axes(fig, tz, span=rng)
+    return fig
+
+
 def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) -> None:
     """The page's callbacks."""
 
@@ -170,25 +206,32 @@ def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) ->
     def live(_: int | None) -> tuple[Any, Any, Any]:
         return _cards(data), alarm_rows(data, ack=can_act()), _controller(data)
 
-    @app.callback(Output("ov-power", "figure"), Input("ov-range", "value"), Input("ov-slow", "n_intervals"))
-    def power(rng: str, _: int | None) -> go.Figure:
-        df = data.power_trend(rng or "1h")
-        if df.empty:
-            return empty_figure("no stored power readings in this range yet")
-        fig = go.Figure()
-        for col, name in (("facility", "facility"), ("it", "IT"), ("cooling", "cooling")):
-            if col in df:
-                fig.add_scatter(x=df.index, y=df[col], name=name, mode="lines" if len(df) > 30 else "lines+markers")
-        return style(fig, y_title="power (kW)")
+    tz = site_tz(data)
+
+    @app.callback(
+        Output("ov-power", "figure"),
+        Output("ov-caption", "children"),
+        *trend_inputs("ov"),
+        Input("ov-slow", "n_intervals"),
+    )
+    def power(preset: str, dates: object, _: int | None) -> tuple[go.Figure, str]:
+        rng = pick_range(preset, dates, now=data.now(), tz=tz)
+        if isinstance(rng, str):
+            return empty_figure(rng), rng
+        return power_figure(data.power_trend(rng), tz, rng), range_caption(rng, tz)
 
     # Both forecast panels only draw the live forecast service's latest state (the API serves the same object).
     @app.callback(Output("ov-forecast", "figure"), Input("ov-slow", "n_intervals"))
     def forecast_fig(_: int | None) -> go.Figure:
-        return load_forecast_figure(forecasts.latest().load)
+        return load_forecast_figure(forecasts.latest().load, tz)
 
     @app.callback(Output("ov-pue-forecast", "figure"), Input("ov-slow", "n_intervals"))
     def pue_forecast_fig(_: int | None) -> go.Figure:
-        return pue_forecast_figure(forecasts.latest().pue)
+        return pue_forecast_figure(forecasts.latest().pue, tz)
+
+    register_trend_controls(app, "ov")
+    for ident in ("ov-power", "ov-forecast", "ov-pue-forecast"):
+        register_csv(app, ident, tz)
 
     @app.callback(
         Output("ov-ack-msg", "children"),

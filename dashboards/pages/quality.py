@@ -63,7 +63,7 @@ def _bad(data: DashboardData) -> html.Div:
 
 
 def _devices(data: DashboardData) -> Any:
-    return table(_records(data.device_health()), HEALTH_COLS, ident="health-table")
+    return table(_records(data.device_health()), HEALTH_COLS, ident="health-table", digits=0)
 
 
 def reports_layout(data: DashboardData) -> html.Div:
