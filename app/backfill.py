@@ -20,7 +20,6 @@ This module steps the simulated facility, which only the composition root may im
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,7 @@ import pandas as pd
 from aidc.clock import SteppedClock, format_ns
 from aidc.config import Site
 from aidc.live import LiveState
-from aidc.model import Batch, Quality, SeriesKey
+from aidc.model import Batch, Quality
 from app.evaluation.harness import ExactTelemetry
 from historian import Historian, SeriesSelector
 
@@ -172,27 +171,27 @@ class HistoryRun:
         fac.degradation = Degradation.for_facility(
             fac, site, [SlowFault("pump_wear", plan.fault_cdu, plan.fault_start_ns, ramp_days=2.0, severity=0.5)]
         )
-        # The devices' heartbeat watchdogs time out after 60 s; the history steps 5 minutes at a time with a heartbeat
-        # before each step, so each watchdog waits for two steps here (the live devices keep their own timeouts).
-        for watch in fac.points.watch.values():
-            watch.timeout_ns = max(watch.timeout_ns, 2 * int(plan.step_s * NS))
         self.clock = SteppedClock(fac.t_ns)
         self.live = LiveState()
         writer = FieldWriter(site, fac.write_point, fac.device_values, self.clock.now_ns)
         self.telemetry = ExactTelemetry(site, fac.device_values)
+        self._needed: tuple[np.ndarray, np.ndarray] | None = None  # (series, indices the supervisor reads)
         self.publish: Callable[[Batch], None] = _discard
         self.supervisor = Supervisor(site, self.live, writer, self.clock, core=core, actor=Actor(ACTOR, "operator"),
                                      publish=lambda b: self.publish(b))  # fmt: skip
-        self._device_of: np.ndarray | None = None
         self._series: np.ndarray | None = None
+        self._masks: dict[str, np.ndarray] = {}
 
-    def _devices(self, series: np.ndarray) -> np.ndarray:
-        """The device tag of each series (cached while the batch layout stays the same)."""
-        if self._series is None or self._series is not series:
-            self._series = series
-            self._device_of = np.array([SeriesKey.parse(s).tag_dict.get("device", "") for s in series], dtype=object)
-        assert self._device_of is not None
-        return self._device_of
+    def _mask(self, series: np.ndarray, device: str) -> np.ndarray:
+        """Which series belong to ``device`` (by its tag in the series id; cached while the layout stays)."""
+        if self._series is not series:
+            self._series, self._masks = series, {}
+        mask = self._masks.get(device)
+        if mask is None:
+            tag = f",device={device}"
+            mask = self._masks[device] = np.fromiter(
+                ((tag + "," in s or tag + " " in s) for s in series), dtype=bool, count=len(series))
+        return mask
 
     def batch(self, t_ns: int) -> Batch:
         """Every series now, less the devices whose communication is lost (one ``bad`` sample at each gap's start)."""
@@ -200,11 +199,10 @@ class HistoryRun:
         down = [o for o in self.plan.outages if o.start_ns <= t_ns < o.end_ns]
         if not down:
             return b
-        dev = self._devices(b.series)
         keep = np.ones(len(b), dtype=bool)
         parts = []
         for o in down:
-            mine = dev == o.device
+            mine = self._mask(b.series, o.device)
             keep &= ~mine
             if t_ns == o.start_ns:  # what the stale watchdog writes once a device stops answering
                 n = int(mine.sum())
@@ -214,6 +212,17 @@ class HistoryRun:
         kept = Batch(b.series[keep], b.ts_ns[keep], b.values[keep], b.quality[keep])
         return Batch.concat([kept, *parts]) if parts else kept
 
+    def needed(self, batch: Batch) -> Batch:
+        """The part of a batch the supervisor reads (its live state and input reader need no GPU-by-GPU power)."""
+        if self._needed is None or self._needed[0] is not batch.series:
+            wanted = self.supervisor.builder.needed()
+            mine = np.flatnonzero(np.fromiter((_wanted(s, wanted) for s in batch.series), dtype=bool,
+                                              count=len(batch)))  # fmt: skip
+            self._needed = (batch.series, mine)
+        i = self._needed[1]
+        return Batch(batch.series[i], batch.ts_ns[i], batch.values[i], batch.quality[i],
+                     [batch.reasons[j] for j in i] if batch.reasons else [])  # fmt: skip
+
     async def run(self, sink: Callable[[Batch], None], wait_writer: Callable[[int], Awaitable[None]],
                   progress: Progress, target_ns: Callable[[], int] | None = None) -> None:
         """Simulate the span, handing each step's batch to ``sink`` (the historian writer); ``wait_writer(n)``
@@ -222,11 +231,9 @@ class HistoryRun:
         plan, fac, sup = self.plan, self.fac, self.supervisor
         self.publish = sink
         step_ns = int(plan.step_s * NS)
-        beat_ns = int(sup.cfg.heartbeat_s * NS)
         progress.phase, progress.start_ns, progress.end_ns = "simulating", plan.start_ns, plan.end_ns
         sup.set_mode("advisory", ACTOR)
         auto = False
-        next_beat = fac.t_ns
         end = plan.end_ns
         queued = 0
         while True:
@@ -243,20 +250,29 @@ class HistoryRun:
                     sup.set_mode("auto", ACTOR)
                     auto = True
                 b = self.batch(t)
-                self.live.update(b)
-                sup.sink(b)
                 sink(b)
                 queued += len(b)
+                mine = self.needed(b)
+                self.live.update(mine)
+                sup.sink(mine)
                 await sup.decide_once()
-                if t >= next_beat:
-                    await sup.heartbeat()
-                    next_beat = t + beat_ns
+                # No heartbeat: the simulated devices' watchdogs arm at the first one, and a history stepped 5
+                # minutes at a time would trip their 60 s timeouts (the live supervisor beats as always).
                 fac.step(plan.step_s)
                 self.clock.t_ns = fac.t_ns
             progress.sim_ns = fac.t_ns
             await wait_writer(queued)
             queued = 0
         await wait_writer(-1)  # everything written before the job goes live
+
+
+def _wanted(series_id: str, wanted: dict[str, set[str]]) -> bool:
+    """Whether a series is one of the points the supervisor reads (``device`` tag and field)."""
+    head, _, fld = series_id.rpartition(" ")
+    for tag in head.split(","):
+        if tag.startswith("device="):
+            return fld in wanted.get(tag[7:], ())
+    return False
 
 
 def _discard(batch: Batch) -> None:

@@ -11,20 +11,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 import pandas as pd
 
+from aidc.errors import ConfigError
 from app.backfill import PENDING_POINTS, HistoryPlan, HistoryRun, Progress, has_history, plan_history
 from app.job import MainJob
 
 log = logging.getLogger(__name__)
 
 BAR_WIDTH = 30
+DAYS_ENV = "AIDC_HISTORY_DAYS"  # the default of ``aidc demo --history-days`` (the test suite sets 0: no backfill)
 QUIET_LOGGERS = ("control", "simulators", "collectors.writer")  # the simulated past's guard actions stay in its audit
+
+
+def history_days(given: int | None, env: Mapping[str, str] | None = None) -> int | None:
+    """``--history-days`` when given, else ``AIDC_HISTORY_DAYS`` when set, else None (the default span)."""
+    if given is not None:
+        if given < 0:
+            raise ConfigError(f"--history-days {given}: give 0 (no history) or more days")
+        return given
+    raw = (os.environ if env is None else env).get(DAYS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        days = int(raw)
+    except ValueError:
+        raise ConfigError(f"{DAYS_ENV}={raw!r}: expected a whole number of days (0: no history)") from None
+    if days < 0:
+        raise ConfigError(f"{DAYS_ENV}={raw!r}: give 0 (no history) or more days")
+    return days
 
 
 def start_history(job: MainJob, days: int | None, *, core: Any = None,
@@ -81,9 +102,8 @@ async def backfill(job: MainJob, plan: HistoryPlan, progress: Progress, *, core:
         progress.phase = "finishing"
         await asyncio.to_thread(job.historian.flush)  # the rollups the report and the forecasts read
         bar.stop()
-        printer(f"history: {job.writer.points_written:,} points written in {progress.as_dict()['elapsed_s']:g} s; "
-                "writing last month's report ...")  # fmt: skip
-        await asyncio.to_thread(_report, job)
+        printer(f"history: {job.writer.points_written:,} points written in {progress.as_dict()['elapsed_s']:g} s")
+        await asyncio.to_thread(_report, job, plan, printer)
     except asyncio.CancelledError:
         progress.phase = "failed"
         raise
@@ -97,14 +117,20 @@ async def backfill(job: MainJob, plan: HistoryPlan, progress: Progress, *, core:
     progress.phase = "done"
 
 
-def _report(job: MainJob) -> None:
-    """Last month's PDF and HTML report, now (the job's monthly tick then finds it on disk)."""
-    from analytics.report.schedule import MonthlyReports
+def _report(job: MainJob, plan: HistoryPlan, printer: Callable[[str], None]) -> None:
+    """Last month's PDF and HTML report, now, when the history covers it (the job's monthly tick then finds it on
+    disk); a shorter history (``--history-days``) says so in one line."""
+    from analytics.report.schedule import MonthlyReports, last_month
 
     now = pd.Timestamp(job.clock.now_ns(), unit="ns", tz="UTC")
+    month = last_month(job.site, now)
+    if month.start.value < plan.start_ns:
+        printer(f"history: starts after {month.label} began; no report of {month.label}")
+        return
+    printer(f"history: writing the report of {month.label} ...")
     files = MonthlyReports(job.site).tick(job.historian, now)
     if files is not None:
-        print(f"history: last month's report {files.pdf or files.html}", flush=True)
+        printer(f"history: report of {month.label} in {files.pdf or files.html}")
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import sys
@@ -23,7 +22,7 @@ from analytics.alarms.engine import AlarmEngine
 from analytics.alarms.prediction import FaultPredictionService
 from analytics.forecast.service import ForecastService, facility_clock
 from app.backfill import MIN_DAYS, has_history
-from app.backfill_job import start_history
+from app.backfill_job import DAYS_ENV, history_days, start_history
 from app.job import MainJob, Service
 from app.services import ApiService, OnLoopSupervisor, ThreadService
 from dashboards.alarm_loop import AlarmLoop
@@ -52,8 +51,8 @@ def register(sub: Any) -> None:
     d.add_argument("--racks", type=int, default=32, help="racks of the generated demo facility (default 32)")
     d.add_argument("--speed", type=float, default=None, help="simulated seconds per wall second (default: site's)")
     d.add_argument("--history-days", type=int, default=None, metavar="N",
-                   help="with an empty historian, simulate the last N days first (0: none; default: from the 1st of "
-                   f"last month, at least {MIN_DAYS} days)")  # fmt: skip
+                   help="with an empty historian, simulate the last N days first (0: none; default: "
+                   f"${DAYS_ENV}, else from the 1st of last month and at least {MIN_DAYS} days)")  # fmt: skip
     _common(d)
     d.set_defaults(func=cmd_demo)
 
@@ -231,7 +230,7 @@ def start_parts(job: MainJob, args: argparse.Namespace, *, demo: bool) -> tuple[
     history = None
     if demo:  # an empty historian gets its past simulated first; the live supervisor goes on with what it learned
         core = getattr(supervisor.supervisor, "core", None) if supervisor is not None else None
-        history = start_history(job, getattr(args, "history_days", None), core=core, printer=_say)
+        history = start_history(job, history_days(getattr(args, "history_days", None)), core=core, printer=_say)
     elif not has_history(job.historian, job.site):
         _say(f"no history in {job.site.data_dir}: a new, empty historian")
     if history is not None and api is not None:
@@ -321,7 +320,8 @@ def demo_site(config: Path | None, racks: int) -> Path:
         if sum(1 for _ in existing.racks()) == racks:
             return path
     # The site's data directory is the demo folder itself (relative paths resolve against the site file).
-    text = render_site(dataclasses.replace(SiteTemplate(racks=racks, poll_interval_s=DEMO_POLL_S, tenants=True), data_dir="."))
+    template = SiteTemplate(racks=racks, poll_interval_s=DEMO_POLL_S, tenants=True, data_dir=".")
+    text = render_site(template)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
