@@ -108,9 +108,11 @@ def plan_history(site: Site, now_ns: int, days: int | None = None) -> HistoryPla
 def _outages(site: Site, start: int, span: int) -> tuple[Outage, ...]:
     """A rack PDU, a rack controller and a meter each lose communication once, for 45 min to 2 h."""
     racks = [r for _, r in site.racks()]
+    pdu = racks[len(racks) // 2].pdu if racks else None
+    controller = racks[-1].controller if racks else None
     picks: list[tuple[str | None, float, float]] = [
-        (racks[len(racks) // 2].pdu.name if racks and racks[len(racks) // 2].pdu else None, 0.23, 0.75),
-        (racks[-1].controller.name if racks and racks[-1].controller else None, 0.57, 2.0),
+        (pdu.name if pdu is not None else None, 0.23, 0.75),
+        (controller.name if controller is not None else None, 0.57, 2.0),
         (next((m.name for m in site.config.meters if m.purpose == "cooling"), None), 0.81, 1.0),
     ]
     step = int(STEP_S * NS)
@@ -190,7 +192,8 @@ class HistoryRun:
         if mask is None:
             tag = f",device={device}"
             mask = self._masks[device] = np.fromiter(
-                ((tag + "," in s or tag + " " in s) for s in series), dtype=bool, count=len(series))
+                ((tag + "," in s or tag + " " in s) for s in series), dtype=bool, count=len(series)
+            )
         return mask
 
     def batch(self, t_ns: int) -> Batch:
@@ -223,8 +226,13 @@ class HistoryRun:
         return Batch(batch.series[i], batch.ts_ns[i], batch.values[i], batch.quality[i],
                      [batch.reasons[j] for j in i] if batch.reasons else [])  # fmt: skip
 
-    async def run(self, sink: Callable[[Batch], None], wait_writer: Callable[[int], Awaitable[None]],
-                  progress: Progress, target_ns: Callable[[], int] | None = None) -> None:
+    async def run(
+        self,
+        sink: Callable[[Batch], None],
+        wait_writer: Callable[[int], Awaitable[None]],
+        progress: Progress,
+        target_ns: Callable[[], int] | None = None,
+    ) -> None:
         """Simulate the span, handing each step's batch to ``sink`` (the historian writer); ``wait_writer(n)``
         is awaited between chunks with the points queued so far, so the writer keeps up. ``target_ns`` (the live
         clock) lets the history chase a facility clock that moved on while it ran."""

@@ -48,8 +48,9 @@ def history_days(given: int | None, env: Mapping[str, str] | None = None) -> int
     return days
 
 
-def start_history(job: MainJob, days: int | None, *, core: Any = None,
-                  printer: Callable[[str], None] = print) -> Progress | None:
+def start_history(
+    job: MainJob, days: int | None, *, core: Any = None, printer: Callable[[str], None] = print
+) -> Progress | None:
     """Plan the backfill when the job's historian holds nothing for the site and register it to run before the
     collectors start; its progress, or None (with one line saying why) when there is nothing to simulate."""
     site = job.site
@@ -77,8 +78,9 @@ def start_history(job: MainJob, days: int | None, *, core: Any = None,
     return progress
 
 
-async def backfill(job: MainJob, plan: HistoryPlan, progress: Progress, *, core: Any = None,
-                   printer: Callable[[str], None] = print) -> None:
+async def backfill(
+    job: MainJob, plan: HistoryPlan, progress: Progress, *, core: Any = None, printer: Callable[[str], None] = print
+) -> None:
     """Simulate the plan into the job's historian writer, flush, write last month's report; never raises (a failed
     backfill is one error line and the job goes live without the rest of the history)."""
     bar = ProgressBar(progress, job.site.config.site.timezone)

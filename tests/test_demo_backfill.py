@@ -64,7 +64,8 @@ def test_history_starts_at_midnight_on_the_first_of_last_month_site_time() -> No
     plan = plan_history(site, now.value, None)
     assert plan is not None
     assert plan.start_ns < plan.auto_from_ns < plan.fault_start_ns < plan.end_ns
-    assert plan.outages and all(plan.start_ns <= o.start_ns < o.end_ns <= plan.end_ns for o in plan.outages)
+    assert plan.outages
+    assert all(plan.start_ns <= o.start_ns < o.end_ns <= plan.end_ns for o in plan.outages)
 
 
 def load_site_text() -> Any:
@@ -90,7 +91,10 @@ def test_init_writes_tenants_leasing_racks(tmp_path: Path) -> None:
     """`aidc init` writes [[tenants]]: one tenant leases half the racks, another a quarter; the file loads."""
     site = load_site(_site(tmp_path, racks=8))
     leases = {t.name: t.racks for t in site.config.tenants}
-    assert leases == {"acme": ("h1-r01-01", "h1-r01-02", "h1-r01-03", "h1-r01-04"), "globex": ("h1-r01-05", "h1-r01-06")}
+    assert leases == {
+        "acme": ("h1-r01-01", "h1-r01-02", "h1-r01-03", "h1-r01-04"),
+        "globex": ("h1-r01-05", "h1-r01-06"),
+    }
 
 
 def test_query_on_an_empty_store_names_its_folder(tmp_path: Path) -> None:
@@ -101,7 +105,8 @@ def test_query_on_an_empty_store_names_its_folder(tmp_path: Path) -> None:
         rc = main(["query", "--config", str(path), "latest", "pdu,*,active_power_w"])
     assert rc == 2
     lines = err.getvalue().strip().splitlines()
-    assert len(lines) == 1 and f"no data in {tmp_path / 'var'}" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert f"no data in {tmp_path / 'var'}" in lines[0], lines
 
 
 def test_run_says_when_its_historian_is_new(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,7 +178,8 @@ def test_demo_simulates_its_history_then_answers_at_once(tmp_path: Path) -> None
         assert load["p10"] <= load["p50"] <= load["p90"]
         pue = _until("the PUE forecast", lambda: (f := _get(url + "/api/v1/forecast/pue", TOKEN))[0] == 200 and f[1],
                      proc, log)  # fmt: skip
-        assert pue["rows"] and all(r["pue_p10"] <= r["pue_p50"] <= r["pue_p90"] for r in pue["rows"])
+        assert pue["rows"]
+        assert all(r["pue_p10"] <= r["pue_p50"] <= r["pue_p90"] for r in pue["rows"])
         alarms = _until("a predictive alarm", lambda: _get(url + "/api/v1/alarms", TOKEN)[1]["predictive"], proc, log)
         assert any(a["rule"] == "predicted_pump_wear" for a in alarms), alarms
         site = load_site(site_path)
