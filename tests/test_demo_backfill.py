@@ -35,7 +35,7 @@ from tests.sim_helpers import free_port_block
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "reader-token-0123456789abcdef"
-HISTORY_DAYS = 9  # the shortest history that fits the PUE forecast (7 days) and the fault detector (2 + 1 days)
+HISTORY_DAYS = 8  # the shortest history that fits the PUE forecast (7 days) and the fault detector (2 + 1 days)
 WAIT_S = 240.0  # wall seconds the demo may take to simulate and answer on a busy machine (a failure, not a timing)
 
 
