@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
@@ -26,6 +28,7 @@ from app.job import MainJob
 log = logging.getLogger(__name__)
 
 BAR_WIDTH = 30
+MARKER = "history.json"  # what the backfill simulated, and whether it finished
 DAYS_ENV = "AIDC_HISTORY_DAYS"  # the default of ``aidc demo --history-days`` (the test suite sets 0: no backfill)
 QUIET_LOGGERS = ("control", "simulators", "collectors.writer")  # the simulated past's guard actions stay in its audit
 
@@ -55,7 +58,12 @@ def start_history(
     collectors start; its progress, or None (with one line saying why) when there is nothing to simulate."""
     site = job.site
     if has_history(job.historian, site):
-        printer(f"history: reusing what {site.data_dir} holds (no backfill)")
+        marker = _read_marker(site.data_dir)
+        if marker is not None and not marker.get("complete"):
+            printer(f"history: the backfill of {marker.get('from')} to {marker.get('to')} was interrupted; this "
+                    f"historian keeps what it wrote (remove {site.data_dir} to simulate it again)")  # fmt: skip
+        else:
+            printer(f"history: reusing what {site.data_dir} holds (no backfill)")
         return None
     plan = plan_history(site, job.clock.now_ns(), days)
     if plan is None:
@@ -96,6 +104,7 @@ async def backfill(
         else:
             await asyncio.sleep(0)
 
+    _write_marker(job.site.data_dir, progress, complete=False)
     bar.start()
     try:
         with _quiet():
@@ -105,6 +114,7 @@ async def backfill(
         await asyncio.to_thread(job.historian.flush)  # the rollups the report and the forecasts read
         bar.stop()
         printer(f"history: {job.writer.points_written:,} points written in {progress.as_dict()['elapsed_s']:g} s")
+        _write_marker(job.site.data_dir, progress, complete=True)
         await asyncio.to_thread(_report, job, plan, printer)
     except asyncio.CancelledError:
         progress.phase = "failed"
@@ -117,6 +127,20 @@ async def backfill(
     finally:
         bar.stop()
     progress.phase = "done"
+
+
+def _write_marker(data_dir: Path, progress: Progress, *, complete: bool) -> None:
+    """``<data_dir>/history.json``: the span simulated and whether it was finished (a later start says if not)."""
+    doc = {**progress.as_dict(), "complete": complete}
+    (data_dir / MARKER).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def _read_marker(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((data_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _report(job: MainJob, plan: HistoryPlan, printer: Callable[[str], None]) -> None:
