@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -192,3 +193,45 @@ def test_demo_simulates_its_history_then_answers_at_once(tmp_path: Path) -> None
     assert "no history in" in log.read_text(encoding="utf-8")
     with open_historian(site.config.historian, site.data_dir) as hist:
         assert has_history(hist, site)  # a later start reuses it (no backfill)
+
+
+def test_progress_bar_prints_a_line_per_tenth_off_a_terminal() -> None:
+    """Off a terminal the progress bar prints one line per tenth done, with the share and the simulated site time."""
+    from app.backfill import Progress
+    from app.backfill_job import ProgressBar
+
+    start = pd.Timestamp("2026-11-01T04:00:00Z").value
+    progress = Progress(phase="simulating", start_ns=start, end_ns=start + 10 * 86_400 * 10**9, sim_ns=start)
+    out = io.StringIO()
+    bar = ProgressBar(progress, "America/New_York", stream=out)
+    for day in (0, 0, 1, 2, 5, 5):
+        progress.sim_ns = start + day * 86_400 * 10**9
+        bar.draw()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("history [....")
+    assert "  0% 2026-11-01 00:00 EDT" in lines[0]
+    assert " 50% 2026-11-05 23:00 EST" in lines[-1]  # DST ended on 1 November
+
+
+def test_a_later_start_reuses_the_history_and_names_an_interrupted_one(tmp_path: Path) -> None:
+    """A historian that holds the site's data gets no backfill; an interrupted backfill is named in one line."""
+    from aidc.model import Batch, SeriesKey
+    from app.backfill_job import MARKER, start_history
+
+    site = load_site(_site(tmp_path))
+    job = MainJob.build(site, clock=SteppedClock(pd.Timestamp("2026-12-07T09:00Z").value))
+    lines: list[str] = []
+    try:
+        key = SeriesKey.of("meter", "energy_kwh", {"site": site.name, "device": "meter-utility"}).id
+        job.historian.write(Batch(np.array([key], dtype=object), np.array([job.clock.now_ns()]), np.array([1.0]),
+                                  np.zeros(1, dtype=np.uint8)))  # fmt: skip
+        assert start_history(job, None, printer=lines.append) is None
+        (site.data_dir / MARKER).write_text('{"from": "2026-11-01T04:00:00Z", "to": "2026-12-07T09:00:00Z", '
+                                            '"complete": false}')  # fmt: skip
+        assert start_history(job, None, printer=lines.append) is None
+    finally:
+        job.historian.close()
+    assert not job.before_collect
+    assert lines[0] == f"history: reusing what {site.data_dir} holds (no backfill)"
+    assert lines[1].startswith("history: the backfill of 2026-11-01T04:00:00Z to 2026-12-07T09:00:00Z was interrupted")
