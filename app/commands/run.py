@@ -372,7 +372,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
         _say("[3/4] starting the cooling supervisor, alarms, the REST API and the operator dashboard ...")
         dashboard, alarms = start_parts(job, args, demo=True)
-        _say("[4/4] collecting (Ctrl-C stops everything) ...")
+        first = "simulating the history, then " if "history backfill" in job.ready_checks else ""
+        _say(f"[4/4] {first}collecting (Ctrl-C stops everything) ...")
         aidc_loop.run(_run_until_signalled(job, args))
         status = stop_status(job)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)
