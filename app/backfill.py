@@ -136,7 +136,7 @@ def has_history(historian: Historian, site: Site) -> bool:
 class Progress:
     """How far the backfill is, for ``/health`` and the terminal (written by the backfill, read by others)."""
 
-    phase: str = "planned"  # planned, simulating, finishing (report, fault detector), done, failed
+    phase: str = "planned"  # planned, simulating, report, fitting (forecasts, fault detector), done, failed
     start_ns: int = 0
     end_ns: int = 0
     sim_ns: int = 0
@@ -145,7 +145,7 @@ class Progress:
     @property
     def fraction(self) -> float:
         """Share of the span simulated so far, 0..1."""
-        if self.phase in ("finishing", "done"):
+        if self.phase in ("report", "fitting", "done"):
             return 1.0
         span = self.end_ns - self.start_ns
         return 0.0 if span <= 0 else min(1.0, max(0.0, (self.sim_ns - self.start_ns) / span))

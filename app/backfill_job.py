@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,10 +52,18 @@ def history_days(given: int | None, env: Mapping[str, str] | None = None) -> int
 
 
 def start_history(
-    job: MainJob, days: int | None, *, core: Any = None, printer: Callable[[str], None] = print
+    job: MainJob,
+    days: int | None,
+    *,
+    core: Any = None,
+    fits: Sequence[Callable[[], object]] = (),
+    printer: Callable[[str], None] = print,
 ) -> Progress | None:
     """Plan the backfill when the job's historian holds nothing for the site and register it to run before the
-    collectors start; its progress, or None (with one line saying why) when there is nothing to simulate."""
+    collectors start; its progress, or None (with one line saying why) when there is nothing to simulate.
+
+    ``fits`` run (in a worker thread, in order) once the history and its report are written and before ``/health``
+    turns 200: the forecasts' and the fault detector's first pass, so they answer as soon as the job is up."""
     site = job.site
     if has_history(job.historian, site):
         marker = _read_marker(site.data_dir)
@@ -80,14 +88,20 @@ def start_history(
             f"{plan.fault_cdu}; {len(plan.outages)} communication losses)")  # fmt: skip
 
     async def run() -> None:
-        await backfill(job, plan, progress, core=core, printer=printer)
+        await backfill(job, plan, progress, core=core, fits=fits, printer=printer)
 
     job.before_collect.append(run)
     return progress
 
 
 async def backfill(
-    job: MainJob, plan: HistoryPlan, progress: Progress, *, core: Any = None, printer: Callable[[str], None] = print
+    job: MainJob,
+    plan: HistoryPlan,
+    progress: Progress,
+    *,
+    core: Any = None,
+    fits: Sequence[Callable[[], object]] = (),
+    printer: Callable[[str], None] = print,
 ) -> None:
     """Simulate the plan into the job's historian writer, flush, write last month's report; never raises (a failed
     backfill is one error line and the job goes live without the rest of the history)."""
@@ -110,12 +124,19 @@ async def backfill(
         with _quiet():
             run = await asyncio.to_thread(HistoryRun, job.site, plan, core=core)
             await run.run(job.writer, wait_writer, progress, target_ns=job.clock.now_ns)
-        progress.phase = "finishing"
+        progress.phase = "report"
         await asyncio.to_thread(job.historian.flush)  # the rollups the report and the forecasts read
         bar.stop()
         printer(f"history: {job.writer.points_written:,} points written in {progress.as_dict()['elapsed_s']:g} s")
         _write_marker(job.site.data_dir, progress, complete=True)
         await asyncio.to_thread(_report, job, plan, printer)
+        progress.phase = "fitting"
+        for fit in fits:
+            try:
+                await asyncio.to_thread(fit)
+            except Exception:  # advisory parts: their services try again on their own schedule
+                log.exception("first fit after the history failed")
+        printer(f"history: forecasts and fault detector fitted; going live after {progress.as_dict()['elapsed_s']:g} s")
     except asyncio.CancelledError:
         progress.phase = "failed"
         raise

@@ -230,7 +230,11 @@ def start_parts(job: MainJob, args: argparse.Namespace, *, demo: bool) -> tuple[
     history = None
     if demo:  # an empty historian gets its past simulated first; the live supervisor goes on with what it learned
         core = getattr(supervisor.supervisor, "core", None) if supervisor is not None else None
-        history = start_history(job, history_days(getattr(args, "history_days", None)), core=core, printer=_say)
+        # The forecasts and the fault detector fit on the history before /health turns 200 (their services then
+        # find the fits up to date), so every figure is there as soon as the job is up.
+        fits = [forecasts.update, lambda: predictor.step(job.clock.now_ns())]
+        history = start_history(job, history_days(getattr(args, "history_days", None)), core=core, fits=fits,
+                                printer=_say)  # fmt: skip
     elif not has_history(job.historian, job.site):
         _say(f"no history in {job.site.data_dir}: a new, empty historian")
     if history is not None and api is not None:
