@@ -34,6 +34,11 @@ class SiteTemplate:
     data_dir: str = "var/dc1"
     speed: float = 1.0
     start: str = "now"
+    tenants: bool = False  # ``[[tenants]]`` leasing most racks (aidc init and the demo write them)
+    lease_from: str = "2025-01-01"  # the leases' first day (site time), before any history the demo simulates
+
+
+TENANTS = ("acme", "globex")  # the generated site's tenants: half the racks, then a quarter; the rest are free
 
 
 def _v(value: object) -> str:
@@ -228,4 +233,17 @@ def render_site(t: SiteTemplate) -> str:
                 "poll_interval_s": t.poll_interval_s,
             },
         )
+    if t.tenants:
+        _tenants(lines, t, [f"h{h + 1}-r{i // RACKS_PER_ROW + 1:02d}-{i % RACKS_PER_ROW + 1:02d}"
+                            for h in range(halls) for i in range(min(per_hall, t.racks - h * per_hall))])
     return "\n".join(lines) + "\n"
+
+
+def _tenants(lines: list[str], t: SiteTemplate, racks: list[str]) -> None:
+    """Open leases from ``t.lease_from``: the first tenant takes half the racks, the second a quarter."""
+    half, quarter = math.ceil(len(racks) / 2), len(racks) // 4
+    shares = [racks[:half], racks[half : half + quarter]]
+    lines += ["", "# Tenants leasing racks (billed from the rack PDUs' energy counters; see `aidc tenants`)."]
+    for name, leased in zip(TENANTS, shares, strict=True):
+        if leased:
+            lines += ["", "[[tenants]]", f"name = {_v(name)}", f"racks = {_v(leased)}", f"from = {t.lease_from}"]

@@ -71,6 +71,7 @@ class Readiness:
     live: int
     total: int
     pending: tuple[str, ...]
+    detail: Mapping[str, object] | None = None  # e.g. the demo's history backfill: phase, fraction, simulated time
 
     @property
     def ready(self) -> bool:

@@ -1,4 +1,5 @@
-"""``GET /health``: 200 ``ok`` once the main job is fully up, 503 ``starting`` with a progress figure until then."""
+"""``GET /health``: 200 ``ok`` once the main job is fully up, 503 ``starting`` with a progress figure until then
+(and, while the demo simulates its history at first start, the backfill's phase, fraction and simulated time)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def readiness(ctx: ApiContext, response: Response) -> dict[str, Any]:
         return body
     r = ctx.readiness()
     body["progress"] = r.progress
+    if r.detail is not None:  # e.g. {"backfill": {phase, fraction, simulated_time, ...}}
+        body.update(r.detail)
     if not r.ready:
         response.status_code = 503
         body.update(status="starting", pending=list(r.pending[:PENDING_SHOWN]), pending_count=len(r.pending))

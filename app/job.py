@@ -69,6 +69,11 @@ class MainJob:
     on_start: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     # Parts /health waits for beside the collectors and the writer, by name (e.g. the cooling supervisor's task).
     ready_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    # Run once the historian writer runs and before the collectors start (the demo's REST API, then its history
+    # backfill, which writes through the writer); on_stop runs after them even when one of them is interrupted.
+    before_collect: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # What /health shows beside the parts while the job starts (e.g. the history backfill's progress).
+    startup_detail: Callable[[], dict[str, object] | None] | None = None
     _writer_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _writer_since: float = field(default=0.0, init=False, repr=False)  # time.monotonic() the writer task started
     _report_call: asyncio.Future[object] | None = field(default=None, init=False, repr=False)
@@ -115,7 +120,8 @@ class MainJob:
             pending.append("historian writer (store failing)")
         pending += [name for name, check in self.ready_checks.items() if not check()]
         total = len(self.engine.devices) + 1 + len(self.ready_checks)
-        return Readiness(total - len(pending), total, tuple(pending))
+        detail = self.startup_detail() if self.startup_detail is not None else None
+        return Readiness(total - len(pending), total, tuple(pending), detail)
 
     async def run(
         self,
@@ -138,9 +144,15 @@ class MainJob:
         deaths: dict[str, list[float]] = {"collector engine": [], "historian writer": []}
         writer_task = asyncio.create_task(self.writer.run(), name="historian writer")
         self._writer_task, self._writer_since = writer_task, time.monotonic()
-        report_task = asyncio.create_task(self.monthly_reports(), name="monthly PUE report")
+        report_task: asyncio.Task[None] | None = None
+        collecting = False
         try:
+            for hook in self.before_collect:
+                await hook()
+            # Its first tick comes after the hooks, so a backfilled history's last month is reported at once.
+            report_task = asyncio.create_task(self.monthly_reports(), name="monthly PUE report")
             async with self.engine:
+                collecting = True
                 try:
                     for hook in self.on_start:
                         await hook()
@@ -148,9 +160,12 @@ class MainJob:
                 finally:
                     await self._stop_hooks()
         finally:
-            report_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await report_task
+            if not collecting:  # interrupted before the collectors started: stop what before_collect started
+                await self._stop_hooks()
+            if report_task is not None:
+                report_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await report_task
             if self._report_call is not None:  # a report still reading in its thread: the store closes after it
                 await asyncio.wait([self._report_call])
             task = self._writer_task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -14,6 +15,10 @@ import pytest
 
 from aidc.config import Site, site_from_dict
 from aidc.sitegen import SiteTemplate, render_site
+
+# A demo a test starts (in process or as a child, which inherits this) simulates no history unless the test asks
+# with --history-days: a month of history per demo would not fit the suite's time budget.
+os.environ.setdefault("AIDC_HISTORY_DAYS", "0")
 
 
 def site_dict(racks: int = 4, **kw: Any) -> dict[str, Any]:

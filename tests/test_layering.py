@@ -32,12 +32,15 @@ def test_collectors_never_import_simulators() -> None:
 
 
 def test_only_the_demo_command_imports_simulators_from_the_composition_root() -> None:
-    """The kernel never imports the simulators; in the composition root only the demo command (run.py) starts them
-    and only the controllers' evaluation (app/evaluation/) steps them in process."""
+    """The kernel never imports the simulators; in the composition root only the demo command (run.py) starts them,
+    and only the controllers' evaluation (app/evaluation/) and the demo's history backfill (backfill.py) step them in
+    process."""
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "aidc").rglob("*.py") if "simulators" in _imported_roots(p)]
     offenders += [
         str(p.relative_to(ROOT))
         for p in (ROOT / "app").rglob("*.py")
-        if "simulators" in _imported_roots(p) and p.name != "run.py" and p.parent.name != "evaluation"
+        if "simulators" in _imported_roots(p)
+        and p.name not in ("run.py", "backfill.py")
+        and p.parent.name != "evaluation"
     ]
     assert offenders == []

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from aidc.clock import site_clock
-from aidc.config import load_site
+from aidc.config import Site, load_site
+from aidc.errors import DataError
 from analytics import answers, limits
 from analytics.ask import Ask, answerer
 from historian.base import AGGS
@@ -67,12 +69,26 @@ def build_ask(args: argparse.Namespace, now: pd.Timestamp | None = None) -> Ask:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Answer the query and print it."""
+    """Answer the query and print it; a store that holds nothing for the site is an error naming its folder."""
     site = load_site(args.config)
     # `now` is the facility's (a simulated site runs on simulated time), as the job that stores the data keeps it
     ask = build_ask(args, pd.Timestamp(site_clock(site.data_dir).now_ns(), unit="ns", tz="UTC"))
-    print_records(answerer(args)(site, ask), as_json=args.json)
+    answer = answerer(args)
+    records = answer(site, ask)
+    if not records and not answer(site, probe(site)):
+        # A typo'd data_dir opens a new, empty historian: say where we looked rather than a quiet "no data".
+        raise DataError(f"no data in {site.data_dir}: the historian there holds nothing for site {site.name} "
+                        f"(check [site] data_dir in {args.config})")  # fmt: skip
+    print_records(records, as_json=args.json)
     return 0
+
+
+def probe(site: Site) -> Ask:
+    """Whether the store holds anything for the site: the latest values of the measurement with the fewest devices
+    (a meter or the plant: a handful of series, however large the site)."""
+    counts = Counter(d.profile.measurement for d in site.devices)
+    text = f"{min(counts, key=lambda m: (counts[m], m))},site={site.name},*" if counts else f"*,site={site.name},*"
+    return Ask("GET", "/series/latest", lambda h: answers.series_latest(h, text), {"selector": text})
 
 
 def print_records(records: list[dict[str, Any]], as_json: bool) -> None:

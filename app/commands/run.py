@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import sys
@@ -22,6 +21,8 @@ from aidc.sitegen import SiteTemplate, render_site
 from analytics.alarms.engine import AlarmEngine
 from analytics.alarms.prediction import FaultPredictionService
 from analytics.forecast.service import ForecastService, facility_clock
+from app.backfill import MIN_DAYS, has_history
+from app.backfill_job import DAYS_ENV, history_days, start_history
 from app.job import MainJob, Service
 from app.services import ApiService, OnLoopSupervisor, ThreadService
 from dashboards.alarm_loop import AlarmLoop
@@ -49,6 +50,9 @@ def register(sub: Any) -> None:
     d.add_argument("--config", type=Path, help=f"site file (default: {DEMO_DIR}/site.toml, generated if missing)")
     d.add_argument("--racks", type=int, default=32, help="racks of the generated demo facility (default 32)")
     d.add_argument("--speed", type=float, default=None, help="simulated seconds per wall second (default: site's)")
+    d.add_argument("--history-days", type=int, default=None, metavar="N",
+                   help="with an empty historian, simulate the last N days first (0: none; default: "
+                   f"${DAYS_ENV}, else from the 1st of last month and at least {MIN_DAYS} days)")  # fmt: skip
     _common(d)
     d.set_defaults(func=cmd_demo)
 
@@ -223,8 +227,23 @@ def start_parts(job: MainJob, args: argparse.Namespace, *, demo: bool) -> tuple[
     forecasts = build_forecasts(job)
     predictor = FaultPredictionService(job.site, job.historian, alarms, job.clock)  # raises through `alarms`
     api = start_api(job, args, supervisor=supervisor, alarms=alarms, forecasts=forecasts, predictor=predictor)
+    history = None
+    if demo:  # an empty historian gets its past simulated first; the live supervisor goes on with what it learned
+        core = getattr(supervisor.supervisor, "core", None) if supervisor is not None else None
+        # The forecasts and the fault detector fit on the history before /health turns 200 (their services then
+        # find the fits up to date), so every figure is there as soon as the job is up.
+        fits = [forecasts.update, lambda: predictor.step(job.clock.now_ns())]
+        history = start_history(job, history_days(getattr(args, "history_days", None)), core=core, fits=fits,
+                                printer=_say)  # fmt: skip
+    elif not has_history(job.historian, job.site):
+        _say(f"no history in {job.site.data_dir}: a new, empty historian")
+    if history is not None and api is not None:
+        # The API answers /health (503, with the backfill's progress) while the history is simulated.
+        job.before_collect.insert(0, api.start)
+        job.on_stop.append(api.stop)
+        api = None
     # Background services: started in this order once the collectors run, stopped in reverse before they close
-    # (and before the historian closes).
+    # (and before the historian closes); the forecasts and the fault detector fit at their first pass.
     services: list[Service | None] = [
         ThreadService("live forecasts", forecasts.start, lambda: forecasts.stop(1.0)),
         ThreadService("fault prediction", predictor.start, predictor.stop),
@@ -305,7 +324,8 @@ def demo_site(config: Path | None, racks: int) -> Path:
         if sum(1 for _ in existing.racks()) == racks:
             return path
     # The site's data directory is the demo folder itself (relative paths resolve against the site file).
-    text = render_site(dataclasses.replace(SiteTemplate(racks=racks, poll_interval_s=DEMO_POLL_S), data_dir="."))
+    template = SiteTemplate(racks=racks, poll_interval_s=DEMO_POLL_S, tenants=True, data_dir=".")
+    text = render_site(template)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
@@ -356,7 +376,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"historian: {type(job.historian).__name__} under {site.data_dir}")
         _say("[3/4] starting the cooling supervisor, alarms, the REST API and the operator dashboard ...")
         dashboard, alarms = start_parts(job, args, demo=True)
-        _say("[4/4] collecting (Ctrl-C stops everything) ...")
+        first = "simulating the history, then " if "history backfill" in job.ready_checks else ""
+        _say(f"[4/4] {first}collecting (Ctrl-C stops everything) ...")
         aidc_loop.run(_run_until_signalled(job, args))
         status = stop_status(job)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job ran (e.g. while the simulator starts)

@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     """Write the site file."""
     t = SiteTemplate(racks=args.racks, name=args.name, base_port=args.base_port, opcua_port=args.opcua_port,
-                     data_dir=args.data_dir or f"var/{args.name}")
+                     data_dir=args.data_dir or f"var/{args.name}", tenants=True)
     if not 1024 <= args.base_port <= 65000:
         raise ConfigError(f"--base-port {args.base_port}: choose a port between 1024 and 65000")
     if args.climate is not None:
