@@ -176,7 +176,7 @@ class HistoryRun:
         self.clock = SteppedClock(fac.t_ns)
         self.live = LiveState()
         writer = FieldWriter(site, fac.write_point, fac.device_values, self.clock.now_ns)
-        self.telemetry = ExactTelemetry(site, fac.device_values)
+        self.telemetry = ExactTelemetry(site, fac.device_arrays)
         self._needed: tuple[np.ndarray, np.ndarray] | None = None  # (series, indices the supervisor reads)
         self.publish: Callable[[Batch], None] = _discard
         self.supervisor = Supervisor(site, self.live, writer, self.clock, core=core, actor=Actor(ACTOR, "operator"),
