@@ -20,7 +20,7 @@ from dashboards.control_view import Names
 __all__ = ["MODES", "audit_entries", "entry_time", "read_jsonl_tail"]  # MODES: for the Control page
 
 
-AUDIT_FILES = {"control": "control.jsonl", "writes": "writes.jsonl"}
+AUDIT_FILES = {"control": "control.jsonl", "writes": "writes.jsonl", "users": "users.jsonl"}
 
 
 def read_jsonl_tail(path: Path, limit: int = 200, max_bytes: int = 2_000_000) -> list[dict[str, Any]]:
@@ -59,6 +59,18 @@ def entry_time(entry: dict[str, Any]) -> float:
     return 0.0
 
 
+def user_row(e: dict[str, Any]) -> dict[str, str]:
+    """A user-administration event (dashboards.pages.users) as a table row: who did what to which account."""
+    ok = e.get("ok", True)
+    return {
+        "actor": str(e.get("user", "")),
+        "action": str(e.get("action", "")),
+        "target": str(e.get("target", "")),
+        "change": "",
+        "result": "done" if ok else f"refused: {e.get('detail', '')}",
+    }
+
+
 def audit_entries(
     data_dir: Path,
     alarm_events: Iterable[dict[str, Any]] = (),
@@ -75,7 +87,12 @@ def audit_entries(
         for e in read_jsonl_tail(data_dir / "audit" / name, limit):
             if source == "writes" and e.get("why") == "heartbeat" and e.get("ok", True):
                 continue  # one per device every few seconds: they would bury every other line (failures stay)
-            row = write_row(e, names) if source == "writes" else control_row(e, names, tz)
+            if source == "writes":
+                row = write_row(e, names)
+            elif source == "users":
+                row = user_row(e)
+            else:
+                row = control_row(e, names, tz)
             rows.append({"t": entry_time(e), "source": source, **row})
     for e in alarm_events:
         rows.append(

@@ -403,3 +403,17 @@ def test_the_decision_log_reads_only_what_was_appended(tmp_path: Path) -> None:
     assert [r["chosen"][CDU][TCS] for r in log.records()] == [31, 32, 33]  # at most ``limit``
     path.write_text(json.dumps(_decision(NOW_NS + 4, 29, 24)) + "\n")
     assert [r["chosen"][CDU][TCS] for r in log.records()] == [29]
+
+
+def test_user_administration_events_reach_the_control_audit_table(tmp_path: Path) -> None:
+    """A user-administration event (done or refused) is a plain row of the Control page's audit table."""
+    from dashboards.pages.users import audit as user_audit
+    from dashboards.supervisor import audit_entries
+
+    user_audit(tmp_path, "admin", "add", "alice", ok=True)
+    user_audit(tmp_path, "bob", "delete", "admin", ok=False, detail="not an admin")
+    rows = [r for r in audit_entries(tmp_path) if r["source"] == "users"]
+    assert [(r["actor"], r["action"], r["target"], r["result"]) for r in rows] == [
+        ("bob", "user delete", "admin", "refused: not an admin"),
+        ("admin", "user add", "alice", "done"),
+    ]

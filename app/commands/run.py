@@ -33,6 +33,7 @@ from dashboards.data import DashboardData
 DEMO_DIR = Path("var/demo")
 DEMO_POLL_S = 1.0  # the demo polls every second so the dashboard's live values move (real sites choose their own)
 DEMO_OPERATOR = "operator"
+DEMO_ADMIN = "admin"
 STOP_GRACE_S = 10.0  # after Ctrl-C / SIGTERM, how long the collectors get to close before being cancelled again
 CONTROL_CONNECT_S = 30.0  # wall seconds the supervisor waits for its devices' connections before it starts anyway
 
@@ -283,6 +284,9 @@ def start_dashboard(
         password = random_password()
         users.add(DEMO_OPERATOR, password, Role.OPERATOR)
         _say(f"  sign in as {DEMO_OPERATOR!r} with password {password}  (new each demo start; shown only now)")
+        admin_password = random_password()
+        users.add(DEMO_ADMIN, admin_password, Role.ADMIN)
+        _say(f"  user administration: sign in as {DEMO_ADMIN!r} with password {admin_password}")
     elif not users.names():
         _say(f"  no dashboard users yet: add one with `aidc user add --config {job.site.path} NAME --role operator`")
     return service
