@@ -85,7 +85,8 @@ def style(fig: go.Figure, *, height: int = 320, y_title: str = "", x_title: str 
     The legend sits in the bottom margin (container coordinates), which grows by a line per few entries, so it
     never covers a trace or a subplot title whatever the number of series.
     """
-    entries = sum(1 for t in fig.data if t.showlegend is not False and t.name)
+    # Traces without a legend entry (a Sankey, a table) have no showlegend property at all.
+    entries = sum(1 for t in fig.data if getattr(t, "showlegend", False) is not False and t.name)
     rows = -(-entries // LEGEND_PER_ROW) if entries > 1 else 0
     fig.update_layout(
         template="plotly_dark",

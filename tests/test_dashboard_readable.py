@@ -316,3 +316,13 @@ def test_bad_points_say_since_when_in_site_time(data: DashboardData) -> None:
     _count, rows = data.bad_points(5)
     since = next(r["since"] for r in rows if r["series"] == sid)
     assert since == "07 Dec 10:00:00 EST"
+
+
+def test_style_accepts_a_figure_with_a_sankey() -> None:
+    """A figure holding a trace type without legend entries (the Power chain's Sankey) is styled, not refused."""
+    import plotly.graph_objects as go
+
+    from dashboards.components import style
+
+    fig = go.Figure(go.Sankey(node={"label": ["utility", "UPS"]}, link={"source": [0], "target": [1], "value": [1.0]}))
+    assert style(fig).layout.height is not None
