@@ -172,13 +172,27 @@ def _number(text: str) -> bool:
 
 # (screenshot name, path, what must show; a check on the page). Trends count plotted traces, tables their text.
 PAGES: list[tuple[str, str, Callable[[Any], bool]]] = [
-    ("overview", "/", lambda d: _number(_text(d, "#ov-pue")) and _traces(d, "#ov-forecast") >= 2
-     and _traces(d, "#ov-pue-forecast") >= 2 and _traces(d, "#ov-power") >= 1),
+    (
+        "overview",
+        "/",
+        lambda d: (
+            _number(_text(d, "#ov-pue"))
+            and _traces(d, "#ov-forecast") >= 2
+            and _traces(d, "#ov-pue-forecast") >= 2
+            and _traces(d, "#ov-power") >= 1
+        ),
+    ),
     ("floor", "/floor", lambda d: bool(d.find_elements("css selector", "#fl-map .heatmaplayer"))),
     ("rack", "/rack/h1-r01-01", lambda d: bool(d.find_elements("css selector", "#rk-gpus .barlayer"))),
     ("cooling", "/cooling", lambda d: "cdu-h1-01" in _text(d, "#cdu-table") and _number(_text(d, "#cdu-table"))),
-    ("control", "/control", lambda d: ("auto" in _text(d, "#ct-status") or "advisory" in _text(d, "#ct-status"))
-     and _number(_text(d, "#audit-table"))),
+    (
+        "control",
+        "/control",
+        lambda d: (
+            ("auto" in _text(d, "#ct-status") or "advisory" in _text(d, "#ct-status"))
+            and _number(_text(d, "#audit-table"))
+        ),
+    ),
     ("energy", "/energy", lambda d: _number(_text(d, "#en-cards")) and "last month" in _text(d, "#en-cards").lower()),
     ("power", "/power", lambda d: _number(_text(d, "#pw-table"))),
     ("alarms", "/alarms", lambda d: "predicted" in _text(d, "body").lower()),
