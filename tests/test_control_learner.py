@@ -382,3 +382,31 @@ def test_hall_wide_steps_do_not_throttle_after_commissioning(tmp_path: Path) -> 
     assert aidc.facility_kwh < fixed.facility_kwh
     assert ctl.state == "deciding"
     assert ctl.load.stepped, "the hall's steps were seen: the margin is kept for full load"
+
+
+def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) -> None:
+    """Knowing its plant, commissioning's first day explores near the outdoor-reset rule (FWS at the dry bulb plus
+    the dry cooler's approach, TCS at FWS plus the CDU approach: cold water on a Leesburg January day), not at the
+    fixed safe defaults, and keeps the GPU margin."""
+    site = control_site(tmp_path, racks=8, commissioning_days=14.0)
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), warmup_h=0.0, step_s=300.0)
+    lim = setup.limits
+    ctl = LearningController(lim, plant_type=site.config.plant.type)
+    seen: list[tuple[float, float, float, float]] = []
+    orig = ctl.decide
+
+    def spy(snap: Snapshot) -> Decision:
+        dec = orig(snap)
+        rule = float(np.clip(snap.drybulb_c + 5.0, lim.fws_lo, lim.fws_hi))
+        seen.append((dec.setpoints.fws_c, rule, float(dec.setpoints.tcs_c.min()),
+                     float(np.max(snap.gpu_max_c - lim.gpu_ceiling_c))))
+        return dec
+
+    ctl.decide = spy  # type: ignore[method-assign]
+    run_day(setup, ctl, setup.year_start_ns + 15 * DAY_NS, None, warmup_h=0.0)
+    a = np.array(seen)
+    late = a[len(a) // 2:]
+    assert np.median(late[:, 1]) < lim.safe.fws_c - 6.0, "the test day is cold enough for the rule to differ"
+    assert np.median(np.abs(late[:, 0] - late[:, 1])) <= 2.0, "FWS follows the outdoor-reset rule"
+    assert np.median(late[:, 2] - late[:, 0]) <= lim.cfg.cdu_approach_k + 2.0, "TCS follows FWS + the approach"
+    assert a[:, 3].max() <= 0.0
