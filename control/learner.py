@@ -55,6 +55,7 @@ COMM_MIN_REACH = 0.02
 CHW_EXPLORE_K = 2.0
 CHW_SIGMAS = 2.0  # the predicted gain of a chilled-water move must exceed this many ensemble spreads
 CHW_MIN_GAIN = 0.002  # ... and this share of facility power per unit of work (set on Chicago, steady training load)
+RULE_PLANTS = frozenset({"chiller_drycooler", "chiller_tower"})  # plants whose free cooler has an outdoor reset
 MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at least this (an idle hall)
 
 
@@ -176,10 +177,10 @@ class LearningController:
         its type or the outdoor reading is unknown."""
         lim = self.lim
         safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), float(lim.safe.fws_c)])
-        approach = DEFAULT_HR_APPROACH_K.get(self.plant_type or "")
         sink = snap.wetbulb_c if self.plant_type == "chiller_tower" else snap.drybulb_c
-        if approach is None or self.plant_type == "chiller_only" or not math.isfinite(sink):
+        if self.plant_type not in RULE_PLANTS or not math.isfinite(sink):
             return safe
+        approach = DEFAULT_HR_APPROACH_K[self.plant_type]
         fws = float(np.clip(sink + approach, lim.fws_lo, lim.fws_hi))
         tcs = float(np.clip(fws + self.cfg.cdu_approach_k, lim.tcs_lo, lim.tcs_hi))
         return np.array([tcs, safe[1], fws])
@@ -188,8 +189,10 @@ class LearningController:
         """Bounded random walk near the safe defaults (a reach that widens with commissioning time); colder and
         more flow when GPUs would run warm at the load the hall can step to.
 
-        ``local``: the model is not trusted where the plant now operates, so stay near the current setpoints (which
-        were chosen while it was) and dither by half a rate step, enough for the next retraining to learn from.
+        ``local``: the model is not trusted where the plant now operates, so dither by up to a rate step around the
+        outdoor-reset rule where the plant is known (a good rule for any weather, the model's own choices being
+        untested here), else around the current setpoints (which were chosen while it was trusted), enough for the
+        next retraining to learn from.
         """
         lim, cfg, cur = self.lim, self.cfg, snap.current
         # Headroom if the hall stepped to its step-to load now: measured, less the rise a step would add.
@@ -213,8 +216,9 @@ class LearningController:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
                 if local:
                     step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
-                    lo = np.maximum(lo_env, np.array([t, d, f]) - step)
-                    hi = np.minimum(hi_env, np.array([t, d, f]) + step)
+                    at = safe if self.plant_type in RULE_PLANTS else np.array([t, d, f])
+                    lo = np.maximum(lo_env, at - step)
+                    hi = np.minimum(hi_env, at + step)
                 target = self.rng.uniform(lo, np.maximum(lo, hi))
                 if self.use_chw:
                     cs = lim.safe.chw_c

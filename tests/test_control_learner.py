@@ -410,3 +410,26 @@ def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) ->
     assert np.median(np.abs(late[:, 0] - late[:, 1])) <= 2.0, "FWS follows the outdoor-reset rule"
     assert np.median(late[:, 2] - late[:, 0]) <= lim.cfg.cdu_approach_k + 2.0, "TCS follows FWS + the approach"
     assert a[:, 3].max() <= 0.0
+
+
+def test_an_untrusted_model_dithers_around_the_outdoor_reset_rule(tmp_path: Path) -> None:
+    """Where the model is not trusted (January air, a model trained at 25 °C), a core that knows its plant walks
+    to within a rate step of the outdoor-reset rule (facility water at its cold bound); one that does not dithers
+    near its current setpoints."""
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    ends: dict[str | None, float] = {}
+    for plant in (None, "chiller_drycooler"):
+        ctl = _deciding(lim, _synthetic_model(False), now)
+        ctl.plant_type = plant
+        cur = _snap(lim, now, 50.0).current
+        for i in range(12):
+            snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 50.0, tcs=float(cur.tcs_c.min())),
+                                       current=cur, drybulb_c=-5.0, wetbulb_c=-6.0)
+            dec = ctl.decide(snap)
+            assert dec.state == "learning"
+            assert verify(dec.setpoints, cur, snap, lim).ok
+            cur = dec.setpoints
+        ends[plant] = float(cur.fws_c)
+    assert abs(ends[None] - 24.0) <= 2.0 * lim.cfg.max_step_fws_k, "near where it was"
+    assert ends["chiller_drycooler"] <= lim.fws_lo + lim.cfg.max_step_fws_k + 1e-6, "near the rule's cold water"
