@@ -433,3 +433,21 @@ def test_an_untrusted_model_dithers_around_the_outdoor_reset_rule(tmp_path: Path
         ends[plant] = float(cur.fws_c)
     assert abs(ends[None] - 24.0) <= 2.0 * lim.cfg.max_step_fws_k, "near where it was"
     assert ends["chiller_drycooler"] <= lim.fws_lo + lim.cfg.max_step_fws_k + 1e-6, "near the rule's cold water"
+
+
+def test_the_supervisor_tells_its_core_the_plant(tmp_path: Path) -> None:
+    """The supervisor's own core and a core handed to it without a plant type (as the evaluation hands one) both
+    learn the site's plant type, which commissioning's outdoor-reset centre needs; a type already set is kept."""
+    from aidc.clock import SteppedClock
+    from aidc.live import LiveState
+    from control.supervisor import Supervisor
+
+    site = control_site(tmp_path, racks=8)
+    lim = site_limits(site)
+    clock = SteppedClock(0)
+    own = Supervisor(site, LiveState(), None, clock, audit_dir=tmp_path / "a")
+    handed = Supervisor(site, LiveState(), None, clock, core=LearningController(lim), audit_dir=tmp_path / "b")
+    kept = Supervisor(site, LiveState(), None, clock, core=LearningController(lim, plant_type="chiller_tower"),
+                      audit_dir=tmp_path / "c")
+    assert own.core.plant_type == handed.core.plant_type == site.config.plant.type == "chiller_drycooler"
+    assert kept.core.plant_type == "chiller_tower"
