@@ -13,7 +13,8 @@ next decision (:mod:`control.stepload`), and :meth:`LearningController.step_read
 the setpoints predicted safe at full load; candidates are scored by predicted facility power per unit of work
 (utilisation × SM clock, where the site reports clocks), so a saving bought with lost clocks does not count; the
 CRAH chilled-water setpoint is a candidate dimension where the plant has one, and CDUs with more GPU headroom than
-the hottest get a warmer TCS; commissioning explores within a reach of the safe defaults that widens with time.
+the hottest get a warmer TCS; commissioning explores within a reach that widens with time around an outdoor-reset
+rule (the safe defaults where the plant has no free cooler), and an untrusted model dithers around the same rule.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class LearningController:
         return np.array([tcs, safe[1], fws])
 
     def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
-        """Bounded random walk near the safe defaults (a reach that widens with commissioning time); colder and
+        """Bounded random walk near :meth:`_centre` (a reach that widens with commissioning time); colder and
         more flow when GPUs would run warm at the load the hall can step to.
 
         ``local``: the model is not trusted where the plant now operates, so dither by up to a rate step around the
