@@ -13,7 +13,8 @@ next decision (:mod:`control.stepload`), and :meth:`LearningController.step_read
 the setpoints predicted safe at full load; candidates are scored by predicted facility power per unit of work
 (utilisation × SM clock, where the site reports clocks), so a saving bought with lost clocks does not count; the
 CRAH chilled-water setpoint is a candidate dimension where the plant has one, and CDUs with more GPU headroom than
-the hottest get a warmer TCS; commissioning explores within a reach of the safe defaults that widens with time.
+the hottest get a warmer TCS; commissioning explores within a reach that widens with time around an outdoor-reset
+rule (the safe defaults where the plant has no free cooler), and an untrusted model dithers around the same rule.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from aidc.errors import DataError
 from analytics.plant_model import OnlinePlantModel
+from control.baselines import DEFAULT_HR_APPROACH_K
 from control.policy import Limits, dew_point_c
 from control.stepload import FULL_LOAD_PCT, LoadMemory
 from control.types import Decision, Setpoints, Snapshot
@@ -54,6 +56,7 @@ COMM_MIN_REACH = 0.02
 CHW_EXPLORE_K = 2.0
 CHW_SIGMAS = 2.0  # the predicted gain of a chilled-water move must exceed this many ensemble spreads
 CHW_MIN_GAIN = 0.002  # ... and this share of facility power per unit of work (set on Chicago, steady training load)
+RULE_PLANTS = frozenset({"chiller_drycooler", "chiller_tower"})  # plants whose free cooler has an outdoor reset
 MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at least this (an idle hall)
 
 
@@ -64,8 +67,11 @@ class LearningController:
 
     name = "aidc"
 
-    def __init__(self, limits: Limits, *, seed: int = 0) -> None:
+    def __init__(self, limits: Limits, *, seed: int = 0, plant_type: str | None = None) -> None:
         self.lim = limits
+        # The plant's type names the outdoor sink its free cooler follows (commissioning's outdoor-reset centre);
+        # None: commissioning explores around the profiles' safe defaults. The supervisor sets it from the site.
+        self.plant_type = plant_type
         self.cfg = limits.cfg
         self.rng = np.random.default_rng(seed)
         maxlen = int(self.cfg.train_window_days * 86400 / self.cfg.interval_s) + 1
@@ -164,12 +170,30 @@ class LearningController:
         sp = Setpoints(t + self.load.trims_k(n), np.full(n, d), f, c if self.use_chw else math.nan)
         return self.lim.step_toward(sp, snap.current, self._dew(snap))
 
+    def _centre(self, snap: Snapshot) -> np.ndarray:
+        """(TCS, dp, FWS) commissioning explores around: the outdoor-reset rule a commissioning engineer sets up
+        before any model exists (FWS at the free cooler's sink, dry bulb or wet bulb with a tower, plus its
+        approach; TCS at FWS plus the CDU approach; the safe dp), so the commissioning days already run where a
+        good rule runs rather than at the fixed defaults. The safe defaults where the plant has no free cooler or
+        its type or the outdoor reading is unknown."""
+        lim = self.lim
+        safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), float(lim.safe.fws_c)])
+        sink = snap.wetbulb_c if self.plant_type == "chiller_tower" else snap.drybulb_c
+        if self.plant_type not in RULE_PLANTS or not math.isfinite(sink):
+            return safe
+        approach = DEFAULT_HR_APPROACH_K[self.plant_type]
+        fws = float(np.clip(sink + approach, lim.fws_lo, lim.fws_hi))
+        tcs = float(np.clip(fws + self.cfg.cdu_approach_k, lim.tcs_lo, lim.tcs_hi))
+        return np.array([tcs, safe[1], fws])
+
     def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
-        """Bounded random walk near the safe defaults (a reach that widens with commissioning time); colder and
+        """Bounded random walk near :meth:`_centre` (a reach that widens with commissioning time); colder and
         more flow when GPUs would run warm at the load the hall can step to.
 
-        ``local``: the model is not trusted where the plant now operates, so stay near the current setpoints (which
-        were chosen while it was) and dither by half a rate step, enough for the next retraining to learn from.
+        ``local``: the model is not trusted where the plant now operates, so dither by up to a rate step around the
+        outdoor-reset rule where the plant is known (a good rule for any weather, the model's own choices being
+        untested here), else around the current setpoints (which were chosen while it was trusted), enough for the
+        next retraining to learn from.
         """
         lim, cfg, cur = self.lim, self.cfg, snap.current
         # Headroom if the hall stepped to its step-to load now: measured, less the rise a step would add.
@@ -177,23 +201,25 @@ class LearningController:
                        self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c))
         t, d, f = float(cur.tcs_c.min()), float(cur.dp_kpa.mean()), float(cur.fws_c)
         c = float(cur.chw_c) if math.isfinite(cur.chw_c) else float(lim.safe.chw_c)
-        safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), lim.safe.fws_c])
+        safe = self._centre(snap)
         lo_env = np.array([lim.tcs_lo, lim.dp_lo, lim.fws_lo])
         hi_env = np.array([lim.tcs_hi, lim.dp_hi, lim.fws_hi])
         r = 1.0 if local else self._reach(snap)
         lo, hi = safe - r * (safe - lo_env), safe + r * (hi_env - safe)
         if headroom < EXPLORE_BACKOFF_K:
-            # Back off toward colder water and more flow, inside the reach (near the safe defaults early on).
-            t = max(t - cfg.max_step_tcs_k, min(t, lo[0]))
-            d = min(d + cfg.max_step_dp_kpa, max(d, hi[1]))
-            f = max(f - cfg.max_step_fws_k, min(f, lo[2]))
+            # Back off toward colder water and more flow: inside the reach, and at least as far as the profiles'
+            # safe defaults (the outdoor-reset centre may be warmer than what full load needs).
+            t = max(t - cfg.max_step_tcs_k, min(t, lo[0], float(lim.safe.tcs_c.min())))
+            d = min(d + cfg.max_step_dp_kpa, max(d, hi[1], float(lim.safe.dp_kpa.mean())))
+            f = max(f - cfg.max_step_fws_k, min(f, lo[2], float(lim.safe.fws_c)))
             self.explore_target = None
         else:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
                 if local:
                     step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
-                    lo = np.maximum(lo_env, np.array([t, d, f]) - step)
-                    hi = np.minimum(hi_env, np.array([t, d, f]) + step)
+                    at = safe if self.plant_type in RULE_PLANTS else np.array([t, d, f])
+                    lo = np.maximum(lo_env, at - step)
+                    hi = np.minimum(hi_env, at + step)
                 target = self.rng.uniform(lo, np.maximum(lo, hi))
                 if self.use_chw:
                     cs = lim.safe.chw_c

@@ -111,7 +111,9 @@ class Supervisor:
         self.publish = publish
         self.lim = limits if limits is not None else site_limits(site)
         self.cfg = self.lim.cfg
-        self.core = core if core is not None else LearningController(self.lim)
+        self.core = core if core is not None else LearningController(self.lim, plant_type=site.config.plant.type)
+        if isinstance(self.core, LearningController) and self.core.plant_type is None:
+            self.core.plant_type = site.config.plant.type  # commissioning's outdoor-reset centre needs the plant
         self.builder = SnapshotBuilder(site, self.lim)
         self.reader = LiveReader(site, self.builder)
         self.actor = actor if actor is not None else _default_actor(self.cfg.user)

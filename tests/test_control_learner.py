@@ -382,3 +382,72 @@ def test_hall_wide_steps_do_not_throttle_after_commissioning(tmp_path: Path) -> 
     assert aidc.facility_kwh < fixed.facility_kwh
     assert ctl.state == "deciding"
     assert ctl.load.stepped, "the hall's steps were seen: the margin is kept for full load"
+
+
+def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) -> None:
+    """Knowing its plant, commissioning's first day explores near the outdoor-reset rule (FWS at the dry bulb plus
+    the dry cooler's approach, TCS at FWS plus the CDU approach: cold water on a Leesburg January day), not at the
+    fixed safe defaults, and keeps the GPU margin."""
+    site = control_site(tmp_path, racks=8, commissioning_days=14.0)
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), warmup_h=0.0, step_s=300.0)
+    lim = setup.limits
+    ctl = LearningController(lim, plant_type=site.config.plant.type)
+    seen: list[tuple[float, float, float, float]] = []
+    orig = ctl.decide
+
+    def spy(snap: Snapshot) -> Decision:
+        dec = orig(snap)
+        rule = float(np.clip(snap.drybulb_c + 5.0, lim.fws_lo, lim.fws_hi))
+        seen.append((dec.setpoints.fws_c, rule, float(dec.setpoints.tcs_c.min()),
+                     float(np.max(snap.gpu_max_c - lim.gpu_ceiling_c))))
+        return dec
+
+    ctl.decide = spy  # type: ignore[method-assign]
+    run_day(setup, ctl, setup.year_start_ns + 15 * DAY_NS, None, warmup_h=0.0)
+    a = np.array(seen)
+    late = a[len(a) // 2:]
+    assert np.median(late[:, 1]) < lim.safe.fws_c - 6.0, "the test day is cold enough for the rule to differ"
+    assert np.median(np.abs(late[:, 0] - late[:, 1])) <= 2.0, "FWS follows the outdoor-reset rule"
+    assert np.median(late[:, 2] - late[:, 0]) <= lim.cfg.cdu_approach_k + 2.0, "TCS follows FWS + the approach"
+    assert a[:, 3].max() <= 0.0
+
+
+def test_an_untrusted_model_dithers_around_the_outdoor_reset_rule(tmp_path: Path) -> None:
+    """Where the model is not trusted (January air, a model trained at 25 °C), a core that knows its plant walks
+    to within a rate step of the outdoor-reset rule (facility water at its cold bound); one that does not dithers
+    near its current setpoints."""
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    ends: dict[str | None, float] = {}
+    for plant in (None, "chiller_drycooler"):
+        ctl = _deciding(lim, _synthetic_model(False), now)
+        ctl.plant_type = plant
+        cur = _snap(lim, now, 50.0).current
+        for i in range(12):
+            snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 50.0, tcs=float(cur.tcs_c.min())),
+                                       current=cur, drybulb_c=-5.0, wetbulb_c=-6.0)
+            dec = ctl.decide(snap)
+            assert dec.state == "learning"
+            assert verify(dec.setpoints, cur, snap, lim).ok
+            cur = dec.setpoints
+        ends[plant] = float(cur.fws_c)
+    assert abs(ends[None] - 24.0) <= 2.0 * lim.cfg.max_step_fws_k, "near where it was"
+    assert ends["chiller_drycooler"] <= lim.fws_lo + lim.cfg.max_step_fws_k + 1e-6, "near the rule's cold water"
+
+
+def test_the_supervisor_tells_its_core_the_plant(tmp_path: Path) -> None:
+    """The supervisor's own core and a core handed to it without a plant type (as the evaluation hands one) both
+    learn the site's plant type, which commissioning's outdoor-reset centre needs; a type already set is kept."""
+    from aidc.clock import SteppedClock
+    from aidc.live import LiveState
+    from control.supervisor import Supervisor
+
+    site = control_site(tmp_path, racks=8)
+    lim = site_limits(site)
+    clock = SteppedClock(0)
+    own = Supervisor(site, LiveState(), None, clock, audit_dir=tmp_path / "a")
+    handed = Supervisor(site, LiveState(), None, clock, core=LearningController(lim), audit_dir=tmp_path / "b")
+    kept = Supervisor(site, LiveState(), None, clock, core=LearningController(lim, plant_type="chiller_tower"),
+                      audit_dir=tmp_path / "c")
+    assert own.core.plant_type == handed.core.plant_type == site.config.plant.type == "chiller_drycooler"
+    assert kept.core.plant_type == "chiller_tower"
