@@ -228,6 +228,14 @@ class Supervisor:
         readings, age, self._ages = self.reader.read_ages(self.live, now)
         return self.builder.build(now, readings, max_age_s=age)
 
+    def inputs_ready(self) -> bool:
+        """Whether every site-wide and per-CDU input has a fresh, finite reading (what a decision needs), so a
+        start waits for the first polls instead of logging a hold on inputs nobody has read yet."""
+        snap = self.snapshot()
+        if not check_site_inputs(snap, self.lim, self._site_age_s()).ok:
+            return False
+        return not any(check_cdu_inputs(snap, self.lim, self._cdu_ages_s()))
+
     def _site_age_s(self) -> float:
         return max((self._ages.get(d, 0.0) for d in self._site_devs), default=0.0)
 

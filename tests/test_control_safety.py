@@ -479,3 +479,17 @@ async def test_status_is_json_and_decisions_reach_the_historian_series(tmp_path:
     site = rig.site.name
     assert SeriesKey.of("controller", rig.sup.lim.tcs_point, {"site": site, "device": cdu}).id in series
     assert SeriesKey.of("controller", "predicted_facility_kw", {"site": site}).id in series
+
+
+def test_inputs_ready_only_once_every_input_has_been_read(tmp_path: Path) -> None:
+    """Before any poll the supervisor's inputs are not ready (a start waits rather than holding); fed, they are."""
+    site = control_site(tmp_path)
+    fac = Facility(site, start_ns=site.config.simulation.start_ns())
+    clock = SteppedClock(fac.t_ns)
+    live = LiveState()
+    sup = Supervisor(site, live, FacilityWriter(site, fac, clock), clock, audit_dir=tmp_path / "audit")
+    assert not sup.inputs_ready()
+    fac.step(60.0)
+    clock.t_ns = fac.t_ns
+    feed(live, site, fac)
+    assert sup.inputs_ready()

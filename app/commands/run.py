@@ -108,7 +108,14 @@ def start_supervisor(job: MainJob, args: argparse.Namespace) -> OnLoopSupervisor
             for link in links:
                 await link.connected.wait()
 
-        waits = [asyncio.ensure_future(all_connected()), asyncio.ensure_future(stop.wait())]
+        async def first_readings() -> None:
+            # Connected is not yet read: the first decision waits for every input's first poll, so a start does
+            # not log a hold on "missing" inputs (a device still silent after the wait is held on, as before).
+            await all_connected()
+            while not sup.inputs_ready():  # noqa: ASYNC110 - the live state has no event per input; a poll every 0.5 s is bounded by the wait
+                await asyncio.sleep(0.5)
+
+        waits = [asyncio.ensure_future(first_readings()), asyncio.ensure_future(stop.wait())]
         await asyncio.wait(waits, timeout=CONTROL_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
