@@ -3,7 +3,8 @@ run after the REST API starts and before the collectors do, shown on the termina
 ``/health`` (503 with its phase, fraction and simulated time), and followed at once by last month's report.
 
 The forecasts and the fault detector are the job's services: they start right after the backfill, and each fits
-on the history at its first pass (the forecast service's first update, the fault predictor's first step).
+on the history at its first pass (the forecast service's first update, on the last :data:`FIRST_FIT_HISTORY` of it,
+and the fault predictor's first step).
 """
 
 from __future__ import annotations
