@@ -177,7 +177,9 @@ class HistoryRun:
         self.live = LiveState()
         writer = FieldWriter(site, fac.write_point, fac.device_values, self.clock.now_ns)
         self.telemetry = ExactTelemetry(site, fac.device_arrays)
-        self._needed: tuple[np.ndarray, np.ndarray] | None = None  # (series, indices the supervisor reads)
+        # series array's id -> (that array, indices the supervisor reads, their series array)
+        self._needed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._kept: tuple[np.ndarray, tuple[Outage, ...], np.ndarray, np.ndarray] | None = None
         self.publish: Callable[[Batch], None] = _discard
         self.supervisor = Supervisor(site, self.live, writer, self.clock, core=core, actor=Actor(ACTOR, "operator"),
                                      publish=lambda b: self.publish(b))  # fmt: skip
@@ -199,31 +201,40 @@ class HistoryRun:
     def batch(self, t_ns: int) -> Batch:
         """Every series now, less the devices whose communication is lost (one ``bad`` sample at each gap's start)."""
         b = self.telemetry.batch(t_ns)
-        down = [o for o in self.plan.outages if o.start_ns <= t_ns < o.end_ns]
+        down = tuple(o for o in self.plan.outages if o.start_ns <= t_ns < o.end_ns)
         if not down:
             return b
-        keep = np.ones(len(b), dtype=bool)
+        # The kept rows and their series array are reused while the same devices are down: the sinks (live state,
+        # input reader) map a series array they have seen before without a lookup per series.
+        if self._kept is None or self._kept[0] is not b.series or self._kept[1] != down:
+            keep = np.ones(len(b), dtype=bool)
+            for o in down:
+                keep &= ~self._mask(b.series, o.device)
+            self._kept = (b.series, down, keep, b.series[keep])
+        _, _, keep, series = self._kept
+        kept = Batch(series, b.ts_ns[keep], b.values[keep], b.quality[keep])
         parts = []
         for o in down:
-            mine = self._mask(b.series, o.device)
-            keep &= ~mine
             if t_ns == o.start_ns:  # what the stale watchdog writes once a device stops answering
+                mine = self._mask(b.series, o.device)
                 n = int(mine.sum())
                 why = f"stale: no fresh value for {STEP_S:g}s (simulated communication loss)"
                 parts.append(Batch(b.series[mine], b.ts_ns[mine], np.full(n, np.nan),
                                    np.full(n, int(Quality.BAD), dtype=np.uint8), [why] * n))  # fmt: skip
-        kept = Batch(b.series[keep], b.ts_ns[keep], b.values[keep], b.quality[keep])
         return Batch.concat([kept, *parts]) if parts else kept
 
     def needed(self, batch: Batch) -> Batch:
         """The part of a batch the supervisor reads (its live state and input reader need no GPU-by-GPU power)."""
-        if self._needed is None or self._needed[0] is not batch.series:
+        hit = self._needed.get(id(batch.series))
+        if hit is None or hit[0] is not batch.series:
             wanted = self.supervisor.builder.needed()
             mine = np.flatnonzero(np.fromiter((_wanted(s, wanted) for s in batch.series), dtype=bool,
                                               count=len(batch)))  # fmt: skip
-            self._needed = (batch.series, mine)
-        i = self._needed[1]
-        return Batch(batch.series[i], batch.ts_ns[i], batch.values[i], batch.quality[i],
+            if len(self._needed) > 8:  # a few layouts (all devices up, each outage) cover the whole history
+                self._needed.clear()
+            hit = self._needed[id(batch.series)] = (batch.series, mine, batch.series[mine])
+        _, i, series = hit
+        return Batch(series, batch.ts_ns[i], batch.values[i], batch.quality[i],
                      [batch.reasons[j] for j in i] if batch.reasons else [])  # fmt: skip
 
     async def run(

@@ -3,7 +3,8 @@ run after the REST API starts and before the collectors do, shown on the termina
 ``/health`` (503 with its phase, fraction and simulated time), and followed at once by last month's report.
 
 The forecasts and the fault detector are the job's services: they start right after the backfill, and each fits
-on the history at its first pass (the forecast service's first update, the fault predictor's first step).
+on the history at its first pass (the forecast service's first update, on the last :data:`FIRST_FIT_HISTORY` of it,
+and the fault predictor's first step).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 BAR_WIDTH = 30
 MARKER = "history.json"  # what the backfill simulated, and whether it finished
 DAYS_ENV = "AIDC_HISTORY_DAYS"  # the default of ``aidc demo --history-days`` (the test suite sets 0: no backfill)
+# The forecasts' first fit after the backfill learns from the last 14 days (a 28-day fit took minutes at demo size);
+# their first refit, after a day of new telemetry, learns from the policy's whole window. 14 days is the least that
+# still calibrates the PUE forecast's band (7 days of training before its 6-day validation window).
+FIRST_FIT_HISTORY = pd.Timedelta("14D")
 QUIET_LOGGERS = ("control", "simulators", "collectors.writer")  # the simulated past's guard actions stay in its audit
 
 

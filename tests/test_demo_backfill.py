@@ -235,3 +235,28 @@ def test_a_later_start_reuses_the_history_and_names_an_interrupted_one(tmp_path:
     assert not job.before_collect
     assert lines[0] == f"history: reusing what {site.data_dir} holds (no backfill)"
     assert lines[1].startswith("history: the backfill of 2026-11-01T04:00:00Z to 2026-12-07T09:00:00Z was interrupted")
+
+
+def test_history_batches_reuse_their_series_arrays_through_an_outage(tmp_path: Path) -> None:
+    """While the same device is down, every step's batch (and the supervisor's part of it) reuses one series array,
+    so the sinks map it without a lookup per series; the lost device's series are left out after its bad mark."""
+    import dataclasses
+
+    from app.backfill import HistoryRun, Outage
+
+    site = load_site(_site(tmp_path))
+    now = pd.Timestamp("2026-12-07T09:00Z").value
+    plan = plan_history(site, now, 1)
+    assert plan is not None
+    step = int(plan.step_s * 10**9)
+    pdu = next(r.pdu for _, r in site.racks() if r.pdu is not None).name
+    t0 = plan.start_ns + 2 * step
+    plan = dataclasses.replace(plan, outages=(Outage(pdu, t0, t0 + 10 * step),))
+    run = HistoryRun(site, plan)
+    first = run.batch(t0)  # the stale watchdog's bad mark
+    assert any(f"device={pdu}," in s and q == 2 for s, q in zip(first.series, first.quality, strict=True))
+    a, b = run.batch(t0 + step), run.batch(t0 + 2 * step)
+    assert a.series is b.series
+    assert not any(f"device={pdu}," in s for s in a.series)
+    assert run.needed(a).series is run.needed(b).series
+    assert len(run.batch(t0 + 10 * step)) > len(a)  # back after the outage

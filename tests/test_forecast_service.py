@@ -350,3 +350,30 @@ def test_the_job_runs_one_service_and_hands_it_to_the_dashboard(tmp_path: Path) 
             dashboard.stop()
         alarms.close()
         job.historian.close()
+
+
+def test_first_fit_reads_a_bounded_window_then_the_policy_applies_again() -> None:
+    """ForecastService.first_fit reads at most the given window of history for both forecasts; the next update reads
+    the policy's full window again."""
+    now = pd.Timestamp("2026-12-07T09:00Z")
+    asked: list[tuple[str, pd.Timedelta]] = []
+
+    def read_load(a: pd.Timestamp, b: pd.Timestamp) -> pd.Series | None:
+        asked.append(("load", b - a))
+        return None
+
+    def read_plant(a: pd.Timestamp, b: pd.Timestamp) -> pd.DataFrame:
+        asked.append(("pue", b - a))
+        return pd.DataFrame()
+
+    policy = RefitPolicy()
+    service = ForecastService(LiveLoadForecast(read_load, lambda: now, policy=policy),
+                              LivePueForecast(read_plant, lambda: now, policy=policy))  # fmt: skip
+    service.first_fit(pd.Timedelta("14D"))
+    assert asked == [("load", pd.Timedelta("14D")), ("pue", pd.Timedelta("14D"))]
+    assert service.load.policy == service.pue.policy == policy
+    asked.clear()
+    later = now + pd.Timedelta("1h")
+    service.load.clock = service.pue.clock = lambda: later
+    service.update()
+    assert asked == [("load", policy.history), ("pue", policy.history)]

@@ -14,7 +14,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -126,6 +126,18 @@ class ForecastService:
             except Exception as exc:  # the forecasts are advisory: keep the dashboard, the API and the job running
                 part.unavailable(f"internal error ({type(exc).__name__}: {exc}); see the log", exc_info=True)
         return self.latest()
+
+    def first_fit(self, history: pd.Timedelta) -> ForecastState:
+        """One :meth:`update` whose fits learn from at most ``history`` of telemetry (the demo's first fits after its
+        backfill, so the job goes live sooner); the policy's window applies again from the next update, and the
+        first refit (after one ``refit`` of new telemetry) learns from all of it. The states say what each model was
+        trained on."""
+        bounded = replace(self.policy, history=min(history, self.policy.history))
+        self.load.policy = self.pue.policy = bounded
+        try:
+            return self.update()
+        finally:
+            self.load.policy = self.pue.policy = self.policy
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -22,7 +22,7 @@ from analytics.alarms.engine import AlarmEngine
 from analytics.alarms.prediction import FaultPredictionService
 from analytics.forecast.service import ForecastService, facility_clock
 from app.backfill import MIN_DAYS, has_history
-from app.backfill_job import DAYS_ENV, history_days, start_history
+from app.backfill_job import DAYS_ENV, FIRST_FIT_HISTORY, history_days, start_history
 from app.job import MainJob, Service
 from app.services import ApiService, OnLoopSupervisor, ThreadService
 from dashboards.alarm_loop import AlarmLoop
@@ -240,7 +240,7 @@ def start_parts(job: MainJob, args: argparse.Namespace, *, demo: bool) -> tuple[
         core = getattr(supervisor.supervisor, "core", None) if supervisor is not None else None
         # The forecasts and the fault detector fit on the history before /health turns 200 (their services then
         # find the fits up to date), so every figure is there as soon as the job is up.
-        fits = [forecasts.update, lambda: predictor.step(job.clock.now_ns())]
+        fits = [lambda: forecasts.first_fit(FIRST_FIT_HISTORY), lambda: predictor.step(job.clock.now_ns())]
         history = start_history(job, history_days(getattr(args, "history_days", None)), core=core, fits=fits,
                                 printer=_say)  # fmt: skip
     elif not has_history(job.historian, job.site):
