@@ -297,5 +297,6 @@ def test_operator_override_reaches_the_supervisor_and_is_listed(stack: Dashboard
     assert (o["device"], o["value"], o["user"]) == ("cdu-h1-01", 32.5, "operator")
     assert stack.job is not None
     assert o["until_ns"] > stack.job.clock.now_ns() + 29 * 60 * 10**9
-    wait_for(lambda: "until" in _text(driver, "#ct-overrides"), 15, "override listed with its expiry")
+    wait_for(lambda: "expires" in _text(driver, "#ct-overrides") and "32.5" in _text(driver, "#ct-overrides"), 15,
+             "override listed with its value and expiry")
     assert console_errors(driver) == []
