@@ -675,8 +675,7 @@ def power_meters(site: Site, roles: list[Role]) -> dict[str, MeterInfo]:
         if not p.array and dev.role_of(p.name) in wanted
     }
     return {
-        sid: dataclasses.replace(m, scale=kpi.power_scale(*units[sid]))
-        for sid, m in site_meters(site, roles).items()
+        sid: dataclasses.replace(m, scale=kpi.power_scale(*units[sid])) for sid, m in site_meters(site, roles).items()
     }
 
 
