@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import dash
@@ -49,7 +50,7 @@ def layout(data: DashboardData) -> html.Div:
                         [
                             html.H3("Active alarms"),
                             html.Div(id="ov-ack-msg", className="msg"),
-                            html.Div(alarm_rows(data, ack=can_act()), id="ov-alarms"),
+                            *_alarm_panel(data),
                         ],
                         className="panel",
                     ),
@@ -119,6 +120,34 @@ def _cards(data: DashboardData) -> list[html.Div]:
     ]
 
 
+SHOWN_ALARMS = 50  # rows of the active-alarm table; the rest are counted
+
+
+def _alarm_panel(data: DashboardData) -> list[Any]:
+    """The alarm table as first painted, and the digest of what it shows (for :func:`alarm_update`)."""
+    rows, shown = alarm_update(data, ack=can_act(), shown=None)
+    return [html.Div(rows, id="ov-alarms"), dcc.Store(id="ov-alarms-shown", data=shown)]
+
+
+def alarm_digest(data: DashboardData, *, ack: bool) -> str:
+    """A short digest of what the alarm table shows (rows, acknowledgements, the count, the buttons' state)."""
+    alarms = data.alarms.active()
+    rows = [(a.id, a.severity, a.raised_ns, a.message, a.acked_by) for a in alarms[:SHOWN_ALARMS]]
+    return hashlib.blake2b(repr((ack, len(alarms), rows)).encode(), digest_size=8).hexdigest()
+
+
+def alarm_update(data: DashboardData, *, ack: bool, shown: object) -> tuple[Any, str]:
+    """The alarm table and its digest, or ``no_update`` when the page already shows that digest.
+
+    The live refresh runs every second; re-sending and re-rendering 50 unchanged rows (buttons with pattern ids)
+    kept the browser busy most of each second on a large site, delaying every paint and click.
+    """
+    digest = alarm_digest(data, ack=ack)
+    if digest == shown:
+        return dash.no_update, digest
+    return alarm_rows(data, ack=ack), digest
+
+
 def alarm_rows(data: DashboardData, *, ack: bool) -> html.Div:
     """Active alarms as a table with acknowledge buttons for operators."""
     alarms = data.alarms.active()
@@ -126,7 +155,7 @@ def alarm_rows(data: DashboardData, *, ack: bool) -> html.Div:
     if not alarms:
         return html.Div("No active alarms.", className="muted", id="no-alarms")
     rows = []
-    for a in alarms[:50]:
+    for a in alarms[:SHOWN_ALARMS]:
         at = pd.Timestamp(a.raised_ns, unit="ns", tz="UTC")
         raised = html.Span(at.tz_convert(tz).strftime("%d %b %H:%M:%S %Z"), title=f"{at:%Y-%m-%d %H:%M:%S} UTC")
         acked = (
@@ -149,7 +178,11 @@ def alarm_rows(data: DashboardData, *, ack: bool) -> html.Div:
                 ]
             )
         )
-    more = html.Div(f"... and {len(alarms) - 50} more", className="muted") if len(alarms) > 50 else None
+    more = (
+        html.Div(f"... and {len(alarms) - SHOWN_ALARMS} more", className="muted")
+        if len(alarms) > SHOWN_ALARMS
+        else None
+    )
     return html.Div([html.Table([html.Tbody(rows)], className="simple", id="alarm-table"), more])
 
 
@@ -199,12 +232,15 @@ def register(app: dash.Dash, data: DashboardData, forecasts: ForecastService) ->
     @app.callback(
         Output("ov-cards", "children"),
         Output("ov-alarms", "children"),
+        Output("ov-alarms-shown", "data"),
         Output("ov-controller", "children"),
         Input("ov-tick", "n_intervals"),
+        State("ov-alarms-shown", "data"),
         prevent_initial_call=True,  # the layout carries the first values
     )
-    def live(_: int | None) -> tuple[Any, Any, Any]:
-        return _cards(data), alarm_rows(data, ack=can_act()), _controller(data)
+    def live(_: int | None, shown: object) -> tuple[Any, Any, str, Any]:
+        rows, digest = alarm_update(data, ack=can_act(), shown=shown)
+        return _cards(data), rows, digest, _controller(data)
 
     tz = site_tz(data)
 
