@@ -244,7 +244,7 @@ def test_an_injected_fault_raises_an_alarm_that_shows_and_clears(stack: Dashboar
         _shot(driver, "overview-alarm", tmp_path)
 
         def acknowledged() -> bool:
-            # The Overview redraws its alarm list every second: a click on a button the redraw replaced raises
+            # The Overview redraws its alarm list when the alarms change: a click on a button a redraw replaced raises
             # a stale-element error, which wait_for retries with a fresh button.
             if "acknowledged by operator" in _text(driver, "#ov-alarms"):
                 return True
