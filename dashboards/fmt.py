@@ -180,13 +180,17 @@ def site_times(ts: Iterable[Any] | pd.Series | pd.DatetimeIndex, tz: str) -> pd.
     Plotly draws naive times as they are, so an axis of these reads site time; rounding keeps sub-second window
     starts (``20:46:59.9995``) off the ticks.
     """
-    idx = pd.DatetimeIndex(pd.to_datetime(pd.Series(list(ts) if not isinstance(ts, pd.Series) else ts), utc=True))
+    idx = pd.DatetimeIndex(
+        pd.to_datetime(pd.Series(list(ts) if not isinstance(ts, pd.Series) else ts), utc=True, format="ISO8601")
+    )
     return idx.round("s").tz_convert(tz).tz_localize(None)
 
 
 def utc_labels(ts: Iterable[Any] | pd.Series | pd.DatetimeIndex) -> list[str]:
     """Timestamps as ``YYYY-MM-DD HH:MM:SS`` UTC strings (hover text and the exports' UTC column)."""
-    idx = pd.DatetimeIndex(pd.to_datetime(pd.Series(list(ts) if not isinstance(ts, pd.Series) else ts), utc=True))
+    idx = pd.DatetimeIndex(
+        pd.to_datetime(pd.Series(list(ts) if not isinstance(ts, pd.Series) else ts), utc=True, format="ISO8601")
+    )
     return [t.strftime("%Y-%m-%d %H:%M:%S") for t in idx.round("s")]
 
 

@@ -326,3 +326,17 @@ def test_style_accepts_a_figure_with_a_sankey() -> None:
 
     fig = go.Figure(go.Sankey(node={"label": ["utility", "UPS"]}, link={"source": [0], "target": [1], "value": [1.0]}))
     assert style(fig).layout.height is not None
+
+
+def test_cooling_decisions_read_simulated_and_live_decision_times_together(data: DashboardData) -> None:
+    """Decision times with and without fractional seconds (the demo's history, then live) draw in one figure."""
+    audit = data.data_dir / "audit" / "control.jsonl"
+    audit.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        {"kind": "decision", "ts": "2026-12-07T11:20:00Z", "predicted_saving_kw": 9.5},
+        {"kind": "decision", "ts": "2026-12-07T11:25:55.317397Z", "predicted_saving_kw": 9.9},
+    ]
+    audit.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    fig = cooling._decisions(data)
+    xs = [x for trace in fig.data for x in (trace.x if trace.x is not None else [])]
+    assert len(xs) >= 2, fig

@@ -200,7 +200,9 @@ def _decisions(data: DashboardData, rng: TrendRange | None = None) -> go.Figure:
     df = pd.DataFrame(rows)
     ts_col = "ts_ns" if "ts_ns" in df else "ts"
     df["t"] = (
-        pd.to_datetime(df[ts_col], unit="ns", utc=True) if ts_col == "ts_ns" else pd.to_datetime(df[ts_col], utc=True)
+        pd.to_datetime(df[ts_col], unit="ns", utc=True)
+        if ts_col == "ts_ns"
+        else pd.to_datetime(df[ts_col], utc=True, format="ISO8601")
     )
     if rng is not None:
         df = df[(df["t"] >= rng.start) & (df["t"] <= rng.end)]
