@@ -59,7 +59,7 @@ class PhysicsParams:
     cdu_dp_design_kpa: float = _p(120.0, 10.0, 400.0, "kPa")  # dp at design flow (system curve)
     cdu_internal_dp_kpa: float = _p(80.0, 0.0, 400.0, "kPa")  # CDU exchanger + strainer drop at design flow
     # Warmer PG25 is thinner: at a held dp the loop passes this much more flow per K of mean TCS temperature.
-    tcs_flow_per_k: float = _p(0.006, 0.0, 0.05, "1/K")
+    tcs_flow_per_k: float = _p(0.0, 0.0, 0.05, "1/K")
     tcs_flow_ref_c: float = _p(35.0, 10.0, 70.0, "°C")  # mean TCS temperature at which the design flow holds
     cdu_design_speed_frac: float = _p(0.8, 0.2, 1.0, "1")  # pump speed at the design point
     cdu_pump_eff: float = _p(0.55, 0.1, 0.95, "1")  # wire-to-water efficiency at the design point

@@ -53,6 +53,7 @@ class _Recording(OracleController):
         return d
 
 
+@pytest.mark.timeout(1200)  # two oracles on a mixed site: ~290 s on a loaded 2-core machine, more in CI beside others
 def test_all_writable_oracle_is_never_worse_than_uniform_and_sets_mixed_cdus_apart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a mixed site (B200 inference and GB200 training on separate CDUs), the all-writable oracle uses no more

@@ -31,7 +31,9 @@ class SplitWorkload:
 
 
 def _facility(high: float, low: float, *, noise: bool = False) -> Facility:
-    site = site_from_dict(tomllib.loads(render_site(SiteTemplate(racks=8, start="2026-07-01T00:00:00Z"))))
+    doc = tomllib.loads(render_site(SiteTemplate(racks=8, start="2026-07-01T00:00:00Z")))
+    doc["simulation"].setdefault("physics", {})["tcs_flow_per_k"] = 0.006  # PG25's viscosity effect (off by default)
+    site = site_from_dict(doc)
     return Facility(
         site, weather=constant_weather(18.0, 60.0), workload=SplitWorkload(high, low, 8), sensor_noise=noise
     )
