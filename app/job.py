@@ -86,7 +86,7 @@ class MainJob:
         if clock is None:
             clock = site_clock(site.data_dir)
         cfg = site.config.historian
-        historian = open_historian(cfg, site.data_dir)
+        historian = open_historian(cfg, site.data_dir, site=site.name)  # site: the central store's tag
         live = LiveState()
         spool = Spool(
             site.data_dir / "writer-spool",

@@ -32,8 +32,9 @@ def _under(data_dir: Path, path: Path) -> Path:
     return path if path.is_absolute() else Path(data_dir) / path
 
 
-def open_historian(cfg: HistorianConfig, data_dir: Path) -> Historian:
-    """Build the configured historian; a remote that is unreachable at start is logged once and spooled to."""
+def open_historian(cfg: HistorianConfig, data_dir: Path, site: str = "") -> Historian:
+    """Build the configured historian; a remote that is unreachable at start is logged once and spooled to.
+    ``site``: the site name a remote store gets on series without a site tag (several sites share a central one)."""
     from historian.duckdb_store import DuckDBHistorian
 
     def local() -> DuckDBHistorian:
@@ -45,7 +46,7 @@ def open_historian(cfg: HistorianConfig, data_dir: Path) -> Historian:
 
     if cfg.backend == "duckdb":
         return local()
-    remote = open_remote(cfg, data_dir)
+    remote = open_remote(cfg, data_dir, site)
     if not cfg.keep_local:
         return remote
     from historian.fanout import FanoutHistorian
@@ -53,7 +54,7 @@ def open_historian(cfg: HistorianConfig, data_dir: Path) -> Historian:
     return FanoutHistorian(local(), remote)
 
 
-def open_remote(cfg: HistorianConfig, data_dir: Path) -> Historian:
+def open_remote(cfg: HistorianConfig, data_dir: Path, site: str = "") -> Historian:
     """The remote backend behind its spool (InfluxDB 2.x with Flux reads, or VictoriaMetrics)."""
     from historian.forward import RemoteHistorian, RemoteReader
     from historian.influx import FluxReader, InfluxSender
@@ -90,4 +91,5 @@ def open_remote(cfg: HistorianConfig, data_dir: Path) -> Historian:
         write_quality=rc.write_quality,
         backoff_initial_s=rc.backoff_initial_s,
         backoff_max_s=rc.backoff_max_s,
+        site=site,
     )

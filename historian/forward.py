@@ -47,7 +47,43 @@ class RemoteReader(Protocol):
         """The last value of each selected series."""
 
 
-class RemoteHistorian(Historian):
+class RemoteReads:
+    """The read side of a remote store: values through its reader, quality merged from ``<field>_quality``."""
+
+    reader: RemoteReader
+    write_quality: bool
+
+    def query(
+        self,
+        selector: SeriesSelector,
+        start: TimeLike,
+        end: TimeLike,
+        window: str | timedelta | int | None = None,
+        agg: Agg | None = None,
+    ) -> pd.DataFrame:
+        """Values from the remote, with quality merged from the ``<field>_quality`` series (worst per window)."""
+        values = _drop_quality_fields(self.reader.fetch(selector, start, end, window, agg), selector)
+        if not self.write_quality:
+            return values
+        qagg: Agg | None = None if (window is None and agg is None) else "max"
+        qsel = selector.with_field((selector.field or "*") + QUALITY_SUFFIX)
+        quality = self.reader.fetch(qsel, start, end, window, qagg)
+        return _merge_quality(values, quality, fill_count=agg == "count")
+
+    def latest(self, selector: SeriesSelector) -> pd.DataFrame:
+        """The last value of each matching series in the last 30 days (quality from the same instant)."""
+        values = _drop_quality_fields(self.reader.fetch_latest(selector), selector)
+        if not self.write_quality or values.empty:
+            return values
+        qsel = selector.with_field((selector.field or "*") + QUALITY_SUFFIX)
+        quality = self.reader.fetch_latest(qsel)
+        merged = _merge_quality(values, quality, fill_count=False)
+        # The newest of the last value and the last non-good quality is the series' last sample.
+        merged = merged[merged["series"].isin(set(values["series"]))]
+        return merged.groupby("series", sort=True).tail(1).reset_index(drop=True)
+
+
+class RemoteHistorian(RemoteReads, Historian):
     """InfluxDB or VictoriaMetrics behind a spool; quality rides along as ``<field>_quality``."""
 
     def __init__(
@@ -61,6 +97,7 @@ class RemoteHistorian(Historian):
         write_quality: bool = True,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        site: str = "",
     ) -> None:
         self.backend = backend
         self.sender = sender
@@ -68,7 +105,8 @@ class RemoteHistorian(Historian):
         self.spool = spool
         self.batch_points = batch_points
         self.write_quality = write_quality
-        self._encoder = LineEncoder(write_quality)  # caches each series' line-protocol key
+        # Caches each series' line-protocol key; series without a site tag get ``site`` (a central store's need).
+        self._encoder = LineEncoder(write_quality, site=site)
         self.sent_points = 0
         self.rejected_points = 0
         self._backoff = (backoff_initial_s, backoff_max_s)
@@ -170,37 +208,6 @@ class RemoteHistorian(Historian):
             "sent_points_total": self.sent_points,
         }
         return stats_to_batch(self.backend, figures, now_ns)
-
-    # ------------------------------------------------------------------ reading
-
-    def query(
-        self,
-        selector: SeriesSelector,
-        start: TimeLike,
-        end: TimeLike,
-        window: str | timedelta | int | None = None,
-        agg: Agg | None = None,
-    ) -> pd.DataFrame:
-        """Values from the remote, with quality merged from the ``<field>_quality`` series (worst per window)."""
-        values = _drop_quality_fields(self.reader.fetch(selector, start, end, window, agg), selector)
-        if not self.write_quality:
-            return values
-        qagg: Agg | None = None if (window is None and agg is None) else "max"
-        qsel = selector.with_field((selector.field or "*") + QUALITY_SUFFIX)
-        quality = self.reader.fetch(qsel, start, end, window, qagg)
-        return _merge_quality(values, quality, fill_count=agg == "count")
-
-    def latest(self, selector: SeriesSelector) -> pd.DataFrame:
-        """The last value of each matching series in the last 30 days (quality from the same instant)."""
-        values = _drop_quality_fields(self.reader.fetch_latest(selector), selector)
-        if not self.write_quality or values.empty:
-            return values
-        qsel = selector.with_field((selector.field or "*") + QUALITY_SUFFIX)
-        quality = self.reader.fetch_latest(qsel)
-        merged = _merge_quality(values, quality, fill_count=False)
-        # The newest of the last value and the last non-good quality is the series' last sample.
-        merged = merged[merged["series"].isin(set(values["series"]))]
-        return merged.groupby("series", sort=True).tail(1).reset_index(drop=True)
 
     def close(self) -> None:
         """Stop the forwarder (the spool keeps what was not replayed) and close connections."""

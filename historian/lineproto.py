@@ -11,6 +11,10 @@ same series in the same order poll after poll, so the per-row key column of the 
 when the series column is unchanged (one pointer comparison per row), and otherwise only new series are
 formatted. Per point only the value (an Arrow float-to-string cast) and the timestamp (one string when the
 whole batch shares it, as a poll does) are formatted.
+
+Given a ``site``, the encoder writes every series without a ``site`` tag (the job's own health series,
+``aidc_writer`` and ``aidc_historian``) with ``site=<name>`` added (:func:`with_site`), so a central store fed by
+several sites tells every one of their series apart; the tag is added once per series, in the key cache.
 """
 
 from __future__ import annotations
@@ -51,6 +55,16 @@ class Payload:
         return out
 
 
+def with_site(series_id: str, site: str) -> str:
+    """The series id as a site sends it to a central store: with ``site=<site>`` when it has no site tag."""
+    if not site:
+        return series_id
+    key = SeriesKey.parse(series_id)
+    if "site" in key.tag_dict:
+        return series_id
+    return SeriesKey.of(key.measurement, key.field, {**key.tag_dict, "site": site}).id
+
+
 def _field_of(series_id: str) -> str:
     """The escaped field key: what follows the unescaped space of a series id."""
     # The id of a key with a one-letter measurement and no tags is "x <escaped field>".
@@ -61,17 +75,19 @@ class LineEncoder:
     """Encodes batches as line protocol, caching each series' ``<id>=`` key prefix (thread-safe).
 
     ``max_series`` bounds the cache: past it, the cache starts afresh (series churn cannot grow it forever).
+    ``site``: the site name added to series that have no site tag (see :func:`with_site`).
     """
 
-    def __init__(self, write_quality: bool = True, max_series: int = 1_000_000) -> None:
+    def __init__(self, write_quality: bool = True, max_series: int = 1_000_000, site: str = "") -> None:
         self.write_quality = write_quality
         self.max_series = max_series
+        self.site = site
         self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
         self._codes: dict[str, int] = {}  # series id -> code
-        self._ids: list[str] = []  # code -> series id
+        self._ids: list[str] = []  # code -> series id as written (with the site tag added where it had none)
         self._prefix = pa.array([], pa.string())  # code -> "<id>="
         self._qprefix: pa.Array | None = None  # code -> "<id>_quality=", built on first non-good quality
         self._qmid: pa.Array | None = None  # code -> ",<field>_quality="
@@ -96,8 +112,8 @@ class LineEncoder:
         if len(self._codes) + len(ids) > self.max_series:
             self._reset()
         if not self._codes:  # a fresh cache: the batch's own codes are the cache's
-            self._ids = [str(i) for i in ids]
-            self._codes = dict(zip(self._ids, range(len(ids)), strict=True))
+            self._codes = {str(i): n for n, i in enumerate(ids)}
+            self._ids = [with_site(str(i), self.site) for i in ids]
             self._prefix = pc.binary_join_element_wise(pa.array(self._ids, pa.string()), "=", "")
             self._qprefix = self._qmid = None
             codes = local.astype(np.int32)
@@ -105,8 +121,9 @@ class LineEncoder:
             new = [str(i) for i in ids if i not in self._codes]
             if new:
                 self._codes.update(zip(new, range(len(self._ids), len(self._ids) + len(new)), strict=True))
-                self._ids.extend(new)
-                added = pc.binary_join_element_wise(pa.array(new, pa.string()), "=", "")
+                wire = [with_site(i, self.site) for i in new]
+                self._ids.extend(wire)
+                added = pc.binary_join_element_wise(pa.array(wire, pa.string()), "=", "")
                 self._prefix = pa.concat_arrays([self._prefix, added])
                 self._qprefix = self._qmid = None
             get = self._codes.__getitem__

@@ -21,9 +21,10 @@ import pandas as pd
 import urllib3
 
 from aidc.errors import AidcError
-from aidc.model import SeriesKey
+from aidc.model import Batch, SeriesKey
 from historian.base import (
     Agg,
+    Historian,
     SeriesSelector,
     TimeLike,
     check_agg,
@@ -34,6 +35,7 @@ from historian.base import (
     parse_window,
     to_ns,
 )
+from historian.forward import RemoteReads
 
 _FN = {
     "mean": "avg_over_time",
@@ -108,6 +110,15 @@ class VictoriaReader:
         if resp.status != 200:
             raise RemoteReadError(f"{self.url}{path}: HTTP {resp.status} {resp.data[:200]!r}")
         return bytes(resp.data)
+
+    def label_values(self, label: str, lookback: timedelta = timedelta(days=30)) -> list[str]:
+        """Every value of ``label`` over the series stored within ``lookback`` of now."""
+        path = f"/api/v1/label/{label}/values"
+        start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(lookback)
+        body = json.loads(self._post(path, {"start": f"{start.value / 1e9:.3f}"}))
+        if body.get("status") != "success":
+            raise RemoteReadError(f"{self.url}{path}: {body.get('error', body)}")
+        return [str(v) for v in body.get("data", [])]
 
     def _prom(self, path: str, fields: dict[str, str]) -> list[dict[str, Any]]:
         body = json.loads(self._post(path, fields))
@@ -221,3 +232,64 @@ class VictoriaReader:
     def close(self) -> None:
         """Close the HTTP pool."""
         self._http.clear()
+
+
+class CentralStore:
+    """A central VictoriaMetrics that several sites forward to: which sites it holds, and a read-only view of each."""
+
+    def __init__(self, url: str, *, token: str = "", timeout_s: float = 30.0, write_quality: bool = True) -> None:
+        self.url = url.rstrip("/")
+        self.reader = VictoriaReader(self.url, token=token, timeout_s=timeout_s)
+        self.write_quality = write_quality
+
+    def site_names(self) -> list[str]:
+        """Every value of the ``site`` label the store holds (sorted); RemoteReadError when it does not answer."""
+        return sorted(self.reader.label_values("site"))
+
+    def site(self, name: str) -> SiteView:
+        """The store as one site's historian: every read constrained to ``site=<name>``."""
+        return SiteView(self.reader, name, self.write_quality)
+
+    def close(self) -> None:
+        """Close the HTTP pool."""
+        self.reader.close()
+
+
+class _ScopedReader:
+    """A reader that adds ``site=<name>`` to every selector that does not name a site."""
+
+    def __init__(self, reader: VictoriaReader, site: str) -> None:
+        self.reader, self.site_name = reader, site
+
+    def _scoped(self, selector: SeriesSelector) -> SeriesSelector:
+        if "site" in selector.tags:
+            return selector
+        return SeriesSelector(selector.measurement, {**selector.tags, "site": self.site_name}, selector.field)
+
+    def fetch(
+        self, selector: SeriesSelector, start: TimeLike, end: TimeLike, window: Any = None, agg: Agg | None = None
+    ) -> pd.DataFrame:
+        """The wrapped reader's ``fetch`` within the site."""
+        return self.reader.fetch(self._scoped(selector), start, end, window, agg)
+
+    def fetch_latest(self, selector: SeriesSelector, lookback: timedelta = timedelta(days=30)) -> pd.DataFrame:
+        """The wrapped reader's ``fetch_latest`` within the site."""
+        return self.reader.fetch_latest(self._scoped(selector), lookback)
+
+
+class SiteView(RemoteReads, Historian):
+    """One site's series in a central store, read-only: the analytics read it as they read the site's own historian
+    (the central server collects nothing and owns no local store, so nothing here writes)."""
+
+    def __init__(self, reader: VictoriaReader, site: str, write_quality: bool = True) -> None:
+        self.backend = "victoriametrics (central, read-only)"
+        self.site_name = site
+        self.reader = _ScopedReader(reader, site)
+        self.write_quality = write_quality
+
+    def write(self, batch: Batch) -> None:
+        """Refused: the central server reads what the sites forward."""
+        raise AidcError(f"the central store's view of site {self.site_name} is read-only")
+
+    def close(self) -> None:
+        """Nothing to release (the store's HTTP pool is closed by :class:`CentralStore`)."""
