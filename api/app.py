@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from aidc.errors import AidcError
 from analytics.limits import PUE_TIME_BUDGET_S, check_pue, parse_time
-from api import docs, errors, metrics, routes_cli, views
+from api import docs, errors, metrics, routes_cli, sites, views
 from api.auth import Identity
 from api.context import ApiContext, tail_jsonl
 from api.controller import ModeChange, OverrideChange, change_mode, change_override, controller_state
@@ -170,6 +170,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def alarms(_: Reader) -> dict[str, Any]:
         """Active device alarms (alarm words, leaks) and predictive fault alarms."""
         return views.alarms(ctx)
+
+    @app.get(f"{PREFIX}/sites", tags=["kpis"])
+    def site_list(_: Reader) -> dict[str, Any]:
+        """Each site's ``pue`` (energy-based over the last hour where the counters allow, else power-based:
+        ``pue_method``), ``facility_kw``, active device alarms (``alarms_active``, ``alarms``) and ``headroom_kw``
+        (``headroom_limit``: racks or ups); every site of the central store on a central server (``aidc serve``),
+        else this site alone. A figure that cannot be computed is null with its reason in ``notes``."""
+        return sites.sites(ctx)
 
     @app.get(f"{PREFIX}/controller", tags=["controller"])
     def controller(_: Reader) -> dict[str, Any]:

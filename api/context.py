@@ -28,6 +28,7 @@ from historian.writer import HistorianWriter
 
 if TYPE_CHECKING:  # types only: the API reads the job's objects, it never builds or drives them
     from analytics.alarms.engine import AlarmEngine
+    from api.sites import Portfolio
 
 
 class DeviceStatus(Protocol):
@@ -121,6 +122,8 @@ class ApiContext:
     writer: HistorianWriter | None = None
     collector_health: Callable[[], Mapping[str, DeviceStatus]] | None = None
     readiness: Callable[[], Readiness] | None = None
+    # Set by the central server (``aidc serve``): every site of the central store, for GET /api/v1/sites.
+    portfolio: Portfolio | None = None
 
     @property
     def audit_dir(self) -> Path:

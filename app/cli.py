@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dashboards.cli",
     "analytics.forecast.cli",
     "app.commands.evaluate_control",
+    "app.commands.serve",
 )
 
 
