@@ -33,13 +33,12 @@ GPU_LIMIT_C = 87.0  # the headroom route's default GPU limit
 ALARMS_LISTED = 20  # active alarms listed per site (all are counted)
 
 
-def energy_pue(ctx: ApiContext, now: pd.Timestamp) -> dict[str, Any] | None:
-    """The energy report of the last hour as ``aidc pue`` makes it, or None when it has no PUE."""
+def energy_report(ctx: ApiContext, now: pd.Timestamp) -> dict[str, Any]:
+    """The energy report of the last hour as ``aidc pue`` makes it (its ``pue`` is null where the counters do not
+    allow one, and its ``note`` says why)."""
     rows = pue_rows(ctx.historian, ctx.site, now - PUE_WINDOW, now, None, None, lock=ctx.lock)
     report = rows[0] if rows else None
-    if not isinstance(report, dict) or report.get("pue") is None:
-        return None
-    return report
+    return report if isinstance(report, dict) else {"pue": None, "note": "no energy report"}
 
 
 def headroom_kw(summary: Mapping[str, Any]) -> tuple[float | None, str]:
@@ -73,15 +72,19 @@ def site_row(ctx: ApiContext) -> dict[str, Any]:
         live = views.live_power(ctx)
         if live.get("facility_w") is not None:
             row["facility_kw"] = live["facility_w"] / 1000.0
-        report = energy_pue(ctx, now)
-        if report is not None:
+        try:
+            report = energy_report(ctx, now)
+        except AidcError as exc:  # e.g. no counter reading in the window at all
+            report = {"pue": None, "note": str(exc)}
+        if report.get("pue") is not None:
             row.update(pue=report["pue"], pue_method="energy", pue_category=report.get("category"),
                        pue_from=report.get("start"), pue_to=report.get("end"))  # fmt: skip
         elif live.get("pue") is not None:
             row.update(pue=live["pue"], pue_method="power", pue_category=live.get("category"))
-            notes.append("pue: instantaneous (power-based): the energy counters do not cover the last hour yet")
+            notes.append(f"pue: instantaneous (power-based); no energy-based PUE: {report.get('note') or 'no data'}")
         else:
-            notes.append(f"pue: neither energy nor power figures are complete ({live.get('note') or 'no data'})")
+            notes.append(f"pue: no energy-based PUE ({report.get('note') or 'no data'}) and no power-based one "
+                         f"({live.get('note') or 'no data'})")  # fmt: skip
 
     def alarms() -> None:
         active = views.alarms(ctx)["device"]

@@ -36,7 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aidc.config import Site, load_site  # noqa: E402 - after the path set-up, as the other benches
+from aidc.clock import site_clock  # noqa: E402 - after the path set-up, as the other benches
+from aidc.config import Site, load_site  # noqa: E402
 from aidc.sitegen import SiteTemplate, render_site  # noqa: E402
 from historian import open_historian  # noqa: E402
 from historian.reconcile import Reconciliation, reconcile  # noqa: E402
@@ -215,11 +216,13 @@ def scenario(args: argparse.Namespace, tmp: Path, vm: VMServer, budget: Budget) 
         vm.start()
         outage_s = time.monotonic() - down
         restart_ns = time.time_ns()
+        # A simulated site stamps its points with its own clock (the simulation starts on a whole minute).
+        since = {s.name: site_clock(s.data_dir).now_ns() for s in sites}
         say(f"central store back after {outage_s:.0f} s; waiting for the spools to drain")
         waiting = set(names)
         while waiting:
             budget.check(f"spools draining ({', '.join(sorted(waiting))})")
-            waiting = {n for n in waiting if not spool_drained_since(vm.url, n, restart_ns)}
+            waiting = {n for n in waiting if not spool_drained_since(vm.url, n, since[n])}
             time.sleep(2.0)
         drain_s = (time.time_ns() - restart_ns) / NS
         say(f"spools drained in {drain_s:.0f} s; asking the central server for its portfolio")
@@ -242,6 +245,7 @@ def scenario(args: argparse.Namespace, tmp: Path, vm: VMServer, budget: Budget) 
         "portfolio_sites_with_pue": len(with_pue),
         "portfolio_sites": len(rows),
         "pue": {r["site"]: [r.get("pue"), r.get("pue_method")] for r in rows},
+        "portfolio_notes": {r["site"]: r.get("notes") for r in rows if r.get("notes")},
         "drain_s": round(drain_s, 1),
         "points_extra_centrally": sum(r.extra for r in recs),
         "series_without_site": unsited,

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from aidc import loop as aidc_loop
+from aidc.clock import site_clock
 from aidc.config import Site, load_site
 from aidc.errors import ConfigError
 from api.app import create_app
@@ -75,11 +77,24 @@ def load_sites(paths: list[Path]) -> list[Site]:
     return list(sites.values())
 
 
+def clock_of(site: Site) -> Callable[[], pd.Timestamp]:
+    """The site's "now" as every command resolves it (:func:`aidc.clock.site_clock`): a simulated site's published
+    clock where its data directory is on this machine, else wall time; read at each call, as a site may start later."""
+
+    def now() -> pd.Timestamp:
+        return pd.Timestamp(site_clock(site.data_dir).now_ns(), unit="ns", tz="UTC")
+
+    return now
+
+
 def central_contexts(store: CentralStore, sites: list[Site], tokens: TokenStore) -> dict[str, ApiContext]:
-    """One API context per site, each on its read-only view of the central store (no live state, no job parts;
-    predictive alarms stay with the site job, which learns them)."""
+    """One API context per site, each on its read-only view of the central store and the site's clock (no live
+    state, no job parts; predictive alarms stay with the site job, which learns them)."""
     return {
-        s.name: ApiContext(site=s, historian=store.site(s.name), tokens=tokens, predictive_alarms=list) for s in sites
+        s.name: ApiContext(
+            site=s, historian=store.site(s.name), tokens=tokens, clock=clock_of(s), predictive_alarms=list
+        )
+        for s in sites
     }
 
 
