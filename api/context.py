@@ -28,7 +28,6 @@ from historian.writer import HistorianWriter
 
 if TYPE_CHECKING:  # types only: the API reads the job's objects, it never builds or drives them
     from analytics.alarms.engine import AlarmEngine
-    from api.sites import Portfolio
 
 
 class DeviceStatus(Protocol):
@@ -62,6 +61,14 @@ class DeviceStatus(Protocol):
     @property
     def reason(self) -> str:
         """Why the device is failing ("" when it is not)."""
+        ...
+
+
+class SiteRows(Protocol):
+    """A central server's portfolio as GET /api/v1/sites reads it (``api.sites.Portfolio`` has this shape)."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row of figures per site."""
         ...
 
 
@@ -123,7 +130,7 @@ class ApiContext:
     collector_health: Callable[[], Mapping[str, DeviceStatus]] | None = None
     readiness: Callable[[], Readiness] | None = None
     # Set by the central server (``aidc serve``): every site of the central store, for GET /api/v1/sites.
-    portfolio: Portfolio | None = None
+    portfolio: SiteRows | None = None
 
     @property
     def audit_dir(self) -> Path:

@@ -138,7 +138,7 @@ class Portfolio:
 
 def sites(ctx: ApiContext) -> dict[str, Any]:
     """The route's answer: the portfolio's rows on a central server, else this site's row alone."""
-    portfolio: Portfolio | None = ctx.portfolio
+    portfolio = ctx.portfolio
     rows = portfolio.rows() if portfolio is not None else [site_row(ctx)]
     return {"sites": rows, "central": portfolio is not None, "pue_window": str(PUE_WINDOW)}
 

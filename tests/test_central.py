@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from aidc.config import Site, load_site
@@ -18,10 +20,15 @@ from aidc.model import Batch, SeriesKey
 from aidc.sitegen import SiteTemplate, render_site
 from api.app import create_app
 from api.auth import TokenStore
+from api.context import ApiContext
 from api.server import ApiServer
 from api.sites import Portfolio
+from api.sites import sites as answer_sites
+from app.cli import main as cli_main
 from app.commands.serve import PortfolioFigures, central_contexts
+from dashboards.auth import Role, UserStore
 from dashboards.pages.portfolio import table_rows
+from dashboards.portfolio_app import create_portfolio_app
 from historian import open_historian
 from historian.fanout import FanoutHistorian
 from historian.forward import RemoteHistorian
@@ -177,3 +184,85 @@ def test_site_tag_added_only_where_missing() -> None:
     assert "aidc_writer points_written" in text
     lines = LineEncoder(site="south").encode(batch).data.decode().splitlines()
     assert lines == [f"{own}=1 1", "aidc_writer,site=south points_written=2 2"]
+
+
+@pytest.mark.needs_deb
+def test_a_site_job_answers_sites_for_itself(central: tuple[VMServer, list[Site], int]) -> None:
+    """Without a portfolio (a site's own API on its local store), GET /api/v1/sites answers with that one site."""
+    _, sites, _ = central
+    site = sites[1]
+    local = open_historian(site.config.historian.model_copy(update={"backend": "duckdb"}), site.data_dir)
+    try:
+        ctx = ApiContext(site=site, historian=local, tokens=TokenStore.from_env({}), predictive_alarms=list)
+        body = answer_sites(ctx)
+    finally:
+        local.close()
+    assert body["central"] is False
+    assert [r["site"] for r in body["sites"]] == ["south"]
+    assert body["sites"][0]["pue_method"] == "energy"
+
+
+class FakePortfolio:
+    """Two sites' figures as the central server computes them: one complete, one without data yet."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows."""
+        return [
+            {"site": "north", "pue": 1.08234, "pue_method": "energy", "pue_category": 2, "facility_kw": 312.456,
+             "alarms_active": 1, "headroom_kw": 42.04, "headroom_limit": "racks", "notes": []},
+            {"site": "west", "pue": None, "pue_method": None, "facility_kw": None, "alarms_active": None,
+             "headroom_kw": None, "notes": ["no site file for this site on the central server"]},
+        ]  # fmt: skip
+
+    def trend(self, site: str, hours: float) -> pd.DataFrame:
+        """Three 5-minute windows for north, nothing for west."""
+        if site != "north":
+            return pd.DataFrame({"ts": pd.Series([], dtype="datetime64[ns, UTC]"), "kw": pd.Series([], dtype=float)})
+        ts = pd.date_range("2026-12-01T10:00Z", periods=3, freq="5min")
+        return pd.DataFrame({"ts": ts, "kw": [300.0, 310.0, 312.0]})
+
+
+def test_portfolio_page_behind_sign_in_shows_readable_figures(tmp_path: Path) -> None:
+    """The central dashboard asks for a sign-in, then its Portfolio page lists every site with readable figures (an
+    em dash where a figure is unknown) and a trend per site."""
+    users = UserStore(tmp_path / "users.json")
+    users.add("vera", "correct-horse-battery", Role.VIEWER)
+    app = create_portfolio_app(FakePortfolio(), users)
+    c = app.server.test_client()
+    assert c.get("/").headers["Location"].endswith("/login")
+    page = c.get("/login").get_data(as_text=True)
+    m = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert m
+    form = {"username": "vera", "password": "correct-horse-battery", "csrf_token": m.group(1)}
+    assert c.post("/login", data=form).status_code == 302
+    token = c.get_cookie("_csrf_token")
+    body = {
+        "output": "..nav.children...page.children..",
+        "outputs": [{"id": "nav", "property": "children"}, {"id": "page", "property": "children"}],
+        "inputs": [{"id": "url", "property": "pathname", "value": "/"}],
+        "changedPropIds": ["url.pathname"],
+    }
+    resp = c.post("/_dash-update-component", data=json.dumps(body),
+                  headers={"Content-Type": "application/json", "X-CSRFToken": token.value if token else ""})  # fmt: skip
+    assert resp.status_code == 200
+    text = json.dumps(resp.get_json(), ensure_ascii=False)
+    for shown in ("north", "west", "1.082", "312.5 kW", "42.0 kW (racks)", "energy (ISO/IEC 30134-2, last hour)",
+                  "no site file", "north: facility power", "west: no complete facility-power window yet"):  # fmt: skip
+        assert shown in text, shown
+    cells = table_rows(FakePortfolio().rows())
+    assert cells[1]["PUE"] == "—"
+    assert cells[1]["facility power"] == "—"
+
+
+def test_serve_refuses_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """aidc serve without a site file, or with two files of one site, stops with one line naming the problem."""
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli_main(["serve", "--backend", "victoriametrics", "--url", url, "--no-dashboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--site" in err[0]
+    a = site_file(tmp_path, "north", 21000, url).path
+    assert cli_main(["serve", "--backend", "victoriametrics", "--url", url, "--site", str(a), "--site", str(a)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "'north' is already given" in err[0]
