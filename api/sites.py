@@ -27,7 +27,8 @@ from api.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-PUE_WINDOW = pd.Timedelta("1h")  # energy PUE of the last hour (the report trims it to what was metered)
+PUE_WINDOW_TEXT = "1h"
+PUE_WINDOW = pd.Timedelta(PUE_WINDOW_TEXT)  # energy PUE of the last hour (the report trims it to what was metered)
 HEADROOM_HOURS = 4.0  # the headroom route's default horizon
 GPU_LIMIT_C = 87.0  # the headroom route's default GPU limit
 ALARMS_LISTED = 20  # active alarms listed per site (all are counted)
@@ -140,7 +141,7 @@ def sites(ctx: ApiContext) -> dict[str, Any]:
     """The route's answer: the portfolio's rows on a central server, else this site's row alone."""
     portfolio = ctx.portfolio
     rows = portfolio.rows() if portfolio is not None else [site_row(ctx)]
-    return {"sites": rows, "central": portfolio is not None, "pue_window": str(PUE_WINDOW)}
+    return {"sites": rows, "central": portfolio is not None, "pue_window": PUE_WINDOW_TEXT}
 
 
 TREND_WINDOW = "5m"
