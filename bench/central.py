@@ -130,6 +130,15 @@ def spool_drained_since(url: str, site: str, since_ns: int) -> bool:
     return float(value[0]["value"][1]) == 0.0 and float(when[0]["value"][1]) * NS > since_ns
 
 
+def spooled_max(url: str, site: str) -> float | None:
+    """The deepest the site's spool got during the run (its own ``spool_depth_points`` series, as the centre holds
+    it): the points the outage sent through the spool."""
+    m = f'aidc_historian_spool_depth_points{{site="{site}",backend="victoriametrics"}}'
+    q = urllib.parse.urlencode({"query": f"max_over_time({m}[1h])", "nocache": "1"})
+    result = get_json(f"{url}/api/v1/query?{q}", timeout_s=30)["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
 def series_without_site(url: str) -> int:
     """Series in the central store without a site tag (every forwarded series should carry one)."""
     q = urllib.parse.urlencode({"match[]": '{__name__=~".+", site=""}', "start": "0"})
@@ -234,6 +243,7 @@ def scenario(args: argparse.Namespace, tmp: Path, vm: VMServer, budget: Budget) 
     end_ns = time.time_ns() + 60 * NS
     recs = [settled(s, store, t0_ns - 3600 * NS, end_ns, budget) for s in sites]
     unsited = series_without_site(vm.url)
+    spooled = {n: spooled_max(vm.url, n) for n in names}
     store.close()
     rows = answer.get("sites", [])
     with_pue = [r["site"] for r in rows if r.get("pue") is not None]
@@ -247,6 +257,7 @@ def scenario(args: argparse.Namespace, tmp: Path, vm: VMServer, budget: Budget) 
         "pue": {r["site"]: [r.get("pue"), r.get("pue_method")] for r in rows},
         "portfolio_notes": {r["site"]: r.get("notes") for r in rows if r.get("notes")},
         "drain_s": round(drain_s, 1),
+        "spool_depth_max_points": spooled,
         "points_extra_centrally": sum(r.extra for r in recs),
         "series_without_site": unsited,
         "job_exit_codes": codes,
