@@ -55,12 +55,16 @@ def headroom_kw(summary: Mapping[str, Any]) -> tuple[float | None, str]:
     return total, limit
 
 
+def blank_row(site: str) -> dict[str, Any]:
+    """A site's row before any figure is known (every key the route answers)."""
+    return {"site": site, "pue": None, "pue_method": None, "pue_category": None, "facility_kw": None,
+            "alarms_active": None, "alarms": [], "headroom_kw": None, "headroom_limit": None, "notes": []}  # fmt: skip
+
+
 def site_row(ctx: ApiContext) -> dict[str, Any]:
     """One site's figures; a part that cannot be computed is null and its reason is in ``notes``."""
     now = ctx.clock()
-    row: dict[str, Any] = {"site": ctx.site.name, "pue": None, "pue_method": None, "pue_category": None,
-                           "facility_kw": None, "alarms_active": None, "alarms": [], "headroom_kw": None,
-                           "headroom_limit": None, "notes": []}  # fmt: skip
+    row = blank_row(ctx.site.name)
     notes: list[str] = row["notes"]
 
     def part(name: str, fn: Callable[[], None]) -> None:
@@ -128,10 +132,10 @@ class Portfolio:
         for name in self.names():
             ctx = self.contexts.get(name)
             if ctx is None:
-                out.append({"site": name, "pue": None, "pue_method": None, "facility_kw": None, "alarms_active": None,
-                            "alarms": [], "headroom_kw": None,
-                            "notes": ["no site file for this site on the central server: its devices and "
-                                      "meters are unknown, so no figure can be computed"]})  # fmt: skip
+                row = blank_row(name)
+                row["notes"].append("no site file for this site on the central server: its devices and meters are "
+                                    "unknown, so no figure can be computed")  # fmt: skip
+                out.append(row)
                 continue
             out.append(site_row(ctx))
         return out

@@ -167,6 +167,11 @@ def test_sites_route_lists_every_site_with_pue(central: tuple[VMServer, list[Sit
         cells = table_rows(body["sites"])
         assert [c["site"] for c in cells] == ["north", "south"]
         assert all(c["PUE"] != "—" and c["facility power"].endswith(" kW") for c in cells)
+        # A site the store holds but the centre has no file for is listed, without figures, saying why.
+        partial_rows = Portfolio({"north": contexts["north"]}, store.site_names).rows()
+        assert [r["site"] for r in partial_rows] == ["north", "south"]
+        assert partial_rows[1]["pue"] is None
+        assert "no site file" in partial_rows[1]["notes"][0]
         trend = PortfolioFigures(portfolio).trend("north", 1.0)
         assert len(trend) >= 3
         assert (trend["kw"] > 0).all()
