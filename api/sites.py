@@ -12,7 +12,10 @@ power-based figure; ``pue_method`` says which. A figure that cannot be had is nu
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +35,7 @@ PUE_WINDOW = pd.Timedelta(PUE_WINDOW_TEXT)  # energy PUE of the last hour (the r
 HEADROOM_HOURS = 4.0  # the headroom route's default horizon
 GPU_LIMIT_C = 87.0  # the headroom route's default GPU limit
 ALARMS_LISTED = 20  # active alarms listed per site (all are counted)
+ROWS_TTL_S = 10.0  # the portfolio's rows are reused this long
 
 
 def energy_report(ctx: ApiContext, now: pd.Timestamp) -> dict[str, Any]:
@@ -116,6 +120,9 @@ class Portfolio:
 
     contexts: dict[str, ApiContext]
     stored_sites: Callable[[], list[str]] = field(default=lambda: [])
+    ttl_s: float = ROWS_TTL_S
+    _cache: tuple[float, list[dict[str, Any]]] | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def names(self) -> list[str]:
         """Every site: those with a site file here and those the store holds."""
@@ -127,7 +134,16 @@ class Portfolio:
         return sorted(set(self.contexts) | set(stored))
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per site, in name order."""
+        """One row per site, in name order; computed at most once per ``ttl_s`` (every site's figures are a few
+        store queries per device with alarm points: the dashboard and API callers share them)."""
+        with self._lock:  # one computation at a time: callers arriving meanwhile get its result
+            if self._cache is not None and time.monotonic() - self._cache[0] < self.ttl_s:
+                return copy.deepcopy(self._cache[1])
+            out = self._compute()
+            self._cache = (time.monotonic(), out)
+            return copy.deepcopy(out)
+
+    def _compute(self) -> list[dict[str, Any]]:
         out = []
         for name in self.names():
             ctx = self.contexts.get(name)
