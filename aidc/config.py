@@ -24,8 +24,8 @@ from aidc.errors import ConfigError
 from aidc.historian_config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
-from aidc.snmp_config import SnmpSettings
 from aidc.site_tables import ControlConfig, DashboardConfig, ReportConfig
+from aidc.snmp_config import SnmpSettings
 from aidc.tenant_config import CarbonConfig, TenantLease, check_tenants
 
 

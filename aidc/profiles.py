@@ -127,7 +127,7 @@ class Point(_Strict):
     node: str | None = None
     array: bool = False
     array_tag: str = "gpu"
-    # SNMP addressing: the numeric OID of one object instance (column + index), e.g. 1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.4.
+    # SNMP addressing: the numeric OID of one object instance (table column + index).
     oid: str | None = Field(None, pattern=OID_PATTERN)
     # Engineering value = raw * scale + offset.
     scale: float = 1.0
@@ -253,7 +253,8 @@ class Profile(_Strict):
                 if p.writable or p.array:
                     raise ValueError(f"point {p.name}: SNMP points are read-only scalars here (no writable, no array)")
                 if p.type not in SNMP_TYPES:
-                    raise ValueError(f"point {p.name}: type {p.type} is not an SNMP number type ({', '.join(SNMP_TYPES)})")
+                    allowed = ", ".join(SNMP_TYPES)
+                    raise ValueError(f"point {p.name}: type {p.type} is not an SNMP number type ({allowed})")
             elif p.node is None:
                 raise ValueError(f"point {p.name}: OPC-UA points need a node id")
         if self.protocol == "snmp":

@@ -35,8 +35,8 @@ from collectors.link import DeviceHealth, Link, LinkOptions
 from collectors.modbus_link import ModbusLink
 from collectors.opcua import OpcUaLink, SubscriptionOptions
 from collectors.output import Output, Sink
-from collectors.snmp import SnmpLink
 from collectors.quality import BAD
+from collectors.snmp import SnmpLink
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pyasn1.type import univ
+from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
+from pysnmp.carrier.error import CarrierError
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -60,6 +62,20 @@ SYS_UPTIME: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 MAX_BULK_REQUESTS = 64  # a column walk that has not ended after this many GETBULKs is an agent looping
 AUTH = {"SHA": usmHMACSHAAuthProtocol, "SHA256": usmHMAC192SHA256AuthProtocol, "SHA512": usmHMAC384SHA512AuthProtocol}
 PRIV = {"AES": usmAesCfb128Protocol}
+
+
+class QuietDispatcher(AsyncioDispatcher):
+    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram that lands after its transport was closed.
+
+    A reply still in flight when the engine closes reaches a callback whose transport is gone; pysnmp raises from
+    inside the event loop, which would log a traceback for an ordinary late packet.
+    """
+
+    def _callback_function(self, incomingTransport: Any, transportAddress: Any, incomingMessage: Any) -> None:
+        try:
+            super()._callback_function(incomingTransport, transportAddress, incomingMessage)
+        except CarrierError as exc:
+            log.debug("snmp: datagram from %s dropped: %s", transportAddress, exc)
 
 
 class SnmpTransportError(ConnectionError):
@@ -118,7 +134,7 @@ def auth_data(dev: DeviceRef) -> CommunityData | UsmUserData:
         raise ConfigError(f"{dev.path}: SNMP device without an [snmp] table")
     if s.version == "2c":
         community = s.secret(s.community_env, "community_env", dev.name) if s.community_env else "public"
-        return CommunityData(community, mpModel=1)
+        return CommunityData(community, mpModel=1)  # noqa: S508 (v2c is the operator's choice, flagged in the docs)
     assert s.user is not None
     auth, priv, auth_key, priv_key = usmNoAuthProtocol, usmNoPrivProtocol, None, None
     if s.security_level != "noAuthNoPriv":
@@ -161,9 +177,11 @@ class SnmpLink(Link):
         """A fresh SNMP engine and target; one GET of sysUpTime.0 proves the agent answers (and, v3, discovers it)."""
         dev = self.devices[0]
         c = dev.config
-        assert c.port is not None and c.snmp is not None
+        assert c.port is not None
+        assert c.snmp is not None
         self._auth = {d.name: auth_data(d) for d in self.devices}
         self._engine = SnmpEngine()
+        self._engine.register_transport_dispatcher(QuietDispatcher())
         try:
             self._target = await UdpTransportTarget.create(
                 (c.host, c.port), timeout=c.timeout_s, retries=c.snmp.retries
@@ -221,7 +239,8 @@ class SnmpLink(Link):
 
     async def _walk(self, dev: DeviceRef, column: Oid, wanted: dict[Oid, int]) -> dict[Oid, Any]:
         """GETBULK along a column until past it (or every wanted OID seen); OIDs must increase."""
-        assert self._engine is not None and self._target is not None
+        assert self._engine is not None
+        assert self._target is not None
         reps = dev.profile.workarounds.max_repetitions
         found: dict[Oid, Any] = {}
         cur = column
@@ -229,8 +248,14 @@ class SnmpLink(Link):
             vbs = await self._request(
                 dev,
                 bulk_cmd(
-                    self._engine, self._auth[dev.name], self._target, ContextData(), 0, reps,
-                    ObjectType(ObjectIdentity(cur)), lookupMib=False,
+                    self._engine,
+                    self._auth[dev.name],
+                    self._target,
+                    ContextData(),
+                    0,
+                    reps,
+                    ObjectType(ObjectIdentity(cur)),
+                    lookupMib=False,
                 ),
             )
             if not vbs:
@@ -240,7 +265,8 @@ class SnmpLink(Link):
                 if oid[: len(column)] != column or isinstance(value, univ.Null):
                     return found  # past the column, or endOfMibView: the walk is over
                 if oid <= cur:
-                    raise ValueError(f"GETBULK reply not increasing: {name.prettyPrint()} after {'.'.join(map(str, cur))}")
+                    where = ".".join(map(str, cur))
+                    raise ValueError(f"GETBULK reply not increasing: {name.prettyPrint()} after {where}")
                 cur = oid
                 if oid in wanted:
                     found[oid] = value
@@ -289,7 +315,7 @@ class SnmpLink(Link):
                 fail(idx, "timeout")
                 continue
             try:
-                values = await self._get(dev, oids)
+                answers = await self._get(dev, oids)
             except _Timeout as exc:
                 timed_out = True
                 fail(idx, str(exc))
@@ -298,9 +324,9 @@ class SnmpLink(Link):
                 fail(idx, str(exc))
                 continue
             if k == 0:
-                self._check_uptime(dev, values[0])
-                values = values[1:]
-            for i, value in zip(idx, values, strict=True):
+                self._check_uptime(dev, answers[0])
+                answers = answers[1:]
+            for i, value in zip(idx, answers, strict=True):
                 self._store(raw, i, value, failures)
         latency = time.perf_counter() - t0
         profile = dev.profile

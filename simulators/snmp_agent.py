@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp
+from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
+from pysnmp.carrier.error import CarrierError
 from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
@@ -45,8 +47,11 @@ SYS_OBJECT_ID: Oid = (1, 3, 6, 1, 2, 1, 1, 2, 0)
 SYS_UPTIME: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 RARITAN_ENTERPRISE: Oid = (1, 3, 6, 1, 4, 1, 13742)
 
-AUTH = {"SHA": config.USM_AUTH_HMAC96_SHA, "SHA256": config.USM_AUTH_HMAC192_SHA256,
-        "SHA512": config.USM_AUTH_HMAC384_SHA512}
+AUTH = {
+    "SHA": config.USM_AUTH_HMAC96_SHA,
+    "SHA256": config.USM_AUTH_HMAC192_SHA256,
+    "SHA512": config.USM_AUTH_HMAC384_SHA512,
+}
 PRIV = {"AES": config.USM_PRIV_CFB128_AES}
 
 
@@ -64,6 +69,20 @@ def snmp_value(point: Point, value: float) -> Any:
     if point.type is DataType.UINT32:
         return rfc1902.Gauge32(max(0, min(n, 2**32 - 1)))
     return rfc1902.Integer32(max(-(2**31), min(n, 2**31 - 1)))
+
+
+class QuietDispatcher(AsyncioDispatcher):
+    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram that lands after its transport was closed.
+
+    A reply still in flight when the engine closes reaches a callback whose transport is gone; pysnmp raises from
+    inside the event loop, which would log a traceback for an ordinary late packet.
+    """
+
+    def _callback_function(self, incomingTransport: Any, transportAddress: Any, incomingMessage: Any) -> None:
+        try:
+            super()._callback_function(incomingTransport, transportAddress, incomingMessage)
+        except CarrierError as exc:
+            log.debug("snmp: datagram from %s dropped: %s", transportAddress, exc)
 
 
 class _Table(instrum.AbstractMibInstrumController):
@@ -110,7 +129,7 @@ class _Transport(udp.UdpTransport):
 
     agent: SnmpAgent
 
-    def datagram_received(self, datagram: bytes, transportAddress: Any) -> None:  # noqa: N803 (pysnmp's name)
+    def datagram_received(self, datagram: bytes, transportAddress: Any) -> None:
         name = self.agent.device.name
         if self.agent.faults.dropping(name) or self.agent.faults.delay_s(name) > 0:
             return
@@ -163,7 +182,8 @@ class SnmpAgent:
 
     def refresh(self) -> None:
         """Re-encode every point from the physics (after a tick)."""
-        values: Mapping[str, PointValue] = self.faults.apply(self.device.name, self.physics.device_values(self.device.name))
+        name = self.device.name
+        values: Mapping[str, PointValue] = self.faults.apply(name, self.physics.device_values(name))
         for oid, p in self.points.items():
             v = values.get(p.sim or p.name)
             if isinstance(v, bool | int | float):
@@ -174,6 +194,7 @@ class SnmpAgent:
 
     def _build(self, sock: socket.socket) -> engine.SnmpEngine:
         eng = engine.SnmpEngine()
+        eng.register_transport_dispatcher(QuietDispatcher())
         transport = _Transport()
         transport.agent = self
         config.add_transport(eng, udp.DOMAIN_NAME, transport.open_server_mode(sock=sock))
@@ -186,13 +207,12 @@ class SnmpAgent:
             assert s.user is not None
             auth = AUTH[s.auth_protocol] if s.security_level != "noAuthNoPriv" else config.USM_AUTH_NONE
             priv = PRIV[s.priv_protocol] if s.security_level == "authPriv" else config.USM_PRIV_NONE
-            config.add_v3_user(
-                eng, s.user, auth, self._secret(s.auth_key_env, "auth_key_env") if auth != config.USM_AUTH_NONE else None,
-                priv, self._secret(s.priv_key_env, "priv_key_env") if priv != config.USM_PRIV_NONE else None,
-            )
+            auth_key = self._secret(s.auth_key_env, "auth_key_env") if auth != config.USM_AUTH_NONE else None
+            priv_key = self._secret(s.priv_key_env, "priv_key_env") if priv != config.USM_PRIV_NONE else None
+            config.add_v3_user(eng, s.user, auth, auth_key, priv, priv_key)
             config.add_vacm_user(eng, 3, s.user, s.security_level, (1,))
         ctx = context.SnmpContext(eng)
-        ctx.context_names[b""] = _Table(self)  # type: ignore[assignment]  # our table instead of compiled MIBs
+        ctx.context_names[b""] = _Table(self)  # our table instead of compiled MIBs
         for responder in (cmdrsp.GetCommandResponder, cmdrsp.NextCommandResponder, cmdrsp.BulkCommandResponder):
             responder(eng, ctx)
         return eng
@@ -242,7 +262,9 @@ class SnmpAgent:
         log.error("snmp %s:%s: could not listen again after a restart fault", self.host, self.port)
 
 
-def plan_agents(devices: list[DeviceRef], host: str, physics: FacilityPhysics, faults: FaultBook) -> dict[int, SnmpAgent]:
+def plan_agents(
+    devices: list[DeviceRef], host: str, physics: FacilityPhysics, faults: FaultBook
+) -> dict[int, SnmpAgent]:
     """One agent per SNMP device, by UDP port; ConfigError names two devices that share a port."""
     agents: dict[int, SnmpAgent] = {}
     for dev in devices:
