@@ -354,9 +354,9 @@ class SnmpLink(Link):
 
     def _check_uptime(self, dev: DeviceRef, value: Any) -> None:
         """Note an agent restart: sysUpTime (hundredths of a second) went backwards."""
-        v = number(value)
-        if isinstance(v, str):
+        if not isinstance(value, univ.Integer):  # TimeTicks, an INTEGER subtype; anything else is not an uptime
             return
+        v = int(value)
         prev = self._uptime.get(dev.name)
         self._uptime[dev.name] = int(v)
         if prev is not None and v < prev:

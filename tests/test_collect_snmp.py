@@ -82,6 +82,7 @@ async def test_v3_agent_restart_is_rediscovered(tmp_path: Path, monkeypatch: pyt
         await until(lambda: rig.value(V3_PDU, "active_power_w")[1] is Quality.GOOD)
         await polls(rig, V3_PDU, 2)
         assert rig.value(V3_PDU, "inlet1_power_factor")[1] is Quality.GOOD
+        assert link.agent_restarts == 1  # seen by its sysUpTime (TimeTicks) starting again from 0
         assert rig.engine.restarts == 0
 
 
