@@ -26,7 +26,6 @@ import numpy as np
 import numpy.typing as npt
 from pyasn1.type import univ
 from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
-from pysnmp.carrier.error import CarrierError
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -65,17 +64,22 @@ PRIV = {"AES": usmAesCfb128Protocol}
 
 
 class QuietDispatcher(AsyncioDispatcher):
-    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram that lands after its transport was closed.
+    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram it cannot process instead of raising in the loop.
 
-    A reply still in flight when the engine closes reaches a callback whose transport is gone; pysnmp raises from
-    inside the event loop, which would log a traceback for an ordinary late packet.
+    Two cases met in practice: a reply still in flight when the engine closes reaches a callback whose transport is
+    gone (CarrierError), and some garbage datagrams make pyasn1's BER decoder raise TypeError, which pysnmp's
+    message dispatcher does not catch (bench/fuzz.py found it). Either way the datagram came from the network and is
+    dropped, as an agent or a manager must drop what it cannot parse; a dropped request or reply is a timeout.
     """
+
+    dropped = 0
 
     def _callback_function(self, incomingTransport: Any, transportAddress: Any, incomingMessage: Any) -> None:
         try:
             super()._callback_function(incomingTransport, transportAddress, incomingMessage)
-        except CarrierError as exc:
-            log.debug("snmp: datagram from %s dropped: %s", transportAddress, exc)
+        except Exception as exc:  # untrusted bytes entering a library: any failure drops the datagram, nothing else
+            self.dropped += 1
+            log.debug("snmp: datagram from %s dropped: %s: %s", transportAddress, type(exc).__name__, exc)
 
 
 class SnmpTransportError(ConnectionError):
@@ -180,8 +184,15 @@ class SnmpLink(Link):
         assert c.port is not None
         assert c.snmp is not None
         self._auth = {d.name: auth_data(d) for d in self.devices}
-        self._engine = SnmpEngine()
-        self._engine.register_transport_dispatcher(QuietDispatcher())
+        if self._engine is None or c.snmp.version == "3":
+            # v3: a fresh engine forgets the agent's engine id, boots and time, so a restarted agent is rediscovered
+            # (a kept engine goes on sending with the old time window and the agent drops every request). v2c keeps
+            # its engine. Building one costs about 0.2 s of CPU (pysnmp loads its MIB modules): in a worker thread,
+            # so the loop's other links keep polling meanwhile.
+            self._close_engine()
+            engine = await asyncio.to_thread(SnmpEngine)
+            engine.register_transport_dispatcher(QuietDispatcher())
+            self._engine = engine
         try:
             self._target = await UdpTransportTarget.create(
                 (c.host, c.port), timeout=c.timeout_s, retries=c.snmp.retries
@@ -192,9 +203,23 @@ class SnmpLink(Link):
             await self._get(dev, [SYS_UPTIME])
         except _Timeout:
             raise SnmpTransportError(f"{c.address}: no reply (timeout after {c.timeout_s:g}s)") from None
+        except ValueError as exc:  # answered, but not what was asked: not usable yet, try again after backoff
+            raise SnmpTransportError(f"{c.address}: bad reply to sysUpTime.0: {exc}") from None
 
     async def close(self) -> None:
-        """Drop the engine (its UDP socket closes with the dispatcher)."""
+        """Forget the target; the engine (and its UDP socket) is closed only when the engine stops."""
+        self._target = None
+        if self.stopping:
+            self._close_engine()
+
+    async def poll_once(self) -> dict[str, Batch | str]:
+        """Connect, poll every device once, close (engine included)."""
+        try:
+            return await super().poll_once()
+        finally:
+            self._close_engine()
+
+    def _close_engine(self) -> None:
         eng, self._engine = self._engine, None
         if eng is not None:
             try:

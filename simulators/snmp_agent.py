@@ -24,7 +24,6 @@ from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
-from pysnmp.carrier.error import CarrierError
 from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
@@ -72,17 +71,22 @@ def snmp_value(point: Point, value: float) -> Any:
 
 
 class QuietDispatcher(AsyncioDispatcher):
-    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram that lands after its transport was closed.
+    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram it cannot process instead of raising in the loop.
 
-    A reply still in flight when the engine closes reaches a callback whose transport is gone; pysnmp raises from
-    inside the event loop, which would log a traceback for an ordinary late packet.
+    Two cases met in practice: a reply still in flight when the engine closes reaches a callback whose transport is
+    gone (CarrierError), and some garbage datagrams make pyasn1's BER decoder raise TypeError, which pysnmp's
+    message dispatcher does not catch (bench/fuzz.py found it). Either way the datagram came from the network and is
+    dropped, as an agent or a manager must drop what it cannot parse; a dropped request or reply is a timeout.
     """
+
+    dropped = 0
 
     def _callback_function(self, incomingTransport: Any, transportAddress: Any, incomingMessage: Any) -> None:
         try:
             super()._callback_function(incomingTransport, transportAddress, incomingMessage)
-        except CarrierError as exc:
-            log.debug("snmp: datagram from %s dropped: %s", transportAddress, exc)
+        except Exception as exc:  # untrusted bytes entering a library: any failure drops the datagram, nothing else
+            self.dropped += 1
+            log.debug("snmp: datagram from %s dropped: %s: %s", transportAddress, type(exc).__name__, exc)
 
 
 class _Table(instrum.AbstractMibInstrumController):
