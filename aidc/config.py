@@ -116,6 +116,8 @@ class DeviceConfig(_Strict):
             raise ValueError("Modbus devices need 'port'")
         if self.protocol == "snmp" and (self.port is None or self.snmp is None):
             raise ValueError("SNMP devices need 'port' and an [snmp] table (version, credentials)")
+        if self.protocol != "snmp" and self.snmp is not None:
+            raise ValueError(f"an [snmp] table on a {self.protocol} device: set protocol = 'snmp' or remove it")
         if self.protocol == "opcua" and self.endpoint is None:
             raise ValueError("OPC-UA devices need 'endpoint'")
         return self

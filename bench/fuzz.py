@@ -703,6 +703,10 @@ def _toml_text(doc: dict[str, Any], rng: random.Random) -> str:
 def run_configs(n: int, rng: random.Random, workdir: Path, report: Report, end_at: float) -> None:
     """``n`` mutated site files and profile files through the loaders ``aidc check`` uses (until ``end_at``)."""
     site_doc = tomllib.loads(render_site(SiteTemplate(racks=2, data_dir=str(workdir / "var"))))
+    pdu = site_doc["halls"][0]["racks"][0]["pdu"]  # one SNMP PDU, so [snmp] tables are mutated too
+    pdu.update(protocol="snmp", profile="raritan-px3-snmp", snmp={
+        "version": "3", "user": "aidc", "auth_key_env": "AIDC_FUZZ_AUTH", "priv_key_env": "AIDC_FUZZ_PRIV"})
+    pdu.pop("unit_id", None)
     profile_docs = [tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(PROFILE_DIR.glob("*.toml"))]
     loaded = refused = tracebacks = 0
     sample = ""

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 Oid = tuple[int, ...]
 SYS_UPTIME: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+UPTIME_SLACK_S = 1.0  # request latency and clock granularity between two sysUpTime reads
+UPTIME_DRIFT = 0.02  # an agent's clock may run this much slow against ours over a long poll interval
 MAX_BULK_REQUESTS = 64  # a column walk that has not ended after this many GETBULKs is an agent looping
 AUTH = {"SHA": usmHMACSHAAuthProtocol, "SHA256": usmHMAC192SHA256AuthProtocol, "SHA512": usmHMAC384SHA512AuthProtocol}
 PRIV = {"AES": usmAesCfb128Protocol}
@@ -166,7 +168,7 @@ class SnmpLink(Link):
         self._engine: SnmpEngine | None = None
         self._target: UdpTransportTarget | None = None
         self._auth: dict[str, CommunityData | UsmUserData] = {}
-        self._uptime: dict[str, int] = {}
+        self._uptime: dict[str, tuple[int, float]] = {}  # last sysUpTime read and when (monotonic)
         self.agent_restarts = 0  # sysUpTime went backwards: the agent rebooted between two polls
 
     def transport_errors(self) -> tuple[type[BaseException], ...]:
@@ -378,15 +380,30 @@ class SnmpLink(Link):
             raw[i] = v
 
     def _check_uptime(self, dev: DeviceRef, value: Any) -> None:
-        """Note an agent restart: sysUpTime (hundredths of a second) went backwards."""
+        """Note an agent restart: sysUpTime (hundredths of a second) advanced less than the time since the last poll.
+
+        Not merely "went backwards": an agent down for longer than it had been up before comes back with an uptime
+        above the last one read, yet short of it plus the time elapsed. UPTIME_SLACK_S absorbs request latency and
+        UPTIME_DRIFT a slow agent clock; a TimeTicks wrap (after 497 days) is recognised as such.
+        """
         if not isinstance(value, univ.Integer):  # TimeTicks, an INTEGER subtype; anything else is not an uptime
             return
-        v = int(value)
+        v, now = int(value), time.monotonic()
         prev = self._uptime.get(dev.name)
-        self._uptime[dev.name] = int(v)
-        if prev is not None and v < prev:
+        self._uptime[dev.name] = (v, now)
+        if prev is None:
+            return
+        elapsed = now - prev[1]
+        expected = prev[0] + (elapsed - max(UPTIME_SLACK_S, UPTIME_DRIFT * elapsed)) * 100
+        if v < expected and not (v < prev[0] and prev[0] > 2**32 - 100 * 86400):
             self.agent_restarts += 1
-            log.info("device %s (%s): agent restarted (sysUpTime %d -> %d)", dev.name, dev.config.address, prev, v)
+            log.info(
+                "device %s (%s): agent restarted (sysUpTime %d, at least %d expected)",
+                dev.name,
+                dev.config.address,
+                v,
+                expected,
+            )
 
     def _batch(
         self,

@@ -34,7 +34,10 @@ async def test_v3_authpriv_and_v2c_pdus_read_exact_and_good(tmp_path: Path, monk
                 assert quality is Quality.GOOD, (dev, point, reason)
                 expected = float(rig.physics.values[dev][point])  # type: ignore[arg-type]
                 assert value == pytest.approx(expected, abs=1e-9), (dev, point)
-            assert rig.engine.link(dev).state is LinkState.CONNECTED
+            link = rig.engine.link(dev)
+            assert link.state is LinkState.CONNECTED
+            assert isinstance(link, SnmpLink)
+            assert link.agent_restarts == 0  # no false restart from the sysUpTime check
 
 
 @pytest.mark.timeout(60)
@@ -146,4 +149,14 @@ def test_snmp_device_needs_its_snmp_table(tmp_path: Path) -> None:
         pdu.update(protocol="snmp", profile="raritan-px3-snmp")
 
     with pytest.raises(ConfigError, match=r"SNMP devices need 'port' and an \[snmp\] table"):
+        make_site(tmp_path, edit=edit)
+
+
+def test_snmp_table_on_a_modbus_device_is_refused(tmp_path: Path) -> None:
+    """An [snmp] table on a Modbus device (a half-edited site file) is one clear line, not silently ignored."""
+
+    def edit(doc: dict[str, object]) -> None:
+        doc["halls"][0]["racks"][0]["pdu"]["snmp"] = {"version": "2c", "community_env": "X"}  # type: ignore[index]
+
+    with pytest.raises(ConfigError, match=r"halls\[0\].racks\[0\].pdu.*\[snmp\] table on a modbus device"):
         make_site(tmp_path, edit=edit)
