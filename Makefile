@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests use as independent peers and real servers (and only those): mbpoll and victoria-metrics
 # (collector and historian peers), prometheus (scrapes /metrics), chromium + chromium-driver (browser tests),
 # poppler-utils (PDF report pages), pango and DejaVu fonts (WeasyPrint renders the PDF report).
-DEB_PACKAGES := mbpoll victoria-metrics prometheus chromium chromium-driver poppler-utils libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
+DEB_PACKAGES := mbpoll snmp victoria-metrics prometheus chromium chromium-driver poppler-utils libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
 # Debian packages only the benchmarks use (the libmodbus C peer of bench/collect.py).
 BENCH_DEB_PACKAGES := libmodbus-dev
 DEMO_ARGS ?=

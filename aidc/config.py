@@ -25,6 +25,7 @@ from aidc.historian_config import HistorianConfig
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
 from aidc.site_tables import ControlConfig, DashboardConfig, ReportConfig
+from aidc.snmp_config import SnmpSettings
 from aidc.tenant_config import CarbonConfig, TenantLease, check_tenants
 
 
@@ -65,7 +66,7 @@ class DeviceConfig(_Strict):
     """A device the collectors poll: protocol, endpoint, profile and poll interval."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    protocol: Literal["modbus", "opcua"]
+    protocol: Literal["modbus", "opcua", "snmp"]
     profile: str
     poll_interval_s: float = Field(10.0, gt=0, le=3600)
     timeout_s: float = Field(2.0, gt=0, le=120)
@@ -76,6 +77,8 @@ class DeviceConfig(_Strict):
     # OPC-UA.
     endpoint: str | None = None
     security: OpcUaSecurity = OpcUaSecurity()
+    # SNMP (UDP ``port`` on ``host``).
+    snmp: SnmpSettings | None = None
     # Role overrides per point name (the same meter model serves as utility meter or sub-meter).
     roles: dict[str, Role] = {}
 
@@ -111,6 +114,10 @@ class DeviceConfig(_Strict):
     def _check_protocol(self) -> DeviceConfig:
         if self.protocol == "modbus" and self.port is None:
             raise ValueError("Modbus devices need 'port'")
+        if self.protocol == "snmp" and (self.port is None or self.snmp is None):
+            raise ValueError("SNMP devices need 'port' and an [snmp] table (version, credentials)")
+        if self.protocol != "snmp" and self.snmp is not None:
+            raise ValueError(f"an [snmp] table on a {self.protocol} device: set protocol = 'snmp' or remove it")
         if self.protocol == "opcua" and self.endpoint is None:
             raise ValueError("OPC-UA devices need 'endpoint'")
         return self
@@ -120,6 +127,8 @@ class DeviceConfig(_Strict):
         """Where the device listens, for logs and listings."""
         if self.protocol == "modbus":
             return f"modbus://{self.host}:{self.port} unit {self.unit_id}"
+        if self.protocol == "snmp":
+            return f"snmp://{self.host}:{self.port}"
         return str(self.endpoint)
 
 

@@ -4,7 +4,9 @@ Collectors plan their requests from these files and the simulators build their s
 so the two sides cannot drift. A profile names its protocol, the measurement its points land in, device quirks
 (``workarounds``) and its points. Each point: field name (unit in the name), address (Modbus table + address,
 or an OPC-UA node id that may contain ``{device}``), data type and byte order, scale and offset, unit, role,
-expected range, and for writable points min, max and the safe default to revert to.
+expected range, and for writable points min, max and the safe default to revert to. SNMP points carry the
+numeric OID of one object instance (``oid``). The ``[source]`` table says where the map comes from: the vendor
+document and its revision, or that the profile is aidc's own reference map (``published = false``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -56,6 +59,11 @@ REGISTER_COUNT: dict[DataType, int] = {
 }
 
 
+# SNMP value types (RFC 2578): INT32 Integer32, UINT32 Gauge32 / Unsigned32 (Counter32 when ``counter``), UINT64
+# Counter64.
+SNMP_TYPES = (DataType.INT32, DataType.UINT32, DataType.UINT64)
+
+
 class ByteOrder(enum.StrEnum):
     """Byte order of a multi-register value, written as the order of bytes A (most significant) to D.
 
@@ -70,7 +78,9 @@ class ByteOrder(enum.StrEnum):
 
 
 Table = Literal["coil", "discrete", "input", "holding"]
-Protocol = Literal["modbus", "opcua"]
+Protocol = Literal["modbus", "opcua", "snmp"]
+DeviceClass = Literal["rack_pdu", "meter", "ups", "cdu", "plant", "gpu_rack"]
+OID_PATTERN = r"^1(\.(0|[1-9][0-9]{0,9})){2,127}$"  # numeric, no leading dot (RFC 2578: up to 128 arcs)
 
 
 class _Strict(BaseModel):
@@ -86,6 +96,18 @@ class Workarounds(_Strict):
     max_nodes_per_read: int | None = Field(None, ge=1)
     # Sentinel raw values devices send for "no reading" (e.g. 0x7FFF on INT16 temperature probes).
     sentinels: tuple[float, ...] = ()
+    # SNMP: OIDs per GET request (agents answer tooBig or drop long requests), and table columns read with GETBULK
+    # (every point whose OID lies under one is read by walking that column, the rest by GET).
+    max_oids_per_get: int = Field(24, ge=1, le=128)
+    bulk_columns: tuple[str, ...] = ()
+    max_repetitions: int = Field(25, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> Workarounds:
+        for col in self.bulk_columns:
+            if not re.match(OID_PATTERN, col):
+                raise ValueError(f"bulk_columns: {col!r} is not a numeric OID (e.g. 1.3.6.1.4.1.13742.6.5.2.3.1.4)")
+        return self
 
 
 class Point(_Strict):
@@ -105,6 +127,8 @@ class Point(_Strict):
     node: str | None = None
     array: bool = False
     array_tag: str = "gpu"
+    # SNMP addressing: the numeric OID of one object instance (table column + index).
+    oid: str | None = Field(None, pattern=OID_PATTERN)
     # Engineering value = raw * scale + offset.
     scale: float = 1.0
     offset: float = 0.0
@@ -175,6 +199,26 @@ class Heartbeat(_Strict):
     timeout_s: float = Field(60.0, gt=0)
 
 
+class Source(_Strict):
+    """Where a profile's map comes from: a vendor's published document (with its revision) or aidc's own map."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    device_class: DeviceClass = Field(alias="class")
+    document: str = Field(min_length=1)
+    revision: str = Field(min_length=1)
+    published: bool = True
+    url: str = ""
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Source:
+        if self.published and self.document.lower().startswith(("none", "not public")):
+            raise ValueError(f"document {self.document!r} with published = true: name the vendor document, or set "
+                             "published = false")
+        return self
+
+
 class Profile(_Strict):
     """A device model: protocol, measurement, quirks and points."""
 
@@ -183,6 +227,8 @@ class Profile(_Strict):
     measurement: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     manufacturer_style: str = ""
     description: str = ""
+    # Bundled profiles all carry one; a site's own profiles may leave it out.
+    source: Source | None = None
     workarounds: Workarounds = Workarounds()
     heartbeat: Heartbeat | None = None
     points: tuple[Point, ...]
@@ -201,8 +247,21 @@ class Profile(_Strict):
                     raise ValueError(f"point {p.name}: {p.table} points are BOOL")
                 if p.writable and p.table not in ("holding", "coil"):
                     raise ValueError(f"point {p.name}: only holding registers and coils are writable")
+            elif self.protocol == "snmp":
+                if p.oid is None:
+                    raise ValueError(f"point {p.name}: SNMP points need an oid")
+                if p.writable or p.array:
+                    raise ValueError(f"point {p.name}: SNMP points are read-only scalars here (no writable, no array)")
+                if p.type not in SNMP_TYPES:
+                    allowed = ", ".join(SNMP_TYPES)
+                    raise ValueError(f"point {p.name}: type {p.type} is not an SNMP number type ({allowed})")
             elif p.node is None:
                 raise ValueError(f"point {p.name}: OPC-UA points need a node id")
+        if self.protocol == "snmp":
+            oids = [p.oid for p in self.points]
+            dup = sorted({o for o in oids if o is not None and oids.count(o) > 1})
+            if dup:
+                raise ValueError(f"points share oid {dup[0]}")
         self._check_overlaps()
         if self.heartbeat and self.heartbeat.point not in names:
             raise ValueError(f"heartbeat point {self.heartbeat.point!r} is not a point of this profile")

@@ -10,6 +10,12 @@ OPC-UA: an asyncua server exposes the GPU rack profile's nodes, and every read o
 hostile DataValue: wrong variant types (String, ByteString, Boolean, LocalizedText, DateTime, null), arrays of
 the wrong length or element type, nested arrays, NaN / inf / huge integers, and Bad / Uncertain status codes.
 
+SNMP: in-process hostile v2c agents answer the real ``SnmpLink`` (pysnmp over loopback UDP) for the Raritan
+PDU2-MIB profile with a random mix of valid responses, garbage datagrams, truncated messages, wrong request ids,
+values of the wrong type (OCTET STRING, NULL, IpAddress, OID, TimeTicks), noSuchInstance / noSuchObject /
+endOfMibView, error statuses, renamed, missing or extra varbinds, GETBULK walks that go backwards, duplicate and
+slow replies and silence. One clean agent gives the truth.
+
 Configs: mutated site documents (keys deleted, values replaced by zeros, negatives, huge, NaN, strings, lists,
 nested tables) and mutated profile files (the same, plus byte-level damage to the TOML text) go through the
 path ``aidc check`` uses; each must load or fail with one ConfigError line.
@@ -29,7 +35,7 @@ measured and the JSON says ``cut_short``. Should the event loop hang, a watchdog
 gathered so far (``cut_short`` with the phase it hung in) and ends the process.
 
     python bench/fuzz.py                      # >= 10^5 replies, >= 10^4 configs (a few minutes)
-    python bench/fuzz.py --modbus-replies 3000 --opcua-values 500 --configs 300   # seconds
+    python bench/fuzz.py --modbus-replies 3000 --opcua-values 500 --snmp-replies 600 --configs 300   # seconds
 """
 
 from __future__ import annotations
@@ -60,6 +66,11 @@ import tomli_w
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asyncua import ua
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.codec.ber import encoder as ber_encoder
+from pyasn1.type import univ
+from pysnmp.proto import rfc1902, rfc1905
+from pysnmp.proto.api import v2c as snmp_v2c
 
 from aidc.clock import ScaledClock
 from aidc.config import DeviceConfig, DeviceRef, site_from_dict
@@ -67,10 +78,12 @@ from aidc.errors import AidcError
 from aidc.model import Batch
 from aidc.profiles import PROFILE_DIR, Profile, builtin_profiles, load_profile_file
 from aidc.sitegen import SiteTemplate, render_site
+from aidc.snmp_config import SnmpSettings
 from collectors.engine import Engine, EngineOptions
 from collectors.link import LinkOptions
 from collectors.modbus_link import ModbusLink
-from collectors.plan import plan_modbus, plan_opcua
+from collectors.plan import plan_modbus, plan_opcua, series_ids
+from collectors.snmp import SnmpLink
 
 _T0 = time.monotonic()  # the deadline counts from here (the imports take a few seconds before it)
 
@@ -192,6 +205,14 @@ class ModbusFarm:
             s.close()
 
 
+def _snmp_device(name: str, profile: Profile, port: int) -> DeviceRef:
+    """An SNMP v2c PDU on a hostile (or clean) agent's port."""
+    config = DeviceConfig(name=name, protocol="snmp", profile=profile.name, poll_interval_s=0.02, port=port,
+                          timeout_s=SNMP_TIMEOUT_S,
+                          snmp=SnmpSettings(version="2c", community_env="AIDC_FUZZ_SNMP_COMMUNITY"))  # fmt: skip
+    return DeviceRef("pdu", name, config, profile, {"site": "fuzz", "device": name})
+
+
 def _device(name: str, profile: Profile, **cfg: Any) -> DeviceRef:
     config = DeviceConfig(name=name, protocol=profile.protocol, profile=profile.name, poll_interval_s=0.02,
                           timeout_s=TIMEOUT_S, **cfg)  # fmt: skip
@@ -267,26 +288,169 @@ class HostileOpcUa:
             await self.endpoint.stop()
 
 
+# ------------------------------------------------------------------------------------------ SNMP
+
+SNMP_MUTATIONS = (
+    "valid", "valid", "valid", "valid", "garbage", "truncated", "wrong_reqid", "wrong_type", "no_such",
+    "error_status", "wrong_oid", "missing_varbind", "extra_varbind", "not_increasing", "duplicate", "slow", "silent",
+)  # fmt: skip
+SNMP_TIMEOUT_S = 0.1
+
+
+def _wrong_type(rng: random.Random) -> Any:
+    """A value of a type no PDU sensor reading has."""
+    return rng.choice((
+        rfc1902.OctetString(b"12"), univ.Null(""), rfc1902.IpAddress("10.0.0.1"),
+        rfc1902.ObjectIdentifier((1, 3, 6)), rfc1902.TimeTicks(12345), rfc1902.Bits(b"\x01"),
+    ))  # fmt: skip
+
+
+class HostileSnmp(asyncio.DatagramProtocol):
+    """A v2c agent answering GET and GETBULK for the SNMP PDU profile from a fixed table, mutating each response."""
+
+    def __init__(self, farm: SnmpFarm, hostile: bool) -> None:
+        self.farm, self.hostile = farm, hostile
+        self.transport: asyncio.DatagramTransport | None = None
+        self.log: list[str] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def _bulk(self, start: tuple[int, ...], reps: int) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
+        cur = start
+        for _ in range(max(1, min(reps, 64))):
+            nxt = next((o for o in self.farm.order if o > cur), None)
+            if nxt is None:
+                out.append((rfc1902.ObjectName(cur), rfc1905.endOfMibView))
+                break
+            out.append((rfc1902.ObjectName(nxt), self.farm.table[nxt]))
+            cur = nxt
+        return out
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        t = self.transport
+        if t is None:
+            return
+        try:
+            req, _ = ber_decoder.decode(data, asn1Spec=snmp_v2c.Message())
+        except Exception:  # not a request of ours: a real agent drops it too
+            return
+        pdu = snmp_v2c.apiMessage.get_pdu(req)
+        rsp = snmp_v2c.apiMessage.get_response(req)
+        rsp_pdu = snmp_v2c.apiMessage.get_pdu(rsp)
+        asked = [tuple(o) for o, _ in snmp_v2c.apiPDU.get_varbinds(pdu)]
+        if pdu.isSameTypeWith(snmp_v2c.GetBulkRequestPDU()):
+            bulk = True
+            vbs = self._bulk(asked[0], int(snmp_v2c.apiBulkPDU.get_max_repetitions(pdu)))
+        else:
+            bulk = False
+            vbs = [(rfc1902.ObjectName(o), self.farm.table.get(o, rfc1905.noSuchInstance)) for o in asked]
+        rng = self.farm.rng
+        kind = rng.choice(SNMP_MUTATIONS) if self.hostile else "valid"
+        self.farm.replies += 1
+        self.farm.kinds[kind] += 1
+        self.log.append(kind)
+        k = rng.randrange(len(vbs))
+        if kind == "wrong_type":
+            vbs[k] = (vbs[k][0], _wrong_type(rng))
+        elif kind == "no_such":
+            vbs[k] = (vbs[k][0], rng.choice((rfc1905.noSuchInstance, rfc1905.noSuchObject, rfc1905.endOfMibView)))
+        elif kind == "error_status":
+            snmp_v2c.apiPDU.set_error_status(rsp_pdu, rng.choice((1, 2, 5, 13)))
+            snmp_v2c.apiPDU.set_error_index(rsp_pdu, k + 1)
+        elif kind == "wrong_oid":
+            vbs[k] = (rfc1902.ObjectName((*tuple(vbs[k][0])[:-1], rng.randrange(100, 200))), vbs[k][1])
+        elif kind == "missing_varbind" and len(vbs) > 1:
+            del vbs[k]
+        elif kind == "extra_varbind":
+            vbs.append((rfc1902.ObjectName((1, 3, 6, 1, 4, 1, 99999, rng.randrange(10))), rfc1902.Gauge32(7)))
+        elif kind == "not_increasing" and bulk:
+            vbs = [vbs[0], vbs[0], *vbs[1:]]
+        elif kind == "wrong_reqid":
+            snmp_v2c.apiPDU.set_request_id(rsp_pdu, (int(snmp_v2c.apiPDU.get_request_id(pdu)) + 1) % 2**31)
+        snmp_v2c.apiPDU.set_varbinds(rsp_pdu, vbs)
+        out = ber_encoder.encode(rsp)
+        loop = asyncio.get_running_loop()
+        if kind == "garbage":
+            t.sendto(rng.randbytes(rng.randrange(1, 200)), addr)
+        elif kind == "truncated":
+            t.sendto(out[: rng.randrange(1, len(out))], addr)
+        elif kind == "duplicate":
+            t.sendto(out, addr)
+            t.sendto(out, addr)
+        elif kind == "slow":
+            loop.call_later(SNMP_TIMEOUT_S * 3, _sendto_later, t, out, addr)
+        elif kind != "silent":
+            t.sendto(out, addr)
+
+
+def _sendto_later(t: asyncio.DatagramTransport, data: bytes, addr: tuple[str, int]) -> None:
+    if not t.is_closing():
+        t.sendto(data, addr)
+
+
+@dataclass
+class SnmpFarm:
+    """Hostile and clean SNMP agents on loopback UDP, answering from one table of the SNMP PDU profile's OIDs."""
+
+    rng: random.Random
+    table: dict[tuple[int, ...], Any] = field(default_factory=dict)
+    order: list[tuple[int, ...]] = field(default_factory=list)
+    replies: int = 0
+    kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    agents: dict[int, HostileSnmp] = field(default_factory=dict)  # by UDP port
+    transports: list[asyncio.DatagramTransport] = field(default_factory=list)
+
+    def fill(self, profile: Profile) -> None:
+        """One value per point (in its type, sometimes out of the profile's range), plus sysUpTime."""
+        for p in profile.points:
+            assert p.oid is not None
+            lo, hi = p.range or (0.0, 1e6)
+            raw = int(self.rng.uniform(lo, hi * 1.1) / p.scale)
+            self.table[tuple(int(x) for x in p.oid.split("."))] = rfc1902.Gauge32(max(0, min(raw, 2**32 - 1)))
+        self.table[(1, 3, 6, 1, 2, 1, 1, 3, 0)] = rfc1902.TimeTicks(100)
+        self.order = sorted(self.table)
+
+    async def serve(self, hostile: bool) -> int:
+        """Start one agent; its UDP port."""
+        loop = asyncio.get_running_loop()
+        agent = HostileSnmp(self, hostile)
+        transport, _ = await loop.create_datagram_endpoint(lambda: agent, local_addr=("127.0.0.1", 0))
+        self.transports.append(transport)
+        port = int(transport.get_extra_info("sockname")[1])
+        self.agents[port] = agent
+        return port
+
+    def close(self) -> None:
+        """Stop every agent."""
+        for t in self.transports:
+            t.close()
+
+
 # ------------------------------------------------------------------------------------------ engine run
 
 
 @dataclass
 class PollTrace:
-    """Which server replies answered each Modbus poll: (device, poll timestamp) -> (port, first, end) in its log."""
+    """Which server replies answered each poll: (device, poll timestamp) -> (reply log, first, end) in that log."""
 
     farm: ModbusFarm
-    polls: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
+    polls: dict[tuple[str, int], tuple[list[str], int, int]] = field(default_factory=dict)
 
-    def wrap(self, link: ModbusLink) -> None:
-        """Record the range of server replies of every poll of the link's devices (the bench's own hook)."""
+    def wrap(self, link: ModbusLink | SnmpLink, logs: dict[int, list[str]] | None = None) -> None:
+        """Record the range of server replies of every poll of the link's devices (the bench's own hook).
+
+        ``logs``: the reply logs by port (the Modbus farm's by default; the SNMP agents' for an SNMP link).
+        """
         orig = link.poll
+        by_port = self.farm.log if logs is None else logs
 
         async def poll(dev: DeviceRef) -> Batch:
-            port = int(dev.config.port or 0)
-            log = self.farm.log.setdefault(port, [])
+            log = by_port.setdefault(int(dev.config.port or 0), [])
             first = len(log)
             batch = await orig(dev)
-            self.polls[(dev.name, int(batch.ts_ns[0]))] = (port, first, len(log))
+            self.polls[(dev.name, int(batch.ts_ns[0]))] = (log, first, len(log))
             return batch
 
         link.poll = poll  # type: ignore[method-assign]
@@ -297,8 +461,7 @@ class PollTrace:
         if hit is None:
             kind = "opcua" if "opcua" in device else "untraced"
             return kind, {kind}
-        port, first, end = hit
-        log = self.farm.log[port]
+        log, first, end = hit
         now = [k for k in log[first:end] if k != "valid"] or ["valid"]
         before = [k for k in log[max(0, first - LOOKBACK) : first] if k != "valid"]
         label = "+".join(now) + (f" after {'+'.join(before)}" if before else "")
@@ -380,6 +543,16 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
         clean_of[prof.name] = clean.name
         for k in range(args.hostile_per_profile):
             devices.append(_device(f"hostile-{prof.name}-{k}", prof, port=await farm.serve(hostile=True)))
+    snmp = SnmpFarm(rng)
+    if args.snmp_replies > 0:
+        pdu = builtin_profiles()["raritan-px3-snmp"]
+        snmp.fill(pdu)
+        os.environ["AIDC_FUZZ_SNMP_COMMUNITY"] = "fuzz-community"
+        for k in range(args.hostile_per_profile + 1):
+            dev = _snmp_device(f"{'clean' if k == 0 else 'hostile'}-{pdu.name}-{k}", pdu, await snmp.serve(k > 0))
+            devices.append(dev)
+            if k == 0:
+                clean_of[pdu.name] = dev.name
     opc: HostileOpcUa | None = None
     if args.opcua_values > 0:
         rack = builtin_profiles()["gpu-rack-opcua"]
@@ -396,14 +569,19 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
                                                            timeouts_before_reconnect=3),
                                           pki_dir=workdir / "client-pki"))  # fmt: skip
     trace = PollTrace(farm)
+    snmp_logs = {port: agent.log for port, agent in snmp.agents.items()}
     for link in engine.links:
         if isinstance(link, ModbusLink):
             trace.wrap(link)
+        elif isinstance(link, SnmpLink):
+            trace.wrap(link, snmp_logs)
     expected = {d.name: set(map(str, plan_modbus(d).series)) for d in devices if d.config.protocol == "modbus"}
     for d in devices:  # OPC-UA: every scalar point in every poll (arrays may change length, a new layout)
         if d.config.protocol == "opcua":
             plan = plan_opcua(d)
             expected[d.name] = {str(s) for s, pt in zip(plan.series, plan.points, strict=True) if not pt.array}
+        elif d.config.protocol == "snmp":
+            expected[d.name] = set(map(str, series_ids(d, d.profile.points)))
     profile_of = {d.name: d.profile.name for d in devices}
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
@@ -416,6 +594,8 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
         report.proto = {
             "modbus_replies": farm.replies,
             "opcua_values": opc.values if opc else 0,
+            "snmp_replies": snmp.replies,
+            "snmp_kinds": dict(snmp.kinds),
             "wall_s": time.perf_counter() - t0,
             "kinds": dict(farm.kinds),
             "unexpected": sum(link.unexpected_errors for link in engine.links),
@@ -434,7 +614,11 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
 
     task = engine.start()
     try:
-        while farm.replies < args.modbus_replies or (opc is not None and opc.values < args.opcua_values):
+        while (
+            farm.replies < args.modbus_replies
+            or (opc is not None and opc.values < args.opcua_values)
+            or snmp.replies < args.snmp_replies
+        ):
             await asyncio.sleep(0.25)
             if task.done():
                 engine_stops += 1
@@ -445,13 +629,15 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
             if time.perf_counter() - t0 > args.max_seconds or time.monotonic() > end_at:
                 report.cut.append(
                     f"protocols stopped at the deadline ({farm.replies} of {args.modbus_replies} "
-                    f"Modbus replies, {opc.values if opc else 0} of {args.opcua_values} OPC-UA values)"
+                    f"Modbus replies, {opc.values if opc else 0} of {args.opcua_values} OPC-UA values, "
+                    f"{snmp.replies} of {args.snmp_replies} SNMP replies)"
                 )
                 break
     finally:
         report.phase = "protocol teardown"
         await engine.stop()
         farm.close()
+        snmp.close()
         if opc is not None:
             await opc.stop()
     _check_batches(batches, expected, clean_of, profile_of, tally, trace)
@@ -517,6 +703,10 @@ def _toml_text(doc: dict[str, Any], rng: random.Random) -> str:
 def run_configs(n: int, rng: random.Random, workdir: Path, report: Report, end_at: float) -> None:
     """``n`` mutated site files and profile files through the loaders ``aidc check`` uses (until ``end_at``)."""
     site_doc = tomllib.loads(render_site(SiteTemplate(racks=2, data_dir=str(workdir / "var"))))
+    pdu = site_doc["halls"][0]["racks"][0]["pdu"]  # one SNMP PDU, so [snmp] tables are mutated too
+    pdu.update(protocol="snmp", profile="raritan-px3-snmp", snmp={
+        "version": "3", "user": "aidc", "auth_key_env": "AIDC_FUZZ_AUTH", "priv_key_env": "AIDC_FUZZ_PRIV"})
+    pdu.pop("unit_id", None)
     profile_docs = [tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(PROFILE_DIR.glob("*.toml"))]
     loaded = refused = tracebacks = 0
     sample = ""
@@ -594,7 +784,8 @@ class Report:
             if self._printed:
                 return 1
             self._printed = True
-        proto = {"modbus_replies": 0, "opcua_values": 0, "wall_s": 0.0, "kinds": {}, "unexpected": 0,
+        proto = {"modbus_replies": 0, "opcua_values": 0, "snmp_replies": 0, "snmp_kinds": {}, "wall_s": 0.0,
+                 "kinds": {}, "unexpected": 0,
                  "restarts": 0, "loop_errors": 0, "loop_error_sample": "", "engine_stops": 0, "missing": 0,
                  "wrong": 0, "dropped": 0, "samples": 0, "polls": 0, "resyncs": 0, **self.proto}  # fmt: skip
         cfg = {"configs": 0, "loaded": 0, "refused": 0, "tracebacks": 0, "sample": "", "wall_s": 0.0, **self.cfg}
@@ -610,6 +801,7 @@ class Report:
             f"a timeout; mix {json.dumps(proto['kinds'])}"
         )
         print(f"opcua: {proto['opcua_values']} hostile values")
+        print(f"snmp: {proto['snmp_replies']} hostile/clean responses; mix {json.dumps(proto['snmp_kinds'])}")
         print(
             f"configs: {cfg['configs']} mutated site files and profiles in {cfg['wall_s']:.1f} s: "
             f"{cfg['loaded']} loaded, {cfg['refused']} refused with one line"
@@ -634,7 +826,8 @@ class Report:
         if self.cut:
             print(f"CUT SHORT after {wall:.0f} s: " + "; ".join(self.cut) + " (figures cover what was measured)")
         print(json.dumps({
-            "modbus_replies": proto["modbus_replies"], "opcua_values": proto["opcua_values"], "configs": cfg["configs"],
+            "modbus_replies": proto["modbus_replies"], "opcua_values": proto["opcua_values"],
+            "snmp_replies": proto["snmp_replies"], "configs": cfg["configs"],
             "tracebacks": tracebacks, "engine_stops": proto["engine_stops"], "points_lost": lost,
             "wrong_good_values": proto["wrong"], "missing_points": proto["missing"], "lost_by_kind": by_kind,
             "wall_s": round(wall, 1), "cut_short": bool(self.cut),
@@ -656,6 +849,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--modbus-replies", type=int, default=100_000)
     p.add_argument("--opcua-values", type=int, default=20_000)
+    p.add_argument("--snmp-replies", type=int, default=20_000)
     p.add_argument("--configs", type=int, default=10_000)
     p.add_argument("--hostile-per-profile", type=int, default=3)
     p.add_argument("--max-seconds", type=float, default=900.0, help="cap on the protocol phase")

@@ -36,6 +36,7 @@ from collectors.modbus_link import ModbusLink
 from collectors.opcua import OpcUaLink, SubscriptionOptions
 from collectors.output import Output, Sink
 from collectors.quality import BAD
+from collectors.snmp import SnmpLink
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def link_key(dev: DeviceRef) -> str:
     c = dev.config
     if c.protocol == "modbus":
         return f"modbus://{c.host}:{c.port}"
+    if c.protocol == "snmp":
+        return f"snmp://{c.host}:{c.port}"
     return f"{c.endpoint}#{c.security.model_dump_json()}"
 
 
@@ -97,6 +100,8 @@ class Engine:
         for key, devs in groups.items():
             if devs[0].config.protocol == "modbus":
                 self.links.append(ModbusLink(key, devs, clock=self.clock, emit=self._emit, options=self.options.link))
+            elif devs[0].config.protocol == "snmp":
+                self.links.append(SnmpLink(key, devs, clock=self.clock, emit=self._emit, options=self.options.link))
             else:
                 self.links.append(
                     OpcUaLink(

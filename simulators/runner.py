@@ -30,6 +30,7 @@ from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics
 from simulators.modbus_server import ModbusPort
 from simulators.opcua_server import OpcUaEndpoint
+from simulators.snmp_agent import SnmpAgent, plan_agents
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def plan_listeners(site: Site) -> tuple[dict[int, list[DeviceRef]], dict[str, li
         if dev.config.protocol == "modbus":
             assert dev.config.port is not None
             ports[dev.config.port].append(dev)
-        else:
+        elif dev.config.protocol == "opcua":
             assert dev.config.endpoint is not None
             endpoints[dev.config.endpoint].append(dev)
     used: dict[int, str] = {port: f"{devs[0].path} ({devs[0].name})" for port, devs in ports.items()}
@@ -99,13 +100,15 @@ class SimulatedFacility:
             pki = site.data_dir / "pki"
             self.endpoints = {url: OpcUaEndpoint(url, devs, physics, self.faults, pki)
                               for url, devs in endpoint_plan.items()}
+            self.agents = plan_agents(list(site.devices), self.bind, physics, self.faults)
         except ConfigError as exc:
             raise ConfigError(f"{site.path or '<site>'}: {exc}") from None
-        self._device_port: dict[str, ModbusPort | OpcUaEndpoint] = {}
+        self._device_port: dict[str, ModbusPort | OpcUaEndpoint | SnmpAgent] = {}
         for mp in self.ports.values():
             self._device_port.update({d.name: mp for d in mp.devices.values()})
         for ep in self.endpoints.values():
             self._device_port.update({d.name: ep for d in ep.devices})
+        self._device_port.update({a.device.name: a for a in self.agents.values()})
         self.clock = ScaledClock.starting_now(physics.t_ns, self.speed)
         self.paused = False
         self.ready = asyncio.Event()
@@ -120,7 +123,7 @@ class SimulatedFacility:
     def _restart_device(self, device: str, seconds: float) -> None:
         self._device_port[device].restart(seconds)
 
-    def listener_of(self, device: str) -> ModbusPort | OpcUaEndpoint:
+    def listener_of(self, device: str) -> ModbusPort | OpcUaEndpoint | SnmpAgent:
         """The Modbus port or OPC-UA endpoint serving a device."""
         return self._device_port[device]
 
@@ -134,6 +137,11 @@ class SimulatedFacility:
             except OSError as exc:
                 names = ", ".join(d.name for d in mp.devices.values())
                 raise AidcError(f"{exc} for {names}") from None
+        for agent in self.agents.values():
+            try:
+                await agent.start()
+            except OSError as exc:
+                raise AidcError(f"{exc} for {agent.device.name}") from None
         for ep in self.endpoints.values():
             try:
                 await ep.start()
@@ -149,6 +157,8 @@ class SimulatedFacility:
         self._stop.set()
         for mp in self.ports.values():
             await mp.stop()
+        for agent in self.agents.values():
+            await agent.stop()
         for ep in self.endpoints.values():
             with contextlib.suppress(Exception):  # a half-started server must not block the others' shutdown
                 await ep.stop()
@@ -171,6 +181,8 @@ class SimulatedFacility:
                         (target - self.physics.t_ns) / NS, self.speed)
         for mp in self.ports.values():
             mp.refresh()
+        for agent in self.agents.values():
+            agent.refresh()
         for ep in self.endpoints.values():
             await ep.refresh()
         return steps
@@ -214,6 +226,8 @@ def listen_address(dev: DeviceRef, bind: str) -> str:
     """Where the simulator serves a device (Modbus on the bind address; OPC-UA at its endpoint URL)."""
     if dev.config.protocol == "modbus":
         return f"modbus://{bind}:{dev.config.port} unit {dev.config.unit_id}"
+    if dev.config.protocol == "snmp":
+        return f"snmp://{bind}:{dev.config.port}"
     return str(dev.config.endpoint)
 
 
