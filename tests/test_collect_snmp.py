@@ -160,3 +160,14 @@ def test_snmp_table_on_a_modbus_device_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"halls\[0\].racks\[0\].pdu.*\[snmp\] table on a modbus device"):
         make_site(tmp_path, edit=edit)
+
+
+def test_demo_listing_names_snmp_agents_by_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's listing of where devices listen shows an SNMP PDU at snmp://host:port, never "None"."""
+    from app.commands.run import listening_lines
+
+    site = snmp_site(tmp_path, monkeypatch)
+    pdu = next(d for d in site.devices if d.name == V3_PDU)
+    lines = listening_lines(site)
+    assert not any(line.strip().startswith("None") for line in lines)
+    assert any(line.strip().startswith(f"snmp://{pdu.config.host}:{pdu.config.port}") and V3_PDU in line for line in lines)
