@@ -70,7 +70,8 @@ class ByteOrder(enum.StrEnum):
 
 
 Table = Literal["coil", "discrete", "input", "holding"]
-Protocol = Literal["modbus", "opcua"]
+Protocol = Literal["modbus", "opcua", "dcgm", "redfish"]
+PROTOCOL_NAMES = {"modbus": "Modbus", "opcua": "OPC-UA", "dcgm": "DCGM", "redfish": "Redfish"}
 
 
 class _Strict(BaseModel):
@@ -201,8 +202,9 @@ class Profile(_Strict):
                     raise ValueError(f"point {p.name}: {p.table} points are BOOL")
                 if p.writable and p.table not in ("holding", "coil"):
                     raise ValueError(f"point {p.name}: only holding registers and coils are writable")
-            elif p.node is None:
-                raise ValueError(f"point {p.name}: OPC-UA points need a node id")
+            elif p.node is None:  # OPC-UA node id, DCGM field (collectors/dcgm.py), Redfish resource (redfish.py)
+                need = "a node id" if self.protocol == "opcua" else "node"
+                raise ValueError(f"point {p.name}: {PROTOCOL_NAMES[self.protocol]} points need {need}")
         self._check_overlaps()
         if self.heartbeat and self.heartbeat.point not in names:
             raise ValueError(f"heartbeat point {self.heartbeat.point!r} is not a point of this profile")

@@ -1,0 +1,318 @@
+"""NVIDIA DCGM exporter source: per-GPU telemetry scraped from dcgm-exporter pages (Prometheus text format).
+
+One link serves the devices (racks) that read the same pages; a page shared by several racks (a federated page
+with many ``Hostname`` values) is fetched once per poll interval for all of them. The page is parsed with
+``prometheus_client``'s text parser. A profile point's ``node`` names the DCGM field it reads:
+
+* ``DCGM_FI_DEV_GPU_TEMP`` on an array point: one value per GPU of the rack (tag ``gpu`` = index in the rack);
+* ``sum:F``, ``max:F``: the rack's sum or maximum over its GPUs (rack GPU power, hottest GPU);
+* ``count:F&0x60``: how many GPUs have any bit of the mask set (clock-event reasons: thermal slowdown);
+* ``nonzero:F``: how many GPUs show a non-zero value (``DCGM_FI_DEV_XID_ERRORS``, the last XID per GPU).
+
+``F`` may list alternatives, ``A|B``: the first one the page carries (DCGM 3.3 renamed
+``DCGM_FI_DEV_CLOCK_THROTTLE_REASONS`` to ``DCGM_FI_DEV_CLOCKS_EVENT_REASONS``). A rack's GPUs are the series of
+its ``dcgm.hostnames`` (every host on its pages when empty), ordered by host and then by the ``gpu`` label; a
+GPU once seen and now missing from its page reads bad, and a rack figure over an incomplete set of GPUs is bad,
+never a part sum. DCGM's "blank" values (field not supported or not found) read bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from aidc.clock import Clock
+from aidc.config import DeviceRef
+from aidc.errors import ConfigError
+from aidc.model import Batch
+from collectors.http import HttpClient, HttpError, Pinning
+from collectors.http_batch import PointRows
+from collectors.link import Emit, Link, LinkOptions
+
+AGGREGATES = ("sum", "max", "count", "nonzero")
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# THROTTLE/EVENT reason bits (NVML nvmlClocksEventReason*): software and hardware thermal slowdown.
+THERMAL_SLOWDOWN_MASK = 0x20 | 0x40
+GpuKey = tuple[str, int]  # (Hostname, gpu)
+
+
+def is_blank(v: float) -> bool:
+    """DCGM's blank values: int64 and int32 "blank / not found / not supported / no permission", and FP64 blanks."""
+    return v >= 9.2233720368547758e18 or 2147483632 <= v <= 2147483635 or 140737488355328.0 <= v <= 140737488355331.0
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """What one point reads: an aggregate (or none, per GPU), the DCGM field alternatives and a bit mask."""
+
+    agg: str
+    fields: tuple[str, ...]
+    mask: int = 0
+
+
+def parse_node(dev: DeviceRef, node: str, array: bool, point: str) -> FieldSpec:
+    """A point's ``node`` to a spec; ConfigError names the profile, point and value."""
+    where = f"profile {dev.profile.name!r} point {point}: node {node!r}"
+    agg, sep, rest = node.partition(":")
+    if not sep:
+        agg, rest = "", node
+    elif agg not in AGGREGATES:
+        raise ConfigError(f"{where}: unknown aggregate {agg!r} (one of {', '.join(AGGREGATES)})")
+    mask = 0
+    if agg == "count":
+        rest, amp, m = rest.partition("&")
+        try:
+            mask = int(m, 0) if amp else 0
+        except ValueError:
+            mask = 0
+        if mask <= 0:
+            raise ConfigError(f"{where}: count needs a bit mask, e.g. count:DCGM_FI_DEV_CLOCKS_EVENT_REASONS&0x60")
+    fields = tuple(rest.split("|"))
+    if not all(_FIELD.match(f) for f in fields):
+        raise ConfigError(f"{where}: not a DCGM field name")
+    if array != (agg == ""):
+        raise ConfigError(f"{where}: array points read a field per GPU, scalar points need an aggregate")
+    return FieldSpec(agg, fields, mask)
+
+
+@dataclass
+class Page:
+    """One scrape of an exporter page: field -> {(Hostname, gpu): value}."""
+
+    values: dict[str, dict[GpuKey, float]]
+    keys: list[GpuKey]  # every GPU on the page, in page order
+
+
+@dataclass
+class _Device:
+    rows: PointRows
+    specs: list[FieldSpec]
+    urls: tuple[str, ...]
+    hosts: tuple[str, ...]
+    known: list[GpuKey] = field(default_factory=list)  # the rack's GPUs, in array order
+    url_of: dict[GpuKey, int] = field(default_factory=dict)
+
+
+class DcgmLink(Link):
+    """Scrapes the dcgm-exporter pages of one or more racks."""
+
+    protocol = "dcgm"
+
+    def __init__(
+        self,
+        key: str,
+        devices: list[DeviceRef],
+        *,
+        clock: Clock,
+        emit: Emit,
+        options: LinkOptions,
+        pki_dir: Path = Path("var/pki"),
+    ) -> None:
+        super().__init__(key, devices, clock=clock, emit=emit, options=options)
+        self.pki_dir = pki_dir
+        self.rt: dict[str, _Device] = {}
+        for d in devices:
+            specs = [parse_node(d, str(p.node), p.array, p.name) for p in d.profile.points]
+            self.rt[d.name] = _Device(
+                PointRows(d, options.stuck_polls), specs, d.config.dcgm.urls, d.config.dcgm.hostnames
+            )
+        self.urls = sorted({u for d in devices for u in d.config.dcgm.urls})
+        self.timeout_s = max(d.config.timeout_s for d in devices)
+        self.fresh_s = min(h.interval_s for h in self.health.values()) / 2
+        self.clients: dict[str, HttpClient] = {}
+        self._pages: dict[str, tuple[float, asyncio.Future[Page | str]]] = {}
+        self.scrapes = 0
+
+    def transport_errors(self) -> tuple[type[BaseException], ...]:
+        """Failures after which the pages are fetched again over new connections."""
+        return (HttpError, ConnectionError, OSError, TimeoutError)
+
+    def series_of(self, dev: DeviceRef) -> np.ndarray:
+        """Series the device published last (GPUs expanded), else its rack figures."""
+        return self.rt[dev.name].rows.current_series()
+
+    def _client(self, url: str) -> HttpClient:
+        u = urlsplit(url)
+        origin = f"{u.scheme}://{u.netloc}"
+        c = self.clients.get(origin)
+        if c is None:
+            trusted = next((d.config.dcgm.trusted_server_certs for d in self.devices if url in d.config.dcgm.urls), ())
+            pin = Pinning(origin, trusted, self.pki_dir) if u.scheme == "https" else None
+            c = self.clients[origin] = HttpClient(origin, timeout_s=self.timeout_s, max_in_flight=2, pinning=pin)
+        return c
+
+    async def connect(self) -> None:
+        """Reach at least one page (any HTTP status); HttpError or TimeoutError if none answers."""
+        await self.close()
+        got = await asyncio.gather(*(self._scrape(u) for u in self.urls), return_exceptions=True)
+        errors = [g for g in got if isinstance(g, BaseException)]
+        if len(errors) == len(got):
+            for e in errors:
+                if not isinstance(e, Exception):
+                    raise e
+            raise errors[0]
+        now = time.monotonic()
+        for u, g in zip(self.urls, got, strict=True):
+            if not isinstance(g, BaseException):
+                fut: asyncio.Future[Page | str] = asyncio.get_running_loop().create_future()
+                fut.set_result(g)
+                self._pages[u] = (now, fut)
+
+    async def close(self) -> None:
+        """Drop every connection and cached page."""
+        clients, self.clients = self.clients, {}
+        self._pages = {}
+        for c in clients.values():
+            await c.close()
+
+    async def _scrape(self, url: str) -> Page | str:
+        """One page, or why it has no values (an HTTP error status, an unparseable page); transport errors raise."""
+        u = urlsplit(url)
+        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        reply = await self._client(url).request("GET", target, headers=[("Accept", "text/plain")])
+        self.scrapes += 1
+        if reply.status != 200:
+            return f"HTTP {reply.status} from {url}"
+        try:
+            return parse_page(reply.body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, IndexError, TypeError) as exc:
+            return f"unparseable exporter page {url}: {str(exc)[:120] or type(exc).__name__}"
+
+    async def _page(self, url: str) -> Page | str:
+        """The page, fetched at most once per half poll interval for every rack that reads it."""
+        hit = self._pages.get(url)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.fresh_s and not (hit[1].done() and hit[1].exception()):
+            return await asyncio.shield(hit[1])
+        fut = asyncio.ensure_future(self._scrape(url))
+        self._pages[url] = (now, fut)
+        try:
+            return await asyncio.shield(fut)
+        except BaseException:
+            self._pages.pop(url, None)
+            raise
+
+    async def poll(self, dev: DeviceRef) -> Batch:
+        """Scrape the rack's pages and publish its per-GPU series and rack figures."""
+        rt = self.rt[dev.name]
+        ts = self.clock.now_ns()
+        t0 = time.perf_counter()
+        got = await asyncio.gather(*(self._page(u) for u in rt.urls), return_exceptions=True)
+        latency = time.perf_counter() - t0
+        transport = [e for e in got if isinstance(e, BaseException)]
+        for e in transport:
+            if not isinstance(e, Exception):
+                raise e  # cancelled
+        if len(transport) == len(got):
+            raise transport[0]
+        failed: dict[int, str] = {}
+        pages: dict[int, Page] = {}
+        for i, one in enumerate(got):
+            if isinstance(one, Page):
+                pages[i] = one
+            else:
+                failed[i] = f"unreachable: {one}" if isinstance(one, BaseException) else str(one)
+        self._learn(rt, pages)
+        return self._batch(rt, pages, failed, ts, latency)
+
+    def _learn(self, rt: _Device, pages: dict[int, Page]) -> None:
+        """Add GPUs seen for the first time to the rack's array (ordered by host, then gpu)."""
+        wanted = set(rt.hosts)
+        new = False
+        for i, page in pages.items():
+            for k in page.keys:
+                if (not wanted or k[0] in wanted) and k not in rt.url_of:
+                    rt.url_of[k] = i
+                    new = True
+        if new:
+            rank = {h: n for n, h in enumerate(rt.hosts)}
+            rt.known = sorted(rt.url_of, key=lambda k: (rank.get(k[0], rt.url_of[k]), rt.url_of[k], k[0], k[1]))
+
+    def _batch(self, rt: _Device, pages: dict[int, Page], failed: dict[int, str], ts: int, latency: float) -> Batch:
+        n = len(rt.known)
+        # Per GPU: the page it is on, or why it has no values.
+        gpu_why = []
+        for k in rt.known:
+            i = rt.url_of[k]
+            gpu_why.append(
+                failed[i]
+                if i in failed
+                else ""
+                if k in pages[i].keys
+                else f"GPU {k[1]} of {k[0]} not on its exporter page"
+            )
+        parts: list[np.ndarray] = []
+        reasons: list[list[str]] = []
+        for spec in rt.specs:
+            vals = np.full(n, np.nan)
+            why = list(gpu_why)
+            field_name = ""
+            for j, k in enumerate(rt.known):
+                if why[j]:
+                    continue
+                page = pages[rt.url_of[k]]
+                if not field_name:
+                    field_name = next((f for f in spec.fields if f in page.values), spec.fields[0])
+                v = page.values.get(field_name, {}).get(k)
+                if v is None:
+                    why[j] = f"{field_name} missing for GPU {k[1]} of {k[0]}"
+                elif not math.isfinite(v):
+                    why[j] = f"{field_name} not finite: {v}"
+                elif is_blank(v):
+                    why[j] = f"{field_name}: DCGM blank value (field not supported or not found)"
+                else:
+                    vals[j] = v
+            if spec.agg == "":
+                parts.append(vals)
+                reasons.append(why)
+                continue
+            bad = [w for w in why if w]
+            if n == 0:
+                parts.append(np.array([np.nan]))
+                reasons.append(["no GPUs on the exporter pages" if not failed else next(iter(failed.values()))])
+            elif bad:
+                parts.append(np.array([np.nan]))
+                reasons.append([f"incomplete: {len(bad)} of {n} GPUs without a value ({bad[0]})"])
+            else:
+                parts.append(np.array([_aggregate(spec, vals)]))
+                reasons.append([""])
+        return rt.rows.batch(ts, parts, reasons, self.health[rt.rows.device.name], latency)
+
+
+def _aggregate(spec: FieldSpec, vals: np.ndarray) -> float:
+    if spec.agg == "sum":
+        return float(vals.sum())
+    if spec.agg == "max":
+        return float(vals.max())
+    if spec.agg == "nonzero":
+        return float(np.count_nonzero(vals))
+    bits = vals.astype(np.uint64)  # bitmasks (finite, non-negative: checked by the quality path's range)
+    return float(np.count_nonzero(bits & np.uint64(spec.mask)))
+
+
+def parse_page(text: str) -> Page:
+    """Parse an exporter page; samples without a numeric ``gpu`` label (non-GPU series) are left out."""
+    values: dict[str, dict[GpuKey, float]] = {}
+    keys: dict[GpuKey, None] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            gpu = s.labels.get("gpu")
+            if gpu is None or not gpu.isdigit():
+                continue
+            k = (s.labels.get("Hostname", ""), int(gpu))
+            values.setdefault(s.name, {})[k] = float(s.value)
+            keys[k] = None
+    return Page(values, list(keys))
+
+
+def dcgm_key(dev: DeviceRef) -> str:
+    """Devices reading the same pages share one link."""
+    return "dcgm:" + ",".join(sorted(dev.config.dcgm.urls))
