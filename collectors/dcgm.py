@@ -212,16 +212,27 @@ class DcgmLink(Link):
             if not isinstance(e, Exception):
                 raise e  # cancelled
         if len(transport) == len(got):
-            raise transport[0]
+            self._raise_unless_timeouts(dev, transport)
         failed: dict[int, str] = {}
         pages: dict[int, Page] = {}
         for i, one in enumerate(got):
             if isinstance(one, Page):
                 pages[i] = one
             else:
-                failed[i] = f"unreachable: {one}" if isinstance(one, BaseException) else str(one)
+                failed[i] = _why(one)
         self._learn(rt, pages)
         return self._batch(rt, pages, failed, ts, latency)
+
+    def _raise_unless_timeouts(self, dev: DeviceRef, errors: list[BaseException]) -> None:
+        """Every page failed: a refused or reset connection is lost at once; late pages read bad (timeout) and only
+        ``timeouts_before_reconnect`` polls in a row without any page reconnect, as a Modbus unit that stops
+        answering does."""
+        if not all(isinstance(e, TimeoutError) for e in errors):
+            raise next(e for e in errors if not isinstance(e, TimeoutError))
+        h = self.health[dev.name]
+        h.consecutive_timeouts += 1
+        if h.consecutive_timeouts >= self.options.timeouts_before_reconnect:
+            raise errors[0]
 
     def _learn(self, rt: _Device, pages: dict[int, Page]) -> None:
         """Add GPUs seen for the first time to the rack's array (ordered by host, then gpu)."""
@@ -287,6 +298,12 @@ class DcgmLink(Link):
         return rt.rows.batch(ts, parts, reasons, self.health[rt.rows.device.name], latency)
 
 
+def _why(failure: str | BaseException) -> str:
+    if isinstance(failure, TimeoutError):
+        return f"timeout: {failure}"
+    return f"unreachable: {failure}" if isinstance(failure, BaseException) else failure
+
+
 def _aggregate(spec: FieldSpec, vals: np.ndarray) -> float:
     if spec.agg == "sum":
         return float(vals.sum())
@@ -303,12 +320,14 @@ def parse_page(text: str) -> Page:
     values: dict[str, dict[GpuKey, float]] = {}
     keys: dict[GpuKey, None] = {}
     for family in text_string_to_metric_families(text):
+        # The parser names a counter's samples <family>_total (OpenMetrics); DCGM's fields keep their own names.
+        counter_name = family.name + "_total" if family.type == "counter" else None
         for s in family.samples:
             gpu = s.labels.get("gpu")
             if gpu is None or not gpu.isdigit():
                 continue
             k = (s.labels.get("Hostname", ""), int(gpu))
-            values.setdefault(s.name, {})[k] = float(s.value)
+            values.setdefault(family.name if s.name == counter_name else s.name, {})[k] = float(s.value)
             keys[k] = None
     return Page(values, list(keys))
 

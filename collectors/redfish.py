@@ -224,11 +224,16 @@ class RedfishLink(Link):
         for g in errors:
             if not isinstance(g, Exception) or isinstance(g, RedfishError):
                 raise g  # cancelled, or the session is gone: log in again
+        health = self.health[dev.name]
         if errors and len(errors) == len(got):
-            raise errors[0]
-        docs = {
-            p: (f"unreachable: {g}" if isinstance(g, BaseException) else g) for p, g in zip(paths, got, strict=True)
-        }
+            # Refused or reset: the service is gone. Late: the points read bad (timeout), and only
+            # timeouts_before_reconnect polls in a row without any reply log in again, as a silent Modbus unit does.
+            if not all(isinstance(e, TimeoutError) for e in errors):
+                raise next(e for e in errors if not isinstance(e, TimeoutError))
+            health.consecutive_timeouts += 1
+            if health.consecutive_timeouts >= self.options.timeouts_before_reconnect:
+                raise errors[0]
+        docs = {p: (_why(g) if isinstance(g, BaseException) else g) for p, g in zip(paths, got, strict=True)}
         parts: list[np.ndarray] = []
         reasons: list[list[str]] = []
         for p, r in zip(dev.profile.points, reads, strict=True):
@@ -240,7 +245,7 @@ class RedfishLink(Link):
                 v, why = (math.nan, f"{r.path}: {why}") if why else to_float(p, val)
             parts.append(np.array([v]))
             reasons.append([why])
-        return self.rows[dev.name].batch(ts, parts, reasons, self.health[dev.name], latency)
+        return self.rows[dev.name].batch(ts, parts, reasons, health, latency)
 
     # --- writer support (collectors/writer.py) --------------------------------------------------------
 
@@ -288,6 +293,10 @@ def redfish_key(dev: DeviceRef) -> str:
     """Devices on the same service with the same login share one link."""
     r = dev.config.redfish
     return f"{dev.config.endpoint}#redfish:{r.model_dump_json(exclude={'id'})}"
+
+
+def _why(exc: BaseException) -> str:
+    return f"timeout: {exc}" if isinstance(exc, TimeoutError) else f"unreachable: {exc}"
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -206,9 +206,9 @@ def _floats(v: PointValue | None, n: int | None = None) -> np.ndarray:
 
 
 def _scalar(v: PointValue | None, default: float = 0.0) -> float:
-    if isinstance(v, int | float) and not isinstance(v, bool):
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
         return float(v)
-    return default
+    return default  # a list, a flag, or NaN (the nan fault): no throttling or capping is shown
 
 
 def _num(v: float, digits: int) -> str:

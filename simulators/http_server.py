@@ -89,6 +89,7 @@ class HttpListener:
         self.tls = tls
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._restart: asyncio.Task[None] | None = None
         self.requests = 0
 
@@ -112,6 +113,8 @@ class HttpListener:
             server.close()
         for w in list(self._conns):
             w.close()
+        for t in list(self._tasks):  # a handler waiting out a delay fault ends with its connection
+            t.cancel()
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -141,6 +144,9 @@ class HttpListener:
         log.error("http %s:%s: could not listen again after a restart fault", self.host, self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self._conns.add(writer)
         conn = h11.Connection(h11.SERVER)
         try:
@@ -167,9 +173,11 @@ class HttpListener:
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
-        except (h11.ProtocolError, OSError, asyncio.IncompleteReadError):
+        except (h11.ProtocolError, OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             self._conns.discard(writer)
             writer.close()
 
