@@ -244,8 +244,13 @@ class DcgmLink(Link):
                     rt.url_of[k] = i
                     new = True
         if new:
+            # GPUs seen first are ordered by host (its place in ``hostnames``, else its page) and gpu; GPUs that show
+            # up later are appended, so a GPU never changes index (its series) while the collector runs.
             rank = {h: n for n, h in enumerate(rt.hosts)}
-            rt.known = sorted(rt.url_of, key=lambda k: (rank.get(k[0], rt.url_of[k]), rt.url_of[k], k[0], k[1]))
+            had = set(rt.known)
+            fresh = sorted((k for k in rt.url_of if k not in had),
+                           key=lambda k: (rank.get(k[0], rt.url_of[k]), rt.url_of[k], k[0], k[1]))  # fmt: skip
+            rt.known = rt.known + fresh
 
     def _batch(self, rt: _Device, pages: dict[int, Page], failed: dict[int, str], ts: int, latency: float) -> Batch:
         n = len(rt.known)
@@ -316,7 +321,12 @@ def _aggregate(spec: FieldSpec, vals: np.ndarray) -> float:
 
 
 def parse_page(text: str) -> Page:
-    """Parse an exporter page; samples without a numeric ``gpu`` label (non-GPU series) are left out."""
+    """Parse an exporter page; samples without a numeric ``gpu`` label (non-GPU series) are left out.
+
+    ValueError for a page the text format forbids: a syntax error, a last line without its line feed, a sample twice.
+    """
+    if text and not text.endswith("\n"):  # the format ends every line, the last one too: a cut-off page
+        raise ValueError("page does not end with a line feed (truncated)")
     values: dict[str, dict[GpuKey, float]] = {}
     keys: dict[GpuKey, None] = {}
     for family in text_string_to_metric_families(text):
@@ -327,7 +337,10 @@ def parse_page(text: str) -> Page:
             if gpu is None or not gpu.isdigit():
                 continue
             k = (s.labels.get("Hostname", ""), int(gpu))
-            values.setdefault(family.name if s.name == counter_name else s.name, {})[k] = float(s.value)
+            field_values = values.setdefault(family.name if s.name == counter_name else s.name, {})
+            if k in field_values:  # which of two values is the GPU's? neither
+                raise ValueError(f"duplicate sample {s.name} for GPU {k[1]} of {k[0] or 'the page'}")
+            field_values[k] = float(s.value)
             keys[k] = None
     return Page(values, list(keys))
 

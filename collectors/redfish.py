@@ -78,7 +78,10 @@ def to_float(point: Point, v: Any) -> tuple[float, str]:
         return math.nan, "null (no reading)"
     if isinstance(v, bool) or not isinstance(v, int | float):
         return math.nan, f"not a number: {type(v).__name__}"
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an integer beyond any float (JSON allows it)
+        return math.nan, "not finite: too large"
     return f, "" if math.isfinite(f) else f"not finite: {v}"
 
 
@@ -208,6 +211,8 @@ class RedfishLink(Link):
             doc = json.loads(r.body)
         except (ValueError, UnicodeDecodeError) as exc:
             return f"{path}: not JSON ({str(exc)[:80]})"
+        except RecursionError:
+            return f"{path}: JSON nested too deep"
         if not isinstance(doc, dict):
             return f"{path}: not a JSON object"
         return doc
