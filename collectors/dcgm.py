@@ -1,8 +1,8 @@
 """NVIDIA DCGM exporter source: per-GPU telemetry scraped from dcgm-exporter pages (Prometheus text format).
 
 One link serves the devices (racks) that read the same pages; a page shared by several racks (a federated page
-with many ``Hostname`` values) is fetched once per poll interval for all of them. The page is parsed with
-``prometheus_client``'s text parser. A profile point's ``node`` names the DCGM field it reads:
+with many ``Hostname`` values) is fetched once per poll interval for all of them. Label sets are parsed with ``prometheus_client``'s text
+parser, once per distinct set (:func:`parse_page`). A profile point's ``node`` names the DCGM field it reads:
 
 * ``DCGM_FI_DEV_GPU_TEMP`` on an array point: one value per GPU of the rack (tag ``gpu`` = index in the rack);
 * ``sum:F``, ``max:F``: the rack's sum or maximum over its GPUs (rack GPU power, hottest GPU);
@@ -125,6 +125,7 @@ class DcgmLink(Link):
                 PointRows(d, options.stuck_polls), specs, d.config.dcgm.urls, d.config.dcgm.hostnames
             )
         self.urls = sorted({u for d in devices for u in d.config.dcgm.urls})
+        self.wanted = frozenset(f for rt in self.rt.values() for spec in rt.specs for f in spec.fields)
         self.timeout_s = max(d.config.timeout_s for d in devices)
         self.fresh_s = min(h.interval_s for h in self.health.values()) / 2
         self.clients: dict[str, HttpClient] = {}
@@ -182,7 +183,7 @@ class DcgmLink(Link):
         if reply.status != 200:
             return f"HTTP {reply.status} from {url}"
         try:
-            return parse_page(reply.body.decode("utf-8"))
+            return parse_page(reply.body.decode("utf-8"), self.wanted)
         except (ValueError, UnicodeDecodeError, IndexError, TypeError) as exc:
             return f"unparseable exporter page {url}: {str(exc)[:120] or type(exc).__name__}"
 
@@ -320,28 +321,70 @@ def _aggregate(spec: FieldSpec, vals: np.ndarray) -> float:
     return float(np.count_nonzero(bits & np.uint64(spec.mask)))
 
 
-def parse_page(text: str) -> Page:
-    """Parse an exporter page; samples without a numeric ``gpu`` label (non-GPU series) are left out.
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_GPU_OF: dict[str, GpuKey | None] = {}  # label set as written -> (Hostname, gpu); None: not a GPU's series
+_GPU_OF_MAX = 65536  # distinct label sets remembered (a hall's GPUs); the cache starts over beyond
 
-    ValueError for a page the text format forbids: a syntax error, a last line without its line feed, a sample twice.
+
+def _gpu_of(labels: str) -> GpuKey | None:
+    """The GPU a label set names, parsed by ``prometheus_client`` once per distinct label set (quoting, escapes)."""
+    hit = _GPU_OF.get(labels, False)
+    if hit is not False:
+        return hit  # type: ignore[return-value]
+    families = list(text_string_to_metric_families(f"x{{{labels}}} 0\n"))
+    if len(families) != 1 or len(families[0].samples) != 1:
+        raise ValueError(f"not one label set: {{{labels[:60]}}}")
+    got = families[0].samples[0].labels
+    gpu = got.get("gpu")
+    key = (got.get("Hostname", ""), int(gpu)) if gpu is not None and gpu.isdigit() else None
+    if len(_GPU_OF) >= _GPU_OF_MAX:
+        _GPU_OF.clear()
+    _GPU_OF[labels] = key
+    return key
+
+
+def parse_page(text: str, wanted: frozenset[str] | None = None) -> Page:
+    """Parse an exporter page: the samples of the ``wanted`` fields (all when None) that name a GPU.
+
+    Every exporter page repeats each GPU's label set on every field, so the label sets go through
+    ``prometheus_client``'s parser once each (and are remembered: the same GPUs come back every poll); a sample line
+    is then its name, its label set and its value. ValueError for what the text format forbids: a line that is no
+    sample, a bad name, value or timestamp, a last line without its line feed, the same sample twice.
     """
     if text and not text.endswith("\n"):  # the format ends every line, the last one too: a cut-off page
         raise ValueError("page does not end with a line feed (truncated)")
     values: dict[str, dict[GpuKey, float]] = {}
     keys: dict[GpuKey, None] = {}
-    for family in text_string_to_metric_families(text):
-        # The parser names a counter's samples <family>_total (OpenMetrics); DCGM's fields keep their own names.
-        counter_name = family.name + "_total" if family.type == "counter" else None
-        for s in family.samples:
-            gpu = s.labels.get("gpu")
-            if gpu is None or not gpu.isdigit():
-                continue
-            k = (s.labels.get("Hostname", ""), int(gpu))
-            field_values = values.setdefault(family.name if s.name == counter_name else s.name, {})
-            if k in field_values:  # which of two values is the GPU's? neither
-                raise ValueError(f"duplicate sample {s.name} for GPU {k[1]} of {k[0] or 'the page'}")
-            field_values[k] = float(s.value)
-            keys[k] = None
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        if brace >= 0:
+            name = line[:brace]
+            labels, close, rest = line[brace + 1 :].rpartition("}")
+            if not close:
+                raise ValueError(f"unterminated label set: {line[:80]}")
+        else:
+            name, _, rest = line.partition(" ")
+            labels = ""
+        if not _NAME.match(name):
+            raise ValueError(f"not a metric name: {name[:60]!r}")
+        if wanted is not None and name not in wanted:
+            continue
+        parts = rest.split()
+        if not 1 <= len(parts) <= 2 or (brace >= 0 and rest[:1] not in (" ", "\t")):
+            raise ValueError(f"not a sample line: {line[:80]}")
+        value = float(parts[0])  # Prometheus' NaN, +Inf and -Inf are Python's too
+        if len(parts) == 2:
+            int(parts[1])  # a timestamp, ms
+        k = _gpu_of(labels) if labels else None
+        if k is None:
+            continue
+        field_values = values.setdefault(name, {})
+        if k in field_values:  # which of two values is the GPU's? neither
+            raise ValueError(f"duplicate sample {name} for GPU {k[1]} of {k[0] or 'the page'}")
+        field_values[k] = value
+        keys[k] = None
     return Page(values, list(keys))
 
 

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aidc.config import site_from_dict
 from aidc.errors import ConfigError
 from aidc.model import Quality
-from collectors.dcgm import DcgmLink, parse_node
+from collectors.dcgm import DcgmLink, parse_node, parse_page
 from collectors.engine import Engine
 from collectors.link import LinkState
 from simulators.dcgm_exporter import DcgmExporterSim
@@ -217,3 +217,37 @@ def test_site_with_a_bad_profile_node_fails_at_engine_start(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="unknown aggregate 'mean'") as err:
         Engine(site.devices)
     assert "\n" not in str(err.value)
+
+
+def test_page_parsing_follows_the_text_format() -> None:
+    """Escaped quotes and braces in label values, timestamps, NaN, comments and non-GPU series parse as the format says."""
+    page = parse_page(
+        "# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).\n# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n"
+        'DCGM_FI_DEV_GPU_TEMP{gpu="0",modelName="NVIDIA \\"B}200\\"",Hostname="n1"} 41 1700000000000\n'
+        'DCGM_FI_DEV_GPU_TEMP{gpu="1",Hostname="n1",pod=""} NaN\n'
+        "dcgm_exporter_up 1\n"
+        'DCGM_FI_DEV_POWER_USAGE{Hostname="n1",gpu="1"} +Inf\n'
+    )
+    assert page.keys == [("n1", 0), ("n1", 1)]
+    assert page.values["DCGM_FI_DEV_GPU_TEMP"][("n1", 0)] == 41.0
+    assert page.values["DCGM_FI_DEV_GPU_TEMP"][("n1", 1)] != page.values["DCGM_FI_DEV_GPU_TEMP"][("n1", 1)]
+    assert page.values["DCGM_FI_DEV_POWER_USAGE"][("n1", 1)] == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('DCGM_FI_DEV_GPU_TEMP{gpu="0"} 41', "truncated"),
+        ('DCGM_FI_DEV_GPU_TEMP{gpu="0" 41\n', "unterminated label set"),
+        ('DCGM_FI_DEV_GPU_TEMP{gpu="0"} abc\n', "could not convert"),
+        ('DCGM_FI_DEV_GPU_TEMP{gpu="0"} 41 12.5.1\n', "invalid literal"),
+        ('DCGM_FI_DEV_GPU_TEMP{gpu="0"}41\n', "not a sample line"),
+        ('DCGM FI{gpu="0"} 41\n', "not a metric name"),
+        ('DCGM_FI_DEV_GPU_TEMP{gpu="0} 41\n', "could not convert|not one label set"),
+        ('X{gpu="0"} 1\nX{gpu="0"} 2\n', "duplicate sample X for GPU 0"),
+    ],
+)
+def test_page_the_format_forbids_is_refused(text: str, message: str) -> None:
+    """A page with a cut-off line, a bad label set, value, timestamp or name, or a sample twice raises ValueError."""
+    with pytest.raises(ValueError, match=message):
+        parse_page(text)
