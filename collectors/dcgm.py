@@ -1,8 +1,9 @@
 """NVIDIA DCGM exporter source: per-GPU telemetry scraped from dcgm-exporter pages (Prometheus text format).
 
 One link serves the devices (racks) that read the same pages; a page shared by several racks (a federated page
-with many ``Hostname`` values) is fetched once per poll interval for all of them. Label sets are parsed with ``prometheus_client``'s text
-parser, once per distinct set (:func:`parse_page`). A profile point's ``node`` names the DCGM field it reads:
+with many ``Hostname`` values) is fetched once per poll interval for all of them. Label sets are parsed with
+``prometheus_client``'s text parser, once per distinct set (:func:`parse_page`). A profile point's ``node`` names
+the DCGM field it reads:
 
 * ``DCGM_FI_DEV_GPU_TEMP`` on an array point: one value per GPU of the rack (tag ``gpu`` = index in the rack);
 * ``sum:F``, ``max:F``: the rack's sum or maximum over its GPUs (rack GPU power, hottest GPU);
