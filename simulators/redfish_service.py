@@ -268,7 +268,10 @@ class RedfishService:
             w = where[keys]
             raw = float(value)
             eng = raw * w.point.scale + w.point.offset
-            self.physics.write_point(w.device, w.point.name, eng)
+            try:
+                self.physics.write_point(w.device, w.point.name, eng)
+            except (ValueError, KeyError) as exc:  # the physics refuses (not finite, not writable there)
+                return Response(400, _error("Base.1.0.PropertyValueError", str(exc)[:200]), device=devices)
             self.writes.append((w.device, w.point.name, eng))
         for name in {where[k].device for k, _ in changes}:
             self.refresh(only=name)
