@@ -195,6 +195,7 @@ class DcgmLink(Link):
         if hit is not None and now - hit[0] < self.fresh_s and not (hit[1].done() and hit[1].exception()):
             return await asyncio.shield(hit[1])
         fut = asyncio.ensure_future(self._scrape(url))
+        fut.add_done_callback(_retrieve)  # a scrape outlived by its poll (engine stop) fails quietly
         self._pages[url] = (now, fut)
         try:
             return await asyncio.shield(fut)
@@ -303,6 +304,11 @@ class DcgmLink(Link):
                 parts.append(np.array([_aggregate(spec, vals)]))
                 reasons.append([""])
         return rt.rows.batch(ts, parts, reasons, self.health[rt.rows.device.name], latency)
+
+
+def _retrieve(task: asyncio.Future[Page | str]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _why(failure: str | BaseException) -> str:

@@ -92,6 +92,8 @@ class HttpListener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._restart: asyncio.Task[None] | None = None
         self.requests = 0
+        self.in_flight = 0
+        self.most_in_flight = 0  # requests handled at once, at most (tests check the clients' bound)
 
     @property
     def running(self) -> bool:
@@ -155,12 +157,17 @@ class HttpListener:
                 if req is None:
                     return
                 self.requests += 1
-                resp = await self.handler(req)
-                drop, delay, exception = self.faults(resp.device) if resp.device else (False, 0.0, False)
-                if drop:
-                    return
-                if delay:
-                    await asyncio.sleep(delay)
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                try:
+                    resp = await self.handler(req)
+                    drop, delay, exception = self.faults(resp.device) if resp.device else (False, 0.0, False)
+                    if drop:
+                        return
+                    if delay:
+                        await asyncio.sleep(delay)
+                finally:
+                    self.in_flight -= 1
                 if exception:
                     resp = Response(503, b'{"error": "service unavailable (simulated fault)"}')
                 headers = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body))),

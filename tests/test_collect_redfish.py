@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from aidc.errors import ConfigError
-from aidc.model import Quality
+from aidc.model import Batch, Quality
+from collectors.engine import Engine
 from collectors.link import LinkState
 from collectors.redfish import RedfishLink
 from collectors.writer import Actor, SetpointWriter
 from simulators.redfish_service import RedfishService
-from tests.http_rig import PASSWORD, PASSWORD_ENV, http_rig, http_site
+from tests.http_rig import PASSWORD, PASSWORD_ENV, http_facility, http_rig, http_site
 from tests.test_collect_modbus import Rig, expected, polls, until
 
 RACK, CDU = "rack-h1-r01-03", "cdu-h1-01"
@@ -182,3 +183,31 @@ def test_bad_redfish_config_is_one_clear_line(tmp_path: Path, edit: Any, message
     assert message in text
     assert "halls[0].racks[2].controller" in text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize("bound", [1, 3])
+async def test_requests_in_flight_stay_within_max_in_flight(tmp_path: Path, bound: int) -> None:
+    """A slow service never sees more requests at once than redfish.max_in_flight, whatever the resources per poll."""
+
+    def limit(doc: dict[str, Any]) -> None:
+        doc["halls"][0]["cdus"][0]["redfish"]["max_in_flight"] = bound
+        for r in doc["halls"][0]["racks"][2:4]:
+            r["controller"]["redfish"]["max_in_flight"] = bound
+
+    site = http_site(tmp_path, limit)
+    async with http_rig(site, "redfish") as rig:
+        rig.facility.faults.inject(CDU, "delay", 0.05)  # six CDU resources per poll, each answered late
+        await polls(rig, CDU, 3)
+        assert service(rig).listener.most_in_flight == bound
+
+
+async def test_collect_once_lists_every_dcgm_and_redfish_point(tmp_path: Path) -> None:
+    """One-shot collection (aidc collect --once) reads every DCGM and Redfish device with good quality."""
+    site = http_site(tmp_path)
+    async with http_facility(site) as fac:
+        devices = [d for d in site.devices if d.config.protocol in ("dcgm", "redfish")]
+        got = await Engine(devices, clock=fac.clock, data_dir=site.data_dir).collect_once()
+    assert sorted(got) == sorted(d.name for d in devices)
+    for name, batch in got.items():
+        assert isinstance(batch, Batch), (name, batch)
+        assert (batch.quality == 0).all(), (name, batch.reasons)
