@@ -72,7 +72,8 @@ def _damage_text(rng: random.Random, text: str, kind: str) -> str:
     if kind == "body_cut":
         return text[: rng.randrange(1, len(text) - 1)]
     if kind == "body_type":
-        lines[i] = f"{name_labels} {rng.choice(['abc', '0x1F', '1,5', '', '--1', 'true'])}"
+        mask = name_labels.startswith("DCGM_FI_DEV_CLOCKS_EVENT_REASONS")  # a number, but no bit mask
+        lines[i] = f"{name_labels} {rng.choice(['-32', '2.5', '1e30'] if mask else ['abc', '0x1F', '1,5', '', '--1'])}"
     elif kind == "body_nan":
         lines[i] = f"{name_labels} {rng.choice(['NaN', '+Inf', '-Inf', '1e999'])}"
     elif kind == "body_missing":

@@ -293,6 +293,10 @@ class DcgmLink(Link):
                 parts.append(vals)
                 reasons.append(why)
                 continue
+            if spec.agg == "count":  # a bit mask is a whole number in [0, 2**64)
+                for j, v in enumerate(vals):
+                    if not why[j] and not (0 <= v < 2.0**64 and v == math.floor(v)):
+                        why[j] = f"{field_name} not a bit mask: {v:g}"
             bad = [w for w in why if w]
             if n == 0:
                 parts.append(np.array([np.nan]))

@@ -251,3 +251,24 @@ def test_page_the_format_forbids_is_refused(text: str, message: str) -> None:
     """A page with a cut-off line, a bad label set, value, timestamp or name, or a sample twice raises ValueError."""
     with pytest.raises(ValueError, match=message):
         parse_page(text)
+
+
+async def test_clock_event_reasons_that_are_no_bit_mask_read_bad(tmp_path: Path) -> None:
+    """A negative, fractional or huge clock-event reasons value makes the rack's throttle counts bad, not a count."""
+    site = http_site(tmp_path)
+    async with http_rig(site, "dcgm") as rig:
+        await polls(rig, R2, 1)
+        sim = exporter(rig)
+        real_refresh = sim.refresh
+
+        def negative() -> None:
+            real_refresh()
+            lines = sim.text["/metrics"].decode().splitlines()
+            out = [x.rsplit(" ", 1)[0] + " -32" if x.startswith("DCGM_FI_DEV_CLOCKS_EVENT_REASONS{") and "gpu-b2" in x
+                   else x for x in lines]  # fmt: skip
+            sim.text["/metrics"] = ("\n".join(out) + "\n").encode()
+
+        sim.refresh = negative  # type: ignore[method-assign]
+        await until(lambda: "not a bit mask: -32" in rig.value(R2, "gpus_throttled")[2])
+        assert rig.value(R2, "gpus_throttled")[1] is Quality.BAD
+        assert rig.value(R2, "gpus_power_capped")[1] is Quality.BAD
