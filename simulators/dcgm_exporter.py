@@ -2,12 +2,13 @@
 
 A DCGM rack's GPUs are split evenly over its hosts (``dcgm.hostnames``, else one host per URL named
 ``<device>-n<i>``), and host ``j`` is served at the page ``urls[j * len(urls) // hosts]``: one page per server as
-dcgm-exporter runs, or one federated page for all. Each sample carries the exporter's labels (``gpu``, ``UUID``,
-``pci_bus_id``, ``device``, ``modelName``, ``Hostname``). From the rack's physics: power, GPU temperature
-(whole degrees, as DCGM reports it), HBM temperature (a few kelvin above the GPU, a simulator assumption), utilisation,
-SM clock, the energy counter in mJ (integrated here from the power, restarting at 0 on a ``counter_reset`` fault),
-clock-event reasons (thermal slowdown on the rack's ``gpus_throttled`` hottest GPUs, the power-cap bit while the
-rack's clock is below 100 %, idle below 1 % utilisation) and the last XID error (0 unless :attr:`xid` sets one).
+dcgm-exporter runs, or one federated page for all; over HTTPS when the pages' URLs say so. Each sample carries the
+exporter's labels (``gpu``, ``UUID``, ``pci_bus_id``, ``device``, ``modelName``, ``Hostname``). From the rack's
+physics: power, GPU temperature (whole degrees, as DCGM reports it), HBM temperature (a few kelvin above the GPU, a
+simulator assumption), utilisation, SM clock, the energy counter in mJ (integrated here from the power, restarting
+at 0 on a ``counter_reset`` fault), clock-event reasons (thermal slowdown on the rack's ``gpus_throttled`` hottest
+GPUs, the power-cap bit while the rack's clock is below 100 %, idle below 1 % utilisation) and the last XID error
+(0 unless :attr:`xid` sets one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -71,7 +73,13 @@ class DcgmExporterSim:
     """Every exporter page on one port."""
 
     def __init__(
-        self, bind: str, port: int, devices: Sequence[DeviceRef], physics: FacilityPhysics, faults: FaultBook
+        self,
+        bind: str,
+        port: int,
+        devices: Sequence[DeviceRef],
+        physics: FacilityPhysics,
+        faults: FaultBook,
+        pki_dir: Path | None = None,
     ) -> None:
         self.devices = list(devices)
         self.physics, self.faults = physics, faults
@@ -89,7 +97,14 @@ class DcgmExporterSim:
                     self._on_page[path].append(d.name)
         self.port = port
         self.text: dict[str, bytes] = {}
-        self.listener = HttpListener(bind, port, self._handle, self._fault)
+        # https pages (dcgm-exporter's --web-config TLS): a self-signed certificate kept under pki_dir
+        https = pki_dir is not None and all(
+            u.startswith("https://") for d in devices for u in d.config.dcgm.urls if page_of(u)[0] == port
+        )
+        tls = (
+            (pki_dir / f"dcgm-sim-{port}-cert.pem", pki_dir / f"dcgm-sim-{port}-key.pem") if https and pki_dir else None
+        )
+        self.listener = HttpListener(bind, port, self._handle, self._fault, tls=tls)
 
     @property
     def running(self) -> bool:

@@ -31,6 +31,6 @@ def http_sims(
     for port, devs in [*pages.items(), *services.items()]:
         if port in taken or (port in pages and port in services):
             raise ConfigError(f"{devs[0].path}: port {port} is also used by another device or the control API")
-    out: list[HttpSim] = [DcgmExporterSim(bind, port, devs, physics, faults) for port, devs in pages.items()]
+    out: list[HttpSim] = [DcgmExporterSim(bind, port, devs, physics, faults, pki_dir) for port, devs in pages.items()]
     out += [RedfishService(bind, port, devs, physics, faults, pki_dir) for port, devs in services.items()]
     return out

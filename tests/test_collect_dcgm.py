@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,25 @@ async def test_clock_event_reasons_that_are_no_bit_mask_read_bad(tmp_path: Path)
         await until(lambda: "not a bit mask: -32" in rig.value(R2, "gpus_throttled")[2])
         assert rig.value(R2, "gpus_throttled")[1] is Quality.BAD
         assert rig.value(R2, "gpus_power_capped")[1] is Quality.BAD
+
+
+async def test_https_pages_are_read_with_the_certificate_pinned(tmp_path: Path) -> None:
+    """Exporter pages over HTTPS are read, their certificate pinned on first use; a changed one is refused."""
+
+    def https(doc: dict[str, Any]) -> None:
+        ctl = doc["halls"][0]["racks"][1]["controller"]
+        ctl["dcgm"]["urls"] = [u.replace("http://", "https://") for u in ctl["dcgm"]["urls"]]
+        doc["halls"][0]["racks"][0]["controller"] = {**ctl, "name": R1, "dcgm": {**ctl["dcgm"], "hostnames": []}}
+
+    site = http_site(tmp_path, https)
+    pins = site.data_dir / "pki" / "known_servers.json"
+    async with http_rig(site, "dcgm") as rig:
+        await polls(rig, R2, 2)
+        assert rig.value(R2, "gpu_temp_c", gpu="3")[1] is Quality.GOOD
+        origin = site.device(R2).config.dcgm.urls[0].rsplit("/", 1)[0]
+        assert list(json.loads(pins.read_text())) == [origin]
+    pins.write_text(json.dumps({origin: "00" * 32}))
+    async with http_rig(site, "dcgm") as rig:
+        link = rig.engine.link(R2)
+        await until(lambda: "server certificate changed" in link.last_error)
+        assert not rig.engine.health()[R2].up
