@@ -295,3 +295,23 @@ async def test_https_pages_are_read_with_the_certificate_pinned(tmp_path: Path) 
         link = rig.engine.link(R2)
         await until(lambda: "server certificate changed" in link.last_error)
         assert not rig.engine.health()[R2].up
+
+
+async def test_error_status_counter_reset_and_dropped_exporter(tmp_path: Path) -> None:
+    """An HTTP 503 page reads bad and recovers; a GPU counter reset reads uncertain; a dropped exporter goes stale."""
+    site = http_site(tmp_path)
+    async with http_rig(site, "dcgm") as rig:
+        await polls(rig, R1, 2)
+        rig.facility.faults.inject(R1, "exception")
+        await until(lambda: "HTTP 503" in rig.value(R1, "gpu_temp_c", gpu="0")[2])
+        assert rig.value(R1, "gpu_temp_c", gpu="0")[1] is Quality.BAD
+        assert rig.engine.link(R1).state is LinkState.CONNECTED  # the exporter answered: no reconnect
+        rig.facility.faults.clear(R1)
+        await until(lambda: rig.value(R1, "gpu_temp_c", gpu="0")[1] is Quality.GOOD)
+        await until(lambda: (rig.value(R1, "gpu_energy_wh")[0] or 0.0) > 0.0)
+        rig.facility.faults.inject(R1, "counter_reset")
+        await until(lambda: rig.value(R1, "gpu_energy_wh")[2] == "counter reset")
+        assert rig.value(R1, "gpu_energy_wh")[1] is Quality.UNCERTAIN
+        rig.facility.faults.inject(R2, "drop")
+        await until(lambda: rig.value(R2, "gpu_util_pct", gpu="2")[2].startswith("stale"))
+        assert rig.value(R2, "gpus_xid")[1] is Quality.BAD

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,36 @@ async def test_collect_once_lists_every_dcgm_and_redfish_point(tmp_path: Path) -
     for name, batch in got.items():
         assert isinstance(batch, Batch), (name, batch)
         assert (batch.quality == 0).all(), (name, batch.reasons)
+
+
+async def test_error_status_stuck_reading_and_dropped_service(tmp_path: Path) -> None:
+    """An HTTP 503 reads bad and recovers; a frozen must-move reading is uncertain (stuck); a dropped service is stale."""
+    site = http_site(tmp_path)
+    async with http_rig(site, "redfish", stuck_polls=3) as rig:
+        await polls(rig, RACK, 2)
+        rig.facility.faults.inject(RACK, "exception")
+        await until(lambda: "HTTP 503" in rig.value(RACK, "coolant_flow_lpm")[2])
+        assert rig.value(RACK, "coolant_flow_lpm")[1] is Quality.BAD
+        rig.facility.faults.clear(RACK)
+        await until(lambda: rig.value(RACK, "coolant_flow_lpm")[1] is Quality.GOOD)
+        vals = rig.physics.values[CDU]
+
+        async def moving() -> None:  # the TCS supply wanders, as a real probe reads
+            while True:
+                vals["tcs_supply_temp_c"] = float(vals["tcs_supply_temp_c"]) + 0.01  # type: ignore[arg-type]
+                await asyncio.sleep(0.01)
+
+        mover = asyncio.create_task(moving())
+        try:
+            await polls(rig, CDU, 4)
+            assert rig.value(CDU, "tcs_supply_temp_c")[1] is Quality.GOOD
+            rig.facility.faults.inject(CDU, "stuck")
+            await until(lambda: rig.value(CDU, "tcs_supply_temp_c")[2].startswith("stuck"))
+            assert rig.value(CDU, "tcs_supply_temp_c")[1] is Quality.UNCERTAIN
+            assert rig.value(CDU, "flow_lpm")[1] is Quality.GOOD  # not a must-move point
+            rig.facility.faults.clear(CDU)
+        finally:
+            mover.cancel()
+        rig.facility.faults.inject(RACK, "drop")
+        await until(lambda: rig.value(RACK, "rack_power_w")[2].startswith("stale"))
+        assert rig.value(RACK, "rack_power_w")[1] is Quality.BAD
