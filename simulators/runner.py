@@ -102,7 +102,8 @@ class SimulatedFacility:
             pki = site.data_dir / "pki"
             self.endpoints = {url: OpcUaEndpoint(url, devs, physics, self.faults, pki)
                               for url, devs in endpoint_plan.items()}
-            self.http = http_sims(site, physics, self.faults, pki, taken=set(self.ports) | {sim.control_port})
+            taken = {*self.ports, sim.control_port, *(ep.port for ep in self.endpoints.values())}
+            self.http = http_sims(site, physics, self.faults, pki, taken=taken)
         except ConfigError as exc:
             raise ConfigError(f"{site.path or '<site>'}: {exc}") from None
         self._device_port: dict[str, ModbusPort | OpcUaEndpoint | HttpSim] = {}

@@ -16,6 +16,8 @@ from collectors.dcgm import DcgmLink, parse_node, parse_page
 from collectors.engine import Engine
 from collectors.link import LinkState
 from simulators.dcgm_exporter import DcgmExporterSim
+from simulators.runner import SimulatedFacility
+from tests.fake_physics import FakePhysics
 from tests.http_rig import http_rig, http_site
 from tests.test_collect_modbus import Rig, polls, until
 
@@ -315,3 +317,16 @@ async def test_error_status_counter_reset_and_dropped_exporter(tmp_path: Path) -
         rig.facility.faults.inject(R2, "drop")
         await until(lambda: rig.value(R2, "gpu_util_pct", gpu="2")[2].startswith("stale"))
         assert rig.value(R2, "gpus_xid")[1] is Quality.BAD
+
+
+def test_exporter_port_taken_by_another_device_is_one_clear_line(tmp_path: Path) -> None:
+    """A DCGM page on the port of a Modbus device is refused by the simulator with one line naming the device."""
+
+    def clash(doc: dict[str, Any]) -> None:
+        port = doc["halls"][0]["racks"][0]["pdu"]["port"]
+        doc["halls"][0]["racks"][0]["controller"]["dcgm"]["urls"] = [f"http://127.0.0.1:{port}/metrics"]
+
+    site = http_site(tmp_path, clash)
+    with pytest.raises(ConfigError, match=r"halls\[0\]\.racks\[0\]\.controller: port \d+ is also used") as err:
+        SimulatedFacility(site, FakePhysics(site))
+    assert "\n" not in str(err.value)
