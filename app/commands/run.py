@@ -347,7 +347,7 @@ def listening_lines(site: Site) -> list[str]:
     by_endpoint: dict[str, list[str]] = defaultdict(list)
     for dev in site.devices:
         c = dev.config
-        key = f"modbus://{c.host}:{c.port}" if c.protocol == "modbus" else str(c.endpoint)
+        key = f"modbus://{c.host}:{c.port}" if c.protocol == "modbus" else str(c.endpoint or c.address)
         label = f"{dev.name} (unit {c.unit_id})" if c.protocol == "modbus" else dev.name
         by_endpoint[key].append(label)
     lines = []
