@@ -34,15 +34,15 @@ def dcgm_page() -> str:
     """A fixed exporter page: four GPUs on two hosts, every field the DCGM profile reads."""
     fields = {"DCGM_FI_DEV_POWER_USAGE": "gauge", "DCGM_FI_DEV_GPU_TEMP": "gauge", "DCGM_FI_DEV_MEMORY_TEMP": "gauge",
               "DCGM_FI_DEV_GPU_UTIL": "gauge", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "counter",
-              "DCGM_FI_DEV_XID_ERRORS": "gauge", "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": "gauge"}  # fmt: skip
+              "DCGM_FI_DEV_XID_ERRORS": "gauge", "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": "gauge",
+              "DCGM_FI_DEV_SM_CLOCK": "gauge", "DCGM_FI_DEV_MAX_SM_CLOCK": "gauge"}  # fmt: skip
     lines = []
     for n, (f, kind) in enumerate(fields.items()):
         lines += [f"# HELP {f} {f}.", f"# TYPE {f} {kind}"]
         for h in (0, 1):
             for g in (0, 1):
-                v = {0: 650.5, 1: 61, 2: 66, 3: 93, 4: 123456789, 5: 0, 6: 0x20 * (h == g == 0)}[
-                    n
-                ]  # truth is per field
+                # One value per field (the campaign's truth is per field), but for the clock-event bits.
+                v = (650.5, 61, 66, 93, 123456789, 0, 0x20 * (h == g == 0), 1800, 1980)[n]
                 lines.append(f'{f}{{gpu="{g}",UUID="GPU-{h}{g}",pci_bus_id="00000000:1{g}:00.0",device="nvidia{g}",'
                              f'modelName="NVIDIA GB200",Hostname="host-{h}"}} {v}')  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -8,7 +8,8 @@ the DCGM field it reads:
 * ``DCGM_FI_DEV_GPU_TEMP`` on an array point: one value per GPU of the rack (tag ``gpu`` = index in the rack);
 * ``sum:F``, ``max:F``: the rack's sum or maximum over its GPUs (rack GPU power, hottest GPU);
 * ``count:F&0x60``: how many GPUs have any bit of the mask set (clock-event reasons: thermal slowdown);
-* ``nonzero:F``: how many GPUs show a non-zero value (``DCGM_FI_DEV_XID_ERRORS``, the last XID per GPU).
+* ``nonzero:F``: how many GPUs show a non-zero value (``DCGM_FI_DEV_XID_ERRORS``, the last XID per GPU);
+* ``pct:F/G``: the mean over the rack's GPUs of 100 · F / G (the SM clock as % of the maximum SM clock).
 
 ``F`` may list alternatives, ``A|B``: the first one the page carries (DCGM 3.3 renamed
 ``DCGM_FI_DEV_CLOCK_THROTTLE_REASONS`` to ``DCGM_FI_DEV_CLOCKS_EVENT_REASONS``). A rack's GPUs are the series of
@@ -38,7 +39,7 @@ from collectors.http import HttpClient, HttpError, Pinning
 from collectors.http_batch import PointRows
 from collectors.link import Emit, Link, LinkOptions
 
-AGGREGATES = ("sum", "max", "count", "nonzero")
+AGGREGATES = ("sum", "max", "count", "nonzero", "pct")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # THROTTLE/EVENT reason bits (NVML nvmlClocksEventReason*): software and hardware thermal slowdown.
 THERMAL_SLOWDOWN_MASK = 0x20 | 0x40
@@ -57,6 +58,7 @@ class FieldSpec:
     agg: str
     fields: tuple[str, ...]
     mask: int = 0
+    per: tuple[str, ...] = ()  # pct: the denominator's field alternatives
 
 
 def parse_node(dev: DeviceRef, node: str, array: bool, point: str) -> FieldSpec:
@@ -76,12 +78,15 @@ def parse_node(dev: DeviceRef, node: str, array: bool, point: str) -> FieldSpec:
             mask = 0
         if mask <= 0:
             raise ConfigError(f"{where}: count needs a bit mask, e.g. count:DCGM_FI_DEV_CLOCKS_EVENT_REASONS&0x60")
-    fields = tuple(rest.split("|"))
-    if not all(_FIELD.match(f) for f in fields):
+    rest, slash, den = rest.partition("/")
+    if (agg == "pct") != bool(slash):
+        raise ConfigError(f"{where}: only pct reads F/G (pct:DCGM_FI_DEV_SM_CLOCK/DCGM_FI_DEV_MAX_SM_CLOCK)")
+    fields, per = tuple(rest.split("|")), tuple(den.split("|")) if slash else ()
+    if not all(_FIELD.match(f) for f in fields + per):
         raise ConfigError(f"{where}: not a DCGM field name")
     if array != (agg == ""):
         raise ConfigError(f"{where}: array points read a field per GPU, scalar points need an aggregate")
-    return FieldSpec(agg, fields, mask)
+    return FieldSpec(agg, fields, mask, per)
 
 
 @dataclass
@@ -126,7 +131,7 @@ class DcgmLink(Link):
                 PointRows(d, options.stuck_polls), specs, d.config.dcgm.urls, d.config.dcgm.hostnames
             )
         self.urls = sorted({u for d in devices for u in d.config.dcgm.urls})
-        self.wanted = frozenset(f for rt in self.rt.values() for spec in rt.specs for f in spec.fields)
+        self.wanted = frozenset(f for rt in self.rt.values() for spec in rt.specs for f in spec.fields + spec.per)
         self.timeout_s = max(d.config.timeout_s for d in devices)
         self.fresh_s = min(h.interval_s for h in self.health.values()) / 2
         self.clients: dict[str, HttpClient] = {}
@@ -255,6 +260,31 @@ class DcgmLink(Link):
                            key=lambda k: (rank.get(k[0], rt.url_of[k]), rt.url_of[k], k[0], k[1]))  # fmt: skip
             rt.known = rt.known + fresh
 
+    @staticmethod
+    def _field(
+        rt: _Device, pages: dict[int, Page], gpu_why: list[str], alternatives: tuple[str, ...]
+    ) -> tuple[np.ndarray, list[str], str]:
+        """One field's value per GPU of the rack (the first alternative the page carries), and why not."""
+        vals = np.full(len(rt.known), np.nan)
+        why = list(gpu_why)
+        field_name = ""
+        for j, k in enumerate(rt.known):
+            if why[j]:
+                continue
+            page = pages[rt.url_of[k]]
+            if not field_name:
+                field_name = next((f for f in alternatives if f in page.values), alternatives[0])
+            v = page.values.get(field_name, {}).get(k)
+            if v is None:
+                why[j] = f"{field_name} missing for GPU {k[1]} of {k[0]}"
+            elif not math.isfinite(v):
+                why[j] = f"{field_name} not finite: {v}"
+            elif is_blank(v):
+                why[j] = f"{field_name}: DCGM blank value (field not supported or not found)"
+            else:
+                vals[j] = v
+        return vals, why, field_name
+
     def _batch(self, rt: _Device, pages: dict[int, Page], failed: dict[int, str], ts: int, latency: float) -> Batch:
         n = len(rt.known)
         # Per GPU: the page it is on, or why it has no values.
@@ -271,24 +301,14 @@ class DcgmLink(Link):
         parts: list[np.ndarray] = []
         reasons: list[list[str]] = []
         for spec in rt.specs:
-            vals = np.full(n, np.nan)
-            why = list(gpu_why)
-            field_name = ""
-            for j, k in enumerate(rt.known):
-                if why[j]:
-                    continue
-                page = pages[rt.url_of[k]]
-                if not field_name:
-                    field_name = next((f for f in spec.fields if f in page.values), spec.fields[0])
-                v = page.values.get(field_name, {}).get(k)
-                if v is None:
-                    why[j] = f"{field_name} missing for GPU {k[1]} of {k[0]}"
-                elif not math.isfinite(v):
-                    why[j] = f"{field_name} not finite: {v}"
-                elif is_blank(v):
-                    why[j] = f"{field_name}: DCGM blank value (field not supported or not found)"
-                else:
-                    vals[j] = v
+            vals, why, field_name = self._field(rt, pages, gpu_why, spec.fields)
+            if spec.per:
+                den, den_why, _ = self._field(rt, pages, why, spec.per)
+                why = den_why
+                vals = np.where(den > 0, vals / np.where(den > 0, den, 1.0), np.nan)
+                for j, d in enumerate(den):
+                    if not why[j] and not d > 0:
+                        why[j] = f"{spec.per[0]} not above 0: {d:g}"
             if spec.agg == "":
                 parts.append(vals)
                 reasons.append(why)
@@ -328,6 +348,8 @@ def _aggregate(spec: FieldSpec, vals: np.ndarray) -> float:
         return float(vals.max())
     if spec.agg == "nonzero":
         return float(np.count_nonzero(vals))
+    if spec.agg == "pct":
+        return 100.0 * float(vals.mean())  # per-GPU ratios; a rack's GPUs share one model
     bits = vals.astype(np.uint64)  # bitmasks (finite, non-negative: checked by the quality path's range)
     return float(np.count_nonzero(bits & np.uint64(spec.mask)))
 

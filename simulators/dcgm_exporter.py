@@ -37,6 +37,7 @@ DRIVER = "570.124.06"
 FIELDS = (
     ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz)."),
     ("DCGM_FI_DEV_MEM_CLOCK", "gauge", "Memory clock frequency (in MHz)."),
+    ("DCGM_FI_DEV_MAX_SM_CLOCK", "gauge", "Maximum SM clock frequency (in MHz)."),
     ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C)."),
     ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C)."),
     ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W)."),
@@ -193,6 +194,7 @@ class DcgmExporterSim:
                 row = {
                     "DCGM_FI_DEV_SM_CLOCK": _num(sm, 0),
                     "DCGM_FI_DEV_MEM_CLOCK": _num(MEM_CLOCK_MHZ, 0),
+                    "DCGM_FI_DEV_MAX_SM_CLOCK": _num(MAX_SM_CLOCK_MHZ, 0),
                     "DCGM_FI_DEV_MEMORY_TEMP": _num(temp[g] + HBM_ABOVE_GPU_K, 0),
                     "DCGM_FI_DEV_GPU_TEMP": _num(temp[g], 0),
                     "DCGM_FI_DEV_POWER_USAGE": _num(power[g], 3),

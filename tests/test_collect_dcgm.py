@@ -195,6 +195,8 @@ def test_bad_dcgm_config_is_one_clear_line(tmp_path: Path, edit: Any, message: s
         ("count:DCGM_FI_DEV_CLOCKS_EVENT_REASONS", False, "count needs a bit mask"),
         ("DCGM_FI_DEV_GPU_TEMP", False, "scalar points need an aggregate"),
         ("sum:DCGM FI", False, "not a DCGM field name"),
+        ("pct:DCGM_FI_DEV_SM_CLOCK", False, "only pct reads F/G"),
+        ("sum:DCGM_FI_DEV_SM_CLOCK/DCGM_FI_DEV_MAX_SM_CLOCK", False, "only pct reads F/G"),
     ],
 )
 def test_bad_dcgm_node_is_one_clear_line(tmp_path: Path, node: str, array: bool, message: str) -> None:
@@ -330,3 +332,14 @@ def test_exporter_port_taken_by_another_device_is_one_clear_line(tmp_path: Path)
     with pytest.raises(ConfigError, match=r"halls\[0\]\.racks\[0\]\.controller: port \d+ is also used") as err:
         SimulatedFacility(site, FakePhysics(site))
     assert "\n" not in str(err.value)
+
+
+async def test_rack_clock_is_the_mean_sm_clock_share_of_the_maximum(tmp_path: Path) -> None:
+    """gpu_clock_pct (role gpu_clock, as the OPC-UA controllers feed it) is the SM clock as % of the maximum."""
+    site = http_site(tmp_path)
+    async with http_rig(site, "dcgm") as rig:
+        rig.physics.values[R1]["gpu_clock_pct"] = 87.5
+        await polls(rig, R1, 3)
+        value, quality, _ = rig.value(R1, "gpu_clock_pct")
+        assert quality is Quality.GOOD
+        assert value == pytest.approx(round(1980 * 0.875) / 1980 * 100)  # DCGM reports whole MHz
