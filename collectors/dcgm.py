@@ -152,7 +152,10 @@ class DcgmLink(Link):
         c = self.clients.get(origin)
         if c is None:
             trusted = next((d.config.dcgm.trusted_server_certs for d in self.devices if url in d.config.dcgm.urls), ())
-            pin = Pinning(origin, trusted, self.pki_dir) if u.scheme == "https" else None
+            try:
+                pin = Pinning(origin, trusted, self.pki_dir) if u.scheme == "https" else None
+            except (OSError, ValueError) as exc:  # a listed certificate file missing or unreadable
+                raise HttpError(f"{origin}: dcgm.trusted_server_certs: {exc}") from None
             c = self.clients[origin] = HttpClient(origin, timeout_s=self.timeout_s, max_in_flight=2, pinning=pin)
         return c
 

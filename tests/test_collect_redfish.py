@@ -15,6 +15,7 @@ from collectors.engine import Engine
 from collectors.link import LinkState
 from collectors.redfish import RedfishLink
 from collectors.writer import Actor, SetpointWriter
+from simulators.http_server import self_signed
 from simulators.redfish_service import RedfishService
 from tests.http_rig import PASSWORD, PASSWORD_ENV, http_facility, http_rig, http_site
 from tests.test_collect_modbus import Rig, expected, polls, until
@@ -245,3 +246,31 @@ async def test_error_status_stuck_reading_and_dropped_service(tmp_path: Path) ->
         rig.facility.faults.inject(RACK, "drop")
         await until(lambda: rig.value(RACK, "rack_power_w")[2].startswith("stale"))
         assert rig.value(RACK, "rack_power_w")[1] is Quality.BAD
+
+
+async def test_listed_certificates_are_the_only_ones_trusted(tmp_path: Path) -> None:
+    """With trusted_server_certs the service's certificate must be listed (nothing is pinned on first use); another
+    certificate is refused with the reason."""
+    other = tmp_path / "other-cert.pem"
+    self_signed(other, tmp_path / "other-key.pem", "127.0.0.1")
+    port = [0]
+
+    def trust(certs: list[str]) -> Any:
+        def edit(doc: dict[str, Any]) -> None:
+            cdu = doc["halls"][0]["cdus"][0]
+            port[0] = int(cdu["endpoint"].rsplit(":", 1)[1])
+            for dev in [cdu, *(r["controller"] for r in doc["halls"][0]["racks"][2:4])]:
+                dev["redfish"]["trusted_server_certs"] = [c.replace("PORT", str(port[0])) for c in certs]
+
+        return edit
+
+    listed = str(tmp_path / "var" / "pki" / "redfish-sim-PORT-cert.pem")
+    site = http_site(tmp_path, trust([str(other)]))
+    async with http_rig(site, "redfish") as rig:
+        await until(lambda: "is not in trusted_server_certs; refused" in rig.engine.link(CDU).last_error)
+        assert not service(rig).sessions
+    site = http_site(tmp_path, trust([listed, str(other)]))
+    async with http_rig(site, "redfish") as rig:
+        await polls(rig, CDU, 2)
+        assert rig.value(CDU, "flow_lpm")[1] is Quality.GOOD
+    assert not (site.data_dir / "pki" / "known_servers.json").exists()
