@@ -46,9 +46,21 @@ THERMAL_SLOWDOWN_MASK = 0x20 | 0x40
 GpuKey = tuple[str, int]  # (Hostname, gpu)
 
 
+_EMPTY: dict[GpuKey, float] = {}
+
+
 def is_blank(v: float) -> bool:
     """DCGM's blank values: int64 and int32 "blank / not found / not supported / no permission", and FP64 blanks."""
     return v >= 9.2233720368547758e18 or 2147483632 <= v <= 2147483635 or 140737488355328.0 <= v <= 140737488355331.0
+
+
+def blanks(a: np.ndarray) -> np.ndarray:
+    """:func:`is_blank` over an array."""
+    return (
+        (a >= 9.2233720368547758e18)
+        | ((a >= 2147483632) & (a <= 2147483635))
+        | ((a >= 140737488355328.0) & (a <= 140737488355331.0))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,10 +280,19 @@ class DcgmLink(Link):
         rt: _Device, pages: dict[int, Page], gpu_why: list[str], alternatives: tuple[str, ...]
     ) -> tuple[np.ndarray, list[str], str]:
         """One field's value per GPU of the rack (the first alternative the page carries), and why not."""
-        vals = np.full(len(rt.known), np.nan)
+        known = rt.known
+        if known and not any(gpu_why):  # the usual poll: every GPU's page read, look for gaps only if any
+            first = pages[rt.url_of[known[0]]].values
+            name = next((f for f in alternatives if f in first), alternatives[0])
+            got = [pages[rt.url_of[k]].values.get(name, _EMPTY).get(k) for k in known]
+            if None not in got:
+                arr = np.array(got, dtype=np.float64)
+                if np.isfinite(arr).all() and not blanks(arr).any():
+                    return arr, list(gpu_why), name
+        vals = np.full(len(known), np.nan)
         why = list(gpu_why)
         field_name = ""
-        for j, k in enumerate(rt.known):
+        for j, k in enumerate(known):
             if why[j]:
                 continue
             page = pages[rt.url_of[k]]
@@ -403,10 +424,11 @@ def parse_page(text: str, wanted: frozenset[str] | None = None) -> Page:
         else:
             name, _, rest = line.partition(" ")
             labels = ""
-        if not _NAME.match(name):
-            raise ValueError(f"not a metric name: {name[:60]!r}")
-        if wanted is not None and name not in wanted:
-            continue
+        if wanted is None or name not in wanted:  # a wanted name is a valid one
+            if not _NAME.match(name):
+                raise ValueError(f"not a metric name: {name[:60]!r}")
+            if wanted is not None:
+                continue
         parts = rest.split()
         if not 1 <= len(parts) <= 2 or (brace >= 0 and rest[:1] not in (" ", "\t")):
             raise ValueError(f"not a sample line: {line[:80]}")
