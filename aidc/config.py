@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from aidc.clock import NS, parse_time
 from aidc.config_errors import decode_utf8, format_validation_error
 from aidc.errors import ConfigError
 from aidc.historian_config import HistorianConfig
+from aidc.http_config import DcgmOptions, RedfishOptions, check_http_url
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
 from aidc.site_tables import ControlConfig, DashboardConfig, ReportConfig
@@ -66,7 +67,7 @@ class DeviceConfig(_Strict):
     """A device the collectors poll: protocol, endpoint, profile and poll interval."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    protocol: Literal["modbus", "opcua", "snmp"]
+    protocol: Literal["modbus", "opcua", "snmp", "dcgm", "redfish"]
     profile: str
     poll_interval_s: float = Field(10.0, gt=0, le=3600)
     timeout_s: float = Field(2.0, gt=0, le=120)
@@ -79,6 +80,9 @@ class DeviceConfig(_Strict):
     security: OpcUaSecurity = OpcUaSecurity()
     # SNMP (UDP ``port`` on ``host``).
     snmp: SnmpSettings | None = None
+    # DCGM exporter pages and Redfish service options (aidc/http_config.py); Redfish's base URL is ``endpoint``.
+    dcgm: DcgmOptions = DcgmOptions()
+    redfish: RedfishOptions = RedfishOptions()
     # Role overrides per point name (the same meter model serves as utility meter or sub-meter).
     roles: dict[str, Role] = {}
 
@@ -105,7 +109,9 @@ class DeviceConfig(_Strict):
 
     @field_validator("endpoint")
     @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
+    def _endpoint(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("protocol") == "redfish":
+            return check_http_url(v, schemes=("https", "http"))  # a Redfish service's base URL
         if v is not None and not v.startswith("opc.tcp://"):
             raise ValueError(f"{v!r} is not an OPC-UA endpoint URL (opc.tcp://host:port/path)")
         return v
@@ -120,6 +126,18 @@ class DeviceConfig(_Strict):
             raise ValueError(f"an [snmp] table on a {self.protocol} device: set protocol = 'snmp' or remove it")
         if self.protocol == "opcua" and self.endpoint is None:
             raise ValueError("OPC-UA devices need 'endpoint'")
+        if self.protocol == "dcgm" and not self.dcgm.urls:
+            raise ValueError("DCGM devices need 'dcgm.urls' (the dcgm-exporter pages, e.g. http://10.0.0.5:9400/metrics)")
+        if self.protocol == "redfish":
+            if self.endpoint is None:
+                raise ValueError("Redfish devices need 'endpoint' (the service's base URL, https://host:port)")
+            if self.redfish.username is None:
+                raise ValueError("Redfish devices need 'redfish.username' and 'redfish.password_env'")
+            if self.endpoint.startswith("http://") and not self.redfish.allow_insecure:
+                raise ValueError(
+                    f"endpoint {self.endpoint!r}: plain http sends the Redfish password in clear; use https "
+                    "or set redfish.allow_insecure = true"
+                )
         return self
 
     @property
@@ -129,6 +147,10 @@ class DeviceConfig(_Strict):
             return f"modbus://{self.host}:{self.port} unit {self.unit_id}"
         if self.protocol == "snmp":
             return f"snmp://{self.host}:{self.port}"
+        if self.protocol == "dcgm":
+            return ", ".join(self.dcgm.urls)
+        if self.protocol == "redfish":
+            return f"{self.endpoint} ({self.redfish.id or self.name})"
         return str(self.endpoint)
 
 

@@ -78,7 +78,8 @@ class ByteOrder(enum.StrEnum):
 
 
 Table = Literal["coil", "discrete", "input", "holding"]
-Protocol = Literal["modbus", "opcua", "snmp"]
+Protocol = Literal["modbus", "opcua", "snmp", "dcgm", "redfish"]
+PROTOCOL_NAMES = {"modbus": "Modbus", "opcua": "OPC-UA", "snmp": "SNMP", "dcgm": "DCGM", "redfish": "Redfish"}
 DeviceClass = Literal["rack_pdu", "meter", "ups", "cdu", "plant", "gpu_rack"]
 OID_PATTERN = r"^1(\.(0|[1-9][0-9]{0,9})){2,127}$"  # numeric, no leading dot (RFC 2578: up to 128 arcs)
 
@@ -255,8 +256,9 @@ class Profile(_Strict):
                 if p.type not in SNMP_TYPES:
                     allowed = ", ".join(SNMP_TYPES)
                     raise ValueError(f"point {p.name}: type {p.type} is not an SNMP number type ({allowed})")
-            elif p.node is None:
-                raise ValueError(f"point {p.name}: OPC-UA points need a node id")
+            elif p.node is None:  # OPC-UA node id, DCGM field (collectors/dcgm.py), Redfish resource (redfish.py)
+                need = "a node id" if self.protocol == "opcua" else "node"
+                raise ValueError(f"point {p.name}: {PROTOCOL_NAMES[self.protocol]} points need {need}")
         if self.protocol == "snmp":
             oids = [p.oid for p in self.points]
             dup = sorted({o for o in oids if o is not None and oids.count(o) > 1})

@@ -12,6 +12,10 @@ after the other against the same devices and the same number of polls:
   blocks (median of each side), then our real ``Engine`` against the C peer both paced at 400 polls/s.
   The bench profile is one contiguous block of 100 holding registers
   of mixed types (FLOAT32 ABCD and CDAB, INT16 scaled, UINT32 and UINT64 counters, UINT16): 61 points.
+* DCGM and Redfish (our collector only, no peer): ``DcgmLink.poll`` over two GB200 racks whose 18 hosts each serve
+  an exporter page of 4 GPUs (18 HTTP GETs and Prometheus-text parses per rack, per-GPU arrays and rack figures,
+  quality), per GPU; ``RedfishLink.poll`` over two rack chassis and a CoolingUnit on one HTTPS service with a session
+  (one GET and JSON parse per resource), per resource read.
 * OPC-UA: our collector (``OpcUaLink.poll``: batched reads split to MaxNodesPerRead, arrays unpacked, quality,
   the batch handed to the historian queue) against node-opcua (``tests/node/client.js``) reading the same nodes in
   the same groups; a value is one scalar delivered, so a 72-GPU array node counts 72.
@@ -25,13 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import resource
 import sys
 import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +50,7 @@ from aidc import loop as aidc_loop  # noqa: E402
 from aidc.clock import ScaledClock  # noqa: E402
 from aidc.config import DeviceRef, Site, load_site  # noqa: E402
 from aidc.sitegen import SiteTemplate, render_site  # noqa: E402
+from collectors.dcgm import DcgmLink  # noqa: E402
 from collectors.engine import Engine, EngineOptions  # noqa: E402
 from collectors.link import HEALTH_FIELDS, LinkOptions  # noqa: E402
 from collectors.opcua import OpcUaLink  # noqa: E402
@@ -60,6 +66,8 @@ MIN_MODBUS, MIN_OPCUA, GOAL_RATIO, GOAL_CORES = 4.0, 3.0, 2.0, 0.5
 NOT_STUCK = 10**9  # polls here come milliseconds apart, far faster than the values change: no stuck flags
 PACED_INTERVAL_S = 0.02  # engine run: each bench device every 20 ms, 8 devices = 400 polls/s, phases spread
 BLOCKS = 5  # back-to-back Modbus runs alternate ours / the C peer in this many blocks
+HTTP_HOSTS = 18  # DCGM bench racks: 18 compute trays of 4 GPUs (NVL72), one exporter page each
+REDFISH_PASSWORD_ENV = "AIDC_BENCH_REDFISH_PASSWORD"  # noqa: S105 - the variable's name, not a password
 NOT_STALE = 50  # intervals: a scheduling hiccup on a loaded 2-core box must not emit stale batches mid-count
 
 
@@ -88,6 +96,22 @@ def build_site(tmp: Path) -> Path:
     text = render_site(SiteTemplate(racks=RACKS, base_port=base, opcua_port=opcua, data_dir=str(tmp / "var")))
     doc = tomllib.loads(text)
     doc["site"]["profile_dirs"] = [str(profiles)]
+    http = free_port_block(2)  # the DCGM pages' port, the Redfish service's port
+    redfish = {"username": "bench", "password_env": REDFISH_PASSWORD_ENV}
+    racks = [
+        {"name": f"hb-{i + 1:02d}", "row": "rb", "controller": {
+            "name": f"rack-hb-{i + 1:02d}", "protocol": "dcgm", "profile": "gpu-rack-dcgm",
+            "dcgm": {"urls": [f"http://127.0.0.1:{http}/hb-{i + 1:02d}/n{h:02d}/metrics" for h in range(HTTP_HOSTS)]}}}
+        for i in range(2)
+    ] + [
+        {"name": f"hb-{i + 1:02d}", "row": "rb", "controller": {
+            "name": f"rack-hb-{i + 1:02d}", "protocol": "redfish", "profile": "rack-redfish",
+            "endpoint": f"https://127.0.0.1:{http + 1}", "redfish": redfish}}
+        for i in range(2, 4)
+    ]  # fmt: skip
+    cdu = {"name": "cdu-hb-01", "protocol": "redfish", "profile": "cdu-redfish", "redfish": redfish,
+           "endpoint": f"https://127.0.0.1:{http + 1}", "racks": [r["name"] for r in racks]}  # fmt: skip
+    doc["halls"].append({"name": "hb", "racks": racks, "cdus": [cdu]})
     bench_base = free_port_block(BENCH_DEVICES)
     doc.setdefault("meters", []).extend(
         {
@@ -132,8 +156,9 @@ class Harness:
         opts = EngineOptions(link=link)
         self.engine = Engine(devices, sinks=[self.writer], clock=self.clock, options=opts, data_dir=data_dir)
 
-    async def measure(self, rounds: int) -> Result:
-        """Connect, one untimed warm-up round, then ``rounds`` rounds over every device, sequentially."""
+    async def measure(self, rounds: int, started: Callable[[], None] | None = None) -> Result:
+        """Connect, one untimed warm-up round, then ``rounds`` rounds over every device, sequentially
+        (``started`` is called after the warm-up, just before the timed rounds)."""
         pairs = [(link, dev) for link in self.engine.links for dev in link.devices]
         publish = self.engine.output.publish
         for link in self.engine.links:
@@ -143,6 +168,8 @@ class Harness:
         self.writer._pending.clear()
         health = len(HEALTH_FIELDS)
         values = 0
+        if started is not None:
+            started()
         t0 = cpu_s()
         for _ in range(rounds):
             for link, dev in pairs:
@@ -188,7 +215,8 @@ def _devices(site: Site, kind: str, profile: str | None = None) -> list[DeviceRe
 
 async def run_ours(site: Site, tmp: Path, rounds: dict[str, int]) -> tuple[dict[str, Result], dict[str, int]]:
     """Our collector over the PDUs, the CDUs and the rack controllers (the bench devices: :func:`run_modbus`)."""
-    groups = {"pdu": _devices(site, "pdu"), "cdu": _devices(site, "cdu"), "rack": _devices(site, "rack")}
+    groups = {"pdu": _devices(site, "pdu"), "cdu": _devices(site, "cdu", "vertiv-xdu-cdu"),
+              "rack": _devices(site, "rack", "gpu-rack-opcua")}  # fmt: skip
     out: dict[str, Result] = {}
     stored: dict[str, int] = {}
     for name, devs in groups.items():
@@ -196,6 +224,36 @@ async def run_ours(site: Site, tmp: Path, rounds: dict[str, int]) -> tuple[dict[
         out[name] = await h.measure(rounds[name])
         stored[name] = await h.store()
     return out, stored
+
+
+async def run_http(site: Site, tmp: Path, rounds: int) -> dict[str, float]:
+    """CPU per GPU (DCGM) and per resource read (Redfish): every poll scrapes its pages or GETs its resources."""
+    out: dict[str, float] = {}
+    for proto in ("dcgm", "redfish"):
+        devs = [d for d in site.devices if d.config.protocol == proto]
+        h = Harness(devs, tmp / f"hist-{proto}")
+        for link in h.engine.links:
+            if isinstance(link, DcgmLink):
+                link.fresh_s = 0.0  # no page shared between polls: each poll is a scrape
+        links = h.engine.links
+        before: list[int] = []
+        res = await h.measure(rounds, started=functools.partial(lambda b, ls: b.append(_http_reads(ls)), before, links))
+        reads = _http_reads(links) - before[0]
+        if proto == "dcgm":
+            gpus = sum(len(lk.rt[d.name].known) for lk in h.engine.links if isinstance(lk, DcgmLink)
+                       for d in lk.devices)  # fmt: skip
+            out["dcgm_us_per_gpu"] = res.us_per_poll * res.polls / max(1, rounds * gpus)
+            out["dcgm_pages"] = reads
+        else:
+            out["redfish_us_per_resource"] = res.us_per_poll * res.polls / max(1, reads)
+            out["redfish_resources"] = reads
+        await h.store()
+    return out
+
+
+def _http_reads(links: Sequence[object]) -> int:
+    """Pages scraped plus resources read by the links so far."""
+    return sum(getattr(lk, "scrapes", 0) + getattr(lk, "gets", 0) for lk in links)
 
 
 def _median(results: Sequence[Result]) -> Result:
@@ -236,7 +294,7 @@ async def run_modbus(
 
 def opcua_groups(site: Site) -> tuple[str, int, list[list[str]]]:
     """Endpoint, read split and per-device node ids of the rack controllers, as our link plans them."""
-    racks = _devices(site, "rack")
+    racks = _devices(site, "rack", "gpu-rack-opcua")
     link = OpcUaLink("peer", racks, clock=ScaledClock.starting_now(), emit=lambda b: None, options=LinkOptions())
     groups = [list(link.rt[d.name].plan.node_ids) for d in racks]
     own = min((d.profile.workarounds.max_nodes_per_read or 0) for d in racks) or max(map(len, groups))
@@ -291,6 +349,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
     """Run everything against one simulator process and print the report."""
     paths = [str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    os.environ.setdefault(REDFISH_PASSWORD_ENV, "bench-only-password")  # the simulator and the collector share it
     with tempfile.TemporaryDirectory(prefix="aidc-bench-collect-") as tmp_name:
         tmp = Path(tmp_name)
         path = build_site(tmp)
@@ -302,6 +361,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
             bench_devs = _devices(site, "meter", _peers.BENCH_PROFILE)
             mb, peer, stored_bench = await run_modbus(bench_devs, tmp, args.modbus_rounds, peer_bin)
             ours, stored = await run_ours(site, tmp, rounds)
+            http = await run_http(site, tmp, args.http_rounds)
             ours.update(mb)
             stored = {"bench": stored_bench, **stored}
             opcua_peer: float | None = None
@@ -340,6 +400,10 @@ async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
         print(f"libmodbus peer not run: {peer_why}")
     if opcua_peer is None:
         print(f"node-opcua peer not run: {node_why}")
+    print(f"{'DCGM rack (18 exporter pages, 72 GPUs), ours, per GPU':<60} {http['dcgm_pages']:>7} "
+          f"{'':>9} {'':>9} {http['dcgm_us_per_gpu']:>9.3f}")
+    print(f"{'Redfish chassis + CoolingUnit (HTTPS session), ours, per GET':<60} {http['redfish_resources']:>7} "
+          f"{'':>9} {'':>9} {http['redfish_us_per_resource']:>9.3f}")  # fmt: skip
     print(f"stored in DuckDB after the timed loops (incl. warm-up and health fields): {stored}")
     print(
         "Modbus, what each side includes. Ours: request framing, the asyncio event loop, reply checks, the "
@@ -382,6 +446,8 @@ async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
         "cdu_us_per_poll": round(ours["cdu"].us_per_poll, 2),
         "hall_1000_mix_cores": round(mix_cores, 4),
         "hall_1000_cores": round(cores, 4),
+        "dcgm_us_per_gpu": round(http["dcgm_us_per_gpu"], 3),
+        "redfish_us_per_resource": round(http["redfish_us_per_resource"], 2),
     }
 
 
@@ -390,6 +456,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--modbus-rounds", type=int, default=400, help="rounds over the 8 bench devices (default 400)")
     p.add_argument("--opcua-rounds", type=int, default=100, help="rounds over the 8 rack controllers (default 100)")
+    p.add_argument("--http-rounds", type=int, default=50, help="rounds over the DCGM racks and Redfish devices")
     p.add_argument("--loop", choices=("auto", "asyncio"), default="auto",
                    help="event loop: auto = what the app runs on (uvloop when installed), or plain asyncio")
     args = p.parse_args()

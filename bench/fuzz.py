@@ -15,6 +15,10 @@ PDU2-MIB profile with a random mix of valid responses, garbage datagrams, trunca
 values of the wrong type (OCTET STRING, NULL, IpAddress, OID, TimeTicks), noSuchInstance / noSuchObject /
 endOfMibView, error statuses, renamed, missing or extra varbinds, GETBULK walks that go backwards, duplicate and
 slow replies and silence. One clean agent gives the truth.
+DCGM and Redfish (bench/fuzz_http.py): hostile HTTP peers serve dcgm-exporter pages and Redfish resources with
+HTTP-level damage (garbage, error statuses, short bodies, closes, late or no replies) and damaged bodies (garbage
+text, cut-off pages and JSON, wrong types, NaN / inf / huge numbers, missing and duplicated samples, bad labels,
+deep nesting); a clean peer of each gives the truth.
 
 Configs: mutated site documents (keys deleted, values replaced by zeros, negatives, huge, NaN, strings, lists,
 nested tables) and mutated profile files (the same, plus byte-level damage to the TOML text) go through the
@@ -562,6 +566,14 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
         opc = HostileOpcUa(rng, dev, workdir / "pki")
         await opc.start()
         devices.append(dev)
+    http: list[Any] = []
+    if args.http_replies > 0:
+        from bench.fuzz_http import PASSWORD_ENV, http_peers
+
+        os.environ.setdefault(PASSWORD_ENV, "fuzz-password")
+        http, http_devices, http_clean = await http_peers(rng, args.hostile_per_profile)
+        devices += http_devices
+        clean_of.update(http_clean)
     batches: list[Batch] = []
     engine = Engine(devices, sinks=[batches.append], clock=ScaledClock.starting_now(),
                     options=EngineOptions(link=LinkOptions(min_interval_s=0.005, backoff_initial_s=0.005,
@@ -582,6 +594,8 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
             expected[d.name] = {str(s) for s, pt in zip(plan.series, plan.points, strict=True) if not pt.array}
         elif d.config.protocol == "snmp":
             expected[d.name] = set(map(str, series_ids(d, d.profile.points)))
+        elif d.config.protocol in ("dcgm", "redfish"):  # every rack figure / resource point in every poll
+            expected[d.name] = set(map(str, series_ids(d, [p for p in d.profile.points if not p.array])))
     profile_of = {d.name: d.profile.name for d in devices}
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
@@ -596,6 +610,8 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
             "opcua_values": opc.values if opc else 0,
             "snmp_replies": snmp.replies,
             "snmp_kinds": dict(snmp.kinds),
+            "http_replies": sum(h.replies for h in http),
+            "http_kinds": {k: sum(h.kinds.get(k, 0) for h in http) for k in sorted({k for h in http for k in h.kinds})},
             "wall_s": time.perf_counter() - t0,
             "kinds": dict(farm.kinds),
             "unexpected": sum(link.unexpected_errors for link in engine.links),
@@ -618,6 +634,7 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
             farm.replies < args.modbus_replies
             or (opc is not None and opc.values < args.opcua_values)
             or snmp.replies < args.snmp_replies
+            or sum(h.replies for h in http) < args.http_replies
         ):
             await asyncio.sleep(0.25)
             if task.done():
@@ -630,7 +647,8 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
                 report.cut.append(
                     f"protocols stopped at the deadline ({farm.replies} of {args.modbus_replies} "
                     f"Modbus replies, {opc.values if opc else 0} of {args.opcua_values} OPC-UA values, "
-                    f"{snmp.replies} of {args.snmp_replies} SNMP replies)"
+                    f"{snmp.replies} of {args.snmp_replies} SNMP replies, "
+                    f"{sum(h.replies for h in http)} of {args.http_replies} DCGM/Redfish replies)"
                 )
                 break
     finally:
@@ -638,6 +656,8 @@ async def run_protocols(args: argparse.Namespace, rng: random.Random, workdir: P
         await engine.stop()
         farm.close()
         snmp.close()
+        for h in http:
+            h.close()
         if opc is not None:
             await opc.stop()
     _check_batches(batches, expected, clean_of, profile_of, tally, trace)
@@ -784,7 +804,8 @@ class Report:
             if self._printed:
                 return 1
             self._printed = True
-        proto = {"modbus_replies": 0, "opcua_values": 0, "snmp_replies": 0, "snmp_kinds": {}, "wall_s": 0.0,
+        proto = {"modbus_replies": 0, "opcua_values": 0, "snmp_replies": 0, "snmp_kinds": {}, "http_replies": 0,
+                 "http_kinds": {}, "wall_s": 0.0,
                  "kinds": {}, "unexpected": 0,
                  "restarts": 0, "loop_errors": 0, "loop_error_sample": "", "engine_stops": 0, "missing": 0,
                  "wrong": 0, "dropped": 0, "samples": 0, "polls": 0, "resyncs": 0, **self.proto}  # fmt: skip
@@ -802,6 +823,7 @@ class Report:
         )
         print(f"opcua: {proto['opcua_values']} hostile values")
         print(f"snmp: {proto['snmp_replies']} hostile/clean responses; mix {json.dumps(proto['snmp_kinds'])}")
+        print(f"dcgm/redfish: {proto['http_replies']} hostile/clean replies; mix {json.dumps(proto['http_kinds'])}")
         print(
             f"configs: {cfg['configs']} mutated site files and profiles in {cfg['wall_s']:.1f} s: "
             f"{cfg['loaded']} loaded, {cfg['refused']} refused with one line"
@@ -827,7 +849,7 @@ class Report:
             print(f"CUT SHORT after {wall:.0f} s: " + "; ".join(self.cut) + " (figures cover what was measured)")
         print(json.dumps({
             "modbus_replies": proto["modbus_replies"], "opcua_values": proto["opcua_values"],
-            "snmp_replies": proto["snmp_replies"], "configs": cfg["configs"],
+            "snmp_replies": proto["snmp_replies"], "http_replies": proto["http_replies"], "configs": cfg["configs"],
             "tracebacks": tracebacks, "engine_stops": proto["engine_stops"], "points_lost": lost,
             "wrong_good_values": proto["wrong"], "missing_points": proto["missing"], "lost_by_kind": by_kind,
             "wall_s": round(wall, 1), "cut_short": bool(self.cut),
@@ -850,6 +872,7 @@ def main() -> int:
     p.add_argument("--modbus-replies", type=int, default=100_000)
     p.add_argument("--opcua-values", type=int, default=20_000)
     p.add_argument("--snmp-replies", type=int, default=20_000)
+    p.add_argument("--http-replies", type=int, default=20_000, help="DCGM and Redfish replies (bench/fuzz_http.py)")
     p.add_argument("--configs", type=int, default=10_000)
     p.add_argument("--hostile-per-profile", type=int, default=3)
     p.add_argument("--max-seconds", type=float, default=900.0, help="cap on the protocol phase")

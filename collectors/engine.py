@@ -31,11 +31,13 @@ from aidc.errors import ConfigError
 from aidc.live import LiveState
 from aidc.model import Batch, SeriesKey
 from aidc.roles import Role
+from collectors.dcgm import DcgmLink, dcgm_key
 from collectors.link import DeviceHealth, Link, LinkOptions
 from collectors.modbus_link import ModbusLink
 from collectors.opcua import OpcUaLink, SubscriptionOptions
 from collectors.output import Output, Sink
 from collectors.quality import BAD
+from collectors.redfish import RedfishLink, redfish_key
 from collectors.snmp import SnmpLink
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,10 @@ def link_key(dev: DeviceRef) -> str:
         return f"modbus://{c.host}:{c.port}"
     if c.protocol == "snmp":
         return f"snmp://{c.host}:{c.port}"
+    if c.protocol == "dcgm":
+        return dcgm_key(dev)
+    if c.protocol == "redfish":
+        return redfish_key(dev)
     return f"{c.endpoint}#{c.security.model_dump_json()}"
 
 
@@ -102,6 +108,10 @@ class Engine:
                 self.links.append(ModbusLink(key, devs, clock=self.clock, emit=self._emit, options=self.options.link))
             elif devs[0].config.protocol == "snmp":
                 self.links.append(SnmpLink(key, devs, clock=self.clock, emit=self._emit, options=self.options.link))
+            elif devs[0].config.protocol in ("dcgm", "redfish"):
+                kind = DcgmLink if devs[0].config.protocol == "dcgm" else RedfishLink
+                opts = self.options.link
+                self.links.append(kind(key, devs, clock=self.clock, emit=self._emit, options=opts, pki_dir=pki))
             else:
                 self.links.append(
                     OpcUaLink(

@@ -25,6 +25,7 @@ from aidc.profiles import Point
 from collectors.engine import Engine
 from collectors.modbus_link import DeviceWriteError, ModbusLink
 from collectors.opcua import OpcUaLink
+from collectors.redfish import RedfishLink
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ class SetpointWriter:
         self.audit_path = audit_dir / "writes.jsonl"
         audit_dir.mkdir(parents=True, exist_ok=True)
 
-    def _link(self, device: str) -> ModbusLink | OpcUaLink:
+    def _link(self, device: str) -> ModbusLink | OpcUaLink | RedfishLink:
         link = self.engine.link(device)
-        assert isinstance(link, ModbusLink | OpcUaLink)
+        assert isinstance(link, ModbusLink | OpcUaLink | RedfishLink)
         return link
 
     async def write(self, actor: Actor, device: str, point: str, value: float, why: str) -> WriteResult:

@@ -622,7 +622,7 @@ class DashboardData:
                 {
                     "device": dev.name,
                     "kind": dev.kind,
-                    "endpoint": _endpoint(dev),
+                    "endpoint": dev.config.address,
                     "up": "up" if f("up") == 1 else "down",
                     "latency_ms": f("latency_ms"),
                     "errors_total": f("errors_total"),
@@ -689,8 +689,3 @@ def _measurement_field(sid: str) -> tuple[str, str]:
 def _plant_sid(plant: DeviceRef, role: Role) -> str | None:
     p = _point(plant, role)
     return None if p is None else _sid(plant, p)
-
-
-def _endpoint(dev: DeviceRef) -> str:
-    c = dev.config
-    return f"modbus://{c.host}:{c.port} unit {c.unit_id}" if c.protocol == "modbus" else str(c.endpoint)

@@ -27,6 +27,7 @@ from aidc.config import DeviceRef, Site
 from aidc.errors import AidcError, ConfigError
 from simulators.control_api import ControlApi
 from simulators.faults import FaultBook
+from simulators.http_devices import HTTP_PROTOCOLS, HttpSim, http_sims
 from simulators.interface import FacilityPhysics
 from simulators.modbus_server import ModbusPort
 from simulators.opcua_server import OpcUaEndpoint
@@ -66,6 +67,8 @@ def plan_listeners(site: Site) -> tuple[dict[int, list[DeviceRef]], dict[str, li
         if dev.config.protocol == "modbus":
             assert dev.config.port is not None
             ports[dev.config.port].append(dev)
+        elif dev.config.protocol in HTTP_PROTOCOLS:
+            continue  # served by simulators.http_devices
         elif dev.config.protocol == "opcua":
             assert dev.config.endpoint is not None
             endpoints[dev.config.endpoint].append(dev)
@@ -101,14 +104,18 @@ class SimulatedFacility:
             self.endpoints = {url: OpcUaEndpoint(url, devs, physics, self.faults, pki)
                               for url, devs in endpoint_plan.items()}
             self.agents = plan_agents(list(site.devices), self.bind, physics, self.faults)
+            taken = {*self.ports, sim.control_port, *(ep.port for ep in self.endpoints.values())}
+            self.http = http_sims(site, physics, self.faults, pki, taken=taken)
         except ConfigError as exc:
             raise ConfigError(f"{site.path or '<site>'}: {exc}") from None
-        self._device_port: dict[str, ModbusPort | OpcUaEndpoint | SnmpAgent] = {}
+        self._device_port: dict[str, ModbusPort | OpcUaEndpoint | SnmpAgent | HttpSim] = {}
         for mp in self.ports.values():
             self._device_port.update({d.name: mp for d in mp.devices.values()})
         for ep in self.endpoints.values():
             self._device_port.update({d.name: ep for d in ep.devices})
         self._device_port.update({a.device.name: a for a in self.agents.values()})
+        for hs in self.http:
+            self._device_port.update({d.name: hs for d in hs.devices})
         self.clock = ScaledClock.starting_now(physics.t_ns, self.speed)
         self.paused = False
         self.ready = asyncio.Event()
@@ -123,8 +130,8 @@ class SimulatedFacility:
     def _restart_device(self, device: str, seconds: float) -> None:
         self._device_port[device].restart(seconds)
 
-    def listener_of(self, device: str) -> ModbusPort | OpcUaEndpoint | SnmpAgent:
-        """The Modbus port or OPC-UA endpoint serving a device."""
+    def listener_of(self, device: str) -> ModbusPort | OpcUaEndpoint | SnmpAgent | HttpSim:
+        """The Modbus port, OPC-UA endpoint, SNMP agent or HTTP listener (DCGM, Redfish) serving a device."""
         return self._device_port[device]
 
     async def start(self) -> None:
@@ -148,6 +155,11 @@ class SimulatedFacility:
             except OSError as exc:
                 raise AidcError(f"{exc} for {', '.join(d.name for d in ep.devices)}") from None
             await ep.refresh()
+        for hs in self.http:
+            try:
+                await hs.start()
+            except OSError as exc:
+                raise AidcError(f"{exc} for {', '.join(d.name for d in hs.devices)}") from None
         self.clock = ScaledClock.starting_now(self.physics.t_ns, self.speed)
         self.clock.save(self.clock_path)
         self.ready.set()
@@ -162,6 +174,8 @@ class SimulatedFacility:
         for ep in self.endpoints.values():
             with contextlib.suppress(Exception):  # a half-started server must not block the others' shutdown
                 await ep.stop()
+        for hs in self.http:
+            await hs.stop()
         await self.api.stop()
 
     def request_stop(self) -> None:
@@ -185,6 +199,8 @@ class SimulatedFacility:
             agent.refresh()
         for ep in self.endpoints.values():
             await ep.refresh()
+        for hs in self.http:
+            hs.refresh()
         return steps
 
     async def run(self) -> None:
@@ -228,7 +244,7 @@ def listen_address(dev: DeviceRef, bind: str) -> str:
         return f"modbus://{bind}:{dev.config.port} unit {dev.config.unit_id}"
     if dev.config.protocol == "snmp":
         return f"snmp://{bind}:{dev.config.port}"
-    return str(dev.config.endpoint)
+    return dev.config.address if dev.config.protocol in HTTP_PROTOCOLS else str(dev.config.endpoint)
 
 
 async def serve(site: Site, physics: FacilityPhysics, *, speed: float | None = None,

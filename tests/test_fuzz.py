@@ -15,11 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.timeout(180)
 def test_bounded_fuzz_campaign_has_no_tracebacks_stops_or_lost_points() -> None:
-    """A few seconds of hostile Modbus replies, hostile OPC-UA values, hostile SNMP responses and mutated site files /
-    profiles: no traceback, no engine stop, no point lost or published with a value the device never served."""
+    """A few seconds of hostile Modbus replies, OPC-UA values, SNMP responses, DCGM pages and Redfish resources and
+    mutated site files / profiles: no traceback, no engine stop, no point lost or published with a value the device
+    never served."""
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "fuzz.py"), "--modbus-replies", "3000", "--opcua-values", "400",
-         "--snmp-replies", "300", "--configs", "400", "--hostile-per-profile", "2", "--max-seconds", "60", "--seed", "7"],
+         "--snmp-replies", "300", "--http-replies", "800", "--configs", "400", "--hostile-per-profile", "2",
+         "--max-seconds", "60", "--seed", "7"],
         capture_output=True, text=True, timeout=170, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False,
     )  # fmt: skip
     assert proc.stdout.strip(), proc.stderr[-3000:]
@@ -27,6 +29,7 @@ def test_bounded_fuzz_campaign_has_no_tracebacks_stops_or_lost_points() -> None:
     assert figures["modbus_replies"] >= 3000, proc.stdout
     assert figures["opcua_values"] >= 400, proc.stdout
     assert figures["snmp_replies"] >= 300, proc.stdout
+    assert figures["http_replies"] >= 800, proc.stdout
     assert figures["configs"] == 400
     assert (figures["tracebacks"], figures["engine_stops"], figures["points_lost"]) == (0, 0, 0), proc.stdout
     assert (figures["lost_by_kind"], figures["cut_short"]) == ({}, False), proc.stdout
@@ -39,7 +42,7 @@ def test_fuzz_campaign_stops_at_its_deadline_and_says_so() -> None:
     short (it failed its purpose, so the exit status is 1)."""
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "fuzz.py"), "--modbus-replies", "1000000000", "--opcua-values", "0",
-         "--configs", "1000000000", "--hostile-per-profile", "1", "--deadline-s", "20", "--seed", "3"],
+         "--http-replies", "0", "--configs", "1000000000", "--hostile-per-profile", "1", "--deadline-s", "20", "--seed", "3"],
         capture_output=True, text=True, timeout=170, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False,
     )  # fmt: skip
     assert proc.stdout.strip(), proc.stderr[-3000:]
