@@ -68,7 +68,8 @@ def _announce(fac: SimulatedFacility) -> None:
         print(f"{d.name:<24} {d.kind:<6} {d.profile.name:<18} {listen_address(d, fac.bind)}")
     sim = fac.site.config.simulation
     print(f"simulating {fac.site.name}: {len(fac.site.devices)} devices on {len(fac.ports)} Modbus ports and "
-          f"{len(fac.endpoints)} OPC-UA servers" + (f", {len(fac.agents)} SNMP agents" if fac.agents else "") + "; "
+          f"{len(fac.endpoints)} OPC-UA servers" + (f", {len(fac.agents)} SNMP agents" if fac.agents else "")
+          + (f", {len(fac.http)} HTTP listeners (DCGM exporter pages, Redfish)" if fac.http else "") + "; "
           f"speed {fac.speed:g}x, tick {fac.tick_s:g} s; "
           f"control API http://{control_host(fac.bind)}:{sim.control_port}; clock {fac.clock_path}; Ctrl-C stops",
           flush=True)

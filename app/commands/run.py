@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
 import sys
 import time
@@ -342,6 +344,22 @@ def demo_site(config: Path | None, racks: int) -> Path:
     return path
 
 
+def demo_secrets(site: Site) -> list[str]:
+    """Demo only: a random value for every device secret the site names (SNMP keys and community, Redfish
+    password) whose environment variable is unset, so the simulator and the collectors agree; the names set."""
+    names: set[str] = set()
+    for dev in site.devices:
+        c = dev.config
+        if c.snmp is not None:
+            names |= {n for n in (c.snmp.community_env, c.snmp.auth_key_env, c.snmp.priv_key_env) if n}
+        if c.protocol == "redfish" and c.redfish.password_env:
+            names.add(c.redfish.password_env)
+    missing = sorted(n for n in names if not os.environ.get(n))
+    for name in missing:
+        os.environ[name] = secrets.token_urlsafe(18)  # the simulator child inherits the environment
+    return missing
+
+
 def listening_lines(site: Site) -> list[str]:
     """Where every device listens, grouped by endpoint so gateways and shared servers read clearly."""
     by_endpoint: dict[str, list[str]] = defaultdict(list)
@@ -368,6 +386,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     path = demo_site(args.config, args.racks)
     site = load_site(path)
     _say(f"aidc demo: site {site.name} from {path} ({sum(1 for _ in site.racks())} racks, {len(site.devices)} devices)")
+    for name in demo_secrets(site):
+        _say(f"demo: {name} is not set; generated one for this run (the simulator and the collectors share it)")
     _sigterm_as_interrupt()  # SIGTERM as Ctrl-C: the simulator child is stopped in the finally below
     _say("[1/4] starting the simulated facility (its own process) ...")
     # The simulated devices must outlive the manager while it shuts down (collectors close their sessions, the

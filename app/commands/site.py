@@ -12,7 +12,7 @@ from typing import Any
 
 from aidc.config import Site, load_site
 from aidc.errors import ConfigError
-from aidc.sitegen import SiteTemplate, climate_location, render_site
+from aidc.sitegen import MIX_SECRETS, SiteTemplate, climate_location, render_site
 from app.cli import COMMAND_MODULES
 
 
@@ -25,6 +25,8 @@ def register(sub: Any) -> None:
     p.add_argument("--base-port", type=int, default=15000, help="first Modbus TCP port (default 15000)")
     p.add_argument("--opcua-port", type=int, default=4840, help="first OPC-UA port (default 4840)")
     p.add_argument("--data-dir", default=None, help="data directory written into the file (default var/NAME)")
+    p.add_argument("--mix", action="store_true", help="mix vendors and sources: Modbus and SNMPv3 PDUs, OPC-UA, "
+                   "DCGM and Redfish GPU telemetry, a Redfish CDU; every port from --base-port")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
     p.set_defaults(func=cmd_init)
 
@@ -37,7 +39,7 @@ def register(sub: Any) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     """Write the site file."""
     t = SiteTemplate(racks=args.racks, name=args.name, base_port=args.base_port, opcua_port=args.opcua_port,
-                     data_dir=args.data_dir or f"var/{args.name}", tenants=True)
+                     data_dir=args.data_dir or f"var/{args.name}", tenants=True, mix=args.mix)
     if not 1024 <= args.base_port <= 65000:
         raise ConfigError(f"--base-port {args.base_port}: choose a port between 1024 and 65000")
     if args.climate is not None:
@@ -57,6 +59,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         args.output.write_text(text, encoding="utf-8")
         load_site(args.output)  # what we write must load
         print(f"wrote {args.output} ({args.racks} racks)", file=sys.stderr)
+    if args.mix:
+        print("the site reads its secrets from the environment; set them before `aidc simulate` and `aidc run`:",
+              file=sys.stderr)
+        for name, what in MIX_SECRETS.items():
+            print(f"  export {name}=...   # {what} (8+ characters)", file=sys.stderr)
     return 0
 
 
