@@ -35,6 +35,10 @@ class _DeviceRuntime:
     # shared by every such batch of the device: only the values and timestamps are new arrays per poll.
     series: np.ndarray
     good: npt.NDArray[np.uint8]
+    n: int = 0  # points of the plan
+
+    def __post_init__(self) -> None:
+        self.n = len(self.plan.points)
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -102,28 +106,32 @@ class ModbusLink(Link):
         t0 = time.perf_counter()
         failures: list[tuple[tuple[int, ...], str]] = []
         timed_out = False
+        read, registers = self.client.read, rt.registers
         for req in rt.plan.requests:
             if timed_out:  # the device is not answering: do not wait out every request of the poll
                 failures.append((req.points, "timeout"))
                 continue
             try:
-                reply = await self.client.read(req, timeout)
+                reply = await read(req, timeout)
             except RequestTimeout as exc:
                 timed_out = True
                 failures.append((req.points, str(exc)))
                 continue
             if isinstance(reply, ExceptionReply):
                 failures.append((req.points, f"{reply.reason} reading {req.table} {req.address} x{req.count}"))
-            elif req.is_bits:
+            elif req.bit_table:
                 rt.bits[req.first : req.first + req.count] = unpack_bits(reply, req.count)
             else:
-                rt.registers[2 * req.first : 2 * (req.first + req.count)] = memoryview(reply)
+                registers[req.span_lo : req.span_hi] = memoryview(reply)
         latency = time.perf_counter() - t0
-        n = len(rt.plan.points)
+        n = rt.n
         column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
         eng = column[:n]
-        raw = rt.decoder.decode_into(rt.registers, rt.bits, eng)
-        values, quality, reasons = rt.tracker.assess(raw, eng, failures)
+        raw = rt.decoder.decode_into(registers, rt.bits, eng)
+        if failures:
+            values, quality, reasons = rt.tracker.assess(raw, eng, failures)
+        else:
+            values, quality, reasons = rt.tracker.assess_clean(raw, eng)
         if timed_out and len(failures) == len(rt.plan.requests):
             health.consecutive_timeouts += 1
             health.failure(f"no reply (timeout after {timeout:g}s)")
