@@ -89,8 +89,6 @@ class RegisterDecoder:
         self._reg_points = np.array(reg_points, dtype=np.intp)
         self._all_registers = reg_points == list(range(self.n))  # the usual plan: no bit points to place
         self._raw = np.zeros(self.n, dtype=np.float64)  # scratch for :meth:`decode_into`, reused every poll
-        self._gathered = np.zeros(len(gather), dtype=np.uint8)  # the poll's bytes in big-endian point order
-        self._runs = _typed_runs(self._gathered, self._raw, reg_points, codes)
         self._flag_points = np.array(reg_bits[0], dtype=np.intp)
         self._flag_regs = np.array(reg_bits[1], dtype=np.intp)
         bits = np.array(reg_bits[2], dtype=np.int64)
@@ -98,33 +96,34 @@ class RegisterDecoder:
         self._coil_points = np.array(coil[0], dtype=np.intp)
         self._coil_offsets = np.array(coil[1], dtype=np.intp)
 
-    def _raw_into(self, registers: U8, bits: npt.NDArray[np.bool_]) -> None:
-        """Raw values of every point into the reused buffer ``self._raw``."""
-        out = self._raw
-        if self._runs is not None:
-            # One byte gather, then one cast per run of same-typed points straight from typed views of the
-            # gathered bytes into the raw buffer (no Python number per point; see :func:`_typed_runs`).
-            self._gathered[:] = registers[self._gather]
-            for dst, src in self._runs:
-                np.copyto(dst, src)
-        elif len(self._reg_points):
-            values = self._struct.unpack(registers[self._gather].tobytes())
-            if self._all_registers:
-                out[:] = values
-                return
-            out[self._reg_points] = values
+    def _raw_into(self, registers: U8, bits: npt.NDArray[np.bool_], out: F64) -> None:
+        values = self._struct.unpack(registers[self._gather].tobytes())
         if self._all_registers:
+            out[:] = values
             return
+        if len(self._reg_points):
+            out[self._reg_points] = values
         if len(self._flag_points):
             regs = registers.view(">u2")[self._flag_regs]
             out[self._flag_points] = (regs & self._flag_mask) != 0
         if len(self._coil_points):
             out[self._coil_points] = bits[self._coil_offsets]
 
+    @property
+    def registers_only(self) -> bool:
+        """Whether every point is a register value (no flags or coils): :meth:`unpack` then decodes them all."""
+        return self._all_registers
+
+    def unpack(self, registers: U8) -> tuple[float | int, ...]:
+        """Raw values of every point in plan order as Python numbers (only for :attr:`registers_only` plans):
+        one byte gather and one ``struct`` unpack, for the caller to put in its own array with other values."""
+        return self._struct.unpack(registers[self._gather].tobytes())
+
     def raw(self, registers: U8, bits: npt.NDArray[np.bool_]) -> F64:
-        """Raw (unscaled) values of every point from the register byte buffer and the bit buffer (a new array)."""
-        self._raw_into(registers, bits)
-        return self._raw.copy()
+        """Raw (unscaled) values of every point from the register byte buffer and the bit buffer."""
+        out = np.empty(self.n, dtype=np.float64)
+        self._raw_into(registers, bits, out)
+        return out
 
     def decode(self, registers: U8, bits: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
         """Raw values and engineering values (``scale * raw + offset``), both new arrays."""
@@ -138,7 +137,7 @@ class RegisterDecoder:
     def decode_into(self, registers: U8, bits: npt.NDArray[np.bool_], out: F64) -> F64:
         """Engineering values into ``out`` (the poll's batch column); the raw values, in a buffer reused per poll."""
         raw = self._raw
-        self._raw_into(registers, bits)
+        self._raw_into(registers, bits, raw)
         if self._unit:
             out[:] = raw
         else:
@@ -146,32 +145,6 @@ class RegisterDecoder:
             if not self._no_offset:
                 out += self.offset
         return raw
-
-
-MAX_TYPED_RUNS = 12  # more runs of same-typed points than this: one struct unpack of every point is cheaper
-
-
-def _typed_runs(gathered: U8, raw: F64, reg_points: list[int], codes: list[str]) -> list[tuple[F64, np.ndarray]] | None:
-    """(raw slice, typed view of the gathered bytes) per run of consecutive register points of one type.
-
-    The gathered buffer holds each register point's bytes big-endian in plan order, so a run of points of one
-    type that are also consecutive in the plan is one big-endian array in it: a view of that type, made once, is
-    cast into the run's slice of ``raw`` with one ``copyto`` per poll. None when the plan breaks into more than
-    :data:`MAX_TYPED_RUNS` runs (or has none), where the struct path is cheaper.
-    """
-    runs: list[tuple[F64, np.ndarray]] = []
-    pos = k = 0
-    while k < len(reg_points):
-        start, code = k, codes[k]
-        while k + 1 < len(reg_points) and codes[k + 1] == code and reg_points[k + 1] == reg_points[k] + 1:
-            k += 1
-        k += 1
-        dt = np.dtype(">" + code)
-        assert dt.itemsize == struct.calcsize(">" + code)  # numpy's and struct's sizes agree for pymodbus's codes
-        size = dt.itemsize * (k - start)
-        runs.append((raw[reg_points[start] : reg_points[start] + k - start], gathered[pos : pos + size].view(dt)))
-        pos += size
-    return runs if 0 < len(runs) <= MAX_TYPED_RUNS else None
 
 
 def unpack_bits(payload: bytes, count: int) -> npt.NDArray[np.bool_]:

@@ -311,7 +311,10 @@ class ModbusTcpClient:
             except RequestTimeout:
                 raise RequestTimeout(f"timeout after {timeout_s:g}s") from None
         finally:
-            self._release()
+            if self._waiters:
+                self._release()
+            else:
+                self._busy = False
         if len(reply) == req.reply_len and reply[1] == req.function_code and reply[2] == req.payload:
             if reply[0] == req.unit_id or req.unit_id == 0:
                 return reply[3:]

@@ -35,10 +35,22 @@ class _DeviceRuntime:
     # shared by every such batch of the device: only the values and timestamps are new arrays per poll.
     series: np.ndarray
     good: npt.NDArray[np.uint8]
+    # The hot path of a clean poll of a plan of register values only and no sentinels (see :meth:`ModbusLink.poll`):
+    # the batch column (points, then health) is built in one call from the unpacked raw values and the health
+    # fields, then scaled and offset as a whole (1 and 0 for the health fields; None where nothing to do).
+    fused: bool = False
+    scale_col: npt.NDArray[np.float64] | None = None
+    offset_col: npt.NDArray[np.float64] | None = None
     n: int = 0  # points of the plan
 
     def __post_init__(self) -> None:
         self.n = len(self.plan.points)
+        self.fused = self.decoder.registers_only and not len(self.tracker.sentinels)
+        health = len(HEALTH_FIELDS)
+        if not np.all(self.decoder.scale == 1.0):
+            self.scale_col = _shared(np.concatenate((self.decoder.scale, np.ones(health))))
+        if not np.all(self.decoder.offset == 0.0):
+            self.offset_col = _shared(np.concatenate((self.decoder.offset, np.zeros(health))))
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -125,27 +137,43 @@ class ModbusLink(Link):
                 registers[req.span_lo : req.span_hi] = memoryview(reply)
         latency = time.perf_counter() - t0
         n = rt.n
-        column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
-        eng = column[:n]
-        raw = rt.decoder.decode_into(registers, rt.bits, eng)
-        if failures:
+        if rt.fused and not failures:
+            # The usual poll: the raw values and the health fields into the batch's column in one call, scaled as
+            # a whole, the quality checks on its points' part, and no per-poll raw array.
+            health.success(ts, latency)
+            column = np.array((*rt.decoder.unpack(registers), *health.values()), dtype=np.float64)
+            if rt.scale_col is not None:
+                np.multiply(column, rt.scale_col, out=column)
+            if rt.offset_col is not None:
+                np.add(column, rt.offset_col, out=column)
+            eng = column[:n]
+            if rt.tracker.clean(eng):
+                ts_col = np.empty(len(column), dtype=np.int64)
+                ts_col.fill(ts)
+                return Batch(rt.series, ts_col, column, rt.good)
+            # Some sample needs a closer look (nothing was changed by clean()): every check, with reasons.
+            raw = rt.decoder.decode_into(registers, rt.bits, eng)
+            values, quality, reasons = rt.tracker.assess(raw, eng)
+        else:
+            column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
+            eng = column[:n]
+            raw = rt.decoder.decode_into(registers, rt.bits, eng)
             values, quality, reasons = rt.tracker.assess(raw, eng, failures)
-        else:
-            values, quality, reasons = rt.tracker.assess_clean(raw, eng)
-        if timed_out and len(failures) == len(rt.plan.requests):
-            health.consecutive_timeouts += 1
-            health.failure(f"no reply (timeout after {timeout:g}s)")
-            if health.consecutive_timeouts >= self.options.timeouts_before_reconnect and all(
-                self.health[d.name].consecutive_timeouts >= self.options.timeouts_before_reconnect for d in self.devices
-            ):
-                self.emit(self._batch(rt, ts, values, quality, reasons, health))
-                raise TransportError(f"{self.client.address}: no reply for {health.consecutive_timeouts} polls")
-        else:
-            health.success(ts, latency, failures[0][1] if failures else "")
+            if timed_out and len(failures) == len(rt.plan.requests):
+                health.consecutive_timeouts += 1
+                health.failure(f"no reply (timeout after {timeout:g}s)")
+                opts = self.options
+                if health.consecutive_timeouts >= opts.timeouts_before_reconnect and all(
+                    self.health[d.name].consecutive_timeouts >= opts.timeouts_before_reconnect for d in self.devices
+                ):
+                    self.emit(self._batch(rt, ts, values, quality, reasons, health))
+                    raise TransportError(f"{self.client.address}: no reply for {health.consecutive_timeouts} polls")
+            else:
+                health.success(ts, latency, failures[0][1] if failures else "")
+            column[n:] = health.values()
         if reasons or values is not eng:
             return self._batch(rt, ts, values, quality, reasons, health)
-        # All good (the usual poll): the values were decoded straight into the batch's column.
-        column[n:] = health.values()
+        # All good: the values were decoded straight into the batch's column.
         ts_col = np.empty(len(column), dtype=np.int64)
         ts_col.fill(ts)
         return Batch(rt.series, ts_col, column, rt.good)

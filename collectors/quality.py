@@ -79,32 +79,35 @@ class QualityTracker:
                 return clean
         return self._assess(raw, values, failures)
 
-    def assess_clean(self, raw: F64, values: F64) -> tuple[F64, U8, list[str]]:
-        """:meth:`assess` of a poll whose every read succeeded (the poll's hot path: one call fewer)."""
-        clean = self._assess_clean(raw, values)
-        return clean if clean is not None else self._assess(raw, values, ())
-
     def _assess_clean(self, raw: F64, values: F64) -> tuple[F64, U8, list[str]] | None:
         """The usual poll, every sample good, in a few array operations; None if any check needs a closer look.
 
+        The qualities returned are a shared read-only array of zeros.
+        """
+        if len(self.sentinels) and np.isin(raw, self.sentinels).any():
+            return None
+        return (values, self._good, []) if self.clean(values) else None
+
+    def clean(self, values: F64) -> bool:
+        """Whether every sample of the poll is good, with the state updated as :meth:`assess` would; False (and
+        nothing changed) if any check needs a closer look. Sentinels are not checked here (they need the raw
+        values): a caller with a tracker that has sentinels uses :meth:`assess`.
+
         State changes only when the poll is clean, so :meth:`_assess` then starts from the same state.
         Only the stuck counts of ``must_move`` points are kept up to date here: no other point uses them.
-        The qualities returned are a shared read-only array of zeros.
         """
         # count_nonzero is a direct C call (``ndarray.all`` goes through a Python wrapper); NaN fails both tests.
         n = self.n
         if np.count_nonzero(np.greater_equal(values, self._floor)) != n:
-            return None
+            return False
         if np.count_nonzero(np.less_equal(values, self._hi)) != n:
-            return None
-        if len(self.sentinels) and np.isin(raw, self.sentinels).any():
-            return None
+            return False
         moving = self._moving
         if len(moving):
             moved = values[moving]
             unchanged = np.where(moved != self._last[moving], 0, self._unchanged[moving] + 1)
             if (unchanged >= self.stuck_polls).any():
-                return None
+                return False
             self._unchanged[moving] = unchanged
             self._last[moving] = moved
         if self._has_counters:
@@ -113,7 +116,7 @@ class QualityTracker:
             np.copyto(nxt, values, where=self.counter)
             self._counter_prev, self._counter_spare, self._delta = nxt, prev, None
             np.copyto(self._floor, values, where=self.counter)  # values >= lo was checked: max(lo, value)
-        return values, self._good, []
+        return True
 
     @property
     def counter_delta(self) -> F64:
