@@ -109,13 +109,15 @@ def test_surge_is_held_under_every_feed_and_ups_rating(runs: tuple[dict[str, Any
     assert ups.max() <= UPS_KW, f"UPS {ups.max():.1f} kW over {UPS_KW} kW"
     guard: PowerGuard = out["guard"]
     written = out["writer"].done
-    assert written and all(r.ok for r in written)
+    assert written
+    assert all(r.ok for r in written)
     audited = [w for line in (on / "audit" / "power_guard.jsonl").read_text().splitlines()
                for w in json.loads(line).get("writes", [])]  # fmt: skip
     assert len(audited) == len(written) == guard.counts["writes"]
     assert [(w["device"], w["to_kw"]) for w in audited] == [(r.device, round(r.new / 1e3, 3)) for r in written]
     assert all(r.who == "power-guard" and r.role == "operator" for r in written)
-    assert guard.counts["cuts"] > 0 and guard.counts["restores"] > 0
+    assert guard.counts["cuts"] > 0
+    assert guard.counts["restores"] > 0
 
 
 def test_limits_restored_to_feed_ceilings_after_the_surge(runs: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
@@ -135,7 +137,8 @@ def test_refused_writes_are_counted_and_audited(tmp_path: Path) -> None:
     """An actor without the operator role is refused by the writer: counted, audited, and nothing is written."""
     out = _run(tmp_path, guarded=True, seconds=5, actor=Actor("viewer-x", "viewer"))
     guard: PowerGuard = out["guard"]
-    assert guard.counts["refused"] > 0 and guard.counts["writes"] == 0
+    assert guard.counts["refused"] > 0
+    assert guard.counts["writes"] == 0
     assert out["writer"].done == []
     lines = [json.loads(x) for x in (tmp_path / "audit" / "power_guard.jsonl").read_text().splitlines()]
     assert any("refused" in w for rec in lines for w in rec.get("writes", []))
@@ -152,9 +155,11 @@ def test_budget_cuts_proportionally_and_reports_what_it_cannot_shed() -> None:
     a, b, c = alloc.limits_kw
     assert (110 - a) / (70 - b) == pytest.approx(60 / 20)  # rooms 60 and 20 kW
     assert (110 - a) + (70 - b) == pytest.approx(15.0)
-    assert c == 120.0 and not alloc.short_kw
+    assert c == 120.0
+    assert not alloc.short_kw
     big = allocate(racks, [Level("UPS", 300.0, 400.0, (0, 1, 2))], headroom=0.05, hysteresis=0.03, step_kw=5.0)
-    assert big.limits_kw[:2] == [50.0, 50.0] and big.short_kw["UPS"] == pytest.approx(115.0 - 80.0)
+    assert big.limits_kw[:2] == [50.0, 50.0]
+    assert big.short_kw["UPS"] == pytest.approx(115.0 - 80.0)
 
 
 def test_cappable_rack_without_a_limit_point_is_refused(tmp_path: Path) -> None:
