@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from aidc.clock import SteppedClock
-from aidc.config import Site, site_from_dict
+from aidc.config import Site, load_site, site_from_dict
 from aidc.errors import ConfigError
 from aidc.live import LiveState
 from aidc.sitegen import SiteTemplate, render_site
@@ -170,3 +170,62 @@ def test_cappable_rack_without_a_limit_point_is_refused(tmp_path: Path) -> None:
     bad = site_from_dict(doc, source="site.toml", path=tmp_path / "site.toml")
     with pytest.raises(ConfigError, match=r"rack .*cappable = true but no device of the rack has a writable"):
         PowerGuard(bad, LiveState(), None, SteppedClock(T0))
+
+
+@pytest.mark.asyncio
+async def test_guard_writes_through_the_audited_setpoint_writer_over_opcua(tmp_path: Path) -> None:
+    """In the main job's set-up (engine, SetpointWriter, OPC-UA rack controller over loopback), the guard's first tick
+    sets a cappable rack's limit to its feed's guarded rating: written, read back and audited in writes.jsonl."""
+    from collectors.writer import SetpointWriter
+    from tests.sim_helpers import site_doc, write_site
+    from tests.test_collect_modbus import polls, rig_for
+
+    doc = site_doc(tmp_path, racks=1)
+    rack = doc["halls"][0]["racks"][0]
+    rack["controller"]["profile"] = "gpu-rack-opcua-powerlimit"
+    rack["controller"]["security"] = {"allow_insecure": True}
+    rack["cappable"], rack["pdu_rated_kw"] = True, 100.0
+    site = load_site(write_site(tmp_path, doc))
+    async with rig_for(site, protocol=None) as rig:
+        controller = next(d.name for d in site.devices if d.kind == "rack")
+        await polls(rig, controller, 1)
+        writer = SetpointWriter(rig.engine, tmp_path / "audit")
+        guard = PowerGuard(site, rig.live, writer, rig.engine.clock, audit_dir=tmp_path / "audit")
+        rec = await guard.tick()
+    (w,) = rec["writes"]  # type: ignore[misc]
+    assert w["ok"] is True
+    assert w["to_kw"] == pytest.approx(95.0)
+    (line,) = writer.audit_log()
+    assert (line["who"], line["role"], line["device"], line["point"]) == ("power-guard", "operator", controller,
+                                                                           "power_limit_w")  # fmt: skip
+    assert line["readback"] == pytest.approx(95_000.0)
+    assert "power guard" in line["why"]
+    assert line["ok"]
+    assert rig.physics.writes[-1] == (controller, "power_limit_w", pytest.approx(95_000.0))
+
+
+def test_main_job_runs_the_guard_only_for_a_site_with_cappable_racks(tmp_path: Path) -> None:
+    """``aidc run``'s parts: a site with cappable racks gets the power guard in its start and stop hooks (and /health);
+    a site without any gets none."""
+    from app.job import MainJob
+    from app.power_guard_service import start_power_guard
+
+    job = MainJob.build(_site(tmp_path / "capped"))
+    try:
+        guard = start_power_guard(job)
+        assert guard is not None
+        assert guard.active
+        assert "power guard" in job.ready_checks
+        assert len(job.on_start) == 1
+        assert len(job.on_stop) == 1
+    finally:
+        job.historian.close()
+    doc = _site(tmp_path / "plain").config.model_dump(mode="json")
+    for rack in doc["halls"][0]["racks"]:
+        rack["cappable"] = False
+    plain = MainJob.build(site_from_dict(doc, source="site.toml", path=tmp_path / "plain" / "site.toml"))
+    try:
+        assert start_power_guard(plain) is None
+        assert plain.on_start == []
+    finally:
+        plain.historian.close()
