@@ -192,14 +192,16 @@ async def test_guard_writes_through_the_audited_setpoint_writer_over_opcua(tmp_p
         writer = SetpointWriter(rig.engine, tmp_path / "audit")
         guard = PowerGuard(site, rig.live, writer, rig.engine.clock, audit_dir=tmp_path / "audit")
         rec = await guard.tick()
-    (w,) = rec["writes"]  # type: ignore[misc]
+    writes = rec["writes"]
+    assert isinstance(writes, list)
+    (w,) = writes
     assert w["ok"] is True
     assert w["to_kw"] == pytest.approx(95.0)
     (line,) = writer.audit_log()
     assert (line["who"], line["role"], line["device"], line["point"]) == ("power-guard", "operator", controller,
                                                                            "power_limit_w")  # fmt: skip
     assert line["readback"] == pytest.approx(95_000.0)
-    assert "power guard" in line["why"]
+    assert "power guard" in str(line["why"])
     assert line["ok"]
     assert rig.physics.writes[-1] == (controller, "power_limit_w", pytest.approx(95_000.0))
 
