@@ -29,6 +29,7 @@ class PowerGuardConfig(BaseModel):
     restore_hysteresis_frac: float = Field(0.03, ge=0, lt=0.5)
     restore_step_kw: float = Field(5.0, gt=0)
     min_limit_frac: float = Field(0.5, gt=0, le=1)  # a cappable rack's lowest limit, of its rated power (default)
+    stale_s: float = Field(30.0, gt=0)  # a reading older than this (simulated seconds) counts as unknown
     deadband_kw: float = Field(0.5, ge=0)  # limit changes smaller than this are not written
     site_rated_kw: float | None = Field(None, gt=0)  # the utility feed's rating (None: the site level is not guarded)
     user: str = "power-guard"  # the actor its writes are audited under (role operator)

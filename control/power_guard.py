@@ -28,6 +28,7 @@ from aidc.clock import Clock, format_ns
 from aidc.config import Site
 from aidc.errors import AidcError, ConfigError
 from aidc.live import LiveState
+from aidc.model import Quality
 from aidc.roles import Role
 from analytics.energy import kpi
 from analytics.power_chain import Meter, chain_meters, loads_kw
@@ -126,7 +127,7 @@ class PowerGuard:
         return self.cfg.mode != "off" and bool(self.points)
 
     def budget(self) -> tuple[list[RackBudget], list[Level]]:
-        """The racks and levels as the live state shows them now."""
+        """The racks and levels as the live state shows them now (a reading older than ``stale_s`` is unknown)."""
         draws = self._values(self._draw)
         held = self._values(self._held)
         racks = []
@@ -134,17 +135,22 @@ class PowerGuard:
             known = held[i]
             limit = self.limit_kw.get(i, known if known is not None else self.ceiling_kw[i])
             racks.append(RackBudget(name, i in self.points, self.floor_kw[i], self.ceiling_kw[i], limit, draws[i]))
-        levels = []
-        for name, rating, meters, members in self.levels:
-            load, _ = loads_kw(self.live.values([m.series for m in meters]) if meters else np.zeros(0), meters)
-            levels.append(Level(name, rating, load, members))
+        loads = self._values([meters for _, _, meters, _ in self.levels])
+        levels = [Level(name, rating, load, members)
+                  for (name, rating, _, members), load in zip(self.levels, loads, strict=True)]  # fmt: skip
         return racks, levels
 
-    def _values(self, per_rack: list[list[Meter]]) -> list[float | None]:
+    def _values(self, groups: list[list[Meter]]) -> list[float | None]:
+        """Per group of meters, their sum in kW from fresh good readings (None: no meter, or one unknown)."""
+        now, stale_ns = self.clock.now_ns(), int(self.cfg.stale_s * 1e9)
         out: list[float | None] = []
-        for meters in per_rack:
-            total, _ = loads_kw(self.live.values([m.series for m in meters]), meters) if meters else (None, [])
-            out.append(total)
+        for meters in groups:
+            if not meters:
+                out.append(None)
+                continue
+            ts, val, q = self.live.read(self.live.indices([m.series for m in meters]))
+            fresh = np.where((q == int(Quality.GOOD)) & (now - ts <= stale_ns), val, np.nan)
+            out.append(loads_kw(fresh, meters)[0])
         return out
 
     async def tick(self) -> dict[str, object]:

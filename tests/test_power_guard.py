@@ -231,3 +231,25 @@ def test_main_job_runs_the_guard_only_for_a_site_with_cappable_racks(tmp_path: P
         assert plain.on_start == []
     finally:
         plain.historian.close()
+
+
+def test_stale_or_missing_readings_are_unknown_loads(tmp_path: Path) -> None:
+    """A level whose meter reading is older than stale_s, or never read, has no load: the guard neither cuts on it
+    nor restores past it."""
+    from aidc.model import Batch, SeriesKey
+
+    site = _site(tmp_path, stale_s=10.0)
+    clock, live = SteppedClock(T0), LiveState()
+    guard = PowerGuard(site, live, None, clock)
+    ups = next(d for d in site.devices if d.kind == "ups")
+    sid = SeriesKey.of(ups.profile.measurement, "output_power_w", ups.tags).id
+    live.update(Batch(np.array([sid], dtype=object), np.array([T0], dtype=np.int64), np.array([400_000.0]),
+                      np.zeros(1, dtype=np.uint8)))  # fmt: skip
+    clock.t_ns = T0 + 5 * 10**9
+    _, levels = guard.budget()
+    level = {lv.name: lv for lv in levels}
+    assert level[f"UPS {ups.name}"].load_kw == pytest.approx(400.0)
+    assert all(lv.load_kw is None for name, lv in level.items() if name.startswith("feed"))  # never read
+    clock.t_ns = T0 + 11 * 10**9
+    _, levels = guard.budget()
+    assert {lv.name: lv for lv in levels}[f"UPS {ups.name}"].load_kw is None
