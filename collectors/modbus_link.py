@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import add, mul
 
 import numpy as np
 import numpy.typing as npt
@@ -36,21 +37,23 @@ class _DeviceRuntime:
     series: np.ndarray
     good: npt.NDArray[np.uint8]
     # The hot path of a clean poll of a plan of register values only and no sentinels (see :meth:`ModbusLink.poll`):
-    # the batch column (points, then health) is built in one call from the unpacked raw values and the health
-    # fields, then scaled and offset as a whole (1 and 0 for the health fields; None where nothing to do).
+    # the points' scales and offsets as Python floats (offsets None when all zero).
     fused: bool = False
-    scale_col: npt.NDArray[np.float64] | None = None
-    offset_col: npt.NDArray[np.float64] | None = None
+    scale_l: list[float] = field(default_factory=list)
+    offset_l: list[float] | None = None
     n: int = 0  # points of the plan
 
     def __post_init__(self) -> None:
         self.n = len(self.plan.points)
         self.fused = self.decoder.registers_only and not len(self.tracker.sentinels)
-        health = len(HEALTH_FIELDS)
-        if not np.all(self.decoder.scale == 1.0):
-            self.scale_col = _shared(np.concatenate((self.decoder.scale, np.ones(health))))
+        self.scale_l = self.decoder.scale.tolist()
         if not np.all(self.decoder.offset == 0.0):
-            self.offset_col = _shared(np.concatenate((self.decoder.offset, np.zeros(health))))
+            self.offset_l = self.decoder.offset.tolist()
+
+    def engineering(self, raw: tuple[float | int, ...]) -> list[float]:
+        """``scale * raw + offset`` of every point, as Python floats."""
+        eng = list(map(mul, raw, self.scale_l))
+        return eng if self.offset_l is None else list(map(add, eng, self.offset_l))
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -138,20 +141,15 @@ class ModbusLink(Link):
         latency = time.perf_counter() - t0
         n = rt.n
         if rt.fused and not failures:
-            # The usual poll: the raw values and the health fields into the batch's column in one call, scaled as
-            # a whole, the quality checks on its points' part, and no per-poll raw array.
+            # The usual poll: the raw values scaled as Python floats (as numpy would: one multiply, one add, both
+            # rounded the same), quality checked on them, then the batch's column in one call with the health fields.
+            scaled = rt.engineering(rt.decoder.unpack(registers))
             health.success(ts, latency)
-            column = np.array((*rt.decoder.unpack(registers), *health.values()), dtype=np.float64)
-            if rt.scale_col is not None:
-                np.multiply(column, rt.scale_col, out=column)
-            if rt.offset_col is not None:
-                np.add(column, rt.offset_col, out=column)
+            if rt.tracker.clean_list(scaled):
+                return self._good_batch(rt, ts, np.array(scaled + health.values(), dtype=np.float64))
+            # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.
+            column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)
             eng = column[:n]
-            if rt.tracker.clean(eng):
-                ts_col = np.empty(len(column), dtype=np.int64)
-                ts_col.fill(ts)
-                return Batch(rt.series, ts_col, column, rt.good)
-            # Some sample needs a closer look (nothing was changed by clean()): every check, with reasons.
             raw = rt.decoder.decode_into(registers, rt.bits, eng)
             values, quality, reasons = rt.tracker.assess(raw, eng)
         else:
@@ -170,10 +168,15 @@ class ModbusLink(Link):
                     raise TransportError(f"{self.client.address}: no reply for {health.consecutive_timeouts} polls")
             else:
                 health.success(ts, latency, failures[0][1] if failures else "")
-            column[n:] = health.values()
         if reasons or values is not eng:
             return self._batch(rt, ts, values, quality, reasons, health)
         # All good: the values were decoded straight into the batch's column.
+        column[n:] = health.values()
+        return self._good_batch(rt, ts, column)
+
+    @staticmethod
+    def _good_batch(rt: _DeviceRuntime, ts: int, column: npt.NDArray[np.float64]) -> Batch:
+        """An all-good batch of ``column`` (points, then health) with the device's shared series and qualities."""
         ts_col = np.empty(len(column), dtype=np.int64)
         ts_col.fill(ts)
         return Batch(rt.series, ts_col, column, rt.good)
