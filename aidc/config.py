@@ -23,6 +23,7 @@ from aidc.config_errors import decode_utf8, format_validation_error
 from aidc.errors import ConfigError
 from aidc.historian_config import HistorianConfig
 from aidc.http_config import DcgmOptions, RedfishOptions, check_http_url
+from aidc.power_guard_config import PowerGuardConfig
 from aidc.profiles import Profile, resolve_profile
 from aidc.roles import Role
 from aidc.site_tables import ControlConfig, DashboardConfig, ReportConfig
@@ -165,6 +166,11 @@ class RackConfig(_Strict):
     workload: Literal["training", "inference", "trace", "idle"] | None = None
     pdu: DeviceConfig | None = None
     controller: DeviceConfig | None = None
+    # The power guard ([power_guard]): whether it may lower this rack's power limit, how far, and the rating of
+    # the rack's PDU feed (None: sized for the rack, its rated_kw).
+    cappable: bool = False
+    min_power_limit_kw: float | None = Field(None, gt=0, le=500)
+    pdu_rated_kw: float | None = Field(None, gt=0, le=1000)
 
 
 class CduConfig(DeviceConfig):
@@ -307,6 +313,7 @@ class SiteConfig(_Strict):
     control: ControlConfig = ControlConfig()
     dashboard: DashboardConfig = DashboardConfig()
     report: ReportConfig = ReportConfig()
+    power_guard: PowerGuardConfig = PowerGuardConfig()
 
 
 @dataclass(frozen=True, slots=True)

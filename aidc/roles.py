@@ -53,6 +53,7 @@ class Role(enum.StrEnum):
     HEARTBEAT = "heartbeat"
     # Racks and GPUs.
     RACK_POWER = "rack_power"
+    RACK_POWER_LIMIT = "rack_power_limit"  # a writable cap on the rack's power (Redfish PowerLimit, rack controller)
     RACK_COOLANT_INLET_TEMP = "rack_coolant_inlet_temp"
     RACK_COOLANT_OUTLET_TEMP = "rack_coolant_outlet_temp"
     RACK_COOLANT_FLOW = "rack_coolant_flow"

@@ -109,6 +109,16 @@ class RegisterDecoder:
         if len(self._coil_points):
             out[self._coil_points] = bits[self._coil_offsets]
 
+    @property
+    def registers_only(self) -> bool:
+        """Whether every point is a register value (no flags or coils): :meth:`unpack` then decodes them all."""
+        return self._all_registers
+
+    def unpack(self, registers: U8) -> tuple[float | int, ...]:
+        """Raw values of every point in plan order as Python numbers (only for :attr:`registers_only` plans):
+        one byte gather and one ``struct`` unpack, for the caller to put in its own array with other values."""
+        return self._struct.unpack(registers[self._gather].tobytes())
+
     def raw(self, registers: U8, bits: npt.NDArray[np.bool_]) -> F64:
         """Raw (unscaled) values of every point from the register byte buffer and the bit buffer."""
         out = np.empty(self.n, dtype=np.float64)

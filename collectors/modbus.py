@@ -21,6 +21,7 @@ none of this (its connection is the client, not the socket), so the other units 
 from __future__ import annotations
 
 import asyncio
+import collections
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pymodbus.constants import ExcCodes
 from collectors.plan import ReadRequest
 
 _MBAP = struct.Struct(">HHHB")
+_TID = struct.Struct(">H")
 _HEAD = struct.Struct(">HHH")  # transaction id, protocol id, length
 _READ = struct.Struct(">HHHBBHH")  # MBAP + function code, address, count
 _WRITE1 = _READ  # same layout: function code, address, value
@@ -165,8 +167,11 @@ class ModbusTcpClient:
         self._proto: _MbapProtocol | None = None
         self._tid = 0
         self.resyncs = 0  # connections replaced because the stream was out of step after a timeout
-        # Many devices and gateways mishandle pipelined transactions: one request at a time per connection.
-        self._lock = asyncio.Lock()
+        # Many devices and gateways mishandle pipelined transactions: one request at a time per connection. The
+        # turn is a flag while uncontended (an ``asyncio.Lock`` costs two Python calls and a coroutine per read);
+        # contenders queue in ``_waiters`` and are handed the turn in order (:meth:`_wait_turn`, :meth:`_release`).
+        self._busy = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def address(self) -> str:
@@ -223,15 +228,41 @@ class ModbusTcpClient:
             self._proto._fail(TransportError("closed"))
             self._proto = None
 
+    async def _wait_turn(self) -> None:
+        """Wait until the transaction in flight hands this one the turn (only called while ``_busy``)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # handed the turn, then cancelled before taking it: pass it on
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        """End this transaction's turn: hand it to the first live waiter, or free it."""
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # ``_busy`` stays set: the turn passes straight to that waiter
+                return
+        self._busy = False
+
+    def _ready(self) -> _MbapProtocol:
+        """The connection for the next transaction (the caller holds the turn); TransportError if closed."""
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.closed.done():
+            raise TransportError(f"{self.address}: not connected")
+        return proto
+
     async def _exchange(self, unit: int, frame: Callable[[int], bytes], timeout_s: float) -> bytes:
         """Send ``frame(transaction id)`` and wait for its reply (unit id + PDU); one transaction at a time."""
-        # The poll's hot path: the lock taken without ``async with``'s two extra coroutines (an uncontended acquire
-        # does not suspend).
-        await self._lock.acquire()
+        if self._busy:
+            await self._wait_turn()
+        self._busy = True
         try:
-            proto = self._proto
-            if proto is None or proto.transport is None or proto.closed.done():
-                raise TransportError(f"{self.address}: not connected")
+            proto = self._ready()
             if proto.out_of_step:  # a late reply could land inside this one's frame: use a fresh connection
                 proto = await self._resync(timeout_s)
             assert proto.transport is not None
@@ -245,7 +276,7 @@ class ModbusTcpClient:
             except RequestTimeout:
                 raise RequestTimeout(f"timeout after {timeout_s:g}s") from None
         finally:
-            self._lock.release()
+            self._release()
         if reply[0] != unit and unit != 0:
             raise TransportError(f"{self.address}: reply from unit {reply[0]} to a request for unit {unit}")
         return reply
@@ -256,20 +287,50 @@ class ModbusTcpClient:
         return reply[1:]
 
     async def read(self, req: ReadRequest, timeout_s: float) -> bytes | ExceptionReply:
-        """Execute a planned read: register bytes (or packed bits), or the device's exception reply."""
-        unit, fc0, addr, count = req.unit_id, req.function_code, req.address, req.count
-        # The whole read frame in one pack.
-        reply = await self._exchange(unit, lambda tid: _READ.pack(tid, 0, 6, unit, fc0, addr, count), timeout_s)
-        fc = reply[1]
-        if fc == req.function_code | 0x80:
+        """Execute a planned read: register bytes (or packed bits), or the device's exception reply.
+
+        The poll's hot path, so :meth:`_exchange` is inlined here: the frame is the request's precomputed tail
+        behind the transaction id, and a well-formed reply (unit, function code, byte count and length all as
+        asked) is told apart in one test; anything else goes through the same checks one by one.
+        """
+        if self._busy:
+            await self._wait_turn()
+        self._busy = True
+        try:
+            proto = self._ready()
+            if proto.late or proto.buf:  # out of step: a late reply could land inside this one's frame
+                proto = await self._resync(timeout_s)
+            assert proto.transport is not None
+            self._tid = tid = (self._tid + 1) & 0xFFFF
+            fut: asyncio.Future[bytes] = proto.loop.create_future()
+            proto.pending[tid] = fut
+            proto.transport.write(_TID.pack(tid) + req.frame_tail)
+            proto.wait_for(tid, fut, timeout_s)
+            try:
+                reply = await fut
+            except RequestTimeout:
+                raise RequestTimeout(f"timeout after {timeout_s:g}s") from None
+        finally:
+            if self._waiters:
+                self._release()
+            else:
+                self._busy = False
+        if len(reply) == req.reply_len and reply[1] == req.function_code and reply[2] == req.payload:
+            if reply[0] == req.unit_id or req.unit_id == 0:
+                return reply[3:]
+        return self._odd_reply(req, reply)
+
+    def _odd_reply(self, req: ReadRequest, reply: bytes) -> ExceptionReply:
+        """A reply that is not the well-formed answer to ``req``: an exception reply, or TransportError."""
+        unit = req.unit_id
+        if reply[0] != unit and unit != 0:
+            raise TransportError(f"{self.address}: reply from unit {reply[0]} to a request for unit {unit}")
+        if reply[1] == req.function_code | 0x80:
             return ExceptionReply(req.function_code, reply[2] if len(reply) > 2 else 0)
-        expected = -(-req.count // 8) if req.is_bits else 2 * req.count
-        if fc != req.function_code or len(reply) < 3 or reply[2] != expected or len(reply) != 3 + expected:
-            raise TransportError(
-                f"{self.address} unit {req.unit_id}: malformed reply to function {req.function_code} "
-                f"at {req.address} x{req.count}"
-            )
-        return reply[3:]
+        raise TransportError(
+            f"{self.address} unit {req.unit_id}: malformed reply to function {req.function_code} "
+            f"at {req.address} x{req.count}"
+        )
 
     async def write_registers(
         self, unit: int, address: int, registers: list[int], timeout_s: float

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import add, mul
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,24 @@ class _DeviceRuntime:
     # shared by every such batch of the device: only the values and timestamps are new arrays per poll.
     series: np.ndarray
     good: npt.NDArray[np.uint8]
+    # The hot path of a clean poll of a plan of register values only and no sentinels (see :meth:`ModbusLink.poll`):
+    # the points' scales and offsets as Python floats (offsets None when all zero).
+    fused: bool = False
+    scale_l: list[float] = field(default_factory=list)
+    offset_l: list[float] | None = None
+    n: int = 0  # points of the plan
+
+    def __post_init__(self) -> None:
+        self.n = len(self.plan.points)
+        self.fused = self.decoder.registers_only and not len(self.tracker.sentinels)
+        self.scale_l = self.decoder.scale.tolist()
+        if not np.all(self.decoder.offset == 0.0):
+            self.offset_l = self.decoder.offset.tolist()
+
+    def engineering(self, raw: tuple[float | int, ...]) -> list[float]:
+        """``scale * raw + offset`` of every point, as Python floats."""
+        eng = list(map(mul, raw, self.scale_l))
+        return eng if self.offset_l is None else list(map(add, eng, self.offset_l))
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -102,42 +121,62 @@ class ModbusLink(Link):
         t0 = time.perf_counter()
         failures: list[tuple[tuple[int, ...], str]] = []
         timed_out = False
+        read, registers = self.client.read, rt.registers
         for req in rt.plan.requests:
             if timed_out:  # the device is not answering: do not wait out every request of the poll
                 failures.append((req.points, "timeout"))
                 continue
             try:
-                reply = await self.client.read(req, timeout)
+                reply = await read(req, timeout)
             except RequestTimeout as exc:
                 timed_out = True
                 failures.append((req.points, str(exc)))
                 continue
             if isinstance(reply, ExceptionReply):
                 failures.append((req.points, f"{reply.reason} reading {req.table} {req.address} x{req.count}"))
-            elif req.is_bits:
+            elif req.bit_table:
                 rt.bits[req.first : req.first + req.count] = unpack_bits(reply, req.count)
             else:
-                rt.registers[2 * req.first : 2 * (req.first + req.count)] = memoryview(reply)
+                registers[req.span_lo : req.span_hi] = memoryview(reply)
         latency = time.perf_counter() - t0
-        n = len(rt.plan.points)
-        column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
-        eng = column[:n]
-        raw = rt.decoder.decode_into(rt.registers, rt.bits, eng)
-        values, quality, reasons = rt.tracker.assess(raw, eng, failures)
-        if timed_out and len(failures) == len(rt.plan.requests):
-            health.consecutive_timeouts += 1
-            health.failure(f"no reply (timeout after {timeout:g}s)")
-            if health.consecutive_timeouts >= self.options.timeouts_before_reconnect and all(
-                self.health[d.name].consecutive_timeouts >= self.options.timeouts_before_reconnect for d in self.devices
-            ):
-                self.emit(self._batch(rt, ts, values, quality, reasons, health))
-                raise TransportError(f"{self.client.address}: no reply for {health.consecutive_timeouts} polls")
+        n = rt.n
+        if rt.fused and not failures:
+            # The usual poll: the raw values scaled as Python floats (as numpy would: one multiply, one add, both
+            # rounded the same), quality checked on them, then the batch's column in one call with the health fields.
+            scaled = rt.engineering(rt.decoder.unpack(registers))
+            health.success(ts, latency)
+            if rt.tracker.clean_list(scaled):
+                return self._good_batch(rt, ts, np.array(scaled + health.values(), dtype=np.float64))
+            # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.
+            column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)
+            eng = column[:n]
+            raw = rt.decoder.decode_into(registers, rt.bits, eng)
+            values, quality, reasons = rt.tracker.assess(raw, eng)
         else:
-            health.success(ts, latency, failures[0][1] if failures else "")
+            column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
+            eng = column[:n]
+            raw = rt.decoder.decode_into(registers, rt.bits, eng)
+            values, quality, reasons = rt.tracker.assess(raw, eng, failures)
+            if timed_out and len(failures) == len(rt.plan.requests):
+                health.consecutive_timeouts += 1
+                health.failure(f"no reply (timeout after {timeout:g}s)")
+                opts = self.options
+                if health.consecutive_timeouts >= opts.timeouts_before_reconnect and all(
+                    self.health[d.name].consecutive_timeouts >= opts.timeouts_before_reconnect for d in self.devices
+                ):
+                    self.emit(self._batch(rt, ts, values, quality, reasons, health))
+                    raise TransportError(f"{self.client.address}: no reply for {health.consecutive_timeouts} polls")
+            else:
+                health.success(ts, latency, failures[0][1] if failures else "")
         if reasons or values is not eng:
             return self._batch(rt, ts, values, quality, reasons, health)
-        # All good (the usual poll): the values were decoded straight into the batch's column.
+        # All good: the values were decoded straight into the batch's column.
         column[n:] = health.values()
+        return self._good_batch(rt, ts, column)
+
+    @staticmethod
+    def _good_batch(rt: _DeviceRuntime, ts: int, column: npt.NDArray[np.float64]) -> Batch:
+        """An all-good batch of ``column`` (points, then health) with the device's shared series and qualities."""
         ts_col = np.empty(len(column), dtype=np.int64)
         ts_col.fill(ts)
         return Batch(rt.series, ts_col, column, rt.good)

@@ -10,8 +10,9 @@ the poll loop; nothing is re-derived per poll.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ READ_FUNCTION: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input"
 BIT_TABLES = frozenset({"coil", "discrete"})
 MAX_READ_BITS = 2000  # Modbus application protocol spec, function codes 1 and 2.
 MAX_GAP_REGISTERS = 8  # read through gaps this small rather than issue another request
+_READ_TAIL = struct.Struct(">HHBBHH")  # an MBAP read frame after its transaction id: protocol, length, unit, PDU
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,29 @@ class ReadRequest:
     count: int
     first: int  # offset of its first register (or bit) in the device's register (or bit) buffer
     points: tuple[int, ...]  # indices into the plan's points
+    # Derived once, for the poll's hot path: the request frame after its transaction id, the reply's byte count
+    # (payload only) and whole length (unit id + function code + byte count + payload), whether it reads bits,
+    # and where its payload lands in the register byte buffer ([span_lo, span_hi); bit reads: unused).
+    frame_tail: bytes = field(init=False, repr=False, compare=False)
+    payload: int = field(init=False, repr=False, compare=False)
+    reply_len: int = field(init=False, repr=False, compare=False)
+    bit_table: bool = field(init=False, repr=False, compare=False)
+    span_lo: int = field(init=False, repr=False, compare=False)
+    span_hi: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        bits = self.table in BIT_TABLES
+        payload = -(-self.count // 8) if bits else 2 * self.count
+        derived = {
+            "frame_tail": _READ_TAIL.pack(0, 6, self.unit_id, self.function_code, self.address, self.count),
+            "payload": payload,
+            "reply_len": 3 + payload,
+            "bit_table": bits,
+            "span_lo": 2 * self.first,
+            "span_hi": 2 * (self.first + self.count),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def is_bits(self) -> bool:

@@ -12,7 +12,9 @@ All checks run on whole arrays; the reason list is only built when something is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from operator import le
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +53,10 @@ class QualityTracker:
         self._last = np.full(self.n, np.nan)
         self._unchanged = np.zeros(self.n, dtype=np.int64)
         self._counter_prev = np.full(self.n, np.nan)
-        self.counter_delta = np.full(self.n, np.nan)
+        # The fast path swaps two previous-value buffers (NaN for every non-counter point) instead of computing
+        # the increase each poll: :attr:`counter_delta` subtracts them only when asked for.
+        self._counter_spare = np.full(self.n, np.nan)
+        self._delta: F64 | None = np.full(self.n, np.nan)
         self._has_counters = bool(self.counter.any())
         # For the all-good fast path: a missing range is the finite float range, so one comparison also rejects
         # NaN and ±inf; a counter's floor is also its previous value, so the same comparison catches a reset or a wrap.
@@ -60,6 +65,17 @@ class QualityTracker:
         self._hi = np.where(np.isnan(self.hi), big, self.hi)
         self._floor = self._lo.copy()
         self._moving = np.flatnonzero(self.must_move)
+        # Python mirrors of the state for :meth:`clean_list` (the Modbus poll's hot path); whichever side ran last
+        # is ahead, and the other side catches up only when it runs next (:meth:`_numpy_state`, :meth:`_py_state`).
+        self._hi_l: list[float] = self._hi.tolist()
+        self._moving_l: list[int] = self._moving.tolist()
+        self._counters_l: list[int] = np.flatnonzero(self.counter).tolist()
+        self._floor_l: list[float] = self._floor.tolist()
+        self._last_m: list[float] = [math.nan] * len(self._moving_l)
+        self._unch_m: list[int] = [0] * len(self._moving_l)
+        self._prev_c: list[float] = [math.nan] * len(self._counters_l)
+        self._prev2_c: list[float] = list(self._prev_c)
+        self._py_ahead = self._np_ahead = False
         self._good = np.zeros(self.n, dtype=np.uint8)
         self._good.flags.writeable = False  # shared by every all-good poll: callers copy it into their batch
 
@@ -70,6 +86,7 @@ class QualityTracker:
         failures: Sequence[tuple[Sequence[int], str]] = (),
     ) -> tuple[F64, U8, list[str]]:
         """Quality-check one poll: returns published values, qualities and reasons ([] when all good)."""
+        self._numpy_state()
         if not failures:
             clean = self._assess_clean(raw, values)
             if clean is not None:
@@ -79,32 +96,99 @@ class QualityTracker:
     def _assess_clean(self, raw: F64, values: F64) -> tuple[F64, U8, list[str]] | None:
         """The usual poll, every sample good, in a few array operations; None if any check needs a closer look.
 
-        State changes only when the poll is clean, so :meth:`_assess` then starts from the same state.
-        Only the stuck counts of ``must_move`` points are kept up to date here: no other point uses them.
         The qualities returned are a shared read-only array of zeros.
         """
-        # count_nonzero is a direct C call (``ndarray.all`` goes through a Python wrapper); NaN fails both tests.
-        n = self.n
-        if np.count_nonzero(np.greater_equal(values, self._floor)) != n:
-            return None
-        if np.count_nonzero(np.less_equal(values, self._hi)) != n:
-            return None
         if len(self.sentinels) and np.isin(raw, self.sentinels).any():
             return None
+        return (values, self._good, []) if self.clean(values) else None
+
+    def clean(self, values: F64) -> bool:
+        """Whether every sample of the poll is good, with the state updated as :meth:`assess` would; False (and
+        nothing changed) if any check needs a closer look. Sentinels are not checked here (they need the raw
+        values): a caller with a tracker that has sentinels uses :meth:`assess`.
+
+        State changes only when the poll is clean, so :meth:`_assess` then starts from the same state.
+        Only the stuck counts of ``must_move`` points are kept up to date here: no other point uses them.
+        """
+        # count_nonzero is a direct C call (``ndarray.all`` goes through a Python wrapper); NaN fails both tests.
+        self._numpy_state()
+        n = self.n
+        if np.count_nonzero(np.greater_equal(values, self._floor)) != n:
+            return False
+        if np.count_nonzero(np.less_equal(values, self._hi)) != n:
+            return False
         moving = self._moving
         if len(moving):
             moved = values[moving]
             unchanged = np.where(moved != self._last[moving], 0, self._unchanged[moving] + 1)
             if (unchanged >= self.stuck_polls).any():
-                return None
+                return False
             self._unchanged[moving] = unchanged
             self._last[moving] = moved
         if self._has_counters:
             # NaN where there is no previous value and for every non-counter point (their previous stays NaN).
-            self.counter_delta = values - self._counter_prev
-            np.copyto(self._counter_prev, values, where=self.counter)
+            prev, nxt = self._counter_prev, self._counter_spare
+            np.copyto(nxt, values, where=self.counter)
+            self._counter_prev, self._counter_spare, self._delta = nxt, prev, None
             np.copyto(self._floor, values, where=self.counter)  # values >= lo was checked: max(lo, value)
-        return values, self._good, []
+        return True
+
+    def clean_list(self, values: list[float]) -> bool:
+        """:meth:`clean` on the poll's engineering values as Python floats, with the same comparisons and the same
+        state changes (kept in Python lists; see ``_py_ahead``): for a few dozen points, a few C-level ``map``
+        passes cost less in a real poll than the numpy calls (each wakes numpy's dispatch on cold caches). Sentinels
+        are not checked here either."""
+        if self._np_ahead:
+            self._py_state()
+        if not (all(map(le, self._floor_l, values)) and all(map(le, values, self._hi_l))):  # NaN fails both
+            return False
+        moving = self._moving_l
+        if moving:
+            last, unch, stuck = self._last_m, self._unch_m, self.stuck_polls
+            new = [0 if values[i] != last[k] else unch[k] + 1 for k, i in enumerate(moving)]
+            if max(new) >= stuck:
+                return False
+            self._unch_m, self._last_m = new, [values[i] for i in moving]
+        if self._counters_l:
+            cur = [values[i] for i in self._counters_l]
+            self._prev2_c, self._prev_c = self._prev_c, cur
+            floor = self._floor_l
+            for i, v in zip(self._counters_l, cur, strict=True):
+                floor[i] = v  # values >= lo was checked: max(lo, value)
+        self._py_ahead = True
+        return True
+
+    def _numpy_state(self) -> None:
+        """Bring the numpy state up to the Python path's (only after :meth:`clean_list` ran last); mark numpy ahead."""
+        if self._py_ahead:
+            self._py_ahead = False
+            self._floor[:] = self._floor_l
+            moving = self._moving
+            self._last[moving] = self._last_m
+            self._unchanged[moving] = self._unch_m
+            c = self._counters_l
+            self._counter_prev[c] = self._prev_c
+            self._counter_spare[c] = self._prev2_c
+            self._delta = None
+        self._np_ahead = True
+
+    def _py_state(self) -> None:
+        """Bring the Python mirrors up to the numpy state (only after a numpy path ran last)."""
+        self._np_ahead = False
+        self._floor_l = self._floor.tolist()
+        self._last_m = self._last[self._moving].tolist()
+        self._unch_m = self._unchanged[self._moving].tolist()
+        c = self._counters_l
+        self._prev_c = self._counter_prev[c].tolist()
+        self._prev2_c = self._counter_spare[c].tolist()
+
+    @property
+    def counter_delta(self) -> F64:
+        """Per point, the wrap-corrected increase of a counter over the last poll (NaN: no counter or no value)."""
+        self._numpy_state()
+        if self._delta is None:  # the fast path's: new minus previous (both NaN for every non-counter point)
+            self._delta = self._counter_prev - self._counter_spare
+        return self._delta
 
     def _assess(
         self, raw: F64, values: F64, failures: Sequence[tuple[Sequence[int], str]]
@@ -175,8 +259,8 @@ class QualityTracker:
             wrapped = dropped & ((prev - values) > self.modulus / 2)
             reset = dropped & ~wrapped
             delta = np.where(wrapped, values - prev + self.modulus, np.where(reset, values, values - prev))
-        self.counter_delta = np.where(ok & self.counter, delta, np.nan)
-        self._counter_prev = np.where(ok, values, prev)
+        self._delta = np.where(ok & self.counter, delta, np.nan)
+        self._counter_prev, self._counter_spare = np.where(ok, values, prev), prev
         self._floor = np.where(np.isnan(self._counter_prev), self._lo, np.fmax(self._lo, self._counter_prev))
         return values, wrapped, reset
 

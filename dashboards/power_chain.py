@@ -1,6 +1,7 @@
 """The power chain from the live state: utility → UPS → rows of PDUs → PDU → rack, load and headroom at each level.
 
-Ratings come from the site file: the UPS's ``rated_kw``, each rack's ``rated_kw`` (its PDU is sized for it), a
+The meters and their sums are :mod:`analytics.power_chain`'s (the power guard reads the same). Ratings come from
+the site file: the UPS's ``rated_kw``, each rack's ``rated_kw`` (its PDU is sized for it), a
 row's sum of its racks; the utility feed has no rating in the site file, so its headroom is not shown (and says
 so). Rack and row headroom are those of :func:`analytics.leasing.headroom.summary` (rated minus measured), the
 figures the placement API answers with. Loads are the latest good readings (as the floor map's); an unknown reading
@@ -13,11 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aidc.config import Site
-from aidc.model import SeriesKey
 from aidc.roles import Role
-from analytics.energy import kpi
 from analytics.leasing.headroom import RackState, summary
+from analytics.power_chain import Meter, chain_meters, loads_kw
 from dashboards.data import DashboardData
 
 LEVELS = ("utility", "UPS", "row", "PDU", "rack")
@@ -47,37 +46,9 @@ class Node:
         return self.load_kw / self.capacity_kw
 
 
-CHAIN_ROLES = (Role.FACILITY_POWER, Role.IT_POWER_UPS_OUTPUT, Role.UPS_INPUT_POWER, Role.IT_POWER_PDU_OUTPUT)
-
-
-@dataclass(frozen=True, slots=True)
-class Meter:
-    """A power point of the chain: its series, device, rack tag and scale to kW."""
-
-    series: str
-    device: str
-    rack: str
-    scale_kw: float
-
-
-def chain_meters(site: Site) -> dict[Role, list[Meter]]:
-    """The chain's power points by role, in one pass over the site's devices (a 1,000-rack site has thousands)."""
-    out: dict[Role, list[Meter]] = {r: [] for r in CHAIN_ROLES}
-    for dev in site.devices:
-        for p in dev.profile.points:
-            role = dev.role_of(p.name)
-            if role in out and not p.array:
-                sid = SeriesKey.of(dev.profile.measurement, p.name, dev.tags).id
-                out[role].append(Meter(sid, dev.name, dev.tags.get("rack", ""), kpi.power_scale(p.name, p.unit)))
-    return out
-
-
 def _kw(data: DashboardData, meters: list[Meter]) -> tuple[float | None, list[float | None]]:
     """Sum (kW) of the latest good values of ``meters`` (None if any is unknown), and each meter's own."""
-    vals = data.live.values([m.series for m in meters]) if meters else np.zeros(0)
-    each = [None if not np.isfinite(v) else float(v) * m.scale_kw for v, m in zip(vals, meters, strict=True)]
-    total = None if not each or any(v is None for v in each) else float(sum(v for v in each if v is not None))
-    return total, each
+    return loads_kw(data.live.values([m.series for m in meters]) if meters else np.zeros(0), meters)
 
 
 def chain(data: DashboardData, meter_map: dict[Role, list[Meter]] | None = None) -> list[Node]:

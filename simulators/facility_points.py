@@ -82,6 +82,11 @@ SETPOINT_ROLES = {
 }
 
 
+def power_scale_w(unit: str) -> float:
+    """Watts per unit of a power point (W, kW or MW)."""
+    return {"kw": 1e3, "mw": 1e6}.get(unit.lower(), 1.0)
+
+
 def _frozen(a: Arr) -> Arr:
     """A read-only view of ``a``: the racks' slices of it are handed out."""
     v = a.view()
@@ -200,6 +205,8 @@ class DevicePoints:
             getattr(self.fac, attr)[self.fac.cdu_index[dev.name]] = value
         else:
             self.extra[(dev.name, point)] = value
+            if role is Role.RACK_POWER_LIMIT and "rack" in dev.tags:  # read back as written; the physics caps the rack
+                self.fac.set_rack_power_limit(dev.tags["rack"], value * power_scale_w(dev.profile.point(point).unit))
 
     def write(self, device: str, point: str, value: float) -> None:
         """Apply a client write: clamp to the point's min/max; heartbeats feed the watchdog."""

@@ -59,6 +59,8 @@ class Layout:
         self._g_idle, self._g_tdp = np.array(idle)[g], np.array(tdp)[g]
         self._g_min, self._g_limit = np.array(floor)[g], np.array(limit)[g]
         self._g_power_limit = np.array(plimit)[g]  # enforced board power limit (W)
+        # Rack power limits (W) written to the rack controllers (inf: no cap); see :meth:`set_rack_power_limit`.
+        self.rack_power_limit_w = np.full(self.n_racks, np.inf)
         rng = np.random.default_rng(cfg.simulation.seed + 7919)
         n = len(g)
         self._g_rfactor = np.clip(1.0 + p.gpu_spread * rng.standard_normal(n), 0.7, 1.5)
@@ -120,3 +122,9 @@ class Layout:
         margin = p.hr_design_margin
         self.crah_coil = CrahCoil(air_w, p.crah_air_dt_k, p.crah_chw_dt_k, p.crah_chw_c, AIR_SUPPLY_C, margin)
         self.crah_coil_ua = self.crah_coil.ua_design
+
+    def set_rack_power_limit(self, rack: str, limit_w: float) -> None:
+        """Cap rack ``rack`` at ``limit_w`` (its GPUs' board power limits fall so the rack draws at most that, down to
+        their clock floor); a limit at or above twice the rated power is no cap."""
+        i = self.rack_index[rack]
+        self.rack_power_limit_w[i] = np.inf if limit_w >= 2.0 * self.rack_rated_w[i] else float(limit_w)

@@ -83,6 +83,7 @@ def _cdus_and_racks(
     out.dp_not_reached, out.rack_flow_lpm = not_reached, rack_flow
     inlet = st.tcs_supply_c[:, lay.rack_cdu]
     coolant = (inlet + p.gpu_coolant_rise_frac * st.rack_rise_c)[:, lay._gpu_rack]
+    other = lay.rack_other_full_w * (p.other_idle_frac + (1.0 - p.other_idle_frac) * env.rack_util)
     gpu = ph.gpu_power_and_temp(
         env.gpu_util,
         coolant,
@@ -91,14 +92,13 @@ def _cdus_and_racks(
         tdp_w=lay._g_tdp,
         min_w=lay._g_min,
         limit_c=lay._g_limit,
-        power_limit_w=lay._g_power_limit,
+        power_limit_w=_gpu_power_limits(lay, other),
         p=p,
         guess_c=st.gpu_temp_c if hasattr(st, "gpu_temp_c") else None,
     )
     power = gpu.power_w
     out.gpu_power_w, out.gpu_temp_c, out.gpu_clock = power, gpu.temp_c, gpu.clock
     _work(lay, env, gpu, out)
-    other = lay.rack_other_full_w * (p.other_idle_frac + (1.0 - p.other_idle_frac) * env.rack_util)
     out.rack_power_w = np.add.reduceat(power, lay.rack_offsets, axis=1) + other
     liquid = out.rack_power_w * (1.0 - lay.crah_share)
     out.rack_rise_c = ph.coolant_rise(liquid, rack_flow, p.tcs_density_kg_m3, p.tcs_cp_j_kgk)
@@ -131,6 +131,20 @@ def _cdus_and_racks(
     # Condensation: TCS pipework and cold plates colder than the hall's dew point plus a margin sweat.
     out.dewpoint_margin_k = out.tcs_supply_c - env.hall_dewpoint_c
     out.condensation_risk = out.dewpoint_margin_k < p.dewpoint_margin_k
+
+
+def _gpu_power_limits(lay: Layout, other_w: Arr) -> Arr:
+    """Each GPU's board power limit: its model's, or lower where its rack is capped.
+
+    A capped rack's GPUs share what its limit leaves after the rack's other equipment, equally (the rack
+    controller's power brake), never below their clock floor ``min_w``: the GPUs' power controllers then hold
+    the rack at its limit by lowering clocks, so a capped rack draws at most its limit.
+    """
+    limits = lay.rack_power_limit_w
+    if not np.isfinite(limits).any():
+        return lay._g_power_limit
+    per_gpu = (limits - other_w) / lay.rack_gpus  # (N, racks); inf for an uncapped rack
+    return np.minimum(lay._g_power_limit, np.maximum(per_gpu[..., lay._gpu_rack], lay._g_min))
 
 
 def _work(lay: Layout, env: Env, gpu: ph.GpuSolution, out: PlantState) -> None:

@@ -26,6 +26,7 @@ from analytics.forecast.service import ForecastService, facility_clock
 from app.backfill import MIN_DAYS, has_history
 from app.backfill_job import DAYS_ENV, FIRST_FIT_HISTORY, history_days, start_history
 from app.job import MainJob, Service
+from app.power_guard_service import start_power_guard
 from app.services import ApiService, OnLoopSupervisor, ThreadService
 from dashboards.alarm_loop import AlarmLoop
 from dashboards.app import DashboardConfig, DashboardService
@@ -233,6 +234,7 @@ def start_parts(job: MainJob, args: argparse.Namespace, *, demo: bool) -> tuple[
     Returns the dashboard (stopped by the caller after the loop) and the alarm engine (closed by the caller).
     """
     supervisor = start_supervisor(job, args)
+    start_power_guard(job)
     alarms = AlarmEngine.from_site(job.site)
     forecasts = build_forecasts(job)
     predictor = FaultPredictionService(job.site, job.historian, alarms, job.clock)  # raises through `alarms`

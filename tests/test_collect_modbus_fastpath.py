@@ -1,0 +1,103 @@
+"""The Modbus poll's Python fast path (QualityTracker.clean_list) gives exactly what the full checks give, and the
+client's turn passes in order and survives cancelled waiters."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+
+from aidc.profiles import DataType, Point
+from collectors.modbus import ModbusTcpClient
+from collectors.quality import QualityTracker
+
+POINTS = [
+    Point(name="power", table="holding", address=0, type=DataType.FLOAT32, range=(0.0, 100.0)),
+    Point(name="fan", table="holding", address=2, type=DataType.UINT16, must_move=True),
+    Point(name="energy", table="holding", address=3, type=DataType.UINT16, counter=True),  # wraps at 65536
+    Point(name="energy2", table="holding", address=5, type=DataType.UINT32, counter=True),
+    Point(name="free", table="holding", address=7, type=DataType.INT16),
+]
+
+
+def _polls(n: int) -> list[list[float]]:
+    """A deterministic mix: good polls, out of range, NaN, ±inf, a stuck fan, counter resets and wraps."""
+    rng = np.random.default_rng(7)
+    out, e1, e2, fan = [], 100.0, 5.0, 1.0
+    for k in range(n):
+        e1, e2 = (e1 + float(rng.integers(0, 20000))) % 65536.0, e2 + float(rng.integers(0, 3))
+        fan = fan if k % 9 in (3, 4, 5, 6) else fan + 1.0  # held for a few polls now and then: stuck after 3
+        row = [float(rng.uniform(0, 100)), fan, e1, e2, float(rng.integers(-5, 5))]
+        match k % 13:
+            case 4:
+                row[0] = 150.0
+            case 7:
+                row[0] = math.nan
+            case 8:
+                row[4] = math.inf
+            case 10:
+                row[3] = 0.0  # a counter reset
+                e2 = 0.0
+            case 11:
+                e2 += 2.0
+                row[3] = e2
+            case 12:
+                e2 -= 1.0  # a small drop: below the last value, above the one before
+                row[3] = e2
+        out.append(row)
+    return out
+
+
+def test_python_fast_path_matches_the_full_checks_poll_after_poll() -> None:
+    """Every poll through clean_list (falling back to assess as the link does) gives the values, qualities,
+    reasons and counter increases of the numpy checks alone, and so does the numpy path after the Python one."""
+    fast, slow = (QualityTracker(POINTS, stuck_polls=3) for _ in range(2))
+    took_fast = 0
+    for row in _polls(120):
+        arr = np.array(row)
+        if fast.clean_list(list(row)):
+            took_fast += 1
+            got: tuple = (arr, np.zeros(len(row), np.uint8), [])
+        else:
+            got = fast.assess(arr, arr.copy())
+        want = slow.assess(arr, arr.copy())
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[2] == want[2]
+        np.testing.assert_array_equal(fast.counter_delta, slow.counter_delta)
+    assert 40 < took_fast < 120  # both paths were exercised, and handed over to each other
+
+
+async def test_client_turns_pass_in_order_and_skip_cancelled_waiters() -> None:
+    """Transactions on one connection take turns in arrival order; a waiter cancelled while queued, or after being
+    handed the turn, does not keep the others waiting."""
+    client = ModbusTcpClient("127.0.0.1", 1)
+    order: list[str] = []
+
+    async def txn(name: str, hold: asyncio.Event | None = None) -> None:
+        if client._busy:
+            await client._wait_turn()
+        client._busy = True
+        try:
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+        finally:
+            client._release()
+
+    gate = asyncio.Event()
+    first = asyncio.create_task(txn("a", gate))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(txn(n)) for n in ("b", "c", "d")]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # cancelled while queued
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.sleep(0)
+    waiting[1].cancel()  # may already hold the handed-over turn: it must pass it on
+    await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert order[0] == "a"
+    assert order[-1] == "d"
+    assert "b" not in order
+    assert client._busy is False
