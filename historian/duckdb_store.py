@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from aidc.model import Batch, SeriesKey
+from historian.parts import MANIFEST_SCHEMA, PART_TABLES, Part, Parts, merge_candidates
 from historian.base import (
     NS,
     Agg,
@@ -79,7 +80,7 @@ _RAW_PARTIALS = """
 SELECT series_id, {origin} + (ts - {origin}) // {w} * {w} AS b, count(value) AS n, sum(value) AS s,
     min(value) AS mn, max(value) AS mx, max(ts) FILTER (WHERE value IS NOT NULL) AS lts,
     arg_max(value, ts) FILTER (WHERE value IS NOT NULL) AS lst, max(quality) AS q
-FROM points WHERE ts >= {lo} AND ts < {hi} {sel} GROUP BY ALL
+FROM points_all WHERE ts >= {lo} AND ts < {hi} {sel} GROUP BY ALL
 """
 _COMBINE = """
 SELECT series_id, {origin} + (b - {origin}) // {w} * {w} AS b, sum(n)::BIGINT AS n, sum(s) AS s,
@@ -114,6 +115,9 @@ class DuckDBHistorian(Historian):
         raw_retention_days: float = 30.0,
         rollup_every_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        rollup_1m_retention_days: float | None = None,
+        rollup_1h_retention_days: float | None = None,
+        hot_max_rows: int = 1_000_000,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +125,16 @@ class DuckDBHistorian(Historian):
         self._lock = threading.RLock()
         self._local = threading.local()
         self._retention_ns = int(raw_retention_days * 86400 * NS)
+        # Retention tiers: None keeps that rollup for ever. The 1-minute tier never ends before the raw one.
+        self._retention_1m_ns = None if rollup_1m_retention_days is None else int(rollup_1m_retention_days * 86400 * NS)
+        if self._retention_1m_ns is not None:
+            self._retention_1m_ns = max(self._retention_1m_ns, self._retention_ns)
+        self._retention_1h_ns = None if rollup_1h_retention_days is None else int(rollup_1h_retention_days * 86400 * NS)
+        self._hot_max_rows = hot_max_rows
+        # Closed rows go to sorted Parquet parts beside the file (see historian.parts); not for an in-memory database.
+        self._parts = None if str(path) == ":memory:" else Parts(str(path))
+        self._retiring: list[Part] = []  # parts unlisted by the open transaction, retired once it commits
+        self.compactions = 0
         self._rollup_every_s = rollup_every_s
         self._clock = clock
         self.late_merged_points = 0
@@ -138,14 +152,24 @@ class DuckDBHistorian(Historian):
     def _load_state(self) -> None:
         """Create missing tables and read what the store keeps in memory (ids, watermarks, latest values)."""
         self._con.execute(_SCHEMA)
+        self._con.execute(MANIFEST_SCHEMA)
         for table, _res in ROLLUPS:
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_ROLLUP_COLUMNS})")
         self._ids: dict[str, int] = dict(self._con.execute("SELECT key, id FROM series").fetchall())
-        self._max_ts: int | None = self._con.execute("SELECT max(ts) FROM points").fetchone()[0]  # type: ignore[index]
         meta = dict(self._con.execute("SELECT name, value FROM meta").fetchall())
         self._watermark = {table: int(meta.get(f"wm_{table}", 0)) for table, _ in ROLLUPS}
         self._dirty_min: int | None = None
         self._raw_floor = int(meta.get("raw_floor", 0))  # raw rows before this were deleted by retention
+        self._raw_cutoff = int(meta.get("raw_cutoff", 0))  # ... exactly those before this (the floor is minute-aligned)
+        self._floor_1m = int(meta.get("floor_1m", 0))  # 1-minute rollups before this (an hour) were deleted
+        self._retiring = []
+        if self._parts is not None:
+            self._parts.sweep(self._con, at_open=True)  # files of a compaction that never committed
+        # Views over the hot tables and their parts, with the files' absolute paths as they are now.
+        self._con.execute("BEGIN")
+        self._rebuild_views()
+        self._con.execute("COMMIT")
+        self._max_ts: int | None = self._con.execute("SELECT max(ts) FROM points_all").fetchone()[0]  # type: ignore[index]
         # Sequence number of the last writer batch committed (write_once), stored in the batch's own transaction.
         self._last_seq: int | None = meta.get(_SEQ_KEY)
         self._lt_ts = np.full(len(self._ids) + 1, _NEVER, dtype=np.int64)
@@ -155,6 +179,34 @@ class DuckDBHistorian(Historian):
 
     # ---------------------------------------------------------------- healing
 
+    def _rebuild_views(self) -> None:
+        """``points_all`` / ``rollup_1m_all``: the hot table and its listed parts (in the caller's transaction)."""
+        floors = {"points": self._raw_cutoff, "rollup_1m": self._floor_1m}
+        for tbl in PART_TABLES:
+            src = f"SELECT * FROM {tbl}" if self._parts is None else self._parts.source(self._con, tbl, floors[tbl])
+            self._con.execute(f"CREATE OR REPLACE VIEW {tbl}_all AS {src}")
+
+    def _committed(self) -> None:
+        """The transaction that unlisted parts committed: their files may go once readers are done with them."""
+        if self._parts is not None and self._retiring:
+            self._parts.retire(self._retiring)
+        self._retiring = []
+
+    def _thaw_1m(self, lo: int) -> None:
+        """Move 1-minute rollup parts reaching past ``lo`` back into the hot table (in the caller's transaction),
+        so late data can rebuild those buckets in place; the next compaction writes them out again."""
+        if self._parts is None:
+            return
+        thaw = [p for p in self._parts.listed(self._con, "rollup_1m") if p.hi > lo]
+        if not thaw:
+            return
+        files = ", ".join(f"'{self._parts.path(p.file)}'" for p in thaw)
+        self._con.execute(f"INSERT INTO rollup_1m SELECT * FROM read_parquet([{files}])")
+        self._parts.unlist(self._con, thaw)
+        self._retiring += thaw
+        self._rebuild_views()
+        log.info("historian: %d rollup parts reopened for late data from %d", len(thaw), lo)
+
     def _broke(self, exc: BaseException) -> None:
         """Note that a write failed: the connection is not trusted again (DuckDB invalidates the whole database after
         a failed checkpoint, "database has been invalidated"), and the next write reopens the file first."""
@@ -162,6 +214,7 @@ class DuckDBHistorian(Historian):
             log.error("historian: write to %s failed (%s); the file is reopened at the next write", self.path, exc)
             self._fault = exc
         self._broken = exc
+        self._retiring = []  # the transaction that unlisted them rolled back: they are still listed
         with contextlib.suppress(duckdb.Error):
             self._con.execute("ROLLBACK")
 
@@ -243,6 +296,7 @@ class DuckDBHistorian(Historian):
             except BaseException as exc:
                 self._broke(exc)
                 raise
+            self._committed()
             self._healed()
             self._last_seq = seq if seq is not None else self._last_seq
             if merged:
@@ -268,11 +322,23 @@ class DuckDBHistorian(Historian):
         """Fold samples older than the raw floor into ``rollup_1m`` (and re-combine their closed hours), inside the
         caller's transaction; returns how many were merged."""
         con = self._con
-        partials = _RAW_PARTIALS.replace("FROM points", "FROM late_rows").format(
-            origin=0, w=MINUTE_NS, lo=-(2**62), hi=self._raw_floor, sel=""
-        )
+        first = int(pa.compute.min(rows.column("ts")).as_py())
+        self._thaw_1m(first // HOUR_NS * HOUR_NS)  # the buckets and hours rebuilt below must all be in the hot table
+        late = _RAW_PARTIALS.replace("FROM points_all", "FROM late_rows")
         con.register("late_rows", rows)
         try:
+            if first < self._floor_1m:  # older than the 1-minute tier: straight into the hourly rollup
+                hourly = late.format(origin=0, w=HOUR_NS, lo=-(2**62), hi=self._floor_1m, sel="")
+                con.execute(f"CREATE OR REPLACE TEMP TABLE late_h AS {hourly}")
+                both = (
+                    "SELECT r.* FROM rollup_1h r JOIN late_h k ON r.series_id = k.series_id AND r.b = k.b "
+                    "UNION ALL SELECT * FROM late_h"
+                )
+                con.execute(f"CREATE OR REPLACE TEMP TABLE merged_h AS {_COMBINE.format(origin=0, w=HOUR_NS, parts=both)}")
+                con.execute(_DELETE_KEYS.format(table="rollup_1h", keys="late_h"))
+                con.execute("INSERT INTO rollup_1h SELECT * FROM merged_h; DROP TABLE late_h; DROP TABLE merged_h")
+            lo_1m = self._floor_1m if self._floor_1m else -(2**62)
+            partials = late.format(origin=0, w=MINUTE_NS, lo=lo_1m, hi=self._raw_floor, sel="")
             con.execute(f"CREATE OR REPLACE TEMP TABLE late_1m AS {partials}")
             both = (
                 "SELECT r.* FROM rollup_1m r JOIN late_1m k ON r.series_id = k.series_id AND r.b = k.b "
@@ -341,7 +407,7 @@ class DuckDBHistorian(Historian):
         """Latest values at open: the saved table, then raw rows newer than it was (with an hour's slack)."""
         rows = self._con.execute("SELECT series_id, ts, value, quality FROM latest").fetchall()
         tail = self._con.execute(
-            "SELECT series_id, max(ts), arg_max(value, ts), arg_max(quality, ts) FROM points WHERE ts >= ? "
+            "SELECT series_id, max(ts), arg_max(value, ts), arg_max(quality, ts) FROM points_all WHERE ts >= ? "
             "GROUP BY series_id",
             [saved_wm - HOUR_NS],
         ).fetchall()
@@ -382,19 +448,90 @@ class DuckDBHistorian(Historian):
                 self._roll("rollup_1h", HOUR_NS, "rollup_1m", lo_1m)
                 # Retention counts back from the newest data as well as from now, whichever keeps more: data on a
                 # simulated clock (or replayed history) is not deleted just because the wall clock is ahead of it.
-                cutoff = min(int(self._clock() * NS), self._max_ts) - self._retention_ns
-                con.execute("DELETE FROM points WHERE ts < ?", [cutoff])
-                # Buckets from here on are wholly covered by raw rows; older ones live only in the rollups.
-                floor = -(-cutoff // MINUTE_NS) * MINUTE_NS
-                if floor > self._raw_floor:
-                    self._raw_floor = floor
-                    con.execute("INSERT OR REPLACE INTO meta VALUES ('raw_floor', ?)", [floor])
+                ref = min(int(self._clock() * NS), self._max_ts)
+                self._expire(ref)
                 self._save_latest()
                 con.execute("COMMIT")
             except BaseException as exc:
                 self._broke(exc)
                 raise
+            self._committed()
             self._dirty_min = None
+            self._compact()
+            if self._parts is not None:
+                self._parts.sweep(con)
+
+    def _expire(self, ref: int) -> None:
+        """Apply the retention tiers counted back from ``ref`` (in the caller's transaction)."""
+        con = self._con
+        cutoff = ref - self._retention_ns
+        con.execute("DELETE FROM points WHERE ts < ?", [cutoff])
+        changed = self._drop_parts("points", cutoff)
+        # Buckets from here on are wholly covered by raw rows; older ones live only in the rollups.
+        floor = -(-cutoff // MINUTE_NS) * MINUTE_NS
+        if floor > self._raw_floor:
+            self._raw_floor, self._raw_cutoff = floor, cutoff
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('raw_floor', ?), ('raw_cutoff', ?)", [floor, cutoff])
+            changed = changed or self._parts is not None
+        if self._retention_1m_ns is not None:
+            # Hour-aligned, so an hour is either rebuilt from all its minutes or merged into as a whole.
+            floor_1m = (ref - self._retention_1m_ns) // HOUR_NS * HOUR_NS
+            if floor_1m > self._floor_1m:
+                con.execute("DELETE FROM rollup_1m WHERE b < ?", [floor_1m])
+                self._drop_parts("rollup_1m", floor_1m)
+                self._floor_1m = floor_1m
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('floor_1m', ?)", [floor_1m])
+                changed = True
+        if self._retention_1h_ns is not None:
+            con.execute("DELETE FROM rollup_1h WHERE b < ?", [ref - self._retention_1h_ns])
+        if changed:
+            self._rebuild_views()
+
+    def _drop_parts(self, tbl: str, before: int) -> bool:
+        """Unlist the parts of ``tbl`` wholly before ``before`` (retention); True when there were any."""
+        if self._parts is None:
+            return False
+        gone = [p for p in self._parts.listed(self._con, tbl) if p.hi <= before]
+        self._parts.unlist(self._con, gone)
+        self._retiring += gone
+        return bool(gone)
+
+    def compact(self) -> int:
+        """Write the hot rows below the 1-minute watermark to sorted Parquet parts now, whatever their number
+        (the writer does it by itself once ``hot_max_rows`` are hot); returns the rows moved."""
+        with self._lock:
+            self._heal()
+            return self._compact(force=True)
+
+    def _compact(self, force: bool = False) -> int:
+        """Move closed hot rows to a new part and merge small parts (one transaction; see historian.parts)."""
+        if self._parts is None:
+            return 0
+        con = self._con
+        boundary = self._watermark["rollup_1m"]  # every raw row below is rolled up; every 1-min bucket closed
+        hot = con.execute("SELECT count(*) FROM points WHERE ts < ?", [boundary]).fetchone()[0]  # type: ignore[index]
+        if not hot or (hot < self._hot_max_rows and not force):
+            return 0
+        con.execute("BEGIN")
+        try:
+            for tbl, col in PART_TABLES.items():
+                where = f"{col} < {boundary}"
+                if self._parts.write(con, tbl, f"SELECT * FROM {tbl} WHERE {where}", level=0):
+                    con.execute(f"DELETE FROM {tbl} WHERE {where}")
+                for group in merge_candidates(self._parts.listed(con, tbl), boundary):
+                    files = ", ".join(f"'{self._parts.path(p.file)}'" for p in group)
+                    self._parts.write(con, tbl, f"SELECT * FROM read_parquet([{files}])", max(p.level for p in group) + 1)
+                    self._parts.unlist(con, group)
+                    self._retiring += group
+            self._rebuild_views()
+            con.execute("COMMIT")
+        except BaseException as exc:
+            self._broke(exc)
+            raise
+        self._committed()
+        self.compactions += 1
+        log.debug("historian: %d hot rows before %d compacted", hot, boundary)
+        return int(hot)
 
     def _roll(self, table: str, res: int, source: str, dirty: int | None = None) -> int | None:
         """Rebuild ``table`` buckets from the old watermark (or the dirty point) up to the new one."""
@@ -408,20 +545,24 @@ class DuckDBHistorian(Historian):
             if self._dirty_min is not None:
                 starts.append(self._dirty_min)
             if not old:
-                first = self._con.execute("SELECT min(ts) FROM points").fetchone()[0]  # type: ignore[index]
+                first = self._con.execute("SELECT min(ts) FROM points_all").fetchone()[0]  # type: ignore[index]
                 starts.append(int(first if first is not None else new))
         elif not old:
             starts.append(0)
         lo = min(starts) // res * res
         if source == "points":
             lo = max(lo, self._raw_floor)  # never rebuild a bucket whose raw rows retention already deleted
+        else:
+            lo = max(lo, self._floor_1m)  # nor an hour whose minutes the 1-minute tier already deleted
         if lo >= new:
             return None
+        if table == "rollup_1m":
+            self._thaw_1m(lo)
         self._con.execute(f"DELETE FROM {table} WHERE b >= ? AND b < ?", [lo, new])
         if source == "points":
             sql = _RAW_PARTIALS.format(origin=0, w=res, lo=lo, hi=new, sel="")
         else:
-            parts = f"SELECT * FROM {source} WHERE b >= {lo} AND b < {new}"
+            parts = f"SELECT * FROM {source}_all WHERE b >= {lo} AND b < {new}"
             sql = _COMBINE.format(origin=0, w=res, parts=parts)
         self._con.execute(f"INSERT INTO {table} {sql}")
         self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [f"wm_{table}", new])
@@ -478,7 +619,7 @@ class DuckDBHistorian(Historian):
         try:
             if window is None and agg is None:
                 tbl = cur.sql(
-                    f"SELECT series_id, ts, value, quality FROM points WHERE ts >= $1 AND ts < $2 {sel}",
+                    f"SELECT series_id, ts, value, quality FROM points_all WHERE ts >= $1 AND ts < $2 {sel}",
                     params=[lo, hi],
                 ).to_arrow_table()
                 return self._frame(tbl, keys, "value")
@@ -505,7 +646,7 @@ class DuckDBHistorian(Historian):
         cur.register("_sel", pa.table({"id": pa.array(list(keys), type=pa.int32())}))
         try:
             tbl = cur.sql(
-                "SELECT series_id, ts, value, quality FROM points WHERE ts >= $1 AND ts < $2 "
+                "SELECT series_id, ts, value, quality FROM points_all WHERE ts >= $1 AND ts < $2 "
                 "AND series_id IN (SELECT id FROM _sel)",
                 params=[lo, hi],
             ).to_arrow_table()
@@ -536,7 +677,7 @@ class DuckDBHistorian(Historian):
             if b - a < res:
                 continue
             parts = [
-                f"SELECT * FROM {table} WHERE b >= {a} AND b < {b} {sel}",
+                f"SELECT * FROM {_view(table)} WHERE b >= {a} AND b < {b} {sel}",
                 _RAW_PARTIALS.format(origin=origin, w=w, lo=lo, hi=a, sel=sel),
                 _RAW_PARTIALS.format(origin=origin, w=w, lo=b, hi=hi, sel=sel),
             ]
@@ -580,7 +721,14 @@ class DuckDBHistorian(Historian):
 
     def row_count(self) -> int:
         """Raw rows stored (for tests and the bench)."""
-        return int(self._cursor().execute("SELECT count(*) FROM points").fetchone()[0])  # type: ignore[index]
+        return int(self._cursor().execute("SELECT count(*) FROM points_all").fetchone()[0])  # type: ignore[index]
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk: the DuckDB file, its WAL and every part file (0 for an in-memory database)."""
+        if self._parts is None:
+            return 0
+        files = [Path(self.path), Path(self.path + ".wal")]
+        return sum(f.stat().st_size for f in files if f.exists()) + self._parts.bytes()
 
     def close(self) -> None:
         """Roll up what is closed and close the file."""
@@ -593,6 +741,11 @@ class DuckDBHistorian(Historian):
                     with contextlib.suppress(duckdb.Error):
                         cur.close()
                 self._con.close()
+
+
+def _view(table: str) -> str:
+    """The relation a query reads for ``table``: hot rows and parts for the tables that compact."""
+    return f"{table}_all" if table in PART_TABLES else table
 
 
 def _like_prefix(selector: SeriesSelector) -> str:
