@@ -37,7 +37,6 @@ import pandas as pd
 import pyarrow as pa
 
 from aidc.model import Batch, SeriesKey
-from historian.parts import MANIFEST_SCHEMA, PART_TABLES, Part, Parts, merge_candidates
 from historian.base import (
     NS,
     Agg,
@@ -51,6 +50,7 @@ from historian.base import (
     parse_window,
     to_ns,
 )
+from historian.parts import MANIFEST_SCHEMA, PART_TABLES, Part, Parts, merge_candidates
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,8 @@ class DuckDBHistorian(Historian):
                     "SELECT r.* FROM rollup_1h r JOIN late_h k ON r.series_id = k.series_id AND r.b = k.b "
                     "UNION ALL SELECT * FROM late_h"
                 )
-                con.execute(f"CREATE OR REPLACE TEMP TABLE merged_h AS {_COMBINE.format(origin=0, w=HOUR_NS, parts=both)}")
+                merged_h = _COMBINE.format(origin=0, w=HOUR_NS, parts=both)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE merged_h AS {merged_h}")
                 con.execute(_DELETE_KEYS.format(table="rollup_1h", keys="late_h"))
                 con.execute("INSERT INTO rollup_1h SELECT * FROM merged_h; DROP TABLE late_h; DROP TABLE merged_h")
             lo_1m = self._floor_1m if self._floor_1m else -(2**62)
@@ -520,7 +521,8 @@ class DuckDBHistorian(Historian):
                     con.execute(f"DELETE FROM {tbl} WHERE {where}")
                 for group in merge_candidates(self._parts.listed(con, tbl), boundary):
                     files = ", ".join(f"'{self._parts.path(p.file)}'" for p in group)
-                    self._parts.write(con, tbl, f"SELECT * FROM read_parquet([{files}])", max(p.level for p in group) + 1)
+                    level = max(p.level for p in group) + 1
+                    self._parts.write(con, tbl, f"SELECT * FROM read_parquet([{files}])", level)
                     self._parts.unlist(con, group)
                     self._retiring += group
             self._rebuild_views()
