@@ -80,7 +80,7 @@ _RAW_PARTIALS = """
 SELECT series_id, {origin} + (ts - {origin}) // {w} * {w} AS b, count(value) AS n, sum(value) AS s,
     min(value) AS mn, max(value) AS mx, max(ts) FILTER (WHERE value IS NOT NULL) AS lts,
     arg_max(value, ts) FILTER (WHERE value IS NOT NULL) AS lst, max(quality) AS q
-FROM points_all WHERE ts >= {lo} AND ts < {hi} {sel} GROUP BY ALL
+FROM {src} WHERE ts >= {lo} AND ts < {hi} {sel} GROUP BY ALL
 """
 _COMBINE = """
 SELECT series_id, {origin} + (b - {origin}) // {w} * {w} AS b, sum(n)::BIGINT AS n, sum(s) AS s,
@@ -180,32 +180,29 @@ class DuckDBHistorian(Historian):
     # ---------------------------------------------------------------- healing
 
     def _rebuild_views(self) -> None:
-        """``points_all`` / ``rollup_1m_all``: the hot table and its listed parts (in the caller's transaction)."""
-        floors = {"points": self._raw_cutoff, "rollup_1m": self._floor_1m}
-        for tbl in PART_TABLES:
-            src = f"SELECT * FROM {tbl}" if self._parts is None else self._parts.source(self._con, tbl, floors[tbl])
-            self._con.execute(f"CREATE OR REPLACE VIEW {tbl}_all AS {src}")
+        """Views over the parts the manifest lists (in the caller's transaction): ``points_parts`` (every raw row in
+        raw parts), ``points_all`` (hot raw rows and the parts' rows from the raw cutoff on) and ``rollup_1m_parts``
+        (1-minute rollups of raw parts that retention expired, from the 1-minute floor on)."""
+        con = self._con
+        listed = self._parts.listed(con) if self._parts is not None else []
+        for tbl, floor in (("points", None), ("rollup_1m", self._floor_1m)):
+            files = [self._parts.path(p.file) for p in listed if p.tbl == tbl] if self._parts is not None else []
+            if files:
+                src = f"SELECT * FROM read_parquet([{', '.join(repr(f) for f in files)}])"
+                src += f" WHERE {PART_TABLES[tbl]} >= {floor}" if floor else ""
+            else:
+                src = f"SELECT * FROM {tbl} LIMIT 0"
+            con.execute(f"CREATE OR REPLACE VIEW {tbl}_parts AS {src}")
+        con.execute(
+            "CREATE OR REPLACE VIEW points_all AS SELECT * FROM points UNION ALL "
+            f"SELECT * FROM points_parts WHERE ts >= {self._raw_cutoff}"
+        )
 
     def _committed(self) -> None:
         """The transaction that unlisted parts committed: their files may go once readers are done with them."""
         if self._parts is not None and self._retiring:
             self._parts.retire(self._retiring)
         self._retiring = []
-
-    def _thaw_1m(self, lo: int) -> None:
-        """Move 1-minute rollup parts reaching past ``lo`` back into the hot table (in the caller's transaction),
-        so late data can rebuild those buckets in place; the next compaction writes them out again."""
-        if self._parts is None:
-            return
-        thaw = [p for p in self._parts.listed(self._con, "rollup_1m") if p.hi > lo]
-        if not thaw:
-            return
-        files = ", ".join(f"'{self._parts.path(p.file)}'" for p in thaw)
-        self._con.execute(f"INSERT INTO rollup_1m SELECT * FROM read_parquet([{files}])")
-        self._parts.unlist(self._con, thaw)
-        self._retiring += thaw
-        self._rebuild_views()
-        log.info("historian: %d rollup parts reopened for late data from %d", len(thaw), lo)
 
     def _broke(self, exc: BaseException) -> None:
         """Note that a write failed: the connection is not trusted again (DuckDB invalidates the whole database after
@@ -323,8 +320,9 @@ class DuckDBHistorian(Historian):
         caller's transaction; returns how many were merged."""
         con = self._con
         first = int(pa.compute.min(rows.column("ts")).as_py())
-        self._thaw_1m(first // HOUR_NS * HOUR_NS)  # the buckets and hours rebuilt below must all be in the hot table
-        late = _RAW_PARTIALS.replace("FROM points_all", "FROM late_rows")
+        # Merged with the hot rollup rows of the same buckets; rows of the same buckets in parts stay as they are,
+        # every reader combines all partial rows of a bucket.
+        late = _RAW_PARTIALS.replace("{src}", "late_rows")
         con.register("late_rows", rows)
         try:
             if first < self._floor_1m:  # older than the 1-minute tier: straight into the hourly rollup
@@ -354,9 +352,10 @@ class DuckDBHistorian(Historian):
                 "CREATE OR REPLACE TEMP TABLE late_1h AS SELECT DISTINCT series_id, b // ? * ? AS b FROM late_1m "
                 "WHERE b // ? * ? < ?", [HOUR_NS, HOUR_NS, HOUR_NS, HOUR_NS, wm_1h],
             )  # fmt: skip
+            lo_h = first // HOUR_NS * HOUR_NS
             hours = (
-                "SELECT r.* FROM rollup_1m r JOIN late_1h k ON r.series_id = k.series_id AND r.b // "
-                f"{HOUR_NS} * {HOUR_NS} = k.b"
+                f"SELECT r.* FROM ({self._minutes(lo_h, wm_1h, '')}) r JOIN late_1h k ON r.series_id = k.series_id "
+                f"AND r.b // {HOUR_NS} * {HOUR_NS} = k.b"
             )
             con.execute(_DELETE_KEYS.format(table="rollup_1h", keys="late_1h"))
             con.execute(f"INSERT INTO rollup_1h {_COMBINE.format(origin=0, w=HOUR_NS, parts=hours)}")
@@ -467,7 +466,7 @@ class DuckDBHistorian(Historian):
         con = self._con
         cutoff = ref - self._retention_ns
         con.execute("DELETE FROM points WHERE ts < ?", [cutoff])
-        changed = self._drop_parts("points", cutoff)
+        changed = self._expire_raw_parts(cutoff)
         # Buckets from here on are wholly covered by raw rows; older ones live only in the rollups.
         floor = -(-cutoff // MINUTE_NS) * MINUTE_NS
         if floor > self._raw_floor:
@@ -487,6 +486,37 @@ class DuckDBHistorian(Historian):
             con.execute("DELETE FROM rollup_1h WHERE b < ?", [ref - self._retention_1h_ns])
         if changed:
             self._rebuild_views()
+
+    def _expire_raw_parts(self, cutoff: int) -> bool:
+        """Replace raw parts wholly before ``cutoff`` by one part of their 1-minute rollups (the minutes they served
+        when read until now); True when there were any."""
+        if self._parts is None:
+            return False
+        gone = [p for p in self._parts.listed(self._con, "points") if p.hi <= cutoff]
+        if not gone:
+            return False
+        files = ", ".join(f"'{self._parts.path(p.file)}'" for p in gone)
+        src = f"read_parquet([{files}])"
+        self._parts.write(
+            self._con,
+            "rollup_1m",
+            _RAW_PARTIALS.format(src=src, origin=0, w=MINUTE_NS, lo=-(2**62), hi=2**62, sel=""),
+            level=0,
+        )
+        self._parts.unlist(self._con, gone)
+        self._retiring += gone
+        self._merge_parts("rollup_1m", cutoff)
+        return True
+
+    def _merge_parts(self, tbl: str, closed_before: int) -> None:
+        """Merge small parts of ``tbl`` (see :func:`historian.parts.merge_candidates`), in the caller's transaction."""
+        assert self._parts is not None
+        for group in merge_candidates(self._parts.listed(self._con, tbl), closed_before):
+            files = ", ".join(f"'{self._parts.path(p.file)}'" for p in group)
+            level = max(p.level for p in group) + 1
+            self._parts.write(self._con, tbl, f"SELECT * FROM read_parquet([{files}])", level)
+            self._parts.unlist(self._con, group)
+            self._retiring += group
 
     def _drop_parts(self, tbl: str, before: int) -> bool:
         """Unlist the parts of ``tbl`` wholly before ``before`` (retention); True when there were any."""
@@ -509,22 +539,21 @@ class DuckDBHistorian(Historian):
         if self._parts is None:
             return 0
         con = self._con
-        boundary = self._watermark["rollup_1m"]  # every raw row below is rolled up; every 1-min bucket closed
-        hot = con.execute("SELECT count(*) FROM points WHERE ts < ?", [boundary]).fetchone()[0]  # type: ignore[index]
+        # Every raw row below the 1-minute watermark is rolled up. Rows before the raw floor stay hot until
+        # retention deletes them (their minute's rollup row stays hot with them).
+        lo, hi = self._raw_floor, self._watermark["rollup_1m"]
+        where = f"ts >= {lo} AND ts < {hi}"
+        hot = con.execute(f"SELECT count(*) FROM points WHERE {where}").fetchone()[0]  # type: ignore[index]
         if not hot or (hot < self._hot_max_rows and not force):
             return 0
         con.execute("BEGIN")
         try:
-            for tbl, col in PART_TABLES.items():
-                where = f"{col} < {boundary}"
-                if self._parts.write(con, tbl, f"SELECT * FROM {tbl} WHERE {where}", level=0):
-                    con.execute(f"DELETE FROM {tbl} WHERE {where}")
-                for group in merge_candidates(self._parts.listed(con, tbl), boundary):
-                    files = ", ".join(f"'{self._parts.path(p.file)}'" for p in group)
-                    level = max(p.level for p in group) + 1
-                    self._parts.write(con, tbl, f"SELECT * FROM read_parquet([{files}])", level)
-                    self._parts.unlist(con, group)
-                    self._retiring += group
+            self._parts.write(con, "points", f"SELECT * FROM points WHERE {where}", level=0)
+            con.execute(f"DELETE FROM points WHERE {where}")
+            # Those rows' minutes are aggregated from the part when read (1-minute rollups of rows at poll rate
+            # cost about as much as the rows themselves); the part's rollups are written when retention expires it.
+            con.execute(f"DELETE FROM rollup_1m WHERE b >= {lo} AND b < {hi}")
+            self._merge_parts("points", hi)
             self._rebuild_views()
             con.execute("COMMIT")
         except BaseException as exc:
@@ -532,7 +561,7 @@ class DuckDBHistorian(Historian):
             raise
         self._committed()
         self.compactions += 1
-        log.debug("historian: %d hot rows before %d compacted", hot, boundary)
+        log.debug("historian: %d hot rows before %d compacted", hot, hi)
         return int(hot)
 
     def _roll(self, table: str, res: int, source: str, dirty: int | None = None) -> int | None:
@@ -547,7 +576,7 @@ class DuckDBHistorian(Historian):
             if self._dirty_min is not None:
                 starts.append(self._dirty_min)
             if not old:
-                first = self._con.execute("SELECT min(ts) FROM points_all").fetchone()[0]  # type: ignore[index]
+                first = self._con.execute("SELECT min(ts) FROM points").fetchone()[0]  # type: ignore[index]
                 starts.append(int(first if first is not None else new))
         elif not old:
             starts.append(0)
@@ -558,13 +587,12 @@ class DuckDBHistorian(Historian):
             lo = max(lo, self._floor_1m)  # nor an hour whose minutes the 1-minute tier already deleted
         if lo >= new:
             return None
-        if table == "rollup_1m":
-            self._thaw_1m(lo)
         self._con.execute(f"DELETE FROM {table} WHERE b >= ? AND b < ?", [lo, new])
         if source == "points":
-            sql = _RAW_PARTIALS.format(origin=0, w=res, lo=lo, hi=new, sel="")
+            # From hot rows only: buckets of rows in raw parts are aggregated from the parts when read.
+            sql = _RAW_PARTIALS.format(src="points", origin=0, w=res, lo=lo, hi=new, sel="")
         else:
-            parts = f"SELECT * FROM {source}_all WHERE b >= {lo} AND b < {new}"
+            parts = self._minutes(lo, new, "")
             sql = _COMBINE.format(origin=0, w=res, parts=parts)
         self._con.execute(f"INSERT INTO {table} {sql}")
         self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [f"wm_{table}", new])
@@ -679,12 +707,27 @@ class DuckDBHistorian(Historian):
             if b - a < res:
                 continue
             parts = [
-                f"SELECT * FROM {_view(table)} WHERE b >= {a} AND b < {b} {sel}",
-                _RAW_PARTIALS.format(origin=origin, w=w, lo=lo, hi=a, sel=sel),
-                _RAW_PARTIALS.format(origin=origin, w=w, lo=b, hi=hi, sel=sel),
+                self._minutes(a, b, sel)
+                if table == "rollup_1m"
+                else f"SELECT * FROM {table} WHERE b >= {a} AND b < {b} {sel}",
+                _RAW_PARTIALS.format(src="points_all", origin=origin, w=w, lo=lo, hi=a, sel=sel),
+                _RAW_PARTIALS.format(src="points_all", origin=origin, w=w, lo=b, hi=hi, sel=sel),
             ]
             return _COMBINE.format(origin=origin, w=w, parts=" UNION ALL ".join(parts))
-        return _RAW_PARTIALS.format(origin=origin, w=w, lo=lo, hi=hi, sel=sel)
+        return _RAW_PARTIALS.format(src="points_all", origin=origin, w=w, lo=lo, hi=hi, sel=sel)
+
+    @staticmethod
+    def _minutes(lo: int, hi: int, sel: str) -> str:
+        """1-minute rollup rows of buckets in [lo, hi): the hot table's, expired raw parts' rollups, and the
+        minutes of raw parts aggregated as they are read (a bucket may have several rows; readers combine them)."""
+        raw = _RAW_PARTIALS.format(src="points_parts", origin=0, w=MINUTE_NS, lo=lo, hi=hi, sel=sel)
+        return " UNION ALL ".join(
+            [
+                f"SELECT * FROM rollup_1m WHERE b >= {lo} AND b < {hi} {sel}",
+                f"SELECT * FROM rollup_1m_parts WHERE b >= {lo} AND b < {hi} {sel}",
+                raw,
+            ]
+        )
 
     def latest(self, selector: SeriesSelector) -> pd.DataFrame:
         """The last sample of each matching series (from memory; the file is updated with the rollups)."""
@@ -743,11 +786,6 @@ class DuckDBHistorian(Historian):
                     with contextlib.suppress(duckdb.Error):
                         cur.close()
                 self._con.close()
-
-
-def _view(table: str) -> str:
-    """The relation a query reads for ``table``: hot rows and parts for the tables that compact."""
-    return f"{table}_all" if table in PART_TABLES else table
 
 
 def _like_prefix(selector: SeriesSelector) -> str:
