@@ -117,7 +117,7 @@ class DuckDBHistorian(Historian):
         clock: Callable[[], float] = time.time,
         rollup_1m_retention_days: float | None = None,
         rollup_1h_retention_days: float | None = None,
-        hot_max_rows: int = 1_000_000,
+        hot_max_rows: int = 250_000,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -405,9 +405,10 @@ class DuckDBHistorian(Historian):
 
     def _load_latest(self, saved_wm: int) -> None:
         """Latest values at open: the saved table, then raw rows newer than it was (with an hour's slack)."""
+        # arg_max_null: a last sample without a value is the latest (arg_max would skip to an older value).
         rows = self._con.execute("SELECT series_id, ts, value, quality FROM latest").fetchall()
         tail = self._con.execute(
-            "SELECT series_id, max(ts), arg_max(value, ts), arg_max(quality, ts) FROM points_all WHERE ts >= ? "
+            "SELECT series_id, max(ts), arg_max_null(value, ts), arg_max(quality, ts) FROM points_all WHERE ts >= ? "
             "GROUP BY series_id",
             [saved_wm - HOUR_NS],
         ).fetchall()
