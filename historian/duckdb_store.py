@@ -562,6 +562,12 @@ class DuckDBHistorian(Historian):
             raise
         self._committed()
         self.compactions += 1
+        # Free the compacted rows' blocks now, for the next hot rows to reuse, and empty the WAL; a checkpoint that
+        # fails (another thread's transaction open, a full disk) is retried by DuckDB's own WAL threshold.
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            log.debug("historian: checkpoint after compaction skipped (%s)", exc)
         log.debug("historian: %d hot rows before %d compacted", hot, hi)
         return int(hot)
 
