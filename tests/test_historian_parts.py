@@ -81,7 +81,8 @@ def test_late_rows_into_a_compacted_range_are_counted_once(tmp_path: Path) -> No
     for b in on_time:
         h.write(b)
     h.flush()
-    assert h.compact() > 0
+    h.compact()
+    assert h.compactions >= 1
     for i in late_idx:  # every fifth minute of polls comes late, after its range was compacted
         h.write(batches[i])
     h.flush()
