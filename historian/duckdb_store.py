@@ -6,6 +6,13 @@ Layout: ``series`` (integer id per series id string), ``points`` (series_id, ts 
 composes from them exactly. Timestamps are BIGINT ns since the epoch (UTC): bucketing is integer
 arithmetic and nothing is truncated to µs.
 
+Compact layout (see :mod:`historian.parts`): ``points`` is the hot table. Once ``hot_max_rows`` rows below the
+1-minute watermark are in it, they move to a Parquet part sorted by (series, time) and their hot 1-minute rollup rows
+are dropped: readers aggregate those minutes from the part (``points_parts``), so a bucket may have several partial
+rows (hot table, rollup parts, raw parts) and every reader combines them. When raw retention expires a part, its
+1-minute rollups become a rollup part (``rollup_1m_parts``), kept for the 1-minute tier; ``rollup_1h`` stays in the
+table, kept for the hourly tier. Late rows always go to the hot table, so no part is ever rewritten to change it.
+
 Inserts go through Arrow (an Arrow relation inserted into the table); executemany is three orders of
 magnitude slower. One writer (the connection, under a lock) and any number of reader threads, each with
 its own cursor. Every write is one committed transaction, so DuckDB's WAL makes it survive a crash.
@@ -153,6 +160,8 @@ class DuckDBHistorian(Historian):
         """Create missing tables and read what the store keeps in memory (ids, watermarks, latest values)."""
         self._con.execute(_SCHEMA)
         self._con.execute(MANIFEST_SCHEMA)
+        # Part files never change (a rewrite gets a new name), so their footers can be cached across queries.
+        self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         for table, _res in ROLLUPS:
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_ROLLUP_COLUMNS})")
         self._ids: dict[str, int] = dict(self._con.execute("SELECT key, id FROM series").fetchall())
