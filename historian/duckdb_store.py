@@ -791,13 +791,6 @@ class DuckDBHistorian(Historian):
             with self._lock:
                 self._parts.sweep(self._con, at_open=True)
 
-    def release_retired(self) -> None:
-        """Delete part files already dropped from the manifest now, not after the grace for readers (call it only
-        with no query running, e.g. from a benchmark before it measures the disk)."""
-        if self._parts is not None:
-            with self._lock:
-                self._parts.sweep(self._con, at_open=True)
-
     def disk_bytes(self) -> int:
         """Bytes on disk: the DuckDB file, its WAL and every part file (0 for an in-memory database)."""
         if self._parts is None:
