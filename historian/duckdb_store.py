@@ -804,6 +804,8 @@ class DuckDBHistorian(Historian):
             try:
                 if self._broken is None:  # a broken connection holds nothing uncommitted; the WAL has the rest
                     self.maintain()
+                    if self._parts is not None:  # our readers go with us: merged parts need not wait for them
+                        self._parts.sweep(self._con, at_open=True)
             finally:
                 for cur in self._cursors:
                     with contextlib.suppress(duckdb.Error):
