@@ -369,7 +369,7 @@ def bench_facility(tmp: Path, vm: VMServer, shape: FacilityShape) -> dict[str, f
         n += len(b)
     h.flush()
     h._con.execute("CHECKPOINT")
-    h.release_retired()  # merged parts wait 2 minutes for readers before they are deleted; none is reading
+    h.release_retired()  # merged parts wait 30 s for readers before they are deleted; none is reading
     duck_bytes = h.disk_bytes()
     parts = h._parts.bytes() if h._parts is not None else 0
     end = shape.t0_ns + int(shape.ticks * shape.period_s * NS)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 1_000_000_000
 MERGE_FANOUT = 8  # parts of one level within a day merged into one of the next level
-RETIRE_AFTER_S = 120.0  # a file dropped from the manifest is deleted this long after (readers may still hold it)
+RETIRE_AFTER_S = 30.0  # a file dropped from the manifest is deleted this long after (a query may still read it)
 # Sorted runs delta-pack in Parquet v2 (DELTA_BINARY_PACKED timestamps, BYTE_STREAM_SPLIT doubles); zstd does the rest.
 # Dictionaries are off: measured larger than byte-stream-split + zstd on telemetry values.
 PARQUET_OPTIONS = "FORMAT parquet, PARQUET_VERSION v2, COMPRESSION zstd, COMPRESSION_LEVEL 9, DICTIONARY_SIZE_LIMIT 1"
