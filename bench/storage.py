@@ -245,12 +245,11 @@ class FacilityShape:
         """Polls in the data set."""
         return int(self.hours * 3600 / self.period_s)
 
-    def batches(self, ticks_per_batch: int = 6, kinds: tuple[str, ...] = ()) -> Iterator[Batch]:
-        """The polls, ``ticks_per_batch`` to a batch, oldest first; only series of ``kinds`` when given."""
-        ids, all_kinds, devs = self.series()
-        only = np.isin(all_kinds, list(kinds)) if kinds else np.ones(len(ids), dtype=bool)
-        ids, kinds_, devs = ids[only], all_kinds[only], devs[only]
-        kinds = tuple(kinds_)
+    def batches(self, ticks_per_batch: int = 6, only: tuple[str, ...] = ()) -> Iterator[Batch]:
+        """The polls, ``ticks_per_batch`` to a batch, oldest first; only series of the kinds in ``only`` if given."""
+        ids, kinds, devs = self.series()
+        keep = np.isin(kinds, list(only)) if only else np.ones(len(ids), dtype=bool)
+        ids, kinds, devs = ids[keep], kinds[keep], devs[keep]
         n = len(ids)
         rng = np.random.default_rng(self.seed)
         udev, dev_of = np.unique(devs, return_inverse=True)
@@ -440,7 +439,7 @@ def bench_month_pue(tmp: Path, vm: VMServer, racks: int, days: int, period_s: fl
     http, enc, reader = urllib3.PoolManager(), LineEncoder(), VictoriaReader(vm.url, timeout_s=600)
     n = 0
     t = time.perf_counter()
-    for b in shape.batches(ticks_per_batch=max(1, int(3600 / period_s)), kinds=("en", "fe")):
+    for b in shape.batches(ticks_per_batch=max(1, int(3600 / period_s)), only=("en", "fe")):
         bb = b
         clock.t = int(bb.ts_ns.max()) / NS
         h.write(bb)
@@ -463,6 +462,8 @@ def bench_month_pue(tmp: Path, vm: VMServer, racks: int, days: int, period_s: fl
     vm_s, v = timed(lambda: pue(reader.fetch), repeat=3)
     assert isinstance(d, pd.Series)
     assert isinstance(v, pd.Series)
+    assert len(d), "no hourly PUE computed: the meters did not count"
+    assert len(v), "no hourly PUE from VictoriaMetrics"
     print(f"  hourly PUE over {days} days: DuckDB {duck_s:.3f} s ({len(d)} hours, median {d.median():.3f}), "
           f"VictoriaMetrics {vm_s:.3f} s ({len(v)} hours, median {v.median():.3f})")  # fmt: skip
     h.close()
