@@ -6,7 +6,10 @@ Example (every key optional; these are the defaults except ``[historian.remote]`
     backend = "duckdb"            # "duckdb" (embedded), "influxdb" (2.x / Cloud) or "victoriametrics"
     path = "historian.duckdb"     # DuckDB file, relative to the site's data_dir
     keep_local = true             # with a remote backend, also keep the DuckDB file as the hot store
-    raw_retention_days = 30       # raw rows older than this are deleted; rollups are kept
+    raw_retention_days = 30       # tier 1: raw rows at poll rate, kept this long
+    rollup_1m_retention_days = 90 # tier 2: 1-minute rollups (count, sum, min, max, last, worst quality)
+    rollup_1h_retention_days = 3650   # tier 3: hourly rollups; leave it out to keep them for ever (the default)
+    hot_max_rows = 250000         # raw rows held in the DuckDB table before they are compacted to Parquet
     rollup_every_s = 60           # how often the writer closes 1 min / 1 h rollup buckets
 
     [historian.remote]            # needed when backend is influxdb or victoriametrics
@@ -105,9 +108,27 @@ class HistorianConfig(BaseModel):
     path: Path = Path("historian.duckdb")
     keep_local: bool = True
     raw_retention_days: float = Field(default=30.0, gt=0)
+    rollup_1m_retention_days: float | None = Field(default=90.0, gt=0)
+    rollup_1h_retention_days: float | None = Field(default=None, gt=0)
+    hot_max_rows: int = Field(default=250_000, ge=1000)
     rollup_every_s: float = Field(default=60.0, gt=0)
     remote: RemoteConfig | None = None
     spool: SpoolConfig = SpoolConfig()
+
+    @model_validator(mode="after")
+    def _tiers_nested(self) -> HistorianConfig:
+        # Each tier is built from the finer one, so it must outlive it (or be kept for ever).
+        tiers = [self.raw_retention_days, self.rollup_1m_retention_days, self.rollup_1h_retention_days]
+        for (name, days), (next_name, next_days) in zip(
+            zip(("raw_retention_days", "rollup_1m_retention_days"), tiers[:2], strict=True),
+            zip(("rollup_1m_retention_days", "rollup_1h_retention_days"), tiers[1:], strict=True),
+            strict=True,
+        ):
+            if days is None and next_days is not None:
+                raise ValueError(f"{next_name} = {next_days} is set but {name} keeps its tier for ever")
+            if days is not None and next_days is not None and next_days < days:
+                raise ValueError(f"{next_name} = {next_days} is shorter than {name} = {days}")
+        return self
 
     @model_validator(mode="after")
     def _remote_needed(self) -> HistorianConfig:

@@ -186,11 +186,11 @@ def points_lost(db: Path, t_fault_ns: int, t_kill_ns: int, poll_s: float) -> tup
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(
-            "SELECT p.series_id, p.ts FROM points p JOIN series s ON s.id = p.series_id "
+            "SELECT p.series_id, p.ts FROM points_all p JOIN series s ON s.id = p.series_id "
             "WHERE s.key NOT LIKE 'aidc!_%' ESCAPE '!' AND p.ts >= ? AND p.ts <= ? ORDER BY 1, 2",
             [t_fault_ns - 30 * p, t_kill_ns],
         ).fetchall()
-        dups = con.execute("SELECT count(*) - count(DISTINCT (series_id, ts)) FROM points").fetchone()
+        dups = con.execute("SELECT count(*) - count(DISTINCT (series_id, ts)) FROM points_all").fetchone()
     finally:
         con.close()
     by: dict[int, list[int]] = {}

@@ -42,6 +42,9 @@ def open_historian(cfg: HistorianConfig, data_dir: Path, site: str = "") -> Hist
             _under(data_dir, cfg.path),
             raw_retention_days=cfg.raw_retention_days,
             rollup_every_s=cfg.rollup_every_s,
+            rollup_1m_retention_days=cfg.rollup_1m_retention_days,
+            rollup_1h_retention_days=cfg.rollup_1h_retention_days,
+            hot_max_rows=cfg.hot_max_rows,
         )
 
     if cfg.backend == "duckdb":

@@ -6,6 +6,13 @@ Layout: ``series`` (integer id per series id string), ``points`` (series_id, ts 
 composes from them exactly. Timestamps are BIGINT ns since the epoch (UTC): bucketing is integer
 arithmetic and nothing is truncated to µs.
 
+Compact layout (see :mod:`historian.parts`): ``points`` is the hot table. Once ``hot_max_rows`` rows below the
+1-minute watermark are in it, they move to a Parquet part sorted by (series, time) and their hot 1-minute rollup rows
+are dropped: readers aggregate those minutes from the part (``points_parts``), so a bucket may have several partial
+rows (hot table, rollup parts, raw parts) and every reader combines them. When raw retention expires a part, its
+1-minute rollups become a rollup part (``rollup_1m_parts``), kept for the 1-minute tier; ``rollup_1h`` stays in the
+table, kept for the hourly tier. Late rows always go to the hot table, so no part is ever rewritten to change it.
+
 Inserts go through Arrow (an Arrow relation inserted into the table); executemany is three orders of
 magnitude slower. One writer (the connection, under a lock) and any number of reader threads, each with
 its own cursor. Every write is one committed transaction, so DuckDB's WAL makes it survive a crash.
@@ -50,6 +57,7 @@ from historian.base import (
     parse_window,
     to_ns,
 )
+from historian.parts import MANIFEST_SCHEMA, PART_TABLES, Part, Parts, merge_candidates
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ _RAW_PARTIALS = """
 SELECT series_id, {origin} + (ts - {origin}) // {w} * {w} AS b, count(value) AS n, sum(value) AS s,
     min(value) AS mn, max(value) AS mx, max(ts) FILTER (WHERE value IS NOT NULL) AS lts,
     arg_max(value, ts) FILTER (WHERE value IS NOT NULL) AS lst, max(quality) AS q
-FROM points WHERE ts >= {lo} AND ts < {hi} {sel} GROUP BY ALL
+FROM {src} WHERE ts >= {lo} AND ts < {hi} {sel} GROUP BY ALL
 """
 _COMBINE = """
 SELECT series_id, {origin} + (b - {origin}) // {w} * {w} AS b, sum(n)::BIGINT AS n, sum(s) AS s,
@@ -114,6 +122,9 @@ class DuckDBHistorian(Historian):
         raw_retention_days: float = 30.0,
         rollup_every_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        rollup_1m_retention_days: float | None = None,
+        rollup_1h_retention_days: float | None = None,
+        hot_max_rows: int = 250_000,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +132,16 @@ class DuckDBHistorian(Historian):
         self._lock = threading.RLock()
         self._local = threading.local()
         self._retention_ns = int(raw_retention_days * 86400 * NS)
+        # Retention tiers: None keeps that rollup for ever. The 1-minute tier never ends before the raw one.
+        self._retention_1m_ns = None if rollup_1m_retention_days is None else int(rollup_1m_retention_days * 86400 * NS)
+        if self._retention_1m_ns is not None:
+            self._retention_1m_ns = max(self._retention_1m_ns, self._retention_ns)
+        self._retention_1h_ns = None if rollup_1h_retention_days is None else int(rollup_1h_retention_days * 86400 * NS)
+        self._hot_max_rows = hot_max_rows
+        # Closed rows go to sorted Parquet parts beside the file (see historian.parts); not for an in-memory database.
+        self._parts = None if str(path) == ":memory:" else Parts(str(path))
+        self._retiring: list[Part] = []  # parts unlisted by the open transaction, retired once it commits
+        self.compactions = 0
         self._rollup_every_s = rollup_every_s
         self._clock = clock
         self.late_merged_points = 0
@@ -138,14 +159,26 @@ class DuckDBHistorian(Historian):
     def _load_state(self) -> None:
         """Create missing tables and read what the store keeps in memory (ids, watermarks, latest values)."""
         self._con.execute(_SCHEMA)
+        self._con.execute(MANIFEST_SCHEMA)
+        # Part files never change (a rewrite gets a new name), so their footers can be cached across queries.
+        self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         for table, _res in ROLLUPS:
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_ROLLUP_COLUMNS})")
         self._ids: dict[str, int] = dict(self._con.execute("SELECT key, id FROM series").fetchall())
-        self._max_ts: int | None = self._con.execute("SELECT max(ts) FROM points").fetchone()[0]  # type: ignore[index]
         meta = dict(self._con.execute("SELECT name, value FROM meta").fetchall())
         self._watermark = {table: int(meta.get(f"wm_{table}", 0)) for table, _ in ROLLUPS}
         self._dirty_min: int | None = None
         self._raw_floor = int(meta.get("raw_floor", 0))  # raw rows before this were deleted by retention
+        self._raw_cutoff = int(meta.get("raw_cutoff", 0))  # ... exactly those before this (the floor is minute-aligned)
+        self._floor_1m = int(meta.get("floor_1m", 0))  # 1-minute rollups before this (an hour) were deleted
+        self._retiring = []
+        if self._parts is not None:
+            self._parts.sweep(self._con, at_open=True)  # files of a compaction that never committed
+        # Views over the hot tables and their parts, with the files' absolute paths as they are now.
+        self._con.execute("BEGIN")
+        self._rebuild_views()
+        self._con.execute("COMMIT")
+        self._max_ts: int | None = self._con.execute("SELECT max(ts) FROM points_all").fetchone()[0]  # type: ignore[index]
         # Sequence number of the last writer batch committed (write_once), stored in the batch's own transaction.
         self._last_seq: int | None = meta.get(_SEQ_KEY)
         self._lt_ts = np.full(len(self._ids) + 1, _NEVER, dtype=np.int64)
@@ -155,6 +188,31 @@ class DuckDBHistorian(Historian):
 
     # ---------------------------------------------------------------- healing
 
+    def _rebuild_views(self) -> None:
+        """Views over the parts the manifest lists (in the caller's transaction): ``points_parts`` (every raw row in
+        raw parts), ``points_all`` (hot raw rows and the parts' rows from the raw cutoff on) and ``rollup_1m_parts``
+        (1-minute rollups of raw parts that retention expired, from the 1-minute floor on)."""
+        con = self._con
+        listed = self._parts.listed(con) if self._parts is not None else []
+        for tbl, floor in (("points", None), ("rollup_1m", self._floor_1m)):
+            files = [self._parts.path(p.file) for p in listed if p.tbl == tbl] if self._parts is not None else []
+            if files:
+                src = f"SELECT * FROM read_parquet([{', '.join(repr(f) for f in files)}])"
+                src += f" WHERE {PART_TABLES[tbl]} >= {floor}" if floor else ""
+            else:
+                src = f"SELECT * FROM {tbl} LIMIT 0"
+            con.execute(f"CREATE OR REPLACE VIEW {tbl}_parts AS {src}")
+        con.execute(
+            "CREATE OR REPLACE VIEW points_all AS SELECT * FROM points UNION ALL "
+            f"SELECT * FROM points_parts WHERE ts >= {self._raw_cutoff}"
+        )
+
+    def _committed(self) -> None:
+        """The transaction that unlisted parts committed: their files may go once readers are done with them."""
+        if self._parts is not None and self._retiring:
+            self._parts.retire(self._retiring)
+        self._retiring = []
+
     def _broke(self, exc: BaseException) -> None:
         """Note that a write failed: the connection is not trusted again (DuckDB invalidates the whole database after
         a failed checkpoint, "database has been invalidated"), and the next write reopens the file first."""
@@ -162,6 +220,7 @@ class DuckDBHistorian(Historian):
             log.error("historian: write to %s failed (%s); the file is reopened at the next write", self.path, exc)
             self._fault = exc
         self._broken = exc
+        self._retiring = []  # the transaction that unlisted them rolled back: they are still listed
         with contextlib.suppress(duckdb.Error):
             self._con.execute("ROLLBACK")
 
@@ -243,6 +302,7 @@ class DuckDBHistorian(Historian):
             except BaseException as exc:
                 self._broke(exc)
                 raise
+            self._committed()
             self._healed()
             self._last_seq = seq if seq is not None else self._last_seq
             if merged:
@@ -268,11 +328,25 @@ class DuckDBHistorian(Historian):
         """Fold samples older than the raw floor into ``rollup_1m`` (and re-combine their closed hours), inside the
         caller's transaction; returns how many were merged."""
         con = self._con
-        partials = _RAW_PARTIALS.replace("FROM points", "FROM late_rows").format(
-            origin=0, w=MINUTE_NS, lo=-(2**62), hi=self._raw_floor, sel=""
-        )
+        first = int(pa.compute.min(rows.column("ts")).as_py())
+        # Merged with the hot rollup rows of the same buckets; rows of the same buckets in parts stay as they are,
+        # every reader combines all partial rows of a bucket.
+        late = _RAW_PARTIALS.replace("{src}", "late_rows")
         con.register("late_rows", rows)
         try:
+            if first < self._floor_1m:  # older than the 1-minute tier: straight into the hourly rollup
+                hourly = late.format(origin=0, w=HOUR_NS, lo=-(2**62), hi=self._floor_1m, sel="")
+                con.execute(f"CREATE OR REPLACE TEMP TABLE late_h AS {hourly}")
+                both = (
+                    "SELECT r.* FROM rollup_1h r JOIN late_h k ON r.series_id = k.series_id AND r.b = k.b "
+                    "UNION ALL SELECT * FROM late_h"
+                )
+                merged_h = _COMBINE.format(origin=0, w=HOUR_NS, parts=both)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE merged_h AS {merged_h}")
+                con.execute(_DELETE_KEYS.format(table="rollup_1h", keys="late_h"))
+                con.execute("INSERT INTO rollup_1h SELECT * FROM merged_h; DROP TABLE late_h; DROP TABLE merged_h")
+            lo_1m = self._floor_1m if self._floor_1m else -(2**62)
+            partials = late.format(origin=0, w=MINUTE_NS, lo=lo_1m, hi=self._raw_floor, sel="")
             con.execute(f"CREATE OR REPLACE TEMP TABLE late_1m AS {partials}")
             both = (
                 "SELECT r.* FROM rollup_1m r JOIN late_1m k ON r.series_id = k.series_id AND r.b = k.b "
@@ -287,9 +361,10 @@ class DuckDBHistorian(Historian):
                 "CREATE OR REPLACE TEMP TABLE late_1h AS SELECT DISTINCT series_id, b // ? * ? AS b FROM late_1m "
                 "WHERE b // ? * ? < ?", [HOUR_NS, HOUR_NS, HOUR_NS, HOUR_NS, wm_1h],
             )  # fmt: skip
+            lo_h = first // HOUR_NS * HOUR_NS
             hours = (
-                "SELECT r.* FROM rollup_1m r JOIN late_1h k ON r.series_id = k.series_id AND r.b // "
-                f"{HOUR_NS} * {HOUR_NS} = k.b"
+                f"SELECT r.* FROM ({self._minutes(lo_h, wm_1h, '')}) r JOIN late_1h k ON r.series_id = k.series_id "
+                f"AND r.b // {HOUR_NS} * {HOUR_NS} = k.b"
             )
             con.execute(_DELETE_KEYS.format(table="rollup_1h", keys="late_1h"))
             con.execute(f"INSERT INTO rollup_1h {_COMBINE.format(origin=0, w=HOUR_NS, parts=hours)}")
@@ -339,9 +414,10 @@ class DuckDBHistorian(Historian):
 
     def _load_latest(self, saved_wm: int) -> None:
         """Latest values at open: the saved table, then raw rows newer than it was (with an hour's slack)."""
+        # arg_max_null: a last sample without a value is the latest (arg_max would skip to an older value).
         rows = self._con.execute("SELECT series_id, ts, value, quality FROM latest").fetchall()
         tail = self._con.execute(
-            "SELECT series_id, max(ts), arg_max(value, ts), arg_max(quality, ts) FROM points WHERE ts >= ? "
+            "SELECT series_id, max(ts), arg_max_null(value, ts), arg_max(quality, ts) FROM points_all WHERE ts >= ? "
             "GROUP BY series_id",
             [saved_wm - HOUR_NS],
         ).fetchall()
@@ -382,19 +458,127 @@ class DuckDBHistorian(Historian):
                 self._roll("rollup_1h", HOUR_NS, "rollup_1m", lo_1m)
                 # Retention counts back from the newest data as well as from now, whichever keeps more: data on a
                 # simulated clock (or replayed history) is not deleted just because the wall clock is ahead of it.
-                cutoff = min(int(self._clock() * NS), self._max_ts) - self._retention_ns
-                con.execute("DELETE FROM points WHERE ts < ?", [cutoff])
-                # Buckets from here on are wholly covered by raw rows; older ones live only in the rollups.
-                floor = -(-cutoff // MINUTE_NS) * MINUTE_NS
-                if floor > self._raw_floor:
-                    self._raw_floor = floor
-                    con.execute("INSERT OR REPLACE INTO meta VALUES ('raw_floor', ?)", [floor])
+                ref = min(int(self._clock() * NS), self._max_ts)
+                self._expire(ref)
                 self._save_latest()
                 con.execute("COMMIT")
             except BaseException as exc:
                 self._broke(exc)
                 raise
+            self._committed()
             self._dirty_min = None
+            self._compact()
+            if self._parts is not None:
+                self._parts.sweep(con)
+
+    def _expire(self, ref: int) -> None:
+        """Apply the retention tiers counted back from ``ref`` (in the caller's transaction)."""
+        con = self._con
+        cutoff = ref - self._retention_ns
+        con.execute("DELETE FROM points WHERE ts < ?", [cutoff])
+        changed = self._expire_raw_parts(cutoff)
+        # Buckets from here on are wholly covered by raw rows; older ones live only in the rollups.
+        floor = -(-cutoff // MINUTE_NS) * MINUTE_NS
+        if floor > self._raw_floor:
+            self._raw_floor, self._raw_cutoff = floor, cutoff
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('raw_floor', ?), ('raw_cutoff', ?)", [floor, cutoff])
+            changed = changed or self._parts is not None
+        if self._retention_1m_ns is not None:
+            # Hour-aligned, so an hour is either rebuilt from all its minutes or merged into as a whole.
+            floor_1m = (ref - self._retention_1m_ns) // HOUR_NS * HOUR_NS
+            if floor_1m > self._floor_1m:
+                con.execute("DELETE FROM rollup_1m WHERE b < ?", [floor_1m])
+                self._drop_parts("rollup_1m", floor_1m)
+                self._floor_1m = floor_1m
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('floor_1m', ?)", [floor_1m])
+                changed = True
+        if self._retention_1h_ns is not None:
+            con.execute("DELETE FROM rollup_1h WHERE b < ?", [ref - self._retention_1h_ns])
+        if changed:
+            self._rebuild_views()
+
+    def _expire_raw_parts(self, cutoff: int) -> bool:
+        """Replace raw parts wholly before ``cutoff`` by one part of their 1-minute rollups (the minutes they served
+        when read until now); True when there were any."""
+        if self._parts is None:
+            return False
+        gone = [p for p in self._parts.listed(self._con, "points") if p.hi <= cutoff]
+        if not gone:
+            return False
+        files = ", ".join(f"'{self._parts.path(p.file)}'" for p in gone)
+        src = f"read_parquet([{files}])"
+        self._parts.write(
+            self._con,
+            "rollup_1m",
+            _RAW_PARTIALS.format(src=src, origin=0, w=MINUTE_NS, lo=-(2**62), hi=2**62, sel=""),
+            level=0,
+        )
+        self._parts.unlist(self._con, gone)
+        self._retiring += gone
+        self._merge_parts("rollup_1m", cutoff)
+        return True
+
+    def _merge_parts(self, tbl: str, closed_before: int) -> None:
+        """Merge small parts of ``tbl`` (see :func:`historian.parts.merge_candidates`), in the caller's transaction."""
+        assert self._parts is not None
+        for group in merge_candidates(self._parts.listed(self._con, tbl), closed_before):
+            files = ", ".join(f"'{self._parts.path(p.file)}'" for p in group)
+            level = max(p.level for p in group) + 1
+            self._parts.write(self._con, tbl, f"SELECT * FROM read_parquet([{files}])", level)
+            self._parts.unlist(self._con, group)
+            self._retiring += group
+
+    def _drop_parts(self, tbl: str, before: int) -> bool:
+        """Unlist the parts of ``tbl`` wholly before ``before`` (retention); True when there were any."""
+        if self._parts is None:
+            return False
+        gone = [p for p in self._parts.listed(self._con, tbl) if p.hi <= before]
+        self._parts.unlist(self._con, gone)
+        self._retiring += gone
+        return bool(gone)
+
+    def compact(self) -> int:
+        """Write the hot rows below the 1-minute watermark to sorted Parquet parts now, whatever their number
+        (the writer does it by itself once ``hot_max_rows`` are hot); returns the rows moved."""
+        with self._lock:
+            self._heal()
+            return self._compact(force=True)
+
+    def _compact(self, force: bool = False) -> int:
+        """Move closed hot rows to a new part and merge small parts (one transaction; see historian.parts)."""
+        if self._parts is None:
+            return 0
+        con = self._con
+        # Every raw row below the 1-minute watermark is rolled up. Rows before the raw floor stay hot until
+        # retention deletes them (their minute's rollup row stays hot with them).
+        lo, hi = self._raw_floor, self._watermark["rollup_1m"]
+        where = f"ts >= {lo} AND ts < {hi}"
+        hot = con.execute(f"SELECT count(*) FROM points WHERE {where}").fetchone()[0]  # type: ignore[index]
+        if not hot or (hot < self._hot_max_rows and not force):
+            return 0
+        con.execute("BEGIN")
+        try:
+            self._parts.write(con, "points", f"SELECT * FROM points WHERE {where}", level=0)
+            con.execute(f"DELETE FROM points WHERE {where}")
+            # Those rows' minutes are aggregated from the part when read (1-minute rollups of rows at poll rate
+            # cost about as much as the rows themselves); the part's rollups are written when retention expires it.
+            con.execute(f"DELETE FROM rollup_1m WHERE b >= {lo} AND b < {hi}")
+            self._merge_parts("points", hi)
+            self._rebuild_views()
+            con.execute("COMMIT")
+        except BaseException as exc:
+            self._broke(exc)
+            raise
+        self._committed()
+        self.compactions += 1
+        # Free the compacted rows' blocks now, for the next hot rows to reuse, and empty the WAL; a checkpoint that
+        # fails (another thread's transaction open, a full disk) is retried by DuckDB's own WAL threshold.
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            log.debug("historian: checkpoint after compaction skipped (%s)", exc)
+        log.debug("historian: %d hot rows before %d compacted", hot, hi)
+        return int(hot)
 
     def _roll(self, table: str, res: int, source: str, dirty: int | None = None) -> int | None:
         """Rebuild ``table`` buckets from the old watermark (or the dirty point) up to the new one."""
@@ -415,13 +599,16 @@ class DuckDBHistorian(Historian):
         lo = min(starts) // res * res
         if source == "points":
             lo = max(lo, self._raw_floor)  # never rebuild a bucket whose raw rows retention already deleted
+        else:
+            lo = max(lo, self._floor_1m)  # nor an hour whose minutes the 1-minute tier already deleted
         if lo >= new:
             return None
         self._con.execute(f"DELETE FROM {table} WHERE b >= ? AND b < ?", [lo, new])
         if source == "points":
-            sql = _RAW_PARTIALS.format(origin=0, w=res, lo=lo, hi=new, sel="")
+            # From hot rows only: buckets of rows in raw parts are aggregated from the parts when read.
+            sql = _RAW_PARTIALS.format(src="points", origin=0, w=res, lo=lo, hi=new, sel="")
         else:
-            parts = f"SELECT * FROM {source} WHERE b >= {lo} AND b < {new}"
+            parts = self._minutes(lo, new, "")
             sql = _COMBINE.format(origin=0, w=res, parts=parts)
         self._con.execute(f"INSERT INTO {table} {sql}")
         self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [f"wm_{table}", new])
@@ -478,7 +665,7 @@ class DuckDBHistorian(Historian):
         try:
             if window is None and agg is None:
                 tbl = cur.sql(
-                    f"SELECT series_id, ts, value, quality FROM points WHERE ts >= $1 AND ts < $2 {sel}",
+                    f"SELECT series_id, ts, value, quality FROM points_all WHERE ts >= $1 AND ts < $2 {sel}",
                     params=[lo, hi],
                 ).to_arrow_table()
                 return self._frame(tbl, keys, "value")
@@ -505,7 +692,7 @@ class DuckDBHistorian(Historian):
         cur.register("_sel", pa.table({"id": pa.array(list(keys), type=pa.int32())}))
         try:
             tbl = cur.sql(
-                "SELECT series_id, ts, value, quality FROM points WHERE ts >= $1 AND ts < $2 "
+                "SELECT series_id, ts, value, quality FROM points_all WHERE ts >= $1 AND ts < $2 "
                 "AND series_id IN (SELECT id FROM _sel)",
                 params=[lo, hi],
             ).to_arrow_table()
@@ -536,12 +723,27 @@ class DuckDBHistorian(Historian):
             if b - a < res:
                 continue
             parts = [
-                f"SELECT * FROM {table} WHERE b >= {a} AND b < {b} {sel}",
-                _RAW_PARTIALS.format(origin=origin, w=w, lo=lo, hi=a, sel=sel),
-                _RAW_PARTIALS.format(origin=origin, w=w, lo=b, hi=hi, sel=sel),
+                self._minutes(a, b, sel)
+                if table == "rollup_1m"
+                else f"SELECT * FROM {table} WHERE b >= {a} AND b < {b} {sel}",
+                _RAW_PARTIALS.format(src="points_all", origin=origin, w=w, lo=lo, hi=a, sel=sel),
+                _RAW_PARTIALS.format(src="points_all", origin=origin, w=w, lo=b, hi=hi, sel=sel),
             ]
             return _COMBINE.format(origin=origin, w=w, parts=" UNION ALL ".join(parts))
-        return _RAW_PARTIALS.format(origin=origin, w=w, lo=lo, hi=hi, sel=sel)
+        return _RAW_PARTIALS.format(src="points_all", origin=origin, w=w, lo=lo, hi=hi, sel=sel)
+
+    @staticmethod
+    def _minutes(lo: int, hi: int, sel: str) -> str:
+        """1-minute rollup rows of buckets in [lo, hi): the hot table's, expired raw parts' rollups, and the
+        minutes of raw parts aggregated as they are read (a bucket may have several rows; readers combine them)."""
+        raw = _RAW_PARTIALS.format(src="points_parts", origin=0, w=MINUTE_NS, lo=lo, hi=hi, sel=sel)
+        return " UNION ALL ".join(
+            [
+                f"SELECT * FROM rollup_1m WHERE b >= {lo} AND b < {hi} {sel}",
+                f"SELECT * FROM rollup_1m_parts WHERE b >= {lo} AND b < {hi} {sel}",
+                raw,
+            ]
+        )
 
     def latest(self, selector: SeriesSelector) -> pd.DataFrame:
         """The last sample of each matching series (from memory; the file is updated with the rollups)."""
@@ -580,7 +782,21 @@ class DuckDBHistorian(Historian):
 
     def row_count(self) -> int:
         """Raw rows stored (for tests and the bench)."""
-        return int(self._cursor().execute("SELECT count(*) FROM points").fetchone()[0])  # type: ignore[index]
+        return int(self._cursor().execute("SELECT count(*) FROM points_all").fetchone()[0])  # type: ignore[index]
+
+    def release_retired(self) -> None:
+        """Delete part files already dropped from the manifest now, not after the grace for readers (call it only
+        with no query running, e.g. from a benchmark before it measures the disk)."""
+        if self._parts is not None:
+            with self._lock:
+                self._parts.sweep(self._con, at_open=True)
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk: the DuckDB file, its WAL and every part file (0 for an in-memory database)."""
+        if self._parts is None:
+            return 0
+        files = [Path(self.path), Path(self.path + ".wal")]
+        return sum(f.stat().st_size for f in files if f.exists()) + self._parts.bytes()
 
     def close(self) -> None:
         """Roll up what is closed and close the file."""
@@ -588,6 +804,8 @@ class DuckDBHistorian(Historian):
             try:
                 if self._broken is None:  # a broken connection holds nothing uncommitted; the WAL has the rest
                     self.maintain()
+                    if self._parts is not None:  # our readers go with us: merged parts need not wait for them
+                        self._parts.sweep(self._con, at_open=True)
             finally:
                 for cur in self._cursors:
                     with contextlib.suppress(duckdb.Error):

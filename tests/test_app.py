@@ -56,7 +56,7 @@ def test_app_keeps_collecting_into_spool_when_remote_is_down_at_start(tmp_path: 
     spool = site.data_dir / "historian-spool"
     assert any(p.stat().st_size > 0 for p in spool.rglob("*") if p.is_file()), "batches wait in the spool"
     con = duckdb.connect(str(site.data_dir / "historian.duckdb"), read_only=True)
-    stored = con.execute("select count(*) from points").fetchone()
+    stored = con.execute("select count(*) from points_all").fetchone()
     assert stored is not None
     assert stored[0] >= job.writer.points_written * 0.5
     assert stored[0] > 1000, "more than one poll round of every device (about 500 points) is stored locally"

@@ -90,7 +90,7 @@ def _stored(config: Path) -> int:
     site = load_site(config)
     con = duckdb.connect(str(site.data_dir / "historian.duckdb"), read_only=True)
     try:
-        row = con.execute("select count(*) from points").fetchone()
+        row = con.execute("select count(*) from points_all").fetchone()
     finally:
         con.close()
     return int(row[0]) if row else 0

@@ -385,7 +385,7 @@ def test_supervisor_closes_the_loop_for_a_day_and_devices_fall_back_when_it_dies
     con = duckdb.connect(str(site.data_dir / "historian.duckdb"))
     try:
         rows = con.execute(
-            "select s.key, count(*), min(p.value), max(p.value) from points p join series s on s.id = p.series_id "
+            "select s.key, count(*), min(p.value), max(p.value) from points_all p join series s on s.id = p.series_id "
             "where s.key like 'controller,%' group by s.key"
         ).fetchall()
     finally:

@@ -69,4 +69,4 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, how: str) -
     # The historian was closed: another process can open its file.
     db = next((tmp_path / "var").rglob("*.duckdb"))
     with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("select count(*) from points").fetchone()[0] > 0  # type: ignore[index]
+        assert con.execute("select count(*) from points_all").fetchone()[0] > 0  # type: ignore[index]

@@ -1,0 +1,188 @@
+"""The DuckDB historian's compact layout: hot rows compacted to sorted Parquet parts, retention tiers, and every
+query answering exactly across the compacted and the hot part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aidc.errors import ConfigError
+from aidc.historian_config import historian_config_from_mapping
+from aidc.model import Batch
+from historian import SeriesSelector
+from historian.duckdb_store import DuckDBHistorian
+from historian.parts import Parts
+from tests.vm_server import HOUR, NS, polls
+
+T0 = 1_767_225_600 * NS  # 2026-01-01T00:00Z
+ALL = SeriesSelector.parse("*")
+DAY = 24 * HOUR
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def _answers(h: DuckDBHistorian, lo: int, hi: int) -> dict[str, pd.DataFrame]:
+    """Raw rows, aggregates on 1-minute, 15-minute and hourly windows, the whole range, and latest values."""
+    out = {"raw": h.query(ALL, lo, hi), "latest": h.latest(ALL)}
+    for w in ("1m", "15m", "1h", "7m"):
+        for agg in ("mean", "min", "max", "sum", "count", "last"):
+            out[f"{w}-{agg}"] = h.query(ALL, lo, hi, w, agg)
+    out["whole"] = h.query(ALL, lo + 7 * NS, hi - 3 * NS, None, "mean")
+    arr = h.query_arrays(ALL, lo, hi)
+    names = np.array(arr.names, dtype=object)
+    out["arrays"] = pd.DataFrame(
+        {"series": names[arr.codes], "ts": arr.ts_ns, "value": arr.values, "quality": arr.quality}
+    )
+    return out
+
+
+def _check_against_memory(h: DuckDBHistorian, batches: list[Batch], lo: int, hi: int) -> None:
+    """Every answer equals that of an in-memory store (which never compacts) given the same batches."""
+    ref = DuckDBHistorian(":memory:", raw_retention_days=1e6)
+    for b in batches:
+        ref.write(b)
+    ref.flush()
+    got, want = _answers(h, lo, hi), _answers(ref, lo, hi)
+    for key in want:
+        _same(got[key], want[key])
+    ref.close()
+
+
+def test_query_across_parts_and_hot_rows_returns_what_was_written(tmp_path: Path) -> None:
+    """Raw rows, every aggregate and latest values are the same whether rows sit in parts or in the hot table."""
+    batches = polls(T0, 3, devices=3)
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=1000)
+    for b in batches[:20]:
+        h.write(b)
+    h.flush()
+    assert h.compactions >= 1
+    for b in batches[20:]:
+        h.write(b)  # the last hour and a half stays hot (no rollup run since)
+    assert h._con.execute("SELECT count(*) FROM points").fetchall()[0][0] > 0
+    assert h.row_count() == sum(len(b) for b in batches)
+    _check_against_memory(h, batches, T0 - HOUR, T0 + 4 * HOUR)
+    h.close()
+    reopened = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6)
+    _check_against_memory(reopened, batches, T0, T0 + 3 * HOUR)
+    reopened.close()
+
+
+def test_late_rows_into_a_compacted_range_are_counted_once(tmp_path: Path) -> None:
+    """Rows arriving for minutes already compacted join their buckets exactly (no double count, none lost)."""
+    batches = polls(T0, 2, devices=2, per_batch=12)
+    late_idx = list(range(3, len(batches), 5))
+    on_time = [b for i, b in enumerate(batches) if i not in late_idx]
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=1000)
+    for b in on_time:
+        h.write(b)
+    h.flush()
+    h.compact()
+    assert h.compactions >= 1
+    for i in late_idx:  # every fifth minute of polls comes late, after its range was compacted
+        h.write(batches[i])
+    h.flush()
+    h.compact()
+    _check_against_memory(h, on_time + [batches[i] for i in late_idx], T0, T0 + 2 * HOUR)
+    h.close()
+
+
+def test_interrupted_compaction_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compaction that fails after its Parquet file is written keeps every row once; the orphan file goes at open."""
+    batches = polls(T0, 2, devices=2)
+    path = tmp_path / "h.duckdb"
+    h = DuckDBHistorian(path, raw_retention_days=1e6, hot_max_rows=10**9)
+    for b in batches:
+        h.write(b)
+    h.flush()
+    real_write = Parts.write
+
+    def write_then_crash(self: Parts, *args: object, **kw: object) -> object:
+        real_write(self, *args, **kw)  # type: ignore[arg-type]
+        raise OSError("power cut after the file, before the commit")
+
+    monkeypatch.setattr(Parts, "write", write_then_crash)
+    with pytest.raises(OSError, match="power cut"):
+        h.compact()
+    assert len(list(Parts(str(path)).dir.glob("*.parquet"))) == 1  # written, never listed
+    monkeypatch.setattr(Parts, "write", real_write)
+    assert h.row_count() == sum(len(b) for b in batches)  # the next call reopens the file; nothing went
+    h.close()
+    reopened = DuckDBHistorian(path, raw_retention_days=1e6)
+    assert not list(Parts(str(path)).dir.glob("*.parquet"))  # the orphan was deleted at open
+    _check_against_memory(reopened, batches, T0, T0 + 2 * HOUR)
+    assert reopened.compact() > 0  # and a later compaction goes through
+    _check_against_memory(reopened, batches, T0, T0 + 2 * HOUR)
+    reopened.close()
+
+
+def test_retention_tiers_expire_raw_then_minutes_and_keep_hours(tmp_path: Path) -> None:
+    """Raw rows go after their tier (their minutes stay, now as a rollup part), then the minutes, hours stay."""
+    batches = polls(T0, 2, devices=2)
+    now = [T0 / NS]
+    h = DuckDBHistorian(
+        tmp_path / "h.duckdb",
+        raw_retention_days=1,
+        rollup_1m_retention_days=2,
+        hot_max_rows=1000,
+        clock=lambda: now[0],
+    )
+    for b in batches:
+        h.write(b)
+    h.flush()
+    h.compact()
+    minutes = h.query(ALL, T0, T0 + 2 * HOUR, "1m", "sum")
+    hours = h.query(ALL, T0, T0 + 2 * HOUR, "1h", "mean")
+    assert len(minutes)
+    assert len(hours)
+
+    def advance(to: int) -> None:
+        now[0] = to / NS
+        h.write(
+            Batch(np.array(["tick v"], dtype=object), np.array([to], dtype=np.int64), np.ones(1), np.zeros(1, np.uint8))
+        )
+        h.flush()
+
+    advance(T0 + 2 * HOUR + DAY)  # raw tier over: no raw rows, the same minutes and hours
+    assert h.query(ALL, T0, T0 + 2 * HOUR).empty
+    assert h._con.execute("SELECT count(*) FROM parts WHERE tbl = 'rollup_1m'").fetchall()[0][0] >= 1
+    _same(h.query(ALL, T0, T0 + 2 * HOUR, "1m", "sum"), minutes)
+    _same(h.query(ALL, T0, T0 + 2 * HOUR, "1h", "mean"), hours)
+    advance(T0 + 3 * HOUR + 2 * DAY)  # 1-minute tier over: minutes gone, hours kept
+    assert h.query(ALL, T0, T0 + 2 * HOUR, "1m", "sum").empty
+    _same(h.query(ALL, T0, T0 + 2 * HOUR, "1h", "mean"), hours)
+    assert not h._con.execute("SELECT count(*) FROM parts WHERE tbl <> 'points'").fetchall()[0][0]
+    h.close()
+
+
+def test_compacted_parts_take_under_two_bytes_a_point(tmp_path: Path) -> None:
+    """Noisy telemetry on register resolution compacts to under 2 bytes a point (it takes about 6 in the hot table)."""
+    rng = np.random.default_rng(3)
+    ids = np.array([f"pdu,rack=r{i:03d} active_power_w" for i in range(200)], dtype=object)
+    level = rng.uniform(3000, 9000, len(ids))
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=10**9)
+    n = 0
+    for k in range(0, 2160, 60):  # 6 h at 10 s, a batch per 10 minutes
+        t = T0 + np.arange(k, k + 60) * 10 * NS
+        walk = level + np.cumsum(rng.normal(0, 15, (60, len(ids))), axis=0)
+        level = walk[-1]
+        h.write(Batch(np.tile(ids, 60), np.repeat(t, len(ids)), np.round(walk.ravel()), np.zeros(walk.size, np.uint8)))
+        n += walk.size
+    h.flush()
+    moved = h.compact()
+    assert moved == n - 6 * len(ids)  # all but the last minute, still open
+    assert h._parts is not None
+    assert h._parts.bytes() / moved < 2.0
+    h.close()
+
+
+def test_site_file_tiers_must_nest() -> None:
+    """A 1-minute tier shorter than the raw one is refused with one line naming the key."""
+    cfg = historian_config_from_mapping({"raw_retention_days": 7, "rollup_1m_retention_days": 60})
+    assert (cfg.rollup_1m_retention_days, cfg.rollup_1h_retention_days) == (60, None)
+    with pytest.raises(ConfigError, match=r"rollup_1m_retention_days = 3\.0 is shorter than raw_retention_days"):
+        historian_config_from_mapping({"raw_retention_days": 7, "rollup_1m_retention_days": 3})
