@@ -175,9 +175,19 @@ class DuckDBHistorian(Historian):
         if self._parts is not None:
             self._parts.sweep(self._con, at_open=True)  # files of a compaction that never committed
         # Views over the hot tables and their parts, with the files' absolute paths as they are now.
-        self._con.execute("BEGIN")
-        self._rebuild_views()
-        self._con.execute("COMMIT")
+        try:
+            self._con.execute("BEGIN")
+            self._rebuild_views()
+            self._con.execute("COMMIT")
+        except duckdb.Error as exc:  # e.g. a full disk: the views committed with the manifest still read right
+            with contextlib.suppress(duckdb.Error):
+                self._con.execute("ROLLBACK")
+            views = self._con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+            have = {r[0] for r in views}
+            if not {"points_parts", "rollup_1m_parts", "points_all"} <= have:
+                raise
+            log.warning("historian: %s: part views not refreshed at open (%s); the committed ones are read",
+                        self.path, exc)
         self._max_ts: int | None = self._con.execute("SELECT max(ts) FROM points_all").fetchone()[0]  # type: ignore[index]
         # Sequence number of the last writer batch committed (write_once), stored in the batch's own transaction.
         self._last_seq: int | None = meta.get(_SEQ_KEY)
