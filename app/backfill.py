@@ -33,7 +33,6 @@ from aidc.clock import SteppedClock, format_ns
 from aidc.config import Site
 from aidc.live import LiveState
 from aidc.model import Batch, Quality
-from app.evaluation.harness import ExactTelemetry
 from historian import Historian, SeriesSelector
 
 log = logging.getLogger(__name__)
@@ -167,6 +166,7 @@ class HistoryRun:
         from control.supervisor import Supervisor
         from simulators.degradation import Degradation, SlowFault
         from simulators.facility import Facility
+        from simulators.facility_batch import FacilityBatch
 
         self.site, self.plan = site, plan
         self.fac = fac = Facility(site, start_ns=plan.start_ns, sensor_noise=True)
@@ -175,8 +175,9 @@ class HistoryRun:
         )
         self.clock = SteppedClock(fac.t_ns)
         self.live = LiveState()
-        writer = FieldWriter(site, fac.write_point, fac.device_values, self.clock.now_ns)
-        self.telemetry = ExactTelemetry(site, fac.device_arrays)
+        # A write reads back the point it wrote: the device's writable points are enough (the same numbers).
+        writer = FieldWriter(site, fac.write_point, fac.device_held, self.clock.now_ns)
+        self.telemetry = FacilityBatch(fac)  # every device's points, column by column (ExactTelemetry's numbers)
         # series array's id -> (that array, indices the supervisor reads, their series array)
         self._needed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._kept: tuple[np.ndarray, tuple[Outage, ...], np.ndarray, np.ndarray] | None = None
