@@ -135,7 +135,9 @@ def has_history(historian: Historian, site: Site) -> bool:
 class Progress:
     """How far the backfill is, for ``/health`` and the terminal (written by the backfill, read by others)."""
 
-    phase: str = "planned"  # planned, simulating, report, fitting (forecasts, fault detector), done, failed
+    # planned, simulating, report (the rollups flushed), fitting (forecasts and fault detector, beside last month's
+    # report), done, failed
+    phase: str = "planned"
     start_ns: int = 0
     end_ns: int = 0
     sim_ns: int = 0

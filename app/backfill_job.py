@@ -1,6 +1,7 @@
 """The history backfill (:mod:`app.backfill`) inside the main job: planned at start when the historian is empty,
 run after the REST API starts and before the collectors do, shown on the terminal as a progress bar and on
-``/health`` (503 with its phase, fraction and simulated time), and followed at once by last month's report.
+``/health`` (503 with its phase, fraction and simulated time), and followed at once by last month's report, written
+beside the first fits.
 
 The forecasts and the fault detector are the job's services: they start right after the backfill, and each fits
 on the history at its first pass (the forecast service's first update, on the last :data:`FIRST_FIT_HISTORY` of it,
@@ -134,13 +135,18 @@ async def backfill(
         bar.stop()
         printer(f"history: {job.writer.points_written:,} points written in {progress.as_dict()['elapsed_s']:g} s")
         _write_marker(job.site.data_dir, progress, complete=True)
-        await asyncio.to_thread(_report, job, plan, printer)
+        # Last month's report and the first fits read the same stored history and write nothing the other reads:
+        # they run side by side (each mostly in DuckDB, numpy and scikit-learn, which release the GIL).
+        report = asyncio.create_task(asyncio.to_thread(_report, job, plan, printer))
         progress.phase = "fitting"
-        for fit in fits:
-            try:
-                await asyncio.to_thread(fit)
-            except Exception:  # advisory parts: their services try again on their own schedule
-                log.exception("first fit after the history failed")
+        try:
+            for fit in fits:
+                try:
+                    await asyncio.to_thread(fit)
+                except Exception:  # advisory parts: their services try again on their own schedule
+                    log.exception("first fit after the history failed")
+        finally:
+            await report
         printer(f"history: forecasts and fault detector fitted; going live after {progress.as_dict()['elapsed_s']:g} s")
     except asyncio.CancelledError:
         progress.phase = "failed"

@@ -25,6 +25,7 @@ from aidc.errors import AidcError
 from analytics.forecast.live import LivePueForecast, PueForecastState, plant_history
 from analytics.forecast.live_load import HORIZONS, LiveLoadForecast, LoadForecastState
 from analytics.forecast.policy import RefitPolicy
+from analytics.forecast.pue import FIRST_FIT_EVERY, VALIDATION_EVERY
 from analytics.historian_adapter import it_load_series
 from historian import Historian
 
@@ -130,14 +131,17 @@ class ForecastService:
     def first_fit(self, history: pd.Timedelta) -> ForecastState:
         """One :meth:`update` whose fits learn from at most ``history`` of telemetry (the demo's first fits after its
         backfill, so the job goes live sooner); the policy's window applies again from the next update, and the
-        first refit (after one ``refit`` of new telemetry) learns from all of it. The states say what each model was
-        trained on."""
+        first refit (after one ``refit`` of new telemetry) learns from all of it. The PUE forecast's band is
+        calibrated on half the validation origins (:data:`analytics.forecast.pue.FIRST_FIT_EVERY`) until that refit.
+        The states say what each model was trained and calibrated on."""
         bounded = replace(self.policy, history=min(history, self.policy.history))
         self.load.policy = self.pue.policy = bounded
+        self.pue.calibrate_every = FIRST_FIT_EVERY
         try:
             return self.update()
         finally:
             self.load.policy = self.pue.policy = self.policy
+            self.pue.calibrate_every = VALIDATION_EVERY
 
     def _run(self) -> None:
         while not self._stop.is_set():
