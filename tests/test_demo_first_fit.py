@@ -63,3 +63,13 @@ def test_first_fit_calibrates_on_half_the_origins_then_the_full_set_again(monkey
     service.update()
     assert FIRST_FIT_EVERY == "12h"
     assert spacing == [FIRST_FIT_EVERY, VALIDATION_EVERY]
+
+
+def test_pivot_rows_equals_pandas_pivot_nan_kept() -> None:
+    """The fault detector's frame: the same as pandas' pivot, NaN windows and all-NaN series kept."""
+    from analytics.historian_adapter import pivot_rows
+
+    long = _long(np.random.default_rng(5))
+    pd.testing.assert_frame_equal(pivot_rows(long), long.pivot(index="ts", columns="series", values="value"))
+    with pytest.raises(ValueError, match="duplicate"):
+        pivot_rows(_long(np.random.default_rng(6), repeat=True))
