@@ -68,8 +68,9 @@ def start_history(
     """Plan the backfill when the job's historian holds nothing for the site and register it to run before the
     collectors start; its progress, or None (with one line saying why) when there is nothing to simulate.
 
-    ``fits`` run (in a worker thread, in order) once the history and its report are written and before ``/health``
-    turns 200: the forecasts' and the fault detector's first pass, so they answer as soon as the job is up."""
+    ``fits`` run (each in a worker thread, side by side and beside last month's report) once the history is written
+    and before ``/health`` turns 200: the forecasts' and the fault detector's first pass, so they answer as soon as
+    the job is up."""
     site = job.site
     if has_history(job.historian, site):
         marker = _read_marker(site.data_dir)
@@ -135,16 +136,12 @@ async def backfill(
         bar.stop()
         printer(f"history: {job.writer.points_written:,} points written in {progress.as_dict()['elapsed_s']:g} s")
         _write_marker(job.site.data_dir, progress, complete=True)
-        # Last month's report and the first fits read the same stored history and write nothing the other reads:
-        # they run side by side (each mostly in DuckDB, numpy and scikit-learn, which release the GIL).
+        # Last month's report and the first fits read the same stored history and write nothing another reads:
+        # they run side by side, each in a thread (mostly in DuckDB, numpy and scikit-learn, which release the GIL).
         report = asyncio.create_task(asyncio.to_thread(_report, job, plan, printer))
         progress.phase = "fitting"
         try:
-            for fit in fits:
-                try:
-                    await asyncio.to_thread(fit)
-                except Exception:  # advisory parts: their services try again on their own schedule
-                    log.exception("first fit after the history failed")
+            await asyncio.gather(*(_first_fit(fit) for fit in fits))
         finally:
             await report
         printer(f"history: forecasts and fault detector fitted; going live after {progress.as_dict()['elapsed_s']:g} s")
@@ -159,6 +156,14 @@ async def backfill(
     finally:
         bar.stop()
     progress.phase = "done"
+
+
+async def _first_fit(fit: Callable[[], object]) -> None:
+    """One first fit in a worker thread; a failure is logged (advisory parts: their services try again later)."""
+    try:
+        await asyncio.to_thread(fit)
+    except Exception:
+        log.exception("first fit after the history failed")
 
 
 def _write_marker(data_dir: Path, progress: Progress, *, complete: bool) -> None:

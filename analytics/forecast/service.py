@@ -118,15 +118,19 @@ class ForecastService:
     def update(self) -> ForecastState:
         """One pass of the worker: bring the IT-load, then the PUE forecast up to date; returns both."""
         for part in (self.load, self.pue):
-            if self._stop.is_set():  # stopping: the historian may be closing, read nothing more
-                break
-            try:
-                part.update()
-            except AidcError as exc:  # bad telemetry or weather file: the state says so, the next check tries again
-                part.unavailable(str(exc))
-            except Exception as exc:  # the forecasts are advisory: keep the dashboard, the API and the job running
-                part.unavailable(f"internal error ({type(exc).__name__}: {exc}); see the log", exc_info=True)
+            self._update_part(part)
         return self.latest()
+
+    def _update_part(self, part: LiveLoadForecast | LivePueForecast) -> None:
+        """Bring one half up to date; a failure becomes its state's line."""
+        if self._stop.is_set():  # stopping: the historian may be closing, read nothing more
+            return
+        try:
+            part.update()
+        except AidcError as exc:  # bad telemetry or weather file: the state says so, the next check tries again
+            part.unavailable(str(exc))
+        except Exception as exc:  # the forecasts are advisory: keep the dashboard, the API and the job running
+            part.unavailable(f"internal error ({type(exc).__name__}: {exc}); see the log", exc_info=True)
 
     def first_fit(self, history: pd.Timedelta) -> ForecastState:
         """One :meth:`update` whose fits learn from at most ``history`` of telemetry (the demo's first fits after its
@@ -138,7 +142,15 @@ class ForecastService:
         self.load.policy = self.pue.policy = bounded
         self.pue.calibrate_every = FIRST_FIT_EVERY
         try:
-            return self.update()
+            # The two halves side by side (they share nothing; most of a fit is in DuckDB, numpy and scikit-learn,
+            # which release the GIL), the IT-load one in a thread of its own.
+            other = threading.Thread(target=self._update_part, args=(self.load,), name="first IT-load fit")
+            other.start()
+            try:
+                self._update_part(self.pue)
+            finally:
+                other.join()
+            return self.latest()
         finally:
             self.load.policy = self.pue.policy = self.policy
             self.pue.calibrate_every = VALIDATION_EVERY
