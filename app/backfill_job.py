@@ -24,7 +24,15 @@ from typing import Any, TextIO
 import pandas as pd
 
 from aidc.errors import ConfigError
-from app.backfill import PENDING_POINTS, HistoryPlan, HistoryRun, Progress, has_history, plan_history
+from app.backfill import (
+    PENDING_POINTS,
+    HistoryPlan,
+    HistoryRun,
+    Progress,
+    has_history,
+    plan_history,
+    run_in_own_loop,
+)
 from app.job import MainJob
 
 log = logging.getLogger(__name__)
@@ -130,7 +138,23 @@ async def backfill(
     try:
         with _quiet():
             run = await asyncio.to_thread(HistoryRun, job.site, plan, core=core)
-            await run.run(job.writer, wait_writer, progress, target_ns=job.clock.now_ns)
+            # The simulation runs on a loop of its own in a worker thread (no thread hand-off per step, see
+            # InlineExecutor); the writer and its waits stay on the job's loop.
+            loop, stop = asyncio.get_running_loop(), threading.Event()
+
+            async def wait_on_job_loop(points: int) -> None:
+                waiting = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(wait_writer(points), loop))
+                while not (await asyncio.wait({waiting}, timeout=0.5))[0]:
+                    if stop.is_set():  # the job's loop is going away: never wait on it forever
+                        waiting.cancel()
+                        raise asyncio.CancelledError("history backfill stopped")
+                waiting.result()
+
+            try:
+                await asyncio.to_thread(run_in_own_loop, run, job.writer, wait_on_job_loop, progress,
+                                        job.clock.now_ns, stop)  # fmt: skip
+            finally:
+                stop.set()  # interrupted: the simulation ends at its next chunk
         progress.phase = "report"
         await asyncio.to_thread(job.historian.flush)  # the rollups the report and the forecasts read
         bar.stop()

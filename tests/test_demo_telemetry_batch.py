@@ -4,7 +4,10 @@ slow faults, a drifting sensor, a leak and setpoint writes in between."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from aidc.config import Site
 from app.evaluation.harness import ExactTelemetry
@@ -64,3 +67,38 @@ def test_held_points_are_the_served_writable_points(small_site: Site) -> None:
         checked += len(want)
     assert checked >= 4
     assert fac.device_held(cdu)["dp_setpoint_kpa"] == 135.0
+
+
+def test_history_runs_on_its_own_loop_and_stops_when_asked(tmp_path: Path) -> None:
+    """run_in_own_loop simulates every step of the plan (the supervisor deciding, its core called inline) into the
+    sink, awaiting the writer between chunks; a set stop event ends it before its next chunk."""
+    import asyncio
+    import dataclasses
+    import threading
+
+    import pandas as pd
+
+    from aidc.config import site_from_dict
+    from app.backfill import CHUNK_STEPS, HistoryRun, Progress, plan_history, run_in_own_loop
+    from tests.conftest import site_dict
+
+    site = site_from_dict(site_dict(1, data_dir=str(tmp_path / "var")), source="s.toml", path=tmp_path / "s.toml")
+    plan = plan_history(site, pd.Timestamp("2026-12-07T09:00Z").value, 1)
+    assert plan is not None
+    plan = dataclasses.replace(plan, end_ns=plan.start_ns + 2 * CHUNK_STEPS * int(plan.step_s * 10**9))
+    stamps: set[int] = set()
+    waits: list[int] = []
+
+    async def wait_writer(points: int) -> None:
+        waits.append(points)
+
+    run = HistoryRun(site, plan)
+    run_in_own_loop(run, lambda b: stamps.update(b.ts_ns.tolist()), wait_writer, Progress(), None, threading.Event())
+    assert len(stamps) >= 2 * CHUNK_STEPS  # every step's telemetry (and the supervisor's records)
+    assert len(waits) == 3  # after each chunk, then the final flush (-1)
+    assert waits[-1] == -1
+    assert run.supervisor.decided.is_set()  # it decided
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(asyncio.CancelledError):
+        run_in_own_loop(HistoryRun(site, plan), lambda b: None, wait_writer, Progress(), None, stop)
