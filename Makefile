@@ -58,7 +58,7 @@ demo: venv
 test: venv debs node
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -n 2 --durations=40
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=40
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from aidc.config import Site
@@ -93,9 +94,41 @@ def wide_frame(
     if not frames:
         return pd.DataFrame(), role_of
     long = pd.concat(frames, ignore_index=True)
-    wide = long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")
+    wide = pivot_means(long)
     # Roles of array series (tag gpu=<i>) are those of their point; device overrides apply per device.
     return wide.sort_index(), {s: role_of[s] for s in wide.columns if s in role_of}
+
+
+def pivot_means(long: pd.DataFrame) -> pd.DataFrame:
+    """``long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")`` (the same frame), placed
+    with array indexing when every (ts, series) pair is unique, as window means are: pandas' group-by and unstack
+    took minutes on the million rows of a month of GPU series."""
+    wide = _placed(long[long["value"].notna()])
+    if wide is None:  # repeated pairs (or nothing): pandas averages them
+        return long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")
+    return wide
+
+
+def pivot_rows(long: pd.DataFrame) -> pd.DataFrame:
+    """``long.pivot(index="ts", columns="series", values="value")`` (the same frame, NaN rows and columns kept),
+    placed with array indexing; repeated (ts, series) pairs raise as pandas' pivot does."""
+    wide = _placed(long)
+    return long.pivot(index="ts", columns="series", values="value") if wide is None else wide
+
+
+def _placed(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The wide frame of unique (ts, series) rows, index and columns sorted; None when a pair repeats or none."""
+    t_codes, t_uniq = pd.factorize(rows["ts"], sort=True)
+    s_codes, s_uniq = pd.factorize(rows["series"], sort=True)
+    flat = t_codes.astype(np.int64) * len(s_uniq) + s_codes
+    seen = np.zeros(len(t_uniq) * len(s_uniq), dtype=bool)
+    seen[flat] = True
+    if int(seen.sum()) != len(flat) or not len(flat):
+        return None
+    grid = np.full(len(seen), np.nan)
+    grid[flat] = rows["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+    return pd.DataFrame(grid.reshape(len(t_uniq), len(s_uniq)), index=pd.Index(t_uniq, name="ts"),
+                        columns=pd.Index(s_uniq, name="series"))  # fmt: skip
 
 
 def it_load(

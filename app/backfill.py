@@ -20,7 +20,10 @@ This module steps the simulated facility, which only the composition root may im
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +36,6 @@ from aidc.clock import SteppedClock, format_ns
 from aidc.config import Site
 from aidc.live import LiveState
 from aidc.model import Batch, Quality
-from app.evaluation.harness import ExactTelemetry
 from historian import Historian, SeriesSelector
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,9 @@ def has_history(historian: Historian, site: Site) -> bool:
 class Progress:
     """How far the backfill is, for ``/health`` and the terminal (written by the backfill, read by others)."""
 
-    phase: str = "planned"  # planned, simulating, report, fitting (forecasts, fault detector), done, failed
+    # planned, simulating, report (the rollups flushed), fitting (forecasts and fault detector, beside last month's
+    # report), done, failed
+    phase: str = "planned"
     start_ns: int = 0
     end_ns: int = 0
     sim_ns: int = 0
@@ -167,6 +171,7 @@ class HistoryRun:
         from control.supervisor import Supervisor
         from simulators.degradation import Degradation, SlowFault
         from simulators.facility import Facility
+        from simulators.facility_batch import FacilityBatch
 
         self.site, self.plan = site, plan
         self.fac = fac = Facility(site, start_ns=plan.start_ns, sensor_noise=True)
@@ -175,8 +180,9 @@ class HistoryRun:
         )
         self.clock = SteppedClock(fac.t_ns)
         self.live = LiveState()
-        writer = FieldWriter(site, fac.write_point, fac.device_values, self.clock.now_ns)
-        self.telemetry = ExactTelemetry(site, fac.device_arrays)
+        # A write reads back the point it wrote: the device's writable points are enough (the same numbers).
+        writer = FieldWriter(site, fac.write_point, fac.device_held, self.clock.now_ns)
+        self.telemetry = FacilityBatch(fac)  # every device's points, column by column (ExactTelemetry's numbers)
         # series array's id -> (that array, indices the supervisor reads, their series array)
         self._needed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._kept: tuple[np.ndarray, tuple[Outage, ...], np.ndarray, np.ndarray] | None = None
@@ -243,10 +249,12 @@ class HistoryRun:
         wait_writer: Callable[[int], Awaitable[None]],
         progress: Progress,
         target_ns: Callable[[], int] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """Simulate the span, handing each step's batch to ``sink`` (the historian writer); ``wait_writer(n)``
         is awaited between chunks with the points queued so far, so the writer keeps up. ``target_ns`` (the live
-        clock) lets the history chase a facility clock that moved on while it ran."""
+        clock) lets the history chase a facility clock that moved on while it ran; ``stop`` ends it between
+        chunks (the job was interrupted)."""
         plan, fac, sup = self.plan, self.fac, self.supervisor
         self.publish = sink
         step_ns = int(plan.step_s * NS)
@@ -261,6 +269,8 @@ class HistoryRun:
                 progress.end_ns = end
             if fac.t_ns >= end:
                 break
+            if stop is not None and stop.is_set():
+                raise asyncio.CancelledError("history backfill stopped")
             for _ in range(CHUNK_STEPS):
                 if fac.t_ns >= end:
                     break
@@ -283,6 +293,41 @@ class HistoryRun:
             await wait_writer(queued)
             queued = 0
         await wait_writer(-1)  # everything written before the job goes live
+
+
+class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs what is submitted at once, in the caller's thread: the default executor of the backfill's own event
+    loop, where the supervisor's ``asyncio.to_thread(core.decide)`` (off the loop, so live collectors keep polling)
+    would cost two thread hand-offs per simulated step and no collector waits (the same work, in the same order).
+    A thread pool by type only (``set_default_executor`` wants one); it never starts a thread."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Call ``fn`` now; its result (or exception) in a completed future."""
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the awaiting coroutine, as a worker thread's would be
+            done.set_exception(exc)
+        return done
+
+
+def run_in_own_loop(
+    run: HistoryRun,
+    sink: Callable[[Batch], None],
+    wait_writer: Callable[[int], Awaitable[None]],
+    progress: Progress,
+    target_ns: Callable[[], int] | None,
+    stop: threading.Event,
+) -> None:
+    """:meth:`HistoryRun.run` on an event loop of its own in this (worker) thread, with :class:`InlineExecutor` as
+    its default executor; ``wait_writer`` is the caller's (awaited on the caller's loop through
+    ``run_coroutine_threadsafe`` by the caller's wrapper)."""
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(InlineExecutor())
+    try:
+        loop.run_until_complete(run.run(sink, wait_writer, progress, target_ns, stop))
+    finally:
+        loop.close()
 
 
 def _wanted(series_id: str, wanted: dict[str, set[str]]) -> bool:

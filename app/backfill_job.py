@@ -1,6 +1,7 @@
 """The history backfill (:mod:`app.backfill`) inside the main job: planned at start when the historian is empty,
 run after the REST API starts and before the collectors do, shown on the terminal as a progress bar and on
-``/health`` (503 with its phase, fraction and simulated time), and followed at once by last month's report.
+``/health`` (503 with its phase, fraction and simulated time), and followed at once by last month's report, written
+beside the first fits.
 
 The forecasts and the fault detector are the job's services: they start right after the backfill, and each fits
 on the history at its first pass (the forecast service's first update, on the last :data:`FIRST_FIT_HISTORY` of it,
@@ -23,7 +24,15 @@ from typing import Any, TextIO
 import pandas as pd
 
 from aidc.errors import ConfigError
-from app.backfill import PENDING_POINTS, HistoryPlan, HistoryRun, Progress, has_history, plan_history
+from app.backfill import (
+    PENDING_POINTS,
+    HistoryPlan,
+    HistoryRun,
+    Progress,
+    has_history,
+    plan_history,
+    run_in_own_loop,
+)
 from app.job import MainJob
 
 log = logging.getLogger(__name__)
@@ -67,8 +76,9 @@ def start_history(
     """Plan the backfill when the job's historian holds nothing for the site and register it to run before the
     collectors start; its progress, or None (with one line saying why) when there is nothing to simulate.
 
-    ``fits`` run (in a worker thread, in order) once the history and its report are written and before ``/health``
-    turns 200: the forecasts' and the fault detector's first pass, so they answer as soon as the job is up."""
+    ``fits`` run (each in a worker thread, side by side and beside last month's report) once the history is written
+    and before ``/health`` turns 200: the forecasts' and the fault detector's first pass, so they answer as soon as
+    the job is up."""
     site = job.site
     if has_history(job.historian, site):
         marker = _read_marker(site.data_dir)
@@ -128,19 +138,36 @@ async def backfill(
     try:
         with _quiet():
             run = await asyncio.to_thread(HistoryRun, job.site, plan, core=core)
-            await run.run(job.writer, wait_writer, progress, target_ns=job.clock.now_ns)
+            # The simulation runs on a loop of its own in a worker thread (no thread hand-off per step, see
+            # InlineExecutor); the writer and its waits stay on the job's loop.
+            loop, stop = asyncio.get_running_loop(), threading.Event()
+
+            async def wait_on_job_loop(points: int) -> None:
+                waiting = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(wait_writer(points), loop))
+                while not (await asyncio.wait({waiting}, timeout=0.5))[0]:
+                    if stop.is_set():  # the job's loop is going away: never wait on it forever
+                        waiting.cancel()
+                        raise asyncio.CancelledError("history backfill stopped")
+                waiting.result()
+
+            try:
+                await asyncio.to_thread(run_in_own_loop, run, job.writer, wait_on_job_loop, progress,
+                                        job.clock.now_ns, stop)  # fmt: skip
+            finally:
+                stop.set()  # interrupted: the simulation ends at its next chunk
         progress.phase = "report"
         await asyncio.to_thread(job.historian.flush)  # the rollups the report and the forecasts read
         bar.stop()
         printer(f"history: {job.writer.points_written:,} points written in {progress.as_dict()['elapsed_s']:g} s")
         _write_marker(job.site.data_dir, progress, complete=True)
-        await asyncio.to_thread(_report, job, plan, printer)
+        # Last month's report and the first fits read the same stored history and write nothing another reads:
+        # they run side by side, each in a thread (mostly in DuckDB, numpy and scikit-learn, which release the GIL).
+        report = asyncio.create_task(asyncio.to_thread(_report, job, plan, printer))
         progress.phase = "fitting"
-        for fit in fits:
-            try:
-                await asyncio.to_thread(fit)
-            except Exception:  # advisory parts: their services try again on their own schedule
-                log.exception("first fit after the history failed")
+        try:
+            await asyncio.gather(*(_first_fit(fit) for fit in fits))
+        finally:
+            await report
         printer(f"history: forecasts and fault detector fitted; going live after {progress.as_dict()['elapsed_s']:g} s")
     except asyncio.CancelledError:
         progress.phase = "failed"
@@ -153,6 +180,14 @@ async def backfill(
     finally:
         bar.stop()
     progress.phase = "done"
+
+
+async def _first_fit(fit: Callable[[], object]) -> None:
+    """One first fit in a worker thread; a failure is logged (advisory parts: their services try again later)."""
+    try:
+        await asyncio.to_thread(fit)
+    except Exception:
+        log.exception("first fit after the history failed")
 
 
 def _write_marker(data_dir: Path, progress: Progress, *, complete: bool) -> None:

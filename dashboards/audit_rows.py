@@ -11,7 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from dashboards.control_view import UNIT_DIGITS, Names, local_time, num
+from dashboards.control_view import Names
+from dashboards.fmt import UNIT_DIGITS, local_time, num
 
 SUPERVISOR = "aidc supervisor"
 ACTIONS = {

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 from aidc.config import DeviceRef
 from dashboards.components import empty_figure, style
 from dashboards.control_data import Panel, timeline
-from dashboards.control_view import UNIT_DIGITS
+from dashboards.fmt import UNIT_DIGITS
 from historian import Historian
 
 COLORS = {"setpoint": "#ffd166", "aidc": "#ef476f", "measured": "#4cc9f0"}

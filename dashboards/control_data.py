@@ -22,7 +22,7 @@ import pandas as pd
 
 from aidc.config import DeviceRef, Site
 from aidc.roles import Role
-from dashboards.control_view import to_utc
+from dashboards.fmt import to_utc
 from historian import Historian, SeriesSelector
 
 CONTROLLER_MEASUREMENT = "controller"  # control/supervisor.py MEASUREMENT: each decision's chosen setpoints

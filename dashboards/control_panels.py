@@ -9,8 +9,9 @@ import pandas as pd
 from dash import html
 
 from dashboards.control_data import totals
-from dashboards.control_view import DecisionText, Names, as_dict, local_time, num
+from dashboards.control_view import DecisionText, Names, as_dict
 from dashboards.data import DashboardData
+from dashboards.fmt import local_time, num
 
 
 def status_panel(st: dict[str, Any] | None, tz: str) -> html.Div:

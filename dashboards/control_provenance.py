@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dashboards.control_view import as_dict, local_time, num
+from dashboards.control_view import as_dict
+from dashboards.fmt import local_time, num
 
 # The plant model's features and targets (analytics/plant_model.py ONLINE_FEATURES, the learner's targets) in words.
 FEATURE_LABELS = {

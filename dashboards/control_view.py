@@ -13,13 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from aidc.config import Site
 from aidc.roles import Role
+from dashboards.fmt import UNIT_DIGITS, local_time, num
 
-# Decimals per unit: what a control-room reader can act on (sensor noise below these is not information).
-UNIT_DIGITS = {"°C": 1, "K": 1, "kPa": 1, "kW": 1, "kWh": 0, "L/min": 0, "%": 0, "min": 0, "s": 0, "h": 1}
 # What each controlled setpoint is called in a sentence, by the role its profile gives it.
 SETPOINT_LABELS = {
     Role.TCS_SUPPLY_TEMP_SETPOINT: "supply",
@@ -31,43 +28,9 @@ KIND_LABELS = {"cdu": "CDU", "plant": "plant", "crah": "CRAH"}
 MAX_NAMED = 3  # a change shared by more devices than this names the first few and counts the rest
 
 
-def num(value: object, unit: str = "", digits: int | None = None) -> str:
-    """``value`` with the unit's sensible decimals and the unit (``32.0 °C``, ``1,234.5 kW``); ``—`` if unknown."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    d = UNIT_DIGITS.get(unit, 1) if digits is None else digits
-    text = f"{value:,.{d}f}"
-    return f"{text} {unit}" if unit else text
-
-
 def as_dict(v: object) -> dict[str, Any]:
     """``v`` if it is a mapping read from a record, else an empty one (records are JSON: anything may be missing)."""
     return v if isinstance(v, dict) else {}
-
-
-def local_time(ts: object, tz: str, *, seconds: bool = True) -> str:
-    """An ISO-8601 text, epoch seconds or nanoseconds as wall time in the site's zone (``2026-12-07 04:05:06 EST``)."""
-    t = to_utc(ts)
-    if t is None:
-        return "—"
-    return t.tz_convert(tz).strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
-
-
-def to_utc(ts: object) -> pd.Timestamp | None:
-    """A UTC timestamp from ISO-8601 text, epoch seconds (below 1e12) or nanoseconds; None if unreadable."""
-    try:
-        if isinstance(ts, bool):
-            return None
-        if isinstance(ts, int | float):
-            if not math.isfinite(ts) or ts <= 0:
-                return None
-            return pd.Timestamp(int(ts * 1e9) if ts < 1e12 else int(ts), unit="ns", tz="UTC")
-        if isinstance(ts, str) and ts:
-            t = pd.Timestamp(ts)
-            return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    except (ValueError, OverflowError):
-        return None
-    return None
 
 
 @dataclass(frozen=True, slots=True)

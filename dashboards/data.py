@@ -31,7 +31,7 @@ from analytics.energy.metering import PowerMeters, it_power_windows, live_pue
 from analytics.energy.pue import MeterInfo
 from analytics.historian_adapter import pue_from_historian, site_meters
 from control.interface import SupervisorControl
-from dashboards.supervisor import audit_entries, entry_time, read_jsonl_tail
+from dashboards.supervisor import entry_time, read_jsonl_tail
 from dashboards.trend_range import PRESET_WINDOW, PRESETS, TrendRange
 from historian import Historian, SeriesSelector
 from historian.base import Agg
@@ -585,11 +585,6 @@ class DashboardData:
             if t >= since.value / 1e9 and e.get("ok", True):
                 out.append({**e, "ts_ns": int(t * 1e9), "value": e.get("new", e.get("value"))})
         return out
-
-    def audit(self) -> list[dict[str, Any]]:
-        """Audit rows (supervisor, writer, alarm acknowledgements), newest first."""
-        acks = [e for e in read_jsonl_tail(self.data_dir / "alarms" / "alarms.jsonl", 500) if e.get("event") == "ack"]
-        return audit_entries(self.data_dir, acks)
 
     # ------------------------------------------------------------------ data quality
 

@@ -2,7 +2,9 @@
 
 One place decides that a rack's power reads ``121.4 kW`` (not ``121437.52 W``), a leak flag reads ``dry`` (not
 ``0.00``), a temperature has one decimal and a timestamp on an axis is wall-clock time at the site (UTC on hover and
-in exports). Every page uses these helpers, so the same quantity reads the same everywhere.
+in exports). Every page uses these helpers, so the same quantity reads the same everywhere: the device tables and
+trends (:func:`number`, :func:`cell`, :func:`axis_range`), the Control page's sentences (:func:`num`,
+:func:`local_time`) and the operations pages' figures (:func:`power_text`, :func:`energy_text`, :func:`site_time`).
 """
 
 from __future__ import annotations
@@ -240,3 +242,84 @@ def point_kinds(points: Iterable[Any]) -> Mapping[str, str]:
         count = kind in INTEGER_TYPES and p.scale == 1 and not p.unit
         out[p.name] = "flag" if flag else "count" if count else ""
     return out
+
+
+# --- the Control page's sentences and the operations pages (Energy, Alarms, Power chain, Users) ----------------
+
+# Decimals per unit in the Control page's sentences (:func:`num`): what a control-room reader can act on (sensor
+# noise below these is not information).
+UNIT_DIGITS = {"°C": 1, "K": 1, "kPa": 1, "kW": 1, "kWh": 0, "L/min": 0, "%": 0, "min": 0, "s": 0, "h": 1}
+
+
+def num(value: object, unit: str = "", digits: int | None = None) -> str:
+    """``value`` with the unit's sensible decimals and the unit (``32.0 °C``, ``1,234.5 kW``); ``—`` if unknown."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "—"
+    d = UNIT_DIGITS.get(unit, 1) if digits is None else digits
+    text = f"{value:,.{d}f}"
+    return f"{text} {unit}" if unit else text
+
+
+def local_time(ts: object, tz: str, *, seconds: bool = True) -> str:
+    """An ISO-8601 text, epoch seconds or nanoseconds as wall time in the site's zone (``2026-12-07 04:05:06 EST``)."""
+    t = to_utc(ts)
+    if t is None:
+        return "—"
+    return t.tz_convert(tz).strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+
+
+def to_utc(ts: object) -> pd.Timestamp | None:
+    """A UTC timestamp from ISO-8601 text, epoch seconds (below 1e12) or nanoseconds; None if unreadable."""
+    try:
+        if isinstance(ts, bool):
+            return None
+        if isinstance(ts, int | float):
+            if not math.isfinite(ts) or ts <= 0:
+                return None
+            return pd.Timestamp(int(ts * 1e9) if ts < 1e12 else int(ts), unit="ns", tz="UTC")
+        if isinstance(ts, str) and ts:
+            t = pd.Timestamp(ts)
+            return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    except (ValueError, OverflowError):
+        return None
+    return None
+
+
+def site_time(ts_ns: int | None, tz: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A UTC time in ns as site time with the zone's abbreviation (``2026-12-07 04:15 EST``); an em dash if None."""
+    if ts_ns is None:
+        return "—"
+    local = pd.Timestamp(int(ts_ns), unit="ns", tz="UTC").tz_convert(tz)
+    return f"{local.strftime(fmt)} {local.tzname()}"
+
+
+def power_text(kw: float | None) -> str:
+    """A power in engineering units: ``850 kW``, ``1.25 MW``, ``12.4 kW`` (an em dash where unknown)."""
+    if kw is None or not math.isfinite(kw):
+        return "—"
+    if abs(kw) >= 1000:
+        return f"{kw / 1000:,.2f} MW"
+    return f"{kw:,.1f} kW" if abs(kw) < 100 else f"{kw:,.0f} kW"
+
+
+def energy_text(kwh: float | None) -> str:
+    """An energy in engineering units: ``950 kWh``, ``12.3 MWh``."""
+    if kwh is None or not math.isfinite(kwh):
+        return "—"
+    if abs(kwh) >= 1000:
+        return f"{kwh / 1000:,.1f} MWh"
+    return f"{kwh:,.0f} kWh"
+
+
+def pct_text(x: float | None, digits: int = 0) -> str:
+    """A share 0..1 as a percentage (``87 %``)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{100 * x:.{digits}f} %"
+
+
+def pue_text(x: float | None) -> str:
+    """A PUE with three decimals (the resolution its meters support)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.3f}"

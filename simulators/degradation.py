@@ -92,6 +92,11 @@ class Degradation:
         controllers = {r.name: r.controller.name for _, r in site.racks() if r.controller is not None}
         return cls(faults, rack_index=fac.rack_index, cdu_index=fac.cdu_index, rack_controllers=controllers)
 
+    @property
+    def drifting(self) -> frozenset[str]:
+        """The devices (rack controllers) whose readings :meth:`readings` changes."""
+        return frozenset(self._drift)
+
     def rack_rth_factor(self, t_ns: int) -> Arr:
         """Per-rack multiplier on the GPUs' thermal resistance (cold-plate fouling)."""
         out = np.ones(self.n_racks)

@@ -261,6 +261,12 @@ class Facility(FacilityState):
         values = self.points.values(device, arrays=True)
         return values if self.degradation is None else self.degradation.readings(device, values, self.t_ns)
 
+    def device_held(self, device: str) -> dict[str, PointValue]:
+        """The writable points of ``device`` as :meth:`device_values` serves them (the same numbers), for in-process
+        writers that read a setpoint back around each write without computing every reading."""
+        values = self.points.held(device)
+        return values if self.degradation is None else self.degradation.readings(device, values, self.t_ns)
+
     def write_point(self, device: str, point: str, value: float) -> None:
         """A client wrote a writable point (setpoint or heartbeat): clamped to the profile's min/max."""
         self.points.write(device, point, value)

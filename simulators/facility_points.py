@@ -95,7 +95,7 @@ def _frozen(a: Arr) -> Arr:
 
 
 class _RackRows(NamedTuple):
-    """Every rack's values as Python lists, for one facility state (:meth:`DevicePoints._rack_rows`)."""
+    """Every rack's values as Python lists, for one facility state (:meth:`DevicePoints.rack_rows`)."""
 
     state: object
     env: object
@@ -142,7 +142,7 @@ class DevicePoints:
         self.watch: dict[str, HeartbeatWatch] = {}
         self.extra: dict[tuple[str, str], float] = {}
         self.leaks: set[str] = set()  # CDU device names and "rack:<rack name>" keys with an active leak
-        self._rows: _RackRows | None = None  # every rack's values for the current state (_rack_rows)
+        self._rows: _RackRows | None = None  # every rack's values for the current state (rack_rows)
         # device -> (keys, standard deviations) of its noisy temperature probes
         self.noisy: dict[str, tuple[list[str], np.ndarray]] = {}
         # device -> (keys, relative standard deviations) of its flow meters and power transducers
@@ -286,7 +286,22 @@ class DevicePoints:
                         out[key] = v * (1.0 + dr)
         return out
 
-    def _ripple(self, dev: DeviceRef, amplitude: float) -> float:
+    def held(self, device: str) -> dict[str, PointValue]:
+        """The writable points of ``device`` (setpoints, heartbeat) as :meth:`values` serves them: what a write's
+        read-back reads, without the noise draws and array slices of every reading (a write reads the device twice)."""
+        dev = self.devices.get(device)
+        if dev is None:
+            raise KeyError(f"no device {device!r} in this facility")
+        keys = [(k, p) for k, p in zip(self.keys[device], dev.profile.points, strict=True) if p.writable]
+        noisy = set(self.noisy.get(device, ((), None))[0]) | set(self.noisy_rel.get(device, ((), None))[0])
+        if any(k in noisy for k, _ in keys):  # a noisy setpoint reads as values() draws it
+            every = self.values(device)
+            return {k: every[k] for k, _ in keys if k in every}
+        q = self._rack(dev) if dev.kind == "rack" else getattr(self, f"_{dev.kind}")(dev)
+        return {k: q[k] if k in q else self.extra.get((device, p.name), p.safe_default if p.safe_default is not None
+                                                        else 0.0) for k, p in keys}  # fmt: skip
+
+    def ripple(self, dev: DeviceRef, amplitude: float) -> float:
         """Small deterministic wobble so 'must_move' readings move, as real voltages do."""
         i = self.device_no[dev.name]
         return 1.0 + amplitude * math.sin(2 * math.pi * self.fac.t_ns / 9e11 + float(self.phase[i]))
@@ -298,7 +313,7 @@ class DevicePoints:
         load = total / float(f.rack_rated_w[r])
         out: dict[str, PointValue] = {"active_power_w": total, "active_energy_wh": float(f.rack_energy_wh[r])}
         for i, share in ((1, float(self.pdu_share[r])), (2, 1.0 - float(self.pdu_share[r]))):
-            v = f.params.lv_voltage_v * (1.0 - 0.01 * load) * self._ripple(dev, 0.002 * i)
+            v = f.params.lv_voltage_v * (1.0 - 0.01 * load) * self.ripple(dev, 0.002 * i)
             pf = min(0.95 + 0.045 * load, 0.995)
             out |= {
                 f"inlet{i}_voltage_v": v,
@@ -308,7 +323,7 @@ class DevicePoints:
             }
         return out
 
-    def _rack_rows(self) -> _RackRows:
+    def rack_rows(self) -> _RackRows:
         """Every rack's values as Python lists, converted once per facility state (a step or a settle replaces the
         state and the conditions): each rack then slices them, where converting rack by rack cost more than the
         physics step itself. The same numbers as converting each rack's own slice."""
@@ -348,7 +363,7 @@ class DevicePoints:
     def _rack(self, dev: DeviceRef, arrays: bool = False) -> dict[str, PointValue]:
         f = self.fac
         r = f.rack_index[dev.tags["rack"]]
-        c = self._rack_rows()
+        c = self.rack_rows()
         a, b = c.start[r], c.stop[r]
         gpu: Callable[[Arr], Any] = (lambda x: x[a:b]) if arrays else (lambda x: x[a:b].tolist())
         return {
@@ -457,7 +472,7 @@ class DevicePoints:
             "cooling": (f.cooling_power_w, f.energy_wh["cooling"], 400.0, 0.95),
             "other": (f.other_power_w, f.energy_wh["other"], 400.0, 0.9),
         }[purpose]
-        v = volts * self._ripple(dev, 0.003)
+        v = volts * self.ripple(dev, 0.003)
         return {
             "voltage_v": v,
             "current_a": power / (math.sqrt(3.0) * v * pf),

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from aidc.config import Site, site_from_dict
+from aidc.config import Site, load_site, site_from_dict
 from aidc.sitegen import SiteTemplate, render_site
+from tests.demo_stack import FirstHourDemo, started_demo
 
 # A demo a test starts (in process or as a child, which inherits this) simulates no history unless the test asks
 # with --history-days: a month of history per demo would not fit the suite's time budget.
@@ -60,3 +61,17 @@ def hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     yield f"http://127.0.0.1:{srv.server_port}/hook", _Hook.received
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def first_hour_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstHourDemo]:
+    """The suite's one backfilled demo (tests/demo_stack.py), live; once stopped, its historian keeps the history
+    (a later start reuses it: no second backfill)."""
+    from app.backfill import has_history
+    from historian import open_historian
+
+    with started_demo(tmp_path_factory.mktemp("first-hour")) as demo:
+        yield demo
+    site = load_site(demo.site)
+    with open_historian(site.config.historian, site.data_dir) as hist:
+        assert has_history(hist, site), f"the demo's history is not in {site.data_dir} after it stopped"

@@ -27,8 +27,9 @@ from dashboards.app import DashboardConfig, create_app
 from dashboards.auth import Role, UserStore
 from dashboards.control_data import savings_frame, totals
 from dashboards.control_provenance import provenance_rows
-from dashboards.control_view import Names, describe_decision, local_time
+from dashboards.control_view import Names, describe_decision
 from dashboards.data import DashboardData
+from dashboards.fmt import local_time
 from dashboards.forecast import service_for
 from dashboards.table_query import parse_filter, query_rows
 from historian import open_historian

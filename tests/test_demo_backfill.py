@@ -7,16 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import tomllib
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +18,12 @@ import pytest
 from aidc.clock import SteppedClock
 from aidc.config import load_site
 from aidc.errors import ConfigError
-from app.backfill import MIN_DAYS, has_history, history_start, plan_history
+from app.backfill import MIN_DAYS, history_start, plan_history
 from app.backfill_job import history_days
 from app.cli import main
 from app.job import MainJob
-from historian import open_historian
+from tests.demo_stack import GROUP, TOKEN, FirstHourDemo, get
 from tests.sim_helpers import free_port_block
-
-REPO = Path(__file__).resolve().parents[1]
-TOKEN = "reader-token-0123456789abcdef"
-HISTORY_DAYS = 8  # the shortest history that fits the PUE forecast (7 days) and the fault detector (2 + 1 days)
-WAIT_S = 240.0  # wall seconds the demo may take to simulate and answer on a busy machine (a failure, not a timing)
 
 
 def _site(tmp_path: Path, racks: int = 1) -> Path:
@@ -122,77 +108,36 @@ def test_run_says_when_its_historian_is_new(tmp_path: Path, capsys: pytest.Captu
     assert f"no history in {tmp_path / 'var'}: a new, empty historian" in capsys.readouterr().out.splitlines()
 
 
-def _get(url: str, token: str | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url)  # noqa: S310 - http://127.0.0.1 only
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-@contextlib.contextmanager
-def _demo(tmp_path: Path, site: Path, api_port: int) -> Iterator[subprocess.Popen[str]]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", AIDC_API_TOKENS=f"tester:read:{TOKEN}")
-    cmd = [sys.executable, "-m", "app.cli", "demo", "--config", str(site), "--api-port", str(api_port),
-           "--no-dashboard", "--history-days", str(HISTORY_DAYS), "--summary-every", "30"]  # fmt: skip
-    with (tmp_path / "demo.log").open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
-                                start_new_session=True)  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=90)
-
-
-def _until(what: str, check: Any, proc: subprocess.Popen[str], log: Path) -> Any:
-    """Poll ``check()`` until it returns something truthy; fail (with the demo's log) if the demo dies or never does."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        assert proc.poll() is None, log.read_text(encoding="utf-8")[-3000:]
-        with contextlib.suppress(OSError):
-            found = check()
-            if found:
-                return found
-        assert time.monotonic() < deadline, f"{what} never came: " + log.read_text(encoding="utf-8")[-3000:]
-        time.sleep(0.5)
-
-
-def test_demo_simulates_its_history_then_answers_at_once(tmp_path: Path) -> None:
+@pytest.mark.timeout(1800)  # the shared demo simulates a month of history first (minutes)
+@pytest.mark.xdist_group(GROUP)
+def test_demo_simulates_its_history_then_answers_at_once(first_hour_demo: FirstHourDemo) -> None:
     """A demo on an empty historian: /health 503 with the backfill's progress, then 200; at once the IT-load and PUE
-    forecasts have P10/P50/P90, a tenant has IT energy, the slow CDU fault is a predictive alarm."""
-    site_path = _site(tmp_path)
-    api = free_port_block(1)
-    url, log = f"http://127.0.0.1:{api}", tmp_path / "demo.log"
-    with _demo(tmp_path, site_path, api) as proc:
-        starting = _until("a 503 with the backfill", lambda: (s := _get(url + "/health"))[0] == 503 and
-                          "backfill" in s[1] and s[1], proc, log)  # fmt: skip
-        assert set(starting["backfill"]) >= {"phase", "fraction", "simulated_time"}
-        assert 0.0 <= starting["backfill"]["fraction"] <= 1.0
-        _until("/health 200", lambda: _get(url + "/health")[0] == 200, proc, log)
-        load = _until("the IT-load forecast", lambda: (f := _get(url + "/api/v1/forecast", TOKEN))[0] == 200 and f[1],
-                      proc, log)  # fmt: skip
-        assert load["p10"] <= load["p50"] <= load["p90"]
-        pue = _until("the PUE forecast", lambda: (f := _get(url + "/api/v1/forecast/pue", TOKEN))[0] == 200 and f[1],
-                     proc, log)  # fmt: skip
-        assert pue["rows"]
-        assert all(r["pue_p10"] <= r["pue_p50"] <= r["pue_p90"] for r in pue["rows"])
-        alarms = _until("a predictive alarm", lambda: _get(url + "/api/v1/alarms", TOKEN)[1]["predictive"], proc, log)
-        assert any(a["rule"] == "predicted_pump_wear" for a in alarms), alarms
-        site = load_site(site_path)
-        # The month the history began in (last month when it reaches back that far) is billed to the tenants.
-        tz = site.config.site.timezone
-        begun = pd.Timestamp(starting["backfill"]["from"]).tz_convert(tz).strftime("%Y-%m")
-        status, bill = _get(url + f"/api/v1/tenants?month={begun}", TOKEN)
-        assert status == 200, bill
-        assert any(t["it_kwh"] > 0 for t in bill["tenants"]), bill
-    assert "no history in" in log.read_text(encoding="utf-8")
-    with open_historian(site.config.historian, site.data_dir) as hist:
-        assert has_history(hist, site)  # a later start reuses it (no backfill)
+    forecasts have P10/P50/P90, a tenant has IT energy, the slow CDU fault is a predictive alarm (the suite's shared
+    demo, tests/demo_stack.py; its fixture checks that the history stays for a later start)."""
+    demo = first_hour_demo
+    url = demo.api
+    starting = demo.starting
+    assert starting is not None, "no /health 503 with the backfill's progress while the demo started"
+    assert set(starting["backfill"]) >= {"phase", "fraction", "simulated_time"}
+    assert 0.0 <= starting["backfill"]["fraction"] <= 1.0
+    assert get(url + "/health")[0] == 200
+    status, load = get(url + "/api/v1/forecast", TOKEN)
+    assert status == 200, load
+    assert load["p10"] <= load["p50"] <= load["p90"]
+    status, pue = get(url + "/api/v1/forecast/pue", TOKEN)
+    assert status == 200, pue
+    assert pue["rows"]
+    assert all(r["pue_p10"] <= r["pue_p50"] <= r["pue_p90"] for r in pue["rows"])
+    alarms = get(url + "/api/v1/alarms", TOKEN)[1]["predictive"]
+    assert any(a["rule"] == "predicted_pump_wear" for a in alarms), alarms
+    site = load_site(demo.site)
+    # The month the history began in (last month when it reaches back that far) is billed to the tenants.
+    tz = site.config.site.timezone
+    begun = pd.Timestamp(starting["backfill"]["from"]).tz_convert(tz).strftime("%Y-%m")
+    status, bill = get(url + f"/api/v1/tenants?month={begun}", TOKEN)
+    assert status == 200, bill
+    assert any(t["it_kwh"] > 0 for t in bill["tenants"]), bill
+    assert "no history in" in demo.log.read_text(encoding="utf-8")
 
 
 def test_progress_bar_prints_a_line_per_tenth_off_a_terminal() -> None:

@@ -29,6 +29,7 @@ from aidc.model import Quality, SeriesKey
 from aidc.roles import Role
 from analytics.alarms.engine import Alarm
 from analytics.alarms.faults import rack_device
+from analytics.historian_adapter import pivot_rows
 from historian import Historian, SeriesSelector
 
 HEALTH_MEASUREMENT = "collector"  # collectors.link.HEALTH_MEASUREMENT: analytics reads it, never imports collectors
@@ -68,7 +69,7 @@ def read_signals(
         return pd.DataFrame(), {}
     long = pd.concat(frames, ignore_index=True)
     # One row per series and window (each measurement and field is read once), so a plain pivot does.
-    wide = long.pivot(index="ts", columns="series", values="value")
+    wide = pivot_rows(long)
     return wide.sort_index(), {s: role_of[s] for s in wide.columns if s in role_of}
 
 

@@ -22,7 +22,7 @@ from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.energy.kpi import IT_POWER_ROLES
 from analytics.forecast.policy import RefitPolicy, needs_history, stale
-from analytics.forecast.pue import HOUR, VALIDATION, FacilityForecaster, hourly_frame
+from analytics.forecast.pue import HOUR, VALIDATION, VALIDATION_EVERY, FacilityForecaster, hourly_frame
 from analytics.forecast.weather import WeatherForecast, read_open_meteo
 from analytics.historian_adapter import wide_frame
 from analytics.plant_model import plant_frame
@@ -107,6 +107,7 @@ class LivePueForecast:
         self.weather_file, self.hours = weather_file, hours
         self.policy = policy or RefitPolicy()
         self.fits = 0  # models fitted so far (each one takes tens of seconds)
+        self.calibrate_every = VALIDATION_EVERY  # the spacing of the calibration's origins (ForecastService.first_fit)
         self._model: FacilityForecaster | None = None
         self._checked: pd.Timestamp | None = None  # the facility hour of the last read
         self._latest = PueForecastState(
@@ -151,7 +152,7 @@ class LivePueForecast:
                         None, None, f"PUE forecast: first fit under way on {have / pd.Timedelta('1D'):.1f} days "
                         "of telemetry", pending=True,
                     )  # fmt: skip
-                self._model = FacilityForecaster.fit(data)
+                self._model = FacilityForecaster.fit(data, every=self.calibrate_every)
                 self.fits += 1
             assert self._model is not None
             weather, source = self._weather(origin)
@@ -170,6 +171,8 @@ class LivePueForecast:
         if fitted is not None:
             days = (fitted[1] - fitted[0]) / pd.Timedelta("1D")
             text += f"; trained on {days:.1f} days to {fitted[1]:%Y-%m-%d %H:%M} UTC"
+        if self._model is not None and self._model.widen:
+            text += f"; band calibrated on {self._model.calibration_origins} forecasts of its last 6 days"
         if self._model is not None and not self._model.widen:
             text += f"; band not yet calibrated (needs {(MIN_HISTORY + VALIDATION) / pd.Timedelta('1D'):.0f} days)"
         return text + stale(now, last, "plant telemetry")

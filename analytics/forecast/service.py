@@ -25,6 +25,7 @@ from aidc.errors import AidcError
 from analytics.forecast.live import LivePueForecast, PueForecastState, plant_history
 from analytics.forecast.live_load import HORIZONS, LiveLoadForecast, LoadForecastState
 from analytics.forecast.policy import RefitPolicy
+from analytics.forecast.pue import FIRST_FIT_EVERY, VALIDATION_EVERY
 from analytics.historian_adapter import it_load_series
 from historian import Historian
 
@@ -117,27 +118,42 @@ class ForecastService:
     def update(self) -> ForecastState:
         """One pass of the worker: bring the IT-load, then the PUE forecast up to date; returns both."""
         for part in (self.load, self.pue):
-            if self._stop.is_set():  # stopping: the historian may be closing, read nothing more
-                break
-            try:
-                part.update()
-            except AidcError as exc:  # bad telemetry or weather file: the state says so, the next check tries again
-                part.unavailable(str(exc))
-            except Exception as exc:  # the forecasts are advisory: keep the dashboard, the API and the job running
-                part.unavailable(f"internal error ({type(exc).__name__}: {exc}); see the log", exc_info=True)
+            self._update_part(part)
         return self.latest()
+
+    def _update_part(self, part: LiveLoadForecast | LivePueForecast) -> None:
+        """Bring one half up to date; a failure becomes its state's line."""
+        if self._stop.is_set():  # stopping: the historian may be closing, read nothing more
+            return
+        try:
+            part.update()
+        except AidcError as exc:  # bad telemetry or weather file: the state says so, the next check tries again
+            part.unavailable(str(exc))
+        except Exception as exc:  # the forecasts are advisory: keep the dashboard, the API and the job running
+            part.unavailable(f"internal error ({type(exc).__name__}: {exc}); see the log", exc_info=True)
 
     def first_fit(self, history: pd.Timedelta) -> ForecastState:
         """One :meth:`update` whose fits learn from at most ``history`` of telemetry (the demo's first fits after its
         backfill, so the job goes live sooner); the policy's window applies again from the next update, and the
-        first refit (after one ``refit`` of new telemetry) learns from all of it. The states say what each model was
-        trained on."""
+        first refit (after one ``refit`` of new telemetry) learns from all of it. The PUE forecast's band is
+        calibrated on half the validation origins (:data:`analytics.forecast.pue.FIRST_FIT_EVERY`) until that refit.
+        The states say what each model was trained and calibrated on."""
         bounded = replace(self.policy, history=min(history, self.policy.history))
         self.load.policy = self.pue.policy = bounded
+        self.pue.calibrate_every = FIRST_FIT_EVERY
         try:
-            return self.update()
+            # The two halves side by side (they share nothing; most of a fit is in DuckDB, numpy and scikit-learn,
+            # which release the GIL), the IT-load one in a thread of its own.
+            other = threading.Thread(target=self._update_part, args=(self.load,), name="first IT-load fit")
+            other.start()
+            try:
+                self._update_part(self.pue)
+            finally:
+                other.join()
+            return self.latest()
         finally:
             self.load.policy = self.pue.policy = self.policy
+            self.pue.calibrate_every = VALIDATION_EVERY
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -19,7 +19,7 @@ from dash import ALL, Input, Output, State, dcc, html
 
 from analytics.alarms.engine import HISTORY_KEPT, SEVERITY_ORDER, Alarm, AlarmEngine
 from dashboards.data import DashboardData
-from dashboards.pages._fmt import site_time
+from dashboards.fmt import site_time
 from dashboards.web import can_act, current_user
 
 REFRESH_MS = 5000

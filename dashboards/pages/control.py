@@ -25,15 +25,9 @@ from dashboards.control_charts import savings_figure, timeline_figure
 from dashboards.control_data import DecisionLog, controlled_devices, panels, savings_frame
 from dashboards.control_panels import decisions_panel, overrides_panel, saving_totals_panel, status_panel
 from dashboards.control_provenance import provenance_rows
-from dashboards.control_view import (
-    DecisionText,
-    Names,
-    as_dict,
-    describe_decisions,
-    local_time,
-    to_utc,
-)
+from dashboards.control_view import DecisionText, Names, as_dict, describe_decisions
 from dashboards.data import RANGES, WINDOW_FOR, DashboardData
+from dashboards.fmt import local_time, to_utc
 from dashboards.supervisor import MODES, audit_entries, read_jsonl_tail
 from dashboards.table_query import page, query_rows
 from dashboards.web import can_act, current_user

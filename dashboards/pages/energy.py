@@ -18,7 +18,7 @@ from dash import Input, Output, State, dcc, html
 from dashboards.components import card, empty_figure, style
 from dashboards.data import DashboardData
 from dashboards.energy_trend import DayCache, PuePoint, PueTrend, pue_trend
-from dashboards.pages._fmt import energy_text, pct_text, pue_text
+from dashboards.fmt import energy_text, pct_text, pue_text
 
 REFRESH_MS = 5000  # reads the cache only; the panels are redrawn when a new computation has landed
 TTL_S = 300.0  # a day's PUE moves slowly; the historian read is the page's whole cost

@@ -15,7 +15,7 @@ from dash import Input, Output, dcc, html
 
 from dashboards.components import empty_figure, style
 from dashboards.data import DashboardData
-from dashboards.pages._fmt import pct_text, power_text
+from dashboards.fmt import pct_text, power_text
 from dashboards.power_chain import Node, chain, most_loaded
 
 REFRESH_MS = 5000

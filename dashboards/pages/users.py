@@ -21,7 +21,7 @@ from dash import Input, Output, State, dcc, html
 from aidc.errors import AidcError
 from dashboards.auth import Role, UserStore, random_password
 from dashboards.data import DashboardData
-from dashboards.pages._fmt import site_time
+from dashboards.fmt import site_time
 from dashboards.supervisor import read_jsonl_tail
 from dashboards.web import current_user
 
