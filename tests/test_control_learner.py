@@ -451,3 +451,17 @@ def test_the_supervisor_tells_its_core_the_plant(tmp_path: Path) -> None:
                       audit_dir=tmp_path / "c")
     assert own.core.plant_type == handed.core.plant_type == site.config.plant.type == "chiller_drycooler"
     assert kept.core.plant_type == "chiller_tower"
+
+
+def test_commissioning_reach_stays_small_around_the_rule(tmp_path: Path) -> None:
+    """Commissioning's reach grows with time but never past COMM_MAX_REACH of the way from its centre to each
+    bound (small perturbations around a good rule, not a walk over the whole envelope), even on its last day."""
+    from control.learner import COMM_MAX_REACH
+
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    ctl = LearningController(lim, plant_type="chiller_drycooler")
+    ctl.first_ns = 0
+    reach = [ctl._reach(_snap(lim, d * DAY_NS, 50.0)) for d in (0, 3, 7, 13)]
+    assert reach == sorted(reach), "it widens with time"
+    assert reach[0] < reach[-1]
+    assert max(reach) <= COMM_MAX_REACH < 1.0
