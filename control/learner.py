@@ -26,7 +26,7 @@ import numpy as np
 
 from aidc.errors import DataError
 from analytics.plant_model import OnlinePlantModel
-from control.baselines import DEFAULT_HR_APPROACH_K
+from control.baselines import ExpertController
 from control.policy import Limits, dew_point_c
 from control.stepload import FULL_LOAD_PCT, LoadMemory
 from control.types import Decision, Setpoints, Snapshot
@@ -60,6 +60,13 @@ CHW_SIGMAS = 2.0  # the predicted gain of a chilled-water move must exceed this 
 CHW_MIN_GAIN = 0.002  # ... and this share of facility power per unit of work (set on Chicago, steady training load)
 RULE_PLANTS = frozenset({"chiller_drycooler", "chiller_tower"})  # plants whose free cooler has an outdoor reset
 MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at least this (an idle hall)
+# The rule prior: where the plant has an outdoor reset, the core follows the commissioning engineer's rule (the
+# expert rule of control.baselines: FWS at the sink plus the free cooler's approach, TCS at FWS plus the CDU approach
+# under a trim & respond cap on the hottest GPU) unless the model predicts a candidate cheaper per unit of work by
+# more than RULE_SIGMAS of its spread and RULE_MIN_GAIN of the rule's power: never worse than the rule it learnt
+# around, by its own prediction (set on Chicago only).
+RULE_SIGMAS = 1.0
+RULE_MIN_GAIN = 0.001
 
 
 USE_CHW = False  # see LearningController.__init__
@@ -93,6 +100,8 @@ class LearningController:
         # The chilled-water setpoint as a feature and a candidate dimension: off until the oracle can search it too
         # (app/evaluation/oracle.py SEARCH_CHW: warm chilled water at idle meets a load step expensively).
         self.use_chw = USE_CHW and limits.chw_point is not None
+        self._rule: ExpertController | None = None  # the rule prior, made at the first decision (plant known then)
+        self._rule_sp: Setpoints | None = None  # the rule's setpoints at this decision (None: no rule)
 
     # --- data --------------------------------------------------------------------------------------------
 
@@ -172,21 +181,29 @@ class LearningController:
         sp = Setpoints(t + self.load.trims_k(n), np.full(n, d), f, c if self.use_chw else math.nan)
         return self.lim.step_toward(sp, snap.current, self._dew(snap))
 
-    def _centre(self, snap: Snapshot) -> np.ndarray:
-        """(TCS, dp, FWS) commissioning explores around: the outdoor-reset rule a commissioning engineer sets up
-        before any model exists (FWS at the free cooler's sink, dry bulb or wet bulb with a tower, plus its
-        approach; TCS at FWS plus the CDU approach; the safe dp), so the commissioning days already run where a
-        good rule runs rather than at the fixed defaults. The safe defaults where the plant has no free cooler or
-        its type or the outdoor reading is unknown."""
-        lim = self.lim
-        safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), float(lim.safe.fws_c)])
+    def _rule_step(self, snap: Snapshot) -> Setpoints | None:
+        """The rule prior's setpoints for ``snap`` (its trim & respond cap advances once per decision), or None where
+        the plant has no free cooler with an outdoor reset or its type or the outdoor reading is unknown."""
         sink = snap.wetbulb_c if self.plant_type == "chiller_tower" else snap.drybulb_c
         if self.plant_type not in RULE_PLANTS or not math.isfinite(sink):
+            return None
+        if self._rule is None or self._rule.plant_type != self.plant_type:
+            self._rule = ExpertController(self.lim, str(self.plant_type))
+        return self._rule.decide(snap).setpoints
+
+    def _centre(self, snap: Snapshot) -> np.ndarray:
+        """(TCS, dp, FWS) commissioning explores around: the rule a commissioning engineer sets up before any model
+        exists (the rule prior, :meth:`_rule_step`: FWS at the free cooler's sink, dry bulb or wet bulb with a
+        tower, plus its approach; TCS at FWS plus the CDU approach, capped by a trim & respond on the hottest GPU;
+        the safe dp), so the commissioning days already run where a good rule runs rather than at the fixed
+        defaults. The safe defaults where the plant has no free cooler or its type or the outdoor reading is
+        unknown."""
+        lim = self.lim
+        safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), float(lim.safe.fws_c)])
+        rule = self._rule_sp
+        if rule is None:
             return safe
-        approach = DEFAULT_HR_APPROACH_K[self.plant_type]
-        fws = float(np.clip(sink + approach, lim.fws_lo, lim.fws_hi))
-        tcs = float(np.clip(fws + self.cfg.cdu_approach_k, lim.tcs_lo, lim.tcs_hi))
-        return np.array([tcs, safe[1], fws])
+        return np.array([float(rule.tcs_c.min()), safe[1], float(rule.fws_c)])
 
     def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
         """Bounded random walk near :meth:`_centre` (a reach that widens with commissioning time); colder and
@@ -330,6 +347,26 @@ class LearningController:
         j = int(np.argmin(np.where(ok, sc["p_mu"] / sc["work"], np.inf))) if ok.any() else int(np.argmin(sc["g_hi"]))
         return self._row_setpoints(snap, x[j])
 
+    def _rule_prior(self, snap: Snapshot, best: float, best_sd: float
+                    ) -> tuple[Setpoints, np.ndarray, dict[str, np.ndarray]] | None:
+        """The rule's setpoints (one rate step toward them), their feature row and score, where the model's best
+        candidate (``best`` predicted kW per unit of work, spread ``best_sd``) does not beat the rule's prediction
+        clearly; None where it does or there is no rule."""
+        if self._rule_sp is None:
+            return None
+        r = self._rule_sp
+        sp = self._setpoints(snap, float(r.tcs_c.min()), float(self.lim.safe.dp_kpa.mean()), float(r.fws_c),
+                             float(self.lim.safe.chw_c))
+        x = self._features(snap, Setpoints(sp.tcs_c, sp.dp_kpa, sp.fws_c,
+                                           sp.chw_c if math.isfinite(sp.chw_c) else self.lim.safe.chw_c))[None, :]
+        x[0, 0] = float(np.nanmean(snap.gpu_util_pct))
+        sc = self._score(snap, x, float(x[0, 0]))
+        s_rule = float(sc["p_mu"][0] / sc["work"][0])
+        noise = RULE_SIGMAS * (best_sd + float(sc["p_sd"][0] / sc["work"][0]))
+        if best < s_rule - max(noise, RULE_MIN_GAIN * s_rule):
+            return None
+        return sp, x, sc
+
     def decide(self, snap: Snapshot) -> Decision:
         """One decision; see the module docstring."""
         self.observe(snap)
@@ -337,6 +374,7 @@ class LearningController:
             self.load.update(snap, self.lim.gpu_ceiling_c)
         if self.first_ns is None:
             self.first_ns = snap.t_ns
+        self._rule_sp = self._rule_step(snap)
         commissioning_done = (snap.t_ns - self.first_ns) >= self.cfg.commissioning_days * 86400e9
         due = self.last_fit_ns is None or (snap.t_ns - self.last_fit_ns) >= self.cfg.retrain_h * NS_H
         if commissioning_done and (self.model is None or due or (self.state == "learning" and
@@ -395,6 +433,10 @@ class LearningController:
                 x, sc, g_hi, j = x2, sc2, sc2["g_hi"], k
         chosen = self._row_setpoints(snap, x[j])
         binding = []
+        rule = self._rule_prior(snap, float(sc["p_mu"][j] / sc["work"][j]), float(sc["p_sd"][j] / sc["work"][j]))
+        if rule is not None:
+            chosen, x, sc, g_hi, j = rule[0], rule[1], rule[2], rule[2]["g_hi"], 0
+            binding.append("rule prior")
         if x[j, 5] >= self.lim.fws_hi - 1e-6:
             binding.append("fws at W-class/profile max")
         if g_hi[j] > -cfg.gpu_margin_k - 0.5:
