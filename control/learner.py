@@ -67,6 +67,12 @@ MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at leas
 # around, by its own prediction (set on Chicago only).
 RULE_SIGMAS = 1.0
 RULE_MIN_GAIN = 0.001
+# The rule's pump reset: below full load the CDU dp falls linearly with hall utilisation toward the pumps' floor
+# (dp at the floor at idle, the safe dp from RULE_DP_FULL_PCT up), only while the hottest GPU keeps this much
+# headroom at the load the hall can step to (measured, :meth:`LoadMemory.headroom_at_step_k`). The fast path
+# restores the safe dp at a load step at once (:meth:`LearningController.step_ready`). Set on Chicago only.
+RULE_DP_FULL_PCT = 60.0
+RULE_DP_HEADROOM_K = 8.0
 
 
 USE_CHW = False  # see LearningController.__init__
@@ -189,7 +195,20 @@ class LearningController:
             return None
         if self._rule is None or self._rule.plant_type != self.plant_type:
             self._rule = ExpertController(self.lim, str(self.plant_type))
-        return self._rule.decide(snap).setpoints
+        sp = self._rule.decide(snap).setpoints
+        return Setpoints(sp.tcs_c, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
+
+    def _rule_dp(self, snap: Snapshot) -> float:
+        """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation or
+        without :data:`RULE_DP_HEADROOM_K` of measured headroom at the step-to load, down to the pumps' floor at
+        idle."""
+        lim = self.lim
+        safe = float(lim.safe.dp_kpa.mean())
+        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
+        if not math.isfinite(u) or self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c) < RULE_DP_HEADROOM_K:
+            return safe
+        lo = min(lim.dp_lo, safe)
+        return lo + (safe - lo) * float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0))
 
     def _centre(self, snap: Snapshot) -> np.ndarray:
         """(TCS, dp, FWS) commissioning explores around: the rule a commissioning engineer sets up before any model
@@ -203,7 +222,7 @@ class LearningController:
         rule = self._rule_sp
         if rule is None:
             return safe
-        return np.array([float(rule.tcs_c.min()), safe[1], float(rule.fws_c)])
+        return np.array([float(rule.tcs_c.min()), float(rule.dp_kpa.mean()), float(rule.fws_c)])
 
     def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
         """Bounded random walk near :meth:`_centre` (a reach that widens with commissioning time); colder and
@@ -340,12 +359,21 @@ class LearningController:
             c = min(cur.chw_c, lim.safe.chw_c) if math.isfinite(cur.chw_c) else lim.safe.chw_c
             sp = Setpoints(np.minimum(cur.tcs_c, lim.safe.tcs_c), np.maximum(cur.dp_kpa, lim.safe.dp_kpa),
                            min(cur.fws_c, lim.safe.fws_c), c if self.use_chw else math.nan)
-            return lim.step_toward(sp, cur, self._dew(snap))
-        x = self._candidates(snap)
-        sc = self._score(snap, x, max(FULL_LOAD_PCT, self.load.step_to_pct(float(x[0, 0]))))
-        ok = self._trusted(snap, x, sc) & (sc["g_hi"] <= -self.cfg.gpu_margin_k)
-        j = int(np.argmin(np.where(ok, sc["p_mu"] / sc["work"], np.inf))) if ok.any() else int(np.argmin(sc["g_hi"]))
-        return self._row_setpoints(snap, x[j])
+            sp = lim.step_toward(sp, cur, self._dew(snap))
+        else:
+            x = self._candidates(snap)
+            sc = self._score(snap, x, max(FULL_LOAD_PCT, self.load.step_to_pct(float(x[0, 0]))))
+            ok = self._trusted(snap, x, sc) & (sc["g_hi"] <= -self.cfg.gpu_margin_k)
+            score = np.where(ok, sc["p_mu"] / sc["work"], np.inf)
+            j = int(np.argmin(score)) if ok.any() else int(np.argmin(sc["g_hi"]))
+            sp = self._row_setpoints(snap, x[j])
+        # The rule prior at full load is a floor on the cold side: its TCS and FWS (which do not follow load) and
+        # the safe dp its pump reset lowered at idle, at once (the fast path's cold direction skips the rate limit).
+        rule = self._rule_sp
+        if rule is None:
+            return sp
+        return Setpoints(np.minimum(sp.tcs_c, rule.tcs_c), np.maximum(sp.dp_kpa, lim.safe.dp_kpa),
+                         min(sp.fws_c, rule.fws_c), sp.chw_c)
 
     def _rule_prior(self, snap: Snapshot, best: float, best_sd: float
                     ) -> tuple[Setpoints, np.ndarray, dict[str, np.ndarray]] | None:
@@ -355,7 +383,7 @@ class LearningController:
         if self._rule_sp is None:
             return None
         r = self._rule_sp
-        sp = self._setpoints(snap, float(r.tcs_c.min()), float(self.lim.safe.dp_kpa.mean()), float(r.fws_c),
+        sp = self._setpoints(snap, float(r.tcs_c.min()), float(r.dp_kpa.mean()), float(r.fws_c),
                              float(self.lim.safe.chw_c))
         x = self._features(snap, Setpoints(sp.tcs_c, sp.dp_kpa, sp.fws_c,
                                            sp.chw_c if math.isfinite(sp.chw_c) else self.lim.safe.chw_c))[None, :]
