@@ -245,11 +245,14 @@ class LearningController:
         r = 1.0 if local else self._reach(snap)
         lo, hi = safe - r * (safe - lo_env), safe + r * (hi_env - safe)
         if headroom < EXPLORE_BACKOFF_K:
-            # Back off toward colder water and more flow: inside the reach, and at least as far as the profiles'
-            # safe defaults (the outdoor-reset centre may be warmer than what full load needs).
-            t = max(t - cfg.max_step_tcs_k, min(t, lo[0], float(lim.safe.tcs_c.min())))
+            # Back off toward colder water and more flow: inside the reach, and without a rule prior at least as
+            # far as the profiles' safe defaults; with one, to the cold edge of the reach around the rule, whose own
+            # trim & respond cap answers hot GPUs (the expert baseline's: it never throttled under ai-steps), where
+            # the safe defaults' cold water costs the chiller all summer.
+            floor = self._rule_sp is None
+            t = max(t - cfg.max_step_tcs_k, min(t, lo[0], float(lim.safe.tcs_c.min()) if floor else lo[0]))
             d = min(d + cfg.max_step_dp_kpa, max(d, hi[1], float(lim.safe.dp_kpa.mean())))
-            f = max(f - cfg.max_step_fws_k, min(f, lo[2], float(lim.safe.fws_c)))
+            f = max(f - cfg.max_step_fws_k, min(f, lo[2], float(lim.safe.fws_c) if floor else lo[2]))
             self.explore_target = None
         else:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
@@ -429,7 +432,15 @@ class LearningController:
         ok = trusted & (g_hi <= -cfg.gpu_margin_k)
         if not ok.any() and trusted.any():
             # The model is believed but no candidate keeps the margin at the step-to load (an idle hall at warm
-            # water): take its coolest candidate, one rate step toward safety, rather than explore.
+            # water): the rule prior where there is one (see _rule_prior), else its coolest candidate, one rate
+            # step toward safety, rather than explore.
+            rule = self._rule_prior(snap, math.inf, 0.0)
+            if rule is not None:
+                self.state = "deciding"
+                self.last = Decision(rule[0], state="deciding", predicted_facility_kw=float(rule[2]["p_mu"][0]),
+                                     binding=(f"gpu margin at {step_to:.0f} % load: rule prior",),
+                                     candidates=len(x) + 1)
+                return self.last
             j = int(np.argmin(np.where(trusted, g_hi, np.inf)))
             self.state = "deciding"
             self.last = Decision(self._row_setpoints(snap, x[j]), state="deciding",
