@@ -78,9 +78,10 @@ RULE_MIN_GAIN = 0.001
 # The rule's pump reset: below full load the CDU dp falls linearly with hall utilisation toward the pumps' floor
 # (dp at the floor at idle, the safe dp from RULE_DP_FULL_PCT up), only while the hottest GPU keeps this much
 # headroom at the load the hall can step to (measured, :meth:`LoadMemory.headroom_at_step_k`). The fast path
-# restores the safe dp at a load step at once (:meth:`LearningController.step_ready`). Set on Chicago only.
+# restores the safe dp at a load step at once (:meth:`LearningController.step_ready`). Set on Chicago only (8 K let
+# a July step throttle for 20 s at warm water).
 RULE_DP_FULL_PCT = 60.0
-RULE_DP_HEADROOM_K = 8.0
+RULE_DP_HEADROOM_K = 12.0
 
 
 USE_CHW = False  # see LearningController.__init__
@@ -438,6 +439,11 @@ class LearningController:
         g_hi = sc["g_hi"]
         trusted = self._trusted(snap, x, sc)
         ok = trusted & (g_hi <= -cfg.gpu_margin_k)
+        if self._rule_sp is not None:
+            # Less pump dp than the rule's reset is not the model's to choose: a GPU's rise over its coolant grows
+            # with load times the loss of flow, which the model's features do not cross, and a step at low flow
+            # heats the GPUs within one poll (set on Chicago: the model's dp 40 kPa at warm water throttled a step).
+            ok &= x[:, 4] >= float(self._rule_sp.dp_kpa.mean()) - 1e-6
         if not ok.any() and trusted.any():
             # The model is believed but no candidate keeps the margin at the step-to load (an idle hall at warm
             # water): the rule prior where there is one (see _rule_prior), else its coolest candidate, one rate
