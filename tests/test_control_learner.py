@@ -207,7 +207,8 @@ def _deciding(lim: Limits, model: OnlinePlantModel, now_ns: int, seen_util: floa
     ctl.model = model
     ctl.first_ns = now_ns - 30 * DAY_NS
     ctl.last_fit_ns = now_ns - 20 * H_NS
-    ctl.load.update(_snap(lim, now_ns - 49 * H_NS, seen_util), lim.gpu_ceiling_c)
+    for h in range(49, 0, -1):  # hourly, no gap: a memory with a gap does not know the step-to load either
+        ctl.load.update(_snap(lim, now_ns - h * H_NS, seen_util), lim.gpu_ceiling_c)
     return ctl
 
 
@@ -528,3 +529,22 @@ def test_the_rule_lowers_pump_dp_at_idle_and_step_ready_restores_it_at_once(tmp_
             ready = ctl.step_ready(dataclasses.replace(snap, gpu_util_pct=np.full(n, 95.0)))
             assert ready.dp_kpa.min() >= safe_dp > float(cur.dp_kpa.max()) + lim.cfg.max_step_dp_kpa
     assert ends[95.0] >= safe_dp - 0.35 * (safe_dp - lim.dp_lo), "near the safe dp at full load"
+
+
+def test_after_a_gap_the_load_memory_does_not_know_what_the_hall_can_step_to(tmp_path: Path) -> None:
+    """A core restarted after days without snapshots judges at full load (the hours since may all be idle), as
+    a young one does; with two days of idle snapshots without a gap it judges at the idle peak it saw."""
+    from control.stepload import FULL_LOAD_PCT, LoadMemory
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    mem = LoadMemory(lim.cfg.interval_s)
+    step = 300_000_000_000
+    for i in range(int(3 * DAY_NS / step)):
+        mem.update(_snap(lim, i * step, 5.0), lim.gpu_ceiling_c)
+    assert not mem.young
+    assert mem.step_to_pct(5.0) < 10.0
+    later = 90 * DAY_NS
+    for i in range(24):
+        mem.update(_snap(lim, later + i * step, 5.0), lim.gpu_ceiling_c)
+    assert mem.young
+    assert mem.step_to_pct(5.0) == FULL_LOAD_PCT
