@@ -15,6 +15,14 @@ the setpoints predicted safe at full load; candidates are scored by predicted fa
 CRAH chilled-water setpoint is a candidate dimension where the plant has one, and CDUs with more GPU headroom than
 the hottest get a warmer TCS; commissioning explores within a reach that widens with time around an outdoor-reset
 rule (the safe defaults where the plant has no free cooler), and an untrusted model dithers around the same rule.
+
+The rule is the core's prior (:meth:`LearningController._rule_step`): the expert rule of :mod:`control.baselines`
+(FWS at the free cooler's sink plus its approach, TCS at FWS plus the CDU approach under a trim & respond cap on the
+hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle while the measured headroom at the step-to
+load allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at once). Past commissioning
+the model's choice replaces the rule only where the model predicts it safe at the step-to load and clearly cheaper
+per unit of work; otherwise the core takes one rate step toward the rule, so it is never worse than the rule it
+learnt around by its own prediction.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import numpy as np
 
 from aidc.errors import DataError
 from analytics.plant_model import OnlinePlantModel
-from control.baselines import DEFAULT_HR_APPROACH_K
+from control.baselines import ExpertController
 from control.policy import Limits, dew_point_c
 from control.stepload import FULL_LOAD_PCT, LoadMemory
 from control.types import Decision, Setpoints, Snapshot
@@ -45,11 +53,13 @@ APPROACH_DECAY_K = 0.01  # the learnt CDU approach relaxes this much per snapsho
 MAX_APPROACH_K = 10.0  # a learnt approach above this is a sensor or valve fault, not the exchanger
 MAX_BIAS_K = 3.0  # the measured-minus-predicted GPU margin added to predictions is capped at this
 HALF_LIFE_DAYS = 7.0  # training rows count half as much every this many days of data back
-# Commissioning's reach (share of the way from the safe defaults to each bound) grows linearly from COMM_MIN_REACH
-# to the whole envelope over this share of the commissioning period (frozen: half of it, so the second half
-# explores the envelope the model must cover; not tuned on a scored weather year).
+# Commissioning's reach (share of the way from its centre, the outdoor-reset rule, to each bound) grows linearly from
+# COMM_MIN_REACH to COMM_MAX_REACH over this share of the commissioning period. Small perturbations around a good
+# rule, not a walk over the envelope: the commissioning days count in every KPI, and an untrusted model falls back
+# to the same rule (set on Chicago: the whole envelope cost 1.3 % of commissioning's facility energy against 0.3).
 COMM_REACH_SHARE = 0.5
 COMM_MIN_REACH = 0.02
+COMM_MAX_REACH = 0.3
 # The chilled-water setpoint serves only the CRAH air loop (a small share of a liquid-cooled hall's heat, and a steep
 # cost where the coils run short of capacity): commissioning dithers it within this of its safe default, and the
 # core moves it only where the predicted gain exceeds the model's spread (frozen, not tuned on a scored year).
@@ -58,6 +68,20 @@ CHW_SIGMAS = 2.0  # the predicted gain of a chilled-water move must exceed this 
 CHW_MIN_GAIN = 0.002  # ... and this share of facility power per unit of work (set on Chicago, steady training load)
 RULE_PLANTS = frozenset({"chiller_drycooler", "chiller_tower"})  # plants whose free cooler has an outdoor reset
 MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at least this (an idle hall)
+# The rule prior: where the plant has an outdoor reset, the core follows the commissioning engineer's rule (the
+# expert rule of control.baselines: FWS at the sink plus the free cooler's approach, TCS at FWS plus the CDU approach
+# under a trim & respond cap on the hottest GPU) unless the model predicts a candidate cheaper per unit of work by
+# more than RULE_SIGMAS of its spread and RULE_MIN_GAIN of the rule's power: never worse than the rule it learnt
+# around, by its own prediction (set on Chicago only).
+RULE_SIGMAS = 1.0
+RULE_MIN_GAIN = 0.001
+# The rule's pump reset: below full load the CDU dp falls linearly with hall utilisation toward the pumps' floor
+# (dp at the floor at idle, the safe dp from RULE_DP_FULL_PCT up), only while the hottest GPU keeps this much
+# headroom at the load the hall can step to (measured, :meth:`LoadMemory.headroom_at_step_k`). The fast path
+# restores the safe dp at a load step at once (:meth:`LearningController.step_ready`). Set on Chicago only (8 K let
+# a July step throttle for 20 s at warm water).
+RULE_DP_FULL_PCT = 60.0
+RULE_DP_HEADROOM_K = 12.0
 
 
 USE_CHW = False  # see LearningController.__init__
@@ -91,6 +115,8 @@ class LearningController:
         # The chilled-water setpoint as a feature and a candidate dimension: off until the oracle can search it too
         # (app/evaluation/oracle.py SEARCH_CHW: warm chilled water at idle meets a load step expensively).
         self.use_chw = USE_CHW and limits.chw_point is not None
+        self._rule: ExpertController | None = None  # the rule prior, made at the first decision (plant known then)
+        self._rule_sp: Setpoints | None = None  # the rule's setpoints at this decision (None: no rule)
 
     # --- data --------------------------------------------------------------------------------------------
 
@@ -162,7 +188,7 @@ class LearningController:
         span = COMM_REACH_SHARE * self.cfg.commissioning_days * 86400e9
         if self.first_ns is None or span <= 0:
             return 1.0
-        return float(np.clip((snap.t_ns - self.first_ns) / span, COMM_MIN_REACH, 1.0))
+        return COMM_MAX_REACH * float(np.clip((snap.t_ns - self.first_ns) / span, COMM_MIN_REACH, 1.0))
 
     def _setpoints(self, snap: Snapshot, t: float, d: float, f: float, c: float) -> Setpoints:
         """Hall-level choices as per-CDU setpoints (CDUs with room get a warmer TCS), clipped and rate-limited."""
@@ -170,21 +196,42 @@ class LearningController:
         sp = Setpoints(t + self.load.trims_k(n), np.full(n, d), f, c if self.use_chw else math.nan)
         return self.lim.step_toward(sp, snap.current, self._dew(snap))
 
-    def _centre(self, snap: Snapshot) -> np.ndarray:
-        """(TCS, dp, FWS) commissioning explores around: the outdoor-reset rule a commissioning engineer sets up
-        before any model exists (FWS at the free cooler's sink, dry bulb or wet bulb with a tower, plus its
-        approach; TCS at FWS plus the CDU approach; the safe dp), so the commissioning days already run where a
-        good rule runs rather than at the fixed defaults. The safe defaults where the plant has no free cooler or
-        its type or the outdoor reading is unknown."""
-        lim = self.lim
-        safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), float(lim.safe.fws_c)])
+    def _rule_step(self, snap: Snapshot) -> Setpoints | None:
+        """The rule prior's setpoints for ``snap`` (its trim & respond cap advances once per decision), or None where
+        the plant has no free cooler with an outdoor reset or its type or the outdoor reading is unknown."""
         sink = snap.wetbulb_c if self.plant_type == "chiller_tower" else snap.drybulb_c
         if self.plant_type not in RULE_PLANTS or not math.isfinite(sink):
+            return None
+        if self._rule is None or self._rule.plant_type != self.plant_type:
+            self._rule = ExpertController(self.lim, str(self.plant_type))
+        sp = self._rule.decide(snap).setpoints
+        return Setpoints(sp.tcs_c, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
+
+    def _rule_dp(self, snap: Snapshot) -> float:
+        """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation or
+        without :data:`RULE_DP_HEADROOM_K` of measured headroom at the step-to load, down to the pumps' floor at
+        idle."""
+        lim = self.lim
+        safe = float(lim.safe.dp_kpa.mean())
+        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
+        if not math.isfinite(u) or self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c) < RULE_DP_HEADROOM_K:
             return safe
-        approach = DEFAULT_HR_APPROACH_K[self.plant_type]
-        fws = float(np.clip(sink + approach, lim.fws_lo, lim.fws_hi))
-        tcs = float(np.clip(fws + self.cfg.cdu_approach_k, lim.tcs_lo, lim.tcs_hi))
-        return np.array([tcs, safe[1], fws])
+        lo = min(lim.dp_lo, safe)
+        return lo + (safe - lo) * float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0))
+
+    def _centre(self, snap: Snapshot) -> np.ndarray:
+        """(TCS, dp, FWS) commissioning explores around: the rule a commissioning engineer sets up before any model
+        exists (the rule prior, :meth:`_rule_step`: FWS at the free cooler's sink, dry bulb or wet bulb with a
+        tower, plus its approach; TCS at FWS plus the CDU approach, capped by a trim & respond on the hottest GPU;
+        the safe dp), so the commissioning days already run where a good rule runs rather than at the fixed
+        defaults. The safe defaults where the plant has no free cooler or its type or the outdoor reading is
+        unknown."""
+        lim = self.lim
+        safe = np.array([float(lim.safe.tcs_c.min()), float(lim.safe.dp_kpa.mean()), float(lim.safe.fws_c)])
+        rule = self._rule_sp
+        if rule is None:
+            return safe
+        return np.array([float(rule.tcs_c.min()), float(rule.dp_kpa.mean()), float(rule.fws_c)])
 
     def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
         """Bounded random walk near :meth:`_centre` (a reach that widens with commissioning time); colder and
@@ -207,11 +254,14 @@ class LearningController:
         r = 1.0 if local else self._reach(snap)
         lo, hi = safe - r * (safe - lo_env), safe + r * (hi_env - safe)
         if headroom < EXPLORE_BACKOFF_K:
-            # Back off toward colder water and more flow: inside the reach, and at least as far as the profiles'
-            # safe defaults (the outdoor-reset centre may be warmer than what full load needs).
-            t = max(t - cfg.max_step_tcs_k, min(t, lo[0], float(lim.safe.tcs_c.min())))
+            # Back off toward colder water and more flow: inside the reach, and without a rule prior at least as
+            # far as the profiles' safe defaults; with one, to the cold edge of the reach around the rule, whose own
+            # trim & respond cap answers hot GPUs (the expert baseline's: it never throttled under ai-steps), where
+            # the safe defaults' cold water costs the chiller all summer.
+            floor = self._rule_sp is None
+            t = max(t - cfg.max_step_tcs_k, min(t, lo[0], float(lim.safe.tcs_c.min()) if floor else lo[0]))
             d = min(d + cfg.max_step_dp_kpa, max(d, hi[1], float(lim.safe.dp_kpa.mean())))
-            f = max(f - cfg.max_step_fws_k, min(f, lo[2], float(lim.safe.fws_c)))
+            f = max(f - cfg.max_step_fws_k, min(f, lo[2], float(lim.safe.fws_c) if floor else lo[2]))
             self.explore_target = None
         else:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
@@ -321,12 +371,41 @@ class LearningController:
             c = min(cur.chw_c, lim.safe.chw_c) if math.isfinite(cur.chw_c) else lim.safe.chw_c
             sp = Setpoints(np.minimum(cur.tcs_c, lim.safe.tcs_c), np.maximum(cur.dp_kpa, lim.safe.dp_kpa),
                            min(cur.fws_c, lim.safe.fws_c), c if self.use_chw else math.nan)
-            return lim.step_toward(sp, cur, self._dew(snap))
-        x = self._candidates(snap)
-        sc = self._score(snap, x, max(FULL_LOAD_PCT, self.load.step_to_pct(float(x[0, 0]))))
-        ok = self._trusted(snap, x, sc) & (sc["g_hi"] <= -self.cfg.gpu_margin_k)
-        j = int(np.argmin(np.where(ok, sc["p_mu"] / sc["work"], np.inf))) if ok.any() else int(np.argmin(sc["g_hi"]))
-        return self._row_setpoints(snap, x[j])
+            sp = lim.step_toward(sp, cur, self._dew(snap))
+        else:
+            x = self._candidates(snap)
+            sc = self._score(snap, x, max(FULL_LOAD_PCT, self.load.step_to_pct(float(x[0, 0]))))
+            ok = self._trusted(snap, x, sc) & (sc["g_hi"] <= -self.cfg.gpu_margin_k)
+            score = np.where(ok, sc["p_mu"] / sc["work"], np.inf)
+            j = int(np.argmin(score)) if ok.any() else int(np.argmin(sc["g_hi"]))
+            sp = self._row_setpoints(snap, x[j])
+        # The rule prior at full load is a floor on the cold side: its TCS and FWS (which do not follow load) and
+        # the safe dp its pump reset lowered at idle, at once (the fast path's cold direction skips the rate limit).
+        rule = self._rule_sp
+        if rule is None:
+            return sp
+        return Setpoints(np.minimum(sp.tcs_c, rule.tcs_c), np.maximum(sp.dp_kpa, lim.safe.dp_kpa),
+                         min(sp.fws_c, rule.fws_c), sp.chw_c)
+
+    def _rule_prior(self, snap: Snapshot, best: float, best_sd: float
+                    ) -> tuple[Setpoints, np.ndarray, dict[str, np.ndarray]] | None:
+        """The rule's setpoints (one rate step toward them), their feature row and score, where the model's best
+        candidate (``best`` predicted kW per unit of work, spread ``best_sd``) does not beat the rule's prediction
+        clearly; None where it does or there is no rule."""
+        if self._rule_sp is None:
+            return None
+        r = self._rule_sp
+        sp = self._setpoints(snap, float(r.tcs_c.min()), float(r.dp_kpa.mean()), float(r.fws_c),
+                             float(self.lim.safe.chw_c))
+        x = self._features(snap, Setpoints(sp.tcs_c, sp.dp_kpa, sp.fws_c,
+                                           sp.chw_c if math.isfinite(sp.chw_c) else self.lim.safe.chw_c))[None, :]
+        x[0, 0] = float(np.nanmean(snap.gpu_util_pct))
+        sc = self._score(snap, x, float(x[0, 0]))
+        s_rule = float(sc["p_mu"][0] / sc["work"][0])
+        noise = RULE_SIGMAS * (best_sd + float(sc["p_sd"][0] / sc["work"][0]))
+        if best < s_rule - max(noise, RULE_MIN_GAIN * s_rule):
+            return None
+        return sp, x, sc
 
     def decide(self, snap: Snapshot) -> Decision:
         """One decision; see the module docstring."""
@@ -335,6 +414,7 @@ class LearningController:
             self.load.update(snap, self.lim.gpu_ceiling_c)
         if self.first_ns is None:
             self.first_ns = snap.t_ns
+        self._rule_sp = self._rule_step(snap)
         commissioning_done = (snap.t_ns - self.first_ns) >= self.cfg.commissioning_days * 86400e9
         due = self.last_fit_ns is None or (snap.t_ns - self.last_fit_ns) >= self.cfg.retrain_h * NS_H
         if commissioning_done and (self.model is None or due or (self.state == "learning" and
@@ -359,9 +439,22 @@ class LearningController:
         g_hi = sc["g_hi"]
         trusted = self._trusted(snap, x, sc)
         ok = trusted & (g_hi <= -cfg.gpu_margin_k)
+        if self._rule_sp is not None:
+            # Less pump dp than the rule's reset is not the model's to choose: a GPU's rise over its coolant grows
+            # with load times the loss of flow, which the model's features do not cross, and a step at low flow
+            # heats the GPUs within one poll (set on Chicago: the model's dp 40 kPa at warm water throttled a step).
+            ok &= x[:, 4] >= float(self._rule_sp.dp_kpa.mean()) - 1e-6
         if not ok.any() and trusted.any():
             # The model is believed but no candidate keeps the margin at the step-to load (an idle hall at warm
-            # water): take its coolest candidate, one rate step toward safety, rather than explore.
+            # water): the rule prior where there is one (see _rule_prior), else its coolest candidate, one rate
+            # step toward safety, rather than explore.
+            rule = self._rule_prior(snap, math.inf, 0.0)
+            if rule is not None:
+                self.state = "deciding"
+                self.last = Decision(rule[0], state="deciding", predicted_facility_kw=float(rule[2]["p_mu"][0]),
+                                     binding=(f"gpu margin at {step_to:.0f} % load: rule prior",),
+                                     candidates=len(x) + 1)
+                return self.last
             j = int(np.argmin(np.where(trusted, g_hi, np.inf)))
             self.state = "deciding"
             self.last = Decision(self._row_setpoints(snap, x[j]), state="deciding",
@@ -393,6 +486,10 @@ class LearningController:
                 x, sc, g_hi, j = x2, sc2, sc2["g_hi"], k
         chosen = self._row_setpoints(snap, x[j])
         binding = []
+        rule = self._rule_prior(snap, float(sc["p_mu"][j] / sc["work"][j]), float(sc["p_sd"][j] / sc["work"][j]))
+        if rule is not None:
+            chosen, x, sc, g_hi, j = rule[0], rule[1], rule[2], rule[2]["g_hi"], 0
+            binding.append("rule prior")
         if x[j, 5] >= self.lim.fws_hi - 1e-6:
             binding.append("fws at W-class/profile max")
         if g_hi[j] > -cfg.gpu_margin_k - 0.5:

@@ -24,6 +24,7 @@ from control.types import Arr, Snapshot
 
 # Frozen constants (not tuned on the scored Leesburg/Phoenix years; chosen from the physics and DCGM data sheets).
 STEP_WINDOW_NS = 2 * 86_400_000_000_000  # a day or more: the load a hall reached two days ago can come back now
+GAP_SLACK_NS = 3_600_000_000_000  # the window's oldest snapshot may be this much younger than the window (a gap)
 STEP_RISE_PCT = 30.0  # hall utilisation rising this much between two snapshots is a step (a job started)
 FULL_LOAD_PCT = 100.0  # rated full load: what a hall that has stepped can step to
 IDLE_POWER_SHARE = 0.08  # GPU power at idle over board power (H100/B200 data sheets: 60-100 W of 700-1000 W; the
@@ -81,8 +82,12 @@ class LoadMemory:
 
     @property
     def young(self) -> bool:
-        """Whether the memory spans less than a window: what the hall can step to is not known yet."""
-        return self.first_ns is None or self.last_ns is None or self.last_ns - self.first_ns < STEP_WINDOW_NS
+        """Whether the memory spans less than a window: what the hall can step to is not known yet. A gap counts:
+        after days without snapshots (a restart) the window holds only the hours since, which may all be idle."""
+        if self.first_ns is None or self.last_ns is None or self.last_ns - self.first_ns < STEP_WINDOW_NS:
+            return True
+        seen = self.t_ns[self._window()]
+        return bool(self.last_ns - int(seen.min()) < STEP_WINDOW_NS - GAP_SLACK_NS)
 
     def step_to_pct(self, now_pct: float) -> float:
         """The hall utilisation the GPU constraint is judged at: the window's highest, or full load after a step."""

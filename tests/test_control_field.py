@@ -374,3 +374,23 @@ def test_split_spans_in_worker_processes_give_the_kpis_of_one_process(tmp_path: 
         doc["controllers"]["fixed"].pop("decision_ms")
     assert docs[0] == docs[1]
     assert docs[0]["evaluated_minutes"] == 3 * 1440.0  # the commissioning day and two days
+
+
+def test_the_guard_ticks_at_the_collectors_rate_only_around_a_load_change() -> None:
+    """aidc's facility step splits into guard ticks of the collectors' poll interval where the hall's utilisation
+    moves by LOAD_CHANGE or more within it (a load step the fast path must meet as deployed), else it stays whole."""
+    from types import SimpleNamespace
+
+    from app.evaluation.harness import substeps
+
+    class Steps:
+        def rack_util(self, t_ns: int) -> np.ndarray:
+            return np.full(4, 0.95 if t_ns >= 90_000_000_000 else 0.05)
+
+    fac = SimpleNamespace(workload=Steps(), t_ns=0)
+    assert substeps(fac, 60.0, 10.0) == 1  # type: ignore[arg-type]
+    fac.t_ns = 60_000_000_000
+    assert substeps(fac, 60.0, 10.0) == 6  # type: ignore[arg-type]
+    assert substeps(fac, 60.0, 60.0) == 1  # type: ignore[arg-type]
+    fac.t_ns = 120_000_000_000
+    assert substeps(fac, 60.0, 10.0) == 1  # type: ignore[arg-type]

@@ -207,7 +207,8 @@ def _deciding(lim: Limits, model: OnlinePlantModel, now_ns: int, seen_util: floa
     ctl.model = model
     ctl.first_ns = now_ns - 30 * DAY_NS
     ctl.last_fit_ns = now_ns - 20 * H_NS
-    ctl.load.update(_snap(lim, now_ns - 49 * H_NS, seen_util), lim.gpu_ceiling_c)
+    for h in range(49, 0, -1):  # hourly, no gap: a memory with a gap does not know the step-to load either
+        ctl.load.update(_snap(lim, now_ns - h * H_NS, seen_util), lim.gpu_ceiling_c)
     return ctl
 
 
@@ -451,3 +452,99 @@ def test_the_supervisor_tells_its_core_the_plant(tmp_path: Path) -> None:
                       audit_dir=tmp_path / "c")
     assert own.core.plant_type == handed.core.plant_type == site.config.plant.type == "chiller_drycooler"
     assert kept.core.plant_type == "chiller_tower"
+
+
+def test_commissioning_reach_stays_small_around_the_rule(tmp_path: Path) -> None:
+    """Commissioning's reach grows with time but never past COMM_MAX_REACH of the way from its centre to each
+    bound (small perturbations around a good rule, not a walk over the whole envelope), even on its last day."""
+    from control.learner import COMM_MAX_REACH
+
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    ctl = LearningController(lim, plant_type="chiller_drycooler")
+    ctl.first_ns = 0
+    reach = [ctl._reach(_snap(lim, d * DAY_NS, 50.0)) for d in (0, 3, 7, 13)]
+    assert reach == sorted(reach), "it widens with time"
+    assert reach[0] < reach[-1]
+    assert max(reach) <= COMM_MAX_REACH < 1.0
+
+
+def _flat_model() -> OnlinePlantModel:
+    """A model of a plant whose facility power depends on load only: no setpoint is predicted cheaper."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n) + rng.normal(0, 2, n), 25 + rng.normal(0, 0.5, n),
+                         18 + rng.normal(0, 0.5, n), rng.uniform(33, 43, n), rng.uniform(100, 140, n),
+                         rng.uniform(22, 26, n)])
+    y = {"facility_power_kw": 300 + 9 * x[:, 0] + rng.normal(0, 0.5, n),
+         "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 87.0}
+    return OnlinePlantModel.fit(x, y)
+
+
+def test_the_rule_prior_decides_unless_the_model_predicts_a_clear_gain(tmp_path: Path) -> None:
+    """Past commissioning, a core that knows its plant follows the expert rule it learnt around (one rate step
+    toward the rule's setpoints) where its model predicts no candidate clearly cheaper per unit of work, and takes
+    its own candidate where the model predicts a clear gain; a core without a plant type has no rule prior."""
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    snap = _snap(lim, now, 50.0)
+    flat = _deciding(lim, _flat_model(), now)
+    flat.plant_type = "chiller_drycooler"
+    dec = flat.decide(snap)
+    assert flat._rule_sp is not None
+    rule = flat._rule_sp
+    assert "rule prior" in dec.binding
+    step = lim.step_toward(Setpoints(rule.tcs_c + flat.load.trims_k(len(lim.cdu_names)), rule.dp_kpa, rule.fws_c),
+                           snap.current, flat._dew(snap))
+    np.testing.assert_allclose(dec.setpoints.tcs_c, step.tcs_c)
+    np.testing.assert_allclose(dec.setpoints.dp_kpa, step.dp_kpa)
+    assert dec.setpoints.fws_c == pytest.approx(step.fws_c)
+    gain = _deciding(lim, _synthetic_model(False), now)  # warmer water clearly cheaper: its own warmest candidate
+    gain.plant_type = "chiller_drycooler"
+    own = gain.decide(snap)
+    assert "rule prior" not in own.binding
+    assert own.setpoints.tcs_c.min() > snap.current.tcs_c.min()
+    bare = _deciding(lim, _flat_model(), now)
+    assert "rule prior" not in bare.decide(snap).binding
+
+
+def test_the_rule_lowers_pump_dp_at_idle_and_step_ready_restores_it_at_once(tmp_path: Path) -> None:
+    """Commissioning around the rule at idle with ample measured headroom walks the CDU dp down toward the pumps'
+    floor (the rule's pump reset); at full load it keeps the safe dp; and at a load step step_ready asks for the
+    safe dp at once (more than one rate step up), which the fast path may write (cold direction)."""
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ends = {}
+    for util in (5.0, 95.0):
+        ctl = LearningController(lim, plant_type="chiller_drycooler")
+        cur = lim.safe.copy()
+        for i in range(12):
+            tcs = float(cur.tcs_c.min())
+            gpu = np.full(n, tcs + (2.0 if util < 50 else 20.0))
+            snap = dataclasses.replace(_snap(lim, i * 300_000_000_000, util, tcs=tcs, gpu=gpu), current=cur)
+            cur = ctl.decide(snap).setpoints
+        ends[util] = float(cur.dp_kpa.mean())
+        if util < 50:
+            assert ends[util] <= safe_dp - 3 * lim.cfg.max_step_dp_kpa, "pump dp walks down at idle"
+            ready = ctl.step_ready(dataclasses.replace(snap, gpu_util_pct=np.full(n, 95.0)))
+            assert ready.dp_kpa.min() >= safe_dp > float(cur.dp_kpa.max()) + lim.cfg.max_step_dp_kpa
+    assert ends[95.0] >= safe_dp - 0.35 * (safe_dp - lim.dp_lo), "near the safe dp at full load"
+
+
+def test_after_a_gap_the_load_memory_does_not_know_what_the_hall_can_step_to(tmp_path: Path) -> None:
+    """A core restarted after days without snapshots judges at full load (the hours since may all be idle), as
+    a young one does; with two days of idle snapshots without a gap it judges at the idle peak it saw."""
+    from control.stepload import FULL_LOAD_PCT, LoadMemory
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    mem = LoadMemory(lim.cfg.interval_s)
+    step = 300_000_000_000
+    for i in range(int(3 * DAY_NS / step)):
+        mem.update(_snap(lim, i * step, 5.0), lim.gpu_ceiling_c)
+    assert not mem.young
+    assert mem.step_to_pct(5.0) < 10.0
+    later = 90 * DAY_NS
+    for i in range(24):
+        mem.update(_snap(lim, later + i * step, 5.0), lim.gpu_ceiling_c)
+    assert mem.young
+    assert mem.step_to_pct(5.0) == FULL_LOAD_PCT
