@@ -7,7 +7,9 @@ Example (every key optional; these are the defaults except ``[historian.remote]`
     path = "historian.duckdb"     # DuckDB file, relative to the site's data_dir
     keep_local = true             # with a remote backend, also keep the DuckDB file as the hot store
     raw_retention_days = 30       # tier 1: raw rows at poll rate, kept this long
-    rollup_1m_retention_days = 90 # tier 2: 1-minute rollups (count, sum, min, max, last, worst quality)
+    rollup_1m_retention_days = 400 # tier 2: 1-minute rollups (count, sum, min, max, last, worst quality); leave it
+                                  # out to keep them for ever (the default: monthly reports and the annual export
+                                  # read counters from them once raw rows have aged out)
     rollup_1h_retention_days = 3650   # tier 3: hourly rollups; leave it out to keep them for ever (the default)
     hot_max_rows = 250000         # raw rows held in the DuckDB table before they are compacted to Parquet
     rollup_every_s = 60           # how often the writer closes 1 min / 1 h rollup buckets
@@ -108,7 +110,7 @@ class HistorianConfig(BaseModel):
     path: Path = Path("historian.duckdb")
     keep_local: bool = True
     raw_retention_days: float = Field(default=30.0, gt=0)
-    rollup_1m_retention_days: float | None = Field(default=90.0, gt=0)
+    rollup_1m_retention_days: float | None = Field(default=None, gt=0)
     rollup_1h_retention_days: float | None = Field(default=None, gt=0)
     hot_max_rows: int = Field(default=250_000, ge=1000)
     rollup_every_s: float = Field(default=60.0, gt=0)

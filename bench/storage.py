@@ -471,7 +471,7 @@ def bench_month_pue(tmp: Path, vm: VMServer, racks: int, days: int, period_s: fl
 
 
 def extrapolate(bytes_per_point: float, rollup_row: float, racks: int, period_s: float, days: float) -> float:
-    """GB on disk for ``racks`` racks after ``days`` under the default tiers (raw 30 d, 1-min rollups 90 d, hourly
+    """GB on disk for ``racks`` racks after ``days`` under the default tiers (raw 30 d, 1-min and hourly rollups
     for ever): raw points at the measured compacted bytes/point, rollup rows at the measured bytes per row."""
     cfg = HistorianConfig()
     series = racks * SERIES_PER_RACK + 5
