@@ -27,8 +27,10 @@ async def test_v3_authpriv_and_v2c_pdus_read_exact_and_good(tmp_path: Path, monk
             rig.physics.values[dev].update(
                 inlet1_voltage_v=231.0, active_power_w=98765.0, inlet1_power_factor=0.97, active_energy_wh=123456789.0
             )
+        for agent in rig.facility.agents.values():  # serve the new values now, not at the next simulator tick
+            agent.refresh()
         for dev in (V3_PDU, V2C_PDU):
-            await polls(rig, dev, 2)
+            await polls(rig, dev, 3)
             for point in POINTS:
                 value, quality, reason = rig.value(dev, point)
                 assert quality is Quality.GOOD, (dev, point, reason)
