@@ -19,7 +19,7 @@ from simulators.dcgm_exporter import DcgmExporterSim
 from simulators.runner import SimulatedFacility
 from tests.fake_physics import FakePhysics
 from tests.http_rig import http_rig, http_site
-from tests.test_collect_modbus import Rig, polls, until
+from tests.test_collect_modbus import Rig, polls, serve_now, until
 
 R1, R2 = "rack-h1-r01-01", "rack-h1-r01-02"  # one page per host; one federated page with two hosts
 
@@ -48,6 +48,7 @@ async def test_every_gpu_and_rack_figure_matches_the_physics(tmp_path: Path) -> 
         vals["gpu_temp_c"] = [61.0, 75.0, 66.0, 64.0]
         vals["gpus_throttled"], vals["gpu_clock_pct"] = 1, 92.0  # the hottest GPU throttles, the others are capped
         exporter(rig).xid[R1] = {2: 79}  # GPU 2 fell off the bus
+        serve_now(rig)
         await polls(rig, R1, 3)
         await polls(rig, R2, 2)
         assert [v for v, _, _ in gpus(rig, R1, "gpu_power_w")] == vals["gpu_power_w"]
@@ -339,6 +340,7 @@ async def test_rack_clock_is_the_mean_sm_clock_share_of_the_maximum(tmp_path: Pa
     site = http_site(tmp_path)
     async with http_rig(site, "dcgm") as rig:
         rig.physics.values[R1]["gpu_clock_pct"] = 87.5
+        serve_now(rig)
         await polls(rig, R1, 3)
         value, quality, _ = rig.value(R1, "gpu_clock_pct")
         assert quality is Quality.GOOD

@@ -99,6 +99,17 @@ async def until(cond: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
+def serve_now(rig: Rig) -> None:
+    """Encode the physics' current values into every Modbus image, SNMP agent and HTTP simulator now, rather than at
+    the next simulator tick (which a loaded machine can delay past a test's next polls)."""
+    for port in rig.facility.ports.values():
+        port.refresh()
+    for agent in rig.facility.agents.values():
+        agent.refresh()
+    for hs in rig.facility.http:
+        hs.refresh()
+
+
 async def polls(rig: Rig, device: str, n: int) -> None:
     """Wait until ``device`` has completed ``n`` more polls."""
     h = rig.engine.health()[device]

@@ -18,7 +18,7 @@ from collectors.writer import Actor, SetpointWriter
 from simulators.http_server import self_signed
 from simulators.redfish_service import RedfishService
 from tests.http_rig import PASSWORD, PASSWORD_ENV, http_facility, http_rig, http_site
-from tests.test_collect_modbus import Rig, expected, polls, until
+from tests.test_collect_modbus import Rig, expected, polls, serve_now, until
 
 RACK, CDU = "rack-h1-r01-03", "cdu-h1-01"
 
@@ -39,8 +39,9 @@ async def test_every_point_over_https_with_a_session_and_a_pinned_certificate(tm
     async with http_rig(site, "redfish") as rig:
         rig.physics.values[CDU]["alarm_word"] = 0
         rig.physics.values[RACK]["leak_detected"] = True
-        await polls(rig, CDU, 2)
-        await polls(rig, RACK, 2)
+        serve_now(rig)
+        await polls(rig, CDU, 3)
+        await polls(rig, RACK, 3)
         for dev in (RACK, CDU):
             for p in site.device(dev).profile.points:
                 value, quality, reason = rig.value(dev, p.name)

@@ -21,7 +21,7 @@ def test_bounded_fuzz_campaign_has_no_tracebacks_stops_or_lost_points() -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "fuzz.py"), "--modbus-replies", "3000", "--opcua-values", "400",
          "--snmp-replies", "300", "--http-replies", "800", "--configs", "400", "--hostile-per-profile", "2",
-         "--max-seconds", "60", "--seed", "7"],
+         "--max-seconds", "140", "--seed", "7"],
         capture_output=True, text=True, timeout=170, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False,
     )  # fmt: skip
     assert proc.stdout.strip(), proc.stderr[-3000:]

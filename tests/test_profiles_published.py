@@ -15,7 +15,7 @@ from aidc.profiles import builtin_profiles, load_profile_file
 from simulators.facility_points import QUANTITIES
 from tests import fake_physics
 from tests.debtools import require_tool
-from tests.test_collect_modbus import make_site, polls, rig_for
+from tests.test_collect_modbus import make_site, polls, rig_for, serve_now
 
 PUBLISHED = {
     "raritan-px3-modbus": "rack_pdu",
@@ -101,10 +101,7 @@ async def test_simulator_serves_published_maps_and_collectors_read_them_exactly(
     async with rig_for(site) as rig:
         for dev, values in SERVED.items():
             rig.physics.values[dev].update(values)
-        # Encode the new values into the register images now, not at the next simulator tick (which a loaded machine
-        # can delay past two polls); a poll already in flight may still carry old words, the next two cannot.
-        for port in rig.facility.ports.values():
-            port.refresh()
+        serve_now(rig)  # a poll already in flight may still carry the old words; the next two cannot
         for dev, values in SERVED.items():
             await polls(rig, dev, 3)
             for point, want in values.items():
@@ -143,8 +140,7 @@ async def test_mbpoll_reads_published_addresses_as_the_vendor_numbers_them(
     async with rig_for(site, protocol="modbus") as rig:
         rig.physics.values[PDU]["active_power_w"] = 87654.5
         rig.physics.values[METER]["active_power_w"] = 4321500.0
-        for port in rig.facility.ports.values():  # encode now, not at the next (possibly delayed) simulator tick
-            port.refresh()
+        serve_now(rig)
         pdu, meter = site.device(PDU).config, site.device(METER).config
         pdu_w = await asyncio.to_thread(
             _mbpoll, pdu.port or 0, pdu.unit_id, "-t", "4:float", "-B", "-r", str(0x3012 + 1)
