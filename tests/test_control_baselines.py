@@ -114,7 +114,8 @@ def test_oracle_keeps_every_constraint_and_beats_fixed_on_a_hot_day(tmp_path: Pa
 
     site = control_site(tmp_path, racks=8)
     lim = site_limits(site)
-    setup = EvalSetup(site, lim, load_weather("builtin:leesburg"), days=196, stride=1, first_day=195, warmup_h=2.0)
+    setup = EvalSetup(site, lim, load_weather("builtin:leesburg"), days=196, stride=1, first_day=195, warmup_h=2.0,
+                      commissioning_days=0)  # the hot day alone: neither controller commissions
     fixed = evaluate(setup, FixedController(lim))
     oracle = OracleController(setup)
     k = evaluate(setup, oracle, oracle.bind)

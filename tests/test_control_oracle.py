@@ -63,7 +63,7 @@ def test_all_writable_oracle_is_never_worse_than_uniform_and_sets_mixed_cdus_apa
     site = _mixed_site(tmp_path)
     lim = site_limits(site)
     setup = EvalSetup(site, lim, load_weather("builtin:leesburg"), days=JULY + 1, stride=1, first_day=JULY,
-                      warmup_h=1.0)
+                      warmup_h=1.0, commissioning_days=0)  # the oracles do not commission: one July day, not 15
     assert cdu_groups(setup) == ((0,), (1,))
     uni = _Recording(setup, "uniform")
     k_uni = evaluate(setup, uni, uni.bind)
