@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp
-from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
 from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
@@ -34,6 +33,7 @@ from aidc.config import DeviceRef
 from aidc.errors import ConfigError
 from aidc.profiles import DataType, Point
 from aidc.snmp_config import SnmpSettings
+from aidc.snmp_transport import QuietDispatcher
 from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics, PointValue
 from simulators.registers import raw_value
@@ -68,25 +68,6 @@ def snmp_value(point: Point, value: float) -> Any:
     if point.type is DataType.UINT32:
         return rfc1902.Gauge32(max(0, min(n, 2**32 - 1)))
     return rfc1902.Integer32(max(-(2**31), min(n, 2**31 - 1)))
-
-
-class QuietDispatcher(AsyncioDispatcher):
-    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram it cannot process instead of raising in the loop.
-
-    Two cases met in practice: a reply still in flight when the engine closes reaches a callback whose transport is
-    gone (CarrierError), and some garbage datagrams make pyasn1's BER decoder raise TypeError, which pysnmp's
-    message dispatcher does not catch (bench/fuzz.py found it). Either way the datagram came from the network and is
-    dropped, as an agent or a manager must drop what it cannot parse; a dropped request or reply is a timeout.
-    """
-
-    dropped = 0
-
-    def _callback_function(self, incomingTransport: Any, transportAddress: Any, incomingMessage: Any) -> None:
-        try:
-            super()._callback_function(incomingTransport, transportAddress, incomingMessage)
-        except Exception as exc:  # untrusted bytes entering a library: any failure drops the datagram, nothing else
-            self.dropped += 1
-            log.debug("snmp: datagram from %s dropped: %s: %s", transportAddress, type(exc).__name__, exc)
 
 
 class _Table(instrum.AbstractMibInstrumController):
