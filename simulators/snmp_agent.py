@@ -37,6 +37,7 @@ from aidc.snmp_transport import QuietDispatcher
 from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics, PointValue
 from simulators.registers import raw_value
+from simulators.restart import RestartFault
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class SnmpAgent:
         self._order: list[Oid] = sorted([*self.points, SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])
         self._engine: engine.SnmpEngine | None = None
         self._started = 0.0
-        self._restart: asyncio.Task[None] | None = None
+        self._restart = RestartFault(f"snmp {host}:{port}", self._close, self.start)
         self.requests = 0
 
     @property
@@ -219,32 +220,17 @@ class SnmpAgent:
 
     async def stop(self) -> None:
         """Close the port."""
-        if self._restart is not None:
-            self._restart.cancel()
-            self._restart = None
-        self._close()
+        self._restart.cancel()
+        await self._close()
 
-    def _close(self) -> None:
+    async def _close(self) -> None:
         if self._engine is not None:
             eng, self._engine = self._engine, None
             eng.close_dispatcher()
 
     def restart(self, after_s: float) -> None:
         """Go away for ``after_s`` seconds (requests unanswered), then come back as a freshly booted agent."""
-        if self._restart is None or self._restart.done():
-            self._restart = asyncio.create_task(self._restart_later(after_s), name=f"snmp restart {self.port}")
-
-    async def _restart_later(self, after_s: float) -> None:
-        self._close()
-        log.info("snmp %s:%s: down for %.1f s (restart fault)", self.host, self.port, after_s)
-        await asyncio.sleep(after_s)
-        for _ in range(50):
-            try:
-                await self.start()
-                return
-            except OSError:
-                await asyncio.sleep(0.1)
-        log.error("snmp %s:%s: could not listen again after a restart fault", self.host, self.port)
+        self._restart.schedule(after_s)
 
 
 def plan_agents(
