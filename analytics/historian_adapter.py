@@ -15,47 +15,12 @@ from aidc.config import Site
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.energy import kpi
+from analytics.energy.counter_read import read_counter_frame
 from analytics.energy.metering import POWER_ROLES as POWER_ROLES  # re-exported for the stages that read by role
 from analytics.energy.metering import it_power_windows
 from analytics.energy.metering import site_meters as site_meters
 from analytics.energy.pue import ENERGY_ROLES, MeterInfo, PueReport, compute_pue
 from historian import Historian, SeriesSelector
-
-
-def read_series(historian: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Samples of the given series ids in ``[start, end)`` (one query per measurement and field).
-
-    Where raw samples have aged out of the historian's retention, the 1-minute rollup's ``last`` value stands in:
-    for a counter that is still a true reading, timestamped at most a minute early. A period that straddles the
-    retention boundary reads the rollup for each series' older part (before its first raw sample) and raw rows
-    for the rest, so the older part is neither missing nor counted twice.
-    """
-    keys = [SeriesKey.parse(s) for s in series]
-    wanted = {k.id for k in keys}
-    frames = []
-    for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
-        sel = SeriesSelector(meas, {}, fld)
-        raw = historian.query(sel, start, end)
-        raw = raw[raw["series"].isin(wanted)]
-        first = raw.groupby("series")["ts"].min() if len(raw) else pd.Series(dtype="datetime64[ns, UTC]")
-        if len(raw) and (first <= start + pd.Timedelta("1min")).all() and set(first.index) == _ids_of(wanted, sel):
-            frames.append(raw)  # raw rows cover the whole period: no rollup needed
-            continue
-        roll = historian.query(sel, start, end, window="1m", agg="last")
-        roll = roll[roll["series"].isin(wanted)]
-        if len(first):
-            # Rollup buckets start up to a minute before their last reading: keep buckets wholly before raw data.
-            limit = roll["series"].map(first) - pd.Timedelta("1min")
-            roll = roll[limit.isna() | (roll["ts"] < limit)]
-        frames.append(pd.concat([roll, raw], ignore_index=True) if len(roll) else raw)
-    if not frames:
-        return pd.DataFrame({"ts": [], "series": [], "value": [], "quality": []})
-    return pd.concat(frames, ignore_index=True)
-
-
-def _ids_of(wanted: set[str], sel: SeriesSelector) -> set[str]:
-    """The wanted series ids of one measurement and field."""
-    return {s for s in wanted if (k := SeriesKey.parse(s)).measurement == sel.measurement and k.field == sel.field}
 
 
 def pue_from_historian(
@@ -69,7 +34,8 @@ def pue_from_historian(
 ) -> PueReport:
     """ISO/IEC 30134-2 PUE of ``[start, end)`` from the site's counters; ``margin`` brackets the period edges."""
     meters = site_meters(site, (*ENERGY_ROLES, Role.CARBON_INTENSITY))
-    readings = read_series(historian, meters, start - margin, end + margin)
+    # raw rows, and the rollup tiers where they aged out (the same reader as the monthly report's)
+    readings = read_counter_frame(historian, meters, start - margin, end + margin)
     return compute_pue(readings, meters, start, end, category=category)
 
 

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pyasn1.type import univ
-from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -50,6 +49,7 @@ from aidc.config import DeviceRef
 from aidc.errors import ConfigError
 from aidc.model import Batch
 from aidc.snmp_config import SnmpSettings
+from aidc.snmp_transport import QuietDispatcher
 from collectors.link import Emit, Link, LinkOptions
 from collectors.plan import series_ids
 from collectors.quality import QualityTracker
@@ -63,25 +63,6 @@ UPTIME_DRIFT = 0.02  # an agent's clock may run this much slow against ours over
 MAX_BULK_REQUESTS = 64  # a column walk that has not ended after this many GETBULKs is an agent looping
 AUTH = {"SHA": usmHMACSHAAuthProtocol, "SHA256": usmHMAC192SHA256AuthProtocol, "SHA512": usmHMAC384SHA512AuthProtocol}
 PRIV = {"AES": usmAesCfb128Protocol}
-
-
-class QuietDispatcher(AsyncioDispatcher):
-    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram it cannot process instead of raising in the loop.
-
-    Two cases met in practice: a reply still in flight when the engine closes reaches a callback whose transport is
-    gone (CarrierError), and some garbage datagrams make pyasn1's BER decoder raise TypeError, which pysnmp's
-    message dispatcher does not catch (bench/fuzz.py found it). Either way the datagram came from the network and is
-    dropped, as an agent or a manager must drop what it cannot parse; a dropped request or reply is a timeout.
-    """
-
-    dropped = 0
-
-    def _callback_function(self, incomingTransport: Any, transportAddress: Any, incomingMessage: Any) -> None:
-        try:
-            super()._callback_function(incomingTransport, transportAddress, incomingMessage)
-        except Exception as exc:  # untrusted bytes entering a library: any failure drops the datagram, nothing else
-            self.dropped += 1
-            log.debug("snmp: datagram from %s dropped: %s: %s", transportAddress, type(exc).__name__, exc)
 
 
 class SnmpTransportError(ConnectionError):

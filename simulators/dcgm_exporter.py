@@ -26,7 +26,8 @@ import numpy as np
 from aidc.config import DeviceRef
 from aidc.errors import ConfigError
 from simulators.faults import FaultBook
-from simulators.http_server import HttpListener, Request, Response
+from simulators.http_server import Request, Response
+from simulators.http_sim import HttpDeviceSim
 from simulators.interface import FacilityPhysics, PointValue
 
 HBM_ABOVE_GPU_K = 4.0  # simulator assumption: HBM stacks read a few kelvin above the GPU die
@@ -70,7 +71,7 @@ def page_of(url: str) -> tuple[int, str]:
     return u.port, u.path or "/"
 
 
-class DcgmExporterSim:
+class DcgmExporterSim(HttpDeviceSim):
     """Every exporter page on one port."""
 
     def __init__(
@@ -82,8 +83,14 @@ class DcgmExporterSim:
         faults: FaultBook,
         pki_dir: Path | None = None,
     ) -> None:
-        self.devices = list(devices)
-        self.physics, self.faults = physics, faults
+        # https pages (dcgm-exporter's --web-config TLS): a self-signed certificate kept under pki_dir
+        https = pki_dir is not None and all(
+            u.startswith("https://") for d in devices for u in d.config.dcgm.urls if page_of(u)[0] == port
+        )
+        tls = (
+            (pki_dir / f"dcgm-sim-{port}-cert.pem", pki_dir / f"dcgm-sim-{port}-key.pem") if https and pki_dir else None
+        )
+        super().__init__(bind, port, devices, physics, faults, tls)
         self.racks: dict[str, _Rack] = {}
         self.xid: dict[str, dict[int, int]] = defaultdict(dict)  # device -> {gpu index in rack: last XID}
         self._on_page: dict[str, list[str]] = defaultdict(list)  # path -> devices with hosts on it
@@ -96,39 +103,7 @@ class DcgmExporterSim:
             for path in dict.fromkeys(pages):
                 if path is not None:
                     self._on_page[path].append(d.name)
-        self.port = port
         self.text: dict[str, bytes] = {}
-        # https pages (dcgm-exporter's --web-config TLS): a self-signed certificate kept under pki_dir
-        https = pki_dir is not None and all(
-            u.startswith("https://") for d in devices for u in d.config.dcgm.urls if page_of(u)[0] == port
-        )
-        tls = (
-            (pki_dir / f"dcgm-sim-{port}-cert.pem", pki_dir / f"dcgm-sim-{port}-key.pem") if https and pki_dir else None
-        )
-        self.listener = HttpListener(bind, port, self._handle, self._fault, tls=tls)
-
-    @property
-    def running(self) -> bool:
-        """Whether the port listens."""
-        return self.listener.running
-
-    async def start(self) -> None:
-        """Listen."""
-        self.refresh()
-        await self.listener.start()
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        await self.listener.stop()
-
-    def restart(self, seconds: float) -> None:
-        """The restart fault: the exporter goes away for ``seconds``."""
-        self.listener.restart(seconds)
-
-    def _fault(self, devices: str) -> tuple[bool, float, bool]:
-        names = devices.split(",")
-        return (any(self.faults.dropping(n) for n in names), max(self.faults.delay_s(n) for n in names),
-                any(self.faults.exception_code(n) is not None for n in names))  # fmt: skip
 
     async def _handle(self, req: Request) -> Response:
         path = req.path.split("?", 1)[0]

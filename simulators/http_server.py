@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from simulators.restart import RestartFault
+
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +92,7 @@ class HttpListener:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._restart: asyncio.Task[None] | None = None
+        self._restart = RestartFault(f"http {host}:{port}", self._close, self.start)
         self.requests = 0
         self.in_flight = 0
         self.most_in_flight = 0  # requests handled at once, at most (tests check the clients' bound)
@@ -123,27 +125,12 @@ class HttpListener:
 
     async def stop(self) -> None:
         """Stop listening and close every connection."""
-        if self._restart is not None:
-            self._restart.cancel()
-            self._restart = None
+        self._restart.cancel()
         await self._close()
 
     def restart(self, after_s: float) -> None:
         """Go away for ``after_s`` seconds, then listen again (the ``restart`` fault)."""
-        if self._restart is None or self._restart.done():
-            self._restart = asyncio.create_task(self._restart_later(after_s), name=f"restart http {self.port}")
-
-    async def _restart_later(self, after_s: float) -> None:
-        await self._close()
-        log.info("http %s:%s: down for %.1f s (restart fault)", self.host, self.port, after_s)
-        await asyncio.sleep(after_s)
-        for _ in range(50):
-            try:
-                await self.start()
-                return
-            except OSError:
-                await asyncio.sleep(0.1)
-        log.error("http %s:%s: could not listen again after a restart fault", self.host, self.port)
+        self._restart.schedule(after_s)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -31,6 +31,7 @@ from aidc.profiles import Table
 from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics
 from simulators.registers import BIT_TABLES, RegisterImage, WriteRejected
+from simulators.restart import RestartFault
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class ModbusPort:
         self.images = {unit: RegisterImage(d.profile) for unit, d in self.devices.items()}
         self.physics, self.faults = physics, faults
         self._server: _PortServer | None = None
-        self._restart: asyncio.Task[None] | None = None
+        self._restart = RestartFault(f"modbus {host}:{port}", self._close, self.start)
 
     @property
     def gateway(self) -> bool:
@@ -156,9 +157,7 @@ class ModbusPort:
 
     async def stop(self) -> None:
         """Close the listener and every connection."""
-        if self._restart is not None:
-            self._restart.cancel()
-            self._restart = None
+        self._restart.cancel()
         await self._close()
 
     async def _close(self) -> None:
@@ -168,20 +167,7 @@ class ModbusPort:
 
     def restart(self, after_s: float) -> None:
         """Go away for ``after_s`` seconds (connections refused), then listen again."""
-        if self._restart is None or self._restart.done():
-            self._restart = asyncio.create_task(self._restart_later(after_s), name=f"restart {self.port}")
-
-    async def _restart_later(self, after_s: float) -> None:
-        await self._close()
-        log.info("modbus %s:%s: down for %.1f s (restart fault)", self.host, self.port, after_s)
-        await asyncio.sleep(after_s)
-        for _ in range(50):
-            try:
-                await self.start()
-                return
-            except OSError:
-                await asyncio.sleep(0.1)  # the old socket may linger briefly
-        log.error("modbus %s:%s: could not listen again after a restart fault", self.host, self.port)
+        self._restart.schedule(after_s)
 
     def dropping(self, unit: int) -> bool:
         """Whether a request for ``unit`` should make the device hang up."""

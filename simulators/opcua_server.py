@@ -38,6 +38,7 @@ from aidc.errors import ConfigError
 from aidc.profiles import DataType, Point
 from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics, PointValue
+from simulators.restart import RestartFault
 
 log = logging.getLogger(__name__)
 # asyncua's DEBUG records print whole requests, including the password of an ActivateSession request: it is
@@ -115,7 +116,7 @@ class OpcUaEndpoint:
         self._last: dict[ua.NodeId, Any] = {}
         self._max_nodes_per_read = min(
             (d.profile.workarounds.max_nodes_per_read or 10000 for d in self.devices), default=10000)
-        self._restart: asyncio.Task[None] | None = None
+        self._restart = RestartFault(f"opcua {endpoint}", self._go_down, self._come_back)
         self.running = False
 
     @staticmethod
@@ -251,31 +252,22 @@ class OpcUaEndpoint:
 
     def restart(self, after_s: float) -> None:
         """Stop listening for ``after_s`` seconds (clients disconnected), then listen again."""
-        if self._restart is None or self._restart.done():
-            self._restart = asyncio.create_task(self._restart_later(after_s), name=f"restart {self.endpoint}")
+        if self.server.bserver is not None:  # never started: nothing to restart
+            self._restart.schedule(after_s)
 
-    async def _restart_later(self, after_s: float) -> None:
-        bserver = self.server.bserver
-        if bserver is None:
-            return
+    async def _go_down(self) -> None:
+        assert self.server.bserver is not None  # checked when the restart was scheduled
         self.running = False
-        await bserver.stop()
-        log.info("opcua %s: down for %.1f s (restart fault)", self.endpoint, after_s)
-        await asyncio.sleep(after_s)
-        for _ in range(50):
-            try:
-                await bserver.start()
-                self.running = True
-                return
-            except OSError:
-                await asyncio.sleep(0.1)
-        log.error("opcua %s: could not listen again after a restart fault", self.endpoint)
+        await self.server.bserver.stop()
+
+    async def _come_back(self) -> None:
+        assert self.server.bserver is not None
+        await self.server.bserver.start()
+        self.running = True
 
     async def stop(self) -> None:
         """Stop the server."""
-        if self._restart is not None:
-            self._restart.cancel()
-            self._restart = None
+        self._restart.cancel()
         if self.server.bserver is not None:
             await self.server.stop()
         self.running = False

@@ -27,7 +27,8 @@ from aidc.config import DeviceRef
 from aidc.errors import ConfigError
 from aidc.profiles import DataType, Point
 from simulators.faults import FaultBook
-from simulators.http_server import HttpListener, Request, Response
+from simulators.http_server import Request, Response
+from simulators.http_sim import HttpDeviceSim
 from simulators.interface import FacilityPhysics, PointValue
 
 STATUS_KEYS = ("Health", "DetectorState", "State")
@@ -73,7 +74,7 @@ class _Where:
     keys: tuple[str, ...]
 
 
-class RedfishService:
+class RedfishService(HttpDeviceSim):
     """Every Redfish device behind one HTTPS port."""
 
     def __init__(
@@ -85,8 +86,9 @@ class RedfishService:
         faults: FaultBook,
         pki_dir: Path,
     ) -> None:
-        self.devices = list(devices)
-        self.physics, self.faults = physics, faults
+        https = all(str(d.config.endpoint).startswith("https://") for d in devices)
+        tls = (pki_dir / f"redfish-sim-{port}-cert.pem", pki_dir / f"redfish-sim-{port}-key.pem") if https else None
+        super().__init__(bind, port, devices, physics, faults, tls)
         self.by_path: dict[str, list[_Where]] = {}
         self.roots: dict[str, str] = {}  # path of each device's own resource -> device
         for d in devices:
@@ -101,9 +103,6 @@ class RedfishService:
         self._next_session = 1
         self.docs: dict[str, bytes] = {}
         self.writes: list[tuple[str, str, float]] = []
-        https = all(str(d.config.endpoint).startswith("https://") for d in devices)
-        tls = (pki_dir / f"redfish-sim-{port}-cert.pem", pki_dir / f"redfish-sim-{port}-key.pem") if https else None
-        self.listener = HttpListener(bind, port, self._handle, self._fault, tls=tls)
 
     @staticmethod
     def _credentials(devices: Sequence[DeviceRef]) -> dict[str, str]:
@@ -118,29 +117,10 @@ class RedfishService:
             out[r.username] = pw
         return out
 
-    @property
-    def running(self) -> bool:
-        """Whether the port listens."""
-        return self.listener.running
-
-    async def start(self) -> None:
-        """Listen."""
-        self.refresh()
-        await self.listener.start()
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        await self.listener.stop()
-
     def restart(self, seconds: float) -> None:
         """The restart fault: the service goes away for ``seconds`` and forgets its sessions."""
         self.sessions.clear()
-        self.listener.restart(seconds)
-
-    def _fault(self, devices: str) -> tuple[bool, float, bool]:
-        names = devices.split(",")
-        return (any(self.faults.dropping(n) for n in names), max(self.faults.delay_s(n) for n in names),
-                any(self.faults.exception_code(n) is not None for n in names))  # fmt: skip
+        super().restart(seconds)
 
     # --- resources ------------------------------------------------------------------------------------
 

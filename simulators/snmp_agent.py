@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp
-from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
 from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
@@ -34,9 +33,11 @@ from aidc.config import DeviceRef
 from aidc.errors import ConfigError
 from aidc.profiles import DataType, Point
 from aidc.snmp_config import SnmpSettings
+from aidc.snmp_transport import QuietDispatcher
 from simulators.faults import FaultBook
 from simulators.interface import FacilityPhysics, PointValue
 from simulators.registers import raw_value
+from simulators.restart import RestartFault
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +69,6 @@ def snmp_value(point: Point, value: float) -> Any:
     if point.type is DataType.UINT32:
         return rfc1902.Gauge32(max(0, min(n, 2**32 - 1)))
     return rfc1902.Integer32(max(-(2**31), min(n, 2**31 - 1)))
-
-
-class QuietDispatcher(AsyncioDispatcher):
-    """pysnmp's asyncio dispatcher, dropping (at DEBUG) a datagram it cannot process instead of raising in the loop.
-
-    Two cases met in practice: a reply still in flight when the engine closes reaches a callback whose transport is
-    gone (CarrierError), and some garbage datagrams make pyasn1's BER decoder raise TypeError, which pysnmp's
-    message dispatcher does not catch (bench/fuzz.py found it). Either way the datagram came from the network and is
-    dropped, as an agent or a manager must drop what it cannot parse; a dropped request or reply is a timeout.
-    """
-
-    dropped = 0
-
-    def _callback_function(self, incomingTransport: Any, transportAddress: Any, incomingMessage: Any) -> None:
-        try:
-            super()._callback_function(incomingTransport, transportAddress, incomingMessage)
-        except Exception as exc:  # untrusted bytes entering a library: any failure drops the datagram, nothing else
-            self.dropped += 1
-            log.debug("snmp: datagram from %s dropped: %s: %s", transportAddress, type(exc).__name__, exc)
 
 
 class _Table(instrum.AbstractMibInstrumController):
@@ -156,7 +138,7 @@ class SnmpAgent:
         self._order: list[Oid] = sorted([*self.points, SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME])
         self._engine: engine.SnmpEngine | None = None
         self._started = 0.0
-        self._restart: asyncio.Task[None] | None = None
+        self._restart = RestartFault(f"snmp {host}:{port}", self._close, self.start)
         self.requests = 0
 
     @property
@@ -238,32 +220,17 @@ class SnmpAgent:
 
     async def stop(self) -> None:
         """Close the port."""
-        if self._restart is not None:
-            self._restart.cancel()
-            self._restart = None
-        self._close()
+        self._restart.cancel()
+        await self._close()
 
-    def _close(self) -> None:
+    async def _close(self) -> None:
         if self._engine is not None:
             eng, self._engine = self._engine, None
             eng.close_dispatcher()
 
     def restart(self, after_s: float) -> None:
         """Go away for ``after_s`` seconds (requests unanswered), then come back as a freshly booted agent."""
-        if self._restart is None or self._restart.done():
-            self._restart = asyncio.create_task(self._restart_later(after_s), name=f"snmp restart {self.port}")
-
-    async def _restart_later(self, after_s: float) -> None:
-        self._close()
-        log.info("snmp %s:%s: down for %.1f s (restart fault)", self.host, self.port, after_s)
-        await asyncio.sleep(after_s)
-        for _ in range(50):
-            try:
-                await self.start()
-                return
-            except OSError:
-                await asyncio.sleep(0.1)
-        log.error("snmp %s:%s: could not listen again after a restart fault", self.host, self.port)
+        self._restart.schedule(after_s)
 
 
 def plan_agents(

@@ -10,9 +10,9 @@ import pytest
 
 from aidc.model import Batch
 from aidc.roles import Role
+from analytics.energy.counter_read import read_counter_frame
 from analytics.energy.counters import counter_energy
 from analytics.energy.pue import MeterInfo, compute_pue, format_report
-from analytics.historian_adapter import read_series
 from historian import SeriesSelector
 from historian.duckdb_store import DuckDBHistorian
 
@@ -108,7 +108,7 @@ def test_period_straddling_raw_retention_reads_rollups_for_the_older_part(tmp_pa
         h.flush()
     raw = h.query(SeriesSelector.parse("meter,device=utility,energy_kwh"), t0, end)
     assert raw["ts"].min() > t0 + DAY, "the oldest raw rows were deleted by retention"
-    got = read_series(h, [sid], t0, end)
+    got = read_counter_frame(h, [sid], t0, end)
     e = counter_energy(got, t0, end - pd.Timedelta("1min"), max_gap=pd.Timedelta("5min"))
     assert e.coverage == pytest.approx(1.0)
     assert e.energy == pytest.approx(100.0 * (72 - 1 / 60), rel=1e-6)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from aidc.errors import ConfigError
+from analytics.energy.counter_read import read_counter_frame, read_counters
 from analytics.energy.counters import counter_energy, interval_energy
 from analytics.energy.pue import ENERGY_ROLES, compute_pue
 from analytics.historian_adapter import site_meters
-from analytics.report.build import counter_readings, read_counters
 from analytics.report.energy import (
     Readings,
     hourly_energy,
@@ -169,12 +169,12 @@ def _same_readings(a: Readings, b: Readings) -> None:
     ("start", "retention_days"),
     [
         (START - pd.Timedelta("2h"), 1e4),  # the fast path: raw rows reach back to the start
-        (START - pd.Timedelta(hours=24), 1e4),  # no rows near the start: the rollup fallback, as read_counters
+        (START - pd.Timedelta(hours=24), 1e4),  # no rows near the start: the rollup fallback, in both reads
         (START - pd.Timedelta("2h"), 20.0),  # the month's first days aged out of raw retention
     ],
 )
-def test_counter_readings_are_read_counters_split(tmp_path: Path, start: pd.Timestamp, retention_days: float) -> None:
-    """The report's array read gives exactly the readings of split_readings(read_counters(...))."""
+def test_array_read_is_the_frame_read_split(tmp_path: Path, start: pd.Timestamp, retention_days: float) -> None:
+    """The report's array read gives exactly the readings of split_readings(read_counter_frame(...))."""
     site = fixture_site(tmp_path)
     meters = site_meters(site, ENERGY_ROLES)
     clock = (END + pd.Timedelta("2h")).value / 1e9
@@ -183,5 +183,6 @@ def test_counter_readings_are_read_counters_split(tmp_path: Path, start: pd.Time
         hist.flush()
         end = END + pd.Timedelta("2h")
         _same_readings(
-            counter_readings(hist, meters, start, end), split_readings(read_counters(hist, meters, start, end))
+            read_counters(hist, meters, start, end).readings,
+            split_readings(read_counter_frame(hist, meters, start, end)),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -16,11 +17,13 @@ import analytics.leasing.tenants as tenants
 from aidc.config import load_site
 from aidc.model import Batch, Quality
 from aidc.roles import Role
+from analytics.energy import counter_read
+from analytics.energy.counter_read import CounterRead, read_counter_frame, read_counters
 from analytics.energy.counters import CounterEnergy, counter_energy, interval_energy
 from analytics.energy.pue import MeterInfo
-from analytics.leasing.billing import counter_arrays, read_counters, report_from_historian
+from analytics.leasing.billing import report_from_historian
 from analytics.report.energy import split_readings
-from historian import open_historian
+from historian import Historian, open_historian
 from tests import tenant_fixture as fx
 
 
@@ -60,7 +63,7 @@ def rough_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = load_site(path)
     with open_historian(site.config.historian, site.data_dir) as hist:
         series = sorted(billing.site_meters(site, (*billing.RACK_ROLES, Role.FACILITY_ENERGY, Role.COOLING_ENERGY)))
-        df = read_counters(hist, series, fx.START - pd.Timedelta("3h"), fx.END + pd.Timedelta("3h"))
+        df = read_counter_frame(hist, series, fx.START - pd.Timedelta("3h"), fx.END + pd.Timedelta("3h"))
     ts = pd.DatetimeIndex(pd.to_datetime(df["ts"], utc=True))
     r01, r02, r04 = (_rack_series(df, f"h1-r01-0{i}") for i in (1, 2, 4))
     util = next(s for s in df["series"].unique() if "energy_kwh" in s and "utility" in s)
@@ -101,11 +104,17 @@ def _close(a: object, b: object, where: str = "") -> None:
         assert a == b, where
 
 
+def _frame_read(hist: Historian, series: list[str], start: pd.Timestamp, end: pd.Timestamp) -> CounterRead:
+    """The shared read with the rows as one frame in place of the arrays (the tiers it names are the same)."""
+    frame = read_counter_frame(hist, series, start, end)
+    return dataclasses.replace(counter_read.read_counters(hist, series, start, end), readings=frame)  # type: ignore[arg-type]
+
+
 def _old_report(monkeypatch: pytest.MonkeyPatch, site_path: Path, month: str = "2026-10") -> dict[str, object]:
-    """The report as billed before the array path: the frame of read_counters, scanned once per series."""
+    """The report as billed before the array path: the frame of read_counter_frame, scanned once per series."""
     site = load_site(site_path)
     with monkeypatch.context() as m:
-        m.setattr(billing, "counter_arrays", read_counters)
+        m.setattr(billing, "read_counters", _frame_read)
         m.setattr(tenants, "split_readings", lambda frame: frame)
         m.setattr(billing, "_has_rows", lambda frame, ids: not frame[frame["series"].isin(ids)].empty)
         m.setattr(tenants, "_energy", _old_energy)
@@ -115,15 +124,15 @@ def _old_report(monkeypatch: pytest.MonkeyPatch, site_path: Path, month: str = "
 
 
 def test_array_read_equals_frame_read(rough_site: Path) -> None:
-    """counter_arrays gives exactly split_readings(read_counters(...)), also where the rollup fallback is taken."""
+    """read_counters gives exactly split_readings(read_counter_frame(...)), also where the rollup fallback is taken."""
     site = load_site(rough_site)
     series = sorted(billing.site_meters(site, (*billing.RACK_ROLES, Role.FACILITY_ENERGY, Role.COOLING_ENERGY)))
     with open_historian(site.config.historian, site.data_dir) as hist:
         for start in (fx.START - pd.Timedelta("2h"), fx.START - pd.Timedelta("6h"), fx.START + pd.Timedelta("1h")):
             end = fx.END + pd.Timedelta("2h")
             fast, slow = (
-                counter_arrays(hist, series, start, end),
-                split_readings(read_counters(hist, series, start, end)),
+                read_counters(hist, series, start, end).readings,
+                split_readings(read_counter_frame(hist, series, start, end)),
             )
             assert fast.series.keys() == slow.series.keys()
             for sid in slow.series:

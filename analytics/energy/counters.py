@@ -127,10 +127,11 @@ def series_energy(
     end: pd.Timestamp,
     *,
     modulus: float | None = None,
-    max_gap: pd.Timedelta = DEFAULT_MAX_GAP,
+    max_gap: pd.Timedelta | npt.NDArray[np.int64] = DEFAULT_MAX_GAP,
     scale: float = 1.0,
 ) -> CounterEnergy:
-    """Energy in ``[start, end)`` from a counter's cleaned, sorted readings (see clean_readings), times ``scale``."""
+    """Energy in ``[start, end)`` from a counter's cleaned, sorted readings (see clean_readings), times ``scale``;
+    ``max_gap`` may also give each interval its own limit in ns (readings from coarser rollups)."""
     s_ns, e_ns = int(start.value), int(end.value)
     period_ns = e_ns - s_ns
     if period_ns <= 0:
@@ -139,7 +140,7 @@ def series_energy(
         return CounterEnergy(0.0, 0.0, 0.0, gaps=((pd.Timestamp(start), pd.Timestamp(end)),))
     dt = np.diff(ts)
     inc, wrapped, reset = increments(v, dt, modulus)
-    is_gap = dt > int(pd.Timedelta(max_gap).value)
+    is_gap = dt > (max_gap if isinstance(max_gap, np.ndarray) else int(pd.Timedelta(max_gap).value))
     lo = np.maximum(ts[:-1], s_ns)
     hi = np.minimum(ts[1:], e_ns)
     overlap = np.clip(hi - lo, 0, None).astype(np.float64)

@@ -7,9 +7,9 @@ metered; a site without PDU counters falls back to rack input counters (``it_ene
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from aidc.config import Site
@@ -17,79 +17,18 @@ from aidc.errors import ConfigError, DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.energy.carbon import Contract, Intensity, MarketFactor, load_intensity, market_factor
+from analytics.energy.counter_read import read_counters
 from analytics.historian_adapter import site_meters
 from analytics.leasing.tenants import TenantReport, lease_spans, tenant_report
-from analytics.report.energy import Readings, merge_readings, split_arrays, split_readings
-from historian import Historian, SeriesSelector
+from analytics.report.energy import Readings
+from historian import Historian
 
 RACK_ROLES = (Role.IT_ENERGY_PDU_OUTPUT, Role.IT_ENERGY_EQUIPMENT_INPUT)
-
-
-def read_counters(historian: Historian, series: list[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Counter readings of ``series`` in ``[start, end)``: raw rows, and the 1-minute rollups' last values where raw
-    rows have aged out of retention (a billing month is longer than the default 30 days of raw data)."""
-    keys = [SeriesKey.parse(s) for s in series]
-    frames = []
-    for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
-        sel = SeriesSelector(meas, {}, fld)
-        ids = {k.id for k in keys if (k.measurement, k.field) == (meas, fld)}
-        raw = historian.query(sel, start, end)
-        raw = raw[raw["series"].isin(ids)]
-        first = raw.groupby("series")["ts"].min()
-        lacking = {s: first.get(s, end) for s in ids if s not in first.index or first[s] > start}
-        if lacking:
-            rolled = historian.query(sel, start, max(lacking.values()), window="1m", agg="last")
-            rolled = rolled[rolled["series"].isin(lacking) & rolled["value"].notna()]
-            frames.append(rolled[rolled["ts"] < rolled["series"].map(lacking)])
-        frames.append(raw)
-    if not frames:
-        return pd.DataFrame({"ts": [], "series": [], "value": [], "quality": []})
-    return pd.concat(frames, ignore_index=True).sort_values(["series", "ts"], ignore_index=True)
-
-
-def counter_arrays(historian: Historian, series: list[str], start: pd.Timestamp, end: pd.Timestamp) -> Readings:
-    """``split_readings(read_counters(...))``, read as arrays (no per-row series string or datetime is built).
-
-    Raw rows come from :meth:`Historian.query_arrays`; a series whose raw rows do not reach back to ``start`` (or
-    have none) takes the 1-minute rollups' last values before its first raw row, exactly as :func:`read_counters`.
-    """
-    keys = [SeriesKey.parse(s) for s in series]
-    out = Readings({}, {}, {})
-    for meas, fld in sorted({(k.measurement, k.field) for k in keys}):
-        sel = SeriesSelector(meas, {}, fld)
-        ids = {k.id for k in keys if (k.measurement, k.field) == (meas, fld)}
-        raw = split_arrays(historian.query_arrays(sel, start, end), ids)
-        first = {s: int(t[0]) for s, t in raw.raw_ts.items() if len(t)}
-        lacking = {s: first.get(s, end.value) for s in ids if first.get(s, end.value) > start.value}
-        if lacking:
-            rolled = historian.query(sel, start, _ts(max(lacking.values())), window="1m", agg="last")
-            rolled = rolled[rolled["series"].isin(lacking) & rolled["value"].notna()]
-            cut = pd.DatetimeIndex(pd.to_datetime(rolled["ts"], utc=True)).as_unit("ns").asi8
-            early = split_readings(rolled[cut < rolled["series"].map(lacking).to_numpy(dtype=np.int64)])
-            for sid in early.series:
-                raw = _prepend(raw, early, sid)
-        out = merge_readings([out, raw])
-    return out
 
 
 def _has_rows(readings: Readings, series: list[str]) -> bool:
     """Whether any of ``series`` has a raw row (of any quality) in the readings."""
     return any(len(readings.raw_ts.get(s, ())) for s in series)
-
-
-def _ts(ns: int) -> pd.Timestamp:
-    return pd.Timestamp(ns, unit="ns", tz="UTC")
-
-
-def _prepend(raw: Readings, early: Readings, sid: str) -> Readings:
-    """``raw`` with ``early``'s rows of ``sid`` (all before its raw rows) put in front."""
-    empty_t, empty_v = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    t0, v0 = early.series[sid]
-    t1, v1 = raw.series.get(sid, (empty_t, empty_v))
-    raw.series[sid] = (np.concatenate([t0, t1]), np.concatenate([v0, v1]))
-    raw.raw_ts[sid] = np.concatenate([early.raw_ts[sid], raw.raw_ts.get(sid, empty_t)])
-    raw.raw_quality[sid] = np.concatenate([early.raw_quality[sid], raw.raw_quality.get(sid, empty_t)])
-    return raw
 
 
 def month_bounds(month: str, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -136,7 +75,8 @@ def report_from_historian(
     cooling = [s for s, m in meters.items() if m.role is Role.COOLING_ENERGY]
     pad = margin if margin is not None else pd.Timedelta("2h")
     wanted = [*(s for v in rack_series.values() for s in v), *facility, *cooling]
-    readings = counter_arrays(historian, wanted, start - pad, end + pad)
+    read = read_counters(historian, wanted, start - pad, end + pad)
+    readings = read.readings
     if not _has_rows(readings, facility):
         raise DataError(f"tenants: no facility meter readings between {start.isoformat()} and {end.isoformat()}")
     spans = lease_spans(site.config.tenants, site.config.site.timezone, start, end)
@@ -147,7 +87,9 @@ def report_from_historian(
         hours = pd.date_range(start.floor("h"), end, freq="h", inclusive="left")
         hourly, note = pd.Series(flat, index=hours), f"flat factor {flat:g} gCO2/kWh (no hourly series configured)"
     grid_avg = None if hourly is None else float(hourly.mean())
-    return tenant_report(
+    report = tenant_report(
         readings, meters, rack_series=rack_series, facility_series=facility, cooling_series=cooling, spans=spans,
         start=start, end=end, intensity=hourly, intensity_note=note, market=site_market(site, grid_avg),
     )  # fmt: skip
+    # which rollup tiers stood in for aged-out raw rows, so the bill says so
+    return replace(report, notes=(*report.notes, *read.notes(start, end)))

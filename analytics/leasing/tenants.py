@@ -144,7 +144,8 @@ def _energy(
     total: CounterEnergy | None = None
     for sid in sids:
         ts, v = readings.series.get(sid, _EMPTY)
-        e = series_energy(ts, v, a, b, modulus=meters[sid].modulus, max_gap=max_gap, scale=meters[sid].scale)
+        limits = readings.gap_limits(sid, ts, max_gap)  # hourly rollups: consecutive hours are covered
+        e = series_energy(ts, v, a, b, modulus=meters[sid].modulus, max_gap=limits, scale=meters[sid].scale)
         total = e if total is None else total + e
     return total if total is not None else CounterEnergy(0.0, 0.0, 0.0)
 

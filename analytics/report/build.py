@@ -19,21 +19,19 @@ from aidc.errors import DataError
 from aidc.model import SeriesKey
 from aidc.roles import Role
 from analytics.energy import kpi
+from analytics.energy.counter_read import HOUR_NS, read_counter_frame, read_counters
 from analytics.energy.counters import DEFAULT_MAX_GAP
 from analytics.energy.pue import ENERGY_ROLES, MeterInfo, PueReport
-from analytics.historian_adapter import read_series, site_meters, wide_frame
+from analytics.historian_adapter import site_meters, wide_frame
 from analytics.leasing.billing import report_from_historian
 from analytics.leasing.tenants import TenantReport
 from analytics.report.config import ReportConfig
 from analytics.report.energy import (
     Readings,
     hourly_energy,
-    merge_readings,
     meter_stats,
     pue_report,
     role_totals,
-    split_arrays,
-    split_readings,
     uncovered_mask,
 )
 from analytics.report.model import BreakdownItem, FreeCooling, Kpi, MonthReport, PeriodFigure
@@ -83,53 +81,10 @@ def _meters(site: Site) -> dict[str, MeterInfo]:
     return site_meters(site, ENERGY_ROLES)
 
 
-def read_counters(hist: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Readings in [start, end): raw rows, and the 1-minute rollup's ``last`` before the oldest raw row.
-
-    Raw retention (30 days by default) is counted back from the newest data, so on the 1st of a month the raw rows of
-    a 31-day month's first day are already gone while the rest are there; ``read_series`` falls back to the rollup
-    only when no raw row is left at all. A counter's last value in a minute is still a true reading, at most a
-    minute early.
-    """
-    ids = sorted(set(series))
-    raw = read_series(hist, ids, start, end)
-    first = pd.Timestamp(raw["ts"].min()) if len(raw) else end
-    if first <= start + DEFAULT_MAX_GAP:
-        return raw
-    frames = [raw]
-    for meas, fld in sorted({(k.measurement, k.field) for k in map(SeriesKey.parse, ids)}):
-        df = hist.query(SeriesSelector(meas, {}, fld), start, first, window="1m", agg="last")
-        frames.append(df[df["series"].isin(ids) & df["value"].notna()])
-    out = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else raw
-    return out.sort_values(["series", "ts"], kind="stable").drop_duplicates(["series", "ts"], keep="first")
-
-
 @functools.lru_cache(maxsize=100_000)
 def _measurement_field(series: str) -> tuple[str, str]:
     key = SeriesKey.parse(series)
     return key.measurement, key.field
-
-
-def counter_readings(hist: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> Readings:
-    """``split_readings(read_counters(...))``, read as arrays: a month of 2,000 meters is 20 million rows, and
-    building a frame of them (a series string and a datetime per row) was most of the report's time.
-
-    The same rows give the same readings; where raw rows do not reach back to ``start`` (retention) or a
-    measurement has none at all, the rollup fallback of :func:`read_counters` is used as it is.
-    """
-    ids = sorted(set(series))
-    wanted = set(ids)
-    parts = []
-    for meas, fld in sorted({_measurement_field(s) for s in ids}):
-        raw = hist.query_arrays(SeriesSelector(meas, {}, fld), start, end)
-        if not len(raw.codes):
-            return split_readings(read_counters(hist, ids, start, end))
-        parts.append(split_arrays(raw, wanted))
-    readings = merge_readings(parts)
-    first = min((int(t[0]) for t in readings.raw_ts.values() if len(t)), default=end.value)
-    if first > (start + DEFAULT_MAX_GAP).value:
-        return split_readings(read_counters(hist, ids, start, end))
-    return readings
 
 
 def _has_values(hist: Historian, series: Iterable[str], start: pd.Timestamp, end: pd.Timestamp) -> bool:
@@ -152,8 +107,8 @@ def _period_figure(
     utility = [s for s, m in meters.items() if m.role is Role.FACILITY_ENERGY]
     if not _has_values(hist, utility, start, end):
         return PeriodFigure(label, start, end, None, None, None, None, "no data")
-    groups = counter_readings(hist, meters, start - MARGIN, end + MARGIN)
-    stats = meter_stats(groups, meters, start, end, tuple({m.role for m in meters.values()}))
+    read = read_counters(hist, meters, start - MARGIN, end + MARGIN)
+    stats = meter_stats(read.readings, meters, start, end, tuple({m.role for m in meters.values()}))
     energies = role_totals(stats)
     if Role.FACILITY_ENERGY not in energies or not any(r in energies for r in kpi.IT_ENERGY_ROLES.values()):
         return PeriodFigure(label, start, end, None, None, None, None, "no data")
@@ -167,6 +122,8 @@ def _period_figure(
         return PeriodFigure(label, start, end, None, None, None, None, rep.note)
     if rep.coverage < 0.9999:
         note = (note + "; " if note else "") + f"coverage {100 * rep.coverage:.1f} %"
+    if any(t.resolution_ns >= HOUR_NS for t in read.tiers_used(start, end)):
+        note = (note + "; " if note else "") + "partly from hourly rollups (coverage at hourly resolution)"
     return PeriodFigure(label, start, end, rep.pue, rep.e_dc_kwh, rep.e_it_kwh, rep.category, note)
 
 
@@ -279,7 +236,7 @@ def _free_cooling(hist: Historian, site: Site, month: Month) -> FreeCooling:
     total_h = month.hours
     if not ids:
         return FreeCooling(0.0, 0.0, 0.0, total_h, False)
-    raw = read_counters(hist, ids[:1], month.start - DEFAULT_MAX_GAP, month.end)
+    raw = read_counter_frame(hist, ids[:1], month.start - DEFAULT_MAX_GAP, month.end)
     raw = raw[raw["value"].notna() & (raw["quality"].astype(int) < 2)].sort_values("ts")
     if raw.empty:
         return FreeCooling(0.0, 0.0, 0.0, total_h, True)
@@ -320,7 +277,8 @@ def _tenants(hist: Historian, site: Site, month: Month) -> TenantReport | None:
 def build_month_report(hist: Historian, site: Site, month: Month, cfg: ReportConfig) -> MonthReport:
     """Read the month (and the comparison periods) from the historian and compute every section."""
     meters = _meters(site)
-    groups = counter_readings(hist, meters, month.start - MARGIN, month.end + MARGIN)
+    read = read_counters(hist, meters, month.start - MARGIN, month.end + MARGIN)
+    groups = read.readings
     stats = meter_stats(groups, meters, month.start, month.end, ENERGY_ROLES)
     energies = role_totals(stats)
     if Role.FACILITY_ENERGY not in energies:
@@ -360,6 +318,7 @@ def build_month_report(hist: Historian, site: Site, month: Month, cfg: ReportCon
     )
     daily["pue"] = daily["e_dc_kwh"] / daily["e_it_kwh"].where(daily["e_it_kwh"] > 0)
     breakdown, notes = _breakdown(rep, wide, role_of)
+    notes += read.notes(month.start, month.end)  # which rollup tiers stood in for aged-out raw rows
     used = []
     for role, group in itertools.groupby(sorted(stats, key=lambda s: s.role.value), key=lambda s: s.role):
         if role in energies:

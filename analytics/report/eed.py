@@ -23,10 +23,11 @@ from aidc.config import Site
 from aidc.errors import ConfigError, DataError
 from aidc.roles import Role
 from analytics.energy import kpi
+from analytics.energy.counter_read import read_counters
 from analytics.energy.counters import CounterEnergy
 from analytics.energy.pue import ENERGY_ROLES
 from analytics.historian_adapter import site_meters
-from analytics.report.build import MARGIN, counter_readings
+from analytics.report.build import MARGIN
 from analytics.report.config import ReportConfig
 from analytics.report.energy import meter_stats, role_totals
 from analytics.report.period import Month
@@ -109,7 +110,7 @@ def _year_energies(hist: Historian, site: Site, year: int) -> tuple[dict[Role, C
     hours = 0.0
     for m in range(1, 13):
         month = Month(year, m, site.config.site.timezone)
-        groups = counter_readings(hist, meters, month.start - MARGIN, month.end + MARGIN)
+        groups = read_counters(hist, meters, month.start - MARGIN, month.end + MARGIN).readings
         energies = role_totals(meter_stats(groups, meters, month.start, month.end, ROLES))
         for role, e in energies.items():
             total[role] = e if role not in total else total[role] + e

@@ -16,7 +16,7 @@ costs 2.5 ms of pandas per series), and the hourly split is the cumulative-energ
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,23 @@ class Readings:
     series: dict[str, Arrays]
     raw_ts: dict[str, npt.NDArray[np.int64]]
     raw_quality: dict[str, npt.NDArray[np.int64]]
+    # Per series, (until ns, resolution ns) of each rollup tier coarser than raw that its older readings came from
+    # (analytics.energy.counter_read): readings before ``until`` are that far apart at best.
+    coarse: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+
+    def gap_limits(
+        self, sid: str, ts: npt.NDArray[np.int64], max_gap: pd.Timedelta
+    ) -> pd.Timedelta | npt.NDArray[np.int64]:
+        """The longest interval after each reading of ``sid`` (times ``ts``) that is no gap: ``max_gap``, or the
+        resolution of the rollup tier a reading came from where that is longer (consecutive hourly rollups are
+        covered, at hourly resolution)."""
+        tiers = self.coarse.get(sid)
+        if not tiers or len(ts) < 2:
+            return max_gap
+        limits = np.full(len(ts) - 1, int(max_gap.value), dtype=np.int64)
+        for until, resolution in tiers:
+            limits = np.where(ts[:-1] < until, np.maximum(limits, resolution), limits)
+        return limits
 
     def counts(self, sid: str, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int, int]:
         """Samples, bad samples and uncertain samples of ``sid`` in [start, end)."""
@@ -176,7 +193,8 @@ def meter_stats(
         if info.role not in roles:
             continue
         ts, v = readings.series.get(sid, none)
-        e = series_energy(ts, v, start, end, modulus=info.modulus, max_gap=max_gap, scale=info.scale)
+        limits = readings.gap_limits(sid, ts, max_gap)
+        e = series_energy(ts, v, start, end, modulus=info.modulus, max_gap=limits, scale=info.scale)
         out.append(MeterStats(sid, info.role, e, *readings.counts(sid, start, end)))
     return out
 
@@ -242,4 +260,5 @@ def merge_readings(parts: list[Readings]) -> Readings:
         out.series.update(r.series)
         out.raw_ts.update(r.raw_ts)
         out.raw_quality.update(r.raw_quality)
+        out.coarse.update(r.coarse)
     return out
