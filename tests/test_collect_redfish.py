@@ -64,7 +64,8 @@ async def test_restart_forgets_sessions_and_the_link_logs_in_again(tmp_path: Pat
         sim = service(rig)
         before = set(sim.sessions)
         rig.facility.faults.inject(RACK, "restart", 0.3)
-        await until(lambda: link.state is not LinkState.CONNECTED)
+        # A new session proves the link saw the restart (the service forgot the old one); whether a poll fell into the
+        # 0.3 s the service was down, taking the link out of CONNECTED for a moment, depends on the machine's load.
         await until(lambda: bool(sim.sessions) and not set(sim.sessions) & before)
         await until(lambda: link.state is LinkState.CONNECTED)
         await polls(rig, RACK, 2)
