@@ -118,9 +118,10 @@ class ModbusLink(Link):
 
     async def poll(self, dev: DeviceRef) -> Batch:
         """Execute the device's planned reads, decode and quality-check every point."""
-        rt = self.rt[dev.name]
+        config = dev.config
+        rt = self.rt[config.name]  # not ``dev.name``: a property call per poll
         health = rt.health
-        timeout = dev.config.timeout_s
+        timeout = config.timeout_s
         ts = self.clock.now_ns()
         t0 = perf_counter()
         failures: list[tuple[tuple[int, ...], str]] = []
