@@ -2,7 +2,8 @@
 
 Framing is a lean ``asyncio.Protocol`` over MBAP (7-byte header + PDU) rather than pymodbus's async client:
 measured on loopback, pymodbus's client costs about 170 µs of CPU per 100-register read, five times a libmodbus
-C client, while this path is about 2x; the issue sets 4x as the limit. Everything else reuses pymodbus: its
+C client, while this path is about 2x (the read alone; with decode, quality and the batch, ``python bench/collect.py
+--modbus-only`` reports ``modbus_ratio``, whose limit is 3x). Everything else reuses pymodbus: its
 ``ExcCodes`` names exception replies and its ``DATATYPE`` table drives decoding and encoding (``decode.py``).
 
 Two error channels (STYLE.md): a device exception reply is returned as :class:`ExceptionReply` and keeps the
