@@ -3,7 +3,9 @@
 The poll buffer holds the raw register bytes exactly as they came off the wire (big-endian per register), so a
 poll copies response payloads into it and decodes every point of the device at once: one numpy byte gather
 applies every point's word and byte order, one precompiled ``struct`` unpack (pymodbus's struct code per point)
-turns the gathered bytes into numbers, then ``scale * raw + offset`` for all points at once.
+turns the gathered bytes into numbers, then ``scale * raw + offset`` for all points at once. A clean Modbus poll of
+a register-only plan skips numpy altogether (:meth:`RegisterDecoder.unpack_bytes`): ``struct`` reads every point in
+place, in the buffer as received or in a copy with the bytes of every register swapped.
 
 Byte orders name bytes A (most significant) to D: ABCD big-endian; CDAB word-swapped (pymodbus
 ``word_order="little"``); BADC bytes swapped within each register; DCBA both.
@@ -12,6 +14,9 @@ Byte orders name bytes A (most significant) to D: ABCD big-endian; CDAB word-swa
 from __future__ import annotations
 
 import struct
+from array import array
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Literal
 
 import numpy as np
@@ -86,6 +91,7 @@ class RegisterDecoder:
                 codes.append(pymodbus_type(p.type).value[0])
         self._gather = np.array(gather, dtype=np.intp)
         self._struct = struct.Struct(">" + "".join(codes))
+        self._parts, self._order = _direct_parts(plan) if reg_points == list(range(self.n)) else ((), None)
         self._reg_points = np.array(reg_points, dtype=np.intp)
         self._all_registers = reg_points == list(range(self.n))  # the usual plan: no bit points to place
         self._raw = np.zeros(self.n, dtype=np.float64)  # scratch for :meth:`decode_into`, reused every poll
@@ -119,6 +125,19 @@ class RegisterDecoder:
         one byte gather and one ``struct`` unpack, for the caller to put in its own array with other values."""
         return self._struct.unpack(registers[self._gather].tobytes())
 
+    def unpack_bytes(self, registers: bytes | bytearray) -> tuple[float | int, ...]:
+        """:meth:`unpack` straight from the register bytes, without numpy (the poll's hot path): each point is
+        read in place by a precompiled ``struct`` of its byte-order class (see :func:`_direct_parts`)."""
+        parts, order = self._parts, self._order
+        if order is None:
+            return parts[0][1](registers)  # one class, read as is, already in plan order
+        swapped = array("H", registers)
+        swapped.byteswap()
+        out: tuple[float | int, ...] = ()
+        for swap, unpack in parts:
+            out += unpack(swapped if swap else registers)
+        return order(out)
+
     def raw(self, registers: U8, bits: npt.NDArray[np.bool_]) -> F64:
         """Raw (unscaled) values of every point from the register byte buffer and the bit buffer."""
         out = np.empty(self.n, dtype=np.float64)
@@ -145,6 +164,44 @@ class RegisterDecoder:
             if not self._no_offset:
                 out += self.offset
         return raw
+
+
+def _direct_parts(
+    plan: ModbusPlan,
+) -> tuple[tuple[tuple[bool, Callable[[bytes | bytearray | array[int]], tuple[float | int, ...]]], ...],
+           Callable[[tuple[float | int, ...]], tuple[float | int, ...]] | None]:  # fmt: skip
+    """Per-class ``struct`` readers of a register-only plan, and the reordering of their joined results.
+
+    ``struct`` reads big-endian (``>``) or little-endian (``<``) bytes in place; the other two byte orders are the
+    same after swapping the bytes of every register: ABCD is ``>`` and DCBA ``<`` on the bytes as received,
+    BADC is ``>`` and CDAB ``<`` on the swapped bytes. Each class present gets one ``unpack_from`` whose format
+    skips (``x``) every byte not its own; the joined tuples are put back in plan order by one ``itemgetter``.
+    Returns ``((swapped?, unpack), ...)`` and that reordering (None: one class, read as is, nothing to reorder).
+    """
+    classes: dict[tuple[bool, str], list[tuple[int, int, int, str]]] = {}
+    for i, (p, off) in enumerate(zip(plan.points, plan.offsets, strict=True)):
+        word_swap, byte_swap = p.byte_order in WORD_SWAP, p.byte_order in BYTE_SWAP
+        if p.registers == 1:  # a single register has no word order
+            word_swap = False
+        key = (word_swap != byte_swap, "<" if word_swap else ">")
+        classes.setdefault(key, []).append((2 * off, 2 * p.registers, i, pymodbus_type(p.type).value[0]))
+    parts = []
+    order: list[int] = []
+    for (swap, endian), members in sorted(classes.items()):
+        fmt, pos = [endian], 0
+        for start, size, i, code in sorted(members):
+            if start < pos:
+                raise ValueError(f"overlapping points in a plan at byte {start}")  # plans never overlap
+            fmt.append(f"{start - pos}x{code}" if start > pos else code)
+            pos = start + size
+            order.append(i)
+        parts.append((swap, struct.Struct("".join(fmt)).unpack_from))
+    if len(parts) == 1 and not parts[0][0] and order == sorted(order):
+        return tuple(parts), None
+    where = {point: k for k, point in enumerate(order)}
+    if len(order) == 1:  # itemgetter of one index returns the item itself, not a tuple
+        return tuple(parts), lambda t: (t[0],)
+    return tuple(parts), itemgetter(*(where[i] for i in range(len(order))))
 
 
 def unpack_bits(payload: bytes, count: int) -> npt.NDArray[np.bool_]:

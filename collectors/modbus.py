@@ -2,7 +2,8 @@
 
 Framing is a lean ``asyncio.Protocol`` over MBAP (7-byte header + PDU) rather than pymodbus's async client:
 measured on loopback, pymodbus's client costs about 170 µs of CPU per 100-register read, five times a libmodbus
-C client, while this path is about 2x; the issue sets 4x as the limit. Everything else reuses pymodbus: its
+C client, while this path is about 2x (the read alone; with decode, quality and the batch, ``python bench/collect.py
+--modbus-only`` reports ``modbus_ratio``, whose limit is 3x). Everything else reuses pymodbus: its
 ``ExcCodes`` names exception replies and its ``DATATYPE`` table drives decoding and encoding (``decode.py``).
 
 Two error channels (STYLE.md): a device exception reply is returned as :class:`ExceptionReply` and keeps the
@@ -80,6 +81,7 @@ class _MbapProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self.late: set[int] = set()  # transaction ids that timed out and whose reply has not arrived
+        self.dead = True  # no transport yet, or failed for good: ``closed`` done (a flag, cheaper on the hot path)
 
     @property
     def out_of_step(self) -> bool:
@@ -113,6 +115,7 @@ class _MbapProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # No isinstance check: uvloop's transports implement the interface without subclassing asyncio's.
         self.transport = cast(asyncio.Transport, transport)
+        self.dead = self.closed.done()
 
     def data_received(self, data: bytes) -> None:
         if not self.buf and len(data) >= 8:  # the usual case: exactly one whole frame, no copy into the buffer
@@ -142,6 +145,7 @@ class _MbapProtocol(asyncio.Protocol):
             del buf[:end]
 
     def _fail(self, exc: Exception) -> None:
+        self.dead = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -297,15 +301,23 @@ class ModbusTcpClient:
             await self._wait_turn()
         self._busy = True
         try:
-            proto = self._ready()
+            proto = self._proto
+            if proto is None or proto.dead:
+                raise TransportError(f"{self.address}: not connected")
             if proto.late or proto.buf:  # out of step: a late reply could land inside this one's frame
                 proto = await self._resync(timeout_s)
-            assert proto.transport is not None
+            transport = proto.transport
+            assert transport is not None
             self._tid = tid = (self._tid + 1) & 0xFFFF
-            fut: asyncio.Future[bytes] = proto.loop.create_future()
+            loop = proto.loop
+            fut: asyncio.Future[bytes] = loop.create_future()
             proto.pending[tid] = fut
-            proto.transport.write(_TID.pack(tid) + req.frame_tail)
-            proto.wait_for(tid, fut, timeout_s)
+            transport.write(_TID.pack(tid) + req.frame_tail)
+            # :meth:`_MbapProtocol.wait_for`, inlined: a poll's one timer check.
+            deadline = loop.time() + timeout_s
+            proto._waiting, proto._waiting_tid, proto._deadline = fut, tid, deadline
+            if proto._timer is None or proto._timer_at > deadline:
+                proto._arm(deadline)
             try:
                 reply = await fut
             except RequestTimeout:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from operator import add, mul
+from time import perf_counter
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +30,8 @@ class _DeviceRuntime:
     plan: ModbusPlan
     decoder: RegisterDecoder
     tracker: QualityTracker
-    registers: npt.NDArray[np.uint8]  # raw register bytes as received, reused every poll
+    health: DeviceHealth
+    regbuf: bytearray  # raw register bytes as received, reused every poll
     bits: npt.NDArray[np.bool_]
     # The constant columns of an all-good poll's batch (the points then the health fields), read-only and
     # shared by every such batch of the device: only the values and timestamps are new arrays per poll.
@@ -42,18 +43,20 @@ class _DeviceRuntime:
     scale_l: list[float] = field(default_factory=list)
     offset_l: list[float] | None = None
     n: int = 0  # points of the plan
+    width: int = 0  # samples of an all-good batch: the points and the health fields
+    # Per poll: the register bytes written through ``view``, read by numpy as ``registers`` (the same memory).
+    view: memoryview = field(init=False)
+    registers: npt.NDArray[np.uint8] = field(init=False)
 
     def __post_init__(self) -> None:
         self.n = len(self.plan.points)
+        self.width = len(self.series)
+        self.view = memoryview(self.regbuf)
+        self.registers = np.frombuffer(self.regbuf, dtype=np.uint8)
         self.fused = self.decoder.registers_only and not len(self.tracker.sentinels)
         self.scale_l = self.decoder.scale.tolist()
         if not np.all(self.decoder.offset == 0.0):
             self.offset_l = self.decoder.offset.tolist()
-
-    def engineering(self, raw: tuple[float | int, ...]) -> list[float]:
-        """``scale * raw + offset`` of every point, as Python floats."""
-        eng = list(map(mul, raw, self.scale_l))
-        return eng if self.offset_l is None else list(map(add, eng, self.offset_l))
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -81,7 +84,8 @@ class ModbusLink(Link):
                 QualityTracker(
                     plan.points, sentinels=dev.profile.workarounds.sentinels, stuck_polls=self.options.stuck_polls
                 ),
-                np.zeros(2 * plan.n_registers, dtype=np.uint8),
+                self.health[dev.name],
+                bytearray(2 * plan.n_registers),
                 np.zeros(plan.n_bits, dtype=bool),
                 _shared(series),
                 _shared(np.zeros(len(series), dtype=np.uint8)),
@@ -114,14 +118,15 @@ class ModbusLink(Link):
 
     async def poll(self, dev: DeviceRef) -> Batch:
         """Execute the device's planned reads, decode and quality-check every point."""
-        rt = self.rt[dev.name]
-        health = self.health[dev.name]
-        timeout = dev.config.timeout_s
+        config = dev.config
+        rt = self.rt[config.name]  # not ``dev.name``: a property call per poll
+        health = rt.health
+        timeout = config.timeout_s
         ts = self.clock.now_ns()
-        t0 = time.perf_counter()
+        t0 = perf_counter()
         failures: list[tuple[tuple[int, ...], str]] = []
         timed_out = False
-        read, registers = self.client.read, rt.registers
+        read, view = self.client.read, rt.view
         for req in rt.plan.requests:
             if timed_out:  # the device is not answering: do not wait out every request of the poll
                 failures.append((req.points, "timeout"))
@@ -137,25 +142,31 @@ class ModbusLink(Link):
             elif req.bit_table:
                 rt.bits[req.first : req.first + req.count] = unpack_bits(reply, req.count)
             else:
-                registers[req.span_lo : req.span_hi] = memoryview(reply)
-        latency = time.perf_counter() - t0
+                view[req.span_lo : req.span_hi] = reply
+        latency = perf_counter() - t0
         n = rt.n
         if rt.fused and not failures:
-            # The usual poll: the raw values scaled as Python floats (as numpy would: one multiply, one add, both
-            # rounded the same), quality checked on them, then the batch's column in one call with the health fields.
-            scaled = rt.engineering(rt.decoder.unpack(registers))
+            # The usual poll, without numpy until the batch: every point read in place by ``struct``, scaled as
+            # Python floats (as numpy would: one multiply, one add, both rounded the same), quality checked on them,
+            # then the batch's column in one call with the health fields.
+            scaled = list(map(mul, rt.decoder.unpack_bytes(rt.regbuf), rt.scale_l))
+            if rt.offset_l is not None:
+                scaled = list(map(add, scaled, rt.offset_l))
             health.success(ts, latency)
             if rt.tracker.clean_list(scaled):
-                return self._good_batch(rt, ts, np.array(scaled + health.values(), dtype=np.float64))
+                scaled += health.values()
+                ts_col = np.empty(rt.width, dtype=np.int64)
+                ts_col.fill(ts)
+                return Batch(rt.series, ts_col, np.array(scaled, dtype=np.float64), rt.good)
             # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.
             column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)
             eng = column[:n]
-            raw = rt.decoder.decode_into(registers, rt.bits, eng)
+            raw = rt.decoder.decode_into(rt.registers, rt.bits, eng)
             values, quality, reasons = rt.tracker.assess(raw, eng)
         else:
             column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
             eng = column[:n]
-            raw = rt.decoder.decode_into(registers, rt.bits, eng)
+            raw = rt.decoder.decode_into(rt.registers, rt.bits, eng)
             values, quality, reasons = rt.tracker.assess(raw, eng, failures)
             if timed_out and len(failures) == len(rt.plan.requests):
                 health.consecutive_timeouts += 1

@@ -13,8 +13,8 @@ All checks run on whole arrays; the reason list is only built when something is 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from operator import le
+from collections.abc import Callable, Sequence
+from operator import itemgetter, le
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,16 @@ STUCK_POLLS = 5
 STALE_INTERVALS = 3
 
 GOOD, UNCERTAIN, BAD = int(Quality.GOOD), int(Quality.UNCERTAIN), int(Quality.BAD)
+
+
+def _picker(indices: Sequence[int]) -> Callable[[Sequence[float]], Sequence[float]] | None:
+    """A C-level function picking ``indices`` out of a sequence as a tuple (None: no indices)."""
+    if not indices:
+        return None
+    if len(indices) == 1:  # itemgetter of one index returns the item itself
+        i = indices[0]
+        return lambda v: (v[i],)
+    return itemgetter(*indices)
 
 
 class QualityTracker:
@@ -67,14 +77,17 @@ class QualityTracker:
         self._moving = np.flatnonzero(self.must_move)
         # Python mirrors of the state for :meth:`clean_list` (the Modbus poll's hot path); whichever side ran last
         # is ahead, and the other side catches up only when it runs next (:meth:`_numpy_state`, :meth:`_py_state`).
+        # The Python side keeps the static floors and checks counters against their previous values apart (one
+        # ``itemgetter`` picks them out), so a clean poll changes no list in place.
+        self._lo_l: list[float] = self._lo.tolist()
         self._hi_l: list[float] = self._hi.tolist()
         self._moving_l: list[int] = self._moving.tolist()
         self._counters_l: list[int] = np.flatnonzero(self.counter).tolist()
-        self._floor_l: list[float] = self._floor.tolist()
+        self._cget = _picker(self._counters_l)
         self._last_m: list[float] = [math.nan] * len(self._moving_l)
         self._unch_m: list[int] = [0] * len(self._moving_l)
-        self._prev_c: list[float] = [math.nan] * len(self._counters_l)
-        self._prev2_c: list[float] = list(self._prev_c)
+        self._prev_c: Sequence[float] = [math.nan] * len(self._counters_l)
+        self._prev2_c: Sequence[float] = list(self._prev_c)
         self._py_ahead = self._np_ahead = False
         self._good = np.zeros(self.n, dtype=np.uint8)
         self._good.flags.writeable = False  # shared by every all-good poll: callers copy it into their batch
@@ -137,11 +150,16 @@ class QualityTracker:
         """:meth:`clean` on the poll's engineering values as Python floats, with the same comparisons and the same
         state changes (kept in Python lists; see ``_py_ahead``): for a few dozen points, a few C-level ``map``
         passes cost less in a real poll than the numpy calls (each wakes numpy's dispatch on cold caches). Sentinels
-        are not checked here either."""
+        are not checked here either. A counter with no previous value yet (NaN) takes the full checks."""
         if self._np_ahead:
             self._py_state()
-        if not (all(map(le, self._floor_l, values)) and all(map(le, values, self._hi_l))):  # NaN fails both
+        if not (all(map(le, self._lo_l, values)) and all(map(le, values, self._hi_l))):  # NaN fails both
             return False
+        cget = self._cget
+        if cget is not None:
+            cur = cget(values)
+            if not all(map(le, self._prev_c, cur)):  # a reset or a wrap (or no previous value): a closer look
+                return False
         moving = self._moving_l
         if moving:
             last, unch, stuck = self._last_m, self._unch_m, self.stuck_polls
@@ -149,12 +167,8 @@ class QualityTracker:
             if max(new) >= stuck:
                 return False
             self._unch_m, self._last_m = new, [values[i] for i in moving]
-        if self._counters_l:
-            cur = [values[i] for i in self._counters_l]
+        if cget is not None:
             self._prev2_c, self._prev_c = self._prev_c, cur
-            floor = self._floor_l
-            for i, v in zip(self._counters_l, cur, strict=True):
-                floor[i] = v  # values >= lo was checked: max(lo, value)
         self._py_ahead = True
         return True
 
@@ -162,20 +176,21 @@ class QualityTracker:
         """Bring the numpy state up to the Python path's (only after :meth:`clean_list` ran last); mark numpy ahead."""
         if self._py_ahead:
             self._py_ahead = False
-            self._floor[:] = self._floor_l
             moving = self._moving
             self._last[moving] = self._last_m
             self._unchanged[moving] = self._unch_m
             c = self._counters_l
-            self._counter_prev[c] = self._prev_c
-            self._counter_spare[c] = self._prev2_c
+            if c:
+                self._counter_prev[c] = self._prev_c
+                self._counter_spare[c] = self._prev2_c
+                prev = self._counter_prev
+                self._floor = np.where(np.isnan(prev), self._lo, np.fmax(self._lo, prev))
             self._delta = None
         self._np_ahead = True
 
     def _py_state(self) -> None:
         """Bring the Python mirrors up to the numpy state (only after a numpy path ran last)."""
         self._np_ahead = False
-        self._floor_l = self._floor.tolist()
         self._last_m = self._last[self._moving].tolist()
         self._unch_m = self._unchanged[self._moving].tolist()
         c = self._counters_l
