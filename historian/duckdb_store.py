@@ -57,6 +57,7 @@ from historian.base import (
     parse_window,
     to_ns,
 )
+from historian.ids import IdentityIds
 from historian.parts import MANIFEST_SCHEMA, PART_TABLES, Part, Parts, merge_candidates
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class DuckDBHistorian(Historian):
         for table, _res in ROLLUPS:
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_ROLLUP_COLUMNS})")
         self._ids: dict[str, int] = dict(self._con.execute("SELECT key, id FROM series").fetchall())
+        # Ids by string object, for the write path; emptied with every read of the ids (a reopen may drop some).
+        self._by_object = IdentityIds(limit=max(1 << 18, 4 * len(self._ids)))
         meta = dict(self._con.execute("SELECT name, value FROM meta").fetchall())
         self._watermark = {table: int(meta.get(f"wm_{table}", 0)) for table, _ in ROLLUPS}
         self._dirty_min: int | None = None
@@ -277,7 +280,6 @@ class DuckDBHistorian(Historian):
     def _write(self, batch: Batch, seq: int | None) -> bool:
         if not len(batch):
             return True
-        codes, uniques = pd.factorize(batch.series)
         with self._lock:
             self._heal()
             if seq is not None and seq == self._last_seq:
@@ -286,10 +288,10 @@ class DuckDBHistorian(Historian):
             con = self._con
             con.execute("BEGIN")
             try:
-                id_of = self._series_ids(np.asarray(uniques, dtype=object))
+                sid = self._batch_ids(batch.series)
                 table = pa.table(
                     {
-                        "series_id": pa.array(id_of[codes], type=pa.int32()),
+                        "series_id": pa.array(sid, type=pa.int32()),
                         "ts": pa.array(batch.ts_ns, type=pa.int64()),
                         "value": pa.array(batch.values, type=pa.float64(), from_pandas=True),
                         "quality": pa.array(batch.quality, type=pa.uint8()),
@@ -318,7 +320,7 @@ class DuckDBHistorian(Historian):
             if merged:
                 self.late_merged_points += merged
                 log.info("historian: %d samples older than raw retention merged into the rollups", merged)
-            self._update_latest(id_of[codes], batch)
+            self._update_latest(sid, batch)
             if not table.num_rows:
                 return True
             tcol = table.column("ts")
@@ -383,6 +385,20 @@ class DuckDBHistorian(Historian):
             con.unregister("late_rows")
         return rows.num_rows
 
+    def _batch_ids(self, series: np.ndarray) -> np.ndarray:
+        """The integer id of every point's series: by string object identity (:mod:`historian.ids`), strings not seen
+        before through the id dictionary once per distinct string (registering new series)."""
+        series = np.asarray(series, dtype=object)
+        sid, ptrs = self._by_object.get(series)
+        miss = np.flatnonzero(sid == 0)
+        if len(miss):
+            objects = series[miss]
+            codes, uniques = pd.factorize(objects)
+            ids = self._series_ids(np.asarray(uniques, dtype=object))[codes]
+            sid[miss] = ids
+            self._by_object.add(objects, ptrs[miss], ids)
+        return sid
+
     def _series_ids(self, uniques: np.ndarray) -> np.ndarray:
         """Integer ids for the batch's distinct series ids, registering new ones in one insert."""
         get = self._ids.get
@@ -412,9 +428,12 @@ class DuckDBHistorian(Historian):
     def _update_latest(self, sid: np.ndarray, batch: Batch) -> None:
         """Keep the newest sample per series in memory (a DuckDB upsert per write would cost 7 ms)."""
         self._grow_latest()
-        order = np.lexsort((batch.ts_ns, sid))
-        ss = sid[order]
-        last = order[np.r_[ss[1:] != ss[:-1], True]]
+        if np.bincount(sid, minlength=len(self._lt_ts)).max() <= 1:
+            last = np.arange(len(sid))  # one sample per series (one poll): no sort needed
+        else:
+            order = np.lexsort((batch.ts_ns, sid))
+            ss = sid[order]
+            last = order[np.r_[ss[1:] != ss[:-1], True]]
         u = sid[last]
         newer = batch.ts_ns[last] >= self._lt_ts[u]
         u, last = u[newer], last[newer]
