@@ -37,7 +37,7 @@ def test_identity_ids_bounded() -> None:
     cache = IdentityIds(limit=8)
     for k in range(5):
         col = np.array([f"s{k}-{i}" for i in range(3)], dtype=object)
-        ids, ptrs = cache.get(col)
+        _ids, ptrs = cache.get(col)
         cache.add(col, ptrs, np.arange(1, 4, dtype=np.int32))
         assert len(cache) <= 8
 
@@ -58,7 +58,7 @@ def test_write_maps_equal_strings_to_one_series(tmp_path: Path) -> None:
         h.write(Batch(col, np.full(50, (k + 1) * NS, np.int64), np.arange(50.0) + k, np.zeros(50, np.uint8)))
     h.close()
     h = DuckDBHistorian(path)
-    col = np.array(keys[::-1] + ["pdu,device=new active_power_w"], dtype=object)
+    col = np.array([*keys[::-1], "pdu,device=new active_power_w"], dtype=object)
     h.write(Batch(col, np.full(51, 10 * NS, np.int64), np.arange(51.0), np.zeros(51, np.uint8)))
     df = h.query(SeriesSelector.parse("pdu,*,active_power_w"), 0, 20 * NS)
     h.close()
