@@ -209,8 +209,8 @@ class DuckDBHistorian(Historian):
         listed = self._parts.listed(con) if self._parts is not None else []
         for tbl, floor in (("points", None), ("rollup_1m", self._floor_1m)):
             files = [self._parts.path(p.file) for p in listed if p.tbl == tbl] if self._parts is not None else []
-            if files:
-                src = f"SELECT * FROM read_parquet([{', '.join(repr(f) for f in files)}])"
+            if files and self._parts is not None:
+                src = self._parts.scan(tbl, files)
                 src += f" WHERE {PART_TABLES[tbl]} >= {floor}" if floor else ""
             else:
                 src = f"SELECT * FROM {tbl} LIMIT 0"
@@ -534,8 +534,7 @@ class DuckDBHistorian(Historian):
         gone = [p for p in self._parts.listed(self._con, "points") if p.hi <= cutoff]
         if not gone:
             return False
-        files = ", ".join(f"'{self._parts.path(p.file)}'" for p in gone)
-        src = f"read_parquet([{files}])"
+        src = f"({self._parts.scan('points', [self._parts.path(p.file) for p in gone])})"
         self._parts.write(
             self._con,
             "rollup_1m",
@@ -551,9 +550,8 @@ class DuckDBHistorian(Historian):
         """Merge small parts of ``tbl`` (see :func:`historian.parts.merge_candidates`), in the caller's transaction."""
         assert self._parts is not None
         for group in merge_candidates(self._parts.listed(self._con, tbl), closed_before):
-            files = ", ".join(f"'{self._parts.path(p.file)}'" for p in group)
             level = max(p.level for p in group) + 1
-            self._parts.write(self._con, tbl, f"SELECT * FROM read_parquet([{files}])", level)
+            self._parts.write(self._con, tbl, self._parts.scan(tbl, [self._parts.path(p.file) for p in group]), level)
             self._parts.unlist(self._con, group)
             self._retiring += group
 
