@@ -223,3 +223,25 @@ def test_part_values_round_trip_bit_for_bit(tmp_path: Path) -> None:
     assert len(got) == len(want)
     same_bits = got["value"].to_numpy().view(np.int64) == want.view(np.int64)
     assert (same_bits | (np.isnan(want) & np.isnan(got["value"].to_numpy()))).all()
+
+
+def test_register_resolution_values_compact_to_about_a_byte(tmp_path: Path) -> None:
+    """Values a collector decoded as count x scale (0.01 A, 0.1 V) compact to under a byte a point, as their counts
+    would; stored as plain doubles their binary fractions took about 2 bytes."""
+    rng = np.random.default_rng(4)
+    ids = np.array([f"pdu,rack=r{i:03d} current_a" for i in range(100)] + [f"pdu,rack=r{i:03d} voltage_v"
+                   for i in range(100)], dtype=object)  # fmt: skip
+    scale = np.r_[np.full(100, 0.01), np.full(100, 0.1)]
+    counts = np.r_[rng.uniform(1000, 4000, 100), rng.uniform(2250, 2350, 100)]
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=10**9)
+    for k in range(0, 1080, 60):  # 3 h at 10 s, a batch per 10 minutes
+        t = T0 + np.arange(k, k + 60) * 10 * NS
+        walk = counts + np.cumsum(rng.normal(0, 3, (60, len(ids))), axis=0)
+        counts = walk[-1]
+        vals = (np.round(walk) * scale).ravel()  # what the register decoder computes: raw * scale
+        h.write(Batch(np.tile(ids, 60), np.repeat(t, len(ids)), vals, np.zeros(vals.size, np.uint8)))
+    h.flush()
+    moved = h.compact()
+    assert h._parts is not None
+    assert h._parts.bytes() / moved < 1.0
+    h.close()
