@@ -69,6 +69,9 @@ _NEVER = np.iinfo(np.int64).min
 # The dtype make_result gives the series column (pandas' default string dtype), so both ways of building a result agree.
 _STR = make_result(["x"], [0], [0.0])["series"].dtype
 ROLLUPS: tuple[tuple[str, int], ...] = (("rollup_1h", HOUR_NS), ("rollup_1m", MINUTE_NS))
+# Blocks of a new file: DuckDB's default 256 KiB leaves most of a block empty under each small table and segment
+# (meta, latest, series, the manifest, the hot rows' tail), which was a quarter of a day's facility data on disk.
+FILE_BLOCK_SIZE = 16 * 1024
 _SEQ_KEY = "writer_seq"  # meta row: sequence number of the last writer batch committed (see write_once)
 
 _SCHEMA = """
@@ -153,7 +156,7 @@ class DuckDBHistorian(Historian):
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._last_rollup = clock()
         self._sel_cache: dict[str, tuple[int, dict[int, str]]] = {}
-        self._con = duckdb.connect(self.path)
+        self._con = _connect(self.path)
         self._load_state()
         log.info("historian: DuckDB %s (%d series)", self.path, len(self._ids))
 
@@ -189,8 +192,9 @@ class DuckDBHistorian(Historian):
             have = {r[0] for r in views}
             if not {"points_parts", "rollup_1m_parts", "points_all"} <= have:
                 raise
-            log.warning("historian: %s: part views not refreshed at open (%s); the committed ones are read",
-                        self.path, exc)
+            log.warning(
+                "historian: %s: part views not refreshed at open (%s); the committed ones are read", self.path, exc
+            )
         self._max_ts: int | None = self._con.execute("SELECT max(ts) FROM points_all").fetchone()[0]  # type: ignore[index]
         # Sequence number of the last writer batch committed (write_once), stored in the batch's own transaction.
         self._last_seq: int | None = meta.get(_SEQ_KEY)
@@ -253,7 +257,7 @@ class DuckDBHistorian(Historian):
             self._cursors.clear()
             with contextlib.suppress(duckdb.Error):
                 self._con.close()
-            self._con = duckdb.connect(self.path)
+            self._con = _connect(self.path)
         self._load_state()
         self.reopens += 1
         log.debug("historian: %s reopened after a failed write (%s)", self.path, self._broken)
@@ -838,6 +842,13 @@ class DuckDBHistorian(Historian):
                     with contextlib.suppress(duckdb.Error):
                         cur.close()
                 self._con.close()
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    """Open (or create) the file; a new file gets ``FILE_BLOCK_SIZE`` blocks (an existing one keeps its own)."""
+    if path == ":memory:":
+        return duckdb.connect(path)
+    return duckdb.connect(path, config={"default_block_size": str(FILE_BLOCK_SIZE)})
 
 
 def _like_prefix(selector: SeriesSelector) -> str:
