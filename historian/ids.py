@@ -46,6 +46,9 @@ class IdentityIds:
         self._keys = np.empty(0, dtype=np.uintp)  # sorted addresses
         self._ids = np.empty(0, dtype=np.int32)  # id of each address
         self._held: list[object] = []  # keeps every listed object alive, so its address stays its own
+        # The last column whose objects were all listed, and their ids: a collector's next poll is usually the same
+        # column again, which a comparison of addresses finds without a search.
+        self._last: tuple[npt.NDArray[np.uintp], npt.NDArray[np.int32]] | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -55,10 +58,15 @@ class IdentityIds:
         ptrs = addresses(column)
         if not len(self._keys):
             return np.zeros(len(ptrs), dtype=np.int32), ptrs
+        if self._last is not None and np.array_equal(self._last[0], ptrs):
+            return self._last[1].copy(), ptrs
         pos = np.searchsorted(self._keys, ptrs)
         pos[pos == len(self._keys)] = 0
         hit = self._keys[pos] == ptrs
-        return np.where(hit, self._ids[pos], 0).astype(np.int32, copy=False), ptrs
+        ids = np.where(hit, self._ids[pos], 0).astype(np.int32, copy=False)
+        if hit.all():  # every object is held by the cache, so these addresses stay theirs while it is not cleared
+            self._last = (ptrs, ids.copy())
+        return ids, ptrs
 
     def add(self, objects: npt.NDArray[np.object_], ptrs: npt.NDArray[np.uintp], ids: npt.NDArray[np.int32]) -> None:
         """List ``objects`` (whose addresses are ``ptrs``) with their ``ids``; repeats are listed once."""

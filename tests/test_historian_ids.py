@@ -66,3 +66,16 @@ def test_write_maps_equal_strings_to_one_series(tmp_path: Path) -> None:
     assert (df.groupby("series").size().drop("pdu,device=new active_power_w") == 4).all()
     p7 = df[df["series"] == keys[7]]["value"].tolist()
     assert p7 == [7.0, 8.0, 9.0, 42.0]
+
+
+def test_identity_ids_same_column_again() -> None:
+    """The same column again gives the same ids; one object swapped for an equal fresh string is not taken for it."""
+    keys = np.array([f"m,k={i} f" for i in range(4)], dtype=object)
+    cache = IdentityIds()
+    _ids, ptrs = cache.get(keys)
+    cache.add(keys, ptrs, np.arange(1, 5, dtype=np.int32))
+    assert cache.get(keys)[0].tolist() == [1, 2, 3, 4]
+    assert cache.get(keys)[0].tolist() == [1, 2, 3, 4]
+    swapped = keys.copy()
+    swapped[2] = _fresh(keys[2])
+    assert cache.get(swapped)[0].tolist() == [1, 2, 0, 4]
