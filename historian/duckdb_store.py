@@ -33,7 +33,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from aidc.errors import ConfigError
 from aidc.model import Batch, SeriesKey
 from historian.base import (
     NS,
@@ -129,6 +130,7 @@ class DuckDBHistorian(Historian):
         rollup_1m_retention_days: float | None = None,
         rollup_1h_retention_days: float | None = None,
         hot_max_rows: int = 250_000,
+        resolution: Mapping[str, float] | None = None,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +144,8 @@ class DuckDBHistorian(Historian):
             self._retention_1m_ns = max(self._retention_1m_ns, self._retention_ns)
         self._retention_1h_ns = None if rollup_1h_retention_days is None else int(rollup_1h_retention_days * 86400 * NS)
         self._hot_max_rows = hot_max_rows
+        # Series whose device resolution is declared: their values are stored as the nearest multiple of the step.
+        self._resolution = [(_selector(sel), float(step)) for sel, step in (resolution or {}).items()]
         # Closed rows go to sorted Parquet parts beside the file (see historian.parts); not for an in-memory database.
         self._parts = None if str(path) == ":memory:" else Parts(str(path))
         self._retiring: list[Part] = []  # parts unlisted by the open transaction, retired once it commits
@@ -201,6 +205,8 @@ class DuckDBHistorian(Historian):
         self._lt_ts = np.full(len(self._ids) + 1, _NEVER, dtype=np.int64)
         self._lt_val = np.full(len(self._ids) + 1, np.nan)
         self._lt_q = np.zeros(len(self._ids) + 1, dtype=np.uint8)
+        self._step = np.full(len(self._ids) + 1, np.nan)
+        self._set_steps(self._ids.items())
         self._load_latest(int(meta.get("wm_latest", 0)))
 
     # ---------------------------------------------------------------- healing
@@ -293,6 +299,7 @@ class DuckDBHistorian(Historian):
             con.execute("BEGIN")
             try:
                 sid = self._batch_ids(batch.series)
+                batch = self._quantise(batch, sid)
                 table = pa.table(
                     {
                         "series_id": pa.array(sid, type=pa.int32()),
@@ -403,6 +410,28 @@ class DuckDBHistorian(Historian):
             self._by_object.add(objects, ptrs[miss], ids)
         return sid
 
+    def _set_steps(self, items: Iterable[tuple[str, int]]) -> None:
+        """Note the declared resolution (``resolution``) of each (series key, id); the first matching selector wins."""
+        if not self._resolution:
+            return
+        if len(self._step) < len(self._ids) + 1:
+            self._step = np.concatenate([self._step, np.full(len(self._ids) + 1 - len(self._step), np.nan)])
+        for key, sid in items:
+            parsed = _parse_key(key)
+            self._step[sid] = next((step for sel, step in self._resolution if sel.matches_key(parsed)), np.nan)
+
+    def _quantise(self, batch: Batch, sid: np.ndarray) -> Batch:
+        """The batch with values of series of declared resolution rounded to it (count x step: stored as the count)."""
+        if not self._resolution:
+            return batch
+        step = self._step[sid]
+        on = ~np.isnan(step)
+        if not on.any():
+            return batch
+        values = batch.values.copy()
+        values[on] = np.round(values[on] / step[on]) * step[on]
+        return Batch(batch.series, batch.ts_ns, values, batch.quality, batch.reasons)
+
     def _series_ids(self, uniques: np.ndarray) -> np.ndarray:
         """Integer ids for the batch's distinct series ids, registering new ones in one insert."""
         get = self._ids.get
@@ -418,6 +447,7 @@ class DuckDBHistorian(Historian):
             finally:
                 self._con.unregister("_new")
             self._ids.update(zip(keys, ids.tolist(), strict=True))
+            self._set_steps(zip(keys, ids.tolist(), strict=True))
             out[new] = ids
         return out
 
@@ -842,6 +872,14 @@ class DuckDBHistorian(Historian):
                     with contextlib.suppress(duckdb.Error):
                         cur.close()
                 self._con.close()
+
+
+def _selector(text: str) -> SeriesSelector:
+    """A ``[historian] resolution`` selector, or one :class:`ConfigError` line naming it."""
+    try:
+        return SeriesSelector.parse(text)
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"historian.resolution: {exc}") from None
 
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:

@@ -245,3 +245,32 @@ def test_register_resolution_values_compact_to_about_a_byte(tmp_path: Path) -> N
     assert h._parts is not None
     assert h._parts.bytes() / moved < 1.0
     h.close()
+
+
+def test_declared_resolution_stores_the_count(tmp_path: Path) -> None:
+    """Series with a declared resolution are stored at it (and compact like register values); others as they came."""
+    rng = np.random.default_rng(6)
+    ids = np.array([f"gpu_rack,gpu={i} gpu_power_w" for i in range(50)] + ["pdu,k=1 active_power_w"], dtype=object)
+    res = {"gpu_rack,*,gpu_power_w": 0.001}
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=10**9, resolution=res)
+    sent = []
+    for k in range(360):  # an hour at 10 s of full-precision doubles, as a simulator publishes them
+        vals = 550 + rng.normal(0, 20, len(ids))
+        sent.append(vals)
+        h.write(Batch(ids, np.full(len(ids), T0 + k * 10 * NS, np.int64), vals, np.zeros(len(ids), np.uint8)))
+    h.flush()
+    moved = h.compact()
+    assert h._parts is not None
+    assert h._parts.bytes() / moved < 3.0  # about 5.5 as full-precision doubles
+    got = h.query(ALL, T0, T0 + HOUR)
+    want = np.array(sent)
+    gpu0 = got[got["series"] == ids[0]]["value"].to_numpy()
+    assert gpu0.tolist() == (np.round(want[:, 0] / 0.001) * 0.001).tolist()
+    pdu = got[got["series"] == ids[-1]]["value"].to_numpy()
+    assert pdu.tolist() == want[:, -1].tolist()  # no resolution declared: every bit kept
+    assert h.latest(SeriesSelector.parse("gpu_rack,gpu=0,*"))["value"].tolist() == [gpu0[-1]]
+    h.close()
+    with pytest.raises(ConfigError, match="historian.resolution"):
+        DuckDBHistorian(tmp_path / "h.duckdb", resolution={"gpu_rack,bad,x": 0.001})
+    with pytest.raises(ConfigError, match=r"historian\.resolution.*positive"):
+        historian_config_from_mapping({"resolution": {"gpu_rack,*,gpu_power_w": 0}})
