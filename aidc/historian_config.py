@@ -142,7 +142,7 @@ class HistorianConfig(BaseModel):
     def _steps_positive(cls, value: dict[str, float]) -> dict[str, float]:
         for sel, step in value.items():
             if not sel.strip():
-                raise ValueError("a resolution needs a series selector, e.g. \"gpu_rack,*,gpu_power_w\" = 0.001")
+                raise ValueError('a resolution needs a series selector, e.g. "gpu_rack,*,gpu_power_w" = 0.001')
             if not step > 0 or step != step or step == float("inf"):
                 raise ValueError(f"resolution of {sel!r} must be a positive number, got {step!r}")
         return value

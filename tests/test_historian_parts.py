@@ -270,7 +270,7 @@ def test_declared_resolution_stores_the_count(tmp_path: Path) -> None:
     assert pdu.tolist() == want[:, -1].tolist()  # no resolution declared: every bit kept
     assert h.latest(SeriesSelector.parse("gpu_rack,gpu=0,*"))["value"].tolist() == [gpu0[-1]]
     h.close()
-    with pytest.raises(ConfigError, match="historian.resolution"):
+    with pytest.raises(ConfigError, match=r"historian\.resolution"):
         DuckDBHistorian(tmp_path / "h.duckdb", resolution={"gpu_rack,bad,x": 0.001})
     with pytest.raises(ConfigError, match=r"historian\.resolution.*positive"):
         historian_config_from_mapping({"resolution": {"gpu_rack,*,gpu_power_w": 0}})
