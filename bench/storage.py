@@ -521,10 +521,12 @@ def main() -> int:
     # The parts are what grows with the data (the DuckDB file holds at most hot_max_rows raw rows, plus hourly
     # rollups counted separately below): the extrapolation uses their bytes per point.
     part_bpp = fac["parts_bytes"] / n
+    days_1m = HistorianConfig().rollup_1m_retention_days
+    tier_1m = "for ever" if days_1m is None else f"to {days_1m:g} d"
     month_gb = extrapolate(part_bpp, row, 1000, args.period_s, 30)
     year_gb = extrapolate(part_bpp, row, 1000, args.period_s, 365)
     print(f"1,000 racks at {args.period_s:g} s under the default tiers (raw 30 d at {part_bpp:.3f} bytes/point in "
-          f"parts, 1-min rollups to 90 d and hourly ones for ever at {row:.1f} bytes/row): {month_gb:.1f} GB for a "
+          f"parts, 1-min rollups {tier_1m} and hourly ones for ever at {row:.1f} bytes/row): {month_gb:.1f} GB for a "
           f"month, {year_gb:.1f} GB for a year")  # fmt: skip
     print(
         json.dumps(
