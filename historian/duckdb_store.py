@@ -196,9 +196,8 @@ class DuckDBHistorian(Historian):
             have = {r[0] for r in views}
             if not {"points_parts", "rollup_1m_parts", "points_all"} <= have:
                 raise
-            log.warning(
-                "historian: %s: part views not refreshed at open (%s); the committed ones are read", self.path, exc
-            )
+            log.warning("historian: %s: part views not refreshed at open (%s); the committed ones are read",
+                        self.path, exc)
         self._max_ts: int | None = self._con.execute("SELECT max(ts) FROM points_all").fetchone()[0]  # type: ignore[index]
         # Sequence number of the last writer batch committed (write_once), stored in the batch's own transaction.
         self._last_seq: int | None = meta.get(_SEQ_KEY)
