@@ -12,6 +12,8 @@ Example (every key optional; these are the defaults except ``[historian.remote]`
                                   # read counters from them once raw rows have aged out)
     rollup_1h_retention_days = 3650   # tier 3: hourly rollups; leave it out to keep them for ever (the default)
     hot_max_rows = 250000         # raw rows held in the DuckDB table before they are compacted to Parquet
+    resolution = { "gpu_rack,*,gpu_power_w" = 0.001 }  # optional: values of matching series stored at the
+                                  # device's resolution (NVML reports mW); none by default
     rollup_every_s = 60           # how often the writer closes 1 min / 1 h rollup buckets
 
     [historian.remote]            # needed when backend is influxdb or victoriametrics
@@ -114,6 +116,9 @@ class HistorianConfig(BaseModel):
     rollup_1h_retention_days: float | None = Field(default=None, gt=0)
     hot_max_rows: int = Field(default=250_000, ge=1000)
     rollup_every_s: float = Field(default=60.0, gt=0)
+    # Declared device resolution per series selector (e.g. "gpu_rack,*,gpu_power_w" = 0.001): such values are stored
+    # as the nearest multiple of the step, which a part keeps as an integer count (see historian.parts).
+    resolution: dict[str, float] = Field(default_factory=dict)
     remote: RemoteConfig | None = None
     spool: SpoolConfig = SpoolConfig()
 
@@ -131,6 +136,16 @@ class HistorianConfig(BaseModel):
             if days is not None and next_days is not None and next_days < days:
                 raise ValueError(f"{next_name} = {next_days} is shorter than {name} = {days}")
         return self
+
+    @field_validator("resolution")
+    @classmethod
+    def _steps_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for sel, step in value.items():
+            if not sel.strip():
+                raise ValueError('a resolution needs a series selector, e.g. "gpu_rack,*,gpu_power_w" = 0.001')
+            if not step > 0 or step != step or step == float("inf"):
+                raise ValueError(f"resolution of {sel!r} must be a positive number, got {step!r}")
+        return value
 
     @model_validator(mode="after")
     def _remote_needed(self) -> HistorianConfig:

@@ -45,6 +45,7 @@ def open_historian(cfg: HistorianConfig, data_dir: Path, site: str = "") -> Hist
             rollup_1m_retention_days=cfg.rollup_1m_retention_days,
             rollup_1h_retention_days=cfg.rollup_1h_retention_days,
             hot_max_rows=cfg.hot_max_rows,
+            resolution=cfg.resolution,
         )
 
     if cfg.backend == "duckdb":

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from aidc.errors import ConfigError
 from aidc.model import Batch, SeriesKey
 from historian.base import (
     NS,
@@ -57,6 +58,7 @@ from historian.base import (
     parse_window,
     to_ns,
 )
+from historian.ids import IdentityIds
 from historian.parts import MANIFEST_SCHEMA, PART_TABLES, Part, Parts, merge_candidates
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ _NEVER = np.iinfo(np.int64).min
 # The dtype make_result gives the series column (pandas' default string dtype), so both ways of building a result agree.
 _STR = make_result(["x"], [0], [0.0])["series"].dtype
 ROLLUPS: tuple[tuple[str, int], ...] = (("rollup_1h", HOUR_NS), ("rollup_1m", MINUTE_NS))
+# Blocks of a new file: DuckDB's default 256 KiB leaves most of a block empty under each small table and segment
+# (meta, latest, series, the manifest, the hot rows' tail), which was a quarter of a day's facility data on disk.
+FILE_BLOCK_SIZE = 16 * 1024
 _SEQ_KEY = "writer_seq"  # meta row: sequence number of the last writer batch committed (see write_once)
 
 _SCHEMA = """
@@ -125,6 +130,7 @@ class DuckDBHistorian(Historian):
         rollup_1m_retention_days: float | None = None,
         rollup_1h_retention_days: float | None = None,
         hot_max_rows: int = 250_000,
+        resolution: Mapping[str, float] | None = None,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +144,8 @@ class DuckDBHistorian(Historian):
             self._retention_1m_ns = max(self._retention_1m_ns, self._retention_ns)
         self._retention_1h_ns = None if rollup_1h_retention_days is None else int(rollup_1h_retention_days * 86400 * NS)
         self._hot_max_rows = hot_max_rows
+        # Series whose device resolution is declared: their values are stored as the nearest multiple of the step.
+        self._resolution = [(_selector(sel), float(step)) for sel, step in (resolution or {}).items()]
         # Closed rows go to sorted Parquet parts beside the file (see historian.parts); not for an in-memory database.
         self._parts = None if str(path) == ":memory:" else Parts(str(path))
         self._retiring: list[Part] = []  # parts unlisted by the open transaction, retired once it commits
@@ -152,7 +160,7 @@ class DuckDBHistorian(Historian):
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._last_rollup = clock()
         self._sel_cache: dict[str, tuple[int, dict[int, str]]] = {}
-        self._con = duckdb.connect(self.path)
+        self._con = _connect(self.path)
         self._load_state()
         log.info("historian: DuckDB %s (%d series)", self.path, len(self._ids))
 
@@ -165,6 +173,8 @@ class DuckDBHistorian(Historian):
         for table, _res in ROLLUPS:
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_ROLLUP_COLUMNS})")
         self._ids: dict[str, int] = dict(self._con.execute("SELECT key, id FROM series").fetchall())
+        # Ids by string object, for the write path; emptied with every read of the ids (a reopen may drop some).
+        self._by_object = IdentityIds(limit=max(1 << 18, 4 * len(self._ids)))
         meta = dict(self._con.execute("SELECT name, value FROM meta").fetchall())
         self._watermark = {table: int(meta.get(f"wm_{table}", 0)) for table, _ in ROLLUPS}
         self._dirty_min: int | None = None
@@ -194,6 +204,8 @@ class DuckDBHistorian(Historian):
         self._lt_ts = np.full(len(self._ids) + 1, _NEVER, dtype=np.int64)
         self._lt_val = np.full(len(self._ids) + 1, np.nan)
         self._lt_q = np.zeros(len(self._ids) + 1, dtype=np.uint8)
+        self._step = np.full(len(self._ids) + 1, np.nan)
+        self._set_steps(self._ids.items())
         self._load_latest(int(meta.get("wm_latest", 0)))
 
     # ---------------------------------------------------------------- healing
@@ -206,8 +218,8 @@ class DuckDBHistorian(Historian):
         listed = self._parts.listed(con) if self._parts is not None else []
         for tbl, floor in (("points", None), ("rollup_1m", self._floor_1m)):
             files = [self._parts.path(p.file) for p in listed if p.tbl == tbl] if self._parts is not None else []
-            if files:
-                src = f"SELECT * FROM read_parquet([{', '.join(repr(f) for f in files)}])"
+            if files and self._parts is not None:
+                src = self._parts.scan(tbl, files)
                 src += f" WHERE {PART_TABLES[tbl]} >= {floor}" if floor else ""
             else:
                 src = f"SELECT * FROM {tbl} LIMIT 0"
@@ -250,7 +262,7 @@ class DuckDBHistorian(Historian):
             self._cursors.clear()
             with contextlib.suppress(duckdb.Error):
                 self._con.close()
-            self._con = duckdb.connect(self.path)
+            self._con = _connect(self.path)
         self._load_state()
         self.reopens += 1
         log.debug("historian: %s reopened after a failed write (%s)", self.path, self._broken)
@@ -277,7 +289,6 @@ class DuckDBHistorian(Historian):
     def _write(self, batch: Batch, seq: int | None) -> bool:
         if not len(batch):
             return True
-        codes, uniques = pd.factorize(batch.series)
         with self._lock:
             self._heal()
             if seq is not None and seq == self._last_seq:
@@ -286,10 +297,11 @@ class DuckDBHistorian(Historian):
             con = self._con
             con.execute("BEGIN")
             try:
-                id_of = self._series_ids(np.asarray(uniques, dtype=object))
+                sid = self._batch_ids(batch.series)
+                batch = self._quantise(batch, sid)
                 table = pa.table(
                     {
-                        "series_id": pa.array(id_of[codes], type=pa.int32()),
+                        "series_id": pa.array(sid, type=pa.int32()),
                         "ts": pa.array(batch.ts_ns, type=pa.int64()),
                         "value": pa.array(batch.values, type=pa.float64(), from_pandas=True),
                         "quality": pa.array(batch.quality, type=pa.uint8()),
@@ -318,7 +330,7 @@ class DuckDBHistorian(Historian):
             if merged:
                 self.late_merged_points += merged
                 log.info("historian: %d samples older than raw retention merged into the rollups", merged)
-            self._update_latest(id_of[codes], batch)
+            self._update_latest(sid, batch)
             if not table.num_rows:
                 return True
             tcol = table.column("ts")
@@ -383,6 +395,42 @@ class DuckDBHistorian(Historian):
             con.unregister("late_rows")
         return rows.num_rows
 
+    def _batch_ids(self, series: np.ndarray) -> np.ndarray:
+        """The integer id of every point's series: by string object identity (:mod:`historian.ids`), strings not seen
+        before through the id dictionary once per distinct string (registering new series)."""
+        series = np.asarray(series, dtype=object)
+        sid, ptrs = self._by_object.get(series)
+        miss = np.flatnonzero(sid == 0)
+        if len(miss):
+            objects = series[miss]
+            codes, uniques = pd.factorize(objects)
+            ids = self._series_ids(np.asarray(uniques, dtype=object))[codes]
+            sid[miss] = ids
+            self._by_object.add(objects, ptrs[miss], ids)
+        return sid
+
+    def _set_steps(self, items: Iterable[tuple[str, int]]) -> None:
+        """Note the declared resolution (``resolution``) of each (series key, id); the first matching selector wins."""
+        if not self._resolution:
+            return
+        if len(self._step) < len(self._ids) + 1:
+            self._step = np.concatenate([self._step, np.full(len(self._ids) + 1 - len(self._step), np.nan)])
+        for key, sid in items:
+            parsed = _parse_key(key)
+            self._step[sid] = next((step for sel, step in self._resolution if sel.matches_key(parsed)), np.nan)
+
+    def _quantise(self, batch: Batch, sid: np.ndarray) -> Batch:
+        """The batch with values of series of declared resolution rounded to it (count x step: stored as the count)."""
+        if not self._resolution:
+            return batch
+        step = self._step[sid]
+        on = ~np.isnan(step)
+        if not on.any():
+            return batch
+        values = batch.values.copy()
+        values[on] = np.round(values[on] / step[on]) * step[on]
+        return Batch(batch.series, batch.ts_ns, values, batch.quality, batch.reasons)
+
     def _series_ids(self, uniques: np.ndarray) -> np.ndarray:
         """Integer ids for the batch's distinct series ids, registering new ones in one insert."""
         get = self._ids.get
@@ -398,6 +446,7 @@ class DuckDBHistorian(Historian):
             finally:
                 self._con.unregister("_new")
             self._ids.update(zip(keys, ids.tolist(), strict=True))
+            self._set_steps(zip(keys, ids.tolist(), strict=True))
             out[new] = ids
         return out
 
@@ -412,9 +461,12 @@ class DuckDBHistorian(Historian):
     def _update_latest(self, sid: np.ndarray, batch: Batch) -> None:
         """Keep the newest sample per series in memory (a DuckDB upsert per write would cost 7 ms)."""
         self._grow_latest()
-        order = np.lexsort((batch.ts_ns, sid))
-        ss = sid[order]
-        last = order[np.r_[ss[1:] != ss[:-1], True]]
+        if np.bincount(sid, minlength=len(self._lt_ts)).max() <= 1:
+            last = np.arange(len(sid))  # one sample per series (one poll): no sort needed
+        else:
+            order = np.lexsort((batch.ts_ns, sid))
+            ss = sid[order]
+            last = order[np.r_[ss[1:] != ss[:-1], True]]
         u = sid[last]
         newer = batch.ts_ns[last] >= self._lt_ts[u]
         u, last = u[newer], last[newer]
@@ -515,8 +567,7 @@ class DuckDBHistorian(Historian):
         gone = [p for p in self._parts.listed(self._con, "points") if p.hi <= cutoff]
         if not gone:
             return False
-        files = ", ".join(f"'{self._parts.path(p.file)}'" for p in gone)
-        src = f"read_parquet([{files}])"
+        src = f"({self._parts.scan('points', [self._parts.path(p.file) for p in gone])})"
         self._parts.write(
             self._con,
             "rollup_1m",
@@ -532,9 +583,8 @@ class DuckDBHistorian(Historian):
         """Merge small parts of ``tbl`` (see :func:`historian.parts.merge_candidates`), in the caller's transaction."""
         assert self._parts is not None
         for group in merge_candidates(self._parts.listed(self._con, tbl), closed_before):
-            files = ", ".join(f"'{self._parts.path(p.file)}'" for p in group)
             level = max(p.level for p in group) + 1
-            self._parts.write(self._con, tbl, f"SELECT * FROM read_parquet([{files}])", level)
+            self._parts.write(self._con, tbl, self._parts.scan(tbl, [self._parts.path(p.file) for p in group]), level)
             self._parts.unlist(self._con, group)
             self._retiring += group
 
@@ -821,6 +871,21 @@ class DuckDBHistorian(Historian):
                     with contextlib.suppress(duckdb.Error):
                         cur.close()
                 self._con.close()
+
+
+def _selector(text: str) -> SeriesSelector:
+    """A ``[historian] resolution`` selector, or one :class:`ConfigError` line naming it."""
+    try:
+        return SeriesSelector.parse(text)
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"historian.resolution: {exc}") from None
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    """Open (or create) the file; a new file gets ``FILE_BLOCK_SIZE`` blocks (an existing one keeps its own)."""
+    if path == ":memory:":
+        return duckdb.connect(path)
+    return duckdb.connect(path, config={"default_block_size": str(FILE_BLOCK_SIZE)})
 
 
 def _like_prefix(selector: SeriesSelector) -> str:

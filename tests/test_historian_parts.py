@@ -186,3 +186,91 @@ def test_site_file_tiers_must_nest() -> None:
     assert (cfg.rollup_1m_retention_days, cfg.rollup_1h_retention_days) == (60, None)
     with pytest.raises(ConfigError, match=r"rollup_1m_retention_days = 3\.0 is shorter than raw_retention_days"):
         historian_config_from_mapping({"raw_retention_days": 7, "rollup_1m_retention_days": 3})
+
+
+def test_part_values_round_trip_bit_for_bit(tmp_path: Path) -> None:
+    """Values stored as decimal counts in a part read back as the very same doubles, and any other value (full
+    precision, -0.0, infinities, huge and tiny magnitudes, integers past 2**53, missing) is kept as it came."""
+    odd = [0.1 + 0.2, -0.0, np.inf, -np.inf, 1e300, 5e-324, 2.0**60 + 4096, np.nan, 1 / 3, -7.25, 123456.789]
+    rng = np.random.default_rng(5)
+    ids = np.array(["m,k=dec v", "m,k=odd v", "m,k=mix v"], dtype=object)
+    batches, vals = [], []
+    for k in range(120):
+        dec = round(float(rng.normal(230, 2)), 1)
+        row = np.array([dec, odd[k % len(odd)], dec if k % 3 else float(rng.normal())])
+        vals.append(row)
+        batches.append(Batch(ids, np.full(3, T0 + k * 10 * NS, np.int64), row, np.zeros(3, np.uint8)))
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=10**9)
+    for b in batches[:60]:
+        h.write(b)
+    h.flush()
+    h.compact()
+    for b in batches[60:]:
+        h.write(b)
+    h.write(Batch(ids[:1], np.array([T0 + HOUR], np.int64), np.ones(1), np.zeros(1, np.uint8)))  # closes the minutes
+    h.flush()
+    h.compact()  # a second part, merged with the first at the next compaction of the day or when the day closes
+    h._con.execute("BEGIN")
+    h._merge_parts("points", T0 + 2 * DAY)
+    h._rebuild_views()
+    h._con.execute("COMMIT")
+    assert h._con.execute("SELECT count(*) FROM parts WHERE tbl = 'points'").fetchall()[0][0] == 1
+    assert h._con.execute("SELECT count(*) FROM points").fetchall()[0][0] == 1  # only the closing sample is hot
+    got = h.query(ALL, T0, T0 + HOUR - 1)
+    h.close()
+    order = {"m,k=dec v": 0, "m,k=mix v": 2, "m,k=odd v": 1}  # the frame is sorted by series name, then time
+    want = np.concatenate([np.array(vals)[:, order[s]] for s in sorted(order)])
+    assert len(got) == len(want)
+    same_bits = got["value"].to_numpy().view(np.int64) == want.view(np.int64)
+    assert (same_bits | (np.isnan(want) & np.isnan(got["value"].to_numpy()))).all()
+
+
+def test_register_resolution_values_compact_to_about_a_byte(tmp_path: Path) -> None:
+    """Values a collector decoded as count x scale (0.01 A, 0.1 V) compact to under a byte a point, as their counts
+    would; stored as plain doubles their binary fractions took about 2 bytes."""
+    rng = np.random.default_rng(4)
+    ids = np.array([f"pdu,rack=r{i:03d} current_a" for i in range(100)] + [f"pdu,rack=r{i:03d} voltage_v"
+                   for i in range(100)], dtype=object)  # fmt: skip
+    scale = np.r_[np.full(100, 0.01), np.full(100, 0.1)]
+    counts = np.r_[rng.uniform(1000, 4000, 100), rng.uniform(2250, 2350, 100)]
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=10**9)
+    for k in range(0, 1080, 60):  # 3 h at 10 s, a batch per 10 minutes
+        t = T0 + np.arange(k, k + 60) * 10 * NS
+        walk = counts + np.cumsum(rng.normal(0, 3, (60, len(ids))), axis=0)
+        counts = walk[-1]
+        vals = (np.round(walk) * scale).ravel()  # what the register decoder computes: raw * scale
+        h.write(Batch(np.tile(ids, 60), np.repeat(t, len(ids)), vals, np.zeros(vals.size, np.uint8)))
+    h.flush()
+    moved = h.compact()
+    assert h._parts is not None
+    assert h._parts.bytes() / moved < 1.0
+    h.close()
+
+
+def test_declared_resolution_stores_the_count(tmp_path: Path) -> None:
+    """Series with a declared resolution are stored at it (and compact like register values); others as they came."""
+    rng = np.random.default_rng(6)
+    ids = np.array([f"gpu_rack,gpu={i} gpu_power_w" for i in range(50)] + ["pdu,k=1 active_power_w"], dtype=object)
+    res = {"gpu_rack,*,gpu_power_w": 0.001}
+    h = DuckDBHistorian(tmp_path / "h.duckdb", raw_retention_days=1e6, hot_max_rows=10**9, resolution=res)
+    sent = []
+    for k in range(360):  # an hour at 10 s of full-precision doubles, as a simulator publishes them
+        vals = 550 + rng.normal(0, 20, len(ids))
+        sent.append(vals)
+        h.write(Batch(ids, np.full(len(ids), T0 + k * 10 * NS, np.int64), vals, np.zeros(len(ids), np.uint8)))
+    h.flush()
+    moved = h.compact()
+    assert h._parts is not None
+    assert h._parts.bytes() / moved < 3.0  # about 5.5 as full-precision doubles
+    got = h.query(ALL, T0, T0 + HOUR)
+    want = np.array(sent)
+    gpu0 = got[got["series"] == ids[0]]["value"].to_numpy()
+    assert gpu0.tolist() == (np.round(want[:, 0] / 0.001) * 0.001).tolist()
+    pdu = got[got["series"] == ids[-1]]["value"].to_numpy()
+    assert pdu.tolist() == want[:, -1].tolist()  # no resolution declared: every bit kept
+    assert h.latest(SeriesSelector.parse("gpu_rack,gpu=0,*"))["value"].tolist() == [gpu0[-1]]
+    h.close()
+    with pytest.raises(ConfigError, match=r"historian\.resolution"):
+        DuckDBHistorian(tmp_path / "h.duckdb", resolution={"gpu_rack,bad,x": 0.001})
+    with pytest.raises(ConfigError, match=r"historian\.resolution.*positive"):
+        historian_config_from_mapping({"resolution": {"gpu_rack,*,gpu_power_w": 0}})
