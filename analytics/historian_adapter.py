@@ -7,6 +7,7 @@ knows how to get those frames from a :class:`historian.Historian` for a :class:`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,7 +70,9 @@ def pivot_means(long: pd.DataFrame) -> pd.DataFrame:
     """``long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")`` (the same frame), placed
     with array indexing when every (ts, series) pair is unique, as window means are: pandas' group-by and unstack
     took minutes on the million rows of a month of GPU series."""
-    wide = _placed(long[long["value"].notna()])
+    # The rows without a value are left out by their codes, not by a boolean index of the frame: that copied every
+    # series name of the string column (most of a fit's first read, a month of GPU series).
+    wide = _placed(long, long["value"].notna().to_numpy())
     if wide is None:  # repeated pairs (or nothing): pandas averages them
         return long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")
     return wide
@@ -82,19 +85,37 @@ def pivot_rows(long: pd.DataFrame) -> pd.DataFrame:
     return long.pivot(index="ts", columns="series", values="value") if wide is None else wide
 
 
-def _placed(rows: pd.DataFrame) -> pd.DataFrame | None:
-    """The wide frame of unique (ts, series) rows, index and columns sorted; None when a pair repeats or none."""
+def _placed(rows: pd.DataFrame, keep: np.ndarray | None = None) -> pd.DataFrame | None:
+    """The wide frame of unique (ts, series) rows (only the ``keep`` ones where given), index and columns sorted;
+    None when a pair repeats or none."""
     t_codes, t_uniq = pd.factorize(rows["ts"], sort=True)
     s_codes, s_uniq = pd.factorize(rows["series"], sort=True)
+    values = rows["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+    if (t_codes < 0).any() or (s_codes < 0).any():  # a missing time or name: pandas' own pivot says what it does
+        return None
+    if keep is not None and not keep.all():
+        t_codes, t_uniq = _used(t_codes[keep], t_uniq)
+        s_codes, s_uniq = _used(s_codes[keep], s_uniq)
+        values = values[keep]
     flat = t_codes.astype(np.int64) * len(s_uniq) + s_codes
     seen = np.zeros(len(t_uniq) * len(s_uniq), dtype=bool)
     seen[flat] = True
     if int(seen.sum()) != len(flat) or not len(flat):
         return None
     grid = np.full(len(seen), np.nan)
-    grid[flat] = rows["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+    grid[flat] = values
     return pd.DataFrame(grid.reshape(len(t_uniq), len(s_uniq)), index=pd.Index(t_uniq, name="ts"),
                         columns=pd.Index(s_uniq, name="series"))  # fmt: skip
+
+
+def _used(codes: np.ndarray, uniques: Any) -> tuple[np.ndarray, Any]:
+    """Factorize codes and uniques narrowed to the uniques ``codes`` still uses (their sorted order kept)."""
+    used = np.flatnonzero(np.bincount(codes, minlength=len(uniques)))
+    if len(used) == len(uniques):
+        return codes, uniques
+    remap = np.zeros(len(uniques), dtype=np.intp)
+    remap[used] = np.arange(len(used))
+    return remap[codes], uniques[used]
 
 
 def it_load(

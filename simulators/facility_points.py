@@ -46,6 +46,8 @@ NOISE_FLOAT_K = 0.05
 # computed from flow and two temperatures, so about 1 %. Without it eight identical CDUs read identical figures.
 REL_NOISE: dict[str, float] = {"L/min": 0.003, "W": 0.005, "kW": 0.005}
 REL_NOISE_POINTS = {"heat_load_kw": 0.01}
+# The writable points of a CDU's readings (DevicePoints._cdu), what a write's read-back needs (DevicePoints.held).
+_CDU_SETPOINTS = frozenset({"tcs_supply_temp_setpoint_c", "dp_setpoint_kpa", "heartbeat"})
 
 QUANTITIES: dict[str, frozenset[str]] = {
     "pdu": frozenset(
@@ -143,6 +145,7 @@ class DevicePoints:
         self.extra: dict[tuple[str, str], float] = {}
         self.leaks: set[str] = set()  # CDU device names and "rack:<rack name>" keys with an active leak
         self._rows: _RackRows | None = None  # every rack's values for the current state (rack_rows)
+        self._setpoints_cover: dict[str, bool] = {}  # CDU -> whether _cdu_setpoints serves its writable points
         # device -> (keys, standard deviations) of its noisy temperature probes
         self.noisy: dict[str, tuple[list[str], np.ndarray]] = {}
         # device -> (keys, relative standard deviations) of its flow meters and power transducers
@@ -297,9 +300,32 @@ class DevicePoints:
         if any(k in noisy for k, _ in keys):  # a noisy setpoint reads as values() draws it
             every = self.values(device)
             return {k: every[k] for k, _ in keys if k in every}
-        q = self._rack(dev) if dev.kind == "rack" else getattr(self, f"_{dev.kind}")(dev)
+        if dev.kind == "cdu" and self._cdu_setpoints_cover(dev, keys):
+            q = self._cdu_setpoints(dev)  # a write reads its CDU twice: the setpoints, not its 25 readings
+        else:
+            q = self._rack(dev) if dev.kind == "rack" else getattr(self, f"_{dev.kind}")(dev)
         return {k: q[k] if k in q else self.extra.get((device, p.name), p.safe_default if p.safe_default is not None
                                                         else 0.0) for k, p in keys}  # fmt: skip
+
+    def _cdu_setpoints_cover(self, dev: DeviceRef, keys: list[tuple[str, Point]]) -> bool:
+        """Whether :meth:`_cdu_setpoints` holds every writable point of ``dev`` that :meth:`_cdu` serves (checked
+        once per device against the full readings, so a profile with another writable point reads them all)."""
+        ok = self._setpoints_cover.get(dev.name)
+        if ok is None:
+            served = self._cdu(dev)
+            ok = self._setpoints_cover[dev.name] = all(k in _CDU_SETPOINTS for k, _ in keys if k in served)
+        return ok
+
+    def _cdu_setpoints(self, dev: DeviceRef) -> dict[str, PointValue]:
+        """The writable points of :meth:`_cdu` (the same expressions), for :meth:`held`."""
+        f = self.fac
+        c = f.cdu_index[dev.name]
+        watch = self.watch.get(dev.name)
+        return {
+            "tcs_supply_temp_setpoint_c": float(f.tcs_sp[c]),
+            "dp_setpoint_kpa": float(f.dp_sp[c]),
+            "heartbeat": 0.0 if watch is None or math.isnan(watch.value) else watch.value,
+        }
 
     def ripple(self, dev: DeviceRef, amplitude: float) -> float:
         """Small deterministic wobble so 'must_move' readings move, as real voltages do."""

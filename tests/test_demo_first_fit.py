@@ -39,6 +39,16 @@ def test_pivot_means_averages_repeated_pairs_as_pandas_does() -> None:
     pd.testing.assert_frame_equal(pivot_means(long), want)
 
 
+def test_pivot_means_on_the_historians_string_column() -> None:
+    """With the series as the historian's query returns them (its string dtype), the same frame as pivot_table's."""
+    from historian.base import make_result
+
+    long = _long(np.random.default_rng(7))
+    long["series"] = long["series"].astype(make_result(["x"], [0], [0.0])["series"].dtype)
+    want = long.pivot_table(index="ts", columns="series", values="value", aggfunc="mean")
+    pd.testing.assert_frame_equal(pivot_means(long), want)
+
+
 def test_first_fit_calibrates_on_half_the_origins_then_the_full_set_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """ForecastService.first_fit fits the PUE forecast with origins every 12 h; the next refit every 6 h again."""
     from analytics.forecast import live
