@@ -11,6 +11,8 @@ from pathlib import Path
 
 import duckdb
 
+from aidc.config import load_site
+from historian import SeriesSelector, open_historian
 from tests.sim_helpers import free_port_block
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +58,13 @@ def test_demo_runs_32_racks_all_devices_up_and_stores(tmp_path: Path) -> None:
     decisions = [r for r in records if r.get("kind") == "decision"]
     assert decisions, records[-3:]
     assert all(r["mode"] == "advisory" and not r.get("written") for r in decisions)
+    con.close()
+    # The generated demo site stores the simulated GPUs at NVML's resolution (whole °C here): its history grows slower.
+    site = load_site(tmp_path / "var" / "demo" / "site.toml")
+    hist = open_historian(site.config.historian, site.data_dir)
+    try:
+        temps = hist.query(SeriesSelector.parse("gpu_rack,*,gpu_temp_c"), 0, 2**62)["value"].dropna()
+    finally:
+        hist.close()
+    assert len(temps) > 100
+    assert (temps == temps.round()).all(), temps[temps != temps.round()].head()
