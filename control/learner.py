@@ -253,6 +253,13 @@ class LearningController:
         hi_env = np.array([lim.tcs_hi, lim.dp_hi, lim.fws_hi])
         r = 1.0 if local else self._reach(snap)
         lo, hi = safe - r * (safe - lo_env), safe + r * (hi_env - safe)
+        step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
+        if local and self._rule_sp is not None:
+            # An untrusted model with a rule: dither and back off within a rate step of the rule, whose own trim &
+            # respond cap answers hot GPUs. Backing off to the envelope's cold edge instead chilled water the rule
+            # keeps warm (Phoenix, July, idle: FWS 26 °C against the rule's 32, the chiller +30 %), since the
+            # step-to headroom estimated at idle overstates a step's rise by several K.
+            lo, hi = np.maximum(lo_env, safe - step), np.minimum(hi_env, safe + step)
         if headroom < EXPLORE_BACKOFF_K:
             # Back off toward colder water and more flow: inside the reach, and without a rule prior at least as
             # far as the profiles' safe defaults; with one, to the cold edge of the reach around the rule, whose own
@@ -266,7 +273,6 @@ class LearningController:
         else:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
                 if local:
-                    step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
                     at = safe if self.plant_type in RULE_PLANTS else np.array([t, d, f])
                     lo = np.maximum(lo_env, at - step)
                     hi = np.minimum(hi_env, at + step)

@@ -436,6 +436,33 @@ def test_an_untrusted_model_dithers_around_the_outdoor_reset_rule(tmp_path: Path
     assert ends["chiller_drycooler"] <= lim.fws_lo + lim.cfg.max_step_fws_k + 1e-6, "near the rule's cold water"
 
 
+def test_an_untrusted_model_backs_off_within_a_rate_step_of_the_rule(tmp_path: Path) -> None:
+    """On a hot day the model was not trained for, an idle hall whose step-to headroom estimate is short backs off
+    at most one rate step colder than the outdoor-reset rule (facility water at the W-class maximum), not toward
+    the envelope's cold edge: the rule's own trim & respond cap answers GPUs that do run hot."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, _synthetic_model(False), now, seen_util=95.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl._rule.tr.x = 0.0  # a rule past its cold start: no GPU has asked for colder water
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, lim.fws_hi + 3.0), np.full(n, 120.0), lim.fws_hi, math.nan)
+    fws: list[float] = []
+    for i in range(12):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 5.0, tcs=tcs, gpu=np.full(n, tcs + 10.0)),
+                                   current=cur, drybulb_c=40.0, wetbulb_c=22.0)
+        dec = ctl.decide(snap)
+        assert dec.state == "learning"
+        assert verify(dec.setpoints, cur, snap, lim).ok
+        cur = dec.setpoints
+        fws.append(cur.fws_c)
+    assert min(fws) >= lim.fws_hi - lim.cfg.max_step_fws_k - 1e-6, fws
+
+
 def test_the_supervisor_tells_its_core_the_plant(tmp_path: Path) -> None:
     """The supervisor's own core and a core handed to it without a plant type (as the evaluation hands one) both
     learn the site's plant type, which commissioning's outdoor-reset centre needs; a type already set is kept."""
