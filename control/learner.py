@@ -85,6 +85,10 @@ RULE_DP_HEADROOM_K = 12.0
 
 
 USE_CHW = False  # see LearningController.__init__
+# With a rule prior, the model chooses TCS and FWS only on the rule's warm side: its pessimistic margin at the
+# step-to load bought cold water the rule does without, which never throttled under ai-steps (set on Chicago, the core
+# after commissioning: July day 182 -0.26 % facility energy, January day 0 unchanged, 0 throttle either day).
+RULE_COLD_BOUND = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -445,11 +449,18 @@ class LearningController:
         g_hi = sc["g_hi"]
         trusted = self._trusted(snap, x, sc)
         ok = trusted & (g_hi <= -cfg.gpu_margin_k)
+        margin_ok = bool(ok.any())  # some candidate keeps the margin (before the rule's bounds)
         if self._rule_sp is not None:
             # Less pump dp than the rule's reset is not the model's to choose: a GPU's rise over its coolant grows
             # with load times the loss of flow, which the model's features do not cross, and a step at low flow
             # heats the GPUs within one poll (set on Chicago: the model's dp 40 kPa at warm water throttled a step).
             ok &= x[:, 4] >= float(self._rule_sp.dp_kpa.mean()) - 1e-6
+            if RULE_COLD_BOUND:
+                # Nor colder water than the rule: the model's pessimistic margin at the step-to load bought cold
+                # water the rule (never throttled under ai-steps) does without. More dp for warmer water stays the
+                # model's to trade.
+                r = self._rule_sp
+                ok &= (x[:, 3] >= float(r.tcs_c.min()) - 1e-6) & (x[:, 5] >= float(r.fws_c) - 1e-6)
         if not ok.any() and trusted.any():
             # The model is believed but no candidate keeps the margin at the step-to load (an idle hall at warm
             # water): the rule prior where there is one (see _rule_prior), else its coolest candidate, one rate
@@ -458,7 +469,8 @@ class LearningController:
             if rule is not None:
                 self.state = "deciding"
                 self.last = Decision(rule[0], state="deciding", predicted_facility_kw=float(rule[2]["p_mu"][0]),
-                                     binding=(f"gpu margin at {step_to:.0f} % load: rule prior",),
+                                     binding=("rule prior",) if margin_ok else
+                                     (f"gpu margin at {step_to:.0f} % load: rule prior",),
                                      candidates=len(x) + 1)
                 return self.last
             j = int(np.argmin(np.where(trusted, g_hi, np.inf)))
