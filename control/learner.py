@@ -21,8 +21,8 @@ The rule is the core's prior (:meth:`LearningController._rule_step`): the expert
 hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle while the measured headroom at the step-to
 load allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at once). Past commissioning
 the model's choice replaces the rule only where the model predicts it safe at the step-to load and clearly cheaper
-per unit of work, with TCS and FWS no colder than the rule's; otherwise the core takes one rate step toward the rule, so it is never worse than the rule it
-learnt around by its own prediction.
+per unit of work, with TCS and FWS no colder than the rule's; otherwise the core takes one rate step toward the
+rule, so it is never worse than the rule it learnt around by its own prediction.
 """
 
 from __future__ import annotations
