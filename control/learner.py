@@ -21,8 +21,8 @@ The rule is the core's prior (:meth:`LearningController._rule_step`): the expert
 hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle while the measured headroom at the step-to
 load allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at once). Past commissioning
 the model's choice replaces the rule only where the model predicts it safe at the step-to load and clearly cheaper
-per unit of work; otherwise the core takes one rate step toward the rule, so it is never worse than the rule it
-learnt around by its own prediction.
+per unit of work, with TCS and FWS no colder than the rule's; otherwise the core takes one rate step toward the
+rule, so it is never worse than the rule it learnt around by its own prediction.
 """
 
 from __future__ import annotations
@@ -85,6 +85,10 @@ RULE_DP_HEADROOM_K = 12.0
 
 
 USE_CHW = False  # see LearningController.__init__
+# With a rule prior, the model chooses TCS and FWS only on the rule's warm side: its pessimistic margin at the
+# step-to load bought cold water the rule does without, which never throttled under ai-steps (set on Chicago, the core
+# after commissioning: July day 182 -0.26 % facility energy, January day 0 unchanged, 0 throttle either day).
+RULE_COLD_BOUND = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -253,6 +257,13 @@ class LearningController:
         hi_env = np.array([lim.tcs_hi, lim.dp_hi, lim.fws_hi])
         r = 1.0 if local else self._reach(snap)
         lo, hi = safe - r * (safe - lo_env), safe + r * (hi_env - safe)
+        step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
+        if local and self._rule_sp is not None:
+            # An untrusted model with a rule: dither and back off within a rate step of the rule, whose own trim &
+            # respond cap answers hot GPUs. Backing off to the envelope's cold edge instead chilled water the rule
+            # keeps warm (Phoenix, July, idle: FWS 26 °C against the rule's 32, the chiller +30 %), since the
+            # step-to headroom estimated at idle overstates a step's rise by several K.
+            lo, hi = np.maximum(lo_env, safe - step), np.minimum(hi_env, safe + step)
         if headroom < EXPLORE_BACKOFF_K:
             # Back off toward colder water and more flow: inside the reach, and without a rule prior at least as
             # far as the profiles' safe defaults; with one, to the cold edge of the reach around the rule, whose own
@@ -266,7 +277,6 @@ class LearningController:
         else:
             if self.explore_target is None or snap.t_ns >= self.explore_until_ns:
                 if local:
-                    step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
                     at = safe if self.plant_type in RULE_PLANTS else np.array([t, d, f])
                     lo = np.maximum(lo_env, at - step)
                     hi = np.minimum(hi_env, at + step)
@@ -439,11 +449,18 @@ class LearningController:
         g_hi = sc["g_hi"]
         trusted = self._trusted(snap, x, sc)
         ok = trusted & (g_hi <= -cfg.gpu_margin_k)
+        margin_ok = bool(ok.any())  # some candidate keeps the margin (before the rule's bounds)
         if self._rule_sp is not None:
             # Less pump dp than the rule's reset is not the model's to choose: a GPU's rise over its coolant grows
             # with load times the loss of flow, which the model's features do not cross, and a step at low flow
             # heats the GPUs within one poll (set on Chicago: the model's dp 40 kPa at warm water throttled a step).
             ok &= x[:, 4] >= float(self._rule_sp.dp_kpa.mean()) - 1e-6
+            if RULE_COLD_BOUND:
+                # Nor colder water than the rule: the model's pessimistic margin at the step-to load bought cold
+                # water the rule (never throttled under ai-steps) does without. More dp for warmer water stays the
+                # model's to trade.
+                r = self._rule_sp
+                ok &= (x[:, 3] >= float(r.tcs_c.min()) - 1e-6) & (x[:, 5] >= float(r.fws_c) - 1e-6)
         if not ok.any() and trusted.any():
             # The model is believed but no candidate keeps the margin at the step-to load (an idle hall at warm
             # water): the rule prior where there is one (see _rule_prior), else its coolest candidate, one rate
@@ -452,7 +469,8 @@ class LearningController:
             if rule is not None:
                 self.state = "deciding"
                 self.last = Decision(rule[0], state="deciding", predicted_facility_kw=float(rule[2]["p_mu"][0]),
-                                     binding=(f"gpu margin at {step_to:.0f} % load: rule prior",),
+                                     binding=("rule prior",) if margin_ok else
+                                     (f"gpu margin at {step_to:.0f} % load: rule prior",),
                                      candidates=len(x) + 1)
                 return self.last
             j = int(np.argmin(np.where(trusted, g_hi, np.inf)))

@@ -436,6 +436,65 @@ def test_an_untrusted_model_dithers_around_the_outdoor_reset_rule(tmp_path: Path
     assert ends["chiller_drycooler"] <= lim.fws_lo + lim.cfg.max_step_fws_k + 1e-6, "near the rule's cold water"
 
 
+def test_an_untrusted_model_backs_off_within_a_rate_step_of_the_rule(tmp_path: Path) -> None:
+    """On a hot day the model was not trained for, an idle hall whose step-to headroom estimate is short backs off
+    at most one rate step colder than the outdoor-reset rule (facility water at the W-class maximum), not toward
+    the envelope's cold edge: the rule's own trim & respond cap answers GPUs that do run hot."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, _synthetic_model(False), now, seen_util=95.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl._rule.tr.x = 0.0  # a rule past its cold start: no GPU has asked for colder water
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, lim.fws_hi + 3.0), np.full(n, 120.0), lim.fws_hi, math.nan)
+    fws: list[float] = []
+    for i in range(12):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 5.0, tcs=tcs, gpu=np.full(n, tcs + 10.0)),
+                                   current=cur, drybulb_c=40.0, wetbulb_c=22.0)
+        dec = ctl.decide(snap)
+        assert dec.state == "learning"
+        assert verify(dec.setpoints, cur, snap, lim).ok
+        cur = dec.setpoints
+        fws.append(cur.fws_c)
+    assert min(fws) >= lim.fws_hi - lim.cfg.max_step_fws_k - 1e-6, fws
+
+
+def test_the_model_moves_the_core_no_colder_than_the_rule(tmp_path: Path) -> None:
+    """A trusted model that predicts colder water cheaper (leakage) may only choose TCS and FWS on the rule's warm
+    side: the rule's own trim & respond cap answers hot GPUs, and the model's pessimistic margin at the step-to
+    load otherwise buys cold water the rule does without."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    rng = np.random.default_rng(1)
+    n_rows = 3000
+    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
+                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
+                         rng.uniform(25, 40, n_rows), rng.uniform(100, 160, n_rows), rng.uniform(20, 34, n_rows)])
+    power = 300 + 9 * x[:, 0] + 4 * x[:, 3] + 2 * x[:, 5] - 0.5 * x[:, 4]  # colder and more flow: cheaper
+    model = OnlinePlantModel.fit(x, {"facility_power_kw": power,
+                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 100.0})
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, model, now, seen_util=95.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl._rule.tr.x = 0.0  # a rule past its cold start: no GPU has asked for colder water
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)  # the rule at 25 °C dry bulb
+    for i in range(6):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 50.0, tcs=tcs), current=cur)
+        dec = ctl.decide(snap)
+        assert dec.state == "deciding"
+        cur = dec.setpoints
+        assert cur.fws_c >= 30.0 - 1e-6, cur
+        assert cur.tcs_c.min() >= 33.0 - 1e-6, cur
+
+
 def test_the_supervisor_tells_its_core_the_plant(tmp_path: Path) -> None:
     """The supervisor's own core and a core handed to it without a plant type (as the evaluation hands one) both
     learn the site's plant type, which commissioning's outdoor-reset centre needs; a type already set is kept."""
