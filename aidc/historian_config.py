@@ -9,7 +9,8 @@ Example (every key optional; these are the defaults except ``[historian.remote]`
     raw_retention_days = 30       # tier 1: raw rows at poll rate, kept this long
     rollup_1m_retention_days = 400 # tier 2: 1-minute rollups (count, sum, min, max, last, worst quality); leave it
                                   # out to keep them for ever (the default: monthly reports and the annual export
-                                  # read counters from them once raw rows have aged out)
+                                  # read counters from them once raw rows have aged out, from the hourly rollups at
+                                  # hourly resolution where these have aged out too, as the report then states)
     rollup_1h_retention_days = 3650   # tier 3: hourly rollups; leave it out to keep them for ever (the default)
     hot_max_rows = 250000         # raw rows held in the DuckDB table before they are compacted to Parquet
     resolution = { "gpu_rack,*,gpu_power_w" = 0.001 }  # optional: values of matching series stored at the
