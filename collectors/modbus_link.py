@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import add, mul
 from time import perf_counter
 
 import numpy as np
@@ -38,10 +37,9 @@ class _DeviceRuntime:
     series: np.ndarray
     good: npt.NDArray[np.uint8]
     # The hot path of a clean poll of a plan of register values only and no sentinels (see :meth:`ModbusLink.poll`):
-    # the points' scales and offsets as Python floats (offsets None when all zero).
+    # its batches list the points in the decoder's ``fast_order`` (then the health fields), with these series.
     fused: bool = False
-    scale_l: list[float] = field(default_factory=list)
-    offset_l: list[float] | None = None
+    fast_series: np.ndarray = field(init=False)
     n: int = 0  # points of the plan
     width: int = 0  # samples of an all-good batch: the points and the health fields
     # Per poll: the register bytes written through ``view``, read by numpy as ``registers`` (the same memory).
@@ -54,9 +52,8 @@ class _DeviceRuntime:
         self.view = memoryview(self.regbuf)
         self.registers = np.frombuffer(self.regbuf, dtype=np.uint8)
         self.fused = self.decoder.registers_only and not len(self.tracker.sentinels)
-        self.scale_l = self.decoder.scale.tolist()
-        if not np.all(self.decoder.offset == 0.0):
-            self.offset_l = self.decoder.offset.tolist()
+        order = list(self.decoder.fast_order) if self.fused else list(range(self.n))
+        self.fast_series = _shared(np.concatenate((self.plan.series[order], self.series[self.n :])))
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -78,11 +75,15 @@ class ModbusLink(Link):
         for dev in devices:
             plan = plan_modbus(dev)
             series = np.concatenate((plan.series, self.health[dev.name].series))
+            decoder = RegisterDecoder(plan)
             self.rt[dev.name] = _DeviceRuntime(
                 plan,
-                RegisterDecoder(plan),
+                decoder,
                 QualityTracker(
-                    plan.points, sentinels=dev.profile.workarounds.sentinels, stuck_polls=self.options.stuck_polls
+                    plan.points,
+                    sentinels=dev.profile.workarounds.sentinels,
+                    stuck_polls=self.options.stuck_polls,
+                    list_order=decoder.fast_order if decoder.registers_only else None,
                 ),
                 self.health[dev.name],
                 bytearray(2 * plan.n_registers),
@@ -146,18 +147,17 @@ class ModbusLink(Link):
         latency = perf_counter() - t0
         n = rt.n
         if rt.fused and not failures:
-            # The usual poll, without numpy until the batch: every point read in place by ``struct``, scaled as
-            # Python floats (as numpy would: one multiply, one add, both rounded the same), quality checked on them,
-            # then the batch's column in one call with the health fields.
-            scaled = list(map(mul, rt.decoder.unpack_bytes(rt.regbuf), rt.scale_l))
-            if rt.offset_l is not None:
-                scaled = list(map(add, scaled, rt.offset_l))
-            health.success(ts, latency)
+            # The usual poll, without numpy until the batch: every point read in place by ``struct`` and scaled as
+            # Python numbers (as numpy would: one multiply, one add, both rounded the same), in the decoder's
+            # ``fast_order`` (no reordering), quality checked on them, then the batch's column in one call with the
+            # health fields; the batch lists the points in that order (``fast_series``).
+            scaled = rt.decoder.unpack_scaled(rt.regbuf)
             if rt.tracker.clean_list(scaled):
-                scaled += health.values()
+                scaled += health.polled(ts, latency)
                 ts_col = np.empty(rt.width, dtype=np.int64)
                 ts_col.fill(ts)
-                return Batch(rt.series, ts_col, np.array(scaled, dtype=np.float64), rt.good)
+                return Batch.trusted(rt.fast_series, ts_col, np.array(scaled, dtype=np.float64), rt.good)
+            health.success(ts, latency)
             # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.
             column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)
             eng = column[:n]
