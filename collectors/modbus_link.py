@@ -19,6 +19,8 @@ from collectors.modbus import ExceptionReply, ModbusTcpClient, RequestTimeout, T
 from collectors.plan import READ_FUNCTION, ModbusPlan, ReadRequest, plan_modbus, series_ids
 from collectors.quality import QualityTracker
 
+_F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)  # dtype objects: numpy need not convert a type per call
+
 
 class DeviceWriteError(AidcError):
     """A write or read-back was refused by the device or could not be sent."""
@@ -154,9 +156,9 @@ class ModbusLink(Link):
             scaled = rt.decoder.unpack_scaled(rt.regbuf)
             if rt.tracker.clean_list(scaled):
                 scaled += health.polled(ts, latency)
-                ts_col = np.empty(rt.width, dtype=np.int64)
+                ts_col = np.empty(rt.width, _I8)
                 ts_col.fill(ts)
-                return Batch.trusted(rt.fast_series, ts_col, np.array(scaled, dtype=np.float64), rt.good)
+                return Batch.trusted(rt.fast_series, ts_col, np.array(scaled, _F8), rt.good)
             health.success(ts, latency)
             # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.
             column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)
