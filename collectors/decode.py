@@ -4,8 +4,9 @@ The poll buffer holds the raw register bytes exactly as they came off the wire (
 poll copies response payloads into it and decodes every point of the device at once: one numpy byte gather
 applies every point's word and byte order, one precompiled ``struct`` unpack (pymodbus's struct code per point)
 turns the gathered bytes into numbers, then ``scale * raw + offset`` for all points at once. A clean Modbus poll of
-a register-only plan skips numpy altogether (:meth:`RegisterDecoder.unpack_bytes`): ``struct`` reads every point in
-place, in the buffer as received or in a copy with the bytes of every register swapped.
+a register-only plan skips numpy until its batch (:meth:`RegisterDecoder.unpack_scaled`): ``struct`` reads every
+point in place, in the buffer as received or in a copy with the bytes of every register swapped, class by class (byte
+order, scaled or not), and the batch lists the points in that order (``fast_order``), so nothing is reordered.
 
 Byte orders name bytes A (most significant) to D: ABCD big-endian; CDAB word-swapped (pymodbus
 ``word_order="little"``); BADC bytes swapped within each register; DCBA both.
