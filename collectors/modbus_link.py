@@ -129,13 +129,23 @@ class ModbusLink(Link):
         t0 = perf_counter()
         failures: list[tuple[tuple[int, ...], str]] = []
         timed_out = False
-        read, view = self.client.read, rt.view
+        client, view = self.client, rt.view
         for req in rt.plan.requests:
             if timed_out:  # the device is not answering: do not wait out every request of the poll
                 failures.append((req.points, "timeout"))
                 continue
             try:
-                reply = await read(req, timeout)
+                # The usual read: sent at once and its reply's future awaited here (no coroutine per read); a busy
+                # or out-of-step connection takes the client's full path.
+                sent = client.begin_read(req, timeout)
+                if sent is None:
+                    reply = await client.read(req, timeout)
+                else:
+                    try:
+                        frame = await sent
+                    finally:
+                        client.end_turn()
+                    reply = client.reply_of(req, frame)
             except RequestTimeout as exc:
                 timed_out = True
                 failures.append((req.points, str(exc)))
