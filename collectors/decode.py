@@ -4,8 +4,9 @@ The poll buffer holds the raw register bytes exactly as they came off the wire (
 poll copies response payloads into it and decodes every point of the device at once: one numpy byte gather
 applies every point's word and byte order, one precompiled ``struct`` unpack (pymodbus's struct code per point)
 turns the gathered bytes into numbers, then ``scale * raw + offset`` for all points at once. A clean Modbus poll of
-a register-only plan skips numpy altogether (:meth:`RegisterDecoder.unpack_bytes`): ``struct`` reads every point in
-place, in the buffer as received or in a copy with the bytes of every register swapped.
+a register-only plan skips numpy until its batch (:meth:`RegisterDecoder.unpack_scaled`): ``struct`` reads every
+point in place, in the buffer as received or in a copy with the bytes of every register swapped, class by class (byte
+order, scaled or not), and the batch lists the points in that order (``fast_order``), so nothing is reordered.
 
 Byte orders name bytes A (most significant) to D: ABCD big-endian; CDAB word-swapped (pymodbus
 ``word_order="little"``); BADC bytes swapped within each register; DCBA both.
@@ -16,7 +17,8 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Callable
-from operator import itemgetter
+from dataclasses import dataclass
+from operator import add, itemgetter, mul
 from typing import Literal
 
 import numpy as np
@@ -25,6 +27,7 @@ from pymodbus.client.mixin import ModbusClientMixin
 
 from aidc.profiles import ByteOrder, DataType, Point
 from collectors.plan import ModbusPlan
+from collectors.quality import shared_floats
 
 PM = ModbusClientMixin.DATATYPE
 F64 = npt.NDArray[np.float64]
@@ -91,7 +94,12 @@ class RegisterDecoder:
                 codes.append(pymodbus_type(p.type).value[0])
         self._gather = np.array(gather, dtype=np.intp)
         self._struct = struct.Struct(">" + "".join(codes))
-        self._parts, self._order = _direct_parts(plan) if reg_points == list(range(self.n)) else ((), None)
+        self._parts = _direct_parts(plan) if reg_points == list(range(self.n)) else ()
+        # The order :meth:`unpack_scaled` gives the points in (plan indices), and the reordering of that into plan
+        # order for :meth:`unpack` (None: already in plan order).
+        self.fast_order: tuple[int, ...] = tuple(i for part in self._parts for i in part.points)
+        self._order = _reorder(self.fast_order)
+        self._swap_any = any(part.swap for part in self._parts)
         self._reg_points = np.array(reg_points, dtype=np.intp)
         self._all_registers = reg_points == list(range(self.n))  # the usual plan: no bit points to place
         self._raw = np.zeros(self.n, dtype=np.float64)  # scratch for :meth:`decode_into`, reused every poll
@@ -126,17 +134,42 @@ class RegisterDecoder:
         return self._struct.unpack(registers[self._gather].tobytes())
 
     def unpack_bytes(self, registers: bytes | bytearray) -> tuple[float | int, ...]:
-        """:meth:`unpack` straight from the register bytes, without numpy (the poll's hot path): each point is
-        read in place by a precompiled ``struct`` of its byte-order class (see :func:`_direct_parts`)."""
-        parts, order = self._parts, self._order
-        if order is None:
-            return parts[0][1](registers)  # one class, read as is, already in plan order
+        """:meth:`unpack` straight from the register bytes, without numpy: each point is read in place by a
+        precompiled ``struct`` of its byte-order class (see :func:`_direct_parts`), then put in plan order."""
+        parts = self._parts
+        swapped = self._swapped(registers)
+        out: tuple[float | int, ...] = ()
+        for part in parts:
+            out += part.unpack(swapped if part.swap else registers)
+        return out if self._order is None else self._order(out)
+
+    def unpack_scaled(self, registers: bytes | bytearray) -> list[float | int]:
+        """Engineering values of every point (``scale * raw + offset`` as numpy computes them: one multiply, one
+        add, each rounded) in :attr:`fast_order`, straight from the register bytes (the poll's hot path).
+
+        Points whose scale is 1 and offset 0 are left as read (a Python ``int`` for integer types: the batch's
+        float column converts it exactly as ``raw * 1.0`` would); the classes of :func:`_direct_parts` keep
+        them apart from the scaled ones, so no reordering and no multiply is spent on them.
+        """
+        swapped = self._swapped(registers)
+        out: list[float | int] = []
+        for part in self._parts:
+            raw = part.unpack(swapped if part.swap else registers)
+            if part.scale is None:
+                out += raw
+            elif part.offset is None:
+                out += map(mul, raw, part.scale)
+            else:
+                out += map(add, map(mul, raw, part.scale), part.offset)
+        return out
+
+    def _swapped(self, registers: bytes | bytearray) -> bytes | bytearray | array[int]:
+        """The register bytes with the two bytes of every register swapped (as they are: no class reads them so)."""
+        if not self._swap_any:
+            return registers
         swapped = array("H", registers)
         swapped.byteswap()
-        out: tuple[float | int, ...] = ()
-        for swap, unpack in parts:
-            out += unpack(swapped if swap else registers)
-        return order(out)
+        return swapped
 
     def raw(self, registers: U8, bits: npt.NDArray[np.bool_]) -> F64:
         """Raw (unscaled) values of every point from the register byte buffer and the bit buffer."""
@@ -166,42 +199,66 @@ class RegisterDecoder:
         return raw
 
 
-def _direct_parts(
-    plan: ModbusPlan,
-) -> tuple[tuple[tuple[bool, Callable[[bytes | bytearray | array[int]], tuple[float | int, ...]]], ...],
-           Callable[[tuple[float | int, ...]], tuple[float | int, ...]] | None]:  # fmt: skip
-    """Per-class ``struct`` readers of a register-only plan, and the reordering of their joined results.
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One ``struct`` read of a class of a register-only plan's points (see :func:`_direct_parts`)."""
+
+    swap: bool  # read from the bytes with every register's two bytes swapped
+    unpack: Callable[[bytes | bytearray | array[int]], tuple[float | int, ...]]
+    points: tuple[int, ...]  # plan indices, in the order read
+    scale: list[float] | None  # None: every scale 1 and offset 0, the values are used as read
+    offset: list[float] | None  # None: every offset 0
+
+
+def _direct_parts(plan: ModbusPlan) -> tuple[_Part, ...]:
+    """Per-class ``struct`` readers of a register-only plan.
 
     ``struct`` reads big-endian (``>``) or little-endian (``<``) bytes in place; the other two byte orders are the
     same after swapping the bytes of every register: ABCD is ``>`` and DCBA ``<`` on the bytes as received,
-    BADC is ``>`` and CDAB ``<`` on the swapped bytes. Each class present gets one ``unpack_from`` whose format
-    skips (``x``) every byte not its own; the joined tuples are put back in plan order by one ``itemgetter``.
-    Returns ``((swapped?, unpack), ...)`` and that reordering (None: one class, read as is, nothing to reorder).
+    BADC is ``>`` and CDAB ``<`` on the swapped bytes. Points needing no scale or offset form classes of their own.
+    Each class present gets one ``unpack_from`` whose format skips (``x``) every byte not its own.
     """
-    classes: dict[tuple[bool, str], list[tuple[int, int, int, str]]] = {}
+    classes: dict[tuple[bool, str, bool], list[tuple[int, int, int, str]]] = {}
     for i, (p, off) in enumerate(zip(plan.points, plan.offsets, strict=True)):
         word_swap, byte_swap = p.byte_order in WORD_SWAP, p.byte_order in BYTE_SWAP
         if p.registers == 1:  # a single register has no word order
             word_swap = False
-        key = (word_swap != byte_swap, "<" if word_swap else ">")
+        scaled = p.scale != 1.0 or p.offset != 0.0
+        key = (word_swap != byte_swap, "<" if word_swap else ">", scaled)
         classes.setdefault(key, []).append((2 * off, 2 * p.registers, i, pymodbus_type(p.type).value[0]))
     parts = []
-    order: list[int] = []
-    for (swap, endian), members in sorted(classes.items()):
-        fmt, pos = [endian], 0
+    for (swap, endian, scaled), members in sorted(classes.items()):
+        runs: list[list[int | str]] = []  # [bytes skipped before, struct code, points]
+        pos = 0
+        points: list[int] = []
         for start, size, i, code in sorted(members):
             if start < pos:
                 raise ValueError(f"overlapping points in a plan at byte {start}")  # plans never overlap
-            fmt.append(f"{start - pos}x{code}" if start > pos else code)
+            if runs and start == pos and runs[-1][1] == code:
+                runs[-1][2] = int(runs[-1][2]) + 1
+            else:
+                runs.append([start - pos, code, 1])
             pos = start + size
-            order.append(i)
-        parts.append((swap, struct.Struct("".join(fmt)).unpack_from))
-    if len(parts) == 1 and not parts[0][0] and order == sorted(order):
-        return tuple(parts), None
+            points.append(i)
+        # Adjacent points of one type as one counted code ("20f", not "ffff..."): ``struct`` then keeps one entry
+        # for them, less memory touched per poll.
+        fmt = endian + "".join(f"{f'{gap}x' if gap else ''}{n if n != 1 else ''}{code}" for gap, code, n in runs)
+        scale = shared_floats([plan.points[i].scale for i in points]) if scaled else None
+        offset = shared_floats([plan.points[i].offset for i in points]) if scaled else None
+        if offset is not None and not any(offset):
+            offset = None
+        parts.append(_Part(swap, struct.Struct(fmt).unpack_from, tuple(points), scale, offset))
+    return tuple(parts)
+
+
+def _reorder(order: tuple[int, ...]) -> Callable[[tuple[float | int, ...]], tuple[float | int, ...]] | None:
+    """The function putting values read in ``order`` (plan indices) back in plan order; None: already in it."""
+    if order == tuple(range(len(order))):
+        return None
     where = {point: k for k, point in enumerate(order)}
     if len(order) == 1:  # itemgetter of one index returns the item itself, not a tuple
-        return tuple(parts), lambda t: (t[0],)
-    return tuple(parts), itemgetter(*(where[i] for i in range(len(order))))
+        return lambda t: (t[0],)
+    return itemgetter(*(where[i] for i in range(len(order))))
 
 
 def unpack_bits(payload: bytes, count: int) -> npt.NDArray[np.bool_]:

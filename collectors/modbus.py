@@ -78,6 +78,7 @@ class _MbapProtocol(asyncio.Protocol):
         self._waiting: asyncio.Future[bytes] | None = None
         self._waiting_tid = 0
         self._deadline = 0.0
+        self._timeout_s = 0.0  # the waiting request's timeout, for the error's text
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self.late: set[int] = set()  # transaction ids that timed out and whose reply has not arrived
@@ -91,6 +92,7 @@ class _MbapProtocol(asyncio.Protocol):
     def wait_for(self, tid: int, fut: asyncio.Future[bytes], timeout_s: float) -> None:
         """Fail ``fut`` (request ``tid``) with :class:`RequestTimeout` unless it completes within ``timeout_s``."""
         self._waiting, self._waiting_tid, self._deadline = fut, tid, self.loop.time() + timeout_s
+        self._timeout_s = timeout_s
         if self._timer is None or self._timer_at > self._deadline:
             self._arm(self._deadline)
 
@@ -108,7 +110,7 @@ class _MbapProtocol(asyncio.Protocol):
             # Its reply may still come: until it does, the stream is out of step.
             self.pending.pop(self._waiting_tid, None)
             self.late.add(self._waiting_tid)
-            fut.set_exception(RequestTimeout("timeout"))
+            fut.set_exception(RequestTimeout(f"timeout after {self._timeout_s:g}s"))
         else:
             self._arm(self._deadline)
 
@@ -293,9 +295,8 @@ class ModbusTcpClient:
     async def read(self, req: ReadRequest, timeout_s: float) -> bytes | ExceptionReply:
         """Execute a planned read: register bytes (or packed bits), or the device's exception reply.
 
-        The poll's hot path, so :meth:`_exchange` is inlined here: the frame is the request's precomputed tail
-        behind the transaction id, and a well-formed reply (unit, function code, byte count and length all as
-        asked) is told apart in one test; anything else goes through the same checks one by one.
+        A poll takes the same steps without this coroutine when the connection is free and in step
+        (:meth:`begin_read`, :meth:`end_turn`, :meth:`reply_of`): one coroutine less per read.
         """
         if self._busy:
             await self._wait_turn()
@@ -306,27 +307,53 @@ class ModbusTcpClient:
                 raise TransportError(f"{self.address}: not connected")
             if proto.late or proto.buf:  # out of step: a late reply could land inside this one's frame
                 proto = await self._resync(timeout_s)
-            transport = proto.transport
-            assert transport is not None
-            self._tid = tid = (self._tid + 1) & 0xFFFF
-            loop = proto.loop
-            fut: asyncio.Future[bytes] = loop.create_future()
-            proto.pending[tid] = fut
-            transport.write(_TID.pack(tid) + req.frame_tail)
-            # :meth:`_MbapProtocol.wait_for`, inlined: a poll's one timer check.
-            deadline = loop.time() + timeout_s
-            proto._waiting, proto._waiting_tid, proto._deadline = fut, tid, deadline
-            if proto._timer is None or proto._timer_at > deadline:
-                proto._arm(deadline)
-            try:
-                reply = await fut
-            except RequestTimeout:
-                raise RequestTimeout(f"timeout after {timeout_s:g}s") from None
+            reply = await self._send(proto, req, timeout_s)
         finally:
-            if self._waiters:
-                self._release()
-            else:
-                self._busy = False
+            self.end_turn()
+        return self.reply_of(req, reply)
+
+    def begin_read(self, req: ReadRequest, timeout_s: float) -> asyncio.Future[bytes] | None:
+        """Send a planned read now if the connection is free and in step: the future of its reply (unit id + PDU;
+        it fails with :class:`RequestTimeout`), with the turn held until :meth:`end_turn`, which the caller must
+        call however the wait ends. None: the connection is busy or must be replaced first; use :meth:`read`."""
+        if self._busy:
+            return None
+        proto = self._proto
+        if proto is None or proto.dead:
+            raise TransportError(f"{self.address}: not connected")
+        if proto.late or proto.buf:
+            return None
+        self._busy = True
+        return self._send(proto, req, timeout_s)
+
+    def _send(self, proto: _MbapProtocol, req: ReadRequest, timeout_s: float) -> asyncio.Future[bytes]:
+        """Send ``req`` on ``proto`` (the caller holds the turn): the frame is the request's precomputed tail behind
+        the transaction id; the reply's future, with the connection's one timer checked for its deadline."""
+        transport = proto.transport
+        assert transport is not None
+        self._tid = tid = (self._tid + 1) & 0xFFFF
+        loop = proto.loop
+        fut: asyncio.Future[bytes] = loop.create_future()
+        proto.pending[tid] = fut
+        transport.write(_TID.pack(tid) + req.frame_tail)
+        # :meth:`_MbapProtocol.wait_for`, inlined: a poll's one timer check.
+        deadline = loop.time() + timeout_s
+        proto._waiting, proto._waiting_tid, proto._deadline, proto._timeout_s = fut, tid, deadline, timeout_s
+        if proto._timer is None or proto._timer_at > deadline:
+            proto._arm(deadline)
+        return fut
+
+    def end_turn(self) -> None:
+        """End this transaction's turn (after :meth:`begin_read`'s reply, or its failure or cancellation)."""
+        if self._waiters:
+            self._release()
+        else:
+            self._busy = False
+
+    def reply_of(self, req: ReadRequest, reply: bytes) -> bytes | ExceptionReply:
+        """The register bytes (or packed bits) of ``req``'s reply, or the device's exception reply: a well-formed
+        reply (unit, function code, byte count and length all as asked) is told apart in one test; anything else
+        goes through the same checks one by one (TransportError if malformed)."""
         if len(reply) == req.reply_len and reply[1] == req.function_code and reply[2] == req.payload:
             if reply[0] == req.unit_id or req.unit_id == 0:
                 return reply[3:]

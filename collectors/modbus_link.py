@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import add, mul
 from time import perf_counter
 
 import numpy as np
@@ -19,6 +18,8 @@ from collectors.link import HEALTH_FIELDS, DeviceHealth, Emit, Link, LinkOptions
 from collectors.modbus import ExceptionReply, ModbusTcpClient, RequestTimeout, TransportError
 from collectors.plan import READ_FUNCTION, ModbusPlan, ReadRequest, plan_modbus, series_ids
 from collectors.quality import QualityTracker
+
+_F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)  # dtype objects: numpy need not convert a type per call
 
 
 class DeviceWriteError(AidcError):
@@ -38,10 +39,9 @@ class _DeviceRuntime:
     series: np.ndarray
     good: npt.NDArray[np.uint8]
     # The hot path of a clean poll of a plan of register values only and no sentinels (see :meth:`ModbusLink.poll`):
-    # the points' scales and offsets as Python floats (offsets None when all zero).
+    # its batches list the points in the decoder's ``fast_order`` (then the health fields), with these series.
     fused: bool = False
-    scale_l: list[float] = field(default_factory=list)
-    offset_l: list[float] | None = None
+    fast_series: np.ndarray = field(init=False)
     n: int = 0  # points of the plan
     width: int = 0  # samples of an all-good batch: the points and the health fields
     # Per poll: the register bytes written through ``view``, read by numpy as ``registers`` (the same memory).
@@ -54,9 +54,8 @@ class _DeviceRuntime:
         self.view = memoryview(self.regbuf)
         self.registers = np.frombuffer(self.regbuf, dtype=np.uint8)
         self.fused = self.decoder.registers_only and not len(self.tracker.sentinels)
-        self.scale_l = self.decoder.scale.tolist()
-        if not np.all(self.decoder.offset == 0.0):
-            self.offset_l = self.decoder.offset.tolist()
+        order = list(self.decoder.fast_order) if self.fused else list(range(self.n))
+        self.fast_series = _shared(np.concatenate((self.plan.series[order], self.series[self.n :])))
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -78,11 +77,15 @@ class ModbusLink(Link):
         for dev in devices:
             plan = plan_modbus(dev)
             series = np.concatenate((plan.series, self.health[dev.name].series))
+            decoder = RegisterDecoder(plan)
             self.rt[dev.name] = _DeviceRuntime(
                 plan,
-                RegisterDecoder(plan),
+                decoder,
                 QualityTracker(
-                    plan.points, sentinels=dev.profile.workarounds.sentinels, stuck_polls=self.options.stuck_polls
+                    plan.points,
+                    sentinels=dev.profile.workarounds.sentinels,
+                    stuck_polls=self.options.stuck_polls,
+                    list_order=decoder.fast_order if decoder.registers_only else None,
                 ),
                 self.health[dev.name],
                 bytearray(2 * plan.n_registers),
@@ -126,13 +129,23 @@ class ModbusLink(Link):
         t0 = perf_counter()
         failures: list[tuple[tuple[int, ...], str]] = []
         timed_out = False
-        read, view = self.client.read, rt.view
+        client, view = self.client, rt.view
         for req in rt.plan.requests:
             if timed_out:  # the device is not answering: do not wait out every request of the poll
                 failures.append((req.points, "timeout"))
                 continue
             try:
-                reply = await read(req, timeout)
+                # The usual read: sent at once and its reply's future awaited here (no coroutine per read); a busy
+                # or out-of-step connection takes the client's full path.
+                sent = client.begin_read(req, timeout)
+                if sent is None:
+                    reply = await client.read(req, timeout)
+                else:
+                    try:
+                        frame = await sent
+                    finally:
+                        client.end_turn()
+                    reply = client.reply_of(req, frame)
             except RequestTimeout as exc:
                 timed_out = True
                 failures.append((req.points, str(exc)))
@@ -146,18 +159,17 @@ class ModbusLink(Link):
         latency = perf_counter() - t0
         n = rt.n
         if rt.fused and not failures:
-            # The usual poll, without numpy until the batch: every point read in place by ``struct``, scaled as
-            # Python floats (as numpy would: one multiply, one add, both rounded the same), quality checked on them,
-            # then the batch's column in one call with the health fields.
-            scaled = list(map(mul, rt.decoder.unpack_bytes(rt.regbuf), rt.scale_l))
-            if rt.offset_l is not None:
-                scaled = list(map(add, scaled, rt.offset_l))
-            health.success(ts, latency)
+            # The usual poll, without numpy until the batch: every point read in place by ``struct`` and scaled as
+            # Python numbers (as numpy would: one multiply, one add, both rounded the same), in the decoder's
+            # ``fast_order`` (no reordering), quality checked on them, then the batch's column in one call with the
+            # health fields; the batch lists the points in that order (``fast_series``).
+            scaled = rt.decoder.unpack_scaled(rt.regbuf)
             if rt.tracker.clean_list(scaled):
-                scaled += health.values()
-                ts_col = np.empty(rt.width, dtype=np.int64)
+                scaled += health.polled(ts, latency)
+                ts_col = np.empty(rt.width, _I8)
                 ts_col.fill(ts)
-                return Batch(rt.series, ts_col, np.array(scaled, dtype=np.float64), rt.good)
+                return Batch.trusted(rt.fast_series, ts_col, np.array(scaled, _F8), rt.good)
+            health.success(ts, latency)
             # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.
             column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)
             eng = column[:n]

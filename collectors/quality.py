@@ -40,6 +40,13 @@ def _picker(indices: Sequence[int]) -> Callable[[Sequence[float]], Sequence[floa
     return itemgetter(*indices)
 
 
+def shared_floats(values: Sequence[float]) -> list[float]:
+    """``values`` as a list in which equal numbers are one float object (a poll's hot path then touches a few
+    objects, not one per point, e.g. one range shared by every outlet); ``0.0`` and ``-0.0`` stay apart."""
+    seen: dict[tuple[float, float], float] = {}
+    return [seen.setdefault((v, math.copysign(1.0, v)), v) for v in map(float, values)]
+
+
 class QualityTracker:
     """Per-device quality state over a fixed layout of samples (points, arrays expanded)."""
 
@@ -49,7 +56,10 @@ class QualityTracker:
         *,
         sentinels: Sequence[float] = (),
         stuck_polls: int = STUCK_POLLS,
+        list_order: Sequence[int] | None = None,
     ) -> None:
+        """``list_order``: the order (indices into ``points``) in which :meth:`clean_list` is given the values
+        (default: the points' own order); every other method takes them in the points' order."""
         self.n = len(points)
         rng = [p.range or (np.nan, np.nan) for p in points]
         self.lo = np.array([r[0] for r in rng], dtype=np.float64)
@@ -79,11 +89,16 @@ class QualityTracker:
         # is ahead, and the other side catches up only when it runs next (:meth:`_numpy_state`, :meth:`_py_state`).
         # The Python side keeps the static floors and checks counters against their previous values apart (one
         # ``itemgetter`` picks them out), so a clean poll changes no list in place.
-        self._lo_l: list[float] = self._lo.tolist()
-        self._hi_l: list[float] = self._hi.tolist()
+        order = list(range(self.n)) if list_order is None else list(list_order)
+        if sorted(order) != list(range(self.n)):
+            raise ValueError(f"list_order is not an order of the {self.n} points: {order}")
+        at = {point: k for k, point in enumerate(order)}  # a point's position in clean_list's values
+        self._lo_l: list[float] = shared_floats(self._lo[order].tolist())
+        self._hi_l: list[float] = shared_floats(self._hi[order].tolist())
         self._moving_l: list[int] = self._moving.tolist()
+        self._moving_at: list[int] = [at[i] for i in self._moving_l]
         self._counters_l: list[int] = np.flatnonzero(self.counter).tolist()
-        self._cget = _picker(self._counters_l)
+        self._cget = _picker([at[i] for i in self._counters_l])
         self._last_m: list[float] = [math.nan] * len(self._moving_l)
         self._unch_m: list[int] = [0] * len(self._moving_l)
         self._prev_c: Sequence[float] = [math.nan] * len(self._counters_l)
@@ -147,7 +162,8 @@ class QualityTracker:
         return True
 
     def clean_list(self, values: list[float]) -> bool:
-        """:meth:`clean` on the poll's engineering values as Python floats, with the same comparisons and the same
+        """:meth:`clean` on the poll's engineering values as Python numbers in ``list_order``, with the same
+        comparisons and the same
         state changes (kept in Python lists; see ``_py_ahead``): for a few dozen points, a few C-level ``map``
         passes cost less in a real poll than the numpy calls (each wakes numpy's dispatch on cold caches). Sentinels
         are not checked here either. A counter with no previous value yet (NaN) takes the full checks."""
@@ -160,7 +176,7 @@ class QualityTracker:
             cur = cget(values)
             if not all(map(le, self._prev_c, cur)):  # a reset or a wrap (or no previous value): a closer look
                 return False
-        moving = self._moving_l
+        moving = self._moving_at
         if moving:
             last, unch, stuck = self._last_m, self._unch_m, self.stuck_polls
             new = [0 if values[i] != last[k] else unch[k] + 1 for k, i in enumerate(moving)]

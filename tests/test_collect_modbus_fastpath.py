@@ -74,6 +74,51 @@ def test_struct_decode_in_place_matches_the_numpy_gather(orders: list[ByteOrder]
         assert [type(v) for v in got] == [type(v) for v in want]
 
 
+def _scaled_points(orders: list[ByteOrder]) -> list[Point]:
+    """:func:`_mixed_points` with scales and offsets on some points (and a negative zero scale's sign kept)."""
+    scales = [(1.0, 0.0), (0.1, 0.0), (0.01, -40.0), (1.0, 273.15), (-2.5, 0.0), (0.1, 0.0)]
+    return [
+        Point(name=p.name, table="holding", address=p.address, type=p.type, byte_order=p.byte_order,
+              scale=scales[k % len(scales)][0], offset=scales[k % len(scales)][1])
+        for k, p in enumerate(_mixed_points(orders))
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("orders", [list(ByteOrder), [ByteOrder.ABCD], [ByteOrder.CDAB, ByteOrder.BADC]])
+def test_scaled_decode_in_fast_order_matches_the_numpy_decode(orders: list[ByteOrder]) -> None:
+    """unpack_scaled gives, point for point through fast_order, exactly the engineering values of the numpy decode
+    (scale and offset applied as numpy applies them, unscaled points as read), NaN and ±inf included."""
+    plan = plan_modbus(_device(_scaled_points(orders)))
+    decoder = RegisterDecoder(plan)
+    assert sorted(decoder.fast_order) == list(range(len(plan.points)))
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        buf = bytearray(rng.integers(0, 256, 2 * plan.n_registers, dtype=np.uint8).tobytes())
+        got = np.array(decoder.unpack_scaled(buf), dtype=np.float64)
+        _, want = decoder.decode(np.frombuffer(buf, dtype=np.uint8), np.zeros(0, bool))
+        np.testing.assert_array_equal(got, want[list(decoder.fast_order)])
+
+
+def test_python_fast_path_in_another_order_matches_the_points_order() -> None:
+    """A tracker given clean_list's values in another order (``list_order``) takes the same decisions and keeps the
+    same state, poll after poll, as one given them in the points' order."""
+    order = [3, 0, 4, 2, 1]
+    plain, moved = QualityTracker(POINTS, stuck_polls=3), QualityTracker(POINTS, stuck_polls=3, list_order=order)
+    decisions = []
+    for row in _polls(120):
+        a = plain.clean_list(list(row))
+        assert moved.clean_list([row[i] for i in order]) == a
+        decisions.append(a)
+        if not a:
+            arr = np.array(row)
+            got, want = moved.assess(arr, arr.copy()), plain.assess(arr, arr.copy())
+            np.testing.assert_array_equal(got[1], want[1])
+            assert got[2] == want[2]
+    assert 40 < sum(decisions) < 120
+    with pytest.raises(ValueError, match="list_order"):
+        QualityTracker(POINTS, list_order=[0, 1, 2, 3, 3])
+
+
 def _polls(n: int) -> list[list[float]]:
     """A deterministic mix: good polls, out of range, NaN, ±inf, a stuck fan, counter resets and wraps."""
     rng = np.random.default_rng(7)

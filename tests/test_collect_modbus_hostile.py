@@ -22,6 +22,7 @@ from aidc.profiles import Profile
 from collectors.link import LinkOptions
 from collectors.modbus import TransportError
 from collectors.modbus_link import ModbusLink
+from tests.test_collect_modbus import until
 
 TRUTH = {"voltage_v": 230.5, "current_a": 12.25}
 IMAGE = struct.pack(">ff", TRUTH["voltage_v"], TRUTH["current_a"])  # holding registers 0..3, big-endian floats
@@ -148,3 +149,32 @@ async def test_partial_frame_after_a_reply_does_not_swallow_the_next_reply() -> 
         published = _published(batches)
         assert [(p, v) for p, v, _ in published if v != TRUTH[p]] == []
         assert len([1 for _, _, q in published if q == Quality.GOOD]) == 3 * len(TRUTH)
+
+
+async def test_a_timed_out_read_names_its_timeout_and_a_cancelled_one_frees_the_connection() -> None:
+    """A read with no reply in time gives bad samples whose reason names the device's timeout; a poll cancelled
+    while it waits for a reply hands the connection's turn back, so the next transaction is not blocked."""
+    async with hostile_link("late-inside-next") as (link, dev, peer):
+        first = await link.poll(dev)
+        assert first.reasons[0] == "timeout after 0.3s"
+        assert list(first.quality[:2]) == [Quality.BAD, Quality.BAD]
+    async with hostile_link("late-inside-next") as (link, dev, peer):
+        task = asyncio.create_task(link.poll(dev))
+        await until(lambda: peer.requests > 0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert not link.client._busy
+
+
+async def test_a_poll_waits_its_turn_behind_another_transaction() -> None:
+    """A poll that finds the connection's turn held (a write in flight) waits for it, then reads the truth."""
+    async with hostile_link("well-behaved") as (link, dev, peer):
+        link.client._busy = True  # another transaction holds the turn
+        task = asyncio.create_task(link.poll(dev))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        assert peer.requests == 0
+        link.client.end_turn()  # that transaction ends: the turn passes to the poll
+        batch = await asyncio.wait_for(task, 2.0)
+        assert _published([batch]) == [(p, v, Quality.GOOD) for p, v in TRUTH.items()]
+        assert not link.client._busy
