@@ -76,12 +76,16 @@ MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at leas
 RULE_SIGMAS = 1.0
 RULE_MIN_GAIN = 0.001
 # The rule's pump reset: below full load the CDU dp falls linearly with hall utilisation toward the pumps' floor
-# (dp at the floor at idle, the safe dp from RULE_DP_FULL_PCT up), only while the hottest GPU keeps this much
-# headroom at the load the hall can step to (measured, :meth:`LoadMemory.headroom_at_step_k`). The fast path
-# restores the safe dp at a load step at once (:meth:`LearningController.step_ready`). Set on Chicago only (8 K let
-# a July step throttle for 20 s at warm water).
+# (dp at the floor at idle, the safe dp from RULE_DP_FULL_PCT up), by the share of that reset the hottest GPU's
+# headroom at the load the hall can step to allows: none below RULE_DP_HEADROOM_K, all from RULE_DP_GRADE_K above
+# it (graded: a warm day keeps part of the reset rather than none). The headroom is measured at the hall's own
+# full-load snapshots where it has run at full load within the load memory's window (RULE_DP_MEASURED, see
+# LoadMemory.full_load_headroom_k), else estimated from the rise of now. The fast path restores the safe dp at a
+# load step at once (:meth:`LearningController.step_ready`). Set on Chicago only.
 RULE_DP_FULL_PCT = 60.0
 RULE_DP_HEADROOM_K = 12.0
+RULE_DP_GRADE_K = 1e-9
+RULE_DP_MEASURED = True
 
 
 USE_CHW = False  # see LearningController.__init__
@@ -89,6 +93,10 @@ USE_CHW = False  # see LearningController.__init__
 # step-to load bought cold water the rule does without, which never throttled under ai-steps (set on Chicago, the core
 # after commissioning: July day 182 -0.26 % facility energy, January day 0 unchanged, 0 throttle either day).
 RULE_COLD_BOUND = True
+# A commissioning target (or an untrusted model's dither around the rule) moves with the rule it was drawn around
+# until the next draw, rather than stay where the rule was (an idle hall kept the dp drawn around the safe dp of the
+# full load before it for up to 3 h). Set on Chicago.
+EXPLORE_FOLLOWS_CENTRE = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -110,6 +118,9 @@ class LearningController:
         self.last_fit_ns: int | None = None
         self.explore_target: np.ndarray | None = None
         self.explore_until_ns = 0
+        # Where the target was drawn around (TCS, dp, FWS: the rule's centre then, or zeros for a dither around the
+        # current setpoints): the target moves with the centre until the next draw (EXPLORE_FOLLOWS_CENTRE).
+        self.explore_anchor = np.zeros(3)
         self.state = "commissioning"
         self.fit_error = ""
         self.last: Decision | None = None
@@ -212,16 +223,25 @@ class LearningController:
         return Setpoints(sp.tcs_c, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
 
     def _rule_dp(self, snap: Snapshot) -> float:
-        """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation or
-        without :data:`RULE_DP_HEADROOM_K` of measured headroom at the step-to load, down to the pumps' floor at
-        idle."""
+        """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation, down
+        toward the pumps' floor at idle by the share of the reset the headroom at the step-to load allows
+        (:meth:`_step_headroom_k`: none below :data:`RULE_DP_HEADROOM_K`, all from :data:`RULE_DP_GRADE_K` above
+        it)."""
         lim = self.lim
         safe = float(lim.safe.dp_kpa.mean())
         u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
-        if not math.isfinite(u) or self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c) < RULE_DP_HEADROOM_K:
+        if not math.isfinite(u):
             return safe
+        share = float(np.clip((self._step_headroom_k(snap) - RULE_DP_HEADROOM_K) / RULE_DP_GRADE_K, 0.0, 1.0))
         lo = min(lim.dp_lo, safe)
-        return lo + (safe - lo) * float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0))
+        return safe - share * (safe - lo) * (1.0 - float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0)))
+
+    def _step_headroom_k(self, snap: Snapshot) -> float:
+        """Hottest GPU's headroom at the step-to load: measured at the hall's own full-load snapshots where the
+        load memory's window holds some (:meth:`LoadMemory.full_load_headroom_k`), else estimated from the rise of
+        now (:meth:`LoadMemory.headroom_at_step_k`, pessimistic by several K)."""
+        full = self.load.full_load_headroom_k(snap) if RULE_DP_MEASURED else math.nan
+        return full if math.isfinite(full) else self.load.headroom_at_step_k(snap, self.lim.gpu_ceiling_c)
 
     def _centre(self, snap: Snapshot) -> np.ndarray:
         """(TCS, dp, FWS) commissioning explores around: the rule a commissioning engineer sets up before any model
@@ -247,9 +267,9 @@ class LearningController:
         next retraining to learn from.
         """
         lim, cfg, cur = self.lim, self.cfg, snap.current
-        # Headroom if the hall stepped to its step-to load now: measured, less the rise a step would add.
-        headroom = min(float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c)),
-                       self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c))
+        # Headroom if the hall stepped to its step-to load now (measured at full load where the hall has run there
+        # within the load memory's window, else the rise of now scaled to the step-to load).
+        headroom = min(float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c)), self._step_headroom_k(snap))
         t, d, f = float(cur.tcs_c.min()), float(cur.dp_kpa.mean()), float(cur.fws_c)
         c = float(cur.chw_c) if math.isfinite(cur.chw_c) else float(lim.safe.chw_c)
         safe = self._centre(snap)
@@ -287,7 +307,13 @@ class LearningController:
                     target = np.append(target, self.rng.uniform(max(cs - span, lim.chw_lo), min(cs + span, lim.chw_hi)))
                 self.explore_target = target
                 self.explore_until_ns = snap.t_ns + int(self.rng.uniform(0.5, 1.5 if local else 3.0) * NS_H)
-            tt, dd, ff = self.explore_target[:3]
+                follows = EXPLORE_FOLLOWS_CENTRE and (not local or self.plant_type in RULE_PLANTS)
+                self.explore_anchor = safe.copy() if follows else np.zeros(3)
+            # A target drawn around the rule moves with it (the rule's pump reset follows the load, which steps
+            # within the hours a target is held; its FWS follows the weather): a perturbation of the rule, not a
+            # point the rule has since left. Kept within the envelope.
+            shift = safe - self.explore_anchor if self.explore_anchor.any() else np.zeros(3)
+            tt, dd, ff = np.clip(self.explore_target[:3] + shift, lo_env, hi_env)
             # Warmer only while there is room: the step toward the target shrinks with the headroom.
             scale = min(1.0, (headroom - EXPLORE_BACKOFF_K) / 4.0)
             t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))

@@ -387,8 +387,8 @@ def test_hall_wide_steps_do_not_throttle_after_commissioning(tmp_path: Path) -> 
 
 def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) -> None:
     """Knowing its plant, commissioning's first day explores near the outdoor-reset rule (FWS at the dry bulb plus
-    the dry cooler's approach, TCS at FWS plus the CDU approach: cold water on a Leesburg January day), not at the
-    fixed safe defaults, and keeps the GPU margin."""
+    the dry cooler's approach, TCS at FWS plus the CDU approach or its floor: cold water on a Leesburg January day),
+    not at the fixed safe defaults, and keeps the GPU margin."""
     site = control_site(tmp_path, racks=8, commissioning_days=14.0)
     setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), warmup_h=0.0, step_s=300.0)
     lim = setup.limits
@@ -409,7 +409,8 @@ def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) ->
     late = a[len(a) // 2:]
     assert np.median(late[:, 1]) < lim.safe.fws_c - 6.0, "the test day is cold enough for the rule to differ"
     assert np.median(np.abs(late[:, 0] - late[:, 1])) <= 2.0, "FWS follows the outdoor-reset rule"
-    assert np.median(late[:, 2] - late[:, 0]) <= lim.cfg.cdu_approach_k + 2.0, "TCS follows FWS + the approach"
+    rule_tcs = np.maximum(late[:, 0] + lim.cfg.cdu_approach_k, lim.tcs_lo)
+    assert np.median(late[:, 2] - rule_tcs) <= 2.0, "TCS follows FWS + the approach (or its floor)"
     assert a[:, 3].max() <= 0.0
 
 
@@ -607,3 +608,86 @@ def test_after_a_gap_the_load_memory_does_not_know_what_the_hall_can_step_to(tmp
         mem.update(_snap(lim, later + i * step, 5.0), lim.gpu_ceiling_c)
     assert mem.young
     assert mem.step_to_pct(5.0) == FULL_LOAD_PCT
+
+
+def test_load_memory_measures_the_headroom_at_full_load_from_the_halls_own_full_load_snapshots(
+        tmp_path: Path) -> None:
+    """Without a full-load snapshot in the window the measured full-load headroom is unknown (NaN); with some, it is
+    the least of them (the ceiling less each CDU's GPU rise over its TCS supply), moved 1:1 with the TCS of now."""
+    from control.stepload import LoadMemory
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    n = len(lim.cdu_names)
+    ceiling = float(lim.gpu_ceiling_c.min())
+    mem = LoadMemory(lim.cfg.interval_s)
+    step = 300_000_000_000
+    mem.update(_snap(lim, 0, 5.0, tcs=21.0, gpu=np.full(n, 27.0)), lim.gpu_ceiling_c)
+    assert math.isnan(mem.full_load_headroom_k(_snap(lim, step, 5.0, tcs=21.0)))
+    for i, rise in enumerate((44.0, 46.0, 45.0)):
+        mem.update(_snap(lim, (i + 1) * step, 95.0, tcs=21.0, gpu=np.full(n, 21.0 + rise)), lim.gpu_ceiling_c)
+    idle = _snap(lim, 5 * step, 5.0, tcs=18.0, gpu=np.full(n, 24.0))
+    assert mem.full_load_headroom_k(idle) == pytest.approx(ceiling - 46.0 - 18.0)
+    warmer = _snap(lim, 5 * step, 5.0, tcs=20.0, gpu=np.full(n, 26.0))
+    assert mem.full_load_headroom_k(warmer) == pytest.approx(ceiling - 46.0 - 20.0)
+
+
+def test_the_pump_reset_trusts_the_headroom_measured_at_full_load_over_the_idle_estimate(tmp_path: Path) -> None:
+    """An idle hall whose GPUs' idle rise over TCS (8 K) makes the scaled estimate of a step's headroom short of
+    RULE_DP_HEADROOM_K, but whose own full-load snapshots of yesterday kept 17 K at the same TCS, walks its CDU dp
+    down toward the pumps' floor (the measured headroom decides); a hall whose full-load snapshots ran close to the
+    ceiling keeps the safe dp."""
+    from control.learner import RULE_DP_HEADROOM_K
+
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ceiling = float(lim.gpu_ceiling_c.min())
+    ends = {}
+    for full_headroom in (17.0, 3.0):
+        ctl = LearningController(lim, plant_type="chiller_drycooler")
+        cur = lim.safe.copy()
+        t = 0
+        for _ in range(12):  # full load: the rule keeps the safe dp
+            tcs = float(cur.tcs_c.min())
+            gpu = np.full(n, tcs + ceiling - 21.0 - full_headroom)
+            snap = dataclasses.replace(_snap(lim, t, 95.0, tcs=tcs, gpu=gpu), current=cur, drybulb_c=5.0,
+                                       wetbulb_c=2.0)
+            cur = ctl.decide(snap).setpoints
+            t += 300_000_000_000
+        for _ in range(12):  # idle
+            tcs = float(cur.tcs_c.min())
+            snap = dataclasses.replace(_snap(lim, t, 5.0, tcs=tcs, gpu=np.full(n, tcs + 8.0)), current=cur,
+                                       drybulb_c=5.0, wetbulb_c=2.0)
+            assert ctl.load.headroom_at_step_k(snap, lim.gpu_ceiling_c) < RULE_DP_HEADROOM_K
+            cur = ctl.decide(snap).setpoints
+            t += 300_000_000_000
+        ends[full_headroom] = float(cur.dp_kpa.mean())
+    assert ends[17.0] <= safe_dp - 3 * lim.cfg.max_step_dp_kpa, "pump dp walks down at idle"
+    assert ends[3.0] >= safe_dp - 0.35 * (safe_dp - lim.dp_lo), "near the safe dp without measured headroom"
+
+
+def test_a_commissioning_target_moves_with_the_rule_it_was_drawn_around(tmp_path: Path) -> None:
+    """A commissioning target drawn at full load (around the rule's safe dp) and held for hours follows the rule's
+    pump reset when the hall goes idle (dp within commissioning's reach of the reset, not of the safe dp)."""
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ctl = LearningController(lim, plant_type="chiller_drycooler")
+    cur = lim.safe.copy()
+    t = 0
+    for _ in range(6):  # full load with ample headroom: targets drawn around the safe dp
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, t, 95.0, tcs=tcs, gpu=np.full(n, tcs + 30.0)), current=cur,
+                                   drybulb_c=5.0, wetbulb_c=2.0)
+        cur = ctl.decide(snap).setpoints
+        t += 300_000_000_000
+    ctl.explore_until_ns = t + 10 * H_NS  # the last target is held through the idle hours below
+    for _ in range(12):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, t, 5.0, tcs=tcs, gpu=np.full(n, tcs + 3.0)), current=cur,
+                                   drybulb_c=5.0, wetbulb_c=2.0)
+        cur = ctl.decide(snap).setpoints
+        t += 300_000_000_000
+    rule_dp = ctl._rule_dp(snap)
+    assert rule_dp < safe_dp - 3 * lim.cfg.max_step_dp_kpa, "the rule resets the pumps at idle"
+    assert abs(float(cur.dp_kpa.mean()) - rule_dp) <= ctl._reach(snap) * (lim.dp_hi - lim.dp_lo) + 1e-6
