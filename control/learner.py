@@ -56,10 +56,16 @@ HALF_LIFE_DAYS = 7.0  # training rows count half as much every this many days of
 # Commissioning's reach (share of the way from its centre, the outdoor-reset rule, to each bound) grows linearly from
 # COMM_MIN_REACH to COMM_MAX_REACH over this share of the commissioning period. Small perturbations around a good
 # rule, not a walk over the envelope: the commissioning days count in every KPI, and an untrusted model falls back
-# to the same rule (set on Chicago: the whole envelope cost 1.3 % of commissioning's facility energy against 0.3).
+# to the same rule (set on Chicago: the whole envelope cost 1.3 % of commissioning's facility energy against 0.3;
+# under ai-steps, field telemetry, days 0 and 182 with the 14 commissioning days, a reach of 0.3 cost 0.33 % of the
+# facility energy against 0.1 and 0.1 cost 0.04 % against 0.05: at a bound, e.g. TCS at its floor in cold weather, the
+# reach only goes one way, so its mean sits off the rule; 0.1 keeps some data for the model). Without a rule (no
+# free cooler with an outdoor reset, or its type unknown) the centre is the safe defaults, no good setpoints to stay
+# near, and the model needs the wider data to find its savings: COMM_MAX_REACH_NO_RULE.
 COMM_REACH_SHARE = 0.5
 COMM_MIN_REACH = 0.02
-COMM_MAX_REACH = 0.3
+COMM_MAX_REACH = 0.1
+COMM_MAX_REACH_NO_RULE = 0.3
 # The chilled-water setpoint serves only the CRAH air loop (a small share of a liquid-cooled hall's heat, and a steep
 # cost where the coils run short of capacity): commissioning dithers it within this of its safe default, and the
 # core moves it only where the predicted gain exceeds the model's spread (frozen, not tuned on a scored year).
@@ -83,9 +89,13 @@ RULE_MIN_GAIN = 0.001
 # LoadMemory.full_load_headroom_k), else estimated from the rise of now. The fast path restores the safe dp at a
 # load step at once (:meth:`LearningController.step_ready`). Set on Chicago only.
 RULE_DP_FULL_PCT = 60.0
-RULE_DP_HEADROOM_K = 12.0
-RULE_DP_GRADE_K = 1e-9
+RULE_DP_HEADROOM_K = 4.0
+RULE_DP_GRADE_K = 8.0
 RULE_DP_MEASURED = True
+# Nor more than this many rate steps of dp above the rule's reset: the model, which does not cross dp with load,
+# traded warmer water for dp of 100-160 kPa at idle where the reset runs 47 (set on Chicago under ai-steps: +0.16 % of
+# facility energy without this bound, 1,138,612 kWh against 1,136,844).
+RULE_DP_MAX_ABOVE_STEPS = 1.0
 
 
 USE_CHW = False  # see LearningController.__init__
@@ -203,7 +213,8 @@ class LearningController:
         span = COMM_REACH_SHARE * self.cfg.commissioning_days * 86400e9
         if self.first_ns is None or span <= 0:
             return 1.0
-        return COMM_MAX_REACH * float(np.clip((snap.t_ns - self.first_ns) / span, COMM_MIN_REACH, 1.0))
+        top = COMM_MAX_REACH if self._rule_sp is not None else COMM_MAX_REACH_NO_RULE
+        return top * float(np.clip((snap.t_ns - self.first_ns) / span, COMM_MIN_REACH, 1.0))
 
     def _setpoints(self, snap: Snapshot, t: float, d: float, f: float, c: float) -> Setpoints:
         """Hall-level choices as per-CDU setpoints (CDUs with room get a warmer TCS), clipped and rate-limited."""
@@ -267,9 +278,14 @@ class LearningController:
         next retraining to learn from.
         """
         lim, cfg, cur = self.lim, self.cfg, snap.current
-        # Headroom if the hall stepped to its step-to load now (measured at full load where the hall has run there
-        # within the load memory's window, else the rise of now scaled to the step-to load).
-        headroom = min(float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c)), self._step_headroom_k(snap))
+        # Headroom if the hall stepped to its step-to load now. Around a rule: as its pump reset judges it (measured
+        # at full load where the hall has run there within the load memory's window), or backing off on the idle
+        # estimate, which reads short at the reset's low dp, would undo the reset every idle hour. Without a rule
+        # (a walk from the safe defaults with nothing else to keep it near good setpoints): the rise of now scaled
+        # to the step-to load, the more cautious estimate.
+        at_step = (self._step_headroom_k(snap) if self._rule_sp is not None
+                   else self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c))
+        headroom = min(float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c)), at_step)
         t, d, f = float(cur.tcs_c.min()), float(cur.dp_kpa.mean()), float(cur.fws_c)
         c = float(cur.chw_c) if math.isfinite(cur.chw_c) else float(lim.safe.chw_c)
         safe = self._centre(snap)
@@ -481,6 +497,7 @@ class LearningController:
             # with load times the loss of flow, which the model's features do not cross, and a step at low flow
             # heats the GPUs within one poll (set on Chicago: the model's dp 40 kPa at warm water throttled a step).
             ok &= x[:, 4] >= float(self._rule_sp.dp_kpa.mean()) - 1e-6
+            ok &= x[:, 4] <= float(self._rule_sp.dp_kpa.mean()) + RULE_DP_MAX_ABOVE_STEPS * cfg.max_step_dp_kpa + 1e-6
             if RULE_COLD_BOUND:
                 # Nor colder water than the rule: the model's pessimistic margin at the step-to load bought cold
                 # water the rule (never throttled under ai-steps) does without. More dp for warmer water stays the
