@@ -757,7 +757,8 @@ def test_the_model_moves_the_pump_dp_at_most_a_rate_step_above_the_rules_reset(t
 
 def test_late_commissioning_on_a_cold_day_keeps_tcs_near_its_floor(tmp_path: Path) -> None:
     """Late in commissioning, on a cold day whose outdoor-reset rule puts TCS at its floor, exploration (which can
-    only go warmer there) keeps TCS within 2 K of the floor on average: the commissioning days count in the KPIs."""
+    only go warmer there: its draws below the floor stay at the floor) keeps TCS within 1 K of the floor on average:
+    the commissioning days count in the KPIs."""
     lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
     n = len(lim.cdu_names)
     ctl = LearningController(lim, plant_type="chiller_drycooler", seed=3)
@@ -776,4 +777,4 @@ def test_late_commissioning_on_a_cold_day_keeps_tcs_near_its_floor(tmp_path: Pat
         assert dec.state == "commissioning"
         cur = dec.setpoints
         tcs_seen.append(float(cur.tcs_c.min()))
-    assert float(np.mean(tcs_seen[48:])) <= lim.tcs_lo + 2.0, np.mean(tcs_seen[48:])
+    assert float(np.mean(tcs_seen[48:])) <= lim.tcs_lo + 1.0, np.mean(tcs_seen[48:])
