@@ -18,11 +18,12 @@ rule (the safe defaults where the plant has no free cooler), and an untrusted mo
 
 The rule is the core's prior (:meth:`LearningController._rule_step`): the expert rule of :mod:`control.baselines`
 (FWS at the free cooler's sink plus its approach, TCS at FWS plus the CDU approach under a trim & respond cap on the
-hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle while the measured headroom at the step-to
-load allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at once). Past commissioning
-the model's choice replaces the rule only where the model predicts it safe at the step-to load and clearly cheaper
-per unit of work, with TCS and FWS no colder than the rule's; otherwise the core takes one rate step toward the
-rule, so it is never worse than the rule it learnt around by its own prediction.
+hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle by the share the GPU headroom measured at the
+hall's own full-load snapshots allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at
+once). Past commissioning the model's choice replaces the rule only where the model predicts it safe at the step-to
+load and clearly cheaper per unit of work, with TCS and FWS no colder than the rule's and dp within a rate step above
+its reset; otherwise the core takes one rate step toward the rule, so it is never worse than the rule it learnt
+around by its own prediction.
 """
 
 from __future__ import annotations
@@ -56,10 +57,16 @@ HALF_LIFE_DAYS = 7.0  # training rows count half as much every this many days of
 # Commissioning's reach (share of the way from its centre, the outdoor-reset rule, to each bound) grows linearly from
 # COMM_MIN_REACH to COMM_MAX_REACH over this share of the commissioning period. Small perturbations around a good
 # rule, not a walk over the envelope: the commissioning days count in every KPI, and an untrusted model falls back
-# to the same rule (set on Chicago: the whole envelope cost 1.3 % of commissioning's facility energy against 0.3).
+# to the same rule (set on Chicago: the whole envelope cost 1.3 % of commissioning's facility energy against 0.3;
+# under ai-steps, field telemetry, days 0 and 182 with the 14 commissioning days, a reach of 0.3 cost 0.33 % of the
+# facility energy against 0.1 and 0.1 cost 0.04 % against 0.05: at a bound, e.g. TCS at its floor in cold weather, the
+# reach only goes one way, so its mean sits off the rule; 0.1 keeps some data for the model). Without a rule (no
+# free cooler with an outdoor reset, or its type unknown) the centre is the safe defaults, no good setpoints to stay
+# near, and the model needs the wider data to find its savings: COMM_MAX_REACH_NO_RULE.
 COMM_REACH_SHARE = 0.5
 COMM_MIN_REACH = 0.02
-COMM_MAX_REACH = 0.3
+COMM_MAX_REACH = 0.1
+COMM_MAX_REACH_NO_RULE = 0.3
 # The chilled-water setpoint serves only the CRAH air loop (a small share of a liquid-cooled hall's heat, and a steep
 # cost where the coils run short of capacity): commissioning dithers it within this of its safe default, and the
 # core moves it only where the predicted gain exceeds the model's spread (frozen, not tuned on a scored year).
@@ -76,12 +83,20 @@ MIN_WORK_PCT = 1.0  # the work rate a candidate's power is divided by is at leas
 RULE_SIGMAS = 1.0
 RULE_MIN_GAIN = 0.001
 # The rule's pump reset: below full load the CDU dp falls linearly with hall utilisation toward the pumps' floor
-# (dp at the floor at idle, the safe dp from RULE_DP_FULL_PCT up), only while the hottest GPU keeps this much
-# headroom at the load the hall can step to (measured, :meth:`LoadMemory.headroom_at_step_k`). The fast path
-# restores the safe dp at a load step at once (:meth:`LearningController.step_ready`). Set on Chicago only (8 K let
-# a July step throttle for 20 s at warm water).
+# (dp at the floor at idle, the safe dp from RULE_DP_FULL_PCT up), by the share of that reset the hottest GPU's
+# headroom at the load the hall can step to allows: none below RULE_DP_HEADROOM_K, all from RULE_DP_GRADE_K above
+# it (graded: a warm day keeps part of the reset rather than none). The headroom is measured at the hall's own
+# full-load snapshots where it has run at full load within the load memory's window (RULE_DP_MEASURED, see
+# LoadMemory.full_load_headroom_k), else estimated from the rise of now. The fast path restores the safe dp at a
+# load step at once (:meth:`LearningController.step_ready`). Set on Chicago only.
 RULE_DP_FULL_PCT = 60.0
-RULE_DP_HEADROOM_K = 12.0
+RULE_DP_HEADROOM_K = 4.0
+RULE_DP_GRADE_K = 8.0
+RULE_DP_MEASURED = True
+# Nor more than this many rate steps of dp above the rule's reset: the model, which does not cross dp with load,
+# traded warmer water for dp of 100-160 kPa at idle where the reset runs 47 (set on Chicago under ai-steps: +0.16 % of
+# facility energy without this bound, 1,138,612 kWh against 1,136,844).
+RULE_DP_MAX_ABOVE_STEPS = 1.0
 
 
 USE_CHW = False  # see LearningController.__init__
@@ -89,6 +104,14 @@ USE_CHW = False  # see LearningController.__init__
 # step-to load bought cold water the rule does without, which never throttled under ai-steps (set on Chicago, the core
 # after commissioning: July day 182 -0.26 % facility energy, January day 0 unchanged, 0 throttle either day).
 RULE_COLD_BOUND = True
+# A commissioning target (or an untrusted model's dither around the rule) moves with the rule it was drawn around
+# until the next draw, rather than stay where the rule was (an idle hall kept the dp drawn around the safe dp of the
+# full load before it for up to 3 h). Set on Chicago.
+EXPLORE_FOLLOWS_CENTRE = True
+# Commissioning around a rule draws its target as wide either side of the rule and clips it to the envelope, so a rule
+# at a bound keeps about half its targets there (set on Chicago under ai-steps with the 14 commissioning days: idle
+# TCS 18.7 °C and dp 52 kPa against 19.2 and 56 one-sided, -0.04 % facility energy).
+EXPLORE_SYMMETRIC = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -110,6 +133,9 @@ class LearningController:
         self.last_fit_ns: int | None = None
         self.explore_target: np.ndarray | None = None
         self.explore_until_ns = 0
+        # Where the target was drawn around (TCS, dp, FWS: the rule's centre then, or zeros for a dither around the
+        # current setpoints): the target moves with the centre until the next draw (EXPLORE_FOLLOWS_CENTRE).
+        self.explore_anchor = np.zeros(3)
         self.state = "commissioning"
         self.fit_error = ""
         self.last: Decision | None = None
@@ -192,7 +218,8 @@ class LearningController:
         span = COMM_REACH_SHARE * self.cfg.commissioning_days * 86400e9
         if self.first_ns is None or span <= 0:
             return 1.0
-        return COMM_MAX_REACH * float(np.clip((snap.t_ns - self.first_ns) / span, COMM_MIN_REACH, 1.0))
+        top = COMM_MAX_REACH if self._rule_sp is not None else COMM_MAX_REACH_NO_RULE
+        return top * float(np.clip((snap.t_ns - self.first_ns) / span, COMM_MIN_REACH, 1.0))
 
     def _setpoints(self, snap: Snapshot, t: float, d: float, f: float, c: float) -> Setpoints:
         """Hall-level choices as per-CDU setpoints (CDUs with room get a warmer TCS), clipped and rate-limited."""
@@ -212,16 +239,25 @@ class LearningController:
         return Setpoints(sp.tcs_c, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
 
     def _rule_dp(self, snap: Snapshot) -> float:
-        """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation or
-        without :data:`RULE_DP_HEADROOM_K` of measured headroom at the step-to load, down to the pumps' floor at
-        idle."""
+        """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation, down
+        toward the pumps' floor at idle by the share of the reset the headroom at the step-to load allows
+        (:meth:`_step_headroom_k`: none below :data:`RULE_DP_HEADROOM_K`, all from :data:`RULE_DP_GRADE_K` above
+        it)."""
         lim = self.lim
         safe = float(lim.safe.dp_kpa.mean())
         u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
-        if not math.isfinite(u) or self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c) < RULE_DP_HEADROOM_K:
+        if not math.isfinite(u):
             return safe
+        share = float(np.clip((self._step_headroom_k(snap) - RULE_DP_HEADROOM_K) / RULE_DP_GRADE_K, 0.0, 1.0))
         lo = min(lim.dp_lo, safe)
-        return lo + (safe - lo) * float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0))
+        return safe - share * (safe - lo) * (1.0 - float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0)))
+
+    def _step_headroom_k(self, snap: Snapshot) -> float:
+        """Hottest GPU's headroom at the step-to load: measured at the hall's own full-load snapshots where the
+        load memory's window holds some (:meth:`LoadMemory.full_load_headroom_k`), else estimated from the rise of
+        now (:meth:`LoadMemory.headroom_at_step_k`, pessimistic by several K)."""
+        full = self.load.full_load_headroom_k(snap) if RULE_DP_MEASURED else math.nan
+        return full if math.isfinite(full) else self.load.headroom_at_step_k(snap, self.lim.gpu_ceiling_c)
 
     def _centre(self, snap: Snapshot) -> np.ndarray:
         """(TCS, dp, FWS) commissioning explores around: the rule a commissioning engineer sets up before any model
@@ -247,9 +283,14 @@ class LearningController:
         next retraining to learn from.
         """
         lim, cfg, cur = self.lim, self.cfg, snap.current
-        # Headroom if the hall stepped to its step-to load now: measured, less the rise a step would add.
-        headroom = min(float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c)),
-                       self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c))
+        # Headroom if the hall stepped to its step-to load now. Around a rule: as its pump reset judges it (measured
+        # at full load where the hall has run there within the load memory's window), or backing off on the idle
+        # estimate, which reads short at the reset's low dp, would undo the reset every idle hour. Without a rule
+        # (a walk from the safe defaults with nothing else to keep it near good setpoints): the rise of now scaled
+        # to the step-to load, the more cautious estimate.
+        at_step = (self._step_headroom_k(snap) if self._rule_sp is not None
+                   else self.load.headroom_at_step_k(snap, lim.gpu_ceiling_c))
+        headroom = min(float(np.min(lim.gpu_ceiling_c - snap.gpu_max_c)), at_step)
         t, d, f = float(cur.tcs_c.min()), float(cur.dp_kpa.mean()), float(cur.fws_c)
         c = float(cur.chw_c) if math.isfinite(cur.chw_c) else float(lim.safe.chw_c)
         safe = self._centre(snap)
@@ -280,14 +321,27 @@ class LearningController:
                     at = safe if self.plant_type in RULE_PLANTS else np.array([t, d, f])
                     lo = np.maximum(lo_env, at - step)
                     hi = np.minimum(hi_env, at + step)
-                target = self.rng.uniform(lo, np.maximum(lo, hi))
+                if not local and self._rule_sp is not None and EXPLORE_SYMMETRIC:
+                    # Around a rule: a perturbation as wide either side (the reach of the wider side), clipped to
+                    # the envelope, so a rule at a bound (TCS at its floor in cold weather, dp at the pumps' floor
+                    # at idle) is explored from about as often as it is left, rather than only left.
+                    half = np.maximum(safe - lo, hi - safe)
+                    target = np.clip(self.rng.uniform(safe - half, safe + half), lo_env, hi_env)
+                else:
+                    target = self.rng.uniform(lo, np.maximum(lo, hi))
                 if self.use_chw:
                     cs = lim.safe.chw_c
                     span = r * CHW_EXPLORE_K
                     target = np.append(target, self.rng.uniform(max(cs - span, lim.chw_lo), min(cs + span, lim.chw_hi)))
                 self.explore_target = target
                 self.explore_until_ns = snap.t_ns + int(self.rng.uniform(0.5, 1.5 if local else 3.0) * NS_H)
-            tt, dd, ff = self.explore_target[:3]
+                follows = EXPLORE_FOLLOWS_CENTRE and (not local or self.plant_type in RULE_PLANTS)
+                self.explore_anchor = safe.copy() if follows else np.zeros(3)
+            # A target drawn around the rule moves with it (the rule's pump reset follows the load, which steps
+            # within the hours a target is held; its FWS follows the weather): a perturbation of the rule, not a
+            # point the rule has since left. Kept within the envelope.
+            shift = safe - self.explore_anchor if self.explore_anchor.any() else np.zeros(3)
+            tt, dd, ff = np.clip(self.explore_target[:3] + shift, lo_env, hi_env)
             # Warmer only while there is room: the step toward the target shrinks with the headroom.
             scale = min(1.0, (headroom - EXPLORE_BACKOFF_K) / 4.0)
             t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))
@@ -455,6 +509,7 @@ class LearningController:
             # with load times the loss of flow, which the model's features do not cross, and a step at low flow
             # heats the GPUs within one poll (set on Chicago: the model's dp 40 kPa at warm water throttled a step).
             ok &= x[:, 4] >= float(self._rule_sp.dp_kpa.mean()) - 1e-6
+            ok &= x[:, 4] <= float(self._rule_sp.dp_kpa.mean()) + RULE_DP_MAX_ABOVE_STEPS * cfg.max_step_dp_kpa + 1e-6
             if RULE_COLD_BOUND:
                 # Nor colder water than the rule: the model's pessimistic margin at the step-to load bought cold
                 # water the rule (never throttled under ai-steps) does without. More dp for warmer water stays the

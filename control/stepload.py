@@ -12,6 +12,14 @@ rise over its TCS supply, ΔT = T_gpu − T_tcs (K), scales with GPU power, P �
 a = :data:`IDLE_POWER_SHARE`), so at the step-to load s the headroom is
 h_s = (T_ceiling − T_gpu) − ΔT·[(a + (1 − a)·s) / (a + (1 − a)·u) − 1] (K).
 
+That estimate is pessimistic by several K at full load (5-9 K on the generated 32-rack site: the GPU's idle power is
+more than :data:`IDLE_POWER_SHARE` of its board power, and at the low pump dp of an idle hall the idle rise reads
+high), so where the hall has run at full load within the window the memory measures instead
+(:meth:`LoadMemory.full_load_headroom_k`): per CDU, the TCS supply at which its hottest GPU would have reached the
+ceiling at full load, c = T_ceiling − (T_gpu − T_tcs), the window's lowest (every full-load snapshot counts, the
+warmest weather and the least flow among them); the headroom at a step now is c − T_tcs,now (GPU temperature
+follows TCS about 1:1).
+
 The same memory keeps, per CDU, the GPU headroom relative to the hottest CDU at a common TCS supply (the windowed
 minimum, so every load seen in the window counts), from which CDUs with room get a warmer TCS than the hottest.
 """
@@ -29,6 +37,7 @@ STEP_RISE_PCT = 30.0  # hall utilisation rising this much between two snapshots 
 FULL_LOAD_PCT = 100.0  # rated full load: what a hall that has stepped can step to
 IDLE_POWER_SHARE = 0.08  # GPU power at idle over board power (H100/B200 data sheets: 60-100 W of 700-1000 W; the
 # low end on purpose, which overstates the rise a step adds)
+FULL_SEEN_PCT = 85.0  # a snapshot at or above this hall utilisation measures the headroom at full load
 TRIM_BAND_K = 1.0  # a trimmed CDU keeps at least this much more headroom than the hottest CDU
 TRIM_MAX_K = 6.0  # largest TCS trim above the hottest CDU's setpoint
 
@@ -42,6 +51,9 @@ class LoadMemory:
         self.t_ns = np.full(self.size, np.iinfo(np.int64).min, dtype=np.int64)
         self.util = np.full(self.size, np.nan)
         self.rel: np.ndarray | None = None  # (size, CDUs), allocated at the first snapshot
+        # (size, CDUs): at full load, the TCS supply at which each CDU's hottest GPU would reach the ceiling (NaN
+        # below full load)
+        self.full_c: np.ndarray | None = None
         self.k = 0  # next slot
         self.last_util = float("nan")
         self.first_ns: int | None = None
@@ -61,9 +73,13 @@ class LoadMemory:
         n = len(h)
         if self.rel is None or self.rel.shape[1] != n:
             self.rel = np.full((self.size, n), np.nan)
+        if self.full_c is None or self.full_c.shape[1] != n:
+            self.full_c = np.full((self.size, n), np.nan)
         self.t_ns[self.k] = snap.t_ns
         self.util[self.k] = u
         self.rel[self.k] = h - h.min() if np.isfinite(h).all() else np.nan
+        full = np.isfinite(u) and u >= FULL_SEEN_PCT
+        self.full_c[self.k] = ceiling_c - snap.gpu_max_c + snap.tcs_supply_c if full else np.nan
         self.k = (self.k + 1) % self.size
         self.last_ns = snap.t_ns
         if self.first_ns is None:
@@ -106,6 +122,20 @@ class LoadMemory:
         grow = (IDLE_POWER_SHARE + (1 - IDLE_POWER_SHARE) * s) / (IDLE_POWER_SHARE + (1 - IDLE_POWER_SHARE) * u)
         h = ceiling_c - snap.gpu_max_c - rise * (grow - 1.0)
         return float(np.min(h)) if np.isfinite(h).all() else float("-inf")
+
+    def full_load_headroom_k(self, snap: Snapshot) -> float:
+        """Hottest GPU's headroom (K below limit − margin) at full load at the TCS of now, measured at the hall's
+        own full-load snapshots of the window (see the module docstring); NaN where the window holds none (or not
+        for every CDU). TCS of now: each CDU's setpoint or supply, whichever is warmer."""
+        if self.full_c is None or self.full_c.shape[1] != len(snap.tcs_supply_c):
+            return float("nan")
+        c = self.full_c[self._window()]
+        c = c[np.isfinite(c).all(axis=1)]
+        if not len(c):
+            return float("nan")
+        tcs = np.fmax(snap.current.tcs_c, snap.tcs_supply_c)
+        h = c.min(axis=0) - tcs
+        return float(np.min(h)) if np.isfinite(h).all() else float("nan")
 
     def trims_k(self, n: int) -> Arr:
         """Per-CDU TCS trim above the hottest CDU's setpoint: the window's least relative headroom less a band."""

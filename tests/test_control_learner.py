@@ -59,6 +59,8 @@ def test_summer_trained_model_in_winter_explores_within_bounds(tmp_path: Path) -
 
 def test_commissioning_explores_and_keeps_the_margin(tmp_path: Path) -> None:
     """Commissioning varies every setpoint within the limits while the hottest GPU stays below limit − margin."""
+    from control.learner import COMM_MAX_REACH
+
     setup = _setup(tmp_path)
     ctl = LearningController(setup.limits)
     seen = []
@@ -73,9 +75,10 @@ def test_commissioning_explores_and_keeps_the_margin(tmp_path: Path) -> None:
     ctl.decide = spy  # type: ignore[method-assign]
     run_day(setup, ctl, setup.year_start_ns + 181 * DAY_NS, None, warmup_h=0.0)
     a = np.array(seen)
-    assert np.ptp(a[:, 0]) > 4
-    assert np.ptp(a[:, 1]) > 40
-    assert np.ptp(a[:, 2]) > 4
+    lim = setup.limits
+    # Its reach ends at COMM_MAX_REACH of the way from the safe defaults to each bound: a third of that span, each.
+    for col, lo, hi in ((0, lim.tcs_lo, lim.tcs_hi), (1, lim.dp_lo, lim.dp_hi), (2, lim.fws_lo, lim.fws_hi)):
+        assert np.ptp(a[:, col]) > COMM_MAX_REACH * (hi - lo) / 3.0, col
     assert a[:, 3].max() <= 0.0
 
 
@@ -387,8 +390,8 @@ def test_hall_wide_steps_do_not_throttle_after_commissioning(tmp_path: Path) -> 
 
 def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) -> None:
     """Knowing its plant, commissioning's first day explores near the outdoor-reset rule (FWS at the dry bulb plus
-    the dry cooler's approach, TCS at FWS plus the CDU approach: cold water on a Leesburg January day), not at the
-    fixed safe defaults, and keeps the GPU margin."""
+    the dry cooler's approach, TCS at FWS plus the CDU approach or its floor: cold water on a Leesburg January day),
+    not at the fixed safe defaults, and keeps the GPU margin."""
     site = control_site(tmp_path, racks=8, commissioning_days=14.0)
     setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), warmup_h=0.0, step_s=300.0)
     lim = setup.limits
@@ -409,7 +412,8 @@ def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) ->
     late = a[len(a) // 2:]
     assert np.median(late[:, 1]) < lim.safe.fws_c - 6.0, "the test day is cold enough for the rule to differ"
     assert np.median(np.abs(late[:, 0] - late[:, 1])) <= 2.0, "FWS follows the outdoor-reset rule"
-    assert np.median(late[:, 2] - late[:, 0]) <= lim.cfg.cdu_approach_k + 2.0, "TCS follows FWS + the approach"
+    rule_tcs = np.maximum(late[:, 0] + lim.cfg.cdu_approach_k, lim.tcs_lo)
+    assert np.median(late[:, 2] - rule_tcs) <= 2.0, "TCS follows FWS + the approach (or its floor)"
     assert a[:, 3].max() <= 0.0
 
 
@@ -521,7 +525,12 @@ def test_commissioning_reach_stays_small_around_the_rule(tmp_path: Path) -> None
     lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
     ctl = LearningController(lim, plant_type="chiller_drycooler")
     ctl.first_ns = 0
-    reach = [ctl._reach(_snap(lim, d * DAY_NS, 50.0)) for d in (0, 3, 7, 13)]
+    reach = []
+    for d in (0, 3, 7, 13):
+        snap = _snap(lim, d * DAY_NS, 50.0)
+        ctl._rule_sp = ctl._rule_step(snap)
+        assert ctl._rule_sp is not None
+        reach.append(ctl._reach(snap))
     assert reach == sorted(reach), "it widens with time"
     assert reach[0] < reach[-1]
     assert max(reach) <= COMM_MAX_REACH < 1.0
@@ -607,3 +616,165 @@ def test_after_a_gap_the_load_memory_does_not_know_what_the_hall_can_step_to(tmp
         mem.update(_snap(lim, later + i * step, 5.0), lim.gpu_ceiling_c)
     assert mem.young
     assert mem.step_to_pct(5.0) == FULL_LOAD_PCT
+
+
+def test_load_memory_measures_the_headroom_at_full_load_from_the_halls_own_full_load_snapshots(
+        tmp_path: Path) -> None:
+    """Without a full-load snapshot in the window the measured full-load headroom is unknown (NaN); with some, it is
+    the least of them (the ceiling less each CDU's GPU rise over its TCS supply), moved 1:1 with the TCS of now."""
+    from control.stepload import LoadMemory
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    n = len(lim.cdu_names)
+    ceiling = float(lim.gpu_ceiling_c.min())
+    mem = LoadMemory(lim.cfg.interval_s)
+    step = 300_000_000_000
+    mem.update(_snap(lim, 0, 5.0, tcs=21.0, gpu=np.full(n, 27.0)), lim.gpu_ceiling_c)
+    assert math.isnan(mem.full_load_headroom_k(_snap(lim, step, 5.0, tcs=21.0)))
+    for i, rise in enumerate((44.0, 46.0, 45.0)):
+        mem.update(_snap(lim, (i + 1) * step, 95.0, tcs=21.0, gpu=np.full(n, 21.0 + rise)), lim.gpu_ceiling_c)
+    idle = _snap(lim, 5 * step, 5.0, tcs=18.0, gpu=np.full(n, 24.0))
+    assert mem.full_load_headroom_k(idle) == pytest.approx(ceiling - 46.0 - 18.0)
+    warmer = _snap(lim, 5 * step, 5.0, tcs=20.0, gpu=np.full(n, 26.0))
+    assert mem.full_load_headroom_k(warmer) == pytest.approx(ceiling - 46.0 - 20.0)
+
+
+def test_the_pump_reset_trusts_the_headroom_measured_at_full_load_over_the_idle_estimate(tmp_path: Path) -> None:
+    """An idle hall whose GPUs' idle rise over TCS (8 K) makes the scaled estimate of a step's headroom short of
+    RULE_DP_HEADROOM_K, but whose own full-load snapshots of yesterday kept 17 K at the same TCS, walks its CDU dp
+    down toward the pumps' floor (the measured headroom decides); a hall whose full-load snapshots ran close to the
+    ceiling keeps the safe dp."""
+    from control.learner import RULE_DP_HEADROOM_K
+
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ceiling = float(lim.gpu_ceiling_c.min())
+    ends = {}
+    for full_headroom in (17.0, 3.0):
+        ctl = LearningController(lim, plant_type="chiller_drycooler")
+        cur = lim.safe.copy()
+        t = 0
+        for _ in range(12):  # full load: the rule keeps the safe dp
+            tcs = float(cur.tcs_c.min())
+            gpu = np.full(n, tcs + ceiling - 21.0 - full_headroom)
+            snap = dataclasses.replace(_snap(lim, t, 95.0, tcs=tcs, gpu=gpu), current=cur, drybulb_c=5.0,
+                                       wetbulb_c=2.0)
+            cur = ctl.decide(snap).setpoints
+            t += 300_000_000_000
+        for _ in range(12):  # idle
+            tcs = float(cur.tcs_c.min())
+            snap = dataclasses.replace(_snap(lim, t, 5.0, tcs=tcs, gpu=np.full(n, tcs + 8.0)), current=cur,
+                                       drybulb_c=5.0, wetbulb_c=2.0)
+            assert ctl.load.headroom_at_step_k(snap, lim.gpu_ceiling_c) < RULE_DP_HEADROOM_K
+            cur = ctl.decide(snap).setpoints
+            t += 300_000_000_000
+        ends[full_headroom] = float(cur.dp_kpa.mean())
+    assert ends[17.0] <= safe_dp - 3 * lim.cfg.max_step_dp_kpa, "pump dp walks down at idle"
+    assert ends[3.0] >= safe_dp - 0.35 * (safe_dp - lim.dp_lo), "near the safe dp without measured headroom"
+
+
+def test_a_commissioning_target_moves_with_the_rule_it_was_drawn_around(tmp_path: Path) -> None:
+    """A commissioning target drawn at full load (around the rule's safe dp) and held for hours follows the rule's
+    pump reset when the hall goes idle (dp within commissioning's reach of the reset, not of the safe dp)."""
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ctl = LearningController(lim, plant_type="chiller_drycooler")
+    cur = lim.safe.copy()
+    t = 0
+    for _ in range(6):  # full load with ample headroom: targets drawn around the safe dp
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, t, 95.0, tcs=tcs, gpu=np.full(n, tcs + 30.0)), current=cur,
+                                   drybulb_c=5.0, wetbulb_c=2.0)
+        cur = ctl.decide(snap).setpoints
+        t += 300_000_000_000
+    ctl.explore_until_ns = t + 10 * H_NS  # the last target is held through the idle hours below
+    for _ in range(12):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, t, 5.0, tcs=tcs, gpu=np.full(n, tcs + 3.0)), current=cur,
+                                   drybulb_c=5.0, wetbulb_c=2.0)
+        cur = ctl.decide(snap).setpoints
+        t += 300_000_000_000
+    rule_dp = ctl._rule_dp(snap)
+    assert rule_dp < safe_dp - 3 * lim.cfg.max_step_dp_kpa, "the rule resets the pumps at idle"
+    assert abs(float(cur.dp_kpa.mean()) - rule_dp) <= ctl._reach(snap) * (lim.dp_hi - lim.dp_lo) + 1e-6
+
+
+def test_the_pump_reset_is_graded_by_the_measured_headroom_at_full_load(tmp_path: Path) -> None:
+    """At idle the rule's dp keeps the safe dp with less than RULE_DP_HEADROOM_K of measured full-load headroom,
+    goes all the way of the reset with RULE_DP_HEADROOM_K + RULE_DP_GRADE_K or more, and part of the way between."""
+    from control.learner import RULE_DP_FULL_PCT, RULE_DP_GRADE_K, RULE_DP_HEADROOM_K
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ceiling = float(lim.gpu_ceiling_c.min())
+    full_reset = safe_dp - (safe_dp - lim.dp_lo) * (1.0 - 5.0 / RULE_DP_FULL_PCT)
+    dps = []
+    for headroom in (RULE_DP_HEADROOM_K - 1.0, RULE_DP_HEADROOM_K + 0.5 * RULE_DP_GRADE_K,
+                     RULE_DP_HEADROOM_K + RULE_DP_GRADE_K + 1.0):
+        ctl = LearningController(lim, plant_type="chiller_drycooler")
+        ctl.load.update(_snap(lim, 0, 95.0, tcs=20.0, gpu=np.full(n, ceiling - headroom)), lim.gpu_ceiling_c)
+        idle = _snap(lim, 300_000_000_000, 5.0, tcs=20.0, gpu=np.full(n, 24.0))
+        assert ctl._step_headroom_k(idle) == pytest.approx(headroom)
+        dps.append(ctl._rule_dp(idle))
+    assert dps[0] == pytest.approx(safe_dp)
+    assert dps[1] == pytest.approx(0.5 * (safe_dp + full_reset))
+    assert dps[2] == pytest.approx(full_reset)
+
+
+def test_the_model_moves_the_pump_dp_at_most_a_rate_step_above_the_rules_reset(tmp_path: Path) -> None:
+    """A trusted model that predicts more flow cheaper (it does not cross dp with load) may not take the CDU dp
+    more than a rate step above the rule's pump reset (it would climb to the pumps' maximum)."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    rng = np.random.default_rng(1)
+    n_rows = 3000
+    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
+                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
+                         rng.uniform(25, 40, n_rows), rng.uniform(40, 250, n_rows), rng.uniform(20, 34, n_rows)])
+    power = 300 + 9 * x[:, 0] - 4 * x[:, 3] - 0.5 * x[:, 4]  # warmer water and more flow: cheaper
+    model = OnlinePlantModel.fit(x, {"facility_power_kw": power,
+                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 100.0})
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, model, now, seen_util=95.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)
+    for i in range(8):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 50.0, tcs=tcs), current=cur)
+        dec = ctl.decide(snap)
+        assert dec.state == "deciding"
+        assert ctl._rule_sp is not None
+        cap = float(ctl._rule_sp.dp_kpa.mean()) + lim.cfg.max_step_dp_kpa
+        cur = dec.setpoints
+        assert float(cur.dp_kpa.max()) <= cap + 1e-6, (cur, cap)
+
+
+def test_late_commissioning_on_a_cold_day_keeps_tcs_near_its_floor(tmp_path: Path) -> None:
+    """Late in commissioning, on a cold day whose outdoor-reset rule puts TCS at its floor, exploration (which can
+    only go warmer there: its draws below the floor stay at the floor) keeps TCS within 1 K of the floor on average:
+    the commissioning days count in the KPIs."""
+    lim = site_limits(control_site(tmp_path, racks=8, commissioning_days=14.0))
+    n = len(lim.cdu_names)
+    ctl = LearningController(lim, plant_type="chiller_drycooler", seed=3)
+    step = 300_000_000_000
+    t0 = 13 * DAY_NS
+    ctl.first_ns = 0
+    cur = lim.safe.copy()
+    tcs_seen = []
+    for i in range(288):  # a day of decisions, idle and full by turns, ample headroom
+        util = 95.0 if (i // 36) % 2 else 5.0
+        tcs = float(cur.tcs_c.min())
+        gpu = np.full(n, tcs + (40.0 if util > 50 else 4.0))
+        snap = dataclasses.replace(_snap(lim, t0 + i * step, util, tcs=tcs, gpu=gpu), current=cur, drybulb_c=-5.0,
+                                   wetbulb_c=-6.0)
+        dec = ctl.decide(snap)
+        assert dec.state == "commissioning"
+        cur = dec.setpoints
+        tcs_seen.append(float(cur.tcs_c.min()))
+    assert float(np.mean(tcs_seen[48:])) <= lim.tcs_lo + 1.0, np.mean(tcs_seen[48:])
