@@ -60,6 +60,9 @@ HALF_LIFE_DAYS = 7.0  # training rows count half as much every this many days of
 COMM_REACH_SHARE = 0.5
 COMM_MIN_REACH = 0.02
 COMM_MAX_REACH = 0.3
+# ... the same on both sides of the rule (the nearer bound's reach), and at a bound this share of a rate step on the
+# open side at full reach (set on Chicago: TCS at its 18 °C floor explored 0.3 of the way to 45 °C cost GPU leakage).
+COMM_BOUND_STEP = 0.5
 # The chilled-water setpoint serves only the CRAH air loop (a small share of a liquid-cooled hall's heat, and a steep
 # cost where the coils run short of capacity): commissioning dithers it within this of its safe default, and the
 # core moves it only where the predicted gain exceeds the model's spread (frozen, not tuned on a scored year).
@@ -258,6 +261,13 @@ class LearningController:
         r = 1.0 if local else self._reach(snap)
         lo, hi = safe - r * (safe - lo_env), safe + r * (hi_env - safe)
         step = np.array([cfg.max_step_tcs_k, cfg.max_step_dp_kpa, cfg.max_step_fws_k])
+        if not local and self._rule_sp is not None:
+            # Around a rule, symmetric in cost: the same reach on both sides of it (the nearer bound's), so the
+            # walk's mean stays on the rule; where the rule sits at a bound (TCS and FWS at their floor in cold
+            # weather, where warmer water buys nothing and costs GPU leakage) a fraction of a rate step on the open
+            # side. (The safe defaults, the centre without a rule, sit at no bound: the full reach either way.)
+            half = np.maximum(r * np.minimum(safe - lo_env, hi_env - safe), r / COMM_MAX_REACH * COMM_BOUND_STEP * step)
+            lo, hi = np.maximum(lo_env, safe - half), np.minimum(hi_env, safe + half)
         if local and self._rule_sp is not None:
             # An untrusted model with a rule: dither and back off within a rate step of the rule, whose own trim &
             # respond cap answers hot GPUs. Backing off to the envelope's cold edge instead chilled water the rule

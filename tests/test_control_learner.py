@@ -607,3 +607,30 @@ def test_after_a_gap_the_load_memory_does_not_know_what_the_hall_can_step_to(tmp
         mem.update(_snap(lim, later + i * step, 5.0), lim.gpu_ceiling_c)
     assert mem.young
     assert mem.step_to_pct(5.0) == FULL_LOAD_PCT
+
+
+def test_commissioning_at_the_tcs_floor_explores_little_warmer_than_the_rule(tmp_path: Path) -> None:
+    """On a cold day, where the rule's TCS sits at its floor, commissioning at its full reach explores the same
+    small distance on both sides of the rule (a fraction of a rate step on the open warm side), not 0.3 of the way
+    to the envelope's warm bound: its mean TCS stays within half a rate step of the rule's, and it still explores."""
+    site = control_site(tmp_path, racks=8, commissioning_days=14.0)
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), warmup_h=0.0, step_s=300.0)
+    lim = setup.limits
+    ctl = LearningController(lim, plant_type=site.config.plant.type)
+    start = setup.year_start_ns + 15 * DAY_NS
+    ctl.first_ns = start - 12 * DAY_NS  # late in commissioning: the reach at its widest
+    seen: list[tuple[float, float]] = []
+    orig = ctl.decide
+
+    def spy(snap: Snapshot) -> Decision:
+        dec = orig(snap)
+        assert ctl._rule_sp is not None
+        seen.append((float(dec.setpoints.tcs_c.min()), float(ctl._rule_sp.tcs_c.min())))
+        return dec
+
+    ctl.decide = spy  # type: ignore[method-assign]
+    run_day(setup, ctl, start, None, warmup_h=0.0)
+    a = np.array(seen)[12:]  # after the walk from the safe defaults reached the rule
+    assert np.median(a[:, 1]) <= lim.tcs_lo + 1e-6, "the test day is cold enough for the rule's TCS floor"
+    assert float(np.mean(a[:, 0] - a[:, 1])) <= 0.5 * lim.cfg.max_step_tcs_k
+    assert np.ptp(a[:, 0]) > 0.3, "it does explore"
