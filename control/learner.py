@@ -92,6 +92,9 @@ USE_CHW = False  # see LearningController.__init__
 # step-to load bought cold water the rule does without, which never throttled under ai-steps (set on Chicago, the core
 # after commissioning: July day 182 -0.26 % facility energy, January day 0 unchanged, 0 throttle either day).
 RULE_COLD_BOUND = True
+# ... and with a rule prior, step_ready (the fast path's target at a load step) is the rule's TCS and FWS at the safe
+# dp, not the model's coolest candidate (set on Chicago: a July day's steps went 4 K colder than the rule at 162 kPa).
+RULE_STEP_READY = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -300,9 +303,17 @@ class LearningController:
             tt, dd, ff = self.explore_target[:3]
             # Warmer only while there is room: the step toward the target shrinks with the headroom.
             scale = min(1.0, (headroom - EXPLORE_BACKOFF_K) / 4.0)
-            t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))
-            d += float(np.clip(dd - d, -cfg.max_step_dp_kpa * scale, cfg.max_step_dp_kpa))
-            f += float(np.clip(ff - f, -cfg.max_step_fws_k, cfg.max_step_fws_k * scale))
+            up = step * np.array([scale, -scale, scale])  # the step allowed toward warmer water and less dp
+            if self._rule_sp is not None:
+                # Back to the rule at the full rate (only the walk past it waits for headroom): its own trim &
+                # respond cap answers hot GPUs and the fast path meets a step with its setpoints. Otherwise the
+                # short step-to headroom estimated at idle held the walk colder and at more dp than the rule
+                # after every back-off (set on Chicago: July idle FWS 1.4-1.8 K below the rule).
+                back = np.clip((safe - np.array([t, d, f])) * np.array([1.0, -1.0, 1.0]), 0.0, step)
+                up = np.maximum(np.abs(up), back) * np.array([1.0, -1.0, 1.0])
+            t += float(np.clip(tt - t, -cfg.max_step_tcs_k, up[0]))
+            d += float(np.clip(dd - d, up[1], cfg.max_step_dp_kpa))
+            f += float(np.clip(ff - f, -cfg.max_step_fws_k, up[2]))
             if self.use_chw and len(self.explore_target) > 3:
                 c = float(self.explore_target[3])
         sp = self._setpoints(snap, t, d, f, c)
@@ -385,7 +396,8 @@ class LearningController:
         """The setpoints the core predicts safe if the hall stepped to full load now (for the supervisor's fast
         path, which writes them when utilisation jumps between decisions): the cheapest per unit of work among the
         rate-limited candidates safe at full load, else the coolest one; without a model, one rate step toward
-        the safe defaults' colder side. Pure: it changes no state of the core."""
+        the safe defaults' colder side; with a rule prior, the rule's TCS and FWS at the safe dp
+        (:data:`RULE_STEP_READY`). Pure: it changes no state of the core."""
         lim, cur = self.lim, snap.current
         if self.model is None or not snap.finite:
             c = min(cur.chw_c, lim.safe.chw_c) if math.isfinite(cur.chw_c) else lim.safe.chw_c
@@ -404,6 +416,11 @@ class LearningController:
         rule = self._rule_sp
         if rule is None:
             return sp
+        if RULE_STEP_READY:
+            # The rule's own setpoints, neither colder nor at more dp: the model's pessimistic margin at full load
+            # found no candidate safe most of the time and asked for its coolest, two or three rate steps colder
+            # and at more dp than the rule (which never throttled under ai-steps), held by the lock-out for 30 min.
+            return Setpoints(rule.tcs_c.copy(), lim.safe.dp_kpa.copy(), rule.fws_c, sp.chw_c)
         return Setpoints(np.minimum(sp.tcs_c, rule.tcs_c), np.maximum(sp.dp_kpa, lim.safe.dp_kpa),
                          min(sp.fws_c, rule.fws_c), sp.chw_c)
 
