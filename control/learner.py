@@ -21,8 +21,8 @@ The rule is the core's prior (:meth:`LearningController._rule_step`): the expert
 hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle while the measured headroom at the step-to
 load allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at once). Past commissioning
 the model's choice replaces the rule only where the model predicts it safe at the step-to load and clearly cheaper
-per unit of work, with TCS and FWS no colder than the rule's; otherwise the core takes one rate step toward the
-rule, so it is never worse than the rule it learnt around by its own prediction.
+per unit of work, with TCS and FWS no colder than the rule's and dp no higher than its pump reset; otherwise the
+core takes one rate step toward the rule, so it is never worse than the rule it learnt around by its own prediction.
 """
 
 from __future__ import annotations
@@ -95,6 +95,10 @@ RULE_COLD_BOUND = True
 # ... and with a rule prior, step_ready (the fast path's target at a load step) is the rule's TCS and FWS at the safe
 # dp, not the model's coolest candidate (set on Chicago: a July day's steps went 4 K colder than the rule at 162 kPa).
 RULE_STEP_READY = True
+# ... and its CDU dp is the rule's pump reset: the model traded dp for warmer water where warmer water buys nothing
+# (set on Chicago: January idle at -3 °C, dp 155 kPa against the rule's 92 for FWS 16 °C against 12; without the
+# trade day 0 -0.6 %, July day 182 +0.1 %, December day 364 -0.1 %, the three together -0.2 %).
+RULE_DP_BOUND = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -462,6 +466,11 @@ class LearningController:
             self.last = self._explore(snap)
             return self.last
         x = self._candidates(snap)
+        if RULE_DP_BOUND and self._rule_sp is not None:
+            # The CDU dp is the rule's pump reset, a rate step at a time: the model chooses TCS and FWS only.
+            d0, step = float(snap.current.dp_kpa.mean()), self.cfg.max_step_dp_kpa
+            x[:, 4] = np.clip(float(self._rule_sp.dp_kpa.mean()), max(d0 - step, self.lim.dp_lo),
+                              min(d0 + step, self.lim.dp_hi))
         # The GPU constraint is judged at the load the hall can step to before the next decision (the highest of
         # the last days, or full load once it has stepped); the power and work are priced at the load of now.
         step_to = self.load.step_to_pct(float(x[0, 0]))
@@ -484,8 +493,7 @@ class LearningController:
             ok &= x[:, 4] >= float(self._rule_sp.dp_kpa.mean()) - 1e-6
             if RULE_COLD_BOUND:
                 # Nor colder water than the rule: the model's pessimistic margin at the step-to load bought cold
-                # water the rule (never throttled under ai-steps) does without. More dp for warmer water stays the
-                # model's to trade.
+                # water the rule (never throttled under ai-steps) does without.
                 r = self._rule_sp
                 ok &= (x[:, 3] >= float(r.tcs_c.min()) - 1e-6) & (x[:, 5] >= float(r.fws_c) - 1e-6)
         if not ok.any() and trusted.any():

@@ -698,3 +698,37 @@ def test_an_untrusted_model_walks_back_to_the_rule_at_the_full_rate(tmp_path: Pa
     assert float(cur.tcs_c.min()) >= float(rule.tcs_c.min()) - lim.cfg.max_step_tcs_k - 1e-6, cur
     assert cur.fws_c >= rule.fws_c - lim.cfg.max_step_fws_k - 1e-6, cur
     assert float(cur.dp_kpa.max()) <= float(rule.dp_kpa.max()) + lim.cfg.max_step_dp_kpa + 1e-6, cur
+
+
+def test_the_model_chooses_no_more_pump_dp_than_the_rule(tmp_path: Path) -> None:
+    """A trusted model that predicts more flow cheaper may not choose more CDU dp than the rule's pump reset: with
+    a rule prior the model trades TCS and FWS only (its dp for warmer water cost pumps where warmer water bought
+    nothing)."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    rng = np.random.default_rng(1)
+    n_rows = 3000
+    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
+                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
+                         rng.uniform(25, 40, n_rows), rng.uniform(100, 160, n_rows), rng.uniform(20, 34, n_rows)])
+    power = 300 + 9 * x[:, 0] - 2 * x[:, 3] - 1 * x[:, 5] - 0.5 * x[:, 4]  # warmer water and more flow: cheaper
+    model = OnlinePlantModel.fit(x, {"facility_power_kw": power,
+                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 100.0})
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, model, now, seen_util=95.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl._rule.tr.x = 0.0
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)
+    for i in range(6):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 50.0, tcs=tcs), current=cur)
+        dec = ctl.decide(snap)
+        assert dec.state == "deciding"
+        rule = ctl._rule_sp
+        assert rule is not None
+        assert float(dec.setpoints.dp_kpa.max()) <= max(float(rule.dp_kpa.mean()), float(cur.dp_kpa.max())) + 1e-6
+        cur = dec.setpoints
+    assert float(cur.dp_kpa.max()) <= 120.0 + 1e-6, cur
