@@ -409,7 +409,8 @@ def test_commissioning_explores_around_the_outdoor_reset_rule(tmp_path: Path) ->
     late = a[len(a) // 2:]
     assert np.median(late[:, 1]) < lim.safe.fws_c - 6.0, "the test day is cold enough for the rule to differ"
     assert np.median(np.abs(late[:, 0] - late[:, 1])) <= 2.0, "FWS follows the outdoor-reset rule"
-    assert np.median(late[:, 2] - late[:, 0]) <= lim.cfg.cdu_approach_k + 2.0, "TCS follows FWS + the approach"
+    rule_tcs = np.maximum(late[:, 1] + lim.cfg.cdu_approach_k, lim.tcs_lo)
+    assert np.median(np.abs(late[:, 2] - rule_tcs)) <= 2.0, "TCS follows the rule's FWS + the approach (its floor)"
     assert a[:, 3].max() <= 0.0
 
 
@@ -732,3 +733,35 @@ def test_the_model_chooses_no_more_pump_dp_than_the_rule(tmp_path: Path) -> None
         assert float(dec.setpoints.dp_kpa.max()) <= max(float(rule.dp_kpa.mean()), float(cur.dp_kpa.max())) + 1e-6
         cur = dec.setpoints
     assert float(cur.dp_kpa.max()) <= 120.0 + 1e-6, cur
+
+
+def test_commissioning_explores_on_the_rules_warm_side_at_its_dp(tmp_path: Path) -> None:
+    """Around a rule (a mild spring day, late in commissioning), the walk explores TCS and FWS on the rule's warm
+    side only, following the rule as the day moves it (colder water than the free cooler's limit starts the chiller
+    and the model may not choose it), at the rule's pump dp, and still explores."""
+    site = control_site(tmp_path, racks=8, commissioning_days=14.0)
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), warmup_h=0.0, step_s=300.0)
+    lim = setup.limits
+    ctl = LearningController(lim, plant_type=site.config.plant.type)
+    start = setup.year_start_ns + 110 * DAY_NS
+    ctl.first_ns = start - 12 * DAY_NS  # late in commissioning: the reach at its widest
+    seen: list[tuple[float, float, float, float, float]] = []
+    orig = ctl.decide
+
+    def spy(snap: Snapshot) -> Decision:
+        dec = orig(snap)
+        rule = ctl._rule_sp
+        assert rule is not None
+        sp = dec.setpoints
+        seen.append((float(sp.tcs_c.min() - rule.tcs_c.min()), sp.fws_c - rule.fws_c,
+                     float(sp.dp_kpa.mean() - rule.dp_kpa.mean()), rule.fws_c, float(np.max(snap.gpu_max_c))))
+        return dec
+
+    ctl.decide = spy  # type: ignore[method-assign]
+    run_day(setup, ctl, start, None, warmup_h=0.0)
+    a = np.array(seen)[12:]  # after the walk from the safe defaults reached the rule
+    assert lim.fws_lo + 2.0 < np.median(a[:, 3]) < lim.fws_hi - 2.0, "the rule's FWS sits at no bound"
+    assert np.percentile(a[:, 1], 10) >= -0.25, "FWS on the rule's warm side"
+    assert np.percentile(a[:, 0], 10) >= -0.25, "TCS on the rule's warm side"
+    assert np.mean(np.abs(a[:, 2]) > 1.0) <= 0.1, "the rule's pump dp"
+    assert np.ptp(a[:, 1]) > 0.5, "it does explore"
