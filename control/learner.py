@@ -21,8 +21,8 @@ The rule is the core's prior (:meth:`LearningController._rule_step`): the expert
 hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle by the share the GPU headroom measured at the
 hall's own full-load snapshots allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at
 once). Past commissioning the model's choice replaces the rule only where the model predicts it safe at the step-to
-load and clearly cheaper per unit of work, with TCS and FWS no colder than the rule's and dp within a rate step above
-its reset; otherwise the core takes one rate step toward the rule, so it is never worse than the rule it learnt
+load and clearly cheaper per unit of work, with TCS and FWS no colder than the rule's and dp its pump reset (a rate
+step at a time); otherwise the core takes one rate step toward the rule, so it is never worse than the rule it learnt
 around by its own prediction.
 """
 
@@ -95,7 +95,8 @@ RULE_DP_GRADE_K = 8.0
 RULE_DP_MEASURED = True
 # Nor more than this many rate steps of dp above the rule's reset: the model, which does not cross dp with load,
 # traded warmer water for dp of 100-160 kPa at idle where the reset runs 47 (set on Chicago under ai-steps: +0.16 % of
-# facility energy without this bound, 1,138,612 kWh against 1,136,844).
+# facility energy without this bound, 1,138,612 kWh against 1,136,844). Under RULE_DP_BOUND the model's dp walks to
+# the reset a rate step at a time, and this bound sends the core to the rule's step while its dp is further above.
 RULE_DP_MAX_ABOVE_STEPS = 1.0
 
 
@@ -112,6 +113,13 @@ EXPLORE_FOLLOWS_CENTRE = True
 # at a bound keeps about half its targets there (set on Chicago under ai-steps with the 14 commissioning days: idle
 # TCS 18.7 °C and dp 52 kPa against 19.2 and 56 one-sided, -0.04 % facility energy).
 EXPLORE_SYMMETRIC = True
+# ... and with a rule prior, step_ready (the fast path's target at a load step) is the rule's TCS and FWS at the safe
+# dp, not the model's coolest candidate (set on Chicago: a July day's steps went 4 K colder than the rule at 162 kPa).
+RULE_STEP_READY = True
+# ... and its CDU dp is the rule's pump reset: the model traded dp for warmer water where warmer water buys nothing
+# (set on Chicago: January idle at -3 °C, dp 155 kPa against the rule's 92 for FWS 16 °C against 12; without the
+# trade day 0 -0.6 %, July day 182 +0.1 %, December day 364 -0.1 %, the three together -0.2 %).
+RULE_DP_BOUND = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -275,7 +283,9 @@ class LearningController:
 
     def _explore(self, snap: Snapshot, *, local: bool = False) -> Decision:
         """Bounded random walk near :meth:`_centre` (a reach that widens with commissioning time); colder and
-        more flow when GPUs would run warm at the load the hall can step to.
+        more flow when GPUs would run warm at the load the hall can step to. Around a rule: a target drawn as wide
+        either side and clipped to the envelope, which moves with the rule until the next draw, and the walk back
+        to the rule at the full rate.
 
         ``local``: the model is not trusted where the plant now operates, so dither by up to a rate step around the
         outdoor-reset rule where the plant is known (a good rule for any weather, the model's own choices being
@@ -344,9 +354,17 @@ class LearningController:
             tt, dd, ff = np.clip(self.explore_target[:3] + shift, lo_env, hi_env)
             # Warmer only while there is room: the step toward the target shrinks with the headroom.
             scale = min(1.0, (headroom - EXPLORE_BACKOFF_K) / 4.0)
-            t += float(np.clip(tt - t, -cfg.max_step_tcs_k, cfg.max_step_tcs_k * scale))
-            d += float(np.clip(dd - d, -cfg.max_step_dp_kpa * scale, cfg.max_step_dp_kpa))
-            f += float(np.clip(ff - f, -cfg.max_step_fws_k, cfg.max_step_fws_k * scale))
+            up = step * np.array([scale, -scale, scale])  # the step allowed toward warmer water and less dp
+            if self._rule_sp is not None:
+                # Back to the rule at the full rate (only the walk past it waits for headroom): its own trim &
+                # respond cap answers hot GPUs and the fast path meets a step with its setpoints. Otherwise the
+                # short step-to headroom estimated at idle held the walk colder and at more dp than the rule
+                # after every back-off (set on Chicago: July idle FWS 1.4-1.8 K below the rule).
+                back = np.clip((safe - np.array([t, d, f])) * np.array([1.0, -1.0, 1.0]), 0.0, step)
+                up = np.maximum(np.abs(up), back) * np.array([1.0, -1.0, 1.0])
+            t += float(np.clip(tt - t, -cfg.max_step_tcs_k, up[0]))
+            d += float(np.clip(dd - d, up[1], cfg.max_step_dp_kpa))
+            f += float(np.clip(ff - f, -cfg.max_step_fws_k, up[2]))
             if self.use_chw and len(self.explore_target) > 3:
                 c = float(self.explore_target[3])
         sp = self._setpoints(snap, t, d, f, c)
@@ -429,7 +447,8 @@ class LearningController:
         """The setpoints the core predicts safe if the hall stepped to full load now (for the supervisor's fast
         path, which writes them when utilisation jumps between decisions): the cheapest per unit of work among the
         rate-limited candidates safe at full load, else the coolest one; without a model, one rate step toward
-        the safe defaults' colder side. Pure: it changes no state of the core."""
+        the safe defaults' colder side; with a rule prior, the rule's TCS and FWS at the safe dp
+        (:data:`RULE_STEP_READY`). Pure: it changes no state of the core."""
         lim, cur = self.lim, snap.current
         if self.model is None or not snap.finite:
             c = min(cur.chw_c, lim.safe.chw_c) if math.isfinite(cur.chw_c) else lim.safe.chw_c
@@ -448,6 +467,11 @@ class LearningController:
         rule = self._rule_sp
         if rule is None:
             return sp
+        if RULE_STEP_READY:
+            # The rule's own setpoints, neither colder nor at more dp: the model's pessimistic margin at full load
+            # found no candidate safe most of the time and asked for its coolest, two or three rate steps colder
+            # and at more dp than the rule (which never throttled under ai-steps), held by the lock-out for 30 min.
+            return Setpoints(rule.tcs_c.copy(), lim.safe.dp_kpa.copy(), rule.fws_c, sp.chw_c)
         return Setpoints(np.minimum(sp.tcs_c, rule.tcs_c), np.maximum(sp.dp_kpa, lim.safe.dp_kpa),
                          min(sp.fws_c, rule.fws_c), sp.chw_c)
 
@@ -489,6 +513,11 @@ class LearningController:
             self.last = self._explore(snap)
             return self.last
         x = self._candidates(snap)
+        if RULE_DP_BOUND and self._rule_sp is not None:
+            # The CDU dp is the rule's pump reset, a rate step at a time: the model chooses TCS and FWS only.
+            d0, step = float(snap.current.dp_kpa.mean()), self.cfg.max_step_dp_kpa
+            x[:, 4] = np.clip(float(self._rule_sp.dp_kpa.mean()), max(d0 - step, self.lim.dp_lo),
+                              min(d0 + step, self.lim.dp_hi))
         # The GPU constraint is judged at the load the hall can step to before the next decision (the highest of
         # the last days, or full load once it has stepped); the power and work are priced at the load of now.
         step_to = self.load.step_to_pct(float(x[0, 0]))
@@ -512,8 +541,7 @@ class LearningController:
             ok &= x[:, 4] <= float(self._rule_sp.dp_kpa.mean()) + RULE_DP_MAX_ABOVE_STEPS * cfg.max_step_dp_kpa + 1e-6
             if RULE_COLD_BOUND:
                 # Nor colder water than the rule: the model's pessimistic margin at the step-to load bought cold
-                # water the rule (never throttled under ai-steps) does without. More dp for warmer water stays the
-                # model's to trade.
+                # water the rule (never throttled under ai-steps) does without.
                 r = self._rule_sp
                 ok &= (x[:, 3] >= float(r.tcs_c.min()) - 1e-6) & (x[:, 5] >= float(r.fws_c) - 1e-6)
         if not ok.any() and trusted.any():

@@ -17,7 +17,7 @@ from aidc.errors import DataError
 from analytics.plant_model import ONLINE_FEATURES, OnlinePlantModel
 from app.evaluation.evaluate import DAY_NS, EvalSetup, Kpis, SimPlant, run_day
 from control.guard import verify
-from control.learner import LearningController
+from control.learner import EXPLORE_BACKOFF_K, LearningController
 from control.policy import Limits, site_limits
 from control.types import Decision, Setpoints, Snapshot
 from simulators.facility import Facility
@@ -753,6 +753,132 @@ def test_the_model_moves_the_pump_dp_at_most_a_rate_step_above_the_rules_reset(t
         cap = float(ctl._rule_sp.dp_kpa.mean()) + lim.cfg.max_step_dp_kpa
         cur = dec.setpoints
         assert float(cur.dp_kpa.max()) <= cap + 1e-6, (cur, cap)
+
+
+def test_commissioning_at_the_tcs_floor_explores_little_warmer_than_the_rule(tmp_path: Path) -> None:
+    """On a cold day (builtin Leesburg weather), where the rule's TCS sits at its floor, commissioning at its full
+    reach explores a small distance either side of the rule, the draws below the floor clipped to it, not 0.3 of the
+    way to the envelope's warm bound: its mean TCS stays within half a rate step of the rule's, and it still
+    explores."""
+    site = control_site(tmp_path, racks=8, commissioning_days=14.0)
+    setup = EvalSetup(site, site_limits(site), load_weather("builtin:leesburg"), warmup_h=0.0, step_s=300.0)
+    lim = setup.limits
+    ctl = LearningController(lim, plant_type=site.config.plant.type)
+    start = setup.year_start_ns + 15 * DAY_NS
+    ctl.first_ns = start - 12 * DAY_NS  # late in commissioning: the reach at its widest
+    seen: list[tuple[float, float]] = []
+    orig = ctl.decide
+
+    def spy(snap: Snapshot) -> Decision:
+        dec = orig(snap)
+        assert ctl._rule_sp is not None
+        seen.append((float(dec.setpoints.tcs_c.min()), float(ctl._rule_sp.tcs_c.min())))
+        return dec
+
+    ctl.decide = spy  # type: ignore[method-assign]
+    run_day(setup, ctl, start, None, warmup_h=0.0)
+    a = np.array(seen)[12:]  # after the walk from the safe defaults reached the rule
+    assert np.median(a[:, 1]) <= lim.tcs_lo + 1e-6, "the test day is cold enough for the rule's TCS floor"
+    assert float(np.mean(a[:, 0] - a[:, 1])) <= 0.5 * lim.cfg.max_step_tcs_k
+    assert np.ptp(a[:, 0]) > 0.3, "it does explore"
+
+
+def test_step_ready_with_a_rule_is_the_rules_setpoints_not_the_models_coolest(tmp_path: Path) -> None:
+    """With a rule prior, the setpoints the fast path writes at a load step are the rule's TCS and FWS at the safe
+    dp, even where the model's pessimistic margin finds no candidate safe at full load: not its coolest candidate,
+    colder and at more dp than the rule (which never throttled under ai-steps)."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    rng = np.random.default_rng(0)
+    n_rows = 3000
+    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
+                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
+                         rng.uniform(29, 37, n_rows), rng.uniform(100, 140, n_rows), rng.uniform(26, 32, n_rows)])
+    # A pessimistic model: at full load every candidate within a rate step of TCS 33 °C misses the margin.
+    model = OnlinePlantModel.fit(x, {"facility_power_kw": 300 + 9 * x[:, 0] - 4 * x[:, 3],
+                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 78.0})
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, model, now, seen_util=95.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl._rule.tr.x = 0.0  # a rule past its cold start: TCS 33 °C, FWS 30 °C at 25 °C dry bulb
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)
+    idle = dataclasses.replace(_snap(lim, now, 5.0, tcs=33.0), current=cur)
+    ctl.decide(idle)
+    rule = ctl._rule_sp
+    assert rule is not None
+    ready = ctl.step_ready(dataclasses.replace(idle, gpu_util_pct=np.full(n, 95.0)))
+    np.testing.assert_allclose(ready.tcs_c, rule.tcs_c)
+    np.testing.assert_allclose(ready.dp_kpa, lim.safe.dp_kpa)
+    assert ready.fws_c == pytest.approx(rule.fws_c)
+    assert float(rule.tcs_c.min()) == pytest.approx(33.0)
+    assert rule.fws_c == pytest.approx(30.0)
+
+
+def test_an_untrusted_model_walks_back_to_the_rule_at_the_full_rate(tmp_path: Path) -> None:
+    """Left colder and at more dp than the rule (after a back-off or a load step) with little headroom to spare,
+    an untrusted model walks back to within a rate step of the rule at the full rate: the rule's own trim & respond
+    cap answers hot GPUs, so only the walk past the rule waits for headroom."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, _synthetic_model(False), now, seen_util=5.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl._rule.tr.x = 0.0  # a rule past its cold start: TCS 35 °C, FWS 32 °C on a 40 °C day
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, 31.0), np.full(n, 160.0), 28.0, math.nan)
+    gpu = lim.gpu_ceiling_c - (EXPLORE_BACKOFF_K + 0.5)  # headroom just past the back-off: a small warming step
+    for i in range(3):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 5.0, tcs=tcs, gpu=gpu.copy()),
+                                   current=cur, drybulb_c=40.0, wetbulb_c=22.0)
+        dec = ctl.decide(snap)
+        assert dec.state == "learning"
+        assert verify(dec.setpoints, cur, snap, lim).ok
+        cur = dec.setpoints
+    rule = ctl._rule_sp
+    assert rule is not None
+    assert float(cur.tcs_c.min()) >= float(rule.tcs_c.min()) - lim.cfg.max_step_tcs_k - 1e-6, cur
+    assert cur.fws_c >= rule.fws_c - lim.cfg.max_step_fws_k - 1e-6, cur
+    assert float(cur.dp_kpa.max()) <= float(rule.dp_kpa.max()) + lim.cfg.max_step_dp_kpa + 1e-6, cur
+
+
+def test_the_model_chooses_no_more_pump_dp_than_the_rule(tmp_path: Path) -> None:
+    """A trusted model that predicts more flow cheaper may not choose more CDU dp than the rule's pump reset: with
+    a rule prior the model trades TCS and FWS only (its dp for warmer water cost pumps where warmer water bought
+    nothing)."""
+    from control.baselines import ExpertController
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    rng = np.random.default_rng(1)
+    n_rows = 3000
+    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
+                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
+                         rng.uniform(25, 40, n_rows), rng.uniform(100, 160, n_rows), rng.uniform(20, 34, n_rows)])
+    power = 300 + 9 * x[:, 0] - 2 * x[:, 3] - 1 * x[:, 5] - 0.5 * x[:, 4]  # warmer water and more flow: cheaper
+    model = OnlinePlantModel.fit(x, {"facility_power_kw": power,
+                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 100.0})
+    now = 400 * DAY_NS
+    ctl = _deciding(lim, model, now, seen_util=95.0)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl._rule.tr.x = 0.0
+    n = len(lim.cdu_names)
+    cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)
+    for i in range(6):
+        tcs = float(cur.tcs_c.min())
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 50.0, tcs=tcs), current=cur)
+        dec = ctl.decide(snap)
+        assert dec.state == "deciding"
+        rule = ctl._rule_sp
+        assert rule is not None
+        assert float(dec.setpoints.dp_kpa.max()) <= max(float(rule.dp_kpa.mean()), float(cur.dp_kpa.max())) + 1e-6
+        cur = dec.setpoints
+    assert float(cur.dp_kpa.max()) <= 120.0 + 1e-6, cur
 
 
 def test_late_commissioning_on_a_cold_day_keeps_tcs_near_its_floor(tmp_path: Path) -> None:
