@@ -42,6 +42,7 @@ class _DeviceRuntime:
     # its batches list the points in the decoder's ``fast_order`` (then the health fields), with these series.
     fused: bool = False
     fast_series: np.ndarray = field(init=False)
+    one_read: bool = field(init=False)  # one register read covers the whole buffer: its reply is decoded in place
     n: int = 0  # points of the plan
     width: int = 0  # samples of an all-good batch: the points and the health fields
     # Per poll: the register bytes written through ``view``, read by numpy as ``registers`` (the same memory).
@@ -54,6 +55,10 @@ class _DeviceRuntime:
         self.view = memoryview(self.regbuf)
         self.registers = np.frombuffer(self.regbuf, dtype=np.uint8)
         self.fused = self.decoder.registers_only and not len(self.tracker.sentinels)
+        reqs = self.plan.requests
+        self.one_read = (
+            len(reqs) == 1 and not reqs[0].bit_table and reqs[0].span_hi - reqs[0].span_lo == len(self.regbuf)
+        )
         order = list(self.decoder.fast_order) if self.fused else list(range(self.n))
         self.fast_series = _shared(np.concatenate((self.plan.series[order], self.series[self.n :])))
 
@@ -130,6 +135,7 @@ class ModbusLink(Link):
         failures: list[tuple[tuple[int, ...], str]] = []
         timed_out = False
         client, view = self.client, rt.view
+        whole: bytes | None = None  # the reply of a plan read in one request: decoded as it is, copied when needed
         for req in rt.plan.requests:
             if timed_out:  # the device is not answering: do not wait out every request of the poll
                 failures.append((req.points, "timeout"))
@@ -154,6 +160,8 @@ class ModbusLink(Link):
                 failures.append((req.points, f"{reply.reason} reading {req.table} {req.address} x{req.count}"))
             elif req.bit_table:
                 rt.bits[req.first : req.first + req.count] = unpack_bits(reply, req.count)
+            elif rt.one_read:
+                whole = reply
             else:
                 view[req.span_lo : req.span_hi] = reply
         latency = perf_counter() - t0
@@ -163,19 +171,23 @@ class ModbusLink(Link):
             # Python numbers (as numpy would: one multiply, one add, both rounded the same), in the decoder's
             # ``fast_order`` (no reordering), quality checked on them, then the batch's column in one call with the
             # health fields; the batch lists the points in that order (``fast_series``).
-            scaled = rt.decoder.unpack_scaled(rt.regbuf)
+            scaled = rt.decoder.unpack_scaled(rt.regbuf if whole is None else whole)
             if rt.tracker.clean_list(scaled):
                 scaled += health.polled(ts, latency)
                 ts_col = np.empty(rt.width, _I8)
                 ts_col.fill(ts)
                 return Batch.trusted(rt.fast_series, ts_col, np.array(scaled, _F8), rt.good)
             health.success(ts, latency)
+            if whole is not None:
+                view[:] = whole
             # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.
             column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)
             eng = column[:n]
             raw = rt.decoder.decode_into(rt.registers, rt.bits, eng)
             values, quality, reasons = rt.tracker.assess(raw, eng)
         else:
+            if whole is not None:
+                view[:] = whole
             column = np.empty(n + len(HEALTH_FIELDS), dtype=np.float64)  # the batch's values: points, then health
             eng = column[:n]
             raw = rt.decoder.decode_into(rt.registers, rt.bits, eng)

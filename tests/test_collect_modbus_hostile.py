@@ -33,8 +33,8 @@ PROFILE = Profile.model_validate({
 })  # fmt: skip
 
 
-def _reply(tid: int, unit: int, fc: int, addr: int, count: int) -> bytes:
-    data = IMAGE[2 * addr : 2 * (addr + count)]
+def _reply(tid: int, unit: int, fc: int, addr: int, count: int, image: bytes = IMAGE) -> bytes:
+    data = image[2 * addr : 2 * (addr + count)]
     pdu = bytes([fc, len(data)]) + data
     return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
 
@@ -53,6 +53,7 @@ class Peer:
     connections: int = 0
     misbehaved: int = 0
     requests: int = 0
+    image: bytes = IMAGE  # the register image served
     writers: list[asyncio.Transport] = field(default_factory=list)
 
 
@@ -73,7 +74,7 @@ class _PeerConn(asyncio.Protocol):
             tid, _proto, _len, unit, fc, addr, count = struct.unpack_from(">HHHBBHH", self.buf)
             del self.buf[:12]
             self.peer.requests += 1
-            ok = _reply(tid, unit, fc, addr, count)
+            ok = _reply(tid, unit, fc, addr, count, self.peer.image)
             first = self.peer.misbehaved == 0
             if self.peer.mode == "late-inside-next" and first:
                 self.held, self.peer.misbehaved = ok, 1  # answered only inside the next reply
@@ -178,3 +179,29 @@ async def test_a_poll_waits_its_turn_behind_another_transaction() -> None:
         batch = await asyncio.wait_for(task, 2.0)
         assert _published([batch]) == [(p, v, Quality.GOOD) for p, v in TRUTH.items()]
         assert not link.client._busy
+
+
+async def test_a_one_read_poll_judges_each_poll_on_its_own_reply() -> None:
+    """A device read in one request, whose quick check fails (a value out of range) after clean polls and then
+    passes again, publishes each poll's own value with its own quality: never the bytes of an earlier reply."""
+    ranged = PROFILE.model_copy(
+        update={"points": tuple(p.model_copy(update={"range": (0.0, 300.0)}) for p in PROFILE.points)}
+    )
+    async with hostile_link("well-behaved") as (link, dev, peer):
+        dev = DeviceRef(dev.kind, dev.path, dev.config, ranged, dev.tags)
+        link = ModbusLink(link.key, [dev], clock=ScaledClock.starting_now(), emit=lambda b: None,
+                          options=LinkOptions())  # fmt: skip
+        await link.connect()
+        assert link.rt[dev.name].one_read
+        images = [(230.5, 12.25), (412.0, 12.5), (231.0, 13.0), (229.0, -4.0), (230.0, 12.0)]
+        got = []
+        for volts, amps in images:
+            peer.image = struct.pack(">ff", volts, amps)
+            got.append(sorted((p, v, q) for p, v, q in _published([await link.poll(dev)])))
+        await link.close()
+    want = [
+        sorted([("voltage_v", v, Quality.GOOD if 0 <= v <= 300 else Quality.UNCERTAIN),
+                ("current_a", a, Quality.GOOD if 0 <= a <= 300 else Quality.UNCERTAIN)])
+        for v, a in images
+    ]  # fmt: skip
+    assert got == want
