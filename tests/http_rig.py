@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,14 @@ PASSWORD = "s3cret-bmc"
 
 def http_site(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Site:
     """Two racks on DCGM (one page per host for the first, one federated page for the second), two more racks'
-    chassis and the first CDU on one Redfish service over HTTPS with a session login; everything else Modbus/OPC-UA."""
-    base = free_block(3)
+    chassis and the first CDU on one Redfish service over HTTPS with a session login; everything else Modbus/OPC-UA.
+    The HTTP ports are free ones the generated site does not use (its own block is drawn apart)."""
 
     def convert(doc: dict[str, Any]) -> None:
+        taken = _ports(doc)
+        base = free_block(3)
+        while taken & set(range(base - 1, base + 4)):
+            base = free_block(3)
         hall = doc["halls"][0]
         r1, r2 = hall["racks"][0], hall["racks"][1]
         page = f"http://127.0.0.1:{base}"
@@ -66,6 +71,23 @@ def http_site(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = No
             edit(doc)
 
     return make_site(tmp_path, racks=4, edit=convert)
+
+
+def _ports(doc: Any) -> set[int]:
+    """Every port a site document names: ``port`` / ``*_port`` keys and the ports of ``scheme://host:port`` URLs."""
+    out: set[int] = set()
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if isinstance(v, int) and str(k).endswith("port"):
+                out.add(v)
+            else:
+                out |= _ports(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            out |= _ports(v)
+    elif isinstance(doc, str) and (m := re.match(r"^[a-z.+-]+://[^/]*:(\d+)", doc)):
+        out.add(int(m.group(1)))
+    return out
 
 
 @contextlib.asynccontextmanager
