@@ -55,16 +55,8 @@ def _rows(site: Site, batch: Batch) -> list[dict[str, Any]]:
         dev = site.device(key.tag_dict["device"])
         point = dev.profile.point(key.field)
         label = key.field + "".join(f"[{v}]" for k, v in key.tags if k == point.array_tag and point.array)
-        out.append(
-            {
-                "series": s.series,
-                "point": label,
-                "value": s.value,
-                "unit": point.unit,
-                "quality": s.quality.label,
-                "reason": s.reason,
-            }
-        )
+        out.append({"series": s.series, "point": label, "value": s.value, "unit": point.unit,
+                    "quality": s.quality.label, "reason": s.reason})
     return out
 
 
@@ -74,12 +66,8 @@ async def _once(site: Site, shard: tuple[int, int] | None, *, as_json: bool) -> 
     report = []
     for dev in engine.devices:
         res = results.get(dev.name, "not polled")
-        entry: dict[str, Any] = {
-            "device": dev.name,
-            "kind": dev.kind,
-            "address": dev.config.address,
-            "profile": dev.profile.name,
-        }
+        entry: dict[str, Any] = {"device": dev.name, "kind": dev.kind, "address": dev.config.address,
+                                 "profile": dev.profile.name}
         if isinstance(res, Batch):
             entry.update(status="ok", points=_rows(site, res))
         else:

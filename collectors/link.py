@@ -91,18 +91,6 @@ class DeviceHealth:
             self.failing, self.reason = False, ""
             log.info("device %s (%s) recovered", self.device.name, self.device.config.address)
 
-    def polled(self, ts_ns: int, latency_s: float) -> list[float]:
-        """:meth:`success` of a whole poll (no partial reason), then :meth:`values`: one call on the Modbus hot path."""
-        self.up, self.stale = True, False
-        self.last_success_ns, self.latency_s = ts_ns, latency_s
-        self.last_fresh_mono = time.monotonic()
-        self.consecutive_timeouts = 0
-        self.polls += 1
-        if self.failing:
-            self.failing, self.reason = False, ""
-            log.info("device %s (%s) recovered", self.device.name, self.device.config.address)
-        return [1.0, float(self.state), latency_s * 1e3, float(self.errors), ts_ns / 1e9]
-
     def failure(self, reason: str, *, up: bool = False) -> None:
         """A poll or the connection failed; ERROR the first time, DEBUG until it recovers."""
         self.errors += 1

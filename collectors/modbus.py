@@ -277,10 +277,7 @@ class ModbusTcpClient:
             proto.pending[tid] = fut
             proto.transport.write(frame(tid))
             proto.wait_for(tid, fut, timeout_s)
-            try:
-                reply = await fut
-            except RequestTimeout:
-                raise RequestTimeout(f"timeout after {timeout_s:g}s") from None
+            reply = await fut  # a timeout fails it with its text (:meth:`_MbapProtocol._expire`)
         finally:
             self._release()
         if reply[0] != unit and unit != 0:

@@ -172,12 +172,12 @@ class ModbusLink(Link):
             # ``fast_order`` (no reordering), quality checked on them, then the batch's column in one call with the
             # health fields; the batch lists the points in that order (``fast_series``).
             scaled = rt.decoder.unpack_scaled(rt.regbuf if whole is None else whole)
+            health.success(ts, latency)
             if rt.tracker.clean_list(scaled):
-                scaled += health.polled(ts, latency)
+                scaled += health.values()
                 ts_col = np.empty(rt.width, _I8)
                 ts_col.fill(ts)
                 return Batch.trusted(rt.fast_series, ts_col, np.array(scaled, _F8), rt.good)
-            health.success(ts, latency)
             if whole is not None:
                 view[:] = whole
             # Some sample needs a closer look (nothing was changed by clean_list()): every check, with reasons.

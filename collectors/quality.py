@@ -163,10 +163,10 @@ class QualityTracker:
 
     def clean_list(self, values: list[float]) -> bool:
         """:meth:`clean` on the poll's engineering values as Python numbers in ``list_order``, with the same
-        comparisons and the same
-        state changes (kept in Python lists; see ``_py_ahead``): for a few dozen points, a few C-level ``map``
-        passes cost less in a real poll than the numpy calls (each wakes numpy's dispatch on cold caches). Sentinels
-        are not checked here either. A counter with no previous value yet (NaN) takes the full checks."""
+        comparisons and the same state changes (kept in Python lists; see ``_py_ahead``): for a few dozen points, a
+        few C-level ``map`` passes cost less in a real poll than the numpy calls (each wakes numpy's dispatch on cold
+        caches). Sentinels are not checked here either. A counter with no previous value yet (NaN) takes the full
+        checks."""
         if self._np_ahead:
             self._py_state()
         if not (all(map(le, self._lo_l, values)) and all(map(le, values, self._hi_l))):  # NaN fails both

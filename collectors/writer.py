@@ -117,19 +117,8 @@ class SetpointWriter:
         except (DeviceWriteError, ConnectionError, OSError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
         result = WriteResult(
-            format_ns(self.engine.clock.now_ns()),
-            actor.name,
-            actor.role,
-            device,
-            point,
-            old,
-            value,
-            new,
-            readback,
-            new != value,
-            why,
-            not error,
-            error,
+            format_ns(self.engine.clock.now_ns()), actor.name, actor.role, device, point, old, value, new,
+            readback, new != value, why, not error, error,
         )
         self._audit(result, dev.tags)
         return result
@@ -142,10 +131,8 @@ class SetpointWriter:
         sid = SeriesKey.of(AUDIT_MEASUREMENT, r.point, {k: v for k, v in tags.items() if k in ("site", "device")}).id
         q = Quality.GOOD if r.ok else Quality.BAD
         batch = Batch(
-            np.array([sid], dtype=object),
-            np.array([self.engine.clock.now_ns()], dtype=np.int64),
-            np.array([r.new], dtype=np.float64),
-            np.array([int(q)], dtype=np.uint8),
+            np.array([sid], dtype=object), np.array([self.engine.clock.now_ns()], dtype=np.int64),
+            np.array([r.new], dtype=np.float64), np.array([int(q)], dtype=np.uint8),
             [f"{r.who}: {r.why}" + (f" ({r.error})" if r.error else "")],
         )
         self.engine.output.publish(batch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,34 @@ def _deciding(lim: Limits, model: OnlinePlantModel, now_ns: int, seen_util: floa
     for h in range(49, 0, -1):  # hourly, no gap: a memory with a gap does not know the step-to load either
         ctl.load.update(_snap(lim, now_ns - h * H_NS, seen_util), lim.gpu_ceiling_c)
     return ctl
+
+
+def _ruled(lim: Limits, model: OnlinePlantModel, now_ns: int, seen_util: float, *, cold_start: bool = False
+           ) -> LearningController:
+    """:func:`_deciding` with the chiller + dry cooler plant's expert rule as its prior; past the rule's cold start
+    (no GPU has asked for colder water) unless ``cold_start``."""
+    from control.baselines import ExpertController
+
+    ctl = _deciding(lim, model, now_ns, seen_util=seen_util)
+    ctl.plant_type = "chiller_drycooler"
+    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    if not cold_start:
+        ctl._rule.tr.x = 0.0
+    return ctl
+
+
+def _fitted(seed: int, power: Callable[[np.ndarray], np.ndarray], *, tcs: tuple[float, float] = (25, 40),
+            dp: tuple[float, float] = (100, 160), fws: tuple[float, float] = (20, 34), margin_below: float = 100.0
+            ) -> OnlinePlantModel:
+    """A model fitted on 3,000 random rows (utilisation 5/50/95 %, TCS, dp and FWS uniform in the ranges given):
+    facility power ``power(x)``, GPU margin the synthetic GPU temperature less ``margin_below``."""
+    rng = np.random.default_rng(seed)
+    n_rows = 3000
+    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
+                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
+                         rng.uniform(*tcs, n_rows), rng.uniform(*dp, n_rows), rng.uniform(*fws, n_rows)])
+    return OnlinePlantModel.fit(x, {"facility_power_kw": power(x),
+                                    "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - margin_below})
 
 
 def test_gpu_margin_is_judged_at_the_load_the_hall_can_step_to(tmp_path: Path) -> None:
@@ -444,14 +473,9 @@ def test_an_untrusted_model_backs_off_within_a_rate_step_of_the_rule(tmp_path: P
     """On a hot day the model was not trained for, an idle hall whose step-to headroom estimate is short backs off
     at most one rate step colder than the outdoor-reset rule (facility water at the W-class maximum), not toward
     the envelope's cold edge: the rule's own trim & respond cap answers GPUs that do run hot."""
-    from control.baselines import ExpertController
-
     lim = site_limits(control_site(tmp_path, racks=8))
     now = 400 * DAY_NS
-    ctl = _deciding(lim, _synthetic_model(False), now, seen_util=95.0)
-    ctl.plant_type = "chiller_drycooler"
-    ctl._rule = ExpertController(lim, "chiller_drycooler")
-    ctl._rule.tr.x = 0.0  # a rule past its cold start: no GPU has asked for colder water
+    ctl = _ruled(lim, _synthetic_model(False), now, 95.0)
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, lim.fws_hi + 3.0), np.full(n, 120.0), lim.fws_hi, math.nan)
     fws: list[float] = []
@@ -471,22 +495,11 @@ def test_the_model_moves_the_core_no_colder_than_the_rule(tmp_path: Path) -> Non
     """A trusted model that predicts colder water cheaper (leakage) may only choose TCS and FWS on the rule's warm
     side: the rule's own trim & respond cap answers hot GPUs, and the model's pessimistic margin at the step-to
     load otherwise buys cold water the rule does without."""
-    from control.baselines import ExpertController
-
     lim = site_limits(control_site(tmp_path, racks=8))
-    rng = np.random.default_rng(1)
-    n_rows = 3000
-    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
-                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
-                         rng.uniform(25, 40, n_rows), rng.uniform(100, 160, n_rows), rng.uniform(20, 34, n_rows)])
-    power = 300 + 9 * x[:, 0] + 4 * x[:, 3] + 2 * x[:, 5] - 0.5 * x[:, 4]  # colder and more flow: cheaper
-    model = OnlinePlantModel.fit(x, {"facility_power_kw": power,
-                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 100.0})
+    # colder and more flow: cheaper
+    model = _fitted(1, lambda x: 300 + 9 * x[:, 0] + 4 * x[:, 3] + 2 * x[:, 5] - 0.5 * x[:, 4])
     now = 400 * DAY_NS
-    ctl = _deciding(lim, model, now, seen_util=95.0)
-    ctl.plant_type = "chiller_drycooler"
-    ctl._rule = ExpertController(lim, "chiller_drycooler")
-    ctl._rule.tr.x = 0.0  # a rule past its cold start: no GPU has asked for colder water
+    ctl = _ruled(lim, model, now, 95.0)
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)  # the rule at 25 °C dry bulb
     for i in range(6):
@@ -727,21 +740,11 @@ def test_the_pump_reset_is_graded_by_the_measured_headroom_at_full_load(tmp_path
 def test_the_model_moves_the_pump_dp_at_most_a_rate_step_above_the_rules_reset(tmp_path: Path) -> None:
     """A trusted model that predicts more flow cheaper (it does not cross dp with load) may not take the CDU dp
     more than a rate step above the rule's pump reset (it would climb to the pumps' maximum)."""
-    from control.baselines import ExpertController
-
     lim = site_limits(control_site(tmp_path, racks=8))
-    rng = np.random.default_rng(1)
-    n_rows = 3000
-    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
-                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
-                         rng.uniform(25, 40, n_rows), rng.uniform(40, 250, n_rows), rng.uniform(20, 34, n_rows)])
-    power = 300 + 9 * x[:, 0] - 4 * x[:, 3] - 0.5 * x[:, 4]  # warmer water and more flow: cheaper
-    model = OnlinePlantModel.fit(x, {"facility_power_kw": power,
-                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 100.0})
+    # warmer water and more flow: cheaper
+    model = _fitted(1, lambda x: 300 + 9 * x[:, 0] - 4 * x[:, 3] - 0.5 * x[:, 4], dp=(40, 250))
     now = 400 * DAY_NS
-    ctl = _deciding(lim, model, now, seen_util=95.0)
-    ctl.plant_type = "chiller_drycooler"
-    ctl._rule = ExpertController(lim, "chiller_drycooler")
+    ctl = _ruled(lim, model, now, 95.0, cold_start=True)
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)
     for i in range(8):
@@ -787,22 +790,12 @@ def test_step_ready_with_a_rule_is_the_rules_setpoints_not_the_models_coolest(tm
     """With a rule prior, the setpoints the fast path writes at a load step are the rule's TCS and FWS at the safe
     dp, even where the model's pessimistic margin finds no candidate safe at full load: not its coolest candidate,
     colder and at more dp than the rule (which never throttled under ai-steps)."""
-    from control.baselines import ExpertController
-
     lim = site_limits(control_site(tmp_path, racks=8))
-    rng = np.random.default_rng(0)
-    n_rows = 3000
-    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
-                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
-                         rng.uniform(29, 37, n_rows), rng.uniform(100, 140, n_rows), rng.uniform(26, 32, n_rows)])
     # A pessimistic model: at full load every candidate within a rate step of TCS 33 °C misses the margin.
-    model = OnlinePlantModel.fit(x, {"facility_power_kw": 300 + 9 * x[:, 0] - 4 * x[:, 3],
-                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 78.0})
+    model = _fitted(0, lambda x: 300 + 9 * x[:, 0] - 4 * x[:, 3], tcs=(29, 37), dp=(100, 140), fws=(26, 32),
+                    margin_below=78.0)
     now = 400 * DAY_NS
-    ctl = _deciding(lim, model, now, seen_util=95.0)
-    ctl.plant_type = "chiller_drycooler"
-    ctl._rule = ExpertController(lim, "chiller_drycooler")
-    ctl._rule.tr.x = 0.0  # a rule past its cold start: TCS 33 °C, FWS 30 °C at 25 °C dry bulb
+    ctl = _ruled(lim, model, now, 95.0)  # the rule past its cold start: TCS 33 °C, FWS 30 °C at 25 °C dry bulb
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)
     idle = dataclasses.replace(_snap(lim, now, 5.0, tcs=33.0), current=cur)
@@ -821,14 +814,9 @@ def test_an_untrusted_model_walks_back_to_the_rule_at_the_full_rate(tmp_path: Pa
     """Left colder and at more dp than the rule (after a back-off or a load step) with little headroom to spare,
     an untrusted model walks back to within a rate step of the rule at the full rate: the rule's own trim & respond
     cap answers hot GPUs, so only the walk past the rule waits for headroom."""
-    from control.baselines import ExpertController
-
     lim = site_limits(control_site(tmp_path, racks=8))
     now = 400 * DAY_NS
-    ctl = _deciding(lim, _synthetic_model(False), now, seen_util=5.0)
-    ctl.plant_type = "chiller_drycooler"
-    ctl._rule = ExpertController(lim, "chiller_drycooler")
-    ctl._rule.tr.x = 0.0  # a rule past its cold start: TCS 35 °C, FWS 32 °C on a 40 °C day
+    ctl = _ruled(lim, _synthetic_model(False), now, 5.0)  # the rule past its cold start: TCS 35, FWS 32 °C on 40 °C
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, 31.0), np.full(n, 160.0), 28.0, math.nan)
     gpu = lim.gpu_ceiling_c - (EXPLORE_BACKOFF_K + 0.5)  # headroom just past the back-off: a small warming step
@@ -851,22 +839,11 @@ def test_the_model_chooses_no_more_pump_dp_than_the_rule(tmp_path: Path) -> None
     """A trusted model that predicts more flow cheaper may not choose more CDU dp than the rule's pump reset: with
     a rule prior the model trades TCS and FWS only (its dp for warmer water cost pumps where warmer water bought
     nothing)."""
-    from control.baselines import ExpertController
-
     lim = site_limits(control_site(tmp_path, racks=8))
-    rng = np.random.default_rng(1)
-    n_rows = 3000
-    x = np.column_stack([rng.choice([5.0, 50.0, 95.0], n_rows) + rng.normal(0, 2, n_rows),
-                         25 + rng.normal(0, 0.5, n_rows), 18 + rng.normal(0, 0.5, n_rows),
-                         rng.uniform(25, 40, n_rows), rng.uniform(100, 160, n_rows), rng.uniform(20, 34, n_rows)])
-    power = 300 + 9 * x[:, 0] - 2 * x[:, 3] - 1 * x[:, 5] - 0.5 * x[:, 4]  # warmer water and more flow: cheaper
-    model = OnlinePlantModel.fit(x, {"facility_power_kw": power,
-                                     "gpu_margin_c": _gpu_c(x[:, 3], x[:, 0], x[:, 4]) - 100.0})
+    # warmer water and more flow: cheaper
+    model = _fitted(1, lambda x: 300 + 9 * x[:, 0] - 2 * x[:, 3] - 1 * x[:, 5] - 0.5 * x[:, 4])
     now = 400 * DAY_NS
-    ctl = _deciding(lim, model, now, seen_util=95.0)
-    ctl.plant_type = "chiller_drycooler"
-    ctl._rule = ExpertController(lim, "chiller_drycooler")
-    ctl._rule.tr.x = 0.0
+    ctl = _ruled(lim, model, now, 95.0)
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, 33.0), np.full(n, 120.0), 30.0, math.nan)
     for i in range(6):
