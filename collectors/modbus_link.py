@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -14,10 +15,14 @@ from aidc.errors import AidcError
 from aidc.model import Batch
 from aidc.profiles import Point
 from collectors.decode import RegisterDecoder, encode, unpack_bits
+from collectors.fastpoll import fast_poll
 from collectors.link import HEALTH_FIELDS, DeviceHealth, Emit, Link, LinkOptions
 from collectors.modbus import ExceptionReply, ModbusTcpClient, RequestTimeout, TransportError
 from collectors.plan import READ_FUNCTION, ModbusPlan, ReadRequest, plan_modbus, series_ids
 from collectors.quality import QualityTracker
+
+if TYPE_CHECKING:
+    from collectors._fastpoll import Poll
 
 _F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)  # dtype objects: numpy need not convert a type per call
 
@@ -42,6 +47,8 @@ class _DeviceRuntime:
     # its batches list the points in the decoder's ``fast_order`` (then the health fields), with these series.
     fused: bool = False
     fast_series: np.ndarray = field(init=False)
+    # The clean poll in C (collectors/fastpoll.py), where it is built: its batches list the points in plan order.
+    fast: Poll | None = field(init=False)
     one_read: bool = field(init=False)  # one register read covers the whole buffer: its reply is decoded in place
     n: int = 0  # points of the plan
     width: int = 0  # samples of an all-good batch: the points and the health fields
@@ -61,6 +68,7 @@ class _DeviceRuntime:
         )
         order = list(self.decoder.fast_order) if self.fused else list(range(self.n))
         self.fast_series = _shared(np.concatenate((self.plan.series[order], self.series[self.n :])))
+        self.fast = fast_poll(self.plan, self.tracker) if self.fused else None
 
 
 def _shared(a: np.ndarray) -> np.ndarray:
@@ -167,13 +175,20 @@ class ModbusLink(Link):
         latency = perf_counter() - t0
         n = rt.n
         if rt.fused and not failures:
-            # The usual poll, without numpy until the batch: every point read in place by ``struct`` and scaled as
-            # Python numbers (as numpy would: one multiply, one add, both rounded the same), in the decoder's
-            # ``fast_order`` (no reordering), quality checked on them, then the batch's column in one call with the
-            # health fields; the batch lists the points in that order (``fast_series``).
-            scaled = rt.decoder.unpack_scaled(rt.regbuf if whole is None else whole)
             health.success(ts, latency)
-            if rt.tracker.clean_list(scaled):
+            if rt.fast is not None:
+                # The usual poll in one C call (decode, the clean checks and their state, the batch's columns).
+                cols = rt.tracker.clean_columns(rt.regbuf if whole is None else whole, health.values(), ts)
+                if cols is not None:
+                    return Batch.trusted(rt.series, cols[0], cols[1], rt.good)
+                scaled = None
+            else:
+                # The same in Python, without numpy until the batch: every point read in place by ``struct`` and
+                # scaled as Python numbers (as numpy would: one multiply, one add, both rounded the same), in the
+                # decoder's ``fast_order`` (no reordering), quality checked on them, then the batch's column in one
+                # call with the health fields; the batch lists the points in that order (``fast_series``).
+                scaled = rt.decoder.unpack_scaled(rt.regbuf if whole is None else whole)
+            if scaled is not None and rt.tracker.clean_list(scaled):
                 scaled += health.values()
                 ts_col = np.empty(rt.width, _I8)
                 ts_col.fill(ts)

@@ -15,12 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from operator import itemgetter, le
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from aidc.model import Quality
 from aidc.profiles import Point
+
+if TYPE_CHECKING:
+    from collectors._fastpoll import Poll
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
@@ -104,6 +108,7 @@ class QualityTracker:
         self._prev_c: Sequence[float] = [math.nan] * len(self._counters_l)
         self._prev2_c: Sequence[float] = list(self._prev_c)
         self._py_ahead = self._np_ahead = False
+        self._fast: Poll | None = None  # the C poll keeping the Python side's state (:meth:`attach`)
         self._good = np.zeros(self.n, dtype=np.uint8)
         self._good.flags.writeable = False  # shared by every all-good poll: callers copy it into their batch
 
@@ -169,6 +174,8 @@ class QualityTracker:
         checks."""
         if self._np_ahead:
             self._py_state()
+        elif self._fast is not None:
+            self._pull_fast()
         if not (all(map(le, self._lo_l, values)) and all(map(le, values, self._hi_l))):  # NaN fails both
             return False
         cget = self._cget
@@ -186,10 +193,65 @@ class QualityTracker:
         if cget is not None:
             self._prev2_c, self._prev_c = self._prev_c, cur
         self._py_ahead = True
+        if self._fast is not None:  # only where a test mixes the two: the C poll takes the state
+            self._fast.set_state(self._last_m, self._unch_m, self._prev_c, self._prev2_c)
         return True
 
+    # --- the C poll (collectors/fastpoll.py) ------------------------------------------------------------
+
+    @property
+    def lo_bounds(self) -> list[float]:
+        """Per point, the lowest good value (a missing range: the lowest finite float)."""
+        return self._lo.tolist()
+
+    @property
+    def hi_bounds(self) -> list[float]:
+        """Per point, the highest good value (a missing range: the highest finite float)."""
+        return self._hi.tolist()
+
+    @property
+    def moving_points(self) -> list[int]:
+        """Indices of the ``must_move`` points."""
+        return list(self._moving_l)
+
+    @property
+    def counter_points(self) -> list[int]:
+        """Indices of the counter points."""
+        return list(self._counters_l)
+
+    def attach(self, poll: Poll) -> None:
+        """Let ``poll`` (a C poll over these points in their own order) take the clean polls: it then keeps the
+        Python side's state (stuck counts, counters' history), handed over whichever side runs next."""
+        if poll.n != self.n:
+            raise ValueError(f"a C poll of {poll.n} points for a tracker of {self.n}")
+        self._fast = poll
+        self._py_state()
+
+    def clean_columns(
+        self, registers: bytes | bytearray, health: Sequence[float], ts: int
+    ) -> tuple[npt.NDArray[np.int64], F64] | None:
+        """The attached C poll of ``registers``: a clean poll's timestamp and value columns (the points in their
+        own order, then ``health``), with the state updated as :meth:`clean_list` would; None and nothing changed
+        if a sample needs a closer look."""
+        fast = self._fast
+        assert fast is not None, "no C poll attached"
+        if self._np_ahead:
+            self._py_state()
+        return fast.poll(registers, health, ts)
+
+    def _pull_fast(self) -> None:
+        """Take the Python side's state back from the attached C poll if a poll there changed it."""
+        fast = self._fast
+        if fast is not None and fast.ahead:
+            self._last_m, self._unch_m, self._prev_c, self._prev2_c = fast.state()
+            fast.ahead = 0
+            self._py_ahead = True
+
     def _numpy_state(self) -> None:
-        """Bring the numpy state up to the Python path's (only after :meth:`clean_list` ran last); mark numpy ahead."""
+        """Bring the numpy state up to the Python path's (only after :meth:`clean_list` or the C poll ran last);
+        mark numpy ahead."""
+        if self._fast is not None:
+            self._pull_fast()
         if self._py_ahead:
             self._py_ahead = False
             moving = self._moving
@@ -212,6 +274,8 @@ class QualityTracker:
         c = self._counters_l
         self._prev_c = self._counter_prev[c].tolist()
         self._prev2_c = self._counter_spare[c].tolist()
+        if self._fast is not None:
+            self._fast.set_state(self._last_m, self._unch_m, self._prev_c, self._prev2_c)
 
     @property
     def counter_delta(self) -> F64:
