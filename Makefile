@@ -10,13 +10,17 @@ STAMP := $(VENV)/.installed
 DEB_PACKAGES := mbpoll snmp victoria-metrics prometheus chromium chromium-driver poppler-utils libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
 # Debian packages only the benchmarks use (the libmodbus C peer of bench/collect.py).
 BENCH_DEB_PACKAGES := libmodbus-dev
+# The C compiler for the Modbus poll's accelerator (collectors/_fastpoll.c, built by setup.py; without it the
+# install succeeds and polls take the Python path); python3-dev only where $(PYTHON) has no Python.h.
+BUILD_DEB_PACKAGES := gcc $(shell $(PYTHON) -c "import os, sysconfig; print('' if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else 'python3-dev')" 2>/dev/null)
 DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck venv debs bench-debs node clean bench bench-forecast
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py collectors/_fastpoll.c
+	$(call install_debs,$(BUILD_DEB_PACKAGES))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
