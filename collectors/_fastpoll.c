@@ -164,8 +164,9 @@ static int Poll_init(PollObject *self, PyObject *args, PyObject *kwds) {
             Py_DECREF(fast);
             return -1;
         }
-        if (p->regs < 1 || p->regs > 4 || p->off < 0) {
-            PyErr_Format(PyExc_ValueError, "layout point %zd: %d registers at byte %zd", i, p->regs, p->off);
+        if (p->regs != (strchr("hH", p->code) ? 1 : strchr("iIf", p->code) ? 2 : 4) || p->off < 0) {
+            PyErr_Format(PyExc_ValueError, "layout point %zd: %d registers of struct code %c at byte %zd", i,
+                         p->regs, p->code, p->off);
             Py_DECREF(fast);
             return -1;
         }

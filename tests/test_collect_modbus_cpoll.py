@@ -147,8 +147,9 @@ def test_c_decode_matches_the_numpy_decode_bit_for_bit(orders: list[ByteOrder]) 
 
 
 def test_c_poll_refuses_a_short_buffer_and_a_bad_layout() -> None:
-    """A register buffer shorter than the plan reads, or a layout with a code that is no register number, is
-    refused with the sizes or the code named (never a read past the buffer)."""
+    """A register buffer shorter than the plan reads, or a layout with a code that is no register number or a
+    register count that is not its type's, is refused with the sizes or the code named (never a read past the
+    buffer)."""
     plan = plan_modbus(_device(POINTS))
     poll = fastpoll.fast_poll(plan, QualityTracker(plan.points))
     assert poll is not None
@@ -158,6 +159,8 @@ def test_c_poll_refuses_a_short_buffer_and_a_bad_layout() -> None:
 
     with pytest.raises(ValueError, match="struct code s"):
         _fastpoll.Poll([(0, 1, "s", False, False, 1.0, 0.0)], [0.0], [1.0], [], [], 5)
+    with pytest.raises(ValueError, match="2 registers of struct code h"):
+        _fastpoll.Poll([(0, 2, "h", False, False, 1.0, 0.0)], [0.0], [1.0], [], [], 5)
     with pytest.raises(ValueError, match="index 3 outside"):
         _fastpoll.Poll([(0, 1, "H", False, False, 1.0, 0.0)], [0.0], [1.0], [3], [], 5)
 
