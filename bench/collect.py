@@ -7,8 +7,9 @@ Starts ``aidc simulate`` in its own process (devices are separate from the manag
 with the tests' deterministic stand-in physics sized to GB200 racks (72 values per GPU array node). Then, one
 after the other against the same devices and the same number of polls:
 
-* Modbus: our collector (``ModbusLink.poll``: request, framing, vectorised decode, quality checks, the batch with
-  its health fields, handed to the historian's ``HistorianWriter`` queue) against a libmodbus C client reading the same
+* Modbus: our collector (``ModbusLink.poll``: request, framing, decode, quality checks, the batch with its health
+  fields, handed to the historian's ``HistorianWriter`` queue; the clean poll in C where ``collectors/_fastpoll`` is
+  built, in Python with ``AIDC_NO_FASTPOLL=1``) against a libmodbus C client reading the same
   100 registers and decoding them into doubles (``tests/peers/modbus_peer.c``): back to back in alternating
   blocks (median of each side), then our real ``Engine`` against the C peer both paced at 400 polls/s.
   The bench profile is one contiguous block of 100 holding registers
@@ -53,6 +54,7 @@ from aidc import loop as aidc_loop  # noqa: E402
 from aidc.clock import ScaledClock  # noqa: E402
 from aidc.config import DeviceRef, Site, load_site  # noqa: E402
 from aidc.sitegen import SiteTemplate, render_site  # noqa: E402
+from collectors import fastpoll  # noqa: E402
 from collectors.dcgm import DcgmLink  # noqa: E402
 from collectors.engine import Engine, EngineOptions  # noqa: E402
 from collectors.link import HEALTH_FIELDS, LinkOptions  # noqa: E402
@@ -365,6 +367,11 @@ def hall(ours: dict[str, Result], rack_values: float) -> tuple[float, float, lis
     return cores, mix_cores, notes
 
 
+def poll_path() -> str:
+    """Which path our clean Modbus polls took: ``C`` (collectors/_fastpoll built) or ``python``."""
+    return "C" if fastpoll.available() else "python"
+
+
 def modbus_only(b: Result, peer: dict[str, float], peer_why: str) -> dict[str, float | str | None]:
     """Report of ``--modbus-only``: the back-to-back Modbus figures alone."""
     rm = ratio(b.us_per_poll, peer.get("decode"))
@@ -374,7 +381,9 @@ def modbus_only(b: Result, peer: dict[str, float], peer_why: str) -> dict[str, f
     if not peer:
         print(f"libmodbus peer not run: {peer_why}")
     print(f"Modbus  ours/libmodbus back to back (headline): {verdict(rm, MIN_MODBUS, GOAL_RATIO)}")
+    print(f"Modbus  clean poll path: {poll_path()}")
     return {
+        "modbus_poll_path": poll_path(),
         "modbus_us_per_poll": round(b.us_per_poll, 2),
         "modbus_peer_us_per_poll": _r(peer.get("decode")),
         "modbus_ratio": _r(rm, 3),
@@ -467,6 +476,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
     ro = ratio(r.us_per_value, opcua_peer)
     print(f"Modbus  ours/libmodbus back to back (headline): {verdict(rm, MIN_MODBUS, GOAL_RATIO)}")
     print(f"Modbus  ours/libmodbus paced at {paced}: {verdict(rp, MIN_MODBUS, GOAL_RATIO)}")
+    print(f"Modbus  clean poll path: {poll_path()}")
     print(f"OPC-UA  ours/node-opcua: {verdict(ro, MIN_OPCUA, GOAL_RATIO)}")
     for n in notes:
         print(f"hall: {n}")
@@ -474,6 +484,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float | str | None]:
         f"hall 1,000 racks: {cores:.3f} cores: goal <= {GOAL_CORES:g} core {'PASS' if cores <= GOAL_CORES else 'FAIL'}"
     )
     return {
+        "modbus_poll_path": poll_path(),
         "modbus_us_per_poll": round(b.us_per_poll, 2),
         "modbus_peer_us_per_poll": _r(peer.get("decode")),
         "modbus_ratio": _r(rm, 3),
