@@ -170,3 +170,28 @@ def test_the_switch_sends_polls_through_the_python_path(monkeypatch: pytest.Monk
     monkeypatch.setenv(fastpoll.DISABLE_ENV, "1")
     plan = plan_modbus(_device(POINTS))
     assert fastpoll.fast_poll(plan, QualityTracker(plan.points)) is None
+
+
+def test_c_poll_and_python_fast_path_hand_the_state_over_on_one_tracker() -> None:
+    """One tracker polled alternately through the C poll and clean_list (and the numpy checks when either needs a
+    closer look) takes every decision and reports every result that a tracker on the Python path alone does."""
+    plan = plan_modbus(_device(POINTS))
+    decoder = RegisterDecoder(plan)
+    mixed = QualityTracker(plan.points, stuck_polls=3, list_order=decoder.fast_order)
+    assert fastpoll.fast_poll(plan, mixed) is not None
+    alone = QualityTracker(plan.points, stuck_polls=3, list_order=decoder.fast_order)
+    for k, row in enumerate(_rows(150)):
+        buf = _registers(POINTS, row, plan.n_registers)
+        raw, eng = decoder.decode(np.frombuffer(buf, np.uint8), np.zeros(0, bool))
+        want = alone.clean_list(decoder.unpack_scaled(buf))
+        if k % 3 == 0:
+            got = mixed.clean_list(decoder.unpack_scaled(buf))
+        else:
+            got = mixed.clean_columns(buf, HEALTH, k) is not None
+        assert got == want, f"poll {k}: {row}"
+        if not want:
+            a, b = mixed.assess(raw, eng.copy()), alone.assess(raw, eng.copy())
+            np.testing.assert_array_equal(a[1], b[1])
+            assert a[2] == b[2]
+        if k % 5 == 0:
+            np.testing.assert_array_equal(mixed.counter_delta, alone.counter_delta)
