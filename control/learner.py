@@ -120,6 +120,11 @@ RULE_STEP_READY = True
 # (set on Chicago: January idle at -3 °C, dp 155 kPa against the rule's 92 for FWS 16 °C against 12; without the
 # trade day 0 -0.6 %, July day 182 +0.1 %, December day 364 -0.1 %, the three together -0.2 %).
 RULE_DP_BOUND = True
+# An untrusted model (weather the model was not trained for, e.g. a December-trained model in July) backs off on
+# short headroom to the rule's own setpoints, not a rate step colder and at more dp than the rule: the step-to
+# headroom at full load reads short all of a hot afternoon (the rule's hottest GPU runs within 2 K of limit −
+# margin), and the rule, whose trim & respond cap answers GPUs that do run hot, never throttled under ai-steps.
+UNTRUSTED_BACKOFF_TO_RULE = True
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -315,7 +320,13 @@ class LearningController:
             # keeps warm (Phoenix, July, idle: FWS 26 °C against the rule's 32, the chiller +30 %), since the
             # step-to headroom estimated at idle overstates a step's rise by several K.
             lo, hi = np.maximum(lo_env, safe - step), np.minimum(hi_env, safe + step)
-        if headroom < EXPLORE_BACKOFF_K:
+        if headroom < EXPLORE_BACKOFF_K and local and self._rule_sp is not None and UNTRUSTED_BACKOFF_TO_RULE:
+            # An untrusted model with a rule backs off to the rule itself, at the full rate either way, not past it
+            # (:data:`UNTRUSTED_BACKOFF_TO_RULE`): the rule's own trim & respond cap answers hot GPUs.
+            now = np.array([t, d, f])
+            t, d, f = (float(v) for v in now + np.clip(safe - now, -step, step))
+            self.explore_target = None
+        elif headroom < EXPLORE_BACKOFF_K:
             # Back off toward colder water and more flow: inside the reach, and without a rule prior at least as
             # far as the profiles' safe defaults; with one, to the cold edge of the reach around the rule, whose own
             # trim & respond cap answers hot GPUs (the expert baseline's: it never throttled under ai-steps), where

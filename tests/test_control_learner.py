@@ -469,26 +469,30 @@ def test_an_untrusted_model_dithers_around_the_outdoor_reset_rule(tmp_path: Path
     assert ends["chiller_drycooler"] <= lim.fws_lo + lim.cfg.max_step_fws_k + 1e-6, "near the rule's cold water"
 
 
-def test_an_untrusted_model_backs_off_within_a_rate_step_of_the_rule(tmp_path: Path) -> None:
-    """On a hot day the model was not trained for, an idle hall whose step-to headroom estimate is short backs off
-    at most one rate step colder than the outdoor-reset rule (facility water at the W-class maximum), not toward
-    the envelope's cold edge: the rule's own trim & respond cap answers GPUs that do run hot."""
+def test_an_untrusted_model_backs_off_to_the_rule_not_past_it(tmp_path: Path) -> None:
+    """On a hot day the model was not trained for, a hall whose step-to headroom is short backs off to the
+    outdoor-reset rule's own setpoints (facility water at the W-class maximum), neither colder nor at more dp: the
+    rule's own trim & respond cap answers GPUs that do run hot."""
     lim = site_limits(control_site(tmp_path, racks=8))
     now = 400 * DAY_NS
     ctl = _ruled(lim, _synthetic_model(False), now, 95.0)
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, lim.fws_hi + 3.0), np.full(n, 120.0), lim.fws_hi, math.nan)
-    fws: list[float] = []
     for i in range(12):
         tcs = float(cur.tcs_c.min())
-        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 5.0, tcs=tcs, gpu=np.full(n, tcs + 10.0)),
+        gpu = lim.gpu_ceiling_c - (EXPLORE_BACKOFF_K - 1.0)  # short headroom: a back-off
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 95.0, tcs=tcs, gpu=gpu),
                                    current=cur, drybulb_c=40.0, wetbulb_c=22.0)
         dec = ctl.decide(snap)
         assert dec.state == "learning"
+        assert dec.hold_reason == "exploring: warm GPUs"
         assert verify(dec.setpoints, cur, snap, lim).ok
         cur = dec.setpoints
-        fws.append(cur.fws_c)
-    assert min(fws) >= lim.fws_hi - lim.cfg.max_step_fws_k - 1e-6, fws
+        rule = ctl._rule_sp
+        assert rule is not None
+        assert cur.fws_c >= rule.fws_c - 1e-6, (i, cur, rule)
+        assert float(cur.tcs_c.min()) >= float(rule.tcs_c.min()) - 1e-6, (i, cur, rule)
+        assert float(cur.dp_kpa.max()) <= float(rule.dp_kpa.max()) + 1e-6, (i, cur, rule)
 
 
 def test_the_model_moves_the_core_no_colder_than_the_rule(tmp_path: Path) -> None:
