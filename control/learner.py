@@ -125,6 +125,13 @@ RULE_DP_BOUND = True
 # headroom at full load reads short all of a hot afternoon (the rule's hottest GPU runs within 2 K of limit −
 # margin), and the rule, whose trim & respond cap answers GPUs that do run hot, never throttled under ai-steps.
 UNTRUSTED_BACKOFF_TO_RULE = True
+# The rule's TCS rises with hall load above FWS + the CDU approach by the approach again times utilisation: the CDU
+# then returns warmer facility water, and the free cooler's fans (P ∝ speed³) fall faster than GPU leakage rises
+# (the all-writable oracle keeps TCS 5.6-6.0 K above FWS at full load and 2.3-3.4 K at idle on Chicago and Phoenix).
+# Bounded by RULE_LIFT_BAND_K of GPU headroom at full load (above commissioning's back-off, EXPLORE_BACKOFF_K, and
+# the rule's trim & respond requests: the lift never asks for either) and by the rule's cap. Set on Chicago.
+RULE_LIFT_SHARE = 1.0
+RULE_LIFT_BAND_K = 4.0
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -249,7 +256,26 @@ class LearningController:
         if self._rule is None or self._rule.plant_type != self.plant_type:
             self._rule = ExpertController(self.lim, str(self.plant_type))
         sp = self._rule.decide(snap).setpoints
-        return Setpoints(sp.tcs_c, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
+        # The lift is above FWS + the CDU approach: where the TCS floor already holds TCS further above a cold FWS
+        # (the free cooler at its floor, its fans slow), there is no return to warm.
+        tcs = np.maximum(sp.tcs_c, sp.fws_c + self.lim.cfg.cdu_approach_k + self._rule_lift_k(snap, sp))
+        return Setpoints(tcs, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
+
+    def _rule_lift_k(self, snap: Snapshot, sp: Setpoints) -> float:
+        """How far the rule's TCS rises above FWS + the CDU approach with hall load (:data:`RULE_LIFT_SHARE`): the
+        CDU approach again times the utilisation, no further than keeps the hottest GPU :data:`RULE_LIFT_BAND_K`
+        below limit − margin at full load (measured at the hall's own full-load snapshots of the load memory's
+        window; none where it holds none), nor above the rule's trim & respond cap or the TCS bound."""
+        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
+        ceiling = self.load.full_load_tcs_c() if RULE_LIFT_SHARE > 0 else math.nan
+        if not (math.isfinite(u) and math.isfinite(ceiling)) or self._rule is None:
+            return 0.0
+        lim = self.lim
+        base = float(sp.fws_c) + lim.cfg.cdu_approach_k
+        cap = lim.tcs_hi - self._rule.tr.x * (lim.tcs_hi - lim.tcs_lo)
+        lift = RULE_LIFT_SHARE * lim.cfg.cdu_approach_k * float(np.clip(u / 100.0, 0.0, 1.0))
+        top = min(ceiling - RULE_LIFT_BAND_K, cap, lim.tcs_hi)
+        return float(np.clip(min(lift, top - base), 0.0, None))
 
     def _rule_dp(self, snap: Snapshot) -> float:
         """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation, down

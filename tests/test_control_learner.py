@@ -495,6 +495,32 @@ def test_an_untrusted_model_backs_off_to_the_rule_not_past_it(tmp_path: Path) ->
         assert float(cur.dp_kpa.max()) <= float(rule.dp_kpa.max()) + 1e-6, (i, cur, rule)
 
 
+def test_the_rule_returns_warmer_facility_water_with_load_where_the_gpus_have_room(tmp_path: Path) -> None:
+    """The rule prior's TCS rises above FWS + the CDU approach by the approach again times utilisation (a warmer
+    return to the free cooler at full load, next to nothing at idle), and not at all where the hall's full-load
+    snapshots left the hottest GPU no room for it."""
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    approach = lim.cfg.cdu_approach_k
+    lifts = {}
+    for util in (5.0, 95.0):
+        ctl = _ruled(lim, _synthetic_model(False), now, 95.0)  # full-load GPUs at TCS 38 reach limit - margin
+        snap = dataclasses.replace(_snap(lim, now, util, tcs=20.0), drybulb_c=12.0, wetbulb_c=8.0)
+        rule = ctl._rule_step(snap)
+        assert rule is not None
+        lifts[util] = float(rule.tcs_c.min()) - rule.fws_c - approach
+    assert lifts[95.0] == pytest.approx(0.95 * approach, abs=1e-6)
+    assert lifts[5.0] == pytest.approx(0.05 * approach, abs=1e-6)
+    hot = _ruled(lim, _synthetic_model(False), now, 95.0)
+    n = len(lim.cdu_names)
+    # a full-load snapshot an hour ago: the hottest GPU at limit - margin with its TCS supply at 21 C
+    hot.load.update(_snap(lim, now - H_NS, 95.0, tcs=21.0, gpu=lim.gpu_ceiling_c.copy()), lim.gpu_ceiling_c)
+    snap = dataclasses.replace(_snap(lim, now, 95.0, tcs=20.0, gpu=np.full(n, 70.0)), drybulb_c=12.0, wetbulb_c=8.0)
+    rule = hot._rule_step(snap)
+    assert rule is not None
+    assert float(rule.tcs_c.min()) == pytest.approx(rule.fws_c + approach, abs=1e-6), "no room: the plain rule"
+
+
 def test_the_model_moves_the_core_no_colder_than_the_rule(tmp_path: Path) -> None:
     """A trusted model that predicts colder water cheaper (leakage) may only choose TCS and FWS on the rule's warm
     side: the rule's own trim & respond cap answers hot GPUs, and the model's pessimistic margin at the step-to
@@ -810,7 +836,8 @@ def test_step_ready_with_a_rule_is_the_rules_setpoints_not_the_models_coolest(tm
     np.testing.assert_allclose(ready.tcs_c, rule.tcs_c)
     np.testing.assert_allclose(ready.dp_kpa, lim.safe.dp_kpa)
     assert ready.fws_c == pytest.approx(rule.fws_c)
-    assert float(rule.tcs_c.min()) == pytest.approx(33.0)
+    # FWS + the approach, lifted by the approach times the idle hall's 5 % (RULE_LIFT_SHARE)
+    assert float(rule.tcs_c.min()) == pytest.approx(33.0 + 0.05 * lim.cfg.cdu_approach_k)
     assert rule.fws_c == pytest.approx(30.0)
 
 
