@@ -90,6 +90,9 @@ RULE_MIN_GAIN = 0.001
 # LoadMemory.full_load_headroom_k), else estimated from the rise of now. The fast path restores the safe dp at a
 # load step at once (:meth:`LearningController.step_ready`). Set on Chicago only.
 RULE_DP_FULL_PCT = 60.0
+# ... and reaches the pumps' floor at this utilisation and below: an idle hall reads a few % (the scenarios' idle is
+# 5 %, DCGM's utilisation of an idle GPU is rarely 0), and a line to 0 % left its pumps 7 kPa above their floor.
+RULE_DP_IDLE_PCT = 10.0
 RULE_DP_HEADROOM_K = 4.0
 RULE_DP_GRADE_K = 8.0
 RULE_DP_MEASURED = True
@@ -279,9 +282,9 @@ class LearningController:
 
     def _rule_dp(self, snap: Snapshot) -> float:
         """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation, down
-        toward the pumps' floor at idle by the share of the reset the headroom at the step-to load allows
-        (:meth:`_step_headroom_k`: none below :data:`RULE_DP_HEADROOM_K`, all from :data:`RULE_DP_GRADE_K` above
-        it)."""
+        toward the pumps' floor at idle (:data:`RULE_DP_IDLE_PCT` and below) by the share of the reset the headroom
+        at the step-to load allows (:meth:`_step_headroom_k`: none below :data:`RULE_DP_HEADROOM_K`, all from
+        :data:`RULE_DP_GRADE_K` above it)."""
         lim = self.lim
         safe = float(lim.safe.dp_kpa.mean())
         u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
@@ -289,7 +292,8 @@ class LearningController:
             return safe
         share = float(np.clip((self._step_headroom_k(snap) - RULE_DP_HEADROOM_K) / RULE_DP_GRADE_K, 0.0, 1.0))
         lo = min(lim.dp_lo, safe)
-        return safe - share * (safe - lo) * (1.0 - float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0)))
+        idle = (RULE_DP_FULL_PCT - u) / (RULE_DP_FULL_PCT - RULE_DP_IDLE_PCT)
+        return safe - share * (safe - lo) * float(np.clip(idle, 0.0, 1.0))
 
     def _step_headroom_k(self, snap: Snapshot) -> float:
         """Hottest GPU's headroom at the step-to load: measured at the hall's own full-load snapshots where the

@@ -746,14 +746,15 @@ def test_a_commissioning_target_moves_with_the_rule_it_was_drawn_around(tmp_path
 
 def test_the_pump_reset_is_graded_by_the_measured_headroom_at_full_load(tmp_path: Path) -> None:
     """At idle the rule's dp keeps the safe dp with less than RULE_DP_HEADROOM_K of measured full-load headroom,
-    goes all the way of the reset with RULE_DP_HEADROOM_K + RULE_DP_GRADE_K or more, and part of the way between."""
-    from control.learner import RULE_DP_FULL_PCT, RULE_DP_GRADE_K, RULE_DP_HEADROOM_K
+    goes all the way of the reset (the pumps' floor: an idle hall at 5 % is below RULE_DP_IDLE_PCT) with
+    RULE_DP_HEADROOM_K + RULE_DP_GRADE_K or more, and part of the way between."""
+    from control.learner import RULE_DP_GRADE_K, RULE_DP_HEADROOM_K
 
     lim = site_limits(control_site(tmp_path, racks=8))
     n = len(lim.cdu_names)
     safe_dp = float(lim.safe.dp_kpa.mean())
     ceiling = float(lim.gpu_ceiling_c.min())
-    full_reset = safe_dp - (safe_dp - lim.dp_lo) * (1.0 - 5.0 / RULE_DP_FULL_PCT)
+    full_reset = lim.dp_lo
     dps = []
     for headroom in (RULE_DP_HEADROOM_K - 1.0, RULE_DP_HEADROOM_K + 0.5 * RULE_DP_GRADE_K,
                      RULE_DP_HEADROOM_K + RULE_DP_GRADE_K + 1.0):
