@@ -93,6 +93,10 @@ RULE_DP_FULL_PCT = 60.0
 # ... and reaches the pumps' floor at this utilisation and below: an idle hall reads a few % (the scenarios' idle is
 # 5 %, DCGM's utilisation of an idle GPU is rarely 0), and a line to 0 % left its pumps 7 kPa above their floor.
 RULE_DP_IDLE_PCT = 10.0
+# ... and never less than this below the safe dp (at full load too): a hall whose hottest GPU has the reset's
+# headroom at full load needs less flow than the safe dp gives (the all-writable oracle's full-load dp in cold
+# weather: 107 kPa on Chicago, 105 on Phoenix, against the safe 120). Set on Chicago.
+RULE_DP_FULL_CUT_KPA = 15.0
 RULE_DP_HEADROOM_K = 4.0
 RULE_DP_GRADE_K = 8.0
 RULE_DP_MEASURED = True
@@ -293,7 +297,8 @@ class LearningController:
         share = float(np.clip((self._step_headroom_k(snap) - RULE_DP_HEADROOM_K) / RULE_DP_GRADE_K, 0.0, 1.0))
         lo = min(lim.dp_lo, safe)
         idle = (RULE_DP_FULL_PCT - u) / (RULE_DP_FULL_PCT - RULE_DP_IDLE_PCT)
-        return safe - share * (safe - lo) * float(np.clip(idle, 0.0, 1.0))
+        cut = max((safe - lo) * float(np.clip(idle, 0.0, 1.0)), min(RULE_DP_FULL_CUT_KPA, safe - lo))
+        return safe - share * cut
 
     def _step_headroom_k(self, snap: Snapshot) -> float:
         """Hottest GPU's headroom at the step-to load: measured at the hall's own full-load snapshots where the

@@ -768,6 +768,26 @@ def test_the_pump_reset_is_graded_by_the_measured_headroom_at_full_load(tmp_path
     assert dps[2] == pytest.approx(full_reset)
 
 
+def test_at_full_load_the_pump_reset_cuts_flow_only_where_the_gpus_have_room(tmp_path: Path) -> None:
+    """At full load the rule's dp is RULE_DP_FULL_CUT_KPA below the safe dp where the hottest GPU's measured
+    headroom at full load allows the whole reset, and the safe dp where it is short."""
+    from control.learner import RULE_DP_FULL_CUT_KPA, RULE_DP_GRADE_K, RULE_DP_HEADROOM_K
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ceiling = float(lim.gpu_ceiling_c.min())
+    dps = []
+    for headroom in (RULE_DP_HEADROOM_K - 1.0, RULE_DP_HEADROOM_K + RULE_DP_GRADE_K + 1.0):
+        ctl = LearningController(lim, plant_type="chiller_drycooler")
+        full = _snap(lim, 0, 95.0, tcs=20.0, gpu=np.full(n, ceiling - headroom))
+        ctl.load.update(full, lim.gpu_ceiling_c)
+        dps.append(ctl._rule_dp(dataclasses.replace(full, t_ns=300_000_000_000)))
+    assert dps[0] == pytest.approx(safe_dp)
+    assert dps[1] < safe_dp, "less flow at full load where the GPUs have room"
+    assert dps[1] == pytest.approx(safe_dp - RULE_DP_FULL_CUT_KPA)
+
+
 def test_the_model_moves_the_pump_dp_at_most_a_rate_step_above_the_rules_reset(tmp_path: Path) -> None:
     """A trusted model that predicts more flow cheaper (it does not cross dp with load) may not take the CDU dp
     more than a rate step above the rule's pump reset (it would climb to the pumps' maximum)."""
