@@ -519,6 +519,13 @@ def test_the_rule_returns_warmer_facility_water_with_load_where_the_gpus_have_ro
     rule = hot._rule_step(snap)
     assert rule is not None
     assert float(rule.tcs_c.min()) == pytest.approx(rule.fws_c + approach, abs=1e-6), "no room: the plain rule"
+    some = _ruled(lim, _synthetic_model(False), now, 95.0)
+    # the full-load GPU at limit - margin with TCS supply 1 K + EXPLORE_BACKOFF_K above FWS + the approach (20 C)
+    some.load.update(_snap(lim, now - H_NS, 95.0, tcs=21.0 + EXPLORE_BACKOFF_K, gpu=lim.gpu_ceiling_c.copy()),
+                     lim.gpu_ceiling_c)
+    rule = some._rule_step(snap)
+    assert rule is not None
+    assert float(rule.tcs_c.min()) == pytest.approx(rule.fws_c + approach + 1.0, abs=1e-6), "lifted up to the band"
 
 
 def test_the_model_moves_the_core_no_colder_than_the_rule(tmp_path: Path) -> None:
