@@ -18,12 +18,14 @@ rule (the safe defaults where the plant has no free cooler), and an untrusted mo
 
 The rule is the core's prior (:meth:`LearningController._rule_step`): the expert rule of :mod:`control.baselines`
 (FWS at the free cooler's sink plus its approach, TCS at FWS plus the CDU approach under a trim & respond cap on the
-hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle by the share the GPU headroom measured at the
-hall's own full-load snapshots allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at
-once). Past commissioning the model's choice replaces the rule only where the model predicts it safe at the step-to
-load and clearly cheaper per unit of work, with TCS and FWS no colder than the rule's and dp its pump reset (a rate
-step at a time); otherwise the core takes one rate step toward the rule, so it is never worse than the rule it learnt
-around by its own prediction.
+hottest GPU) with TCS lifted with load (the CDU approach again times utilisation, a warmer return to the free
+cooler, within the GPU headroom measured at full load) and a pump reset (CDU dp toward the pumps' floor at idle, and
+a cut below the safe dp at full load, by the share the GPU headroom measured at the hall's own full-load snapshots
+allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at once). Past commissioning the
+model's choice replaces the rule only where the model predicts it safe at the step-to load and clearly cheaper per
+unit of work, with TCS and FWS no colder than the rule's and dp its pump reset (a rate step at a time); otherwise the
+core takes one rate step toward the rule, so it is never worse than the rule it learnt around by its own
+prediction.
 """
 
 from __future__ import annotations
