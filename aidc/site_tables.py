@@ -76,6 +76,9 @@ class ControlConfig(_Strict):
     # its condensation (bit 4) and dp-not-reached (bit 5) bits ask for warmer water or less dp, which a hold forbids
     alarm_word_mask: int = Field(0b1111, ge=0, le=0xFFFF_FFFF)
     lockout_s: float = Field(1800.0, ge=0)  # after a guard or fast-path action: no warmer than it left, this long
+    # ... after a fast-path action (a load step met before any temperature rose, not a temperature alarm) only this
+    # long, at most lockout_s: until the loops have settled at the new load and a decision has seen it
+    feedforward_lockout_s: float = Field(600.0, ge=0)
     # fast path: a CDU's mean GPU utilisation rising more than this (points) since the last decision is a load
     # step, met at once with colder, higher-flow setpoints (100: off)
     feedforward_util_rise_pct: float = Field(20.0, gt=0, le=100)

@@ -48,7 +48,7 @@ from simulators.interface import Setpoints as SimSetpoints
 from simulators.scenarios import scenario_workload
 
 BINS = ((-50.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 60.0))
-COLS = ("util", "drybulb", "tcs", "dp", "fws", "gpu", "chiller_kw", "pump_kw", "fan_kw", "nonit_kw")
+COLS = ("util", "drybulb", "tcs", "dp", "fws", "gpu", "chiller_kw", "pump_kw", "fan_kw", "nonit_kw", "facility_kw")
 FULL_AHEAD = 0.975  # the scenario's full load (0.95) with its per-rack gain and jitter at their highest
 
 
@@ -118,6 +118,7 @@ class _Sampler:
                 float(f.cdu_pump_w.sum()) / 1e3,
                 f.hr_fan_w / 1e3,
                 (f.facility_power_w - f.it_power_w) / 1e3,
+                f.facility_power_w / 1e3,
             )
         )
 
@@ -221,7 +222,7 @@ def main() -> None:
                             f"  {half} dry bulb {lo:g}-{hi:g} °C ({m.sum()} samples): TCS {mean['tcs']:.1f} dp "
                             f"{mean['dp']:.0f} FWS {mean['fws']:.1f} GPU {mean['gpu']:.1f} | chiller "
                             f"{mean['chiller_kw']:.0f} pumps {mean['pump_kw']:.0f} fans {mean['fan_kw']:.0f} non-IT "
-                            f"{mean['nonit_kw']:.0f} kW",
+                            f"{mean['nonit_kw']:.0f} facility {mean['facility_kw']:.0f} kW",
                             flush=True,
                         )
         print(json.dumps(out))

@@ -18,12 +18,14 @@ rule (the safe defaults where the plant has no free cooler), and an untrusted mo
 
 The rule is the core's prior (:meth:`LearningController._rule_step`): the expert rule of :mod:`control.baselines`
 (FWS at the free cooler's sink plus its approach, TCS at FWS plus the CDU approach under a trim & respond cap on the
-hottest GPU) with a pump reset (CDU dp toward the pumps' floor at idle by the share the GPU headroom measured at the
-hall's own full-load snapshots allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at
-once). Past commissioning the model's choice replaces the rule only where the model predicts it safe at the step-to
-load and clearly cheaper per unit of work, with TCS and FWS no colder than the rule's and dp its pump reset (a rate
-step at a time); otherwise the core takes one rate step toward the rule, so it is never worse than the rule it learnt
-around by its own prediction.
+hottest GPU) with TCS lifted with load (the CDU approach again times utilisation, a warmer return to the free
+cooler, within the GPU headroom measured at full load) and a pump reset (CDU dp toward the pumps' floor at idle, and
+a cut below the safe dp at full load, by the share the GPU headroom measured at the hall's own full-load snapshots
+allows; :meth:`LearningController.step_ready` restores the safe dp at a load step at once). Past commissioning the
+model's choice replaces the rule only where the model predicts it safe at the step-to load and clearly cheaper per
+unit of work, with TCS and FWS no colder than the rule's and dp its pump reset (a rate step at a time); otherwise the
+core takes one rate step toward the rule, so it is never worse than the rule it learnt around by its own
+prediction.
 """
 
 from __future__ import annotations
@@ -90,6 +92,13 @@ RULE_MIN_GAIN = 0.001
 # LoadMemory.full_load_headroom_k), else estimated from the rise of now. The fast path restores the safe dp at a
 # load step at once (:meth:`LearningController.step_ready`). Set on Chicago only.
 RULE_DP_FULL_PCT = 60.0
+# ... and reaches the pumps' floor at this utilisation and below: an idle hall reads a few % (the scenarios' idle is
+# 5 %, DCGM's utilisation of an idle GPU is rarely 0), and a line to 0 % left its pumps 7 kPa above their floor.
+RULE_DP_IDLE_PCT = 10.0
+# ... and never less than this below the safe dp (at full load too): a hall whose hottest GPU has the reset's
+# headroom at full load needs less flow than the safe dp gives (the all-writable oracle's full-load dp in cold
+# weather: 107 kPa on Chicago, 105 on Phoenix, against the safe 120). Set on Chicago.
+RULE_DP_FULL_CUT_KPA = 15.0
 RULE_DP_HEADROOM_K = 4.0
 RULE_DP_GRADE_K = 8.0
 RULE_DP_MEASURED = True
@@ -120,6 +129,19 @@ RULE_STEP_READY = True
 # (set on Chicago: January idle at -3 °C, dp 155 kPa against the rule's 92 for FWS 16 °C against 12; without the
 # trade day 0 -0.6 %, July day 182 +0.1 %, December day 364 -0.1 %, the three together -0.2 %).
 RULE_DP_BOUND = True
+# An untrusted model (weather the model was not trained for, e.g. a December-trained model in July) backs off on
+# short headroom to the rule's own setpoints, not a rate step colder and at more dp than the rule: the step-to
+# headroom at full load reads short all of a hot afternoon (the rule's hottest GPU runs within 2 K of limit −
+# margin), and the rule, whose trim & respond cap answers GPUs that do run hot, never throttled under ai-steps.
+UNTRUSTED_BACKOFF_TO_RULE = True
+# The rule's TCS rises with hall load above FWS + the CDU approach by the approach again times utilisation: the CDU
+# then returns warmer facility water, and the free cooler's fans (P ∝ speed³) fall faster than GPU leakage rises
+# (the all-writable oracle keeps TCS 5.6-6.0 K above FWS at full load and 2.3-3.4 K at idle on Chicago and Phoenix).
+# Bounded by RULE_LIFT_BAND_K of GPU headroom at full load (commissioning's back-off, EXPLORE_BACKOFF_K, which is
+# above the rule's trim & respond requests: the lift asks for neither) and by the rule's cap. Set on Chicago (a band
+# of 3 K against 4: 1,135,868 kWh against 1,135,948, full load at 20-30 C: TCS 32.6 against 31.9, 0 violation).
+RULE_LIFT_SHARE = 1.0
+RULE_LIFT_BAND_K = EXPLORE_BACKOFF_K
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -244,13 +266,32 @@ class LearningController:
         if self._rule is None or self._rule.plant_type != self.plant_type:
             self._rule = ExpertController(self.lim, str(self.plant_type))
         sp = self._rule.decide(snap).setpoints
-        return Setpoints(sp.tcs_c, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
+        # The lift is above FWS + the CDU approach: where the TCS floor already holds TCS further above a cold FWS
+        # (the free cooler at its floor, its fans slow), there is no return to warm.
+        tcs = np.maximum(sp.tcs_c, sp.fws_c + self.lim.cfg.cdu_approach_k + self._rule_lift_k(snap, sp))
+        return Setpoints(tcs, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
+
+    def _rule_lift_k(self, snap: Snapshot, sp: Setpoints) -> float:
+        """How far the rule's TCS rises above FWS + the CDU approach with hall load (:data:`RULE_LIFT_SHARE`): the
+        CDU approach again times the utilisation, no further than keeps the hottest GPU :data:`RULE_LIFT_BAND_K`
+        below limit − margin at full load (measured at the hall's own full-load snapshots of the load memory's
+        window; none where it holds none), nor above the rule's trim & respond cap or the TCS bound."""
+        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
+        ceiling = self.load.full_load_tcs_c() if RULE_LIFT_SHARE > 0 else math.nan
+        if not (math.isfinite(u) and math.isfinite(ceiling)) or self._rule is None:
+            return 0.0
+        lim = self.lim
+        base = float(sp.fws_c) + lim.cfg.cdu_approach_k
+        cap = lim.tcs_hi - self._rule.tr.x * (lim.tcs_hi - lim.tcs_lo)
+        lift = RULE_LIFT_SHARE * lim.cfg.cdu_approach_k * float(np.clip(u / 100.0, 0.0, 1.0))
+        top = min(ceiling - RULE_LIFT_BAND_K, cap, lim.tcs_hi)
+        return float(np.clip(min(lift, top - base), 0.0, None))
 
     def _rule_dp(self, snap: Snapshot) -> float:
         """The rule's pump reset (:data:`RULE_DP_FULL_PCT`): the safe dp at and above that hall utilisation, down
-        toward the pumps' floor at idle by the share of the reset the headroom at the step-to load allows
-        (:meth:`_step_headroom_k`: none below :data:`RULE_DP_HEADROOM_K`, all from :data:`RULE_DP_GRADE_K` above
-        it)."""
+        toward the pumps' floor at idle (:data:`RULE_DP_IDLE_PCT` and below) by the share of the reset the headroom
+        at the step-to load allows (:meth:`_step_headroom_k`: none below :data:`RULE_DP_HEADROOM_K`, all from
+        :data:`RULE_DP_GRADE_K` above it)."""
         lim = self.lim
         safe = float(lim.safe.dp_kpa.mean())
         u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
@@ -258,7 +299,9 @@ class LearningController:
             return safe
         share = float(np.clip((self._step_headroom_k(snap) - RULE_DP_HEADROOM_K) / RULE_DP_GRADE_K, 0.0, 1.0))
         lo = min(lim.dp_lo, safe)
-        return safe - share * (safe - lo) * (1.0 - float(np.clip(u / RULE_DP_FULL_PCT, 0.0, 1.0)))
+        idle = (RULE_DP_FULL_PCT - u) / (RULE_DP_FULL_PCT - RULE_DP_IDLE_PCT)
+        cut = max((safe - lo) * float(np.clip(idle, 0.0, 1.0)), min(RULE_DP_FULL_CUT_KPA, safe - lo))
+        return safe - share * cut
 
     def _step_headroom_k(self, snap: Snapshot) -> float:
         """Hottest GPU's headroom at the step-to load: measured at the hall's own full-load snapshots where the
@@ -315,7 +358,13 @@ class LearningController:
             # keeps warm (Phoenix, July, idle: FWS 26 °C against the rule's 32, the chiller +30 %), since the
             # step-to headroom estimated at idle overstates a step's rise by several K.
             lo, hi = np.maximum(lo_env, safe - step), np.minimum(hi_env, safe + step)
-        if headroom < EXPLORE_BACKOFF_K:
+        if headroom < EXPLORE_BACKOFF_K and local and self._rule_sp is not None and UNTRUSTED_BACKOFF_TO_RULE:
+            # An untrusted model with a rule backs off to the rule itself, at the full rate either way, not past it
+            # (:data:`UNTRUSTED_BACKOFF_TO_RULE`): the rule's own trim & respond cap answers hot GPUs.
+            now = np.array([t, d, f])
+            t, d, f = (float(v) for v in now + np.clip(safe - now, -step, step))
+            self.explore_target = None
+        elif headroom < EXPLORE_BACKOFF_K:
             # Back off toward colder water and more flow: inside the reach, and without a rule prior at least as
             # far as the profiles' safe defaults; with one, to the cold edge of the reach around the rule, whose own
             # trim & respond cap answers hot GPUs (the expert baseline's: it never throttled under ai-steps), where

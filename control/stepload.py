@@ -137,6 +137,15 @@ class LoadMemory:
         h = c.min(axis=0) - tcs
         return float(np.min(h)) if np.isfinite(h).all() else float("nan")
 
+    def full_load_tcs_c(self) -> float:
+        """The TCS supply at which the hottest GPU would reach limit − margin at full load: the lowest over the
+        window's full-load snapshots and every CDU (see the module docstring); NaN where the window holds none."""
+        if self.full_c is None:
+            return float("nan")
+        c = self.full_c[self._window()]
+        c = c[np.isfinite(c).all(axis=1)]
+        return float(c.min()) if len(c) else float("nan")
+
     def trims_k(self, n: int) -> Arr:
         """Per-CDU TCS trim above the hottest CDU's setpoint: the window's least relative headroom less a band."""
         if self.rel is None or self.rel.shape[1] != n:

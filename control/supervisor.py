@@ -58,6 +58,7 @@ from control.types import Decision, Setpoints, Snapshot
 log = logging.getLogger(__name__)
 
 MEASUREMENT = "controller"
+FEED_FORWARD = "feed forward"  # the fast path's lock-out source
 MIN_TICK_S = 0.02  # wall seconds: the floor on the guard tick when the clock runs fast (as the collectors have)
 
 
@@ -483,17 +484,22 @@ class Supervisor:
             why = f"feed forward: load step on {', '.join(names)}"
             rec["written"] = await self._write(sp, cur, why)
             self.counts["feed_forwards"] += 1
-            self._lock(snap.t_ns, stepped, "feed forward", rec)
+            self._lock(snap.t_ns, stepped, FEED_FORWARD, rec)
             self.fed_forward.set()
         self._audit(rec)
         log.warning("control: load step on %s: feed-forward to step-ready setpoints (%s)", ", ".join(names), source)
         return names
 
     def _lock(self, now: int, guarded: npt.NDArray[np.bool_], source: str, rec: dict[str, object]) -> None:
-        """Arm the lock-out at what the devices hold now (the write's read-back) and note it in ``rec``."""
-        if self.written is None or self.cfg.lockout_s <= 0:
+        """Arm the lock-out at what the devices hold now (the write's read-back) and note it in ``rec``: for
+        ``lockout_s``, or after the fast path (which met a load step before any temperature rose) for at most
+        ``feedforward_lockout_s``."""
+        seconds = self.cfg.lockout_s
+        if source == FEED_FORWARD:
+            seconds = min(seconds, self.cfg.feedforward_lockout_s)
+        if self.written is None or seconds <= 0:
             return
-        self.lockout.arm(now, self.cfg.lockout_s, self.written, guarded, source)
+        self.lockout.arm(now, seconds, self.written, guarded, source)
         rec["lockout_until"] = format_ns(self.lockout.until_ns)
 
     async def heartbeat(self) -> None:

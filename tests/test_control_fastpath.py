@@ -17,7 +17,7 @@ from control.guard import alarmed_cdus, verify
 from control.holds import Lockout, fill_held
 from control.types import Setpoints, Snapshot
 from tests.control_helpers import publish_value
-from tests.test_control_safety import Rig, WarmCore, _rack_devices, _written
+from tests.test_control_safety import Rig, WarmCore, _hot_gpu, _rack_devices, _written
 
 
 def _sp(tcs: float, dp: float, fws: float, n: int = 2) -> Setpoints:
@@ -155,6 +155,31 @@ async def test_load_step_between_decisions_is_met_within_one_guard_tick(tmp_path
     assert rec["cdus"] == [a]
     assert rec["source"] == "rule"
     assert "lockout_until" in rec
+
+
+async def test_the_fast_paths_lockout_lasts_feedforward_lockout_s_the_guards_lockout_s(tmp_path: Path) -> None:
+    """A load step met by the fast path (before any temperature rose) locks its CDU for feedforward_lockout_s, and a
+    thermal guard action for the full lockout_s."""
+    rig = Rig(tmp_path, feedforward_util_rise_pct=20.0, lockout_s=1800.0, feedforward_lockout_s=600.0)
+    rig.sup.core = WarmCore()  # type: ignore[assignment]
+    _set_util(rig, 0, 10.0)
+    await rig.sup.decide_once()
+    _set_util(rig, 0, 95.0)
+    now = rig.clock.now_ns()
+    assert await rig.sup.fast_check() == [rig.sup.lim.cdu_names[0]]
+    assert rig.sup.lockout.until_ns == now + 600_000_000_000
+    assert rig.sup.lockout.source == "feed forward"
+    rig.advance(700.0)
+    assert not rig.sup.lockout.active(rig.clock.now_ns()), "the fast path's lock-out has ended"
+    (tmp_path / "guard").mkdir()
+    guarded = Rig(tmp_path / "guard", lockout_s=1800.0, feedforward_lockout_s=600.0)
+    guarded.sup.core = WarmCore()  # type: ignore[assignment]
+    await guarded.sup.decide_once()
+    _hot_gpu(guarded, 0)
+    now = guarded.clock.now_ns()
+    assert await guarded.sup.thermal_check()
+    assert guarded.sup.lockout.until_ns == now + 1_800_000_000_000
+    assert guarded.sup.lockout.source == "thermal guard"
 
 
 def test_alarm_words_count_only_the_bits_of_the_mask(tmp_path: Path) -> None:

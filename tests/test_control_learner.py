@@ -469,26 +469,63 @@ def test_an_untrusted_model_dithers_around_the_outdoor_reset_rule(tmp_path: Path
     assert ends["chiller_drycooler"] <= lim.fws_lo + lim.cfg.max_step_fws_k + 1e-6, "near the rule's cold water"
 
 
-def test_an_untrusted_model_backs_off_within_a_rate_step_of_the_rule(tmp_path: Path) -> None:
-    """On a hot day the model was not trained for, an idle hall whose step-to headroom estimate is short backs off
-    at most one rate step colder than the outdoor-reset rule (facility water at the W-class maximum), not toward
-    the envelope's cold edge: the rule's own trim & respond cap answers GPUs that do run hot."""
+def test_an_untrusted_model_backs_off_to_the_rule_not_past_it(tmp_path: Path) -> None:
+    """On a hot day the model was not trained for, a hall whose step-to headroom is short backs off to the
+    outdoor-reset rule's own setpoints (facility water at the W-class maximum), neither colder nor at more dp: the
+    rule's own trim & respond cap answers GPUs that do run hot."""
     lim = site_limits(control_site(tmp_path, racks=8))
     now = 400 * DAY_NS
     ctl = _ruled(lim, _synthetic_model(False), now, 95.0)
     n = len(lim.cdu_names)
     cur = Setpoints(np.full(n, lim.fws_hi + 3.0), np.full(n, 120.0), lim.fws_hi, math.nan)
-    fws: list[float] = []
     for i in range(12):
         tcs = float(cur.tcs_c.min())
-        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 5.0, tcs=tcs, gpu=np.full(n, tcs + 10.0)),
+        gpu = lim.gpu_ceiling_c - (EXPLORE_BACKOFF_K - 1.0)  # short headroom: a back-off
+        snap = dataclasses.replace(_snap(lim, now + i * 300_000_000_000, 95.0, tcs=tcs, gpu=gpu),
                                    current=cur, drybulb_c=40.0, wetbulb_c=22.0)
         dec = ctl.decide(snap)
         assert dec.state == "learning"
+        assert dec.hold_reason == "exploring: warm GPUs"
         assert verify(dec.setpoints, cur, snap, lim).ok
         cur = dec.setpoints
-        fws.append(cur.fws_c)
-    assert min(fws) >= lim.fws_hi - lim.cfg.max_step_fws_k - 1e-6, fws
+        rule = ctl._rule_sp
+        assert rule is not None
+        assert cur.fws_c >= rule.fws_c - 1e-6, (i, cur, rule)
+        assert float(cur.tcs_c.min()) >= float(rule.tcs_c.min()) - 1e-6, (i, cur, rule)
+        assert float(cur.dp_kpa.max()) <= float(rule.dp_kpa.max()) + 1e-6, (i, cur, rule)
+
+
+def test_the_rule_returns_warmer_facility_water_with_load_where_the_gpus_have_room(tmp_path: Path) -> None:
+    """The rule prior's TCS rises above FWS + the CDU approach by the approach again times utilisation (a warmer
+    return to the free cooler at full load, next to nothing at idle), and not at all where the hall's full-load
+    snapshots left the hottest GPU no room for it."""
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    approach = lim.cfg.cdu_approach_k
+    lifts = {}
+    for util in (5.0, 95.0):
+        ctl = _ruled(lim, _synthetic_model(False), now, 95.0)  # full-load GPUs at TCS 38 reach limit - margin
+        snap = dataclasses.replace(_snap(lim, now, util, tcs=20.0), drybulb_c=12.0, wetbulb_c=8.0)
+        rule = ctl._rule_step(snap)
+        assert rule is not None
+        lifts[util] = float(rule.tcs_c.min()) - rule.fws_c - approach
+    assert lifts[95.0] == pytest.approx(0.95 * approach, abs=1e-6)
+    assert lifts[5.0] == pytest.approx(0.05 * approach, abs=1e-6)
+    hot = _ruled(lim, _synthetic_model(False), now, 95.0)
+    n = len(lim.cdu_names)
+    # a full-load snapshot an hour ago: the hottest GPU at limit - margin with its TCS supply at 21 C
+    hot.load.update(_snap(lim, now - H_NS, 95.0, tcs=21.0, gpu=lim.gpu_ceiling_c.copy()), lim.gpu_ceiling_c)
+    snap = dataclasses.replace(_snap(lim, now, 95.0, tcs=20.0, gpu=np.full(n, 70.0)), drybulb_c=12.0, wetbulb_c=8.0)
+    rule = hot._rule_step(snap)
+    assert rule is not None
+    assert float(rule.tcs_c.min()) == pytest.approx(rule.fws_c + approach, abs=1e-6), "no room: the plain rule"
+    some = _ruled(lim, _synthetic_model(False), now, 95.0)
+    # the full-load GPU at limit - margin with TCS supply 1 K + EXPLORE_BACKOFF_K above FWS + the approach (20 C)
+    some.load.update(_snap(lim, now - H_NS, 95.0, tcs=21.0 + EXPLORE_BACKOFF_K, gpu=lim.gpu_ceiling_c.copy()),
+                     lim.gpu_ceiling_c)
+    rule = some._rule_step(snap)
+    assert rule is not None
+    assert float(rule.tcs_c.min()) == pytest.approx(rule.fws_c + approach + 1.0, abs=1e-6), "lifted up to the band"
 
 
 def test_the_model_moves_the_core_no_colder_than_the_rule(tmp_path: Path) -> None:
@@ -716,14 +753,15 @@ def test_a_commissioning_target_moves_with_the_rule_it_was_drawn_around(tmp_path
 
 def test_the_pump_reset_is_graded_by_the_measured_headroom_at_full_load(tmp_path: Path) -> None:
     """At idle the rule's dp keeps the safe dp with less than RULE_DP_HEADROOM_K of measured full-load headroom,
-    goes all the way of the reset with RULE_DP_HEADROOM_K + RULE_DP_GRADE_K or more, and part of the way between."""
-    from control.learner import RULE_DP_FULL_PCT, RULE_DP_GRADE_K, RULE_DP_HEADROOM_K
+    goes all the way of the reset (the pumps' floor: an idle hall at 5 % is below RULE_DP_IDLE_PCT) with
+    RULE_DP_HEADROOM_K + RULE_DP_GRADE_K or more, and part of the way between."""
+    from control.learner import RULE_DP_GRADE_K, RULE_DP_HEADROOM_K
 
     lim = site_limits(control_site(tmp_path, racks=8))
     n = len(lim.cdu_names)
     safe_dp = float(lim.safe.dp_kpa.mean())
     ceiling = float(lim.gpu_ceiling_c.min())
-    full_reset = safe_dp - (safe_dp - lim.dp_lo) * (1.0 - 5.0 / RULE_DP_FULL_PCT)
+    full_reset = lim.dp_lo
     dps = []
     for headroom in (RULE_DP_HEADROOM_K - 1.0, RULE_DP_HEADROOM_K + 0.5 * RULE_DP_GRADE_K,
                      RULE_DP_HEADROOM_K + RULE_DP_GRADE_K + 1.0):
@@ -735,6 +773,26 @@ def test_the_pump_reset_is_graded_by_the_measured_headroom_at_full_load(tmp_path
     assert dps[0] == pytest.approx(safe_dp)
     assert dps[1] == pytest.approx(0.5 * (safe_dp + full_reset))
     assert dps[2] == pytest.approx(full_reset)
+
+
+def test_at_full_load_the_pump_reset_cuts_flow_only_where_the_gpus_have_room(tmp_path: Path) -> None:
+    """At full load the rule's dp is RULE_DP_FULL_CUT_KPA below the safe dp where the hottest GPU's measured
+    headroom at full load allows the whole reset, and the safe dp where it is short."""
+    from control.learner import RULE_DP_FULL_CUT_KPA, RULE_DP_GRADE_K, RULE_DP_HEADROOM_K
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    n = len(lim.cdu_names)
+    safe_dp = float(lim.safe.dp_kpa.mean())
+    ceiling = float(lim.gpu_ceiling_c.min())
+    dps = []
+    for headroom in (RULE_DP_HEADROOM_K - 1.0, RULE_DP_HEADROOM_K + RULE_DP_GRADE_K + 1.0):
+        ctl = LearningController(lim, plant_type="chiller_drycooler")
+        full = _snap(lim, 0, 95.0, tcs=20.0, gpu=np.full(n, ceiling - headroom))
+        ctl.load.update(full, lim.gpu_ceiling_c)
+        dps.append(ctl._rule_dp(dataclasses.replace(full, t_ns=300_000_000_000)))
+    assert dps[0] == pytest.approx(safe_dp)
+    assert dps[1] < safe_dp, "less flow at full load where the GPUs have room"
+    assert dps[1] == pytest.approx(safe_dp - RULE_DP_FULL_CUT_KPA)
 
 
 def test_the_model_moves_the_pump_dp_at_most_a_rate_step_above_the_rules_reset(tmp_path: Path) -> None:
@@ -806,7 +864,8 @@ def test_step_ready_with_a_rule_is_the_rules_setpoints_not_the_models_coolest(tm
     np.testing.assert_allclose(ready.tcs_c, rule.tcs_c)
     np.testing.assert_allclose(ready.dp_kpa, lim.safe.dp_kpa)
     assert ready.fws_c == pytest.approx(rule.fws_c)
-    assert float(rule.tcs_c.min()) == pytest.approx(33.0)
+    # FWS + the approach, lifted by the approach times the idle hall's 5 % (RULE_LIFT_SHARE)
+    assert float(rule.tcs_c.min()) == pytest.approx(33.0 + 0.05 * lim.cfg.cdu_approach_k)
     assert rule.fws_c == pytest.approx(30.0)
 
 
