@@ -138,7 +138,8 @@ def run_site(name: str, stride: int, jobs: int, scenario: str, telemetry: str, m
     for cname, k in ctl.items():
         saving = base - k["facility_kwh"]
         share = saving / oracle_saving if oracle_saving > 0 else float("nan")
-        print(f"  {cname:<13} saving {100 * saving / base:+6.3f} %  share of oracle {share:6.3f}  "
+        print(f"  {cname:<13} facility {k['facility_kwh']:,.0f} kWh  saving {100 * saving / base:+6.3f} %  "
+              f"share of oracle {share:6.3f}  "
               f"kWh/GPU·h {k['kwh_per_work']:.5f}  "
               f"violation {k['violation_minutes']:5.0f} min  at/over limit {k['at_limit_minutes']:.0f}  "
               f"throttle {k['throttle_minutes']:.0f}  FWS>class {k['above_class_minutes']:.0f}  "
