@@ -116,6 +116,8 @@ class Recorder(Kpis):
         self.comm_end_ns = setup.day_starts()[0] - int(setup.warmup_h * 3.6e12)
         self.bins: dict[str, dict[str, float]] = {}
         self.events: list[dict[str, Any]] = []
+        self.mode: Callable[[], str] | None = None  # aidc: what its core is doing (commissioning, rule, model...)
+        self.modes: dict[str, float] = {}
 
     def bind(self, fac: Facility) -> None:
         """Record this facility's steps from now on."""
@@ -137,7 +139,11 @@ class Recorder(Kpis):
         means = {"util": util, "drybulb": f.drybulb_c, "tcs": float(f.tcs_sp.mean()), "dp": float(f.dp_sp.mean()),
                  "fws": float(f.fws_sp), "chw": float(f.chw_sp), "tcs_out": float(f.tcs_supply_c.mean()),
                  "fws_out": float(f.fws_supply_c), "gpu_room": float(room.min())}
-        b = self.bins.setdefault(_key("comm" if f.t_ns <= self.comm_end_ns else "eval", util, f.drybulb_c),
+        phase = "comm" if f.t_ns <= self.comm_end_ns else "eval"
+        if self.mode is not None:
+            mk = f"{phase} {'idle' if util < 0.5 else 'full'} {self.mode()}"
+            self.modes[mk] = self.modes.get(mk, 0.0) + m.minutes
+        b = self.bins.setdefault(_key(phase, util, f.drybulb_c),
                                  dict.fromkeys(("minutes", "facility_kwh", *PARTS, *MEANS), 0.0))
         b["minutes"] += m.minutes
         b["facility_kwh"] += m.facility_kwh
@@ -163,12 +169,22 @@ class Recorder(Kpis):
         return out
 
 
+def _mode(d: Any) -> str:
+    """The aidc core's last decision in a word: its state, and whether the rule prior or the model chose."""
+    if d is None:
+        return "none"
+    if d.state != "deciding":
+        return str(d.state)
+    return "rule" if any("rule prior" in b for b in d.binding) else "model"
+
+
 def run(setup: EvalSetup, name: str) -> Recorder:
     """One controller's KPIs, binned."""
     rec = Recorder(setup)
     lim, plant = setup.limits, setup.site.config.plant.type
     if name == "aidc":
         sup = SupervisedRun(setup)
+        rec.mode = lambda: _mode(sup.core.last)
         try:
             for start, days, warm in setup.spans():
                 sup.run_day(start, rec, warmup_h=warm, days=days, hook=rec.bind)
@@ -278,6 +294,9 @@ def main() -> None:
                 print(f"  {key:<22} ({row['minutes']:.0f} min): TCS {row['tcs']:.1f} dp {row['dp']:.0f} FWS "
                       f"{row['fws']:.1f} CHW {row['chw']:.1f} | GPU room {row['gpu_room']:.1f} K | facility "
                       f"{row['facility_kwh']:.0f} kWh: " + " ".join(f"{c} {row[c]:.0f}" for c in PARTS), flush=True)
+            if rec.modes:
+                print("  aidc core: " + ", ".join(f"{k} {v:.0f} min" for k, v in sorted(rec.modes.items())))
+                out[name]["modes"] = {k: round(v) for k, v in sorted(rec.modes.items())}
             for e in eps[:20]:
                 print(f"  episode {e['start']} .. {e['end']} ({e['minutes']} steps): worst {e['worst_k']} K, "
                       f"hall util {e['util']}, throttled {e['throttled']}, racks {','.join(e['racks'])}, TCS "
