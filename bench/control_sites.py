@@ -147,6 +147,9 @@ def run_site(name: str, stride: int, jobs: int, scenario: str, telemetry: str, m
     if "aidc" not in ctl:
         return {f"{name}_evaluate_s": round(spent, 1)}
     a = ctl["aidc"]
+    # The supervisor's counters (holds, guard actions, feed-forwards at load steps, lock-outs), beside the KPIs.
+    counters = {c: v for c, v in a.items() if c not in ctl["fixed"]}
+    print("  aidc supervisor: " + ", ".join(f"{c} {v:g}" for c, v in counters.items()))
     share = (base - a["facility_kwh"]) / oracle_saving if oracle_saving > 0 else float("nan")
     beats, ran = verdict(ctl)
     over = "every baseline" if len(ran) == len(BASELINES) else f"every baseline that ran ({', '.join(ran)})"
