@@ -155,6 +155,7 @@ class Recorder(Kpis):
             over = [f.rack_names[i] for i in np.flatnonzero(room < 0)]
             self.events.append({"t": str(pd.Timestamp(f.t_ns, tz="UTC")), "util": round(util, 3),
                                 "worst_k": round(m.worst_k, 2), "throttled": m.throttled, "racks": over,
+                                "step_min": m.minutes,
                                 "tcs": round(float(f.tcs_sp.mean()), 2), "dp": round(float(f.dp_sp.mean()), 1),
                                 "fws": round(float(f.fws_sp), 2), "tcs_out": round(float(f.tcs_supply_c.max()), 2)})
 
@@ -221,12 +222,12 @@ def episodes(events: list[dict[str, Any]], step_s: float) -> list[dict[str, Any]
         t = pd.Timestamp(e["t"])
         last = out[-1] if out else None
         if last is not None and (t - pd.Timestamp(last["end"])).total_seconds() <= step_s + 1:
-            last["end"], last["minutes"] = e["t"], last["minutes"] + 1
+            last["end"], last["minutes"] = e["t"], last["minutes"] + e["step_min"]
             last["worst_k"] = max(last["worst_k"], e["worst_k"])
             last["throttled"] = last["throttled"] or e["throttled"]
             last["racks"] = sorted(set(last["racks"]) | set(e["racks"]))
         else:
-            out.append({**e, "start": e["t"], "end": e["t"], "minutes": 1})
+            out.append({**e, "start": e["t"], "end": e["t"], "minutes": e["step_min"]})
     return out
 
 
@@ -298,7 +299,7 @@ def main() -> None:
                 print("  aidc core: " + ", ".join(f"{k} {v:.0f} min" for k, v in sorted(rec.modes.items())))
                 out[name]["modes"] = {k: round(v) for k, v in sorted(rec.modes.items())}
             for e in eps[:20]:
-                print(f"  episode {e['start']} .. {e['end']} ({e['minutes']} steps): worst {e['worst_k']} K, "
+                print(f"  episode {e['start']} .. {e['end']} ({e['minutes']:.1f} min): worst {e['worst_k']} K, "
                       f"hall util {e['util']}, throttled {e['throttled']}, racks {','.join(e['racks'])}, TCS "
                       f"{e['tcs']} dp {e['dp']} FWS {e['fws']}", flush=True)
         if "oracle" in recs:
