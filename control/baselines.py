@@ -154,7 +154,8 @@ class ExpertController:
     def __init__(self, limits: Limits, plant_type: str, hr_approach_k: float | None = None) -> None:
         self.limits = limits
         self.plant_type = plant_type
-        self.hr_approach_k = DEFAULT_HR_APPROACH_K.get(plant_type, 5.0) if hr_approach_k is None else hr_approach_k
+        self.design_approach_k = DEFAULT_HR_APPROACH_K.get(plant_type, 5.0) if hr_approach_k is None else hr_approach_k
+        self.hr_approach_k = self.design_approach_k  # the FWS offset above the sink (aidc's rule prior moves it)
         cfg = limits.cfg.trim_respond.model_copy(update={"request_valve_pct": 101.0})
         self.tr = TrimRespond(cfg)
         self.cfg = cfg

@@ -39,7 +39,7 @@ from aidc.errors import DataError
 from analytics.plant_model import OnlinePlantModel
 from control.baselines import ExpertController
 from control.policy import Limits, dew_point_c
-from control.stepload import FULL_LOAD_PCT, LoadMemory
+from control.stepload import FULL_LOAD_PCT, FULL_SEEN_PCT, LoadMemory
 from control.types import Decision, Setpoints, Snapshot
 
 NS_H = 3_600_000_000_000
@@ -142,6 +142,32 @@ UNTRUSTED_BACKOFF_TO_RULE = True
 # of 3 K against 4: 1,135,868 kWh against 1,135,948, full load at 20-30 C: TCS 32.6 against 31.9, 0 violation).
 RULE_LIFT_SHARE = 1.0
 RULE_LIFT_BAND_K = EXPLORE_BACKOFF_K
+# The rule's FWS offset above the free cooler's sink is measured on site, not taken from the design table
+# (DEFAULT_HR_APPROACH_K: 5 K for a dry cooler, 4 K for a tower). A free cooler that cannot make the rule's water at
+# full load (the plant reports free cooling partial or off, Role.FREE_COOLING_STATE) has the chiller trim the rest
+# and its fans at full speed: the offset at full load rises by RULE_APPROACH_UP_K_H per hour of such snapshots, and
+# relaxes by RULE_APPROACH_DOWN_K_H per hour of full free cooling, never below the design value. Only snapshots at
+# full load (stepload.FULL_SEEN_PCT) whose FWS setpoint is the rule's unclipped sink + offset count (not one the
+# trim & respond cap or the FWS bounds moved, nor the model's colder choice); below full load the offset falls
+# linearly with hall utilisation to the design value at idle (the free cooler's approach grows with its heat: the
+# all-writable oracle's FWS sits 6-7 K above the dry bulb at full load and 2-5 K at idle on phoenix-a100, a 6.5 K
+# dry cooler). Frozen from the physics (a 1.5 K shortfall learnt within about 3 h of full load), not tuned on a
+# scored year.
+RULE_APPROACH_MEASURED = True
+RULE_APPROACH_UP_K_H = 0.6
+RULE_APPROACH_DOWN_K_H = 0.12
+RULE_APPROACH_MAX_K = 12.0  # an offset above this is a fault of the free cooler or its reading, not its approach
+RULE_APPROACH_TOL_K = 0.3  # the FWS setpoint in force counts as the rule's within this
+FREE_COOLING_FULL = 2.0  # Role.FREE_COOLING_STATE: 0 chiller only, 1 partial, 2 full
+# The rule's TCS is never warmer than the TCS supply at which the hall's own full-load snapshots of the load memory's
+# window put the hottest GPU at limit − margin (LoadMemory.full_load_tcs_c), less RULE_FULL_LOAD_BAND_K, at any load:
+# on a warm humid day the rule's water (a tower's wet bulb + its approach + the CDU approach) can be warmer than a
+# leaky GPU tolerates at full load, and its trim & respond cap learns that only after the GPUs ran hot, one step at
+# a time (chicago-tower under ai-steps: 265 minutes above limit − margin and 4 throttled at steps from idle on warm
+# days). The fast path's step target is the rule's, so a step finds the water already cold enough. The band covers
+# the field telemetry's 0.1 K registers and noise (set from the sensors, not tuned on a scored year).
+RULE_FULL_LOAD_BOUND = True
+RULE_FULL_LOAD_BAND_K = 1.0
 
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
@@ -176,6 +202,12 @@ class LearningController:
         # (app/evaluation/oracle.py SEARCH_CHW: warm chilled water at idle meets a load step expensively).
         self.use_chw = USE_CHW and limits.chw_point is not None
         self._rule: ExpertController | None = None  # the rule prior, made at the first decision (plant known then)
+        # The rule's FWS offset above the sink at full load, measured on site (RULE_APPROACH_MEASURED); None until
+        # the rule is made (then the design value of its plant type).
+        self.approach_full_k: float | None = None
+        self._rule_fws_free: float = math.nan  # the rule's unclipped FWS (sink + offset) at the last decision
+        self._rule_sink = math.nan  # ... the sink it was set from
+        self._rule_t_ns: int | None = None  # ... and its time
         self._rule_sp: Setpoints | None = None  # the rule's setpoints at this decision (None: no rule)
 
     # --- data --------------------------------------------------------------------------------------------
@@ -265,11 +297,55 @@ class LearningController:
             return None
         if self._rule is None or self._rule.plant_type != self.plant_type:
             self._rule = ExpertController(self.lim, str(self.plant_type))
+            self.approach_full_k = self._rule.design_approach_k
+        self._learn_approach(snap, sink)
+        self._rule.hr_approach_k = self._rule_approach_k(snap)
+        self._rule_fws_free, self._rule_sink, self._rule_t_ns = sink + self._rule.hr_approach_k, sink, snap.t_ns
         sp = self._rule.decide(snap).setpoints
         # The lift is above FWS + the CDU approach: where the TCS floor already holds TCS further above a cold FWS
         # (the free cooler at its floor, its fans slow), there is no return to warm.
         tcs = np.maximum(sp.tcs_c, sp.fws_c + self.lim.cfg.cdu_approach_k + self._rule_lift_k(snap, sp))
-        return Setpoints(tcs, np.full(len(sp.dp_kpa), self._rule_dp(snap)), sp.fws_c, sp.chw_c)
+        fws = sp.fws_c
+        top = self.load.full_load_tcs_c() - RULE_FULL_LOAD_BAND_K if RULE_FULL_LOAD_BOUND else math.nan
+        if math.isfinite(top) and float(tcs.max()) > top:
+            # Never warmer than the hall's own full-load snapshots show safe at full load (a pre-positioned margin:
+            # a step finds the water already cold enough), with the FWS the CDU approach below it.
+            tcs = np.minimum(tcs, max(top, self.lim.tcs_lo))
+            fws = min(fws, float(tcs.min()) - self.lim.cfg.cdu_approach_k)
+        return Setpoints(tcs, np.full(len(sp.dp_kpa), self._rule_dp(snap)), fws, sp.chw_c)
+
+    def _rule_approach_k(self, snap: Snapshot) -> float:
+        """The rule's FWS offset above the sink at the hall's utilisation now: the design value at idle, the
+        measured full-load offset (:data:`RULE_APPROACH_MEASURED`) at full load, linear between."""
+        assert self._rule is not None
+        design = self._rule.design_approach_k
+        full = self.approach_full_k if self.approach_full_k is not None else design
+        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else 100.0
+        return design + (full - design) * float(np.clip(u / 100.0, 0.0, 1.0))
+
+    def _learn_approach(self, snap: Snapshot, sink: float) -> None:
+        """Move the measured full-load offset by what the plant's free-cooling state says of the rule's water at
+        the last decision (see :data:`RULE_APPROACH_MEASURED`)."""
+        if not RULE_APPROACH_MEASURED or self._rule is None or self.approach_full_k is None:
+            return
+        state, u = snap.free_cooling_state, float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(
+            snap.gpu_util_pct).any() else math.nan
+        rule_fws, lim = self._rule_fws_free, self.lim
+        if not (math.isfinite(state) and math.isfinite(u) and math.isfinite(rule_fws)) or u < FULL_SEEN_PCT:
+            return
+        if not lim.fws_lo + RULE_APPROACH_TOL_K <= rule_fws <= lim.fws_hi - RULE_APPROACH_TOL_K:
+            return  # the rule's water was at an FWS bound: its offset was not what the plant made
+        # The time since the last decision (at most two intervals: a gap in the snapshots is not evidence).
+        dt_s = (snap.t_ns - self._rule_t_ns) / 1e9 if self._rule_t_ns is not None else 0.0
+        fws, hours = float(snap.current.fws_c), min(max(dt_s, 0.0), 2.0 * self.cfg.interval_s) / 3600.0
+        design = self._rule.design_approach_k
+        offset = rule_fws - self._rule_sink
+        if (state < FREE_COOLING_FULL and fws >= rule_fws - RULE_APPROACH_TOL_K
+                and offset >= self.approach_full_k - RULE_APPROACH_TOL_K):
+            # The free cooler could not make the rule's full-load water (or warmer): the chiller trimmed it.
+            self.approach_full_k = min(self.approach_full_k + RULE_APPROACH_UP_K_H * hours, RULE_APPROACH_MAX_K)
+        elif state >= FREE_COOLING_FULL and abs(fws - rule_fws) <= RULE_APPROACH_TOL_K:
+            self.approach_full_k = max(self.approach_full_k - RULE_APPROACH_DOWN_K_H * hours, design)
 
     def _rule_lift_k(self, snap: Snapshot, sp: Setpoints) -> float:
         """How far the rule's TCS rises above FWS + the CDU approach with hall load (:data:`RULE_LIFT_SHARE`): the

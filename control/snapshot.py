@@ -110,6 +110,7 @@ class SnapshotBuilder:
             "fws": _point(plant, Role.FWS_SUPPLY_TEMP),
             "db": _point(plant, Role.OUTDOOR_DRYBULB),
             "wb": _point(plant, Role.OUTDOOR_WETBULB),
+            "free": _point(plant, Role.FREE_COOLING_STATE),  # optional: the rule measures its approach with it
         }
         self.facility = [_Src(d.name, p) for d in site.devices if (p := _point(d, Role.FACILITY_POWER)) is not None]
         self.cooling = [_Src(d.name, p) for d in site.devices if (p := _point(d, Role.COOLING_POWER)) is not None]
@@ -192,6 +193,7 @@ class SnapshotBuilder:
             max_age_s=max_age_s,
             alarms=tuple(alarms),
             gpu_clock_pct=clock,
+            free_cooling_state=plant("free"),
         )
 
     @staticmethod

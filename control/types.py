@@ -90,6 +90,9 @@ class Snapshot:
     # Mean SM clock as % of max per CDU (DCGM), NaN where the site reports none: optional, so it is not in
     # :attr:`finite` and a site without clock points decides as before (work rate = utilisation).
     gpu_clock_pct: Arr | None = None
+    # The plant's free-cooling state on the FWS loop (0 chiller only, 1 partial, 2 full; Role.FREE_COOLING_STATE),
+    # NaN where the plant reports none: optional like the clocks, so not in :attr:`finite`.
+    free_cooling_state: float = math.nan
 
     @property
     def work_pct(self) -> float:

@@ -940,3 +940,60 @@ def test_late_commissioning_on_a_cold_day_keeps_tcs_near_its_floor(tmp_path: Pat
         cur = dec.setpoints
         tcs_seen.append(float(cur.tcs_c.min()))
     assert float(np.mean(tcs_seen[48:])) <= lim.tcs_lo + 1.0, np.mean(tcs_seen[48:])
+
+
+def test_the_rule_measures_its_free_cooler_approach_from_the_free_cooling_state(tmp_path: Path) -> None:
+    """The rule's FWS offset above the dry bulb at full load rises by RULE_APPROACH_UP_K_H per hour while the plant
+    reports free cooling partial at the rule's water, relaxes by RULE_APPROACH_DOWN_K_H per hour of full free
+    cooling to the design value and no lower, stays the design value at idle, and learns nothing where the plant
+    reports no state or the rule's water sat at an FWS bound."""
+    from control.baselines import DEFAULT_HR_APPROACH_K
+    from control.learner import RULE_APPROACH_DOWN_K_H, RULE_APPROACH_UP_K_H
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    design = DEFAULT_HR_APPROACH_K["chiller_drycooler"]
+    step = 300_000_000_000
+
+    def run(ctl: LearningController, hours: float, state: float, util: float = 95.0, db: float = 12.0,
+            t0: int = 0, prev: Setpoints | None = None) -> tuple[int, Setpoints]:
+        t, rule = t0, prev
+        for _ in range(int(round(hours * 12))):
+            fws = rule.fws_c if rule is not None else db + design
+            cur = dataclasses.replace(lim.safe, fws_c=float(fws))
+            snap = dataclasses.replace(_snap(lim, t, util, tcs=30.0), current=cur, drybulb_c=db, wetbulb_c=db - 4.0,
+                                       free_cooling_state=state)
+            rule = ctl._rule_step(snap)
+            assert rule is not None
+            t += step
+        assert rule is not None
+        return t, rule
+
+    def core() -> LearningController:
+        from control.baselines import ExpertController
+
+        c = LearningController(lim, plant_type="chiller_drycooler")
+        c._rule = ExpertController(lim, "chiller_drycooler")
+        c._rule.tr.x = 0.0  # past the rule's cold start: its trim & respond cap does not hold FWS below the reset
+        c.approach_full_k = design
+        return c
+
+    ctl = core()
+    t, rule = run(ctl, 2.0, 1.0)
+    # the first decision has nothing before it: 23 five-minute steps of evidence
+    assert ctl.approach_full_k == pytest.approx(design + RULE_APPROACH_UP_K_H * 23 / 12, abs=1e-9)
+    assert rule.fws_c == pytest.approx(12.0 + design + 0.95 * (ctl.approach_full_k - design), abs=1e-6)
+    learnt = ctl.approach_full_k
+    t, rule = run(ctl, 1.0, 2.0, t0=t, prev=rule)
+    assert ctl.approach_full_k == pytest.approx(learnt - RULE_APPROACH_DOWN_K_H * 12 / 12, abs=1e-9)
+    t, _ = run(ctl, 30.0, 2.0, t0=t, prev=rule)
+    assert ctl.approach_full_k == pytest.approx(design), "never below the design value"
+    ctl.approach_full_k = design + 2.0
+    _, idle = run(ctl, 1.0, 1.0, util=5.0, t0=t)
+    assert ctl.approach_full_k == design + 2.0, "idle snapshots teach nothing"
+    assert idle.fws_c == pytest.approx(12.0 + design + 0.05 * 2.0, abs=1e-6), "at idle: about the design value"
+    silent = core()
+    run(silent, 2.0, math.nan)
+    assert silent.approach_full_k == design, "no free-cooling state reported: the design value"
+    hot = core()
+    run(hot, 2.0, 0.0, db=lim.fws_hi)
+    assert hot.approach_full_k == design, "the rule's water at the FWS bound: no evidence"
