@@ -997,3 +997,31 @@ def test_the_rule_measures_its_free_cooler_approach_from_the_free_cooling_state(
     hot = core()
     run(hot, 2.0, 0.0, db=lim.fws_hi)
     assert hot.approach_full_k == design, "the rule's water at the FWS bound: no evidence"
+
+
+def test_the_rule_is_never_warmer_than_the_halls_full_load_snapshots_show_safe(tmp_path: Path) -> None:
+    """On a warm day whose outdoor-reset water is warmer than the GPUs tolerate at full load, the rule's TCS (and so
+    the fast path's step target) stays RULE_FULL_LOAD_BAND_K below the TCS supply at which the hall's own full-load
+    snapshots put the hottest GPU at limit − margin, at idle too, with FWS the CDU approach below it; without such
+    snapshots in the load memory the rule is the outdoor reset."""
+    from control.learner import RULE_FULL_LOAD_BAND_K
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    now = 400 * DAY_NS
+    n = len(lim.cdu_names)
+    approach = lim.cfg.cdu_approach_k
+    idle = dataclasses.replace(_snap(lim, now, 5.0, tcs=24.0, gpu=np.full(n, 40.0)), drybulb_c=22.0, wetbulb_c=16.0)
+    free = _ruled(lim, _synthetic_model(False), now, 5.0)
+    plain = free._rule_step(idle)
+    assert plain is not None
+    assert float(plain.tcs_c.min()) >= 22.0 + 5.0 + approach - 1e-6, "no full-load snapshot: the outdoor reset"
+    hot = _ruled(lim, _synthetic_model(False), now, 5.0)
+    # a full-load snapshot an hour ago: the hottest GPU at limit - margin with its TCS supply at 26 C
+    hot.load.update(_snap(lim, now - H_NS, 95.0, tcs=26.0, gpu=lim.gpu_ceiling_c.copy()), lim.gpu_ceiling_c)
+    rule = hot._rule_step(idle)
+    assert rule is not None
+    assert float(rule.tcs_c.max()) == pytest.approx(26.0 - RULE_FULL_LOAD_BAND_K, abs=1e-6)
+    assert rule.fws_c == pytest.approx(26.0 - RULE_FULL_LOAD_BAND_K - approach, abs=1e-6)
+    hot._rule_sp = rule
+    ready = hot.step_ready(dataclasses.replace(idle, gpu_util_pct=np.full(n, 95.0)))
+    assert float(ready.tcs_c.max()) <= 26.0 - RULE_FULL_LOAD_BAND_K + 1e-6
