@@ -242,6 +242,21 @@ def test_field_telemetry_reaches_the_baselines_snapshot(tmp_path: Path) -> None:
             assert snap.max_age_s == 0
 
 
+def test_the_snapshot_reads_the_plants_free_cooling_state(tmp_path: Path) -> None:
+    """The snapshot carries the plant's free-cooling state (Role.FREE_COOLING_STATE: 0 none, 1 partial, 2 full), the
+    facility's own value with exact and with field telemetry, so the rule can measure its free cooler's approach."""
+    from app.evaluation.harness import SimPlant
+
+    for telemetry in ("field", "exact"):
+        setup = _setup(tmp_path / telemetry, telemetry)
+        fac = setup.facility(setup.day_starts()[0])
+        plant = SimPlant(setup.site, setup.limits, setup.builder, fac, field=setup.field_telemetry(fac))
+        fac.step(60.0)
+        snap = plant.snapshot()
+        assert snap.free_cooling_state in (0.0, 1.0, 2.0)
+        assert snap.free_cooling_state == float(fac.free_cooling_state), telemetry
+
+
 def test_feed_live_publishes_one_series_per_gpu_as_before(tmp_path: Path) -> None:
     """feed_live (ids cached per facility) publishes every point as collectors would, the same ids and values as
     building each SeriesKey, one series per GPU."""
