@@ -167,15 +167,6 @@ FREE_COOLING_FULL = 2.0  # Role.FREE_COOLING_STATE: 0 chiller only, 1 partial, 2
 # days). The fast path's step target is the rule's, so a step finds the water already cold enough. The band covers
 # the field telemetry's 0.1 K registers and noise (set from the sensors, not tuned on a scored year).
 RULE_FULL_LOAD_BOUND = True
-# Below full load the rule's water is colder, toward the TCS at which the pump reset is whole (RULE_DP_HEADROOM_K +
-# RULE_DP_GRADE_K below the full-load-safe TCS the load memory measured), by the pump reset's share of idleness,
-# and no colder than the free cooler makes at RULE_IDLE_MIN_OFFSET_K above its sink (an idle hall's heat is a tenth
-# of design: its free cooler makes that with its fans part-speed, the chiller off): colder water at idle costs the
-# fans little and buys the headroom that lets the pumps run at their floor, where warm idle water held them at the
-# safe dp (the all-writable oracle without load foresight, bench/control_breakdown.py's oracle_causal, on
-# phoenix-a100 in mild weather at idle: TCS 20.4 °C, FWS 16.7, dp 62 kPa against aidc's 24.0, 20.5 and 95).
-RULE_IDLE_COLD = True
-RULE_IDLE_MIN_OFFSET_K = 2.0
 RULE_FULL_LOAD_BAND_K = 1.0
 
 class LearningController:
@@ -315,31 +306,13 @@ class LearningController:
         # (the free cooler at its floor, its fans slow), there is no return to warm.
         tcs = np.maximum(sp.tcs_c, sp.fws_c + self.lim.cfg.cdu_approach_k + self._rule_lift_k(snap, sp))
         fws = sp.fws_c
-        safe_c = self.load.full_load_tcs_c()
-        tcs, fws = self._rule_idle_cold(snap, sink, tcs, fws, safe_c)
-        top = safe_c - RULE_FULL_LOAD_BAND_K if RULE_FULL_LOAD_BOUND else math.nan
+        top = self.load.full_load_tcs_c() - RULE_FULL_LOAD_BAND_K if RULE_FULL_LOAD_BOUND else math.nan
         if math.isfinite(top) and float(tcs.max()) > top:
             # Never warmer than the hall's own full-load snapshots show safe at full load (a pre-positioned margin:
             # a step finds the water already cold enough), with the FWS the CDU approach below it.
             tcs = np.minimum(tcs, max(top, self.lim.tcs_lo))
             fws = min(fws, float(tcs.min()) - self.lim.cfg.cdu_approach_k)
         return Setpoints(tcs, np.full(len(sp.dp_kpa), self._rule_dp(snap)), fws, sp.chw_c)
-
-    def _rule_idle_cold(self, snap: Snapshot, sink: float, tcs: np.ndarray, fws: float, safe_c: float
-                        ) -> tuple[np.ndarray, float]:
-        """Below full load, the rule's TCS (and FWS) moved colder toward the TCS at which its pump reset is whole
-        (:data:`RULE_IDLE_COLD`), by the pump reset's share of idleness, no colder than the free cooler makes at
-        :data:`RULE_IDLE_MIN_OFFSET_K` above its sink nor the TCS floor."""
-        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
-        if not (RULE_IDLE_COLD and math.isfinite(u) and math.isfinite(safe_c)):
-            return tcs, fws
-        lim = self.lim
-        idle = float(np.clip((RULE_DP_FULL_PCT - u) / (RULE_DP_FULL_PCT - RULE_DP_IDLE_PCT), 0.0, 1.0))
-        want = safe_c - (RULE_DP_HEADROOM_K + RULE_DP_GRADE_K)  # the TCS at which the pump reset is whole
-        floor = max(sink + RULE_IDLE_MIN_OFFSET_K, lim.fws_lo) + lim.cfg.cdu_approach_k
-        target = max(want, floor, lim.tcs_lo)
-        cold = tcs - idle * np.maximum(tcs - target, 0.0)
-        return cold, min(fws, float(cold.min()) - lim.cfg.cdu_approach_k)
 
     def _rule_approach_k(self, snap: Snapshot) -> float:
         """The rule's FWS offset above the sink at the hall's utilisation now: the design value at idle, the
