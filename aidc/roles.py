@@ -32,6 +32,7 @@ class Role(enum.StrEnum):
     HEAT_REJECTION_FAN_POWER = "heat_rejection_fan_power"
     PUMP_POWER = "pump_power"
     FREE_COOLING_STATE = "free_cooling_state"
+    FREE_COOLER_FAN_SPEED = "free_cooler_fan_speed"  # % of full speed: the FWS free cooler's fans
     OUTDOOR_DRYBULB = "outdoor_drybulb"
     OUTDOOR_WETBULB = "outdoor_wetbulb"
     FWS_SUPPLY_TEMP = "fws_supply_temp"

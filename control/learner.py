@@ -158,6 +158,15 @@ RULE_APPROACH_UP_K_H = 0.6
 RULE_APPROACH_DOWN_K_H = 0.12
 RULE_APPROACH_MAX_K = 12.0  # an offset above this is a fault of the free cooler or its reading, not its approach
 RULE_APPROACH_TOL_K = 0.3  # the FWS setpoint in force counts as the rule's within this
+# ... and where the plant reports its free cooler's fan speed (Role.FREE_COOLER_FAN_SPEED), the offset also rises
+# while the fans run at RULE_APPROACH_FAN_HI_PCT or faster with the GPUs' measured full-load headroom more than
+# RULE_APPROACH_ROOM_K above the lift's band (warmer water then costs the GPUs less than the fans save: fan power goes
+# with speed cubed, half of full at 80 %), and relaxes while they run below RULE_APPROACH_FAN_LO_PCT (a fifth of full
+# power) or the GPUs are short of the band. The free-cooling edge alone kept phoenix-a100's dry cooler (30 W/kW fans)
+# flat out at FWS = dry bulb + 5 K where the all-writable oracle runs 8-9 K above it.
+RULE_APPROACH_FAN_HI_PCT = 80.0
+RULE_APPROACH_FAN_LO_PCT = 60.0
+RULE_APPROACH_ROOM_K = 1.0
 FREE_COOLING_FULL = 2.0  # Role.FREE_COOLING_STATE: 0 chiller only, 1 partial, 2 full
 # The rule's TCS is never warmer than the TCS supply at which the hall's own full-load snapshots of the load memory's
 # window put the hottest GPU at limit − margin (LoadMemory.full_load_tcs_c), less RULE_FULL_LOAD_BAND_K, at any load:
@@ -340,11 +349,16 @@ class LearningController:
         fws, hours = float(snap.current.fws_c), min(max(dt_s, 0.0), 2.0 * self.cfg.interval_s) / 3600.0
         design = self._rule.design_approach_k
         offset = rule_fws - self._rule_sink
-        if (state < FREE_COOLING_FULL and fws >= rule_fws - RULE_APPROACH_TOL_K
+        fan, room = snap.free_cooler_fan_pct, self._step_headroom_k(snap) - RULE_LIFT_BAND_K
+        fans_high = math.isfinite(fan) and fan >= RULE_APPROACH_FAN_HI_PCT and room >= RULE_APPROACH_ROOM_K
+        fans_low = math.isfinite(fan) and (fan < RULE_APPROACH_FAN_LO_PCT or not room >= 0.0)
+        if ((state < FREE_COOLING_FULL or fans_high) and fws >= rule_fws - RULE_APPROACH_TOL_K
                 and offset >= self.approach_full_k - RULE_APPROACH_TOL_K):
-            # The free cooler could not make the rule's full-load water (or warmer): the chiller trimmed it.
+            # The free cooler could not make the rule's full-load water (or warmer): the chiller trimmed it; or its
+            # fans ran near full speed with the GPUs' room to spare.
             self.approach_full_k = min(self.approach_full_k + RULE_APPROACH_UP_K_H * hours, RULE_APPROACH_MAX_K)
-        elif state >= FREE_COOLING_FULL and abs(fws - rule_fws) <= RULE_APPROACH_TOL_K:
+        elif (state >= FREE_COOLING_FULL and abs(fws - rule_fws) <= RULE_APPROACH_TOL_K
+              and (fans_low or not math.isfinite(fan))):
             self.approach_full_k = max(self.approach_full_k - RULE_APPROACH_DOWN_K_H * hours, design)
 
     def _rule_lift_k(self, snap: Snapshot, sp: Setpoints) -> float:

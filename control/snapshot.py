@@ -111,6 +111,7 @@ class SnapshotBuilder:
             "db": _point(plant, Role.OUTDOOR_DRYBULB),
             "wb": _point(plant, Role.OUTDOOR_WETBULB),
             "free": _point(plant, Role.FREE_COOLING_STATE),  # optional: the rule measures its approach with it
+            "fan": _point(plant, Role.FREE_COOLER_FAN_SPEED),  # optional, likewise
         }
         self.facility = [_Src(d.name, p) for d in site.devices if (p := _point(d, Role.FACILITY_POWER)) is not None]
         self.cooling = [_Src(d.name, p) for d in site.devices if (p := _point(d, Role.COOLING_POWER)) is not None]
@@ -194,6 +195,7 @@ class SnapshotBuilder:
             alarms=tuple(alarms),
             gpu_clock_pct=clock,
             free_cooling_state=plant("free"),
+            free_cooler_fan_pct=plant("fan"),
         )
 
     @staticmethod

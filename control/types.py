@@ -93,6 +93,8 @@ class Snapshot:
     # The plant's free-cooling state on the FWS loop (0 chiller only, 1 partial, 2 full; Role.FREE_COOLING_STATE),
     # NaN where the plant reports none: optional like the clocks, so not in :attr:`finite`.
     free_cooling_state: float = math.nan
+    # ... and its fans' speed, % of full (Role.FREE_COOLER_FAN_SPEED), NaN where not reported.
+    free_cooler_fan_pct: float = math.nan
 
     @property
     def work_pct(self) -> float:
