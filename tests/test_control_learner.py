@@ -999,6 +999,43 @@ def test_the_rule_measures_its_free_cooler_approach_from_the_free_cooling_state(
     assert hot.approach_full_k == design, "the rule's water at the FWS bound: no evidence"
 
 
+def test_the_rules_offset_rises_while_the_free_coolers_fans_run_near_full_speed_with_gpu_room(
+        tmp_path: Path) -> None:
+    """With free cooling full, the rule's full-load FWS offset rises while the plant reports its free cooler's fans at
+    RULE_APPROACH_FAN_HI_PCT or faster and the GPUs' measured full-load headroom exceeds the lift's band by
+    RULE_APPROACH_ROOM_K; it does not rise (and relaxes) where the GPUs lack that room, and relaxes while the fans
+    run below RULE_APPROACH_FAN_LO_PCT."""
+    from control.baselines import DEFAULT_HR_APPROACH_K, ExpertController
+    from control.learner import RULE_APPROACH_DOWN_K_H, RULE_APPROACH_UP_K_H
+
+    lim = site_limits(control_site(tmp_path, racks=8))
+    design = DEFAULT_HR_APPROACH_K["chiller_drycooler"]
+    step = 300_000_000_000
+
+    def run(safe_tcs: float, fan: float, start: float) -> float:
+        ctl = LearningController(lim, plant_type="chiller_drycooler")
+        ctl._rule = ExpertController(lim, "chiller_drycooler")
+        ctl._rule.tr.x = 0.0
+        ctl.approach_full_k = start
+        # a full-load snapshot an hour before: the hottest GPU at limit - margin with its TCS supply at safe_tcs
+        ctl.load.update(_snap(lim, -H_NS, 95.0, tcs=safe_tcs, gpu=lim.gpu_ceiling_c.copy()), lim.gpu_ceiling_c)
+        rule = None
+        for i in range(13):  # an hour of decisions: 12 steps of evidence
+            fws = rule.fws_c if rule is not None else 12.0 + start
+            cur = dataclasses.replace(lim.safe, tcs_c=np.full(len(lim.cdu_names), 20.0), fws_c=float(fws))
+            snap = dataclasses.replace(_snap(lim, i * step, 95.0, tcs=20.0), current=cur, drybulb_c=12.0,
+                                       wetbulb_c=8.0, free_cooling_state=2.0, free_cooler_fan_pct=fan)
+            rule = ctl._rule_step(snap)
+        assert ctl.approach_full_k is not None
+        return ctl.approach_full_k
+
+    assert run(40.0, 95.0, design) == pytest.approx(design + RULE_APPROACH_UP_K_H, abs=1e-9), "fans flat out, room"
+    assert run(40.0, 70.0, design + 1.0) == design + 1.0, "between the two fan speeds: held"
+    assert run(40.0, 40.0, design + 1.0) == pytest.approx(design + 1.0 - RULE_APPROACH_DOWN_K_H, abs=1e-9)
+    # the full-load-safe TCS 22 °C: 2 K of headroom at TCS 20, less than the lift's band
+    assert run(22.0, 95.0, design + 1.0) == pytest.approx(design + 1.0 - RULE_APPROACH_DOWN_K_H, abs=1e-9), "no room"
+
+
 def test_the_rule_is_never_warmer_than_the_halls_full_load_snapshots_show_safe(tmp_path: Path) -> None:
     """On a warm day whose outdoor-reset water is warmer than the GPUs tolerate at full load, the rule's TCS (and so
     the fast path's step target) stays RULE_FULL_LOAD_BAND_K below the TCS supply at which the hall's own full-load
