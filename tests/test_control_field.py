@@ -243,8 +243,9 @@ def test_field_telemetry_reaches_the_baselines_snapshot(tmp_path: Path) -> None:
 
 
 def test_the_snapshot_reads_the_plants_free_cooling_state(tmp_path: Path) -> None:
-    """The snapshot carries the plant's free-cooling state (Role.FREE_COOLING_STATE: 0 none, 1 partial, 2 full), the
-    facility's own value with exact and with field telemetry, so the rule can measure its free cooler's approach."""
+    """The snapshot carries the plant's free-cooling state (Role.FREE_COOLING_STATE: 0 none, 1 partial, 2 full) and
+    its free cooler's fan speed (Role.FREE_COOLER_FAN_SPEED, %), the facility's own values with exact and with field
+    telemetry, so the rule can measure its free cooler's approach."""
     from app.evaluation.harness import SimPlant
 
     for telemetry in ("field", "exact"):
@@ -255,6 +256,7 @@ def test_the_snapshot_reads_the_plants_free_cooling_state(tmp_path: Path) -> Non
         snap = plant.snapshot()
         assert snap.free_cooling_state in (0.0, 1.0, 2.0)
         assert snap.free_cooling_state == float(fac.free_cooling_state), telemetry
+        assert snap.free_cooler_fan_pct == pytest.approx(100.0 * float(fac.free_cooler_speed), abs=2.0), telemetry
 
 
 def test_feed_live_publishes_one_series_per_gpu_as_before(tmp_path: Path) -> None:
