@@ -957,7 +957,7 @@ def test_the_rule_measures_its_free_cooler_approach_from_the_free_cooling_state(
     def run(ctl: LearningController, hours: float, state: float, util: float = 95.0, db: float = 12.0,
             t0: int = 0, prev: Setpoints | None = None) -> tuple[int, Setpoints]:
         t, rule = t0, prev
-        for _ in range(int(round(hours * 12))):
+        for _ in range(round(hours * 12)):
             fws = rule.fws_c if rule is not None else db + design
             cur = dataclasses.replace(lim.safe, fws_c=float(fws))
             snap = dataclasses.replace(_snap(lim, t, util, tcs=30.0), current=cur, drybulb_c=db, wetbulb_c=db - 4.0,
