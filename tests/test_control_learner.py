@@ -981,8 +981,9 @@ def test_the_rule_measures_its_free_cooler_approach_from_the_free_cooling_state(
     t, rule = run(ctl, 2.0, 1.0)
     # the first decision has nothing before it: 23 five-minute steps of evidence
     assert ctl.approach_full_k == pytest.approx(design + RULE_APPROACH_UP_K_H * 23 / 12, abs=1e-9)
-    assert rule.fws_c == pytest.approx(12.0 + design + 0.95 * (ctl.approach_full_k - design), abs=1e-6)
     learnt = ctl.approach_full_k
+    assert learnt is not None
+    assert rule.fws_c == pytest.approx(12.0 + design + 0.95 * (learnt - design), abs=1e-6)
     t, rule = run(ctl, 1.0, 2.0, t0=t, prev=rule)
     assert ctl.approach_full_k == pytest.approx(learnt - RULE_APPROACH_DOWN_K_H * 12 / 12, abs=1e-9)
     t, _ = run(ctl, 30.0, 2.0, t0=t, prev=rule)
