@@ -178,6 +178,11 @@ FREE_COOLING_FULL = 2.0  # Role.FREE_COOLING_STATE: 0 chiller only, 1 partial, 2
 RULE_FULL_LOAD_BOUND = True
 RULE_FULL_LOAD_BAND_K = 1.0
 
+def _hall_util(snap: Snapshot, missing: float = math.nan) -> float:
+    """The hall's mean GPU utilisation (%), ``missing`` where no CDU reports one."""
+    return float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else missing
+
+
 class LearningController:
     """Supervisory core of aidc; see the module docstring."""
 
@@ -215,7 +220,6 @@ class LearningController:
         # the rule is made (then the design value of its plant type).
         self.approach_full_k: float | None = None
         self._rule_fws_free: float = math.nan  # the rule's unclipped FWS (sink + offset) at the last decision
-        self._rule_sink = math.nan  # ... the sink it was set from
         self._rule_t_ns: int | None = None  # ... and its time
         self._rule_sp: Setpoints | None = None  # the rule's setpoints at this decision (None: no rule)
 
@@ -309,7 +313,7 @@ class LearningController:
             self.approach_full_k = self._rule.design_approach_k
         self._learn_approach(snap, sink)
         self._rule.hr_approach_k = self._rule_approach_k(snap)
-        self._rule_fws_free, self._rule_sink, self._rule_t_ns = sink + self._rule.hr_approach_k, sink, snap.t_ns
+        self._rule_fws_free, self._rule_t_ns = sink + self._rule.hr_approach_k, snap.t_ns
         sp = self._rule.decide(snap).setpoints
         # The lift is above FWS + the CDU approach: where the TCS floor already holds TCS further above a cold FWS
         # (the free cooler at its floor, its fans slow), there is no return to warm.
@@ -329,7 +333,7 @@ class LearningController:
         assert self._rule is not None
         design = self._rule.design_approach_k
         full = self.approach_full_k if self.approach_full_k is not None else design
-        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else 100.0
+        u = _hall_util(snap, 100.0)
         return design + (full - design) * float(np.clip(u / 100.0, 0.0, 1.0))
 
     def _learn_approach(self, snap: Snapshot, sink: float) -> None:
@@ -337,8 +341,7 @@ class LearningController:
         the last decision (see :data:`RULE_APPROACH_MEASURED`)."""
         if not RULE_APPROACH_MEASURED or self._rule is None or self.approach_full_k is None:
             return
-        state, u = snap.free_cooling_state, float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(
-            snap.gpu_util_pct).any() else math.nan
+        state, u = snap.free_cooling_state, _hall_util(snap)
         rule_fws, lim = self._rule_fws_free, self.lim
         if not (math.isfinite(state) and math.isfinite(u) and math.isfinite(rule_fws)) or u < FULL_SEEN_PCT:
             return
@@ -348,7 +351,7 @@ class LearningController:
         dt_s = (snap.t_ns - self._rule_t_ns) / 1e9 if self._rule_t_ns is not None else 0.0
         fws, hours = float(snap.current.fws_c), min(max(dt_s, 0.0), 2.0 * self.cfg.interval_s) / 3600.0
         design = self._rule.design_approach_k
-        offset = rule_fws - self._rule_sink
+        offset = self._rule.hr_approach_k  # the offset in force (this decision has not set its own yet)
         fan, room = snap.free_cooler_fan_pct, self._step_headroom_k(snap) - RULE_LIFT_BAND_K
         fans_high = math.isfinite(fan) and fan >= RULE_APPROACH_FAN_HI_PCT and room >= RULE_APPROACH_ROOM_K
         fans_low = math.isfinite(fan) and (fan < RULE_APPROACH_FAN_LO_PCT or not room >= 0.0)
@@ -366,7 +369,7 @@ class LearningController:
         CDU approach again times the utilisation, no further than keeps the hottest GPU :data:`RULE_LIFT_BAND_K`
         below limit − margin at full load (measured at the hall's own full-load snapshots of the load memory's
         window; none where it holds none), nor above the rule's trim & respond cap or the TCS bound."""
-        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
+        u = _hall_util(snap)
         ceiling = self.load.full_load_tcs_c() if RULE_LIFT_SHARE > 0 else math.nan
         if not (math.isfinite(u) and math.isfinite(ceiling)) or self._rule is None:
             return 0.0
@@ -384,7 +387,7 @@ class LearningController:
         :data:`RULE_DP_GRADE_K` above it)."""
         lim = self.lim
         safe = float(lim.safe.dp_kpa.mean())
-        u = float(np.nanmean(snap.gpu_util_pct)) if np.isfinite(snap.gpu_util_pct).any() else math.nan
+        u = _hall_util(snap)
         if not math.isfinite(u):
             return safe
         share = float(np.clip((self._step_headroom_k(snap) - RULE_DP_HEADROOM_K) / RULE_DP_GRADE_K, 0.0, 1.0))

@@ -17,6 +17,7 @@ from app.evaluation.harness import DAY_NS, EvalSetup, Kpis, SupervisedRun, evalu
 from control.baselines import FixedController
 from control.field import FieldModel, FieldTelemetry, FieldWriter
 from control.policy import site_limits
+from control.types import Snapshot
 from simulators.facility import Facility
 from simulators.weather import load_weather
 from tests.control_helpers import control_site
@@ -221,17 +222,22 @@ def test_every_controller_is_scored_over_the_commissioning_days(tmp_path: Path) 
     assert k.minutes == setup.counted_minutes() == 2880.0
 
 
+def _first_snapshot(tmp_path: Path, telemetry: str) -> tuple[EvalSetup, Facility, Snapshot]:
+    """The setup, its facility a minute into the first evaluated day, and the snapshot a baseline reads then."""
+    from app.evaluation.harness import SimPlant
+
+    setup = _setup(tmp_path / telemetry, telemetry)
+    fac = setup.facility(setup.day_starts()[0])
+    plant = SimPlant(setup.site, setup.limits, setup.builder, fac, field=setup.field_telemetry(fac))
+    fac.step(60.0)
+    return setup, fac, plant.snapshot()
+
+
 def test_field_telemetry_reaches_the_baselines_snapshot(tmp_path: Path) -> None:
     """A baseline's snapshot with field telemetry reads register tenths and ages; exact telemetry reads the
     facility's values with no age."""
-    from app.evaluation.harness import SimPlant
-
     for telemetry in ("field", "exact"):
-        setup = _setup(tmp_path / telemetry, telemetry)
-        fac = setup.facility(setup.day_starts()[0])
-        plant = SimPlant(setup.site, setup.limits, setup.builder, fac, field=setup.field_telemetry(fac))
-        fac.step(60.0)
-        snap = plant.snapshot()
+        setup, _, snap = _first_snapshot(tmp_path, telemetry)
         step = abs(_cdu(setup.site).profile.point("heat_load_kw").scale)
         on_steps = np.abs(snap.heat_kw / step - np.round(snap.heat_kw / step)) < 1e-6
         if telemetry == "field":
@@ -246,14 +252,8 @@ def test_the_snapshot_reads_the_plants_free_cooling_state(tmp_path: Path) -> Non
     """The snapshot carries the plant's free-cooling state (Role.FREE_COOLING_STATE: 0 none, 1 partial, 2 full) and
     its free cooler's fan speed (Role.FREE_COOLER_FAN_SPEED, %), the facility's own values with exact and with field
     telemetry, so the rule can measure its free cooler's approach."""
-    from app.evaluation.harness import SimPlant
-
     for telemetry in ("field", "exact"):
-        setup = _setup(tmp_path / telemetry, telemetry)
-        fac = setup.facility(setup.day_starts()[0])
-        plant = SimPlant(setup.site, setup.limits, setup.builder, fac, field=setup.field_telemetry(fac))
-        fac.step(60.0)
-        snap = plant.snapshot()
+        _, fac, snap = _first_snapshot(tmp_path, telemetry)
         assert snap.free_cooling_state in (0.0, 1.0, 2.0)
         assert snap.free_cooling_state == float(fac.free_cooling_state), telemetry
         assert snap.free_cooler_fan_pct == pytest.approx(100.0 * float(fac.free_cooler_speed), abs=2.0), telemetry
