@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -35,11 +36,27 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 PASSWORDS = {"viewer": "viewer-pass-1234", "operator": "operator-pass-1234", "admin": "admin-pass-123456"}
 
 
-def free_port() -> int:
-    """A free loopback port."""
+def _ports(doc: object) -> list[int]:
+    """Every port in a site document: ``port`` values and the ports of ``endpoint`` URLs (OPC-UA, HTTP)."""
+    if isinstance(doc, dict):
+        own = [v for k, v in doc.items() if k == "port" and isinstance(v, int)]
+        own += [port for k, v in doc.items() if k == "endpoint" and isinstance(v, str)
+                and (port := urlsplit(v).port) is not None]
+        return own + [p for v in doc.values() for p in _ports(v)]
+    if isinstance(doc, list):
+        return [p for v in doc for p in _ports(v)]
+    return []
+
+
+def free_port(beside: dict[str, Any] | None = None) -> int:
+    """A free loopback port; with ``beside`` (a site document) none of its device ports nor the port just below each
+    (the simulator's control API sits below its block): the site's simulator binds them only when it starts, so a
+    port free now may be one of them."""
+    ports = _ports(beside) if beside is not None else []
+    taken = set(ports) | {p - 1 for p in ports}
     while True:
         p = free_port_block(1)
-        if _bindable(p):
+        if p not in taken and _bindable(p):
             return p
 
 
@@ -109,7 +126,7 @@ class DashboardStack:
             doc[key]["poll_interval_s"] = poll_s
         for m in doc.get("meters", []):
             m["poll_interval_s"] = poll_s
-        doc["dashboard"] = {"port": free_port(), "alarm_every_s": 0.25,
+        doc["dashboard"] = {"port": free_port(doc), "alarm_every_s": 0.25,
                             "alarms": policy or {"raise_delay_s": 1.0, "clear_delay_s": 1.0}}
         doc["simulation"]["speed"] = speed
         self.path = write_site(tmp, doc)

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import duckdb
 import pytest
@@ -26,7 +27,7 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, how: str) -
     (to the demo) or Ctrl-C (SIGINT to the terminal's whole process group, simulator included) stops the dashboard,
     the collectors, the historian and the simulator process with exit status 0 and no traceback."""
     doc = site_doc(tmp_path, racks=2)
-    port = free_port()
+    port = free_port(doc)
     doc["dashboard"] = {"port": port}
     path = write_site(tmp_path, doc)
     log = (tmp_path / "demo.log").open("w+")
@@ -70,3 +71,18 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, how: str) -
     db = next((tmp_path / "var").rglob("*.duckdb"))
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("select count(*) from points_all").fetchone()[0] > 0  # type: ignore[index]
+
+
+def test_a_port_chosen_beside_a_site_is_none_of_its_device_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """A dashboard port drawn for a site skips the site's device ports and the control port below each (its
+    simulator binds them only when it starts: a CI run lost the demo test to a dashboard port the simulator took)."""
+    import tests.browser as browser
+
+    doc = site_doc(tmp_path, racks=2)
+    plant = urlsplit(doc["plant"]["endpoint"]).port  # the OPC-UA plant the failing run's dashboard collided with
+    assert plant is not None
+    draws = iter([plant, plant - 1, 9999])
+    monkeypatch.setattr(browser, "free_port_block", lambda n: next(draws))
+    monkeypatch.setattr(browser, "_bindable", lambda p: True)
+    assert browser.free_port(doc) == 9999

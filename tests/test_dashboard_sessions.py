@@ -238,7 +238,7 @@ def test_a_signing_secret_under_32_bytes_is_refused(
 def test_aidc_run_refuses_a_short_secret_with_one_line(tmp_path: Path) -> None:
     """`aidc run` with a 5-byte secret in the dashboard's secret_env exits 2 with one line naming the variable."""
     doc = site_doc(tmp_path, racks=1)
-    doc["dashboard"] = {"port": free_port(), "secret_env": SECRET_VAR}
+    doc["dashboard"] = {"port": free_port(doc), "secret_env": SECRET_VAR}
     site = write_site(tmp_path, doc)
     env = dict(os.environ, PYTHONPATH=str(REPO), **{SECRET_VAR: "short"})
     cmd = [sys.executable, "-m", "app.cli", "run", "--config", str(site), "--duration", "5", "--no-api", "--no-control"]
